@@ -1,0 +1,39 @@
+# eventcore developer commands. `make help` lists them.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+
+.DEFAULT_GOAL := help
+.PHONY: help demo install-test test check lint rust-test pytest bench stubtest
+
+help:  ## Show this help.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+demo:  ## Install eventcore (release build) and run the bank example on the in-memory store.
+	$(PIP) install --quiet .
+	$(PYTHON) examples/bank.py
+
+install-test:  ## Install eventcore editable with the test dependencies (and PostgreSQL 15 if missing).
+	bash scripts/ensure-postgres.sh
+	$(PIP) install --quiet -e ".[test]"
+
+test: install-test check pytest  ## Install what the tests need and run the whole suite.
+
+check: lint rust-test stubtest  ## Static checks: ruff, cargo fmt/clippy/test, stubtest.
+
+lint:  ## ruff (lint + format check) on all Python code.
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+rust-test:  ## cargo fmt --check, clippy -D warnings, cargo test.
+	cargo fmt --check
+	cargo clippy --all-targets --quiet -- -D warnings
+	cargo test --quiet
+
+stubtest:  ## Check python/eventcore/_core.pyi against the compiled module.
+	$(PYTHON) -m mypy.stubtest eventcore._core
+
+pytest:  ## Run the Python test suite (starts its own PostgreSQL server).
+	$(PYTHON) -m pytest -q
+
+bench:  ## Run the benchmarks (pytest-benchmark) and print ratios against baselines.
+	$(PYTHON) -m pytest benches -q

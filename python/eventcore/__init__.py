@@ -1,0 +1,95 @@
+"""eventcore: event sourcing for Python with multi-stream atomic commands and a Rust core.
+
+Define events (frozen dataclasses or ``msgspec.Struct``) with :func:`event`, commands with
+:class:`Command`, and run them with :func:`execute_sync` (in-memory store) or
+:func:`execute` (any store, async). See the README for a tour.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid as _uuid
+
+from eventcore import _core
+from eventcore._pipeline import ExecutionResult
+from eventcore.command import Command, require
+from eventcore.errors import (
+    BusinessRuleViolation,
+    CommandError,
+    ConcurrencyConflict,
+    DuplicateEventId,
+    EventCoreError,
+    InvalidStreamId,
+    SerializationError,
+    StoreError,
+    StoreUnavailable,
+    StreamConflict,
+    UndeclaredStream,
+    ValidationError,
+)
+from eventcore.event import Codec, EventRegistry, JsonCodec, MsgpackCodec, default_registry, event
+from eventcore.executor import execute, execute_sync
+from eventcore.memory import AsyncMemoryStore, MemoryStore
+from eventcore.metadata import Metadata
+from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, WrittenEvent
+from eventcore.retry import RetryPolicy
+from eventcore.store import EventStore, Expected, SyncEventStore
+from eventcore.stream import ANY, NO_STREAM, STREAM_EXISTS, StreamId, stream
+from eventcore.value import Value
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "AppendResult",
+    "AsyncMemoryStore",
+    "BusinessRuleViolation",
+    "Codec",
+    "Command",
+    "CommandError",
+    "ConcurrencyConflict",
+    "DuplicateEventId",
+    "EventCoreError",
+    "EventRegistry",
+    "EventStore",
+    "ExecutionResult",
+    "Expected",
+    "InvalidStreamId",
+    "JsonCodec",
+    "MemoryStore",
+    "Metadata",
+    "MsgpackCodec",
+    "NewEvent",
+    "RecordedEvent",
+    "RetryPolicy",
+    "SerializationError",
+    "StoreError",
+    "StoreUnavailable",
+    "StreamConflict",
+    "StreamId",
+    "SyncEventStore",
+    "UndeclaredStream",
+    "ValidationError",
+    "Value",
+    "WrittenEvent",
+    "__version__",
+    "default_registry",
+    "event",
+    "execute",
+    "execute_sync",
+    "require",
+    "stream",
+    "uuid7",
+]
+
+__version__: str = _core.__version__ if hasattr(_core, "__version__") else "0.1.0"
+
+
+def uuid7() -> _uuid.UUID:
+    """A new UUIDv7 (RFC 9562), strictly increasing within this process, as a stdlib UUID."""
+    return _core.uuid7()
+
+
+# A forked child must not repeat its parent's random bits.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_core.reseed_after_fork)

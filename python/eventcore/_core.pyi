@@ -1,0 +1,160 @@
+"""The Rust core of eventcore: stream ids, UUIDv7, batch folding and the in-memory store."""
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, final
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "MemoryStore",
+    "fold",
+    "reseed_after_fork",
+    "uuid7",
+    "uuid7_ints",
+    "validate_stream_id",
+]
+
+_S = TypeVar("_S")
+
+_Row = tuple[int, int, str, int, str, bytes, int, bytes | None]
+"""One stored event as a row.
+
+``(position, event_id as int, stream_id, version, event_type, payload,
+recorded_at in microseconds since the unix epoch UTC, metadata bytes or None)``.
+"""
+
+ANY: int
+"""Expected version ``-1``: no check."""
+
+STREAM_EXISTS: int
+"""Expected version ``-2``: the stream must have at least one event."""
+
+NO_STREAM: int
+"""Expected version ``0``: the stream must not exist (same as exact 0)."""
+
+def validate_stream_id(value: str) -> str:
+    """Validate a stream id and return it stripped of surrounding whitespace.
+
+    The result must be non-empty, at most 255 characters and free of control characters
+    (Unicode category Cc). Returns the same object when nothing was trimmed.
+
+    Raises:
+        TypeError: ``value`` is not a str.
+        eventcore.errors.InvalidStreamId: a rule is broken.
+    """
+
+def uuid7() -> uuid.UUID:
+    """Generate an RFC 9562 UUIDv7, strictly increasing within the process."""
+
+def uuid7_ints(n: int) -> list[int]:
+    """Generate ``n`` UUIDv7 values as 128-bit ints, strictly increasing."""
+
+def reseed_after_fork() -> None:
+    """Reseed the UUIDv7 random generator; register with ``os.register_at_fork``."""
+
+def fold(
+    state: _S,
+    apply: Callable[[_S, Any, str], _S],
+    decoders: Mapping[str, Callable[[bytes], Any]],
+    events: Sequence[tuple[str, str, bytes]],
+) -> _S:
+    """Fold ``(stream_id, event_type, payload)`` events into ``state``.
+
+    For each event in order: ``state = apply(state, decoders[event_type](payload),
+    stream_id)``. Returns the final state.
+
+    Raises:
+        eventcore.errors.SerializationError: no decoder for an event type, or a decoder
+            raised (that exception is the ``__cause__``).
+    """
+
+@final
+class MemoryStore:
+    """An in-memory, thread-safe event store (one lock; all-or-nothing appends)."""
+
+    def __init__(self) -> None:
+        """Create an empty store."""
+
+    def append(
+        self,
+        expected: Sequence[tuple[str, int]],
+        events: Sequence[tuple[str, str, bytes, int | uuid.UUID | None]],
+        metadata: bytes | None,
+    ) -> tuple[int, list[tuple[str, int]], list[int] | None]:
+        """Append events atomically after checking expected stream versions.
+
+        ``expected`` lists ``(stream_id, expected_version)`` (``>= 0`` exact, ``ANY``,
+        ``STREAM_EXISTS``); ``events`` are ``(stream_id, event_type, payload, event_id)``.
+        Returns ``(first_position, [(stream_id, version_after), ...], ids)`` for the streams
+        of ``expected`` then further streams of ``events``; an event whose id is ``None``
+        gets a fresh UUIDv7, and then ``ids`` lists every event's id as an int (else it is
+        ``None``). Re-appending a stored batch with
+        the same event ids returns the original result and writes nothing.
+
+        Raises:
+            eventcore.errors.ConcurrencyConflict: a version did not match (every
+                mismatching stream listed); nothing is written.
+            eventcore.errors.DuplicateEventId: an event id is reused for other content.
+            eventcore.errors.InvalidStreamId: a stream id breaks the rules.
+            ValueError: an expected version below -2 or a stream listed twice.
+        """
+
+    def fold_streams(
+        self,
+        streams: Sequence[str],
+        state: _S,
+        apply: Callable[[_S, Any, str], _S],
+        decoders: Mapping[str, Callable[[bytes], Any]],
+    ) -> tuple[_S, list[int]]:
+        """Fold every event of ``streams`` (global order) into ``state`` like :func:`fold`.
+
+        Returns ``(final_state, [current version of each stream])``.
+        """
+
+    def read_streams(
+        self, streams: Sequence[str], after_version: int = 0, limit: int | None = None
+    ) -> list[_Row]:
+        """Events of ``streams`` with version > ``after_version``, in global order."""
+
+    def read_stream_backwards(
+        self, stream: str, before_version: int | None = None, limit: int | None = None
+    ) -> list[_Row]:
+        """One stream's events with version < ``before_version``, newest first."""
+
+    def read_all(
+        self,
+        after_position: int = 0,
+        limit: int | None = None,
+        event_types: Sequence[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> list[_Row]:
+        """Events after ``after_position`` in global order, optionally filtered.
+
+        Filters (event type in ``event_types``, stream id starting with ``stream_prefix``)
+        apply before ``limit``.
+        """
+
+    def stream_version(self, stream: str) -> int:
+        """The stream's version (number of events; 0 = no stream)."""
+
+    def head(self) -> int:
+        """The last global position (0 when empty)."""
+
+    def list_streams(
+        self, prefix: str | None = None, after: str | None = None, limit: int | None = None
+    ) -> list[tuple[str, int]]:
+        """``(stream_id, version)`` pairs sorted by stream id, after the cursor ``after``."""
+
+    def __len__(self) -> int:
+        """The number of stored events."""
+
+    def memory_usage(self) -> int:
+        """Approximate bytes held by the store's data structures."""
+
+    def wait_for_append(self, after_position: int, timeout: float) -> int:
+        """Block until the head passes ``after_position`` or ``timeout`` seconds pass.
+
+        Returns the head. The GIL is released while waiting.
+        """

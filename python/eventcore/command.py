@@ -1,0 +1,162 @@
+"""The command protocol: declare streams, fold past events, decide new ones."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar, Generic, TypeVar, dataclass_transform
+
+from eventcore.errors import BusinessRuleViolation, CommandError, InvalidStreamId, ValidationError
+from eventcore.stream import STREAM_FIELD, StreamId, stream
+from eventcore.value import Value
+
+__all__ = ["Command", "require"]
+
+S = TypeVar("S")
+E = TypeVar("E")
+
+
+def require(condition: object, message: str) -> None:
+    """Raise :class:`~eventcore.BusinessRuleViolation` with ``message`` unless ``condition``.
+
+    Use it in ``handle``; a violation is never retried and writes nothing.
+    """
+    if not condition:
+        raise BusinessRuleViolation(message)
+
+
+class _Plan:
+    """What a command class needs checked at construction, resolved on first use."""
+
+    __slots__ = ("coercions", "stream_fields")
+
+    stream_fields: tuple[str, ...]
+    coercions: tuple[tuple[str, type], ...]
+
+    def __init__(self, cls: type) -> None:
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception as exc:  # an unresolvable annotation is the user's bug
+            raise CommandError(
+                f"cannot resolve the field types of {cls.__qualname__}: {exc}"
+            ) from exc
+        self.stream_fields: tuple[str, ...] = tuple(
+            f.name for f in dataclasses.fields(cls) if f.metadata.get(STREAM_FIELD)
+        )
+        coercions: list[tuple[str, type]] = []
+        for f in dataclasses.fields(cls):
+            hint = hints.get(f.name)
+            if f.name in self.stream_fields:
+                continue
+            if isinstance(hint, type) and issubclass(hint, (Value, StreamId)):
+                coercions.append((f.name, hint))
+        self.coercions = tuple(coercions)
+
+
+@dataclass_transform(frozen_default=True, kw_only_default=True, field_specifiers=(stream,))
+class Command(ABC, Generic[S, E]):
+    """Base class of commands: an immutable request that may write to the streams it declares.
+
+    Subclasses are frozen, keyword-only dataclasses automatically. Declare the streams the
+    command reads and may write with :func:`~eventcore.stream`; fields typed with a
+    :class:`~eventcore.Value` type are validated (and plain values converted) when the
+    command is built, so ``handle`` only ever sees valid values::
+
+        class Deposit(Command[Account, AccountEvent]):
+            account: StreamId = stream()
+            amount: Money
+
+            def initial_state(self) -> Account: return Account()
+            def apply(self, state, event, stream_id): ...
+            def handle(self, state): return [(self.account, Deposited(self.amount))]
+
+    The executor reads every declared stream, folds their events (in global order) through
+    :meth:`apply` starting from :meth:`initial_state`, asks :meth:`discover` for more streams
+    (read and folded too), calls :meth:`handle`, and appends what it returns atomically.
+    """
+
+    _plan: ClassVar[_Plan | None] = None
+    max_discovery_rounds: ClassVar[int] = 8
+    """How many times :meth:`discover` may add streams before the command fails."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__dataclass_fields__" not in cls.__dict__:
+            dataclasses.dataclass(frozen=True, kw_only=True, eq=True, repr=True)(cls)
+        cls._plan = None
+
+    def __post_init__(self) -> None:
+        plan = type(self)._plan
+        if plan is None:
+            plan = type(self)._plan = _Plan(type(self))
+        set_ = object.__setattr__
+        for name in plan.stream_fields:
+            value = getattr(self, name)
+            if type(value) is StreamId:
+                continue
+            try:
+                if isinstance(value, str):
+                    if type(value) is not StreamId:
+                        set_(self, name, StreamId(value))
+                elif isinstance(value, Iterable):
+                    set_(self, name, tuple(StreamId(v) for v in value))
+                else:
+                    raise ValidationError(
+                        name, "must be a stream id or a collection of them", value
+                    )
+            except InvalidStreamId as exc:
+                raise InvalidStreamId(exc.value, exc.reason, name) from None
+        for name, kind in plan.coercions:
+            value = getattr(self, name)
+            if type(value) is not kind:
+                try:
+                    set_(self, name, kind(value))
+                except ValidationError as exc:
+                    raise ValidationError(name, exc.reason, value) from None
+
+    def streams(self) -> list[StreamId]:
+        """The streams this command declares, in field order, without duplicates."""
+        plan = type(self)._plan
+        assert plan is not None
+        fields = plan.stream_fields
+        if len(fields) == 1:
+            value = getattr(self, fields[0])
+            return [value] if type(value) is StreamId else list(dict.fromkeys(value))
+        out: dict[StreamId, None] = {}
+        for name in fields:
+            value = getattr(self, name)
+            if type(value) is StreamId:
+                out[value] = None
+            else:
+                out.update(dict.fromkeys(value))
+        return list(out)
+
+    @abstractmethod
+    def initial_state(self) -> S:
+        """The state before any event is folded (a fresh object each call)."""
+
+    @abstractmethod
+    def apply(self, state: S, event: E, stream_id: str) -> S:
+        """Fold one past ``event`` of ``stream_id`` into ``state`` and return the new state.
+
+        ``stream_id`` tells a multi-stream command which stream the event came from.
+        """
+
+    @abstractmethod
+    def handle(self, state: S) -> Sequence[tuple[str, E]]:
+        """Check the business rules against ``state`` and return the new events.
+
+        Each item is ``(stream_id, event)``; the stream must be one the command declared or
+        discovered. Raise with :func:`require` to reject the command.
+        """
+
+    def discover(self, state: S) -> Iterable[str]:
+        """Streams to read in addition to the declared ones, after seeing ``state``.
+
+        Called after each fold until it names no new stream (at most
+        :attr:`max_discovery_rounds` times). Each stream is read once and its version is
+        checked on append like every declared stream. The default discovers nothing.
+        """
+        return ()

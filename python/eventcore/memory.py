@@ -1,0 +1,208 @@
+"""The embedded in-memory event store (Rust), with a sync API and an async view."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+from eventcore import _core
+from eventcore.event import EventRegistry, default_registry
+from eventcore.metadata import Metadata
+from eventcore.recorded import AppendResult, NewEvent, RecordedEvent
+from eventcore.store import Apply, Decoders, Expected
+
+__all__ = ["AsyncMemoryStore", "MemoryStore"]
+
+S = TypeVar("S")
+
+
+def _checks(expected: Expected) -> Sequence[tuple[str, int]]:
+    """Expected versions as ``(stream, version)`` pairs."""
+    return list(expected.items()) if isinstance(expected, Mapping) else expected
+
+
+class MemoryStore:
+    """The embedded event store: all data in process memory, guarded by one lock in Rust.
+
+    Thread-safe: appends check every stream and write under one lock; reads and folds
+    release the GIL while they copy data out. Used by :func:`~eventcore.execute_sync`
+    directly; async code (and :func:`~eventcore.execute`) uses :attr:`aio`, which has the
+    same API as the PostgreSQL store. Nothing is persisted.
+    """
+
+    def __init__(self, *, registry: EventRegistry | None = None) -> None:
+        self._core = _core.MemoryStore()
+        self.registry = registry if registry is not None else default_registry
+        """The registry that decodes payloads for :attr:`RecordedEvent.data`."""
+        self.fold_streams = self._core.fold_streams
+        self.aio = AsyncMemoryStore(self)
+        """The same store with the async :class:`~eventcore.EventStore` API."""
+
+    def append(
+        self,
+        events: Sequence[NewEvent] | Sequence[tuple[str, str, bytes, Any]],
+        *,
+        expected: Expected = (),
+        metadata: Metadata | None = None,
+    ) -> AppendResult:
+        """Append atomically across streams; see :meth:`EventStore.append`.
+
+        Raises:
+            ConcurrencyConflict: an expected version did not match; nothing written.
+            DuplicateEventId: an event id was already used for other content.
+            InvalidStreamId: a stream id broke the rules.
+        """
+        checks = expected if type(expected) is list else _checks(expected)
+        first, versions, ids = self._core.append(
+            checks, events, metadata.to_bytes() if metadata else None
+        )
+        if ids is not None:  # the store assigned ids to events given without one
+            events = [(e[0], e[1], e[2], i) for e, i in zip(events, ids, strict=True)]
+        return AppendResult(range(first, first + len(events)), dict(versions), events)
+
+    def _wrap(self, rows: list[Any]) -> list[RecordedEvent[Any]]:
+        registry = self.registry
+        return [RecordedEvent(*row, registry) for row in rows]
+
+    def read_stream(
+        self, stream_id: str, *, after_version: int = 0, limit: int | None = None
+    ) -> list[RecordedEvent[Any]]:
+        """Events of one stream with version > ``after_version``, oldest first."""
+        return self._wrap(self._core.read_streams([stream_id], after_version, limit))
+
+    def read_streams(
+        self, stream_ids: Sequence[str], *, after_version: int = 0, limit: int | None = None
+    ) -> list[RecordedEvent[Any]]:
+        """Events of several streams with version > ``after_version``, in global order."""
+        return self._wrap(self._core.read_streams(list(stream_ids), after_version, limit))
+
+    def read_stream_backwards(
+        self, stream_id: str, *, before_version: int | None = None, limit: int | None = None
+    ) -> list[RecordedEvent[Any]]:
+        """Events of one stream with version < ``before_version``, newest first."""
+        return self._wrap(self._core.read_stream_backwards(stream_id, before_version, limit))
+
+    def read_all(
+        self,
+        *,
+        after_position: int = 0,
+        limit: int | None = None,
+        event_types: Sequence[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> list[RecordedEvent[Any]]:
+        """The global log after ``after_position`` in position order, optionally filtered."""
+        types = list(event_types) if event_types is not None else None
+        return self._wrap(self._core.read_all(after_position, limit, types, stream_prefix))
+
+    def stream_version(self, stream_id: str) -> int:
+        """A stream's version: its number of events (0 = no stream)."""
+        return self._core.stream_version(stream_id)
+
+    def head(self) -> int:
+        """The position of the last event (0 when empty)."""
+        return self._core.head()
+
+    def list_streams(
+        self, *, prefix: str | None = None, after: str | None = None, limit: int | None = None
+    ) -> list[tuple[str, int]]:
+        """``(stream id, version)`` pairs sorted by stream id, optionally by prefix."""
+        return self._core.list_streams(prefix, after, limit)
+
+    def wait_for_append(self, after_position: int, timeout: float) -> int:
+        """Block until the head passes ``after_position`` or ``timeout`` seconds pass; the head."""
+        return self._core.wait_for_append(after_position, timeout)
+
+    def memory_usage(self) -> int:
+        """Approximate bytes held by the store's data structures."""
+        return self._core.memory_usage()
+
+    def __len__(self) -> int:
+        return len(self._core)
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(events={len(self)})"
+
+
+class AsyncMemoryStore:
+    """The async view of a :class:`MemoryStore` (same data, :class:`EventStore` API)."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.sync = store
+        """The synchronous store behind this view."""
+        self.registry = store.registry
+
+    async def append(
+        self,
+        events: Sequence[NewEvent] | Sequence[tuple[str, str, bytes, Any]],
+        *,
+        expected: Expected = (),
+        metadata: Metadata | None = None,
+    ) -> AppendResult:
+        """See :meth:`MemoryStore.append`."""
+        return self.sync.append(events, expected=expected, metadata=metadata)
+
+    async def fold_streams(
+        self, streams: Sequence[str], state: S, apply: Apply, decoders: Decoders
+    ) -> tuple[S, list[int]]:
+        """See :meth:`EventStore.fold_streams`."""
+        return self.sync.fold_streams(streams, state, apply, decoders)  # type: ignore[no-any-return]
+
+    async def read_stream(
+        self, stream_id: str, *, after_version: int = 0, limit: int | None = None
+    ) -> list[RecordedEvent[Any]]:
+        """See :meth:`MemoryStore.read_stream`."""
+        return self.sync.read_stream(stream_id, after_version=after_version, limit=limit)
+
+    async def read_streams(
+        self, stream_ids: Sequence[str], *, after_version: int = 0, limit: int | None = None
+    ) -> list[RecordedEvent[Any]]:
+        """See :meth:`MemoryStore.read_streams`."""
+        return self.sync.read_streams(stream_ids, after_version=after_version, limit=limit)
+
+    async def read_stream_backwards(
+        self, stream_id: str, *, before_version: int | None = None, limit: int | None = None
+    ) -> list[RecordedEvent[Any]]:
+        """See :meth:`MemoryStore.read_stream_backwards`."""
+        return self.sync.read_stream_backwards(
+            stream_id, before_version=before_version, limit=limit
+        )
+
+    async def read_all(
+        self,
+        *,
+        after_position: int = 0,
+        limit: int | None = None,
+        event_types: Sequence[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> list[RecordedEvent[Any]]:
+        """See :meth:`MemoryStore.read_all`."""
+        return self.sync.read_all(
+            after_position=after_position,
+            limit=limit,
+            event_types=event_types,
+            stream_prefix=stream_prefix,
+        )
+
+    async def stream_version(self, stream_id: str) -> int:
+        """See :meth:`MemoryStore.stream_version`."""
+        return self.sync.stream_version(stream_id)
+
+    async def head(self) -> int:
+        """See :meth:`MemoryStore.head`."""
+        return self.sync.head()
+
+    async def wait_for_append(self, after_position: int, timeout: float) -> int:
+        """Wait (in a worker thread) until the head passes ``after_position``; the head."""
+        if self.sync.head() > after_position:
+            return self.sync.head()
+        return await asyncio.to_thread(self.sync.wait_for_append, after_position, timeout)
+
+    async def close(self) -> None:
+        """Nothing to release; present so code can treat every store alike."""
+
+    async def __aenter__(self) -> AsyncMemoryStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,229 @@
+"""What goes into a store (NewEvent) and what comes back (RecordedEvent, AppendResult)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
+
+from eventcore.metadata import EMPTY_METADATA, Metadata
+
+if TYPE_CHECKING:
+    from eventcore.event import EventRegistry
+
+__all__ = ["AppendResult", "NewEvent", "RecordedEvent", "WrittenEvent"]
+
+E = TypeVar("E")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_UUID = uuid.UUID
+_new = object.__new__
+
+
+def as_uuid(value: int | uuid.UUID) -> uuid.UUID:
+    """Return ``value`` as a stdlib UUID (ints are the UUID's 128-bit value)."""
+    if isinstance(value, _UUID):
+        return value
+    obj = _new(_UUID)
+    object.__setattr__(obj, "int", value)
+    object.__setattr__(obj, "is_safe", uuid.SafeUUID.unknown)
+    return obj
+
+
+class NewEvent(NamedTuple):
+    """An encoded event ready to append.
+
+    ``event_id`` is a UUID (or its 128-bit int); when ``None`` the store assigns a UUIDv7.
+    Appending the same ids again is idempotent (see :meth:`MemoryStore.append`).
+    """
+
+    stream_id: str
+    event_type: str
+    payload: bytes
+    event_id: uuid.UUID | int | None = None
+
+
+class WrittenEvent(NamedTuple):
+    """Where one appended event landed."""
+
+    event_id: uuid.UUID
+    stream_id: str
+    version: int
+    position: int
+
+
+class AppendResult:
+    """The result of one atomic append.
+
+    Attributes:
+        positions: the global position of each event, in the order given.
+        stream_versions: each stream's version after the append (read-only streams too).
+    """
+
+    __slots__ = ("_new", "_written", "positions", "stream_versions")
+
+    def __init__(
+        self,
+        positions: Sequence[int],
+        stream_versions: Mapping[str, int],
+        events: Sequence[tuple[str, str, bytes, Any]],
+    ) -> None:
+        self.positions = positions
+        self.stream_versions = stream_versions
+        self._new = events
+        self._written: list[WrittenEvent] | None = None
+
+    @property
+    def events(self) -> list[WrittenEvent]:
+        """Every event written: id, stream, version and position, in order."""
+        if self._written is None:
+            counts: dict[str, int] = {}
+            for e in self._new:
+                counts[e[0]] = counts.get(e[0], 0) + 1
+            next_version = {s: self.stream_versions[s] - n + 1 for s, n in counts.items()}
+            written = []
+            for e, position in zip(self._new, self.positions, strict=True):
+                version = next_version[e[0]]
+                next_version[e[0]] = version + 1
+                written.append(WrittenEvent(as_uuid(e[3]), e[0], version, position))
+            self._written = written
+        return self._written
+
+    @property
+    def event_ids(self) -> list[uuid.UUID]:
+        """The ids of the events written, in order."""
+        return [as_uuid(e[3]) for e in self._new]
+
+    @property
+    def last_position(self) -> int:
+        """The highest global position written (0 when nothing was written)."""
+        return max(self.positions, default=0)
+
+    def __len__(self) -> int:
+        return len(self._new)
+
+    def __repr__(self) -> str:
+        return f"AppendResult(events={len(self)}, stream_versions={dict(self.stream_versions)!r})"
+
+
+class RecordedEvent(Generic[E]):
+    """A stored event: the payload plus its envelope. Immutable.
+
+    Conversions (UUID, datetime, metadata, payload decoding) happen on first access.
+    """
+
+    __slots__ = (
+        "_data",
+        "_id",
+        "_meta",
+        "_registry",
+        "_ts",
+        "event_type",
+        "payload",
+        "position",
+        "stream_id",
+        "version",
+    )
+
+    position: int
+    """The global position: strictly increasing in the order the global log delivers."""
+    stream_id: str
+    """The stream the event belongs to."""
+    version: int
+    """The stream version this event made (the first event of a stream is version 1)."""
+    event_type: str
+    """The registered type name."""
+    payload: bytes
+    """The encoded payload."""
+
+    def __init__(
+        self,
+        position: int,
+        event_id: int | uuid.UUID,
+        stream_id: str,
+        version: int,
+        event_type: str,
+        payload: bytes,
+        recorded_at: int | datetime,
+        metadata: bytes | Metadata | None,
+        registry: EventRegistry,
+    ) -> None:
+        s = object.__setattr__
+        s(self, "position", position)
+        s(self, "_id", event_id)
+        s(self, "stream_id", stream_id)
+        s(self, "version", version)
+        s(self, "event_type", event_type)
+        s(self, "payload", payload)
+        s(self, "_ts", recorded_at)
+        s(self, "_meta", metadata)
+        s(self, "_registry", registry)
+        s(self, "_data", _UNSET)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("RecordedEvent is immutable")
+
+    @property
+    def event_id(self) -> uuid.UUID:
+        """The event's UUIDv7."""
+        value = self._id
+        if not isinstance(value, _UUID):
+            value = as_uuid(value)
+            object.__setattr__(self, "_id", value)
+        return value
+
+    @property
+    def recorded_at(self) -> datetime:
+        """When the store recorded the event (UTC)."""
+        value = self._ts
+        if not isinstance(value, datetime):
+            value = _EPOCH + timedelta(microseconds=value)
+            object.__setattr__(self, "_ts", value)
+        return value
+
+    @property
+    def metadata(self) -> Metadata:
+        """Causation, correlation, user and custom metadata."""
+        value = self._meta
+        if not isinstance(value, Metadata):
+            value = Metadata.from_bytes(value) if value else EMPTY_METADATA
+            object.__setattr__(self, "_meta", value)
+        return value
+
+    @property
+    def data(self) -> E:
+        """The decoded event object (SerializationError if its type is unknown here)."""
+        value = self._data
+        if value is _UNSET:
+            value = self._registry.decode(self.event_type, self.payload)
+            object.__setattr__(self, "_data", value)
+        return value  # type: ignore[no-any-return]
+
+    def _key(self) -> tuple[Any, ...]:
+        return (
+            self.position,
+            self.event_id,
+            self.stream_id,
+            self.version,
+            self.event_type,
+            self.payload,
+            self.recorded_at,
+            self.metadata,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RecordedEvent):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self.event_id)
+
+    def __repr__(self) -> str:
+        return (
+            f"RecordedEvent(position={self.position}, stream_id={self.stream_id!r}, "
+            f"version={self.version}, event_type={self.event_type!r}, event_id={self.event_id})"
+        )
+
+
+_UNSET: Any = object()

@@ -1,0 +1,163 @@
+"""Testing kit: given/when/then scenarios and a store that injects faults deterministically.
+
+The pytest plugin (``eventcore.testing.plugin``, loaded automatically once eventcore is
+installed) provides the fixtures ``memory_store`` and ``scenario``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from eventcore._pipeline import ExecutionResult
+from eventcore.command import Command
+from eventcore.errors import ConcurrencyConflict, StoreUnavailable
+from eventcore.executor import execute_sync
+from eventcore.memory import AsyncMemoryStore, MemoryStore
+from eventcore.metadata import Metadata
+from eventcore.recorded import AppendResult, NewEvent, RecordedEvent
+from eventcore.retry import RetryPolicy
+from eventcore.store import Apply, Decoders, Expected
+
+__all__ = ["FaultyStore", "Scenario"]
+
+
+class Scenario:
+    """Given past events, when a command runs, then exactly these events (or this error).
+
+    >>> Scenario().given(("account-1", AccountOpened("ann"))) \\
+    ...     .when(Deposit(account="account-1", amount=Money(5))) \\
+    ...     .then(("account-1", Deposited(5)))
+    """
+
+    def __init__(
+        self, store: MemoryStore | None = None, *, retry: RetryPolicy | None = None
+    ) -> None:
+        self.store = store if store is not None else MemoryStore()
+        """The store the scenario runs on (fresh by default)."""
+        self.retry = retry
+        self.result: ExecutionResult | None = None
+        """The executor's result once :meth:`when` succeeded."""
+        self.error: BaseException | None = None
+        """What the command raised, if it raised."""
+        self._head_before = 0
+
+    def given(self, *events: tuple[str, Any], metadata: Metadata | None = None) -> Scenario:
+        """Append past ``(stream_id, event)`` pairs, in order, without any version check."""
+        encode = self.store.registry.encode
+        batch = [NewEvent(stream_id, *encode(event)) for stream_id, event in events]
+        if batch:
+            self.store.append(batch, metadata=metadata)
+        return self
+
+    def when(self, command: Command[Any, Any], *, metadata: Metadata | None = None) -> Scenario:
+        """Execute ``command``; an error is kept for :meth:`then_raises` instead of raised."""
+        self._head_before = self.store.head()
+        try:
+            self.result = execute_sync(self.store, command, metadata=metadata, retry=self.retry)
+        except Exception as exc:
+            self.error = exc
+        return self
+
+    def written(self) -> list[RecordedEvent[Any]]:
+        """The events the command wrote."""
+        return self.store.read_all(after_position=self._head_before)
+
+    def then(self, *expected: tuple[str, Any]) -> Scenario:
+        """Assert the command succeeded and wrote exactly ``expected`` ``(stream_id, event)``."""
+        if self.error is not None:
+            raise AssertionError(f"expected events, but the command raised {self.error!r}")
+        actual = [(e.stream_id, e.data) for e in self.written()]
+        if actual != list(expected):
+            raise AssertionError(
+                f"events written differ\n  expected: {list(expected)!r}\n  actual:   {actual!r}"
+            )
+        return self
+
+    def then_raises(self, error: type[BaseException], match: str | None = None) -> Scenario:
+        """Assert the command raised ``error`` (message searched by ``match``), writing nothing."""
+        if self.error is None:
+            raise AssertionError(f"expected {error.__name__}, but the command succeeded")
+        if not isinstance(self.error, error):
+            raise AssertionError(f"expected {error.__name__}, got {self.error!r}")
+        if match is not None and not re.search(match, str(self.error)):
+            raise AssertionError(f"{str(self.error)!r} does not match {match!r}")
+        if self.written():
+            raise AssertionError(f"a failed command wrote events: {self.written()!r}")
+        return self
+
+
+class FaultyStore:
+    """A :class:`MemoryStore` wrapper that fails on a script, to test retry behaviour.
+
+    ``faults`` lists what happens on each call to ``append`` in turn (``None`` = behave
+    normally); after the list runs out every append behaves normally:
+
+    - ``"conflict"``: raise ConcurrencyConflict (current versions as actual), write nothing;
+    - ``"unavailable"``: raise StoreUnavailable, write nothing;
+    - ``"lost-reply"``: write, then raise StoreUnavailable as if the reply had been lost;
+    - ``"interleave"``: a competing writer appends first, so the real check conflicts.
+
+    ``read_faults`` does the same for reads/folds with ``"unavailable"``.
+    """
+
+    def __init__(
+        self,
+        store: MemoryStore | None = None,
+        *,
+        faults: Iterable[str | None] = (),
+        read_faults: Iterable[str | None] = (),
+    ) -> None:
+        self.store = store if store is not None else MemoryStore()
+        """The real store underneath."""
+        self.registry = self.store.registry
+        self.faults = list(faults)
+        self.read_faults = list(read_faults)
+        self.calls: list[str] = []
+        """Every call and what was injected, e.g. ``"append:conflict"``."""
+        self.aio = AsyncMemoryStore(self)  # type: ignore[arg-type]
+
+    def _next(self, kind: str, script: list[str | None]) -> str | None:
+        fault = script.pop(0) if script else None
+        self.calls.append(f"{kind}:{fault or 'ok'}")
+        return fault
+
+    def append(
+        self,
+        events: Sequence[NewEvent] | Sequence[tuple[str, str, bytes, Any]],
+        *,
+        expected: Expected = (),
+        metadata: Metadata | None = None,
+    ) -> AppendResult:
+        """Append, unless the script says to fail this call."""
+        fault = self._next("append", self.faults)
+        checks = list(expected.items()) if hasattr(expected, "items") else list(expected)
+        if fault == "conflict":
+            conflicts = [(s, v, self.store.stream_version(s)) for s, v in checks]
+            raise ConcurrencyConflict(conflicts or [(e[0], -1, 0) for e in events[:1]])
+        if fault == "unavailable":
+            raise StoreUnavailable("injected: store unavailable")
+        if fault == "interleave":
+            for stream_id, version in checks:
+                if version >= 0 and events:
+                    template = next((e for e in events if e[0] == stream_id), events[0])
+                    self.store.append([NewEvent(stream_id, template[1], template[2])])
+        result = self.store.append(events, expected=expected, metadata=metadata)
+        if fault == "lost-reply":
+            raise StoreUnavailable("injected: the reply to a committed append was lost")
+        if fault not in (None, "interleave"):
+            raise ValueError(f"unknown fault {fault!r}")
+        return result
+
+    def fold_streams(
+        self, streams: Sequence[str], state: Any, apply: Apply, decoders: Decoders
+    ) -> tuple[Any, list[int]]:
+        """Fold, unless the script says this read fails."""
+        if self._next("fold", self.read_faults) == "unavailable":
+            raise StoreUnavailable("injected: store unavailable on read")
+        return self.store.fold_streams(streams, state, apply, decoders)  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        # Every other read goes straight to the real store.
+        return getattr(self.store, name)

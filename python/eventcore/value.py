@@ -1,0 +1,103 @@
+"""Validated value types: "parse, don't validate" for domain values."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from eventcore.errors import ValidationError
+
+__all__ = ["Value"]
+
+_Check = Callable[[Any], "str | None"]
+
+
+class Value:
+    """Base class for a domain value type that validates itself once, at construction.
+
+    Combine it with the builtin the value is made of, ``Value`` first, and state the
+    constraints as class keywords::
+
+        class Money(Value, int, gt=0):
+            '''An amount in cents; always positive.'''
+
+        class AccountId(Value, str, pattern=r"acc-[0-9]+"):
+            '''An account number such as ``acc-42``.'''
+
+    Constraints: ``gt``, ``ge``, ``lt``, ``le`` (numbers), ``min_length``, ``max_length``,
+    ``pattern`` (a full match, for ``str``). For any other rule, override the classmethod
+    ``check(value)`` and raise ``ValueError`` with the reason. A rejected value raises
+    :class:`~eventcore.ValidationError` naming the type and the reason. Instances are
+    instances of the builtin too, so they encode as the builtin in events, and event
+    fields typed with a value type are validated again when decoded.
+    """
+
+    __slots__ = ()
+    _checks: ClassVar[tuple[_Check, ...]] = ()
+
+    def __init_subclass__(
+        cls,
+        *,
+        gt: Any = None,
+        ge: Any = None,
+        lt: Any = None,
+        le: Any = None,
+        min_length: int | None = None,
+        max_length: int | None = None,
+        pattern: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        checks: list[_Check] = list(cls._checks)
+        if gt is not None:
+            checks.append(lambda v: None if v > gt else f"must be greater than {gt}")
+        if ge is not None:
+            checks.append(lambda v: None if v >= ge else f"must be at least {ge}")
+        if lt is not None:
+            checks.append(lambda v: None if v < lt else f"must be less than {lt}")
+        if le is not None:
+            checks.append(lambda v: None if v <= le else f"must be at most {le}")
+        if min_length is not None:
+            checks.append(
+                lambda v: None if len(v) >= min_length else f"must have at least {min_length} items"
+            )
+        if max_length is not None:
+            checks.append(
+                lambda v: None if len(v) <= max_length else f"must have at most {max_length} items"
+            )
+        if pattern is not None:
+            compiled = re.compile(pattern)
+            checks.append(
+                lambda v: None if compiled.fullmatch(v) else f"must match the pattern {pattern!r}"
+            )
+        cls._checks = tuple(checks)
+
+    def __new__(cls, value: Any) -> Any:
+        """Build and validate; raises ValidationError naming the type and the reason."""
+        try:
+            obj = super().__new__(cls, value)  # type: ignore[call-arg]
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(cls.__name__, str(exc), value) from None
+        for check in cls._checks:
+            reason = check(obj)
+            if reason is not None:
+                raise ValidationError(cls.__name__, reason, value)
+        try:
+            cls.check(obj)
+        except ValueError as exc:
+            raise ValidationError(cls.__name__, str(exc), value) from None
+        return obj
+
+    @classmethod
+    def check(cls, value: Any) -> None:
+        """Raise ``ValueError`` with a reason when ``value`` is not acceptable (override)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self._builtin_value(),))
+
+    def _builtin_value(self) -> Any:
+        for base in type(self).__mro__:
+            if base in (int, str, float, bytes) or base.__module__ == "decimal":
+                return base(self)  # type: ignore[call-arg]
+        return self

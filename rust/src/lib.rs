@@ -1,0 +1,29 @@
+//! `eventcore._core`: the Rust core of eventcore.
+//!
+//! Stream-id validation, UUIDv7 generation, batch folding and the in-memory event store.
+//! Plain Python types in, plain Python types out; errors are the classes of
+//! `eventcore.errors`.
+
+pub mod errors;
+pub mod fold;
+pub mod py_store;
+pub mod store;
+pub mod stream_id;
+pub mod uuid7;
+
+use pyo3::prelude::*;
+
+/// The Rust core of eventcore.
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(stream_id::validate_stream_id, m)?)?;
+    m.add_function(wrap_pyfunction!(uuid7::uuid7, m)?)?;
+    m.add_function(wrap_pyfunction!(uuid7::uuid7_ints, m)?)?;
+    m.add_function(wrap_pyfunction!(uuid7::reseed_after_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(fold::fold, m)?)?;
+    m.add("ANY", store::ANY)?;
+    m.add("STREAM_EXISTS", store::STREAM_EXISTS)?;
+    m.add("NO_STREAM", store::NO_STREAM)?;
+    m.add_class::<py_store::MemoryStore>()?;
+    Ok(())
+}

@@ -1,0 +1,495 @@
+//! `MemoryStore`: the Python class around the pure-Rust [`Store`].
+//!
+//! One `parking_lot::RwLock` guards the store: an append checks every stream and writes under
+//! one write lock. Arguments are parsed (borrowing str/bytes data from the caller's tuples)
+//! before the lock is taken; rows are copied out under the lock and turned into Python
+//! objects after it is released, so Python code never runs while the lock is held. Small
+//! operations try the lock with the GIL held (no GIL round trip); contended or large ones
+//! release the GIL (`py.detach`) while they wait and work.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyInt, PyList, PyString, PyTuple};
+use smallvec::SmallVec;
+
+use crate::errors::CoreResult;
+use crate::uuid7;
+use crate::fold::Folder;
+use crate::store::{NewEvent, Rows, Store};
+use crate::stream_id;
+
+/// Work above this many events releases the GIL instead of trying the lock with it held.
+const SMALL: usize = 256;
+
+/// An in-memory, thread-safe event store.
+#[pyclass(frozen, module = "eventcore._core")]
+pub struct MemoryStore {
+    inner: RwLock<Store>,
+    head: AtomicU64,
+    waiters: Mutex<()>,
+    appended: Condvar,
+}
+
+/// Items of a sequence as tuples (tuples as they are, other sequences converted).
+fn tuples<'py>(seq: &Bound<'py, PyAny>) -> PyResult<SmallVec<[Bound<'py, PyTuple>; 4]>> {
+    let py = seq.py();
+    let as_tuple = |item: &Bound<'py, PyAny>| -> PyResult<Bound<'py, PyTuple>> {
+        match item.cast::<PyTuple>() {
+            Ok(t) => Ok(t.clone()),
+            Err(_) => PyTuple::new(py, item.try_iter()?.collect::<PyResult<Vec<_>>>()?),
+        }
+    };
+    if let Ok(list) = seq.cast::<PyList>() {
+        let mut out = SmallVec::with_capacity(list.len());
+        for item in list.iter() {
+            out.push(as_tuple(&item)?);
+        }
+        Ok(out)
+    } else if let Ok(tuple) = seq.cast::<PyTuple>() {
+        tuple.as_slice().iter().map(as_tuple).collect()
+    } else {
+        seq.try_iter()?.map(|item| as_tuple(&item?)).collect()
+    }
+}
+
+/// Items of a sequence of str (a str itself is rejected).
+fn strings<'py>(seq: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Bound<'py, PyString>>> {
+    if seq.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(format!(
+            "{what} must be a sequence of str, not a str"
+        )));
+    }
+    let one = |item: Bound<'py, PyAny>| -> PyResult<Bound<'py, PyString>> {
+        item.cast_into::<PyString>()
+            .map_err(|_| PyTypeError::new_err(format!("{what} must contain only str")))
+    };
+    if let Ok(list) = seq.cast::<PyList>() {
+        list.iter().map(one).collect()
+    } else {
+        seq.try_iter()?.map(|item| one(item?)).collect()
+    }
+}
+
+fn as_str<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a str> {
+    obj.cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(format!("{what} must be str")))?
+        .to_str()
+}
+
+/// An event id: a Python int or an object with an `.int` attribute (`uuid.UUID`).
+fn event_id(obj: &Bound<'_, PyAny>) -> PyResult<u128> {
+    if obj.is_instance_of::<PyInt>() {
+        obj.extract::<u128>()
+    } else {
+        obj.getattr(intern!(obj.py(), "int"))?.extract::<u128>()
+    }
+}
+
+/// The Python str for a stream given by the caller: the same object unless it was trimmed.
+fn caller_stream<'py>(s: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let text = as_str(s, "stream id")?;
+    let trimmed = stream_id::trim(text);
+    if trimmed.len() == text.len() {
+        Ok(s.clone())
+    } else {
+        Ok(PyString::new(s.py(), trimmed).into_any())
+    }
+}
+
+/// Build the Python rows; `slot_streams` supplies stream objects for reads of given streams.
+fn rows_to_py<'py>(
+    py: Python<'py>,
+    rows: &Rows,
+    slot_streams: Option<&[Bound<'py, PyAny>]>,
+) -> PyResult<Bound<'py, PyList>> {
+    let types: Vec<Bound<'py, PyString>> =
+        rows.types.iter().map(|t| PyString::new(py, t)).collect();
+    let names: Vec<Bound<'py, PyAny>>;
+    let streams = match slot_streams {
+        Some(s) => s,
+        None => {
+            names = rows
+                .streams
+                .iter()
+                .map(|s| PyString::new(py, s).into_any())
+                .collect();
+            &names
+        }
+    };
+    let none = py.None().into_bound(py);
+    let mut meta: Option<(*const u8, Bound<'py, PyAny>)> = None;
+    let mut out = Vec::with_capacity(rows.rows.len());
+    for (i, row) in rows.rows.iter().enumerate() {
+        let metadata = match &row.metadata {
+            None => none.clone(),
+            Some(m) => match &meta {
+                Some((ptr, obj)) if std::ptr::eq(*ptr, m.as_ptr()) => obj.clone(),
+                _ => {
+                    let obj = PyBytes::new(py, m).into_any();
+                    meta = Some((m.as_ptr(), obj.clone()));
+                    obj
+                }
+            },
+        };
+        let tuple = (
+            row.position,
+            row.id,
+            &streams[row.stream as usize],
+            row.version,
+            &types[row.event_type as usize],
+            PyBytes::new(py, rows.payload(i)),
+            row.recorded_at,
+            metadata,
+        )
+            .into_pyobject(py)?;
+        out.push(tuple);
+    }
+    PyList::new(py, out)
+}
+
+impl MemoryStore {
+    /// Run `f` under the read lock: with the GIL held when the lock is free and `small`
+    /// says the work is small, else with the GIL released.
+    fn read<R: Send>(
+        &self,
+        py: Python<'_>,
+        small: impl Fn(&Store) -> bool,
+        f: impl Fn(&Store) -> R + Send + Sync,
+    ) -> R {
+        {
+            if let Some(guard) = self.inner.try_read() {
+                if small(&guard) {
+                    return f(&guard);
+                }
+            }
+        }
+        py.detach(|| f(&self.inner.read()))
+    }
+
+    fn notify(&self, head: u64) {
+        self.head.store(head, Ordering::Release);
+        drop(self.waiters.lock());
+        self.appended.notify_all();
+    }
+}
+
+#[pymethods]
+impl MemoryStore {
+    /// An empty store.
+    #[new]
+    fn new() -> Self {
+        MemoryStore {
+            inner: RwLock::new(Store::new()),
+            head: AtomicU64::new(0),
+            waiters: Mutex::new(()),
+            appended: Condvar::new(),
+        }
+    }
+
+    /// Append events atomically after checking expected versions.
+    /// Returns `(first_position, [(stream, version_after), ...], ids)`: `ids` lists every
+    /// event id (as ints) when some were generated here for events given with `None`.
+    /// Returns `(first_position, [(stream, version_after), ...])`.
+    #[pyo3(signature = (expected, events, metadata))]
+    fn append<'py>(
+        &self,
+        py: Python<'py>,
+        expected: &Bound<'py, PyAny>,
+        events: &Bound<'py, PyAny>,
+        metadata: Option<&Bound<'py, PyBytes>>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let expected_items = tuples(expected)?;
+        let event_items = tuples(events)?;
+        let mut exp: SmallVec<[(&str, i64); 4]> = SmallVec::with_capacity(expected_items.len());
+        for t in &expected_items {
+            let [stream, version] = t.as_slice() else {
+                return Err(PyTypeError::new_err(
+                    "expected must contain (stream_id, expected_version) pairs",
+                ));
+            };
+            exp.push((as_str(stream, "stream id")?, version.extract::<i64>()?));
+        }
+        let mut evs: SmallVec<[NewEvent<'_>; 4]> = SmallVec::with_capacity(event_items.len());
+        let mut missing_ids = 0usize;
+        for t in &event_items {
+            let [stream, event_type, payload, id] = t.as_slice() else {
+                return Err(PyTypeError::new_err(
+                    "events must contain (stream_id, event_type, payload, event_id) tuples",
+                ));
+            };
+            evs.push(NewEvent {
+                stream: as_str(stream, "stream id")?,
+                event_type: as_str(event_type, "event type")?,
+                payload: payload
+                    .cast::<PyBytes>()
+                    .map_err(|_| PyTypeError::new_err("payload must be bytes"))?
+                    .as_bytes(),
+                id: if id.is_none() {
+                    missing_ids += 1;
+                    0
+                } else {
+                    event_id(id)?
+                },
+            });
+        }
+        // Events given without an id get a fresh UUIDv7 (one generator call for the batch).
+        let generated = missing_ids > 0;
+        if generated {
+            let mut fresh = uuid7::next_n(missing_ids).into_iter();
+            for (ev, t) in evs.iter_mut().zip(&event_items) {
+                if t.as_slice()[3].is_none() {
+                    ev.id = fresh.next().unwrap_or_default();
+                }
+            }
+        }
+        let meta = metadata.map(|m| m.as_bytes());
+        let run = |store: &mut Store| -> CoreResult<(crate::store::AppendOutcome, u64)> {
+            let out = store.append(&exp, &evs, meta)?;
+            Ok((out, store.head()))
+        };
+        let result = if evs.len() <= SMALL {
+            match self.inner.try_write() {
+                Some(mut guard) => run(&mut guard),
+                None => py.detach(|| run(&mut self.inner.write())),
+            }
+        } else {
+            py.detach(|| run(&mut self.inner.write()))
+        };
+        let (out, head) = result?;
+        if !out.replayed && !evs.is_empty() {
+            self.notify(head);
+        }
+        let mut versions: SmallVec<[Bound<'py, PyTuple>; 4]> =
+            SmallVec::with_capacity(out.versions.len());
+        for &(source, version) in &out.versions {
+            let stream = if source < expected_items.len() {
+                &expected_items[source].as_slice()[0]
+            } else {
+                &event_items[source - expected_items.len()].as_slice()[0]
+            };
+            versions.push((caller_stream(stream)?, version).into_pyobject(py)?);
+        }
+        let ids = if generated {
+            let ids: Vec<u128> = evs.iter().map(|e| e.id).collect();
+            ids.into_pyobject(py)?.into_any()
+        } else {
+            py.None().into_bound(py)
+        };
+        (out.first_position, PyList::new(py, versions)?, ids).into_pyobject(py)
+    }
+
+    /// Fold every event of `streams` (in global position order) into `state`.
+    ///
+    /// Returns `(final_state, [version of each stream])`.
+    fn fold_streams<'py>(
+        &self,
+        py: Python<'py>,
+        streams: &Bound<'py, PyAny>,
+        state: Bound<'py, PyAny>,
+        apply: Bound<'py, PyAny>,
+        decoders: Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyAny>, Vec<u64>)> {
+        let items = strings(streams, "streams")?;
+        let names: Vec<&str> = items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
+        let (rows, versions) =
+            self.read(py, |s| small_streams(s, &names), |s| s.fold_rows(&names))?;
+        let stream_objs: Vec<Bound<'py, PyAny>> = items
+            .iter()
+            .map(|s| caller_stream(s.as_any()))
+            .collect::<PyResult<_>>()?;
+        let type_objs: Vec<Bound<'py, PyAny>> = rows
+            .types
+            .iter()
+            .map(|t| PyString::new(py, t).into_any())
+            .collect();
+        let mut decoders_cache: Vec<Option<Bound<'py, PyAny>>> = vec![None; type_objs.len()];
+        let mut folder = Folder::new(apply, decoders);
+        let mut state = state;
+        for (i, row) in rows.rows.iter().enumerate() {
+            let t = row.event_type as usize;
+            let decoder = match &decoders_cache[t] {
+                Some(d) => d.clone(),
+                None => {
+                    let d = folder.decoder(&type_objs[t])?;
+                    decoders_cache[t] = Some(d.clone());
+                    d
+                }
+            };
+            let payload = PyBytes::new(py, rows.payload(i));
+            state = folder.step(
+                state,
+                &decoder,
+                &type_objs[t],
+                &stream_objs[row.stream as usize],
+                payload.as_any(),
+            )?;
+        }
+        Ok((state, versions))
+    }
+
+    /// Events of `streams` with version > `after_version`, in global position order.
+    #[pyo3(signature = (streams, after_version = 0, limit = None))]
+    fn read_streams<'py>(
+        &self,
+        py: Python<'py>,
+        streams: &Bound<'py, PyAny>,
+        after_version: i64,
+        limit: Option<i64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let items = strings(streams, "streams")?;
+        let names: Vec<&str> = items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
+        let small_limit = limit.is_some_and(|l| (0..=SMALL as i64).contains(&l));
+        let rows = self.read(
+            py,
+            |s| small_limit || small_streams(s, &names),
+            |s| s.read_streams(&names, after_version, limit),
+        )?;
+        let stream_objs: Vec<Bound<'py, PyAny>> = items
+            .iter()
+            .map(|s| caller_stream(s.as_any()))
+            .collect::<PyResult<_>>()?;
+        rows_to_py(py, &rows, Some(&stream_objs))
+    }
+
+    /// One stream's events with version < `before_version` (all when None), newest first.
+    #[pyo3(signature = (stream, before_version = None, limit = None))]
+    fn read_stream_backwards<'py>(
+        &self,
+        py: Python<'py>,
+        stream: &str,
+        before_version: Option<i64>,
+        limit: Option<i64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let small_limit = limit.is_some_and(|l| (0..=SMALL as i64).contains(&l));
+        let rows = self.read(
+            py,
+            |s| small_limit || small_streams(s, &[stream]),
+            |s| s.read_stream_backwards(stream, before_version, limit),
+        )?;
+        rows_to_py(py, &rows, None)
+    }
+
+    /// Events after `after_position` in position order, optionally filtered by event type
+    /// and/or stream-id prefix (filters apply before the limit).
+    #[pyo3(signature = (after_position = 0, limit = None, event_types = None, stream_prefix = None))]
+    fn read_all<'py>(
+        &self,
+        py: Python<'py>,
+        after_position: i64,
+        limit: Option<i64>,
+        event_types: Option<&Bound<'py, PyAny>>,
+        stream_prefix: Option<&str>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let type_items = event_types.map(|t| strings(t, "event_types")).transpose()?;
+        let type_names: Option<Vec<&str>> = type_items
+            .as_ref()
+            .map(|items| items.iter().map(|s| s.to_str()).collect::<PyResult<_>>())
+            .transpose()?;
+        let filtered = type_names.is_some() || stream_prefix.is_some();
+        let small_limit = !filtered && limit.is_some_and(|l| (0..=SMALL as i64).contains(&l));
+        let rows = self.read(
+            py,
+            |s| {
+                small_limit
+                    || (s.len() as u64).saturating_sub(after_position.max(0) as u64) <= SMALL as u64
+            },
+            |s| s.read_all(after_position, limit, type_names.as_deref(), stream_prefix),
+        )?;
+        rows_to_py(py, &rows, None)
+    }
+
+    /// Current version of a stream (0 = no stream).
+    fn stream_version(&self, py: Python<'_>, stream: &str) -> PyResult<u64> {
+        Ok(self.read(py, |_| true, |s| s.stream_version(stream))?)
+    }
+
+    /// Last global position (0 when empty).
+    fn head(&self) -> u64 {
+        self.head.load(Ordering::Acquire)
+    }
+
+    /// `(stream, version)` pairs sorted by stream id.
+    #[pyo3(signature = (prefix = None, after = None, limit = None))]
+    fn list_streams<'py>(
+        &self,
+        py: Python<'py>,
+        prefix: Option<&str>,
+        after: Option<&str>,
+        limit: Option<i64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let small_limit = limit.is_some_and(|l| (0..=SMALL as i64).contains(&l));
+        let streams: Vec<(Arc<str>, u64)> = self.read(
+            py,
+            |_| small_limit,
+            |s| s.list_streams(prefix, after, limit),
+        )?;
+        PyList::new(py, streams.iter().map(|(name, v)| (&**name, *v)))
+    }
+
+    /// Number of stored events.
+    fn __len__(&self) -> usize {
+        self.head.load(Ordering::Acquire) as usize
+    }
+
+    /// Approximate bytes held by the store's data structures.
+    fn memory_usage(&self, py: Python<'_>) -> usize {
+        std::mem::size_of::<Self>() + self.read(py, |_| true, |s| s.memory_usage())
+    }
+
+    /// Block (GIL released) until head > `after_position` or `timeout` seconds pass;
+    /// return the head.
+    fn wait_for_append(&self, py: Python<'_>, after_position: i64, timeout: f64) -> PyResult<u64> {
+        let after = u64::try_from(after_position).map_err(|_| {
+            PyValueError::new_err(format!(
+                "after_position must not be negative (got {after_position})"
+            ))
+        })?;
+        if timeout.is_nan() {
+            return Err(PyValueError::new_err("timeout must be a number"));
+        }
+        let start = Instant::now();
+        let deadline = Duration::try_from_secs_f64(timeout.max(0.0))
+            .ok()
+            .and_then(|d| start.checked_add(d));
+        // Wake up now and then to let Python handle signals (Ctrl-C).
+        const SLICE: Duration = Duration::from_millis(50);
+        loop {
+            let head = self.head.load(Ordering::Acquire);
+            if head > after {
+                return Ok(head);
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(head);
+            }
+            let until = deadline.map_or(now + SLICE, |d| d.min(now + SLICE));
+            py.detach(|| {
+                let mut guard = self.waiters.lock();
+                while self.head.load(Ordering::Acquire) <= after {
+                    if self.appended.wait_until(&mut guard, until).timed_out() {
+                        break;
+                    }
+                }
+            });
+            py.check_signals()?;
+        }
+    }
+}
+
+/// Whether reading the given streams touches few events.
+fn small_streams(store: &Store, names: &[&str]) -> bool {
+    let mut total = 0u64;
+    for name in names {
+        total += store.stream_version(name).unwrap_or(0);
+        if total > SMALL as u64 {
+            return false;
+        }
+    }
+    true
+}

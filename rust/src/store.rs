@@ -1,0 +1,1256 @@
+//! The in-memory event store: pure Rust, no Python types.
+//!
+//! Layout (memory per event matters):
+//! - events live in fixed-capacity chunks (`Vec<Vec<StoredEvent>>`, [`CHUNK`] events each,
+//!   so growth never doubles); the event at global position `p` is at index `p - 1`;
+//! - stream ids and event types are interned once (`Arc<str>` tables); an event refers to
+//!   them by `u32` index;
+//! - each stream keeps the `u32` event indexes of its events (version `v` is entry `v - 1`);
+//! - the event-id index is a `HashTable<(u32, u32)>` of event index and 32-bit id hash
+//!   (~9 bytes per bucket instead of a `(u128, u64)` map entry's 33); the id itself is
+//!   compared in the stored event;
+//! - a `BTreeMap` of stream ids gives sorted, prefix- and cursor-based stream listing.
+//!
+//! All operations are all-or-nothing: `append` checks everything before writing anything.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::hash::BuildHasher;
+use std::ops::Bound as RangeBound;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
+use smallvec::SmallVec;
+
+use crate::errors::{Conflict, CoreError, CoreResult};
+use crate::stream_id;
+
+/// Expected version: no check.
+pub const ANY: i64 = -1;
+/// Expected version: the stream must have at least one event.
+pub const STREAM_EXISTS: i64 = -2;
+/// Expected version: the stream must not exist (same as exact 0).
+pub const NO_STREAM: i64 = 0;
+
+const CHUNK_SHIFT: u32 = 12;
+/// Events per chunk.
+pub const CHUNK: usize = 1 << CHUNK_SHIFT;
+const CHUNK_MASK: u32 = (1 << CHUNK_SHIFT) - 1;
+/// The store holds at most this many events (positions are `u32`).
+pub const MAX_EVENTS: usize = u32::MAX as usize - 1;
+
+/// One stored event (72 bytes; position = index + 1).
+#[derive(Debug)]
+pub struct StoredEvent {
+    id_hi: u64,
+    id_lo: u64,
+    /// Microseconds since the unix epoch (UTC).
+    recorded_at: i64,
+    payload: Box<[u8]>,
+    /// Shared by every event of one append batch.
+    metadata: Option<Arc<[u8]>>,
+    stream: u32,
+    event_type: u32,
+    version: u32,
+}
+
+impl StoredEvent {
+    /// The event id.
+    #[inline]
+    pub fn id(&self) -> u128 {
+        (u128::from(self.id_hi) << 64) | u128::from(self.id_lo)
+    }
+}
+
+#[derive(Debug)]
+struct Stream {
+    name: Arc<str>,
+    /// Event indexes (position - 1) of this stream's events, in version order.
+    events: Vec<u32>,
+}
+
+/// One event to append (borrowed from the caller).
+#[derive(Debug, Clone, Copy)]
+pub struct NewEvent<'a> {
+    /// Stream id (validated and trimmed by the store).
+    pub stream: &'a str,
+    /// Event type name.
+    pub event_type: &'a str,
+    /// Opaque payload.
+    pub payload: &'a [u8],
+    /// Event id (a UUID as an int).
+    pub id: u128,
+}
+
+/// The result of an append (or of an idempotent replay).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Position of the first event of the batch (`head + 1` when nothing was written).
+    pub first_position: u64,
+    /// `(source, version)` for every stream of the batch: streams of `expected` first, then
+    /// further streams of `events` in first-appearance order. `source < expected.len()` is
+    /// an index into `expected`, else `source - expected.len()` is an index into `events`.
+    pub versions: SmallVec<[(usize, u64); 4]>,
+    /// Whether the outcome is a replay of an earlier append (nothing written).
+    pub replayed: bool,
+}
+
+/// One row copied out of the store.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Event id.
+    pub id: u128,
+    /// Global position.
+    pub position: u64,
+    /// Microseconds since the unix epoch (UTC).
+    pub recorded_at: i64,
+    /// End of the payload in [`Rows::payloads`] (it starts where the previous row's ends).
+    pub payload_end: usize,
+    /// Batch metadata.
+    pub metadata: Option<Arc<[u8]>>,
+    /// Stream: an index into [`Rows::streams`], or for reads of given streams, the index of
+    /// the stream in the caller's list.
+    pub stream: u32,
+    /// Index into [`Rows::types`].
+    pub event_type: u32,
+    /// Version of the event in its stream.
+    pub version: u32,
+}
+
+/// Rows copied out of the store, with their payload bytes in one buffer.
+#[derive(Debug, Default)]
+pub struct Rows {
+    /// The rows, in the order of the read.
+    pub rows: Vec<Row>,
+    /// All payloads back to back.
+    pub payloads: Vec<u8>,
+    /// Stream names used by the rows (empty for reads of given streams).
+    pub streams: Vec<Arc<str>>,
+    /// Event type names used by the rows.
+    pub types: Vec<Arc<str>>,
+}
+
+impl Rows {
+    /// The payload of row `i`.
+    pub fn payload(&self, i: usize) -> &[u8] {
+        let start = if i == 0 {
+            0
+        } else {
+            self.rows[i - 1].payload_end
+        };
+        &self.payloads[start..self.rows[i].payload_end]
+    }
+}
+
+/// Maps store indexes to the local indexes of a [`Rows`] (small cache in front of a map).
+#[derive(Default)]
+struct LocalIndex {
+    map: HashMap<u32, u32>,
+    last: Option<(u32, u32)>,
+}
+
+impl LocalIndex {
+    #[inline]
+    fn get(&mut self, global: u32, names: &mut Vec<Arc<str>>, name: impl Fn() -> Arc<str>) -> u32 {
+        if let Some((g, l)) = self.last {
+            if g == global {
+                return l;
+            }
+        }
+        let l = *self.map.entry(global).or_insert_with(|| {
+            names.push(name());
+            (names.len() - 1) as u32
+        });
+        self.last = Some((global, l));
+        l
+    }
+}
+
+/// The in-memory event store.
+#[derive(Default)]
+pub struct Store {
+    chunks: Vec<Vec<StoredEvent>>,
+    len: usize,
+    streams: Vec<Stream>,
+    stream_index: HashTable<u32>,
+    sorted_streams: BTreeMap<Arc<str>, u32>,
+    types: Vec<Arc<str>>,
+    type_index: HashTable<u32>,
+    /// `(event index, 32-bit id hash)`: rehashing never touches the events.
+    ids: HashTable<(u32, u32)>,
+    hasher: DefaultHashBuilder,
+    payload_heap: usize,
+    metadata_heap: usize,
+    names_heap: usize,
+    stream_events_cap: usize,
+}
+
+/// An approximation of what the allocator really holds for a request of `n` bytes
+/// (glibc: 8 bytes of header, 16-byte granularity, 32-byte minimum chunk).
+#[inline]
+fn heap_size(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        (n + 8).div_ceil(16).max(2) * 16
+    }
+}
+
+/// 32-bit hash of an event id: murmur3's `fmix64` over both halves (a strong mix, so
+/// sequential or structured ids spread over the table).
+#[inline]
+fn hash_id(id: u128) -> u32 {
+    #[inline]
+    fn fmix64(mut k: u64) -> u64 {
+        k ^= k >> 33;
+        k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        k ^= k >> 33;
+        k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        k ^ (k >> 33)
+    }
+    fmix64((id as u64) ^ fmix64((id >> 64) as u64 ^ 0x9e37_79b9_7f4a_7c15)) as u32
+}
+
+/// The table hash of an id-index entry: the 32-bit hash in both halves, so the table finds
+/// bucket bits (low) and tag bits (high) in it without touching the event.
+#[inline]
+fn id_table_hash(h: u32) -> u64 {
+    u64::from(h) | (u64::from(h) << 32)
+}
+
+#[inline]
+fn event_at(chunks: &[Vec<StoredEvent>], index: u32) -> &StoredEvent {
+    &chunks[(index >> CHUNK_SHIFT) as usize][(index & CHUNK_MASK) as usize]
+}
+
+/// Current time in microseconds since the unix epoch (UTC).
+pub fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// One stream of an append batch.
+struct Slot<'a> {
+    name: &'a str,
+    source: usize,
+    expected: i64,
+    stream: Option<u32>,
+    /// Index (into `events`) of this stream's last event in the batch.
+    last_event: Option<usize>,
+}
+
+/// Finds the slot of a stream name: linear for small batches, hashed beyond.
+#[derive(Default)]
+struct SlotFinder<'a> {
+    map: Option<HashMap<&'a str, usize>>,
+}
+
+impl<'a> SlotFinder<'a> {
+    const LINEAR: usize = 8;
+
+    fn find(&mut self, slots: &[Slot<'a>], name: &str) -> Option<usize> {
+        if let Some(map) = &self.map {
+            return map.get(name).copied();
+        }
+        slots.iter().position(|s| s.name == name)
+    }
+
+    fn added(&mut self, slots: &[Slot<'a>]) {
+        match &mut self.map {
+            Some(map) => {
+                let i = slots.len() - 1;
+                map.insert(slots[i].name, i);
+            }
+            None if slots.len() > Self::LINEAR => {
+                self.map = Some(slots.iter().enumerate().map(|(i, s)| (s.name, i)).collect());
+            }
+            None => {}
+        }
+    }
+}
+
+fn check_limit(limit: Option<i64>) -> CoreResult<usize> {
+    match limit {
+        None => Ok(usize::MAX),
+        Some(l) if l < 0 => Err(CoreError::Value(format!(
+            "limit must not be negative (got {l})"
+        ))),
+        Some(l) => Ok(usize::try_from(l).unwrap_or(usize::MAX)),
+    }
+}
+
+fn check_non_negative(name: &str, value: i64) -> CoreResult<u64> {
+    u64::try_from(value)
+        .map_err(|_| CoreError::Value(format!("{name} must not be negative (got {value})")))
+}
+
+impl Store {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of stored events (= the last global position).
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the store holds no event.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Last global position (0 when empty).
+    #[inline]
+    pub fn head(&self) -> u64 {
+        self.len as u64
+    }
+
+    #[inline]
+    fn event(&self, index: u32) -> &StoredEvent {
+        event_at(&self.chunks, index)
+    }
+
+    #[inline]
+    fn find_stream(&self, name: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(name);
+        self.stream_index
+            .find(hash, |&i| &*self.streams[i as usize].name == name)
+            .copied()
+    }
+
+    #[inline]
+    fn find_id(&self, id: u128) -> Option<u32> {
+        let h = hash_id(id);
+        let chunks = &self.chunks;
+        self.ids
+            .find(id_table_hash(h), |&(i, eh)| {
+                eh == h && event_at(chunks, i).id() == id
+            })
+            .map(|&(i, _)| i)
+    }
+
+    fn intern_stream(&mut self, name: &str) -> u32 {
+        if let Some(i) = self.find_stream(name) {
+            return i;
+        }
+        let index = self.streams.len() as u32;
+        let name: Arc<str> = Arc::from(name);
+        self.names_heap += heap_size(16 + name.len());
+        self.sorted_streams.insert(name.clone(), index);
+        self.streams.push(Stream {
+            name,
+            events: Vec::new(),
+        });
+        let hash = self.hasher.hash_one(&*self.streams[index as usize].name);
+        let (streams, hasher) = (&self.streams, &self.hasher);
+        self.stream_index.insert_unique(hash, index, |&i| {
+            hasher.hash_one(&*streams[i as usize].name)
+        });
+        index
+    }
+
+    fn intern_type(&mut self, name: &str) -> u32 {
+        let hash = self.hasher.hash_one(name);
+        let types = &self.types;
+        if let Some(&i) = self.type_index.find(hash, |&i| &*types[i as usize] == name) {
+            return i;
+        }
+        let index = self.types.len() as u32;
+        self.names_heap += heap_size(16 + name.len());
+        self.types.push(Arc::from(name));
+        let (types, hasher) = (&self.types, &self.hasher);
+        self.type_index
+            .insert_unique(hash, index, |&i| hasher.hash_one(&*types[i as usize]));
+        index
+    }
+
+    fn find_type(&self, name: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(name);
+        self.type_index
+            .find(hash, |&i| &*self.types[i as usize] == name)
+            .copied()
+    }
+
+    /// Current version of a stream (0 = no stream). Validates the stream id.
+    pub fn stream_version(&self, name: &str) -> CoreResult<u64> {
+        let name = stream_id::validate(name)?;
+        Ok(self.version_of(name))
+    }
+
+    #[inline]
+    fn version_of(&self, name: &str) -> u64 {
+        self.find_stream(name)
+            .map_or(0, |i| self.streams[i as usize].events.len() as u64)
+    }
+
+    /// Append `events` atomically after checking `expected` versions (see the module docs of
+    /// `py_store` for the exact semantics).
+    pub fn append(
+        &mut self,
+        expected: &[(&str, i64)],
+        events: &[NewEvent<'_>],
+        metadata: Option<&[u8]>,
+    ) -> CoreResult<AppendOutcome> {
+        // 1. Validate and group streams into slots.
+        let mut slots: SmallVec<[Slot<'_>; 4]> = SmallVec::with_capacity(expected.len() + 1);
+        let mut finder = SlotFinder::default();
+        for (i, &(raw, exp)) in expected.iter().enumerate() {
+            let name = stream_id::validate(raw)?;
+            if exp < STREAM_EXISTS {
+                return Err(CoreError::Value(format!(
+                    "expected version of stream {name:?} must be >= -2 (got {exp})"
+                )));
+            }
+            if finder.find(&slots, name).is_some() {
+                return Err(CoreError::Value(format!(
+                    "stream {name:?} is listed more than once in expected"
+                )));
+            }
+            slots.push(Slot {
+                name,
+                source: i,
+                expected: exp,
+                stream: None,
+                last_event: None,
+            });
+            finder.added(&slots);
+        }
+        let mut event_slot: SmallVec<[u32; 8]> = SmallVec::with_capacity(events.len());
+        let mut prev_raw: Option<(&str, usize)> = None;
+        for (i, ev) in events.iter().enumerate() {
+            let slot = match prev_raw {
+                Some((raw, s)) if std::ptr::eq(raw, ev.stream) || raw == ev.stream => s,
+                _ => {
+                    let name = stream_id::validate(ev.stream)?;
+                    let s = match finder.find(&slots, name) {
+                        Some(s) => s,
+                        None => {
+                            slots.push(Slot {
+                                name,
+                                source: expected.len() + i,
+                                expected: ANY,
+                                stream: None,
+                                last_event: None,
+                            });
+                            finder.added(&slots);
+                            slots.len() - 1
+                        }
+                    };
+                    prev_raw = Some((ev.stream, s));
+                    s
+                }
+            };
+            slots[slot].last_event = Some(i);
+            event_slot.push(slot as u32);
+        }
+
+        // 2. Event ids unique within the batch.
+        if events.len() > 1 {
+            if events.len() <= 16 {
+                for (i, a) in events.iter().enumerate() {
+                    if events[..i].iter().any(|b| b.id == a.id) {
+                        return Err(dup_in_batch(a.id));
+                    }
+                }
+            } else {
+                let mut seen = HashSet::with_capacity(events.len());
+                for ev in events {
+                    if !seen.insert(ev.id) {
+                        return Err(dup_in_batch(ev.id));
+                    }
+                }
+            }
+        }
+
+        // 3. Idempotency: an already stored id means replay (or an error).
+        for ev in events {
+            if self.find_id(ev.id).is_some() {
+                return self.replay(&slots, events, &event_slot, metadata);
+            }
+        }
+
+        // 4. Expected versions, all streams before any write.
+        let mut conflicts = Vec::new();
+        for slot in slots.iter_mut() {
+            slot.stream = self.find_stream(slot.name);
+            let actual = slot
+                .stream
+                .map_or(0, |i| self.streams[i as usize].events.len() as u64);
+            let ok = match slot.expected {
+                ANY => true,
+                STREAM_EXISTS => actual >= 1,
+                exact => actual == exact as u64,
+            };
+            if !ok {
+                conflicts.push(Conflict {
+                    stream: slot.name.to_owned(),
+                    expected: slot.expected,
+                    actual,
+                });
+            }
+        }
+        if !conflicts.is_empty() {
+            return Err(CoreError::Conflict(conflicts));
+        }
+        let first_position = self.len as u64 + 1;
+        if events.is_empty() {
+            let versions = slots
+                .iter()
+                .map(|s| {
+                    let v = s
+                        .stream
+                        .map_or(0, |i| self.streams[i as usize].events.len());
+                    (s.source, v as u64)
+                })
+                .collect();
+            return Ok(AppendOutcome {
+                first_position,
+                versions,
+                replayed: false,
+            });
+        }
+        if self.len + events.len() > MAX_EVENTS {
+            return Err(CoreError::Store("the memory store is full".to_owned()));
+        }
+
+        // 5. Write.
+        let recorded_at = now_micros();
+        let metadata: Option<Arc<[u8]>> = metadata.map(|m| {
+            self.metadata_heap += heap_size(16 + m.len());
+            Arc::from(m)
+        });
+        let mut last_type: Option<(&str, u32)> = None;
+        for (ev, &slot) in events.iter().zip(&event_slot) {
+            let slot = &mut slots[slot as usize];
+            let stream = match slot.stream {
+                Some(s) => s,
+                None => {
+                    let s = self.intern_stream(slot.name);
+                    slot.stream = Some(s);
+                    s
+                }
+            };
+            let event_type = match last_type {
+                Some((t, i)) if t == ev.event_type => i,
+                _ => {
+                    let i = self.intern_type(ev.event_type);
+                    last_type = Some((ev.event_type, i));
+                    i
+                }
+            };
+            self.push_event(ev, stream, event_type, recorded_at, metadata.clone());
+        }
+        let versions = slots
+            .iter()
+            .map(|s| {
+                let v = s
+                    .stream
+                    .map_or(0, |i| self.streams[i as usize].events.len());
+                (s.source, v as u64)
+            })
+            .collect();
+        Ok(AppendOutcome {
+            first_position,
+            versions,
+            replayed: false,
+        })
+    }
+
+    fn push_event(
+        &mut self,
+        ev: &NewEvent<'_>,
+        stream: u32,
+        event_type: u32,
+        recorded_at: i64,
+        metadata: Option<Arc<[u8]>>,
+    ) {
+        let index = self.len as u32;
+        let s = &mut self.streams[stream as usize];
+        let cap_before = s.events.capacity();
+        s.events.push(index);
+        self.stream_events_cap += s.events.capacity() - cap_before;
+        let version = s.events.len() as u32;
+        let payload: Box<[u8]> = Box::from(ev.payload);
+        self.payload_heap += heap_size(payload.len());
+        if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        let chunk = self.chunks.last_mut().expect("a chunk with room");
+        chunk.push(StoredEvent {
+            id_hi: (ev.id >> 64) as u64,
+            id_lo: ev.id as u64,
+            recorded_at,
+            payload,
+            metadata,
+            stream,
+            event_type,
+            version,
+        });
+        self.len += 1;
+        let h = hash_id(ev.id);
+        self.ids
+            .insert_unique(id_table_hash(h), (index, h), |&(_, h)| id_table_hash(h));
+    }
+
+    /// The outcome of an append whose ids are (partly) stored already.
+    fn replay(
+        &self,
+        slots: &[Slot<'_>],
+        events: &[NewEvent<'_>],
+        event_slot: &[u32],
+        metadata: Option<&[u8]>,
+    ) -> CoreResult<AppendOutcome> {
+        let mut first: Option<u32> = None;
+        for (i, ev) in events.iter().enumerate() {
+            let Some(index) = self.find_id(ev.id) else {
+                let stored = events
+                    .iter()
+                    .find(|e| self.find_id(e.id).is_some())
+                    .map_or(ev.id, |e| e.id);
+                return Err(CoreError::DuplicateEventId {
+                    id: stored,
+                    reason: "only part of this batch was stored before",
+                });
+            };
+            let first = *first.get_or_insert(index);
+            let stored = self.event(index);
+            let same = u64::from(index) == u64::from(first) + i as u64
+                && &*self.streams[stored.stream as usize].name
+                    == slots[event_slot[i] as usize].name
+                && &*self.types[stored.event_type as usize] == ev.event_type
+                && &*stored.payload == ev.payload
+                && stored.metadata.as_deref() == metadata;
+            if !same {
+                return Err(CoreError::DuplicateEventId {
+                    id: ev.id,
+                    reason: "already stored with different content",
+                });
+            }
+        }
+        let first = first.expect("replay of a non-empty batch");
+        let versions = slots
+            .iter()
+            .map(|s| {
+                let v = match s.last_event {
+                    Some(e) => {
+                        let index = first + e as u32;
+                        u64::from(self.event(index).version)
+                    }
+                    None => self.version_of(s.name),
+                };
+                (s.source, v)
+            })
+            .collect();
+        Ok(AppendOutcome {
+            first_position: u64::from(first) + 1,
+            versions,
+            replayed: true,
+        })
+    }
+
+    /// Resolve the given streams (validated, no duplicates) to store indexes.
+    fn resolve_streams(&self, names: &[&str]) -> CoreResult<Vec<Option<u32>>> {
+        let mut trimmed: Vec<&str> = Vec::with_capacity(names.len());
+        for raw in names {
+            trimmed.push(stream_id::validate(raw)?);
+        }
+        if trimmed.len() > 1 {
+            let mut seen: HashSet<&str> = HashSet::with_capacity(trimmed.len());
+            for name in &trimmed {
+                if !seen.insert(name) {
+                    return Err(CoreError::Value(format!(
+                        "stream {name:?} is listed more than once"
+                    )));
+                }
+            }
+        }
+        Ok(trimmed.iter().map(|n| self.find_stream(n)).collect())
+    }
+
+    /// Event indexes of the given streams' events with version > `after_version`, merged in
+    /// position order, with the index of their stream in `streams`; at most `limit`.
+    fn merged(&self, streams: &[Option<u32>], after_version: u64, limit: usize) -> Vec<(u32, u32)> {
+        let lists: Vec<(u32, &[u32])> = streams
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, s)| {
+                let events = &self.streams[(*s)? as usize].events;
+                let skip = usize::try_from(after_version)
+                    .unwrap_or(usize::MAX)
+                    .min(events.len());
+                let rest = &events[skip..];
+                (!rest.is_empty()).then_some((slot as u32, rest))
+            })
+            .collect();
+        let total: usize = lists.iter().map(|(_, l)| l.len()).sum();
+        let mut out = Vec::with_capacity(total.min(limit));
+        match lists.as_slice() {
+            [] => {}
+            [(slot, list)] => out.extend(list.iter().take(limit).map(|&i| (i, *slot))),
+            _ => {
+                let mut heap: BinaryHeap<Reverse<(u32, u32, usize)>> = lists
+                    .iter()
+                    .enumerate()
+                    .map(|(k, (_, l))| Reverse((l[0], k as u32, 0)))
+                    .collect();
+                while out.len() < limit {
+                    let Some(Reverse((index, k, cursor))) = heap.pop() else {
+                        break;
+                    };
+                    let (slot, list) = lists[k as usize];
+                    out.push((index, slot));
+                    if let Some(&next) = list.get(cursor + 1) {
+                        heap.push(Reverse((next, k, cursor + 1)));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Copy out rows for `(event index, stream slot)` pairs; streams are caller slots.
+    fn rows_for_slots(&self, picked: &[(u32, u32)]) -> Rows {
+        let mut rows = Rows {
+            rows: Vec::with_capacity(picked.len()),
+            ..Rows::default()
+        };
+        let bytes: usize = picked
+            .iter()
+            .map(|&(i, _)| self.event(i).payload.len())
+            .sum();
+        rows.payloads.reserve_exact(bytes);
+        let mut types = LocalIndex::default();
+        for &(index, slot) in picked {
+            let ev = self.event(index);
+            let t = types.get(ev.event_type, &mut rows.types, || {
+                self.types[ev.event_type as usize].clone()
+            });
+            self.push_row(&mut rows, index, ev, slot, t);
+        }
+        rows
+    }
+
+    /// Copy out rows for event indexes; stream names go to [`Rows::streams`].
+    fn rows_for(&self, picked: impl Iterator<Item = u32>, size_hint: usize) -> Rows {
+        let mut rows = Rows {
+            rows: Vec::with_capacity(size_hint),
+            ..Rows::default()
+        };
+        let mut types = LocalIndex::default();
+        let mut streams = LocalIndex::default();
+        for index in picked {
+            let ev = self.event(index);
+            let t = types.get(ev.event_type, &mut rows.types, || {
+                self.types[ev.event_type as usize].clone()
+            });
+            let s = streams.get(ev.stream, &mut rows.streams, || {
+                self.streams[ev.stream as usize].name.clone()
+            });
+            self.push_row(&mut rows, index, ev, s, t);
+        }
+        rows
+    }
+
+    #[inline]
+    fn push_row(&self, rows: &mut Rows, index: u32, ev: &StoredEvent, stream: u32, t: u32) {
+        rows.payloads.extend_from_slice(&ev.payload);
+        rows.rows.push(Row {
+            id: ev.id(),
+            position: u64::from(index) + 1,
+            recorded_at: ev.recorded_at,
+            payload_end: rows.payloads.len(),
+            metadata: ev.metadata.clone(),
+            stream,
+            event_type: t,
+            version: ev.version,
+        });
+    }
+
+    /// Events of the given streams with version > `after_version`, in position order;
+    /// `Row::stream` is the index of the stream in `names`.
+    pub fn read_streams(
+        &self,
+        names: &[&str],
+        after_version: i64,
+        limit: Option<i64>,
+    ) -> CoreResult<Rows> {
+        let after = check_non_negative("after_version", after_version)?;
+        let limit = check_limit(limit)?;
+        let streams = self.resolve_streams(names)?;
+        let picked = self.merged(&streams, after, limit);
+        Ok(self.rows_for_slots(&picked))
+    }
+
+    /// Every event of the given streams in position order (for folding), and each stream's
+    /// current version; `Row::stream` is the index of the stream in `names`.
+    pub fn fold_rows(&self, names: &[&str]) -> CoreResult<(Rows, Vec<u64>)> {
+        let streams = self.resolve_streams(names)?;
+        let versions = streams
+            .iter()
+            .map(|s| s.map_or(0, |i| self.streams[i as usize].events.len() as u64))
+            .collect();
+        let picked = self.merged(&streams, 0, usize::MAX);
+        Ok((self.rows_for_slots(&picked), versions))
+    }
+
+    /// One stream's events with version < `before_version` (all when `None`), newest first.
+    pub fn read_stream_backwards(
+        &self,
+        name: &str,
+        before_version: Option<i64>,
+        limit: Option<i64>,
+    ) -> CoreResult<Rows> {
+        let name = stream_id::validate(name)?;
+        let before = before_version
+            .map(|b| check_non_negative("before_version", b))
+            .transpose()?;
+        let limit = check_limit(limit)?;
+        let Some(stream) = self.find_stream(name) else {
+            return Ok(Rows::default());
+        };
+        let events = &self.streams[stream as usize].events;
+        let end = match before {
+            None => events.len(),
+            Some(b) => usize::try_from(b.saturating_sub(1))
+                .unwrap_or(usize::MAX)
+                .min(events.len()),
+        };
+        let n = end.min(limit);
+        Ok(self.rows_for(events[..end].iter().rev().take(limit).copied(), n))
+    }
+
+    /// Events after `after_position` in position order, optionally only of the given event
+    /// types and/or streams whose id starts with `stream_prefix`; at most `limit`.
+    pub fn read_all(
+        &self,
+        after_position: i64,
+        limit: Option<i64>,
+        event_types: Option<&[&str]>,
+        stream_prefix: Option<&str>,
+    ) -> CoreResult<Rows> {
+        let after = check_non_negative("after_position", after_position)?;
+        let limit = check_limit(limit)?;
+        let start = usize::try_from(after).unwrap_or(usize::MAX).min(self.len);
+        let type_filter: Option<Vec<bool>> = event_types.map(|names| {
+            let mut wanted = vec![false; self.types.len()];
+            for name in names {
+                if let Some(t) = self.find_type(name) {
+                    wanted[t as usize] = true;
+                }
+            }
+            wanted
+        });
+        if type_filter.as_ref().is_some_and(|w| !w.contains(&true)) {
+            return Ok(Rows::default());
+        }
+        let range = (start as u32)..(self.len as u32);
+        if type_filter.is_none() && stream_prefix.is_none() {
+            let n = (self.len - start).min(limit);
+            return Ok(self.rows_for(range.take(limit), n));
+        }
+        let picked = range.filter(|&i| {
+            let ev = self.event(i);
+            type_filter
+                .as_ref()
+                .is_none_or(|w| w[ev.event_type as usize])
+                && stream_prefix
+                    .is_none_or(|p| self.streams[ev.stream as usize].name.starts_with(p))
+        });
+        Ok(self.rows_for(picked.take(limit), 0))
+    }
+
+    /// `(stream, version)` sorted by stream id: ids starting with `prefix`, strictly after
+    /// `after`, at most `limit`.
+    pub fn list_streams(
+        &self,
+        prefix: Option<&str>,
+        after: Option<&str>,
+        limit: Option<i64>,
+    ) -> CoreResult<Vec<(Arc<str>, u64)>> {
+        let limit = check_limit(limit)?;
+        let prefix = prefix.unwrap_or("");
+        let lower = match after {
+            Some(a) if a >= prefix => RangeBound::Excluded(a),
+            _ => RangeBound::Included(prefix),
+        };
+        Ok(self
+            .sorted_streams
+            .range::<str, _>((lower, RangeBound::Unbounded))
+            .take_while(|(name, _)| name.starts_with(prefix))
+            .take(limit)
+            .map(|(name, &i)| (name.clone(), self.streams[i as usize].events.len() as u64))
+            .collect())
+    }
+
+    /// Approximate heap bytes held by the store (allocator rounding included).
+    pub fn memory_usage(&self) -> usize {
+        use std::mem::size_of;
+        let chunks = self.chunks.capacity() * size_of::<Vec<StoredEvent>>()
+            + self
+                .chunks
+                .iter()
+                .map(|c| heap_size(c.capacity() * size_of::<StoredEvent>()))
+                .sum::<usize>();
+        let streams = heap_size(self.streams.capacity() * size_of::<Stream>())
+            + self.stream_events_cap * size_of::<u32>()
+            + self.streams.len() * 16 // allocator overhead of the per-stream event lists
+            + self.stream_index.allocation_size()
+            // BTreeMap: ~(16 + 4) bytes per entry in nodes that are ~2/3 full, plus headers.
+            + self.sorted_streams.len() * 40;
+        let types = heap_size(self.types.capacity() * size_of::<Arc<str>>())
+            + self.type_index.allocation_size();
+        size_of::<Self>()
+            + chunks
+            + streams
+            + types
+            + self.ids.allocation_size()
+            + self.payload_heap
+            + self.metadata_heap
+            + self.names_heap
+    }
+}
+
+fn dup_in_batch(id: u128) -> CoreError {
+    CoreError::DuplicateEventId {
+        id,
+        reason: "appears more than once in this batch",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev<'a>(stream: &'a str, ty: &'a str, payload: &'a [u8], id: u128) -> NewEvent<'a> {
+        NewEvent {
+            stream,
+            event_type: ty,
+            payload,
+            id,
+        }
+    }
+
+    fn versions(o: &AppendOutcome) -> Vec<u64> {
+        o.versions.iter().map(|v| v.1).collect()
+    }
+
+    #[test]
+    fn layout_is_compact() {
+        assert_eq!(std::mem::size_of::<StoredEvent>(), 72);
+    }
+
+    #[test]
+    fn append_assigns_versions_and_positions() {
+        let mut s = Store::new();
+        let out = s
+            .append(
+                &[("a", NO_STREAM)],
+                &[
+                    ev("a", "T", b"1", 1),
+                    ev("b", "U", b"2", 2),
+                    ev("a", "T", b"3", 3),
+                ],
+                Some(b"meta"),
+            )
+            .unwrap();
+        assert_eq!(out.first_position, 1);
+        assert_eq!(out.versions[..], [(0, 2), (2, 1)]);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.stream_version("a").unwrap(), 2);
+        assert_eq!(s.stream_version(" b ").unwrap(), 1);
+        assert_eq!(s.stream_version("zz").unwrap(), 0);
+        let out = s.append(&[], &[ev("b", "U", b"4", 4)], None).unwrap();
+        assert_eq!(out.first_position, 4);
+        assert_eq!(out.versions[..], [(0, 2)]);
+        let rows = s.read_all(0, None, None, None).unwrap();
+        assert_eq!(rows.rows.len(), 4);
+        assert_eq!(rows.payload(2), b"3");
+        assert_eq!(rows.rows[2].version, 2);
+        assert_eq!(rows.rows[0].metadata.as_deref(), Some(&b"meta"[..]));
+        assert_eq!(rows.rows[3].metadata, None);
+        assert!(Arc::ptr_eq(
+            rows.rows[0].metadata.as_ref().unwrap(),
+            rows.rows[1].metadata.as_ref().unwrap()
+        ));
+        assert_eq!(rows.rows[0].recorded_at, rows.rows[2].recorded_at);
+    }
+
+    #[test]
+    fn conflicts_write_nothing_and_list_every_stream() {
+        let mut s = Store::new();
+        s.append(&[], &[ev("a", "T", b"", 1)], None).unwrap();
+        let err = s
+            .append(
+                &[("a", 0), ("b", STREAM_EXISTS), ("c", ANY), ("d", 0)],
+                &[ev("a", "T", b"", 2), ev("c", "T", b"", 3)],
+                None,
+            )
+            .unwrap_err();
+        assert_eq!(
+            err,
+            CoreError::Conflict(vec![
+                Conflict {
+                    stream: "a".into(),
+                    expected: 0,
+                    actual: 1
+                },
+                Conflict {
+                    stream: "b".into(),
+                    expected: -2,
+                    actual: 0
+                },
+            ])
+        );
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.stream_version("c").unwrap(), 0);
+        // expected-only streams are checked and reported, nothing written for them
+        let out = s
+            .append(&[("a", 1), ("x", 0)], &[ev("y", "T", b"", 4)], None)
+            .unwrap();
+        assert_eq!(out.versions[..], [(0, 1), (1, 0), (2, 1)]);
+        assert_eq!(s.stream_version("x").unwrap(), 0);
+    }
+
+    #[test]
+    fn empty_events_only_check() {
+        let mut s = Store::new();
+        s.append(&[], &[ev("a", "T", b"", 1)], None).unwrap();
+        let out = s.append(&[("a", 1), ("b", 0)], &[], None).unwrap();
+        assert_eq!(out.first_position, 2);
+        assert_eq!(versions(&out), vec![1, 0]);
+        assert!(matches!(
+            s.append(&[("a", 0)], &[], None),
+            Err(CoreError::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn bad_arguments() {
+        let mut s = Store::new();
+        assert!(matches!(
+            s.append(&[("a", -3)], &[], None),
+            Err(CoreError::Value(_))
+        ));
+        assert!(matches!(
+            s.append(&[("a", 0), (" a", 1)], &[], None),
+            Err(CoreError::Value(_))
+        ));
+        assert!(matches!(
+            s.append(&[], &[ev("", "T", b"", 1)], None),
+            Err(CoreError::InvalidStreamId { .. })
+        ));
+        assert!(matches!(
+            s.append(&[], &[ev("a", "T", b"", 1), ev("b", "T", b"", 1)], None),
+            Err(CoreError::DuplicateEventId { id: 1, .. })
+        ));
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn idempotent_replay() {
+        let mut s = Store::new();
+        s.append(&[], &[ev("z", "T", b"0", 100)], None).unwrap();
+        let batch = [
+            ev("a", "T", b"1", 1),
+            ev("b", "U", b"2", 2),
+            ev("a", "T", b"3", 3),
+        ];
+        let first = s.append(&[("a", 0), ("r", 0)], &batch, Some(b"m")).unwrap();
+        s.append(&[], &[ev("a", "T", b"4", 4)], None).unwrap();
+        let again = s.append(&[("a", 0), ("r", 0)], &batch, Some(b"m")).unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.first_position, first.first_position);
+        assert_eq!(again.versions, first.versions);
+        assert_eq!(s.len(), 5);
+        // different content
+        let changed = [
+            ev("a", "T", b"1", 1),
+            ev("b", "U", b"X", 2),
+            ev("a", "T", b"3", 3),
+        ];
+        assert!(matches!(
+            s.append(&[], &changed, Some(b"m")),
+            Err(CoreError::DuplicateEventId { id: 2, reason }) if reason.contains("different")
+        ));
+        assert!(matches!(
+            s.append(&[], &batch, None),
+            Err(CoreError::DuplicateEventId { id: 1, .. })
+        ));
+        // partial
+        let partial = [ev("a", "T", b"1", 1), ev("a", "T", b"9", 9)];
+        assert!(matches!(
+            s.append(&[], &partial, Some(b"m")),
+            Err(CoreError::DuplicateEventId { id: 1, reason }) if reason.contains("part")
+        ));
+        // wrong order is not a replay
+        let swapped = [ev("b", "U", b"2", 2), ev("a", "T", b"1", 1)];
+        assert!(s.append(&[], &swapped, Some(b"m")).is_err());
+        assert_eq!(s.len(), 5);
+    }
+
+    #[test]
+    fn reads() {
+        let mut s = Store::new();
+        for i in 0..10u128 {
+            let stream = if i % 2 == 0 { "even-1" } else { "odd-1" };
+            let ty = if i % 3 == 0 { "Three" } else { "Other" };
+            s.append(&[], &[ev(stream, ty, &[i as u8], i + 1)], None)
+                .unwrap();
+        }
+        let r = s.read_streams(&["odd-1", "even-1"], 0, None).unwrap();
+        let pos: Vec<u64> = r.rows.iter().map(|r| r.position).collect();
+        assert_eq!(pos, (1..=10).collect::<Vec<_>>());
+        assert_eq!(r.rows[0].stream, 1);
+        let r = s.read_streams(&["odd-1", "even-1"], 3, Some(3)).unwrap();
+        let pos: Vec<u64> = r.rows.iter().map(|r| r.position).collect();
+        assert_eq!(pos, vec![7, 8, 9]);
+        assert!(matches!(
+            s.read_streams(&["a", "a"], 0, None),
+            Err(CoreError::Value(_))
+        ));
+        assert!(s.read_streams(&["a"], -1, None).is_err());
+        assert!(s.read_streams(&["a"], 0, Some(-1)).is_err());
+
+        let r = s.read_stream_backwards("even-1", None, Some(2)).unwrap();
+        let v: Vec<u32> = r.rows.iter().map(|r| r.version).collect();
+        assert_eq!(v, vec![5, 4]);
+        let r = s.read_stream_backwards("even-1", Some(3), None).unwrap();
+        let v: Vec<u32> = r.rows.iter().map(|r| r.version).collect();
+        assert_eq!(v, vec![2, 1]);
+        assert_eq!(&*r.streams[0], "even-1");
+        assert!(s
+            .read_stream_backwards("nope", None, None)
+            .unwrap()
+            .rows
+            .is_empty());
+
+        let r = s.read_all(4, Some(3), None, None).unwrap();
+        let pos: Vec<u64> = r.rows.iter().map(|r| r.position).collect();
+        assert_eq!(pos, vec![5, 6, 7]);
+        let r = s.read_all(0, None, Some(&["Three"]), None).unwrap();
+        let pos: Vec<u64> = r.rows.iter().map(|r| r.position).collect();
+        assert_eq!(pos, vec![1, 4, 7, 10]);
+        let r = s
+            .read_all(0, Some(2), Some(&["Three"]), Some("even"))
+            .unwrap();
+        let pos: Vec<u64> = r.rows.iter().map(|r| r.position).collect();
+        assert_eq!(pos, vec![1, 7]);
+        assert!(s
+            .read_all(0, None, Some(&["Nope"]), None)
+            .unwrap()
+            .rows
+            .is_empty());
+
+        let (rows, versions) = s.fold_rows(&["even-1", "new"]).unwrap();
+        assert_eq!(rows.rows.len(), 5);
+        assert_eq!(versions, vec![5, 0]);
+    }
+
+    #[test]
+    fn list_streams_sorted_with_prefix_and_cursor() {
+        let mut s = Store::new();
+        for (i, name) in ["b-2", "a-1", "b-1", "c-1", "b-3"].iter().enumerate() {
+            s.append(&[], &[ev(name, "T", b"", i as u128 + 1)], None)
+                .unwrap();
+        }
+        let names = |v: Vec<(Arc<str>, u64)>| v.iter().map(|x| x.0.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            names(s.list_streams(None, None, None).unwrap()),
+            ["a-1", "b-1", "b-2", "b-3", "c-1"]
+        );
+        assert_eq!(
+            names(s.list_streams(Some("b-"), None, Some(2)).unwrap()),
+            ["b-1", "b-2"]
+        );
+        assert_eq!(
+            names(s.list_streams(Some("b-"), Some("b-2"), None).unwrap()),
+            ["b-3"]
+        );
+        assert_eq!(
+            names(s.list_streams(Some("b-"), Some("a"), None).unwrap()),
+            ["b-1", "b-2", "b-3"]
+        );
+    }
+
+    #[test]
+    fn memory_per_event_is_small() {
+        let mut s = Store::new();
+        let payload = [7u8; 100];
+        for i in 0..20_000u128 {
+            let name = format!("s-{}", i % 100);
+            s.append(&[], &[ev(&name, "T", &payload, i + 1)], None)
+                .unwrap();
+        }
+        let per_event = s.memory_usage() / s.len();
+        assert!(per_event < 300, "{per_event} bytes per event");
+    }
+
+    #[test]
+    fn many_streams_in_one_batch() {
+        let mut s = Store::new();
+        let names: Vec<String> = (0..50).map(|i| format!("s-{i}")).collect();
+        let evs: Vec<NewEvent<'_>> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| ev(n, "T", b"", i as u128 + 1))
+            .collect();
+        let exp: Vec<(&str, i64)> = names.iter().take(20).map(|n| (n.as_str(), 0)).collect();
+        let out = s.append(&exp, &evs, None).unwrap();
+        assert_eq!(out.versions.len(), 50);
+        assert!(out.versions.iter().all(|v| v.1 == 1));
+        assert_eq!(out.versions[20].0, 20 + 20);
+        let again = s.append(&exp, &evs, None).unwrap();
+        assert_eq!(
+            again,
+            AppendOutcome {
+                replayed: true,
+                ..out
+            }
+        );
+    }
+}
+
+#[cfg(test)]
+mod bench {
+    use super::*;
+
+    /// `cargo test --release -- --ignored --nocapture bench_single_appends`
+    #[test]
+    #[ignore]
+    fn bench_single_appends() {
+        let names: Vec<String> = (0..1000).map(|i| format!("s-{i}")).collect();
+        let payload = [7u8; 100];
+        let mut s = Store::new();
+        let n: u128 = std::env::var("BENCH_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
+        let t0 = std::time::Instant::now();
+        for i in 0..n {
+            let name = &names[(i % 1000) as usize];
+            s.append(
+                &[],
+                &[NewEvent {
+                    stream: name,
+                    event_type: "Deposited",
+                    payload: &payload,
+                    id: crate::uuid7::encode(1, i * 7919),
+                }],
+                None,
+            )
+            .unwrap();
+        }
+        let dt = t0.elapsed();
+        println!(
+            "{:.0} ns per single-event append, {} bytes/event",
+            dt.as_nanos() as f64 / n as f64,
+            s.memory_usage() / s.len()
+        );
+    }
+}

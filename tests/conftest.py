@@ -1,0 +1,1 @@
+"""Shared test configuration: the PostgreSQL test server fixtures live in tests/pgserver.py."""

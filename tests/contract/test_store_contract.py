@@ -1,0 +1,303 @@
+"""The event store contract: every store (in-memory, PostgreSQL) must pass all of it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from eventcore import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    BusinessRuleViolation,
+    ConcurrencyConflict,
+    DuplicateEventId,
+    InvalidStreamId,
+    Metadata,
+    NewEvent,
+    SerializationError,
+    StreamConflict,
+    default_registry,
+    execute,
+)
+
+from .domain import Deposited, Opened, Transfer, Withdrawn
+
+encode = default_registry.encode
+
+
+def new(stream_id: str, event: object, event_id: uuid.UUID | None = None) -> NewEvent:
+    return NewEvent(stream_id, *encode(event), event_id)
+
+
+async def test_empty_store(store: Any) -> None:
+    assert await store.head() == 0
+    assert await store.stream_version("nobody") == 0
+    assert await store.read_stream("nobody") == []
+    assert await store.read_all() == []
+
+
+async def test_append_and_read_back_the_envelope(store: Any) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    result = await store.append([new("acc-1", Opened("ann"))], expected={"acc-1": NO_STREAM})
+    [written] = result.events
+    assert written.stream_id == "acc-1" and written.version == 1
+    assert result.stream_versions == {"acc-1": 1}
+    [recorded] = await store.read_stream("acc-1")
+    assert recorded.event_id == written.event_id
+    assert recorded.event_id.version == 7
+    assert recorded.position == written.position == await store.head()
+    assert recorded.stream_id == "acc-1"
+    assert recorded.version == 1
+    assert recorded.event_type == "contract.Opened"
+    assert recorded.data == Opened("ann")
+    assert recorded.recorded_at.tzinfo is not None
+    assert before <= recorded.recorded_at <= datetime.now(UTC) + timedelta(seconds=5)
+    assert recorded.metadata == Metadata()
+
+
+async def test_multi_stream_append_is_one_ordered_write(store: Any) -> None:
+    await store.append([new("a", Deposited(1))])
+    result = await store.append(
+        [new("a", Withdrawn(5)), new("b", Deposited(5)), new("a", Deposited(2))],
+        expected={"a": 1, "b": NO_STREAM},
+    )
+    assert result.stream_versions == {"a": 3, "b": 1}
+    assert [(w.stream_id, w.version) for w in result.events] == [("a", 2), ("b", 1), ("a", 3)]
+    positions = [w.position for w in result.events]
+    assert positions == sorted(positions) and len(set(positions)) == 3
+    log = await store.read_all()
+    assert [(e.stream_id, e.version) for e in log] == [("a", 1), ("a", 2), ("b", 1), ("a", 3)]
+    assert [e.position for e in log] == sorted(e.position for e in log)
+
+
+@pytest.mark.parametrize(
+    ("existing", "expected", "ok"),
+    [
+        (0, NO_STREAM, True),
+        (1, NO_STREAM, False),
+        (0, STREAM_EXISTS, False),
+        (2, STREAM_EXISTS, True),
+        (0, ANY, True),
+        (3, ANY, True),
+        (2, 2, True),
+        (2, 1, False),
+        (2, 3, False),
+    ],
+)
+async def test_expected_version_variants(
+    store: Any, existing: int, expected: int, ok: bool
+) -> None:
+    for _ in range(existing):
+        await store.append([new("s", Deposited(1))])
+    head = await store.head()
+    if ok:
+        result = await store.append([new("s", Deposited(9))], expected={"s": expected})
+        assert result.stream_versions == {"s": existing + 1}
+    else:
+        with pytest.raises(ConcurrencyConflict) as info:
+            await store.append([new("s", Deposited(9))], expected={"s": expected})
+        assert info.value.conflicts == (StreamConflict("s", expected, existing),)
+        assert await store.head() == head
+        assert await store.stream_version("s") == existing
+
+
+async def test_conflict_reports_every_stream_and_writes_nothing(store: Any) -> None:
+    await store.append([new("a", Deposited(1)), new("b", Deposited(1))])
+    head = await store.head()
+    with pytest.raises(ConcurrencyConflict) as info:
+        await store.append(
+            [new("a", Deposited(1)), new("b", Deposited(1)), new("c", Deposited(1))],
+            expected=[("a", 0), ("b", 5), ("c", NO_STREAM)],
+        )
+    assert info.value.conflicts == (StreamConflict("a", 0, 1), StreamConflict("b", 5, 1))
+    assert await store.head() == head
+    assert await store.stream_version("c") == 0
+    assert len(await store.read_all()) == 2
+
+
+async def test_read_only_streams_are_checked(store: Any) -> None:
+    await store.append([new("limits", Deposited(100))])
+    with pytest.raises(ConcurrencyConflict) as info:
+        await store.append([new("acc", Deposited(1))], expected={"limits": 0, "acc": NO_STREAM})
+    assert info.value.conflicts == (StreamConflict("limits", 0, 1),)
+    result = await store.append([new("acc", Deposited(1))], expected={"limits": 1, "acc": 0})
+    assert result.stream_versions == {"limits": 1, "acc": 1}
+
+
+async def test_append_without_events_only_checks(store: Any) -> None:
+    await store.append([new("a", Deposited(1))])
+    head = await store.head()
+    result = await store.append([], expected={"a": 1})
+    assert list(result.events) == [] and await store.head() == head
+    with pytest.raises(ConcurrencyConflict):
+        await store.append([], expected={"a": 0})
+
+
+async def test_idempotent_append_returns_the_original_result(store: Any) -> None:
+    batch = [
+        new("a", Deposited(1), uuid.UUID(int=(7 << 76) | 1)),
+        new("b", Deposited(2), uuid.UUID(int=(7 << 76) | 2)),
+    ]
+    first = await store.append(batch, expected={"a": NO_STREAM, "b": NO_STREAM})
+    await store.append([new("a", Deposited(3))])
+    again = await store.append(batch, expected={"a": NO_STREAM, "b": NO_STREAM})
+    assert [w.position for w in again.events] == [w.position for w in first.events]
+    assert [w.event_id for w in again.events] == [w.event_id for w in first.events]
+    assert await store.stream_version("a") == 2
+    assert len(await store.read_all()) == 3
+
+
+async def test_event_id_reused_for_other_content_is_an_error(store: Any) -> None:
+    event_id = uuid.UUID(int=(7 << 76) | 99)
+    await store.append([new("a", Deposited(1), event_id)])
+    head = await store.head()
+    with pytest.raises(DuplicateEventId):
+        await store.append([new("a", Deposited(2), event_id)])
+    with pytest.raises(DuplicateEventId):
+        await store.append([new("a", Deposited(1), event_id), new("a", Deposited(5))])
+    with pytest.raises(DuplicateEventId):
+        other = uuid.UUID(int=(7 << 76) | 100)
+        await store.append([new("b", Deposited(1), other), new("b", Deposited(1), other)])
+    assert await store.head() == head
+
+
+async def test_stream_reads_with_versions_limits_and_backwards(store: Any) -> None:
+    await store.append([new("s", Deposited(i)) for i in range(1, 6)])
+    await store.append([new("other", Deposited(100))])
+    events = await store.read_stream("s", after_version=2)
+    assert [e.version for e in events] == [3, 4, 5]
+    assert [e.data.amount for e in events] == [3, 4, 5]
+    assert [e.version for e in await store.read_stream("s", limit=2)] == [1, 2]
+    assert [e.version for e in await store.read_stream_backwards("s")] == [5, 4, 3, 2, 1]
+    back = await store.read_stream_backwards("s", before_version=4, limit=2)
+    assert [e.version for e in back] == [3, 2]
+    both = await store.read_streams(["other", "s"])
+    assert [e.stream_id for e in both] == ["s"] * 5 + ["other"]
+
+
+async def test_global_log_paging_and_filters(store: Any) -> None:
+    for i in range(10):
+        stream_id = f"order-{i % 3}" if i % 2 else f"cart-{i % 3}"
+        event = Deposited(i) if i % 3 else Withdrawn(i)
+        await store.append([new(stream_id, event)])
+    everything = await store.read_all()
+    assert len(everything) == 10
+    cursor, pages = 0, []
+    while page := await store.read_all(after_position=cursor, limit=3):
+        assert all(e.position > cursor for e in page)
+        pages.extend(page)
+        cursor = page[-1].position
+    assert pages == everything
+    deposits = await store.read_all(event_types=["contract.Deposited"])
+    assert [e.data.amount for e in deposits] == [i for i in range(10) if i % 3]
+    orders = await store.read_all(stream_prefix="order-")
+    assert {e.stream_id for e in orders} == {"order-0", "order-1", "order-2"}
+    assert len(orders) == 5
+    both = await store.read_all(stream_prefix="cart-", event_types=["contract.Withdrawn"], limit=1)
+    assert [(e.stream_id, e.data) for e in both] == [("cart-0", Withdrawn(0))]
+
+
+async def test_invalid_stream_ids_are_rejected_and_nothing_is_written(store: Any) -> None:
+    for bad in ["", "   ", "x" * 256, "tab\there", "nul\x00"]:
+        with pytest.raises(InvalidStreamId) as info:
+            await store.append([new("ok", Deposited(1)), NewEvent(bad, *encode(Deposited(1)))])
+        assert isinstance(info.value, ValueError)
+    assert await store.head() == 0
+
+
+async def test_stream_ids_are_trimmed(store: Any) -> None:
+    await store.append([new("  padded ", Deposited(1))])
+    assert await store.stream_version("padded") == 1
+    [e] = await store.read_all()
+    assert e.stream_id == "padded"
+
+
+async def test_metadata_round_trips(store: Any) -> None:
+    cause, correlation = uuid.uuid4(), uuid.uuid4()
+    meta = Metadata(
+        causation_id=cause,
+        correlation_id=correlation,
+        user_id="u-1",
+        custom={"ip": "10.0.0.1", "tags": ["a", "b"], "n": 3},
+    )
+    await store.append([new("a", Deposited(1)), new("b", Deposited(2))], metadata=meta)
+    for e in await store.read_all():
+        assert e.metadata == meta
+        assert e.metadata.custom["tags"] == ["a", "b"]
+    [first, _] = await store.read_all()
+    child = Metadata.caused_by(first)
+    assert child.causation_id == first.event_id
+    assert child.correlation_id == correlation
+    assert child.user_id == "u-1"
+
+
+async def test_unknown_event_type_fails_on_decode_not_on_read(store: Any) -> None:
+    await store.append([NewEvent("a", "contract.NeverRegistered", b"\x80")])
+    [e] = await store.read_stream("a")
+    assert e.event_type == "contract.NeverRegistered"
+    with pytest.raises(SerializationError, match="NeverRegistered"):
+        _ = e.data
+
+
+async def test_fold_streams_returns_state_and_versions(store: Any) -> None:
+    await store.append([new("a", Deposited(5)), new("b", Deposited(7)), new("a", Withdrawn(2))])
+    seen: list[tuple[str, object]] = []
+
+    def apply(state: int, event: Any, stream_id: str) -> int:
+        seen.append((stream_id, event))
+        return state + (event.amount if isinstance(event, Deposited) else -event.amount)
+
+    state, versions = await store.fold_streams(
+        ["a", "b", "none"], 0, apply, default_registry.decoders
+    )
+    assert state == 10
+    assert versions == [2, 1, 0]
+    assert seen == [("a", Deposited(5)), ("b", Deposited(7)), ("a", Withdrawn(2))]
+
+
+async def test_fold_of_unknown_type_is_a_serialization_error(store: Any) -> None:
+    await store.append([NewEvent("a", "contract.Unknown", b"\x80")])
+    with pytest.raises(SerializationError, match=r"contract\.Unknown"):
+        await store.fold_streams(["a"], 0, lambda s, e, i: s, default_registry.decoders)
+
+
+async def test_executor_runs_a_transfer_atomically(store: Any) -> None:
+    await store.append([new("from", Deposited(100)), new("to", Deposited(1))])
+    result = await execute(store, Transfer(source="from", target="to", amount=40))
+    assert result.attempts == 1
+    assert result.stream_versions == {"from": 2, "to": 2}
+    assert [(w.stream_id, w.version) for w in result.events] == [("from", 2), ("to", 2)]
+    head = await store.head()
+    with pytest.raises(BusinessRuleViolation):
+        await execute(store, Transfer(source="from", target="to", amount=61))
+    assert await store.head() == head
+    log = await store.read_all()
+    assert [e.data for e in log[-2:]] == [Withdrawn(40), Deposited(40)]
+
+
+async def test_executor_retries_a_conflict_with_fresh_state(store: Any) -> None:
+    await store.append([new("from", Deposited(100))])
+    command = Transfer(source="from", target="to", amount=80)
+    real_fold = store.fold_streams
+    calls = 0
+
+    async def fold_then_race(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        result = await real_fold(*args)
+        if calls == 1:  # a competing writer lands between our read and our append
+            await store.append([new("from", Withdrawn(30))])
+        return result
+
+    store.fold_streams = fold_then_race
+    try:
+        with pytest.raises(BusinessRuleViolation):
+            await execute(store, command)
+    finally:
+        del store.fold_streams
+    assert calls == 2
+    assert await store.stream_version("to") == 0

@@ -1,0 +1,89 @@
+"""Right and wrong uses of the command protocol; lines marked `# error` must be flagged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eventcore import Command, MemoryStore, StreamId, event, execute_sync, stream
+
+
+@event("typing.Added")
+@dataclass(frozen=True)
+class Added:
+    n: int
+
+
+@event("typing.Named")
+@dataclass(frozen=True)
+class Named:
+    name: str
+
+
+@dataclass(frozen=True)
+class Counter:
+    total: int = 0
+
+
+class Add(Command[Counter, Added]):
+    counter: StreamId = stream()
+    n: int
+
+    def initial_state(self) -> Counter:
+        return Counter()
+
+    def apply(self, state: Counter, event: Added, stream_id: str) -> Counter:
+        return Counter(state.total + event.n)
+
+    def handle(self, state: Counter) -> list[tuple[str, Added]]:
+        return [(self.counter, Added(self.n))]
+
+
+class WrongApplyState(Command[Counter, Added]):
+    counter: StreamId = stream()
+
+    def initial_state(self) -> Counter:
+        return Counter()
+
+    def apply(self, state: int, event: Added, stream_id: str) -> int:  # error
+        return state
+
+    def handle(self, state: Counter) -> list[tuple[str, Added]]:
+        return []
+
+
+class WrongEventType(Command[Counter, Added]):
+    counter: StreamId = stream()
+
+    def initial_state(self) -> Counter:
+        return Counter()
+
+    def apply(self, state: Counter, event: Added, stream_id: str) -> Counter:
+        return state
+
+    def handle(self, state: Counter) -> list[tuple[str, Named]]:  # error
+        return [(self.counter, Named("x"))]
+
+
+class WrongInitialState(Command[Counter, Added]):
+    counter: StreamId = stream()
+
+    def initial_state(self) -> str:  # error
+        return "zero"
+
+    def apply(self, state: Counter, event: Added, stream_id: str) -> Counter:
+        return state
+
+    def handle(self, state: Counter) -> list[tuple[str, Added]]:
+        return []
+
+
+def right_usage(store: MemoryStore) -> int:
+    result = execute_sync(store, Add(counter=StreamId("c-1"), n=2))
+    return result.attempts
+
+
+def wrong_usage(store: MemoryStore) -> None:
+    Add(counter=StreamId("c-1"), n="two")  # error
+    Add(StreamId("c-1"), 2)  # error
+    command = Add(counter=StreamId("c-1"), n=2)
+    command.n = 3  # error
