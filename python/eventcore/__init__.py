@@ -27,11 +27,18 @@ from eventcore.errors import (
     UndeclaredStream,
     ValidationError,
 )
-from eventcore.event import Codec, EventRegistry, JsonCodec, MsgpackCodec, default_registry, event
 from eventcore.executor import execute, execute_sync
 from eventcore.memory import AsyncMemoryStore, MemoryStore
 from eventcore.metadata import Metadata
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, WrittenEvent
+from eventcore.registry import (
+    Codec,
+    EventRegistry,
+    JsonCodec,
+    MsgpackCodec,
+    default_registry,
+    event,
+)
 from eventcore.retry import RetryPolicy
 from eventcore.store import EventStore, Expected, SyncEventStore
 from eventcore.stream import ANY, NO_STREAM, STREAM_EXISTS, StreamId, stream

@@ -15,9 +15,9 @@ from typing import Any
 from eventcore._core import uuid7_ints
 from eventcore.command import Command
 from eventcore.errors import CommandError, ConcurrencyConflict, StoreUnavailable, UndeclaredStream
-from eventcore.event import EventRegistry
 from eventcore.metadata import Metadata
 from eventcore.recorded import AppendResult
+from eventcore.registry import EventRegistry
 from eventcore.retry import RetryPolicy
 from eventcore.stream import StreamId
 

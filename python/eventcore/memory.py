@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from eventcore import _core
-from eventcore.event import EventRegistry, default_registry
 from eventcore.metadata import Metadata
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent
+from eventcore.registry import EventRegistry, default_registry
 from eventcore.store import Apply, Decoders, Expected
 
 __all__ = ["AsyncMemoryStore", "MemoryStore"]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 from eventcore.metadata import EMPTY_METADATA, Metadata
 
 if TYPE_CHECKING:
-    from eventcore.event import EventRegistry
+    from eventcore.registry import EventRegistry
 
 __all__ = ["AppendResult", "NewEvent", "RecordedEvent", "WrittenEvent"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from eventcore.event import EventRegistry
 from eventcore.metadata import Metadata
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent
+from eventcore.registry import EventRegistry
 
 __all__ = ["EventStore", "Expected", "SyncEventStore"]
 
