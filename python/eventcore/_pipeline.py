@@ -88,6 +88,8 @@ def run_command(
         attempt += 1
         # Read and fold every declared stream; the versions read become the expected ones.
         result = yield (FOLD, declared, command.initial_state(), apply, decoders)
+        if type(result) is tuple and discovers:
+            result = yield from _discover(command, *result, declared, decoders)
         if type(result) is not tuple:
             if not isinstance(result, StoreUnavailable):
                 raise TypeError(f"unexpected result for FOLD: {result!r}")
@@ -95,12 +97,11 @@ def run_command(
                 raise result
             yield (SLEEP, policy.delay(attempt))
             continue
-        state, versions = result
-        streams = declared
         if discovers:
-            state, streams, versions = yield from _discover(
-                command, state, streams, versions, decoders
-            )
+            state, versions, streams = result
+        else:
+            state, versions = result
+            streams = declared
         known: list[str] | set[str] = streams if len(streams) < 8 else set(streams)
 
         emitted = command.handle(state)
@@ -135,11 +136,14 @@ def run_command(
 def _discover(
     command: Command[Any, Any],
     state: Any,
-    streams: list[str],
     versions: list[int],
+    streams: list[str],
     decoders: Mapping[str, Callable[[bytes], Any]],
-) -> Generator[Effect, Any, tuple[Any, list[str], list[int]]]:
-    """Ask the command for more streams until it names no new one; read and fold each once."""
+) -> Generator[Effect, Any, tuple[Any, list[int], list[str]] | StoreUnavailable]:
+    """Ask the command for more streams until it names no new one; read and fold each once.
+
+    Returns ``(state, versions, streams)``, or the ``StoreUnavailable`` a read ended with.
+    """
     streams, versions = list(streams), list(versions)
     rounds = 0
     while True:
@@ -147,7 +151,7 @@ def _discover(
         found = (s for s in map(StreamId, command.discover(state)) if s not in seen)
         extra: list[str] = list(dict.fromkeys(found))
         if not extra:
-            return state, streams, versions
+            return state, versions, streams
         if rounds == command.max_discovery_rounds:
             raise CommandError(
                 f"{type(command).__name__} kept discovering streams after "
@@ -155,8 +159,8 @@ def _discover(
             )
         rounds += 1
         result = yield (FOLD, extra, state, command.apply, decoders)
-        if isinstance(result, StoreUnavailable):
-            raise result
+        if type(result) is not tuple:
+            return result  # type: ignore[no-any-return]
         state, more = result
         streams += extra
         versions += more

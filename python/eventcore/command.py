@@ -85,7 +85,22 @@ class Command(ABC, Generic[S, E]):
         super().__init_subclass__(**kwargs)
         if "__dataclass_fields__" not in cls.__dict__:
             dataclasses.dataclass(frozen=True, kw_only=True, eq=True, repr=True)(cls)
+            # Let an explicit @dataclass(frozen=True, kw_only=True) on top work too: it must
+            # still see the stream() markers, and may not find __setattr__ already defined
+            # (frozenness comes from Command itself).
+            for f in dataclasses.fields(cls):
+                if f.metadata.get(STREAM_FIELD) and f.name not in cls.__dict__:
+                    setattr(cls, f.name, f)
+            for name in ("__setattr__", "__delattr__"):
+                if name in cls.__dict__:
+                    delattr(cls, name)
         cls._plan = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
 
     def __post_init__(self) -> None:
         plan = type(self)._plan

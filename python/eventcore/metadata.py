@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -17,7 +18,7 @@ __all__ = ["Metadata"]
 
 _json_encode = msgspec.json.encode
 _json_decode = msgspec.json.decode
-_EMPTY: Mapping[str, Any] = {}
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 class Metadata:
@@ -27,7 +28,8 @@ class Metadata:
         causation_id: the id of the event (or message) that caused this one.
         correlation_id: the id shared by every event of one business transaction.
         user_id: who asked for it.
-        custom: JSON-compatible extra fields (str keys); stored and queryable as JSON.
+        custom: JSON-compatible extra fields (str keys), read-only; stored as JSON (so
+            tuples come back as lists, identically in every store).
     """
 
     __slots__ = ("causation_id", "correlation_id", "custom", "user_id")
@@ -51,13 +53,14 @@ class Metadata:
         if user_id is not None and not isinstance(user_id, str):
             raise ValidationError("user_id", "must be a str or None", user_id)
         if custom:
+            if not all(isinstance(k, str) for k in custom):
+                raise ValidationError("custom", "keys must be strings", custom)
             try:
                 # Round-trip through JSON so both stores hand back exactly the same values.
                 custom = _json_decode(_json_encode(dict(custom)))
             except (TypeError, msgspec.MsgspecError) as exc:
                 raise ValidationError("custom", f"must be JSON-compatible: {exc}", custom) from None
-            if not all(isinstance(k, str) for k in custom):
-                raise ValidationError("custom", "keys must be strings", custom)
+            custom = MappingProxyType(custom)
         set_ = object.__setattr__
         set_(self, "causation_id", causation_id)
         set_(self, "correlation_id", correlation_id)
@@ -115,7 +118,7 @@ class Metadata:
                 self.causation_id.bytes if self.causation_id else None,
                 self.correlation_id.bytes if self.correlation_id else None,
                 self.user_id,
-                _json_encode(self.custom) if self.custom else None,
+                _json_encode(dict(self.custom)) if self.custom else None,
             )
         )
 
@@ -130,7 +133,7 @@ class Metadata:
         set_(meta, "causation_id", uuid.UUID(bytes=causation) if causation else None)
         set_(meta, "correlation_id", uuid.UUID(bytes=correlation) if correlation else None)
         set_(meta, "user_id", user_id)
-        set_(meta, "custom", _json_decode(custom) if custom else _EMPTY)
+        set_(meta, "custom", MappingProxyType(_json_decode(custom)) if custom else _EMPTY)
         return meta
 
 

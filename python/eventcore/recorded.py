@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
+from eventcore._core import validate_stream_id
 from eventcore.metadata import EMPTY_METADATA, Metadata
 
 if TYPE_CHECKING:
@@ -77,15 +78,16 @@ class AppendResult:
     def events(self) -> list[WrittenEvent]:
         """Every event written: id, stream, version and position, in order."""
         if self._written is None:
+            streams = [validate_stream_id(e[0]) for e in self._new]  # as the store keyed them
             counts: dict[str, int] = {}
-            for e in self._new:
-                counts[e[0]] = counts.get(e[0], 0) + 1
+            for s in streams:
+                counts[s] = counts.get(s, 0) + 1
             next_version = {s: self.stream_versions[s] - n + 1 for s, n in counts.items()}
             written = []
-            for e, position in zip(self._new, self.positions, strict=True):
-                version = next_version[e[0]]
-                next_version[e[0]] = version + 1
-                written.append(WrittenEvent(as_uuid(e[3]), e[0], version, position))
+            for e, s, position in zip(self._new, streams, self.positions, strict=True):
+                version = next_version[s]
+                next_version[s] = version + 1
+                written.append(WrittenEvent(as_uuid(e[3]), s, version, position))
             self._written = written
         return self._written
 

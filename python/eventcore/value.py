@@ -79,6 +79,8 @@ class Value:
             obj = super().__new__(cls, value)  # type: ignore[call-arg]
         except (TypeError, ValueError) as exc:
             raise ValidationError(cls.__name__, str(exc), value) from None
+        if isinstance(obj, int) and not isinstance(value, (int, str)) and obj != value:
+            raise ValidationError(cls.__name__, "must be a whole number", value)
         for check in cls._checks:
             reason = check(obj)
             if reason is not None:

@@ -88,6 +88,9 @@ class Scenario:
         return self
 
 
+_APPEND_FAULTS = (None, "conflict", "unavailable", "lost-reply", "interleave")
+
+
 class FaultyStore:
     """A :class:`MemoryStore` wrapper that fails on a script, to test retry behaviour.
 
@@ -114,6 +117,12 @@ class FaultyStore:
         self.registry = self.store.registry
         self.faults = list(faults)
         self.read_faults = list(read_faults)
+        for fault in self.faults:
+            if fault not in _APPEND_FAULTS:
+                raise ValueError(f"unknown append fault {fault!r}; use one of {_APPEND_FAULTS}")
+        for fault in self.read_faults:
+            if fault not in (None, "unavailable"):
+                raise ValueError(f"unknown read fault {fault!r}; use None or 'unavailable'")
         self.calls: list[str] = []
         """Every call and what was injected, e.g. ``"append:conflict"``."""
         self.aio = AsyncMemoryStore(self)  # type: ignore[arg-type]
@@ -146,8 +155,6 @@ class FaultyStore:
         result = self.store.append(events, expected=expected, metadata=metadata)
         if fault == "lost-reply":
             raise StoreUnavailable("injected: the reply to a committed append was lost")
-        if fault not in (None, "interleave"):
-            raise ValueError(f"unknown fault {fault!r}")
         return result
 
     def fold_streams(

@@ -1,0 +1,148 @@
+"""The command protocol: frozen keyword-only dataclasses, stream fields, validated values."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from eventcore import (
+    BusinessRuleViolation,
+    Command,
+    EventCoreError,
+    InvalidStreamId,
+    StreamId,
+    ValidationError,
+    require,
+    stream,
+)
+
+from .bank_domain import Account, AccountNo, Deposit, EmitTo, Money, OpenAccount, Transfer
+
+
+class Audit(Command[int, Any]):
+    """A command with a tuple-of-streams field and a validated non-stream field."""
+
+    primary: StreamId = stream()
+    others: tuple[StreamId, ...] = stream()
+    owner: AccountNo
+    note: str = ""
+
+    def initial_state(self) -> int:
+        return 0
+
+    def apply(self, state: int, event: Any, stream_id: str) -> int:
+        return state + 1
+
+    def handle(self, state: int) -> list[tuple[str, Any]]:
+        return []
+
+
+def test_commands_are_frozen_keyword_only_dataclasses() -> None:
+    cmd = Deposit(account="acc-1", amount=5)
+    assert dataclasses.is_dataclass(cmd)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cmd.amount = Money(6)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Deposit("acc-1", 5)  # type: ignore[misc]
+    assert cmd == Deposit(account="acc-1", amount=Money(5))
+    assert "acc-1" in repr(cmd)
+
+
+def test_stream_fields_become_validated_stream_ids() -> None:
+    cmd = Deposit(account="  acc-1  ", amount=5)
+    assert cmd.account == "acc-1"
+    assert type(cmd.account) is StreamId
+    audit = Audit(primary="p", others=["o-1", " o-2 "], owner="acc-3")
+    assert audit.others == ("o-1", "o-2")
+    assert all(type(s) is StreamId for s in audit.others)
+
+
+def test_invalid_stream_field_names_the_field() -> None:
+    with pytest.raises(InvalidStreamId) as info:
+        Deposit(account="  ", amount=5)
+    assert info.value.field == "account"
+    assert info.value.value == "  "
+    with pytest.raises(InvalidStreamId) as info:
+        Audit(primary="p", others=["ok", "bad\x00"], owner="acc-1")
+    assert info.value.field == "others"
+    with pytest.raises(ValidationError) as verr:
+        Deposit(account=42, amount=5)  # type: ignore[arg-type]
+    assert verr.value.field == "account"
+
+
+def test_value_fields_are_converted_and_validated() -> None:
+    cmd = Deposit(account="acc-1", amount=5)
+    assert type(cmd.amount) is Money
+    for bad in (0, -1, "x"):
+        with pytest.raises(ValidationError) as info:
+            Deposit(account="acc-1", amount=bad)  # type: ignore[arg-type]
+        assert info.value.field == "amount"
+        assert info.value.value == bad
+    with pytest.raises(ValidationError) as info:
+        Audit(primary="p", others=(), owner="nope")
+    assert info.value.field == "owner"
+    assert "pattern" in info.value.reason
+
+
+def test_already_valid_values_are_kept() -> None:
+    amount = Money(9)
+    assert Deposit(account="a", amount=amount).amount is amount
+
+
+def test_streams_lists_declared_streams_in_field_order_without_duplicates() -> None:
+    assert list(Transfer(source="a", target="b", amount=1).streams()) == ["a", "b"]
+    assert list(Transfer(source="a", target="a", amount=1).streams()) == ["a"]
+    audit = Audit(primary="p", others=["x", "p", "y", "x"], owner="acc-1")
+    assert list(audit.streams()) == ["p", "x", "y"]
+    assert list(EmitTo(declared=()).streams()) == []
+
+
+def test_inherited_stream_fields_are_declared() -> None:
+    assert list(OpenAccount(account="acc-7", owner="ann").streams()) == ["acc-7"]
+
+
+def test_default_discover_finds_nothing() -> None:
+    assert list(Deposit(account="a", amount=1).discover(Account())) == []
+
+
+def test_abstract_methods_must_be_implemented() -> None:
+    class Incomplete(Command[int, Any]):
+        s: StreamId = stream()
+
+        def initial_state(self) -> int:
+            return 0
+
+    with pytest.raises(TypeError):
+        Incomplete(s="x")  # type: ignore[abstract]
+
+
+def test_require() -> None:
+    require(True, "never raised")
+    require(1, "never raised")
+    with pytest.raises(BusinessRuleViolation) as info:
+        require(0, "must be positive")
+    assert info.value.message == "must be positive"
+    assert str(info.value) == "must be positive"
+    assert isinstance(info.value, EventCoreError)
+
+
+def test_subclass_may_be_an_explicit_dataclass() -> None:
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Explicit(Command[int, Any]):
+        target: StreamId = stream()  # noqa: RUF009
+        amount: Money
+
+        def initial_state(self) -> int:
+            return 0
+
+        def apply(self, state: int, event: Any, stream_id: str) -> int:
+            return state
+
+        def handle(self, state: int) -> list[tuple[str, Any]]:
+            return []
+
+    cmd = Explicit(target=" t ", amount=3)
+    assert cmd.target == "t" and type(cmd.amount) is Money
+    assert list(cmd.streams()) == ["t"]

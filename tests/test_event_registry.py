@@ -1,0 +1,188 @@
+"""The event registry: stable type names, immutable classes, codecs, SerializationError."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import pytest
+
+from eventcore import (
+    EventRegistry,
+    JsonCodec,
+    MsgpackCodec,
+    SerializationError,
+    default_registry,
+    event,
+)
+
+from .bank_domain import Deposited, Noted, Opened
+
+
+@dataclass(frozen=True)
+class Shipped:
+    order: str
+    items: tuple[str, ...] = ()
+
+
+class Packed(msgspec.Struct, frozen=True):
+    order: str
+    weight: float
+
+
+@dataclass
+class Mutable:
+    x: int
+
+
+class MutableStruct(msgspec.Struct):
+    x: int
+
+
+class Opaque:
+    pass
+
+
+@pytest.fixture(params=[MsgpackCodec, JsonCodec])
+def registry(request: pytest.FixtureRequest) -> EventRegistry:
+    reg = EventRegistry(request.param())
+    reg.register("reg.Shipped", Shipped)
+    reg.register("reg.Packed", Packed)
+    return reg
+
+
+def test_round_trip_dataclass_and_struct(registry: EventRegistry) -> None:
+    for ev in (Shipped("o-1", ("a", "b")), Packed("o-2", 1.5)):
+        name, payload = registry.encode(ev)
+        assert isinstance(payload, bytes)
+        assert registry.decode(name, payload) == ev
+        assert registry.decoders[name](payload) == ev
+    assert registry.encode(Shipped("o"))[0] == "reg.Shipped"
+    assert registry.encode(Packed("o", 0.0))[0] == "reg.Packed"
+
+
+def test_names_and_classes_map_both_ways(registry: EventRegistry) -> None:
+    assert registry.name_of(Shipped) == "reg.Shipped"
+    assert registry.class_of("reg.Packed") is Packed
+    assert "reg.Shipped" in registry
+    assert Shipped in registry
+    assert "reg.Nothing" not in registry
+    assert Opaque not in registry
+
+
+def test_json_codec_writes_json() -> None:
+    reg = EventRegistry(JsonCodec())
+    reg.register("reg.Shipped", Shipped)
+    _, payload = reg.encode(Shipped("o-1", ("x",)))
+    assert json.loads(payload) == {"order": "o-1", "items": ["x"]}
+    assert reg.codec.name == "json"
+    assert EventRegistry().codec.name == "msgpack"
+
+
+def test_only_immutable_classes_are_accepted() -> None:
+    reg = EventRegistry()
+    for cls in (Mutable, MutableStruct, Opaque, int):
+        with pytest.raises(TypeError):
+            reg.register("reg.Bad", cls)
+    assert "reg.Bad" not in reg
+
+
+def test_bad_names_are_rejected() -> None:
+    reg = EventRegistry()
+    for name in ("", "   ", None, 3):
+        with pytest.raises(ValueError):
+            reg.register(name, Shipped)  # type: ignore[arg-type]
+
+
+def test_a_name_cannot_be_taken_by_another_class() -> None:
+    reg = EventRegistry()
+    reg.register("reg.Shipped", Shipped)
+    with pytest.raises(ValueError, match="already used"):
+        reg.register("reg.Shipped", Packed)
+    assert reg.class_of("reg.Shipped") is Shipped
+
+
+def test_redefining_the_same_class_replaces_it() -> None:
+    reg = EventRegistry()
+
+    def make() -> type:
+        @dataclass(frozen=True)
+        class Reloaded:
+            v: int
+
+        return Reloaded
+
+    old, new = make(), make()
+    reg.register("reg.Reloaded", old)
+    reg.register("reg.Reloaded", new)
+    assert reg.class_of("reg.Reloaded") is new
+    assert old not in reg
+    assert type(reg.decode("reg.Reloaded", reg.encode(new(1))[1])) is new
+
+
+def test_unregistered_class_is_a_serialization_error_naming_it(registry: EventRegistry) -> None:
+    with pytest.raises(SerializationError) as info:
+        registry.encode(Opaque())
+    assert "Opaque" in info.value.event_type
+    assert "Opaque" in str(info.value)
+    with pytest.raises(SerializationError):
+        registry.name_of(Opaque)
+
+
+def test_unknown_name_on_decode_is_a_serialization_error(registry: EventRegistry) -> None:
+    with pytest.raises(SerializationError) as info:
+        registry.decode("reg.Unknown", b"\x80")
+    assert info.value.event_type == "reg.Unknown"
+    with pytest.raises(SerializationError):
+        registry.class_of("reg.Unknown")
+
+
+def test_unencodable_payload_names_the_event_type() -> None:
+    reg = EventRegistry()
+    reg.register("reg.Noted", Noted)
+    with pytest.raises(SerializationError) as info:
+        reg.encode(Noted(Opaque()))
+    assert info.value.event_type == "reg.Noted"
+    assert "reg.Noted" in str(info.value)
+    # The default registry knows the shared domain's event under its own name.
+    with pytest.raises(SerializationError) as info:
+        default_registry.encode(Noted(object()))
+    assert info.value.event_type == "tbank.Noted"
+
+
+def test_undecodable_payload_names_the_event_type(registry: EventRegistry) -> None:
+    for garbage in (b"", b"\xc1\xc1", b"not a payload"):
+        with pytest.raises(SerializationError) as info:
+            registry.decode("reg.Shipped", garbage)
+        assert info.value.event_type == "reg.Shipped"
+    # Well-formed, but the wrong shape for the type.
+    wrong = registry.codec.encode({"order": "o", "weight": "heavy"})
+    with pytest.raises(SerializationError):
+        registry.decode("reg.Packed", wrong)
+    with pytest.raises(SerializationError) as info:
+        registry.decode("reg.Packed", registry.encode(Shipped("o"))[1])
+    assert info.value.event_type == "reg.Packed"
+
+
+def test_event_decorator_registers_in_the_given_or_default_registry() -> None:
+    reg = EventRegistry()
+
+    @event("reg.Decorated", registry=reg)
+    @dataclass(frozen=True)
+    class Decorated:
+        v: int
+
+    assert reg.name_of(Decorated) == "reg.Decorated"
+    assert Decorated not in default_registry
+    assert default_registry.name_of(Deposited) == "tbank.Deposited"
+    assert default_registry.class_of("tbank.Opened") is Opened
+
+
+def test_decoded_events_are_immutable(registry: EventRegistry) -> None:
+    name, payload = registry.encode(Shipped("o-1"))
+    decoded: Any = registry.decode(name, payload)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decoded.order = "changed"

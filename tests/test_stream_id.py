@@ -1,0 +1,127 @@
+"""Stream ids: trimmed, non-empty, at most 255 code points, no control characters."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eventcore import EventCoreError, InvalidStreamId, StreamId, ValidationError
+from eventcore._core import validate_stream_id
+
+
+def reference(value: str) -> str | None:
+    """The documented rules in plain Python: the valid stream id, or None."""
+    trimmed = value.strip()
+    if not trimmed or len(trimmed) > 255:
+        return None
+    if any(unicodedata.category(c) == "Cc" for c in trimmed):
+        return None
+    return trimmed
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("account-1", "account-1"),
+        ("  account-1 ", "account-1"),
+        ("\t\naccount-1\r\n", "account-1"),
+        ("\u00a0padded\u3000", "padded"),
+        ("with inner  spaces", "with inner  spaces"),
+        ("ünïcødé/ストリーム", "ünïcødé/ストリーム"),
+        ("a" * 255, "a" * 255),
+        ("é" * 255, "é" * 255),
+        ("  " + "x" * 255 + "  ", "x" * 255),
+        ("emoji-😀", "emoji-😀"),
+    ],
+)
+def test_valid_ids_are_trimmed(raw: str, clean: str) -> None:
+    sid = StreamId(raw)
+    assert sid == clean
+    assert isinstance(sid, str)
+    assert type(sid) is StreamId
+    assert validate_stream_id(raw) == clean
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        " ",
+        "\t\n \u3000",
+        "a" * 256,
+        "é" * 256,
+        "tab\there",
+        "new\nline",
+        "nul\x00",
+        "del\x7f",
+        "c1\x85inside",
+        "c1-\x9f",
+        "sep\x1finside",
+    ],
+)
+def test_invalid_ids_raise_invalid_stream_id_naming_the_value(raw: str) -> None:
+    with pytest.raises(InvalidStreamId) as info:
+        StreamId(raw)
+    err = info.value
+    assert isinstance(err, ValueError)
+    assert isinstance(err, ValidationError)
+    assert isinstance(err, EventCoreError)
+    assert err.value == raw
+    assert err.reason
+    assert err.field == "stream_id"
+    assert repr(raw) in str(err)
+
+
+def test_reasons_say_what_is_wrong() -> None:
+    with pytest.raises(InvalidStreamId, match="empty"):
+        StreamId("   ")
+    with pytest.raises(InvalidStreamId, match="255"):
+        StreamId("x" * 300)
+    with pytest.raises(InvalidStreamId, match="control"):
+        StreamId("a\x01b")
+
+
+def test_streamid_of_a_streamid_is_the_same_object() -> None:
+    sid = StreamId("abc")
+    assert StreamId(sid) is sid
+    assert repr(sid) == "StreamId('abc')"
+    assert hash(sid) == hash("abc")
+    assert {sid: 1}["abc"] == 1
+
+
+def test_non_strings_are_rejected() -> None:
+    for bad in (None, 42, b"bytes", ["a"]):
+        with pytest.raises((TypeError, ValueError)):
+            StreamId(bad)  # type: ignore[arg-type]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(max_size=300))
+def test_rules_match_the_python_reference(value: str) -> None:
+    expected = reference(value)
+    if expected is None:
+        with pytest.raises(InvalidStreamId):
+            validate_stream_id(value)
+    else:
+        assert validate_stream_id(value) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(
+        alphabet=st.sampled_from(
+            " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u2000\u2028\u3000\ufeffa"
+        ),
+        max_size=12,
+    )
+)
+def test_whitespace_edges_match_python_strip(value: str) -> None:
+    expected = reference(value)
+    if expected is None:
+        with pytest.raises(InvalidStreamId):
+            validate_stream_id(value)
+    else:
+        assert validate_stream_id(value) == expected
