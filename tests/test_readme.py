@@ -9,7 +9,7 @@ from pathlib import Path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
-RUN_TESTS = '''
+RUN_TESTS = """
 from eventcore import MemoryStore
 assert [(w.stream_id, w.version) for w in result.events] == [("acc-1", 2), ("acc-2", 1)]
 tests = {k: v for k, v in dict(globals()).items() if k.startswith("test_") and callable(v)}
@@ -20,7 +20,7 @@ for name, test in tests.items():
     else:
         test()
     print("passed", name)
-'''
+"""
 
 
 def test_readme_examples_run_and_their_tests_pass(tmp_path: Path) -> None:
