@@ -30,6 +30,7 @@ from eventcore.errors import (
 from eventcore.executor import execute, execute_sync
 from eventcore.memory import AsyncMemoryStore, MemoryStore
 from eventcore.metadata import Metadata
+from eventcore.observe import CommandReport, Hook, add_hook, remove_hook
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, WrittenEvent
 from eventcore.registry import (
     Codec,
@@ -54,6 +55,7 @@ __all__ = [
     "Codec",
     "Command",
     "CommandError",
+    "CommandReport",
     "ConcurrencyConflict",
     "DuplicateEventId",
     "EventCoreError",
@@ -61,6 +63,7 @@ __all__ = [
     "EventStore",
     "ExecutionResult",
     "Expected",
+    "Hook",
     "InvalidStreamId",
     "JsonCodec",
     "MemoryStore",
@@ -80,10 +83,12 @@ __all__ = [
     "Value",
     "WrittenEvent",
     "__version__",
+    "add_hook",
     "default_registry",
     "event",
     "execute",
     "execute_sync",
+    "remove_hook",
     "require",
     "stream",
     "uuid7",

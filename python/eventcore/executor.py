@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+from eventcore import observe
 from eventcore._pipeline import APPEND, DONE, FOLD, ExecutionResult, run_command
 from eventcore.errors import ConcurrencyConflict, StoreUnavailable
 from eventcore.retry import DEFAULT_RETRY, RetryPolicy
@@ -39,7 +40,14 @@ def execute_sync(
         ConcurrencyConflict: when conflicts outlast the retry policy.
         StoreUnavailable: when store failures outlast the retry policy.
     """
-    send = run_command(command, store.registry, retry or DEFAULT_RETRY, metadata).send
+    active = observe._hooks
+    if active:
+        rec = observe.Recorder(command, metadata, active)
+        metadata = rec.report.metadata
+    steps = run_command(command, store.registry, retry or DEFAULT_RETRY, metadata)
+    if active:
+        steps = observe.observed(steps, rec)
+    send = steps.send
     result: Any = None
     while True:
         effect = send(result)
@@ -56,6 +64,9 @@ def execute_sync(
                 result = None
         except _RETRIED as exc:
             result = exc
+        except BaseException as exc:
+            steps.throw(exc)  # the pipeline (and any observer) sees it; it is re-raised
+            raise
 
 
 async def execute(
@@ -70,7 +81,14 @@ async def execute(
     An in-memory store may be passed directly; its async view is used.
     """
     aio: EventStore = getattr(store, "aio", store)
-    send = run_command(command, aio.registry, retry or DEFAULT_RETRY, metadata).send
+    active = observe._hooks
+    if active:
+        rec = observe.Recorder(command, metadata, active)
+        metadata = rec.report.metadata
+    steps = run_command(command, aio.registry, retry or DEFAULT_RETRY, metadata)
+    if active:
+        steps = observe.observed(steps, rec)
+    send = steps.send
     result: Any = None
     while True:
         effect = send(result)
@@ -87,3 +105,6 @@ async def execute(
                 result = None
         except _RETRIED as exc:
             result = exc
+        except BaseException as exc:
+            steps.throw(exc)  # the pipeline (and any observer) sees it; it is re-raised
+            raise

@@ -92,6 +92,11 @@ class AppendResult:
         return self._written
 
     @property
+    def event_types(self) -> list[str]:
+        """The type name of each event written, in order."""
+        return [e[1] for e in self._new]
+
+    @property
     def event_ids(self) -> list[uuid.UUID]:
         """The ids of the events written, in order."""
         return [as_uuid(e[3]) for e in self._new]

@@ -1,0 +1,252 @@
+"""Hooks: what the executor (and projection runners) report, for metrics, logs and traces.
+
+Subclass :class:`Hook`, override what you need, and register it with :func:`add_hook`.
+With no hook registered the executor takes its plain path (one global lookup per command).
+Hooks run in the caller's thread after the work they report; an exception in a hook is
+logged on the ``eventcore`` logger and never changes the command's outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from eventcore.errors import (
+    BusinessRuleViolation,
+    ConcurrencyConflict,
+    ValidationError,
+)
+
+if TYPE_CHECKING:
+    from eventcore._pipeline import ExecutionResult
+    from eventcore.metadata import Metadata
+
+__all__ = [
+    "CommandReport",
+    "Hook",
+    "Phase",
+    "RetryRecord",
+    "add_hook",
+    "hooks",
+    "remove_hook",
+]
+
+logger = logging.getLogger("eventcore")
+
+SUCCESS = "success"
+REJECTED = "rejected"
+CONFLICT_EXHAUSTED = "conflict-exhausted"
+ERROR = "error"
+
+
+@dataclass(slots=True)
+class Phase:
+    """One timed step of one attempt.
+
+    ``name`` is ``read_streams`` (reading and folding: one pass over the events, fused in
+    the stores), ``handle_command`` (``discover``/``handle`` and encoding the new events) or
+    ``write_events`` (the atomic append).
+    """
+
+    name: str
+    attempt: int
+    start_ns: int
+    """``time.perf_counter_ns()`` when the step began."""
+    end_ns: int
+
+    @property
+    def seconds(self) -> float:
+        """The step's duration in seconds."""
+        return (self.end_ns - self.start_ns) / 1e9
+
+
+@dataclass(slots=True)
+class RetryRecord:
+    """One retry: after which attempt, why (``conflict`` or ``unavailable``), how long it waited."""
+
+    attempt: int
+    reason: str
+    delay: float
+
+
+@dataclass(slots=True)
+class CommandReport:
+    """Everything one :func:`~eventcore.execute` call did, handed to :meth:`Hook.after_execute`."""
+
+    command: Any
+    command_type: str
+    metadata: Metadata | None
+    started_at: float
+    """Wall-clock start (``time.time()``)."""
+    start_ns: int
+    """``time.perf_counter_ns()`` at the start; phases use the same clock."""
+    end_ns: int = 0
+    outcome: str = SUCCESS
+    """``success``, ``rejected`` (business rule or validation), ``conflict-exhausted`` or
+    ``error`` (anything else, store failures included)."""
+    attempts: int = 1
+    phases: list[Phase] = field(default_factory=list)
+    retries: list[RetryRecord] = field(default_factory=list)
+    result: ExecutionResult | None = None
+    error: BaseException | None = None
+
+    @property
+    def seconds(self) -> float:
+        """The whole call's duration in seconds."""
+        return (self.end_ns - self.start_ns) / 1e9
+
+    @property
+    def event_types(self) -> list[str]:
+        """The type name of each event written (empty unless it succeeded)."""
+        return self.result.append.event_types if self.result is not None else []
+
+    @property
+    def streams(self) -> list[str]:
+        """The streams the command read (declared and discovered)."""
+        if self.result is not None:
+            return list(self.result.stream_versions)
+        streams = getattr(self.command, "streams", None)
+        return list(streams()) if callable(streams) else []
+
+
+class Hook:
+    """Base class for observers; every method is a no-op until overridden."""
+
+    def before_execute(self, command: Any, metadata: Metadata | None) -> Metadata | None:
+        """Called before a command runs; may return replacement metadata (e.g. trace ids)."""
+        return metadata
+
+    def after_execute(self, report: CommandReport) -> None:
+        """Called once per executed command, whatever its outcome."""
+
+    def after_projection_batch(self, report: Any) -> None:
+        """Called by projection runners after each batch they apply."""
+
+    def on_dead_letter(self, projection: str, event: Any, error: BaseException) -> None:
+        """Called when a projection skips an event it failed to apply."""
+
+
+_hooks: tuple[Hook, ...] = ()
+
+
+def add_hook(hook: Hook) -> None:
+    """Register ``hook`` for every executor and projection runner in this process."""
+    global _hooks
+    if hook not in _hooks:
+        _hooks = (*_hooks, hook)
+
+
+def remove_hook(hook: Hook) -> None:
+    """Unregister ``hook`` (no error if it was not registered)."""
+    global _hooks
+    _hooks = tuple(h for h in _hooks if h is not hook)
+
+
+def hooks() -> tuple[Hook, ...]:
+    """The hooks registered now."""
+    return _hooks
+
+
+def outcome_of(error: BaseException) -> str:
+    """Classify a command's exception as a report outcome."""
+    if isinstance(error, (BusinessRuleViolation, ValidationError)):
+        return REJECTED
+    if isinstance(error, ConcurrencyConflict):
+        return CONFLICT_EXHAUSTED
+    return ERROR
+
+
+class Recorder:
+    """Builds one :class:`CommandReport` while a shell runs a command (internal)."""
+
+    __slots__ = ("active", "last_failure", "report", "since")
+
+    def __init__(self, command: Any, metadata: Metadata | None, active: tuple[Hook, ...]) -> None:
+        self.active = active
+        for hook in active:
+            try:
+                metadata = hook.before_execute(command, metadata)
+            except Exception:
+                logger.exception("eventcore hook %r failed in before_execute", hook)
+        self.report = CommandReport(
+            command=command,
+            command_type=type(command).__name__,
+            metadata=metadata,
+            started_at=time.time(),
+            start_ns=time.perf_counter_ns(),
+        )
+        self.last_failure = ""
+        self.since = self.report.start_ns
+
+    def phase(self, name: str, start_ns: int) -> None:
+        """Record a step of the current attempt that ran from ``start_ns`` until now."""
+        now = time.perf_counter_ns()
+        self.report.phases.append(Phase(name, self.report.attempts, start_ns, now))
+        self.since = now
+
+    def failed(self, error: BaseException) -> None:
+        """An effect ended with a retriable error; remember why for the retry record."""
+        self.last_failure = "conflict" if isinstance(error, ConcurrencyConflict) else "unavailable"
+
+    def retry(self, delay: float) -> None:
+        """The pipeline decided to retry after ``delay`` seconds."""
+        report = self.report
+        report.retries.append(RetryRecord(report.attempts, self.last_failure, delay))
+        report.attempts += 1
+
+    def finish(self, result: ExecutionResult | None, error: BaseException | None) -> None:
+        """Close the report and hand it to every hook."""
+        report = self.report
+        report.end_ns = time.perf_counter_ns()
+        report.result = result
+        report.error = error
+        if error is not None:
+            report.outcome = outcome_of(error)
+        elif result is not None:
+            report.attempts = result.attempts
+        for hook in self.active:
+            try:
+                hook.after_execute(report)
+            except Exception:
+                logger.exception("eventcore hook %r failed in after_execute", hook)
+
+
+def observed(steps: Generator[Any, Any, None], rec: Recorder) -> Generator[Any, Any, None]:
+    """Pass a pipeline's effects through unchanged while timing them into ``rec``.
+
+    The time a shell spends on a FOLD effect is ``read_streams``, on an APPEND effect
+    ``write_events``; the pipeline's own time after a fold is ``handle_command``.
+    """
+    from eventcore._pipeline import APPEND, DONE, FOLD, SLEEP
+
+    send = steps.send
+    result: Any = None
+    names = {FOLD: "read_streams", APPEND: "write_events"}
+    kind = None
+    try:
+        while True:
+            thinking = time.perf_counter_ns()
+            after_read = kind is FOLD
+            effect = send(result)
+            kind = effect[0]
+            if after_read and kind is APPEND:
+                rec.phase("handle_command", thinking)
+            elif kind is SLEEP:
+                rec.retry(effect[1])
+            elif kind is DONE:
+                rec.finish(effect[1], None)
+                yield effect
+                return
+            started = time.perf_counter_ns()
+            result = yield effect
+            if kind in names:
+                rec.phase(names[kind], started)
+            if isinstance(result, BaseException):
+                rec.failed(result)
+    except BaseException as error:
+        if not isinstance(error, GeneratorExit):
+            rec.finish(None, error)
+        raise
