@@ -136,6 +136,24 @@ class MemoryStore:
         apply before ``limit``.
         """
 
+    def read_columns(
+        self,
+        after_position: int = 0,
+        limit: int | None = None,
+        known_types: int = 0,
+        known_streams: int = 0,
+    ) -> tuple[bytes, bytes, bytes, bytes, list[str], list[str]]:
+        """Envelope columns of the events after ``after_position`` (at most ``limit``).
+
+        Returns ``(positions, type_codes, stream_codes, recorded_at, type_names,
+        stream_names)``: little-endian ``int64``, ``int32``, ``int32`` and ``int64``
+        (microseconds since the unix epoch, UTC) buffers, one item per event in position
+        order. Codes are the store's interning indexes, stable for its lifetime;
+        ``type_names`` holds the names of type codes ``known_types`` and up, and
+        ``stream_names`` those of stream codes ``known_streams`` up to the largest code
+        returned. The GIL is released while copying.
+        """
+
     def stream_version(self, stream: str) -> int:
         """The stream's version (number of events; 0 = no stream)."""
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from eventcore import _core
 from eventcore.metadata import Metadata
-from eventcore.recorded import AppendResult, NewEvent, RecordedEvent
+from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, recorded_events
 from eventcore.registry import EventRegistry, default_registry
 from eventcore.store import Apply, Decoders, Expected
 
@@ -62,8 +65,7 @@ class MemoryStore:
         return AppendResult(range(first, first + len(events)), dict(versions), events)
 
     def _wrap(self, rows: list[Any]) -> list[RecordedEvent[Any]]:
-        registry = self.registry
-        return [RecordedEvent(*row, registry) for row in rows]
+        return recorded_events(rows, self.registry)
 
     def read_stream(
         self, stream_id: str, *, after_version: int = 0, limit: int | None = None
@@ -122,6 +124,74 @@ class MemoryStore:
 
     def __repr__(self) -> str:
         return f"MemoryStore(events={len(self)})"
+
+
+class _MemoryWatcher:
+    """One thread per in-memory store wakes every asyncio waiter on append."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.lock = threading.Lock()
+        self.waiters: dict[asyncio.Future[None], tuple[asyncio.AbstractEventLoop, int]] = {}
+        self.thread: threading.Thread | None = None
+
+    async def wait(self, after: int, timeout: float) -> int:
+        store = self.store
+        if store.head() > after:
+            return store.head()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        with self.lock:
+            self.waiters[fut] = (loop, after)
+            if self.thread is None:
+                self.thread = threading.Thread(
+                    target=self._run, name="eventcore-memory-watcher", daemon=True
+                )
+                self.thread.start()
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            with self.lock:
+                self.waiters.pop(fut, None)
+        return store.head()
+
+    def _run(self) -> None:
+        while True:
+            with self.lock:
+                if not self.waiters:
+                    self.thread = None
+                    return
+                low = min(after for _, after in self.waiters.values())
+            head = self.store.wait_for_append(low, 0.1)
+            if head <= low:
+                continue
+            with self.lock:
+                ready = [(f, lp) for f, (lp, after) in self.waiters.items() if head > after]
+                for f, _ in ready:
+                    del self.waiters[f]
+            for f, lp in ready:
+                with contextlib.suppress(RuntimeError):  # the loop is closed
+                    lp.call_soon_threadsafe(_resolve, f)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+_watchers: weakref.WeakKeyDictionary[MemoryStore, _MemoryWatcher] = weakref.WeakKeyDictionary()
+_watchers_lock = threading.Lock()
+
+
+def _watcher(store: MemoryStore) -> _MemoryWatcher:
+    """The one watcher thread of ``store`` (created on first use)."""
+    with _watchers_lock:
+        w = _watchers.get(store)
+        if w is None:
+            w = _watchers[store] = _MemoryWatcher(store)
+        return w
 
 
 class AsyncMemoryStore:
@@ -193,10 +263,12 @@ class AsyncMemoryStore:
         return self.sync.head()
 
     async def wait_for_append(self, after_position: int, timeout: float) -> int:
-        """Wait (in a worker thread) until the head passes ``after_position``; the head."""
-        if self.sync.head() > after_position:
-            return self.sync.head()
-        return await asyncio.to_thread(self.sync.wait_for_append, after_position, timeout)
+        """Wait until the head passes ``after_position`` or ``timeout`` passes; the head.
+
+        One watcher thread per store blocks in Rust (GIL released) and wakes every waiting
+        task of every event loop; waiting is cancellable and uses no thread per waiter.
+        """
+        return await _watcher(self.sync).wait(after_position, timeout)
 
     async def close(self) -> None:
         """Nothing to release; present so code can treat every store alike."""

@@ -28,6 +28,7 @@ __all__ = [
     "CommandReport",
     "Hook",
     "Phase",
+    "ProjectionBatchReport",
     "RetryRecord",
     "add_hook",
     "hooks",
@@ -112,6 +113,29 @@ class CommandReport:
         return list(streams()) if callable(streams) else []
 
 
+@dataclass(slots=True)
+class ProjectionBatchReport:
+    """One batch a projection runner applied, handed to :meth:`Hook.after_projection_batch`."""
+
+    projection: str
+    position: int
+    """The projection's checkpoint after the batch."""
+    head: int
+    """The store's head when the batch was read."""
+    events: list[Any]
+    """The batch's :class:`~eventcore.RecordedEvent` objects (empty for columnar batches)."""
+    count: int
+    """How many events the batch held."""
+    seconds: float
+    """How long applying (and checkpointing) the batch took."""
+    started_at: float
+    """Wall-clock start (``time.time()``)."""
+    lag_events: int | None
+    """Events still to apply after this batch, where the store can tell cheaply."""
+    lag_seconds: float | None
+    """Age of the batch's last event when it was applied (0 once caught up)."""
+
+
 class Hook:
     """Base class for observers; every method is a no-op until overridden."""
 
@@ -122,7 +146,7 @@ class Hook:
     def after_execute(self, report: CommandReport) -> None:
         """Called once per executed command, whatever its outcome."""
 
-    def after_projection_batch(self, report: Any) -> None:
+    def after_projection_batch(self, report: ProjectionBatchReport) -> None:
         """Called by projection runners after each batch they apply."""
 
     def on_dead_letter(self, projection: str, event: Any, error: BaseException) -> None:
@@ -148,6 +172,24 @@ def remove_hook(hook: Hook) -> None:
 def hooks() -> tuple[Hook, ...]:
     """The hooks registered now."""
     return _hooks
+
+
+def report_projection_batch(report: ProjectionBatchReport) -> None:
+    """Hand ``report`` to every hook (used by projection runners)."""
+    for hook in _hooks:
+        try:
+            hook.after_projection_batch(report)
+        except Exception:
+            logger.exception("eventcore hook %r failed in after_projection_batch", hook)
+
+
+def report_dead_letter(projection: str, event: Any, error: BaseException) -> None:
+    """Tell every hook that ``projection`` skipped ``event`` (used by projection runners)."""
+    for hook in _hooks:
+        try:
+            hook.on_dead_letter(projection, event, error)
+        except Exception:
+            logger.exception("eventcore hook %r failed in on_dead_letter", hook)
 
 
 def outcome_of(error: BaseException) -> str:

@@ -19,10 +19,10 @@ use pyo3::types::{PyBytes, PyInt, PyList, PyString, PyTuple};
 use smallvec::SmallVec;
 
 use crate::errors::CoreResult;
-use crate::uuid7;
 use crate::fold::Folder;
 use crate::store::{NewEvent, Rows, Store};
 use crate::stream_id;
+use crate::uuid7;
 
 /// Work above this many events releases the GIL instead of trying the lock with it held.
 const SMALL: usize = 256;
@@ -402,6 +402,25 @@ impl MemoryStore {
             |s| s.read_all(after_position, limit, type_names.as_deref(), stream_prefix),
         )?;
         rows_to_py(py, &rows, None)
+    }
+
+    /// Envelope columns of the events after `after_position` (at most `limit`) as
+    /// little-endian buffers, plus the type and stream names from the known counts on.
+    #[pyo3(signature = (after_position = 0, limit = None, known_types = 0, known_streams = 0))]
+    fn read_columns<'py>(
+        &self,
+        py: Python<'py>,
+        after_position: i64,
+        limit: Option<i64>,
+        known_types: usize,
+        known_streams: usize,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let cols = py.detach(|| {
+            self.inner
+                .read()
+                .read_columns(after_position, limit, known_types, known_streams)
+        })?;
+        cols.into_py(py)
     }
 
     /// Current version of a stream (0 = no stream).

@@ -26,6 +26,9 @@ use smallvec::SmallVec;
 use crate::errors::{Conflict, CoreError, CoreResult};
 use crate::stream_id;
 
+#[path = "columns.rs"]
+pub mod columns;
+
 /// Expected version: no check.
 pub const ANY: i64 = -1;
 /// Expected version: the stream must have at least one event.

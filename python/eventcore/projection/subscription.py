@@ -1,0 +1,170 @@
+"""Subscriptions: read the global log from a position in pages, then follow it live."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventcore.errors import ValidationError
+from eventcore.projection._source import Source
+from eventcore.projection.columns import ColumnBatch, ColumnBuilder
+from eventcore.recorded import RecordedEvent
+
+__all__ = ["Page", "Subscription"]
+
+
+@dataclass(slots=True)
+class Page:
+    """One delivery of a subscription.
+
+    Attributes:
+        events: the events, in delivery order (empty in columnar mode, or when only the
+            position moved past events the filters drop).
+        position: where to resume after this page (the checkpoint to save once it is
+            applied); at least the last event's position.
+        head: the store's head when the page was read.
+        caught_up: the page reached the head (the next one comes from live delivery).
+        columns: the columnar view, in columnar mode.
+    """
+
+    events: list[RecordedEvent[Any]]
+    position: int
+    head: int
+    caught_up: bool
+    columns: ColumnBatch | None = field(default=None)
+
+    def __len__(self) -> int:
+        return len(self.columns) if self.columns is not None else len(self.events)
+
+
+class Subscription:
+    """An async iterator of :class:`Page` objects over the global log.
+
+    Reads from ``after_position`` in pages of ``page_size`` (catch-up), and once a page
+    comes back short (caught up), waits for appends (the store's ``wait_for_append``:
+    LISTEN/NOTIFY for PostgreSQL, an in-process signal for the in-memory store; polling
+    every ``poll_interval`` seconds as the fallback) and reads again. The cursor is the
+    last position delivered, and each read asks for events strictly after it in the
+    store's delivery order, so the switch from catch-up to live neither skips nor repeats
+    an event (the PostgreSQL store's ``read_all`` never passes over an event that commits
+    late).
+
+    Args:
+        store: an event store (in-memory, its ``.aio`` view, PostgreSQL, any EventStore).
+        after_position: deliver events after this position.
+        page_size: events per read.
+        event_types: deliver only these types.
+        stream_prefix: deliver only streams whose id starts with this.
+        live: keep following the log (False: stop once caught up).
+        poll_interval: seconds between polls when no notification arrives.
+        columns: deliver :class:`ColumnBatch` pages (needs numpy) instead of events.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        *,
+        after_position: int = 0,
+        page_size: int = 1000,
+        event_types: Sequence[str] | None = None,
+        stream_prefix: str | None = None,
+        live: bool = True,
+        poll_interval: float = 1.0,
+        columns: bool = False,
+    ) -> None:
+        if page_size < 1:
+            raise ValidationError("page_size", "must be at least 1", page_size)
+        if after_position < 0:
+            raise ValidationError("after_position", "must not be negative", after_position)
+        self.source = store if isinstance(store, Source) else Source(store)
+        self.position = after_position
+        """The position delivered so far (the next page starts after it)."""
+        self.head = 0
+        """The head seen by the last read."""
+        self.caught_up = False
+        """Whether the last page reached the head."""
+        self.page_size = page_size
+        self.event_types = list(event_types) if event_types is not None else None
+        self.stream_prefix = stream_prefix
+        self.live = live
+        self.poll_interval = poll_interval
+        self._columns = ColumnBuilder() if columns else None
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        """End the iteration after the current page (wakes a live wait at once)."""
+        self._stop.set()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Page:
+        while True:
+            if self._stop.is_set():
+                raise StopAsyncIteration
+            if self.caught_up:
+                if not self.live:
+                    raise StopAsyncIteration
+                await self._wait()
+                if self._stop.is_set():
+                    raise StopAsyncIteration
+            page = await self.read_page()
+            if len(page) or page.position > self.position:
+                self.position = page.position
+                return page
+            if not self.live:
+                raise StopAsyncIteration
+
+    async def _wait(self) -> None:
+        """Wait for the head to pass what was read, or for stop()."""
+        waiter = asyncio.ensure_future(self.source.wait(self.position, self.poll_interval))
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait((waiter, stopper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiter, stopper):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(waiter, stopper, return_exceptions=True)
+
+    async def read_page(self) -> Page:
+        """Read the next page after :attr:`position` (does not move the position)."""
+        source = self.source
+        after = self.position
+        # The head is read BEFORE the events: every event up to it is in the store's
+        # delivery order by the time of the read, so a short page covers it all.
+        head = await source.head()
+        if self._columns is not None and source.memory is not None:
+            return self._memory_columns(after, head)
+        events = await source.read(after, self.page_size, self.event_types, self.stream_prefix)
+        last = events[-1].position if events else after
+        full = len(events) >= self.page_size
+        position = last if full else max(last, head, after)
+        self.caught_up = not full
+        self.head = max(head, last)
+        if self._columns is not None:
+            batch = self._columns.from_events(events)
+            return Page([], position, self.head, self.caught_up, batch)
+        return Page(events, position, self.head, self.caught_up)
+
+    def _memory_columns(self, after: int, head: int) -> Page:
+        builder = self._columns
+        assert builder is not None and self.source.memory is not None
+        raw = self.source.memory._core.read_columns(
+            after, self.page_size, len(builder.type_names), len(builder.stream_names)
+        )
+        n = len(raw[0]) // 8
+        full = n >= self.page_size
+        batch = builder.from_buffers(raw)
+        last = int(batch.positions[-1]) if n else after
+        if self.event_types is not None or self.stream_prefix is not None:
+            keep = builder.mask(
+                batch.type_codes, batch.stream_codes, self.event_types, self.stream_prefix
+            )
+            batch = builder.from_buffers((raw[0], raw[1], raw[2], raw[3], [], []), keep)
+        position = last if full else max(last, head, after)
+        self.caught_up = not full
+        self.head = max(head, last)
+        return Page([], position, self.head, self.caught_up, batch)
