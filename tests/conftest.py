@@ -1,1 +1,3 @@
 """Shared test configuration: the PostgreSQL test server fixtures live in tests/pgserver.py."""
+
+pytest_plugins = ["tests.pgserver"]

@@ -62,7 +62,7 @@ class MemoryStore:
         )
         if ids is not None:  # the store assigned ids to events given without one
             events = [(e[0], e[1], e[2], i) for e, i in zip(events, ids, strict=True)]
-        return AppendResult(range(first, first + len(events)), dict(versions), events)
+        return AppendResult(first, versions, events)
 
     def _wrap(self, rows: list[Any]) -> list[RecordedEvent[Any]]:
         return recorded_events(rows, self.registry)

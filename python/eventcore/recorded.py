@@ -57,23 +57,39 @@ class WrittenEvent(NamedTuple):
 class AppendResult:
     """The result of one atomic append.
 
-    Attributes:
-        positions: the global position of each event, in the order given.
-        stream_versions: each stream's version after the append (read-only streams too).
+    Stores build it cheaply: ``positions`` may be given as the first position of a
+    contiguous run and ``stream_versions`` as ``(stream, version)`` pairs; both are
+    expanded on first access.
     """
 
-    __slots__ = ("_new", "_written", "positions", "stream_versions")
+    __slots__ = ("_new", "_positions", "_versions", "_written")
 
     def __init__(
         self,
-        positions: Sequence[int],
-        stream_versions: Mapping[str, int],
+        positions: Sequence[int] | int,
+        stream_versions: Mapping[str, int] | list[tuple[str, int]],
         events: Sequence[tuple[str, str, bytes, Any]],
     ) -> None:
-        self.positions = positions
-        self.stream_versions = stream_versions
+        self._positions = positions
+        self._versions = stream_versions
         self._new = events
         self._written: list[WrittenEvent] | None = None
+
+    @property
+    def positions(self) -> Sequence[int]:
+        """The global position of each event, in the order given."""
+        positions = self._positions
+        if type(positions) is int:
+            positions = self._positions = range(positions, positions + len(self._new))
+        return positions  # type: ignore[return-value]
+
+    @property
+    def stream_versions(self) -> Mapping[str, int]:
+        """Each stream's version after the append (read-only streams too)."""
+        versions = self._versions
+        if type(versions) is list:
+            versions = self._versions = dict(versions)
+        return versions  # type: ignore[return-value]
 
     @property
     def events(self) -> list[WrittenEvent]:

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
+use parking_lot::Mutex;
 use smallvec::SmallVec;
 
 use crate::errors::{Conflict, CoreError, CoreResult};
@@ -170,6 +171,13 @@ impl LocalIndex {
     }
 }
 
+/// The sorted view of stream ids behind [`Store::list_streams`].
+#[derive(Default)]
+struct SortedStreams {
+    map: BTreeMap<Arc<str>, u32>,
+    synced: usize,
+}
+
 /// The in-memory event store.
 #[derive(Default)]
 pub struct Store {
@@ -177,7 +185,9 @@ pub struct Store {
     len: usize,
     streams: Vec<Stream>,
     stream_index: HashTable<u32>,
-    sorted_streams: BTreeMap<Arc<str>, u32>,
+    /// Stream ids in order, for listing. Filled lazily (streams `0..synced` are in it),
+    /// so creating a stream never pays for a tree insert; listing catches up first.
+    sorted_streams: Mutex<SortedStreams>,
     types: Vec<Arc<str>>,
     type_index: HashTable<u32>,
     /// `(event index, 32-bit id hash)`: rehashing never touches the events.
@@ -345,7 +355,6 @@ impl Store {
         let index = self.streams.len() as u32;
         let name: Arc<str> = Arc::from(name);
         self.names_heap += heap_size(16 + name.len());
-        self.sorted_streams.insert(name.clone(), index);
         self.streams.push(Stream {
             name,
             events: Vec::new(),
@@ -882,8 +891,14 @@ impl Store {
             Some(a) if a >= prefix => RangeBound::Excluded(a),
             _ => RangeBound::Included(prefix),
         };
-        Ok(self
-            .sorted_streams
+        let mut sorted = self.sorted_streams.lock();
+        let synced = sorted.synced;
+        for (i, stream) in self.streams.iter().enumerate().skip(synced) {
+            sorted.map.insert(stream.name.clone(), i as u32);
+        }
+        sorted.synced = self.streams.len();
+        Ok(sorted
+            .map
             .range::<str, _>((lower, RangeBound::Unbounded))
             .take_while(|(name, _)| name.starts_with(prefix))
             .take(limit)
@@ -905,7 +920,7 @@ impl Store {
             + self.streams.len() * 16 // allocator overhead of the per-stream event lists
             + self.stream_index.allocation_size()
             // BTreeMap: ~(16 + 4) bytes per entry in nodes that are ~2/3 full, plus headers.
-            + self.sorted_streams.len() * 40;
+            + self.sorted_streams.lock().map.len() * 40;
         let types = heap_size(self.types.capacity() * size_of::<Arc<str>>())
             + self.type_index.allocation_size();
         size_of::<Self>()

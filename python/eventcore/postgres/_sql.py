@@ -1,0 +1,153 @@
+"""SQL text of the PostgreSQL store: migrations shipped in the package, and the queries.
+
+The schema name is the only thing ever formatted into SQL, and only after it matched
+:data:`SCHEMA_NAME`; every value is a bind parameter.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+from eventcore.errors import ValidationError
+
+SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
+"""What a schema name may be: an SQL identifier of at most 48 ASCII letters, digits, ``_``."""
+
+POSITION_SHIFT = 1 << 20
+"""Positions are ``transaction id * POSITION_SHIFT + index within the transaction``."""
+
+VERSION_TABLE_COMMENT = "eventcore schema versions"
+"""Marks the ``schema_version`` table as ours (a same-named foreign table has no such mark)."""
+
+OUR_OBJECTS = ("events", "streams", "schema_version")
+"""Relation names a migration creates: a foreign one with such a name stops the migration."""
+
+
+def check_schema_name(schema: str) -> str:
+    """Return ``schema`` if it is a valid schema name, else raise ValidationError."""
+    if not isinstance(schema, str) or not SCHEMA_NAME.fullmatch(schema):
+        raise ValidationError(
+            "schema", "must be an SQL identifier: [A-Za-z_][A-Za-z0-9_]*, at most 48 chars", schema
+        )
+    return schema
+
+
+def quote(schema: str) -> str:
+    """The schema name as a quoted identifier (it was validated, so no escaping is needed)."""
+    return f'"{check_schema_name(schema)}"'
+
+
+def channel(schema: str) -> str:
+    """The LISTEN/NOTIFY channel an append on ``schema`` notifies."""
+    return f"{check_schema_name(schema)}_events"
+
+
+def migration_lock_key(schema: str) -> int:
+    """The advisory-lock key that serializes migrations of ``schema`` (a positive bigint)."""
+    return (0x45434F52 << 32) | zlib.crc32(schema.encode())
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One versioned SQL migration shipped in ``eventcore/postgres/migrations``."""
+
+    version: int
+    name: str
+    template: str
+
+    def sql(self, schema: str) -> str:
+        """The migration's SQL for ``schema``."""
+        return self.template.replace("__SCHEMA__", quote(schema)).replace(
+            "__CHANNEL__", channel(schema)
+        )
+
+
+_MIGRATION_FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
+
+
+@cache
+def migrations() -> tuple[Migration, ...]:
+    """Every shipped migration, in version order (versions are 1, 2, 3, ... without gaps)."""
+    folder = resources.files("eventcore.postgres") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        match = _MIGRATION_FILE.fullmatch(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    if [m.version for m in found] != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"eventcore migrations are not numbered 1..N: {found!r}")
+    return tuple(found)
+
+
+class Queries:
+    """Every statement the store runs, formatted once for one schema."""
+
+    def __init__(self, schema: str) -> None:
+        s = quote(schema)
+        cols = (
+            "position, event_id, stream_id, version, event_type, payload, recorded_at, "
+            "causation_id, correlation_id, user_id, custom::text"
+        )
+        # Every reader that tails the global log reads only below this bound: the position
+        # range of the oldest transaction still running when the statement's snapshot was
+        # taken (see the module docstring of eventcore.postgres.store).
+        safe = f"(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint * {POSITION_SHIFT})"
+        self.append = (
+            "SELECT status, positions, streams, versions, conflict_expected, duplicate_id, detail"
+            f" FROM {s}.append_events($1::text[], $2::bigint[], $3::uuid[], $4::text[],"
+            " $5::text[], $6::bytea[], $7::uuid, $8::uuid, $9::text, $10::jsonb)"
+        )
+        self.fold = (
+            f"SELECT stream_id, event_type, payload FROM {s}.events"
+            " WHERE stream_id = ANY($1::text[]) ORDER BY position"
+        )
+        self.read_stream = (
+            f"SELECT {cols} FROM {s}.events WHERE stream_id = $1 AND version > $2"
+            " ORDER BY version LIMIT $3"
+        )
+        self.read_streams = (
+            f"SELECT {cols} FROM {s}.events WHERE stream_id = ANY($1::text[]) AND version > $2"
+            " ORDER BY position LIMIT $3"
+        )
+        self.read_stream_backwards = (
+            f"SELECT {cols} FROM {s}.events"
+            " WHERE stream_id = $1 AND ($2::bigint IS NULL OR version < $2)"
+            " ORDER BY version DESC LIMIT $3"
+        )
+        self.read_all = (
+            f"SELECT {cols} FROM {s}.events WHERE position > $1 AND position < {safe}"
+            " AND ($3::text[] IS NULL OR event_type = ANY($3::text[]))"
+            " AND ($4::text IS NULL OR starts_with(stream_id, $4::text))"
+            " ORDER BY position LIMIT $2"
+        )
+        self.head = f"SELECT coalesce(max(position), 0) FROM {s}.events WHERE position < {safe}"
+        self.last_position = f"SELECT coalesce(max(position), 0) FROM {s}.events"
+        self.stream_version = f"SELECT version FROM {s}.streams WHERE stream_id = $1"
+        self.stream_versions = (
+            f"SELECT stream_id, version FROM {s}.streams WHERE stream_id = ANY($1::text[])"
+        )
+        self.list_streams = (
+            f"SELECT stream_id, version FROM {s}.streams WHERE version > 0"
+            " AND ($1::text IS NULL OR starts_with(stream_id, $1::text))"
+            " AND ($2::text IS NULL OR stream_id > $2::text)"
+            " ORDER BY stream_id LIMIT $3"
+        )
+        self.version_table = f"{s}.schema_version"
+        self.schema_version = f"SELECT coalesce(max(version), 0) FROM {s}.schema_version"
+        self.create_schema = f"CREATE SCHEMA IF NOT EXISTS {s}"
+        self.create_version_table = (
+            f"CREATE TABLE {s}.schema_version (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now());"
+            f" COMMENT ON TABLE {s}.schema_version IS '{VERSION_TABLE_COMMENT}'"
+        )
+        self.record_version = f"INSERT INTO {s}.schema_version (version, name) VALUES ($1, $2)"
+        self.relations = (
+            "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = $1 AND c.relname = ANY($2::text[])"
+        )

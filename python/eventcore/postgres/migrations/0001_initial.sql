@@ -1,0 +1,252 @@
+-- eventcore schema 1: events, streams, the append function and the immutability guard.
+--
+-- __SCHEMA__ is replaced by the quoted, validated schema name and __CHANNEL__ by the
+-- NOTIFY channel name (the schema name + '_events'); nothing else is templated.
+
+-- Every stored event. The position is derived from the writing transaction's id (see
+-- eventcore/postgres/store.py): (xid8 << 20) + index within the transaction, so the
+-- global position order IS the transaction-id order and a reader that only reads below
+-- the snapshot's xmin never skips an event that commits later.
+CREATE TABLE __SCHEMA__.events (
+    position        bigint      NOT NULL,
+    transaction_id  xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    event_id        uuid        NOT NULL,
+    stream_id       text        COLLATE "C" NOT NULL,
+    version         bigint      NOT NULL,
+    event_type      text        NOT NULL,
+    payload         bytea       NOT NULL,
+    causation_id    uuid,
+    correlation_id  uuid,
+    user_id         text,
+    custom          jsonb,
+    recorded_at     timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT events_pkey PRIMARY KEY (position),
+    CONSTRAINT events_event_id_key UNIQUE (event_id),
+    CONSTRAINT events_stream_version_key UNIQUE (stream_id, version),
+    CONSTRAINT events_version_check CHECK (version > 0)
+);
+
+CREATE INDEX events_correlation_id_idx ON __SCHEMA__.events (correlation_id)
+    WHERE correlation_id IS NOT NULL;
+
+-- One row per stream: its version (= its number of events). Rows with version 0 may
+-- exist (a stream that was only checked, never written); they mean "no stream".
+CREATE TABLE __SCHEMA__.streams (
+    stream_id text   COLLATE "C" NOT NULL,
+    version   bigint NOT NULL DEFAULT 0,
+    CONSTRAINT streams_pkey PRIMARY KEY (stream_id),
+    CONSTRAINT streams_version_check CHECK (version >= 0)
+) WITH (fillfactor = 80);
+
+-- Second line of defence behind the privileges: stored events never change.
+CREATE FUNCTION __SCHEMA__.forbid_event_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'eventcore: stored events are immutable (% on %.% refused)',
+        TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+
+CREATE TRIGGER events_immutable
+    BEFORE UPDATE OR DELETE ON __SCHEMA__.events
+    FOR EACH ROW EXECUTE FUNCTION __SCHEMA__.forbid_event_change();
+
+CREATE TRIGGER events_no_truncate
+    BEFORE TRUNCATE ON __SCHEMA__.events
+    FOR EACH STATEMENT EXECUTE FUNCTION __SCHEMA__.forbid_event_change();
+
+REVOKE ALL ON __SCHEMA__.events, __SCHEMA__.streams FROM PUBLIC;
+REVOKE UPDATE, DELETE, TRUNCATE ON __SCHEMA__.events FROM CURRENT_USER;
+REVOKE TRUNCATE ON __SCHEMA__.streams FROM CURRENT_USER;
+
+-- The whole append in one call (one round trip), SECURITY DEFINER so that the
+-- application role needs EXECUTE on it and SELECT on the tables, nothing more.
+--
+-- Returns one row:
+--   status 'ok'        written: positions (in the order given), streams + versions after.
+--   status 'replay'    every event id was already stored with the same stream, type and
+--                      payload: the original positions and versions, nothing written.
+--   status 'conflict'  expected versions did not match: streams, conflict_expected and
+--                      versions hold (stream, expected, actual) per conflict; nothing
+--                      written.
+--   status 'duplicate' an event id is stored with other content, or only part of the
+--                      batch is stored: duplicate_id and detail say which and why.
+CREATE FUNCTION __SCHEMA__.append_events(
+    p_expected_streams  text[],
+    p_expected_versions bigint[],
+    p_event_ids         uuid[],
+    p_stream_ids        text[],
+    p_event_types       text[],
+    p_payloads          bytea[],
+    p_causation_id      uuid,
+    p_correlation_id    uuid,
+    p_user_id           text,
+    p_custom            jsonb,
+    OUT status            text,
+    OUT positions         bigint[],
+    OUT streams           text[],
+    OUT versions          bigint[],
+    OUT conflict_expected bigint[],
+    OUT duplicate_id      uuid,
+    OUT detail            text
+)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n           integer := coalesce(cardinality(p_event_ids), 0);
+    stored      integer;
+    bad         record;
+    all_streams text[];
+    lock_read   boolean;
+    s           text;
+    is_write    boolean;
+    base        bigint;
+    first_pos   bigint;
+BEGIN
+    IF cardinality(p_expected_streams) IS DISTINCT FROM cardinality(p_expected_versions)
+       OR n <> coalesce(cardinality(p_stream_ids), 0)
+       OR n <> coalesce(cardinality(p_event_types), 0)
+       OR n <> coalesce(cardinality(p_payloads), 0) THEN
+        RAISE EXCEPTION 'eventcore: append_events arrays differ in length'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    -- 1. Idempotency: the same event ids again return the original result.
+    IF n > 0 THEN
+        SELECT count(*) INTO stored FROM __SCHEMA__.events e WHERE e.event_id = ANY (p_event_ids);
+        IF stored > 0 THEN
+            -- A replay must be the very same batch: every id stored, consecutive positions
+            -- in the same order, same streams, types, payloads and metadata.
+            SELECT x.id, e.event_id IS NULL AS missing INTO bad
+              FROM unnest(p_event_ids, p_stream_ids, p_event_types, p_payloads)
+                   WITH ORDINALITY AS x(id, s, t, p, i)
+              LEFT JOIN __SCHEMA__.events e ON e.event_id = x.id
+             WHERE e.event_id IS NULL
+                OR e.position - x.i <> (SELECT min(f.position) - 1 FROM __SCHEMA__.events f
+                                         WHERE f.event_id = p_event_ids[1])
+                OR e.stream_id <> x.s OR e.event_type <> x.t OR e.payload <> x.p
+                OR e.causation_id IS DISTINCT FROM p_causation_id
+                OR e.correlation_id IS DISTINCT FROM p_correlation_id
+                OR e.user_id IS DISTINCT FROM p_user_id
+                OR e.custom IS DISTINCT FROM p_custom
+             ORDER BY x.i
+             LIMIT 1;
+            IF FOUND THEN
+                status := 'duplicate';
+                IF bad.missing THEN
+                    SELECT x.id INTO duplicate_id
+                      FROM unnest(p_event_ids) WITH ORDINALITY AS x(id, i)
+                      JOIN __SCHEMA__.events e ON e.event_id = x.id
+                     ORDER BY x.i LIMIT 1;
+                    detail := 'only part of this batch was stored before';
+                ELSE
+                    duplicate_id := bad.id;
+                    detail := 'already stored with different content';
+                END IF;
+                RETURN;
+            END IF;
+            status := 'replay';
+            SELECT array_agg(e.position ORDER BY x.i) INTO positions
+              FROM unnest(p_event_ids) WITH ORDINALITY AS x(id, i)
+              JOIN __SCHEMA__.events e ON e.event_id = x.id;
+            SELECT array_agg(v.stream_id), array_agg(v.version) INTO streams, versions
+              FROM (SELECT e.stream_id, max(e.version) AS version
+                      FROM __SCHEMA__.events e WHERE e.event_id = ANY (p_event_ids)
+                     GROUP BY e.stream_id
+                    UNION ALL
+                    SELECT x.s, coalesce(st.version, 0)
+                      FROM (SELECT DISTINCT u AS s FROM unnest(p_expected_streams) u) x
+                      LEFT JOIN __SCHEMA__.streams st ON st.stream_id = x.s
+                     WHERE x.s <> ALL (p_stream_ids)) v;
+            RETURN;
+        END IF;
+    END IF;
+
+    -- 2. Lock every stream involved, in one fixed order (no deadlocks): the written ones
+    --    FOR NO KEY UPDATE, the only-checked ones FOR SHARE so their versions stay true
+    --    until commit while other readers and writers of other streams go on.
+    lock_read := EXISTS (SELECT 1 FROM unnest(p_expected_streams) u WHERE u <> ALL (p_stream_ids));
+    IF NOT lock_read THEN
+        -- Fast path (every checked stream is written): two set-based statements.
+        INSERT INTO __SCHEMA__.streams (stream_id, version)
+        SELECT u, 0 FROM (SELECT DISTINCT u FROM unnest(p_stream_ids) u) d ORDER BY u
+        ON CONFLICT (stream_id) DO NOTHING;
+        PERFORM 1 FROM __SCHEMA__.streams st
+          WHERE st.stream_id = ANY (p_stream_ids)
+          ORDER BY st.stream_id FOR NO KEY UPDATE;
+    ELSE
+        FOR s, is_write IN
+            SELECT u.s, bool_or(u.w)
+              FROM (SELECT x AS s, true AS w FROM unnest(p_stream_ids) x
+                    UNION ALL
+                    SELECT x, false FROM unnest(p_expected_streams) x) u
+             GROUP BY u.s ORDER BY u.s COLLATE "C"
+        LOOP
+            FOR attempt IN 1..2 LOOP
+                IF is_write THEN
+                    PERFORM 1 FROM __SCHEMA__.streams st WHERE st.stream_id = s
+                        FOR NO KEY UPDATE;
+                ELSE
+                    PERFORM 1 FROM __SCHEMA__.streams st WHERE st.stream_id = s FOR SHARE;
+                END IF;
+                EXIT WHEN FOUND;
+                INSERT INTO __SCHEMA__.streams (stream_id, version) VALUES (s, 0)
+                ON CONFLICT (stream_id) DO NOTHING;
+            END LOOP;
+        END LOOP;
+    END IF;
+
+    -- 3. Check every expected version; a mismatch is returned as data, nothing written.
+    SELECT array_agg(x.s ORDER BY x.i), array_agg(x.e ORDER BY x.i),
+           array_agg(coalesce(st.version, 0) ORDER BY x.i)
+      INTO streams, conflict_expected, versions
+      FROM unnest(p_expected_streams, p_expected_versions) WITH ORDINALITY AS x(s, e, i)
+      LEFT JOIN __SCHEMA__.streams st ON st.stream_id = x.s
+     WHERE NOT (x.e = -1
+                OR (x.e = -2 AND coalesce(st.version, 0) > 0)
+                OR (x.e >= 0 AND coalesce(st.version, 0) = x.e));
+    IF streams IS NOT NULL THEN
+        status := 'conflict';
+        RETURN;
+    END IF;
+
+    -- 4. Write: positions from this transaction's id, versions from the locked rows.
+    status := 'ok';
+    IF n > 0 THEN
+        base := pg_current_xact_id()::text::bigint * 1048576;
+        SELECT coalesce(max(e.position) + 1, base) INTO first_pos
+          FROM __SCHEMA__.events e WHERE e.position >= base AND e.position < base + 1048576;
+        IF first_pos + n > base + 1048576 THEN
+            RAISE EXCEPTION 'eventcore: more than 1048576 events in one transaction'
+                USING ERRCODE = 'program_limit_exceeded';
+        END IF;
+        INSERT INTO __SCHEMA__.events (position, event_id, stream_id, version, event_type,
+                                       payload, causation_id, correlation_id, user_id, custom)
+        SELECT first_pos + x.i - 1, x.id, x.s,
+               st.version + row_number() OVER (PARTITION BY x.s ORDER BY x.i),
+               x.t, x.p, p_causation_id, p_correlation_id, p_user_id, p_custom
+          FROM unnest(p_event_ids, p_stream_ids, p_event_types, p_payloads)
+               WITH ORDINALITY AS x(id, s, t, p, i)
+          JOIN __SCHEMA__.streams st ON st.stream_id = x.s
+         ORDER BY x.i;
+        UPDATE __SCHEMA__.streams st SET version = st.version + c.n
+          FROM (SELECT u AS s, count(*) AS n FROM unnest(p_stream_ids) u GROUP BY u) c
+         WHERE st.stream_id = c.s;
+        positions := ARRAY(SELECT first_pos + g FROM generate_series(0, n - 1) g);
+        PERFORM pg_notify('__CHANNEL__', (first_pos + n - 1)::text);
+    ELSE
+        positions := '{}';
+    END IF;
+    all_streams := ARRAY(SELECT DISTINCT u FROM unnest(p_stream_ids || p_expected_streams) u);
+    SELECT array_agg(st.stream_id), array_agg(st.version) INTO streams, versions
+      FROM __SCHEMA__.streams st WHERE st.stream_id = ANY (all_streams);
+    conflict_expected := NULL;
+    RETURN;
+END
+$$;
+
+REVOKE ALL ON FUNCTION __SCHEMA__.append_events(text[], bigint[], uuid[], text[], text[],
+    bytea[], uuid, uuid, text, jsonb) FROM PUBLIC;

@@ -1,0 +1,567 @@
+"""The PostgreSQL event store (asyncpg): atomic multi-stream appends and a gap-free global log.
+
+Append
+    One round trip: the ``append_events`` function (created by the migrations) checks
+    idempotency, locks every stream involved in one fixed order (written streams
+    ``FOR NO KEY UPDATE``, streams that were only read ``FOR SHARE``, so a read-only check
+    stays true until commit), checks every expected version, and either returns the
+    conflicts as rows of data (nothing written) or inserts the events, bumps the stream
+    versions and sends ``NOTIFY``. Only row locks on the streams involved are taken, so
+    writers on distinct streams run concurrently.
+
+The global log never skips
+    Positions are not taken from a sequence. An event's position is
+    ``transaction id (xid8) * 2**20 + its index within the transaction``, computed inside
+    the append function. Transaction ids are handed out in increasing order, so the
+    position order *is* the transaction-id order ("approach 3" in the design notes), and
+    the public cursor stays a single integer.
+
+    :meth:`PostgresStore.read_all` only returns events whose position lies below
+    ``xmin * 2**20``, where ``xmin = pg_snapshot_xmin(pg_current_snapshot())`` is taken
+    from the very snapshot the query reads with. Every transaction with an id below
+    ``xmin`` has finished (its events are visible now or never will be), and every
+    transaction still running or yet to start has an id of at least ``xmin``, hence only
+    positions above the bound. A reader that pages with ``after_position = last position
+    seen`` therefore never passes over an event that commits later, and the cursor is
+    strictly increasing in delivery order. Writers are never serialized.
+
+    Trade-offs:
+
+    - Readers of the global log lag behind the oldest transaction *that holds a
+      transaction id* anywhere in the PostgreSQL cluster (any database, any table,
+      prepared transactions included): while it is open, events written after it started
+      are withheld from :meth:`read_all`, :meth:`iter_all` and :meth:`head` (not lost).
+      Read-only transactions do not hold readers back. Keep write transactions short and
+      monitor ``pg_stat_activity.backend_xid``; projection lag equals the age of the
+      oldest such transaction.
+    - Positions are strictly increasing but not contiguous, do not start at 1, and are
+      large (about ``2**20`` per transaction). Within one append they are consecutive.
+    - The delivery order is the order in which transactions began to write, not the
+      commit order; events of one stream are still delivered in version order.
+    - One transaction may write at most ``2**20`` events, and positions fit a bigint as
+      long as the cluster's transaction ids stay below ``2**43`` (about 8.8 trillion).
+    - :meth:`read_stream` and the command reads (:meth:`fold_streams`) are not held
+      back: they see every committed event.
+    - :meth:`head` returns the highest position a reader may safely read up to (the last
+      event below the bound), which can be lower than the newest committed position
+      (:meth:`latest_position`).
+
+Errors
+    Driver errors never leak: a lost connection, a server restart, a statement timeout
+    or a refused connection is :class:`~eventcore.StoreUnavailable` (retried by the
+    executor), a conflict is :class:`~eventcore.ConcurrencyConflict` built from the
+    function's answer, an event id reused for other content is
+    :class:`~eventcore.DuplicateEventId`, anything else :class:`~eventcore.StoreError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+import asyncpg.exceptions as pgerr
+import msgspec
+from asyncpg.exceptions import _base as pgbase
+
+from eventcore import _core
+from eventcore.errors import (
+    ConcurrencyConflict,
+    DuplicateEventId,
+    EventCoreError,
+    StoreError,
+    ValidationError,
+)
+from eventcore.metadata import EMPTY_METADATA, Metadata
+from eventcore.postgres import _migrate
+from eventcore.postgres._errors import translate
+from eventcore.postgres._input import (
+    MAX_EVENTS_PER_APPEND,
+    MAX_PAYLOAD_BYTES,
+    MetadataCache,
+    check_limit,
+    check_stream_ids,
+    prepare_events,
+    prepare_expected,
+)
+from eventcore.postgres._sql import Queries, channel, check_schema_name, migrations
+from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, as_uuid
+from eventcore.registry import EventRegistry, default_registry
+from eventcore.store import Apply, Decoders, Expected
+
+__all__ = ["MAX_EVENTS_PER_APPEND", "MAX_PAYLOAD_BYTES", "PostgresStore"]
+
+S = TypeVar("S")
+
+_json_encode = msgspec.json.encode
+validate_stream_id = _core.validate_stream_id
+
+
+class PostgresStore:
+    """The PostgreSQL event store: an :class:`~eventcore.EventStore` on asyncpg.
+
+    Create it from a DSN (it then owns a connection pool) or from an existing asyncpg
+    pool, then ``await store.migrate()`` once (idempotent, safe to run from many
+    processes at once). Use it as ``async with PostgresStore(dsn) as store:`` or
+    ``store = await PostgresStore.connect(dsn)`` ... ``await store.close()``.
+
+    Args:
+        dsn: a libpq connection string; mutually exclusive with ``pool``.
+        pool: an existing ``asyncpg.Pool`` (not closed by :meth:`close`).
+        schema: the schema holding the store's tables; an SQL identifier.
+        min_size: the owned pool's minimum number of connections.
+        max_size: the owned pool's maximum number of connections.
+        statement_timeout: seconds a statement may run on the owned pool's connections
+            before PostgreSQL cancels it (``StoreUnavailable``); ``None`` = server default.
+        connect_timeout: seconds to wait for a new connection.
+        poll_interval: seconds between head polls in :meth:`wait_for_append` when no
+            notification arrives.
+        registry: decodes payloads for :attr:`RecordedEvent.data` (default registry).
+
+    Raises:
+        ValidationError: an invalid schema name or option.
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        pool: asyncpg.Pool | None = None,
+        schema: str = "eventcore",
+        min_size: int = 1,
+        max_size: int = 10,
+        statement_timeout: float | None = 30.0,
+        connect_timeout: float = 10.0,
+        poll_interval: float = 1.0,
+        registry: EventRegistry | None = None,
+    ) -> None:
+        if (dsn is None) == (pool is None):
+            raise ValidationError("dsn", "give exactly one of dsn= or pool=", dsn)
+        if not 0 <= min_size <= max_size or max_size < 1:
+            raise ValidationError("max_size", "need 0 <= min_size <= max_size, max_size >= 1")
+        self.schema = check_schema_name(schema)
+        """The schema holding the store's tables."""
+        self.registry = registry if registry is not None else default_registry
+        """The registry that decodes payloads for :attr:`RecordedEvent.data`."""
+        self._dsn = dsn
+        self._pool: asyncpg.Pool | None = pool
+        self._owns_pool = pool is None
+        self._pool_options = {
+            "min_size": min_size,
+            "max_size": max_size,
+            "timeout": connect_timeout,
+        }
+        self._statement_timeout = statement_timeout
+        self._connect_timeout = connect_timeout
+        self.poll_interval = poll_interval
+        """Seconds between polls of :meth:`head` while waiting without notifications."""
+        self._q = Queries(schema)
+        self._channel = channel(schema)
+        self._open_lock = asyncio.Lock()
+        self._checked = False
+        self._listener: asyncpg.Connection | None = None
+        self._listener_from_pool = False
+        self._waiters: set[asyncio.Event] = set()
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    @classmethod
+    async def connect(cls, dsn: str, **options: Any) -> PostgresStore:
+        """Create a store from ``dsn`` and open its pool (see the class for ``options``)."""
+        store = cls(dsn, **options)
+        await store.open()
+        return store
+
+    async def open(self) -> PostgresStore:
+        """Open the connection pool (if owned) and check the schema version.
+
+        Called automatically on first use. Raises StoreUnavailable when the server cannot
+        be reached, StoreError when the schema is newer than this eventcore knows.
+        """
+        async with self._open_lock:
+            if self._pool is None:
+                settings = {"application_name": "eventcore"}
+                if self._statement_timeout is not None:
+                    settings["statement_timeout"] = str(int(self._statement_timeout * 1000))
+                command_timeout = (
+                    self._statement_timeout + 5.0 if self._statement_timeout is not None else None
+                )
+                try:
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn,
+                        server_settings=settings,
+                        command_timeout=command_timeout,
+                        **self._pool_options,
+                    )
+                except Exception as exc:
+                    raise translate(exc, "connect") from exc
+            if not self._checked:
+                try:
+                    async with self._pool.acquire() as conn:
+                        await _migrate.installed_version(conn, self._q, self.schema)
+                except Exception as exc:
+                    raise translate(exc, "open") from exc
+                self._checked = True
+        return self
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self._pool is None or not self._checked:
+            await self.open()
+        return self._pool
+
+    async def close(self) -> None:
+        """Stop listening and close the pool if this store created it."""
+        await self._close_listener()
+        pool, self._pool = self._pool, None
+        self._checked = False
+        if pool is not None and self._owns_pool:
+            try:
+                await asyncio.wait_for(pool.close(), 10)
+            except (TimeoutError, OSError, asyncpg.PostgresError, pgbase.InterfaceError):
+                pool.terminate()
+
+    async def __aenter__(self) -> PostgresStore:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresStore(schema={self.schema!r})"
+
+    # -- migrations ----------------------------------------------------------------
+
+    @staticmethod
+    def latest_schema_version() -> int:
+        """The schema version this eventcore creates and understands."""
+        return len(migrations())
+
+    async def migrate(self) -> int:
+        """Apply the missing migrations and return the schema version.
+
+        Idempotent and safe when several processes run it at once: the work happens in
+        one transaction under a transaction-level advisory lock. A schema that already
+        holds same-named tables not created by eventcore is refused and left untouched.
+
+        Raises:
+            StoreError: foreign tables of the same names, a schema newer than this
+                eventcore, or a failed migration (rolled back whole).
+            StoreUnavailable: the server could not be reached.
+        """
+        pool = await self._get_pool()
+        try:
+            async with pool.acquire() as conn:
+                return await _migrate.migrate(conn, self._q, self.schema)
+        except Exception as exc:
+            raise translate(exc, "migrate") from exc
+
+    # -- append --------------------------------------------------------------------
+
+    async def append(
+        self,
+        events: Sequence[NewEvent] | Sequence[tuple[str, str, bytes, Any]],
+        *,
+        expected: Expected = (),
+        metadata: Metadata | None = None,
+    ) -> AppendResult:
+        """Append atomically across streams, in one round trip; see :meth:`EventStore.append`.
+
+        Events without an id get a UUIDv7. Appending the same ids again (with the same
+        streams, types and payloads) returns the original positions and versions.
+
+        Raises:
+            ConcurrencyConflict: an expected version did not match; nothing written.
+            DuplicateEventId: an event id is stored with other content, appears twice in
+                the batch, or only part of the batch was stored before.
+            InvalidStreamId: a stream id broke the rules.
+            ValidationError: a payload over :data:`MAX_PAYLOAD_BYTES`, too many events,
+                or a malformed event, expected version or metadata.
+            StoreUnavailable: the server could not be reached or the statement timed out.
+            StoreError: any other failure.
+        """
+        batch = prepare_events(events)
+        checks = prepare_expected(expected)
+        meta = metadata if metadata is not None else EMPTY_METADATA
+        if not isinstance(meta, Metadata):
+            raise ValidationError("metadata", "must be an eventcore.Metadata or None", meta)
+        user_id = meta.user_id
+        if user_id is not None and "\x00" in user_id:
+            raise ValidationError("user_id", "must not contain NUL characters", user_id)
+        custom = _json_encode(dict(meta.custom)).decode() if meta.custom else None
+        args = (
+            [c[0] for c in checks],
+            [c[1] for c in checks],
+            [as_uuid(e[3]) for e in batch],
+            [e[0] for e in batch],
+            [e[1] for e in batch],
+            [e[2] for e in batch],
+            meta.causation_id,
+            meta.correlation_id,
+            user_id,
+            custom,
+        )
+        pool = await self._get_pool()
+        row: Any = None
+        for attempt in range(3):
+            try:
+                row = await pool.fetchrow(self._q.append, *args)
+                break
+            except pgerr.UniqueViolationError as exc:
+                if exc.constraint_name == "events_event_id_key" and attempt < 2:
+                    continue  # the same ids committed concurrently: re-run sees them
+                if exc.constraint_name == "events_stream_version_key":
+                    raise await self._conflict_from_data(checks, batch) from None
+                raise translate(exc, "append") from exc
+            except Exception as exc:
+                raise translate(exc, "append") from exc
+        status = row[0]
+        if status == "ok" or status == "replay":
+            return AppendResult(row[1], dict(zip(row[2] or (), row[3] or (), strict=True)), batch)
+        if status == "conflict":
+            raise ConcurrencyConflict(zip(row[2], row[4], row[3], strict=True))
+        if status == "duplicate":
+            raise DuplicateEventId(row[5], row[6])
+        raise StoreError(f"unexpected answer from append_events: {status!r}")
+
+    async def _conflict_from_data(
+        self, checks: list[tuple[str, int]], batch: list[tuple[str, str, bytes, Any]]
+    ) -> EventCoreError:
+        """A ConcurrencyConflict from the current versions (after a unique violation)."""
+        wanted = dict(checks)
+        for e in batch:
+            wanted.setdefault(e[0], -1)
+        try:
+            current = dict(await self._fetch(self._q.stream_versions, list(wanted)))
+        except StoreError as exc:
+            return exc
+        conflicts = [
+            (s, v, current.get(s, 0))
+            for s, v in wanted.items()
+            if not (v == -1 or (v == -2 and current.get(s, 0) > 0) or v == current.get(s, 0))
+        ]
+        return ConcurrencyConflict(
+            conflicts or [(s, v, current.get(s, 0)) for s, v in wanted.items()]
+        )
+
+    # -- reads ---------------------------------------------------------------------
+
+    async def _fetch(self, query: str, *args: Any) -> list[Any]:
+        pool = await self._get_pool()
+        try:
+            return await pool.fetch(query, *args)  # type: ignore[no-any-return]
+        except Exception as exc:
+            raise translate(exc, "read") from exc
+
+    async def _fetchval(self, query: str, *args: Any) -> Any:
+        pool = await self._get_pool()
+        try:
+            return await pool.fetchval(query, *args)
+        except Exception as exc:
+            raise translate(exc, "read") from exc
+
+    def _wrap(self, rows: list[Any]) -> list[RecordedEvent[Any]]:
+        registry = self.registry
+        metadata = MetadataCache().get
+        return [
+            RecordedEvent(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                metadata(r[7], r[8], r[9], r[10]),
+                registry,
+            )
+            for r in rows
+        ]
+
+    async def fold_streams(
+        self, streams: Sequence[str], state: S, apply: Apply, decoders: Decoders
+    ) -> tuple[S, list[int]]:
+        """Fold the events of ``streams`` (global order) into ``state``; also their versions.
+
+        One query reads every stream; the versions are those of the events read.
+        """
+        ids = check_stream_ids(streams)
+        rows = await self._fetch(self._q.fold, ids)
+        # Every event of each stream is read, so a stream's version is its row count.
+        versions = Counter(r[0] for r in rows)
+        state = _core.fold(state, apply, decoders, rows)
+        return state, [versions[s] for s in ids]
+
+    async def read_stream(
+        self, stream_id: str, *, after_version: int = 0, limit: int | None = None
+    ) -> list[RecordedEvent[Any]]:
+        """Events of one stream with version > ``after_version``, oldest first."""
+        sid = validate_stream_id(stream_id)
+        rows = await self._fetch(self._q.read_stream, sid, after_version, check_limit(limit))
+        return self._wrap(rows)
+
+    async def read_streams(
+        self, stream_ids: Sequence[str], *, after_version: int = 0, limit: int | None = None
+    ) -> list[RecordedEvent[Any]]:
+        """Events of several streams with version > ``after_version``, in global order."""
+        ids = check_stream_ids(stream_ids)
+        rows = await self._fetch(self._q.read_streams, ids, after_version, check_limit(limit))
+        return self._wrap(rows)
+
+    async def read_stream_backwards(
+        self, stream_id: str, *, before_version: int | None = None, limit: int | None = None
+    ) -> list[RecordedEvent[Any]]:
+        """Events of one stream with version < ``before_version``, newest first."""
+        sid = validate_stream_id(stream_id)
+        rows = await self._fetch(
+            self._q.read_stream_backwards, sid, before_version, check_limit(limit)
+        )
+        return self._wrap(rows)
+
+    async def read_all(
+        self,
+        *,
+        after_position: int = 0,
+        limit: int | None = None,
+        event_types: Sequence[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> list[RecordedEvent[Any]]:
+        """The global log after ``after_position``, in position order, optionally filtered.
+
+        Only events below the safe bound are returned (see the module docstring): a
+        reader resuming from the last position it saw never skips an event that commits
+        later. ``event_types`` keeps only those types; ``stream_prefix`` only streams whose
+        id starts with it.
+        """
+        types = list(event_types) if event_types is not None else None
+        rows = await self._fetch(
+            self._q.read_all, after_position, check_limit(limit), types, stream_prefix
+        )
+        return self._wrap(rows)
+
+    async def iter_all(
+        self,
+        *,
+        after_position: int = 0,
+        page_size: int = 1000,
+        event_types: Sequence[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> AsyncIterator[RecordedEvent[Any]]:
+        """Iterate the global log from ``after_position`` in pages of ``page_size``.
+
+        Same order and filters as :meth:`read_all`; only one page is held in memory. Ends
+        when it reaches the safe head.
+        """
+        if page_size < 1:
+            raise ValidationError("page_size", "must be at least 1", page_size)
+        cursor = after_position
+        while True:
+            page = await self.read_all(
+                after_position=cursor,
+                limit=page_size,
+                event_types=event_types,
+                stream_prefix=stream_prefix,
+            )
+            for recorded in page:
+                yield recorded
+            if len(page) < page_size:
+                return
+            cursor = page[-1].position
+
+    async def stream_version(self, stream_id: str) -> int:
+        """A stream's version: its number of events (0 = no stream)."""
+        version = await self._fetchval(self._q.stream_version, validate_stream_id(stream_id))
+        return int(version or 0)
+
+    async def head(self) -> int:
+        """The highest position a reader of the global log may safely read up to (0: none).
+
+        Events committed above it (by transactions newer than the oldest one still
+        running) become readable, in position order, once that transaction ends.
+        """
+        return int(await self._fetchval(self._q.head))
+
+    async def latest_position(self) -> int:
+        """The highest committed position, which :meth:`read_all` may not reach yet."""
+        return int(await self._fetchval(self._q.last_position))
+
+    async def list_streams(
+        self, *, prefix: str | None = None, after: str | None = None, limit: int | None = None
+    ) -> list[tuple[str, int]]:
+        """``(stream id, version)`` pairs sorted by stream id (code points), by prefix."""
+        rows = await self._fetch(self._q.list_streams, prefix, after, check_limit(limit))
+        return [(r[0], r[1]) for r in rows]
+
+    # -- notifications -------------------------------------------------------------
+
+    async def subscribe_notifications(self) -> bool:
+        """LISTEN for appends on a dedicated connection; False if that failed (polling).
+
+        :meth:`wait_for_append` calls it; a lost listener is re-established on the next
+        wait, and polling every :attr:`poll_interval` seconds covers the gap.
+        """
+        if self._listener is not None and not self._listener.is_closed():
+            return True
+        await self._close_listener()
+        try:
+            if self._dsn is not None:
+                conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
+                self._listener_from_pool = False
+            else:
+                conn = await (await self._get_pool()).acquire()
+                self._listener_from_pool = True
+            await conn.add_listener(self._channel, self._on_notify)
+        except Exception:
+            return False
+        conn.add_termination_listener(self._on_listener_lost)
+        self._listener = conn
+        return True
+
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        for waiter in self._waiters:
+            waiter.set()
+
+    def _on_listener_lost(self, conn: Any) -> None:
+        if self._listener is conn:
+            self._listener = None
+        self._on_notify(conn, 0, self._channel, "")
+
+    async def _close_listener(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is None:
+            return
+        try:
+            if self._listener_from_pool and self._pool is not None:
+                await conn.remove_listener(self._channel, self._on_notify)
+                await self._pool.release(conn)
+            else:
+                await conn.close(timeout=5)
+        except Exception:
+            conn.terminate()
+
+    async def wait_for_append(self, after_position: int, timeout: float) -> int:
+        """Wait until :meth:`head` passes ``after_position`` or ``timeout`` seconds pass.
+
+        Wakes on the NOTIFY each append sends; polls every :attr:`poll_interval` seconds
+        as a fallback. Returns the head (``<= after_position`` on timeout).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await self.subscribe_notifications()
+        waiter = asyncio.Event()
+        self._waiters.add(waiter)
+        try:
+            while True:
+                waiter.clear()
+                head = await self.head()
+                remaining = deadline - loop.time()
+                if head > after_position or remaining <= 0:
+                    return head
+                if self._listener is None:
+                    await self.subscribe_notifications()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.wait(), min(remaining, self.poll_interval))
+        finally:
+            self._waiters.discard(waiter)

@@ -1,0 +1,314 @@
+"""PostgreSQL for the test suite: a throwaway server per session, a fresh schema per test.
+
+Fixtures (load this module as a pytest plugin: ``pytest_plugins = ["tests.pgserver"]``):
+
+- ``postgres_server`` (session): the running server (:class:`PostgresServer`), with
+  ``dsn``, ``admin_dsn`` and ``restart()`` (only for a server this module started).
+- ``postgres_dsn`` (session): the DSN of the test database.
+- ``postgres_store_factory`` (function): ``await make(**options)`` returns a new migrated
+  :class:`~eventcore.postgres.PostgresStore` on a fresh random schema; all are closed and
+  their schemas dropped after the test.
+- ``postgres_store`` (function): one fresh migrated store on an empty schema.
+
+Where the server comes from:
+
+1. ``EVENTCORE_TEST_DSN`` set: that server is used as it is (it is never restarted).
+2. Otherwise the machine's server binaries (``EVENTCORE_PG_BIN``, then the newest
+   ``/usr/lib/postgresql/*/bin``, then ``pg_ctl`` on ``PATH``) run a new cluster through
+   pytest-postgresql's ``PostgreSQLExecutor``: throwaway data directory, loopback only, a
+   free port, ``fsync`` on as in production. ``initdb`` refuses to run as root, so as root
+   ``pg_ctl`` runs through ``runuser`` as the unprivileged ``postgres`` OS user (created
+   with ``useradd`` if missing).
+3. Neither: the PostgreSQL tests FAIL when the ``CI`` environment variable is set, and are
+   skipped with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+__all__ = [
+    "PostgresServer",
+    "postgres_dsn",
+    "postgres_server",
+    "postgres_store",
+    "postgres_store_factory",
+]
+
+DB_NAME = "eventcore_test"
+SUPERUSER = "postgres"
+OS_USERS = ("postgres", "eventcore-pg")
+SERVER_OPTIONS = (
+    "-c fsync=on -c synchronous_commit=on -c full_page_writes=on "
+    "-c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=128MB "
+    "-c max_prepared_transactions=10"
+)
+
+
+def find_pg_ctl() -> str | None:
+    """The ``pg_ctl`` to use, or ``None`` when this machine has no PostgreSQL server."""
+    if bindir := os.environ.get("EVENTCORE_PG_BIN"):  # explicit: that one or none
+        path = os.path.join(bindir, "pg_ctl")
+        return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+    candidates = []
+
+    def major(path: str) -> float:
+        try:
+            return float(Path(path).parts[-3])
+        except (ValueError, IndexError):
+            return 0.0
+
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=major, reverse=True)
+    candidates += [p for p in [shutil.which("pg_ctl")] if p]
+    for path in candidates:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def _os_user() -> str:
+    """An unprivileged OS user to run the server as (created if none exists)."""
+    for name in OS_USERS:
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    name = OS_USERS[-1]
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+        check=True,
+        capture_output=True,
+    )
+    return name
+
+
+class PostgresServer:
+    """A PostgreSQL server for the tests: its DSNs, and a restart for fault tests."""
+
+    def __init__(self, dsn: str, admin_dsn: str, executor: Any = None, base: Path | None = None):
+        self.dsn = dsn
+        """The test database (tests create their own schemas in it)."""
+        self.admin_dsn = admin_dsn
+        """The ``postgres`` maintenance database, as the superuser."""
+        self._executor = executor
+        self._base = base
+
+    @property
+    def can_restart(self) -> bool:
+        """Whether this server was started here (and so may be stopped and restarted)."""
+        return self._executor is not None
+
+    @property
+    def logfile(self) -> Path | None:
+        """The server's log file, when this module started it."""
+        return Path(self._executor.logfile) if self._executor is not None else None
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: open connections are closed)."""
+        self._require_own()
+        self._executor.stop()
+
+    def start(self) -> None:
+        """Start the server again on the same data directory and port; wait until ready."""
+        self._require_own()
+        self._executor.start()
+        asyncio.run(_wait_ready(self.admin_dsn))
+
+    def restart(self) -> None:
+        """Stop and start the server; every open connection is dropped."""
+        self.stop()
+        self.start()
+
+    def _require_own(self) -> None:
+        if self._executor is None:
+            pytest.skip("the server comes from EVENTCORE_TEST_DSN and is not restarted")
+
+    @classmethod
+    def launch(cls, pg_ctl: str) -> PostgresServer:
+        """Initialise and start a throwaway cluster with ``pg_ctl``; see the module docstring."""
+        import port_for
+        from pytest_postgresql.executors import PostgreSQLExecutor
+
+        base = Path(tempfile.mkdtemp(prefix="eventcore-pg-"))
+        executable = pg_ctl
+        if os.geteuid() == 0:
+            user = pwd.getpwnam(_os_user())
+            os.chown(base, user.pw_uid, user.pw_gid)
+            wrapper = base / "pg_ctl-as-user"
+            wrapper.write_text(f'#!/bin/sh\nexec runuser -u {user.pw_name} -- "{pg_ctl}" "$@"\n')
+            wrapper.chmod(stat.S_IRWXU)
+            executable = str(wrapper)
+        port = port_for.get_port(None)
+        executor = PostgreSQLExecutor(
+            executable=executable,
+            host="127.0.0.1",
+            port=port,
+            datadir=str(base / "data"),
+            unixsocketdir=str(base),
+            logfile=str(base / "server.log"),
+            startparams="-w",
+            dbname=DB_NAME,
+            user=SUPERUSER,
+            postgres_options=SERVER_OPTIONS,
+            timeout=120,
+        )
+        try:
+            executor.start()
+        except BaseException:
+            log = base / "server.log"
+            detail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+            shutil.rmtree(base, ignore_errors=True)
+            raise RuntimeError(f"the PostgreSQL test server did not start:\n{detail}") from None
+        admin = f"postgresql://{SUPERUSER}@127.0.0.1:{port}/postgres"
+        asyncio.run(_wait_ready(admin))
+        asyncio.run(_create_database(admin, DB_NAME))
+        return cls(f"postgresql://{SUPERUSER}@127.0.0.1:{port}/{DB_NAME}", admin, executor, base)
+
+    def shutdown(self) -> None:
+        """Stop a server started here and delete its data directory."""
+        if self._executor is not None:
+            try:
+                self._executor.stop()
+            finally:
+                if self._base is not None:
+                    shutil.rmtree(self._base, ignore_errors=True)
+
+
+async def _wait_ready(dsn: str, timeout: float = 60.0) -> None:
+    """Wait until the server accepts queries (its port opens while it is still starting)."""
+    import asyncpg
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=5)
+        except (OSError, asyncpg.CannotConnectNowError):
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+            continue
+        await conn.close()
+        return
+
+
+async def _create_database(admin_dsn: str, name: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"PostgreSQL tests need a server under CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The session's PostgreSQL server (see the module docstring for where it comes from)."""
+    dsn = os.environ.get("EVENTCORE_TEST_DSN")
+    if dsn:
+        yield PostgresServer(dsn, dsn)
+        return
+    try:
+        import asyncpg  # noqa: F401
+        import pytest_postgresql  # noqa: F401
+    except ImportError as exc:
+        _unavailable(f"{exc.name} is not installed (pip install -e '.[test]')")
+    pg_ctl = find_pg_ctl()
+    if pg_ctl is None:
+        _unavailable(
+            "no PostgreSQL server binaries found (install postgresql, set EVENTCORE_PG_BIN, "
+            "or point EVENTCORE_TEST_DSN at a server)"
+        )
+    server = PostgresServer.launch(pg_ctl)  # type: ignore[arg-type]
+    try:
+        yield server
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn(postgres_server: PostgresServer) -> str:
+    """The DSN of the session's test database."""
+    return postgres_server.dsn
+
+
+def new_schema_name() -> str:
+    """A fresh schema name for one test."""
+    return f"t_{uuid.uuid4().hex[:16]}"
+
+
+async def drop_schema(dsn: str, schema: str) -> None:
+    """Drop a test schema and everything in it (best effort)."""
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(dsn, timeout=10)
+    except (TimeoutError, OSError, asyncpg.PostgresError):
+        return
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    except asyncpg.PostgresError:
+        pass
+    finally:
+        await conn.close()
+
+
+StoreFactory = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture
+async def postgres_store_factory(postgres_dsn: str) -> AsyncIterator[StoreFactory]:
+    """``await make(**options)``: a new migrated PostgresStore on a fresh schema.
+
+    Options go to :class:`~eventcore.postgres.PostgresStore` (``registry``, ``max_size``,
+    ``schema``...). Every store made is closed and its schema dropped after the test.
+    """
+    from eventcore.postgres import PostgresStore
+
+    made: list[Any] = []
+
+    async def make(**options: Any) -> Any:
+        options.setdefault("schema", new_schema_name())
+        store = PostgresStore(postgres_dsn, **options)
+        made.append(store)
+        await store.open()
+        await store.migrate()
+        return store
+
+    try:
+        yield make
+    finally:
+        for store in made:
+            try:
+                await store.close()
+            finally:
+                await drop_schema(postgres_dsn, store.schema)
+
+
+@pytest.fixture
+async def postgres_store(postgres_store_factory: StoreFactory) -> Any:
+    """A fresh, migrated PostgresStore on an empty schema of its own."""
+    return await postgres_store_factory()

@@ -1,0 +1,183 @@
+"""The global log never skips: writers commit in a shuffled order while readers tail it.
+
+Writers are raw asyncpg connections that call the store's own ``append_events`` function
+inside transactions they hold open and commit (or roll back) in a shuffled order. A
+reader tails the log with ``read_all(after_position=cursor, limit=small)``; a naive
+reader tails the same table with ``WHERE position > $1 ORDER BY position``. The store's
+reader must see every committed event exactly once with a strictly increasing cursor;
+the naive reader must skip some under the same schedule (so this test can fail).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+
+from eventcore import NewEvent
+
+pytestmark = pytest.mark.postgres
+
+APPEND = (
+    "SELECT status, positions FROM {s}.append_events($1::text[], $2::bigint[], $3::uuid[],"
+    " $4::text[], $5::text[], $6::bytea[], NULL, NULL, NULL, NULL)"
+)
+
+
+class Writer:
+    """One raw connection that appends inside a transaction it holds open."""
+
+    def __init__(self, conn: asyncpg.Connection, schema: str) -> None:
+        self.conn = conn
+        self.sql = APPEND.format(s=f'"{schema}"')
+        self.tx: Any = None
+        self.pending: list[uuid.UUID] = []
+
+    async def begin_and_append(self, stream: str, count: int) -> None:
+        self.tx = self.conn.transaction()
+        await self.tx.start()
+        ids = [uuid.uuid4() for _ in range(count)]
+        row = await self.conn.fetchrow(
+            self.sql, [], [], ids, [stream] * count, ["t"] * count, [b"p"] * count
+        )
+        assert row["status"] == "ok"
+        self.pending = ids
+
+    async def finish(self, commit: bool) -> list[uuid.UUID]:
+        if commit:
+            await self.tx.commit()
+            return self.pending
+        await self.tx.rollback()
+        return []
+
+
+class TailingReader:
+    """Tails the log through the store, checking order and uniqueness on every page."""
+
+    def __init__(self, store: Any, limit: int) -> None:
+        self.store = store
+        self.limit = limit
+        self.cursor = 0
+        self.seen: list[uuid.UUID] = []
+        self.positions: list[int] = []
+        self.pages = 0
+        self._lock = asyncio.Lock()  # one poll at a time: a reader owns one cursor
+
+    async def poll(self) -> None:
+        async with self._lock:
+            while True:
+                page = await self.store.read_all(after_position=self.cursor, limit=self.limit)
+                self.pages += 1
+                for event in page:
+                    assert event.position > self.cursor, "cursor must strictly increase"
+                    self.cursor = event.position
+                    self.positions.append(event.position)
+                    self.seen.append(event.event_id)
+                if len(page) < self.limit:
+                    return
+
+
+class NaiveReader:
+    """Pages by position alone, as most peers do: skips events that commit late."""
+
+    def __init__(self, conn: asyncpg.Connection, schema: str, limit: int) -> None:
+        self.conn = conn
+        self.sql = (
+            f'SELECT position, event_id FROM "{schema}".events WHERE position > $1'
+            " ORDER BY position LIMIT $2"
+        )
+        self.limit = limit
+        self.cursor = 0
+        self.seen: list[uuid.UUID] = []
+
+    async def poll(self) -> None:
+        while True:
+            rows = await self.conn.fetch(self.sql, self.cursor, self.limit)
+            for position, event_id in rows:
+                self.cursor = position
+                self.seen.append(event_id)
+            if len(rows) < self.limit:
+                return
+
+
+async def test_shuffled_commits_are_never_skipped(postgres_store, postgres_dsn):
+    store = postgres_store
+    rng = random.Random(20240611)
+    writers = [Writer(await asyncpg.connect(postgres_dsn), store.schema) for _ in range(6)]
+    naive_conn = await asyncpg.connect(postgres_dsn)
+    reader = TailingReader(store, limit=2)
+    naive = NaiveReader(naive_conn, store.schema, limit=2)
+    committed: list[uuid.UUID] = []
+    stop = asyncio.Event()
+
+    async def tail_continuously() -> None:
+        while not stop.is_set():
+            await reader.poll()
+            await asyncio.sleep(rng.uniform(0, 0.003))
+
+    tailer = asyncio.create_task(tail_continuously())
+    try:
+        for round_no in range(8):
+            # Transactions take their ids (and so their positions) in writer order...
+            for i, writer in enumerate(writers):
+                await writer.begin_and_append(f"s-{round_no}-{i}", rng.randint(1, 3))
+            # ...and finish in a shuffled order, some rolled back, with readers polling
+            # between every two commits and tailing concurrently all along.
+            order = list(range(len(writers)))
+            rng.shuffle(order)
+            for i in order:
+                committed += await writers[i].finish(commit=rng.random() > 0.15)
+                await asyncio.sleep(rng.uniform(0, 0.01))
+                await reader.poll()
+                await naive.poll()
+        # A plain store append too (its own transaction), then drain both readers.
+        result = await store.append([NewEvent("after", "t", b"p")])
+        committed += result.event_ids
+    finally:
+        stop.set()
+        await tailer
+        for writer in writers:
+            await writer.conn.close()
+    await reader.poll()
+    await naive.poll()
+    await naive_conn.close()
+
+    assert len(reader.seen) == len(set(reader.seen)), "an event was delivered twice"
+    assert sorted(reader.seen) == sorted(committed), "the reader missed committed events"
+    assert reader.positions == sorted(reader.positions)
+    assert len(set(reader.positions)) == len(reader.positions)
+    # The same schedule defeats a reader that pages by position alone.
+    missed = set(committed) - set(naive.seen)
+    assert missed, "the schedule should make the naive reader skip events"
+    assert await store.head() == reader.cursor
+
+
+async def test_open_transaction_holds_readers_back_without_losing_events(
+    postgres_store, postgres_dsn
+):
+    store = postgres_store
+    first = await store.append([NewEvent("a", "t", b"1")])
+    holder = await asyncpg.connect(postgres_dsn)
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        # Any transaction that holds an xid (here: an unrelated write) holds readers back.
+        await holder.execute("CREATE TEMP TABLE unrelated (x int)")
+        await holder.execute("SELECT pg_current_xact_id()")
+        later = await store.append([NewEvent("b", "t", b"2")])
+        assert await store.head() == first.last_position
+        assert await store.latest_position() == later.last_position
+        page = await store.read_all(after_position=0)
+        assert [e.position for e in page] == [first.last_position]
+        # Stream reads are not held back.
+        assert [e.version for e in await store.read_stream("b")] == [1]
+        await tx.rollback()
+    finally:
+        await holder.close()
+    page = await store.read_all(after_position=first.last_position)
+    assert [e.position for e in page] == [later.last_position]
+    assert await store.head() == later.last_position

@@ -1,0 +1,287 @@
+"""The PostgreSQL store's own behaviour: appends, reads, locks, notifications, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+
+from eventcore import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    ConcurrencyConflict,
+    DuplicateEventId,
+    EventRegistry,
+    InvalidStreamId,
+    Metadata,
+    NewEvent,
+    SerializationError,
+    ValidationError,
+    event,
+)
+from eventcore.postgres import MAX_PAYLOAD_BYTES, PostgresStore
+
+pytestmark = pytest.mark.postgres
+
+APPEND = (
+    "SELECT status FROM {s}.append_events($1::text[], $2::bigint[], $3::uuid[], $4::text[],"
+    " $5::text[], $6::bytea[], NULL, NULL, NULL, NULL)"
+)
+
+
+async def test_append_and_read_back_with_metadata(postgres_store):
+    store = postgres_store
+    meta = Metadata(
+        causation_id=uuid.uuid4(),
+        correlation_id=uuid.uuid4(),
+        user_id="ann",
+        custom={"tenant": "t1", "tags": [1, 2]},
+    )
+    result = await store.append(
+        [NewEvent("a", "t1", b"1"), NewEvent("b", "t2", b"2"), NewEvent("a", "t1", b"3")],
+        expected={"a": NO_STREAM, "b": NO_STREAM},
+        metadata=meta,
+    )
+    assert dict(result.stream_versions) == {"a": 2, "b": 1}
+    assert list(result.positions) == sorted(result.positions)
+    assert [(w.stream_id, w.version) for w in result.events] == [("a", 1), ("b", 1), ("a", 2)]
+    events = await store.read_all()
+    assert [e.position for e in events] == list(result.positions)
+    assert [e.event_id for e in events] == result.event_ids
+    assert all(e.metadata == meta for e in events)
+    assert events[0].recorded_at.tzinfo is not None
+    assert [e.payload for e in await store.read_stream("a")] == [b"1", b"3"]
+    assert [e.version for e in await store.read_stream("a", after_version=1)] == [2]
+    assert [e.payload for e in await store.read_streams(["b", "a"])] == [b"1", b"2", b"3"]
+    assert [e.version for e in await store.read_stream_backwards("a")] == [2, 1]
+    assert [e.version for e in await store.read_stream_backwards("a", before_version=2)] == [1]
+    assert await store.stream_version("a") == 2
+    assert await store.stream_version("nope") == 0
+    assert await store.head() == result.last_position
+    plain = await store.append([NewEvent("c", "t", b"")])
+    assert (await store.read_stream("c"))[0].metadata == Metadata()
+    assert plain.last_position > result.last_position
+
+
+async def test_expected_versions_and_conflicts_as_data(postgres_store):
+    store = postgres_store
+    await store.append([NewEvent("a", "t", b"")], expected={"a": NO_STREAM})
+    with pytest.raises(ConcurrencyConflict) as info:
+        await store.append(
+            [NewEvent("a", "t", b"x")],
+            expected=[("a", 0), ("b", STREAM_EXISTS), ("c", ANY), ("d", 0)],
+        )
+    assert [tuple(c) for c in info.value.conflicts] == [("a", 0, 1), ("b", STREAM_EXISTS, 0)]
+    assert await store.stream_version("a") == 1  # nothing written
+    assert [s for s, _ in await store.list_streams()] == ["a"]  # checked streams not listed
+    ok = await store.append(
+        [NewEvent("a", "t", b"y")], expected=[("a", 1), ("b", NO_STREAM), ("c", ANY)]
+    )
+    assert dict(ok.stream_versions) == {"a": 2, "b": 0, "c": 0}
+    # Only checks, no events: versions are checked and returned.
+    checked = await store.append([], expected={"a": STREAM_EXISTS})
+    assert list(checked.positions) == [] and dict(checked.stream_versions) == {"a": 2}
+
+
+async def test_idempotent_append_and_duplicate_ids(postgres_store):
+    store = postgres_store
+    batch = [NewEvent("a", "t", b"1", uuid.uuid4()), NewEvent("b", "t", b"2", uuid.uuid4())]
+    first = await store.append(batch, expected={"a": NO_STREAM})
+    await store.append([NewEvent("a", "t", b"3")])
+    again = await store.append(batch, expected={"a": NO_STREAM})  # a retry after a lost reply
+    assert list(again.positions) == list(first.positions)
+    assert dict(again.stream_versions) == dict(first.stream_versions)
+    assert len(await store.read_all()) == 3
+    with pytest.raises(DuplicateEventId, match="different content"):
+        await store.append([NewEvent("a", "t", b"other", batch[0].event_id)])
+    with pytest.raises(DuplicateEventId, match="part of this batch"):
+        await store.append([batch[0], NewEvent("a", "t", b"4", uuid.uuid4())])
+    with pytest.raises(DuplicateEventId, match="more than once"):
+        same = uuid.uuid4()
+        await store.append([NewEvent("x", "t", b"", same), NewEvent("x", "t", b"", same)])
+    assert len(await store.read_all()) == 3
+
+
+async def test_concurrent_same_ids_write_once(postgres_store_factory):
+    store = await postgres_store_factory(max_size=8)
+    batch = [NewEvent(f"s{i}", "t", b"", uuid.uuid4()) for i in range(4)]
+    results = await asyncio.gather(*(store.append(batch) for _ in range(6)))
+    assert {tuple(r.positions) for r in results} == {tuple(results[0].positions)}
+    assert len(await store.read_all()) == 4
+
+
+async def test_read_only_stream_check_holds_until_commit(postgres_store, postgres_dsn):
+    """A stream only checked (not written) is locked FOR SHARE: writers of it wait."""
+    store = postgres_store
+    await store.append([NewEvent("checked", "t", b"")])
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        row = await conn.fetchrow(
+            APPEND.format(s=f'"{store.schema}"'),
+            ["checked"],
+            [1],
+            [uuid.uuid4()],
+            ["written"],
+            ["t"],
+            [b""],
+        )
+        assert row["status"] == "ok"
+        # A writer of another stream is not held up by the open transaction...
+        await asyncio.wait_for(store.append([NewEvent("other", "t", b"")]), 5)
+        # ...but a writer of the checked stream waits until it commits.
+        blocked = asyncio.create_task(
+            store.append([NewEvent("checked", "t", b"")], expected={"checked": 1})
+        )
+        await asyncio.sleep(0.3)
+        assert not blocked.done()
+        await tx.commit()
+        await asyncio.wait_for(blocked, 5)
+    finally:
+        await conn.close()
+    assert await store.stream_version("checked") == 2
+
+
+async def test_read_all_filters_paging_and_list_streams(postgres_store):
+    store = postgres_store
+    for i in range(5):
+        await store.append(
+            [NewEvent(f"order-{i}", "placed", b""), NewEvent(f"user-{i}", "joined", b"")]
+        )
+    log = await store.read_all()
+    assert len(log) == 10
+    assert [e.stream_id for e in await store.read_all(stream_prefix="order-")] == [
+        f"order-{i}" for i in range(5)
+    ]
+    assert len(await store.read_all(event_types=["joined"])) == 5
+    assert len(await store.read_all(event_types=["joined"], stream_prefix="order-")) == 0
+    assert await store.read_all(after_position=log[3].position, limit=2) == log[4:6]
+    assert [e async for e in store.iter_all(page_size=3)] == log
+    assert [e async for e in store.iter_all(after_position=log[7].position)] == log[8:]
+    streams = await store.list_streams()
+    assert streams == sorted(streams) and len(streams) == 10
+    assert await store.list_streams(prefix="user-", after="user-1", limit=2) == [
+        ("user-2", 1),
+        ("user-3", 1),
+    ]
+
+
+async def test_fold_streams_one_query(postgres_store):
+    store = postgres_store
+    await store.append(
+        [NewEvent("a", "n", b"1"), NewEvent("b", "n", b"2"), NewEvent("a", "n", b"3")]
+    )
+    seen = []
+
+    def apply(state, value, stream_id):
+        seen.append(stream_id)
+        return state + int(value)
+
+    state, versions = await store.fold_streams(["a", "b", "c"], 0, apply, {"n": bytes.decode})
+    assert (state, versions, seen) == (6, [2, 1, 0], ["a", "b", "a"])
+
+
+async def test_wait_for_append_wakes_on_notify(postgres_store_factory):
+    store = await postgres_store_factory(poll_interval=30)  # polling would be far too slow
+    head = await store.head()
+    assert await store.wait_for_append(head, 0.05) == head  # times out
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    waiter = asyncio.create_task(store.wait_for_append(head, 10))
+    await asyncio.sleep(0.1)
+    written = await store.append([NewEvent("s", "t", b"")])
+    assert await waiter == written.last_position
+    assert loop.time() - started < 2
+    assert await store.subscribe_notifications()
+
+
+async def test_wait_for_append_polls_without_notifications(postgres_store_factory):
+    store = await postgres_store_factory(poll_interval=0.05)
+    store._channel = "nothing_is_sent_here"  # simulate lost notifications
+    head = await store.head()
+    waiter = asyncio.create_task(store.wait_for_append(head, 5))
+    await asyncio.sleep(0.1)
+    written = await store.append([NewEvent("s", "t", b"")])
+    assert await waiter == written.last_position
+
+
+# -- bad input -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "a\x00b", "tab\there", "x" * 256])
+async def test_invalid_stream_ids_are_refused(postgres_store, bad):
+    store = postgres_store
+    with pytest.raises(InvalidStreamId):
+        await store.append([NewEvent(bad, "t", b"")])
+    with pytest.raises(InvalidStreamId):
+        await store.append([NewEvent("ok", "t", b"")], expected={bad: 0})
+    with pytest.raises(InvalidStreamId):
+        await store.read_stream(bad)
+    with pytest.raises(InvalidStreamId):
+        await store.fold_streams([bad], None, lambda s, e, i: s, {})
+    assert await store.read_all() == []
+
+
+async def test_stream_ids_and_types_are_data_not_sql(postgres_store):
+    store = postgres_store
+    nasty = "x'); DROP TABLE events; --"
+    await store.append([NewEvent(nasty, "t'; --", b"\x00\x01")])
+    [recorded] = await store.read_stream(nasty)
+    assert (recorded.stream_id, recorded.event_type, recorded.payload) == (
+        nasty,
+        "t'; --",
+        b"\x00\x01",
+    )
+
+
+async def test_payload_size_limit(postgres_store):
+    store = postgres_store
+    with pytest.raises(ValidationError, match="16 MiB"):
+        await store.append([NewEvent("big", "t", bytes(MAX_PAYLOAD_BYTES + 1))])
+    assert await store.stream_version("big") == 0
+    await store.append([NewEvent("big", "t", bytes(MAX_PAYLOAD_BYTES))])
+    [recorded] = await store.read_stream("big")
+    assert len(recorded.payload) == MAX_PAYLOAD_BYTES
+
+
+async def test_malformed_events_are_refused(postgres_store):
+    store = postgres_store
+    with pytest.raises(TypeError):
+        await store.append([NewEvent("s", "t", "not bytes")])  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        await store.append([NewEvent("s", "t\x00", b"")])
+    with pytest.raises(ValueError):
+        await store.append([], expected={"s": -3})
+    with pytest.raises(ValidationError):
+        await store.append([NewEvent("s", "t", b"")], metadata=Metadata(user_id="a\x00"))
+    assert await store.read_all() == []
+
+
+async def test_unknown_event_type_fails_on_data_only(postgres_store_factory):
+    registry = EventRegistry()
+
+    @event("known", registry=registry)
+    @dataclass(frozen=True)
+    class Known:
+        n: int
+
+    store = await postgres_store_factory(registry=registry)
+    await store.append([NewEvent("s", *registry.encode(Known(1))), NewEvent("s", "gone", b"")])
+    known, unknown = await store.read_stream("s")
+    assert known.data == Known(1)
+    assert unknown.event_type == "gone"
+    with pytest.raises(SerializationError, match="gone"):
+        _ = unknown.data
+
+
+async def test_invalid_schema_names_are_refused(postgres_dsn):
+    for bad in ["", "1abc", "a-b", 'x"; DROP SCHEMA public; --', "a" * 49]:
+        with pytest.raises(ValidationError):
+            PostgresStore(postgres_dsn, schema=bad)
+    with pytest.raises(ValidationError):
+        PostgresStore()
