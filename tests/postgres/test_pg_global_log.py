@@ -181,3 +181,48 @@ async def test_open_transaction_holds_readers_back_without_losing_events(
     page = await store.read_all(after_position=first.last_position)
     assert [e.position for e in page] == [later.last_position]
     assert await store.head() == later.last_position
+
+
+async def test_one_streams_events_are_delivered_in_version_order(postgres_store, postgres_dsn):
+    """A writer that waits for a stream lock must not keep an older transaction id.
+
+    Positions come from the writing transaction's id. If a transaction took its id, then
+    waited for a stream that a younger transaction wrote and committed first, its event
+    would get the higher version but the lower position: the global log would deliver
+    that stream's version 2 before its version 1. Schedule: ``blocker`` holds stream
+    ``z`` open; ``late`` appends to ``a-new``, ``s`` and ``z`` (new stream first, so a
+    writer that inserts stream rows before locking takes its id early) and blocks on
+    ``z``; ``early`` appends to ``s``; then ``blocker`` commits. (Before writers were
+    serialized ahead of taking an id, this delivered versions 1, 3, 2.)
+    """
+    store = postgres_store
+    await store.append([NewEvent("s", "t", b"first"), NewEvent("z", "t", b"first")])
+    blocker = Writer(await asyncpg.connect(postgres_dsn), store.schema)
+    late_conn = await asyncpg.connect(postgres_dsn)
+    try:
+        await blocker.begin_and_append("z", 1)
+        late_sql = APPEND.format(s=f'"{store.schema}"')
+        streams = ["a-new", "s", "z"]
+        late = asyncio.create_task(  # noqa: RUF006 (awaited below)
+            late_conn.fetchrow(
+                late_sql, [], [], [uuid.uuid4() for _ in streams], streams, ["t"] * 3, [b"p"] * 3
+            )
+        )
+        await asyncio.sleep(0.3)  # late is now waiting for z
+        assert not late.done()
+        # early commits at once unless late already holds s (then it waits for late).
+        early = asyncio.create_task(store.append([NewEvent("s", "t", b"early")]))
+        await asyncio.sleep(0.3)
+        await blocker.finish(commit=True)
+        row = await asyncio.wait_for(late, 10)
+        assert row["status"] == "ok"
+        await asyncio.wait_for(early, 10)
+    finally:
+        await blocker.conn.close()
+        await late_conn.close()
+
+    s_events = await store.read_stream("s")
+    assert sorted(e.payload for e in s_events) == [b"early", b"first", b"p"]
+    log = [e for e in await store.read_all() if e.stream_id == "s"]
+    assert [e.version for e in log] == [1, 2, 3], "the log must deliver s in version order"
+    assert [e.position for e in log] == sorted(e.position for e in log)

@@ -37,7 +37,10 @@ The global log never skips
     - Positions are strictly increasing but not contiguous, do not start at 1, and are
       large (about ``2**20`` per transaction). Within one append they are consecutive.
     - The delivery order is the order in which transactions began to write, not the
-      commit order; events of one stream are still delivered in version order.
+      commit order. Events of one stream are still delivered in version order: the append
+      function takes per-stream advisory locks *before* its transaction gets an id, so a
+      writer that waits for a stream gets its id (and positions) only after the previous
+      writer of that stream has committed.
     - One transaction may write at most ``2**20`` events, and positions fit a bigint as
       long as the cluster's transaction ids stay below ``2**43`` (about 8.8 trillion).
     - :meth:`read_stream` and the command reads (:meth:`fold_streams`) are not held

@@ -103,6 +103,7 @@ DECLARE
     lock_read   boolean;
     s           text;
     is_write    boolean;
+    lock_key    integer;
     base        bigint;
     first_pos   bigint;
 BEGIN
@@ -165,9 +166,30 @@ BEGIN
         END IF;
     END IF;
 
-    -- 2. Lock every stream involved, in one fixed order (no deadlocks): the written ones
-    --    FOR NO KEY UPDATE, the only-checked ones FOR SHARE so their versions stay true
-    --    until commit while other readers and writers of other streams go on.
+    -- 2. Serialize the writers of each stream BEFORE this transaction takes a transaction
+    --    id (positions come from it, step 5). Advisory locks take no id, so a writer that
+    --    waits here gets its id only after every earlier writer of its streams committed:
+    --    a stream's events are positioned, and delivered by the global log, in version
+    --    order. Written streams exclusive, only-checked streams shared (their versions
+    --    stay true until commit), in one fixed order (no deadlocks). Two streams whose
+    --    keys collide merely take turns.
+    FOR lock_key, is_write IN
+        SELECT hashtext(u.s), bool_or(u.w)
+          FROM (SELECT x AS s, true AS w FROM unnest(p_stream_ids) x
+                UNION ALL
+                SELECT x, false FROM unnest(p_expected_streams) x) u
+         GROUP BY 1 ORDER BY 1
+    LOOP
+        IF is_write THEN
+            PERFORM pg_advisory_xact_lock(hashtext('eventcore.streams.__SCHEMA__'), lock_key);
+        ELSE
+            PERFORM pg_advisory_xact_lock_shared(hashtext('eventcore.streams.__SCHEMA__'), lock_key);
+        END IF;
+    END LOOP;
+
+    -- 3. Lock the stream rows too, in one fixed order: the written ones
+    --    FOR NO KEY UPDATE, the only-checked ones FOR SHARE (uncontended after step 2
+    --    for writers that use this function; they guard against any that do not).
     lock_read := EXISTS (SELECT 1 FROM unnest(p_expected_streams) u WHERE u <> ALL (p_stream_ids));
     IF NOT lock_read THEN
         -- Fast path (every checked stream is written): two set-based statements.
@@ -199,7 +221,7 @@ BEGIN
         END LOOP;
     END IF;
 
-    -- 3. Check every expected version; a mismatch is returned as data, nothing written.
+    -- 4. Check every expected version; a mismatch is returned as data, nothing written.
     SELECT array_agg(x.s ORDER BY x.i), array_agg(x.e ORDER BY x.i),
            array_agg(coalesce(st.version, 0) ORDER BY x.i)
       INTO streams, conflict_expected, versions
@@ -213,7 +235,7 @@ BEGIN
         RETURN;
     END IF;
 
-    -- 4. Write: positions from this transaction's id, versions from the locked rows.
+    -- 5. Write: positions from this transaction's id, versions from the locked rows.
     status := 'ok';
     IF n > 0 THEN
         base := pg_current_xact_id()::text::bigint * 1048576;
