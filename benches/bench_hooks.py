@@ -1,0 +1,207 @@
+"""What the executor hooks cost on the single-stream cold command (in-memory store).
+
+Run from the repository root::
+
+    python benches/bench_hooks.py            # ~1 minute
+    python benches/bench_hooks.py --quick    # ~15 s
+    python benches/bench_hooks.py --json
+
+Workload: ``OpenAccount`` on a fresh stream with ``execute_sync`` (the ``memory.command.cold``
+workload of ``benches/core.py``, same domain). Configurations, measured in the SAME run,
+interleaved round-robin per repetition so machine noise hits them all alike:
+
+- ``pre-hook shell``: a verbatim copy of ``execute_sync`` as it was before hooks existed
+  (commit eaeb0e3): the "build with no hooks at all";
+- ``hooks off``: today's ``execute_sync`` with no hook registered (one tuple check);
+- ``no-op hook``: a registered ``Hook()`` subclass overriding nothing (the Recorder and
+  timing wrapper run, hooks do nothing);
+- ``logging (DEBUG off)``: :class:`~eventcore.logs.LoggingHook` with the logger at WARNING;
+- ``prometheus``: :class:`~eventcore.metrics.PrometheusHook` on its own registry;
+- ``tracing``: :class:`~eventcore.tracing.TracingHook` on an SDK TracerProvider with a
+  BatchSpanProcessor and an exporter that drops spans (the instrumentation cost, not
+  the export);
+- ``tracing, no phase spans``: the same with ``phase_spans=False`` (one span per command);
+- ``prometheus + tracing``.
+
+Each value is the median rate over repetitions (GC collected before and disabled during
+each timed block, as in benches/core.py); ratios are against ``pre-hook shell``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import eventcore  # noqa: E402
+from benches.domain import DC  # noqa: E402
+from eventcore import MemoryStore, execute_sync  # noqa: E402
+from eventcore._pipeline import APPEND, DONE, FOLD, run_command  # noqa: E402
+from eventcore.errors import ConcurrencyConflict, StoreUnavailable  # noqa: E402
+from eventcore.retry import DEFAULT_RETRY  # noqa: E402
+
+_RETRIED = (ConcurrencyConflict, StoreUnavailable)
+
+
+def execute_sync_pre_hooks(store: Any, command: Any, *, metadata: Any = None, retry: Any = None):  # type: ignore[no-untyped-def]
+    """``execute_sync`` as of commit eaeb0e3, before hooks (copied verbatim)."""
+    send = run_command(command, store.registry, retry or DEFAULT_RETRY, metadata).send
+    result: Any = None
+    while True:
+        effect = send(result)
+        kind = effect[0]
+        try:
+            if kind is FOLD:
+                result = store.fold_streams(effect[1], effect[2], effect[3], effect[4])
+            elif kind is APPEND:
+                result = store.append(effect[1], expected=effect[2], metadata=effect[3])
+            elif kind is DONE:
+                return effect[1]
+            else:
+                time.sleep(effect[1])
+                result = None
+        except _RETRIED as exc:
+            result = exc
+
+
+def _tracing_hook(*, phase_spans: bool = True) -> Any:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from eventcore.tracing import TracingHook
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Drop(), max_queue_size=1 << 16))
+    return TracingHook(provider, phase_spans=phase_spans)
+
+
+def _prometheus_hook() -> Any:
+    from prometheus_client import CollectorRegistry
+
+    from eventcore.metrics import PrometheusHook
+
+    return PrometheusHook(CollectorRegistry())
+
+
+def _logging_hook() -> Any:
+    from eventcore.logs import LoggingHook
+
+    logger = logging.getLogger("bench.eventcore")
+    logger.setLevel(logging.WARNING)
+    return LoggingHook(logger)
+
+
+def configurations() -> list[tuple[str, Callable[..., Any], list[Any]]]:
+    """``(name, executor, hooks)`` per configuration."""
+    tracing, prometheus = _tracing_hook(), _prometheus_hook()
+    return [
+        ("pre-hook shell", execute_sync_pre_hooks, []),
+        ("hooks off", execute_sync, []),
+        ("no-op hook", execute_sync, [eventcore.Hook()]),
+        ("logging (DEBUG off)", execute_sync, [_logging_hook()]),
+        ("prometheus", execute_sync, [prometheus]),
+        ("tracing", execute_sync, [tracing]),
+        ("tracing, no phase spans", execute_sync, [_tracing_hook(phase_spans=False)]),
+        ("prometheus + tracing", execute_sync, [prometheus, tracing]),
+    ]
+
+
+def once(run: Callable[..., Any], hooks: list[Any], n: int, tag: str) -> float:
+    """One timed repetition: ``n`` cold commands; returns commands/s."""
+    store = MemoryStore(registry=DC.registry)
+    ids = [f"acc-{tag}-{i}" for i in range(n)]
+    open_account = DC.OpenAccount
+    for hook in hooks:
+        eventcore.add_hook(hook)
+    try:
+        gc.collect()
+        gc.disable()
+        started = time.perf_counter()
+        for s in ids:
+            run(store, open_account(account=s, owner="owner"))
+        elapsed = time.perf_counter() - started
+    finally:
+        gc.enable()
+        for hook in hooks:
+            eventcore.remove_hook(hook)
+    return n / elapsed
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer commands and repetitions")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--reps", type=int, default=None)
+    parser.add_argument("--commands", type=int, default=None)
+    args = parser.parse_args(argv)
+    n = args.commands or (5_000 if args.quick else 20_000)
+    reps = args.reps or (5 if args.quick else 11)
+    configs = configurations()
+    rates: dict[str, list[float]] = {name: [] for name, _, _ in configs}
+    for name, run, hooks in configs:  # warmup, discarded
+        once(run, hooks, n // 5, f"w-{name}")
+    for rep in range(reps):
+        order = configs[rep % len(configs) :] + configs[: rep % len(configs)]
+        for name, run, hooks in order:
+            rates[name].append(once(run, hooks, n, f"{rep}-{name}"))
+    base = statistics.median(rates["pre-hook shell"])
+    off = statistics.median(rates["hooks off"])
+    results = {
+        name: {
+            "commands_per_s": statistics.median(r),
+            "min": min(r),
+            "max": max(r),
+            "vs_pre_hook_shell": statistics.median(r) / base,
+            "vs_hooks_off": statistics.median(r) / off,
+            "us_per_command_added": (1 / statistics.median(r) - 1 / base) * 1e6,
+        }
+        for name, r in rates.items()
+    }
+    # paired ratios: each repetition's hooks-off rate over the pre-hook rate of the same rep
+    paired = [o / b for o, b in zip(rates["hooks off"], rates["pre-hook shell"], strict=True)]
+    summary = {
+        "commands_per_rep": n,
+        "reps": reps,
+        "hooks_off_vs_pre_hook_paired_median": statistics.median(paired),
+        "target": "hooks off within 3% of no hooks at all (ratio >= 0.97)",
+        "met": statistics.median(paired) >= 0.97,
+    }
+    if args.json:
+        print(json.dumps({"summary": summary, "configurations": results}, indent=2))
+        return
+    print(f"single-stream cold command (OpenAccount, execute_sync), {n} commands x {reps} reps")
+    head = (
+        f"{'configuration':<24} {'commands/s':>11} {'[min .. max]':>23} {'ratio':>7} {'+us/cmd':>8}"
+    )
+    print(head)
+    print("-" * len(head))
+    for name, r in results.items():
+        span = f"[{r['min']:,.0f} .. {r['max']:,.0f}]"
+        print(
+            f"{name:<24} {r['commands_per_s']:>11,.0f} {span:>23} "
+            f"{r['vs_pre_hook_shell']:>6.3f}x {r['us_per_command_added']:>8.2f}"
+        )
+    print(
+        f"hooks off / pre-hook shell, paired per repetition: "
+        f"{summary['hooks_off_vs_pre_hook_paired_median']:.3f} "
+        f"(target >= 0.97: {'met' if summary['met'] else 'NOT met'})"
+    )
+
+
+if __name__ == "__main__":
+    main()

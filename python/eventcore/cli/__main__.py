@@ -1,0 +1,5 @@
+"""``python -m eventcore.cli``."""
+
+from eventcore.cli import main
+
+main()

@@ -1,0 +1,274 @@
+"""Opening the store a command works on, loading ``--app``, and turning errors into exits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import click
+
+from eventcore.errors import (
+    EventCoreError,
+    InvalidStreamId,
+    StoreError,
+    StoreUnavailable,
+    ValidationError,
+)
+from eventcore.memory import AsyncMemoryStore, MemoryStore
+
+T = TypeVar("T")
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+MEMORY_DSNS = ("memory", "memory:", "memory://")
+
+EXIT_FAILURE = 1
+"""A command failed: store error, unknown stream or projection, failed projection."""
+EXIT_USAGE = 2
+"""Bad usage: unknown option, bad DSN, no store given (click's own code for usage errors)."""
+
+
+class Failure(click.ClickException):
+    """An operational failure: printed as ``error: ...`` on stderr, exit code 1."""
+
+    exit_code = EXIT_FAILURE
+
+    def show(self, file: Any = None) -> None:
+        """Print the message in red on stderr."""
+        click.secho(f"error: {self.format_message()}", err=True, fg="red")
+
+
+def redact(dsn: str) -> str:
+    """``dsn`` with its password replaced by ``***``."""
+    try:
+        parts = urlsplit(dsn)
+    except ValueError:
+        return "<unparsable DSN>"
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+
+
+def check_dsn(dsn: str) -> str:
+    """Return ``"memory"`` or ``"postgres"`` for a valid DSN; a usage error otherwise."""
+    if dsn.strip().lower() in MEMORY_DSNS:
+        return "memory"
+    try:
+        parts = urlsplit(dsn)
+        scheme = parts.scheme.lower()
+        _ = parts.port  # raises ValueError for a non-numeric or out-of-range port
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"{redact(dsn)!r} is not a valid DSN ({exc})", param_hint="--dsn"
+        ) from None
+    if scheme not in POSTGRES_SCHEMES:
+        raise click.BadParameter(
+            f"{redact(dsn)!r} is not a DSN eventcore knows; use postgresql://user@host:port/db "
+            "or memory://",
+            param_hint="--dsn",
+        )
+    return "postgres"
+
+
+def load_app(spec: str) -> Any:
+    """Import ``module:attribute`` (``module`` alone means its attribute ``app``).
+
+    The attribute may be a zero-argument callable returning the app (called once).
+    """
+    module_name, _, attr = spec.partition(":")
+    attr = attr or "app"
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: find modules in the current dir
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(
+            f"cannot import {module_name!r}: {exc}", param_hint="--app"
+        ) from None
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise click.BadParameter(
+                f"module {module_name!r} has no attribute {attr!r}", param_hint="--app"
+            ) from None
+    if callable(obj) and not isinstance(obj, type) and not hasattr(obj, "projections"):
+        obj = obj()
+    return obj
+
+
+@dataclass
+class Options:
+    """The options every store command shares."""
+
+    dsn: str | None
+    schema: str
+    app: str | None
+    connect_timeout: float = 5.0
+    _app: Any = None
+
+    def app_object(self) -> Any:
+        """The ``--app`` object (loaded once), or None."""
+        if self._app is None and self.app:
+            self._app = load_app(self.app)
+        return self._app
+
+
+def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--dsn`` (or ``EVENTCORE_DSN``), ``--schema`` and ``--app`` to a command."""
+    fn = click.option(
+        "--app",
+        "app",
+        envvar="EVENTCORE_APP",
+        metavar="MODULE:ATTR",
+        help="Your app object: its `store` and `projections` (see `eventcore --help`). "
+        "Env: EVENTCORE_APP.",
+    )(fn)
+    fn = click.option(
+        "--schema",
+        default="eventcore",
+        show_default=True,
+        envvar="EVENTCORE_SCHEMA",
+        help="PostgreSQL schema of the store. Env: EVENTCORE_SCHEMA.",
+    )(fn)
+    fn = click.option(
+        "--dsn",
+        envvar="EVENTCORE_DSN",
+        metavar="DSN",
+        help="postgresql://user:password@host:port/db, or memory:// for an empty in-memory "
+        "store. Env: EVENTCORE_DSN.",
+    )(fn)
+    return fn
+
+
+@dataclass
+class OpenStore:
+    """A store opened for one command: its async API, and the sync one for memory."""
+
+    store: Any
+    """The async :class:`~eventcore.EventStore` API (PostgresStore or AsyncMemoryStore)."""
+    memory: MemoryStore | None
+    label: str
+
+    @property
+    def is_postgres(self) -> bool:
+        """Whether this is a PostgreSQL store."""
+        return self.memory is None and hasattr(self.store, "migrate")
+
+    async def list_streams(
+        self, *, prefix: str | None, after: str | None, limit: int | None
+    ) -> list[tuple[str, int]]:
+        """``(stream id, version)`` pairs sorted by id."""
+        if self.memory is not None:
+            return self.memory.list_streams(prefix=prefix, after=after, limit=limit)
+        lister = getattr(self.store, "list_streams", None)
+        if lister is None:
+            raise Failure(f"{self.label} cannot list its streams")
+        return await lister(prefix=prefix, after=after, limit=limit)  # type: ignore[no-any-return]
+
+    async def wait_for_append(self, after: int, timeout: float) -> int:
+        """Wait until the head passes ``after`` (or ``timeout`` seconds); the head."""
+        wait = getattr(self.store, "wait_for_append", None)
+        if wait is not None:
+            return int(await wait(after, timeout))
+        await asyncio.sleep(min(timeout, 0.5))
+        return int(await self.store.head())
+
+
+def _as_open(store: Any, label: str) -> OpenStore:
+    if isinstance(store, MemoryStore):
+        return OpenStore(store.aio, store, label)
+    if isinstance(store, AsyncMemoryStore):
+        return OpenStore(store, store.sync, label)
+    aio = getattr(store, "aio", None)
+    if aio is not None:  # a sync store with an async view (e.g. FaultyStore)
+        return OpenStore(aio, getattr(store, "store", None), label)
+    return OpenStore(store, None, label)
+
+
+@contextlib.asynccontextmanager
+async def open_store(
+    opts: Options, *, default_memory: bool = False, registry: Any = None
+) -> AsyncIterator[OpenStore]:
+    """Open the store ``opts`` names: ``--dsn``, else the app's ``store``, else memory.
+
+    Raises a usage error when there is none and ``default_memory`` is False.
+    """
+    app = opts.app_object()
+    if opts.dsn:
+        kind = check_dsn(opts.dsn)
+        if kind == "memory":
+            yield _as_open(MemoryStore(**({"registry": registry} if registry else {})), "memory")
+            return
+        try:
+            from eventcore.postgres import PostgresStore
+        except ImportError as exc:
+            raise Failure(
+                f"the PostgreSQL store needs asyncpg ({exc}): pip install 'eventcore-py[postgres]'"
+            ) from None
+        label = redact(opts.dsn)
+        try:
+            pg = PostgresStore(
+                opts.dsn,
+                schema=opts.schema,
+                connect_timeout=opts.connect_timeout,
+                max_size=4,
+                **({"registry": registry} if registry else {}),
+            )
+        except ValidationError as exc:
+            raise click.BadParameter(str(exc), param_hint="--schema") from None
+        try:
+            await pg.open()
+        except StoreUnavailable as exc:
+            raise Failure(f"cannot reach the PostgreSQL server at {label}: {exc}") from None
+        except StoreError as exc:
+            raise Failure(f"cannot open the PostgreSQL store at {label}: {exc}") from None
+        try:
+            yield OpenStore(pg, None, f"{label} (schema {opts.schema})")
+        finally:
+            await pg.close()
+        return
+    store = getattr(app, "store", None) if app is not None else None
+    if store is not None:
+        if callable(store) and not hasattr(store, "read_all"):
+            store = store()
+            if inspect.isawaitable(store):
+                store = await store
+        yield _as_open(store, f"the store of {opts.app}")
+        return
+    if default_memory:
+        yield _as_open(MemoryStore(**({"registry": registry} if registry else {})), "memory")
+        return
+    raise click.UsageError(
+        "no store given: pass --dsn postgresql://user@host/db (or set EVENTCORE_DSN), "
+        "or --app module:attr naming an app with a `store`"
+    )
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine, mapping eventcore errors to clear messages and exits."""
+    try:
+        return asyncio.run(coro)
+    except KeyboardInterrupt:
+        raise click.Abort() from None
+    except InvalidStreamId as exc:
+        raise click.BadParameter(str(exc), param_hint="STREAM") from None
+    except StoreUnavailable as exc:
+        raise Failure(f"the store is unavailable: {exc}") from None
+    except EventCoreError as exc:
+        raise Failure(f"{type(exc).__name__}: {exc}") from None
+
+
+def fail(message: str) -> NoReturn:
+    """Stop the command with ``error: message`` and exit code 1."""
+    raise Failure(message)
