@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
 .DEFAULT_GOAL := help
-.PHONY: help demo install-test test check lint rust-test pytest bench stubtest
+.PHONY: help demo install-test test check lint rust-test pytest bench bench-smoke stubtest
 
 help:  ## Show this help.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -16,7 +16,7 @@ install-test:  ## Install eventcore editable with the test dependencies (and Pos
 	bash scripts/ensure-postgres.sh
 	$(PIP) install --quiet -e ".[test]"
 
-test: install-test check pytest  ## Install what the tests need and run the whole suite.
+test: install-test check pytest bench-smoke  ## Install what the tests need and run the whole suite.
 
 check: lint rust-test stubtest  ## Static checks: ruff, cargo fmt/clippy/test, stubtest.
 
@@ -35,5 +35,9 @@ stubtest:  ## Check python/eventcore/_core.pyi against the compiled module.
 pytest:  ## Run the Python test suite (starts its own PostgreSQL server).
 	$(PYTHON) -m pytest -q
 
-bench:  ## Run the benchmarks (pytest-benchmark) and print ratios against baselines.
-	$(PYTHON) -m pytest benches -q
+bench-smoke:  ## Run every pytest-benchmark once, untimed: the benchmarks still work.
+	$(PYTHON) -m pytest benches -q --benchmark-disable
+
+bench:  ## The headline benchmarks (starts its own PostgreSQL); writes docs/benchmarks.md.
+	$(PIP) install --quiet -e ".[test,bench]"
+	$(PYTHON) benches/headline.py --out docs/
