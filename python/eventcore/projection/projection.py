@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import inspect
-import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from eventcore.errors import EventCoreError
 from eventcore.recorded import RecordedEvent
+from eventcore.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from eventcore.projection.columns import ColumnBatch
@@ -65,12 +65,16 @@ class Projection(Protocol):
     """A stable name: the key of the checkpoint and of the leader lock."""
 
 
+_NO_RETRY = RetryPolicy(max_attempts=1, initial_delay=0.05, max_delay=5.0, jitter=0.2)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FailureStrategy:
     """What the runner does when a projection raises while applying events.
 
-    ``retry`` attempts in all (1 = no retry), waiting ``initial_delay * multiplier**n``
-    seconds (at most ``max_delay``, with ``jitter``) between attempts; then ``then``:
+    ``backoff`` says how many attempts in all (its ``max_attempts``; 1 = no retry) and how
+    long to wait between them (the executor's :class:`~eventcore.RetryPolicy`); then
+    ``then``:
 
     - ``"stop"``: the projection stops (state ``failed``, :class:`ProjectionError` from
       ``run_*``) at the failing event; its checkpoint stays before it. Other projections
@@ -81,20 +85,17 @@ class FailureStrategy:
     Build one with :meth:`stop`, :meth:`skip` or :meth:`retry`.
     """
 
-    attempts: int = 1
-    initial_delay: float = 0.05
-    multiplier: float = 2.0
-    max_delay: float = 5.0
-    jitter: float = 0.2
+    backoff: RetryPolicy = _NO_RETRY
     then: Literal["stop", "skip"] = "stop"
 
     def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError("attempts must be at least 1")
-        if self.initial_delay < 0 or self.max_delay < 0 or self.multiplier < 1:
-            raise ValueError("delays must be >= 0 and multiplier >= 1")
         if self.then not in ("stop", "skip"):
             raise ValueError("then must be 'stop' or 'skip'")
+
+    @property
+    def attempts(self) -> int:
+        """Attempts in all, the first included."""
+        return self.backoff.max_attempts
 
     @classmethod
     def stop(cls) -> FailureStrategy:
@@ -119,18 +120,19 @@ class FailureStrategy:
     ) -> FailureStrategy:
         """Retry with exponential backoff, then stop (or skip, with ``then="skip"``)."""
         return cls(
-            attempts=attempts,
-            initial_delay=initial_delay,
-            multiplier=multiplier,
-            max_delay=max_delay,
-            jitter=jitter,
+            backoff=RetryPolicy(
+                max_attempts=attempts,
+                initial_delay=initial_delay,
+                multiplier=multiplier,
+                max_delay=max_delay,
+                jitter=jitter,
+            ),
             then=then,
         )
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        base = min(self.max_delay, self.initial_delay * self.multiplier ** (attempt - 1))
-        return base * (1 - self.jitter * random.random())
+        return self.backoff.delay(attempt)
 
 
 def _maybe_async(fn: Callable[..., Any]) -> tuple[Callable[..., Any], bool]:
