@@ -23,8 +23,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import eventcore
-from eventcore.cli import _bank as bank
 from eventcore.cli._store import OpenStore, Options, open_store, run, store_options
+from eventcore.examples import bank
 from eventcore.executor import execute, execute_sync
 from eventcore.memory import MemoryStore
 from eventcore.recorded import NewEvent

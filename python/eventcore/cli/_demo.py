@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from eventcore.cli import _bank as bank
 from eventcore.cli._store import OpenStore, Options, open_store, run, store_options
 from eventcore.errors import BusinessRuleViolation
+from eventcore.examples import bank
 from eventcore.executor import execute, execute_sync
 from eventcore.stream import StreamId
 

@@ -1,7 +1,9 @@
-"""The bank of ``examples/bank.py``, packaged for ``eventcore demo`` and ``eventcore bench``.
+"""A bank: open, deposit, withdraw, and transfer between two accounts as ONE command.
 
-Its events live in a registry of their own (:data:`registry`), so they never collide
-with your types in the default registry; stores made for the demo must use it.
+The domain behind ``examples/bank.py``, ``eventcore demo`` and ``eventcore bench``. Its
+events live in a registry of their own (:data:`registry`), so they never collide with
+your types in the default registry; stores for it must use it
+(``MemoryStore(registry=bank.registry)``).
 """
 
 from __future__ import annotations

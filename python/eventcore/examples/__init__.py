@@ -1,0 +1,1 @@
+"""Example domains shipped with eventcore (used by ``eventcore demo`` and ``eventcore bench``)."""
