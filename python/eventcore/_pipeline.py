@@ -108,12 +108,12 @@ def run_command(
         events: list[tuple[str, str, bytes, int]] = []
         if emitted:
             ids = uuid7_ints(len(emitted))
-            for (stream_id, event), event_id in zip(emitted, ids, strict=True):
+            for (stream_id, event), event_id in zip(emitted, ids):
                 if stream_id not in known:
                     raise UndeclaredStream(stream_id, type(command).__name__)
                 name, payload = encode(event)
                 events.append((stream_id, name, payload, event_id))
-        checks = list(zip(streams, versions, strict=True))
+        checks = list(zip(streams, versions))
         while True:
             result = yield (APPEND, events, checks, metadata)
             if type(result) is AppendResult:
