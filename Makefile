@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
 .DEFAULT_GOAL := help
-.PHONY: help demo install-test test check lint rust-test pytest bench bench-smoke stubtest
+.PHONY: help demo install-test test check lint typecheck rust-test pytest bench bench-smoke stubtest
 
 help:  ## Show this help.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -18,11 +18,14 @@ install-test:  ## Install eventcore editable with the test dependencies (and Pos
 
 test: install-test check pytest bench-smoke  ## Install what the tests need and run the whole suite.
 
-check: lint rust-test stubtest  ## Static checks: ruff, cargo fmt/clippy/test, stubtest.
+check: lint typecheck rust-test stubtest  ## Static checks: ruff, mypy, cargo fmt/clippy/test, stubtest.
 
 lint:  ## ruff (lint + format check) on all Python code.
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
+
+typecheck:  ## mypy --strict on the package.
+	$(PYTHON) -m mypy python/eventcore
 
 rust-test:  ## cargo fmt --check, clippy -D warnings, cargo test.
 	cargo fmt --check

@@ -89,7 +89,8 @@ def run_command(
         # Read and fold every declared stream; the versions read become the expected ones.
         result = yield (FOLD, declared, command.initial_state(), apply, decoders)
         if type(result) is tuple and discovers:
-            result = yield from _discover(command, *result, declared, decoders)
+            state, versions = result
+            result = yield from _discover(command, state, versions, declared, decoders)
         if type(result) is not tuple:
             if not isinstance(result, StoreUnavailable):
                 raise TypeError(f"unexpected result for FOLD: {result!r}")
@@ -108,12 +109,12 @@ def run_command(
         events: list[tuple[str, str, bytes, int]] = []
         if emitted:
             ids = uuid7_ints(len(emitted))
-            for (stream_id, event), event_id in zip(emitted, ids):
+            for (stream_id, event), event_id in zip(emitted, ids, strict=False):
                 if stream_id not in known:
                     raise UndeclaredStream(stream_id, type(command).__name__)
                 name, payload = encode(event)
                 events.append((stream_id, name, payload, event_id))
-        checks = list(zip(streams, versions))
+        checks = list(zip(streams, versions, strict=False))
         while True:
             result = yield (APPEND, events, checks, metadata)
             if type(result) is AppendResult:
@@ -137,7 +138,7 @@ def _discover(
     command: Command[Any, Any],
     state: Any,
     versions: list[int],
-    streams: list[str],
+    streams: Sequence[str],
     decoders: Mapping[str, Callable[[bytes], Any]],
 ) -> Generator[Effect, Any, tuple[Any, list[int], list[str]] | StoreUnavailable]:
     """Ask the command for more streams until it names no new one; read and fold each once.

@@ -83,7 +83,7 @@ def _fast_init(cls: type, plan: _Plan) -> Any:
     ``__dict__`` directly (about twice as fast). ``None`` when the class does not fit
     (fields outside ``__init__``, no instance ``__dict__``).
     """
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    fields = dataclasses.fields(cls)
     if not getattr(cls, "__dictoffset__", 0) or any(not f.init for f in fields):
         return None
     kinds = dict(plan.coercions)
@@ -122,7 +122,7 @@ def _fast_init(cls: type, plan: _Plan) -> Any:
     exec(source, namespace)
     init = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__doc__ = cls.__init__.__doc__
+    init.__doc__ = cls.__dict__.get("__init__", init).__doc__
     return init
 
 
@@ -162,7 +162,7 @@ class Command(ABC, Generic[S, E]):
             # Let an explicit @dataclass(frozen=True, kw_only=True) on top work too: it must
             # still see the stream() markers, and may not find __setattr__ already defined
             # (frozenness comes from Command itself).
-            for f in dataclasses.fields(cls):
+            for f in dataclasses.fields(cls):  # type: ignore[arg-type]
                 if f.metadata.get(STREAM_FIELD) and f.name not in cls.__dict__:
                     setattr(cls, f.name, f)
             for name in ("__setattr__", "__delattr__"):

@@ -80,7 +80,7 @@ async def execute(
 
     An in-memory store may be passed directly; its async view is used.
     """
-    aio: EventStore = getattr(store, "aio", store)
+    aio: EventStore = getattr(store, "aio", store)  # type: ignore[arg-type]
     active = observe._hooks
     if active:
         rec = observe.Recorder(command, metadata, active)

@@ -216,7 +216,7 @@ class AsyncMemoryStore:
         self, streams: Sequence[str], state: S, apply: Apply, decoders: Decoders
     ) -> tuple[S, list[int]]:
         """See :meth:`EventStore.fold_streams`."""
-        return self.sync.fold_streams(streams, state, apply, decoders)  # type: ignore[no-any-return]
+        return self.sync.fold_streams(streams, state, apply, decoders)
 
     async def read_stream(
         self, stream_id: str, *, after_version: int = 0, limit: int | None = None

@@ -149,6 +149,11 @@ class RecordedEvent(Generic[E]):
         "version",
     )
 
+    _id: int | uuid.UUID
+    _ts: int | datetime
+    _meta: bytes | Metadata | None
+    _registry: EventRegistry
+    _data: Any
     position: int
     """The global position: strictly increasing in the order the global log delivers."""
     stream_id: str

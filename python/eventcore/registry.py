@@ -22,7 +22,7 @@ def _enc_hook(obj: Any) -> Any:
     # Value types and StreamId subclass a builtin; they encode as that builtin.
     for base in _BUILTINS:
         if isinstance(obj, base):
-            return base(obj)
+            return base(obj)  # type: ignore[arg-type]
     raise NotImplementedError(f"objects of type {type(obj).__name__} cannot be encoded")
 
 

@@ -101,5 +101,5 @@ class Value:
     def _builtin_value(self) -> Any:
         for base in type(self).__mro__:
             if base in (int, str, float, bytes) or base.__module__ == "decimal":
-                return base(self)  # type: ignore[call-arg]
+                return base(self)
         return self

@@ -275,7 +275,7 @@ class PostgresCheckpointStore:
 
 def _translate(exc: BaseException, action: str) -> Exception:
     """Map a driver error to eventcore's store errors (by class)."""
-    from eventcore.postgres.store import _translate as translate
+    from eventcore.postgres._errors import translate
 
     err = translate(exc, action)
     return err if isinstance(err, StoreError | StoreUnavailable) else StoreError(str(err))

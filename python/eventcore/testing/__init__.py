@@ -163,7 +163,7 @@ class FaultyStore:
         """Fold, unless the script says this read fails."""
         if self._next("fold", self.read_faults) == "unavailable":
             raise StoreUnavailable("injected: store unavailable on read")
-        return self.store.fold_streams(streams, state, apply, decoders)  # type: ignore[no-any-return]
+        return self.store.fold_streams(streams, state, apply, decoders)
 
     def __getattr__(self, name: str) -> Any:
         # Every other read goes straight to the real store.
