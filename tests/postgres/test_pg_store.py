@@ -285,3 +285,154 @@ async def test_invalid_schema_names_are_refused(postgres_dsn):
             PostgresStore(postgres_dsn, schema=bad)
     with pytest.raises(ValidationError):
         PostgresStore()
+
+
+# -- the fast path (every checked stream is written) and post-commit notifications ---
+
+
+async def test_fast_path_conflicts_report_every_stream_and_write_nothing(postgres_store):
+    store = postgres_store
+    await store.append([NewEvent("a", "t", b""), NewEvent("b", "t", b"")])
+    cases = [
+        ({"a": 0, "b": 0}, [("a", 0, 1), ("b", 0, 1)]),
+        ({"a": 1, "b": 2, "new": NO_STREAM}, [("b", 2, 1)]),
+        ({"a": STREAM_EXISTS, "new": STREAM_EXISTS}, [("new", STREAM_EXISTS, 0)]),
+        ({"new": 3, "a": 5}, [("new", 3, 0), ("a", 5, 1)]),
+    ]
+    for expected, conflicts in cases:
+        events = [NewEvent(s, "t", b"x") for s in expected]
+        with pytest.raises(ConcurrencyConflict) as info:
+            await store.append(events, expected=expected)
+        assert [tuple(c) for c in info.value.conflicts] == conflicts
+    assert await store.stream_version("a") == 1
+    assert await store.stream_version("b") == 1
+    assert [s for s, _ in await store.list_streams()] == ["a", "b"]
+    assert len(await store.read_all()) == 2
+    ok = await store.append(
+        [NewEvent("a", "t", b"1"), NewEvent("new", "t", b"2"), NewEvent("a", "t", b"3")],
+        expected={"a": STREAM_EXISTS, "new": NO_STREAM},
+    )
+    assert dict(ok.stream_versions) == {"a": 3, "new": 1}
+    assert [(w.stream_id, w.version) for w in ok.events] == [("a", 2), ("new", 1), ("a", 3)]
+
+
+async def test_fast_path_replay_wins_over_a_stale_expected_version(postgres_store):
+    store = postgres_store
+    batch = [NewEvent("a", "t", b"1", uuid.uuid4()), NewEvent("a", "t", b"2", uuid.uuid4())]
+    first = await store.append(batch, expected={"a": NO_STREAM})
+    await store.append([NewEvent("a", "t", b"3")], expected={"a": 2})
+    again = await store.append(batch, expected={"a": NO_STREAM})
+    assert list(again.positions) == list(first.positions)
+    assert dict(again.stream_versions) == {"a": 2}
+    with pytest.raises(DuplicateEventId, match="part of this batch"):
+        await store.append([batch[1], NewEvent("a", "t", b"4")], expected={"a": 3})
+    with pytest.raises(DuplicateEventId, match="different content"):
+        await store.append([NewEvent("a", "t", b"9", batch[0].event_id)], expected={"a": 3})
+    assert await store.stream_version("a") == 3
+
+
+async def test_several_appends_in_one_transaction_get_distinct_positions(
+    postgres_store, postgres_dsn
+):
+    store = postgres_store
+    conn = await asyncpg.connect(postgres_dsn)
+    sql = (
+        f'SELECT status, positions FROM "{store.schema}".append_events($1::text[],'
+        " $2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::bytea[], NULL, NULL, NULL, NULL)"
+    )
+    try:
+        async with conn.transaction():
+            one = await conn.fetchrow(sql, ["a"], [0], [uuid.uuid4()], ["a"], ["t"], [b"1"])
+            two = await conn.fetchrow(
+                sql, ["a"], [1], [uuid.uuid4(), uuid.uuid4()], ["a", "b"], ["t", "t"], [b"", b""]
+            )
+    finally:
+        await conn.close()
+    assert one["status"] == two["status"] == "ok"
+    positions = list(one["positions"]) + list(two["positions"])
+    assert positions == [positions[0], positions[0] + 1, positions[0] + 2]
+    assert [e.position for e in await store.read_all()] == positions
+    assert [e.version for e in await store.read_stream("a")] == [1, 2]
+
+
+async def test_notifications_are_sent_after_commit_and_coalesced(
+    postgres_store_factory, postgres_dsn
+):
+    store = await postgres_store_factory(max_size=8)
+    listener = await asyncpg.connect(postgres_dsn)  # another "process" listening
+    received: list[int] = []
+    await listener.add_listener(store._notify_channel, lambda *a: received.append(int(a[3])))
+    try:
+        results = await asyncio.gather(
+            *(store.append([NewEvent(f"s{i}", "t", b"")]) for i in range(20))
+        )
+        newest = max(r.last_position for r in results)
+        for _ in range(200):
+            if received and received[-1] == newest:
+                break
+            await asyncio.sleep(0.01)
+        # Every append is announced, in bursts: never more notifications than appends,
+        # each carrying a committed position, the last one the newest.
+        assert received and received[-1] == newest
+        assert len(received) <= len(results)
+        assert received == sorted(received)
+        assert set(received) <= {r.last_position for r in results}
+        # The notifying connection is not the append's: no NOTIFY inside the function.
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            await conn.fetchrow(
+                f'SELECT status FROM "{store.schema}".append_events($1::text[], $2::bigint[],'
+                " $3::uuid[], $4::text[], $5::text[], $6::bytea[], NULL, NULL, NULL, NULL)",
+                [],
+                [],
+                [uuid.uuid4()],
+                ["raw"],
+                ["t"],
+                [b""],
+            )
+        finally:
+            await conn.close()
+        count = len(received)
+        await asyncio.sleep(0.2)
+        assert len(received) == count
+    finally:
+        await listener.close()
+
+
+async def test_a_failing_notification_never_fails_the_append(postgres_store_factory):
+    store = await postgres_store_factory(poll_interval=0.05)
+    store._dsn = "postgresql://nobody@127.0.0.1:1/none"  # the notifier cannot connect
+    store._connect_timeout = 0.5
+    head = await store.head()
+    waiter = asyncio.create_task(store.wait_for_append(head, 5))
+    await asyncio.sleep(0.1)
+    written = await store.append([NewEvent("s", "t", b"")])
+    assert await waiter == written.last_position  # found by polling
+    for _ in range(100):
+        if store._notifier is None:
+            break
+        await asyncio.sleep(0.01)
+    assert store._notifier is None and store._notify_conn is None
+    await store.append([NewEvent("s", "t", b"")])  # and appends keep working
+
+
+async def test_notifications_coalesce_while_one_is_in_flight(postgres_store):
+    store = postgres_store
+    sent: list[int] = []
+    release = asyncio.Event()
+
+    async def slow_notify(position: int) -> None:
+        sent.append(position)
+        await release.wait()
+
+    store._notify = slow_notify
+    store._announce(10)
+    await asyncio.sleep(0)  # the first notification is in flight
+    for position in (11, 13, 12):
+        store._announce(position)
+    release.set()
+    for _ in range(100):
+        if store._notifier is None:
+            break
+        await asyncio.sleep(0.01)
+    assert sent == [10, 13]  # one in flight, then ONE more with the newest position

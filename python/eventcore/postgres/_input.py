@@ -1,4 +1,4 @@
-"""Checking what callers hand the PostgreSQL store, and building Metadata from columns."""
+"""Checking what callers hand the PostgreSQL store, and building Metadata from a column."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import msgspec
 
 from eventcore import _core
 from eventcore.errors import DuplicateEventId, ValidationError
-from eventcore.metadata import EMPTY_METADATA, Metadata
+from eventcore.metadata import Metadata
 from eventcore.recorded import as_uuid
 from eventcore.store import Expected
 
@@ -23,29 +23,15 @@ _json_decode = msgspec.json.decode
 validate_stream_id = _core.validate_stream_id
 
 
-class MetadataCache:
-    """Builds Metadata from columns; rows of one append share one (immutable) object."""
-
-    __slots__ = ("key", "value")
-
-    def __init__(self) -> None:
-        self.key: tuple[Any, ...] | None = None
-        self.value: Metadata = EMPTY_METADATA
-
-    def get(self, causation: Any, correlation: Any, user_id: Any, custom: Any) -> Metadata:
-        """The Metadata of one row's columns."""
-        if causation is None and correlation is None and user_id is None and custom is None:
-            return EMPTY_METADATA
-        key = (causation, correlation, user_id, custom)
-        if key != self.key:
-            self.key = key
-            self.value = Metadata(
-                causation_id=causation,
-                correlation_id=correlation,
-                user_id=user_id,
-                custom=_json_decode(custom) if custom is not None else None,
-            )
-        return self.value
+def metadata_from_json(text: str) -> Metadata:
+    """Metadata from the read queries' ``[causation, correlation, user_id, custom]`` JSON."""
+    causation, correlation, user_id, custom = _json_decode(text)
+    return Metadata(
+        causation_id=uuid.UUID(causation) if causation is not None else None,
+        correlation_id=uuid.UUID(correlation) if correlation is not None else None,
+        user_id=user_id,
+        custom=custom,
+    )
 
 
 def check_limit(limit: int | None) -> int | None:

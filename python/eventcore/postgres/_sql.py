@@ -89,9 +89,13 @@ class Queries:
 
     def __init__(self, schema: str) -> None:
         s = quote(schema)
+        # The columns RecordedEvent is built from, in its order; the metadata as ONE
+        # column, NULL when the event has none (most): see _input.metadata_from_json.
         cols = (
-            "position, event_id, stream_id, version, event_type, payload, recorded_at, "
-            "causation_id, correlation_id, user_id, custom::text"
+            "position, event_id, stream_id, version, event_type, payload, recorded_at,"
+            " CASE WHEN causation_id IS NULL AND correlation_id IS NULL AND user_id IS NULL"
+            " AND custom IS NULL THEN NULL ELSE"
+            " json_build_array(causation_id, correlation_id, user_id, custom)::text END"
         )
         # Every reader that tails the global log reads only below this bound: the position
         # range of the oldest transaction still running when the statement's snapshot was
@@ -119,11 +123,15 @@ class Queries:
             " WHERE stream_id = $1 AND ($2::bigint IS NULL OR version < $2)"
             " ORDER BY version DESC LIMIT $3"
         )
+        # The bound is applied to the page, not inside it: the first $2 rows after $1,
+        # then those below the bound (they are a prefix of the page, and every later row
+        # is above the bound too). Inside, the bound's range makes the planner expect a
+        # handful of rows and sort the whole table instead of walking the index.
         self.read_all = (
-            f"SELECT {cols} FROM {s}.events WHERE position > $1 AND position < {safe}"
+            f"SELECT * FROM (SELECT {cols} FROM {s}.events WHERE position > $1"
             " AND ($3::text[] IS NULL OR event_type = ANY($3::text[]))"
             " AND ($4::text IS NULL OR starts_with(stream_id, $4::text))"
-            " ORDER BY position LIMIT $2"
+            f" ORDER BY position LIMIT $2) page WHERE position < {safe} ORDER BY position"
         )
         self.head = f"SELECT coalesce(max(position), 0) FROM {s}.events WHERE position < {safe}"
         self.last_position = f"SELECT coalesce(max(position), 0) FROM {s}.events"

@@ -3,11 +3,16 @@
 Append
     One round trip: the ``append_events`` function (created by the migrations) checks
     idempotency, locks every stream involved in one fixed order (written streams
-    ``FOR NO KEY UPDATE``, streams that were only read ``FOR SHARE``, so a read-only check
-    stays true until commit), checks every expected version, and either returns the
-    conflicts as rows of data (nothing written) or inserts the events, bumps the stream
-    versions and sends ``NOTIFY``. Only row locks on the streams involved are taken, so
-    writers on distinct streams run concurrently.
+    exclusively, streams that were only read shared, so a read-only check stays true
+    until commit), checks every expected version, and either returns the conflicts as
+    rows of data (nothing written) or inserts the events and bumps the stream versions.
+    Only locks on the streams involved are taken, so writers on distinct streams run
+    concurrently. The common case (every checked stream is also written) is the stream
+    locks plus ONE statement; the function's statements are planned once per connection
+    (``plan_cache_mode = force_generic_plan``), not on every call. ``NOTIFY`` is sent
+    after the commit, from the store's own connection, coalesced (see
+    :meth:`PostgresStore._announce`): inside the append transaction it would serialize
+    all commits on PostgreSQL's notify lock.
 
 The global log never skips
     Positions are not taken from a sequence. An event's position is
@@ -84,14 +89,14 @@ from eventcore.postgres._errors import translate
 from eventcore.postgres._input import (
     MAX_EVENTS_PER_APPEND,
     MAX_PAYLOAD_BYTES,
-    MetadataCache,
     check_limit,
     check_stream_ids,
+    metadata_from_json,
     prepare_events,
     prepare_expected,
 )
 from eventcore.postgres._sql import Queries, channel, check_schema_name, migrations
-from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, as_uuid
+from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, as_uuid, recorded_events
 from eventcore.registry import EventRegistry, default_registry
 from eventcore.store import Apply, Decoders, Expected
 
@@ -101,6 +106,20 @@ S = TypeVar("S")
 
 _json_encode = msgspec.json.encode
 validate_stream_id = _core.validate_stream_id
+_NOTIFY = "SELECT pg_notify($1, $2)"
+
+
+class _StoreConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A connection of the store's own pool: released without a reset round trip.
+
+    The store's statements run in autocommit and change no session state (no LISTEN, no
+    SET, only transaction-level advisory locks), and nobody else uses its pool; on
+    release asyncpg still rolls back an open transaction and drops listener callbacks.
+    The default reset (``RESET ALL; UNLISTEN *; ...``) would cost a round trip per call.
+    """
+
+    def get_reset_query(self) -> str:
+        return ""
 
 
 class PostgresStore:
@@ -168,6 +187,13 @@ class PostgresStore:
         self._listener: asyncpg.Connection | None = None
         self._listener_from_pool = False
         self._waiters: set[asyncio.Event] = set()
+        # Post-commit notifications (see _announce): where they go (listeners use
+        # _channel), the newest position to announce, the one sender task and its link.
+        self._notify_channel = self._channel
+        self._notify_head = 0
+        self._notify_again = False
+        self._notifier: asyncio.Task[None] | None = None
+        self._notify_conn: asyncpg.Connection | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -197,6 +223,7 @@ class PostgresStore:
                         self._dsn,
                         server_settings=settings,
                         command_timeout=command_timeout,
+                        connection_class=_StoreConnection,
                         **self._pool_options,
                     )
                 except Exception as exc:
@@ -216,8 +243,9 @@ class PostgresStore:
         return self._pool
 
     async def close(self) -> None:
-        """Stop listening and close the pool if this store created it."""
+        """Stop listening and notifying, and close the pool if this store created it."""
         await self._close_listener()
+        await self._close_notifier()
         pool, self._pool = self._pool, None
         self._checked = False
         if pool is not None and self._owns_pool:
@@ -322,7 +350,13 @@ class PostgresStore:
                 raise translate(exc, "append") from exc
         status = row[0]
         if status == "ok" or status == "replay":
-            return AppendResult(row[1], dict(zip(row[2] or (), row[3] or (), strict=True)), batch)
+            positions = row[1]
+            versions = list(zip(row[2] or (), row[3] or (), strict=True))
+            if status == "ok" and positions:
+                self._announce(positions[-1])
+                # Consecutive: AppendResult expands the first position on demand.
+                return AppendResult(positions[0], versions, batch)
+            return AppendResult(positions, versions, batch)
         if status == "conflict":
             raise ConcurrencyConflict(zip(row[2], row[4], row[3], strict=True))
         if status == "duplicate":
@@ -366,22 +400,19 @@ class PostgresStore:
             raise translate(exc, "read") from exc
 
     def _wrap(self, rows: list[Any]) -> list[RecordedEvent[Any]]:
-        registry = self.registry
-        metadata = MetadataCache().get
-        return [
-            RecordedEvent(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                r[5],
-                r[6],
-                metadata(r[7], r[8], r[9], r[10]),
-                registry,
-            )
-            for r in rows
-        ]
+        # Rows are (position, event_id, stream_id, version, event_type, payload,
+        # recorded_at, metadata JSON or NULL): the fast builder takes them as they are;
+        # only events that carry metadata get it parsed (rows of one append share it).
+        events = recorded_events(rows, self.registry)
+        last_text: str | None = None
+        last: Metadata = EMPTY_METADATA
+        for i, row in enumerate(rows):
+            text = row[7]
+            if text is not None:
+                if text != last_text:
+                    last_text, last = text, metadata_from_json(text)
+                object.__setattr__(events[i], "_meta", last)
+        return events
 
     async def fold_streams(
         self, streams: Sequence[str], state: S, apply: Apply, decoders: Decoders
@@ -499,6 +530,73 @@ class PostgresStore:
 
     # -- notifications -------------------------------------------------------------
 
+    def _announce(self, position: int) -> None:
+        """NOTIFY listeners (in any process) of a committed append, without waiting.
+
+        The notification is sent after the commit, from this store's own connection, in a
+        transaction of its own: a NOTIFY inside the append transaction would make every
+        commit queue on PostgreSQL's database-wide notify lock. At most one is in flight
+        per store; appends that commit meanwhile are announced by ONE more, carrying the
+        newest position. A failure is ignored (waiters poll :meth:`head` as a fallback)
+        and never fails the append.
+        """
+        if position > self._notify_head:
+            self._notify_head = position
+        if self._notifier is None:
+            self._notifier = asyncio.get_running_loop().create_task(self._send_notifications())
+        else:
+            self._notify_again = True
+
+    async def _send_notifications(self) -> None:
+        try:
+            again = True
+            while again:
+                self._notify_again = False
+                try:
+                    await self._notify(self._notify_head)
+                except Exception:  # fire-and-forget: waiters poll as a fallback
+                    await self._drop_notify_conn()
+                    return
+                again = self._notify_again
+        finally:
+            self._notifier = None
+
+    async def _notify(self, position: int) -> None:
+        conn = self._notify_conn
+        if conn is None or conn.is_closed():
+            if self._dsn is None:  # a borrowed pool: borrow a connection for a moment
+                pool = self._pool
+                if pool is not None:
+                    async with pool.acquire() as borrowed:
+                        await borrowed.execute(_NOTIFY, self._notify_channel, str(position))
+                return
+            conn = await asyncpg.connect(
+                self._dsn,
+                timeout=self._connect_timeout,
+                server_settings={"application_name": "eventcore-notify"},
+            )
+            self._notify_conn = conn
+        await conn.execute(_NOTIFY, self._notify_channel, str(position))
+
+    async def _drop_notify_conn(self) -> None:
+        conn, self._notify_conn = self._notify_conn, None
+        if conn is not None:
+            conn.terminate()
+
+    async def _close_notifier(self) -> None:
+        task = self._notifier
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), 5)
+            except Exception:
+                task.cancel()
+        conn, self._notify_conn = self._notify_conn, None
+        if conn is not None:
+            try:
+                await conn.close(timeout=5)
+            except Exception:
+                conn.terminate()
+
     async def subscribe_notifications(self) -> bool:
         """LISTEN for appends on a dedicated connection; False if that failed (polling).
 
@@ -547,8 +645,10 @@ class PostgresStore:
     async def wait_for_append(self, after_position: int, timeout: float) -> int:
         """Wait until :meth:`head` passes ``after_position`` or ``timeout`` seconds pass.
 
-        Wakes on the NOTIFY each append sends; polls every :attr:`poll_interval` seconds
-        as a fallback. Returns the head (``<= after_position`` on timeout).
+        Wakes on the NOTIFY a store sends after its appends commit (any process); polls
+        every :attr:`poll_interval` seconds as a fallback (e.g. for writers that call the
+        ``append_events`` function directly: it sends no NOTIFY). Returns the head
+        (``<= after_position`` on timeout).
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -1,7 +1,7 @@
 -- eventcore schema 1: events, streams, the append function and the immutability guard.
 --
--- __SCHEMA__ is replaced by the quoted, validated schema name and __CHANNEL__ by the
--- NOTIFY channel name (the schema name + '_events'); nothing else is templated.
+-- __SCHEMA__ is replaced by the quoted, validated schema name (and __CHANNEL__, unused
+-- here, by the NOTIFY channel name); nothing else is templated.
 
 -- Every stored event. The position is derived from the writing transaction's id (see
 -- eventcore/postgres/store.py): (xid8 << 20) + index within the transaction, so the
@@ -72,6 +72,16 @@ REVOKE TRUNCATE ON __SCHEMA__.streams FROM CURRENT_USER;
 --                      written.
 --   status 'duplicate' an event id is stored with other content, or only part of the
 --                      batch is stored: duplicate_id and detail say which and why.
+--
+-- It sends no NOTIFY: a notification inside the append transaction makes every commit
+-- queue on PostgreSQL's database-wide notify lock (held through the WAL flush). The
+-- store notifies from its own connection after the commit (eventcore/postgres/store.py).
+--
+-- Two paths, with the same guarantees:
+--   fast  (at least one event, every checked stream is also written, the common command):
+--         the stream locks, then ONE statement that probes the event ids, checks every
+--         expected version, bumps or creates the stream rows and inserts the events.
+--   general (read-only checks, or no events): step by step, below.
 CREATE FUNCTION __SCHEMA__.append_events(
     p_expected_streams  text[],
     p_expected_versions bigint[],
@@ -94,6 +104,12 @@ CREATE FUNCTION __SCHEMA__.append_events(
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- Plan each statement once per session: with the default (auto) mode PL/pgSQL re-plans
+-- these array-parameter statements on every call (about 3/4 of the function's time).
+-- A generic plan made while a table was still small must not scan it whole later on:
+-- every table access here is meant to go through an index.
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 AS $$
 DECLARE
     n           integer := coalesce(cardinality(p_event_ids), 0);
@@ -106,6 +122,10 @@ DECLARE
     lock_key    integer;
     base        bigint;
     first_pos   bigint;
+    fresh       boolean;
+    fits        boolean;
+    wanted      integer;
+    written     integer;
 BEGIN
     IF cardinality(p_expected_streams) IS DISTINCT FROM cardinality(p_expected_versions)
        OR n <> coalesce(cardinality(p_stream_ids), 0)
@@ -113,6 +133,118 @@ BEGIN
        OR n <> coalesce(cardinality(p_payloads), 0) THEN
         RAISE EXCEPTION 'eventcore: append_events arrays differ in length'
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF n > 1048576 THEN
+        RAISE EXCEPTION 'eventcore: more than 1048576 events in one transaction'
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+
+    IF n > 0 AND coalesce(p_expected_streams <@ p_stream_ids, false) THEN
+        -- Fast path. F1. The per-stream advisory locks (exclusive: every stream involved
+        -- is written) in one fixed order, BEFORE this transaction takes an id: see step 2.
+        IF n = 1 THEN
+            PERFORM pg_advisory_xact_lock(hashtext('eventcore.streams.__SCHEMA__'),
+                                          hashtext(p_stream_ids[1]));
+        ELSE
+            PERFORM pg_advisory_xact_lock(hashtext('eventcore.streams.__SCHEMA__'), k.key)
+               FROM (SELECT DISTINCT hashtext(u) AS key FROM unnest(p_stream_ids) u
+                      ORDER BY 1) k;
+        END IF;
+        -- F2. Positions from this transaction's id. Only a transaction that already had
+        --     an id before this call (it may have appended before) needs the probe for
+        --     the positions it already used.
+        IF pg_current_xact_id_if_assigned() IS NULL THEN
+            first_pos := pg_current_xact_id()::text::bigint * 1048576;
+        ELSE
+            base := pg_current_xact_id()::text::bigint * 1048576;
+            SELECT coalesce(max(e.position) + 1, base) INTO first_pos
+              FROM __SCHEMA__.events e WHERE e.position >= base AND e.position < base + 1048576;
+            IF first_pos + n > base + 1048576 THEN
+                RAISE EXCEPTION 'eventcore: more than 1048576 events in one transaction'
+                    USING ERRCODE = 'program_limit_exceeded';
+            END IF;
+        END IF;
+        -- F3. One statement (one snapshot, taken after the locks were granted, so it sees
+        --     every earlier writer of these streams): no event id stored yet (fresh), every
+        --     expected version holds (fits); only then bump the existing stream rows (the
+        --     version re-checked on the row, FOR a writer that bypassed the locks), create
+        --     the new ones and insert the events with their versions.
+        WITH x AS (
+            SELECT w.s, w.c, coalesce(ex.e, -1) AS e, st.version AS v
+              FROM (SELECT u AS s, count(*) AS c FROM unnest(p_stream_ids) u GROUP BY u) w
+              LEFT JOIN unnest(p_expected_streams, p_expected_versions) AS ex(s, e)
+                     ON ex.s = w.s
+              LEFT JOIN __SCHEMA__.streams st ON st.stream_id = w.s
+        ), chk AS (
+            SELECT NOT EXISTS (SELECT 1 FROM __SCHEMA__.events e
+                                WHERE e.event_id = ANY (p_event_ids)) AS fresh,
+                   (SELECT coalesce(bool_and(x.e = -1
+                                             OR (x.e = -2 AND coalesce(x.v, 0) > 0)
+                                             OR (x.e >= 0 AND coalesce(x.v, 0) = x.e)), true)
+                      FROM x) AS fits,
+                   (SELECT count(*) FROM x) AS wanted
+        ), upd AS (
+            UPDATE __SCHEMA__.streams st SET version = st.version + x.c
+              FROM x, chk
+             WHERE chk.fresh AND chk.fits AND x.v IS NOT NULL
+               AND st.stream_id = x.s AND st.version = x.v
+            RETURNING st.stream_id, st.version, x.c
+        ), ins AS (
+            INSERT INTO __SCHEMA__.streams AS st (stream_id, version)
+            SELECT x.s, x.c FROM x, chk
+             WHERE chk.fresh AND chk.fits AND x.v IS NULL
+             ORDER BY x.s
+            ON CONFLICT (stream_id) DO NOTHING
+            RETURNING st.stream_id, st.version, st.version AS c
+        ), nv AS (
+            SELECT * FROM upd UNION ALL SELECT * FROM ins
+        ), ev AS (
+            INSERT INTO __SCHEMA__.events (position, event_id, stream_id, version, event_type,
+                                           payload, causation_id, correlation_id, user_id,
+                                           custom)
+            SELECT first_pos + y.i - 1, y.id, y.s,
+                   nv.version - nv.c + row_number() OVER (PARTITION BY y.s ORDER BY y.i),
+                   y.t, y.p, p_causation_id, p_correlation_id, p_user_id, p_custom
+              FROM unnest(p_event_ids, p_stream_ids, p_event_types, p_payloads)
+                   WITH ORDINALITY AS y(id, s, t, p, i)
+              JOIN nv ON nv.stream_id = y.s
+             WHERE (SELECT count(*) FROM nv) = (SELECT chk.wanted FROM chk)
+            RETURNING 1
+        )
+        SELECT chk.fresh, chk.fits, chk.wanted, (SELECT count(*) FROM ev), a.s, a.v
+          INTO fresh, fits, wanted, written, streams, versions
+          FROM chk, (SELECT array_agg(nv.stream_id) AS s, array_agg(nv.version) AS v
+                       FROM nv) a;
+        IF fresh AND fits THEN
+            IF written <> n THEN
+                -- Only a writer that bypassed the stream locks can get here: retry.
+                RAISE EXCEPTION 'eventcore: a stream changed during the append'
+                    USING ERRCODE = 'serialization_failure';
+            END IF;
+            status := 'ok';
+            IF n = 1 THEN
+                positions := ARRAY[first_pos];
+            ELSE
+                positions := ARRAY(SELECT first_pos + g FROM generate_series(0, n - 1) g);
+            END IF;
+            RETURN;
+        END IF;
+        IF fresh THEN
+            -- Some expected version did not hold (the locks keep the versions still).
+            SELECT array_agg(x.s ORDER BY x.i), array_agg(x.e ORDER BY x.i),
+                   array_agg(coalesce(st.version, 0) ORDER BY x.i)
+              INTO streams, conflict_expected, versions
+              FROM unnest(p_expected_streams, p_expected_versions) WITH ORDINALITY AS x(s, e, i)
+              LEFT JOIN __SCHEMA__.streams st ON st.stream_id = x.s
+             WHERE NOT (x.e = -1
+                        OR (x.e = -2 AND coalesce(st.version, 0) > 0)
+                        OR (x.e >= 0 AND coalesce(st.version, 0) = x.e));
+            status := 'conflict';
+            RETURN;
+        END IF;
+        -- Some event id is stored already: step 1 answers (replay or duplicate).
+        streams := NULL;
+        versions := NULL;
     END IF;
 
     -- 1. Idempotency: the same event ids again return the original result.
@@ -258,7 +390,6 @@ BEGIN
           FROM (SELECT u AS s, count(*) AS n FROM unnest(p_stream_ids) u GROUP BY u) c
          WHERE st.stream_id = c.s;
         positions := ARRAY(SELECT first_pos + g FROM generate_series(0, n - 1) g);
-        PERFORM pg_notify('__CHANNEL__', (first_pos + n - 1)::text);
     ELSE
         positions := '{}';
     END IF;
