@@ -215,6 +215,19 @@ async def test_rebuild_replays_while_writes_continue_with_progress(store: Any) -
     assert all(0 <= r.fraction <= 1 for r in reports)
 
 
+@pytest.mark.parametrize("events", [128, 130])
+async def test_rebuild_reports_done_when_the_last_page_is_exactly_full(
+    store: Any, events: int
+) -> None:
+    await write(store, events)
+    reports: list[Any] = []
+    runner = runner_for(store, Recorder(), page_size=64, progress_interval=3600.0)
+    await runner.rebuild("recorder", progress=reports.append)
+    assert reports[-1].done and reports[-1].events_remaining == 0
+    assert reports[-1].events_done == events
+    assert sum(r.done for r in reports) == 1
+
+
 async def test_rebuild_from_a_position(store: Any) -> None:
     await write(store, 100)
     events = await all_events(store)

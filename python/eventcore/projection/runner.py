@@ -240,6 +240,10 @@ class _Worker:
             runner._changed()
             if tracker is not None:
                 await tracker.update(page)
+        if tracker is not None and not (live or tracker.finished or runner._stopping.is_set()):
+            # The last page may have been exactly full: the subscription then ends on
+            # an empty read that yields no page, so no page said it was caught up.
+            await tracker.finish()
 
     def _report(self, page: Page, seconds: float, started_at: float) -> None:
         """Hand the batch just applied to the registered hooks."""
@@ -416,6 +420,7 @@ class _ProgressTracker:
         self.last = 0.0
         self.total = 0
         self.done = 0
+        self.finished = False
 
     async def begin(self) -> None:
         source = self.worker.runner.source
@@ -436,8 +441,13 @@ class _ProgressTracker:
         if page.caught_up or now - self.last >= w.runner.progress_interval:
             await self._report(done=page.caught_up)
 
+    async def finish(self) -> None:
+        """Report that the replay reached the head."""
+        await self._report(done=True)
+
     async def _report(self, *, done: bool) -> None:
         w = self.worker
+        self.finished = self.finished or done
         self.last = now = time.monotonic()
         elapsed = now - self.started
         rate = self.done / elapsed if elapsed > 0 else 0.0
