@@ -605,41 +605,48 @@ figure); *vs peer* = eventcore / the matching `peer.eventsourcing.postgres.*` fi
 
 {missed}
 
-## Where the time goes on PostgreSQL (profile of the 0.1.0 store)
+## Where the time goes on PostgreSQL
 
 Measured on the same server with cProfile, per-process CPU from `/proc`,
-`track_functions` (`pg_stat_user_functions`), `auto_explain` with nested statements, and
-`pg_stat_activity` wait sampling:
+`track_functions` (`pg_stat_user_functions`), `auto_explain` with nested statements,
+pgbench on the append function alone, and `pg_stat_activity` wait sampling.
 
-- **The append function.** One single-event `append_events` call spends about 650 µs
-  inside the PL/pgSQL function (`pg_stat_user_functions.total_time`) and about 1,000 µs
-  wall per call, against about 160 µs wall for the raw statement doing the same
-  conditional insert. Its ~13 nested statements (idempotency count, advisory locks, the
-  streams upsert and row lock, the version check, the `max(position)` probe, the insert,
-  the version update, `NOTIFY`, the final stream read) execute in about 250 µs together;
-  the rest is PL/pgSQL/SPI overhead per statement (executor start-up for each) plus the
-  `SECURITY DEFINER` / `SET search_path` function entry. What would close it: a fast path
-  for the common case (every checked stream is written, fresh UUIDv7 ids) as ONE SQL
-  statement like the raw limit's (rely on the `events_event_id_key` unique violation,
-  which the store already handles, instead of the up-front idempotency count; let the
-  version-conditional upsert replace the advisory lock, the row lock and the separate
-  check; drop the `max(position)` probe when the transaction writes once).
-- **`NOTIFY` serializes commits.** PostgreSQL takes one database-wide lock at commit for a
-  transaction that sent a notification and holds it through the WAL flush. With 16
-  clients `pg_stat_activity` shows eventcore's backends waiting on `Lock: object` (that
-  lock) instead of sharing a flush (group commit, `LWLock: WALWrite`, as the raw limit
-  does). Removing the `pg_notify` from a copy of the function raised 16-client appends by
-  about 1.4x in an alternating A/B run. What would close it: notify only when someone
-  listens (a listener count kept in a table, or an opt-in store option), or send the
-  notification from a separate short transaction after the commit.
-- **Client CPU.** An eventcore command costs about 500 µs of Python CPU (command object,
-  pipeline, fold, encoding, asyncpg encoding of 10 array/uuid parameters, result objects)
-  against about 280 µs for the raw client; on a 2-core machine the client and the
-  server share the CPUs, so this shows at 16 clients too.
-- **Reading the log.** `read_all` fetches 11 columns (uuid, timestamptz, metadata, `custom::text`)
-  and builds a `RecordedEvent` per row; the raw read fetches 7 and decodes the payload
-  only. Fetching only the columns a reader needs (or decoding lazily from the asyncpg
-  `Record`) is where the 200,000 events/s target lies.
+What was fixed after the first profile (the first run had c1 at 0.41x raw, c16 at 0.24x,
+the transfer at 0.41x, the read at 55-80k events/s):
+
+- **Re-planning.** PL/pgSQL planned `append_events`' array statements afresh on every
+  call: about 750 us of server time for a one-event append. Generic plans
+  (`plan_cache_mode = force_generic_plan`, with `enable_seqscan = off` on the function so
+  plans made while the tables are small stay index plans) bring it to about 175 us.
+- **One statement on the common path.** When there are events and every checked stream is
+  written, the version check, the stream-row bump or creation and the insert are one
+  statement after the per-stream advisory locks.
+- **`NOTIFY` serialized commits.** A transaction that notifies holds a database-wide lock
+  through its WAL flush, so at 16 clients commits queued instead of sharing flushes. The
+  store now notifies after the commit, from one connection, coalesced, fire-and-forget.
+- **A reset round trip per statement.** asyncpg resets a connection when it goes back to a
+  pool; the store's own pool skips that.
+- **The read sorted the table.** The snapshot bound made the planner sort every row; it
+  is now applied per page, so the read walks the index.
+
+What is left:
+
+- **c1 (about 0.7x raw, 0.6x the peer).** Each command makes two round trips (the fold
+  read, the append) plus the post-commit `NOTIFY` from a second connection, which at one
+  client is never coalesced. The append function still costs about 175 us of server time
+  against about 63 us for the raw statement (advisory locks, the idempotency probe, the
+  position-from-transaction-id and metadata columns). The peer's synchronous psycopg client
+  spends less per round trip than asyncio + asyncpg. What would close it: delaying
+  notifications by about a millisecond so they coalesce, a dedicated statement for the
+  one-stream one-event case, and folding through a prepared statement that returns only
+  the columns a fold needs.
+- **c16 (about 0.5x raw).** Client and server share the 2 cores: eventcore spends about
+  300-340 us of Python per command (command object, pipeline, fold, encoding, asyncpg
+  encoding of the array parameters, result objects) against about 200-280 us for the raw
+  client, and the server does the extra work above.
+- **Reading the log (about 180-205k events/s, 0.5x raw).** Each row becomes a
+  `RecordedEvent` (fast builder; UUID, timestamp, metadata and payload decoding are lazy)
+  and carries the metadata column; the raw read decodes the payload only.
 
 ## How it is measured
 
