@@ -1,33 +1,15 @@
-"""PostgreSQL tests: load the server fixtures (tests/pgserver.py) unless already loaded.
+"""Projection test helpers: the ``store`` fixture over the in-memory store and PostgreSQL.
 
-``tests/conftest.py`` may load them for the whole suite with
-``pytest_plugins = ["tests.pgserver"]``; this file then does nothing more.
+The PostgreSQL server fixtures come from ``tests/pgserver.py`` (loaded by ``tests/conftest.py``).
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from typing import Any
 
 import pytest
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-PLUGIN = "tests.pgserver"
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    if not config.pluginmanager.has_plugin(PLUGIN):
-        config.pluginmanager.import_plugin(PLUGIN)
-
-
-# -- projection test helpers -------------------------------------------------------------
-
-from typing import Any  # noqa: E402
-
-from eventcore import MemoryStore, NewEvent  # noqa: E402
+from eventcore import MemoryStore, NewEvent
 
 STORES = ["memory", pytest.param("postgres", marks=pytest.mark.postgres)]
 
