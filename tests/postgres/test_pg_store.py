@@ -427,7 +427,11 @@ async def test_notifications_coalesce_while_one_is_in_flight(postgres_store):
 
     store._notify = slow_notify
     store._announce(10)
-    await asyncio.sleep(0)  # the first notification is in flight
+    for _ in range(100):  # the first notification is sent after a short delay
+        if sent:
+            break
+        await asyncio.sleep(0.001)
+    assert sent == [10]  # in flight
     for position in (11, 13, 12):
         store._announce(position)
     release.set()
@@ -436,3 +440,15 @@ async def test_notifications_coalesce_while_one_is_in_flight(postgres_store):
             break
         await asyncio.sleep(0.01)
     assert sent == [10, 13]  # one in flight, then ONE more with the newest position
+
+
+async def test_a_burst_larger_than_the_pool_completes(postgres_store_factory):
+    # More concurrent appends than pool connections all complete, and migrate() (which
+    # takes a pool connection) still works afterwards.
+    store = await postgres_store_factory(max_size=2)
+    results = await asyncio.wait_for(
+        asyncio.gather(*(store.append([NewEvent(f"k{i}", "t", b"")]) for i in range(30))), 10
+    )
+    assert len(results) == 30
+    await asyncio.wait_for(store.migrate(), 10)
+    assert len(await store.read_all()) == 30

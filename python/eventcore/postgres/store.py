@@ -107,6 +107,8 @@ S = TypeVar("S")
 _json_encode = msgspec.json.encode
 validate_stream_id = _core.validate_stream_id
 _NOTIFY = "SELECT pg_notify($1, $2)"
+NOTIFY_DELAY = 0.002
+"""Seconds a post-commit notification waits, so the appends of a burst share ONE NOTIFY."""
 
 
 class _StoreConnection(asyncpg.Connection):  # type: ignore[misc]
@@ -536,9 +538,10 @@ class PostgresStore:
         The notification is sent after the commit, from this store's own connection, in a
         transaction of its own: a NOTIFY inside the append transaction would make every
         commit queue on PostgreSQL's database-wide notify lock. At most one is in flight
-        per store; appends that commit meanwhile are announced by ONE more, carrying the
-        newest position. A failure is ignored (waiters poll :meth:`head` as a fallback)
-        and never fails the append.
+        per store, sent :data:`NOTIFY_DELAY` seconds after the append that started it, so
+        the appends of a burst share it; appends that commit while it is in flight are
+        announced by ONE more, carrying the newest position. A failure is ignored
+        (waiters poll :meth:`head` as a fallback) and never fails the append.
         """
         if position > self._notify_head:
             self._notify_head = position
@@ -551,6 +554,9 @@ class PostgresStore:
         try:
             again = True
             while again:
+                # Wait briefly first: appends committing meanwhile (e.g. the next command
+                # of a single client) are announced by this same notification.
+                await asyncio.sleep(NOTIFY_DELAY)
                 self._notify_again = False
                 try:
                     await self._notify(self._notify_head)
