@@ -60,7 +60,7 @@ async def test_connection_killed_mid_append_then_retry_succeeds_once(
         await blocker.close()
     assert result.attempts >= 2
     # The killed attempt wrote nothing; the retry wrote the transfer exactly once.
-    assert [e.event_type for e in await store.read_stream("a")][2:] == ["pgbank.Withdrawn"]
+    assert [e.event_type for e in await store.read_stream("a")][2:] == ["demo.bank.Withdrawn"]
     assert await balance_of(store, "a") == 70
     assert await balance_of(store, "b") == 130
     assert len(await store.read_all()) == 6
@@ -151,7 +151,7 @@ async def test_server_restart_surfaces_unavailable_then_work_resumes(
     head = await store.head()
     waiter = asyncio.create_task(store.wait_for_append(head, 5))
     await asyncio.sleep(0.1)
-    await store.append([NewEvent("acct-0", "pgbank.Deposited", b"\x91\x01")])
+    await store.append([NewEvent("acct-0", "demo.bank.Deposited", b"\x91\x01")])
     assert await waiter > head
 
 
