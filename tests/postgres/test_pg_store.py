@@ -401,8 +401,13 @@ async def test_notifications_are_sent_after_commit_and_coalesced(
 
 async def test_a_failing_notification_never_fails_the_append(postgres_store_factory):
     store = await postgres_store_factory(poll_interval=0.05)
-    store._dsn = "postgresql://nobody@127.0.0.1:1/none"  # the notifier cannot connect
-    store._connect_timeout = 0.5
+    failed: list[int] = []
+
+    async def unreachable(position: int) -> None:  # the notifier cannot connect
+        failed.append(position)
+        raise ConnectionRefusedError(111, "Connect call failed")
+
+    store._notify = unreachable
     head = await store.head()
     waiter = asyncio.create_task(store.wait_for_append(head, 5))
     await asyncio.sleep(0.1)
@@ -412,6 +417,7 @@ async def test_a_failing_notification_never_fails_the_append(postgres_store_fact
         if store._notifier is None:
             break
         await asyncio.sleep(0.01)
+    assert failed == [written.last_position]
     assert store._notifier is None and store._notify_conn is None
     await store.append([NewEvent("s", "t", b"")])  # and appends keep working
 

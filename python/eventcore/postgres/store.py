@@ -95,6 +95,7 @@ from eventcore.postgres._input import (
     prepare_events,
     prepare_expected,
 )
+from eventcore.postgres._pool import ConnectionPool
 from eventcore.postgres._sql import Queries, channel, check_schema_name, migrations
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, as_uuid, recorded_events
 from eventcore.registry import EventRegistry, default_registry
@@ -109,19 +110,6 @@ validate_stream_id = _core.validate_stream_id
 _NOTIFY = "SELECT pg_notify($1, $2)"
 NOTIFY_DELAY = 0.002
 """Seconds a post-commit notification waits, so the appends of a burst share ONE NOTIFY."""
-
-
-class _StoreConnection(asyncpg.Connection):  # type: ignore[misc]
-    """A connection of the store's own pool: released without a reset round trip.
-
-    The store's statements run in autocommit and change no session state (no LISTEN, no
-    SET, only transaction-level advisory locks), and nobody else uses its pool; on
-    release asyncpg still rolls back an open transaction and drops listener callbacks.
-    The default reset (``RESET ALL; UNLISTEN *; ...``) would cost a round trip per call.
-    """
-
-    def get_reset_query(self) -> str:
-        return ""
 
 
 class PostgresStore:
@@ -171,13 +159,9 @@ class PostgresStore:
         self.registry = registry if registry is not None else default_registry
         """The registry that decodes payloads for :attr:`RecordedEvent.data`."""
         self._dsn = dsn
-        self._pool: asyncpg.Pool | None = pool
+        self._pool: asyncpg.Pool | ConnectionPool | None = pool
         self._owns_pool = pool is None
-        self._pool_options = {
-            "min_size": min_size,
-            "max_size": max_size,
-            "timeout": connect_timeout,
-        }
+        self._pool_sizes = (min_size, max_size)
         self._statement_timeout = statement_timeout
         self._connect_timeout = connect_timeout
         self.poll_interval = poll_interval
@@ -214,22 +198,13 @@ class PostgresStore:
         """
         async with self._open_lock:
             if self._pool is None:
-                settings = {"application_name": "eventcore"}
-                if self._statement_timeout is not None:
-                    settings["statement_timeout"] = str(int(self._statement_timeout * 1000))
-                command_timeout = (
-                    self._statement_timeout + 5.0 if self._statement_timeout is not None else None
-                )
+                low, high = self._pool_sizes
+                pool = ConnectionPool(self._open_connection, min_size=low, max_size=high)
                 try:
-                    self._pool = await asyncpg.create_pool(
-                        self._dsn,
-                        server_settings=settings,
-                        command_timeout=command_timeout,
-                        connection_class=_StoreConnection,
-                        **self._pool_options,
-                    )
+                    await pool.open()
                 except Exception as exc:
                     raise translate(exc, "connect") from exc
+                self._pool = pool
             if not self._checked:
                 try:
                     async with self._pool.acquire() as conn:
@@ -239,7 +214,20 @@ class PostgresStore:
                 self._checked = True
         return self
 
-    async def _get_pool(self) -> asyncpg.Pool:
+    async def _open_connection(self) -> asyncpg.Connection:
+        """One new connection of the owned pool, with the store's session settings."""
+        settings = {"application_name": "eventcore"}
+        timeout = self._statement_timeout
+        if timeout is not None:
+            settings["statement_timeout"] = str(int(timeout * 1000))
+        return await asyncpg.connect(
+            self._dsn,
+            timeout=self._connect_timeout,
+            command_timeout=timeout + 5.0 if timeout is not None else None,
+            server_settings=settings,
+        )
+
+    async def _get_pool(self) -> asyncpg.Pool | ConnectionPool:
         if self._pool is None or not self._checked:
             await self.open()
         return self._pool
@@ -390,7 +378,7 @@ class PostgresStore:
     async def _fetch(self, query: str, *args: Any) -> list[Any]:
         pool = await self._get_pool()
         try:
-            return await pool.fetch(query, *args)  # type: ignore[no-any-return]
+            return await pool.fetch(query, *args)
         except Exception as exc:
             raise translate(exc, "read") from exc
 
