@@ -77,8 +77,10 @@ REVOKE TRUNCATE ON __SCHEMA__.streams FROM CURRENT_USER;
 -- queue on PostgreSQL's database-wide notify lock (held through the WAL flush). The
 -- store notifies from its own connection after the commit (eventcore/postgres/store.py).
 --
--- Two paths, with the same guarantees:
---   fast  (at least one event, every checked stream is also written, the common command):
+-- Three paths, with the same guarantees:
+--   one-stream (events for one stream, checked or not, nothing else checked): the stream
+--         lock, an id probe, one statement that checks and bumps the version, the insert.
+--   fast  (at least one event, every checked stream is also written, e.g. a transfer):
 --         the stream locks, then ONE statement that probes the event ids, checks every
 --         expected version, bumps or creates the stream rows and inserts the events.
 --   general (read-only checks, or no events): step by step, below.
@@ -126,6 +128,8 @@ DECLARE
     fits        boolean;
     wanted      integer;
     written     integer;
+    expect      bigint;
+    last_version bigint;
 BEGIN
     IF cardinality(p_expected_streams) IS DISTINCT FROM cardinality(p_expected_versions)
        OR n <> coalesce(cardinality(p_stream_ids), 0)
@@ -139,7 +143,70 @@ BEGIN
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
 
-    IF n > 0 AND coalesce(p_expected_streams <@ p_stream_ids, false) THEN
+    IF n > 0 AND p_stream_ids[1] = ALL (p_stream_ids)
+       AND (coalesce(cardinality(p_expected_streams), 0) = 0
+            OR (cardinality(p_expected_streams) = 1
+                AND p_expected_streams[1] = p_stream_ids[1])) THEN
+        -- One-stream path (the common command, and batches into one stream): a few
+        -- simple statements instead of the general statement below, about half its
+        -- server time. S1. The stream's advisory lock, before this transaction takes an id.
+        s := p_stream_ids[1];
+        PERFORM pg_advisory_xact_lock(hashtext('eventcore.streams.__SCHEMA__'), hashtext(s));
+        -- S2. Positions, as in F2 below.
+        IF pg_current_xact_id_if_assigned() IS NULL THEN
+            first_pos := pg_current_xact_id()::text::bigint * 1048576;
+        ELSE
+            base := pg_current_xact_id()::text::bigint * 1048576;
+            SELECT coalesce(max(e.position) + 1, base) INTO first_pos
+              FROM __SCHEMA__.events e WHERE e.position >= base AND e.position < base + 1048576;
+            IF first_pos + n > base + 1048576 THEN
+                RAISE EXCEPTION 'eventcore: more than 1048576 events in one transaction'
+                    USING ERRCODE = 'program_limit_exceeded';
+            END IF;
+        END IF;
+        -- S3. A stored event id: step 1 answers (replay or duplicate).
+        PERFORM 1 FROM __SCHEMA__.events e WHERE e.event_id = ANY (p_event_ids);
+        IF NOT FOUND THEN
+            -- S4. Check the expected version and bump (or create) the stream row in one
+            --     statement: no row comes back when the version does not hold.
+            expect := coalesce(p_expected_versions[1], -1);
+            IF expect > 0 OR expect = -2 THEN
+                UPDATE __SCHEMA__.streams st SET version = st.version + n
+                 WHERE st.stream_id = s
+                   AND (st.version = expect OR (expect = -2 AND st.version > 0))
+                RETURNING st.version INTO last_version;
+            ELSE
+                INSERT INTO __SCHEMA__.streams AS st (stream_id, version) VALUES (s, n)
+                ON CONFLICT (stream_id) DO UPDATE SET version = st.version + n
+                 WHERE expect = -1 OR st.version = 0
+                RETURNING st.version INTO last_version;
+            END IF;
+            IF last_version IS NULL THEN
+                status := 'conflict';
+                streams := ARRAY[s];
+                conflict_expected := ARRAY[expect];
+                SELECT ARRAY[coalesce(max(st.version), 0)] INTO versions
+                  FROM __SCHEMA__.streams st WHERE st.stream_id = s;
+                RETURN;
+            END IF;
+            -- S5. The events, numbered after the stream's previous version.
+            INSERT INTO __SCHEMA__.events (position, event_id, stream_id, version, event_type,
+                                           payload, causation_id, correlation_id, user_id,
+                                           custom)
+            SELECT first_pos + y.i - 1, y.id, s, last_version - n + y.i, y.t, y.p,
+                   p_causation_id, p_correlation_id, p_user_id, p_custom
+              FROM unnest(p_event_ids, p_event_types, p_payloads) WITH ORDINALITY AS y(id, t, p, i);
+            status := 'ok';
+            IF n = 1 THEN
+                positions := ARRAY[first_pos];
+            ELSE
+                positions := ARRAY(SELECT first_pos + g FROM generate_series(0, n - 1) g);
+            END IF;
+            streams := ARRAY[s];
+            versions := ARRAY[last_version];
+            RETURN;
+        END IF;
+    ELSIF n > 0 AND coalesce(p_expected_streams <@ p_stream_ids, false) THEN
         -- Fast path. F1. The per-stream advisory locks (exclusive: every stream involved
         -- is written) in one fixed order, BEFORE this transaction takes an id: see step 2.
         IF n = 1 THEN
