@@ -130,6 +130,21 @@ def test_bytes_round_trip(meta: Metadata) -> None:
     assert back.custom == meta.custom
 
 
+def test_from_json_array_reads_the_postgres_column_form() -> None:
+    cause, corr = uuid.uuid4(), uuid.uuid4()
+    text = f'["{cause}", "{corr}", "ann", {{"ip": "10.0.0.1", "n": [1, 2]}}]'
+    meta = Metadata.from_json_array(text)
+    assert meta == Metadata(
+        causation_id=cause,
+        correlation_id=corr,
+        user_id="ann",
+        custom={"ip": "10.0.0.1", "n": [1, 2]},
+    )
+    assert Metadata.from_json_array("[null, null, null, null]") == Metadata()
+    with pytest.raises(ValueError):
+        Metadata.from_json_array('["not-a-uuid", null, null, null]')
+
+
 def test_from_nothing_is_empty() -> None:
     assert Metadata.from_bytes(None) == Metadata()
     assert Metadata.from_bytes(b"") == Metadata()

@@ -123,6 +123,22 @@ class Metadata:
         )
 
     @classmethod
+    def from_json_array(cls, text: str | bytes) -> Metadata:
+        """Metadata from the JSON array ``[causation, correlation, user_id, custom]``.
+
+        The form the PostgreSQL store's read queries return (ids as strings, custom as an
+        object or null).
+        """
+        causation, correlation, user_id, custom = _json_decode(text)
+        meta = object.__new__(cls)
+        set_ = object.__setattr__
+        set_(meta, "causation_id", uuid.UUID(causation) if causation is not None else None)
+        set_(meta, "correlation_id", uuid.UUID(correlation) if correlation is not None else None)
+        set_(meta, "user_id", user_id)
+        set_(meta, "custom", MappingProxyType(custom) if custom else _EMPTY)
+        return meta
+
+    @classmethod
     def from_bytes(cls, data: bytes | None) -> Metadata:
         """Inverse of :meth:`to_bytes`; ``None`` gives empty metadata."""
         if not data:

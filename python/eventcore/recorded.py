@@ -151,7 +151,7 @@ class RecordedEvent(Generic[E]):
 
     _id: int | uuid.UUID
     _ts: int | datetime
-    _meta: bytes | Metadata | None
+    _meta: bytes | str | Metadata | None
     _registry: EventRegistry
     _data: Any
     position: int
@@ -174,7 +174,7 @@ class RecordedEvent(Generic[E]):
         event_type: str,
         payload: bytes,
         recorded_at: int | datetime,
-        metadata: bytes | Metadata | None,
+        metadata: bytes | str | Metadata | None,
         registry: EventRegistry,
     ) -> None:
         s = object.__setattr__
@@ -215,7 +215,12 @@ class RecordedEvent(Generic[E]):
         """Causation, correlation, user and custom metadata."""
         value = self._meta
         if not isinstance(value, Metadata):
-            value = Metadata.from_bytes(value) if value else EMPTY_METADATA
+            if not value:
+                value = EMPTY_METADATA
+            elif isinstance(value, str):
+                value = Metadata.from_json_array(value)
+            else:
+                value = Metadata.from_bytes(value)
             object.__setattr__(self, "_meta", value)
         return value
 
@@ -224,9 +229,17 @@ class RecordedEvent(Generic[E]):
         """The decoded event object (SerializationError if its type is unknown here)."""
         value = self._data
         if value is _UNSET:
-            value = self._registry.decode(self.event_type, self.payload)
-            object.__setattr__(self, "_data", value)
+            value = self._decode()
         return value  # type: ignore[no-any-return]
+
+    def _decode(self) -> Any:
+        decoder = self._registry.decoders.get(self.event_type)
+        try:
+            value = decoder(self.payload)  # type: ignore[misc]
+        except Exception:  # unknown type (decoder None) or a bad payload
+            value = self._registry.decode(self.event_type, self.payload)  # raises, typed
+        object.__setattr__(self, "_data", value)
+        return value
 
     def _key(self) -> tuple[Any, ...]:
         return (
@@ -297,7 +310,8 @@ def recorded_events(
 ) -> list[RecordedEvent[Any]]:
     """Build RecordedEvents from rows ``(position, event_id, stream_id, version, event_type,
     payload, recorded_at, metadata)``; ids may be ints or UUIDs, times micros or datetimes,
-    metadata bytes, ``None`` or :class:`Metadata`."""
+    metadata ``None``, :class:`Metadata`, :meth:`Metadata.to_bytes` bytes or a
+    :meth:`Metadata.from_json_array` str (each decoded on first access)."""
     entry = _builders.get(id(registry))
     if entry is None or entry[0] is not registry:
         entry = _builders[id(registry)] = (registry, _builder(registry))

@@ -10,7 +10,6 @@ import msgspec
 
 from eventcore import _core
 from eventcore.errors import DuplicateEventId, ValidationError
-from eventcore.metadata import Metadata
 from eventcore.recorded import as_uuid
 from eventcore.store import Expected
 
@@ -21,17 +20,6 @@ MAX_EVENTS_PER_APPEND = 1 << 20
 
 _json_decode = msgspec.json.decode
 validate_stream_id = _core.validate_stream_id
-
-
-def metadata_from_json(text: str) -> Metadata:
-    """Metadata from the read queries' ``[causation, correlation, user_id, custom]`` JSON."""
-    causation, correlation, user_id, custom = _json_decode(text)
-    return Metadata(
-        causation_id=uuid.UUID(causation) if causation is not None else None,
-        correlation_id=uuid.UUID(correlation) if correlation is not None else None,
-        user_id=user_id,
-        custom=custom,
-    )
 
 
 def check_limit(limit: int | None) -> int | None:

@@ -90,7 +90,7 @@ class Queries:
     def __init__(self, schema: str) -> None:
         s = quote(schema)
         # The columns RecordedEvent is built from, in its order; the metadata as ONE
-        # column, NULL when the event has none (most): see _input.metadata_from_json.
+        # column, NULL when the event has none (most): see Metadata.from_json_array.
         cols = (
             "position, event_id, stream_id, version, event_type, payload, recorded_at,"
             " CASE WHEN causation_id IS NULL AND correlation_id IS NULL AND user_id IS NULL"

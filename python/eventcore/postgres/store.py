@@ -91,7 +91,6 @@ from eventcore.postgres._input import (
     MAX_PAYLOAD_BYTES,
     check_limit,
     check_stream_ids,
-    metadata_from_json,
     prepare_events,
     prepare_expected,
 )
@@ -391,18 +390,9 @@ class PostgresStore:
 
     def _wrap(self, rows: list[Any]) -> list[RecordedEvent[Any]]:
         # Rows are (position, event_id, stream_id, version, event_type, payload,
-        # recorded_at, metadata JSON or NULL): the fast builder takes them as they are;
-        # only events that carry metadata get it parsed (rows of one append share it).
-        events = recorded_events(rows, self.registry)
-        last_text: str | None = None
-        last: Metadata = EMPTY_METADATA
-        for i, row in enumerate(rows):
-            text = row[7]
-            if text is not None:
-                if text != last_text:
-                    last_text, last = text, metadata_from_json(text)
-                object.__setattr__(events[i], "_meta", last)
-        return events
+        # recorded_at, metadata JSON array or NULL): the fast builder takes them as they
+        # are; metadata is parsed on first access (Metadata.from_json_array).
+        return recorded_events(rows, self.registry)
 
     async def fold_streams(
         self, streams: Sequence[str], state: S, apply: Apply, decoders: Decoders
