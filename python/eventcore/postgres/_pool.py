@@ -54,6 +54,7 @@ class ConnectionPool:
         self._max_size = max_size
         self._idle: list[asyncpg.Connection] = []
         self._in_use: set[asyncpg.Connection] = set()
+        self._handing: set[asyncpg.Connection] = set()  # given to a waiter not yet running
         self._size = 0  # open or being opened
         # Callers waiting for a connection, oldest first; each future gets a connection,
         # or None: "a slot is free, open one yourself".
@@ -85,21 +86,17 @@ class ConnectionPool:
         """Open ``min_size`` connections (at once); raises what opening one raised."""
         missing = self._min_size - self._size
         if missing > 0:
-            self._size += missing
             results = await asyncio.gather(
-                *(self._connect() for _ in range(missing)), return_exceptions=True
+                *(self._open_idle() for _ in range(missing)), return_exceptions=True
             )
-            failure: BaseException | None = None
             for result in results:
                 if isinstance(result, BaseException):
-                    self._size -= 1
-                    failure = failure or result
-                else:
-                    self._idle.append(result)
-            if failure is not None:
-                self.terminate()
-                raise failure
+                    self.terminate()
+                    raise result
         return self
+
+    async def _open_idle(self) -> None:
+        self._put(await self._open_one())
 
     def acquire(self) -> _Lease:
         """A connection: ``conn = await pool.acquire()`` (then :meth:`release`) or
@@ -132,6 +129,7 @@ class ConnectionPool:
                     self._size -= 1
                     self._slot_freed()
                 else:
+                    self._handing.discard(handed)
                     self._in_use.add(handed)
                     self._put(handed)
             else:
@@ -139,6 +137,9 @@ class ConnectionPool:
             raise
         if conn is None:  # _slot_freed reserved a slot for us
             return await self._open_one(reserved=True)
+        self._handing.discard(conn)
+        if self._closed and conn.is_closed():  # terminate() ran meanwhile
+            raise PoolClosed("the connection pool is closed")
         self._in_use.add(conn)
         return conn
 
@@ -152,8 +153,9 @@ class ConnectionPool:
             self._slot_freed()
             raise
         if self._closed:
-            self._size -= 1
             conn.terminate()
+            self._size -= 1
+            self._slot_freed()
             raise PoolClosed("the connection pool is closed")
         self._in_use.add(conn)
         return conn
@@ -168,14 +170,16 @@ class ConnectionPool:
                 conn.terminate()
                 return
             raise pgbase.InterfaceError("release() of a connection this pool did not lend")
-        self._in_use.discard(conn)
         if self._closed or conn.is_closed() or conn.is_in_transaction():
+            self._in_use.discard(conn)
             self._drop(conn)
             return
+        self._in_use.discard(conn)
         waiters = self._waiters
         while waiters:
             waiter = waiters.popleft()
             if not waiter.done():
+                self._handing.add(conn)  # until the waiter runs; terminate() reaches it
                 waiter.set_result(conn)
                 return
         self._idle.append(conn)
@@ -282,17 +286,20 @@ class ConnectionPool:
             except Exception:
                 conn.terminate()
         if self._size > 0:
-            self._drained = asyncio.Event()
+            if self._drained is None:
+                self._drained = asyncio.Event()
             await self._drained.wait()
 
     def terminate(self) -> None:
         """Close every connection at once, held ones included."""
         self._begin_close()
-        for conn in [*self._idle, *self._in_use]:
+        held = [*self._idle, *self._in_use, *self._handing]
+        for conn in held:
             conn.terminate()
-        self._size -= len(self._idle) + len(self._in_use)
+        self._size -= len(held)
         self._idle = []
         self._in_use = set()
+        self._handing = set()
         if self._drained is not None:
             self._drained.set()
 
