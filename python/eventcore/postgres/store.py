@@ -106,7 +106,11 @@ S = TypeVar("S")
 
 _json_encode = msgspec.json.encode
 validate_stream_id = _core.validate_stream_id
-_NOTIFY = "SELECT pg_notify($1, $2)"
+# A NOTIFY takes a transaction id, so its commit writes a WAL record; waiting for that
+# record's flush (synchronous_commit) would add one flush per notification to the ones
+# the appends wait for. Notifications are not durable anyway: this one commits without
+# waiting (SET LOCAL, so a borrowed pool's connection keeps its settings).
+_NOTIFY = "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)"
 NOTIFY_DELAY = 0.002
 """Seconds a post-commit notification waits, so the appends of a burst share ONE NOTIFY."""
 
