@@ -1,0 +1,574 @@
+"""The PostgreSQL store against the plain-Python reference model (hypothesis, stateful).
+
+The same random operations drive a :class:`~eventcore.postgres.PostgresStore` (a fresh
+schema per run) and the reference ``Model`` of ``tests/test_memory_model.py``; results
+and errors must be identical. Appends cover every path of the SQL function
+``append_events``: one stream (checked or not), several streams where every checked
+stream is written, and the general path (checks on streams that are only read, empty
+batches); expected versions right, wrong, ``NO_STREAM``, ``STREAM_EXISTS`` and ``ANY``;
+metadata; idempotent replays of whole batches and of runs of the log (with other
+expected versions, ids as UUIDs or ints); event ids reused for other content, twice in
+one batch, or next to new ones ("only part of the batch was stored"). Every read is
+compared: ``read_stream``, ``read_streams``, ``read_stream_backwards``, ``read_all``
+(types, prefix, limit, ``after_position`` on and between positions), ``fold_streams``,
+``list_streams``, ``stream_version``, ``head`` and ``latest_position``.
+
+PostgreSQL positions are sparse (``transaction id * 2**20 + index``): the machine maps
+the model's positions 1..N (log order) to the store's, learned from the append results,
+checks that they are strictly increasing in log order and consecutive within an append,
+and compares reads through that map. A replay is a run of the log stored consecutively
+(no other event between), even across appends, as in the in-memory store;
+:class:`PgModel` also names the event each DuplicateEventId is about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from tests.pgserver import drop_schema, new_schema_name
+from tests.test_memory_model import DECODERS, PREFIXES, STREAMS, TYPES, Model, Stored
+
+from eventcore import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    ConcurrencyConflict,
+    DuplicateEventId,
+    Metadata,
+    NewEvent,
+    StreamConflict,
+    uuid7,
+)
+from eventcore.postgres import PostgresStore
+
+pytestmark = pytest.mark.postgres
+
+T = TypeVar("T")
+ModelEvent = tuple[str, str, bytes, int]
+"""An event as the model takes it: stream, type, payload, event id as an int."""
+
+PART = "only part of this batch was stored before"
+DIFFERENT = "already stored with different content"
+TWICE = "appears more than once in this batch"
+CORRELATION = uuid.UUID("0190a000-0000-7000-8000-000000000001")
+SETTLE_SECONDS = 10.0
+"""How long a check waits for the cluster's other transactions to stop holding back head."""
+
+limits = st.one_of(st.none(), st.integers(0, 6))
+metadata = st.one_of(
+    st.none(),
+    st.builds(
+        lambda user, correlation, custom: (
+            Metadata(user_id=user, correlation_id=correlation, custom=custom) or None
+        ),
+        st.sampled_from([None, "ann", "bob"]),
+        st.sampled_from([None, CORRELATION]),
+        st.sampled_from([None, {"tenant": "t1"}, {"tags": [1, 2]}]),
+    ),
+)
+
+
+class PgModel(Model):
+    """The reference model, also naming the event a DuplicateEventId is about.
+
+    A replay is any run of events stored consecutively in the log (no other event between
+    them) in this order with the same content and metadata, even across appends, as in
+    the in-memory store. Both stores decide on the first event of the batch (in order)
+    that is not a replay: a missing one means "only part of this batch was stored before"
+    (naming the first stored id), anything else "different content" (naming that event);
+    the base model does not say which, this one does.
+    """
+
+    def duplicate(self, events: list[ModelEvent], metadata: Metadata) -> DuplicateEventId | None:
+        """The DuplicateEventId both stores raise for this batch, or None (no duplicate)."""
+        ids = [e[3] for e in events]
+        seen: set[int] = set()
+        for event_id in ids:
+            if event_id in seen:
+                return DuplicateEventId(event_id, TWICE)
+            seen.add(event_id)
+        stored = [i for i in ids if i in self.by_id]
+        if not stored:
+            return None
+        first = self.by_id.get(ids[0])
+        for k, (stream_id, event_type, payload, event_id) in enumerate(events):
+            index = self.by_id.get(event_id)
+            if index is None or first is None:
+                return DuplicateEventId(stored[0], PART)
+            old = self.log[index]
+            if (
+                index != first + k
+                or (old.stream_id, old.event_type, old.payload) != (stream_id, event_type, payload)
+                or old.metadata != metadata
+            ):
+                return DuplicateEventId(event_id, DIFFERENT)
+        return None
+
+    def append(
+        self,
+        events: list[ModelEvent],
+        expected: list[tuple[str, int]],
+        metadata: Metadata,
+    ) -> tuple[list[int], dict[str, int]] | Exception:
+        verdict = self.duplicate(events, metadata)
+        outcome = super().append(events, expected, metadata)
+        if verdict is None:
+            assert not isinstance(outcome, DuplicateEventId), (outcome, "model disagrees")
+            return outcome
+        assert isinstance(outcome, DuplicateEventId), (outcome, "model disagrees")
+        return verdict
+
+
+def append_path(events: Sequence[NewEvent], checked: Sequence[str]) -> str:
+    """Which path of ``append_events`` takes this batch (as the SQL function decides)."""
+    written = {e.stream_id for e in events}
+    if len(written) == 1 and (not checked or list(checked) == [events[0].stream_id]):
+        return "one-stream"
+    if events and set(checked) <= written:
+        return "multi-stream"
+    return "general"
+
+
+def id_int(event_id: Any) -> int:
+    """An event id (uuid.UUID, asyncpg's UUID or an int) as an int."""
+    return event_id if isinstance(event_id, int) else uuid.UUID(str(event_id)).int
+
+
+def recorded_keys(recorded: Sequence[Any]) -> list[tuple[Any, ...]]:
+    return [
+        (e.position, e.event_id.int, e.stream_id, e.version, e.event_type, e.payload, e.metadata)
+        for e in recorded
+    ]
+
+
+class PgStoreMachine(RuleBasedStateMachine):
+    """Drives a PostgresStore (on its own schema) and the PgModel with the same operations."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__()
+        self.dsn = dsn
+        self.loop = asyncio.new_event_loop()
+        self.store = PostgresStore(dsn, schema=new_schema_name(), max_size=2)
+        self.model = PgModel()
+        # pos[k - 1] is the store's position of the model's position k.
+        self.pos: list[int] = []
+        # Successful non-empty appends with explicit ids: (events, expected, meta, result).
+        self.batches: list[tuple[list[NewEvent], list[tuple[str, int]], Any, AppendResult]] = []
+        try:
+            self.run(self.store.open())
+            self.run(self.store.migrate())
+        except BaseException:
+            self.teardown()
+            raise
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def teardown(self) -> None:
+        try:
+            self.run(self.store.close())
+        finally:
+            try:
+                self.run(drop_schema(self.dsn, self.store.schema))
+            finally:
+                self.loop.close()
+
+    # -- positions ---------------------------------------------------------------------
+
+    def at(self, model_position: int) -> int:
+        """The store's position of the model's position (1..N)."""
+        return self.pos[model_position - 1]
+
+    def keys(self, events: Sequence[Stored]) -> list[tuple[Any, ...]]:
+        """The model's events as recorded_keys() of the store's events should read."""
+        return [(self.at(e.position), *e.key()[1:]) for e in events]
+
+    def after_position(self, k: int, in_gap: bool) -> int:
+        """The store's cursor for "after the model's position k".
+
+        On a position (0 before the log, the last one beyond it), or (``in_gap``) the
+        highest cursor that still lies before the next event.
+        """
+        n = len(self.pos)
+        if k >= n:
+            last = self.pos[-1] if n else 0
+            return last + 12_345 if in_gap else last
+        if in_gap:
+            return self.pos[k] - 1
+        return self.pos[k - 1] if k else 0
+
+    def settled_head(self) -> int:
+        """head(), once it reached latest_position().
+
+        head() lags behind while any older transaction of the cluster is still running;
+        nothing else writes to this schema, so it catches up (and then stays up).
+        """
+        deadline = self.loop.time() + SETTLE_SECONDS
+        while True:
+            head = self.run(self.store.head())
+            latest = self.run(self.store.latest_position())
+            if head == latest or self.loop.time() > deadline:
+                assert head == latest, f"head {head} stays below latest {latest}"
+                return head
+            self.run(asyncio.sleep(0.01))
+
+    # -- appends -----------------------------------------------------------------------
+
+    def draw_expected(
+        self, data: st.DataObject, stream_ids: Sequence[str]
+    ) -> list[tuple[str, int]]:
+        expected = []
+        for stream_id in stream_ids:
+            actual = self.model.version(stream_id)
+            kind = data.draw(st.sampled_from(["right", "wrong", "none", "exists", "any"]))
+            if kind == "right":
+                exp = actual
+            elif kind == "wrong":
+                exp = data.draw(st.integers(0, actual + 1))
+                if exp >= actual:  # any version but the actual one
+                    exp += 1
+            else:
+                exp = {"none": NO_STREAM, "exists": STREAM_EXISTS, "any": ANY}[kind]
+            expected.append((stream_id, exp))
+        return expected
+
+    def check_same(
+        self, events: list[NewEvent], expected: Any, meta: Metadata | None
+    ) -> AppendResult | None:
+        """Append to both; assert the same outcome. The store's result, None on an error."""
+        pairs = list(expected.items()) if isinstance(expected, dict) else list(expected)
+        path = append_path(events, [s for s, _ in pairs])
+        latest_before = self.run(self.store.latest_position())
+        try:
+            result = self.run(self.store.append(events, expected=expected, metadata=meta))
+        except (ConcurrencyConflict, DuplicateEventId) as exc:
+            event(f"append: {path}, {type(exc).__name__}")
+            assert self.run(self.store.latest_position()) == latest_before
+            model_ids = [uuid7().int if e[3] is None else id_int(e[3]) for e in events]
+            outcome = self.model.append(
+                [(*e[:3], i) for e, i in zip(events, model_ids, strict=True)],
+                pairs,
+                meta or Metadata(),
+            )
+            assert isinstance(outcome, type(exc)), (exc, outcome)
+            if isinstance(exc, ConcurrencyConflict):
+                assert isinstance(outcome, ConcurrencyConflict)
+                assert exc.conflicts == tuple(StreamConflict(*c) for c in outcome.conflicts)
+                assert exc.attempts == 1
+            else:
+                assert isinstance(outcome, DuplicateEventId)
+                assert (id_int(exc.event_id), exc.reason) == (outcome.event_id, outcome.reason)
+            return None
+        ids = [i.int for i in result.event_ids]
+        for given, got in zip(events, ids, strict=True):
+            if given.event_id is not None:
+                assert got == id_int(given.event_id)
+            else:
+                assert uuid.UUID(int=got).version == 7
+        known = len(self.pos)
+        outcome = self.model.append(
+            [(*e[:3], i) for e, i in zip(events, ids, strict=True)],
+            pairs,
+            meta or Metadata(),
+        )
+        assert not isinstance(outcome, Exception), f"store accepted, model says {outcome!r}"
+        positions, versions = outcome
+        store_positions = list(result.positions)
+        assert len(store_positions) == len(positions) == len(events)
+        replay = bool(positions) and positions[0] <= known
+        event(f"append: {path}, {'replay' if replay else 'ok'}")
+        if replay:
+            assert [self.at(p) for p in positions] == store_positions
+            assert self.run(self.store.latest_position()) == latest_before
+        elif positions:
+            assert positions == list(range(known + 1, known + 1 + len(events)))
+            first = store_positions[0]
+            assert first > (self.pos[-1] if self.pos else 0), "positions must increase"
+            assert store_positions == list(range(first, first + len(events)))
+            self.pos.extend(store_positions)
+        assert dict(result.stream_versions) == versions
+        assert len(result) == len(events)
+        assert [(w.event_id.int, w.stream_id, w.version, w.position) for w in result.events] == [
+            (i, self.model.log[p - 1].stream_id, self.model.log[p - 1].version, self.at(p))
+            for i, p in zip(ids, positions, strict=True)
+        ]
+        assert result.last_position == max(store_positions, default=0)
+        return result
+
+    def append_batch(
+        self, data: st.DataObject, into: list[str], size: int, checks: str, meta: Metadata | None
+    ) -> None:
+        """Append ``size`` events over the streams ``into``, checking as ``checks`` says.
+
+        ``checks``: "none"; "written" (some of the written streams); "written+read" (some
+        written ones and streams that are only read); "any" (any streams).
+        """
+        batch = data.draw(
+            st.lists(
+                st.tuples(st.sampled_from(into), st.sampled_from(TYPES), st.binary(max_size=8)),
+                min_size=size,
+                max_size=size,
+            )
+        )
+        written = list(dict.fromkeys(s for s, _, _ in batch))
+        if checks == "none":
+            checked: list[str] = []
+        elif checks == "any":
+            checked = data.draw(st.lists(st.sampled_from(STREAMS), unique=True, max_size=3))
+        else:
+            checked = (
+                data.draw(st.lists(st.sampled_from(written), unique=True, min_size=1))
+                if written
+                else []
+            )
+            if checks == "written+read":
+                others = [s for s in STREAMS if s not in written]
+                extra = data.draw(st.lists(st.sampled_from(others), unique=True, min_size=1))
+                checked = data.draw(st.permutations([*checked, *extra[:2]]))
+        expected = self.draw_expected(data, checked)
+        explicit_ids = data.draw(st.booleans())
+        events = [NewEvent(s, t, p, uuid7() if explicit_ids else None) for s, t, p in batch]
+        as_mapping = data.draw(st.booleans())
+        result = self.check_same(events, dict(expected) if as_mapping else expected, meta)
+        if result is not None and explicit_ids and events:
+            self.batches.append((events, expected, meta, result))
+
+    @rule(
+        data=st.data(),
+        stream_id=st.sampled_from(STREAMS),
+        size=st.integers(1, 4),
+        checks=st.sampled_from(["none", "written"]),
+        meta=metadata,
+    )
+    def append_to_one_stream(
+        self, data: st.DataObject, stream_id: str, size: int, checks: str, meta: Metadata | None
+    ) -> None:
+        self.append_batch(data, [stream_id], size, checks, meta)
+
+    @rule(
+        data=st.data(),
+        into=st.lists(st.sampled_from(STREAMS), unique=True, min_size=2, max_size=3),
+        size=st.integers(2, 4),
+        checks=st.sampled_from(["none", "written"]),
+        meta=metadata,
+    )
+    def append_to_streams(
+        self, data: st.DataObject, into: list[str], size: int, checks: str, meta: Metadata | None
+    ) -> None:
+        self.append_batch(data, into, size, checks, meta)
+
+    @rule(
+        data=st.data(),
+        into=st.lists(st.sampled_from(STREAMS), unique=True, min_size=1, max_size=3),
+        size=st.integers(0, 4),
+        checks=st.sampled_from(["written+read", "any"]),
+        meta=metadata,
+    )
+    def append_checking_other_streams(
+        self, data: st.DataObject, into: list[str], size: int, checks: str, meta: Metadata | None
+    ) -> None:
+        self.append_batch(data, into, size, checks, meta)
+
+    @precondition(lambda self: self.batches)
+    @rule(data=st.data(), recheck=st.booleans())
+    def replay_a_batch(self, data: st.DataObject, recheck: bool) -> None:
+        """The same events again: the original result, whatever the expected versions."""
+        events, expected, meta, original = data.draw(st.sampled_from(self.batches))
+        if recheck:  # the ids are looked at before any expected version
+            streams = data.draw(st.lists(st.sampled_from(STREAMS), unique=True, max_size=3))
+            expected = self.draw_expected(data, streams)
+        result = self.check_same(events, expected, meta)
+        assert result is not None
+        assert list(result.positions) == list(original.positions)
+        assert result.events == original.events
+
+    @precondition(lambda self: self.model.log)
+    @rule(
+        data=st.data(),
+        length=st.integers(1, 4),
+        change=st.sampled_from(["none", "none", "reversed", "plus-new", "new-first"]),
+        as_int=st.booleans(),
+    )
+    def replay_a_run(self, data: st.DataObject, length: int, change: str, as_int: bool) -> None:
+        """Consecutive events of the log again: a replay, also across appends."""
+        start = data.draw(st.integers(0, len(self.model.log) - 1))
+        run = self.model.log[start : start + length]
+        events = [
+            NewEvent(
+                e.stream_id,
+                e.event_type,
+                e.payload,
+                e.event_id if as_int else uuid.UUID(int=e.event_id),
+            )
+            for e in run
+        ]
+        if change == "reversed":
+            events.reverse()
+        elif change == "plus-new":
+            events.append(NewEvent(run[0].stream_id, "m.A", b"new", uuid7()))
+        elif change == "new-first":
+            events.insert(0, NewEvent(run[0].stream_id, "m.A", b"new", uuid7()))
+        self.check_same(events, [], run[0].metadata or None)
+
+    @precondition(lambda self: self.model.log)
+    @rule(
+        data=st.data(),
+        how=st.sampled_from(["payload", "stream", "type", "meta", "mixed", "twice"]),
+    )
+    def reuse_an_event_id(self, data: st.DataObject, how: str) -> None:
+        old = data.draw(st.sampled_from(self.model.log))
+        event_id = uuid.UUID(int=old.event_id)
+        stream_id, event_type, payload = old.stream_id, old.event_type, old.payload
+        meta = old.metadata or None
+        if how == "payload":
+            payload = old.payload + b"!"
+        elif how == "stream":
+            stream_id = next(s for s in STREAMS if s != old.stream_id)
+        elif how == "type":
+            event_type = next(t for t in TYPES if t != old.event_type)
+        elif how == "meta":
+            meta = Metadata(user_id="someone-else")
+        events = [NewEvent(stream_id, event_type, payload, event_id)]
+        if how == "mixed":
+            # The stored event unchanged plus one new event: only part is a replay.
+            events.append(NewEvent(old.stream_id, old.event_type, old.payload, uuid7()))
+        elif how == "twice":
+            fresh = uuid7()
+            events = [NewEvent(old.stream_id, "m.A", b"", fresh)] * 2
+        assert self.check_same(events, [], meta) is None
+
+    # -- reads -------------------------------------------------------------------------
+
+    @rule(
+        stream_id=st.sampled_from([*STREAMS, "nobody"]),
+        after=st.integers(0, 6),
+        limit=limits,
+    )
+    def read_stream(self, stream_id: str, after: int, limit: int | None) -> None:
+        got = self.run(self.store.read_stream(stream_id, after_version=after, limit=limit))
+        want = [e for e in self.model.stream(stream_id) if e.version > after][:limit]
+        assert recorded_keys(got) == self.keys(want)
+
+    @rule(
+        stream_ids=st.lists(st.sampled_from([*STREAMS, "nobody"]), unique=True, max_size=4),
+        after=st.integers(0, 4),
+        limit=limits,
+    )
+    def read_streams(self, stream_ids: list[str], after: int, limit: int | None) -> None:
+        got = self.run(self.store.read_streams(stream_ids, after_version=after, limit=limit))
+        want = sorted(
+            (e for s in stream_ids for e in self.model.stream(s) if e.version > after),
+            key=lambda e: e.position,
+        )[:limit]
+        assert recorded_keys(got) == self.keys(want)
+
+    @rule(
+        stream_id=st.sampled_from([*STREAMS, "nobody"]),
+        before=st.one_of(st.none(), st.integers(0, 8)),
+        limit=limits,
+    )
+    def read_stream_backwards(self, stream_id: str, before: int | None, limit: int | None) -> None:
+        got = self.run(
+            self.store.read_stream_backwards(stream_id, before_version=before, limit=limit)
+        )
+        events = self.model.stream(stream_id)
+        if before is not None:
+            events = [e for e in events if e.version < before]
+        want = list(reversed(events))[:limit]
+        assert recorded_keys(got) == self.keys(want)
+
+    @rule(
+        after=st.integers(0, 40),
+        in_gap=st.booleans(),
+        limit=limits,
+        types=st.one_of(st.none(), st.lists(st.sampled_from([*TYPES, "m.Z"]), max_size=2)),
+        prefix=st.one_of(st.none(), st.sampled_from(PREFIXES)),
+    )
+    def read_all(
+        self,
+        after: int,
+        in_gap: bool,
+        limit: int | None,
+        types: list[str] | None,
+        prefix: str | None,
+    ) -> None:
+        self.settled_head()
+        got = self.run(
+            self.store.read_all(
+                after_position=self.after_position(after, in_gap),
+                limit=limit,
+                event_types=types,
+                stream_prefix=prefix,
+            )
+        )
+        want = [
+            e
+            for e in self.model.log
+            if e.position > after
+            and (types is None or e.event_type in types)
+            and (prefix is None or e.stream_id.startswith(prefix))
+        ][:limit]
+        assert recorded_keys(got) == self.keys(want)
+
+    @rule(stream_ids=st.lists(st.sampled_from([*STREAMS, "nobody"]), unique=True, max_size=4))
+    def fold_streams(self, stream_ids: list[str]) -> None:
+        def apply(state: list[Any], decoded: Any, stream_id: str) -> list[Any]:
+            state.append((stream_id, decoded))
+            return state
+
+        empty: list[Any] = []
+        state, versions = self.run(self.store.fold_streams(stream_ids, empty, apply, DECODERS))
+        want = sorted(
+            (e for s in stream_ids for e in self.model.stream(s)), key=lambda e: e.position
+        )
+        assert state == [(e.stream_id, (e.event_type, e.payload)) for e in want]
+        assert list(versions) == [self.model.version(s) for s in stream_ids]
+
+    @rule(
+        prefix=st.one_of(st.none(), st.sampled_from(PREFIXES)),
+        after=st.one_of(st.none(), st.sampled_from([*STREAMS, "a", "z"])),
+        limit=limits,
+    )
+    def list_streams(self, prefix: str | None, after: str | None, limit: int | None) -> None:
+        got = self.run(self.store.list_streams(prefix=prefix, after=after, limit=limit))
+        want = sorted(
+            (s, len(ix))
+            for s, ix in self.model.streams.items()
+            if ix and (prefix is None or s.startswith(prefix)) and (after is None or s > after)
+        )[:limit]
+        assert [tuple(x) for x in got] == want
+
+    @invariant()
+    def versions_and_head_agree(self) -> None:
+        last = self.pos[-1] if self.pos else 0
+        assert len(self.pos) == len(self.model.log)
+        assert self.settled_head() == last
+        assert self.run(self.store.latest_position()) == last
+        for stream_id in [*STREAMS, "nobody"]:
+            assert self.run(self.store.stream_version(stream_id)) == self.model.version(stream_id)
+
+
+SETTINGS = settings(
+    max_examples=60,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+def test_postgres_store_matches_the_model(postgres_dsn: str) -> None:
+    run_state_machine_as_test(lambda: PgStoreMachine(postgres_dsn), settings=SETTINGS)
