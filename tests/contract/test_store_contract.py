@@ -151,6 +151,30 @@ async def test_idempotent_append_returns_the_original_result(store: Any) -> None
     assert len(await store.read_all()) == 3
 
 
+async def test_a_replay_is_a_run_of_the_log_even_across_appends(store: Any) -> None:
+    # A replay is the same events stored consecutively, in this order: one append or a
+    # run of several. A gap (another event between) or another order is not a replay.
+    a, b, c, d = (new("s", Deposited(i), uuid.UUID(int=(7 << 76) | 50 + i)) for i in range(4))
+    first = await store.append([a])
+    second = await store.append([b])
+    await store.append([new("t", Deposited(9))])
+    await store.append([c, d])
+    head = await store.head()
+    again = await store.append([a, b])
+    assert [w.position for w in again.events] == [
+        first.events[0].position,
+        second.events[0].position,
+    ]
+    assert dict(again.stream_versions) == {"s": 2}
+    with pytest.raises(DuplicateEventId) as gap:
+        await store.append([b, c])  # the event of "t" lies between them
+    assert gap.value.event_id == c.event_id
+    with pytest.raises(DuplicateEventId) as order:
+        await store.append([b, a])
+    assert order.value.event_id == a.event_id
+    assert await store.head() == head
+
+
 async def test_event_id_reused_for_other_content_is_an_error(store: Any) -> None:
     event_id = uuid.UUID(int=(7 << 76) | 99)
     await store.append([new("a", Deposited(1), event_id)])

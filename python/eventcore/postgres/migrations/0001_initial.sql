@@ -318,21 +318,26 @@ BEGIN
     IF n > 0 THEN
         SELECT count(*) INTO stored FROM __SCHEMA__.events e WHERE e.event_id = ANY (p_event_ids);
         IF stored > 0 THEN
-            -- A replay must be the very same batch: every id stored, consecutive positions
-            -- in the same order, same streams, types, payloads and metadata.
-            SELECT x.id, e.event_id IS NULL AS missing INTO bad
-              FROM unnest(p_event_ids, p_stream_ids, p_event_types, p_payloads)
-                   WITH ORDINALITY AS x(id, s, t, p, i)
-              LEFT JOIN __SCHEMA__.events e ON e.event_id = x.id
-             WHERE e.event_id IS NULL
-                OR e.position - x.i <> (SELECT min(f.position) - 1 FROM __SCHEMA__.events f
-                                         WHERE f.event_id = p_event_ids[1])
-                OR e.stream_id <> x.s OR e.event_type <> x.t OR e.payload <> x.p
-                OR e.causation_id IS DISTINCT FROM p_causation_id
-                OR e.correlation_id IS DISTINCT FROM p_correlation_id
-                OR e.user_id IS DISTINCT FROM p_user_id
-                OR e.custom IS DISTINCT FROM p_custom
-             ORDER BY x.i
+            -- A replay must be the very same events, stored as one run of the log in
+            -- this order (like the in-memory store: consecutive there, and here no
+            -- other event between them), with the same streams, types, payloads and
+            -- metadata. The first event (in batch order) that breaks it is named.
+            SELECT y.id, y.missing INTO bad
+              FROM (SELECT x.id, x.i, e.event_id IS NULL AS missing,
+                           e.stream_id <> x.s OR e.event_type <> x.t OR e.payload <> x.p
+                           OR e.causation_id IS DISTINCT FROM p_causation_id
+                           OR e.correlation_id IS DISTINCT FROM p_correlation_id
+                           OR e.user_id IS DISTINCT FROM p_user_id
+                           OR e.custom IS DISTINCT FROM p_custom AS differs,
+                           e.position AS pos,
+                           lag(e.position) OVER (ORDER BY x.i) AS prev
+                      FROM unnest(p_event_ids, p_stream_ids, p_event_types, p_payloads)
+                           WITH ORDINALITY AS x(id, s, t, p, i)
+                      LEFT JOIN __SCHEMA__.events e ON e.event_id = x.id) y
+             WHERE y.missing OR y.differs OR y.pos <= y.prev
+                OR EXISTS (SELECT 1 FROM __SCHEMA__.events f
+                            WHERE f.position > y.prev AND f.position < y.pos)
+             ORDER BY y.i
              LIMIT 1;
             IF FOUND THEN
                 status := 'duplicate';
