@@ -149,7 +149,7 @@ class RecordedEvent(Generic[E]):
         "version",
     )
 
-    _id: int | uuid.UUID
+    _id: int | bytes | uuid.UUID
     _ts: int | datetime
     _meta: bytes | str | Metadata | None
     _registry: EventRegistry
@@ -168,7 +168,7 @@ class RecordedEvent(Generic[E]):
     def __init__(
         self,
         position: int,
-        event_id: int | uuid.UUID,
+        event_id: int | bytes | uuid.UUID,
         stream_id: str,
         version: int,
         event_type: str,
@@ -197,6 +197,8 @@ class RecordedEvent(Generic[E]):
         """The event's UUIDv7."""
         value = self._id
         if not isinstance(value, _UUID):
+            if isinstance(value, bytes):  # the 16 bytes, as the PostgreSQL reads send it
+                value = int.from_bytes(value)
             value = as_uuid(value)
             object.__setattr__(self, "_id", value)
         return value
@@ -309,9 +311,9 @@ def recorded_events(
     rows: Iterable[Sequence[Any]], registry: EventRegistry
 ) -> list[RecordedEvent[Any]]:
     """Build RecordedEvents from rows ``(position, event_id, stream_id, version, event_type,
-    payload, recorded_at, metadata)``; ids may be ints or UUIDs, times micros or datetimes,
-    metadata ``None``, :class:`Metadata`, :meth:`Metadata.to_bytes` bytes or a
-    :meth:`Metadata.from_json_array` str (each decoded on first access)."""
+    payload, recorded_at, metadata)``; ids may be ints, UUIDs or their 16 bytes, times
+    micros or datetimes, metadata ``None``, :class:`Metadata`, :meth:`Metadata.to_bytes`
+    bytes or a :meth:`Metadata.from_json_array` str (each converted on first access)."""
     entry = _builders.get(id(registry))
     if entry is None or entry[0] is not registry:
         entry = _builders[id(registry)] = (registry, _builder(registry))

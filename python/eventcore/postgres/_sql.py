@@ -89,10 +89,15 @@ class Queries:
 
     def __init__(self, schema: str) -> None:
         s = quote(schema)
-        # The columns RecordedEvent is built from, in its order; the metadata as ONE
-        # column, NULL when the event has none (most): see Metadata.from_json_array.
+        # The columns RecordedEvent is built from, in its order. The event id as its 16
+        # bytes (uuid_send): asyncpg's UUID objects are tracked by Python's cyclic GC and
+        # bytes are not; with one UUID less per event a read of the log spends about a
+        # third less time in collections (RecordedEvent.event_id converts on access). The
+        # metadata as ONE column, NULL when the event has none (most): see
+        # Metadata.from_json_array.
         cols = (
-            "position, event_id, stream_id, version, event_type, payload, recorded_at,"
+            "position, uuid_send(event_id), stream_id, version, event_type, payload,"
+            " recorded_at,"
             " CASE WHEN causation_id IS NULL AND correlation_id IS NULL AND user_id IS NULL"
             " AND custom IS NULL THEN NULL ELSE"
             " json_build_array(causation_id, correlation_id, user_id, custom)::text END"
