@@ -618,35 +618,51 @@ the transfer at 0.41x, the read at 55-80k events/s):
   call: about 750 us of server time for a one-event append. Generic plans
   (`plan_cache_mode = force_generic_plan`, with `enable_seqscan = off` on the function so
   plans made while the tables are small stay index plans) bring it to about 175 us.
-- **One statement on the common path.** When there are events and every checked stream is
-  written, the version check, the stream-row bump or creation and the insert are one
-  statement after the per-stream advisory locks.
+- **One statement on the multi-stream path.** When there are events and every checked
+  stream is written, the version check, the stream-row bump or creation and the insert
+  are one statement after the per-stream advisory locks.
+- **A one-stream path.** That statement still starts about 40 executor nodes. Events for
+  one stream (the common command, a batch) take the stream lock, an event-id probe, ONE
+  upsert that checks the expected version and bumps the row, and the insert: about half
+  the server time (at 16 clients about 190-250 us of server CPU per one-event append
+  against 300-500 us; the raw conditional insert costs about 100 us).
 - **`NOTIFY` serialized commits.** A transaction that notifies holds a database-wide lock
   through its WAL flush, so at 16 clients commits queued instead of sharing flushes. The
-  store now notifies after the commit, from one connection, coalesced, fire-and-forget.
-- **A reset round trip per statement.** asyncpg resets a connection when it goes back to a
-  pool; the store's own pool skips that.
+  store notifies after the commit, from one connection, coalesced over 2 ms,
+  fire-and-forget, and that notification's own commit does not wait for its WAL flush
+  (`synchronous_commit` off for it alone: notifications are not durable anyway).
+- **The connection pool.** `asyncpg.Pool` cost more per statement than the statement's
+  client side: `SELECT 1` took 146 us through `Pool.fetchval` against 84 us on a bare
+  connection at one client (80 against 44 us of CPU at 16 clients: a shielded release
+  task per statement, a queue, a holder, a proxy, a reset round trip by default). A
+  store made from a DSN now keeps its own pool (idle list, first-come first-served waiters, connections
+  whose statement was interrupted are terminated, never reused). At 16 clients
+  eventcore's client CPU per command fell from about 290 to about 180 us (raw: 165 us).
 - **The read sorted the table.** The snapshot bound made the planner sort every row; it
-  is now applied per page, so the read walks the index.
+  is now applied per page, so the read walks the index. Metadata is parsed on first
+  access instead of in a loop over every page.
+- **The read fed Python's cyclic GC.** With the peer's objects in the process (68k), a
+  200k-event read spent 250-370 ms of about 1 s in collections (raw: about 50 ms): four
+  GC-tracked objects per event (asyncpg's Record and UUID, the RecordedEvent, the decoded
+  event) and eight full collections. asyncpg's UUID is tracked, bytes are not: the reads
+  select `uuid_send(event_id)` and `RecordedEvent.event_id` converts on access (GC time
+  170-196 ms, the read 155-227k -> 250-284k events/s in the same script).
 
 What is left:
 
-- **c1 (about 0.7x raw, 0.6x the peer).** Each command makes two round trips (the fold
-  read, the append) plus the post-commit `NOTIFY` from a second connection, which at one
-  client is never coalesced. The append function still costs about 175 us of server time
-  against about 63 us for the raw statement (advisory locks, the idempotency probe, the
-  position-from-transaction-id and metadata columns). The peer's synchronous psycopg client
-  spends less per round trip than asyncio + asyncpg. What would close it: delaying
-  notifications by about a millisecond so they coalesce, a dedicated statement for the
-  one-stream one-event case, and folding through a prepared statement that returns only
-  the columns a fold needs.
-- **c16 (about 0.5x raw).** Client and server share the 2 cores: eventcore spends about
-  300-340 us of Python per command (command object, pipeline, fold, encoding, asyncpg
-  encoding of the array parameters, result objects) against about 200-280 us for the raw
-  client, and the server does the extra work above.
-- **Reading the log (about 180-205k events/s, 0.5x raw).** Each row becomes a
-  `RecordedEvent` (fast builder; UUID, timestamp, metadata and payload decoding are lazy)
-  and carries the metadata column; the raw read decodes the payload only.
+- **The append function's server time.** About twice the raw statement's: the stream's
+  advisory lock (taken before the transaction gets an id, which is what keeps the log
+  gap-free), the event-id probe (idempotent appends), the function call itself
+  (`SECURITY DEFINER`, so the application role needs no INSERT), and the metadata
+  columns. At 16 clients the server shares the 2 cores with the client, so this is most of
+  the remaining gap.
+- **c1.** Two round trips per command like raw, plus, every 2 ms, the coalesced `NOTIFY`
+  on a second connection.
+- **Reading the log (about 0.6x raw).** Each row still becomes a `RecordedEvent` (fast
+  builder; UUID, timestamp, metadata and payload decoding are lazy): three GC-tracked
+  objects per event live for a page (Record, RecordedEvent, decoded event) against the
+  raw read's two (Record, UUID), so collections still take about a fifth of the read. A RecordedEvent built natively without GC
+  tracking would remove most of that.
 
 ## How it is measured
 
