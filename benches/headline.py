@@ -635,9 +635,10 @@ the transfer at 0.41x, the read at 55-80k events/s):
   client side: `SELECT 1` took 146 us through `Pool.fetchval` against 84 us on a bare
   connection at one client (80 against 44 us of CPU at 16 clients: a shielded release
   task per statement, a queue, a holder, a proxy, a reset round trip by default). A
-  store made from a DSN now keeps its own pool (idle list, first-come first-served waiters, connections
-  whose statement was interrupted are terminated, never reused). At 16 clients
-  eventcore's client CPU per command fell from about 290 to about 180 us (raw: 165 us).
+  store made from a DSN now keeps its own pool (idle list, first-come first-served
+  waiters, connections whose statement was interrupted are terminated, never reused).
+  At 16 clients eventcore's client CPU per command fell from about 290 to about 180 us
+  (raw: 165 us).
 - **The read sorted the table.** The snapshot bound made the planner sort every row; it
   is now applied per page, so the read walks the index. Metadata is parsed on first
   access instead of in a loop over every page.
@@ -661,8 +662,8 @@ What is left:
 - **Reading the log (about 0.6x raw).** Each row still becomes a `RecordedEvent` (fast
   builder; UUID, timestamp, metadata and payload decoding are lazy): three GC-tracked
   objects per event live for a page (Record, RecordedEvent, decoded event) against the
-  raw read's two (Record, UUID), so collections still take about a fifth of the read. A RecordedEvent built natively without GC
-  tracking would remove most of that.
+  raw read's two (Record, UUID), so collections still take about a fifth of the read.
+  A RecordedEvent built natively without GC tracking would remove most of that.
 
 ## How it is measured
 
