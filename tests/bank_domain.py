@@ -1,7 +1,15 @@
-"""A small bank domain shared by the core library tests (events, commands, helpers).
+"""The core tests' bank: the shipped example domain, plus what only the tests need.
 
-Event type names use the ``tbank.`` prefix so they never collide with the example app or
-the contract suite in the process-wide default registry.
+The accounts (``AccountOpened``/``Deposited``/``Withdrawn``, ``OpenAccount``, ``Deposit``,
+``Withdraw`` and the atomic two-stream ``Transfer``) are ``eventcore.examples.bank``,
+re-exported here. The example keeps its events in a registry of its own; the tests' stores
+use the default registry (``MemoryStore()``, ``Scenario()``, ``FaultyStore()``), so this
+module also registers them there, under the example's names (``demo.bank.*``).
+
+On top of it, what exists only to exercise special behaviour (test-only event type names
+use the ``tbank.`` prefix): ``AccountNo`` (a pattern-checked value type), ``Noted`` (an
+event that can hold anything, to provoke encoding errors), ``EmitTo`` (emits whatever it is
+told, to probe the executor's checks) and ``PlaceOrder`` (discovers the streams it needs).
 """
 
 from __future__ import annotations
@@ -23,32 +31,53 @@ from eventcore import (
     require,
     stream,
 )
+from eventcore.examples import bank
+from eventcore.examples.bank import (
+    Account,
+    AccountEvent,
+    AccountOpened,
+    Deposit,
+    Deposited,
+    Money,
+    OpenAccount,
+    Transfer,
+    Withdraw,
+    Withdrawn,
+    fold_account,
+)
 
+__all__ = [
+    "Account",
+    "AccountEvent",
+    "AccountNo",
+    "AccountOpened",
+    "Catalogued",
+    "Deposit",
+    "Deposited",
+    "EmitTo",
+    "Money",
+    "Noted",
+    "OpenAccount",
+    "OrderState",
+    "PlaceOrder",
+    "Reserved",
+    "Stocked",
+    "Transfer",
+    "Withdraw",
+    "Withdrawn",
+    "balance",
+    "fold_account",
+    "log_snapshot",
+    "new",
+    "open_with",
+]
 
-class Money(Value, int, gt=0):
-    """An amount in cents; always positive."""
+for _cls in (AccountOpened, Deposited, Withdrawn):
+    default_registry.register(bank.registry.name_of(_cls), _cls)
 
 
 class AccountNo(Value, str, pattern=r"acc-[0-9]+"):
     """An account number such as ``acc-42``."""
-
-
-@event("tbank.Opened")
-@dataclass(frozen=True)
-class Opened:
-    owner: str
-
-
-@event("tbank.Deposited")
-@dataclass(frozen=True)
-class Deposited:
-    amount: int
-
-
-@event("tbank.Withdrawn")
-@dataclass(frozen=True)
-class Withdrawn:
-    amount: int
 
 
 @event("tbank.Noted")
@@ -56,83 +85,6 @@ class Noted(msgspec.Struct, frozen=True):
     """A msgspec event whose ``note`` may hold anything (to provoke encoding errors)."""
 
     note: Any
-
-
-AccountEvent = Opened | Deposited | Withdrawn
-
-
-@dataclass(frozen=True)
-class Account:
-    opened: bool = False
-    balance: int = 0
-
-
-def fold_account(state: Account, ev: Any) -> Account:
-    if isinstance(ev, Opened):
-        return Account(opened=True, balance=state.balance)
-    if isinstance(ev, Deposited):
-        return Account(opened=state.opened, balance=state.balance + ev.amount)
-    if isinstance(ev, Withdrawn):
-        return Account(opened=state.opened, balance=state.balance - ev.amount)
-    return state
-
-
-class SingleAccount(Command[Account, AccountEvent]):
-    account: StreamId = stream()
-
-    def initial_state(self) -> Account:
-        return Account()
-
-    def apply(self, state: Account, event: AccountEvent, stream_id: str) -> Account:
-        return fold_account(state, event)
-
-
-class OpenAccount(SingleAccount):
-    owner: str
-
-    def handle(self, state: Account) -> list[tuple[str, AccountEvent]]:
-        require(not state.opened, f"account {self.account} is already open")
-        return [(self.account, Opened(self.owner))]
-
-
-class Deposit(SingleAccount):
-    amount: Money
-
-    def handle(self, state: Account) -> list[tuple[str, AccountEvent]]:
-        require(state.opened, f"account {self.account} is not open")
-        return [(self.account, Deposited(self.amount))]
-
-
-class Withdraw(SingleAccount):
-    amount: Money
-
-    def handle(self, state: Account) -> list[tuple[str, AccountEvent]]:
-        require(state.opened, f"account {self.account} is not open")
-        require(state.balance >= self.amount, f"insufficient funds in {self.account}")
-        return [(self.account, Withdrawn(self.amount))]
-
-
-class Transfer(Command[dict[str, Account], AccountEvent]):
-    """Move money between two accounts in one atomic write to both streams."""
-
-    source: StreamId = stream()
-    target: StreamId = stream()
-    amount: Money
-
-    def initial_state(self) -> dict[str, Account]:
-        return {self.source: Account(), self.target: Account()}
-
-    def apply(
-        self, state: dict[str, Account], event: AccountEvent, stream_id: str
-    ) -> dict[str, Account]:
-        state[stream_id] = fold_account(state[stream_id], event)
-        return state
-
-    def handle(self, state: dict[str, Account]) -> list[tuple[str, AccountEvent]]:
-        require(self.source != self.target, "cannot transfer to the same account")
-        require(state[self.source].opened and state[self.target].opened, "both must be open")
-        require(state[self.source].balance >= self.amount, f"insufficient funds in {self.source}")
-        return [(self.source, Withdrawn(self.amount)), (self.target, Deposited(self.amount))]
 
 
 class EmitTo(Command[list[tuple[str, Any]], Any]):
@@ -211,7 +163,7 @@ def new(stream_id: str, ev: Any, event_id: Any = None) -> NewEvent:
 
 def open_with(store: MemoryStore, account: str, amount: int = 0) -> None:
     """Open ``account`` and deposit ``amount`` (no version check)."""
-    batch = [new(account, Opened(account))]
+    batch = [new(account, AccountOpened(account))]
     if amount:
         batch.append(new(account, Deposited(amount)))
     store.append(batch)

@@ -27,13 +27,13 @@ from eventcore.retry import DEFAULT_RETRY
 from eventcore.testing import FaultyStore
 
 from .bank_domain import (
+    AccountOpened,
     Catalogued,
     Deposit,
     Deposited,
     EmitTo,
     Noted,
     OpenAccount,
-    Opened,
     PlaceOrder,
     Reserved,
     Stocked,
@@ -77,7 +77,7 @@ def test_single_stream_command_writes_its_events(store: MemoryStore, run: Any) -
     assert (written.stream_id, written.version, written.position) == ("acc-1", 1, 1)
     [recorded] = store.read_all()
     assert recorded.event_id == written.event_id
-    assert recorded.data == Opened("ann")
+    assert recorded.data == AccountOpened("ann")
     assert list(result.positions) == [1]
 
 
@@ -299,7 +299,7 @@ def test_injected_conflicts_are_retried_until_success(run: Any) -> None:
         "fold:ok",
         "append:ok",
     ]
-    assert [e.data for e in faulty.store.read_stream("a")] == [Opened("a"), Deposited(4)]
+    assert [e.data for e in faulty.store.read_stream("a")] == [AccountOpened("a"), Deposited(4)]
 
 
 def test_conflicts_beyond_the_policy_raise_with_every_conflict(run: Any) -> None:
@@ -336,7 +336,7 @@ def test_interleaved_deposit_is_folded_into_the_retry(run: Any) -> None:
     assert faulty.calls == ["fold:ok", "append:interleave", "fold:ok", "append:ok"]
     # Both the competing deposit and ours are stored, ours last, with fresh versions.
     assert [e.data for e in faulty.store.read_stream("a")] == [
-        Opened("a"),
+        AccountOpened("a"),
         Deposited(10),
         Deposited(5),
         Deposited(5),
@@ -361,7 +361,7 @@ def test_unavailable_append_is_retried(run: Any) -> None:
     result = run(faulty, Deposit(account="a", amount=2), retry=FAST)
     assert result.attempts == 3
     assert faulty.calls == ["fold:ok", "append:unavailable", "append:unavailable", "append:ok"]
-    assert [e.data for e in faulty.store.read_stream("a")] == [Opened("a"), Deposited(2)]
+    assert [e.data for e in faulty.store.read_stream("a")] == [AccountOpened("a"), Deposited(2)]
 
 
 def test_lost_reply_is_idempotent(run: Any) -> None:

@@ -20,12 +20,12 @@ from eventcore import (
 )
 
 from .bank_domain import (
+    AccountOpened,
     Deposit,
     Deposited,
     EmitTo,
     Noted,
     OpenAccount,
-    Opened,
     Transfer,
     Withdraw,
     Withdrawn,
@@ -41,7 +41,7 @@ SETTINGS = settings(max_examples=150, deadline=None)
 events_st = st.one_of(
     st.builds(Deposited, st.integers(1, 100)),
     st.builds(Withdrawn, st.integers(1, 100)),
-    st.builds(Opened, st.text(max_size=5)),
+    st.builds(AccountOpened, st.text(max_size=5)),
 )
 
 
@@ -191,7 +191,7 @@ def test_random_command_sequences_match_a_reference_model(
         expected: list[tuple[str, Any]] | None
         if kind == "open":
             command: Any = OpenAccount(account=account, owner=account)
-            expected = None if account in opened else [(account, Opened(account))]
+            expected = None if account in opened else [(account, AccountOpened(account))]
         elif kind == "deposit":
             command = Deposit(account=account, amount=amount)
             expected = [(account, Deposited(amount))] if account in opened else None
@@ -220,7 +220,7 @@ def test_random_command_sequences_match_a_reference_model(
         assert [(e.stream_id, e.data) for e in written] == expected
         assert {w.stream_id for w in result.events} <= set(command.streams())
         for stream_id, ev in expected:
-            if isinstance(ev, Opened):
+            if isinstance(ev, AccountOpened):
                 opened.add(stream_id)
             elif isinstance(ev, Deposited):
                 balances[stream_id] += ev.amount

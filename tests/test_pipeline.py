@@ -30,12 +30,12 @@ from eventcore._pipeline import run_command
 
 from .bank_domain import (
     Account,
+    AccountOpened,
     Catalogued,
     Deposit,
     Deposited,
     EmitTo,
     Noted,
-    Opened,
     PlaceOrder,
     Reserved,
     Stocked,
@@ -146,7 +146,7 @@ def test_happy_path_effects_in_order() -> None:
     assert append.metadata is None
     [(stream_id, name, payload, event_id)] = append.events
     assert stream_id == "acc-1"
-    assert name == "tbank.Deposited"
+    assert name == "demo.bank.Deposited"
     assert default_registry.decode(name, payload) == Deposited(5)
     assert isinstance(event_id, int) and (event_id >> 76) & 0xF == 7
 
@@ -167,8 +167,8 @@ def test_multi_stream_expected_versions_follow_declaration_order() -> None:
     append = steps.send((state, [4, 1]))
     assert append.expected == [("a", 4), ("b", 1)]
     assert [(e[0], e[1]) for e in append.events] == [
-        ("a", "tbank.Withdrawn"),
-        ("b", "tbank.Deposited"),
+        ("a", "demo.bank.Withdrawn"),
+        ("b", "demo.bank.Deposited"),
     ]
     ids = [e[3] for e in append.events]
     assert ids == sorted(ids) and len(set(ids)) == 2
@@ -480,7 +480,7 @@ def test_emitting_to_a_discovered_stream_is_allowed() -> None:
 
 def test_registry_is_the_one_given() -> None:
     registry = EventRegistry()
-    registry.register("other.Opened", Opened)
+    registry.register("other.AccountOpened", AccountOpened)
     registry.register("other.Deposited", Deposited)
     registry.register("other.Withdrawn", Withdrawn)
     steps = Steps(Deposit(account="a", amount=2), registry, NO_DELAY, None)

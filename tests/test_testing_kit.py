@@ -21,11 +21,11 @@ from eventcore import (
 from eventcore.testing import FaultyStore, Scenario
 
 from .bank_domain import (
+    AccountOpened,
     Deposit,
     Deposited,
     EmitTo,
     OpenAccount,
-    Opened,
     Transfer,
     Withdraw,
     Withdrawn,
@@ -38,7 +38,11 @@ from .bank_domain import (
 def test_given_when_then_passes_for_the_right_events() -> None:
     scenario = (
         Scenario()
-        .given(("acc-1", Opened("ann")), ("acc-1", Deposited(10)), ("acc-2", Opened("bob")))
+        .given(
+            ("acc-1", AccountOpened("ann")),
+            ("acc-1", Deposited(10)),
+            ("acc-2", AccountOpened("bob")),
+        )
         .when(Transfer(source="acc-1", target="acc-2", amount=4))
         .then(("acc-1", Withdrawn(4)), ("acc-2", Deposited(4)))
     )
@@ -50,19 +54,19 @@ def test_given_when_then_passes_for_the_right_events() -> None:
 
 def test_given_nothing_is_a_fresh_store() -> None:
     scenario = Scenario().when(OpenAccount(account="acc-1", owner="ann"))
-    scenario.then(("acc-1", Opened("ann")))
+    scenario.then(("acc-1", AccountOpened("ann")))
     assert scenario.store.head() == 1
 
 
 def test_given_metadata_is_stored() -> None:
     meta = Metadata(user_id="setup")
-    scenario = Scenario().given(("a", Opened("x")), metadata=meta)
+    scenario = Scenario().given(("a", AccountOpened("x")), metadata=meta)
     [e] = scenario.store.read_all()
     assert e.metadata == meta
 
 
 def test_then_fails_when_other_events_were_written() -> None:
-    scenario = Scenario().given(("a", Opened("x"))).when(Deposit(account="a", amount=3))
+    scenario = Scenario().given(("a", AccountOpened("x"))).when(Deposit(account="a", amount=3))
     with pytest.raises(AssertionError, match="events written differ"):
         scenario.then(("a", Deposited(4)))
     with pytest.raises(AssertionError):
@@ -85,7 +89,7 @@ def test_then_fails_when_the_command_raised() -> None:
 def test_then_raises_passes_for_the_right_error() -> None:
     scenario = (
         Scenario()
-        .given(("a", Opened("x")))
+        .given(("a", AccountOpened("x")))
         .when(Withdraw(account="a", amount=1))
         .then_raises(BusinessRuleViolation, match="insufficient funds")
     )
@@ -112,14 +116,14 @@ def test_then_raises_fails_for_another_error_or_message() -> None:
 
 def test_then_only_counts_events_written_by_the_command() -> None:
     store = MemoryStore()
-    store.append([new("a", Opened("x"))])
+    store.append([new("a", AccountOpened("x"))])
     scenario = Scenario(store).given(("a", Deposited(5))).when(Withdraw(account="a", amount=5))
     scenario.then(("a", Withdrawn(5)))
 
 
 def test_scenario_uses_its_retry_policy() -> None:
     faulty = FaultyStore(faults=["conflict"])
-    faulty.store.append([new("a", Opened("x"))])
+    faulty.store.append([new("a", AccountOpened("x"))])
     scenario = Scenario(faulty, retry=RetryPolicy.never())  # type: ignore[arg-type]
     scenario.when(Deposit(account="a", amount=1)).then_raises(ConcurrencyConflict)
 
@@ -127,7 +131,7 @@ def test_scenario_uses_its_retry_policy() -> None:
 def test_then_raises_fails_when_a_failed_command_wrote_events() -> None:
     # A lost reply without retries: the command "failed" but its events are stored.
     faulty = FaultyStore(faults=["lost-reply"])
-    faulty.store.append([new("a", Opened("x"))])
+    faulty.store.append([new("a", AccountOpened("x"))])
     scenario = Scenario(faulty, retry=RetryPolicy.never())  # type: ignore[arg-type]
     scenario.when(Deposit(account="a", amount=1))
     assert isinstance(scenario.error, StoreUnavailable)
@@ -200,7 +204,7 @@ def test_faulty_store_rejects_an_unknown_fault_without_writing() -> None:
 
 async def test_faulty_store_works_with_async_execute() -> None:
     faulty = FaultyStore(faults=["conflict", "unavailable"])
-    faulty.store.append([new("a", Opened("x"))])
+    faulty.store.append([new("a", AccountOpened("x"))])
     result = await execute(
         faulty, Deposit(account="a", amount=2), retry=RetryPolicy(initial_delay=0)
     )
@@ -246,7 +250,7 @@ def test_scenario_fixture_uses_the_test_store(
 ) -> None:
     assert isinstance(scenario, Scenario)
     assert scenario.store is memory_store
-    scenario.given(("a", Opened("x"))).when(Deposit(account="a", amount=9))
+    scenario.given(("a", AccountOpened("x"))).when(Deposit(account="a", amount=9))
     scenario.then(("a", Deposited(9)))
     assert memory_store.head() == 2
 

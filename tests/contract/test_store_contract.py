@@ -24,7 +24,7 @@ from eventcore import (
     execute,
 )
 
-from .domain import Deposited, Opened, Transfer, Withdrawn
+from ..bank_domain import AccountOpened, Deposited, Transfer, Withdrawn
 
 encode = default_registry.encode
 
@@ -42,7 +42,7 @@ async def test_empty_store(store: Any) -> None:
 
 async def test_append_and_read_back_the_envelope(store: Any) -> None:
     before = datetime.now(UTC) - timedelta(seconds=5)
-    result = await store.append([new("acc-1", Opened("ann"))], expected={"acc-1": NO_STREAM})
+    result = await store.append([new("acc-1", AccountOpened("ann"))], expected={"acc-1": NO_STREAM})
     [written] = result.events
     assert written.stream_id == "acc-1" and written.version == 1
     assert result.stream_versions == {"acc-1": 1}
@@ -52,8 +52,8 @@ async def test_append_and_read_back_the_envelope(store: Any) -> None:
     assert recorded.position == written.position == await store.head()
     assert recorded.stream_id == "acc-1"
     assert recorded.version == 1
-    assert recorded.event_type == "contract.Opened"
-    assert recorded.data == Opened("ann")
+    assert recorded.event_type == "demo.bank.AccountOpened"
+    assert recorded.data == AccountOpened("ann")
     assert recorded.recorded_at.tzinfo is not None
     assert before <= recorded.recorded_at <= datetime.now(UTC) + timedelta(seconds=5)
     assert recorded.metadata == Metadata()
@@ -216,12 +216,12 @@ async def test_global_log_paging_and_filters(store: Any) -> None:
         pages.extend(page)
         cursor = page[-1].position
     assert pages == everything
-    deposits = await store.read_all(event_types=["contract.Deposited"])
+    deposits = await store.read_all(event_types=["demo.bank.Deposited"])
     assert [e.data.amount for e in deposits] == [i for i in range(10) if i % 3]
     orders = await store.read_all(stream_prefix="order-")
     assert {e.stream_id for e in orders} == {"order-0", "order-1", "order-2"}
     assert len(orders) == 5
-    both = await store.read_all(stream_prefix="cart-", event_types=["contract.Withdrawn"], limit=1)
+    both = await store.read_all(stream_prefix="cart-", event_types=["demo.bank.Withdrawn"], limit=1)
     assert [(e.stream_id, e.data) for e in both] == [("cart-0", Withdrawn(0))]
 
 
@@ -290,11 +290,17 @@ async def test_fold_of_unknown_type_is_a_serialization_error(store: Any) -> None
 
 
 async def test_executor_runs_a_transfer_atomically(store: Any) -> None:
-    await store.append([new("from", Deposited(100)), new("to", Deposited(1))])
+    await store.append(
+        [
+            new("from", AccountOpened("f")),
+            new("from", Deposited(100)),
+            new("to", AccountOpened("t")),
+        ]
+    )
     result = await execute(store, Transfer(source="from", target="to", amount=40))
     assert result.attempts == 1
-    assert result.stream_versions == {"from": 2, "to": 2}
-    assert [(w.stream_id, w.version) for w in result.events] == [("from", 2), ("to", 2)]
+    assert result.stream_versions == {"from": 3, "to": 2}
+    assert [(w.stream_id, w.version) for w in result.events] == [("from", 3), ("to", 2)]
     head = await store.head()
     with pytest.raises(BusinessRuleViolation):
         await execute(store, Transfer(source="from", target="to", amount=61))
@@ -304,7 +310,13 @@ async def test_executor_runs_a_transfer_atomically(store: Any) -> None:
 
 
 async def test_executor_retries_a_conflict_with_fresh_state(store: Any) -> None:
-    await store.append([new("from", Deposited(100))])
+    await store.append(
+        [
+            new("from", AccountOpened("f")),
+            new("from", Deposited(100)),
+            new("to", AccountOpened("t")),
+        ]
+    )
     command = Transfer(source="from", target="to", amount=80)
     real_fold = store.fold_streams
     calls = 0
@@ -324,4 +336,4 @@ async def test_executor_retries_a_conflict_with_fresh_state(store: Any) -> None:
     finally:
         del store.fold_streams
     assert calls == 2
-    assert await store.stream_version("to") == 0
+    assert await store.stream_version("to") == 1  # only its opening: the transfer wrote nothing
