@@ -393,9 +393,9 @@ class PostgresStore:
             raise translate(exc, "read") from exc
 
     def _wrap(self, rows: list[Any]) -> list[RecordedEvent[Any]]:
-        # Rows are (position, event_id, stream_id, version, event_type, payload,
-        # recorded_at, metadata JSON array or NULL): the fast builder takes them as they
-        # are; metadata is parsed on first access (Metadata.from_json_array).
+        # Rows are (position, event id as 16 bytes, stream_id, version, event_type,
+        # payload, recorded_at, metadata JSON array or NULL): the fast builder takes them
+        # as they are; the id and the metadata are converted on first access.
         return recorded_events(rows, self.registry)
 
     async def fold_streams(
