@@ -78,9 +78,10 @@ REVOKE TRUNCATE ON __SCHEMA__.streams FROM CURRENT_USER;
 -- store notifies from its own connection after the commit (eventcore/postgres/store.py).
 --
 -- Three paths, with the same guarantees:
---   one-stream (events for one stream, checked or not, nothing else checked): the stream
---         lock, an id probe, one statement that checks and bumps the version, the insert.
---   fast  (at least one event, every checked stream is also written, e.g. a transfer):
+--   S, one stream (events for one stream, checked or not, nothing else checked): the
+--         stream lock, an id probe, one statement that checks and bumps the version, the
+--         insert.
+--   F, several streams (at least one event, every checked stream written, a transfer):
 --         the stream locks, then ONE statement that probes the event ids, checks every
 --         expected version, bumps or creates the stream rows and inserts the events.
 --   general (read-only checks, or no events): step by step, below.
@@ -125,6 +126,8 @@ DECLARE
     base        bigint;
     first_pos   bigint;
     fresh       boolean;
+    one_stream  boolean;
+    many_written boolean;
     fits        boolean;
     wanted      integer;
     written     integer;
@@ -143,16 +146,30 @@ BEGIN
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
 
-    IF n > 0 AND p_stream_ids[1] = ALL (p_stream_ids)
-       AND (coalesce(cardinality(p_expected_streams), 0) = 0
-            OR (cardinality(p_expected_streams) = 1
-                AND p_expected_streams[1] = p_stream_ids[1])) THEN
-        -- One-stream path (the common command, and batches into one stream): a few
-        -- simple statements instead of the general statement below, about half its
-        -- server time. S1. The stream's advisory lock, before this transaction takes an id.
-        s := p_stream_ids[1];
-        PERFORM pg_advisory_xact_lock(hashtext('eventcore.streams.__SCHEMA__'), hashtext(s));
-        -- S2. Positions, as in F2 below.
+    -- Path S: events for one stream, checked or not, nothing else checked (the common
+    -- command, batches into one stream). Path F: several streams, every checked one
+    -- written. Both take the stream locks and the positions the same way (S1/F1, S2/F2).
+    one_stream := n > 0 AND p_stream_ids[1] = ALL (p_stream_ids)
+        AND (coalesce(cardinality(p_expected_streams), 0) = 0
+             OR (cardinality(p_expected_streams) = 1
+                 AND p_expected_streams[1] = p_stream_ids[1]));
+    many_written := NOT one_stream AND n > 0
+        AND coalesce(p_expected_streams <@ p_stream_ids, false);
+    IF one_stream OR many_written THEN
+        -- S1/F1. The per-stream advisory locks (exclusive: every stream involved is
+        --        written) in one fixed order, BEFORE this transaction takes an id: see
+        --        step 2 of the general path.
+        IF one_stream THEN
+            PERFORM pg_advisory_xact_lock(hashtext('eventcore.streams.__SCHEMA__'),
+                                          hashtext(p_stream_ids[1]));
+        ELSE
+            PERFORM pg_advisory_xact_lock(hashtext('eventcore.streams.__SCHEMA__'), k.key)
+               FROM (SELECT DISTINCT hashtext(u) AS key FROM unnest(p_stream_ids) u
+                      ORDER BY 1) k;
+        END IF;
+        -- S2/F2. Positions from this transaction's id. Only a transaction that already
+        --        had an id before this call (it may have appended before) needs the probe
+        --        for the positions it already used.
         IF pg_current_xact_id_if_assigned() IS NULL THEN
             first_pos := pg_current_xact_id()::text::bigint * 1048576;
         ELSE
@@ -164,6 +181,12 @@ BEGIN
                     USING ERRCODE = 'program_limit_exceeded';
             END IF;
         END IF;
+    END IF;
+
+    IF one_stream THEN
+        -- Path S: simple statements instead of path F's one statement, about half its
+        -- server time.
+        s := p_stream_ids[1];
         -- S3. A stored event id: step 1 answers (replay or duplicate).
         PERFORM 1 FROM __SCHEMA__.events e WHERE e.event_id = ANY (p_event_ids);
         IF NOT FOUND THEN
@@ -206,31 +229,7 @@ BEGIN
             versions := ARRAY[last_version];
             RETURN;
         END IF;
-    ELSIF n > 0 AND coalesce(p_expected_streams <@ p_stream_ids, false) THEN
-        -- Fast path. F1. The per-stream advisory locks (exclusive: every stream involved
-        -- is written) in one fixed order, BEFORE this transaction takes an id: see step 2.
-        IF n = 1 THEN
-            PERFORM pg_advisory_xact_lock(hashtext('eventcore.streams.__SCHEMA__'),
-                                          hashtext(p_stream_ids[1]));
-        ELSE
-            PERFORM pg_advisory_xact_lock(hashtext('eventcore.streams.__SCHEMA__'), k.key)
-               FROM (SELECT DISTINCT hashtext(u) AS key FROM unnest(p_stream_ids) u
-                      ORDER BY 1) k;
-        END IF;
-        -- F2. Positions from this transaction's id. Only a transaction that already had
-        --     an id before this call (it may have appended before) needs the probe for
-        --     the positions it already used.
-        IF pg_current_xact_id_if_assigned() IS NULL THEN
-            first_pos := pg_current_xact_id()::text::bigint * 1048576;
-        ELSE
-            base := pg_current_xact_id()::text::bigint * 1048576;
-            SELECT coalesce(max(e.position) + 1, base) INTO first_pos
-              FROM __SCHEMA__.events e WHERE e.position >= base AND e.position < base + 1048576;
-            IF first_pos + n > base + 1048576 THEN
-                RAISE EXCEPTION 'eventcore: more than 1048576 events in one transaction'
-                    USING ERRCODE = 'program_limit_exceeded';
-            END IF;
-        END IF;
+    ELSIF many_written THEN
         -- F3. One statement (one snapshot, taken after the locks were granted, so it sees
         --     every earlier writer of these streams): no event id stored yet (fresh), every
         --     expected version holds (fits); only then bump the existing stream rows (the
