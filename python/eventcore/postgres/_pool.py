@@ -213,11 +213,11 @@ class ConnectionPool:
 
     # -- one statement -------------------------------------------------------------------
 
-    async def fetch(self, query: str, *args: Any) -> list[Any]:
-        """Run ``query`` on a pooled connection; its rows."""
+    async def _run(self, call: Callable[..., Awaitable[Any]], query: str, args: Any) -> Any:
+        """``call(connection, query, *args)`` on a pooled connection."""
         conn = await self._acquire()
         try:
-            rows = await conn.fetch(query, *args)
+            result = await call(conn, query, *args)
         except pgbase.PostgresError:  # reported by the server: the connection is fine
             self._put(conn)
             raise
@@ -225,49 +225,23 @@ class ConnectionPool:
             self._discard(conn)
             raise
         self._put(conn)
-        return rows  # type: ignore[no-any-return]
+        return result
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        """Run ``query`` on a pooled connection; its rows."""
+        return await self._run(asyncpg.Connection.fetch, query, args)  # type: ignore[no-any-return]
 
     async def fetchrow(self, query: str, *args: Any) -> Any:
         """Run ``query`` on a pooled connection; its first row (None if none)."""
-        conn = await self._acquire()
-        try:
-            row = await conn.fetchrow(query, *args)
-        except pgbase.PostgresError:
-            self._put(conn)
-            raise
-        except BaseException:
-            self._discard(conn)
-            raise
-        self._put(conn)
-        return row
+        return await self._run(asyncpg.Connection.fetchrow, query, args)
 
     async def fetchval(self, query: str, *args: Any) -> Any:
         """Run ``query`` on a pooled connection; the first column of its first row."""
-        conn = await self._acquire()
-        try:
-            value = await conn.fetchval(query, *args)
-        except pgbase.PostgresError:
-            self._put(conn)
-            raise
-        except BaseException:
-            self._discard(conn)
-            raise
-        self._put(conn)
-        return value
+        return await self._run(asyncpg.Connection.fetchval, query, args)
 
     async def execute(self, query: str, *args: Any) -> str:
         """Run ``query`` on a pooled connection; its status string."""
-        conn = await self._acquire()
-        try:
-            status = await conn.execute(query, *args)
-        except pgbase.PostgresError:
-            self._put(conn)
-            raise
-        except BaseException:
-            self._discard(conn)
-            raise
-        self._put(conn)
-        return status  # type: ignore[no-any-return]
+        return await self._run(asyncpg.Connection.execute, query, args)  # type: ignore[no-any-return]
 
     # -- closing -----------------------------------------------------------------------
 
