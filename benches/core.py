@@ -254,6 +254,30 @@ def es_accounts(app: Any, b: Any, n: int, events_each: int) -> list[Any]:
     return ids
 
 
+def es_deposits(n: int, events_each: int) -> Callable[[], float]:
+    """The baseline's deposit workload: one repetition deposits once into each of ``n``
+    fresh accounts holding ``events_each`` events (get, deposit, save); returns its rate."""
+    b = baseline()
+
+    def run() -> float:
+        app = b.EsBank()
+        ids = es_accounts(app, b, n, events_each)
+        get, save = app.repository.get, app.save
+
+        def body() -> float:
+            for i in ids:
+                acc = get(i)
+                acc.deposit(DEPOSIT)
+                save(acc)
+            return len(ids)
+
+        rate = timed(body)
+        assert get(ids[-1]).version == events_each + 1
+        return rate
+
+    return run
+
+
 # ---------------------------------------------------------------------------------------------
 # Workloads: each returns a Result
 
@@ -276,25 +300,7 @@ def w_command_cold(sz: Sizes, domain: Domain, with_baseline: bool) -> Result:
 
         return timed(body)
 
-    es_once: Callable[[], float] | None = None
-    if with_baseline:
-        b = baseline()
-
-        def es_run() -> float:
-            app = b.EsBank()
-            ids = es_accounts(app, b, sz.cold_base, 1)
-            get, save = app.repository.get, app.save
-
-            def body() -> float:
-                for i in ids:
-                    acc = get(i)
-                    acc.deposit(DEPOSIT)
-                    save(acc)
-                return len(ids)
-
-            return timed(body)
-
-        es_once = es_run
+    es_once = es_deposits(sz.cold_base, 1) if with_baseline else None
     return measure(res, sz, ec_once, es_once)
 
 
@@ -318,27 +324,7 @@ def w_command_warm(sz: Sizes, domain: Domain, with_baseline: bool) -> Result:
         assert store.stream_version(ids[-1]) == 101
         return rate
 
-    es_once: Callable[[], float] | None = None
-    if with_baseline:
-        b = baseline()
-
-        def es_run() -> float:
-            app = b.EsBank()
-            ids = es_accounts(app, b, sz.warm_base, 100)
-            get, save = app.repository.get, app.save
-
-            def body() -> float:
-                for i in ids:
-                    acc = get(i)
-                    acc.deposit(DEPOSIT)
-                    save(acc)
-                return len(ids)
-
-            rate = timed(body)
-            assert get(ids[-1]).version == 101
-            return rate
-
-        es_once = es_run
+    es_once = es_deposits(sz.warm_base, 100) if with_baseline else None
     return measure(res, sz, ec_once, es_once)
 
 
