@@ -20,7 +20,7 @@ pub fn check_payload(index: usize, event_type: &str, payload_len: usize) -> Resu
     Err(CoreError::LimitExceeded {
         field: "payload",
         reason: format!(
-            "event {index} ({event_type:?}) has a payload of {payload_len} bytes, over the \
+            "event {index} ({event_type}) has a payload of {payload_len} bytes, over the \
              limit of {MAX_PAYLOAD_BYTES} bytes (16 MiB)"
         ),
         value: payload_len as u64,

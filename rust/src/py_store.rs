@@ -36,8 +36,12 @@ pub struct MemoryStore {
     appended: Condvar,
 }
 
-/// Items of a sequence as tuples (tuples as they are, other sequences converted).
-fn tuples<'py>(seq: &Bound<'py, PyAny>) -> PyResult<SmallVec<[Bound<'py, PyTuple>; 4]>> {
+/// Items of a sequence as tuples (tuples as they are, other sequences converted); a str is
+/// refused (its letters are not `what`).
+fn tuples<'py>(
+    seq: &Bound<'py, PyAny>,
+    what: &str,
+) -> PyResult<SmallVec<[Bound<'py, PyTuple>; 4]>> {
     let py = seq.py();
     let as_tuple = |item: &Bound<'py, PyAny>| -> PyResult<Bound<'py, PyTuple>> {
         match item.cast::<PyTuple>() {
@@ -53,6 +57,10 @@ fn tuples<'py>(seq: &Bound<'py, PyAny>) -> PyResult<SmallVec<[Bound<'py, PyTuple
         Ok(out)
     } else if let Ok(tuple) = seq.cast::<PyTuple>() {
         tuple.as_slice().iter().map(as_tuple).collect()
+    } else if seq.is_instance_of::<PyString>() {
+        Err(PyTypeError::new_err(format!(
+            "{what} must be a sequence, not a str"
+        )))
     } else {
         seq.try_iter()?.map(|item| as_tuple(&item?)).collect()
     }
@@ -230,8 +238,8 @@ impl MemoryStore {
         events: &Bound<'py, PyAny>,
         metadata: Option<&Bound<'py, PyBytes>>,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        let expected_items = tuples(expected)?;
-        let event_items = tuples(events)?;
+        let expected_items = tuples(expected, "expected")?;
+        let event_items = tuples(events, "events")?;
         let mut exp: SmallVec<[(&str, i64); 4]> = SmallVec::with_capacity(expected_items.len());
         for t in &expected_items {
             let [stream, version] = t.as_slice() else {
