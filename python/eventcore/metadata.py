@@ -75,6 +75,7 @@ def _check_custom(custom: object) -> Mapping[str, Any]:
     if not custom:
         return _EMPTY
     budget = MAX_CUSTOM_BYTES
+    whole = False  # saw a float that is stored as an int
     stack: list[tuple[Any, int, tuple[Any, ...] | None]] = [(custom, 1, None)]
     while stack:
         value, depth, path = stack.pop()
@@ -98,6 +99,7 @@ def _check_custom(custom: object) -> Mapping[str, Any]:
         elif isinstance(value, float):
             if not math.isfinite(value):
                 raise _bad(path, "floats must be finite", value)
+            whole |= abs(value) >= _WHOLE_FLOAT
         elif isinstance(value, Mapping | list | tuple):
             if depth > MAX_CUSTOM_DEPTH:
                 raise _bad(
@@ -136,7 +138,25 @@ def _check_custom(custom: object) -> Mapping[str, Any]:
             len(encoded),
         )
     # Stored as decoded JSON, so every store hands back exactly the same values.
-    return MappingProxyType(_json_decode(encoded))
+    decoded = _json_decode(encoded)
+    return MappingProxyType(_whole_floats_as_ints(decoded) if whole else decoded)
+
+
+# Every float of this magnitude is a whole number, and JSON writes it with an exponent
+# (1e+16); PostgreSQL's jsonb turns that into an integer. Metadata does the same up front
+# so every store hands back an int (equal to the float given).
+_WHOLE_FLOAT = 1e16
+
+
+def _whole_floats_as_ints(value: Any) -> Any:
+    """``value`` with every float of magnitude >= 1e16 as the int it equals (depth <= 32)."""
+    if isinstance(value, float):
+        return int(value) if abs(value) >= _WHOLE_FLOAT else value
+    if isinstance(value, dict):
+        return {k: _whole_floats_as_ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_floats_as_ints(v) for v in value]
+    return value
 
 
 class Metadata:
@@ -150,6 +170,8 @@ class Metadata:
             back as lists, identically in every store). A JSON object: str keys; values
             str, int, finite float, bool, None, list/tuple or dict; nested at most 32
             levels deep; no NUL character in any key or string; at most 64 KiB as JSON.
+            A float of magnitude 1e16 or more (always a whole number) is kept as the int
+            it equals, as PostgreSQL's jsonb would.
 
     It is checked once, here, so every store accepts or refuses the same metadata.
 
@@ -226,7 +248,9 @@ class Metadata:
         )
 
     def __bool__(self) -> bool:
-        return bool(self.causation_id or self.correlation_id or self.user_id or self.custom)
+        return bool(
+            self.causation_id or self.correlation_id or self.user_id is not None or self.custom
+        )
 
     def _key(self) -> tuple[Any, ...]:
         return (self.causation_id, self.correlation_id, self.user_id, dict(self.custom))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from eventcore import (
     ANY,
@@ -537,3 +541,88 @@ async def test_zero_events_with_read_checks_write_nothing(store: Any) -> None:
     assert list(result.events) == []
     assert dict(result.stream_versions) == {"acc-1": 1, "acc-2": 0, "many": 0}
     assert await _snapshot(store) == before
+
+
+# -- random type names and metadata: stored exactly, or refused with the typed error ---------
+
+_ANY_CHAR = st.characters(exclude_categories=())  # controls, whitespace and surrogates too
+_EDGE_CHARS = st.sampled_from(["\x00", "\t", "\n", " ", "\u3000", "\x85", "\x1c", "\ud800", "é"])
+_TEXT = st.text(st.one_of(_ANY_CHAR, _EDGE_CHARS), max_size=12)
+_TYPE_NAMES = st.one_of(
+    _TEXT,
+    st.text(st.sampled_from("aé. \t"), min_size=250, max_size=260),
+    st.builds(lambda a, b: f"demo.{a}{b}", _TEXT, st.sampled_from(["", " ", "\x00", "x"])),
+)
+_JSON_LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64),
+    st.floats(allow_nan=True, allow_infinity=True),
+    _TEXT,
+)
+_CUSTOM = st.one_of(
+    st.none(),
+    st.dictionaries(
+        _TEXT,
+        st.recursive(
+            _JSON_LEAVES,
+            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+            max_leaves=8,
+        ),
+        max_size=4,
+    ),
+    st.integers(min_value=28, max_value=36).map(lambda n: {"deep": _deep(n)}),
+)
+
+
+def _valid_type_name(name: str) -> bool:
+    """The documented rules in plain Python."""
+    return (
+        0 < len(name) <= 255
+        and not name[0].isspace()
+        and not name[-1].isspace()
+        and not any(unicodedata.category(c) in ("Cc", "Cs") for c in name)
+    )
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(event_type=_TYPE_NAMES, user_id=st.none() | _TEXT, custom=_CUSTOM)
+async def test_random_type_names_and_metadata_round_trip_or_are_refused(
+    store: Any, event_type: str, user_id: str | None, custom: dict[str, Any] | None
+) -> None:
+    """Whatever the input, a store either keeps it exactly or refuses it with the typed
+    error before writing anything: never a driver error, a RecursionError or
+    UnicodeEncodeError, and never a silently changed value."""
+    stream = f"h-{uuid.uuid4()}"
+    try:
+        meta = Metadata(user_id=user_id, custom=custom)
+    except (InvalidMetadata, LimitExceeded):
+        meta = Metadata()
+    head = await store.head()
+    try:
+        await store.append([NewEvent(stream, event_type, b"p")], metadata=meta)
+    except InvalidEventType as exc:
+        assert not _valid_type_name(event_type), exc
+        assert await store.head() == head
+        assert await store.stream_version(stream) == 0
+        return
+    assert _valid_type_name(event_type)
+    [recorded] = await store.read_stream(stream)
+    assert recorded.event_type == event_type
+    assert recorded.metadata == meta
+    assert recorded.metadata.user_id == meta.user_id
+    assert _typed_json(recorded.metadata.custom) == _typed_json(meta.custom)
+
+
+def _typed_json(value: Any) -> Any:
+    """``value`` with each scalar tagged by its type, so ``1 == 1.0 == True`` cannot hide a
+    changed value."""
+    if isinstance(value, Mapping):
+        return {k: _typed_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_typed_json(v) for v in value]
+    return (type(value).__name__, value)
