@@ -33,7 +33,7 @@ from eventcore import (
 )
 from eventcore._core import MAX_APPEND_EVENTS
 
-from ..bank_domain import AccountOpened, Deposited, Transfer, Withdrawn
+from ..bank_domain import AccountOpened, Deposited, EmitTo, Noted, Transfer, Withdrawn
 
 encode = default_registry.encode
 
@@ -626,3 +626,25 @@ def _typed_json(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_typed_json(v) for v in value]
     return (type(value).__name__, value)
+
+
+async def test_an_append_over_a_cap_is_not_retried_by_execute(store: Any) -> None:
+    """Regression: an oversized batch became StoreUnavailable on PostgreSQL and ``execute``
+    sent it again and again; a cap is a LimitExceeded, raised at the first attempt."""
+    real_append = store.append
+    appends = 0
+
+    async def counting_append(*args: Any, **kwargs: Any) -> Any:
+        nonlocal appends
+        appends += 1
+        return await real_append(*args, **kwargs)
+
+    store.append = counting_append
+    try:
+        command = EmitTo(declared=("big",), emit=(("big", Noted("x" * (16 * _MIB))),))
+        with pytest.raises(LimitExceeded, match="over the limit of 16777216 bytes"):
+            await execute(store, command)
+    finally:
+        del store.append
+    assert appends == 1
+    assert await store.head() == 0
