@@ -93,7 +93,11 @@ class MemoryStore:
     def read_streams(
         self, stream_ids: Sequence[str], *, after_version: int = 0, limit: int | None = None
     ) -> list[RecordedEvent[Any]]:
-        """Events of several streams with version > ``after_version``, in global order."""
+        """Events of several streams with version > ``after_version``, in global order.
+
+        Raises:
+            TypeError: ``stream_ids`` is a str (one id), not a sequence of ids.
+        """
         return self._wrap(self._core.read_streams(stream_ids, after_version, limit))
 
     def read_stream_backwards(
@@ -110,7 +114,11 @@ class MemoryStore:
         event_types: Sequence[str] | None = None,
         stream_prefix: str | None = None,
     ) -> list[RecordedEvent[Any]]:
-        """The global log after ``after_position`` in position order, optionally filtered."""
+        """The global log after ``after_position`` in position order, optionally filtered.
+
+        Raises:
+            TypeError: ``event_types`` is a str, not a sequence of type names.
+        """
         # The core refuses a str here (TypeError): iterating it would filter by letters.
         return self._wrap(self._core.read_all(after_position, limit, event_types, stream_prefix))
 
