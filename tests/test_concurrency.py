@@ -10,6 +10,7 @@ import asyncio
 import random
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -264,3 +265,40 @@ def test_verify_catches_a_duplicated_or_lost_event() -> None:
     outcomes.record(command, result, None)
     with pytest.raises((AssertionError, KeyError)):
         verify(store, outcomes, 1)
+
+
+def test_head_never_goes_backwards_and_is_always_readable(fast_switching: None) -> None:
+    """Regression: ``head`` was published after the write lock was released, so a slower
+    writer could overwrite a newer head with its older one (one run saw 109 regressions)."""
+    store = MemoryStore()
+    stop = threading.Event()
+    payload = b"x" * 64
+    observed: list[tuple[int, int]] = []  # (regressions, unreadable heads)
+
+    def writer(n: int) -> None:
+        batch = [(f"w-{n}", "T", payload, None)] * 300  # contended: the lock is released
+        while not stop.is_set():
+            store.append(batch)
+            store.append([(f"w-{n}", "T", payload, None)])
+
+    def watcher() -> None:
+        last = regressions = unreadable = 0
+        while not stop.is_set():
+            head = store.head()
+            if head < last:
+                regressions += 1
+            elif head > 0 and not store.read_all(after_position=head - 1, limit=1):
+                unreadable += 1
+            last = max(last, head)
+        observed.append((regressions, unreadable))
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(3)]
+    threads.append(threading.Thread(target=watcher))
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert observed == [(0, 0)]
+    assert store.head() == len(store.read_all())

@@ -12,6 +12,7 @@ import pytest
 
 from eventcore import (
     EventRegistry,
+    InvalidEventType,
     JsonCodec,
     MsgpackCodec,
     SerializationError,
@@ -95,6 +96,56 @@ def test_bad_names_are_rejected() -> None:
     for name in ("", "   ", None, 3):
         with pytest.raises(ValueError):
             reg.register(name, Shipped)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("", "must not be empty"),
+        (" reg.Padded", "must not start or end with whitespace"),
+        ("reg.Padded\u3000", "must not start or end with whitespace"),
+        ("reg.\nNewline", "control characters (U+000A at index 4)"),
+        ("reg.Nul\x00", "control characters (U+0000 at index 7)"),
+        ("reg.\ud800", "surrogate"),
+        ("x" * 256, "at most 255 characters (got 256)"),
+        ("x" * 1_000_000, "at most 255 characters (got 1000000)"),
+        (3, "must be a str"),
+    ],
+)
+def test_type_names_follow_the_rules_of_every_store(name: Any, reason: str) -> None:
+    """Regression: empty names, control characters and a million characters were accepted."""
+    reg = EventRegistry()
+    with pytest.raises(InvalidEventType) as info:
+        event(name, registry=reg)(Shipped)
+    assert reason in str(info.value)
+    assert len(str(info.value)) < 1000  # a huge name is not repeated in full
+    assert Shipped not in reg
+
+
+def test_type_names_are_identifiers_not_trimmed() -> None:
+    reg = EventRegistry()
+    for name in ("reg.Shipped", "Überweisung erfasst", "x" * 255):
+        reg.register(name, Shipped)
+        assert reg.name_of(Shipped) == name
+
+
+def test_event_under_dataclass_says_it_must_be_the_outermost_decorator() -> None:
+    """Regression: ``@event`` applied before ``@dataclass(frozen=True)`` said the class
+    "must be immutable", though the user had declared it frozen."""
+    reg = EventRegistry()
+    with pytest.raises(TypeError, match=r"@event\(\.\.\.\) must be the outermost decorator"):
+
+        @dataclass(frozen=True)
+        @event("reg.Inverted", registry=reg)
+        class Inverted:
+            n: int
+
+    with pytest.raises(TypeError, match=r"frozen=True"):
+
+        @event("reg.Mutable", registry=reg)
+        @dataclass
+        class NotFrozen:
+            n: int
 
 
 def test_a_name_cannot_be_taken_by_another_class() -> None:

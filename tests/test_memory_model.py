@@ -7,9 +7,12 @@ read; the store and the model must give identical results and identical errors.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -437,6 +440,21 @@ async def test_async_wait_for_append() -> None:
     store.append([NewEvent("s", "m.A", b"")])
     assert await store.aio.wait_for_append(0, 1.0) == 1
     assert await store.aio.wait_for_append(1, 0.01) == 1
+
+
+async def test_a_store_that_was_awaited_on_is_freed() -> None:
+    """Regression: the watcher behind ``aio.wait_for_append`` kept its store alive forever
+    (it was the value of a WeakKeyDictionary and held its own key)."""
+    store = MemoryStore()
+    store.append([NewEvent("s", "m.A", b"x" * 1000)])
+    assert await store.aio.wait_for_append(1, 0.01) == 1  # times out: starts the watcher
+    gone = weakref.ref(store)
+    del store
+    deadline = time.monotonic() + 5.0  # the watcher thread ends within its 0.1 s slice
+    while gone() is not None and time.monotonic() < deadline:
+        gc.collect()
+        await asyncio.sleep(0.02)
+    assert gone() is None
 
 
 def test_memory_usage_grows_with_events() -> None:

@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from eventcore import Metadata, RecordedEvent, ValidationError, default_registry
+from eventcore import (
+    InvalidMetadata,
+    LimitExceeded,
+    Metadata,
+    RecordedEvent,
+    ValidationError,
+    default_registry,
+)
 
 from .bank_domain import Deposited
 
@@ -177,3 +184,70 @@ def test_caused_by_carries_correlation_and_user() -> None:
 
     grandchild = Metadata.caused_by(recorded(uuid.uuid4(), child))
     assert grandchild.correlation_id == corr
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"user_id": "a\x00b"}, InvalidMetadata, "user_id: must not contain control characters"),
+        ({"user_id": "\ud800"}, InvalidMetadata, "surrogate code points (U+D800 at index 0)"),
+        ({"user_id": "u" * 256}, InvalidMetadata, "at most 255 characters (got 256)"),
+        ({"custom": {"a": {"b": ["x\x00"]}}}, InvalidMetadata, "at custom['a']['b'][0]"),
+        ({"custom": {"a": "\udfff"}}, InvalidMetadata, "surrogate code points"),
+        ({"custom": {"inf": float("inf")}}, InvalidMetadata, "floats must be finite"),
+        ({"custom": {"a": b"bytes"}}, InvalidMetadata, "not bytes"),
+        ({"custom": "not a mapping"}, InvalidMetadata, "must be a mapping"),
+        ({"custom": {"x": "y" * 70_000}}, LimitExceeded, "over the limit of 65536 bytes"),
+    ],
+)
+def test_metadata_no_store_can_keep_is_refused_when_built(
+    kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    """Regression: NUL was a StoreError on PostgreSQL and accepted in memory; surrogates
+    leaked UnicodeEncodeError; size was unbounded."""
+    with pytest.raises(error) as info:
+        Metadata(**kwargs)
+    assert message in str(info.value)
+    assert isinstance(info.value, ValidationError)
+
+
+def test_deep_or_cyclic_custom_is_invalid_metadata_not_recursion_error() -> None:
+    """Regression: deep or self-referencing custom values raised RecursionError."""
+    deep: dict[str, Any] = {}
+    for _ in range(100_000):
+        deep = {"d": deep}
+    cyclic: list[Any] = []
+    cyclic.append(cyclic)
+    for bad in (deep, {"c": cyclic}):
+        with pytest.raises(InvalidMetadata, match="nested more than 32 levels"):
+            Metadata(custom=bad)
+    ok: dict[str, Any] = {}
+    for _ in range(30):
+        ok = {"d": ok}
+    assert Metadata(custom={"top": ok}).custom == {"top": ok}  # 32 levels: allowed
+    with pytest.raises(InvalidMetadata):
+        Metadata(custom={"top": {"d": ok}})  # 33 levels
+
+
+def test_custom_size_is_checked_before_a_huge_value_is_scanned() -> None:
+    with pytest.raises(LimitExceeded) as info:
+        Metadata(custom={"big": "x" * 40_000_000})
+    assert info.value.value >= 40_000_000
+    assert len(str(info.value)) < 300
+    just = "x" * (64 * 1024 - len('{"k":""}'))
+    assert len(Metadata(custom={"k": just}).custom["k"]) == len(just)
+
+
+def test_an_empty_user_id_is_metadata() -> None:
+    """Regression: ``user_id=""`` made the metadata falsy, and the in-memory store then
+    stored no metadata at all (PostgreSQL kept the empty string)."""
+    meta = Metadata(user_id="")
+    assert meta
+    assert Metadata.from_bytes(meta.to_bytes()).user_id == ""
+
+
+def test_whole_floats_are_ints_as_in_postgresql() -> None:
+    meta = Metadata(custom={"big": 4.5e16, "small": 1.5, "nested": [[-1e300]]})
+    assert meta.custom["big"] == 45_000_000_000_000_000 and type(meta.custom["big"]) is int
+    assert type(meta.custom["small"]) is float
+    assert meta.custom["nested"][0][0] == -1e300 and type(meta.custom["nested"][0][0]) is int

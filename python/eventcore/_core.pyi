@@ -1,4 +1,4 @@
-"""The Rust core of eventcore: stream ids, UUIDv7, batch folding and the in-memory store."""
+"""The Rust core of eventcore: stream ids, type names, UUIDv7, folding, the in-memory store."""
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -6,6 +6,9 @@ from typing import Any, TypeVar, final
 
 __all__ = [
     "ANY",
+    "MAX_APPEND_BYTES",
+    "MAX_APPEND_EVENTS",
+    "MAX_PAYLOAD_BYTES",
     "NO_STREAM",
     "STREAM_EXISTS",
     "MemoryStore",
@@ -13,6 +16,7 @@ __all__ = [
     "reseed_after_fork",
     "uuid7",
     "uuid7_ints",
+    "validate_event_type",
     "validate_stream_id",
 ]
 
@@ -44,6 +48,26 @@ def validate_stream_id(value: str) -> str:
         TypeError: ``value`` is not a str.
         eventcore.errors.InvalidStreamId: a rule is broken.
     """
+
+def validate_event_type(value: str) -> str:
+    """Validate an event type name and return it (the same object; never trimmed).
+
+    The name must be non-empty, at most 255 characters, free of control characters
+    (Unicode category Cc) and must not start or end with whitespace.
+
+    Raises:
+        TypeError: ``value`` is not a str.
+        eventcore.errors.InvalidEventType: a rule is broken.
+    """
+
+MAX_PAYLOAD_BYTES: int
+"""The largest payload of one event: 16 MiB."""
+
+MAX_APPEND_BYTES: int
+"""The most one append may carry, payloads plus the encoded metadata once: 64 MiB."""
+
+MAX_APPEND_EVENTS: int
+"""The most events one append may write: 1,048,576."""
 
 def uuid7() -> uuid.UUID:
     """Generate an RFC 9562 UUIDv7, strictly increasing within the process."""
@@ -98,6 +122,8 @@ class MemoryStore:
                 mismatching stream listed); nothing is written.
             eventcore.errors.DuplicateEventId: an event id is reused for other content.
             eventcore.errors.InvalidStreamId: a stream id breaks the rules.
+            eventcore.errors.InvalidEventType: an event type name breaks the rules.
+            eventcore.errors.LimitExceeded: a payload, the batch or its size is over a cap.
             ValueError: an expected version below -2 or a stream listed twice.
         """
 

@@ -7,6 +7,9 @@ error                       raised when                                retried
 ==========================  =========================================  ========
 ``ValidationError``         a value or command field fails validation  never
 ``InvalidStreamId``         a stream id breaks the stream-id rules     never
+``InvalidEventType``        an event type name breaks the name rules   never
+``InvalidMetadata``         metadata is not storable as given          never
+``LimitExceeded``           an event or an append is over a size cap   never
 ``BusinessRuleViolation``   ``require(...)`` fails inside ``handle``   never
 ``UndeclaredStream``        ``handle`` emits to a stream not declared  never
 ``CommandError``            a command is defined or behaves wrongly    never
@@ -20,6 +23,7 @@ error                       raised when                                retried
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -29,7 +33,10 @@ __all__ = [
     "ConcurrencyConflict",
     "DuplicateEventId",
     "EventCoreError",
+    "InvalidEventType",
+    "InvalidMetadata",
     "InvalidStreamId",
+    "LimitExceeded",
     "SerializationError",
     "StoreError",
     "StoreUnavailable",
@@ -56,7 +63,24 @@ class ValidationError(EventCoreError, ValueError):
         self.field = field
         self.reason = reason
         self.value = value
-        super().__init__(f"{field}: {reason} (got {value!r})")
+        super().__init__(f"{field}: {reason} (got {_short_repr(value)})")
+
+
+def _short_repr(value: Any) -> str:
+    """``repr(value)``, abbreviated when long or deeply nested (rejected input can be huge)."""
+    if not (isinstance(value, str | bytes) and len(value) > _REPR_MAX):
+        try:
+            text = repr(value)
+        except RecursionError:
+            text = ""
+        if text and len(text) <= _REPR_MAX:
+            return text
+    return _reprlib.repr(value)
+
+
+_REPR_MAX = 400
+_reprlib = reprlib.Repr()
+_reprlib.maxstring = _reprlib.maxother = 200
 
 
 class InvalidStreamId(ValidationError):
@@ -64,6 +88,33 @@ class InvalidStreamId(ValidationError):
 
     def __init__(self, value: Any, reason: str, field: str = "stream_id") -> None:
         super().__init__(field, reason, value)
+
+
+class InvalidEventType(ValidationError):
+    """An event type name broke the rules; also a ``ValueError``. Never retried.
+
+    A type name is an identifier: non-empty, at most 255 characters, no control characters
+    (Unicode category Cc) and no leading or trailing whitespace (refused, not trimmed).
+    """
+
+    def __init__(self, value: Any, reason: str, field: str = "event_type") -> None:
+        super().__init__(field, reason, value)
+
+
+class InvalidMetadata(ValidationError):
+    """Metadata that no store can keep as given (see :class:`eventcore.Metadata`).
+
+    Never retried; nothing is written.
+    """
+
+
+class LimitExceeded(ValidationError):
+    """An event or an append is over a size cap; never retried, nothing is written.
+
+    Caps, the same on every store: a payload of 16 MiB, an append of 64 MiB (payloads
+    plus the encoded metadata once) and 1,048,576 events, metadata encoded as JSON of
+    64 KiB.
+    """
 
 
 class BusinessRuleViolation(EventCoreError):

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from eventcore import _core
+from eventcore.errors import InvalidMetadata
 from eventcore.metadata import Metadata
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, recorded_events
 from eventcore.registry import EventRegistry, default_registry
@@ -22,7 +23,15 @@ S = TypeVar("S")
 
 def _checks(expected: Expected) -> Sequence[tuple[str, int]]:
     """Expected versions as ``(stream, version)`` pairs."""
+    if isinstance(expected, str):
+        raise TypeError("expected must be a mapping or a sequence of pairs, not a str")
     return list(expected.items()) if isinstance(expected, Mapping) else expected
+
+
+def _check_metadata(metadata: object) -> None:
+    """InvalidMetadata unless ``metadata`` is a :class:`Metadata` (a subclass is fine)."""
+    if not isinstance(metadata, Metadata):
+        raise InvalidMetadata("metadata", "must be an eventcore.Metadata or None", metadata)
 
 
 class MemoryStore:
@@ -55,8 +64,16 @@ class MemoryStore:
             ConcurrencyConflict: an expected version did not match; nothing written.
             DuplicateEventId: an event id was already used for other content.
             InvalidStreamId: a stream id broke the rules.
+            InvalidEventType: an event type name broke the rules.
+            InvalidMetadata: ``metadata`` is not a :class:`Metadata` (or None).
+            LimitExceeded: a payload, the number of events or the append's size is over
+                its cap (see :class:`~eventcore.LimitExceeded`).
+            TypeError: an event is not a ``(stream, type, payload, id)`` tuple of the
+                right types.
         """
         checks = expected if type(expected) is list else _checks(expected)
+        if metadata is not None and type(metadata) is not Metadata:
+            _check_metadata(metadata)
         first, versions, ids = self._core.append(
             checks, events, metadata.to_bytes() if metadata else None
         )
@@ -76,8 +93,12 @@ class MemoryStore:
     def read_streams(
         self, stream_ids: Sequence[str], *, after_version: int = 0, limit: int | None = None
     ) -> list[RecordedEvent[Any]]:
-        """Events of several streams with version > ``after_version``, in global order."""
-        return self._wrap(self._core.read_streams(list(stream_ids), after_version, limit))
+        """Events of several streams with version > ``after_version``, in global order.
+
+        Raises:
+            TypeError: ``stream_ids`` is a str (one id), not a sequence of ids.
+        """
+        return self._wrap(self._core.read_streams(stream_ids, after_version, limit))
 
     def read_stream_backwards(
         self, stream_id: str, *, before_version: int | None = None, limit: int | None = None
@@ -93,9 +114,13 @@ class MemoryStore:
         event_types: Sequence[str] | None = None,
         stream_prefix: str | None = None,
     ) -> list[RecordedEvent[Any]]:
-        """The global log after ``after_position`` in position order, optionally filtered."""
-        types = list(event_types) if event_types is not None else None
-        return self._wrap(self._core.read_all(after_position, limit, types, stream_prefix))
+        """The global log after ``after_position`` in position order, optionally filtered.
+
+        Raises:
+            TypeError: ``event_types`` is a str, not a sequence of type names.
+        """
+        # The core refuses a str here (TypeError): iterating it would filter by letters.
+        return self._wrap(self._core.read_all(after_position, limit, event_types, stream_prefix))
 
     def stream_version(self, stream_id: str) -> int:
         """A stream's version: its number of events (0 = no stream)."""
@@ -130,13 +155,14 @@ class _MemoryWatcher:
     """One thread per in-memory store wakes every asyncio waiter on append."""
 
     def __init__(self, store: MemoryStore) -> None:
-        self.store = store
+        # Weak: this watcher is the value of a WeakKeyDictionary keyed by the store, and a
+        # strong reference would keep its own key (the store and all its data) alive.
+        self.store = weakref.ref(store)
         self.lock = threading.Lock()
         self.waiters: dict[asyncio.Future[None], tuple[asyncio.AbstractEventLoop, int]] = {}
         self.thread: threading.Thread | None = None
 
-    async def wait(self, after: int, timeout: float) -> int:
-        store = self.store
+    async def wait(self, store: MemoryStore, after: int, timeout: float) -> int:
         if store.head() > after:
             return store.head()
         loop = asyncio.get_running_loop()
@@ -164,7 +190,13 @@ class _MemoryWatcher:
                     self.thread = None
                     return
                 low = min(after for _, after in self.waiters.values())
-            head = self.store.wait_for_append(low, 0.1)
+            store = self.store()
+            if store is None:  # cannot happen while a waiter holds it; stop anyway
+                with self.lock:
+                    self.thread = None
+                return
+            head = store.wait_for_append(low, 0.1)
+            del store  # hold the store only while blocked on it
             if head <= low:
                 continue
             with self.lock:
@@ -268,7 +300,7 @@ class AsyncMemoryStore:
         One watcher thread per store blocks in Rust (GIL released) and wakes every waiting
         task of every event loop; waiting is cancellable and uses no thread per waiter.
         """
-        return await _watcher(self.sync).wait(after_position, timeout)
+        return await _watcher(self.sync).wait(self.sync, after_position, timeout)
 
     async def close(self) -> None:
         """Nothing to release; present so code can treat every store alike."""

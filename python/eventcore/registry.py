@@ -8,7 +8,8 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from eventcore.errors import SerializationError
+from eventcore._core import validate_event_type
+from eventcore.errors import InvalidEventType, SerializationError
 
 __all__ = ["Codec", "EventRegistry", "JsonCodec", "MsgpackCodec", "default_registry", "event"]
 
@@ -84,6 +85,19 @@ def _is_immutable(cls: type) -> bool:
     return False
 
 
+def _mutable_reason(cls: type) -> str:
+    """Why ``cls`` cannot be an event class, pointing at the fix."""
+    if dataclasses.is_dataclass(cls):
+        return f"{cls!r} must be immutable: declare it with @dataclass(frozen=True)"
+    if isinstance(cls, type) and issubclass(cls, msgspec.Struct):
+        return f"{cls!r} must be immutable: declare it with frozen=True"
+    return (
+        f"{cls!r} is neither a frozen dataclass nor a frozen msgspec.Struct. If it is "
+        "declared with @dataclass(frozen=True), @event(...) must be the outermost "
+        "decorator (above @dataclass), so that it sees the finished dataclass"
+    )
+
+
 class EventRegistry:
     """Maps event classes to stable type names and encodes/decodes their payloads.
 
@@ -100,14 +114,22 @@ class EventRegistry:
         """Type name to decoder; handed to the Rust fold loop as is."""
 
     def register(self, name: str, event_class: type[T]) -> type[T]:
-        """Register ``event_class`` under ``name``; raises TypeError or ValueError on misuse."""
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"event type name must be a non-empty string, got {name!r}")
+        """Register ``event_class`` under ``name``.
+
+        The name is checked here, once, by the rules every store applies (so appending
+        registered events pays nothing for it).
+
+        Raises:
+            InvalidEventType: ``name`` is not a str or breaks the type-name rules (also a
+                ValueError).
+            TypeError: ``event_class`` is not immutable.
+            ValueError: ``name`` is already used by another class.
+        """
+        if not isinstance(name, str):
+            raise InvalidEventType(name, f"must be a str, not {type(name).__name__}")
+        validate_event_type(name)
         if not _is_immutable(event_class):
-            raise TypeError(
-                f"{event_class!r} must be immutable: a frozen dataclass or a "
-                "msgspec.Struct with frozen=True"
-            )
+            raise TypeError(_mutable_reason(event_class))
         known = self._classes.get(name)
         if known is not None and known is not event_class:
             if known.__qualname__ != event_class.__qualname__:

@@ -22,6 +22,14 @@ pub struct Conflict {
 pub enum CoreError {
     /// `eventcore.errors.InvalidStreamId(value, reason)`.
     InvalidStreamId { value: String, reason: String },
+    /// `eventcore.errors.InvalidEventType(value, reason)`.
+    InvalidEventType { value: String, reason: String },
+    /// `eventcore.errors.LimitExceeded(field, reason, value)`.
+    LimitExceeded {
+        field: &'static str,
+        reason: String,
+        value: u64,
+    },
     /// `eventcore.errors.ConcurrencyConflict(conflicts)`.
     Conflict(Vec<Conflict>),
     /// `eventcore.errors.DuplicateEventId(uuid.UUID(int=id), reason)`.
@@ -40,6 +48,8 @@ pub enum CoreError {
 pub type CoreResult<T> = Result<T, CoreError>;
 
 static INVALID_STREAM_ID: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static INVALID_EVENT_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static LIMIT_EXCEEDED: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static CONCURRENCY_CONFLICT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static DUPLICATE_EVENT_ID: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static SERIALIZATION_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -63,6 +73,16 @@ impl CoreError {
                 class(py, &INVALID_STREAM_ID, "InvalidStreamId")
                     .and_then(|c| c.call1((value, reason)))
             }
+            CoreError::InvalidEventType { value, reason } => {
+                class(py, &INVALID_EVENT_TYPE, "InvalidEventType")
+                    .and_then(|c| c.call1((value, reason)))
+            }
+            CoreError::LimitExceeded {
+                field,
+                reason,
+                value,
+            } => class(py, &LIMIT_EXCEEDED, "LimitExceeded")
+                .and_then(|c| c.call1((field, reason, value))),
             CoreError::Conflict(conflicts) => {
                 class(py, &CONCURRENCY_CONFLICT, "ConcurrencyConflict").and_then(|c| {
                     let items = conflicts

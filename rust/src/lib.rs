@@ -1,11 +1,13 @@
 //! `eventcore._core`: the Rust core of eventcore.
 //!
-//! Stream-id validation, UUIDv7 generation, batch folding and the in-memory event store.
+//! Stream-id and event-type validation, size caps, UUIDv7 generation, batch folding and the in-memory event store.
 //! Plain Python types in, plain Python types out; errors are the classes of
 //! `eventcore.errors`.
 
 pub mod errors;
+pub mod event_type;
 pub mod fold;
+pub mod limits;
 pub mod py_store;
 pub mod store;
 pub mod stream_id;
@@ -17,6 +19,10 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(stream_id::validate_stream_id, m)?)?;
+    m.add_function(wrap_pyfunction!(event_type::validate_event_type, m)?)?;
+    m.add("MAX_PAYLOAD_BYTES", limits::MAX_PAYLOAD_BYTES)?;
+    m.add("MAX_APPEND_BYTES", limits::MAX_APPEND_BYTES)?;
+    m.add("MAX_APPEND_EVENTS", limits::MAX_APPEND_EVENTS)?;
     m.add_function(wrap_pyfunction!(uuid7::uuid7, m)?)?;
     m.add_function(wrap_pyfunction!(uuid7::uuid7_ints, m)?)?;
     m.add_function(wrap_pyfunction!(uuid7::reseed_after_fork, m)?)?;

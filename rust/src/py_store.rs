@@ -18,7 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyInt, PyList, PyString, PyTuple};
 use smallvec::SmallVec;
 
-use crate::errors::CoreResult;
+use crate::errors::{CoreError, CoreResult};
 use crate::fold::Folder;
 use crate::store::{NewEvent, Rows, Store};
 use crate::stream_id;
@@ -36,8 +36,12 @@ pub struct MemoryStore {
     appended: Condvar,
 }
 
-/// Items of a sequence as tuples (tuples as they are, other sequences converted).
-fn tuples<'py>(seq: &Bound<'py, PyAny>) -> PyResult<SmallVec<[Bound<'py, PyTuple>; 4]>> {
+/// Items of a sequence as tuples (tuples as they are, other sequences converted); a str is
+/// refused (its letters are not `what`).
+fn tuples<'py>(
+    seq: &Bound<'py, PyAny>,
+    what: &str,
+) -> PyResult<SmallVec<[Bound<'py, PyTuple>; 4]>> {
     let py = seq.py();
     let as_tuple = |item: &Bound<'py, PyAny>| -> PyResult<Bound<'py, PyTuple>> {
         match item.cast::<PyTuple>() {
@@ -53,6 +57,10 @@ fn tuples<'py>(seq: &Bound<'py, PyAny>) -> PyResult<SmallVec<[Bound<'py, PyTuple
         Ok(out)
     } else if let Ok(tuple) = seq.cast::<PyTuple>() {
         tuple.as_slice().iter().map(as_tuple).collect()
+    } else if seq.is_instance_of::<PyString>() {
+        Err(PyTypeError::new_err(format!(
+            "{what} must be a sequence, not a str"
+        )))
     } else {
         seq.try_iter()?.map(|item| as_tuple(&item?)).collect()
     }
@@ -76,10 +84,32 @@ fn strings<'py>(seq: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Bound<'py, 
     }
 }
 
-fn as_str<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a str> {
-    obj.cast::<PyString>()
-        .map_err(|_| PyTypeError::new_err(format!("{what} must be str")))?
-        .to_str()
+/// What a str argument of an append is, for its error when it is not valid UTF-8.
+#[derive(Clone, Copy)]
+enum Text {
+    StreamId,
+    EventType,
+}
+
+/// The text of a str argument; a str with lone surrogates (not UTF-8) is an invalid stream
+/// id or event type, like any other rule it breaks.
+fn as_str<'a>(obj: &'a Bound<'_, PyAny>, what: Text) -> PyResult<&'a str> {
+    let name = match what {
+        Text::StreamId => "stream id",
+        Text::EventType => "event type",
+    };
+    let s = obj
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(format!("{name} must be str")))?;
+    s.to_str().map_err(|_| {
+        let value = s.to_string_lossy().into_owned();
+        let reason = "must not contain surrogate code points".to_owned();
+        match what {
+            Text::StreamId => CoreError::InvalidStreamId { value, reason },
+            Text::EventType => CoreError::InvalidEventType { value, reason },
+        }
+        .into_pyerr(obj.py())
+    })
 }
 
 /// An event id: a Python int or an object with an `.int` attribute (`uuid.UUID`).
@@ -93,7 +123,7 @@ fn event_id(obj: &Bound<'_, PyAny>) -> PyResult<u128> {
 
 /// The Python str for a stream given by the caller: the same object unless it was trimmed.
 fn caller_stream<'py>(s: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let text = as_str(s, "stream id")?;
+    let text = as_str(s, Text::StreamId)?;
     let trimmed = stream_id::trim(text);
     if trimmed.len() == text.len() {
         Ok(s.clone())
@@ -172,8 +202,12 @@ impl MemoryStore {
         py.detach(|| f(&self.inner.read()))
     }
 
+    /// Publish `head` (read under the write lock, after the events were written) and wake
+    /// the waiters. Writers publish after releasing the lock and may get here out of order,
+    /// so the head only ever moves forward: a reader never sees it go back, and never sees
+    /// a position whose events it cannot read yet.
     fn notify(&self, head: u64) {
-        self.head.store(head, Ordering::Release);
+        publish_head(&self.head, head);
         drop(self.waiters.lock());
         self.appended.notify_all();
     }
@@ -204,8 +238,8 @@ impl MemoryStore {
         events: &Bound<'py, PyAny>,
         metadata: Option<&Bound<'py, PyBytes>>,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        let expected_items = tuples(expected)?;
-        let event_items = tuples(events)?;
+        let expected_items = tuples(expected, "expected")?;
+        let event_items = tuples(events, "events")?;
         let mut exp: SmallVec<[(&str, i64); 4]> = SmallVec::with_capacity(expected_items.len());
         for t in &expected_items {
             let [stream, version] = t.as_slice() else {
@@ -213,7 +247,7 @@ impl MemoryStore {
                     "expected must contain (stream_id, expected_version) pairs",
                 ));
             };
-            exp.push((as_str(stream, "stream id")?, version.extract::<i64>()?));
+            exp.push((as_str(stream, Text::StreamId)?, version.extract::<i64>()?));
         }
         let mut evs: SmallVec<[NewEvent<'_>; 4]> = SmallVec::with_capacity(event_items.len());
         let mut missing_ids = 0usize;
@@ -224,8 +258,8 @@ impl MemoryStore {
                 ));
             };
             evs.push(NewEvent {
-                stream: as_str(stream, "stream id")?,
-                event_type: as_str(event_type, "event type")?,
+                stream: as_str(stream, Text::StreamId)?,
+                event_type: as_str(event_type, Text::EventType)?,
                 payload: payload
                     .cast::<PyBytes>()
                     .map_err(|_| PyTypeError::new_err("payload must be bytes"))?
@@ -501,6 +535,12 @@ impl MemoryStore {
     }
 }
 
+/// Raise `published` to `head` unless it is already further (never lowers it).
+#[inline]
+fn publish_head(published: &AtomicU64, head: u64) {
+    published.fetch_max(head, Ordering::AcqRel);
+}
+
 /// Whether reading the given streams touches few events.
 fn small_streams(store: &Store, names: &[&str]) -> bool {
     let mut total = 0u64;
@@ -511,4 +551,43 @@ fn small_streams(store: &Store, names: &[&str]) -> bool {
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_late_publish_of_an_older_head_is_ignored() {
+        let head = AtomicU64::new(0);
+        publish_head(&head, 6);
+        publish_head(&head, 5); // the writer of position 5 publishes last
+        assert_eq!(head.load(Ordering::Acquire), 6);
+    }
+
+    #[test]
+    fn concurrent_out_of_order_publishes_never_go_back() {
+        let head = Arc::new(AtomicU64::new(0));
+        let writers: Vec<_> = (0..3u64)
+            .map(|w| {
+                let head = head.clone();
+                std::thread::spawn(move || {
+                    // Each writer publishes an increasing sequence interleaved with the others.
+                    for i in 0..100_000u64 {
+                        publish_head(&head, i * 3 + w);
+                    }
+                })
+            })
+            .collect();
+        let mut last = 0;
+        while writers.iter().any(|w| !w.is_finished()) {
+            let now = head.load(Ordering::Acquire);
+            assert!(now >= last, "head went back from {last} to {now}");
+            last = now;
+        }
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert_eq!(head.load(Ordering::Acquire), 299_999);
+    }
 }

@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use smallvec::SmallVec;
 
 use crate::errors::{Conflict, CoreError, CoreResult};
-use crate::stream_id;
+use crate::{event_type, limits, stream_id};
 
 #[path = "columns.rs"]
 pub mod columns;
@@ -435,7 +435,18 @@ impl Store {
         }
         let mut event_slot: SmallVec<[u32; 8]> = SmallVec::with_capacity(events.len());
         let mut prev_raw: Option<(&str, usize)> = None;
+        // Type names and sizes are checked here, before anything is written; a run of
+        // events of one type checks its name once.
+        limits::check_append(events.len(), 0)?;
+        let mut bytes = metadata.map_or(0, <[u8]>::len);
+        let mut prev_type: Option<&str> = None;
         for (i, ev) in events.iter().enumerate() {
+            if !prev_type.is_some_and(|t| std::ptr::eq(t, ev.event_type) || t == ev.event_type) {
+                event_type::validate(ev.event_type)?;
+                prev_type = Some(ev.event_type);
+            }
+            limits::check_payload(i, ev.event_type, ev.payload.len())?;
+            bytes += ev.payload.len();
             let slot = match prev_raw {
                 Some((raw, s)) if std::ptr::eq(raw, ev.stream) || raw == ev.stream => s,
                 _ => {
@@ -461,6 +472,7 @@ impl Store {
             slots[slot].last_event = Some(i);
             event_slot.push(slot as u32);
         }
+        limits::check_append(events.len(), bytes)?;
 
         // 2. Event ids unique within the batch.
         if events.len() > 1 {
@@ -1068,6 +1080,48 @@ mod tests {
             Err(CoreError::DuplicateEventId { id: 1, .. })
         ));
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn bad_type_names_and_sizes_write_nothing() {
+        let mut s = Store::new();
+        for bad in ["", " T", "T\n", "T\u{0}"] {
+            assert!(matches!(
+                s.append(&[], &[ev("a", "T", b"", 1), ev("a", bad, b"", 2)], None),
+                Err(CoreError::InvalidEventType { .. })
+            ));
+        }
+        let big = vec![0u8; limits::MAX_PAYLOAD_BYTES + 1];
+        assert!(matches!(
+            s.append(&[], &[ev("a", "T", b"", 1), ev("a", "T", &big, 2)], None),
+            Err(CoreError::LimitExceeded {
+                field: "payload",
+                ..
+            })
+        ));
+        let max = &big[1..];
+        let five: Vec<NewEvent<'_>> = (0..5).map(|i| ev("a", "T", max, i + 1)).collect();
+        assert!(matches!(
+            s.append(&[], &five, None),
+            Err(CoreError::LimitExceeded {
+                field: "append",
+                ..
+            })
+        ));
+        let meta = vec![1u8; 1];
+        assert!(matches!(
+            s.append(&[], &five[..4], Some(&meta)),
+            Err(CoreError::LimitExceeded {
+                field: "append",
+                ..
+            })
+        ));
+        assert!(s.is_empty());
+        assert_eq!(s.list_streams(None, None, None).unwrap(), vec![]);
+        // Zero events with read checks only: checked, nothing written (no stream created).
+        assert!(s.append(&[("a", 0), ("b", ANY)], &[], None).is_ok());
+        assert_eq!(s.list_streams(None, None, None).unwrap(), vec![]);
+        assert!(s.append(&[], &five[..4], None).is_ok());
     }
 
     #[test]

@@ -73,14 +73,14 @@ pub fn trim(value: &str) -> &str {
     value.trim_matches(is_py_space)
 }
 
-fn control_reason(c: char, index: usize) -> String {
+pub(crate) fn control_reason(c: char, index: usize) -> String {
     format!(
         "must not contain control characters (U+{:04X} at index {index})",
         c as u32
     )
 }
 
-fn too_long_reason(count: usize) -> String {
+pub(crate) fn too_long_reason(count: usize) -> String {
     format!("must be at most {MAX_LEN} characters (got {count})")
 }
 

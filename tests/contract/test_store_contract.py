@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from eventcore import (
     ANY,
@@ -15,16 +19,21 @@ from eventcore import (
     BusinessRuleViolation,
     ConcurrencyConflict,
     DuplicateEventId,
+    InvalidEventType,
+    InvalidMetadata,
     InvalidStreamId,
+    LimitExceeded,
     Metadata,
     NewEvent,
     SerializationError,
     StreamConflict,
+    ValidationError,
     default_registry,
     execute,
 )
+from eventcore._core import MAX_APPEND_EVENTS
 
-from ..bank_domain import AccountOpened, Deposited, Transfer, Withdrawn
+from ..bank_domain import AccountOpened, Deposited, EmitTo, Noted, Transfer, Withdrawn
 
 encode = default_registry.encode
 
@@ -337,3 +346,305 @@ async def test_executor_retries_a_conflict_with_fresh_state(store: Any) -> None:
         del store.fold_streams
     assert calls == 2
     assert await store.stream_version("to") == 1  # only its opening: the transfer wrote nothing
+
+
+# -- bad input: a typed error, the same on every store, before any I/O, nothing written ------
+
+_MIB = 1024 * 1024
+_FULL_PAYLOAD = bytes(16 * _MIB)  # exactly the per-event cap: allowed on its own
+
+
+def _cyclic() -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    d["self"] = d
+    return d
+
+
+def _deep(levels: int) -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        d = {"d": d}
+    return d
+
+
+def _typed(event_type: str) -> list[NewEvent]:
+    return [new("acc-1", Deposited(1)), NewEvent("acc-1", event_type, b"\x01")]
+
+
+def _meta(**fields: Any) -> Any:
+    """Append one good event with ``Metadata(**fields)``: refused when Metadata is built."""
+    return lambda store: store.append(_typed("demo.Ok"), metadata=Metadata(**fields))
+
+
+BAD_APPENDS: dict[str, tuple[Any, type[Exception], str]] = {
+    # event type names: the stream-id rules, but never trimmed
+    "type-empty": (lambda s: s.append(_typed("")), InvalidEventType, "must not be empty"),
+    "type-leading-space": (
+        lambda s: s.append(_typed(" demo.T")),
+        InvalidEventType,
+        "must not start or end with whitespace",
+    ),
+    "type-trailing-newline": (
+        lambda s: s.append(_typed("demo.T\n")),
+        InvalidEventType,
+        "control characters (U+000A at index 6)",
+    ),
+    "type-nul": (
+        lambda s: s.append(_typed("demo.\x00T")),
+        InvalidEventType,
+        "control characters (U+0000 at index 5)",
+    ),
+    "type-too-long": (
+        lambda s: s.append(_typed("T" * 1_000_000)),
+        InvalidEventType,
+        "at most 255 characters (got 1000000)",
+    ),
+    "type-surrogate": (
+        lambda s: s.append(_typed("demo.\ud800")),
+        InvalidEventType,
+        "surrogate",
+    ),
+    # sizes
+    "payload-over-16MiB": (
+        lambda s: s.append(
+            [new("acc-1", Deposited(1)), NewEvent("acc-2", "demo.Big", bytes(16 * _MIB + 1))]
+        ),
+        LimitExceeded,
+        "event 1 (demo.Big) has a payload of 16777217 bytes, over the limit of 16777216",
+    ),
+    "append-over-64MiB": (
+        lambda s: s.append([NewEvent(f"big-{i}", "demo.Big", _FULL_PAYLOAD) for i in range(5)]),
+        LimitExceeded,
+        "83886080 bytes of payloads and metadata in one append, over the limit of 67108864",
+    ),
+    "append-over-64MiB-with-metadata": (
+        lambda s: s.append(
+            [NewEvent(f"big-{i}", "demo.Big", _FULL_PAYLOAD) for i in range(4)],
+            metadata=Metadata(user_id="u"),
+        ),
+        LimitExceeded,
+        "over the limit of 67108864 bytes (64 MiB)",
+    ),
+    "too-many-events": (
+        lambda s: s.append([NewEvent("many", "demo.T", b"")] * (MAX_APPEND_EVENTS + 1)),
+        LimitExceeded,
+        f"{MAX_APPEND_EVENTS + 1} events in one append, over the limit of {MAX_APPEND_EVENTS}",
+    ),
+    # metadata
+    "metadata-not-metadata": (
+        lambda s: s.append(_typed("demo.Ok"), metadata={"user_id": "u"}),
+        InvalidMetadata,
+        "must be an eventcore.Metadata or None",
+    ),
+    "user-id-nul": (_meta(user_id="ann\x00"), InvalidMetadata, "user_id: must not contain"),
+    "user-id-control": (_meta(user_id="ann\n"), InvalidMetadata, "control characters"),
+    "user-id-surrogate": (_meta(user_id="\udc80"), InvalidMetadata, "surrogate"),
+    "user-id-too-long": (_meta(user_id="u" * 256), InvalidMetadata, "at most 255"),
+    "custom-nul-value": (
+        _meta(custom={"a": ["ok", "b\x00"]}),
+        InvalidMetadata,
+        "U+0000 at index 1) at custom['a'][1]",
+    ),
+    "custom-nul-key": (_meta(custom={"k\x00": 1}), InvalidMetadata, "keys must not contain"),
+    "custom-surrogate": (_meta(custom={"a": "\ud800"}), InvalidMetadata, "surrogate"),
+    "custom-cyclic": (_meta(custom=_cyclic()), InvalidMetadata, "contains itself"),
+    "custom-too-deep": (_meta(custom=_deep(33)), InvalidMetadata, "more than 32 levels"),
+    "custom-nan": (_meta(custom={"x": float("nan")}), InvalidMetadata, "finite"),
+    "custom-not-json": (_meta(custom={"x": {1, 2}}), InvalidMetadata, "not set"),
+    "custom-int-key": (_meta(custom={1: "x"}), InvalidMetadata, "keys must be str"),
+    "custom-not-a-mapping": (_meta(custom=[("a", 1)]), InvalidMetadata, "must be a mapping"),
+    "custom-over-64KiB": (
+        _meta(custom={"big": "x" * 40_000_000}),
+        LimitExceeded,
+        "over the limit of 65536 bytes (64 KiB)",
+    ),
+    "custom-over-64KiB-many-values": (
+        _meta(custom={f"k{i}": 1 for i in range(20_000)}),
+        LimitExceeded,
+        "bytes as JSON, over the limit of 65536 bytes",
+    ),
+    # a str where a sequence is expected
+    "events-str": (lambda s: s.append("acc-1"), TypeError, "not a str"),
+    "expected-str": (
+        lambda s: s.append(_typed("demo.Ok"), expected="acc-1"),
+        TypeError,
+        "not a str",
+    ),
+}
+
+
+async def _snapshot(store: Any) -> tuple[Any, ...]:
+    """What a refused call must leave unchanged: the head, versions and stream rows."""
+    sync = getattr(store, "sync", store)  # the in-memory async view lists through its store
+    listed = await store.list_streams() if hasattr(store, "list_streams") else None
+    return (
+        await store.head(),
+        await store.stream_version("acc-1"),
+        await store.stream_version("acc-2"),
+        await store.stream_version("many"),
+        listed if listed is not None else sync.list_streams(),
+    )
+
+
+@pytest.mark.parametrize("case", list(BAD_APPENDS))
+async def test_bad_input_is_refused_with_a_typed_error_and_writes_nothing(
+    store: Any, case: str
+) -> None:
+    """Regression (issue 10, section 5): each kind of bad input gets its typed, never
+    retried error on every store, naming the problem, and nothing is written."""
+    call, error, message = BAD_APPENDS[case]
+    await store.append([new("acc-1", Deposited(1))], metadata=Metadata(user_id="ann"))
+    before = await _snapshot(store)
+    with pytest.raises(error) as info:
+        await call(store)
+    assert message in str(info.value)
+    assert len(str(info.value)) < 2000  # the rejected value is not repeated in full
+    if error is not TypeError:
+        assert isinstance(info.value, ValidationError)  # never retried by execute
+    assert await _snapshot(store) == before
+
+
+@pytest.mark.parametrize(
+    ("read", "message"),
+    [
+        (lambda s: s.read_all(event_types="demo.bank.Deposited"), "event_types"),
+        (lambda s: s.read_streams("acc-1"), "not a str"),
+    ],
+    ids=["read_all-event_types-str", "read_streams-str"],
+)
+async def test_a_str_where_a_sequence_is_expected_is_a_type_error(
+    store: Any, read: Any, message: str
+) -> None:
+    """Regression: ``read_all(event_types="x")`` silently returned nothing (it filtered by
+    the letters of the str)."""
+    await store.append([new("acc-1", Deposited(1))])
+    with pytest.raises(TypeError, match=message):
+        await read(store)
+    [deposited] = await store.read_all(event_types=["demo.bank.Deposited"])
+    assert deposited.stream_id == "acc-1"
+
+
+async def test_type_names_at_the_limits_are_stored_as_given(store: Any) -> None:
+    names = ["T" * 255, "é" * 255, "a b", "Überweisung.erfasst", "x.y-z_1"]
+    await store.append([NewEvent("acc-1", name, b"") for name in names])
+    assert [e.event_type for e in await store.read_all()] == names
+    await store.append([NewEvent("big", "demo.Big", _FULL_PAYLOAD)])
+    [big] = await store.read_stream("big")
+    assert len(big.payload) == 16 * _MIB
+
+
+async def test_zero_events_with_read_checks_write_nothing(store: Any) -> None:
+    """Regression: appending no events with only read checks created version-0 streams."""
+    await store.append([new("acc-1", Deposited(1))])
+    before = await _snapshot(store)
+    result = await store.append([], expected={"acc-1": 1, "acc-2": NO_STREAM, "many": ANY})
+    assert list(result.events) == []
+    assert dict(result.stream_versions) == {"acc-1": 1, "acc-2": 0, "many": 0}
+    assert await _snapshot(store) == before
+
+
+# -- random type names and metadata: stored exactly, or refused with the typed error ---------
+
+_ANY_CHAR = st.characters(exclude_categories=())  # controls, whitespace and surrogates too
+_EDGE_CHARS = st.sampled_from(["\x00", "\t", "\n", " ", "\u3000", "\x85", "\x1c", "\ud800", "é"])
+_TEXT = st.text(st.one_of(_ANY_CHAR, _EDGE_CHARS), max_size=12)
+_TYPE_NAMES = st.one_of(
+    _TEXT,
+    st.text(st.sampled_from("aé. \t"), min_size=250, max_size=260),
+    st.builds(lambda a, b: f"demo.{a}{b}", _TEXT, st.sampled_from(["", " ", "\x00", "x"])),
+)
+_JSON_LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64),
+    st.floats(allow_nan=True, allow_infinity=True),
+    _TEXT,
+)
+_CUSTOM = st.one_of(
+    st.none(),
+    st.dictionaries(
+        _TEXT,
+        st.recursive(
+            _JSON_LEAVES,
+            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+            max_leaves=8,
+        ),
+        max_size=4,
+    ),
+    st.integers(min_value=28, max_value=36).map(lambda n: {"deep": _deep(n)}),
+)
+
+
+def _valid_type_name(name: str) -> bool:
+    """The documented rules in plain Python."""
+    return (
+        0 < len(name) <= 255
+        and not name[0].isspace()
+        and not name[-1].isspace()
+        and not any(unicodedata.category(c) in ("Cc", "Cs") for c in name)
+    )
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(event_type=_TYPE_NAMES, user_id=st.none() | _TEXT, custom=_CUSTOM)
+async def test_random_type_names_and_metadata_round_trip_or_are_refused(
+    store: Any, event_type: str, user_id: str | None, custom: dict[str, Any] | None
+) -> None:
+    """Whatever the input, a store either keeps it exactly or refuses it with the typed
+    error before writing anything: never a driver error, a RecursionError or
+    UnicodeEncodeError, and never a silently changed value."""
+    stream = f"h-{uuid.uuid4()}"
+    try:
+        meta = Metadata(user_id=user_id, custom=custom)
+    except (InvalidMetadata, LimitExceeded):
+        meta = Metadata()
+    head = await store.head()
+    try:
+        await store.append([NewEvent(stream, event_type, b"p")], metadata=meta)
+    except InvalidEventType as exc:
+        assert not _valid_type_name(event_type), exc
+        assert await store.head() == head
+        assert await store.stream_version(stream) == 0
+        return
+    assert _valid_type_name(event_type)
+    [recorded] = await store.read_stream(stream)
+    assert recorded.event_type == event_type
+    assert recorded.metadata == meta
+    assert recorded.metadata.user_id == meta.user_id
+    assert _typed_json(recorded.metadata.custom) == _typed_json(meta.custom)
+
+
+def _typed_json(value: Any) -> Any:
+    """``value`` with each scalar tagged by its type, so ``1 == 1.0 == True`` cannot hide a
+    changed value."""
+    if isinstance(value, Mapping):
+        return {k: _typed_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_typed_json(v) for v in value]
+    return (type(value).__name__, value)
+
+
+async def test_an_append_over_a_cap_is_not_retried_by_execute(store: Any) -> None:
+    """Regression: an oversized batch became StoreUnavailable on PostgreSQL and ``execute``
+    sent it again and again; a cap is a LimitExceeded, raised at the first attempt."""
+    real_append = store.append
+    appends = 0
+
+    async def counting_append(*args: Any, **kwargs: Any) -> Any:
+        nonlocal appends
+        appends += 1
+        return await real_append(*args, **kwargs)
+
+    store.append = counting_append
+    try:
+        command = EmitTo(declared=("big",), emit=(("big", Noted("x" * (16 * _MIB))),))
+        with pytest.raises(LimitExceeded, match="over the limit of 16777216 bytes"):
+            await execute(store, command)
+    finally:
+        del store.append
+    assert appends == 1
+    assert await store.head() == 0

@@ -9,17 +9,34 @@ from typing import Any
 import msgspec
 
 from eventcore import _core
-from eventcore.errors import DuplicateEventId, ValidationError
+from eventcore.errors import DuplicateEventId, InvalidMetadata, LimitExceeded, ValidationError
+from eventcore.metadata import Metadata
 from eventcore.recorded import as_uuid
 from eventcore.store import Expected
 
-MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
-"""The largest payload the PostgreSQL store accepts (16 MiB); larger ones are refused."""
-MAX_EVENTS_PER_APPEND = 1 << 20
+MAX_PAYLOAD_BYTES: int = _core.MAX_PAYLOAD_BYTES
+"""The largest payload of one event (16 MiB), the same cap as every store's."""
+MAX_EVENTS_PER_APPEND: int = _core.MAX_APPEND_EVENTS
 """The most events one append may write (positions hold ``2**20`` per transaction)."""
+MAX_APPEND_BYTES: int = _core.MAX_APPEND_BYTES
+"""The most one append may carry: payloads plus the encoded metadata once (64 MiB)."""
 
 _json_decode = msgspec.json.decode
 validate_stream_id = _core.validate_stream_id
+validate_event_type = _core.validate_event_type
+
+
+def check_event_types(event_types: Sequence[str] | None) -> list[str] | None:
+    """``event_types`` as a list; a str is refused (iterating it would filter by letters)."""
+    if event_types is None:
+        return None
+    if isinstance(event_types, str):
+        raise TypeError("event_types must be a sequence of str, not a str")
+    types = list(event_types)
+    for name in types:
+        if not isinstance(name, str):
+            raise TypeError("event_types must contain only str")
+    return types
 
 
 def check_limit(limit: int | None) -> int | None:
@@ -32,41 +49,57 @@ def check_limit(limit: int | None) -> int | None:
 def check_stream_ids(streams: Sequence[str]) -> list[str]:
     """Validate a list of stream ids (each listed once)."""
     if isinstance(streams, str):
-        raise TypeError("streams must be a sequence of stream ids, not one str")
+        raise TypeError("streams must be a sequence of stream ids, not a str")
     ids = [validate_stream_id(s) for s in streams]
     if len(set(ids)) != len(ids):
         raise ValidationError("streams", "a stream is listed more than once", ids)
     return ids
 
 
-def prepare_events(events: Sequence[Any]) -> list[tuple[str, str, bytes, Any]]:
-    """Validate the events, normalize stream ids and give missing ids a UUIDv7."""
+def prepare_events(
+    events: Sequence[Any], metadata: Metadata | None = None
+) -> list[tuple[str, str, bytes, Any]]:
+    """Validate the events, normalize stream ids and give missing ids a UUIDv7.
+
+    The same rules and caps as the in-memory store (type names, payload and append size,
+    event count), checked before any I/O; ``metadata`` counts once towards the append's
+    size.
+    """
+    if isinstance(events, str | bytes):
+        raise TypeError("events must be a sequence of NewEvent, not a str")
+    if metadata is not None and not isinstance(metadata, Metadata):
+        raise InvalidMetadata("metadata", "must be an eventcore.Metadata or None", metadata)
     if len(events) > MAX_EVENTS_PER_APPEND:
-        raise ValidationError(
-            "events", f"at most {MAX_EVENTS_PER_APPEND} events per append", len(events)
+        raise LimitExceeded(
+            "events",
+            f"{len(events)} events in one append, over the limit of {MAX_EVENTS_PER_APPEND}",
+            len(events),
         )
+    total = len(metadata.to_bytes()) if metadata else 0
     missing = sum(1 for e in events if e[3] is None)
     new_ids = iter(_core.uuid7_ints(missing)) if missing else iter(())
     streams: dict[str, str] = {}
+    types: set[str] = set()
     seen: set[uuid.UUID] = set()
     out = []
-    for e in events:
+    for i, e in enumerate(events):
         stream_id, event_type, payload, event_id = e
         sid = streams.get(stream_id)
         if sid is None:
             sid = streams[stream_id] = validate_stream_id(stream_id)
-        if type(event_type) is not str:
-            raise TypeError(f"event type must be a str, got {type(event_type).__name__}")
-        if "\x00" in event_type:
-            raise ValidationError("event_type", "must not contain NUL characters", event_type)
+        if event_type not in types:
+            if type(event_type) is not str:
+                raise TypeError(f"event type must be a str, got {type(event_type).__name__}")
+            types.add(validate_event_type(event_type))
         if type(payload) is not bytes:
             raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
+        total += len(payload)
         if len(payload) > MAX_PAYLOAD_BYTES:
-            raise ValidationError(
+            raise LimitExceeded(
                 "payload",
-                f"{len(payload)} bytes is over the PostgreSQL store's limit of "
-                f"{MAX_PAYLOAD_BYTES} bytes (16 MiB)",
-                event_type,
+                f"event {i} ({event_type}) has a payload of {len(payload)} bytes, over the "
+                f"limit of {MAX_PAYLOAD_BYTES} bytes (16 MiB)",
+                len(payload),
             )
         if event_id is None:
             event_id = next(new_ids)
@@ -77,11 +110,20 @@ def prepare_events(events: Sequence[Any]) -> list[tuple[str, str, bytes, Any]]:
             raise DuplicateEventId(key, "appears more than once in this batch")
         seen.add(key)
         out.append((sid, event_type, payload, event_id))
+    if total > MAX_APPEND_BYTES:
+        raise LimitExceeded(
+            "append",
+            f"{total} bytes of payloads and metadata in one append, over the limit of "
+            f"{MAX_APPEND_BYTES} bytes (64 MiB)",
+            total,
+        )
     return out
 
 
 def prepare_expected(expected: Expected) -> list[tuple[str, int]]:
     """Validate expected versions; stream ids normalized, each listed once."""
+    if isinstance(expected, str):
+        raise TypeError("expected must be a mapping or a sequence of pairs, not a str")
     items = expected.items() if isinstance(expected, Mapping) else expected
     checks = []
     seen = set()

@@ -89,6 +89,7 @@ from eventcore.postgres._errors import translate
 from eventcore.postgres._input import (
     MAX_EVENTS_PER_APPEND,
     MAX_PAYLOAD_BYTES,
+    check_event_types,
     check_limit,
     check_stream_ids,
     prepare_events,
@@ -306,7 +307,7 @@ class PostgresStore:
             StoreUnavailable: the server could not be reached or the statement timed out.
             StoreError: any other failure.
         """
-        batch = prepare_events(events)
+        batch = prepare_events(events, metadata)
         checks = prepare_expected(expected)
         meta = metadata if metadata is not None else EMPTY_METADATA
         if not isinstance(meta, Metadata):
@@ -453,7 +454,7 @@ class PostgresStore:
         later. ``event_types`` keeps only those types; ``stream_prefix`` only streams whose
         id starts with it.
         """
-        types = list(event_types) if event_types is not None else None
+        types = check_event_types(event_types)
         rows = await self._fetch(
             self._q.read_all, after_position, check_limit(limit), types, stream_prefix
         )
