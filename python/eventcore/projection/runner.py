@@ -588,9 +588,9 @@ class ProjectionRunner:
         raise KeyError(f"no projection named {name!r}")
 
     async def _prepare(self) -> None:
-        migrate = getattr(self.checkpoints, "migrate", None)
-        if migrate is not None:
-            await migrate()
+        check = getattr(self.checkpoints, "check", None)
+        if check is not None:
+            await check()
 
     async def _run(self, workers: Sequence[_Worker], *, fresh: bool = True, **options: Any) -> None:
         if self._running:
