@@ -125,10 +125,11 @@ class PostgresCheckpointStore:
     Tables ``projection_checkpoints`` and ``projection_dead_letters`` come from the
     store's versioned migrations (``await store.migrate()`` or ``eventcore migrate``, run
     as the schema's owner); the runner only checks that they exist (:meth:`check`), so
-    the application role needs no DDL privilege. Give it the :class:`~eventcore.postgres.PostgresStore` whose database holds the
-    read models: the runner then offers projections with ``apply_in_transaction`` a
-    transaction on that database in which it also saves the checkpoint (exactly once),
-    and holds one advisory lock per projection so that only one process runs it.
+    the application role needs no DDL privilege. Give it the
+    :class:`~eventcore.postgres.PostgresStore` whose database holds the read models: the
+    runner then offers projections with ``apply_in_transaction`` a transaction on that
+    database in which it also saves the checkpoint (exactly once), and holds one advisory
+    lock per projection so that only one process runs it.
 
     Args:
         store: the PostgreSQL event store (its pool and schema are used).
