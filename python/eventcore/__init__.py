@@ -44,6 +44,7 @@ from eventcore.projection import (
     ProjectionError,
     ProjectionRunner,
     ProjectionStatus,
+    ReconnectPolicy,
     Subscription,
 )
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, WrittenEvent
@@ -97,6 +98,7 @@ __all__ = [
     "ProjectionError",
     "ProjectionRunner",
     "ProjectionStatus",
+    "ReconnectPolicy",
     "RecordedEvent",
     "RetryPolicy",
     "SerializationError",

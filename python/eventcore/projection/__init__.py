@@ -16,6 +16,7 @@ from eventcore.projection.checkpoint import (
 )
 from eventcore.projection.columns import ColumnBatch
 from eventcore.projection.projection import FailureStrategy, Projection, ProjectionError
+from eventcore.projection.reconnect import ReconnectPolicy
 from eventcore.projection.runner import Progress, ProjectionRunner, ProjectionStatus
 from eventcore.projection.subscription import Page, Subscription
 
@@ -32,5 +33,6 @@ __all__ = [
     "ProjectionError",
     "ProjectionRunner",
     "ProjectionStatus",
+    "ReconnectPolicy",
     "Subscription",
 ]
