@@ -27,6 +27,7 @@ from eventcore.projection.reconnect import (
     Outage,
     ReconnectPolicy,
     StoreFault,
+    driver_error,
     store_failure,
     transaction_failure,
 )
@@ -96,7 +97,7 @@ class _Worker:
                 conn = None
                 failure = store_failure(exc, "take the leader lock")
                 if failure is None:
-                    raise self._stop_error(self.position, exc) from None
+                    raise self._stop_error(self.position, driver_error(exc, "lock") or exc)
                 await self._pause(failure)
                 continue
             with contextlib.suppress(TimeoutError):
@@ -149,7 +150,7 @@ class _Worker:
                     # strategy): a transient one is retried after the lock is released.
                     failure = store_failure(exc, f"projection {self.name!r}")
                     if failure is None:
-                        raise self._stop_error(self.position, exc) from None
+                        raise self._stop_error(self.position, driver_error(exc, "read") or exc)
                 finally:
                     self.sub = None
                     if watch is not None:
@@ -346,14 +347,14 @@ class _Worker:
                     if await self._retry(functools.partial(hooks.apply_events, [failed]), f.error):
                         continue
                     if then == "stop":
-                        raise self._stop_error(failed.position, self._last_error) from None
+                        raise self._stop_error(failed.position, self._last_error)
                     await self._skip(failed, self._last_error)
                     continue
                 # apply_batch failed somewhere: retry the batch, then isolate the culprits.
                 if await self._retry(functools.partial(hooks.apply_events, chunk), f.error):
                     return
                 if then == "stop":
-                    raise self._stop_error(chunk[0].position, self._last_error) from None
+                    raise self._stop_error(chunk[0].position, self._last_error)
                 for event in chunk:
                     try:
                         await hooks.apply_events([event])
@@ -373,7 +374,7 @@ class _Worker:
             return
         first = int(batch.positions[0])
         if self.hooks.on_error.then == "stop":
-            raise self._stop_error(first, self._last_error) from None
+            raise self._stop_error(first, self._last_error)
         await self._skip(first, self._last_error)
 
     async def _process_tx(self, page: Page) -> None:
@@ -408,7 +409,7 @@ class _Worker:
             return
         if self.hooks.on_error.then == "stop":
             first = events[0].position if events else page.position
-            raise self._stop_error(first, self._last_error) from None
+            raise self._stop_error(first, self._last_error)
         await attempt(True)
 
     async def _apply_tx(self, conn: Any, page: Page, isolate: bool) -> None:
