@@ -97,7 +97,8 @@ class _Worker:
                 conn = None
                 failure = store_failure(exc, "take the leader lock")
                 if failure is None:
-                    raise self._stop_error(self.position, driver_error(exc, "lock") or exc)
+                    cause = driver_error(exc, "lock") or exc
+                    raise self._stop_error(self.position, cause) from cause
                 await self._pause(failure)
                 continue
             with contextlib.suppress(TimeoutError):
@@ -150,7 +151,8 @@ class _Worker:
                     # strategy): a transient one is retried after the lock is released.
                     failure = store_failure(exc, f"projection {self.name!r}")
                     if failure is None:
-                        raise self._stop_error(self.position, driver_error(exc, "read") or exc)
+                        cause = driver_error(exc, "read") or exc
+                        raise self._stop_error(self.position, cause) from cause
                 finally:
                     self.sub = None
                     if watch is not None:
@@ -321,9 +323,8 @@ class _Worker:
         return False
 
     def _stop_error(self, position: int, error: BaseException) -> ProjectionError:
-        err = ProjectionError(self.name, position, repr(error))
-        err.__cause__ = error
-        return err
+        """The ProjectionError for stopping at ``position`` (raise it ``from error``)."""
+        return ProjectionError(self.name, position, repr(error))
 
     async def _skip(self, event: RecordedEvent[Any] | int, error: BaseException) -> None:
         letter = dead_letter(self.name, event, error)
@@ -347,14 +348,14 @@ class _Worker:
                     if await self._retry(functools.partial(hooks.apply_events, [failed]), f.error):
                         continue
                     if then == "stop":
-                        raise self._stop_error(failed.position, self._last_error)
+                        raise self._stop_error(failed.position, self._last_error) from self._last_error
                     await self._skip(failed, self._last_error)
                     continue
                 # apply_batch failed somewhere: retry the batch, then isolate the culprits.
                 if await self._retry(functools.partial(hooks.apply_events, chunk), f.error):
                     return
                 if then == "stop":
-                    raise self._stop_error(chunk[0].position, self._last_error)
+                    raise self._stop_error(chunk[0].position, self._last_error) from self._last_error
                 for event in chunk:
                     try:
                         await hooks.apply_events([event])
@@ -374,7 +375,7 @@ class _Worker:
             return
         first = int(batch.positions[0])
         if self.hooks.on_error.then == "stop":
-            raise self._stop_error(first, self._last_error)
+            raise self._stop_error(first, self._last_error) from self._last_error
         await self._skip(first, self._last_error)
 
     async def _process_tx(self, page: Page) -> None:
@@ -409,7 +410,7 @@ class _Worker:
             return
         if self.hooks.on_error.then == "stop":
             first = events[0].position if events else page.position
-            raise self._stop_error(first, self._last_error)
+            raise self._stop_error(first, self._last_error) from self._last_error
         await attempt(True)
 
     async def _apply_tx(self, conn: Any, page: Page, isolate: bool) -> None:
