@@ -348,14 +348,18 @@ class _Worker:
                     if await self._retry(functools.partial(hooks.apply_events, [failed]), f.error):
                         continue
                     if then == "stop":
-                        raise self._stop_error(failed.position, self._last_error) from self._last_error
+                        raise self._stop_error(
+                            failed.position, self._last_error
+                        ) from self._last_error
                     await self._skip(failed, self._last_error)
                     continue
                 # apply_batch failed somewhere: retry the batch, then isolate the culprits.
                 if await self._retry(functools.partial(hooks.apply_events, chunk), f.error):
                     return
                 if then == "stop":
-                    raise self._stop_error(chunk[0].position, self._last_error) from self._last_error
+                    raise self._stop_error(
+                        chunk[0].position, self._last_error
+                    ) from self._last_error
                 for event in chunk:
                     try:
                         await hooks.apply_events([event])
