@@ -64,6 +64,7 @@ class _Worker:
         self.error: ProjectionError | None = None
         self.sub: Subscription | None = None
         self.lost = False
+        self.lock_failure: StoreUnavailable | None = None
         self.outage = Outage(runner.reconnect)
         self.known_lag: tuple[int, float] = (0, 0.0)
         if self.hooks.transactional is not None and not isinstance(
@@ -112,8 +113,9 @@ class _Worker:
             await asyncio.sleep(self.runner.lock_check_interval)
             try:
                 await asyncio.wait_for(conn.fetchval("SELECT 1"), 5)
-            except Exception:
+            except Exception as exc:
                 self.lost = True
+                self.lock_failure = store_failure(exc, "check the leader lock")
                 if self.sub is not None:
                     self.sub.stop()
                 return
@@ -133,7 +135,7 @@ class _Worker:
                         conn = await self._acquire()
                         if conn is None:
                             break
-                        self.lost = False
+                        self.lost, self.lock_failure = False, None
                         watch = asyncio.create_task(self._watch_lock(conn))
                     if reset_to is not None:
                         await self._reset(reset_to)
@@ -141,9 +143,9 @@ class _Worker:
                     await self._consume(live)
                     if not self.lost:
                         break
-                    log.warning("projection %r lost its leadership; back to standby", self.name)
+                    failure = self._leadership_lost()
                 except _LostLeadership:
-                    log.warning("projection %r lost its leadership; back to standby", self.name)
+                    failure = self._leadership_lost()
                 except ProjectionError:
                     raise
                 except Exception as exc:
@@ -169,6 +171,13 @@ class _Worker:
             runner._changed()
             raise
         self.state = "stopped"
+
+    def _leadership_lost(self) -> StoreUnavailable | None:
+        """Log a lost leadership; the store failure that lost it (None: another runner)."""
+        if self.lost and self.lock_failure is not None:
+            return self.lock_failure  # the lock's connection died: reconnect
+        log.warning("projection %r lost its leadership; back to standby", self.name)
+        return None
 
     async def _pause(self, failure: StoreUnavailable) -> None:
         """State ``reconnecting``: report ``failure`` and wait before the next attempt.
