@@ -212,3 +212,34 @@ def test_reconnect_policy_delays_and_validation() -> None:
     for bad in ({"multiplier": 0.5}, {"jitter": 2.0}, {"max_attempts": 0}, {"give_up_after": -1}):
         with pytest.raises(ValueError):
             ReconnectPolicy(**bad)
+
+
+async def test_logging_and_prometheus_hooks_report_reconnects(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from eventcore.logs import LoggingHook
+    from eventcore.metrics import PrometheusHook
+
+    metrics = prometheus_client.CollectorRegistry()
+    hooks = [PrometheusHook(metrics), LoggingHook()]
+    for hook in hooks:
+        add_hook(hook)
+    try:
+        faulty = FaultyStore(read_faults=["unavailable", "unavailable"])
+        await write(faulty.aio, 10)
+        with caplog.at_level("WARNING", logger="eventcore"):
+            await ProjectionRunner(faulty.aio, Recorder(), reconnect=FAST).run_until_caught_up()
+    finally:
+        for hook in hooks:
+            remove_hook(hook)
+    count = metrics.get_sample_value(
+        "eventcore_projection_reconnects_total", {"projection": "recorder"}
+    )
+    assert count == 2
+    records = [r for r in caplog.records if getattr(r, "attempt", None) is not None]
+    assert [(r.levelname, r.projection, r.attempt) for r in records] == [  # type: ignore[attr-defined]
+        ("WARNING", "recorder", 1),
+        ("WARNING", "recorder", 2),
+    ]
+    assert "injected" in records[0].error  # type: ignore[attr-defined]
