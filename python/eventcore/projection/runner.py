@@ -8,7 +8,6 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from eventcore import observe
@@ -37,6 +36,7 @@ from eventcore.projection.status import (
     ProgressTracker,
     ProjectionStatus,
     State,
+    statuses,
 )
 from eventcore.projection.subscription import Page, Subscription
 from eventcore.recorded import RecordedEvent
@@ -718,51 +718,7 @@ class ProjectionRunner:
 
         While the store is unreachable it still answers, from what the runner saw last.
         """
-        out = {}
-        try:
-            head: int | None = await self.source.head()
-        except Exception as exc:
-            if store_failure(exc, "status") is None:
-                raise
-            head = None
-        for w in self._workers:
-            position = w.position
-            lag, seconds = w.known_lag
-            if head is not None:
-                try:
-                    if w.state in ("idle", "standby"):
-                        position = await self.checkpoints.load(w.name)
-                    lag, seconds = w.known_lag = await self._lag(position, head)
-                except Exception as exc:
-                    if store_failure(exc, "status") is None:
-                        raise
-            outage = w.outage
-            out[w.name] = ProjectionStatus(
-                w.name,
-                w.state,
-                position,
-                max(w.head, position) if head is None else head,
-                lag,
-                seconds,
-                w.applied,
-                str(w.error) if w.error else None,
-                outage.since,
-                str(outage.error) if outage.error is not None else None,
-                outage.attempts,
-            )
-        return out
-
-    async def _lag(self, position: int, head: int) -> tuple[int, float]:
-        """Events after ``position`` up to ``head``, and the age of the first of them."""
-        source = self.source
-        lag = await source.count_between(position, head)
-        seconds = 0.0
-        if lag:
-            first = await source.first_after(position)
-            if first is not None:
-                age = datetime.now(UTC) - first.recorded_at
-                seconds = max(age.total_seconds(), 0.0)
-        return lag, seconds
+        return await statuses(self.source, self.checkpoints, self._workers)
 
     async def dead_letters(self, name: str) -> list[Any]:
         """The dead letters recorded for projection ``name``."""

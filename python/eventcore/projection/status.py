@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from eventcore.projection.reconnect import store_failure
+
 if TYPE_CHECKING:
+    from eventcore.projection._source import Source
+    from eventcore.projection.checkpoint import CheckpointStore
     from eventcore.projection.subscription import Page
 
 __all__ = ["Progress", "ProjectionStatus"]
@@ -138,3 +142,57 @@ class ProgressTracker:
         result = callback(progress)
         if asyncio.iscoroutine(result):
             await result
+
+
+async def statuses(
+    source: Source, checkpoints: CheckpointStore, workers: Sequence[Any]
+) -> dict[str, ProjectionStatus]:
+    """The status of each of a runner's workers (see ``ProjectionRunner.status``).
+
+    While the store is unreachable it still answers, from what the runner saw last.
+    """
+    out = {}
+    try:
+        head: int | None = await source.head()
+    except Exception as exc:
+        if store_failure(exc, "status") is None:
+            raise
+        head = None
+    for w in workers:
+        position = w.position
+        lag, seconds = w.known_lag
+        if head is not None:
+            try:
+                if w.state in ("idle", "standby"):
+                    position = await checkpoints.load(w.name)
+                lag, seconds = w.known_lag = await _lag(source, position, head)
+            except Exception as exc:
+                if store_failure(exc, "status") is None:
+                    raise
+        outage = w.outage
+        out[w.name] = ProjectionStatus(
+            w.name,
+            w.state,
+            position,
+            max(w.head, position) if head is None else head,
+            lag,
+            seconds,
+            w.applied,
+            str(w.error) if w.error else None,
+            outage.since,
+            str(outage.error) if outage.error is not None else None,
+            outage.attempts,
+        )
+    return out
+
+
+async def _lag(source: Source, position: int, head: int) -> tuple[int, float]:
+    """Events after ``position`` up to ``head``, and the age of the first of them."""
+    lag = await source.count_between(position, head)
+    seconds = 0.0
+    if lag:
+        first = await source.first_after(position)
+        if first is not None:
+            age = datetime.now(UTC) - first.recorded_at
+            seconds = max(age.total_seconds(), 0.0)
+    return lag, seconds
