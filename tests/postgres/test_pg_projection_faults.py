@@ -196,6 +196,8 @@ async def test_runner_survives_store_fault(
                 await asyncio.to_thread(postgres_server.restart)
             if phase == "catch_up":
                 assert before < TOTAL  # the fault hit the catch-up, not after it
+            # An idle live runner notices at its next store call or lock check.
+            await wait_until(lambda: hook.calls >= 1)
             last = await append_retrying(store, MORE, 10_000)
             await runner.wait_for(last, timeout=60)
             await wait_until(lambda: log.states[-1:] == ["live"])

@@ -206,7 +206,7 @@ class _Worker:
     def _recovered(self) -> None:
         """The store answered again: end the outage (if any)."""
         if self.outage.since is not None and self.outage.clear():
-            log.warning("projection %r: store available again", self.name)
+            log.info("projection %r: store available again", self.name)
 
     def _caught_up(self) -> None:
         """The subscription read up to the head and found nothing new."""
