@@ -139,6 +139,8 @@ class StateLog:
             await asyncio.sleep(0.01)
 
     async def stop(self) -> list[str]:
+        if self.task.done():  # status() raised (e.g. while the server was down)
+            self.task.result()
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
         return self.states

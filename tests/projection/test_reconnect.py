@@ -243,3 +243,31 @@ async def test_logging_and_prometheus_hooks_report_reconnects(
         ("WARNING", "recorder", 2),
     ]
     assert "injected" in records[0].error  # type: ignore[attr-defined]
+
+
+class FakeConnection:
+    def __init__(self, closed: bool) -> None:
+        self.closed = closed
+
+    def is_closed(self) -> bool:
+        return self.closed
+
+
+def test_transaction_failures_are_told_from_the_projections_own() -> None:
+    from eventcore.projection.reconnect import transaction_failure
+
+    live, dead = FakeConnection(False), FakeConnection(True)
+    # the projection's own errors on a live connection: its failure strategy
+    assert transaction_failure(ValueError("bug"), live) is None
+    assert transaction_failure(OSError("its own file"), live) is None
+    assert transaction_failure(StoreError("constraint"), live) is None
+    # whatever it raised once the connection died: the store's failure (reconnect)
+    assert isinstance(transaction_failure(ValueError("bug"), dead), StoreUnavailable)
+    assert isinstance(transaction_failure(OSError("reset"), dead), StoreUnavailable)
+    # no connection yet (acquire failed): a refused connection is the store's
+    assert isinstance(transaction_failure(ConnectionRefusedError(), None), StoreUnavailable)
+    asyncpg = pytest.importorskip("asyncpg")
+    lost = asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
+    assert isinstance(transaction_failure(lost, live), StoreUnavailable)
+    unique = asyncpg.exceptions.UniqueViolationError("duplicate key")
+    assert transaction_failure(unique, live) is None
