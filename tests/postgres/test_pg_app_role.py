@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 from click.testing import CliRunner
 from tests.postgres.pg_bank import BANK, Deposit, balance_of, open_accounts
+from tests.projection.conftest import new_events
 
 from eventcore import FailureStrategy, ProjectionRunner, StoreError, execute
 from eventcore.cli import cli
@@ -173,3 +174,26 @@ async def test_unmigrated_checkpoint_tables_say_how_to_migrate(
     # the owner migrates (version 1 -> latest): the runner then works
     assert await postgres_store.migrate() == PostgresStore.latest_schema_version()
     await ProjectionRunner(postgres_store, Totals()).run_until_caught_up()
+
+
+async def test_migration_adopts_checkpoint_tables_an_older_runner_created(
+    postgres_store: Any, postgres_dsn: str
+) -> None:
+    """A version-1 schema whose runner created the tables at run time migrates cleanly."""
+    schema = postgres_store.schema
+    await postgres_store.append(new_events(3))
+    await ProjectionRunner(postgres_store, Totals()).run_until_caught_up()
+    admin = await asyncpg.connect(postgres_dsn)
+    try:
+        saved = await admin.fetchval(
+            f'SELECT position FROM "{schema}".projection_checkpoints WHERE name = $1', "totals"
+        )
+        assert saved == await postgres_store.head()
+        await admin.execute(f'DELETE FROM "{schema}".schema_version WHERE version >= 2')
+        assert await postgres_store.migrate() == PostgresStore.latest_schema_version()
+        after = await admin.fetchval(
+            f'SELECT position FROM "{schema}".projection_checkpoints WHERE name = $1', "totals"
+        )
+        assert after == saved  # the checkpoints were kept
+    finally:
+        await admin.close()
