@@ -47,6 +47,7 @@ from eventcore.projection import (
     ProjectionError,
     ProjectionRunner,
     ProjectionStatus,
+    ReconnectPolicy,
     Subscription,
 )
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, WrittenEvent
@@ -103,6 +104,7 @@ __all__ = [
     "ProjectionError",
     "ProjectionRunner",
     "ProjectionStatus",
+    "ReconnectPolicy",
     "RecordedEvent",
     "RetryPolicy",
     "SerializationError",

@@ -179,6 +179,24 @@ class LoggingHook(Hook):
             },
         )
 
+    def on_projection_reconnect(
+        self, projection: str, error: BaseException, attempt: int, delay: float
+    ) -> None:
+        """Log at WARNING that a projection's store is unavailable and when it retries."""
+        self.logger.warning(
+            "projection %s: store unavailable (attempt %d), retrying in %.2f s: %s",
+            projection,
+            attempt,
+            delay,
+            error,
+            extra={
+                "projection": projection,
+                "attempt": attempt,
+                "retry_in": delay,
+                "error": f"{type(error).__name__}: {error}",
+            },
+        )
+
 
 def command_fields(report: CommandReport) -> dict[str, Any]:
     """The structured fields of one command's log records."""

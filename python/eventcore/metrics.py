@@ -25,6 +25,7 @@ name                                                    type        labels
 ``eventcore_projection_events_total``                   counter     projection
 ``eventcore_projection_batch_duration_seconds``         histogram   projection
 ``eventcore_projection_dead_letters_total``             counter     projection, event_type
+``eventcore_projection_reconnects_total``               counter     projection
 ======================================================  ==========  ============================
 
 ``outcome`` is ``success``, ``rejected``, ``conflict-exhausted`` or ``error``; ``reason`` is
@@ -163,6 +164,12 @@ class PrometheusHook(Hook):
             ["projection", "event_type"],
             **common,
         )
+        self.reconnects = Counter(
+            "projection_reconnects",
+            "Times a projection found its store unavailable and retried.",
+            ["projection"],
+            **common,
+        )
         # label lookups are the expensive part of prometheus-client: cache the children
         self._command_children: dict[tuple[str, str], Any] = {}
         self._duration_children: dict[str, tuple[Any, Any, Any, Any]] = {}
@@ -241,3 +248,9 @@ class PrometheusHook(Hook):
     def on_dead_letter(self, projection: str, event: Any, error: BaseException) -> None:
         """Count a dead-lettered event by projection and event type."""
         self.dead_letters.labels(projection, getattr(event, "event_type", "unknown")).inc()
+
+    def on_projection_reconnect(
+        self, projection: str, error: BaseException, attempt: int, delay: float
+    ) -> None:
+        """Count a failed attempt of a projection to reach its store."""
+        self.reconnects.labels(projection).inc()

@@ -152,6 +152,11 @@ class Hook:
     def on_dead_letter(self, projection: str, event: Any, error: BaseException) -> None:
         """Called when a projection skips an event it failed to apply."""
 
+    def on_projection_reconnect(
+        self, projection: str, error: BaseException, attempt: int, delay: float
+    ) -> None:
+        """Called when a projection found its store unavailable and retries in ``delay`` s."""
+
 
 _hooks: tuple[Hook, ...] = ()
 
@@ -190,6 +195,17 @@ def report_dead_letter(projection: str, event: Any, error: BaseException) -> Non
             hook.on_dead_letter(projection, event, error)
         except Exception:
             logger.exception("eventcore hook %r failed in on_dead_letter", hook)
+
+
+def report_projection_reconnect(
+    projection: str, error: BaseException, attempt: int, delay: float
+) -> None:
+    """Tell every hook that ``projection`` is reconnecting (used by projection runners)."""
+    for hook in _hooks:
+        try:
+            hook.on_projection_reconnect(projection, error, attempt, delay)
+        except Exception:
+            logger.exception("eventcore hook %r failed in on_projection_reconnect", hook)
 
 
 def outcome_of(error: BaseException) -> str:

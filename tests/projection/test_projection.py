@@ -321,12 +321,15 @@ async def test_stop_halts_only_the_failing_projection(store: Any) -> None:
     status = await runner.status()
     assert status["failing"].state == "failed" and "boom" in (status["failing"].error or "")
     assert status["failing"].position < bad and status["healthy"].lag_events == 0
-    # live mode: the failed one stops, the healthy one keeps going
-    async with runner:
-        last = await write(store, 5, offset=60)
-        await runner.wait_for(last, projection="healthy")
-        with pytest.raises(ProjectionError):
-            await runner.wait_for(last, projection="failing", timeout=5)
+    # live mode: the failed one stops, the healthy one keeps going; the block raises
+    # the failure on exit (issue 10: a runner that stops for good does not hide it)
+    with pytest.raises(ProjectionError) as exited:
+        async with runner:
+            last = await write(store, 5, offset=60)
+            await runner.wait_for(last, projection="healthy")
+            with pytest.raises(ProjectionError):
+                await runner.wait_for(last, projection="failing", timeout=5)
+    assert exited.value.projection == "failing"
     assert len(healthy.seen) == 65
 
 

@@ -23,7 +23,13 @@ POSITION_SHIFT = 1 << 20
 VERSION_TABLE_COMMENT = "eventcore schema versions"
 """Marks the ``schema_version`` table as ours (a same-named foreign table has no such mark)."""
 
-OUR_OBJECTS = ("events", "streams", "schema_version")
+OUR_OBJECTS = (
+    "events",
+    "streams",
+    "schema_version",
+    "projection_checkpoints",
+    "projection_dead_letters",
+)
 """Relation names a migration creates: a foreign one with such a name stops the migration."""
 
 

@@ -16,7 +16,9 @@ from eventcore.projection.checkpoint import (
 )
 from eventcore.projection.columns import ColumnBatch
 from eventcore.projection.projection import FailureStrategy, Projection, ProjectionError
-from eventcore.projection.runner import Progress, ProjectionRunner, ProjectionStatus
+from eventcore.projection.reconnect import ReconnectPolicy
+from eventcore.projection.runner import ProjectionRunner
+from eventcore.projection.status import Progress, ProjectionStatus
 from eventcore.projection.subscription import Page, Subscription
 
 __all__ = [
@@ -32,5 +34,6 @@ __all__ = [
     "ProjectionError",
     "ProjectionRunner",
     "ProjectionStatus",
+    "ReconnectPolicy",
     "Subscription",
 ]

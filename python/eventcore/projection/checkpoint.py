@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -115,27 +114,6 @@ class MemoryCheckpointStore:
         return [d for d in self.letters if d.projection == name]
 
 
-_MIGRATION = """
-CREATE TABLE IF NOT EXISTS {s}.projection_checkpoints (
-    name       text        PRIMARY KEY,
-    position   bigint      NOT NULL DEFAULT 0,
-    updated_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS {s}.projection_dead_letters (
-    id         bigserial   PRIMARY KEY,
-    projection text        NOT NULL,
-    position   bigint      NOT NULL,
-    event_id   uuid,
-    stream_id  text        NOT NULL,
-    event_type text        NOT NULL,
-    error      text        NOT NULL,
-    failed_at  timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX IF NOT EXISTS projection_dead_letters_projection_idx
-    ON {s}.projection_dead_letters (projection, id);
-"""
-
-
 def lock_key(schema: str, name: str) -> int:
     """The advisory-lock key of projection ``name`` in ``schema`` (a positive bigint)."""
     return (0x50524F4A << 31) | zlib.crc32(f"{schema}\x00{name}".encode())
@@ -144,12 +122,14 @@ def lock_key(schema: str, name: str) -> int:
 class PostgresCheckpointStore:
     """Checkpoints and dead letters in two tables of the event store's PostgreSQL schema.
 
-    Tables ``projection_checkpoints`` and ``projection_dead_letters`` are created by
-    :meth:`migrate` (idempotent, under an advisory lock; run once, or let the runner do
-    it). Give it the :class:`~eventcore.postgres.PostgresStore` whose database holds the
-    read models: the runner then offers projections with ``apply_in_transaction`` a
-    transaction on that database in which it also saves the checkpoint (exactly once),
-    and holds one advisory lock per projection so that only one process runs it.
+    Tables ``projection_checkpoints`` and ``projection_dead_letters`` come from the
+    store's versioned migrations (``await store.migrate()`` or ``eventcore migrate``, run
+    as the schema's owner); the runner only checks that they exist (:meth:`check`), so
+    the application role needs no DDL privilege. Give it the
+    :class:`~eventcore.postgres.PostgresStore` whose database holds the read models: the
+    runner then offers projections with ``apply_in_transaction`` a transaction on that
+    database in which it also saves the checkpoint (exactly once), and holds one advisory
+    lock per projection so that only one process runs it.
 
     Args:
         store: the PostgreSQL event store (its pool and schema are used).
@@ -164,7 +144,6 @@ class PostgresCheckpointStore:
         """The schema holding the checkpoint tables."""
         self._s = quote(self.schema)
         self._migrated = False
-        self._lock = asyncio.Lock()
 
     async def pool(self) -> Any:
         """The store's asyncpg pool."""
@@ -173,26 +152,51 @@ class PostgresCheckpointStore:
             return pool
         return await self.store._get_pool()
 
-    async def migrate(self) -> None:
-        """Create the tables if missing (idempotent; safe from many processes at once)."""
+    async def migrate(self) -> int:
+        """Apply eventcore's versioned migrations to :attr:`schema`; the schema version.
+
+        The same migrations as :meth:`PostgresStore.migrate
+        <eventcore.postgres.PostgresStore.migrate>` (idempotent, safe from many processes
+        at once); needed only when the checkpoints live in another schema than the store.
+        """
+        from eventcore.postgres._migrate import migrate
+        from eventcore.postgres._sql import Queries
+
+        pool = await self.pool()
+        try:
+            async with pool.acquire() as conn:
+                version = await migrate(conn, Queries(self.schema), self.schema)
+        except Exception as exc:
+            raise _translate(exc, "migrate projection tables") from exc
+        self._migrated = True
+        return version
+
+    async def check(self) -> None:
+        """Check that the checkpoint tables exist (the runner calls it before it starts).
+
+        Raises:
+            StoreError: the schema is not migrated to a version with checkpoint tables;
+                the message says how to migrate.
+            StoreUnavailable: the server could not be reached.
+        """
         if self._migrated:
             return
-        async with self._lock:
-            if self._migrated:
-                return
-            pool = await self.pool()
-            try:
-                async with pool.acquire() as conn, conn.transaction():
-                    await conn.execute(
-                        "SELECT pg_advisory_xact_lock($1)", lock_key(self.schema, "\x00migrate")
-                    )
-                    await conn.execute(_MIGRATION.format(s=self._s))
-            except Exception as exc:
-                raise _translate(exc, "migrate projection tables") from exc
-            self._migrated = True
+        sql = "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL"
+        tables = [f"{self._s}.projection_checkpoints", f"{self._s}.projection_dead_letters"]
+        pool = await self.pool()
+        try:
+            found = await pool.fetchval(sql, *tables)
+        except Exception as exc:
+            raise _translate(exc, "check projection tables") from exc
+        if not found:
+            raise StoreError(
+                f"the projection checkpoint tables are missing in schema {self.schema!r}: "
+                "run `await store.migrate()` (or `eventcore migrate --dsn ... --schema "
+                f"{self.schema}`) as the schema's owner; the application role cannot create them"
+            )
+        self._migrated = True
 
     async def _run(self, what: str, method: str, sql: str, *args: Any) -> Any:
-        await self.migrate()
         pool = await self.pool()
         try:
             return await getattr(pool, method)(sql, *args)

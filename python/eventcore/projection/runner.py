@@ -8,12 +8,10 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from eventcore import observe
-from eventcore.errors import ValidationError
+from eventcore.errors import StoreUnavailable, ValidationError
 from eventcore.projection._source import Source
 from eventcore.projection.checkpoint import (
     CheckpointStore,
@@ -23,76 +21,29 @@ from eventcore.projection.checkpoint import (
     lock_key,
 )
 from eventcore.projection.projection import BatchFailure, Hooks, ProjectionError
+from eventcore.projection.reconnect import (
+    GaveUp,
+    Outage,
+    ReconnectPolicy,
+    StoreFault,
+    driver_error,
+    store_failure,
+    transaction_failure,
+)
+from eventcore.projection.status import (
+    Progress,
+    ProgressCallback,
+    ProgressTracker,
+    ProjectionStatus,
+    State,
+    statuses,
+)
 from eventcore.projection.subscription import Page, Subscription
 from eventcore.recorded import RecordedEvent
 
 __all__ = ["Progress", "ProjectionRunner", "ProjectionStatus"]
 
 log = logging.getLogger("eventcore.projection")
-
-State = Literal["idle", "standby", "catching_up", "live", "stopped", "failed"]
-
-
-@dataclass(frozen=True, slots=True)
-class ProjectionStatus:
-    """Where one projection is.
-
-    Attributes:
-        name: the projection's name.
-        state: ``idle`` (not started), ``standby`` (another process is active),
-            ``catching_up``, ``live``, ``stopped`` or ``failed``.
-        position: the last position applied (and checkpointed).
-        head: the store's head now.
-        lag_events: events between ``position`` and ``head``.
-        lag_seconds: age of the oldest event not yet applied (0 when caught up).
-        events_applied: events applied by this runner since it started.
-        error: the error that stopped it (state ``failed``).
-    """
-
-    name: str
-    state: State
-    position: int
-    head: int
-    lag_events: int
-    lag_seconds: float
-    events_applied: int
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """Progress of a catch-up or rebuild, for a progress bar.
-
-    Attributes:
-        name: the projection's name.
-        position: the position applied so far.
-        head: the head the catch-up is heading for (it moves while writes go on).
-        events_done: events processed since the catch-up started.
-        events_remaining: events left up to ``head`` (an estimate while writes go on).
-        events_per_second: processing rate since the start.
-        eta_seconds: estimated seconds left (None while the rate is unknown).
-        elapsed_seconds: seconds since the start.
-        done: the catch-up reached the head.
-    """
-
-    name: str
-    position: int
-    head: int
-    events_done: int
-    events_remaining: int
-    events_per_second: float
-    eta_seconds: float | None
-    elapsed_seconds: float
-    done: bool
-
-    @property
-    def fraction(self) -> float:
-        """Done as a fraction in [0, 1] (for a progress bar)."""
-        total = self.events_done + self.events_remaining
-        return 1.0 if total == 0 else self.events_done / total
-
-
-ProgressCallback = Callable[[Progress], Any]
 
 
 class _LostLeadership(Exception):
@@ -113,6 +64,9 @@ class _Worker:
         self.error: ProjectionError | None = None
         self.sub: Subscription | None = None
         self.lost = False
+        self.lock_failure: StoreUnavailable | None = None
+        self.outage = Outage(runner.reconnect)
+        self.known_lag: tuple[int, float] = (0, 0.0)
         if self.hooks.transactional is not None and not isinstance(
             runner.checkpoints, PostgresCheckpointStore
         ):
@@ -129,16 +83,25 @@ class _Worker:
         runner = self.runner
         key = lock_key(runner.checkpoints.schema, self.name)  # type: ignore[attr-defined]
         conn = None
+        if self.outage.since is None:
+            self.state = "standby"
         while not runner._stopping.is_set():
             try:
                 if conn is None or conn.is_closed():
                     conn = await runner._dedicated_connection()
                 if await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
                     return conn
-            except Exception as exc:  # server away: keep trying
-                log.warning("projection %r: leader lock attempt failed: %r", self.name, exc)
+                self._recovered()  # the server answers: another process leads
+                self.state = "standby"
+            except Exception as exc:
                 await runner._close_connection(conn)
                 conn = None
+                failure = store_failure(exc, "take the leader lock")
+                if failure is None:
+                    cause = driver_error(exc, "lock") or exc
+                    raise self._stop_error(self.position, cause) from cause
+                await self._pause(failure)
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(runner._stopping.wait(), runner.takeover_interval)
         await runner._close_connection(conn)
@@ -150,8 +113,9 @@ class _Worker:
             await asyncio.sleep(self.runner.lock_check_interval)
             try:
                 await asyncio.wait_for(conn.fetchval("SELECT 1"), 5)
-            except Exception:
+            except Exception as exc:
                 self.lost = True
+                self.lock_failure = store_failure(exc, "check the leader lock")
                 if self.sub is not None:
                     self.sub.stop()
                 return
@@ -159,39 +123,97 @@ class _Worker:
     # -- running -------------------------------------------------------------------
 
     async def run(self, *, live: bool, reset_to: int | None = None) -> None:
+        """Run until done or stopped, riding out store failures; raise if it fails."""
         runner = self.runner
         self.error = None
-        while not runner._stopping.is_set():
-            conn = watch = None
-            if runner.exclusive:
-                self.state = "standby"
-                conn = await self._acquire()
-                if conn is None:
-                    break
-                self.lost = False
-                watch = asyncio.create_task(self._watch_lock(conn))
-            try:
-                if reset_to is not None:
-                    await self._reset(reset_to)
-                    reset_to = None
-                await self._consume(live)
-                if not self.lost:
-                    break
-            except _LostLeadership:
-                log.warning("projection %r lost its leadership; back to standby", self.name)
-            except ProjectionError as exc:
-                self.state = "failed"
-                self.error = exc
-                log.error("%s", exc)
-                raise
-            finally:
-                if watch is not None:
-                    watch.cancel()
-                    await asyncio.gather(watch, return_exceptions=True)
-                if conn is not None:
-                    await runner._close_connection(conn, unlock=True)
-        if self.state != "failed":
-            self.state = "stopped"
+        self.outage.clear()
+        try:
+            while not runner._stopping.is_set():
+                conn = watch = failure = None
+                try:
+                    if runner.exclusive:
+                        conn = await self._acquire()
+                        if conn is None:
+                            break
+                        self.lost, self.lock_failure = False, None
+                        watch = asyncio.create_task(self._watch_lock(conn))
+                    if reset_to is not None:
+                        await self._reset(reset_to)
+                        reset_to = None
+                    await self._consume(live)
+                    if not self.lost:
+                        break
+                    failure = self._leadership_lost()
+                except _LostLeadership:
+                    failure = self._leadership_lost()
+                except ProjectionError:
+                    raise
+                except Exception as exc:
+                    # Only the store's failures get here (the projection's own go to its
+                    # strategy): a transient one is retried after the lock is released.
+                    failure = store_failure(exc, f"projection {self.name!r}")
+                    if failure is None:
+                        cause = driver_error(exc, "read") or exc
+                        raise self._stop_error(self.position, cause) from cause
+                finally:
+                    self.sub = None
+                    if watch is not None:
+                        watch.cancel()
+                        await asyncio.gather(watch, return_exceptions=True)
+                    if conn is not None:
+                        await runner._close_connection(conn, unlock=True)
+                if failure is not None:
+                    await self._pause(failure)
+        except ProjectionError as exc:
+            self.state = "failed"
+            self.error = exc
+            log.error("%s", exc)
+            runner._changed()
+            raise
+        self.state = "stopped"
+
+    def _leadership_lost(self) -> StoreUnavailable | None:
+        """Log a lost leadership; the store failure that lost it (None: another runner)."""
+        if self.lost and self.lock_failure is not None:
+            return self.lock_failure  # the lock's connection died: reconnect
+        log.warning("projection %r lost its leadership; back to standby", self.name)
+        return None
+
+    async def _pause(self, failure: StoreUnavailable) -> None:
+        """State ``reconnecting``: report ``failure`` and wait before the next attempt.
+
+        Raises:
+            ProjectionError: the runner's reconnect policy gives up.
+        """
+        try:
+            delay = self.outage.record(failure)
+        except GaveUp as exc:
+            err = ProjectionError(self.name, self.position, str(exc))
+            raise err from exc.error
+        self.state = "reconnecting"
+        log.warning(
+            "projection %r: store unavailable (attempt %d), retrying in %.2f s: %s",
+            self.name,
+            self.outage.attempts,
+            delay,
+            failure,
+        )
+        observe.report_projection_reconnect(self.name, failure, self.outage.attempts, delay)
+        self.runner._changed()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.runner._stopping.wait(), delay)
+
+    def _recovered(self) -> None:
+        """The store answered again: end the outage (if any)."""
+        if self.outage.since is not None and self.outage.clear():
+            log.info("projection %r: store available again", self.name)
+
+    def _caught_up(self) -> None:
+        """The subscription read up to the head and found nothing new."""
+        self._recovered()
+        if self.state in ("catching_up", "reconnecting"):
+            self.state = "live"
+            self.runner._changed()
 
     async def _reset(self, position: int) -> None:
         hooks, cps = self.hooks, self.runner.checkpoints
@@ -208,6 +230,7 @@ class _Worker:
     async def _consume(self, live: bool) -> None:
         runner = self.runner
         source = runner.source
+        await runner._prepare()
         self.position = start = await runner.checkpoints.load(self.name)
         hooks = self.hooks
         self.sub = sub = Subscription(
@@ -220,10 +243,13 @@ class _Worker:
             poll_interval=runner.poll_interval,
             columns=hooks.columns is not None and hooks.transactional is None,
         )
+        if live:
+            sub.on_caught_up = self._caught_up
         if runner._stopping.is_set():
             return
-        self.state = "catching_up"
-        tracker = _ProgressTracker(self, start) if runner.on_progress else None
+        if self.outage.since is None:
+            self.state = "catching_up"
+        tracker = ProgressTracker(self, start) if runner.on_progress else None
         if tracker is not None:
             await tracker.begin()
         async for page in sub:
@@ -236,6 +262,7 @@ class _Worker:
             self.position = page.position
             self.head = max(self.head, page.head)
             self.applied += len(page)
+            self._recovered()
             self.state = "live" if page.caught_up else "catching_up"
             runner._changed()
             if tracker is not None:
@@ -297,15 +324,16 @@ class _Worker:
                 return True
             except BatchFailure as f:
                 error = f.error
+            except StoreFault:
+                raise
             except Exception as exc:
                 error = exc
         self._last_error = error
         return False
 
     def _stop_error(self, position: int, error: BaseException) -> ProjectionError:
-        err = ProjectionError(self.name, position, repr(error))
-        err.__cause__ = error
-        return err
+        """The ProjectionError for stopping at ``position`` (raise it ``from error``)."""
+        return ProjectionError(self.name, position, repr(error))
 
     async def _skip(self, event: RecordedEvent[Any] | int, error: BaseException) -> None:
         letter = dead_letter(self.name, event, error)
@@ -329,14 +357,18 @@ class _Worker:
                     if await self._retry(functools.partial(hooks.apply_events, [failed]), f.error):
                         continue
                     if then == "stop":
-                        raise self._stop_error(failed.position, self._last_error) from None
+                        raise self._stop_error(
+                            failed.position, self._last_error
+                        ) from self._last_error
                     await self._skip(failed, self._last_error)
                     continue
                 # apply_batch failed somewhere: retry the batch, then isolate the culprits.
                 if await self._retry(functools.partial(hooks.apply_events, chunk), f.error):
                     return
                 if then == "stop":
-                    raise self._stop_error(chunk[0].position, self._last_error) from None
+                    raise self._stop_error(
+                        chunk[0].position, self._last_error
+                    ) from self._last_error
                 for event in chunk:
                     try:
                         await hooks.apply_events([event])
@@ -356,47 +388,34 @@ class _Worker:
             return
         first = int(batch.positions[0])
         if self.hooks.on_error.then == "stop":
-            raise self._stop_error(first, self._last_error) from None
+            raise self._stop_error(first, self._last_error) from self._last_error
         await self._skip(first, self._last_error)
 
     async def _process_tx(self, page: Page) -> None:
         cps = self.runner.checkpoints
         assert isinstance(cps, PostgresCheckpointStore)
-        apply_tx = self.hooks.transactional
-        assert apply_tx is not None
         events = page.events
         pool = await cps.pool()
 
         async def attempt(isolate: bool) -> None:
-            async with pool.acquire() as conn, conn.transaction():
-                # The checkpoint row first: a compare-and-set that also row-locks it, so a
-                # second runner that wrongly thinks it is active can never apply twice.
-                if not await cps.save_in(conn, self.name, self.position, page.position):
-                    raise _LostLeadership
-                if not events:
-                    return
-                if not isolate:
-                    await apply_tx(events, conn)
-                    return
-                for event in events:
-                    try:
-                        async with conn.transaction():  # a savepoint per event
-                            await apply_tx([event], conn)
-                    except Exception as exc:
-                        letter = dead_letter(self.name, event, exc)
-                        log.error(
-                            "projection %r skips position %d: %s",
-                            self.name,
-                            event.position,
-                            letter.error,
-                        )
-                        await cps.add_dead_letter(letter, conn)
-                        observe.report_dead_letter(self.name, event, exc)
+            conn = None
+            try:
+                async with pool.acquire() as conn, conn.transaction():
+                    await self._apply_tx(conn, page, isolate)
+            except (_LostLeadership, StoreFault):
+                raise
+            except Exception as exc:
+                # A lost connection is the store's failure, whatever the projection's
+                # code made of it: reconnect, do not count it against the projection.
+                failure = transaction_failure(exc, conn)
+                if failure is not None:
+                    raise StoreFault(failure) from exc
+                raise
 
         try:
             await attempt(False)
             return
-        except _LostLeadership:
+        except (_LostLeadership, StoreFault):
             raise
         except Exception as exc:
             error = exc
@@ -404,63 +423,43 @@ class _Worker:
             return
         if self.hooks.on_error.then == "stop":
             first = events[0].position if events else page.position
-            raise self._stop_error(first, self._last_error) from None
+            raise self._stop_error(first, self._last_error) from self._last_error
         await attempt(True)
 
+    async def _apply_tx(self, conn: Any, page: Page, isolate: bool) -> None:
+        """One transactional batch on ``conn``: checkpoint first, then the events.
+
+        With ``isolate`` each event gets a savepoint and a failing one is dead-lettered
+        in the same transaction.
+        """
+        cps = self.runner.checkpoints
+        assert isinstance(cps, PostgresCheckpointStore)
+        apply_tx = self.hooks.transactional
+        assert apply_tx is not None
+        # The checkpoint row first: a compare-and-set that also row-locks it, so a second
+        # runner that wrongly thinks it is active can never apply twice.
+        if not await cps.save_in(conn, self.name, self.position, page.position):
+            raise _LostLeadership
+        if not page.events:
+            return
+        if not isolate:
+            await apply_tx(page.events, conn)
+            return
+        for event in page.events:
+            try:
+                async with conn.transaction():  # a savepoint per event
+                    await apply_tx([event], conn)
+            except Exception as exc:
+                if transaction_failure(exc, conn) is not None:
+                    raise  # the connection is gone: not this event's fault
+                letter = dead_letter(self.name, event, exc)
+                log.error(
+                    "projection %r skips position %d: %s", self.name, event.position, letter.error
+                )
+                await cps.add_dead_letter(letter, conn)
+                observe.report_dead_letter(self.name, event, exc)
+
     _last_error: BaseException = RuntimeError("no error")
-
-
-class _ProgressTracker:
-    """Calls the runner's progress callback at most every ``progress_interval``."""
-
-    def __init__(self, worker: _Worker, start: int) -> None:
-        self.worker = worker
-        self.start_position = start
-        self.started = time.monotonic()
-        self.last = 0.0
-        self.total = 0
-        self.done = 0
-        self.finished = False
-
-    async def begin(self) -> None:
-        source = self.worker.runner.source
-        head = await source.head()
-        self.total = await source.count_between(self.start_position, head)
-        self.worker.head = head
-        await self._report(done=False)
-
-    async def update(self, page: Page) -> None:
-        w = self.worker
-        if w.runner.source.positions_are_dense:
-            self.done = page.position - self.start_position
-            self.total = max(self.total, page.head - self.start_position)
-        else:
-            self.done += len(page)
-            self.total = max(self.total, self.done)
-        now = time.monotonic()
-        if page.caught_up or now - self.last >= w.runner.progress_interval:
-            await self._report(done=page.caught_up)
-
-    async def finish(self) -> None:
-        """Report that the replay reached the head."""
-        await self._report(done=True)
-
-    async def _report(self, *, done: bool) -> None:
-        w = self.worker
-        self.finished = self.finished or done
-        self.last = now = time.monotonic()
-        elapsed = now - self.started
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        remaining = 0 if done else max(self.total - self.done, 0)
-        eta = remaining / rate if rate > 0 else (0.0 if done else None)
-        progress = Progress(
-            w.name, w.position, w.head, self.done, remaining, rate, eta, elapsed, done
-        )
-        callback = w.runner.on_progress
-        assert callback is not None
-        result = callback(progress)
-        if asyncio.iscoroutine(result):
-            await result
 
 
 class ProjectionRunner:
@@ -500,6 +499,8 @@ class ProjectionRunner:
         lock_check_interval: seconds between checks that the lock connection is alive.
         on_progress: called with :class:`Progress` during catch-up (sync or async).
         progress_interval: seconds between progress calls.
+        reconnect: how long and how often to retry while the store is unavailable
+            (default: for as long as the runner runs, backoff capped at 5 s, jitter).
     """
 
     def __init__(
@@ -515,6 +516,7 @@ class ProjectionRunner:
         lock_check_interval: float = 1.0,
         on_progress: ProgressCallback | None = None,
         progress_interval: float = 0.5,
+        reconnect: ReconnectPolicy | None = None,
     ) -> None:
         if page_size < 1:
             raise ValidationError("page_size", "must be at least 1", page_size)
@@ -537,6 +539,8 @@ class ProjectionRunner:
         self.lock_check_interval = lock_check_interval
         self.on_progress = on_progress
         self.progress_interval = progress_interval
+        self.reconnect = reconnect if reconnect is not None else ReconnectPolicy()
+        """How store failures are retried (see :class:`ReconnectPolicy`)."""
         items = list(projections) if isinstance(projections, list | tuple) else [projections]
         self._workers = [_Worker(self, p) for p in items]
         names = [w.name for w in self._workers]
@@ -547,6 +551,7 @@ class ProjectionRunner:
         self._task: asyncio.Task[None] | None = None
         self._running = False
         self._pooled: set[int] = set()
+        self._outcome: BaseException | None = None
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -560,7 +565,7 @@ class ProjectionRunner:
         store = self.source.store
         dsn = getattr(store, "dsn", None) or getattr(store, "_dsn", None)
         if dsn is not None:
-            return await asyncpg.connect(dsn)
+            return await asyncpg.connect(dsn, timeout=10)
         pool = await self.source.pool()
         conn = await pool.acquire()
         self._pooled.add(id(conn))
@@ -588,9 +593,9 @@ class ProjectionRunner:
         raise KeyError(f"no projection named {name!r}")
 
     async def _prepare(self) -> None:
-        migrate = getattr(self.checkpoints, "migrate", None)
-        if migrate is not None:
-            await migrate()
+        check = getattr(self.checkpoints, "check", None)
+        if check is not None:
+            await check()
 
     async def _run(self, workers: Sequence[_Worker], *, fresh: bool = True, **options: Any) -> None:
         if self._running:
@@ -599,7 +604,6 @@ class ProjectionRunner:
         if fresh:
             self._stopping.clear()
         try:
-            await self._prepare()
             results = await asyncio.gather(
                 *(w.run(**options) for w in workers), return_exceptions=True
             )
@@ -612,7 +616,7 @@ class ProjectionRunner:
             if isinstance(r, BaseException) and not isinstance(r, ProjectionError):
                 raise r
         errors = [r for r in results if isinstance(r, ProjectionError)]
-        if errors and not options.get("live"):
+        if errors:
             raise errors[0]
 
     # -- public API ----------------------------------------------------------------
@@ -620,8 +624,14 @@ class ProjectionRunner:
     async def run_forever(self) -> None:
         """Run every projection (catch up, then live) until :meth:`stop`.
 
-        A projection whose strategy says stop ends in state ``failed`` (see
-        :meth:`status`) while the others go on.
+        Store failures are retried per the runner's ``reconnect`` policy (state
+        ``reconnecting``), then each projection resumes from its checkpoint. A projection
+        that stops for good (its strategy says stop, or the policy gives up) ends in
+        state ``failed`` (see :meth:`status`) while the others go on.
+
+        Raises:
+            ProjectionError: a projection stopped for good (raised once every projection
+                has ended: at once if it was the only one, else after :meth:`stop`).
         """
         await self._run(self._workers, live=True)
 
@@ -672,7 +682,9 @@ class ProjectionRunner:
         task = self._task
         if task is not None:
             self._task = None
-            await asyncio.gather(task, return_exceptions=True)
+            (outcome,) = await asyncio.gather(task, return_exceptions=True)
+            if isinstance(outcome, Exception):
+                self._outcome = outcome
 
     async def wait_for(
         self, position: int, *, timeout: float | None = 10.0, projection: str | None = None
@@ -702,32 +714,11 @@ class ProjectionRunner:
                 await asyncio.wait_for(change.wait(), remaining)
 
     async def status(self) -> dict[str, ProjectionStatus]:
-        """Status of every projection: state, position, head, lag (events, seconds)."""
-        source = self.source
-        head = await source.head()
-        out = {}
-        for w in self._workers:
-            position = w.position
-            if w.state in ("idle", "standby"):
-                position = await self.checkpoints.load(w.name)
-            lag = await source.count_between(position, head)
-            seconds = 0.0
-            if lag:
-                first = await source.first_after(position)
-                if first is not None:
-                    age = datetime.now(UTC) - first.recorded_at
-                    seconds = max(age.total_seconds(), 0.0)
-            out[w.name] = ProjectionStatus(
-                w.name,
-                w.state,
-                position,
-                head,
-                lag,
-                seconds,
-                w.applied,
-                str(w.error) if w.error else None,
-            )
-        return out
+        """Status of every projection: state, position, head, lag (events, seconds).
+
+        While the store is unreachable it still answers, from what the runner saw last.
+        """
+        return await statuses(self.source, self.checkpoints, self._workers)
 
     async def dead_letters(self, name: str) -> list[Any]:
         """The dead letters recorded for projection ``name``."""
@@ -739,5 +730,14 @@ class ProjectionRunner:
         await asyncio.sleep(0)
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, exc_type: object, *exc: object) -> None:
+        """Stop gracefully; raise the error a projection stopped for good with, if any.
+
+        Raises:
+            ProjectionError: a projection stopped for good while the block ran (not
+                raised when the block itself raised: that exception goes on).
+        """
         await self.stop()
+        outcome, self._outcome = self._outcome, None
+        if outcome is not None and exc_type is None:
+            raise outcome

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +92,8 @@ class Subscription:
         self.poll_interval = poll_interval
         self._columns = ColumnBuilder() if columns else None
         self._stop = asyncio.Event()
+        self.on_caught_up: Callable[[], None] | None = None
+        """Called when a read reaches the head and finds nothing new to deliver."""
 
     def stop(self) -> None:
         """End the iteration after the current page (wakes a live wait at once)."""
@@ -114,6 +116,8 @@ class Subscription:
             if len(page) or page.position > self.position:
                 self.position = page.position
                 return page
+            if self.on_caught_up is not None:
+                self.on_caught_up()
             if not self.live:
                 raise StopAsyncIteration
 

@@ -102,7 +102,8 @@ class FaultyStore:
     - ``"lost-reply"``: write, then raise StoreUnavailable as if the reply had been lost;
     - ``"interleave"``: a competing writer appends first, so the real check conflicts.
 
-    ``read_faults`` does the same for reads/folds with ``"unavailable"``.
+    ``read_faults`` does the same for reads (``fold_streams`` and ``read_all``, one script
+    for both) with ``"unavailable"``.
     """
 
     def __init__(
@@ -164,6 +165,12 @@ class FaultyStore:
         if self._next("fold", self.read_faults) == "unavailable":
             raise StoreUnavailable("injected: store unavailable on read")
         return self.store.fold_streams(streams, state, apply, decoders)
+
+    def read_all(self, **options: Any) -> list[RecordedEvent[Any]]:
+        """Read the global log, unless the script says this read fails."""
+        if self._next("read_all", self.read_faults) == "unavailable":
+            raise StoreUnavailable("injected: store unavailable on read")
+        return self.store.read_all(**options)
 
     def __getattr__(self, name: str) -> Any:
         # Every other read goes straight to the real store.

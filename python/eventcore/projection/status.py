@@ -1,0 +1,198 @@
+"""Where a projection is: its status, and catch-up progress for a progress bar."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from eventcore.projection.reconnect import store_failure
+
+if TYPE_CHECKING:
+    from eventcore.projection._source import Source
+    from eventcore.projection.checkpoint import CheckpointStore
+    from eventcore.projection.subscription import Page
+
+__all__ = ["Progress", "ProjectionStatus"]
+
+State = Literal["idle", "standby", "catching_up", "live", "reconnecting", "stopped", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionStatus:
+    """Where one projection is.
+
+    Attributes:
+        name: the projection's name.
+        state: ``idle`` (not started), ``standby`` (another process is active),
+            ``catching_up``, ``live``, ``reconnecting`` (the store is unavailable: it
+            retries, then resumes from its checkpoint), ``stopped`` or ``failed``.
+        position: the last position applied (and checkpointed).
+        head: the store's head now (the last one seen while the store is unreachable).
+        lag_events: events between ``position`` and ``head`` (last known value while
+            the store is unreachable).
+        lag_seconds: age of the oldest event not yet applied (0 when caught up).
+        events_applied: events applied by this runner since it started.
+        error: why it stopped for good (state ``failed``).
+        reconnecting_since: when the store became unavailable (state ``reconnecting``).
+        last_error: the last store failure (state ``reconnecting``).
+        reconnect_attempts: failed attempts since ``reconnecting_since``.
+    """
+
+    name: str
+    state: State
+    position: int
+    head: int
+    lag_events: int
+    lag_seconds: float
+    events_applied: int
+    error: str | None = None
+    reconnecting_since: datetime | None = None
+    last_error: str | None = None
+    reconnect_attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Progress of a catch-up or rebuild, for a progress bar.
+
+    Attributes:
+        name: the projection's name.
+        position: the position applied so far.
+        head: the head the catch-up is heading for (it moves while writes go on).
+        events_done: events processed since the catch-up started.
+        events_remaining: events left up to ``head`` (an estimate while writes go on).
+        events_per_second: processing rate since the start.
+        eta_seconds: estimated seconds left (None while the rate is unknown).
+        elapsed_seconds: seconds since the start.
+        done: the catch-up reached the head.
+    """
+
+    name: str
+    position: int
+    head: int
+    events_done: int
+    events_remaining: int
+    events_per_second: float
+    eta_seconds: float | None
+    elapsed_seconds: float
+    done: bool
+
+    @property
+    def fraction(self) -> float:
+        """Done as a fraction in [0, 1] (for a progress bar)."""
+        total = self.events_done + self.events_remaining
+        return 1.0 if total == 0 else self.events_done / total
+
+
+ProgressCallback = Callable[[Progress], Any]
+
+
+class ProgressTracker:
+    """Calls the runner's progress callback at most every ``progress_interval``."""
+
+    def __init__(self, worker: Any, start: int) -> None:
+        self.worker = worker
+        self.start_position = start
+        self.started = time.monotonic()
+        self.last = 0.0
+        self.total = 0
+        self.done = 0
+        self.finished = False
+
+    async def begin(self) -> None:
+        source = self.worker.runner.source
+        head = await source.head()
+        self.total = await source.count_between(self.start_position, head)
+        self.worker.head = head
+        await self._report(done=False)
+
+    async def update(self, page: Page) -> None:
+        w = self.worker
+        if w.runner.source.positions_are_dense:
+            self.done = page.position - self.start_position
+            self.total = max(self.total, page.head - self.start_position)
+        else:
+            self.done += len(page)
+            self.total = max(self.total, self.done)
+        now = time.monotonic()
+        if page.caught_up or now - self.last >= w.runner.progress_interval:
+            await self._report(done=page.caught_up)
+
+    async def finish(self) -> None:
+        """Report that the replay reached the head."""
+        await self._report(done=True)
+
+    async def _report(self, *, done: bool) -> None:
+        w = self.worker
+        self.finished = self.finished or done
+        self.last = now = time.monotonic()
+        elapsed = now - self.started
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        remaining = 0 if done else max(self.total - self.done, 0)
+        eta = remaining / rate if rate > 0 else (0.0 if done else None)
+        progress = Progress(
+            w.name, w.position, w.head, self.done, remaining, rate, eta, elapsed, done
+        )
+        callback = w.runner.on_progress
+        assert callback is not None
+        result = callback(progress)
+        if asyncio.iscoroutine(result):
+            await result
+
+
+async def statuses(
+    source: Source, checkpoints: CheckpointStore, workers: Sequence[Any]
+) -> dict[str, ProjectionStatus]:
+    """The status of each of a runner's workers (see ``ProjectionRunner.status``).
+
+    While the store is unreachable it still answers, from what the runner saw last.
+    """
+    out = {}
+    try:
+        head: int | None = await source.head()
+    except Exception as exc:
+        if store_failure(exc, "status") is None:
+            raise
+        head = None
+    for w in workers:
+        position = w.position
+        lag, seconds = w.known_lag
+        if head is not None:
+            try:
+                if w.state in ("idle", "standby"):
+                    position = await checkpoints.load(w.name)
+                lag, seconds = w.known_lag = await _lag(source, position, head)
+            except Exception as exc:
+                if store_failure(exc, "status") is None:
+                    raise
+        outage = w.outage
+        out[w.name] = ProjectionStatus(
+            w.name,
+            w.state,
+            position,
+            max(w.head, position) if head is None else head,
+            lag,
+            seconds,
+            w.applied,
+            str(w.error) if w.error else None,
+            outage.since,
+            str(outage.error) if outage.error is not None else None,
+            outage.attempts,
+        )
+    return out
+
+
+async def _lag(source: Source, position: int, head: int) -> tuple[int, float]:
+    """Events after ``position`` up to ``head``, and the age of the first of them."""
+    lag = await source.count_between(position, head)
+    seconds = 0.0
+    if lag:
+        first = await source.first_after(position)
+        if first is not None:
+            age = datetime.now(UTC) - first.recorded_at
+            seconds = max(age.total_seconds(), 0.0)
+    return lag, seconds
