@@ -15,6 +15,7 @@ from eventcore import (
     ConcurrencyConflict,
     MemoryStore,
     Metadata,
+    OutcomeUnknown,
     RetryPolicy,
     SerializationError,
     StoreUnavailable,
@@ -46,7 +47,7 @@ from .bank_domain import (
     open_with,
 )
 
-FAST = RetryPolicy(max_attempts=5, initial_delay=0.0)
+FAST = RetryPolicy(max_attempts=5, initial_delay=0.0, unavailable_initial_delay=0.001)
 
 
 @pytest.fixture
@@ -385,12 +386,12 @@ def test_lost_reply_is_idempotent(run: Any) -> None:
 def test_unavailable_beyond_the_policy_raises(run: Any) -> None:
     faulty = FaultyStore(faults=["unavailable"] * 2)
     open_with(faulty.store, "a")
-    with pytest.raises(StoreUnavailable):
-        run(
-            faulty,
-            Deposit(account="a", amount=2),
-            retry=RetryPolicy(max_attempts=2, initial_delay=0),
-        )
+    # One retry fits in the waiting budget, a second would pass it.
+    policy = RetryPolicy(unavailable_initial_delay=0.001, unavailable_timeout=0.0015, jitter=0)
+    with pytest.raises(StoreUnavailable) as info:
+        run(faulty, Deposit(account="a", amount=2), retry=policy)
+    assert not isinstance(info.value, OutcomeUnknown)  # nothing was sent: known not written
+    assert faulty.calls == ["fold:ok", "append:unavailable", "append:unavailable"]
     assert faulty.store.stream_version("a") == 1
 
 
@@ -478,7 +479,9 @@ def test_sync_shell_sleeps_per_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     policy = RetryPolicy.exponential(initial_delay=0.5, multiplier=2, max_delay=1.5, jitter=0)
     result = execute_sync(faulty, Deposit(account="a", amount=1), retry=policy)
     assert result.attempts == 4
-    assert slept == [0.5, 1.0, 1.5]
+    # Conflicts follow their own schedule (0.5, then 1.0 for the second conflict); the
+    # unavailable store in between waits the unavailable schedule's first delay.
+    assert slept == [0.5, 0.05, 1.0]
 
 
 async def test_async_shell_sleeps_per_policy(monkeypatch: pytest.MonkeyPatch) -> None:

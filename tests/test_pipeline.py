@@ -286,8 +286,18 @@ def test_never_policy_raises_the_first_conflict() -> None:
     assert info.value.attempts == 1
 
 
+def unavailable_every(seconds: float, *, timeout: float = 30.0) -> RetryPolicy:
+    """A policy that waits ``seconds`` before each retry of an unavailable store."""
+    return RetryPolicy(
+        jitter=0.0,
+        unavailable_initial_delay=seconds,
+        unavailable_max_delay=seconds,
+        unavailable_timeout=timeout,
+    )
+
+
 def test_unavailable_append_resends_the_same_events_with_the_same_ids() -> None:
-    policy = RetryPolicy.fixed(0.5, max_attempts=4)
+    policy = unavailable_every(0.5)
     steps, _ = start(Transfer(source="a", target="b", amount=3), policy)
     append1 = steps.send(({"a": Account(True, 10), "b": Account(True, 0)}, [2, 1]))
     assert steps.send(StoreUnavailable("timeout")) == Sleep(0.5)
@@ -304,7 +314,8 @@ def test_unavailable_append_resends_the_same_events_with_the_same_ids() -> None:
 
 
 def test_unavailable_append_exhausts_the_policy() -> None:
-    steps, _ = start(Deposit(account="a", amount=1), RetryPolicy(max_attempts=2, initial_delay=0))
+    # One retry fits in the waiting budget, the second would pass it.
+    steps, _ = start(Deposit(account="a", amount=1), unavailable_every(0.1, timeout=0.15))
     steps.send(fold_open_account(0))
     steps.send(StoreUnavailable("down"))
     steps.send(None)
@@ -326,7 +337,7 @@ def test_unavailable_is_raised_at_once_when_the_policy_says_so() -> None:
 
 
 def test_unavailable_read_is_retried_after_a_sleep() -> None:
-    policy = RetryPolicy.fixed(0.125, max_attempts=3)
+    policy = unavailable_every(0.125)
     steps, _ = start(Deposit(account="a", amount=1), policy)
     assert steps.send(StoreUnavailable("read failed")) == Sleep(0.125)
     fold = steps.send(None)
@@ -337,7 +348,7 @@ def test_unavailable_read_is_retried_after_a_sleep() -> None:
 
 
 def test_unavailable_read_exhausts_the_policy() -> None:
-    steps, _ = start(Deposit(account="a", amount=1), RetryPolicy(max_attempts=2, initial_delay=0))
+    steps, _ = start(Deposit(account="a", amount=1), unavailable_every(0.1, timeout=0.15))
     steps.send(StoreUnavailable("1"))
     steps.send(None)
     with pytest.raises(StoreUnavailable):
@@ -459,7 +470,7 @@ def test_discovering_an_invalid_stream_id_fails() -> None:
 def test_unavailable_during_discovery_read_is_retried_like_any_read() -> None:
     # StoreUnavailable is documented as retried by the executor's policy.
     cmd = PlaceOrder(order="order-1")
-    steps, _ = start(cmd, RetryPolicy.fixed(0.0625, max_attempts=3))
+    steps, _ = start(cmd, unavailable_every(0.0625))
     state = cmd.apply(cmd.initial_state(), Catalogued(("p-1",)), "order-1")
     steps.send((state, [1]))
     sleep = steps.send(StoreUnavailable("read failed"))

@@ -12,7 +12,7 @@ from typing import Any
 
 from eventcore._pipeline import ExecutionResult
 from eventcore.command import Command
-from eventcore.errors import ConcurrencyConflict, StoreUnavailable
+from eventcore.errors import ConcurrencyConflict, OutcomeUnknown, StoreUnavailable
 from eventcore.executor import execute_sync
 from eventcore.memory import AsyncMemoryStore, MemoryStore
 from eventcore.metadata import Metadata
@@ -99,10 +99,11 @@ class FaultyStore:
 
     - ``"conflict"``: raise ConcurrencyConflict (current versions as actual), write nothing;
     - ``"unavailable"``: raise StoreUnavailable, write nothing;
-    - ``"lost-reply"``: write, then raise StoreUnavailable as if the reply had been lost;
+    - ``"lost-reply"``: write, then raise OutcomeUnknown (with the event ids) as if the
+      reply had been lost;
     - ``"interleave"``: a competing writer appends first, so the real check conflicts.
 
-    ``read_faults`` does the same for reads/folds with ``"unavailable"``.
+    ``read_faults`` does the same for folds and lookups by event id with ``"unavailable"``.
     """
 
     def __init__(
@@ -154,7 +155,9 @@ class FaultyStore:
                     self.store.append([NewEvent(stream_id, template[1], template[2])])
         result = self.store.append(events, expected=expected, metadata=metadata)
         if fault == "lost-reply":
-            raise StoreUnavailable("injected: the reply to a committed append was lost")
+            raise OutcomeUnknown(
+                "injected: the reply to a committed append was lost", result.event_ids
+            )
         return result
 
     def fold_streams(
@@ -164,6 +167,12 @@ class FaultyStore:
         if self._next("fold", self.read_faults) == "unavailable":
             raise StoreUnavailable("injected: store unavailable on read")
         return self.store.fold_streams(streams, state, apply, decoders)
+
+    def read_events_by_id(self, event_ids: Sequence[Any]) -> list[RecordedEvent[Any]]:
+        """Look events up by id, unless the read script says this read fails."""
+        if self._next("lookup", self.read_faults) == "unavailable":
+            raise StoreUnavailable("injected: store unavailable on read")
+        return self.store.read_events_by_id(event_ids)
 
     def __getattr__(self, name: str) -> Any:
         # Every other read goes straight to the real store.
