@@ -11,6 +11,7 @@ import pytest
 import eventcore.executor as executor_module
 from eventcore import (
     BusinessRuleViolation,
+    Command,
     CommandError,
     ConcurrencyConflict,
     MemoryStore,
@@ -19,6 +20,7 @@ from eventcore import (
     RetryPolicy,
     SerializationError,
     StoreUnavailable,
+    StreamId,
     UndeclaredStream,
     ValidationError,
     execute,
@@ -147,6 +149,62 @@ def test_undeclared_stream_writes_nothing(store: MemoryStore, run: Any) -> None:
     assert "EmitTo" in str(info.value)
     assert log_snapshot(store) == before
     assert store.stream_version("b") == 0
+
+
+class BareEvent(EmitTo):
+    """Returns one event, not a list of (stream, event) pairs: a common slip."""
+
+    def handle(self, state: Any) -> Any:
+        return Deposited(1)
+
+
+class EventsWithoutStreams(EmitTo):
+    """Returns a list of events without their streams."""
+
+    def handle(self, state: Any) -> Any:
+        return [Deposited(1), Deposited(2)]
+
+
+@pytest.mark.parametrize("command_type", [BareEvent, EventsWithoutStreams])
+def test_handle_returning_bare_events_says_how_to_fix_it(
+    store: MemoryStore, run: Any, command_type: type
+) -> None:
+    # Used to be "TypeError: object of type 'Deposited' has no len()" (or "cannot unpack").
+    with pytest.raises(CommandError) as info:
+        run(store, command_type(declared=["a"]))
+    message = str(info.value)
+    assert (
+        f"{command_type.__name__}.handle() must return a sequence of (stream_id, event)" in message
+    )
+    assert "return [(self.account, Deposited(...))]" in message
+    assert store.head() == 0
+
+
+class Forgetful(Command[int, Any]):
+    """Its account field lacks ``= stream()``."""
+
+    account: StreamId
+    amount: int = 1
+
+    def initial_state(self) -> int:
+        return 0
+
+    def apply(self, state: int, event: Any, stream_id: str) -> int:
+        return state
+
+    def handle(self, state: int) -> list[tuple[str, Any]]:
+        return [(self.account, Deposited(self.amount))]
+
+
+def test_undeclared_stream_held_by_a_plain_field_hints_at_stream(
+    store: MemoryStore, run: Any
+) -> None:
+    with pytest.raises(UndeclaredStream) as info:
+        run(store, Forgetful(account="acc-1"))
+    assert info.value.stream_id == "acc-1"
+    assert "field 'account' holds it but is not a stream field" in str(info.value)
+    assert "`account: StreamId = stream()`" in str(info.value)
+    assert store.head() == 0
 
 
 def test_serialization_error_writes_nothing(store: MemoryStore, run: Any) -> None:
