@@ -14,19 +14,25 @@ from eventcore import (
     Command,
     CommandError,
     ConcurrencyConflict,
+    DuplicateEventId,
     EventRegistry,
     ExecutionResult,
+    IdempotencyKeyReused,
     InvalidStreamId,
     Metadata,
+    OutcomeUnknown,
+    RecordedEvent,
     RetryPolicy,
     SerializationError,
     StoreUnavailable,
     StreamId,
     UndeclaredStream,
+    UsageError,
     default_registry,
     stream,
 )
 from eventcore._pipeline import run_command
+from eventcore.recorded import recorded_events
 
 from .bank_domain import (
     Account,
@@ -75,7 +81,18 @@ class Done:
     result: ExecutionResult
 
 
-KINDS: dict[str, type] = {"fold": Fold, "append": Append, "sleep": Sleep, "done": Done}
+@dataclass
+class Lookup:
+    event_ids: list[int]
+
+
+KINDS: dict[str, type] = {
+    "fold": Fold,
+    "append": Append,
+    "sleep": Sleep,
+    "done": Done,
+    "lookup": Lookup,
+}
 
 
 def parse(effect: Any) -> Any:
@@ -93,8 +110,10 @@ def parse(effect: Any) -> Any:
 class Steps:
     """The pipeline generator, with its effects parsed; a finished run becomes ``Done``."""
 
-    def __init__(self, command: Any, registry: Any, policy: RetryPolicy, metadata: Any) -> None:
-        self.gen = run_command(command, registry, policy, metadata)
+    def __init__(
+        self, command: Any, registry: Any, policy: RetryPolicy, metadata: Any, key: Any = None
+    ) -> None:
+        self.gen = run_command(command, registry, policy, metadata, key)
 
     def send(self, value: Any) -> Any:
         try:
@@ -104,8 +123,13 @@ class Steps:
         return parse(effect)
 
 
-def start(command: Any, policy: RetryPolicy = NO_DELAY, metadata: Metadata | None = None) -> Any:
-    steps = Steps(command, default_registry, policy, metadata)
+def start(
+    command: Any,
+    policy: RetryPolicy = NO_DELAY,
+    metadata: Metadata | None = None,
+    key: str | None = None,
+) -> Any:
+    steps = Steps(command, default_registry, policy, metadata, key)
     return steps, steps.send(None)
 
 
@@ -499,3 +523,108 @@ def test_registry_is_the_one_given() -> None:
     assert fold.decoders is registry.decoders
     append = steps.send(fold_open_account(0))
     assert append.events[0][1] == "other.Deposited"
+
+
+# --- idempotency keys: the LOOKUP effect ------------------------------------------------
+
+
+def stored(append: Append, first_position: int = 50) -> list[RecordedEvent[Any]]:
+    """The RecordedEvents a store would hold after ``append`` was written."""
+    versions: dict[str, int] = {}
+    rows = []
+    for i, (stream_id, name, payload, event_id) in enumerate(append.events):
+        versions[stream_id] = versions.get(stream_id, 2) + 1
+        meta = append.metadata
+        rows.append(
+            (first_position + i, event_id, stream_id, versions[stream_id], name, payload, 0, meta)
+        )
+    return recorded_events(rows, default_registry)
+
+
+def test_keyed_command_looks_its_ids_up_first_and_writes_with_them() -> None:
+    steps, lookup = start(Deposit(account="a", amount=5), key="req-1")
+    assert isinstance(lookup, Lookup) and len(lookup.event_ids) == 16
+    fold = steps.send([])  # nothing written under the key yet
+    assert isinstance(fold, Fold)
+    append = steps.send(fold_open_account(0))
+    assert isinstance(append, Append)
+    assert [e[3] for e in append.events] == lookup.event_ids[:1]
+    assert append.metadata is not None
+    assert append.metadata.custom["eventcore.idempotency"]["key"] == "req-1"
+    result = finish(steps, ok(append, {"a": 2}))
+    assert result.attempts == 1 and not result.replayed
+
+
+def test_keyed_command_found_returns_the_stored_outcome_without_running() -> None:
+    steps, _ = start(Deposit(account="a", amount=5), key="req-1")
+    steps.send([])
+    append = steps.send(fold_open_account(0))
+    # A second run of the same request: its lookup finds the events.
+    steps2, lookup = start(Deposit(account="a", amount=5), key="req-1")
+    result = finish(steps2, stored(append))
+    assert result.replayed and result.attempts == 0
+    assert [w.event_id.int for w in result.events] == lookup.event_ids[:1]
+    assert list(result.positions) == [50]
+    assert result.stream_versions == {"a": 3}
+
+
+def test_keyed_duplicate_id_looks_the_winner_up() -> None:
+    steps, _ = start(Deposit(account="a", amount=5), key="k")
+    steps.send([])
+    append = steps.send(fold_open_account(0))
+    lookup = steps.send(DuplicateEventId(append.events[0][3], "already stored"))
+    assert isinstance(lookup, Lookup)
+    assert finish(steps, stored(append)).replayed
+
+
+def test_unkeyed_duplicate_id_is_raised() -> None:
+    steps, _ = start(Deposit(account="a", amount=5))
+    append = steps.send(fold_open_account(0))
+    err = DuplicateEventId(append.events[0][3], "already stored")
+    with pytest.raises(DuplicateEventId) as info:
+        steps.send(err)
+    assert info.value is err
+
+
+def test_keyed_conflict_at_the_last_attempt_looks_up_before_raising() -> None:
+    steps, _ = start(Deposit(account="a", amount=5), RetryPolicy.never(), key="k")
+    steps.send([])
+    append = steps.send(fold_open_account(0))
+    lookup = steps.send(ConcurrencyConflict([("a", 2, 3)]))
+    assert isinstance(lookup, Lookup)  # a same-key caller may have written it
+    assert finish(steps, stored(append)).replayed
+    steps, _ = start(Deposit(account="a", amount=5), RetryPolicy.never(), key="k")
+    steps.send([])
+    steps.send(fold_open_account(0))
+    steps.send(ConcurrencyConflict([("a", 2, 3)]))
+    with pytest.raises(ConcurrencyConflict):
+        steps.send([])  # not found: the conflict stands
+
+
+def test_key_reused_for_another_command_is_refused_by_the_pipeline() -> None:
+    steps, _ = start(Deposit(account="a", amount=5), key="k")
+    steps.send([])
+    append = steps.send(fold_open_account(0))
+    steps2, _ = start(Deposit(account="a", amount=6), key="k")
+    with pytest.raises(IdempotencyKeyReused):
+        steps2.send(stored(append))
+
+
+def test_lost_reply_then_exhausted_raises_outcome_unknown_with_the_ids() -> None:
+    policy = RetryPolicy(unavailable_initial_delay=0.1, unavailable_timeout=0.1, jitter=0)
+    steps, _ = start(Transfer(source="a", target="b", amount=3), policy)
+    append = steps.send(({"a": Account(True, 10), "b": Account(True, 0)}, [2, 1]))
+    assert steps.send(OutcomeUnknown("lost", [e[3] for e in append.events])) == Sleep(0.1)
+    steps.send(None)
+    with pytest.raises(OutcomeUnknown) as info:
+        steps.send(StoreUnavailable("refused"))
+    assert [i.int for i in info.value.event_ids] == [e[3] for e in append.events]
+
+
+def test_async_store_given_to_the_sync_shell_is_a_usage_error() -> None:
+    async def fold() -> None:
+        return None
+
+    steps, _ = start(Deposit(account="a", amount=5))
+    with pytest.raises(UsageError, match="await execute"):
+        steps.send(fold())

@@ -171,7 +171,7 @@ def run_command(
                     name, payload = encode(event)
                     events.append((stream_id, name, payload, event_id))
         except (TypeError, ValueError) as exc:
-            if isinstance(exc, EventCoreError):
+            if isinstance(exc, EventCoreError) or _is_pairs(emitted):
                 raise
             raise _bad_handle_result(command, emitted, exc) from exc
         checks = list(zip(streams, versions, strict=False))
@@ -183,6 +183,11 @@ def run_command(
                 return
             if isinstance(result, ConcurrencyConflict):
                 if runs >= max_attempts:
+                    if keyed is not None:  # the conflict may be a same-key caller's write
+                        found = yield from _lookup(keyed)
+                        if type(found) is ExecutionResult:
+                            yield (DONE, found)
+                            return
                     raise ConcurrencyConflict(result.conflicts, attempts=attempt)
                 yield (SLEEP, policy.delay(runs))
                 break  # re-read and re-decide from fresh state (after a lookup, if keyed)
@@ -214,7 +219,10 @@ def run_command(
 
 
 def _unavailable(result: Any, policy: RetryPolicy, failures: int, waited: float) -> float:
-    """The wait before retrying after a store failure; raises it when the policy is used up."""
+    """The wait before retrying after a store failure; raises it when the policy is used up.
+
+    ``result`` is what a read (FOLD or LOOKUP) was resumed with instead of its data.
+    """
     if not isinstance(result, StoreUnavailable):
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
@@ -223,7 +231,7 @@ def _unavailable(result: Any, policy: RetryPolicy, failures: int, waited: float)
                 "execute_sync() needs a synchronous store, and this store is asynchronous "
                 "(e.g. PostgresStore): use `await execute(store, command)` instead"
             )
-        raise TypeError(f"unexpected result for a read: {result!r}")
+        raise TypeError(f"unexpected result for FOLD or LOOKUP: {result!r}")
     if not policy.retry_unavailable:
         raise result
     delay = policy.unavailable_delay(failures)
@@ -243,12 +251,24 @@ def _stream_hint(command: Command[Any, Any], stream_id: str) -> str:
     return ""
 
 
+def _is_pairs(emitted: Any) -> bool:
+    """Whether ``handle`` returned what it should: a sized sequence of 2-item pairs."""
+    try:
+        len(emitted)
+        return all(isinstance(p, tuple | list) and len(p) == 2 for p in emitted)
+    except TypeError:
+        return False
+
+
 def _bad_handle_result(command: Command[Any, Any], emitted: Any, exc: Exception) -> CommandError:
     """A CommandError saying what ``handle`` should have returned."""
     name = type(command).__name__
+    shown = repr(emitted)
+    if len(shown) > 200:
+        shown = shown[:200] + "..."
     return CommandError(
         f"{name}.handle() must return a sequence of (stream_id, event) pairs, e.g. "
-        f"`return [(self.account, Deposited(...))]`; it returned {emitted!r} ({exc})"
+        f"`return [(self.account, Deposited(...))]`; it returned {shown} ({exc})"
     )
 
 

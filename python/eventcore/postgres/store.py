@@ -57,7 +57,9 @@ The global log never skips
 Errors
     Driver errors never leak: a lost connection, a server restart, a statement timeout
     or a refused connection is :class:`~eventcore.StoreUnavailable` (retried by the
-    executor), a conflict is :class:`~eventcore.ConcurrencyConflict` built from the
+    executor; :class:`~eventcore.OutcomeUnknown`, with the event ids, when an append's
+    link broke after its request was sent, so it may have committed), a conflict is
+    :class:`~eventcore.ConcurrencyConflict` built from the
     function's answer, an event id reused for other content is
     :class:`~eventcore.DuplicateEventId`, anything else :class:`~eventcore.StoreError`.
 """
