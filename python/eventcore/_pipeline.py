@@ -81,7 +81,11 @@ class ExecutionResult:
 
     @property
     def stream_versions(self) -> Mapping[str, int]:
-        """The version of every stream the command read, after the write."""
+        """The version of every stream the command read, after the write.
+
+        For a :attr:`replayed` result: the version each written stream had right after
+        the first write (streams the command only read are not known then).
+        """
         return self.append.stream_versions
 
     @property
@@ -315,7 +319,7 @@ MAX_KEY_LENGTH = 255
 class _Keyed:
     """What an idempotency key decides: the event ids, the metadata, the first outcome."""
 
-    __slots__ = ("command", "key", "metadata", "name")
+    __slots__ = ("_ids", "key", "metadata", "name")
 
     def __init__(self, key: str, command: Command[Any, Any], metadata: Metadata | None) -> None:
         if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
@@ -323,6 +327,7 @@ class _Keyed:
                 "idempotency_key", f"must be a non-empty str of at most {MAX_KEY_LENGTH} chars", key
             )
         self.key = key
+        self._ids: list[int] = []
         cls = type(command)
         self.name = f"{cls.__module__}.{cls.__qualname__}"
         record = {"key": key, "command": f"{self.name}:{_fingerprint(command)}"}
@@ -336,7 +341,10 @@ class _Keyed:
 
     def ids(self, n: int) -> list[int]:
         """The first ``n`` event ids of the key (UUIDv5 ints, the same in every process)."""
-        return [uuid.uuid5(_KEY_NAMESPACE, f"{i}:{self.key}").int for i in range(n)]
+        ids = self._ids
+        for i in range(len(ids), n):
+            ids.append(uuid.uuid5(_KEY_NAMESPACE, f"{i}:{self.key}").int)
+        return ids[:n]
 
     def check(self, first: Any) -> None:
         """Raise IdempotencyKeyReused unless ``first`` was written by this same command."""

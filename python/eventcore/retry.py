@@ -14,18 +14,19 @@ class RetryPolicy:
 
     Two schedules, because the two failures differ:
 
-    - A **concurrency conflict** re-runs the command from fresh state at once-ish: the
-      other writer has finished. The delay before attempt ``n + 1`` is
+    - A **concurrency conflict** re-runs the command from fresh state after a short wait
+      (the other writer has already committed). The delay before attempt ``n + 1`` is
       ``min(max_delay, initial_delay * multiplier ** (n-1))``; after ``max_attempts`` runs
       the conflict is raised. Defaults: 5 attempts, 1 ms growing x2 up to 100 ms.
     - An **unavailable store** (a restart, a failover, a lost connection) is ridden out for
       seconds: the same read or the same append (same event ids, so idempotent) is tried
       again after ``unavailable_initial_delay`` seconds, growing by ``multiplier`` up to
       ``unavailable_max_delay``, until the waits (before jitter) would pass
-      ``unavailable_timeout`` seconds in all. Defaults: 50 ms growing x2 up to 2 s, for
-      30 s of waiting (19 retries; with the default jitter they wait 15-30 s). Then the
-      ``StoreUnavailable`` is raised, or :class:`~eventcore.OutcomeUnknown` (with the
-      event ids) if an append may have been written.
+      ``unavailable_timeout`` seconds in all (per call of ``execute``). Defaults: 50 ms
+      growing x2 up to 2 s, for 30 s: 19 retries whose waits total 29.15 s before jitter,
+      14.6-29.15 s after. Then the ``StoreUnavailable`` is raised, or
+      :class:`~eventcore.OutcomeUnknown` (with the event ids) if an append may have been
+      written.
 
     Every delay is scaled by a random factor in ``[1 - jitter, 1]`` (default 0.5), so
     clients that failed together do not retry together. Validation and business-rule
@@ -70,7 +71,7 @@ class RetryPolicy:
 
     @classmethod
     def fixed(cls, delay: float, *, max_attempts: int = 5, jitter: float = 0.0) -> RetryPolicy:
-        """The same ``delay`` before every retry."""
+        """The same ``delay`` before every conflict retry (store outages keep their schedule)."""
         return cls(
             max_attempts=max_attempts,
             initial_delay=delay,
@@ -89,7 +90,7 @@ class RetryPolicy:
         max_attempts: int = 5,
         jitter: float = 0.5,
     ) -> RetryPolicy:
-        """Exponential backoff with jitter and a cap (the default policy's shape)."""
+        """Exponential conflict backoff with jitter and a cap (the default policy's shape)."""
         return cls(
             max_attempts=max_attempts,
             initial_delay=initial_delay,
