@@ -388,6 +388,29 @@ def test_lost_reply_then_conflict_runs_the_command_again() -> None:
     assert isinstance(steps.send(None), Fold)
 
 
+def test_outcome_unknown_then_conflict_looks_the_first_send_up() -> None:
+    # The first send's link broke, but the server finished it after the resend checked
+    # for its ids: the resend conflicts with the command's own write.
+    steps, _ = start(Deposit(account="a", amount=1))
+    append = steps.send(fold_open_account(0))
+    ids = [e[3] for e in append.events]
+    assert isinstance(steps.send(OutcomeUnknown("lost", ids)), Sleep)
+    steps.send(None)
+    lookup = steps.send(ConcurrencyConflict([("a", 2, 3)]))
+    assert lookup == Lookup(ids)
+    result = finish(steps, stored(append))
+    assert [w.event_id.int for w in result.events] == ids
+    assert not result.replayed and result.attempts == 2
+    # Not stored: the conflict is a real one and the command runs again.
+    steps, _ = start(Deposit(account="a", amount=1))
+    append = steps.send(fold_open_account(0))
+    steps.send(OutcomeUnknown("lost", [e[3] for e in append.events]))
+    steps.send(None)
+    steps.send(ConcurrencyConflict([("a", 2, 3)]))
+    assert isinstance(steps.send([]), Sleep)
+    assert isinstance(steps.send(None), Fold)
+
+
 def test_sleeps_follow_the_exponential_policy() -> None:
     policy = RetryPolicy.exponential(
         initial_delay=0.01, multiplier=2.0, max_delay=0.03, max_attempts=5, jitter=0.0
@@ -628,3 +651,15 @@ def test_async_store_given_to_the_sync_shell_is_a_usage_error() -> None:
     steps, _ = start(Deposit(account="a", amount=5))
     with pytest.raises(UsageError, match="await execute"):
         steps.send(fold())
+
+
+def test_outcome_unknown_then_conflict_and_a_failed_check_stays_unknown() -> None:
+    steps, _ = start(Deposit(account="a", amount=1))
+    append = steps.send(fold_open_account(0))
+    ids = [e[3] for e in append.events]
+    steps.send(OutcomeUnknown("lost", ids))
+    steps.send(None)
+    steps.send(ConcurrencyConflict([("a", 2, 3)]))
+    with pytest.raises(OutcomeUnknown) as info:
+        steps.send(StoreUnavailable("down"))
+    assert [i.int for i in info.value.event_ids] == ids

@@ -186,6 +186,19 @@ def run_command(
                 yield (DONE, ExecutionResult(result, attempt))
                 return
             if isinstance(result, ConcurrencyConflict):
+                if unknown:
+                    # A send whose reply was lost may still have committed (a server can
+                    # finish a request after its link broke), making this resend conflict:
+                    # if its events are stored, that write is this command's outcome.
+                    found = yield (LOOKUP, [e[3] for e in events])
+                    if type(found) is not list:  # cannot tell: say so
+                        raise OutcomeUnknown(
+                            f"an append's reply was lost and checking for it failed: {found}",
+                            [e[3] for e in events],
+                        ) from found
+                    if found:
+                        yield (DONE, ExecutionResult(_append_result(found), attempt))
+                        return
                 if runs >= max_attempts:
                     if keyed is not None:  # the conflict may be a same-key caller's write
                         found = yield from _lookup(keyed)
@@ -298,15 +311,19 @@ def _lookup(keyed: _Keyed) -> Generator[Effect, Any, ExecutionResult | StoreUnav
     if not found:
         return None
     keyed.check(found[0])
+    return ExecutionResult(_append_result(found), 0)
+
+
+def _append_result(found: list[Any]) -> AppendResult:
+    """The AppendResult of one stored batch, from its RecordedEvents in position order."""
     versions: dict[str, int] = {}
     for e in found:  # in position order: the last version of each stream wins
         versions[e.stream_id] = e.version
-    append = AppendResult(
+    return AppendResult(
         [e.position for e in found],
         list(versions.items()),
         [(e.stream_id, e.event_type, e.payload, e.event_id) for e in found],
     )
-    return ExecutionResult(append, 0)
 
 
 _KEY_NAMESPACE = uuid.UUID("6b0b8a53-52e9-4d2c-9a43-3c0f3f1e6a11")
