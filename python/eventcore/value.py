@@ -101,7 +101,7 @@ class Value:
             raise ValidationError(cls.__name__, "must be a decimal number", value) from None
         except (TypeError, ValueError, ArithmeticError) as exc:
             raise ValidationError(cls.__name__, str(exc), value) from None
-        if type(value) is float and isinstance(obj, int) and obj != value:
+        if isinstance(value, float) and isinstance(obj, int) and obj != value:
             raise ValidationError(cls.__name__, "must be a whole number", value)
         if isinstance(obj, decimal.Decimal) and not obj.is_finite():
             raise ValidationError(cls.__name__, "must be a finite number", value)
