@@ -124,11 +124,9 @@ def run_command(
     decoders = registry.decoders
     encode = registry.encode
     max_attempts = policy.max_attempts
-    attempt = 0  # every try: command runs and resends
-    runs = 0  # command runs (fold, handle, append)
-    failures = 0  # store failures so far, and the (un-jittered) time waited for them
-    waited = 0.0
-    duplicate: DuplicateEventId | None = None  # a keyed append found its ids taken
+    attempt = 0  # every try: command runs, and retries after a store failure
+    failures = 0  # store failures (each costs one attempt): runs = attempt - failures
+    unknown = False  # whether an append of the current events may have been written
     while True:
         attempt += 1
         if keyed is not None:
@@ -136,14 +134,12 @@ def run_command(
             if type(found) is ExecutionResult:
                 yield (DONE, found)
                 return
-            if found is None:
-                if duplicate is not None:  # the ids are taken, yet not by this key's batch
-                    raise duplicate
-            else:  # the store failed
+            if found is not None:  # the store failed
                 failures += 1
-                waited += (delay := _unavailable(found, policy, failures, waited))
-                yield (SLEEP, policy.jittered(delay))
+                yield (SLEEP, policy.jittered(_unavailable(found, policy, failures)))
                 continue
+            if keyed.duplicate is not None:  # the ids are taken, yet not by this key's batch
+                raise keyed.duplicate
         # Read and fold every declared stream; the versions read become the expected ones.
         result = yield (FOLD, declared, command.initial_state(), apply, decoders)
         if type(result) is tuple and discovers:
@@ -151,8 +147,7 @@ def run_command(
             result = yield from _discover(command, state, versions, declared, decoders)
         if type(result) is not tuple:
             failures += 1
-            waited += (delay := _unavailable(result, policy, failures, waited))
-            yield (SLEEP, policy.jittered(delay))
+            yield (SLEEP, policy.jittered(_unavailable(result, policy, failures)))
             continue
         if discovers:
             state, versions, streams = result
@@ -161,7 +156,6 @@ def run_command(
             streams = declared
         known: list[str] | set[str] = streams if len(streams) < 8 else set(streams)
 
-        runs += 1
         emitted = command.handle(state)
         events: list[tuple[str, str, bytes, int]] = []
         try:
@@ -179,7 +173,6 @@ def run_command(
                 raise
             raise _bad_handle_result(command, emitted, exc) from exc
         checks = list(zip(streams, versions, strict=False))
-        unknown = False  # whether an append of these events may have been written
         while True:
             result = yield (APPEND, events, checks, metadata)
             if type(result) is AppendResult:
@@ -199,6 +192,8 @@ def run_command(
                     if found:
                         yield (DONE, ExecutionResult(_append_result(found), attempt))
                         return
+                    unknown = False  # not written: the next run's events are new
+                runs = attempt - failures
                 if runs >= max_attempts:
                     if keyed is not None:  # the conflict may be a same-key caller's write
                         found = yield from _lookup(keyed)
@@ -212,7 +207,7 @@ def run_command(
                 unknown = unknown or isinstance(result, OutcomeUnknown)
                 failures += 1
                 try:
-                    delay = _unavailable(result, policy, failures, waited)
+                    delay = _unavailable(result, policy, failures)
                 except StoreUnavailable as last:
                     if unknown and not isinstance(last, OutcomeUnknown):
                         raise OutcomeUnknown(
@@ -221,24 +216,25 @@ def run_command(
                             [e[3] for e in events],
                         ) from last
                     raise
-                waited += delay
                 yield (SLEEP, policy.jittered(delay))
                 attempt += 1
                 continue  # same events, same ids: the append is idempotent
-            if keyed is not None and isinstance(result, DuplicateEventId) and duplicate is None:
+            if keyed is not None and isinstance(result, DuplicateEventId) and not keyed.duplicate:
                 # Another caller with the same key wrote first: the next attempt's lookup
                 # finds its outcome, which is the one to return.
-                duplicate = result
+                keyed.duplicate = result
                 break
             if isinstance(result, BaseException):
                 raise result
             raise TypeError(f"unexpected result for Append: {result!r}")
 
 
-def _unavailable(result: Any, policy: RetryPolicy, failures: int, waited: float) -> float:
-    """The wait before retrying after a store failure; raises it when the policy is used up.
+def _unavailable(result: Any, policy: RetryPolicy, failures: int) -> float:
+    """The (un-jittered) wait before retrying after store failure number ``failures``;
+    raises the failure when the policy is used up.
 
-    ``result`` is what a read (FOLD or LOOKUP) was resumed with instead of its data.
+    ``result`` is the failure, or what a read (FOLD or LOOKUP) was resumed with instead
+    of its data.
     """
     if not isinstance(result, StoreUnavailable):
         if inspect.isawaitable(result):
@@ -251,10 +247,10 @@ def _unavailable(result: Any, policy: RetryPolicy, failures: int, waited: float)
         raise TypeError(f"unexpected result for FOLD or LOOKUP: {result!r}")
     if not policy.retry_unavailable:
         raise result
-    delay = policy.unavailable_delay(failures)
-    if waited + delay > policy.unavailable_timeout:
+    waited = sum(policy.unavailable_delay(n) for n in range(1, failures + 1))
+    if waited > policy.unavailable_timeout:
         raise result
-    return delay
+    return policy.unavailable_delay(failures)
 
 
 def _stream_hint(command: Command[Any, Any], stream_id: str) -> str:
@@ -336,7 +332,7 @@ MAX_KEY_LENGTH = 255
 class _Keyed:
     """What an idempotency key decides: the event ids, the metadata, the first outcome."""
 
-    __slots__ = ("_ids", "key", "metadata", "name")
+    __slots__ = ("_ids", "duplicate", "key", "metadata", "name")
 
     def __init__(self, key: str, command: Command[Any, Any], metadata: Metadata | None) -> None:
         if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
@@ -345,6 +341,8 @@ class _Keyed:
             )
         self.key = key
         self._ids: list[int] = []
+        self.duplicate: DuplicateEventId | None = None
+        """Set when an append found the key's ids taken (another caller's write)."""
         cls = type(command)
         self.name = f"{cls.__module__}.{cls.__qualname__}"
         record = {"key": key, "command": f"{self.name}:{_fingerprint(command)}"}

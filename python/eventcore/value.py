@@ -44,8 +44,8 @@ class Value:
 
     __slots__ = ()
     _checks: ClassVar[tuple[_Check, ...]] = ()
-    _accepts: ClassVar[frozenset[type]] = frozenset()
-    """The input types taken (subclasses of them too, but never bool); empty = any."""
+    _accepts: ClassVar[tuple[type, ...]] = ()
+    """The input types taken, the builtin first (subclasses too, never bool); () = any."""
     _accepts_text: ClassVar[str] = ""
 
     def __init_subclass__(
@@ -83,28 +83,27 @@ class Value:
             checks.append(
                 lambda v: None if compiled.fullmatch(v) else f"must match the pattern {pattern!r}"
             )
-        cls._checks = tuple(checks)
         cls._accepts, cls._accepts_text = _accepted_inputs(cls)
+        if cls._accepts[:1] == (decimal.Decimal,) and _finite not in checks:
+            checks.insert(0, _finite)  # first: an ordering check on NaN would raise
+        cls._checks = tuple(checks)
 
     def __new__(cls, value: Any) -> Any:
         """Build and validate; raises ValidationError naming the type and the reason."""
         accepts = cls._accepts
-        if type(value) not in accepts and (
-            accepts and (isinstance(value, bool) or not isinstance(value, tuple(accepts)))
-        ):
-            raise ValidationError(
-                cls.__name__, f"must be {cls._accepts_text}, not {type(value).__name__}", value
-            )
+        if accepts and type(value) is not accepts[0]:  # a conversion: is it an exact one?
+            if isinstance(value, bool) or not isinstance(value, accepts):
+                raise ValidationError(
+                    cls.__name__, f"must be {cls._accepts_text}, not {type(value).__name__}", value
+                )
+            if accepts[0] is int and isinstance(value, float) and not value.is_integer():
+                raise ValidationError(cls.__name__, "must be a whole number", value)
         try:
             obj = super().__new__(cls, value)  # type: ignore[call-arg]
         except decimal.InvalidOperation:
             raise ValidationError(cls.__name__, "must be a decimal number", value) from None
         except (TypeError, ValueError, ArithmeticError) as exc:
             raise ValidationError(cls.__name__, str(exc), value) from None
-        if isinstance(value, float) and isinstance(obj, int) and obj != value:
-            raise ValidationError(cls.__name__, "must be a whole number", value)
-        if isinstance(obj, decimal.Decimal) and not obj.is_finite():
-            raise ValidationError(cls.__name__, "must be a finite number", value)
         for check in cls._checks:
             reason = check(obj)
             if reason is not None:
@@ -129,17 +128,21 @@ class Value:
         return self
 
 
-def _accepted_inputs(cls: type) -> tuple[frozenset[type], str]:
+def _finite(value: Any) -> str | None:
+    return None if value.is_finite() else "must be a finite number"
+
+
+def _accepted_inputs(cls: type) -> tuple[tuple[type, ...], str]:
     """The input types a value class built on a builtin takes (see :class:`Value`)."""
     for base in cls.__mro__:
         if base is int:  # a float only when whole: checked in __new__
-            return frozenset({int, float}), "an int"
+            return (int, float), "an int"
         if base is float:
-            return frozenset({float, int}), "a float or an int"
+            return (float, int), "a float or an int"
         if base is str:
-            return frozenset({str}), "a str"
+            return (str,), "a str"
         if base is bytes:
-            return frozenset({bytes}), "bytes"
+            return (bytes,), "bytes"
         if base is decimal.Decimal:
-            return frozenset({decimal.Decimal, int, str}), "a Decimal, an int or a str"
-    return frozenset(), ""  # some other base: its constructor decides
+            return (decimal.Decimal, int, str), "a Decimal, an int or a str"
+    return (), ""  # some other base: its constructor decides
