@@ -6,19 +6,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from tests.postgres.pg_bank import BANK, Deposit, Transfer, balance_of, open_accounts
 
 from eventcore import (
+    Hook,
     IdempotencyKeyReused,
     OutcomeUnknown,
     RetryPolicy,
     StoreUnavailable,
     UsageError,
+    add_hook,
     execute,
     execute_sync,
+    remove_hook,
 )
 from eventcore.postgres import PostgresStore
 
@@ -244,6 +248,14 @@ async def test_default_policy_rides_out_a_server_restart(postgres_server, postgr
     done: list[int] = []
     stop = asyncio.Event()
 
+    class Retries(Hook):
+        unavailable = 0
+
+        def after_execute(self, report: Any) -> None:
+            self.unavailable += sum(r.reason == "unavailable" for r in report.retries)
+
+    retries = Retries()
+
     async def worker(n: int) -> None:
         i = 0
         while not stop.is_set():  # the default policy: no error may surface
@@ -253,13 +265,18 @@ async def test_default_policy_rides_out_a_server_restart(postgres_server, postgr
             )
             done.append(n)
 
-    workers = [asyncio.create_task(worker(n)) for n in range(4)]
-    await asyncio.sleep(0.3)
-    await asyncio.to_thread(postgres_server.restart)
-    before = len(done)
-    await asyncio.sleep(0.5)
-    stop.set()
-    await asyncio.wait_for(asyncio.gather(*workers), 60)
+    add_hook(retries)
+    try:
+        workers = [asyncio.create_task(worker(n)) for n in range(4)]
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(postgres_server.restart)
+        before = len(done)
+        await asyncio.sleep(0.5)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*workers), 60)
+    finally:
+        remove_hook(retries)
+    assert retries.unavailable > 0  # the restart was seen, and ridden out
     assert len(done) > before
     for n, account in enumerate(accounts):
         assert await balance_of(store, account) == done.count(n)  # each exactly once
