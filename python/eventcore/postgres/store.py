@@ -337,7 +337,11 @@ class PostgresStore:
             try:
                 async with pool.acquire() as conn:
                     sent = args[2]
-                    row = await conn.fetchrow(self._q.append, *args)
+                    try:
+                        row = await conn.fetchrow(self._q.append, *args)
+                    except pgbase.InternalClientError:
+                        conn.terminate()  # protocol state unknown: never reuse it
+                        raise
                 break
             except pgerr.UniqueViolationError as exc:
                 if exc.constraint_name == "events_event_id_key" and attempt < 2:
