@@ -256,7 +256,8 @@ def _unavailable(result: Any, policy: RetryPolicy, failures: int) -> float:
 def _stream_hint(command: Command[Any, Any], stream_id: str) -> str:
     """How to fix an undeclared stream that a command field holds without ``stream()``."""
     for f in dataclasses.fields(command):  # type: ignore[arg-type]
-        if getattr(command, f.name, None) == stream_id:
+        value = getattr(command, f.name, None)
+        if isinstance(value, str) and value == stream_id:
             return (
                 f"the field {f.name!r} holds it but is not a stream field: declare it as "
                 f"`{f.name}: StreamId = stream()` so the command reads and may write it"
@@ -322,6 +323,8 @@ def _append_result(found: list[Any]) -> AppendResult:
     )
 
 
+# The UUIDv5 namespace of idempotency-key event ids: changing it changes every key's ids,
+# so a retry across an upgrade would no longer find the first outcome.
 _KEY_NAMESPACE = uuid.UUID("6b0b8a53-52e9-4d2c-9a43-3c0f3f1e6a11")
 IDEMPOTENCY_FIELD = "eventcore.idempotency"
 """The metadata ``custom`` entry a keyed command's events carry: ``{"key", "command"}``."""
