@@ -10,6 +10,7 @@ import pytest
 from eventcore import (
     BusinessRuleViolation,
     Command,
+    CommandError,
     EventCoreError,
     InvalidStreamId,
     StreamId,
@@ -146,3 +147,133 @@ def test_subclass_may_be_an_explicit_dataclass() -> None:
     cmd = Explicit(target=" t ", amount=3)
     assert cmd.target == "t" and type(cmd.amount) is Money
     assert list(cmd.streams()) == ["t"]
+
+
+# --- InitVar fields -------------------------------------------------------------------
+
+
+class Scaled(Command[int, Any]):
+    """A command with an InitVar that its __post_init__ consumes."""
+
+    account: StreamId = stream()
+    amount: Money
+    scale: dataclasses.InitVar[int] = 1
+
+    def __post_init__(self, scale: int) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "scaled", self.amount * scale)
+
+    def initial_state(self) -> int:
+        return 0
+
+    def apply(self, state: int, event: Any, stream_id: str) -> int:
+        return state
+
+    def handle(self, state: int) -> list[tuple[str, Any]]:
+        return []
+
+
+def test_initvar_fields_work_on_every_construction() -> None:
+    # The first construction switches the class to a generated __init__, which used to
+    # drop InitVar parameters: the second construction raised TypeError.
+    first = Scaled(account="a", amount=2, scale=3)
+    second = Scaled(account="a", amount=5, scale=4)
+    default = Scaled(account="a", amount=5)
+    assert (first.scaled, second.scaled, default.scaled) == (6, 20, 5)  # type: ignore[attr-defined]
+    assert "scale" not in vars(second)  # an InitVar is not stored
+    with pytest.raises(ValidationError):
+        Scaled(account="a", amount=0, scale=2)
+
+
+def test_initvar_without_a_post_init_of_its_own() -> None:
+    class Quiet(Scaled):
+        def __post_init__(self, scale: int) -> None:  # consumes it, keeps validation
+            Command.__post_init__(self)
+
+    class Bare(Command[int, Any]):
+        account: StreamId = stream()
+        hint: dataclasses.InitVar[str] = ""
+
+        def initial_state(self) -> int:
+            return 0
+
+        def apply(self, state: int, event: Any, stream_id: str) -> int:
+            return state
+
+        def handle(self, state: int) -> list[tuple[str, Any]]:
+            return []
+
+    for _ in range(2):
+        assert Quiet(account="a", amount=1, scale=9).amount == 1
+        assert Bare(account="b", hint="x").account == "b"
+
+
+# --- nested and optional value fields ------------------------------------------------
+
+
+class Order(Command[int, Any]):
+    """Value types inside containers and optionals."""
+
+    order: StreamId = stream()
+    quantities: tuple[Money, ...] = ()
+    discount: Money | None = None
+    lines: list[Money | None] = dataclasses.field(default_factory=list)
+    tags: frozenset[AccountNo] = frozenset()
+
+    def initial_state(self) -> int:
+        return 0
+
+    def apply(self, state: int, event: Any, stream_id: str) -> int:
+        return state
+
+    def handle(self, state: int) -> list[tuple[str, Any]]:
+        return []
+
+
+@pytest.mark.parametrize("attempt", [1, 2])  # the first and the generated __init__
+def test_nested_and_optional_value_fields_are_validated(attempt: int) -> None:
+    order = Order(order="o", quantities=[1, 2], discount=3, lines=[None, 4], tags={"acc-1"})
+    assert order.quantities == (1, 2) and all(type(q) is Money for q in order.quantities)
+    assert type(order.discount) is Money
+    assert order.lines == [None, 4] and type(order.lines[1]) is Money
+    assert order.tags == frozenset({"acc-1"}) and type(next(iter(order.tags))) is AccountNo
+    assert Order(order="o").discount is None
+    for kwargs, field in [
+        ({"quantities": (1, 0)}, "quantities[1]"),
+        ({"quantities": (True,)}, "quantities[0]"),
+        ({"quantities": "12"}, "quantities"),
+        ({"discount": 0}, "discount"),
+        ({"discount": "3"}, "discount"),
+        ({"lines": [1, -1]}, "lines[1]"),
+        ({"tags": {"nope"}}, "tags[0]"),
+    ]:
+        with pytest.raises(ValidationError) as info:
+            Order(order="o", **kwargs)
+        assert info.value.field == field, kwargs
+
+
+def test_value_types_in_shapes_that_cannot_be_validated_are_refused() -> None:
+    class ByName(Command[int, Any]):
+        order: StreamId = stream()
+        amounts: dict[str, Money]
+
+        def initial_state(self) -> int:
+            return 0
+
+        def apply(self, state: int, event: Any, stream_id: str) -> int:
+            return state
+
+        def handle(self, state: int) -> list[tuple[str, Any]]:
+            return []
+
+    with pytest.raises(CommandError, match=r"ByName\.amounts.*tuple\[V, \.\.\.\]"):
+        ByName(order="o", amounts={"x": Money(1)})
+
+
+def test_value_fields_are_strict() -> None:
+    # No bool for an int, no text parsed into a number.
+    for amount in (True, "7", 5.5, None):
+        with pytest.raises(ValidationError) as info:
+            Deposit(account="a", amount=amount)
+        assert info.value.field == "amount"
+    assert Deposit(account="a", amount=7).amount == 7

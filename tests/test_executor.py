@@ -11,13 +11,16 @@ import pytest
 import eventcore.executor as executor_module
 from eventcore import (
     BusinessRuleViolation,
+    Command,
     CommandError,
     ConcurrencyConflict,
     MemoryStore,
     Metadata,
+    OutcomeUnknown,
     RetryPolicy,
     SerializationError,
     StoreUnavailable,
+    StreamId,
     UndeclaredStream,
     ValidationError,
     execute,
@@ -46,7 +49,7 @@ from .bank_domain import (
     open_with,
 )
 
-FAST = RetryPolicy(max_attempts=5, initial_delay=0.0)
+FAST = RetryPolicy(max_attempts=5, initial_delay=0.0, unavailable_initial_delay=0.001)
 
 
 @pytest.fixture
@@ -146,6 +149,62 @@ def test_undeclared_stream_writes_nothing(store: MemoryStore, run: Any) -> None:
     assert "EmitTo" in str(info.value)
     assert log_snapshot(store) == before
     assert store.stream_version("b") == 0
+
+
+class BareEvent(EmitTo):
+    """Returns one event, not a list of (stream, event) pairs: a common slip."""
+
+    def handle(self, state: Any) -> Any:
+        return Deposited(1)
+
+
+class EventsWithoutStreams(EmitTo):
+    """Returns a list of events without their streams."""
+
+    def handle(self, state: Any) -> Any:
+        return [Deposited(1), Deposited(2)]
+
+
+@pytest.mark.parametrize("command_type", [BareEvent, EventsWithoutStreams])
+def test_handle_returning_bare_events_says_how_to_fix_it(
+    store: MemoryStore, run: Any, command_type: type
+) -> None:
+    # Used to be "TypeError: object of type 'Deposited' has no len()" (or "cannot unpack").
+    with pytest.raises(CommandError) as info:
+        run(store, command_type(declared=["a"]))
+    message = str(info.value)
+    assert (
+        f"{command_type.__name__}.handle() must return a sequence of (stream_id, event)" in message
+    )
+    assert "return [(self.account, Deposited(...))]" in message
+    assert store.head() == 0
+
+
+class Forgetful(Command[int, Any]):
+    """Its account field lacks ``= stream()``."""
+
+    account: StreamId
+    amount: int = 1
+
+    def initial_state(self) -> int:
+        return 0
+
+    def apply(self, state: int, event: Any, stream_id: str) -> int:
+        return state
+
+    def handle(self, state: int) -> list[tuple[str, Any]]:
+        return [(self.account, Deposited(self.amount))]
+
+
+def test_undeclared_stream_held_by_a_plain_field_hints_at_stream(
+    store: MemoryStore, run: Any
+) -> None:
+    with pytest.raises(UndeclaredStream) as info:
+        run(store, Forgetful(account="acc-1"))
+    assert info.value.stream_id == "acc-1"
+    assert "field 'account' holds it but is not a stream field" in str(info.value)
+    assert "`account: StreamId = stream()`" in str(info.value)
+    assert store.head() == 0
 
 
 def test_serialization_error_writes_nothing(store: MemoryStore, run: Any) -> None:
@@ -385,12 +444,12 @@ def test_lost_reply_is_idempotent(run: Any) -> None:
 def test_unavailable_beyond_the_policy_raises(run: Any) -> None:
     faulty = FaultyStore(faults=["unavailable"] * 2)
     open_with(faulty.store, "a")
-    with pytest.raises(StoreUnavailable):
-        run(
-            faulty,
-            Deposit(account="a", amount=2),
-            retry=RetryPolicy(max_attempts=2, initial_delay=0),
-        )
+    # One retry fits in the waiting budget, a second would pass it.
+    policy = RetryPolicy(unavailable_initial_delay=0.001, unavailable_timeout=0.0015, jitter=0)
+    with pytest.raises(StoreUnavailable) as info:
+        run(faulty, Deposit(account="a", amount=2), retry=policy)
+    assert not isinstance(info.value, OutcomeUnknown)  # nothing was sent: known not written
+    assert faulty.calls == ["fold:ok", "append:unavailable", "append:unavailable"]
     assert faulty.store.stream_version("a") == 1
 
 
@@ -478,7 +537,9 @@ def test_sync_shell_sleeps_per_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     policy = RetryPolicy.exponential(initial_delay=0.5, multiplier=2, max_delay=1.5, jitter=0)
     result = execute_sync(faulty, Deposit(account="a", amount=1), retry=policy)
     assert result.attempts == 4
-    assert slept == [0.5, 1.0, 1.5]
+    # Conflicts follow their own schedule (0.5, then 1.0 for the second conflict); the
+    # unavailable store in between waits the unavailable schedule's first delay.
+    assert slept == [0.5, 0.05, 1.0]
 
 
 async def test_async_shell_sleeps_per_policy(monkeypatch: pytest.MonkeyPatch) -> None:

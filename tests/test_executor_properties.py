@@ -12,12 +12,17 @@ from hypothesis import strategies as st
 from eventcore import (
     BusinessRuleViolation,
     CommandError,
+    ConcurrencyConflict,
+    IdempotencyKeyReused,
     MemoryStore,
+    RetryPolicy,
     SerializationError,
+    StoreUnavailable,
     UndeclaredStream,
     execute_sync,
     require,
 )
+from eventcore.testing import FaultyStore
 
 from .bank_domain import (
     AccountOpened,
@@ -232,3 +237,85 @@ def test_random_command_sequences_match_a_reference_model(
         assert balances[account] >= 0
     log = store.read_all()
     assert [e.position for e in log] == list(range(1, len(log) + 1))
+
+
+# Idempotency keys against the reference model: callers retry every outcome-unknown
+# or unavailable command with its key until it succeeds; a key writes once, a retry
+# returns the first outcome, a key reused for another command writes nothing.
+keyed_command_st = st.tuples(
+    command_st,
+    st.sampled_from(["k-0", "k-1", "k-2", "k-3", "k-4"]),
+    st.lists(st.sampled_from([None, "lost-reply", "unavailable", "conflict"]), max_size=3),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(commands=st.lists(keyed_command_st, max_size=25))
+def test_keyed_commands_with_faults_match_a_reference_model(
+    commands: list[tuple[tuple[str, str, int, str], str, list[str | None]]],
+) -> None:
+    faulty = FaultyStore()
+    store = faulty.store
+    opened: set[str] = set()
+    balances = dict.fromkeys(ACCOUNTS, 0)
+    outcomes: dict[str, tuple[Any, list[Any]]] = {}  # key -> (command, event ids written)
+    policy = RetryPolicy(retry_unavailable=False, initial_delay=0.0)
+    for (kind, account, amount, other), key, faults in commands:
+        if kind == "open":
+            command: Any = OpenAccount(account=account, owner=account)
+            ok = account not in opened
+            expected = [(account, AccountOpened(account))]
+        elif kind == "deposit":
+            command = Deposit(account=account, amount=amount)
+            ok = account in opened
+            expected = [(account, Deposited(amount))]
+        elif kind == "withdraw":
+            command = Withdraw(account=account, amount=amount)
+            ok = account in opened and balances[account] >= amount
+            expected = [(account, Withdrawn(amount))]
+        else:
+            command = Transfer(source=account, target=other, amount=amount)
+            ok = account != other and {account, other} <= opened and balances[account] >= amount
+            expected = [(account, Withdrawn(amount)), (other, Deposited(amount))]
+        head = store.head()
+        faulty.faults[:] = faults
+        # A key is taken once its command wrote; a rejected command leaves it free.
+        first = outcomes.get(key)
+        if first is not None and first[0] != command:
+            with pytest.raises(IdempotencyKeyReused):
+                execute_sync(faulty, command, idempotency_key=key, retry=policy)
+            assert store.head() == head
+            continue
+        ok_now = first is not None or ok
+        result = None
+        for _ in range(10):  # the caller's own retry loop, with the same key
+            try:
+                result = execute_sync(faulty, command, idempotency_key=key, retry=policy)
+                break
+            except (StoreUnavailable, ConcurrencyConflict):
+                continue
+            except BusinessRuleViolation:
+                break
+        faulty.faults[:] = []
+        if not ok_now:
+            assert result is None and store.head() == head
+            continue
+        assert result is not None
+        if first is not None:
+            assert result.replayed
+            assert [w.event_id for w in result.events] == first[1]
+            assert store.head() == head
+            continue
+        written = store.read_all(after_position=head)
+        assert [(e.stream_id, e.data) for e in written] == expected
+        assert [w.event_id for w in result.events] == [e.event_id for e in written]
+        outcomes[key] = (command, [e.event_id for e in written])
+        for stream_id, ev in expected:
+            if isinstance(ev, AccountOpened):
+                opened.add(stream_id)
+            elif isinstance(ev, Deposited):
+                balances[stream_id] += ev.amount
+            else:
+                balances[stream_id] -= ev.amount
+    for account in ACCOUNTS:
+        assert balance(store, account) == balances[account]

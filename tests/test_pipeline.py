@@ -14,19 +14,25 @@ from eventcore import (
     Command,
     CommandError,
     ConcurrencyConflict,
+    DuplicateEventId,
     EventRegistry,
     ExecutionResult,
+    IdempotencyKeyReused,
     InvalidStreamId,
     Metadata,
+    OutcomeUnknown,
+    RecordedEvent,
     RetryPolicy,
     SerializationError,
     StoreUnavailable,
     StreamId,
     UndeclaredStream,
+    UsageError,
     default_registry,
     stream,
 )
 from eventcore._pipeline import run_command
+from eventcore.recorded import recorded_events
 
 from .bank_domain import (
     Account,
@@ -75,7 +81,18 @@ class Done:
     result: ExecutionResult
 
 
-KINDS: dict[str, type] = {"fold": Fold, "append": Append, "sleep": Sleep, "done": Done}
+@dataclass
+class Lookup:
+    event_ids: list[int]
+
+
+KINDS: dict[str, type] = {
+    "fold": Fold,
+    "append": Append,
+    "sleep": Sleep,
+    "done": Done,
+    "lookup": Lookup,
+}
 
 
 def parse(effect: Any) -> Any:
@@ -93,8 +110,10 @@ def parse(effect: Any) -> Any:
 class Steps:
     """The pipeline generator, with its effects parsed; a finished run becomes ``Done``."""
 
-    def __init__(self, command: Any, registry: Any, policy: RetryPolicy, metadata: Any) -> None:
-        self.gen = run_command(command, registry, policy, metadata)
+    def __init__(
+        self, command: Any, registry: Any, policy: RetryPolicy, metadata: Any, key: Any = None
+    ) -> None:
+        self.gen = run_command(command, registry, policy, metadata, key)
 
     def send(self, value: Any) -> Any:
         try:
@@ -104,8 +123,13 @@ class Steps:
         return parse(effect)
 
 
-def start(command: Any, policy: RetryPolicy = NO_DELAY, metadata: Metadata | None = None) -> Any:
-    steps = Steps(command, default_registry, policy, metadata)
+def start(
+    command: Any,
+    policy: RetryPolicy = NO_DELAY,
+    metadata: Metadata | None = None,
+    key: str | None = None,
+) -> Any:
+    steps = Steps(command, default_registry, policy, metadata, key)
     return steps, steps.send(None)
 
 
@@ -286,8 +310,18 @@ def test_never_policy_raises_the_first_conflict() -> None:
     assert info.value.attempts == 1
 
 
+def unavailable_every(seconds: float, *, timeout: float = 30.0) -> RetryPolicy:
+    """A policy that waits ``seconds`` before each retry of an unavailable store."""
+    return RetryPolicy(
+        jitter=0.0,
+        unavailable_initial_delay=seconds,
+        unavailable_max_delay=seconds,
+        unavailable_timeout=timeout,
+    )
+
+
 def test_unavailable_append_resends_the_same_events_with_the_same_ids() -> None:
-    policy = RetryPolicy.fixed(0.5, max_attempts=4)
+    policy = unavailable_every(0.5)
     steps, _ = start(Transfer(source="a", target="b", amount=3), policy)
     append1 = steps.send(({"a": Account(True, 10), "b": Account(True, 0)}, [2, 1]))
     assert steps.send(StoreUnavailable("timeout")) == Sleep(0.5)
@@ -304,7 +338,8 @@ def test_unavailable_append_resends_the_same_events_with_the_same_ids() -> None:
 
 
 def test_unavailable_append_exhausts_the_policy() -> None:
-    steps, _ = start(Deposit(account="a", amount=1), RetryPolicy(max_attempts=2, initial_delay=0))
+    # One retry fits in the waiting budget, the second would pass it.
+    steps, _ = start(Deposit(account="a", amount=1), unavailable_every(0.1, timeout=0.15))
     steps.send(fold_open_account(0))
     steps.send(StoreUnavailable("down"))
     steps.send(None)
@@ -326,7 +361,7 @@ def test_unavailable_is_raised_at_once_when_the_policy_says_so() -> None:
 
 
 def test_unavailable_read_is_retried_after_a_sleep() -> None:
-    policy = RetryPolicy.fixed(0.125, max_attempts=3)
+    policy = unavailable_every(0.125)
     steps, _ = start(Deposit(account="a", amount=1), policy)
     assert steps.send(StoreUnavailable("read failed")) == Sleep(0.125)
     fold = steps.send(None)
@@ -337,7 +372,7 @@ def test_unavailable_read_is_retried_after_a_sleep() -> None:
 
 
 def test_unavailable_read_exhausts_the_policy() -> None:
-    steps, _ = start(Deposit(account="a", amount=1), RetryPolicy(max_attempts=2, initial_delay=0))
+    steps, _ = start(Deposit(account="a", amount=1), unavailable_every(0.1, timeout=0.15))
     steps.send(StoreUnavailable("1"))
     steps.send(None)
     with pytest.raises(StoreUnavailable):
@@ -350,6 +385,29 @@ def test_lost_reply_then_conflict_runs_the_command_again() -> None:
     assert isinstance(steps.send(StoreUnavailable("lost")), Sleep)
     steps.send(None)
     assert isinstance(steps.send(ConcurrencyConflict([("a", 2, 3)])), Sleep)
+    assert isinstance(steps.send(None), Fold)
+
+
+def test_outcome_unknown_then_conflict_looks_the_first_send_up() -> None:
+    # The first send's link broke, but the server finished it after the resend checked
+    # for its ids: the resend conflicts with the command's own write.
+    steps, _ = start(Deposit(account="a", amount=1))
+    append = steps.send(fold_open_account(0))
+    ids = [e[3] for e in append.events]
+    assert isinstance(steps.send(OutcomeUnknown("lost", ids)), Sleep)
+    steps.send(None)
+    lookup = steps.send(ConcurrencyConflict([("a", 2, 3)]))
+    assert lookup == Lookup(ids)
+    result = finish(steps, stored(append))
+    assert [w.event_id.int for w in result.events] == ids
+    assert not result.replayed and result.attempts == 2
+    # Not stored: the conflict is a real one and the command runs again.
+    steps, _ = start(Deposit(account="a", amount=1))
+    append = steps.send(fold_open_account(0))
+    steps.send(OutcomeUnknown("lost", [e[3] for e in append.events]))
+    steps.send(None)
+    steps.send(ConcurrencyConflict([("a", 2, 3)]))
+    assert isinstance(steps.send([]), Sleep)
     assert isinstance(steps.send(None), Fold)
 
 
@@ -459,7 +517,7 @@ def test_discovering_an_invalid_stream_id_fails() -> None:
 def test_unavailable_during_discovery_read_is_retried_like_any_read() -> None:
     # StoreUnavailable is documented as retried by the executor's policy.
     cmd = PlaceOrder(order="order-1")
-    steps, _ = start(cmd, RetryPolicy.fixed(0.0625, max_attempts=3))
+    steps, _ = start(cmd, unavailable_every(0.0625))
     state = cmd.apply(cmd.initial_state(), Catalogued(("p-1",)), "order-1")
     steps.send((state, [1]))
     sleep = steps.send(StoreUnavailable("read failed"))
@@ -488,3 +546,120 @@ def test_registry_is_the_one_given() -> None:
     assert fold.decoders is registry.decoders
     append = steps.send(fold_open_account(0))
     assert append.events[0][1] == "other.Deposited"
+
+
+# --- idempotency keys: the LOOKUP effect ------------------------------------------------
+
+
+def stored(append: Append, first_position: int = 50) -> list[RecordedEvent[Any]]:
+    """The RecordedEvents a store would hold after ``append`` was written."""
+    versions: dict[str, int] = {}
+    rows = []
+    for i, (stream_id, name, payload, event_id) in enumerate(append.events):
+        versions[stream_id] = versions.get(stream_id, 2) + 1
+        meta = append.metadata
+        rows.append(
+            (first_position + i, event_id, stream_id, versions[stream_id], name, payload, 0, meta)
+        )
+    return recorded_events(rows, default_registry)
+
+
+def test_keyed_command_looks_its_ids_up_first_and_writes_with_them() -> None:
+    steps, lookup = start(Deposit(account="a", amount=5), key="req-1")
+    assert isinstance(lookup, Lookup) and len(lookup.event_ids) == 16
+    fold = steps.send([])  # nothing written under the key yet
+    assert isinstance(fold, Fold)
+    append = steps.send(fold_open_account(0))
+    assert isinstance(append, Append)
+    assert [e[3] for e in append.events] == lookup.event_ids[:1]
+    assert append.metadata is not None
+    assert append.metadata.custom["eventcore.idempotency"]["key"] == "req-1"
+    result = finish(steps, ok(append, {"a": 2}))
+    assert result.attempts == 1 and not result.replayed
+
+
+def test_keyed_command_found_returns_the_stored_outcome_without_running() -> None:
+    steps, _ = start(Deposit(account="a", amount=5), key="req-1")
+    steps.send([])
+    append = steps.send(fold_open_account(0))
+    # A second run of the same request: its lookup finds the events.
+    steps2, lookup = start(Deposit(account="a", amount=5), key="req-1")
+    result = finish(steps2, stored(append))
+    assert result.replayed and result.attempts == 0
+    assert [w.event_id.int for w in result.events] == lookup.event_ids[:1]
+    assert list(result.positions) == [50]
+    assert result.stream_versions == {"a": 3}
+
+
+def test_keyed_duplicate_id_looks_the_winner_up() -> None:
+    steps, _ = start(Deposit(account="a", amount=5), key="k")
+    steps.send([])
+    append = steps.send(fold_open_account(0))
+    lookup = steps.send(DuplicateEventId(append.events[0][3], "already stored"))
+    assert isinstance(lookup, Lookup)
+    assert finish(steps, stored(append)).replayed
+
+
+def test_unkeyed_duplicate_id_is_raised() -> None:
+    steps, _ = start(Deposit(account="a", amount=5))
+    append = steps.send(fold_open_account(0))
+    err = DuplicateEventId(append.events[0][3], "already stored")
+    with pytest.raises(DuplicateEventId) as info:
+        steps.send(err)
+    assert info.value is err
+
+
+def test_keyed_conflict_at_the_last_attempt_looks_up_before_raising() -> None:
+    steps, _ = start(Deposit(account="a", amount=5), RetryPolicy.never(), key="k")
+    steps.send([])
+    append = steps.send(fold_open_account(0))
+    lookup = steps.send(ConcurrencyConflict([("a", 2, 3)]))
+    assert isinstance(lookup, Lookup)  # a same-key caller may have written it
+    assert finish(steps, stored(append)).replayed
+    steps, _ = start(Deposit(account="a", amount=5), RetryPolicy.never(), key="k")
+    steps.send([])
+    steps.send(fold_open_account(0))
+    steps.send(ConcurrencyConflict([("a", 2, 3)]))
+    with pytest.raises(ConcurrencyConflict):
+        steps.send([])  # not found: the conflict stands
+
+
+def test_key_reused_for_another_command_is_refused_by_the_pipeline() -> None:
+    steps, _ = start(Deposit(account="a", amount=5), key="k")
+    steps.send([])
+    append = steps.send(fold_open_account(0))
+    steps2, _ = start(Deposit(account="a", amount=6), key="k")
+    with pytest.raises(IdempotencyKeyReused):
+        steps2.send(stored(append))
+
+
+def test_lost_reply_then_exhausted_raises_outcome_unknown_with_the_ids() -> None:
+    policy = RetryPolicy(unavailable_initial_delay=0.1, unavailable_timeout=0.1, jitter=0)
+    steps, _ = start(Transfer(source="a", target="b", amount=3), policy)
+    append = steps.send(({"a": Account(True, 10), "b": Account(True, 0)}, [2, 1]))
+    assert steps.send(OutcomeUnknown("lost", [e[3] for e in append.events])) == Sleep(0.1)
+    steps.send(None)
+    with pytest.raises(OutcomeUnknown) as info:
+        steps.send(StoreUnavailable("refused"))
+    assert [i.int for i in info.value.event_ids] == [e[3] for e in append.events]
+
+
+def test_async_store_given_to_the_sync_shell_is_a_usage_error() -> None:
+    async def fold() -> None:
+        return None
+
+    steps, _ = start(Deposit(account="a", amount=5))
+    with pytest.raises(UsageError, match="await execute"):
+        steps.send(fold())
+
+
+def test_outcome_unknown_then_conflict_and_a_failed_check_stays_unknown() -> None:
+    steps, _ = start(Deposit(account="a", amount=1))
+    append = steps.send(fold_open_account(0))
+    ids = [e[3] for e in append.events]
+    steps.send(OutcomeUnknown("lost", ids))
+    steps.send(None)
+    steps.send(ConcurrencyConflict([("a", 2, 3)]))
+    with pytest.raises(OutcomeUnknown) as info:
+        steps.send(StoreUnavailable("down"))
+    assert [i.int for i in info.value.event_ids] == ids

@@ -12,6 +12,7 @@ from eventcore import (
     ConcurrencyConflict,
     MemoryStore,
     Metadata,
+    OutcomeUnknown,
     RetryPolicy,
     StoreUnavailable,
     UndeclaredStream,
@@ -158,13 +159,30 @@ def test_faulty_store_follows_its_script_then_behaves() -> None:
 def test_faulty_store_lost_reply_writes_then_fails() -> None:
     faulty = FaultyStore(faults=["lost-reply"])
     batch = [new("a", Deposited(1), _id(1))]
-    with pytest.raises(StoreUnavailable):
+    with pytest.raises(OutcomeUnknown) as info:  # a StoreUnavailable that says so
         faulty.append(batch)
+    assert info.value.event_ids == [_id(1)]
     assert faulty.store.stream_version("a") == 1
     # The client's retry of the same batch is idempotent.
     result = faulty.append(batch)
     assert list(result.positions) == [1]
     assert faulty.store.head() == 1
+
+
+def test_faulty_store_lost_reply_names_ids_the_store_assigned() -> None:
+    faulty = FaultyStore(faults=["lost-reply"])
+    with pytest.raises(OutcomeUnknown) as info:
+        faulty.append([new("a", Deposited(1))])  # no id given: the store makes one
+    assert info.value.event_ids == [e.event_id for e in faulty.store.read_stream("a")]
+
+
+def test_faulty_store_lookups_by_id_follow_the_read_script() -> None:
+    faulty = FaultyStore(read_faults=["unavailable"])
+    faulty.append([new("a", Deposited(1), _id(5))])
+    with pytest.raises(StoreUnavailable):
+        faulty.read_events_by_id([_id(5)])
+    assert [e.event_id for e in faulty.read_events_by_id([_id(5)])] == [_id(5)]
+    assert faulty.calls == ["append:ok", "lookup:unavailable", "lookup:ok"]
 
 
 def test_faulty_store_interleave_lets_a_competitor_win() -> None:

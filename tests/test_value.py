@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
+from decimal import Decimal
 
 import msgspec
 import pytest
@@ -146,3 +147,54 @@ def test_lossy_conversion_is_rejected() -> None:
         Money(5.7)
     assert info.value.field == "Money"
     assert Money(5.0) == 5  # an exact conversion is fine
+
+
+class Price(Value, Decimal, ge=0):
+    """A decimal price."""
+
+
+class Blob(Value, bytes, max_length=4):
+    """A few bytes."""
+
+
+class Weight(Value, float, ge=0):
+    """A weight in kilograms."""
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw"),
+    [
+        (Money, True),  # a bool is not an amount
+        (Money, False),
+        (Money, "7"),  # text is not parsed into a number
+        (Money, 7.5),
+        (Ratio, True),
+        (Ratio, "0.5"),
+        (Code, 12),
+        (Code, b"ab"),
+        (Price, 0.1),  # a float's binary value is not the decimal it looks like
+        (Price, True),
+        (Price, "abc"),
+        (Price, "NaN"),
+        (Price, "Infinity"),
+        (Blob, "ab"),
+    ],
+)
+def test_conversion_is_strict(kind: type, raw: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        kind(raw)
+    assert info.value.field == kind.__name__
+    assert info.value.value is raw
+
+
+def test_strict_conversion_keeps_the_exact_ones() -> None:
+    assert Money(7) == 7 and type(Money(7)) is Money
+    assert Money(Money(7)) == 7
+    assert Ratio(0.25) == 0.25 and type(Ratio(0.25)) is Ratio
+    assert Weight(2) == 2.0 and type(Weight(2)) is Weight  # an int is an exact float
+    assert Price("1.10") == Decimal("1.10") and str(Price("1.10")) == "1.10"
+    assert Price(3) == Decimal(3)
+    assert Price(Decimal("2.5")) == Decimal("2.5")
+    assert Blob(b"ab") == b"ab"
+    with pytest.raises(ValidationError, match="must be an int, not bool"):
+        Money(True)

@@ -1,7 +1,7 @@
 """The Rust core of eventcore: stream ids, type names, UUIDv7, folding, the in-memory store."""
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, final
 
 __all__ = [
@@ -179,6 +179,10 @@ class MemoryStore:
         ``stream_names`` those of stream codes ``known_streams`` up to the largest code
         returned. The GIL is released while copying.
         """
+
+    def read_by_ids(self, ids: Iterable[int | uuid.UUID]) -> list[_Row]:
+        """The stored events with the given ids, in position order; ids not stored are
+        left out."""
 
     def stream_version(self, stream: str) -> int:
         """The stream's version (number of events; 0 = no stream)."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections import abc
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar, dataclass_transform
 
 from eventcore.errors import BusinessRuleViolation, CommandError, InvalidStreamId, ValidationError
@@ -30,10 +32,11 @@ def require(condition: object, message: str) -> None:
 class _Plan:
     """What a command class needs checked at construction, resolved on first use."""
 
-    __slots__ = ("coercions", "stream_fields")
+    __slots__ = ("coercions", "converters", "stream_fields")
 
     stream_fields: tuple[str, ...]
     coercions: tuple[tuple[str, type], ...]
+    converters: tuple[tuple[str, Callable[[Any, str], Any]], ...]
 
     def __init__(self, cls: type) -> None:
         try:
@@ -46,13 +49,77 @@ class _Plan:
             f.name for f in dataclasses.fields(cls) if f.metadata.get(STREAM_FIELD)
         )
         coercions: list[tuple[str, type]] = []
+        converters: list[tuple[str, Callable[[Any, str], Any]]] = []
         for f in dataclasses.fields(cls):
             hint = hints.get(f.name)
             if f.name in self.stream_fields:
                 continue
-            if isinstance(hint, type) and issubclass(hint, (Value, StreamId)):
+            if _is_value_type(hint):
                 coercions.append((f.name, hint))
+                continue
+            convert = _converter(hint, cls, f.name)
+            if convert is not None:
+                converters.append((f.name, convert))
         self.coercions = tuple(coercions)
+        self.converters = tuple(converters)
+
+
+def _is_value_type(hint: Any) -> typing.TypeGuard[type]:
+    return isinstance(hint, type) and issubclass(hint, (Value, StreamId))
+
+
+def _mentions_value_type(hint: Any) -> bool:
+    return _is_value_type(hint) or any(_mentions_value_type(a) for a in typing.get_args(hint))
+
+
+# Containers whose Value items are validated, and the type the field then holds.
+_CONTAINERS: dict[Any, type] = {
+    tuple: tuple,
+    list: list,
+    frozenset: frozenset,
+    set: set,
+    abc.Sequence: tuple,
+    abc.Set: frozenset,
+}
+
+
+def _converter(hint: Any, cls: type, name: str) -> Callable[[Any, str], Any] | None:
+    """How to validate a field whose type holds value types: ``V | None``, ``tuple[V, ...]``,
+    ``list[V]``, ``frozenset[V]``, ``set[V]``, ``Sequence[V]`` (as a tuple), ``Set[V]``
+    (as a frozenset), nested. ``None`` when the type holds none. Other shapes that hold
+    value types (``dict[str, V]``, ``V | W``, ``tuple[V, W]``) are refused: CommandError.
+    """
+    if _is_value_type(hint):
+        kind: type = hint
+        return lambda v, field: v if type(v) is kind else _coerce(kind, v, field)
+    if not _mentions_value_type(hint):
+        return None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1 and len(args) == 2:
+            inner = _converter(options[0], cls, name)
+            assert inner is not None
+            return lambda v, field: None if v is None else inner(v, field)
+    elif origin in _CONTAINERS and (
+        len(args) == 1 or (origin is tuple and len(args) == 2 and args[1] is Ellipsis)
+    ):
+        item = _converter(args[0], cls, name)
+        assert item is not None
+        make = _CONTAINERS[origin]
+        return lambda v, field: make(_items(v, field, item))
+    raise CommandError(
+        f"{cls.__qualname__}.{name}: the type {hint!r} holds value types in a shape eventcore "
+        "cannot validate; use V, V | None, tuple[V, ...], list[V], frozenset[V], set[V] or "
+        "Sequence[V] (nested as you like), or a plain type and validate in __post_init__"
+    )
+
+
+def _items(value: Any, field: str, item: Callable[[Any, str], Any]) -> Any:
+    """Each item of a collection field, validated (``field[i]`` names a bad one)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ValidationError(field, "must be a collection", value)
+    return (item(v, f"{field}[{i}]") for i, v in enumerate(value))
 
 
 def _stream_value(value: Any, name: str) -> StreamId | tuple[StreamId, ...]:
@@ -86,7 +153,14 @@ def _fast_init(cls: type, plan: _Plan) -> Any:
     fields = dataclasses.fields(cls)
     if not getattr(cls, "__dictoffset__", 0) or any(not f.init for f in fields):
         return None
+    # InitVar pseudo-fields are parameters too, handed to __post_init__ (not stored).
+    initvars = [
+        f
+        for f in cls.__dataclass_fields__.values()  # type: ignore[attr-defined]
+        if f._field_type is dataclasses._FIELD_INITVAR  # type: ignore[attr-defined]
+    ]
     kinds = dict(plan.coercions)
+    converters = dict(plan.converters)
     namespace: dict[str, Any] = {
         "StreamId": StreamId,
         "_stream_value": _stream_value,
@@ -114,10 +188,19 @@ def _fast_init(cls: type, plan: _Plan) -> Any:
             body.append(
                 f"if type({name}) is not _k_{name}: {name} = _coerce(_k_{name}, {name}, {name!r})"
             )
+        elif name in converters:
+            namespace[f"_c_{name}"] = converters[name]
+            body.append(f"{name} = _c_{name}({name}, {name!r})")
         body.append(f"d[{name!r}] = {name}")
+    for f in initvars:
+        if f.default is not dataclasses.MISSING:
+            namespace[f"_d_{f.name}"] = f.default
+            params.append(f"{f.name}=_d_{f.name}")
+        else:
+            params.append(f.name)
     post_init = getattr(cls, "__post_init__", None)
     if post_init is not None and post_init is not Command.__post_init__:
-        body.append("self.__post_init__()")
+        body.append(f"self.__post_init__({', '.join(f.name for f in initvars)})")
     source = f"def __init__(self, *, {', '.join(params)}) -> None:\n    " + "\n    ".join(body)
     exec(source, namespace)
     init = namespace["__init__"]
@@ -176,7 +259,9 @@ class Command(ABC, Generic[S, E]):
     def __delattr__(self, name: str) -> None:
         raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, *initvars: Any) -> None:
+        # ``initvars``: the values of InitVar fields, when the subclass has no
+        # __post_init__ of its own to take them.
         cls = type(self)
         plan = cls._plan
         if plan is None:
@@ -193,6 +278,8 @@ class Command(ABC, Generic[S, E]):
             value = getattr(self, name)
             if type(value) is not kind:
                 set_(self, name, _coerce(kind, value, name))
+        for name, convert in plan.converters:
+            set_(self, name, convert(getattr(self, name), name))
 
     def streams(self) -> list[StreamId]:
         """The streams this command declares, in field order, without duplicates."""

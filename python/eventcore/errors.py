@@ -16,6 +16,10 @@ error                       raised when                                retried
 ``SerializationError``      a payload cannot be encoded or decoded     never
 ``ConcurrencyConflict``     expected versions did not match            yes, then raised
 ``StoreUnavailable``        the store could not be reached             yes, then raised
+``OutcomeUnknown``          an append's reply was lost (a              yes, then raised
+                            ``StoreUnavailable``; carries the ids)
+``IdempotencyKeyReused``    an idempotency key names another command   never
+``UsageError``              an API is called the wrong way             never
 ``DuplicateEventId``        an event id was reused for other content   never
 ``StoreError``              any other store failure                    never
 ==========================  =========================================  ========
@@ -24,6 +28,7 @@ error                       raised when                                retried
 from __future__ import annotations
 
 import reprlib
+import uuid
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -33,15 +38,18 @@ __all__ = [
     "ConcurrencyConflict",
     "DuplicateEventId",
     "EventCoreError",
+    "IdempotencyKeyReused",
     "InvalidEventType",
     "InvalidMetadata",
     "InvalidStreamId",
     "LimitExceeded",
+    "OutcomeUnknown",
     "SerializationError",
     "StoreError",
     "StoreUnavailable",
     "StreamConflict",
     "UndeclaredStream",
+    "UsageError",
     "ValidationError",
 ]
 
@@ -129,18 +137,25 @@ class CommandError(EventCoreError):
     """A command is defined wrongly or returned something the executor cannot use."""
 
 
+class UsageError(EventCoreError, TypeError):
+    """eventcore was called the wrong way, e.g. ``execute_sync`` with an async store.
+
+    The message says what to call instead. Never retried; also a ``TypeError``.
+    """
+
+
 class UndeclaredStream(EventCoreError):
     """``handle`` emitted an event to a stream the command neither declared nor discovered.
 
     Nothing is written. Never retried.
     """
 
-    def __init__(self, stream_id: str, command: str) -> None:
+    def __init__(self, stream_id: str, command: str, hint: str = "") -> None:
         self.stream_id = stream_id
         self.command = command
         super().__init__(
             f"{command} emitted an event to stream {stream_id!r}, "
-            "which it did not declare or discover"
+            "which it did not declare or discover" + (f"; {hint}" if hint else "")
         )
 
 
@@ -194,6 +209,46 @@ class StoreUnavailable(StoreError):
     Nothing half-written is ever visible: the append either happened whole or not at all,
     and retrying it with the same event ids is idempotent.
     """
+
+
+class OutcomeUnknown(StoreUnavailable):
+    """An append was sent but its reply was lost: it may or may not have been written.
+
+    Retried by the executor like :class:`StoreUnavailable` (the resend carries the same
+    event ids, so it writes nothing twice). Raised once the retry policy is used up; the
+    caller can then look the ids up (``read_events_by_id``) or, better, retry the command
+    with the same ``idempotency_key``, which returns the first outcome if there was one.
+
+    Attributes:
+        event_ids: the ids of the events the append tried to write (``uuid.UUID``).
+    """
+
+    def __init__(self, message: str, event_ids: Iterable[Any] = ()) -> None:
+        self.event_ids = [i if isinstance(i, uuid.UUID) else uuid.UUID(int=i) for i in event_ids]
+        super().__init__(message)
+
+
+class IdempotencyKeyReused(EventCoreError):
+    """An idempotency key already wrote the events of a different command; nothing written.
+
+    Never retried. A key names one request: use a new key for a new command.
+
+    Attributes:
+        key: the idempotency key.
+        command: the command given now (``module.Class``).
+        stored: what the key's events were written by (``module.Class``, or ``None`` when
+            they carry no idempotency record).
+    """
+
+    def __init__(self, key: str, command: str, stored: str | None) -> None:
+        self.key = key
+        self.command = command
+        self.stored = stored
+        by = f"a different {stored} command" if stored == command else (stored or "another writer")
+        super().__init__(
+            f"idempotency key {key!r} was already used by {by}; "
+            f"{command} was not run (use a new key for a new request)"
+        )
 
 
 class DuplicateEventId(StoreError):

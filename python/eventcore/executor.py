@@ -7,8 +7,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from eventcore import observe
-from eventcore._pipeline import APPEND, DONE, FOLD, ExecutionResult, run_command
-from eventcore.errors import ConcurrencyConflict, StoreUnavailable
+from eventcore._pipeline import APPEND, DONE, FOLD, LOOKUP, ExecutionResult, run_command
+from eventcore.errors import ConcurrencyConflict, DuplicateEventId, StoreUnavailable
 from eventcore.retry import DEFAULT_RETRY, RetryPolicy
 
 if TYPE_CHECKING:
@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ExecutionResult", "execute", "execute_sync"]
 
-_RETRIED = (ConcurrencyConflict, StoreUnavailable)
+# Store errors the pipeline decides about, handed to it as values.
+_RETRIED = (ConcurrencyConflict, StoreUnavailable, DuplicateEventId)
 
 
 def execute_sync(
@@ -27,24 +28,36 @@ def execute_sync(
     *,
     metadata: Metadata | None = None,
     retry: RetryPolicy | None = None,
+    idempotency_key: str | None = None,
 ) -> ExecutionResult:
     """Execute ``command`` against a synchronous store (the in-memory store).
 
     Reads every stream the command declares (and discovers), folds, handles, and appends
     the new events in one atomic write with the versions read as expected versions. On a
-    conflict it retries from fresh state per ``retry`` (default :class:`RetryPolicy`).
+    conflict it retries from fresh state, and an unavailable store is retried for seconds,
+    per ``retry`` (default :class:`RetryPolicy`).
+
+    ``idempotency_key`` makes a retry of the same request safe, even from another process:
+    the event ids are derived from the key, and if events were already written under it
+    their first outcome is returned (``result.replayed``) without running the command
+    again. The key is recorded in the events' metadata (``custom["eventcore.idempotency"]``)
+    with a digest of the command's fields; the same key with a different command raises
+    :class:`~eventcore.IdempotencyKeyReused`. Costs one read by event id per attempt.
 
     Raises:
         BusinessRuleViolation, ValidationError, UndeclaredStream, SerializationError,
-        CommandError: at once, nothing written.
+        CommandError, IdempotencyKeyReused: at once, nothing written.
         ConcurrencyConflict: when conflicts outlast the retry policy.
-        StoreUnavailable: when store failures outlast the retry policy.
+        OutcomeUnknown: when an append's reply was lost and store failures outlast the
+            policy: the events may have been written (``.event_ids`` says which ids).
+        StoreUnavailable: when store failures outlast the retry policy; nothing written.
+        UsageError: ``store`` is asynchronous (use ``await execute(...)``).
     """
     active = observe._hooks
     if active:
         rec = observe.Recorder(command, metadata, active)
         metadata = rec.report.metadata
-    steps = run_command(command, store.registry, retry or DEFAULT_RETRY, metadata)
+    steps = run_command(command, store.registry, retry or DEFAULT_RETRY, metadata, idempotency_key)
     if active:
         steps = observe.observed(steps, rec)
     send = steps.send
@@ -59,6 +72,8 @@ def execute_sync(
                 result = store.append(effect[1], expected=effect[2], metadata=effect[3])
             elif kind is DONE:
                 return effect[1]  # type: ignore[no-any-return]
+            elif kind is LOOKUP:
+                result = store.read_events_by_id(effect[1])
             else:
                 time.sleep(effect[1])
                 result = None
@@ -75,6 +90,7 @@ async def execute(
     *,
     metadata: Metadata | None = None,
     retry: RetryPolicy | None = None,
+    idempotency_key: str | None = None,
 ) -> ExecutionResult:
     """Execute ``command`` against any store from async code (see :func:`execute_sync`).
 
@@ -85,7 +101,7 @@ async def execute(
     if active:
         rec = observe.Recorder(command, metadata, active)
         metadata = rec.report.metadata
-    steps = run_command(command, aio.registry, retry or DEFAULT_RETRY, metadata)
+    steps = run_command(command, aio.registry, retry or DEFAULT_RETRY, metadata, idempotency_key)
     if active:
         steps = observe.observed(steps, rec)
     send = steps.send
@@ -100,6 +116,8 @@ async def execute(
                 result = await aio.append(effect[1], expected=effect[2], metadata=effect[3])
             elif kind is DONE:
                 return effect[1]  # type: ignore[no-any-return]
+            elif kind is LOOKUP:
+                result = await aio.read_events_by_id(effect[1])
             else:
                 await asyncio.sleep(effect[1])
                 result = None

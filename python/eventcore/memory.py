@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import uuid
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
@@ -121,6 +122,10 @@ class MemoryStore:
         """
         # The core refuses a str here (TypeError): iterating it would filter by letters.
         return self._wrap(self._core.read_all(after_position, limit, event_types, stream_prefix))
+
+    def read_events_by_id(self, event_ids: Sequence[uuid.UUID | int]) -> list[RecordedEvent[Any]]:
+        """The stored events with these ids, in position order; ids not stored are left out."""
+        return self._wrap(self._core.read_by_ids(event_ids))
 
     def stream_version(self, stream_id: str) -> int:
         """A stream's version: its number of events (0 = no stream)."""
@@ -285,6 +290,12 @@ class AsyncMemoryStore:
             event_types=event_types,
             stream_prefix=stream_prefix,
         )
+
+    async def read_events_by_id(
+        self, event_ids: Sequence[uuid.UUID | int]
+    ) -> list[RecordedEvent[Any]]:
+        """See :meth:`MemoryStore.read_events_by_id`."""
+        return self.sync.read_events_by_id(event_ids)
 
     async def stream_version(self, stream_id: str) -> int:
         """See :meth:`MemoryStore.stream_version`."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -76,6 +77,16 @@ class EventStore(Protocol):
         """The global log after ``after_position``, in delivery order, optionally filtered."""
         ...
 
+    async def read_events_by_id(
+        self, event_ids: Sequence[uuid.UUID | int]
+    ) -> list[RecordedEvent[Any]]:
+        """The stored events with these ids, in position order; ids not stored are left out.
+
+        One indexed lookup; the executor uses it for idempotency keys, and after an
+        ``OutcomeUnknown`` it tells whether the append was written.
+        """
+        ...
+
     async def stream_version(self, stream_id: str) -> int:
         """A stream's version: its number of events (0 = no stream)."""
         ...
@@ -134,6 +145,10 @@ class SyncEventStore(Protocol):
         stream_prefix: str | None = None,
     ) -> list[RecordedEvent[Any]]:
         """See :meth:`EventStore.read_all`."""
+        ...
+
+    def read_events_by_id(self, event_ids: Sequence[uuid.UUID | int]) -> list[RecordedEvent[Any]]:
+        """See :meth:`EventStore.read_events_by_id`."""
         ...
 
     def stream_version(self, stream_id: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import re
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -31,10 +32,21 @@ class Value:
     :class:`~eventcore.ValidationError` naming the type and the reason. Instances are
     instances of the builtin too, so they encode as the builtin in events, and event
     fields typed with a value type are validated again when decoded.
+
+    Conversion is strict: a value is built only from its own kind of input, never parsed
+    from text or truncated. ``int`` values take an ``int`` or a whole ``float`` (``5.0``,
+    not ``5.7``; never a ``bool`` or a ``str``); ``float`` values a ``float`` or an ``int``
+    (not a ``bool`` or a ``str``); ``str`` values a ``str``; ``bytes`` values ``bytes``;
+    ``Decimal`` values a ``Decimal``, an ``int`` or a ``str`` (the exact way to write a
+    decimal; not a ``float``, whose binary value is inexact, and not NaN or infinity).
+    Anything else is a ``ValidationError``.
     """
 
     __slots__ = ()
     _checks: ClassVar[tuple[_Check, ...]] = ()
+    _accepts: ClassVar[tuple[type, ...]] = ()
+    """The input types taken, the builtin first (subclasses too, never bool); () = any."""
+    _accepts_text: ClassVar[str] = ""
 
     def __init_subclass__(
         cls,
@@ -71,16 +83,27 @@ class Value:
             checks.append(
                 lambda v: None if compiled.fullmatch(v) else f"must match the pattern {pattern!r}"
             )
+        cls._accepts, cls._accepts_text = _accepted_inputs(cls)
+        if cls._accepts[:1] == (decimal.Decimal,) and _finite not in checks:
+            checks.insert(0, _finite)  # first: an ordering check on NaN would raise
         cls._checks = tuple(checks)
 
     def __new__(cls, value: Any) -> Any:
         """Build and validate; raises ValidationError naming the type and the reason."""
+        accepts = cls._accepts
+        if accepts and type(value) is not accepts[0]:  # a conversion: is it an exact one?
+            if isinstance(value, bool) or not isinstance(value, accepts):
+                raise ValidationError(
+                    cls.__name__, f"must be {cls._accepts_text}, not {type(value).__name__}", value
+                )
+            if accepts[0] is int and isinstance(value, float) and not value.is_integer():
+                raise ValidationError(cls.__name__, "must be a whole number", value)
         try:
             obj = super().__new__(cls, value)  # type: ignore[call-arg]
-        except (TypeError, ValueError) as exc:
+        except decimal.InvalidOperation:
+            raise ValidationError(cls.__name__, "must be a decimal number", value) from None
+        except (TypeError, ValueError, ArithmeticError) as exc:
             raise ValidationError(cls.__name__, str(exc), value) from None
-        if isinstance(obj, int) and not isinstance(value, (int, str)) and obj != value:
-            raise ValidationError(cls.__name__, "must be a whole number", value)
         for check in cls._checks:
             reason = check(obj)
             if reason is not None:
@@ -103,3 +126,23 @@ class Value:
             if base in (int, str, float, bytes) or base.__module__ == "decimal":
                 return base(self)
         return self
+
+
+def _finite(value: Any) -> str | None:
+    return None if value.is_finite() else "must be a finite number"
+
+
+def _accepted_inputs(cls: type) -> tuple[tuple[type, ...], str]:
+    """The input types a value class built on a builtin takes (see :class:`Value`)."""
+    for base in cls.__mro__:
+        if base is int:  # a float only when whole: checked in __new__
+            return (int, float), "an int"
+        if base is float:
+            return (float, int), "a float or an int"
+        if base is str:
+            return (str,), "a str"
+        if base is bytes:
+            return (bytes,), "bytes"
+        if base is decimal.Decimal:
+            return (decimal.Decimal, int, str), "a Decimal, an int or a str"
+    return (), ""  # some other base: its constructor decides

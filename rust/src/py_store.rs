@@ -457,6 +457,21 @@ impl MemoryStore {
         cols.into_py(py)
     }
 
+    /// The stored events with the given ids (ints or UUIDs), in position order; ids not
+    /// stored are left out.
+    fn read_by_ids<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let ids: Vec<u128> = ids
+            .try_iter()?
+            .map(|i| event_id(&i?))
+            .collect::<PyResult<_>>()?;
+        let rows = self.read(py, |_| ids.len() <= SMALL, |s| s.read_by_ids(&ids));
+        rows_to_py(py, &rows, None)
+    }
+
     /// Current version of a stream (0 = no stream).
     fn stream_version(&self, py: Python<'_>, stream: &str) -> PyResult<u64> {
         Ok(self.read(py, |_| true, |s| s.stream_version(stream))?)

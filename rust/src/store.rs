@@ -889,6 +889,16 @@ impl Store {
         Ok(self.rows_for(picked.take(limit), 0))
     }
 
+    /// The stored events with the given ids, in position order (each once; ids not stored
+    /// are left out).
+    pub fn read_by_ids(&self, ids: &[u128]) -> Rows {
+        let mut picked: Vec<u32> = ids.iter().filter_map(|&id| self.find_id(id)).collect();
+        picked.sort_unstable();
+        picked.dedup();
+        let n = picked.len();
+        self.rows_for(picked.into_iter(), n)
+    }
+
     /// `(stream, version)` sorted by stream id: ids starting with `prefix`, strictly after
     /// `after`, at most `limit`.
     pub fn list_streams(
@@ -1164,6 +1174,19 @@ mod tests {
         let swapped = [ev("b", "U", b"2", 2), ev("a", "T", b"1", 1)];
         assert!(s.append(&[], &swapped, Some(b"m")).is_err());
         assert_eq!(s.len(), 5);
+    }
+
+    #[test]
+    fn read_by_ids_in_position_order() {
+        let mut s = Store::new();
+        s.append(&[], &[ev("a", "T", b"1", 10), ev("b", "T", b"2", 11)], None)
+            .unwrap();
+        s.append(&[], &[ev("a", "U", b"3", 12)], None).unwrap();
+        let rows = s.read_by_ids(&[12, 99, 10, 12]);
+        let got: Vec<(u128, u64)> = rows.rows.iter().map(|r| (r.id, r.position)).collect();
+        assert_eq!(got, vec![(10, 1), (12, 3)]);
+        assert_eq!(rows.payload(1), b"3");
+        assert!(s.read_by_ids(&[]).rows.is_empty());
     }
 
     #[test]

@@ -81,7 +81,7 @@ def run_sequence(store: FaultyStore) -> dict[str, Any]:
         execute_sync(
             store,
             Open(account="acc-2", owner="bob"),
-            retry=RetryPolicy(max_attempts=1, initial_delay=0.0),
+            retry=RetryPolicy.never(),
         )
     except StoreUnavailable as exc:
         out["failed"] = exc

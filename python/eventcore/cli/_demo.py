@@ -93,7 +93,11 @@ def demo(
         ) as opened:
             if opened.is_postgres:
                 await opened.store.migrate()
-            n = commands if commands is not None else (20_000 if opened.memory else 2_000)
+            n = (
+                commands
+                if commands is not None
+                else (20_000 if opened.memory is not None else 2_000)
+            )
             prefix = "account" if opened.memory is not None else f"demo-{secrets.token_hex(3)}"
             ids = [StreamId(f"{prefix}-{i}") for i in range(accounts)]
             stats = await _run(opened, ids, plan(ids, n, seed), console)

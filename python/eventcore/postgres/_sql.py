@@ -146,6 +146,10 @@ class Queries:
         )
         self.head = f"SELECT coalesce(max(position), 0) FROM {s}.events WHERE position < {safe}"
         self.last_position = f"SELECT coalesce(max(position), 0) FROM {s}.events"
+        # By event id: the unique index on event_id answers it (idempotency-key lookups).
+        self.read_by_ids = (
+            f"SELECT {cols} FROM {s}.events WHERE event_id = ANY($1::uuid[]) ORDER BY position"
+        )
         self.stream_version = f"SELECT version FROM {s}.streams WHERE stream_id = $1"
         self.stream_versions = (
             f"SELECT stream_id, version FROM {s}.streams WHERE stream_id = ANY($1::text[])"

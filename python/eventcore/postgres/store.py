@@ -57,7 +57,9 @@ The global log never skips
 Errors
     Driver errors never leak: a lost connection, a server restart, a statement timeout
     or a refused connection is :class:`~eventcore.StoreUnavailable` (retried by the
-    executor), a conflict is :class:`~eventcore.ConcurrencyConflict` built from the
+    executor; :class:`~eventcore.OutcomeUnknown`, with the event ids, when an append's
+    link broke after its request was sent, so it may have committed), a conflict is
+    :class:`~eventcore.ConcurrencyConflict` built from the
     function's answer, an event id reused for other content is
     :class:`~eventcore.DuplicateEventId`, anything else :class:`~eventcore.StoreError`.
 """
@@ -66,6 +68,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
@@ -331,8 +334,15 @@ class PostgresStore:
         pool = await self._get_pool()
         row: Any = None
         for attempt in range(3):
+            sent: list[Any] | None = None  # set once the request may reach the server
             try:
-                row = await pool.fetchrow(self._q.append, *args)
+                async with pool.acquire() as conn:
+                    sent = args[2]
+                    try:
+                        row = await conn.fetchrow(self._q.append, *args)
+                    except pgbase.InternalClientError:
+                        conn.terminate()  # protocol state unknown: never reuse it
+                        raise
                 break
             except pgerr.UniqueViolationError as exc:
                 if exc.constraint_name == "events_event_id_key" and attempt < 2:
@@ -341,7 +351,7 @@ class PostgresStore:
                     raise await self._conflict_from_data(checks, batch) from None
                 raise translate(exc, "append") from exc
             except Exception as exc:
-                raise translate(exc, "append") from exc
+                raise translate(exc, "append", sent) from exc
         status = row[0]
         if status == "ok" or status == "replay":
             positions = row[1]
@@ -488,6 +498,16 @@ class PostgresStore:
             if len(page) < page_size:
                 return
             cursor = page[-1].position
+
+    async def read_events_by_id(
+        self, event_ids: Sequence[uuid.UUID | int]
+    ) -> list[RecordedEvent[Any]]:
+        """The stored events with these ids, in position order; ids not stored are left out.
+
+        One query on the event-id index; not held back like :meth:`read_all`.
+        """
+        ids = [as_uuid(i) for i in event_ids]
+        return self._wrap(await self._fetch(self._q.read_by_ids, ids))
 
     async def stream_version(self, stream_id: str) -> int:
         """A stream's version: its number of events (0 = no stream)."""

@@ -12,7 +12,7 @@ from typing import Any
 
 from eventcore._pipeline import ExecutionResult
 from eventcore.command import Command
-from eventcore.errors import ConcurrencyConflict, StoreUnavailable
+from eventcore.errors import ConcurrencyConflict, OutcomeUnknown, StoreUnavailable
 from eventcore.executor import execute_sync
 from eventcore.memory import AsyncMemoryStore, MemoryStore
 from eventcore.metadata import Metadata
@@ -99,11 +99,12 @@ class FaultyStore:
 
     - ``"conflict"``: raise ConcurrencyConflict (current versions as actual), write nothing;
     - ``"unavailable"``: raise StoreUnavailable, write nothing;
-    - ``"lost-reply"``: write, then raise StoreUnavailable as if the reply had been lost;
+    - ``"lost-reply"``: write, then raise OutcomeUnknown (with the event ids) as if the
+      reply had been lost;
     - ``"interleave"``: a competing writer appends first, so the real check conflicts.
 
-    ``read_faults`` does the same for reads (``fold_streams`` and ``read_all``, one script
-    for both) with ``"unavailable"``.
+    ``read_faults`` does the same for reads (``fold_streams``, ``read_all`` and lookups
+    by event id, one script for all) with ``"unavailable"``.
     """
 
     def __init__(
@@ -155,7 +156,9 @@ class FaultyStore:
                     self.store.append([NewEvent(stream_id, template[1], template[2])])
         result = self.store.append(events, expected=expected, metadata=metadata)
         if fault == "lost-reply":
-            raise StoreUnavailable("injected: the reply to a committed append was lost")
+            raise OutcomeUnknown(
+                "injected: the reply to a committed append was lost", result.event_ids
+            )
         return result
 
     def fold_streams(
@@ -171,6 +174,12 @@ class FaultyStore:
         if self._next("read_all", self.read_faults) == "unavailable":
             raise StoreUnavailable("injected: store unavailable on read")
         return self.store.read_all(**options)
+
+    def read_events_by_id(self, event_ids: Sequence[Any]) -> list[RecordedEvent[Any]]:
+        """Look events up by id, unless the read script says this read fails."""
+        if self._next("lookup", self.read_faults) == "unavailable":
+            raise StoreUnavailable("injected: store unavailable on read")
+        return self.store.read_events_by_id(event_ids)
 
     def __getattr__(self, name: str) -> Any:
         # Every other read goes straight to the real store.
