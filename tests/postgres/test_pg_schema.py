@@ -12,6 +12,7 @@ from tests.pgserver import drop_schema, new_schema_name
 
 from eventcore import NewEvent, StoreError
 from eventcore.postgres import PostgresStore
+from eventcore.postgres._sql import migrations
 
 pytestmark = pytest.mark.postgres
 
@@ -34,7 +35,8 @@ async def test_migrate_is_idempotent_and_safe_concurrently(postgres_dsn, schema)
             rows = await conn.fetch(f'SELECT version, name FROM "{schema}".schema_version')
         finally:
             await conn.close()
-        assert [tuple(r) for r in rows] == [(1, "initial")]
+        assert [tuple(r) for r in rows] == [(m.version, m.name) for m in migrations()]
+        assert rows[0]["name"] == "initial"
         await stores[1].append([NewEvent("s", "t", b"")])
         assert len(await stores[2].read_all()) == 1
     finally:

@@ -27,7 +27,9 @@ def translate(exc: BaseException, action: str) -> EventCoreError:
         return exc
     if isinstance(exc, _UNAVAILABLE) and not isinstance(exc, _NOT_UNAVAILABLE):
         return StoreUnavailable(f"PostgreSQL unavailable during {action}: {exc!r}")
-    if isinstance(exc, pgerr.UndefinedTableError | pgerr.UndefinedFunctionError):
+    if isinstance(
+        exc, pgerr.UndefinedTableError | pgerr.UndefinedFunctionError | pgerr.InvalidSchemaNameError
+    ):
         return StoreError(
             f"PostgreSQL store schema is missing during {action} ({exc}); "
             "run `await store.migrate()` first"
