@@ -42,43 +42,55 @@
 -- idle_in_transaction_session_timeout and statement_timeout; log_holdback() names it.
 
 CREATE FUNCTION __SCHEMA__.log_horizon() RETURNS bigint
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE  -- PL/pgSQL: its plan is cached per session, SQL's is not
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    horizon bigint;
+BEGIN
+    IF pg_is_in_recovery() OR current_setting('transaction_isolation') <> 'read committed' THEN
+        RETURN pg_snapshot_xmin(pg_current_snapshot())::text::bigint;
+    END IF;
+    -- One statement: its snapshot first, then ONE read of the lock table.
     WITH snap AS MATERIALIZED (
-        SELECT pg_current_snapshot() AS s
+        SELECT pg_snapshot_xmin(s)::text::bigint AS xmin,
+               pg_snapshot_xmax(s)::text::bigint AS xmax
+          FROM pg_current_snapshot() s
     ), locks AS MATERIALIZED (
         SELECT l.locktype, l.virtualtransaction, l.transactionid
-          FROM pg_locks l, snap
-         WHERE (l.locktype = 'relation' AND l.mode = 'RowExclusiveLock'
-                AND l.relation = '__SCHEMA__.events'::regclass
-                AND l.database = (SELECT oid FROM pg_database
-                                   WHERE datname = current_database()))
-            OR (l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock')
-    ), x AS (
-        SELECT pg_snapshot_xmax(snap.s)::text::bigint AS xmax,
-               pg_snapshot_xmin(snap.s)::text::bigint AS xmin
-          FROM snap
+          FROM pg_locks l
+         WHERE (SELECT snap.xmin < snap.xmax FROM snap)  -- no transaction running: no scan
+           AND ((l.locktype = 'relation' AND l.mode = 'RowExclusiveLock'
+                 AND l.relation = '__SCHEMA__.events'::regclass
+                 AND l.database = (SELECT d.oid FROM pg_database d
+                                    WHERE d.datname = current_database()))
+                OR (l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock'))
     )
-    SELECT CASE
-        WHEN pg_is_in_recovery()
-             OR current_setting('transaction_isolation') <> 'read committed' THEN x.xmin
-        ELSE least(x.xmax, (
-            -- The holders' 32-bit ids, widened to 64 bits next to the snapshot's xmax
-            -- (every running id lies within 2^31 of it).
-            SELECT min(x.xmax + (((t.transactionid::text::bigint - (x.xmax & 4294967295)
-                                   + 2147483648) % 4294967296 + 4294967296) % 4294967296
-                                 - 2147483648))
-              FROM locks r JOIN locks t ON t.virtualtransaction = r.virtualtransaction
-             WHERE r.locktype = 'relation' AND t.locktype = 'transactionid'))
-        END
-      FROM x
+    SELECT least(snap.xmax, (
+               -- The holders' 32-bit ids, widened to 64 bits next to the snapshot's xmax
+               -- (every running id lies within 2^31 of it).
+               SELECT min(snap.xmax + (((t.transactionid::text::bigint
+                                         - (snap.xmax & 4294967295) + 2147483648)
+                                        % 4294967296 + 4294967296) % 4294967296
+                                       - 2147483648))
+                 FROM locks r JOIN locks t ON t.virtualtransaction = r.virtualtransaction
+                WHERE r.locktype = 'relation' AND t.locktype = 'transactionid'))
+      INTO horizon
+      FROM snap;
+    RETURN horizon;
+END
 $$;
 
 -- A page of the global log for readers: (position, event id as 16 bytes, stream id,
--- version, type, payload, recorded_at, metadata as a JSON array or NULL), the first
--- p_limit events after p_after, then only those below the horizon (a prefix of the page:
--- inside the scan the bound would make the planner sort the whole table).
+-- version, type, payload, recorded_at, metadata as a JSON array or NULL), at most p_limit
+-- events after p_after, in position order.
+--
+-- First below the snapshot's xmin (a bound safe for any later snapshot, and free): a
+-- reader catching up fills its page there and never scans the lock table. Only a page
+-- that is not full yet, with events visible above xmin, reads on between xmin and the
+-- horizon, with a snapshot newer than the horizon's lock scan. In each part the bound is applied to the first rows
+-- after the cursor, not inside the scan: there the bound's range makes the planner
+-- expect a handful of rows and sort the whole table instead of walking the index.
 CREATE FUNCTION __SCHEMA__.read_all_page(
     p_after bigint, p_limit bigint, p_types text[], p_prefix text
 ) RETURNS TABLE (
@@ -89,28 +101,53 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    low_bound bigint;
     bound bigint;
+    got bigint := 0;
+    next_after bigint;
 BEGIN
-    bound := __SCHEMA__.log_horizon() * 1048576;  -- statement 1: snapshot, lock scan
-    RETURN QUERY                                  -- statement 2: a newer snapshot
-    SELECT * FROM (
-        SELECT e.position, uuid_send(e.event_id), e.stream_id, e.version, e.event_type,
-               e.payload, e.recorded_at,
-               CASE WHEN e.causation_id IS NULL AND e.correlation_id IS NULL
-                         AND e.user_id IS NULL AND e.custom IS NULL THEN NULL
-                    ELSE json_build_array(e.causation_id, e.correlation_id, e.user_id,
-                                          e.custom)::text END
-          FROM __SCHEMA__.events e
-         WHERE e.position > p_after
-           AND (p_types IS NULL OR e.event_type = ANY (p_types))
-           AND (p_prefix IS NULL OR starts_with(e.stream_id, p_prefix))
-         ORDER BY e.position LIMIT p_limit) page
-     WHERE page.position < bound
-     ORDER BY page.position;
+    low_bound := pg_snapshot_xmin(pg_current_snapshot())::text::bigint * 1048576;
+    bound := low_bound;
+    next_after := p_after;
+    FOR part IN 1..2 LOOP
+        IF part = 2 THEN
+            IF p_limit IS NOT NULL AND got >= p_limit THEN
+                RETURN;
+            END IF;
+            -- Nothing visible above xmin: no need to know how far above it is safe.
+            PERFORM 1 FROM __SCHEMA__.events e
+              WHERE e.position >= low_bound AND e.position > p_after LIMIT 1;
+            IF NOT FOUND THEN
+                RETURN;
+            END IF;
+            bound := __SCHEMA__.log_horizon() * 1048576;  -- snapshot, lock scan
+            IF bound <= low_bound THEN
+                RETURN;
+            END IF;
+            next_after := greatest(p_after, low_bound - 1);
+        END IF;
+        RETURN QUERY                                      -- a newer snapshot
+        SELECT * FROM (
+            SELECT e.position, uuid_send(e.event_id), e.stream_id, e.version, e.event_type,
+                   e.payload, e.recorded_at,
+                   CASE WHEN e.causation_id IS NULL AND e.correlation_id IS NULL
+                             AND e.user_id IS NULL AND e.custom IS NULL THEN NULL
+                        ELSE json_build_array(e.causation_id, e.correlation_id, e.user_id,
+                                              e.custom)::text END
+              FROM __SCHEMA__.events e
+             WHERE e.position > next_after
+               AND (p_types IS NULL OR e.event_type = ANY (p_types))
+               AND (p_prefix IS NULL OR starts_with(e.stream_id, p_prefix))
+             ORDER BY e.position LIMIT p_limit - got) page
+         WHERE page.position < bound
+         ORDER BY page.position;
+        GET DIAGNOSTICS got = ROW_COUNT;
+    END LOOP;
 END
 $$;
 
--- The highest position a reader may safely read up to (0: none), same horizon.
+-- The highest position a reader may safely read up to (0: none), same horizon; the
+-- lock table is read only when some visible event lies above the snapshot's xmin.
 CREATE FUNCTION __SCHEMA__.safe_head() RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -119,6 +156,13 @@ DECLARE
     bound bigint;
     found_head bigint;
 BEGIN
+    -- The newest event, if it lies below the snapshot's xmin (nothing newer committed),
+    -- needs no horizon: everything up to it is final.
+    bound := pg_snapshot_xmin(pg_current_snapshot())::text::bigint * 1048576;
+    SELECT coalesce(max(e.position), 0) INTO found_head FROM __SCHEMA__.events e;
+    IF found_head < bound THEN
+        RETURN found_head;
+    END IF;
     bound := __SCHEMA__.log_horizon() * 1048576;
     SELECT coalesce(max(e.position), 0) INTO found_head
       FROM __SCHEMA__.events e WHERE e.position < bound;
