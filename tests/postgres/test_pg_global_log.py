@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 
 from eventcore import NewEvent
+from eventcore.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
 
@@ -254,7 +255,8 @@ async def test_an_unrelated_prepared_transaction_does_not_hold_readers_back(
         later = await store.append([NewEvent("b", "t", b"2")])
         assert await store.head() == later.last_position
     finally:
-        await other.execute(f"ROLLBACK PREPARED '{gid}'")
+        if await other.fetchval("SELECT 1 FROM pg_prepared_xacts WHERE gid = $1", gid):
+            await other.execute(f"ROLLBACK PREPARED '{gid}'")
         await other.close()
 
 
@@ -278,6 +280,11 @@ async def test_a_prepared_append_holds_readers_back_until_it_commits(postgres_st
         assert held is not None and held.pid is None
         await writer.execute(f"COMMIT PREPARED '{gid}'")
     finally:
+        # A prepared transaction outlives its session: never leave it (it would hold
+        # the events table's lock, and the schema's drop, for good).
+        await writer.execute("ROLLBACK")  # a transaction not prepared yet, if any
+        if await writer.fetchval("SELECT 1 FROM pg_prepared_xacts WHERE gid = $1", gid):
+            await writer.execute(f"ROLLBACK PREPARED '{gid}'")
         await writer.close()
     page = await store.read_all(after_position=first.last_position)
     assert [e.event_id for e in page] == [ids[0], later.event_ids[0]]
@@ -351,3 +358,64 @@ async def test_one_streams_events_are_delivered_in_version_order(postgres_store,
     log = [e for e in await store.read_all() if e.stream_id == "s"]
     assert [e.version for e in log] == [1, 2, 3], "the log must deliver s in version order"
     assert [e.position for e in log] == sorted(e.position for e in log)
+
+
+async def test_concurrent_appends_and_idle_sessions_tail_exactly_once(
+    postgres_store_factory, postgres_dsn, postgres_server
+):
+    """Many writers through the store (real races between a reader's snapshot, its lock
+    scan and commits), appends held open for a while, idle sessions holding ids in this
+    database and another all along: a tailing reader sees every event exactly once, in
+    position order."""
+    writer_store = await postgres_store_factory(max_size=10)
+    reader_store = PostgresStore(postgres_dsn, schema=writer_store.schema, max_size=2)
+    rng = random.Random(7)
+    idle = [
+        await _hold_xid_in_this_database(postgres_dsn, "", ""),
+        await _hold_xid_in_another_database("", postgres_server.admin_dsn, ""),
+    ]
+    reader = TailingReader(reader_store, limit=7)
+    committed: list[uuid.UUID] = []
+    stop = asyncio.Event()
+
+    async def tail() -> None:
+        while not stop.is_set():
+            await reader.poll()
+            await asyncio.sleep(0)
+
+    async def plain_writer(k: int) -> None:
+        for i in range(40):
+            result = await writer_store.append(
+                [NewEvent(f"p{k}-{i % 3}", "t", b"x") for _ in range(rng.randint(1, 3))]
+            )
+            committed.extend(result.event_ids)
+
+    async def slow_writer(k: int) -> None:
+        writer = Writer(await asyncpg.connect(postgres_dsn), writer_store.schema)
+        try:
+            for i in range(6):
+                await writer.begin_and_append(f"slow{k}-{i}", rng.randint(1, 2))
+                await asyncio.sleep(rng.uniform(0, 0.05))
+                committed.extend(await writer.finish(commit=rng.random() > 0.2))
+        finally:
+            await writer.conn.close()
+
+    tailer = asyncio.create_task(tail())
+    try:
+        await asyncio.gather(
+            *(plain_writer(k) for k in range(6)), *(slow_writer(k) for k in range(3))
+        )
+        await asyncio.sleep(0.05)
+        assert await reader_store.head() == max(
+            e.position for e in await writer_store.read_all()
+        ), "idle sessions elsewhere must not hold the head back"
+        await reader.poll()
+    finally:
+        stop.set()
+        await tailer
+        for conn in idle:
+            await conn.close()
+        await reader_store.close()
+    assert len(reader.seen) == len(set(reader.seen)), "an event was delivered twice"
+    assert sorted(reader.seen) == sorted(committed), "the reader missed committed events"
+    assert reader.positions == sorted(reader.positions)

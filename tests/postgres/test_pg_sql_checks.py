@@ -12,7 +12,7 @@ import uuid
 import asyncpg
 import pytest
 
-from eventcore import NO_STREAM, ConcurrencyConflict, NewEvent
+from eventcore import NO_STREAM, ConcurrencyConflict, NewEvent, StoreError, ValidationError
 
 pytestmark = pytest.mark.postgres
 
@@ -146,3 +146,16 @@ async def test_no_events_with_read_checks_writes_no_stream_rows(postgres_store, 
     finally:
         await conn.close()
     assert [tuple(r) for r in rows] == [("new", 1), ("old", 1)]
+
+
+@pytest.mark.parametrize("event_type", ["", " padded", "new\nline", "t" * 256])
+async def test_a_bad_type_name_through_the_api_is_a_validation_error(postgres_store, event_type):
+    """Whichever check refuses it (Python first, else the SQL function's EC002), the
+    caller gets a ValidationError, never the retried StoreUnavailable, and nothing is
+    written."""
+    store = postgres_store
+    with pytest.raises(ValidationError) as info:
+        await store.append([NewEvent("s", event_type, b"")])
+    assert not isinstance(info.value, StoreError)
+    assert await store.read_all() == []
+    assert await store.stream_version("s") == 0
