@@ -384,6 +384,9 @@ class PostgresStore:
             ValidationError: a payload over :data:`MAX_PAYLOAD_BYTES`, too many events,
                 or a malformed event, expected version or metadata.
             StoreUnavailable: the server could not be reached or the statement timed out.
+            ConfigurationError: the connection was inside a transaction that already
+                holds a transaction id (a borrowed pool's connection in a caller's write
+                transaction): an append must run in a transaction of its own.
             StoreError: any other failure.
         """
         batch = prepare_events(events)
