@@ -137,7 +137,19 @@ class Queries:
             " WHERE stream_id = $1 AND ($2::bigint IS NULL OR version < $2)"
             " ORDER BY version DESC LIMIT $3"
         )
-        # Readers of the global log go through functions (migration 0003) that compute the
+        # A page of the global log, first below the statement snapshot's xmin: every
+        # transaction below it has ended, so this bound is safe with no lock scan and no
+        # function call (a reader catching up fills its pages here). The bound is applied
+        # to the page, not inside it: there the bound's range makes the planner expect a
+        # handful of rows and sort the whole table instead of walking the index.
+        xmin = f"(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint * {POSITION_SHIFT})"
+        self.read_all_below_xmin = (
+            f"SELECT * FROM (SELECT {cols} FROM {s}.events WHERE position > $1"
+            " AND ($3::text[] IS NULL OR event_type = ANY($3::text[]))"
+            " AND ($4::text IS NULL OR starts_with(stream_id, $4::text))"
+            f" ORDER BY position LIMIT $2) page WHERE position < {xmin} ORDER BY position"
+        )
+        # The rest of a page goes through functions (migration 0003) that compute the
         # horizon (the oldest in-flight append of THIS store) in one statement and read
         # below it in a second one, with a snapshot taken after the horizon: see the
         # module docstring of eventcore.postgres.store.

@@ -555,9 +555,20 @@ class PostgresStore:
         id starts with it.
         """
         types = list(event_types) if event_types is not None else None
+        limit = check_limit(limit)
+        # Below the cluster's xmin first (one plain statement: a page of a reader that
+        # catches up ends here); the rest up to the horizon through read_all_page.
         rows = await self._fetch(
-            self._q.read_all, after_position, check_limit(limit), types, stream_prefix
+            self._q.read_all_below_xmin, after_position, limit, types, stream_prefix
         )
+        if limit is None or len(rows) < limit:
+            rows += await self._fetch(
+                self._q.read_all,
+                rows[-1][0] if rows else after_position,
+                None if limit is None else limit - len(rows),
+                types,
+                stream_prefix,
+            )
         return self._wrap(rows)
 
     async def iter_all(
