@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from eventcore.cli import cli
+from eventcore.postgres import PostgresStore
 from tests.pgserver import drop_schema, new_schema_name
 
 pytestmark = pytest.mark.postgres
@@ -39,7 +40,7 @@ def json_lines(output: str) -> list[dict[str, Any]]:
 def test_migrate_demo_streams_read_tail(target: list[str]) -> None:
     migrated = invoke("migrate", *target)
     assert migrated.exit_code == 0, migrated.output
-    assert "schema version 1" in migrated.stdout
+    assert f"schema version {PostgresStore.latest_schema_version()}" in migrated.stdout
     assert invoke("migrate", *target).exit_code == 0  # idempotent
 
     demo = invoke("demo", *target, "--accounts", "3", "--commands", "30", "--show", "3")
