@@ -286,7 +286,8 @@ def postgres_figures(
             locked = Figure(
                 "raw.asyncpg.command.locked.c1",
                 "commands/s",
-                note="BEGIN; SELECT .. FOR UPDATE; INSERT event; UPDATE version; COMMIT",
+                note="BEGIN; SELECT .. FOR UPDATE; INSERT event; UPDATE version; COMMIT"
+                " (reference)",
             )
             measure([(locked, bench.raw_command_locked())], sz.reps, 0)
             figs.append(locked)
