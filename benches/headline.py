@@ -31,7 +31,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,15 +236,23 @@ def memory_figures(quick: bool, log: Callable[[str], None]) -> list[Figure]:
 # PostgreSQL: benches/pg_workloads.py
 
 
-def postgres_figures(dsn: str, quick: bool, log: Callable[[str], None]) -> list[Figure]:
+def postgres_figures(
+    dsn: str, quick: bool, log: Callable[[str], None], only: Sequence[str] = ()
+) -> list[Figure]:
+    """The PostgreSQL figures; ``only``: run just the groups with a key starting so."""
     from benches import pg_workloads as pw
 
+    def want(*keys: str) -> bool:
+        return not only or any(k.startswith(o) for k in keys for o in only)
+
+    commands = [f"postgres.command.cold.c{c}" for c in (1, 16)]
     sz = pw.PG_QUICK if quick else pw.PG_FULL
     bench = pw.PgBench(dsn, sz)
     figs: list[Figure] = []
     try:
-        bench.start_peer()
-        for c in (1, 16):
+        if want(*commands, "postgres.transfer.c16"):
+            bench.start_peer()
+        for c in (1, 16) if want(*commands) else ():
             ec = Figure(
                 f"postgres.command.cold.c{c}",
                 "commands/s",
@@ -274,118 +282,164 @@ def postgres_figures(dsn: str, quick: bool, log: Callable[[str], None]) -> list[
             )
             figs += [ec, raw, peer]
             log(ec.name)
-        locked = Figure(
-            "raw.asyncpg.command.locked.c1",
-            "commands/s",
-            note="BEGIN; SELECT .. FOR UPDATE; INSERT event; UPDATE version; COMMIT (reference)",
-        )
-        measure([(locked, bench.raw_command_locked())], sz.reps, 0)
-        figs.append(locked)
-
-        ec = Figure(
-            "postgres.transfer.c16",
-            "commands/s",
-            baseline="raw.asyncpg.transfer.c16",
-            peer="peer.eventsourcing.postgres.transfer.c16",
-            targets=[Target("ratio", ">=", 0.6)],
-            note="Transfer between two existing streams, 16 clients on disjoint pairs",
-        )
-        raw = Figure(
-            "raw.asyncpg.transfer.c16",
-            "commands/s",
-            note="one read of both streams + one all-or-nothing write statement",
-        )
-        peer = Figure(
-            "peer.eventsourcing.postgres.transfer.c16",
-            "commands/s",
-            note="get two aggregates, withdraw + deposit, save both (16 threads)",
-        )
-        measure(
-            [(ec, bench.ec_transfer()), (raw, bench.raw_transfer()), (peer, bench.peer_transfer())],
-            sz.reps,
-            sz.warmup,
-        )
-        figs += [ec, raw, peer]
-        log(ec.name)
-
-        ec = Figure(
-            "postgres.append.batch1000",
-            "events/s",
-            baseline="raw.asyncpg.append.batch1000",
-            targets=[Target("value", ">=", 50_000)],
-            note="store.append of 1000 events into a new stream, sequential",
-        )
-        raw = Figure(
-            "raw.asyncpg.append.batch1000",
-            "events/s",
-            note="one INSERT .. SELECT FROM unnest of 1000 rows + the stream row",
-        )
-        measure([(ec, bench.ec_batch()), (raw, bench.raw_batch())], sz.reps, sz.warmup)
-        figs += [ec, raw]
-        log(ec.name)
-
-        read_store, read_schema = bench.fill_read_log()
-        try:
-            ec = Figure(
-                "postgres.read",
-                "events/s",
-                baseline="raw.asyncpg.read",
-                targets=[Target("value", ">=", 200_000)],
-                note=f"read_all pages of 1000 over {sz.read_events:,} events, .data decoded",
+        if want(*commands):
+            locked = Figure(
+                "raw.asyncpg.command.locked.c1",
+                "commands/s",
+                note="BEGIN; SELECT .. FOR UPDATE; INSERT event; UPDATE version; COMMIT"
+                " (reference)",
             )
-            raw = Figure(
-                "raw.asyncpg.read",
-                "events/s",
-                note="the same rows fetched in pages of 1000, payloads decoded",
-            )
-            replay = Figure(
-                "postgres.projection.replay",
-                "events/s",
-                baseline="raw.asyncpg.read",
-                targets=[Target("value", ">=", 100_000)],
-                note=f"ProjectionRunner replay of {sz.read_events:,} events, page 5000",
-            )
-            loop = bench.loop
-
-            def replay_once() -> float:
-                return loop.run_until_complete(bp.replay(read_store, bp.BatchCounter(), 5000))
-
-            measure(
-                [
-                    (ec, bench.ec_read(read_store)),
-                    (raw, bench.raw_read(read_schema)),
-                    (replay, replay_once),
-                ],
-                sz.reps,
-                sz.warmup,
-            )
-            figs += [ec, raw, replay]
-            log(ec.name)
-        finally:
-            bench.run(read_store.close())
-            bench.run(pw.drop_schema(dsn, read_schema))
-
-        lag = Figure(
-            "postgres.projection.lag_p99_ms",
-            "ms",
-            targets=[Target("value", "<=", 50.0)],
-            note="live runner, 16 writers appending single events; p99 of applied - committed",
-        )
-        lag_store = bench.run(
-            pw.fresh_schema(dsn, f"bench_lag_{os.getpid()}", max_size=20, poll_interval=0.5)
-        )
-        try:
-            for _ in range(sz.lag_reps):
-                r = bench.run(bp.live_lag(lag_store, quick))
-                lag.samples.append(r["p99_ms"])
-        finally:
-            bench.run(lag_store.close())
-            bench.run(pw.drop_schema(dsn, lag_store.schema))
-        figs.append(lag)
-        log(lag.name)
+            measure([(locked, bench.raw_command_locked())], sz.reps, 0)
+            figs.append(locked)
+        if want("postgres.transfer.c16"):
+            figs += _transfer(bench, sz, log)
+        if want("postgres.append.batch1000"):
+            figs += _batch(bench, sz, log)
+        if want("postgres.read", "postgres.projection.replay"):
+            figs += _read(bench, sz, dsn, log)
+        for name in ("postgres.projection.lag_p99_ms", "postgres.projection.lag_p99_ms.stalled"):
+            if want(name):
+                figs.append(_lag(bench, sz, dsn, quick, name, log))
     finally:
         bench.close()
     return figs
+
+
+def _transfer(bench: Any, sz: Any, log: Callable[[str], None]) -> list[Figure]:
+    figs: list[Figure] = []
+    ec = Figure(
+        "postgres.transfer.c16",
+        "commands/s",
+        baseline="raw.asyncpg.transfer.c16",
+        peer="peer.eventsourcing.postgres.transfer.c16",
+        targets=[Target("ratio", ">=", 0.6)],
+        note="Transfer between two existing streams, 16 clients on disjoint pairs",
+    )
+    raw = Figure(
+        "raw.asyncpg.transfer.c16",
+        "commands/s",
+        note="one read of both streams + one all-or-nothing write statement",
+    )
+    peer = Figure(
+        "peer.eventsourcing.postgres.transfer.c16",
+        "commands/s",
+        note="get two aggregates, withdraw + deposit, save both (16 threads)",
+    )
+    measure(
+        [(ec, bench.ec_transfer()), (raw, bench.raw_transfer()), (peer, bench.peer_transfer())],
+        sz.reps,
+        sz.warmup,
+    )
+    figs += [ec, raw, peer]
+    log(ec.name)
+    return figs
+
+
+def _batch(bench: Any, sz: Any, log: Callable[[str], None]) -> list[Figure]:
+    figs: list[Figure] = []
+    ec = Figure(
+        "postgres.append.batch1000",
+        "events/s",
+        baseline="raw.asyncpg.append.batch1000",
+        targets=[Target("value", ">=", 50_000)],
+        note="store.append of 1000 events into a new stream, sequential",
+    )
+    raw = Figure(
+        "raw.asyncpg.append.batch1000",
+        "events/s",
+        note="one INSERT .. SELECT FROM unnest of 1000 rows + the stream row",
+    )
+    measure([(ec, bench.ec_batch()), (raw, bench.raw_batch())], sz.reps, sz.warmup)
+    figs += [ec, raw]
+    log(ec.name)
+    return figs
+
+
+def _read(bench: Any, sz: Any, dsn: str, log: Callable[[str], None]) -> list[Figure]:
+    from benches import pg_workloads as pw
+
+    figs: list[Figure] = []
+    read_store, read_schema = bench.fill_read_log()
+    try:
+        ec = Figure(
+            "postgres.read",
+            "events/s",
+            baseline="raw.asyncpg.read",
+            targets=[Target("value", ">=", 200_000)],
+            note=f"read_all pages of 1000 over {sz.read_events:,} events, .data decoded",
+        )
+        raw = Figure(
+            "raw.asyncpg.read",
+            "events/s",
+            note="the same rows fetched in pages of 1000, payloads decoded",
+        )
+        replay = Figure(
+            "postgres.projection.replay",
+            "events/s",
+            baseline="raw.asyncpg.read",
+            targets=[Target("value", ">=", 100_000)],
+            note=f"ProjectionRunner replay of {sz.read_events:,} events, page 5000",
+        )
+        loop = bench.loop
+
+        def replay_once() -> float:
+            return loop.run_until_complete(bp.replay(read_store, bp.BatchCounter(), 5000))
+
+        measure(
+            [
+                (ec, bench.ec_read(read_store)),
+                (raw, bench.raw_read(read_schema)),
+                (replay, replay_once),
+            ],
+            sz.reps,
+            sz.warmup,
+        )
+        figs += [ec, raw, replay]
+        log(ec.name)
+    finally:
+        bench.run(read_store.close())
+        bench.run(pw.drop_schema(dsn, read_schema))
+    return figs
+
+
+def _lag(
+    bench: Any, sz: Any, dsn: str, quick: bool, name: str, log: Callable[[str], None]
+) -> Figure:
+    """Live projection lag; ``.stalled``: with idle transactions elsewhere all along."""
+    from benches import pg_workloads as pw
+
+    stalled = name.endswith(".stalled")
+    lag = Figure(
+        name,
+        "ms",
+        targets=[Target("value", "<=", 100.0 if stalled else 50.0)],
+        note=(
+            "as lag_p99_ms, while one idle-in-transaction session holding a transaction id"
+            " sits in another database and one in this database on an unrelated table"
+            if stalled
+            else "live runner, 16 writers appending single events; p99 of applied - committed"
+        ),
+    )
+    lag_store = bench.run(
+        pw.fresh_schema(dsn, f"bench_lag_{os.getpid()}", max_size=20, poll_interval=0.5)
+    )
+    try:
+        for _ in range(sz.lag_reps):
+            if stalled:
+
+                async def stalled_run() -> dict[str, Any]:
+                    async with pw.StalledSessions(dsn):
+                        return await bp.live_lag(lag_store, quick)
+
+                r = bench.run(stalled_run())
+            else:
+                r = bench.run(bp.live_lag(lag_store, quick))
+            lag.samples.append(r["p99_ms"])
+    finally:
+        bench.run(lag_store.close())
+        bench.run(pw.drop_schema(dsn, lag_store.schema))
+    log(lag.name)
+    return lag
 
 
 # ---------------------------------------------------------------------------------------------
@@ -702,7 +756,12 @@ What is left:
   aggregates' stored events (`app.events.get`, decoded); `postgres.read` reads the global
   log. `postgres.projection.replay` (a `ProjectionRunner` counting events by type) has the
   raw read as its baseline; `postgres.projection.lag_p99_ms` is the p99 of
-  (applied - committed) with 16 writers appending single events.
+  (applied - committed) with 16 writers appending single events;
+  `postgres.projection.lag_p99_ms.stalled` is the same while one idle-in-transaction
+  session holding a transaction id sits in another database of the cluster and one in the
+  same database (on an unrelated table) for the whole run. Run one key alone with
+  `--only KEY` (a prefix, repeatable), e.g.
+  `python benches/headline.py --quick --only postgres.projection.lag_p99_ms.stalled`.
 
 ## Comparing a change against a saved baseline (pytest-benchmark)
 
@@ -738,6 +797,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write benchmarks.md and benchmarks.png here")
     parser.add_argument("--no-memory", action="store_true", help="skip the in-memory workloads")
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="run only the PostgreSQL workloads whose key starts with KEY (repeatable),"
+        " e.g. postgres.command or postgres.projection.lag_p99_ms.stalled;"
+        " the in-memory ones only if a KEY starts with memory",
+    )
     args = parser.parse_args(argv)
     started = _perf()
 
@@ -746,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
 
     machine = machine_info(args.quick, argv)
     figures: list[Figure] = []
-    if not args.no_memory:
+    if not args.no_memory and (not args.only or any(o.startswith("memory") for o in args.only)):
         figures += memory_figures(args.quick, log)
     if not args.no_postgres:
         dsn, server = start_server(args.dsn)
@@ -755,7 +823,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             try:
                 machine["postgres"] = server_info(dsn)
-                figures += postgres_figures(dsn, args.quick, log)
+                figures += postgres_figures(dsn, args.quick, log, args.only)
             finally:
                 if server is not None:
                     server.shutdown()

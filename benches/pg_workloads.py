@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import threading
 import time
 import uuid
@@ -289,6 +290,39 @@ class Peer:
     def close(self) -> None:
         self.threads.shutdown()
         self.app.close()
+
+
+class StalledSessions:
+    """Idle-in-transaction sessions holding a transaction id for a whole workload.
+
+    One in ANOTHER database of the cluster (the ``postgres`` maintenance database) and
+    one in the SAME database that wrote an unrelated (temporary) table: the
+    ``postgres.projection.lag_p99_ms.stalled`` workload runs the live-lag workload while
+    both are open. Neither ever touches the events table.
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.conns: list[asyncpg.Connection] = []
+
+    async def __aenter__(self) -> StalledSessions:
+        other_db = urlsplit(self.dsn)._replace(path="/postgres").geturl()
+        other = await asyncpg.connect(other_db)
+        self.conns.append(other)
+        await other.execute("BEGIN; SELECT pg_current_xact_id()")
+        same = await asyncpg.connect(self.dsn)
+        self.conns.append(same)
+        await same.execute(
+            "BEGIN; CREATE TEMP TABLE stalled (x int); INSERT INTO stalled VALUES (1)"
+        )
+        for conn in self.conns:
+            assert await conn.fetchval("SELECT pg_current_xact_id_if_assigned()") is not None
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for conn in self.conns:
+            await conn.close()  # rolls the idle transactions back
+        self.conns.clear()
 
 
 async def drop_schema(dsn: str, schema: str) -> None:
@@ -612,3 +646,111 @@ class PgBench:
             return n / (_perf() - started)
 
         return lambda: self.run(body())
+
+
+# ---------------------------------------------------------------------------------------------
+# What finding the horizon costs (migration 0003): run as
+#   python -m benches.pg_workloads [--dsn DSN] [--seconds S]
+
+# The reads before migration 0003, bounded by the cluster-wide xmin (for comparison only).
+_XMIN_BOUND = f"(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint * {POSITION_SHIFT})"
+_XMIN_HEAD = "SELECT coalesce(max(position), 0) FROM {s}.events WHERE position < " + _XMIN_BOUND
+_XMIN_PAGE = (
+    "SELECT * FROM (SELECT position, uuid_send(event_id), stream_id, version, event_type,"
+    " payload, recorded_at, NULL::text FROM {s}.events WHERE position > $1"
+    " ORDER BY position LIMIT $2) page WHERE position < " + _XMIN_BOUND + " ORDER BY position"
+)
+
+
+async def horizon_cost(dsn: str, seconds: float = 3.0, writers: int = CLIENTS) -> dict[str, float]:
+    """Head calls/s and read_all pages/s (a tailing reader) with ``writers`` appending.
+
+    Each phase runs ``seconds``: the store's horizon-bounded reads (``head``, ``read_all``)
+    and, for reference, the same reads bounded by ``pg_snapshot_xmin`` as before migration
+    0003; phases alternate twice. Appends/s during each phase too (the lock-table scan
+    shares the lock manager with the writers' transaction-id locks).
+    """
+    store = await fresh_schema(dsn, f"bench_horizon_{os.getpid()}", max_size=writers + 2)
+    s = f'"{store.schema}"'
+    conn = await asyncpg.connect(dsn)
+    out: dict[str, list[float]] = {}
+    try:
+        await store.append([NewEvent(f"seed-{i}", "t", b"x") for i in range(1000)])
+        stop = asyncio.Event()
+        appended = 0
+
+        async def writer(k: int) -> None:
+            nonlocal appended
+            i = 0
+            while not stop.is_set():
+                await store.append([NewEvent(f"w-{k}-{i % 50}", "t", b"x")])
+                appended += 1
+                i += 1
+
+        async def phase(name: str, call: Callable[[], Awaitable[Any]]) -> None:
+            nonlocal appended
+            appended, calls = 0, 0
+            started = _perf()
+            while _perf() - started < seconds:
+                await call()
+                calls += 1
+            elapsed = _perf() - started
+            out.setdefault(f"{name}/s", []).append(calls / elapsed)
+            out.setdefault(f"appends/s during {name}", []).append(appended / elapsed)
+
+        def tail(read: Callable[[int], Awaitable[list[Any]]]) -> Callable[[], Awaitable[None]]:
+            """A reader tailing the log: pages of up to 1000 from its own cursor."""
+            cursor = 0
+
+            async def step() -> None:
+                nonlocal cursor
+                if cursor == 0:
+                    cursor = max(0, int(await store.latest_position()) - 100 * POSITION_SHIFT)
+                page = await read(cursor)
+                if page:
+                    cursor = page[-1][0]
+
+            return step
+
+        tasks = [asyncio.create_task(writer(k)) for k in range(writers)]
+        try:
+            await asyncio.sleep(0.5)
+            for _ in range(2):
+                await phase("head (horizon)", store.head)
+                await phase("head (xmin, before)", lambda: conn.fetchval(_XMIN_HEAD.format(s=s)))
+                await phase(
+                    "read_all tail (horizon)",
+                    tail(lambda a: store._fetch(store._q.read_all, a, 1000, None, None)),
+                )
+                await phase(
+                    "read_all tail (xmin, before)",
+                    tail(lambda a: conn.fetch(_XMIN_PAGE.format(s=s), a, 1000)),
+                )
+                await phase("no reader", lambda: asyncio.sleep(0.05))
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+    finally:
+        await conn.close()
+        await store.close()
+        await drop_schema(dsn, store.schema)
+    return {k: round(statistics.fmean(v), 1) for k, v in out.items()}
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    from benches.headline import start_server
+
+    parser = argparse.ArgumentParser(description="What finding the log's horizon costs.")
+    parser.add_argument("--dsn", help="PostgreSQL DSN (default: start a throwaway server)")
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    found, server = start_server(args.dsn)
+    assert found is not None, "no PostgreSQL server binaries found; use --dsn"
+    try:
+        print(json.dumps(asyncio.run(horizon_cost(found, args.seconds)), indent=2))
+    finally:
+        if server is not None:
+            server.shutdown()

@@ -22,6 +22,9 @@ error                       raised when                                retried
 ``UsageError``              an API is called the wrong way             never
 ``DuplicateEventId``        an event id was reused for other content   never
 ``StoreError``              any other store failure                    never
+``ConfigurationError``      a set-up mistake: a malformed DSN, a       never
+                            refused schema name, an append inside a
+                            caller's transaction
 ==========================  =========================================  ========
 """
 
@@ -36,6 +39,7 @@ __all__ = [
     "BusinessRuleViolation",
     "CommandError",
     "ConcurrencyConflict",
+    "ConfigurationError",
     "DuplicateEventId",
     "EventCoreError",
     "IdempotencyKeyReused",
@@ -258,3 +262,12 @@ class DuplicateEventId(StoreError):
         self.event_id = event_id
         self.reason = reason
         super().__init__(f"event id {event_id}: {reason}")
+
+
+class ConfigurationError(EventCoreError, ValueError):
+    """A set-up mistake that retrying will not fix; never retried.
+
+    Raised for a malformed DSN, a schema name that is not allowed (a system schema such
+    as ``pg_catalog`` or ``information_schema``), and for an append that PostgreSQL was
+    asked to run inside a caller's transaction that already wrote something.
+    """

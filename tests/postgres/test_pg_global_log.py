@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 
 from eventcore import NewEvent
+from eventcore.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
 
@@ -84,12 +85,14 @@ class TailingReader:
 class NaiveReader:
     """Pages by position alone, as most peers do: skips events that commit late."""
 
+    SQL = (
+        'SELECT position, event_id FROM "{schema}".events WHERE position > $1'
+        " ORDER BY position LIMIT $2"
+    )
+
     def __init__(self, conn: asyncpg.Connection, schema: str, limit: int) -> None:
         self.conn = conn
-        self.sql = (
-            f'SELECT position, event_id FROM "{schema}".events WHERE position > $1'
-            " ORDER BY position LIMIT $2"
-        )
+        self.sql = self.SQL.format(schema=schema)
         self.limit = limit
         self.cursor = 0
         self.seen: list[uuid.UUID] = []
@@ -104,6 +107,18 @@ class NaiveReader:
                 return
 
 
+class SnapshotOnlyReader(NaiveReader):
+    """Reads below its snapshot's xmax without asking which appends are in flight (the
+    horizon without the lock scan): skips an append that took its id earlier and
+    commits later."""
+
+    SQL = (
+        'SELECT position, event_id FROM "{schema}".events WHERE position > $1'
+        " AND position < pg_snapshot_xmax(pg_current_snapshot())::text::bigint * 1048576"
+        " ORDER BY position LIMIT $2"
+    )
+
+
 async def test_shuffled_commits_are_never_skipped(postgres_store, postgres_dsn):
     store = postgres_store
     rng = random.Random(20240611)
@@ -111,6 +126,7 @@ async def test_shuffled_commits_are_never_skipped(postgres_store, postgres_dsn):
     naive_conn = await asyncpg.connect(postgres_dsn)
     reader = TailingReader(store, limit=2)
     naive = NaiveReader(naive_conn, store.schema, limit=2)
+    snapshot_only = SnapshotOnlyReader(naive_conn, store.schema, limit=2)
     committed: list[uuid.UUID] = []
     stop = asyncio.Event()
 
@@ -134,6 +150,7 @@ async def test_shuffled_commits_are_never_skipped(postgres_store, postgres_dsn):
                 await asyncio.sleep(rng.uniform(0, 0.01))
                 await reader.poll()
                 await naive.poll()
+                await snapshot_only.poll()
         # A plain store append too (its own transaction), then drain both readers.
         result = await store.append([NewEvent("after", "t", b"p")])
         committed += result.event_ids
@@ -144,6 +161,7 @@ async def test_shuffled_commits_are_never_skipped(postgres_store, postgres_dsn):
             await writer.conn.close()
     await reader.poll()
     await naive.poll()
+    await snapshot_only.poll()
     await naive_conn.close()
 
     assert len(reader.seen) == len(set(reader.seen)), "an event was delivered twice"
@@ -153,34 +171,168 @@ async def test_shuffled_commits_are_never_skipped(postgres_store, postgres_dsn):
     # The same schedule defeats a reader that pages by position alone.
     missed = set(committed) - set(naive.seen)
     assert missed, "the schedule should make the naive reader skip events"
+    # ...and one that trusts its snapshot but not the lock table's in-flight appends.
+    missed = set(committed) - set(snapshot_only.seen)
+    assert missed, "the schedule should make the snapshot-only reader skip events"
     assert await store.head() == reader.cursor
 
 
-async def test_open_transaction_holds_readers_back_without_losing_events(
+async def test_an_open_append_holds_readers_back_without_losing_events(
     postgres_store, postgres_dsn
 ):
     store = postgres_store
     first = await store.append([NewEvent("a", "t", b"1")])
-    holder = await asyncpg.connect(postgres_dsn)
+    writer = Writer(await asyncpg.connect(postgres_dsn), store.schema)
     try:
-        tx = holder.transaction()
-        await tx.start()
-        # Any transaction that holds an xid (here: an unrelated write) holds readers back.
-        await holder.execute("CREATE TEMP TABLE unrelated (x int)")
-        await holder.execute("SELECT pg_current_xact_id()")
+        await writer.begin_and_append("open", 2)  # an append of THIS store, in flight
         later = await store.append([NewEvent("b", "t", b"2")])
         assert await store.head() == first.last_position
         assert await store.latest_position() == later.last_position
         page = await store.read_all(after_position=0)
         assert [e.position for e in page] == [first.last_position]
+        held = await store.log_holdback()
+        assert held is not None
+        assert held.pid == await writer.conn.fetchval("SELECT pg_backend_pid()")
+        assert held.seconds is not None and held.seconds >= 0
+        assert held.transaction_id == await writer.conn.fetchval(
+            "SELECT pg_current_xact_id()::text::bigint"
+        )
         # Stream reads are not held back.
         assert [e.version for e in await store.read_stream("b")] == [1]
-        await tx.rollback()
+        committed = await writer.finish(commit=True)
+    finally:
+        await writer.conn.close()
+    page = await store.read_all(after_position=first.last_position)
+    assert [e.event_id for e in page[:2]] == committed
+    assert page[-1].position == later.last_position
+    assert await store.head() == later.last_position
+    assert await store.log_holdback() is None
+
+
+async def _hold_xid_in_this_database(dsn: str, admin_dsn: str, schema: str) -> asyncpg.Connection:
+    conn = await asyncpg.connect(dsn)
+    await conn.execute("BEGIN")
+    await conn.execute("CREATE TEMP TABLE unrelated (x int)")
+    await conn.execute("INSERT INTO unrelated VALUES (1)")
+    return conn
+
+
+async def _hold_xid_in_another_database(
+    dsn: str, admin_dsn: str, schema: str
+) -> asyncpg.Connection:
+    conn = await asyncpg.connect(admin_dsn)  # the "postgres" maintenance database
+    await conn.execute("BEGIN")
+    await conn.execute("SELECT pg_current_xact_id()")
+    return conn
+
+
+async def _hold_xid_reading_the_events(dsn: str, admin_dsn: str, schema: str) -> asyncpg.Connection:
+    # A write transaction (a projection's own tables, say) that also reads the events.
+    conn = await asyncpg.connect(dsn)
+    await conn.execute("BEGIN")
+    await conn.execute("SELECT pg_current_xact_id()")
+    await conn.execute(f'SELECT count(*) FROM "{schema}".events')
+    return conn
+
+
+@pytest.mark.parametrize(
+    "hold",
+    [_hold_xid_in_this_database, _hold_xid_in_another_database, _hold_xid_reading_the_events],
+    ids=["same-database", "other-database", "reads-events"],
+)
+async def test_unrelated_open_transactions_do_not_hold_readers_back(
+    postgres_store, postgres_dsn, postgres_server, hold
+):
+    """Transactions holding an id elsewhere (idle in transaction) do not delay the log.
+
+    Before the horizon was narrowed to this store's own appends, each of them held
+    ``head`` and ``read_all`` at the first event until it ended.
+    """
+    store = postgres_store
+    first = await store.append([NewEvent("a", "t", b"1")])
+    holder = await hold(postgres_dsn, postgres_server.admin_dsn, store.schema)
+    try:
+        assert await holder.fetchval("SELECT pg_current_xact_id_if_assigned()") is not None
+        later = await store.append([NewEvent("b", "t", b"2")])
+        assert await store.head() == later.last_position
+        page = await store.read_all(after_position=first.last_position)
+        assert [e.position for e in page] == [later.last_position]
+        assert await store.log_holdback() is None
     finally:
         await holder.close()
+
+
+async def test_an_unrelated_prepared_transaction_does_not_hold_readers_back(
+    postgres_store, postgres_dsn
+):
+    store = postgres_store
+    other = await asyncpg.connect(postgres_dsn)
+    gid = f"unrelated-{uuid.uuid4()}"
+    try:
+        await other.execute("BEGIN")
+        await other.execute("SELECT pg_current_xact_id()")
+        await other.execute(f"PREPARE TRANSACTION '{gid}'")
+        later = await store.append([NewEvent("b", "t", b"2")])
+        assert await store.head() == later.last_position
+    finally:
+        if await other.fetchval("SELECT 1 FROM pg_prepared_xacts WHERE gid = $1", gid):
+            await other.execute(f"ROLLBACK PREPARED '{gid}'")
+        await other.close()
+
+
+async def test_a_prepared_append_holds_readers_back_until_it_commits(postgres_store, postgres_dsn):
+    """A prepared transaction keeps its locks: the reader waits for it, never skips it."""
+    store = postgres_store
+    first = await store.append([NewEvent("a", "t", b"1")])
+    writer = await asyncpg.connect(postgres_dsn)
+    gid = f"append-{uuid.uuid4()}"
+    ids = [uuid.uuid4()]
+    try:
+        await writer.execute("BEGIN")
+        row = await writer.fetchrow(
+            APPEND.format(s=f'"{store.schema}"'), [], [], ids, ["p"], ["t"], [b"p"]
+        )
+        assert row["status"] == "ok"
+        await writer.execute(f"PREPARE TRANSACTION '{gid}'")
+        later = await store.append([NewEvent("b", "t", b"2")])
+        assert await store.head() == first.last_position
+        held = await store.log_holdback()
+        assert held is not None and held.pid is None
+        await writer.execute(f"COMMIT PREPARED '{gid}'")
+    finally:
+        # A prepared transaction outlives its session: never leave it (it would hold
+        # the events table's lock, and the schema's drop, for good).
+        await writer.execute("ROLLBACK")  # a transaction not prepared yet, if any
+        if await writer.fetchval("SELECT 1 FROM pg_prepared_xacts WHERE gid = $1", gid):
+            await writer.execute(f"ROLLBACK PREPARED '{gid}'")
+        await writer.close()
     page = await store.read_all(after_position=first.last_position)
-    assert [e.position for e in page] == [later.last_position]
-    assert await store.head() == later.last_position
+    assert [e.event_id for e in page] == [ids[0], later.event_ids[0]]
+
+
+async def test_a_repeatable_read_reader_never_skips(postgres_store, postgres_dsn):
+    """Inside a REPEATABLE READ transaction the read reuses an old snapshot: the horizon
+    falls back to that snapshot's xmin, so an append in flight when it was taken (and
+    committed since) is not passed over by a newer event the snapshot does see."""
+    store = postgres_store
+    first = await store.append([NewEvent("a", "t", b"1")])
+    writer = Writer(await asyncpg.connect(postgres_dsn), store.schema)
+    reader = await asyncpg.connect(postgres_dsn)
+    sql = f'SELECT o_position FROM "{store.schema}".read_all_page($1, NULL, NULL, NULL)'
+    try:
+        await writer.begin_and_append("w", 1)  # older id, in flight
+        newer = await store.append([NewEvent("v", "t", b"2")])  # newer id, committed
+        await reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        await reader.fetchval("SELECT 1")  # the snapshot: w running, v visible
+        await writer.finish(commit=True)
+        assert await reader.fetch(sql, first.last_position) == []
+        await reader.execute("COMMIT")
+    finally:
+        await writer.conn.close()
+        await reader.close()
+    page = await store.read_all(after_position=first.last_position)
+    assert [e.stream_id for e in page] == ["w", "v"]
+    assert page[-1].position == newer.last_position
 
 
 async def test_one_streams_events_are_delivered_in_version_order(postgres_store, postgres_dsn):
@@ -226,3 +378,64 @@ async def test_one_streams_events_are_delivered_in_version_order(postgres_store,
     log = [e for e in await store.read_all() if e.stream_id == "s"]
     assert [e.version for e in log] == [1, 2, 3], "the log must deliver s in version order"
     assert [e.position for e in log] == sorted(e.position for e in log)
+
+
+async def test_concurrent_appends_and_idle_sessions_tail_exactly_once(
+    postgres_store_factory, postgres_dsn, postgres_server
+):
+    """Many writers through the store (real races between a reader's snapshot, its lock
+    scan and commits), appends held open for a while, idle sessions holding ids in this
+    database and another all along: a tailing reader sees every event exactly once, in
+    position order."""
+    writer_store = await postgres_store_factory(max_size=10)
+    reader_store = PostgresStore(postgres_dsn, schema=writer_store.schema, max_size=2)
+    rng = random.Random(7)
+    idle = [
+        await _hold_xid_in_this_database(postgres_dsn, "", ""),
+        await _hold_xid_in_another_database("", postgres_server.admin_dsn, ""),
+    ]
+    reader = TailingReader(reader_store, limit=7)
+    committed: list[uuid.UUID] = []
+    stop = asyncio.Event()
+
+    async def tail() -> None:
+        while not stop.is_set():
+            await reader.poll()
+            await asyncio.sleep(0)
+
+    async def plain_writer(k: int) -> None:
+        for i in range(40):
+            result = await writer_store.append(
+                [NewEvent(f"p{k}-{i % 3}", "t", b"x") for _ in range(rng.randint(1, 3))]
+            )
+            committed.extend(result.event_ids)
+
+    async def slow_writer(k: int) -> None:
+        writer = Writer(await asyncpg.connect(postgres_dsn), writer_store.schema)
+        try:
+            for i in range(6):
+                await writer.begin_and_append(f"slow{k}-{i}", rng.randint(1, 2))
+                await asyncio.sleep(rng.uniform(0, 0.05))
+                committed.extend(await writer.finish(commit=rng.random() > 0.2))
+        finally:
+            await writer.conn.close()
+
+    tailer = asyncio.create_task(tail())
+    try:
+        await asyncio.gather(
+            *(plain_writer(k) for k in range(6)), *(slow_writer(k) for k in range(3))
+        )
+        await asyncio.sleep(0.05)
+        assert await reader_store.head() == max(
+            e.position for e in await writer_store.read_all()
+        ), "idle sessions elsewhere must not hold the head back"
+        await reader.poll()
+    finally:
+        stop.set()
+        await tailer
+        for conn in idle:
+            await conn.close()
+        await reader_store.close()
+    assert len(reader.seen) == len(set(reader.seen)), "an event was delivered twice"
+    assert sorted(reader.seen) == sorted(committed), "the reader missed committed events"
+    assert reader.positions == sorted(reader.positions)

@@ -36,6 +36,7 @@ async def test_migrate_is_idempotent_and_safe_concurrently(postgres_dsn, schema)
         finally:
             await conn.close()
         assert [tuple(r) for r in rows] == [(m.version, m.name) for m in migrations()]
+        assert rows[0]["name"] == "initial"
         await stores[1].append([NewEvent("s", "t", b"")])
         assert len(await stores[2].read_all()) == 1
     finally:

@@ -14,12 +14,15 @@ from eventcore import (
     NO_STREAM,
     STREAM_EXISTS,
     ConcurrencyConflict,
+    ConfigurationError,
     DuplicateEventId,
     EventRegistry,
     InvalidStreamId,
     Metadata,
     NewEvent,
     SerializationError,
+    StoreError,
+    StoreUnavailable,
     ValidationError,
     event,
 )
@@ -281,10 +284,43 @@ async def test_unknown_event_type_fails_on_data_only(postgres_store_factory):
 
 async def test_invalid_schema_names_are_refused(postgres_dsn):
     for bad in ["", "1abc", "a-b", 'x"; DROP SCHEMA public; --', "a" * 49]:
-        with pytest.raises(ValidationError):
+        with pytest.raises(ConfigurationError, match="identifier"):
             PostgresStore(postgres_dsn, schema=bad)
     with pytest.raises(ValidationError):
         PostgresStore()
+
+
+@pytest.mark.parametrize(
+    "system", ["information_schema", "pg_catalog", "pg_toast", "pg_temp_1", "PG_Catalog", "pg_x"]
+)
+def test_system_schemas_are_refused(postgres_dsn, system):
+    with pytest.raises(ConfigurationError, match="system schema"):
+        PostgresStore(postgres_dsn, schema=system)
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "not a dsn",
+        "host=localhost port=5432",
+        "mysql://u@h/db",
+        "postgresql://u@h:notaport/db",
+        "postgresql://u@h:99999/db",
+        "postgresql://[::1/db",
+    ],
+)
+async def test_a_malformed_dsn_is_a_configuration_error(dsn):
+    """Not StoreUnavailable (which the executor retries): the DSN will never work."""
+    with pytest.raises(ConfigurationError, match="DSN"):
+        PostgresStore(dsn)
+
+
+async def test_a_dsn_refused_on_connect_is_a_configuration_error(postgres_dsn):
+    store = PostgresStore(f"{postgres_dsn}?sslmode=bogus")
+    with pytest.raises(ConfigurationError, match="sslmode") as info:
+        await store.open()
+    assert not isinstance(info.value, StoreUnavailable)
+    await store.close()
 
 
 # -- the fast path (every checked stream is written) and post-commit notifications ---
@@ -331,9 +367,13 @@ async def test_fast_path_replay_wins_over_a_stale_expected_version(postgres_stor
     assert await store.stream_version("a") == 3
 
 
-async def test_several_appends_in_one_transaction_get_distinct_positions(
-    postgres_store, postgres_dsn
-):
+async def test_append_in_a_transaction_that_holds_an_id_is_refused(postgres_store, postgres_dsn):
+    """A caller's transaction that already took an id may not append (issue 10, section 4).
+
+    Its positions would come from that early id while its stream locks came later: a
+    stream's version 2 could be positioned, and delivered by the log, before version 1.
+    Earlier schema versions accepted it (a second append in the same transaction, too).
+    """
     store = postgres_store
     conn = await asyncpg.connect(postgres_dsn)
     sql = (
@@ -341,18 +381,48 @@ async def test_several_appends_in_one_transaction_get_distinct_positions(
         " $2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::bytea[], NULL, NULL, NULL, NULL)"
     )
     try:
+        # A transaction that wrote something else first.
         async with conn.transaction():
-            one = await conn.fetchrow(sql, ["a"], [0], [uuid.uuid4()], ["a"], ["t"], [b"1"])
-            two = await conn.fetchrow(
-                sql, ["a"], [1], [uuid.uuid4(), uuid.uuid4()], ["a", "b"], ["t", "t"], [b"", b""]
-            )
+            await conn.execute("CREATE TEMP TABLE mine (x int)")
+            await conn.execute("INSERT INTO mine VALUES (1)")
+            with pytest.raises(asyncpg.PostgresError, match="already holds") as info:
+                await conn.fetchrow(sql, [], [], [uuid.uuid4()], ["a"], ["t"], [b"1"])
+            assert info.value.sqlstate == "EC001"
+        # A second append in one transaction: the first took the id.
+        with pytest.raises(asyncpg.PostgresError, match="already holds"):
+            async with conn.transaction():
+                one = await conn.fetchrow(sql, ["a"], [0], [uuid.uuid4()], ["a"], ["t"], [b"1"])
+                assert one["status"] == "ok"
+                await conn.fetchrow(sql, ["a"], [1], [uuid.uuid4()], ["a"], ["t"], [b"2"])
+        # Read-only work before the append is fine (no id yet).
+        async with conn.transaction():
+            await conn.fetchval(f'SELECT count(*) FROM "{store.schema}".events')
+            ok = await conn.fetchrow(sql, [], [], [uuid.uuid4()], ["b"], ["t"], [b"1"])
+            assert ok["status"] == "ok"
     finally:
         await conn.close()
-    assert one["status"] == two["status"] == "ok"
-    positions = list(one["positions"]) + list(two["positions"])
-    assert positions == [positions[0], positions[0] + 1, positions[0] + 2]
-    assert [e.position for e in await store.read_all()] == positions
-    assert [e.version for e in await store.read_stream("a")] == [1, 2]
+    assert [e.stream_id for e in await store.read_all()] == ["b"]
+    assert await store.stream_version("a") == 0
+
+
+async def test_an_append_in_a_callers_transaction_is_a_configuration_error(
+    postgres_store, postgres_dsn
+):
+    """Through the API: a borrowed pool hands out connections inside a write transaction."""
+
+    async def begin_with_an_id(conn: asyncpg.Connection) -> None:
+        await conn.execute("BEGIN; SELECT pg_current_xact_id()")
+
+    pool = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=1, setup=begin_with_an_id)
+    store = PostgresStore(pool=pool, schema=postgres_store.schema)
+    try:
+        with pytest.raises(ConfigurationError, match="transaction of its own") as info:
+            await store.append([NewEvent("a", "t", b"1")])
+        assert not isinstance(info.value, StoreError)  # never retried
+    finally:
+        await store.close()
+        await pool.close()
+    assert await postgres_store.read_all() == []
 
 
 async def test_notifications_are_sent_after_commit_and_coalesced(

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import click
 
 from eventcore.errors import (
+    ConfigurationError,
     EventCoreError,
     InvalidStreamId,
     StoreError,
@@ -225,8 +226,8 @@ async def open_store(
                 max_size=4,
                 **({"registry": registry} if registry else {}),
             )
-        except ValidationError as exc:
-            raise click.BadParameter(str(exc), param_hint="--schema") from None
+        except (ValidationError, ConfigurationError) as exc:  # a bad schema name or DSN
+            raise click.BadParameter(str(exc), param_hint="--dsn/--schema") from None
         try:
             await pg.open()
         except StoreUnavailable as exc:

@@ -6,6 +6,11 @@
 
 from __future__ import annotations
 
-from eventcore.postgres.store import MAX_EVENTS_PER_APPEND, MAX_PAYLOAD_BYTES, PostgresStore
+from eventcore.postgres.store import (
+    MAX_EVENTS_PER_APPEND,
+    MAX_PAYLOAD_BYTES,
+    LogHoldback,
+    PostgresStore,
+)
 
-__all__ = ["MAX_EVENTS_PER_APPEND", "MAX_PAYLOAD_BYTES", "PostgresStore"]
+__all__ = ["MAX_EVENTS_PER_APPEND", "MAX_PAYLOAD_BYTES", "LogHoldback", "PostgresStore"]

@@ -51,7 +51,9 @@ def translate(exc: BaseException, action: str, sent: Sequence[Any] | None = None
         )
     if isinstance(exc, _UNAVAILABLE) and not isinstance(exc, _NOT_UNAVAILABLE):
         return StoreUnavailable(f"PostgreSQL unavailable during {action}: {exc!r}")
-    if isinstance(exc, pgerr.UndefinedTableError | pgerr.UndefinedFunctionError):
+    if isinstance(
+        exc, pgerr.UndefinedTableError | pgerr.UndefinedFunctionError | pgerr.InvalidSchemaNameError
+    ):
         return StoreError(
             f"PostgreSQL store schema is missing during {action} ({exc}); "
             "run `await store.migrate()` first"

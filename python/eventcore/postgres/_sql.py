@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-from eventcore.errors import ValidationError
+from eventcore.errors import ConfigurationError
 
 SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
 """What a schema name may be: an SQL identifier of at most 48 ASCII letters, digits, ``_``."""
@@ -33,11 +33,24 @@ OUR_OBJECTS = (
 """Relation names a migration creates: a foreign one with such a name stops the migration."""
 
 
+SYSTEM_SCHEMAS = re.compile(r"(?i)pg_.*|information_schema")
+"""Schema names PostgreSQL keeps for itself (``pg_catalog``, ``pg_toast``, ``pg_temp_3``...)."""
+
+
 def check_schema_name(schema: str) -> str:
-    """Return ``schema`` if it is a valid schema name, else raise ValidationError."""
+    """Return ``schema`` if it may hold a store, else raise ConfigurationError.
+
+    It must be an SQL identifier of at most 48 ASCII letters, digits and ``_``, and not
+    a system schema (``information_schema`` or any ``pg_*`` name, in any letter case).
+    """
     if not isinstance(schema, str) or not SCHEMA_NAME.fullmatch(schema):
-        raise ValidationError(
-            "schema", "must be an SQL identifier: [A-Za-z_][A-Za-z0-9_]*, at most 48 chars", schema
+        raise ConfigurationError(
+            f"schema: must be an SQL identifier: [A-Za-z_][A-Za-z0-9_]*, at most 48 chars "
+            f"(got {schema!r})"
+        )
+    if SYSTEM_SCHEMAS.fullmatch(schema):
+        raise ConfigurationError(
+            f"schema: {schema!r} is a PostgreSQL system schema; choose a schema of your own"
         )
     return schema
 
@@ -108,10 +121,6 @@ class Queries:
             " AND custom IS NULL THEN NULL ELSE"
             " json_build_array(causation_id, correlation_id, user_id, custom)::text END"
         )
-        # Every reader that tails the global log reads only below this bound: the position
-        # range of the oldest transaction still running when the statement's snapshot was
-        # taken (see the module docstring of eventcore.postgres.store).
-        safe = f"(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint * {POSITION_SHIFT})"
         self.append = (
             "SELECT status, positions, streams, versions, conflict_expected, duplicate_id, detail"
             f" FROM {s}.append_events($1::text[], $2::bigint[], $3::uuid[], $4::text[],"
@@ -134,17 +143,29 @@ class Queries:
             " WHERE stream_id = $1 AND ($2::bigint IS NULL OR version < $2)"
             " ORDER BY version DESC LIMIT $3"
         )
-        # The bound is applied to the page, not inside it: the first $2 rows after $1,
-        # then those below the bound (they are a prefix of the page, and every later row
-        # is above the bound too). Inside, the bound's range makes the planner expect a
+        # A page of the global log, first below the statement snapshot's xmin: every
+        # transaction below it has ended, so this bound is safe with no lock scan and no
+        # function call (a reader catching up fills its pages here). The bound is applied
+        # to the page, not inside it: there the bound's range makes the planner expect a
         # handful of rows and sort the whole table instead of walking the index.
-        self.read_all = (
+        xmin = f"(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint * {POSITION_SHIFT})"
+        self.read_all_below_xmin = (
             f"SELECT * FROM (SELECT {cols} FROM {s}.events WHERE position > $1"
             " AND ($3::text[] IS NULL OR event_type = ANY($3::text[]))"
             " AND ($4::text IS NULL OR starts_with(stream_id, $4::text))"
-            f" ORDER BY position LIMIT $2) page WHERE position < {safe} ORDER BY position"
+            f" ORDER BY position LIMIT $2) page WHERE position < {xmin} ORDER BY position"
         )
-        self.head = f"SELECT coalesce(max(position), 0) FROM {s}.events WHERE position < {safe}"
+        # The rest of a page goes through functions (migration 0003) that compute the
+        # horizon (the oldest in-flight append of THIS store) in one statement and read
+        # below it in a second one, with a snapshot taken after the horizon: see the
+        # module docstring of eventcore.postgres.store.
+        self.read_all = f"SELECT * FROM {s}.read_all_page($1, $2, $3::text[], $4::text)"
+        self.head = f"SELECT {s}.safe_head()"
+        self.holdback = (
+            "SELECT transaction_id::text::bigint, pid, started,"
+            " extract(epoch FROM clock_timestamp() - started)::float8, xid_age"
+            f" FROM {s}.log_holdback() LIMIT 1"
+        )
         self.last_position = f"SELECT coalesce(max(position), 0) FROM {s}.events"
         # By event id: the unique index on event_id answers it (idempotency-key lookups).
         self.read_by_ids = (

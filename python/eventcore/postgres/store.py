@@ -21,24 +21,44 @@ The global log never skips
     position order *is* the transaction-id order ("approach 3" in the design notes), and
     the public cursor stays a single integer.
 
-    :meth:`PostgresStore.read_all` only returns events whose position lies below
-    ``xmin * 2**20``, where ``xmin = pg_snapshot_xmin(pg_current_snapshot())`` is taken
-    from the very snapshot the query reads with. Every transaction with an id below
-    ``xmin`` has finished (its events are visible now or never will be), and every
-    transaction still running or yet to start has an id of at least ``xmin``, hence only
-    positions above the bound. A reader that pages with ``after_position = last position
-    seen`` therefore never passes over an event that commits later, and the cursor is
-    strictly increasing in delivery order. Writers are never serialized.
+    :meth:`PostgresStore.read_all` and :meth:`PostgresStore.head` only see events below
+    ``horizon * 2**20``, where the horizon is the oldest append of THIS store still in
+    flight (migration 0003, ``log_horizon``):
+
+    1. ``append_events`` locks the events table (``ROW EXCLUSIVE``) before its
+       transaction takes an id, and refuses to run in a transaction that already holds
+       one (:class:`~eventcore.ConfigurationError`). Every transaction that may still
+       commit events therefore holds that lock from before its id until it ends.
+    2. The reader takes a snapshot, then (same statement) scans ``pg_locks`` once:
+       ``horizon = least(snapshot xmax, the smallest id among holders of that lock)``.
+       An append without an id yet will get one at least ``xmax``; one with a smaller id
+       is in the lock table, unless it has already ended.
+    3. It reads the events in a SECOND statement, whose snapshot is newer than the scan,
+       so an append that ended before the scan is visible to it.
+
+    So every event below the bound that will ever commit is already visible: a reader
+    that pages with ``after_position = last position seen`` never passes over an event
+    that commits later, and writers are never serialized. Transactions that do not
+    append to this store (another database, an idle session, a migration, a prepared
+    transaction) do not hold readers back.
+
+    Where that argument does not hold the bound falls back to the old, cluster-wide one,
+    ``pg_snapshot_xmin(pg_current_snapshot())``, safe for any snapshot: inside a
+    REPEATABLE READ or SERIALIZABLE transaction (the read reuses an older snapshot) and
+    on a hot standby (its lock table does not show the primary's writers). PgBouncer's
+    transaction pooling changes nothing: each read is one autocommit statement with no
+    session state.
 
     Trade-offs:
 
-    - Readers of the global log lag behind the oldest transaction *that holds a
-      transaction id* anywhere in the PostgreSQL cluster (any database, any table,
-      prepared transactions included): while it is open, events written after it started
-      are withheld from :meth:`read_all`, :meth:`iter_all` and :meth:`head` (not lost).
-      Read-only transactions do not hold readers back. Keep write transactions short and
-      monitor ``pg_stat_activity.backend_xid``; projection lag equals the age of the
-      oldest such transaction.
+    - Readers of the global log lag behind the oldest append of this store still in
+      flight: a slow append, or a direct SQL caller that leaves a transaction open after
+      calling ``append_events`` (or prepares it), withholds the events of later appends
+      from :meth:`read_all`, :meth:`iter_all` and :meth:`head` (not lost) until it ends.
+      :meth:`log_holdback` names it and its age; ``idle_in_transaction_session_timeout``
+      and ``statement_timeout`` bound it. Finding the horizon reads the lock table (it
+      takes every lock-manager partition lock, shared, for a moment): once per page or
+      head poll.
     - Positions are strictly increasing but not contiguous, do not start at 1, and are
       large (about ``2**20`` per transaction). Within one append they are consecutive.
     - The delivery order is the order in which transactions began to write, not the
@@ -61,7 +81,9 @@ Errors
     link broke after its request was sent, so it may have committed), a conflict is
     :class:`~eventcore.ConcurrencyConflict` built from the
     function's answer, an event id reused for other content is
-    :class:`~eventcore.DuplicateEventId`, anything else :class:`~eventcore.StoreError`.
+    :class:`~eventcore.DuplicateEventId`, a malformed DSN, a system schema or an append
+    inside a caller's transaction :class:`~eventcore.ConfigurationError` (never retried),
+    anything else :class:`~eventcore.StoreError`.
 """
 
 from __future__ import annotations
@@ -71,7 +93,9 @@ import contextlib
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any, NamedTuple, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 import asyncpg.exceptions as pgerr
@@ -81,6 +105,7 @@ from asyncpg.exceptions import _base as pgbase
 from eventcore import _core
 from eventcore.errors import (
     ConcurrencyConflict,
+    ConfigurationError,
     DuplicateEventId,
     EventCoreError,
     StoreError,
@@ -104,7 +129,7 @@ from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, as_uuid, r
 from eventcore.registry import EventRegistry, default_registry
 from eventcore.store import Apply, Decoders, Expected
 
-__all__ = ["MAX_EVENTS_PER_APPEND", "MAX_PAYLOAD_BYTES", "PostgresStore"]
+__all__ = ["MAX_EVENTS_PER_APPEND", "MAX_PAYLOAD_BYTES", "LogHoldback", "PostgresStore"]
 
 S = TypeVar("S")
 
@@ -117,6 +142,51 @@ validate_stream_id = _core.validate_stream_id
 _NOTIFY = "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)"
 NOTIFY_DELAY = 0.002
 """Seconds a post-commit notification waits, so the appends of a burst share ONE NOTIFY."""
+
+# SQLSTATEs raised by append_events (migration 0003): called in a transaction that already
+# holds a transaction id; input the API would have refused (a direct SQL caller).
+_IN_CALLERS_TRANSACTION = "EC001"
+_INPUT_REFUSED = "EC002"
+
+
+class LogHoldback(NamedTuple):
+    """The oldest in-flight append of a store: what holds its global log's readers back.
+
+    See :meth:`PostgresStore.log_holdback`.
+    """
+
+    transaction_id: int
+    """Its transaction id (64-bit, as ``pg_current_xact_id()``)."""
+    pid: int | None
+    """The backend process id holding it (None: a prepared transaction)."""
+    started: datetime | None
+    """When its transaction started (prepared: when it was prepared); None if hidden."""
+    seconds: float | None
+    """Seconds since ``started``: how long readers have waited for it at most."""
+    xid_age: int
+    """Transaction ids handed out since its own (``age(xid)``)."""
+
+
+def check_dsn(dsn: str) -> str:
+    """Return ``dsn`` if it is a ``postgresql://`` URL asyncpg can parse, else raise.
+
+    Raises:
+        ConfigurationError: not a str, another scheme, a bad port or host syntax (the
+            rest, such as a bad ``sslmode``, is refused the same way on first connect).
+    """
+    if not isinstance(dsn, str):
+        raise ConfigurationError(f"dsn: must be a str, got {type(dsn).__name__}")
+    try:
+        parts = urlsplit(dsn)
+        _ = parts.port  # raises ValueError for a bad or out-of-range port
+    except ValueError as exc:
+        raise ConfigurationError(f"malformed PostgreSQL DSN: {exc}") from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigurationError(
+            "malformed PostgreSQL DSN: expected postgresql://user@host:port/database, "
+            f"got the scheme {parts.scheme!r}"
+        )
+    return dsn
 
 
 class PostgresStore:
@@ -141,7 +211,9 @@ class PostgresStore:
         registry: decodes payloads for :attr:`RecordedEvent.data` (default registry).
 
     Raises:
-        ValidationError: an invalid schema name or option.
+        ConfigurationError: a malformed DSN or a schema name that is not allowed (not an
+            identifier, or a system schema such as ``pg_catalog``).
+        ValidationError: an invalid option.
     """
 
     def __init__(
@@ -161,6 +233,8 @@ class PostgresStore:
             raise ValidationError("dsn", "give exactly one of dsn= or pool=", dsn)
         if not 0 <= min_size <= max_size or max_size < 1:
             raise ValidationError("max_size", "need 0 <= min_size <= max_size, max_size >= 1")
+        if dsn is not None:
+            check_dsn(dsn)
         self.schema = check_schema_name(schema)
         """The schema holding the store's tables."""
         self.registry = registry if registry is not None else default_registry
@@ -227,12 +301,18 @@ class PostgresStore:
         timeout = self._statement_timeout
         if timeout is not None:
             settings["statement_timeout"] = str(int(timeout * 1000))
-        return await asyncpg.connect(
-            self._dsn,
-            timeout=self._connect_timeout,
-            command_timeout=timeout + 5.0 if timeout is not None else None,
-            server_settings=settings,
-        )
+        try:
+            return await asyncpg.connect(
+                self._dsn,
+                timeout=self._connect_timeout,
+                command_timeout=timeout + 5.0 if timeout is not None else None,
+                server_settings=settings,
+            )
+        except ValueError as exc:
+            # Only the DSN's parsing raises ValueError here (asyncpg's
+            # ClientConfigurationError is one): network failures are OSError, the
+            # server's refusals PostgresError.
+            raise ConfigurationError(f"malformed PostgreSQL DSN: {exc}") from None
 
     async def _get_pool(self) -> asyncpg.Pool | ConnectionPool:
         if self._pool is None or not self._checked:
@@ -308,6 +388,9 @@ class PostgresStore:
             ValidationError: a payload over :data:`MAX_PAYLOAD_BYTES`, too many events,
                 or a malformed event, expected version or metadata.
             StoreUnavailable: the server could not be reached or the statement timed out.
+            ConfigurationError: the connection was inside a transaction that already
+                holds a transaction id (a borrowed pool's connection in a caller's write
+                transaction): an append must run in a transaction of its own.
             StoreError: any other failure.
         """
         batch = prepare_events(events, metadata)
@@ -349,6 +432,17 @@ class PostgresStore:
                     continue  # the same ids committed concurrently: re-run sees them
                 if exc.constraint_name == "events_stream_version_key":
                     raise await self._conflict_from_data(checks, batch) from None
+                raise translate(exc, "append") from exc
+            except asyncpg.PostgresError as exc:
+                sqlstate = getattr(exc, "sqlstate", None)
+                if sqlstate == _IN_CALLERS_TRANSACTION:
+                    raise ConfigurationError(
+                        "append_events was called inside a transaction that already holds a "
+                        "transaction id: an append must run in a transaction of its own "
+                        "(its positions and stream order depend on it)"
+                    ) from exc
+                if sqlstate == _INPUT_REFUSED:
+                    raise ValidationError("events", str(exc)) from exc
                 raise translate(exc, "append") from exc
             except Exception as exc:
                 raise translate(exc, "append", sent) from exc
@@ -393,6 +487,13 @@ class PostgresStore:
         pool = await self._get_pool()
         try:
             return await pool.fetch(query, *args)
+        except Exception as exc:
+            raise translate(exc, "read") from exc
+
+    async def _fetchrow(self, query: str, *args: Any) -> Any:
+        pool = await self._get_pool()
+        try:
+            return await pool.fetchrow(query, *args)
         except Exception as exc:
             raise translate(exc, "read") from exc
 
@@ -465,9 +566,20 @@ class PostgresStore:
         id starts with it.
         """
         types = check_event_types(event_types)
+        limit = check_limit(limit)
+        # Below the cluster's xmin first (one plain statement: a page of a reader that
+        # catches up ends here); the rest up to the horizon through read_all_page.
         rows = await self._fetch(
-            self._q.read_all, after_position, check_limit(limit), types, stream_prefix
+            self._q.read_all_below_xmin, after_position, limit, types, stream_prefix
         )
+        if limit is None or len(rows) < limit:
+            rows += await self._fetch(
+                self._q.read_all,
+                rows[-1][0] if rows else after_position,
+                None if limit is None else limit - len(rows),
+                types,
+                stream_prefix,
+            )
         return self._wrap(rows)
 
     async def iter_all(
@@ -517,10 +629,26 @@ class PostgresStore:
     async def head(self) -> int:
         """The highest position a reader of the global log may safely read up to (0: none).
 
-        Events committed above it (by transactions newer than the oldest one still
-        running) become readable, in position order, once that transaction ends.
+        Events committed above it (by appends newer than the oldest append of this store
+        still in flight) become readable, in position order, once that append ends.
         """
         return int(await self._fetchval(self._q.head))
+
+    async def log_holdback(self) -> LogHoldback | None:
+        """The oldest append of this store still in flight (None: none is).
+
+        :meth:`head` and :meth:`read_all` wait for it: while it runs, events committed by
+        later appends are withheld (never skipped). A normal append is in flight for
+        milliseconds; one that stays (a direct SQL caller's transaction left open, a
+        prepared transaction) is named here with its age, for ``status()`` and alerts.
+        Unrelated transactions, in this database or another, never hold the log back.
+        ``started`` is None when ``pg_stat_activity`` hides another role's session
+        (grant ``pg_read_all_stats`` to see it).
+        """
+        row = await self._fetchrow(self._q.holdback)
+        if row is None:
+            return None
+        return LogHoldback(int(row[0]), row[1], row[2], row[3], int(row[4]))
 
     async def latest_position(self) -> int:
         """The highest committed position, which :meth:`read_all` may not reach yet."""
