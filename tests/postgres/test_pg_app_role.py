@@ -151,49 +151,86 @@ async def test_readme_role_runs_commands_projections_and_cli(
         await admin.close()
 
 
+async def version_1_store(make: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A store on a fresh schema migrated to version 1 only: an install made before the
+    checkpoint tables (and every later migration) existed."""
+    from eventcore.postgres import _migrate, _sql
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_migrate, "migrations", lambda: _sql.migrations()[:1])
+        store = await make()
+    return store
+
+
 async def test_unmigrated_checkpoint_tables_say_how_to_migrate(
-    postgres_store: Any, postgres_dsn: str
+    postgres_store_factory: Any, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A schema without the checkpoint tables (an older version): a clear error."""
-    schema = postgres_store.schema
-    admin = await asyncpg.connect(postgres_dsn)
-    try:
-        await admin.execute(
-            f'DROP TABLE "{schema}".projection_checkpoints, "{schema}".projection_dead_letters'
-        )
-        await admin.execute(f'DELETE FROM "{schema}".schema_version WHERE version >= 2')
-    finally:
-        await admin.close()
-    runner = ProjectionRunner(postgres_store, Totals())
+    store = await version_1_store(postgres_store_factory, monkeypatch)
+    runner = ProjectionRunner(store, Totals())
     with pytest.raises(Exception, match="migrate") as info:
         await runner.run_until_caught_up()
     assert isinstance(info.value.__cause__, StoreError)
     assert "projection checkpoint tables are missing" in str(info.value)
-    status = (await runner.status())["totals"]
-    assert status.state == "failed" and "migrate" in (status.error or "")
+    assert runner._workers[0].state == "failed"
+    # a store opened on the old schema by this eventcore refuses it up front
+    stale = PostgresStore(postgres_dsn, schema=store.schema)
+    try:
+        with pytest.raises(StoreError, match="is at version 1; this eventcore needs version"):
+            await stale.head()
+    finally:
+        await stale.close()
     # the owner migrates (version 1 -> latest): the runner then works
-    assert await postgres_store.migrate() == PostgresStore.latest_schema_version()
-    await ProjectionRunner(postgres_store, Totals()).run_until_caught_up()
+    assert await store.migrate() == PostgresStore.latest_schema_version()
+    await ProjectionRunner(store, Totals()).run_until_caught_up()
+
+
+# What a runner of schema version 1 created at run time (before migration 0002).
+OLD_RUNNER_TABLES = """
+CREATE TABLE {s}.projection_checkpoints (
+    name       text        PRIMARY KEY,
+    position   bigint      NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE {s}.projection_dead_letters (
+    id         bigserial   PRIMARY KEY,
+    projection text        NOT NULL,
+    position   bigint      NOT NULL,
+    event_id   uuid,
+    stream_id  text        NOT NULL,
+    event_type text        NOT NULL,
+    error      text        NOT NULL,
+    failed_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX projection_dead_letters_projection_idx
+    ON {s}.projection_dead_letters (projection, id);
+"""
 
 
 async def test_migration_adopts_checkpoint_tables_an_older_runner_created(
-    postgres_store: Any, postgres_dsn: str
+    postgres_store_factory: Any, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A version-1 schema whose runner created the tables at run time migrates cleanly."""
-    schema = postgres_store.schema
-    await postgres_store.append(new_events(3))
-    await ProjectionRunner(postgres_store, Totals()).run_until_caught_up()
+    store = await version_1_store(postgres_store_factory, monkeypatch)
+    schema = store.schema
+    await store.append(new_events(3))
     admin = await asyncpg.connect(postgres_dsn)
     try:
-        saved = await admin.fetchval(
-            f'SELECT position FROM "{schema}".projection_checkpoints WHERE name = $1', "totals"
+        await admin.execute(OLD_RUNNER_TABLES.format(s=f'"{schema}"'))
+        head = await admin.fetchval(f'SELECT max(position) FROM "{schema}".events')
+        await admin.execute(
+            f'INSERT INTO "{schema}".projection_checkpoints (name, position) VALUES ($1, $2)',
+            "totals",
+            head,
         )
-        assert saved == await postgres_store.head()
-        await admin.execute(f'DELETE FROM "{schema}".schema_version WHERE version >= 2')
-        assert await postgres_store.migrate() == PostgresStore.latest_schema_version()
+        assert await store.migrate() == PostgresStore.latest_schema_version()
         after = await admin.fetchval(
             f'SELECT position FROM "{schema}".projection_checkpoints WHERE name = $1', "totals"
         )
-        assert after == saved  # the checkpoints were kept
+        assert after == head  # the checkpoints were kept
     finally:
         await admin.close()
+    # and the runner goes on from that checkpoint: nothing is applied again
+    totals = Totals()
+    await ProjectionRunner(store, totals).run_until_caught_up()
+    assert totals.totals == {}

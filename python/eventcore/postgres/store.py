@@ -275,25 +275,39 @@ class PostgresStore:
         """Open the connection pool (if owned) and check the schema version.
 
         Called automatically on first use. Raises StoreUnavailable when the server cannot
-        be reached, StoreError when the schema is newer than this eventcore knows.
+        be reached, StoreError when the schema is newer than this eventcore knows or older
+        than it needs (then :meth:`migrate` brings it up to date).
         """
         async with self._open_lock:
-            if self._pool is None:
-                low, high = self._pool_sizes
-                pool = ConnectionPool(self._open_connection, min_size=low, max_size=high)
-                try:
-                    await pool.open()
-                except Exception as exc:
-                    raise translate(exc, "connect") from exc
-                self._pool = pool
+            pool = await self._open_pool()
             if not self._checked:
                 try:
-                    async with self._pool.acquire() as conn:
-                        await _migrate.installed_version(conn, self._q, self.schema)
+                    async with pool.acquire() as conn:
+                        version = await _migrate.installed_version(conn, self._q, self.schema)
                 except Exception as exc:
                     raise translate(exc, "open") from exc
+                latest = self.latest_schema_version()
+                if version is not None and version < latest:
+                    raise StoreError(
+                        f"the database schema {self.schema!r} is at version {version}; this "
+                        f"eventcore needs version {latest}: run `await store.migrate()` (or "
+                        f"`eventcore migrate --dsn ... --schema {self.schema}`) as the "
+                        "schema's owner"
+                    )
                 self._checked = True
         return self
+
+    async def _open_pool(self) -> asyncpg.Pool | ConnectionPool:
+        """The pool, opened if this store owns it and it is not open yet."""
+        if self._pool is None:
+            low, high = self._pool_sizes
+            pool = ConnectionPool(self._open_connection, min_size=low, max_size=high)
+            try:
+                await pool.open()
+            except Exception as exc:
+                raise translate(exc, "connect") from exc
+            self._pool = pool
+        return self._pool
 
     async def _open_connection(self) -> asyncpg.Connection:
         """One new connection of the owned pool, with the store's session settings."""
@@ -359,12 +373,15 @@ class PostgresStore:
                 eventcore, or a failed migration (rolled back whole).
             StoreUnavailable: the server could not be reached.
         """
-        pool = await self._get_pool()
+        async with self._open_lock:
+            pool = await self._open_pool()
         try:
             async with pool.acquire() as conn:
-                return await _migrate.migrate(conn, self._q, self.schema)
+                version = await _migrate.migrate(conn, self._q, self.schema)
         except Exception as exc:
             raise translate(exc, "migrate") from exc
+        self._checked = True
+        return version
 
     # -- append --------------------------------------------------------------------
 
@@ -443,7 +460,7 @@ class PostgresStore:
                     ) from exc
                 if sqlstate == _INPUT_REFUSED:
                     raise ValidationError("events", str(exc)) from exc
-                raise translate(exc, "append") from exc
+                raise translate(exc, "append", sent) from exc
             except Exception as exc:
                 raise translate(exc, "append", sent) from exc
         status = row[0]
