@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from eventcore import NewEvent
+from eventcore import NewEvent, ProjectionRunner
 from eventcore.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
@@ -439,3 +439,46 @@ async def test_concurrent_appends_and_idle_sessions_tail_exactly_once(
     assert len(reader.seen) == len(set(reader.seen)), "an event was delivered twice"
     assert sorted(reader.seen) == sorted(committed), "the reader missed committed events"
     assert reader.positions == sorted(reader.positions)
+
+
+class _Counting:
+    """A projection that only counts what it is given."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.applied = 0
+
+    def apply(self, event: Any) -> None:
+        self.applied += 1
+
+
+async def test_projection_status_names_an_append_that_holds_the_log_back(
+    postgres_store, postgres_dsn
+):
+
+    store = postgres_store
+    first = await store.append([NewEvent("a", "t", b"1")])
+    projection = _Counting()
+    async with ProjectionRunner(store, [projection], poll_interval=0.05) as runner:
+        await runner.wait_for(first.last_position, timeout=10)
+        quiet = (await runner.status())["counting"]
+        assert quiet.held_back_by is None
+        writer = Writer(await asyncpg.connect(postgres_dsn), store.schema)
+        try:
+            await writer.begin_and_append("open", 1)  # this store's append, left open
+            pid = await writer.conn.fetchval("SELECT pg_backend_pid()")
+            await store.append([NewEvent("b", "t", b"2")])
+            await asyncio.sleep(1.1)
+            status = (await runner.status())["counting"]
+            # The later append is withheld (never skipped) and the status says why.
+            assert projection.applied == 1
+            assert status.held_back_by is not None
+            assert f"pid {pid}" in status.held_back_by
+            assert status.lag_seconds >= 1.0
+            await writer.finish(commit=True)
+        finally:
+            await writer.conn.close()
+        await runner.wait_for(await store.head(), timeout=10)
+        assert projection.applied == 3
+        assert (await runner.status())["counting"].held_back_by is None

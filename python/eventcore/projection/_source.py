@@ -41,6 +41,15 @@ class Source:
             return self.memory.head()
         return int(await self.store.head())
 
+    async def holdback(self) -> Any:
+        """The store's oldest append still in flight that holds the log back, or None.
+
+        Only a store whose readers can be held back by its own appends has one
+        (PostgreSQL's ``log_holdback``); the in-memory store's appends are instant.
+        """
+        holdback = getattr(self.store, "log_holdback", None)
+        return None if holdback is None else await holdback()
+
     async def read(
         self,
         after: int,

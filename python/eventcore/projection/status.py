@@ -40,6 +40,9 @@ class ProjectionStatus:
         reconnecting_since: when the store became unavailable (state ``reconnecting``).
         last_error: the last store failure (state ``reconnecting``).
         reconnect_attempts: failed attempts since ``reconnecting_since``.
+        held_back_by: what holds the store's global log back, when one of the store's
+            own appends is still in flight (PostgreSQL: its transaction id, backend pid
+            and age); ``lag_seconds`` is then at least that append's age. None otherwise.
     """
 
     name: str
@@ -53,6 +56,7 @@ class ProjectionStatus:
     reconnecting_since: datetime | None = None
     last_error: str | None = None
     reconnect_attempts: int = 0
+    held_back_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +162,7 @@ async def statuses(
         if store_failure(exc, "status") is None:
             raise
         head = None
+    held = await _holdback(source) if head is not None else None
     for w in workers:
         position = w.position
         lag, seconds = w.known_lag
@@ -170,6 +175,8 @@ async def statuses(
                 if store_failure(exc, "status") is None:
                     raise
         outage = w.outage
+        if held is not None:
+            seconds = max(seconds, held[1])
         out[w.name] = ProjectionStatus(
             w.name,
             w.state,
@@ -182,8 +189,25 @@ async def statuses(
             outage.since,
             str(outage.error) if outage.error is not None else None,
             outage.attempts,
+            held[0] if held is not None else None,
         )
     return out
+
+
+async def _holdback(source: Source) -> tuple[str, float] | None:
+    """What holds the global log back (a description, its age in seconds), if anything."""
+    try:
+        held = await source.holdback()
+    except Exception as exc:
+        if store_failure(exc, "status") is None:
+            raise
+        return None
+    if held is None:
+        return None
+    seconds = held.seconds or 0.0
+    who = f"pid {held.pid}" if held.pid is not None else "a prepared transaction"
+    age = f", open for {seconds:.1f} s" if held.seconds is not None else ""
+    return f"an append in transaction {held.transaction_id} ({who}{age})", seconds
 
 
 async def _lag(source: Source, position: int, head: int) -> tuple[int, float]:
