@@ -64,25 +64,10 @@ pub fn validate(value: &str) -> Result<(), CoreError> {
 pub fn validate_event_type<'py>(
     value: &pyo3::Bound<'py, pyo3::PyAny>,
 ) -> pyo3::PyResult<pyo3::Bound<'py, pyo3::types::PyString>> {
-    use pyo3::types::{PyAnyMethods, PyString, PyStringMethods, PyTypeMethods};
-    let py = value.py();
-    let Ok(s) = value.cast::<PyString>() else {
-        let ty = value.get_type().name()?;
-        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
-            "event type must be str, not {ty}"
-        )));
-    };
-    let Ok(text) = s.to_str() else {
-        return Err(CoreError::InvalidEventType {
-            value: s.to_string_lossy().into_owned(),
-            reason: "must not contain surrogate code points".to_owned(),
-        }
-        .into_pyerr(py));
-    };
-    match validate(text) {
-        Ok(()) => Ok(s.clone()),
-        Err(err) => Err(err.into_pyerr(py)),
-    }
+    use crate::py_text::{py_text, Text};
+    let (s, text) = py_text(value, Text::EventType)?;
+    validate(text).map_err(|err| err.into_pyerr(value.py()))?;
+    Ok(s.clone())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod event_type;
 pub mod fold;
 pub mod limits;
 pub mod py_store;
+pub mod py_text;
 pub mod store;
 pub mod stream_id;
 pub mod uuid7;

@@ -18,8 +18,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyInt, PyList, PyString, PyTuple};
 use smallvec::SmallVec;
 
-use crate::errors::{CoreError, CoreResult};
+use crate::errors::CoreResult;
 use crate::fold::Folder;
+use crate::py_text::{py_text, Text};
 use crate::store::{NewEvent, Rows, Store};
 use crate::stream_id;
 use crate::uuid7;
@@ -84,32 +85,9 @@ fn strings<'py>(seq: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Bound<'py, 
     }
 }
 
-/// What a str argument of an append is, for its error when it is not valid UTF-8.
-#[derive(Clone, Copy)]
-enum Text {
-    StreamId,
-    EventType,
-}
-
-/// The text of a str argument; a str with lone surrogates (not UTF-8) is an invalid stream
-/// id or event type, like any other rule it breaks.
+/// The text of a str argument (see [`py_text`]).
 fn as_str<'a>(obj: &'a Bound<'_, PyAny>, what: Text) -> PyResult<&'a str> {
-    let name = match what {
-        Text::StreamId => "stream id",
-        Text::EventType => "event type",
-    };
-    let s = obj
-        .cast::<PyString>()
-        .map_err(|_| PyTypeError::new_err(format!("{name} must be str")))?;
-    s.to_str().map_err(|_| {
-        let value = s.to_string_lossy().into_owned();
-        let reason = "must not contain surrogate code points".to_owned();
-        match what {
-            Text::StreamId => CoreError::InvalidStreamId { value, reason },
-            Text::EventType => CoreError::InvalidEventType { value, reason },
-        }
-        .into_pyerr(obj.py())
-    })
+    py_text(obj, what).map(|(_, text)| text)
 }
 
 /// An event id: a Python int or an object with an `.int` attribute (`uuid.UUID`).

@@ -151,28 +151,15 @@ mod tests {
 pub fn validate_stream_id<'py>(
     value: &pyo3::Bound<'py, pyo3::PyAny>,
 ) -> pyo3::PyResult<pyo3::Bound<'py, pyo3::types::PyString>> {
-    use pyo3::types::{PyAnyMethods, PyString, PyStringMethods, PyTypeMethods};
+    use crate::py_text::{py_text, Text};
+    use pyo3::types::PyString;
     let py = value.py();
-    let Ok(s) = value.cast::<PyString>() else {
-        let ty = value.get_type().name()?;
-        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
-            "stream id must be str, not {ty}"
-        )));
-    };
-    let Ok(text) = s.to_str() else {
-        return Err(CoreError::InvalidStreamId {
-            value: s.to_string_lossy().into_owned(),
-            reason: "must not contain surrogate code points".to_owned(),
-        }
-        .into_pyerr(py));
-    };
+    let (s, text) = py_text(value, Text::StreamId)?;
     match check(text) {
         Ok(t) if t.len() == text.len() => Ok(s.clone()),
         Ok(t) => Ok(PyString::new(py, t)),
-        Err(reason) => Err(CoreError::InvalidStreamId {
-            value: text.to_owned(),
-            reason,
-        }
-        .into_pyerr(py)),
+        Err(reason) => Err(Text::StreamId
+            .invalid(text.to_owned(), reason)
+            .into_pyerr(py)),
     }
 }
