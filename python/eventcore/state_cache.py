@@ -225,7 +225,7 @@ ALL_FIELDS = None
 """What :func:`state_key_fields` returns when it cannot see which fields are read."""
 
 _STATE_METHODS = ("initial_state", "apply", "discover")
-_keyers: dict[type, Callable[[Any, Sequence[str]], Hashable | None] | None] = {}
+_keyers: dict[type, Any] = {}
 
 
 def state_key_fields(cls: type) -> tuple[str, ...] | None:
@@ -314,16 +314,30 @@ def _self_attrs(fn: FunctionType) -> set[str] | None:
     return out
 
 
+STREAMS_ONLY: Any = object()
+"""The keyer of a class whose state depends on its streams alone: key ``(cls, streams)``."""
+UNKNOWN: Any = object()
+
+
+def keyer_of(cls: type) -> Any:
+    """How commands of ``cls`` are keyed: ``None`` (not cached), :data:`STREAMS_ONLY`, or a
+    function ``(command, streams) -> key | None``; found once per class."""
+    keyer = _keyers.get(cls, UNKNOWN)
+    if keyer is UNKNOWN:
+        keyer = _keyers[cls] = _make_keyer(cls)
+    return keyer
+
+
 def command_key(command: Any, streams: Sequence[str]) -> Hashable | None:
     """The cache key of ``command`` reading ``streams``; ``None`` when it is not cached
     (``state_cache = False`` on its class, or a keyed field value that is not hashable)."""
     cls = type(command)
-    keyer = _keyers.get(cls, _MISSING)
-    if keyer is _MISSING:
-        keyer = _keyers[cls] = _make_keyer(cls)
+    keyer = keyer_of(cls)
+    if keyer is STREAMS_ONLY:
+        return (cls, tuple(streams))
     if keyer is None:
         return None
-    return keyer(command, streams)  # type: ignore[operator, no-any-return]
+    return keyer(command, streams)  # type: ignore[no-any-return]
 
 
 def _make_keyer(cls: type) -> Callable[[Any, Sequence[str]], Hashable | None] | None:
@@ -333,7 +347,7 @@ def _make_keyer(cls: type) -> Callable[[Any, Sequence[str]], Hashable | None] | 
     if names is None:
         names = tuple(f.name for f in dataclasses.fields(cls))
     if not names:
-        return lambda command, streams: (cls, tuple(streams))
+        return STREAMS_ONLY  # type: ignore[no-any-return]
 
     def keyer(command: Any, streams: Sequence[str]) -> Hashable | None:
         values = tuple(getattr(command, n) for n in names)
