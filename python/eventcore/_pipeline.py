@@ -171,15 +171,8 @@ def run_command(
     decoders = registry.decoders
     encode = registry.encode
     max_attempts = policy.max_attempts
-    key: Any = None
-    if cache is not None or snapshot_every:
-        keyer = _keyers.get(cls, UNKNOWN)
-        if keyer is UNKNOWN:
-            keyer = keyer_of(cls)
-        if keyer is STREAMS_ONLY:
-            key = (cls, tuple(declared))
-        elif keyer is not None:
-            key = keyer(command, declared)
+    # The cache key, built when first needed (an empty cache cannot hit); None: not cached.
+    key: Any = _UNSET if cache is not None or snapshot_every else None
     held: CacheEntry | None = None  # this command's own state, kept between its attempts
     hint: Any = None  # the conflict that ended the attempt before
     recheck = False  # handle failed on a cached state not read yet: read its tail first
@@ -199,42 +192,55 @@ def run_command(
                 continue
             if keyed.duplicate is not None:  # the ids are taken, yet not by this key's batch
                 raise keyed.duplicate
-        entry = held
-        held = None
         result: Any = None
         unverified = False
-        if key is not None:
-            if entry is None:
-                if cache is not None:
-                    # StateCache.take, inlined: a miss is this one dict operation
-                    entry = cache._entries.pop(key, None)
+        entry = held
+        if entry is not None:
+            held = None
+        elif key is not None:
+            if cache is not None:
+                # StateCache.take, inlined: a miss is one dict operation (none when empty)
+                entries = cache._entries
+                if entries:
+                    if key is _UNSET:
+                        keyer = _keyers.get(cls, UNKNOWN)
+                        if keyer is STREAMS_ONLY:  # most classes: no call
+                            key = (cls, tuple(declared))
+                        else:
+                            key = _cache_key(command, cls, declared)
+                    if key is not None:
+                        entry = entries.pop(key, None)
+                if key is not None:
                     if entry is None:
                         cache.misses += 1
                     else:
                         cache.hits += 1
                     if observe._hooks:
                         observe.report_state_cache(MISS if entry is None else HIT, cls.__name__)
-                if entry is None and snapshot_every:
+            if entry is None and snapshot_every:
+                if key is _UNSET:
+                    key = _cache_key(command, cls, declared)
+                if key is not None:
                     loaded = yield (LOAD, command, key)
                     if type(loaded) is CacheEntry:
                         entry = loaded
-            if entry is not None:
-                if warm_append_first and hint is None and not recheck:
-                    result = (entry.state, entry.versions)
-                    unverified = True
-                else:
-                    result = yield (
-                        TAIL,
-                        entry.streams,
-                        entry.versions,
-                        entry.fold_from,
-                        entry.state,
-                        apply,
-                        decoders,
-                        hint,
-                    )
-        hint = None
-        recheck = False
+        if entry is not None:
+            if warm_append_first and hint is None and not recheck:
+                result = (entry.state, entry.versions)
+                unverified = True
+            else:
+                result = yield (
+                    TAIL,
+                    entry.streams,
+                    entry.versions,
+                    entry.fold_from,
+                    entry.state,
+                    apply,
+                    decoders,
+                    hint,
+                )
+            hint = None  # (both are only ever set with a held entry)
+            recheck = False
         if type(result) is tuple:  # a cached state, brought up to date
             assert entry is not None
             state, versions = result
@@ -274,7 +280,6 @@ def run_command(
                     state, versions = result
                     streams = declared  # type: ignore[assignment]
                     fold_from = rounds = 0
-                since = -1  # not counted yet (only a state worth keeping needs it)
                 warm = False
         if type(result) is not tuple:
             failures += 1
@@ -303,7 +308,7 @@ def run_command(
             if not unverified:
                 raise
             # Decided on a cached state without reading its tail: read it, decide again.
-            held = CacheEntry(state, streams, versions, fold_from, max(since, 0), rounds)
+            held = CacheEntry(state, streams, versions, fold_from, since if warm else 0, rounds)
             recheck = True
             attempt -= 1
             continue
@@ -311,28 +316,27 @@ def run_command(
         while True:
             result = yield (APPEND, events, checks, metadata)
             if type(result) is AppendResult:
-                if since < 0 and key is not None:
-                    since = sum(versions)
-                if key is not None and (
-                    warm
-                    or (cache is not None and since >= cache.min_events)
-                    or (snapshot_every and since + len(events) >= snapshot_every)
-                ):
-                    decided = CacheEntry(state, streams, versions, fold_from, since, rounds)
-                    # Put back as decided on: the next command's TAIL folds this one's own
-                    # events. Unless the next one appends on these versions without reading
-                    # (warm_append_first): then they must include them.
-                    kept = (
-                        _with_own_events(command, decided, events, decoders)
-                        if warm_append_first
-                        else decided
-                    )
-                    if kept is not None:
-                        if snapshot_every and kept.since >= snapshot_every:
-                            yield (SAVE, command, key, kept)
-                            kept.since = 0
-                        if cache is not None:
-                            cache.put(key, kept, cls.__name__)
+                if key is not None:
+                    if not warm:
+                        since = sum(versions)  # counted only now: few commands keep their state
+                    if (
+                        warm
+                        or (cache is not None and since >= cache.min_events)
+                        or (snapshot_every and since + len(events) >= snapshot_every)
+                    ):
+                        if key is _UNSET:
+                            key = _cache_key(command, cls, declared)
+                        if key is not None:
+                            yield from _keep(
+                                command,
+                                key,
+                                CacheEntry(state, streams, versions, fold_from, since, rounds),
+                                events,
+                                decoders,
+                                cache,
+                                snapshot_every,
+                                warm_append_first,
+                            )
                 yield (DONE, ExecutionResult(result, attempt))
                 return
             if isinstance(result, ConcurrencyConflict):
@@ -359,7 +363,9 @@ def run_command(
                             return
                     raise ConcurrencyConflict(result.conflicts, attempts=attempt)
                 if key is not None:  # the retry folds only what the conflict says is new
-                    held = CacheEntry(state, streams, versions, fold_from, max(since, 0), rounds)
+                    held = CacheEntry(
+                        state, streams, versions, fold_from, since if warm else 0, rounds
+                    )
                     hint = result
                 yield (SLEEP, policy.delay(runs))
                 break  # re-read and re-decide from fresh state (after a lookup, if keyed)
@@ -387,6 +393,47 @@ def run_command(
             if isinstance(result, BaseException):
                 raise result
             raise TypeError(f"unexpected result for Append: {result!r}")
+
+
+_UNSET: Any = object()
+"""A cache key not built yet."""
+
+
+def _keep(
+    command: Command[Any, Any],
+    key: Any,
+    decided: CacheEntry,
+    events: list[tuple[str, str, bytes, int]],
+    decoders: Mapping[str, Callable[[bytes], Any]],
+    cache: StateCache | None,
+    snapshot_every: int,
+    warm_append_first: bool,
+) -> Generator[Effect, Any, None]:
+    """Keep the state a command decided on, after its append: a snapshot if due (``SAVE``),
+    then back into the cache.
+
+    Put back as decided on: the next command's ``TAIL`` folds this one's own events.
+    Unless the next one appends on these versions without reading (``warm_append_first``):
+    then they must include them.
+    """
+    kept = _with_own_events(command, decided, events, decoders) if warm_append_first else decided
+    if kept is None:
+        return
+    if snapshot_every and kept.since >= snapshot_every:
+        yield (SAVE, command, key, kept)
+        kept.since = 0
+    if cache is not None:
+        cache.put(key, kept, type(command).__name__)
+
+
+def _cache_key(command: Command[Any, Any], cls: type, declared: list[StreamId]) -> Any:
+    """``command``'s state cache key (see :mod:`eventcore.state_cache`), or ``None``."""
+    keyer = _keyers.get(cls, UNKNOWN)
+    if keyer is UNKNOWN:
+        keyer = keyer_of(cls)
+    if keyer is STREAMS_ONLY:
+        return (cls, tuple(declared))
+    return None if keyer is None else keyer(command, declared)
 
 
 def _compares_by_value(state: Any) -> bool:
