@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import random
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from hypothesis import given, settings
 from eventcore import (
     BusinessRuleViolation,
     Command,
+    CommandError,
     ConcurrencyConflict,
     EventCoreError,
     Hook,
@@ -30,6 +32,7 @@ from eventcore import (
     StateCacheMismatch,
     StreamId,
     add_hook,
+    event,
     execute,
     execute_sync,
     remove_hook,
@@ -543,3 +546,68 @@ def test_verify_mode_leaves_a_state_without_eq_unchecked() -> None:
         execute_sync(store, PlainDeposit(account="acc-0", amount=1))
     assert store.state_cache is not None and store.state_cache.hits == 3
     assert [e.data.amount for e in store.read_stream("acc-0")] == [1, 2, 4, 8]
+
+
+@event("tcache.Link")
+@dataclass(frozen=True)
+class Link:
+    to: str
+
+
+class Chain(Command[list[str], Any]):
+    """Follows links from stream to stream (discovery), at most two rounds."""
+
+    start: StreamId = stream()
+    max_discovery_rounds = 2
+
+    def initial_state(self) -> list[str]:
+        return []
+
+    def apply(self, state: list[str], event: Any, stream_id: str) -> list[str]:
+        if isinstance(event, Link):
+            state.append(event.to)
+        return state
+
+    def discover(self, state: list[str]) -> list[str]:
+        return list(state)
+
+    def handle(self, state: list[str]) -> list[tuple[str, Any]]:
+        return [(state[-1], Deposited(1))] if state else []
+
+
+def test_discovery_rounds_count_the_same_from_a_cached_state() -> None:
+    outcomes = []
+    for store in (cached_store(), MemoryStore(state_cache=0)):
+        store.append([new("s0", Link("s1")), new("s1", Link("s2"))])
+        execute_sync(store, Chain(start="s0"))  # two rounds: s1, then s2
+        execute_sync(store, Chain(start="s0"))
+        store.append([new("s2", Link("s3"))])  # a third round now: one too many
+        with pytest.raises(CommandError, match="kept discovering") as info:
+            execute_sync(store, Chain(start="s0"))
+        outcomes.append((str(info.value), log_of(store.read_all())))
+        if store.state_cache is not None:
+            assert store.state_cache.hits == 2  # the last two ran from the cached state
+    assert outcomes[0] == outcomes[1]
+
+
+class Phases(Hook):
+    def __init__(self) -> None:
+        self.phases: list[list[str]] = []
+
+    def after_execute(self, report: Any) -> None:
+        self.phases.append([p.name for p in report.phases])
+
+
+def test_a_cache_hit_is_reported_as_a_read() -> None:
+    store = cached_store()
+    open_with(store, "acc-0", 5)
+    hook = Phases()
+    add_hook(hook)
+    try:
+        execute_sync(store, Deposit(account="acc-0", amount=1))
+        execute_sync(store, Deposit(account="acc-0", amount=1))
+    finally:
+        remove_hook(hook)
+    # the hit's tail fold (and verify mode's full fold) are read time, then handle, write
+    assert hook.phases[1][0] == "read_streams"
+    assert hook.phases[1][-2:] == ["handle_command", "write_events"]
