@@ -158,7 +158,8 @@ class Hook:
         """Called when a projection found its store unavailable and retries in ``delay`` s."""
 
     def on_state_cache(self, event: str, command_type: str) -> None:
-        """Called on a folded-state cache ``hit``, ``miss`` or ``evict`` (per entry)."""
+        """Called on a folded-state cache ``hit``, ``miss`` or ``evict`` (one call per entry
+        evicted, with the evicted entry's command type)."""
 
 
 _hooks: tuple[Hook, ...] = ()

@@ -174,7 +174,7 @@ class StateCache:
             self._evict(command_type)
 
     def _evict(self, command_type: str) -> None:
-        evicted = 0
+        evicted: list[Hashable] = []
         with self._lock:  # one evicting thread at a time; takes and puts go on meanwhile
             entries = self._entries
             while len(entries) > self.max_entries:
@@ -183,11 +183,14 @@ class StateCache:
                 except (RuntimeError, StopIteration):  # changed under the iterator: again
                     continue
                 if entries.pop(oldest, None) is not None:
-                    evicted += 1
-            self.evictions += evicted
+                    evicted.append(oldest)
+            self.evictions += len(evicted)
         if observe._hooks:
-            for _ in range(evicted):
-                observe.report_state_cache(EVICT, command_type)
+            for key in evicted:  # reported under the evicted entry's command type
+                cls = key[0] if isinstance(key, tuple) and key else None
+                observe.report_state_cache(
+                    EVICT, cls.__name__ if isinstance(cls, type) else command_type
+                )
 
     def discard(self, key: Hashable) -> None:
         """Drop the entry of ``key``, if any."""
