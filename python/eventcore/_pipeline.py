@@ -308,7 +308,7 @@ def run_command(
             if not unverified:
                 raise
             # Decided on a cached state without reading its tail: read it, decide again.
-            held = CacheEntry(state, streams, versions, fold_from, since if warm else 0, rounds)
+            held = CacheEntry(state, streams, versions, fold_from, max(since, 0), rounds)
             recheck = True
             attempt -= 1
             continue
