@@ -151,3 +151,24 @@ def test_projection_gauges_and_dead_letters() -> None:
         )
         == 2
     )
+
+
+def test_state_cache_hits_misses_and_evictions(registry: CollectorRegistry) -> None:
+    from eventcore import StateCache
+    from eventcore.examples import bank
+
+    store = MemoryStore(registry=bank.registry, state_cache=StateCache(1, min_events=0))
+    for account in ("a", "b"):
+        execute_sync(store, bank.OpenAccount(account=account, owner="o"))
+    execute_sync(store, bank.Deposit(account="a", amount=bank.Money(1)))  # miss, kept
+    execute_sync(store, bank.Deposit(account="a", amount=bank.Money(1)))  # hit
+    execute_sync(store, bank.Deposit(account="b", amount=bank.Money(1)))  # miss; evicts a
+
+    def cache(ctype: str, result: str) -> float | None:
+        return value(registry, "eventcore_state_cache_total", command_type=ctype, result=result)
+
+    assert cache("Deposit", "hit") == 1
+    assert cache("Deposit", "miss") == 2
+    assert cache("Deposit", "evict") == 1  # a's entry, when b's was kept
+    assert cache("OpenAccount", "miss") == 2
+    assert cache("OpenAccount", "evict") == 2  # a room of one: each put evicts the last
