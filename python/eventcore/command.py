@@ -237,6 +237,13 @@ class Command(ABC, Generic[S, E]):
     _plan: ClassVar[_Plan | None] = None
     max_discovery_rounds: ClassVar[int] = 8
     """How many times :meth:`discover` may add streams before the command fails."""
+    snapshot_every: ClassVar[int | None] = None
+    """Events folded beyond the last durable snapshot before the next one is written;
+    ``None``: the store's default (see :mod:`eventcore.snapshot`), ``0``: never."""
+    snapshot_version: ClassVar[int] = 1
+    """The state's schema version in snapshots: bump it when the state class changes."""
+    snapshot_state: ClassVar[Any] = None
+    """The type snapshots decode into; ``None``: the ``S`` of ``Command[S, E]``."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -157,6 +157,11 @@ class Hook:
     ) -> None:
         """Called when a projection found its store unavailable and retries in ``delay`` s."""
 
+    def on_snapshot_failure(self, command_type: str, what: str, error: BaseException) -> None:
+        """Called when a snapshot could not be used (``what``: ``read``, ``decode``,
+        ``state type``) or written (``encode``, ``write``); the command folded in full.
+        Once per command class and ``what`` per store."""
+
 
 _hooks: tuple[Hook, ...] = ()
 
@@ -206,6 +211,15 @@ def report_projection_reconnect(
             hook.on_projection_reconnect(projection, error, attempt, delay)
         except Exception:
             logger.exception("eventcore hook %r failed in on_projection_reconnect", hook)
+
+
+def report_snapshot_failure(command_type: str, what: str, error: BaseException) -> None:
+    """Tell every hook that a snapshot of ``command_type`` failed (used by snapshots)."""
+    for hook in _hooks:
+        try:
+            hook.on_snapshot_failure(command_type, what, error)
+        except Exception:
+            logger.exception("eventcore hook %r failed in on_snapshot_failure", hook)
 
 
 def outcome_of(error: BaseException) -> str:

@@ -1,7 +1,8 @@
 """The README's least-privilege application role runs everything the application runs.
 
 The GRANTs are taken from the README's SQL block itself (schema and role renamed), so the
-documentation and this test cannot drift apart. As that role: commands, a projection
+documentation and this test cannot drift apart. As that role: commands and their durable
+snapshots, a projection
 runner (plain with a dead letter and a rebuild, transactional, live with its leader
 lock), and the ``eventcore`` command line's reads.
 """
@@ -9,6 +10,7 @@ lock), and the ``eventcore`` command line's reads.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import uuid
@@ -24,7 +26,9 @@ from tests.projection.conftest import new_events
 
 from eventcore import FailureStrategy, ProjectionRunner, StoreError, execute
 from eventcore.cli import cli
+from eventcore.examples.bank import Account
 from eventcore.postgres import PostgresStore
+from eventcore.snapshot import snapshot_key
 
 pytestmark = pytest.mark.postgres
 
@@ -114,6 +118,13 @@ async def test_readme_role_runs_commands_projections_and_cli(
             for account, amount in [("a", 5), ("b", 13), ("a", 7), ("b", 2)]:
                 await execute(app, Deposit(account=account, amount=amount))
             assert await balance_of(app, "a") == 12
+            # durable snapshots: the role reads, writes and replaces them (raises if not)
+            snaps = app.snapshots
+            key = snapshot_key(Deposit, ["a"])
+            snap = snaps.take(Deposit, key, ["a"], [3], [1], [0], Account(True, 12))
+            await snaps.store.save(snap)
+            await snaps.store.save(dataclasses.replace(snap, versions=(4,)))  # the UPDATE
+            assert (await snaps.store.load(key)).versions == (4,)
             # a plain projection: checkpoints, a dead letter, a rebuild (reset)
             totals = Totals()
             runner = ProjectionRunner(app, totals)

@@ -29,6 +29,7 @@ OUR_OBJECTS = (
     "schema_version",
     "projection_checkpoints",
     "projection_dead_letters",
+    "snapshots",
 )
 """Relation names a migration creates: a foreign one with such a name stops the migration."""
 
@@ -181,6 +182,24 @@ class Queries:
             " AND ($2::text IS NULL OR stream_id > $2::text)"
             " ORDER BY stream_id LIMIT $3"
         )
+        # -- snapshots (migration 0004, eventcore.postgres._snapshot) --
+        self.load_snapshot = (
+            "SELECT schema_version, streams, versions, rounds, positions, state,"
+            f" extract(epoch FROM taken_at)::float8 FROM {s}.snapshots WHERE key = $1"
+        )
+        # Kept unless the new one folds more events or has another schema version (two
+        # instances writing the same key: the one that folded more wins).
+        self.save_snapshot = (
+            f"INSERT INTO {s}.snapshots AS t (key, schema_version, streams, versions, rounds,"
+            " positions, events, state, taken_at) VALUES ($1, $2, $3::text[], $4::bigint[],"
+            " $5::integer[], $6::bigint[], $7, $8, to_timestamp($9))"
+            " ON CONFLICT (key) DO UPDATE SET schema_version = EXCLUDED.schema_version,"
+            " streams = EXCLUDED.streams, versions = EXCLUDED.versions,"
+            " rounds = EXCLUDED.rounds, positions = EXCLUDED.positions,"
+            " events = EXCLUDED.events, state = EXCLUDED.state, taken_at = EXCLUDED.taken_at"
+            " WHERE t.schema_version <> EXCLUDED.schema_version OR t.events < EXCLUDED.events"
+        )
+        # --
         self.version_table = f"{s}.schema_version"
         self.schema_version = f"SELECT coalesce(max(version), 0) FROM {s}.schema_version"
         self.create_schema = f"CREATE SCHEMA IF NOT EXISTS {s}"
