@@ -6,7 +6,7 @@ import logging
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 import pytest
@@ -97,7 +97,7 @@ def snapper(every: int | None = 100, codec: Any = None) -> Snapshotter:
 
 def take(s: Snapshotter, cls: type, state: Any, versions: tuple[int, ...] = (3,)) -> Any:
     streams = ["a", "b"][: len(versions)]
-    return s.take(cls, "k", streams, versions, [len(versions)], [7], state)
+    return s.take(cls, "k", streams, versions, 0, state)
 
 
 def test_state_type_comes_from_the_generic_parameter_or_the_class() -> None:
@@ -134,7 +134,7 @@ def test_take_then_restore_gives_an_equal_state(codec: Any) -> None:
     state = {"a": Account(True, 5), "b": Account(True, 7)}
     snap = take(s, Transfer, state, (2, 2))
     assert snap is not None and snap.events == 4 and snap.schema_version == 1
-    assert snap.streams == ("a", "b") and snap.rounds == (2,) and snap.positions == (7,)
+    assert snap.streams == ("a", "b") and snap.versions == (2, 2) and snap.fold_from == 0
     ok, restored = s.restore(Transfer, snap, ["a", "b"])
     assert ok and restored == state and restored is not state
     assert type(restored["a"]) is Account
@@ -159,12 +159,8 @@ def test_an_undecodable_state_warns_once_per_class(caplog: Any, failures: Any) -
     s = snapper()
     snap = take(s, CountCmd, Account(True, 1))
     assert snap is not None
-    garbage = Snapshot(
-        snap.key, snap.streams, snap.versions, snap.rounds, snap.positions, 1, b"\xc1junk", 0.0
-    )
-    wrong_shape = Snapshot(
-        snap.key, snap.streams, snap.versions, snap.rounds, snap.positions, 1, b"\x93\x01", 0.0
-    )
+    garbage = replace(snap, state=b"\xc1junk")  # (checksums are checked on load, not here)
+    wrong_shape = replace(snap, state=b"\x93\x01")
     with caplog.at_level(logging.WARNING, logger="eventcore"):
         assert s.restore(CountCmd, garbage, ["a"]) == (False, None)
         assert s.restore(CountCmd, wrong_shape, ["a"]) == (False, None)
@@ -247,12 +243,14 @@ def test_a_failing_store_is_a_warning_once_and_never_an_error(failures: Any) -> 
 def test_a_malformed_or_foreign_snapshot_is_refused(failures: Any) -> None:
     good = take(snapper(), CountCmd, Account())
     assert good is not None
-    inconsistent = Snapshot("k", ("a",), (1, 2), (1,), (0,), 1, b"", 0.0)
-    for found in ("not a snapshot", inconsistent):
+    inconsistent = replace(good, versions=(1, 2))
+    corrupted = replace(good, state=good.state + b"x")
+    forged = replace(good, versions=(9,))  # fits, but the checksum does not
+    for found in ("not a snapshot", inconsistent, corrupted, forged):
         assert Snapshotter(Broken(found), MsgpackCodec(), 100).load(CountCmd, "k") is None
     assert Snapshotter(Broken(good), MsgpackCodec(), 100).load(CountCmd, "other") is None
     assert Snapshotter(Broken(good), MsgpackCodec(), 100).load(CountCmd, "k") is good
-    assert failures == [("CountCmd", "read")] * 3
+    assert failures == [("CountCmd", "read")] * 5
 
 
 async def test_async_load_reads_sync_and_async_stores() -> None:

@@ -1,20 +1,21 @@
 """Durable snapshots of a command's folded state: they only ever make commands faster.
 
 A :class:`Snapshot` is a command's folded state, encoded with the store's codec, together
-with what it represents: the streams folded (per discovery round), each stream's version
-and each round's last position. The executor reads one when its in-process state cache
-misses (a restarted process, another instance) and then folds only the events after it;
-it writes one, after a successful append, once about :data:`SNAPSHOT_EVERY` events were
-folded beyond the last one.
+with what it represents: the streams folded (declared, then discovered), each stream's
+version, and where the last discovery round starts (what an entry of the in-process
+state cache holds). The executor reads one when that cache misses (a restarted process,
+another instance) and then folds only the events after it; it writes one, after a
+successful append, once about :data:`SNAPSHOT_EVERY` events were folded beyond the last.
 
 Snapshots never change an outcome:
 
 - a snapshot of another state schema version (:attr:`Command.snapshot_version`) is
   ignored and replaced, never decoded into the wrong class;
-- an unreadable snapshot store (a dropped table, a lost connection), a corrupted row, an
-  undecodable state, or a state the codec cannot encode and decode back to an equal value
-  is a warning (once per command class and kind of failure, on the ``eventcore`` logger
-  and through :meth:`eventcore.observe.Hook.on_snapshot_failure`), then a full fold;
+- an unreadable snapshot store (a dropped table, a lost connection), a corrupted row (a
+  checksum covers every part but ``taken_at``), an undecodable state, or a state the
+  codec cannot encode and decode back to an equal value is a warning (once per command
+  class and kind of failure, on the ``eventcore`` logger and through
+  :meth:`eventcore.observe.Hook.on_snapshot_failure`), then a full fold;
 - writes are best effort: a failed write never fails the command.
 
 The state's type (what a snapshot is decoded into) is :attr:`Command.snapshot_state`
@@ -72,16 +73,16 @@ class Snapshot:
     """Every stream folded, declared ones first, then each discovery round's."""
     versions: tuple[int, ...]
     """Each stream's version folded (its events ``1..version``), as :attr:`streams`."""
-    rounds: tuple[int, ...]
-    """How many of :attr:`streams` each fold round read (the declared ones, then discovery)."""
-    positions: tuple[int, ...]
-    """The global position of the last event each round folded (0: none)."""
+    fold_from: int
+    """Where the last discovery round starts in :attr:`streams` (0 without discovery)."""
     schema_version: int
     """The command class's :attr:`~eventcore.Command.snapshot_version` when it was taken."""
     state: bytes
     """The state, encoded with the store's codec."""
     taken_at: float
     """When it was taken (``time.time()``)."""
+    checksum: bytes
+    """A digest of every other part but :attr:`taken_at` (see :func:`checksum`)."""
 
     @property
     def events(self) -> int:
@@ -117,6 +118,19 @@ class AsyncSnapshotStore(Protocol):
     async def save(self, snapshot: Snapshot) -> None:
         """Store ``snapshot`` unless a snapshot of more events (same schema) is stored."""
         ...
+
+
+def checksum(
+    key: str,
+    streams: Sequence[str],
+    versions: Sequence[int],
+    fold_from: int,
+    schema_version: int,
+    state: bytes,
+) -> bytes:
+    """The 16-byte BLAKE2b digest of a snapshot's parts (a corrupted row does not match)."""
+    data = msgspec.msgpack.encode([key, list(streams), list(versions), fold_from, schema_version])
+    return hashlib.blake2b(data + state, digest_size=16).digest()
 
 
 def supersedes(new: Snapshot, old: Snapshot | None) -> bool:
@@ -268,7 +282,7 @@ class Snapshotter:
     def _checked(self, command_class: type, key: str, found: Any) -> Snapshot | None:
         if found is None:
             return None
-        if type(found) is not Snapshot or found.key != key or not _consistent(found):
+        if type(found) is not Snapshot or found.key != key or not _intact(found):
             self.failed(command_class, "read", ValueError(f"a malformed snapshot: {found!r}"))
             return None
         return found
@@ -279,12 +293,12 @@ class Snapshotter:
         """``(True, state)`` decoded from ``snapshot``, or ``(False, None)`` to fold fully.
 
         Refuses a snapshot of another schema version (silently: it is rebuilt), one whose
-        first round is not exactly ``declared``, and a state that does not decode (with a
-        warning).
+        first streams are not exactly ``declared``, and a state that does not decode (with
+        a warning).
         """
         if snapshot.schema_version != getattr(command_class, "snapshot_version", 1):
             return False, None
-        if list(snapshot.streams[: snapshot.rounds[0]]) != list(declared):
+        if list(snapshot.streams[: len(declared)]) != list(declared):
             return False, None
         decode = self._decoder(command_class)
         if decode is None:
@@ -323,8 +337,7 @@ class Snapshotter:
         key: str,
         streams: Sequence[str],
         versions: Sequence[int],
-        rounds: Sequence[int],
-        positions: Sequence[int],
+        fold_from: int,
         state: Any,
     ) -> Snapshot | None:
         """Encode ``state`` now (before anything may mutate it) as a snapshot, or None.
@@ -347,15 +360,16 @@ class Snapshotter:
             self.failed(command_class, "encode", exc)
             self._off.add(command_class)
             return None
+        schema: int = getattr(command_class, "snapshot_version", 1)
         return Snapshot(
             key,
             tuple(streams),
             tuple(versions),
-            tuple(rounds),
-            tuple(positions),
-            getattr(command_class, "snapshot_version", 1),
+            fold_from,
+            schema,
             data,
             time.time(),
+            checksum(key, streams, versions, fold_from, schema, data),
         )
 
     def save(self, command_class: type, snapshot: Snapshot) -> None:
@@ -414,12 +428,15 @@ class Snapshotter:
         observe.report_snapshot_failure(name, what, error)
 
 
-def _consistent(s: Snapshot) -> bool:
-    """Whether a snapshot's parts fit together (a row decoded from storage may not)."""
-    return (
-        isinstance(s.state, bytes)
-        and len(s.streams) == len(s.versions) == sum(s.rounds)
-        and len(s.rounds) == len(s.positions) >= 1
-        and all(r > 0 for r in s.rounds)
-        and all(v >= 0 for v in s.versions)
-    )
+def _intact(s: Snapshot) -> bool:
+    """Whether a snapshot read back is whole: its parts fit and its checksum matches."""
+    try:
+        return (
+            isinstance(s.state, bytes)
+            and len(s.streams) == len(s.versions) > s.fold_from >= 0
+            and all(type(v) is int and v >= 0 for v in s.versions)
+            and s.checksum
+            == checksum(s.key, s.streams, s.versions, s.fold_from, s.schema_version, s.state)
+        )
+    except (TypeError, ValueError, msgspec.MsgspecError):
+        return False

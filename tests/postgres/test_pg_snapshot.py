@@ -21,7 +21,7 @@ def snap_of(s: Snapshotter, cls: type, state: Any, versions: tuple[int, ...]) ->
     key = snapshot_key(cls, ["a", "b"][: len(versions)])
     assert key is not None
     streams = ["a", "b"][: len(versions)]
-    taken = s.take(cls, key, streams, versions, [len(versions)], [123], state)
+    taken = s.take(cls, key, streams, versions, 0, state)
     assert taken is not None
     return taken
 
@@ -69,10 +69,10 @@ async def test_a_corrupted_row_or_a_dropped_table_is_a_warning_then_nothing(
     table = f'"{store.schema}".snapshots'
     try:
         await admin.execute(f"UPDATE {table} SET state = '\\xdeadbeef'::bytea")
-        garbage = await s.load_async(Deposit, snap.key)
-        assert garbage is not None
-        assert s.restore(Deposit, garbage, ["a"]) == (False, None)
-        await admin.execute(f"UPDATE {table} SET versions = '{{1,2}}'")  # rounds say 1 stream
+        assert await s.load_async(Deposit, snap.key) is None  # garbage: checksum fails
+        await admin.execute(f"UPDATE {table} SET state = $1", snap.state)  # whole again
+        assert await s.load_async(Deposit, snap.key) is not None
+        await admin.execute(f"UPDATE {table} SET versions = '{{9}}'")  # fits; checksum does not
         assert await s.load_async(Deposit, snap.key) is None
         await admin.execute(f"DROP TABLE {table}")
         assert await s.load_async(Deposit, snap.key) is None
@@ -81,7 +81,7 @@ async def test_a_corrupted_row_or_a_dropped_table_is_a_warning_then_nothing(
         await s.close()
     finally:
         await admin.close()
-    assert failures == [("Deposit", "decode"), ("Deposit", "read"), ("Deposit", "write")]
+    assert failures == [("Deposit", "read"), ("Deposit", "write")]  # once each
     assert await store.head() == 0  # the event store itself is untouched
 
 

@@ -27,16 +27,16 @@ class PostgresSnapshotStore:
         row = await store._fetchrow(store._q.load_snapshot, key)
         if row is None:
             return None
-        schema_version, streams, versions, rounds, positions, state, taken_at = row
+        schema_version, streams, versions, fold_from, state, taken_at, digest = row
         return Snapshot(
             key,
             tuple(streams),
             tuple(versions),
-            tuple(rounds),
-            tuple(positions),
+            fold_from,
             schema_version,
             state,
             taken_at,
+            digest,
         )
 
     async def save(self, snapshot: Snapshot) -> None:
@@ -48,11 +48,11 @@ class PostgresSnapshotStore:
             snapshot.schema_version,
             list(snapshot.streams),
             list(snapshot.versions),
-            list(snapshot.rounds),
-            list(snapshot.positions),
+            snapshot.fold_from,
             snapshot.events,
             snapshot.state,
             snapshot.taken_at,
+            snapshot.checksum,
         )
 
     def __repr__(self) -> str:

@@ -184,19 +184,20 @@ class Queries:
         )
         # -- snapshots (migration 0004, eventcore.postgres._snapshot) --
         self.load_snapshot = (
-            "SELECT schema_version, streams, versions, rounds, positions, state,"
-            f" extract(epoch FROM taken_at)::float8 FROM {s}.snapshots WHERE key = $1"
+            "SELECT schema_version, streams, versions, fold_from, state,"
+            f" extract(epoch FROM taken_at)::float8, checksum FROM {s}.snapshots WHERE key = $1"
         )
         # Kept unless the new one folds more events or has another schema version (two
         # instances writing the same key: the one that folded more wins).
         self.save_snapshot = (
-            f"INSERT INTO {s}.snapshots AS t (key, schema_version, streams, versions, rounds,"
-            " positions, events, state, taken_at) VALUES ($1, $2, $3::text[], $4::bigint[],"
-            " $5::integer[], $6::bigint[], $7, $8, to_timestamp($9))"
+            f"INSERT INTO {s}.snapshots AS t (key, schema_version, streams, versions,"
+            " fold_from, events, state, taken_at, checksum) VALUES ($1, $2, $3::text[],"
+            " $4::bigint[], $5, $6, $7, to_timestamp($8), $9)"
             " ON CONFLICT (key) DO UPDATE SET schema_version = EXCLUDED.schema_version,"
             " streams = EXCLUDED.streams, versions = EXCLUDED.versions,"
-            " rounds = EXCLUDED.rounds, positions = EXCLUDED.positions,"
-            " events = EXCLUDED.events, state = EXCLUDED.state, taken_at = EXCLUDED.taken_at"
+            " fold_from = EXCLUDED.fold_from, events = EXCLUDED.events,"
+            " state = EXCLUDED.state, taken_at = EXCLUDED.taken_at,"
+            " checksum = EXCLUDED.checksum"
             " WHERE t.schema_version <> EXCLUDED.schema_version OR t.events < EXCLUDED.events"
         )
         # --

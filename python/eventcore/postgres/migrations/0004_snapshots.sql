@@ -1,10 +1,11 @@
 -- eventcore schema 4: durable snapshots of commands' folded states (eventcore.snapshot).
 --
 -- One row per snapshot key (a command class and a digest of its key fields): the state,
--- encoded with the store's codec, and exactly what it folds: the streams per fold round,
--- each stream's version, each round's last position. A row only ever makes a command
--- faster: the executor ignores one of another schema_version, and treats an unreadable
--- or undecodable one as missing (a warning, then a full fold). Dropping the table loses
+-- encoded with the store's codec, and exactly what it folds: the streams (declared, then
+-- discovered), each stream's version, where the last discovery round starts. A row only
+-- ever makes a command faster: the executor ignores one of another schema_version, and
+-- treats an unreadable, undecodable or corrupted one (its checksum, a BLAKE2b digest of
+-- every other column but taken_at, does not match) as missing: a warning, a full fold. Dropping the table loses
 -- nothing but speed; the next `migrate()` does not recreate it (drop the row in
 -- schema_version and migrate, or restore it by hand).
 --
@@ -15,11 +16,11 @@ CREATE TABLE __SCHEMA__.snapshots (
     schema_version integer     NOT NULL,
     streams        text[]      NOT NULL,
     versions       bigint[]    NOT NULL,
-    rounds         integer[]   NOT NULL,
-    positions      bigint[]    NOT NULL,
+    fold_from      integer     NOT NULL,
     events         bigint      NOT NULL,  -- sum(versions): a newer snapshot folds more
     state          bytea       NOT NULL,
-    taken_at       timestamptz NOT NULL
+    taken_at       timestamptz NOT NULL,
+    checksum       bytea       NOT NULL
 );
 
 REVOKE ALL ON __SCHEMA__.snapshots FROM PUBLIC;
