@@ -231,12 +231,12 @@ class Broken:
 
 def test_a_failing_store_is_a_warning_once_and_never_an_error(failures: Any) -> None:
     s = Snapshotter(Broken(), MsgpackCodec(), 100)
-    assert s.load(CountCmd, "k") is None
-    assert s.load(CountCmd, "k") is None
+    assert s.read(CountCmd, "k") is None
+    assert s.read(CountCmd, "k") is None
     snap = take(s, CountCmd, Account())
     assert snap is not None
-    s.save(CountCmd, snap)
-    s.save(CountCmd, snap)
+    s.write(CountCmd, snap)
+    s.write(CountCmd, snap)
     assert failures == [("CountCmd", "read"), ("CountCmd", "write")]
 
 
@@ -247,9 +247,9 @@ def test_a_malformed_or_foreign_snapshot_is_refused(failures: Any) -> None:
     corrupted = replace(good, state=good.state + b"x")
     forged = replace(good, versions=(9,))  # fits, but the checksum does not
     for found in ("not a snapshot", inconsistent, corrupted, forged):
-        assert Snapshotter(Broken(found), MsgpackCodec(), 100).load(CountCmd, "k") is None
-    assert Snapshotter(Broken(good), MsgpackCodec(), 100).load(CountCmd, "other") is None
-    assert Snapshotter(Broken(good), MsgpackCodec(), 100).load(CountCmd, "k") is good
+        assert Snapshotter(Broken(found), MsgpackCodec(), 100).read(CountCmd, "k") is None
+    assert Snapshotter(Broken(good), MsgpackCodec(), 100).read(CountCmd, "other") is None
+    assert Snapshotter(Broken(good), MsgpackCodec(), 100).read(CountCmd, "k") is good
     assert failures == [("CountCmd", "read")] * 5
 
 
@@ -257,8 +257,8 @@ async def test_async_load_reads_sync_and_async_stores() -> None:
     s = snapper()
     snap = take(s, CountCmd, Account(True, 2))
     assert snap is not None
-    s.save(CountCmd, snap)
-    assert await s.load_async(CountCmd, "k") is snap
+    s.write(CountCmd, snap)
+    assert await s.read_async(CountCmd, "k") is snap
 
     class Async:
         async def load(self, key: str) -> Snapshot | None:
@@ -268,8 +268,8 @@ async def test_async_load_reads_sync_and_async_stores() -> None:
             raise OSError("gone")
 
     a = Snapshotter(Async(), MsgpackCodec(), 100)
-    assert await a.load_async(CountCmd, "k") is snap
-    assert a.load(CountCmd, "k") is None  # an async store from sync code: refused, warned
+    assert await a.read_async(CountCmd, "k") is snap
+    assert a.read(CountCmd, "k") is None  # an async store from sync code: refused, warned
 
 
 async def test_async_writes_run_in_the_background_until_close(failures: Any) -> None:
@@ -287,14 +287,35 @@ async def test_async_writes_run_in_the_background_until_close(failures: Any) -> 
             written.append(snapshot)
 
     a = Snapshotter(Async(), MsgpackCodec(), 100)
-    a.save(CountCmd, snap)
+    a.write(CountCmd, snap)
     assert written == []  # not yet: it runs on the loop
     big = take(a, CountCmd, Account(True, 2), (9,))
     assert big is not None
-    a.save(CountCmd, big)
+    a.write(CountCmd, big)
     await a.close()
     assert written == [snap] and failures == [("CountCmd", "write")]
     a.max_pending = 0
-    a.save(CountCmd, snap)  # over the bound: dropped, no error, nothing pending
+    a.write(CountCmd, snap)  # over the bound: dropped, no error, nothing pending
     await a.close()
     assert written == [snap]
+
+
+def test_classes_defined_in_functions_are_told_apart_stably() -> None:
+    def make() -> type:
+        class Local(CountCmd):
+            def apply(self, state: Any, event: Any, stream_id: str) -> Any:
+                return state
+
+        return Local
+
+    def make_other() -> type:
+        class Local(CountCmd):
+            def apply(self, state: Any, event: Any, stream_id: str) -> Any:
+                return state
+
+        return Local
+
+    one, again, other = make(), make(), make_other()
+    assert snapshot_key(one, ["a"]) == snapshot_key(again, ["a"])  # same code: same key
+    assert snapshot_key(one, ["a"]) != snapshot_key(other, ["a"])
+    assert "<locals>.Local@" in (snapshot_key(one, ["a"]) or "")

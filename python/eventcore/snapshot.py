@@ -45,6 +45,7 @@ from eventcore import observe
 
 if typing.TYPE_CHECKING:
     from eventcore.registry import Codec
+    from eventcore.state_cache import CacheEntry
 
 __all__ = [
     "SNAPSHOT_EVERY",
@@ -61,6 +62,15 @@ logger = logging.getLogger("eventcore")
 
 SNAPSHOT_EVERY = 100
 """By default a snapshot is written once this many events were folded beyond the last one."""
+
+PROBE_EVERY = 16
+"""A command class whose last reads found no snapshot is probed on one miss in this many.
+
+A read costs a round trip on PostgreSQL; a class whose commands start fresh streams (an
+``OpenAccount``) would pay it on every command for nothing. After ``PROBE_EVERY`` misses
+in a row that found nothing, only every ``PROBE_EVERY``-th miss reads; a snapshot found,
+or one written for the class, makes every miss read again.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +180,7 @@ class MemorySnapshotStore:
 def snapshot_key(command_class: type, parts: Any) -> str | None:
     """The snapshot key of a command class and its cache key's ``parts``, or None.
 
-    ``module.QualName:digest``, where the digest is a SHA-256 of the parts encoded as JSON
+    ``module.QualName:digest`` (see :func:`class_name`), where the digest is a SHA-256 of the parts encoded as JSON
     (the same in every process: no ``hash()``, which is salted per process). None when the
     parts cannot be encoded (no snapshot then: a ``repr`` may differ between processes).
     """
@@ -179,7 +189,17 @@ def snapshot_key(command_class: type, parts: Any) -> str | None:
     except (TypeError, ValueError, NotImplementedError, msgspec.MsgspecError):
         return None
     digest = hashlib.sha256(data).hexdigest()[:32]
-    return f"{command_class.__module__}.{command_class.__qualname__}:{digest}"
+    return f"{class_name(command_class)}:{digest}"
+
+
+def class_name(command_class: type) -> str:
+    """``module.QualName``; for a class defined in a function also the line of its
+    ``apply`` (two such classes of one name in one module are told apart, stably)."""
+    name = f"{command_class.__module__}.{command_class.__qualname__}"
+    if "<locals>" in name:
+        code = getattr(getattr(command_class, "apply", None), "__code__", None)
+        name += f"@{code.co_firstlineno}" if code is not None else ""
+    return name
 
 
 def _builtin(obj: Any) -> Any:
@@ -231,6 +251,7 @@ class Snapshotter:
         self._decoders: dict[type, Callable[[bytes], Any] | None] = {}
         self._off: set[type] = set()  # classes whose state does not round-trip
         self._warned: set[tuple[type, str]] = set()
+        self._empty: dict[type, int] = {}  # misses since a snapshot was last found or written
         self._lock = threading.Lock()
         self._pending: set[asyncio.Future[Any]] = set()
         self._closed = False
@@ -253,9 +274,76 @@ class Snapshotter:
         every = self.interval(command_class)
         return every > 0 and events - last >= every
 
+    # -- the executor's LOAD and SAVE effects ------------------------------------------
+
+    def load(self, command: Any, key: Any) -> CacheEntry | None:
+        """The state-cache entry of ``command`` (cache key ``key``) from its snapshot, or None.
+
+        For synchronous snapshot stores. None when there is no usable snapshot (another
+        schema version, not this command's streams, unreadable: see the module), or when
+        the class's recent reads found nothing (see :data:`PROBE_EVERY`).
+        """
+        cls = type(command)
+        name = self._probe(cls, key)
+        if name is None:
+            return None
+        return self._entry(command, self.read(cls, name))
+
+    async def load_async(self, command: Any, key: Any) -> CacheEntry | None:
+        """:meth:`load` for any snapshot store, from async code."""
+        cls = type(command)
+        name = self._probe(cls, key)
+        if name is None:
+            return None
+        return self._entry(command, await self.read_async(cls, name))
+
+    def save(self, command: Any, key: Any, entry: CacheEntry) -> None:
+        """Write ``entry`` (a state-cache entry) as ``command``'s snapshot; never raises.
+
+        The state is encoded now, before anything may mutate it; an asynchronous store's
+        write then runs in the background (see :meth:`write`).
+        """
+        cls = type(command)
+        name = self.key_of(cls, key)
+        if name is None:
+            return
+        snap = self.take(cls, name, entry.streams, entry.versions, entry.fold_from, entry.state)
+        if snap is not None:
+            self._empty[cls] = 0
+            self.write(cls, snap)
+
+    @staticmethod
+    def key_of(command_class: type, key: Any) -> str | None:
+        """The snapshot key of a state-cache key (the class itself left out of the digest)."""
+        if type(key) is tuple and key and key[0] is command_class:
+            key = key[1:]
+        return snapshot_key(command_class, key)
+
+    def _probe(self, cls: type, key: Any) -> str | None:
+        """The snapshot key to read on this miss, or None: not snapshotted, or not probed."""
+        if not self.interval(cls):
+            return None
+        empty = self._empty.get(cls, 0) + 1
+        self._empty[cls] = empty
+        if empty > PROBE_EVERY and empty % PROBE_EVERY:
+            return None
+        return self.key_of(cls, key)
+
+    def _entry(self, command: Any, snap: Snapshot | None) -> CacheEntry | None:
+        if snap is None:
+            return None
+        cls = type(command)
+        ok, state = self.restore(cls, snap, command.streams())
+        if not ok:
+            return None
+        self._empty[cls] = 0
+        from eventcore.state_cache import CacheEntry
+
+        return CacheEntry(state, list(snap.streams), list(snap.versions), snap.fold_from, 0)
+
     # -- reads -----------------------------------------------------------------------
 
-    def load(self, command_class: type, key: str) -> Snapshot | None:
+    def read(self, command_class: type, key: str) -> Snapshot | None:
         """Read ``key`` from a synchronous snapshot store; None (with a warning) on failure."""
         try:
             found = self.store.load(key)
@@ -268,7 +356,7 @@ class Snapshotter:
             return None
         return self._checked(command_class, key, found)
 
-    async def load_async(self, command_class: type, key: str) -> Snapshot | None:
+    async def read_async(self, command_class: type, key: str) -> Snapshot | None:
         """Read ``key`` from any snapshot store; None (with a warning) on failure."""
         try:
             found: Any = self.store.load(key)
@@ -372,7 +460,7 @@ class Snapshotter:
             checksum(key, streams, versions, fold_from, schema, data),
         )
 
-    def save(self, command_class: type, snapshot: Snapshot) -> None:
+    def write(self, command_class: type, snapshot: Snapshot) -> None:
         """Hand ``snapshot`` to the store; a failure is a warning, never an error.
 
         An asynchronous store's write runs in the background on the running loop (at

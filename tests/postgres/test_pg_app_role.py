@@ -122,7 +122,7 @@ async def test_readme_role_runs_commands_projections_and_cli(
             key = snapshot_key(Deposit, ["a"])
             await snaps.store.save(snaps.take(Deposit, key, ["a"], [3], 0, Account(True, 7)))
             await snaps.store.save(snaps.take(Deposit, key, ["a"], [4], 0, Account(True, 12)))
-            assert (await snaps.load_async(Deposit, key)).versions == (4,)  # the UPDATE
+            assert (await snaps.read_async(Deposit, key)).versions == (4,)  # the UPDATE
             # a plain projection: checkpoints, a dead letter, a rebuild (reset)
             totals = Totals()
             runner = ProjectionRunner(app, totals)
