@@ -6,12 +6,12 @@ import logging
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
 import pytest
 
-from eventcore import Command, StreamId, observe, stream
+from eventcore import Command, StreamId, stream
 from eventcore.examples.bank import Account, Deposit, Transfer
 from eventcore.registry import JsonCodec, MsgpackCodec
 from eventcore.snapshot import (
@@ -75,29 +75,13 @@ class V2(CountCmd):
     snapshot_version = 2
 
 
-@dataclass
-class Failures(observe.Hook):
-    seen: list[tuple[str, str]]
-
-    def on_snapshot_failure(self, command_type: str, what: str, error: BaseException) -> None:
-        self.seen.append((command_type.rsplit(".", 1)[-1], what))
-
-
-@pytest.fixture
-def failures() -> Any:
-    hook = Failures([])
-    observe.add_hook(hook)
-    yield hook.seen
-    observe.remove_hook(hook)
-
-
 def snapper(every: int | None = 100, codec: Any = None) -> Snapshotter:
     return Snapshotter(MemorySnapshotStore(), codec or MsgpackCodec(), every)
 
 
 def take(s: Snapshotter, cls: type, state: Any, versions: tuple[int, ...] = (3,)) -> Any:
     streams = ["a", "b"][: len(versions)]
-    return s.take(cls, "k", streams, versions, 0, state)
+    return s.take(cls, "k", streams, versions, 0, 0, state)
 
 
 def test_state_type_comes_from_the_generic_parameter_or_the_class() -> None:
@@ -140,13 +124,13 @@ def test_take_then_restore_gives_an_equal_state(codec: Any) -> None:
     assert type(restored["a"]) is Account
 
 
-def test_another_schema_version_is_ignored_silently(caplog: Any, failures: Any) -> None:
+def test_another_schema_version_is_ignored_silently(caplog: Any, snapshot_failures: Any) -> None:
     s = snapper()
     snap = take(s, CountCmd, Account(True, 1))
     assert snap is not None
     assert s.restore(V2, snap, ["a"]) == (False, None)  # V2 is at schema 2
     assert take(s, V2, Account()).schema_version == 2  # type: ignore[union-attr]
-    assert failures == [] and not caplog.records
+    assert snapshot_failures == [] and not caplog.records
 
 
 def test_a_snapshot_of_other_declared_streams_is_refused() -> None:
@@ -155,7 +139,7 @@ def test_a_snapshot_of_other_declared_streams_is_refused() -> None:
     assert s.restore(CountCmd, snap, ["b"]) == (False, None)  # type: ignore[arg-type]
 
 
-def test_an_undecodable_state_warns_once_per_class(caplog: Any, failures: Any) -> None:
+def test_an_undecodable_state_warns_once_per_class(caplog: Any, snapshot_failures: Any) -> None:
     s = snapper()
     snap = take(s, CountCmd, Account(True, 1))
     assert snap is not None
@@ -165,25 +149,25 @@ def test_an_undecodable_state_warns_once_per_class(caplog: Any, failures: Any) -
         assert s.restore(CountCmd, garbage, ["a"]) == (False, None)
         assert s.restore(CountCmd, wrong_shape, ["a"]) == (False, None)
         assert s.restore(Every5, garbage, ["a"]) == (False, None)
-    assert failures == [("CountCmd", "decode"), ("Every5", "decode")]
+    assert snapshot_failures == [("CountCmd", "decode"), ("Every5", "decode")]
     assert len(caplog.records) == 2 and "CountCmd" in caplog.records[0].getMessage()
 
 
-def test_a_state_that_does_not_round_trip_turns_snapshots_off(failures: Any) -> None:
+def test_a_state_that_does_not_round_trip_turns_snapshots_off(snapshot_failures: Any) -> None:
     s = snapper()
     assert s.interval(OpaqueCmd) == 100
     assert take(s, OpaqueCmd, Opaque(3)) is None  # no __eq__: decoded copy differs
-    assert failures == [("OpaqueCmd", "encode")]
+    assert snapshot_failures == [("OpaqueCmd", "encode")]
     assert s.interval(OpaqueCmd) == 0 and not s.due(OpaqueCmd, 500, 0)
     # an unencodable state: the same
     assert take(s, Transfer, {"a": object()}) is None
-    assert failures[-1] == ("Transfer", "encode")
+    assert snapshot_failures[-1] == ("Transfer", "encode")
 
 
-def test_a_class_without_a_state_type_is_never_snapshotted(failures: Any) -> None:
+def test_a_class_without_a_state_type_is_never_snapshotted(snapshot_failures: Any) -> None:
     s = snapper()
     assert take(s, Untyped, Account()) is None
-    assert failures == [("Untyped", "state type")]
+    assert snapshot_failures == [("Untyped", "state type")]
     assert s.interval(Untyped) == 0
 
 
@@ -229,7 +213,7 @@ class Broken:
         raise OSError("snapshot storage is gone")
 
 
-def test_a_failing_store_is_a_warning_once_and_never_an_error(failures: Any) -> None:
+def test_a_failing_store_is_a_warning_once_and_never_an_error(snapshot_failures: Any) -> None:
     s = Snapshotter(Broken(), MsgpackCodec(), 100)
     assert s.read(CountCmd, "k") is None
     assert s.read(CountCmd, "k") is None
@@ -237,10 +221,10 @@ def test_a_failing_store_is_a_warning_once_and_never_an_error(failures: Any) -> 
     assert snap is not None
     s.write(CountCmd, snap)
     s.write(CountCmd, snap)
-    assert failures == [("CountCmd", "read"), ("CountCmd", "write")]
+    assert snapshot_failures == [("CountCmd", "read"), ("CountCmd", "write")]
 
 
-def test_a_malformed_or_foreign_snapshot_is_refused(failures: Any) -> None:
+def test_a_malformed_or_foreign_snapshot_is_refused(snapshot_failures: Any) -> None:
     good = take(snapper(), CountCmd, Account())
     assert good is not None
     inconsistent = replace(good, versions=(1, 2))
@@ -250,7 +234,7 @@ def test_a_malformed_or_foreign_snapshot_is_refused(failures: Any) -> None:
         assert Snapshotter(Broken(found), MsgpackCodec(), 100).read(CountCmd, "k") is None
     assert Snapshotter(Broken(good), MsgpackCodec(), 100).read(CountCmd, "other") is None
     assert Snapshotter(Broken(good), MsgpackCodec(), 100).read(CountCmd, "k") is good
-    assert failures == [("CountCmd", "read")] * 5
+    assert snapshot_failures == [("CountCmd", "read")] * 5
 
 
 async def test_async_load_reads_sync_and_async_stores() -> None:
@@ -272,7 +256,7 @@ async def test_async_load_reads_sync_and_async_stores() -> None:
     assert a.read(CountCmd, "k") is None  # an async store from sync code: refused, warned
 
 
-async def test_async_writes_run_in_the_background_until_close(failures: Any) -> None:
+async def test_async_writes_run_in_the_background_until_close(snapshot_failures: Any) -> None:
     snap = take(snapper(), CountCmd, Account(True, 2))
     assert snap is not None
     written: list[Snapshot] = []
@@ -293,7 +277,7 @@ async def test_async_writes_run_in_the_background_until_close(failures: Any) -> 
     assert big is not None
     a.write(CountCmd, big)
     await a.close()
-    assert written == [snap] and failures == [("CountCmd", "write")]
+    assert written == [snap] and snapshot_failures == [("CountCmd", "write")]
     a.max_pending = 0
     a.write(CountCmd, snap)  # over the bound: dropped, no error, nothing pending
     await a.close()

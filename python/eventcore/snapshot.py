@@ -85,6 +85,8 @@ class Snapshot:
     """Each stream's version folded (its events ``1..version``), as :attr:`streams`."""
     fold_from: int
     """Where the last discovery round starts in :attr:`streams` (0 without discovery)."""
+    rounds: int
+    """How many discovery rounds added streams (0 without discovery)."""
     schema_version: int
     """The command class's :attr:`~eventcore.Command.snapshot_version` when it was taken."""
     state: bytes
@@ -135,11 +137,13 @@ def checksum(
     streams: Sequence[str],
     versions: Sequence[int],
     fold_from: int,
+    rounds: int,
     schema_version: int,
     state: bytes,
 ) -> bytes:
     """The 16-byte BLAKE2b digest of a snapshot's parts (a corrupted row does not match)."""
-    data = msgspec.msgpack.encode([key, list(streams), list(versions), fold_from, schema_version])
+    parts = [key, list(map(str, streams)), list(versions), fold_from, rounds, schema_version]
+    data = msgspec.msgpack.encode(parts)
     return hashlib.blake2b(data + state, digest_size=16).digest()
 
 
@@ -180,9 +184,10 @@ class MemorySnapshotStore:
 def snapshot_key(command_class: type, parts: Any) -> str | None:
     """The snapshot key of a command class and its cache key's ``parts``, or None.
 
-    ``module.QualName:digest`` (see :func:`class_name`), where the digest is a SHA-256 of the parts encoded as JSON
-    (the same in every process: no ``hash()``, which is salted per process). None when the
-    parts cannot be encoded (no snapshot then: a ``repr`` may differ between processes).
+    ``module.QualName:digest`` (see :func:`class_name`), where the digest is a SHA-256 of
+    the parts encoded as JSON (the same in every process: no ``hash()``, which is salted
+    per process). None when the parts cannot be encoded (no snapshot then: a ``repr`` may
+    differ between processes).
     """
     try:
         data = msgspec.json.encode(parts, enc_hook=_builtin)
@@ -307,7 +312,13 @@ class Snapshotter:
         name = self.key_of(cls, key)
         if name is None:
             return
-        snap = self.take(cls, name, entry.streams, entry.versions, entry.fold_from, entry.state)
+        try:
+            snap = self.take(
+                cls, name, entry.streams, entry.versions, entry.fold_from, entry.rounds, entry.state
+            )
+        except Exception as exc:  # a malformed entry: never the command's failure
+            self.failed(cls, "encode", exc)
+            return
         if snap is not None:
             self._empty[cls] = 0
             self.write(cls, snap)
@@ -339,7 +350,9 @@ class Snapshotter:
         self._empty[cls] = 0
         from eventcore.state_cache import CacheEntry
 
-        return CacheEntry(state, list(snap.streams), list(snap.versions), snap.fold_from, 0)
+        return CacheEntry(
+            state, list(snap.streams), list(snap.versions), snap.fold_from, 0, snap.rounds
+        )
 
     # -- reads -----------------------------------------------------------------------
 
@@ -426,6 +439,7 @@ class Snapshotter:
         streams: Sequence[str],
         versions: Sequence[int],
         fold_from: int,
+        rounds: int,
         state: Any,
     ) -> Snapshot | None:
         """Encode ``state`` now (before anything may mutate it) as a snapshot, or None.
@@ -449,15 +463,18 @@ class Snapshotter:
             self._off.add(command_class)
             return None
         schema: int = getattr(command_class, "snapshot_version", 1)
+        names = tuple(map(str, streams))  # plain str: stream ids are a str subclass
+        numbers = tuple(map(int, versions))
         return Snapshot(
             key,
-            tuple(streams),
-            tuple(versions),
+            names,
+            numbers,
             fold_from,
+            rounds,
             schema,
             data,
             time.time(),
-            checksum(key, streams, versions, fold_from, schema, data),
+            checksum(key, names, numbers, fold_from, rounds, schema, data),
         )
 
     def write(self, command_class: type, snapshot: Snapshot) -> None:
@@ -522,9 +539,12 @@ def _intact(s: Snapshot) -> bool:
         return (
             isinstance(s.state, bytes)
             and len(s.streams) == len(s.versions) > s.fold_from >= 0
+            and s.rounds >= 0
             and all(type(v) is int and v >= 0 for v in s.versions)
             and s.checksum
-            == checksum(s.key, s.streams, s.versions, s.fold_from, s.schema_version, s.state)
+            == checksum(
+                s.key, s.streams, s.versions, s.fold_from, s.rounds, s.schema_version, s.state
+            )
         )
     except (TypeError, ValueError, msgspec.MsgspecError):
         return False

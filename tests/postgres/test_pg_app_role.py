@@ -120,8 +120,8 @@ async def test_readme_role_runs_commands_projections_and_cli(
             # durable snapshots: the role reads, writes and replaces them (raises if not)
             snaps = app.snapshots
             key = snapshot_key(Deposit, ["a"])
-            await snaps.store.save(snaps.take(Deposit, key, ["a"], [3], 0, Account(True, 7)))
-            await snaps.store.save(snaps.take(Deposit, key, ["a"], [4], 0, Account(True, 12)))
+            await snaps.store.save(snaps.take(Deposit, key, ["a"], [3], 0, 0, Account(True, 7)))
+            await snaps.store.save(snaps.take(Deposit, key, ["a"], [4], 0, 0, Account(True, 12)))
             assert (await snaps.read_async(Deposit, key)).versions == (4,)  # the UPDATE
             # a plain projection: checkpoints, a dead letter, a rebuild (reset)
             totals = Totals()

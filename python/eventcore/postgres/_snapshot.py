@@ -27,12 +27,13 @@ class PostgresSnapshotStore:
         row = await store._fetchrow(store._q.load_snapshot, key)
         if row is None:
             return None
-        schema_version, streams, versions, fold_from, state, taken_at, digest = row
+        schema_version, streams, versions, fold_from, rounds, state, taken_at, digest = row
         return Snapshot(
             key,
             tuple(streams),
             tuple(versions),
             fold_from,
+            rounds,
             schema_version,
             state,
             taken_at,
@@ -49,6 +50,7 @@ class PostgresSnapshotStore:
             list(snapshot.streams),
             list(snapshot.versions),
             snapshot.fold_from,
+            snapshot.rounds,
             snapshot.events,
             snapshot.state,
             snapshot.taken_at,

@@ -131,6 +131,13 @@ class Queries:
             f"SELECT stream_id, event_type, payload FROM {s}.events"
             " WHERE stream_id = ANY($1::text[]) ORDER BY position"
         )
+        # A cached state's tail: each stream's events from version $2[i] on (the last one
+        # folded, for its position, then the new ones).
+        self.fold_tail = (
+            "SELECT e.stream_id, e.event_type, e.payload, e.version, e.position"
+            f" FROM unnest($1::text[], $2::bigint[]) AS t(sid, v) JOIN {s}.events e"
+            " ON e.stream_id = t.sid AND e.version >= t.v ORDER BY e.position"
+        )
         self.read_stream = (
             f"SELECT {cols} FROM {s}.events WHERE stream_id = $1 AND version > $2"
             " ORDER BY version LIMIT $3"
@@ -184,18 +191,19 @@ class Queries:
         )
         # -- snapshots (migration 0004, eventcore.postgres._snapshot) --
         self.load_snapshot = (
-            "SELECT schema_version, streams, versions, fold_from, state,"
+            "SELECT schema_version, streams, versions, fold_from, rounds, state,"
             f" extract(epoch FROM taken_at)::float8, checksum FROM {s}.snapshots WHERE key = $1"
         )
         # Kept unless the new one folds more events or has another schema version (two
         # instances writing the same key: the one that folded more wins).
         self.save_snapshot = (
             f"INSERT INTO {s}.snapshots AS t (key, schema_version, streams, versions,"
-            " fold_from, events, state, taken_at, checksum) VALUES ($1, $2, $3::text[],"
-            " $4::bigint[], $5, $6, $7, to_timestamp($8), $9)"
+            " fold_from, rounds, events, state, taken_at, checksum) VALUES ($1, $2,"
+            " $3::text[], $4::bigint[], $5, $6, $7, $8, to_timestamp($9), $10)"
             " ON CONFLICT (key) DO UPDATE SET schema_version = EXCLUDED.schema_version,"
             " streams = EXCLUDED.streams, versions = EXCLUDED.versions,"
-            " fold_from = EXCLUDED.fold_from, events = EXCLUDED.events,"
+            " fold_from = EXCLUDED.fold_from, rounds = EXCLUDED.rounds,"
+            " events = EXCLUDED.events,"
             " state = EXCLUDED.state, taken_at = EXCLUDED.taken_at,"
             " checksum = EXCLUDED.checksum"
             " WHERE t.schema_version <> EXCLUDED.schema_version OR t.events < EXCLUDED.events"

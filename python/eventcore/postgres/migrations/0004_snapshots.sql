@@ -2,7 +2,8 @@
 --
 -- One row per snapshot key (a command class and a digest of its key fields): the state,
 -- encoded with the store's codec, and exactly what it folds: the streams (declared, then
--- discovered), each stream's version, where the last discovery round starts. A row only
+-- discovered), each stream's version, where the last discovery round starts and how many
+-- rounds there were. A row only
 -- ever makes a command faster: the executor ignores one of another schema_version, and
 -- treats an unreadable, undecodable or corrupted one (its checksum, a BLAKE2b digest of
 -- every other column but taken_at, does not match) as missing: a warning, a full fold. Dropping the table loses
@@ -17,6 +18,7 @@ CREATE TABLE __SCHEMA__.snapshots (
     streams        text[]      NOT NULL,
     versions       bigint[]    NOT NULL,
     fold_from      integer     NOT NULL,
+    rounds         integer     NOT NULL,  -- discovery rounds that added streams
     events         bigint      NOT NULL,  -- sum(versions): a newer snapshot folds more
     state          bytea       NOT NULL,
     taken_at       timestamptz NOT NULL,
