@@ -64,6 +64,7 @@ from eventcore.registry import (
     event,
 )
 from eventcore.retry import RetryPolicy
+from eventcore.snapshot import MemorySnapshotStore, Snapshot
 from eventcore.store import EventStore, Expected, SyncEventStore
 from eventcore.stream import ANY, NO_STREAM, STREAM_EXISTS, StreamId, stream
 from eventcore.value import Value
@@ -99,6 +100,7 @@ __all__ = [
     "JsonCodec",
     "LimitExceeded",
     "MemoryCheckpointStore",
+    "MemorySnapshotStore",
     "MemoryStore",
     "Metadata",
     "MsgpackCodec",
@@ -115,6 +117,7 @@ __all__ = [
     "RecordedEvent",
     "RetryPolicy",
     "SerializationError",
+    "Snapshot",
     "StoreError",
     "StoreUnavailable",
     "StreamConflict",
