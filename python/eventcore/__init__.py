@@ -65,6 +65,7 @@ from eventcore.registry import (
 )
 from eventcore.retry import RetryPolicy
 from eventcore.snapshot import MemorySnapshotStore, Snapshot
+from eventcore.state_cache import StateCache, StateCacheMismatch
 from eventcore.store import EventStore, Expected, SyncEventStore
 from eventcore.stream import ANY, NO_STREAM, STREAM_EXISTS, StreamId, stream
 from eventcore.value import Value
@@ -118,6 +119,8 @@ __all__ = [
     "RetryPolicy",
     "SerializationError",
     "Snapshot",
+    "StateCache",
+    "StateCacheMismatch",
     "StoreError",
     "StoreUnavailable",
     "StreamConflict",
