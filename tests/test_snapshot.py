@@ -303,3 +303,18 @@ def test_classes_defined_in_functions_are_told_apart_stably() -> None:
     assert snapshot_key(one, ["a"]) == snapshot_key(again, ["a"])  # same code: same key
     assert snapshot_key(one, ["a"]) != snapshot_key(other, ["a"])
     assert "<locals>.Local@" in (snapshot_key(one, ["a"]) or "")
+
+
+def test_an_async_store_written_from_sync_code_is_a_warning(snapshot_failures: Any) -> None:
+    class Async:
+        async def load(self, key: str) -> Snapshot | None:
+            return None
+
+        async def save(self, snapshot: Snapshot) -> None:
+            raise AssertionError("never awaited")
+
+    a = Snapshotter(Async(), MsgpackCodec(), 100)
+    snap = take(a, CountCmd, Account(True, 2))
+    assert snap is not None
+    a.write(CountCmd, snap)  # no running loop: nothing scheduled, no error
+    assert snapshot_failures == [("CountCmd", "write")] and not a._pending

@@ -494,6 +494,13 @@ class Snapshotter:
                 if inspect.iscoroutine(written):
                     written.close()  # dropped: best effort
                 return
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError as exc:  # an async snapshot store from sync code
+                if inspect.iscoroutine(written):
+                    written.close()
+                self.failed(command_class, "write", exc)
+                return
             task = asyncio.ensure_future(written)
             pending.add(task)
             task.add_done_callback(lambda t: self._written(command_class, t))
