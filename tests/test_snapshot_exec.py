@@ -200,10 +200,10 @@ def test_a_state_the_codec_cannot_represent_is_never_snapshotted(snapshot_failur
     for _ in range(6):
         execute_sync(store, OpaqueCount(account="o-1"))
     assert spy.saves == [] and snapshot_failures == [("OpaqueCount", "encode")]
-    assert len(spy.loads) == 1  # the first miss, before the class was found out
+    before = len(spy.loads)  # the misses before the class was found out
     restart(store)
     execute_sync(store, OpaqueCount(account="o-1"))
-    assert len(spy.loads) == 1  # off for the class: not even read
+    assert len(spy.loads) == before  # off for the class: not even read
     assert store.stream_version("o-1") == 7
 
 

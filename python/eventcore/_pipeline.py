@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from eventcore import observe
 from eventcore._core import fold as core_fold
 from eventcore._core import uuid7_ints
 from eventcore.command import Command
@@ -37,7 +38,17 @@ from eventcore.metadata import Metadata
 from eventcore.recorded import AppendResult
 from eventcore.registry import EventRegistry
 from eventcore.retry import RetryPolicy
-from eventcore.state_cache import CacheEntry, StateCache, StateCacheMismatch, command_key
+from eventcore.state_cache import (
+    HIT,
+    MISS,
+    STREAMS_ONLY,
+    UNKNOWN,
+    CacheEntry,
+    StateCache,
+    StateCacheMismatch,
+    _keyers,
+    keyer_of,
+)
 from eventcore.stream import StreamId
 
 # Effects are plain tuples tagged by their first item (cheap on the hot path):
@@ -158,7 +169,15 @@ def run_command(
     decoders = registry.decoders
     encode = registry.encode
     max_attempts = policy.max_attempts
-    key = command_key(command, declared) if cache is not None or snapshot_every else None
+    key: Any = None
+    if cache is not None or snapshot_every:
+        keyer = _keyers.get(cls, UNKNOWN)
+        if keyer is UNKNOWN:
+            keyer = keyer_of(cls)
+        if keyer is STREAMS_ONLY:
+            key = (cls, tuple(declared))
+        elif keyer is not None:
+            key = keyer(command, declared)
     held: CacheEntry | None = None  # this command's own state, kept between its attempts
     hint: Any = None  # the conflict that ended the attempt before
     recheck = False  # handle failed on a cached state not read yet: read its tail first
@@ -185,7 +204,14 @@ def run_command(
         if key is not None:
             if entry is None:
                 if cache is not None:
-                    entry = cache.take(key, cls.__name__)
+                    # StateCache.take, inlined: a miss is this one dict operation
+                    entry = cache._entries.pop(key, None)
+                    if entry is None:
+                        cache.misses += 1
+                    else:
+                        cache.hits += 1
+                    if observe._hooks:
+                        observe.report_state_cache(MISS if entry is None else HIT, cls.__name__)
                 if entry is None and snapshot_every:
                     loaded = yield (LOAD, command, key)
                     if type(loaded) is CacheEntry:
@@ -213,7 +239,7 @@ def run_command(
             streams = entry.streams
             fold_from = entry.fold_from
             rounds = entry.rounds
-            since = entry.since + sum(versions) - sum(entry.versions)
+            since = entry.since + sum(versions) - sum(entry.versions) if snapshot_every else 0
             warm = True
             if discovers:
                 result = yield from _discover(
@@ -228,6 +254,7 @@ def run_command(
                     isinstance(full, tuple)
                     and full[1] == versions
                     and full[2] == streams
+                    and _compares_by_value(state)
                     and full[0] != state
                 ):
                     raise StateCacheMismatch(cls.__name__, state, full[0])
@@ -245,7 +272,7 @@ def run_command(
                     state, versions = result
                     streams = declared  # type: ignore[assignment]
                     fold_from = rounds = 0
-                since = sum(versions)
+                since = -1  # not counted yet (only a state worth keeping needs it)
                 warm = False
         if type(result) is not tuple:
             failures += 1
@@ -274,7 +301,7 @@ def run_command(
             if not unverified:
                 raise
             # Decided on a cached state without reading its tail: read it, decide again.
-            held = CacheEntry(state, streams, versions, fold_from, since, rounds)
+            held = CacheEntry(state, streams, versions, fold_from, max(since, 0), rounds)
             recheck = True
             attempt -= 1
             continue
@@ -282,17 +309,20 @@ def run_command(
         while True:
             result = yield (APPEND, events, checks, metadata)
             if type(result) is AppendResult:
+                if since < 0 and key is not None:
+                    since = sum(versions)
                 if key is not None and (
                     warm
                     or (cache is not None and since >= cache.min_events)
                     or (snapshot_every and since + len(events) >= snapshot_every)
                 ):
-                    kept = _with_own_events(
-                        command,
-                        CacheEntry(state, streams, versions, fold_from, since, rounds),
-                        events,
-                        decoders,
+                    kept: CacheEntry | None = CacheEntry(
+                        state, streams, versions, fold_from, since, rounds
                     )
+                    if warm_append_first:
+                        # The next command appends on these versions without reading: they
+                        # must include this command's own events.
+                        kept = _with_own_events(command, kept, events, decoders)  # type: ignore[arg-type]
                     if kept is not None:
                         if snapshot_every and kept.since >= snapshot_every:
                             yield (SAVE, command, key, kept)
@@ -325,7 +355,7 @@ def run_command(
                             return
                     raise ConcurrencyConflict(result.conflicts, attempts=attempt)
                 if key is not None:  # the retry folds only what the conflict says is new
-                    held = CacheEntry(state, streams, versions, fold_from, since, rounds)
+                    held = CacheEntry(state, streams, versions, fold_from, max(since, 0), rounds)
                     hint = result
                 yield (SLEEP, policy.delay(runs))
                 break  # re-read and re-decide from fresh state (after a lookup, if keyed)
@@ -353,6 +383,11 @@ def run_command(
             if isinstance(result, BaseException):
                 raise result
             raise TypeError(f"unexpected result for Append: {result!r}")
+
+
+def _compares_by_value(state: Any) -> bool:
+    """Whether ``==`` on ``state`` says more than identity (verify mode needs it)."""
+    return getattr(type(state), "__eq__", None) is not object.__eq__
 
 
 def _with_own_events(

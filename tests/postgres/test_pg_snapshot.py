@@ -125,10 +125,12 @@ async def test_a_new_store_object_folds_from_the_snapshot(
     for _ in range(8):
         await execute(store, Deposit(account="a", amount=1))
     await store.close()  # the background writes end here
-    assert loads == [None]  # the first store's first command found none
+    assert set(loads) == {None}  # the first store's misses found none
+    before = len(loads)
     again = await postgres_store_factory(registry=BANK, schema=store.schema)
     await execute(again, Deposit(account="a", amount=1))
-    assert [s.versions if s else None for s in loads] == [None, (10,)]
+    (found,) = loads[before:]
+    assert found is not None and 5 <= found.versions[0] <= 10
     await exact_balance(again, "a", 19)
 
 

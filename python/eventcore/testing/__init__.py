@@ -34,8 +34,9 @@ def verifying_store(*, registry: EventRegistry | None = None) -> MemoryStore:
     """A fresh in-memory store whose state cache checks every hit against a full fold.
 
     States are compared with ``==`` (dataclasses, dicts, msgspec Structs all compare by
-    value); every state is kept (no minimum size), so the second command on a stream
-    already runs from the cache.
+    value; a state class without ``__eq__`` compares by identity and is not checked);
+    every state is kept (no minimum size), so the second command on a stream already runs
+    from the cache.
     """
     return MemoryStore(registry=registry, state_cache=StateCache(min_events=0, verify=True))
 
