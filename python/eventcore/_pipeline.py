@@ -298,13 +298,20 @@ def run_command(
                     raise
                 raise _bad_handle_result(command, emitted, exc) from exc
         except Exception:
-            if not unverified:
-                raise
-            # Decided on a cached state without reading its tail: read it, decide again.
-            held = CacheEntry(state, streams, versions, fold_from, max(since, 0), rounds)
-            recheck = True
-            attempt -= 1
-            continue
+            if unverified:
+                # Decided on a cached state without reading its tail: read it, decide again.
+                held = CacheEntry(state, streams, versions, fold_from, max(since, 0), rounds)
+                recheck = True
+                attempt -= 1
+                continue
+            if keyed is not None:
+                # A same-key caller may have written between this attempt's lookup and its
+                # read (so the state already holds that write): its outcome is this one's.
+                found = yield from _lookup(keyed)
+                if type(found) is ExecutionResult:
+                    yield (DONE, found)
+                    return
+            raise
         checks = list(zip(streams, versions, strict=False))
         while True:
             result = yield (APPEND, events, checks, metadata)
