@@ -1,10 +1,12 @@
 """The command algorithm as a sans-IO state machine.
 
-``run_command`` is a generator: it yields effects (:class:`Fold`, :class:`Append`,
-:class:`Sleep`) and is resumed with each effect's result. Store errors that the algorithm
-decides about (conflicts, unavailability) come back as values, never as exceptions, so
-the retry logic lives here once and every shell (sync, async, tests feeding results by
-hand) shares it.
+``run_command`` is a generator: it yields effects (``FOLD``, ``TAIL``, ``APPEND``,
+``LOOKUP``, ``LOAD``, ``SAVE``, ``SLEEP``, ``DONE``) and is resumed with each effect's
+result. Store errors that the algorithm decides about (conflicts, unavailability) come
+back as values, never as exceptions, so the retry logic lives here once and every shell
+(sync, async, tests feeding results by hand) shares it. The folded-state cache lives here
+too (see :mod:`eventcore.state_cache`): a command takes its state out of the store's
+cache, folds the tail after it (``TAIL``), and puts it back after a successful append.
 """
 
 from __future__ import annotations
@@ -323,13 +325,15 @@ def run_command(
                     or (cache is not None and since >= cache.min_events)
                     or (snapshot_every and since + len(events) >= snapshot_every)
                 ):
-                    kept: CacheEntry | None = CacheEntry(
-                        state, streams, versions, fold_from, since, rounds
+                    decided = CacheEntry(state, streams, versions, fold_from, since, rounds)
+                    # Put back as decided on: the next command's TAIL folds this one's own
+                    # events. Unless the next one appends on these versions without reading
+                    # (warm_append_first): then they must include them.
+                    kept = (
+                        _with_own_events(command, decided, events, decoders)
+                        if warm_append_first
+                        else decided
                     )
-                    if warm_append_first:
-                        # The next command appends on these versions without reading: they
-                        # must include this command's own events.
-                        kept = _with_own_events(command, kept, events, decoders)  # type: ignore[arg-type]
                     if kept is not None:
                         if snapshot_every and kept.since >= snapshot_every:
                             yield (SAVE, command, key, kept)
