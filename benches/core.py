@@ -610,13 +610,16 @@ def w_first10k(sz: Sizes, domain: Domain) -> Result:
     def once(with_snapshots: bool) -> float:
         cache.clear()
         store.snapshots = snapshots if with_snapshots else None
+        found = snapshots.found
 
         def body() -> float:
             for s in ids:
                 execute_sync(store, deposit(account=s, amount=DEPOSIT))
             return len(ids)
 
-        return timed(body)
+        rate = timed(body)
+        assert snapshots.found - found == (len(ids) if with_snapshots else 0)
+        return rate
 
     return measure(res, sz, lambda: once(True), lambda: once(False))
 

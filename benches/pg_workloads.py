@@ -622,6 +622,8 @@ class PgBench:
                 for sid in ids:
                     await execute(store, DC.Deposit(account=sid, amount=DEPOSIT))
                 elapsed = _perf() - started
+                if snapshots:  # each first command started from its snapshot
+                    assert store.snapshots is not None and store.snapshots.found == len(ids)
             finally:
                 await store.close()
             return len(ids) / elapsed

@@ -72,6 +72,9 @@ def test_a_restart_reads_the_snapshot_and_folds_only_the_tail() -> None:
     execute_sync(store, Deposit(account="acc-1", amount=5))
     found = spy.loads[-1]
     assert found is not None and found.versions == (20,)
+    counts = store.snapshots
+    assert counts is not None
+    assert (counts.reads, counts.found, counts.written) == (len(spy.loads), 1, 2)
     exact_balance(store, "acc-1", 29)
 
 

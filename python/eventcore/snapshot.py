@@ -262,6 +262,12 @@ class Snapshotter:
         self._closed = False
         self.max_pending = 8
         """Background writes in flight at most (asynchronous stores); more are dropped."""
+        self.reads = 0
+        """Snapshots looked for on cache misses (probes that read the store)."""
+        self.found = 0
+        """Snapshots that were read and used: a command folded only their tail."""
+        self.written = 0
+        """Snapshots taken and handed to the store (a background write may still fail)."""
 
     # -- policy ----------------------------------------------------------------------
 
@@ -292,6 +298,7 @@ class Snapshotter:
         name = self._probe(cls, key)
         if name is None:
             return None
+        self.reads += 1
         return self._entry(command, self.read(cls, name))
 
     async def load_async(self, command: Any, key: Any) -> CacheEntry | None:
@@ -300,6 +307,7 @@ class Snapshotter:
         name = self._probe(cls, key)
         if name is None:
             return None
+        self.reads += 1
         return self._entry(command, await self.read_async(cls, name))
 
     def save(self, command: Any, key: Any, entry: CacheEntry) -> None:
@@ -321,6 +329,7 @@ class Snapshotter:
             return
         if snap is not None:
             self._empty[cls] = 0
+            self.written += 1
             self.write(cls, snap)
 
     @staticmethod
@@ -348,6 +357,7 @@ class Snapshotter:
         if not ok:
             return None
         self._empty[cls] = 0
+        self.found += 1
         from eventcore.state_cache import CacheEntry
 
         return CacheEntry(
