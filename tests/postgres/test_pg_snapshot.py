@@ -164,3 +164,35 @@ async def test_a_dropped_or_corrupted_table_mid_run_changes_nothing_but_speed(
     assert snapshot_failures == expected
     assert await balance_of(again, "a") == 2 and await balance_of(again, "b") == 18
     await exact_balance(again, "a", 2)
+
+
+async def test_a_new_state_schema_version_ignores_old_snapshots_and_replaces_them(
+    postgres_store_factory: Any,
+    postgres_dsn: str,
+    loads: list[Snapshot | None],
+    snapshot_failures: list[tuple[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = await postgres_store_factory(registry=BANK, snapshot_every=3)
+    await open_accounts(store, ["a"], 10)
+    for _ in range(6):
+        await execute(store, Deposit(account="a", amount=1))
+    await store.close()
+    admin = await asyncpg.connect(postgres_dsn)
+    table = f'"{store.schema}".snapshots'
+    try:
+        assert await admin.fetchval(f"SELECT schema_version FROM {table}") == 1
+        # the application upgrades: Account changed, Deposit says so
+        monkeypatch.setattr(Deposit, "snapshot_version", 2)
+        before = len(loads)
+        again = await postgres_store_factory(registry=BANK, schema=store.schema, snapshot_every=3)
+        for _ in range(4):
+            await execute(again, Deposit(account="a", amount=1))
+        await again.close()
+        first = loads[before]
+        assert first is not None and first.schema_version == 1  # read, then ignored
+        assert await admin.fetchval(f"SELECT schema_version FROM {table}") == 2  # replaced
+    finally:
+        await admin.close()
+    assert snapshot_failures == []  # another version is no failure
+    await exact_balance(again, "a", 20)
