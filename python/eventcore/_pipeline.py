@@ -83,9 +83,10 @@ one (only when ``store.snapshots`` is set). Resumed with ``None`` or a
 :class:`~eventcore.state_cache.CacheEntry`; the pipeline then folds its tail (``TAIL``)."""
 SAVE = "save"
 """``(SAVE, command, key, entry)``: write ``entry`` (a
-:class:`~eventcore.state_cache.CacheEntry`, with the command's own events applied) as a
-durable snapshot; yielded after a successful append when ``entry.since`` reached
-``store.snapshots.every``. Resumed with ``None`` (a failure is the snapshot store's to log)."""
+:class:`~eventcore.state_cache.CacheEntry`: a state and the versions it folds) as a durable
+snapshot; yielded after a successful append when ``entry.since`` reached the command
+class's snapshot interval (``store.snapshots.interval(cls)``, what the shells pass as
+``snapshot_every``). Resumed with ``None`` (a failure is the snapshot store's to log)."""
 
 Effect = tuple[Any, ...]
 
