@@ -44,6 +44,7 @@ import msgspec  # noqa: E402
 import eventcore  # noqa: E402
 from benches.domain import DC, MS, Account, Domain, baseline  # noqa: E402
 from eventcore import MemoryStore, NewEvent, execute_sync  # noqa: E402
+from eventcore.snapshot import SNAPSHOT_EVERY, MemorySnapshotStore, Snapshotter  # noqa: E402
 
 _perf = time.perf_counter
 KEEP_GC = False
@@ -585,6 +586,42 @@ def w_fold(sz: Sizes, domain: Domain, with_baseline: bool) -> Result:
 
         es_once = es_run
     return measure(res, sz, ec_once, es_once)
+
+
+def w_first10k(sz: Sizes, domain: Domain) -> Result:
+    """The first Deposit per 10,000-event stream with an empty state cache (a restart),
+    with a durable snapshot (rates) and without (base_rates), on the same store and data."""
+    res = Result("memory.command.first10k.snapshot", "commands/s", None)
+    res.note = (
+        "first Deposit per 10,000-event stream, state cache cleared: its snapshot (a"
+        " MemorySnapshotStore) + the tail, vs a full fold (base)"
+    )
+    ids = [f"long-{i}" for i in range(sz.read_streams)]
+    store = filled_store(domain, ids, 10_000)
+    cache = store.state_cache
+    assert cache is not None
+    snapshots = Snapshotter(MemorySnapshotStore(), domain.registry.codec, SNAPSHOT_EVERY)
+    store.snapshots = snapshots
+    deposit = domain.Deposit
+    for s in ids:  # a running application: each stream's snapshot is written
+        execute_sync(store, deposit(account=s, amount=DEPOSIT))
+    assert len(snapshots.store) == len(ids)  # type: ignore[arg-type]
+
+    def once(with_snapshots: bool) -> float:
+        cache.clear()
+        store.snapshots = snapshots if with_snapshots else None
+        found = snapshots.found
+
+        def body() -> float:
+            for s in ids:
+                execute_sync(store, deposit(account=s, amount=DEPOSIT))
+            return len(ids)
+
+        rate = timed(body)
+        assert snapshots.found - found == (len(ids) if with_snapshots else 0)
+        return rate
+
+    return measure(res, sz, lambda: once(True), lambda: once(False))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -212,6 +212,25 @@ def memory_figures(quick: bool, log: Callable[[str], None]) -> list[Figure]:
         )
     )
     log("memory.cache.bytes_per_entry")
+    first = core.w_first10k(sz, DC)
+    figs.append(
+        Figure(
+            "memory.command.first10k.snapshot",
+            first.unit,
+            first.rates,
+            "memory.command.first10k.nosnapshot",
+            note=first.note,
+        )
+    )
+    figs.append(
+        Figure(
+            "memory.command.first10k.nosnapshot",
+            first.unit,
+            first.base_rates,
+            note="the same without the snapshot: a full fold of 10,000 events",
+        )
+    )
+    log("memory.command.first10k.snapshot")
     pair(
         core.w_transfer(sz, DC, True),
         "memory.transfer",
@@ -333,6 +352,8 @@ def postgres_figures(
             )
             measure([(locked, bench.raw_command_locked())], sz.reps, 0)
             figs.append(locked)
+        if want("postgres.command.first10k"):
+            figs += _first10k(bench, quick, log)
         if want("postgres.transfer.c16"):
             figs += _transfer(bench, sz, log)
         if want("postgres.append.batch1000"):
@@ -345,6 +366,33 @@ def postgres_figures(
     finally:
         bench.close()
     return figs
+
+
+def _first10k(bench: Any, quick: bool, log: Callable[[str], None]) -> list[Figure]:
+    """The first command on 10,000-event streams after a restart, with/without snapshots."""
+    schema, ids = bench.fill_long_streams(4 if quick else 10)
+    try:
+        snap = Figure(
+            "postgres.command.first10k.snapshot",
+            "commands/s",
+            baseline="postgres.command.first10k.nosnapshot",
+            note="first Deposit per 10,000-event stream on a new store object: its durable"
+            " snapshot + the tail",
+        )
+        full = Figure(
+            "postgres.command.first10k.nosnapshot",
+            "commands/s",
+            note="the same with snapshots=False: a full fold of 10,000 events",
+        )
+        measure(
+            [(snap, bench.ec_first(schema, ids, True)), (full, bench.ec_first(schema, ids, False))],
+            reps=3 if quick else 5,
+            warmup=1,
+        )
+    finally:
+        bench.drop_schema(schema)
+    log(snap.name)
+    return [snap, full]
 
 
 def _transfer(bench: Any, sz: Any, log: Callable[[str], None]) -> list[Figure]:

@@ -588,6 +588,54 @@ class PgBench:
 
         return once
 
+    # -- the first command on a 10,000-event stream after a restart ---------------------
+
+    def fill_long_streams(self, streams: int, events: int = 10_000) -> tuple[str, list[str]]:
+        """A fresh schema of ``streams`` streams of ``events`` events, each with a durable
+        snapshot (written by one Deposit per stream, as a running application would)."""
+        store = self.run(fresh_schema(self.dsn, f"bench_first_{os.getpid()}", max_size=2))
+        ids = [f"long-{i}" for i in range(streams)]
+        enc = DC.registry.encode
+        history = [enc(DC.AccountOpened(OWNER))] + [enc(DC.Deposited(DEPOSIT))] * (events - 1)
+
+        async def fill() -> None:
+            for sid in ids:
+                await store.append([NewEvent(sid, name, payload) for name, payload in history])
+            for sid in ids:
+                await execute(store, DC.Deposit(account=sid, amount=DEPOSIT))
+            await store.close()  # the background snapshot writes end here
+
+        self.run(fill())
+        return store.schema, ids
+
+    def ec_first(self, schema: str, ids: list[str], snapshots: bool) -> Once:
+        """One Deposit per long stream on a NEW store object (an empty state cache, as
+        after a restart), with or without reading durable snapshots; opening is untimed."""
+
+        async def body() -> float:
+            store = PostgresStore(
+                self.dsn, schema=schema, registry=DC.registry, snapshots=snapshots, max_size=1
+            )
+            await store.open()
+            try:
+                started = _perf()
+                for sid in ids:
+                    await execute(store, DC.Deposit(account=sid, amount=DEPOSIT))
+                elapsed = _perf() - started
+                if snapshots:  # each first command started from its snapshot
+                    assert store.snapshots is not None and store.snapshots.found == len(ids)
+            finally:
+                await store.close()
+            return len(ids) / elapsed
+
+        return lambda: self.run(body())
+
+    def drop_schema(self, schema: str) -> None:
+        """Drop a schema a workload filled (untimed)."""
+        conn = self.run(asyncpg.connect(self.dsn))
+        self.run(conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        self.run(conn.close())
+
     # -- reading the global log ---------------------------------------------------------
 
     def fill_read_log(self) -> tuple[PostgresStore, str]:

@@ -64,6 +64,7 @@ from eventcore.registry import (
     event,
 )
 from eventcore.retry import RetryPolicy
+from eventcore.snapshot import MemorySnapshotStore, Snapshot
 from eventcore.state_cache import StateCache, StateCacheMismatch
 from eventcore.store import EventStore, Expected, SyncEventStore
 from eventcore.stream import ANY, NO_STREAM, STREAM_EXISTS, StreamId, stream
@@ -100,6 +101,7 @@ __all__ = [
     "JsonCodec",
     "LimitExceeded",
     "MemoryCheckpointStore",
+    "MemorySnapshotStore",
     "MemoryStore",
     "Metadata",
     "MsgpackCodec",
@@ -116,6 +118,7 @@ __all__ = [
     "RecordedEvent",
     "RetryPolicy",
     "SerializationError",
+    "Snapshot",
     "StateCache",
     "StateCacheMismatch",
     "StoreError",

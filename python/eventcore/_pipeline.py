@@ -83,9 +83,10 @@ one (only when ``store.snapshots`` is set). Resumed with ``None`` or a
 :class:`~eventcore.state_cache.CacheEntry`; the pipeline then folds its tail (``TAIL``)."""
 SAVE = "save"
 """``(SAVE, command, key, entry)``: write ``entry`` (a
-:class:`~eventcore.state_cache.CacheEntry`, with the command's own events applied) as a
-durable snapshot; yielded after a successful append when ``entry.since`` reached
-``store.snapshots.every``. Resumed with ``None`` (a failure is the snapshot store's to log)."""
+:class:`~eventcore.state_cache.CacheEntry`: a state and the versions it folds) as a durable
+snapshot; yielded after a successful append when ``entry.since`` reached the command
+class's snapshot interval (``store.snapshots.interval(cls)``, what the shells pass as
+``snapshot_every``). Resumed with ``None`` (a failure is the snapshot store's to log)."""
 
 Effect = tuple[Any, ...]
 
@@ -305,13 +306,20 @@ def run_command(
                     raise
                 raise _bad_handle_result(command, emitted, exc) from exc
         except Exception:
-            if not unverified:
-                raise
-            # Decided on a cached state without reading its tail: read it, decide again.
-            held = CacheEntry(state, streams, versions, fold_from, max(since, 0), rounds)
-            recheck = True
-            attempt -= 1
-            continue
+            if unverified:
+                # Decided on a cached state without reading its tail: read it, decide again.
+                held = CacheEntry(state, streams, versions, fold_from, max(since, 0), rounds)
+                recheck = True
+                attempt -= 1
+                continue
+            if keyed is not None:
+                # A same-key caller may have written between this attempt's lookup and its
+                # read (so the state already holds that write): its outcome is this one's.
+                found = yield from _lookup(keyed)
+                if type(found) is ExecutionResult:
+                    yield (DONE, found)
+                    return
+            raise
         checks = list(zip(streams, versions, strict=False))
         while True:
             result = yield (APPEND, events, checks, metadata)

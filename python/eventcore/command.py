@@ -245,6 +245,13 @@ class Command(ABC, Generic[S, E]):
     :meth:`discover` depend on: commands differing in them never share a cached state.
     ``None`` (the default) finds them in those methods' bytecode, falling back to every
     field when ``self`` is used in a way it cannot follow."""
+    snapshot_every: ClassVar[int | None] = None
+    """Events folded beyond the last durable snapshot before the next one is written;
+    ``None``: the store's default (see :mod:`eventcore.snapshot`), ``0``: never."""
+    snapshot_version: ClassVar[int] = 1
+    """The state's schema version in snapshots: bump it when the state class changes."""
+    snapshot_state: ClassVar[Any] = None
+    """The type snapshots decode into; ``None``: the ``S`` of ``Command[S, E]``."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -78,7 +78,7 @@ def execute_sync(
         metadata,
         idempotency_key,
         cache,
-        snapshots.every if snapshots is not None else 0,
+        snapshots.interval(type(command)) if snapshots is not None else 0,
     )
     if active:
         steps = observe.observed(steps, rec)
@@ -101,7 +101,7 @@ def execute_sync(
             elif kind is LOAD:
                 result = snapshots.load(effect[1], effect[2])
             elif kind is SAVE:
-                result = snapshots.save(effect[1], effect[2], effect[3])
+                result = snapshots.save(effect[1], effect[2], effect[3])  # never raises
             else:
                 time.sleep(effect[1])
                 result = None
@@ -140,7 +140,7 @@ async def execute(
         metadata,
         idempotency_key,
         cache,
-        snapshots.every if snapshots is not None else 0,
+        snapshots.interval(type(command)) if snapshots is not None else 0,
         getattr(aio, "warm_append_first", False),
     )
     if active:
@@ -162,9 +162,9 @@ async def execute(
             elif kind is LOOKUP:
                 result = await aio.read_events_by_id(effect[1])
             elif kind is LOAD:
-                result = await snapshots.load(effect[1], effect[2])
-            elif kind is SAVE:
-                result = await snapshots.save(effect[1], effect[2], effect[3])
+                result = await snapshots.load_async(effect[1], effect[2])
+            elif kind is SAVE:  # encodes now; an async store writes in the background
+                result = snapshots.save(effect[1], effect[2], effect[3])
             else:
                 await asyncio.sleep(effect[1])
                 result = None

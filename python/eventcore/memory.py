@@ -15,6 +15,7 @@ from eventcore.errors import InvalidMetadata
 from eventcore.metadata import Metadata
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, recorded_events
 from eventcore.registry import EventRegistry, default_registry
+from eventcore.snapshot import SNAPSHOT_EVERY, SnapshotStore, Snapshotter
 from eventcore.state_cache import DEFAULT_MAX_ENTRIES, StateCache, make_state_cache
 from eventcore.store import Apply, Decoders, Expected
 
@@ -46,7 +47,9 @@ class MemoryStore:
 
     ``state_cache`` bounds the folded-state cache of the executor (see
     :class:`~eventcore.StateCache`): a number of entries, a cache of your own, or ``0``
-    / ``None`` to turn it off.
+    / ``None`` to turn it off. ``snapshots`` (a :class:`~eventcore.MemorySnapshotStore`,
+    none by default) keeps durable snapshots there, one per ``snapshot_every`` events
+    folded (see :mod:`eventcore.snapshot`): for tests, or shared between two stores.
     """
 
     def __init__(
@@ -54,12 +57,20 @@ class MemoryStore:
         *,
         registry: EventRegistry | None = None,
         state_cache: int | StateCache | None = DEFAULT_MAX_ENTRIES,
+        snapshots: SnapshotStore | None = None,
+        snapshot_every: int | None = SNAPSHOT_EVERY,
     ) -> None:
         self._core = _core.MemoryStore()
         self.registry = registry if registry is not None else default_registry
         """The registry that decodes payloads for :attr:`RecordedEvent.data`."""
         self.state_cache: StateCache | None = make_state_cache(state_cache)
         """The executor's folded-state cache for this store (``None``: off)."""
+        self.snapshots: Snapshotter | None = (
+            Snapshotter(snapshots, self.registry.codec, snapshot_every)
+            if snapshots is not None
+            else None
+        )
+        """The store's snapshot policy (:mod:`eventcore.snapshot`); None: no snapshots."""
         self.fold_streams = self._core.fold_streams
         self.fold_tail = self._core.fold_tail
         self.aio = AsyncMemoryStore(self)
@@ -253,6 +264,11 @@ class AsyncMemoryStore:
         self.registry = store.registry
         self.state_cache: StateCache | None = store.state_cache
         """The folded-state cache, shared with the synchronous store."""
+
+    @property
+    def snapshots(self) -> Snapshotter | None:
+        """The synchronous store's snapshot policy."""
+        return self.sync.snapshots
 
     async def append(
         self,

@@ -161,6 +161,11 @@ class Hook:
         """Called on a folded-state cache ``hit``, ``miss`` or ``evict`` (one call per entry
         evicted, with the evicted entry's command type)."""
 
+    def on_snapshot_failure(self, command_type: str, what: str, error: BaseException) -> None:
+        """Called when a snapshot could not be used (``what``: ``read``, ``decode``,
+        ``state type``) or written (``encode``, ``write``); the command folded in full.
+        Once per command class and ``what`` per store."""
+
 
 _hooks: tuple[Hook, ...] = ()
 
@@ -219,6 +224,15 @@ def report_state_cache(event: str, command_type: str) -> None:
             hook.on_state_cache(event, command_type)
         except Exception:
             logger.exception("eventcore hook %r failed in on_state_cache", hook)
+
+
+def report_snapshot_failure(command_type: str, what: str, error: BaseException) -> None:
+    """Tell every hook that a snapshot of ``command_type`` failed (used by snapshots)."""
+    for hook in _hooks:
+        try:
+            hook.on_snapshot_failure(command_type, what, error)
+        except Exception:
+            logger.exception("eventcore hook %r failed in on_snapshot_failure", hook)
 
 
 def outcome_of(error: BaseException) -> str:

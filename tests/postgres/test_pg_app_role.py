@@ -1,7 +1,8 @@
 """The README's least-privilege application role runs everything the application runs.
 
 The GRANTs are taken from the README's SQL block itself (schema and role renamed), so the
-documentation and this test cannot drift apart. As that role: commands, a projection
+documentation and this test cannot drift apart. As that role: commands and their durable
+snapshots, a projection
 runner (plain with a dead letter and a rebuild, transactional, live with its leader
 lock), and the ``eventcore`` command line's reads.
 """
@@ -24,7 +25,9 @@ from tests.projection.conftest import new_events
 
 from eventcore import FailureStrategy, ProjectionRunner, StoreError, execute
 from eventcore.cli import cli
+from eventcore.examples.bank import Account
 from eventcore.postgres import PostgresStore
+from eventcore.snapshot import snapshot_key
 
 pytestmark = pytest.mark.postgres
 
@@ -114,6 +117,12 @@ async def test_readme_role_runs_commands_projections_and_cli(
             for account, amount in [("a", 5), ("b", 13), ("a", 7), ("b", 2)]:
                 await execute(app, Deposit(account=account, amount=amount))
             assert await balance_of(app, "a") == 12
+            # durable snapshots: the role reads, writes and replaces them (raises if not)
+            snaps = app.snapshots
+            key = snapshot_key(Deposit, ["a"])
+            await snaps.store.save(snaps.take(Deposit, key, ["a"], [3], 0, 0, Account(True, 7)))
+            await snaps.store.save(snaps.take(Deposit, key, ["a"], [4], 0, 0, Account(True, 12)))
+            assert (await snaps.read_async(Deposit, key)).versions == (4,)  # the UPDATE
             # a plain projection: checkpoints, a dead letter, a rebuild (reset)
             totals = Totals()
             runner = ProjectionRunner(app, totals)

@@ -29,6 +29,7 @@ OUR_OBJECTS = (
     "schema_version",
     "projection_checkpoints",
     "projection_dead_letters",
+    "snapshots",
 )
 """Relation names a migration creates: a foreign one with such a name stops the migration."""
 
@@ -188,6 +189,26 @@ class Queries:
             " AND ($2::text IS NULL OR stream_id > $2::text)"
             " ORDER BY stream_id LIMIT $3"
         )
+        # -- snapshots (migration 0004, eventcore.postgres._snapshot) --
+        self.load_snapshot = (
+            "SELECT schema_version, streams, versions, fold_from, rounds, state,"
+            f" extract(epoch FROM taken_at)::float8, checksum FROM {s}.snapshots WHERE key = $1"
+        )
+        # Kept unless the new one folds more events or has another schema version (two
+        # instances writing the same key: the one that folded more wins).
+        self.save_snapshot = (
+            f"INSERT INTO {s}.snapshots AS t (key, schema_version, streams, versions,"
+            " fold_from, rounds, events, state, taken_at, checksum) VALUES ($1, $2,"
+            " $3::text[], $4::bigint[], $5, $6, $7, $8, to_timestamp($9), $10)"
+            " ON CONFLICT (key) DO UPDATE SET schema_version = EXCLUDED.schema_version,"
+            " streams = EXCLUDED.streams, versions = EXCLUDED.versions,"
+            " fold_from = EXCLUDED.fold_from, rounds = EXCLUDED.rounds,"
+            " events = EXCLUDED.events,"
+            " state = EXCLUDED.state, taken_at = EXCLUDED.taken_at,"
+            " checksum = EXCLUDED.checksum"
+            " WHERE t.schema_version <> EXCLUDED.schema_version OR t.events < EXCLUDED.events"
+        )
+        # --
         self.version_table = f"{s}.schema_version"
         self.schema_version = f"SELECT coalesce(max(version), 0) FROM {s}.schema_version"
         self.create_schema = f"CREATE SCHEMA IF NOT EXISTS {s}"

@@ -124,9 +124,11 @@ from eventcore.postgres._input import (
     prepare_expected,
 )
 from eventcore.postgres._pool import ConnectionPool
+from eventcore.postgres._snapshot import PostgresSnapshotStore
 from eventcore.postgres._sql import Queries, channel, check_schema_name, migrations
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, as_uuid, recorded_events
 from eventcore.registry import EventRegistry, default_registry
+from eventcore.snapshot import SNAPSHOT_EVERY, Snapshotter
 from eventcore.state_cache import DEFAULT_MAX_ENTRIES, StateCache, make_state_cache
 from eventcore.store import Apply, Decoders, Expected
 
@@ -212,6 +214,10 @@ class PostgresStore:
         registry: decodes payloads for :attr:`RecordedEvent.data` (default registry).
         state_cache: the executor's folded-state cache: a bound in entries, a
             :class:`~eventcore.StateCache`, or ``0``/``None`` to turn it off.
+        snapshots: keep durable snapshots of commands' folded states in the schema's
+            ``snapshots`` table (see :mod:`eventcore.snapshot`); False: none.
+        snapshot_every: events folded beyond a command's last snapshot before the next is
+            written, for command classes that do not set ``snapshot_every``.
 
     Raises:
         ConfigurationError: a malformed DSN or a schema name that is not allowed (not an
@@ -232,6 +238,8 @@ class PostgresStore:
         poll_interval: float = 1.0,
         registry: EventRegistry | None = None,
         state_cache: int | StateCache | None = DEFAULT_MAX_ENTRIES,
+        snapshots: bool = True,
+        snapshot_every: int | None = SNAPSHOT_EVERY,
     ) -> None:
         if (dsn is None) == (pool is None):
             raise ValidationError("dsn", "give exactly one of dsn= or pool=", dsn)
@@ -267,6 +275,12 @@ class PostgresStore:
         self._notify_again = False
         self._notifier: asyncio.Task[None] | None = None
         self._notify_conn: asyncpg.Connection | None = None
+        self.snapshots = (
+            Snapshotter(PostgresSnapshotStore(self), self.registry.codec, snapshot_every)
+            if snapshots
+            else None
+        )
+        """The store's snapshot policy (:mod:`eventcore.snapshot`); None: no snapshots."""
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -343,6 +357,8 @@ class PostgresStore:
         """Stop listening and notifying, and close the pool if this store created it."""
         await self._close_listener()
         await self._close_notifier()
+        if self.snapshots is not None:
+            await self.snapshots.close()  # background snapshot writes end here
         pool, self._pool = self._pool, None
         self._checked = False
         if pool is not None and self._owns_pool:
