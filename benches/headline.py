@@ -266,31 +266,35 @@ def postgres_figures(
                 "commands/s",
                 note="fold read + one conditional upsert/insert statement (2 round trips)",
             )
+            one_trip = Figure(
+                f"raw.asyncpg.command.onetrip.c{c}",
+                "commands/s",
+                note="the conditional statement alone, expected version known (1 round trip)",
+            )
             peer = Figure(
                 f"peer.eventsourcing.postgres.command.c{c}",
                 "commands/s",
                 note="repository.get + deposit + save",
             )
-            measure(
-                [
-                    (ec, bench.ec_command(c)),
-                    (raw, bench.raw_command(c)),
-                    (peer, bench.peer_command(c)),
-                ],
-                sz.reps,
-                sz.warmup,
-            )
-            figs += [ec, raw, peer]
+            sides = [
+                (ec, bench.ec_command(c)),
+                (raw, bench.raw_command(c)),
+                (one_trip, bench.raw_command(c, read=False)),
+                (peer, bench.peer_command(c)),
+            ]
+            if c == 1:
+                # Alternated with the others: measured apart, a c1 figure (one WAL flush
+                # per command) follows the disk's load at that moment.
+                locked = Figure(
+                    "raw.asyncpg.command.locked.c1",
+                    "commands/s",
+                    note="BEGIN; INSERT stream; SELECT .. FOR UPDATE; INSERT event;"
+                    " UPDATE version; COMMIT (reference)",
+                )
+                sides.append((locked, bench.raw_command_locked()))
+            measure(sides, sz.reps, sz.warmup)
+            figs += [f for f, _ in sides]
             log(ec.name)
-        if want(*commands):
-            locked = Figure(
-                "raw.asyncpg.command.locked.c1",
-                "commands/s",
-                note="BEGIN; SELECT .. FOR UPDATE; INSERT event; UPDATE version; COMMIT"
-                " (reference)",
-            )
-            measure([(locked, bench.raw_command_locked())], sz.reps, 0)
-            figs.append(locked)
         if want("postgres.transfer.c16"):
             figs += _transfer(bench, sz, log)
         if want("postgres.append.batch1000"):
