@@ -473,7 +473,10 @@ class PostgresStore:
                 return AppendResult(positions[0], versions, batch)
             return AppendResult(positions, versions, batch)
         if status == "conflict":
-            raise ConcurrencyConflict(zip(row[2], row[4], row[3], strict=True))
+            conflict = ConcurrencyConflict(zip(row[2], row[4], row[3], strict=True))
+            if row[7] is not None:
+                conflict.tail = tuple(zip(row[7], row[8], row[9], row[10], row[11], strict=True))
+            raise conflict
         if status == "duplicate":
             raise DuplicateEventId(row[5], row[6])
         raise StoreError(f"unexpected answer from append_events: {status!r}")
