@@ -139,6 +139,23 @@ class MemoryStore:
         Returns ``(final_state, [current version of each stream])``.
         """
 
+    def fold_tail(
+        self,
+        streams: Sequence[str],
+        versions: Sequence[int],
+        fold_from: int,
+        state: _S,
+        apply: Callable[[_S, Any, str], _S],
+        decoders: Mapping[str, Callable[[bytes], Any]],
+        hint: object = None,
+    ) -> tuple[_S, list[int]] | None:
+        """Fold the events of ``streams[fold_from:]`` after ``versions`` into ``state``.
+
+        Returns ``(state, [current version of each stream])``, or ``None`` (nothing folded)
+        when a stream before ``fold_from`` changed or a stream has fewer events than
+        ``versions`` says. ``hint`` is accepted and not used.
+        """
+
     def read_streams(
         self, streams: Sequence[str], after_version: int = 0, limit: int | None = None
     ) -> list[_Row]:

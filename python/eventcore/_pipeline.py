@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from eventcore._core import fold as core_fold
 from eventcore._core import uuid7_ints
 from eventcore.command import Command
 from eventcore.errors import (
@@ -36,6 +37,7 @@ from eventcore.metadata import Metadata
 from eventcore.recorded import AppendResult
 from eventcore.registry import EventRegistry
 from eventcore.retry import RetryPolicy
+from eventcore.state_cache import CacheEntry, StateCache, StateCacheMismatch, command_key
 from eventcore.stream import StreamId
 
 # Effects are plain tuples tagged by their first item (cheap on the hot path):
@@ -52,6 +54,25 @@ LOOKUP = "lookup"
 Resumed with the list of those found, in position order, or a ``StoreUnavailable``."""
 DONE = "done"
 """``(DONE, ExecutionResult)``: the command finished; the shell returns the result."""
+TAIL = "tail"
+"""``(TAIL, streams, versions, fold_from, state, apply, decoders, hint)``: fold the events
+of ``streams[fold_from:]`` after ``versions`` (one per stream) into ``state``, in global
+order, checking that ``streams[:fold_from]`` are still at their versions. Resumed with
+``(state, versions now)``, or ``None`` when that tail cannot extend the state (a stream
+before ``fold_from`` moved, or a tail event lies at or before an already folded event of
+``streams[fold_from:]``; nothing was folded: the pipeline folds in full), or a
+``StoreUnavailable``. ``hint`` is the ``ConcurrencyConflict`` of the attempt before (or
+``None``): a store whose conflicts carry the events after the expected versions may fold
+those instead of reading."""
+LOAD = "load"
+"""``(LOAD, command, key)``: on a cache miss, a durable snapshot of ``key`` if the store has
+one (only when ``store.snapshots`` is set). Resumed with ``None`` or a
+:class:`~eventcore.state_cache.CacheEntry`; the pipeline then folds its tail (``TAIL``)."""
+SAVE = "save"
+"""``(SAVE, command, key, entry)``: write ``entry`` (a
+:class:`~eventcore.state_cache.CacheEntry`, with the command's own events applied) as a
+durable snapshot; yielded after a successful append when ``entry.since`` reached
+``store.snapshots.every``. Resumed with ``None`` (a failure is the snapshot store's to log)."""
 
 Effect = tuple[Any, ...]
 
@@ -103,11 +124,23 @@ def run_command(
     policy: RetryPolicy,
     metadata: Metadata | None,
     idempotency_key: str | None = None,
+    cache: StateCache | None = None,
+    snapshot_every: int = 0,
+    warm_append_first: bool = False,
 ) -> Generator[Effect, Any, None]:
     """Run ``command`` to completion, yielding the effects it needs; the last is ``DONE``.
 
     With an ``idempotency_key`` every attempt starts with a ``LOOKUP`` of the key's event
     ids: events found there are the first outcome, returned without running the command.
+
+    With a ``cache`` the command's folded state is taken from it (only the tail after its
+    versions is folded: ``TAIL``) and put back after a successful append with the
+    command's own events applied. ``snapshot_every`` > 0 asks for a durable snapshot on a
+    miss (``LOAD``) and writes one (``SAVE``) once that many events were folded since.
+    ``warm_append_first`` (a store where a read costs a round trip) runs ``handle`` on a
+    cached state without reading its tail first: the append's expected versions check it,
+    a conflict folds the tail and decides again, and an exception from ``handle`` on such a
+    state is only raised after the tail confirmed it.
     """
     try:
         declared = command.streams()
@@ -119,11 +152,16 @@ def run_command(
     if idempotency_key is not None:
         keyed = _Keyed(idempotency_key, command, metadata)
         metadata = keyed.metadata
-    discovers = type(command).discover is not Command.discover
+    cls = type(command)
+    discovers = cls.discover is not Command.discover
     apply = command.apply
     decoders = registry.decoders
     encode = registry.encode
     max_attempts = policy.max_attempts
+    key = command_key(command, declared) if cache is not None or snapshot_every else None
+    held: CacheEntry | None = None  # this command's own state, kept between its attempts
+    hint: Any = None  # the conflict that ended the attempt before
+    recheck = False  # handle failed on a cached state not read yet: read its tail first
     attempt = 0  # every try: command runs, and retries after a store failure
     failures = 0  # store failures (each costs one attempt): runs = attempt - failures
     unknown = False  # whether an append of the current events may have been written
@@ -140,42 +178,121 @@ def run_command(
                 continue
             if keyed.duplicate is not None:  # the ids are taken, yet not by this key's batch
                 raise keyed.duplicate
-        # Read and fold every declared stream; the versions read become the expected ones.
-        result = yield (FOLD, declared, command.initial_state(), apply, decoders)
-        if type(result) is tuple and discovers:
+        entry = held
+        held = None
+        result: Any = None
+        unverified = False
+        if key is not None:
+            if entry is None:
+                if cache is not None:
+                    entry = cache.take(key, cls.__name__)
+                if entry is None and snapshot_every:
+                    loaded = yield (LOAD, command, key)
+                    if type(loaded) is CacheEntry:
+                        entry = loaded
+            if entry is not None:
+                if warm_append_first and hint is None and not recheck:
+                    result = (entry.state, entry.versions)
+                    unverified = True
+                else:
+                    result = yield (
+                        TAIL,
+                        entry.streams,
+                        entry.versions,
+                        entry.fold_from,
+                        entry.state,
+                        apply,
+                        decoders,
+                        hint,
+                    )
+        hint = None
+        recheck = False
+        if type(result) is tuple:  # a cached state, brought up to date
+            assert entry is not None
             state, versions = result
-            result = yield from _discover(command, state, versions, declared, decoders)
+            streams = entry.streams
+            fold_from = entry.fold_from
+            rounds = entry.rounds
+            since = entry.since + sum(versions) - sum(entry.versions)
+            if discovers:
+                result = yield from _discover(
+                    command, state, versions, streams, decoders, fold_from, rounds
+                )
+                if type(result) is tuple:
+                    state, versions, streams, fold_from, rounds = result
+            if cache is not None and cache.verify and not unverified and type(result) is tuple:
+                full = yield from _full_fold(command, declared, decoders, discovers)
+                # Compared only when nothing was written in between (else it proves nothing).
+                if (
+                    isinstance(full, tuple)
+                    and full[1] == versions
+                    and full[2] == streams
+                    and full[0] != state
+                ):
+                    raise StateCacheMismatch(cls.__name__, state, full[0])
+        elif result is None:  # a cold fold of every declared stream
+            result = yield (FOLD, declared, command.initial_state(), apply, decoders)
+            if type(result) is tuple:
+                if discovers:
+                    state, versions = result
+                    result = yield from _discover(
+                        command, state, versions, declared, decoders, 0, 0
+                    )
+                    if type(result) is tuple:
+                        state, versions, streams, fold_from, rounds = result
+                else:
+                    state, versions = result
+                    streams = declared  # type: ignore[assignment]
+                    fold_from = rounds = 0
+                since = sum(versions)
         if type(result) is not tuple:
             failures += 1
             yield (SLEEP, policy.jittered(_unavailable(result, policy, failures)))
             continue
-        if discovers:
-            state, versions, streams = result
-        else:
-            state, versions = result
-            streams = declared
         known: list[str] | set[str] = streams if len(streams) < 8 else set(streams)
 
-        emitted = command.handle(state)
         events: list[tuple[str, str, bytes, int]] = []
         try:
-            if emitted:
-                ids = uuid7_ints(len(emitted)) if keyed is None else keyed.ids(len(emitted))
-                for (stream_id, event), event_id in zip(emitted, ids, strict=False):
-                    if stream_id not in known:
-                        raise UndeclaredStream(
-                            stream_id, type(command).__name__, _stream_hint(command, stream_id)
-                        )
-                    name, payload = encode(event)
-                    events.append((stream_id, name, payload, event_id))
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, EventCoreError) or _is_pairs(emitted):
+            emitted = command.handle(state)
+            try:
+                if emitted:
+                    ids = uuid7_ints(len(emitted)) if keyed is None else keyed.ids(len(emitted))
+                    for (stream_id, event), event_id in zip(emitted, ids, strict=False):
+                        if stream_id not in known:
+                            raise UndeclaredStream(
+                                stream_id, type(command).__name__, _stream_hint(command, stream_id)
+                            )
+                        name, payload = encode(event)
+                        events.append((stream_id, name, payload, event_id))
+            except (TypeError, ValueError) as exc:
+                if isinstance(exc, EventCoreError) or _is_pairs(emitted):
+                    raise
+                raise _bad_handle_result(command, emitted, exc) from exc
+        except Exception:
+            if not unverified:
                 raise
-            raise _bad_handle_result(command, emitted, exc) from exc
+            # Decided on a cached state without reading its tail: read it, decide again.
+            held = CacheEntry(state, streams, versions, fold_from, since, rounds)
+            recheck = True
+            attempt -= 1
+            continue
         checks = list(zip(streams, versions, strict=False))
         while True:
             result = yield (APPEND, events, checks, metadata)
             if type(result) is AppendResult:
+                if key is not None:
+                    kept = _with_own_events(
+                        command,
+                        CacheEntry(state, streams, versions, fold_from, since, rounds),
+                        events,
+                        decoders,
+                    )
+                    if kept is not None:
+                        if snapshot_every and kept.since >= snapshot_every:
+                            yield (SAVE, command, key, kept)
+                            kept.since = 0
+                        if cache is not None:
+                            cache.put(key, kept, cls.__name__)
                 yield (DONE, ExecutionResult(result, attempt))
                 return
             if isinstance(result, ConcurrencyConflict):
@@ -201,6 +318,9 @@ def run_command(
                             yield (DONE, found)
                             return
                     raise ConcurrencyConflict(result.conflicts, attempts=attempt)
+                if key is not None:  # the retry folds only what the conflict says is new
+                    held = CacheEntry(state, streams, versions, fold_from, since, rounds)
+                    hint = result
                 yield (SLEEP, policy.delay(runs))
                 break  # re-read and re-decide from fresh state (after a lookup, if keyed)
             if isinstance(result, StoreUnavailable):
@@ -227,6 +347,58 @@ def run_command(
             if isinstance(result, BaseException):
                 raise result
             raise TypeError(f"unexpected result for Append: {result!r}")
+
+
+def _with_own_events(
+    command: Command[Any, Any],
+    entry: CacheEntry,
+    events: list[tuple[str, str, bytes, int]],
+    decoders: Mapping[str, Callable[[bytes], Any]],
+) -> CacheEntry | None:
+    """The entry a full fold after the append would give: ``entry``'s state with the
+    command's own events folded (decoded from their payloads, in append order), the
+    versions moved past them; ``None`` when that is not certain (an own event in a stream
+    of an earlier discovery round, or ``apply`` failing on it)."""
+    if not events:
+        return entry
+    streams, fold_from = entry.streams, entry.fold_from
+    versions = list(entry.versions)
+    if len(streams) == 1:
+        only = streams[0]
+        if any(e[0] != only for e in events):
+            return None
+        versions[0] += len(events)
+        rows = [(only, e[1], e[2]) for e in events]
+    else:
+        index = {s: i for i, s in enumerate(streams)}
+        rows = []
+        for e in events:
+            i = index.get(e[0], -1)
+            if i < fold_from:
+                return None
+            versions[i] += 1
+            rows.append((streams[i], e[1], e[2]))
+    try:
+        state = core_fold(entry.state, command.apply, decoders, rows)
+    except Exception:
+        return None  # the next command folds in full, and meets the same error there
+    return CacheEntry(state, streams, versions, fold_from, entry.since + len(events), entry.rounds)
+
+
+def _full_fold(
+    command: Command[Any, Any],
+    declared: list[StreamId],
+    decoders: Mapping[str, Callable[[bytes], Any]],
+    discovers: bool,
+) -> Generator[Effect, Any, tuple[Any, list[int], list[str], int, int] | StoreUnavailable]:
+    """A full fold of ``command``'s streams (discovery included), as if nothing was cached."""
+    result = yield (FOLD, declared, command.initial_state(), command.apply, decoders)
+    if type(result) is not tuple:
+        return result  # type: ignore[no-any-return]
+    state, versions = result
+    if not discovers:
+        return state, versions, list(declared), 0, 0
+    return (yield from _discover(command, state, versions, declared, decoders, 0, 0))
 
 
 def _unavailable(result: Any, policy: RetryPolicy, failures: int) -> float:
@@ -395,19 +567,22 @@ def _discover(
     versions: list[int],
     streams: Sequence[str],
     decoders: Mapping[str, Callable[[bytes], Any]],
-) -> Generator[Effect, Any, tuple[Any, list[int], list[str]] | StoreUnavailable]:
+    fold_from: int,
+    rounds: int,
+) -> Generator[Effect, Any, tuple[Any, list[int], list[str], int, int] | StoreUnavailable]:
     """Ask the command for more streams until it names no new one; read and fold each once.
 
-    Returns ``(state, versions, streams)``, or the ``StoreUnavailable`` a read ended with.
+    Starts after ``rounds`` rounds that folded ``streams``, the last of them from
+    ``fold_from``. Returns ``(state, versions, streams, fold_from, rounds)``, or the
+    ``StoreUnavailable`` a read ended with.
     """
     streams, versions = list(streams), list(versions)
-    rounds = 0
     while True:
         seen = set(streams)
         found = (s for s in map(StreamId, command.discover(state)) if s not in seen)
         extra: list[str] = list(dict.fromkeys(found))
         if not extra:
-            return state, versions, streams
+            return state, versions, streams, fold_from, rounds
         if rounds == command.max_discovery_rounds:
             raise CommandError(
                 f"{type(command).__name__} kept discovering streams after "
@@ -418,5 +593,6 @@ def _discover(
         if type(result) is not tuple:
             return result  # type: ignore[no-any-return]
         state, more = result
+        fold_from = len(streams)
         streams += extra
         versions += more

@@ -7,7 +7,17 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from eventcore import observe
-from eventcore._pipeline import APPEND, DONE, FOLD, LOOKUP, ExecutionResult, run_command
+from eventcore._pipeline import (
+    APPEND,
+    DONE,
+    FOLD,
+    LOAD,
+    LOOKUP,
+    SAVE,
+    TAIL,
+    ExecutionResult,
+    run_command,
+)
 from eventcore.errors import ConcurrencyConflict, DuplicateEventId, StoreUnavailable
 from eventcore.retry import DEFAULT_RETRY, RetryPolicy
 
@@ -57,7 +67,19 @@ def execute_sync(
     if active:
         rec = observe.Recorder(command, metadata, active)
         metadata = rec.report.metadata
-    steps = run_command(command, store.registry, retry or DEFAULT_RETRY, metadata, idempotency_key)
+    cache = getattr(store, "state_cache", None)
+    if cache is not None and not cache.max_entries:
+        cache = None
+    snapshots: Any = getattr(store, "snapshots", None)
+    steps = run_command(
+        command,
+        store.registry,
+        retry or DEFAULT_RETRY,
+        metadata,
+        idempotency_key,
+        cache,
+        snapshots.every if snapshots is not None else 0,
+    )
     if active:
         steps = observe.observed(steps, rec)
     send = steps.send
@@ -72,8 +94,14 @@ def execute_sync(
                 result = store.append(effect[1], expected=effect[2], metadata=effect[3])
             elif kind is DONE:
                 return effect[1]  # type: ignore[no-any-return]
+            elif kind is TAIL:
+                result = store.fold_tail(*effect[1:])
             elif kind is LOOKUP:
                 result = store.read_events_by_id(effect[1])
+            elif kind is LOAD:
+                result = snapshots.load(effect[1], effect[2])
+            elif kind is SAVE:
+                result = snapshots.save(effect[1], effect[2], effect[3])
             else:
                 time.sleep(effect[1])
                 result = None
@@ -101,7 +129,20 @@ async def execute(
     if active:
         rec = observe.Recorder(command, metadata, active)
         metadata = rec.report.metadata
-    steps = run_command(command, aio.registry, retry or DEFAULT_RETRY, metadata, idempotency_key)
+    cache = getattr(aio, "state_cache", None)
+    if cache is not None and not cache.max_entries:
+        cache = None
+    snapshots: Any = getattr(aio, "snapshots", None)
+    steps = run_command(
+        command,
+        aio.registry,
+        retry or DEFAULT_RETRY,
+        metadata,
+        idempotency_key,
+        cache,
+        snapshots.every if snapshots is not None else 0,
+        getattr(aio, "warm_append_first", False),
+    )
     if active:
         steps = observe.observed(steps, rec)
     send = steps.send
@@ -116,8 +157,14 @@ async def execute(
                 result = await aio.append(effect[1], expected=effect[2], metadata=effect[3])
             elif kind is DONE:
                 return effect[1]  # type: ignore[no-any-return]
+            elif kind is TAIL:
+                result = await aio.fold_tail(*effect[1:])
             elif kind is LOOKUP:
                 result = await aio.read_events_by_id(effect[1])
+            elif kind is LOAD:
+                result = await snapshots.load(effect[1], effect[2])
+            elif kind is SAVE:
+                result = await snapshots.save(effect[1], effect[2], effect[3])
             else:
                 await asyncio.sleep(effect[1])
                 result = None

@@ -15,6 +15,7 @@ from eventcore.errors import InvalidMetadata
 from eventcore.metadata import Metadata
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, recorded_events
 from eventcore.registry import EventRegistry, default_registry
+from eventcore.state_cache import DEFAULT_MAX_ENTRIES, StateCache, make_state_cache
 from eventcore.store import Apply, Decoders, Expected
 
 __all__ = ["AsyncMemoryStore", "MemoryStore"]
@@ -42,13 +43,25 @@ class MemoryStore:
     release the GIL while they copy data out. Used by :func:`~eventcore.execute_sync`
     directly; async code (and :func:`~eventcore.execute`) uses :attr:`aio`, which has the
     same API as the PostgreSQL store. Nothing is persisted.
+
+    ``state_cache`` bounds the folded-state cache of the executor (see
+    :class:`~eventcore.StateCache`): a number of entries, a cache of your own, or ``0``
+    / ``None`` to turn it off.
     """
 
-    def __init__(self, *, registry: EventRegistry | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        registry: EventRegistry | None = None,
+        state_cache: int | StateCache | None = DEFAULT_MAX_ENTRIES,
+    ) -> None:
         self._core = _core.MemoryStore()
         self.registry = registry if registry is not None else default_registry
         """The registry that decodes payloads for :attr:`RecordedEvent.data`."""
+        self.state_cache: StateCache | None = make_state_cache(state_cache)
+        """The executor's folded-state cache for this store (``None``: off)."""
         self.fold_streams = self._core.fold_streams
+        self.fold_tail = self._core.fold_tail
         self.aio = AsyncMemoryStore(self)
         """The same store with the async :class:`~eventcore.EventStore` API."""
 
@@ -238,6 +251,8 @@ class AsyncMemoryStore:
         self.sync = store
         """The synchronous store behind this view."""
         self.registry = store.registry
+        self.state_cache: StateCache | None = store.state_cache
+        """The folded-state cache, shared with the synchronous store."""
 
     async def append(
         self,
@@ -254,6 +269,19 @@ class AsyncMemoryStore:
     ) -> tuple[S, list[int]]:
         """See :meth:`EventStore.fold_streams`."""
         return self.sync.fold_streams(streams, state, apply, decoders)
+
+    async def fold_tail(
+        self,
+        streams: Sequence[str],
+        versions: Sequence[int],
+        fold_from: int,
+        state: S,
+        apply: Apply,
+        decoders: Decoders,
+        hint: object = None,
+    ) -> tuple[S, list[int]] | None:
+        """See :meth:`EventStore.fold_tail`."""
+        return self.sync.fold_tail(streams, versions, fold_from, state, apply, decoders, hint)
 
     async def read_stream(
         self, stream_id: str, *, after_version: int = 0, limit: int | None = None

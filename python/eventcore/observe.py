@@ -157,6 +157,9 @@ class Hook:
     ) -> None:
         """Called when a projection found its store unavailable and retries in ``delay`` s."""
 
+    def on_state_cache(self, event: str, command_type: str) -> None:
+        """Called on a folded-state cache ``hit``, ``miss`` or ``evict`` (per entry)."""
+
 
 _hooks: tuple[Hook, ...] = ()
 
@@ -206,6 +209,15 @@ def report_projection_reconnect(
             hook.on_projection_reconnect(projection, error, attempt, delay)
         except Exception:
             logger.exception("eventcore hook %r failed in on_projection_reconnect", hook)
+
+
+def report_state_cache(event: str, command_type: str) -> None:
+    """Tell every hook about a state cache ``hit``, ``miss`` or ``evict``."""
+    for hook in _hooks:
+        try:
+            hook.on_state_cache(event, command_type)
+        except Exception:
+            logger.exception("eventcore hook %r failed in on_state_cache", hook)
 
 
 def outcome_of(error: BaseException) -> str:
@@ -278,16 +290,16 @@ def observed(steps: Generator[Any, Any, None], rec: Recorder) -> Generator[Any, 
     The time a shell spends on a FOLD effect is ``read_streams``, on an APPEND effect
     ``write_events``; the pipeline's own time after a fold is ``handle_command``.
     """
-    from eventcore._pipeline import APPEND, DONE, FOLD, SLEEP
+    from eventcore._pipeline import APPEND, DONE, FOLD, SLEEP, TAIL
 
     send = steps.send
     result: Any = None
-    names = {FOLD: "read_streams", APPEND: "write_events"}
+    names = {FOLD: "read_streams", TAIL: "read_streams", APPEND: "write_events"}
     kind = None
     try:
         while True:
             thinking = time.perf_counter_ns()
-            after_read = kind is FOLD
+            after_read = kind is FOLD or kind is TAIL
             effect = send(result)
             kind = effect[0]
             if after_read and kind is APPEND:

@@ -48,6 +48,29 @@ class EventStore(Protocol):
         """Fold the events of ``streams`` (global order) into ``state``; also their versions."""
         ...
 
+    async def fold_tail(
+        self,
+        streams: Sequence[str],
+        versions: Sequence[int],
+        fold_from: int,
+        state: S,
+        apply: Apply,
+        decoders: Decoders,
+        hint: object = None,
+    ) -> tuple[S, list[int]] | None:
+        """Fold the events of ``streams[fold_from:]`` after ``versions`` into ``state``.
+
+        ``state`` was folded from every stream up to ``versions`` (one per stream); the
+        events after them are folded in global order and the streams' versions now are
+        returned with the state. Returns ``None``, folding nothing, when that tail cannot
+        extend the state: a stream before ``fold_from`` (an earlier discovery round) has
+        new events, or a tail event lies at or before the last folded event of any stream
+        from ``fold_from`` on (a late commit landing below it, possible where positions
+        are not commit order). ``hint`` is the ``ConcurrencyConflict`` that made the
+        executor retry, or ``None``; a store may use what it carries instead of reading.
+        """
+        ...
+
     async def read_stream(
         self, stream_id: str, *, after_version: int = 0, limit: int | None = None
     ) -> list[RecordedEvent[Any]]:
@@ -116,6 +139,19 @@ class SyncEventStore(Protocol):
         self, streams: Sequence[str], state: S, apply: Apply, decoders: Decoders
     ) -> tuple[S, list[int]]:
         """See :meth:`EventStore.fold_streams`."""
+        ...
+
+    def fold_tail(
+        self,
+        streams: Sequence[str],
+        versions: Sequence[int],
+        fold_from: int,
+        state: S,
+        apply: Apply,
+        decoders: Decoders,
+        hint: object = None,
+    ) -> tuple[S, list[int]] | None:
+        """See :meth:`EventStore.fold_tail`."""
         ...
 
     def read_stream(

@@ -333,38 +333,52 @@ impl MemoryStore {
         let names: Vec<&str> = items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
         let (rows, versions) =
             self.read(py, |s| small_streams(s, &names), |s| s.fold_rows(&names))?;
-        let stream_objs: Vec<Bound<'py, PyAny>> = items
-            .iter()
-            .map(|s| caller_stream(s.as_any()))
-            .collect::<PyResult<_>>()?;
-        let type_objs: Vec<Bound<'py, PyAny>> = rows
-            .types
-            .iter()
-            .map(|t| PyString::new(py, t).into_any())
-            .collect();
-        let mut decoders_cache: Vec<Option<Bound<'py, PyAny>>> = vec![None; type_objs.len()];
-        let mut folder = Folder::new(apply, decoders);
-        let mut state = state;
-        for (i, row) in rows.rows.iter().enumerate() {
-            let t = row.event_type as usize;
-            let decoder = match &decoders_cache[t] {
-                Some(d) => d.clone(),
-                None => {
-                    let d = folder.decoder(&type_objs[t])?;
-                    decoders_cache[t] = Some(d.clone());
-                    d
-                }
-            };
-            let payload = PyBytes::new(py, rows.payload(i));
-            state = folder.step(
-                state,
-                &decoder,
-                &type_objs[t],
-                &stream_objs[row.stream as usize],
-                payload.as_any(),
-            )?;
-        }
+        let state = fold_rows_into(&items, &rows, state, apply, decoders)?;
         Ok((state, versions))
+    }
+
+    /// Fold the events of `streams[fold_from..]` after `versions` into `state` (global
+    /// position order): the tail of a state folded up to `versions`.
+    ///
+    /// Returns `(state, [version of each stream])`, or `None` when the tail cannot extend
+    /// that state (see `Store::tail_rows`): the caller folds in full instead. `hint` (a
+    /// conflict of the attempt before) is accepted for the protocol and not needed here.
+    #[allow(clippy::too_many_arguments)] // the Python signature: one call per tail fold
+    #[pyo3(signature = (streams, versions, fold_from, state, apply, decoders, hint = None))]
+    fn fold_tail<'py>(
+        &self,
+        py: Python<'py>,
+        streams: &Bound<'py, PyAny>,
+        versions: Vec<u64>,
+        fold_from: usize,
+        state: Bound<'py, PyAny>,
+        apply: Bound<'py, PyAny>,
+        decoders: Bound<'py, PyAny>,
+        hint: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Option<(Bound<'py, PyAny>, Vec<u64>)>> {
+        drop(hint); // a conflict's hint: this store reads its tail under the lock anyway
+        let items = strings(streams, "streams")?;
+        let names: Vec<&str> = items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
+        let small = |s: &Store| {
+            let mut total = 0u64;
+            for (name, was) in names.iter().zip(&versions) {
+                total += s.stream_version(name).unwrap_or(0).saturating_sub(*was);
+                if total > SMALL as u64 {
+                    return false;
+                }
+            }
+            true
+        };
+        let Some((rows, now)) =
+            self.read(py, small, |s| s.tail_rows(&names, &versions, fold_from))?
+        else {
+            return Ok(None);
+        };
+        if rows.rows.is_empty() {
+            return Ok(Some((state, now)));
+        }
+        let state = fold_rows_into(&items, &rows, state, apply, decoders)?;
+        Ok(Some((state, now)))
     }
 
     /// Events of `streams` with version > `after_version`, in global position order.
@@ -557,6 +571,49 @@ fn publish_head(published: &AtomicU64, head: u64) {
 }
 
 /// Whether reading the given streams touches few events.
+/// Fold `rows` (read for the streams `items`, in that order) into `state`.
+fn fold_rows_into<'py>(
+    items: &[Bound<'py, PyString>],
+    rows: &Rows,
+    state: Bound<'py, PyAny>,
+    apply: Bound<'py, PyAny>,
+    decoders: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = state.py();
+    let stream_objs: Vec<Bound<'py, PyAny>> = items
+        .iter()
+        .map(|s| caller_stream(s.as_any()))
+        .collect::<PyResult<_>>()?;
+    let type_objs: Vec<Bound<'py, PyAny>> = rows
+        .types
+        .iter()
+        .map(|t| PyString::new(py, t).into_any())
+        .collect();
+    let mut decoders_cache: Vec<Option<Bound<'py, PyAny>>> = vec![None; type_objs.len()];
+    let mut folder = Folder::new(apply, decoders);
+    let mut state = state;
+    for (i, row) in rows.rows.iter().enumerate() {
+        let t = row.event_type as usize;
+        let decoder = match &decoders_cache[t] {
+            Some(d) => d.clone(),
+            None => {
+                let d = folder.decoder(&type_objs[t])?;
+                decoders_cache[t] = Some(d.clone());
+                d
+            }
+        };
+        let payload = PyBytes::new(py, rows.payload(i));
+        state = folder.step(
+            state,
+            &decoder,
+            &type_objs[t],
+            &stream_objs[row.stream as usize],
+            payload.as_any(),
+        )?;
+    }
+    Ok(state)
+}
+
 fn small_streams(store: &Store, names: &[&str]) -> bool {
     let mut total = 0u64;
     for name in names {

@@ -697,15 +697,20 @@ impl Store {
         Ok(trimmed.iter().map(|n| self.find_stream(n)).collect())
     }
 
-    /// Event indexes of the given streams' events with version > `after_version`, merged in
+    /// Event indexes of the given streams' events with version > `after(slot)`, merged in
     /// position order, with the index of their stream in `streams`; at most `limit`.
-    fn merged(&self, streams: &[Option<u32>], after_version: u64, limit: usize) -> Vec<(u32, u32)> {
+    fn merged(
+        &self,
+        streams: &[Option<u32>],
+        after: impl Fn(usize) -> u64,
+        limit: usize,
+    ) -> Vec<(u32, u32)> {
         let lists: Vec<(u32, &[u32])> = streams
             .iter()
             .enumerate()
             .filter_map(|(slot, s)| {
                 let events = &self.streams[(*s)? as usize].events;
-                let skip = usize::try_from(after_version)
+                let skip = usize::try_from(after(slot))
                     .unwrap_or(usize::MAX)
                     .min(events.len());
                 let rest = &events[skip..];
@@ -807,7 +812,7 @@ impl Store {
         let after = check_non_negative("after_version", after_version)?;
         let limit = check_limit(limit)?;
         let streams = self.resolve_streams(names)?;
-        let picked = self.merged(&streams, after, limit);
+        let picked = self.merged(&streams, |_| after, limit);
         Ok(self.rows_for_slots(&picked))
     }
 
@@ -819,8 +824,66 @@ impl Store {
             .iter()
             .map(|s| s.map_or(0, |i| self.streams[i as usize].events.len() as u64))
             .collect();
-        let picked = self.merged(&streams, 0, usize::MAX);
+        let picked = self.merged(&streams, |_| 0, usize::MAX);
         Ok((self.rows_for_slots(&picked), versions))
+    }
+
+    /// The events of `names[fold_from..]` after the versions in `after` (one per name), in
+    /// position order, and every stream's version now; `None` when that tail cannot extend
+    /// a state folded up to `after`: a stream before `fold_from` changed, a stream has fewer
+    /// events than `after` says, or a tail event lies before an already folded event of
+    /// `names[fold_from..]` (never here, where positions follow commit order; checked so
+    /// the contract is the one every store keeps).
+    pub fn tail_rows(
+        &self,
+        names: &[&str],
+        after: &[u64],
+        fold_from: usize,
+    ) -> CoreResult<Option<(Rows, Vec<u64>)>> {
+        if after.len() != names.len() {
+            return Err(CoreError::Value(
+                "versions must have one entry per stream".to_owned(),
+            ));
+        }
+        let streams = self.resolve_streams(names)?;
+        let mut versions = Vec::with_capacity(streams.len());
+        let mut folded_up_to = 0u32; // 1 + the highest index of a folded event
+        let mut tail_from = u32::MAX; // the lowest index of a tail event
+        for (slot, s) in streams.iter().enumerate() {
+            let events: &[u32] = s.map_or(&[], |i| &self.streams[i as usize].events);
+            let now = events.len() as u64;
+            let was = after[slot];
+            if now < was || (slot < fold_from && now != was) {
+                return Ok(None);
+            }
+            if slot >= fold_from {
+                if was > 0 {
+                    folded_up_to = folded_up_to.max(events[was as usize - 1] + 1);
+                }
+                if now > was {
+                    tail_from = tail_from.min(events[was as usize]);
+                }
+            }
+            versions.push(now);
+        }
+        if tail_from == u32::MAX {
+            return Ok(Some((Rows::default(), versions)));
+        }
+        if tail_from < folded_up_to {
+            return Ok(None);
+        }
+        let picked = self.merged(
+            &streams,
+            |slot| {
+                if slot < fold_from {
+                    u64::MAX
+                } else {
+                    after[slot]
+                }
+            },
+            usize::MAX,
+        );
+        Ok(Some((self.rows_for_slots(&picked), versions)))
     }
 
     /// One stream's events with version < `before_version` (all when `None`), newest first.

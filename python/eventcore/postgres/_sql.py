@@ -133,6 +133,13 @@ class Queries:
             f"SELECT stream_id, event_type, payload FROM {s}.events"
             " WHERE stream_id = ANY($1::text[]) ORDER BY position"
         )
+        # A cached state's tail: each stream's events from version $2[i] on (the last one
+        # folded, for its position, then the new ones).
+        self.fold_tail = (
+            "SELECT e.stream_id, e.event_type, e.payload, e.version, e.position"
+            f" FROM unnest($1::text[], $2::bigint[]) AS t(sid, v) JOIN {s}.events e"
+            " ON e.stream_id = t.sid AND e.version >= t.v ORDER BY e.position"
+        )
         self.read_stream = (
             f"SELECT {cols} FROM {s}.events WHERE stream_id = $1 AND version > $2"
             " ORDER BY version LIMIT $3"

@@ -127,6 +127,7 @@ from eventcore.postgres._pool import ConnectionPool
 from eventcore.postgres._sql import Queries, channel, check_schema_name, migrations
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, as_uuid, recorded_events
 from eventcore.registry import EventRegistry, default_registry
+from eventcore.state_cache import DEFAULT_MAX_ENTRIES, StateCache, make_state_cache
 from eventcore.store import Apply, Decoders, Expected
 
 __all__ = ["MAX_EVENTS_PER_APPEND", "MAX_PAYLOAD_BYTES", "LogHoldback", "PostgresStore"]
@@ -209,6 +210,8 @@ class PostgresStore:
         poll_interval: seconds between head polls in :meth:`wait_for_append` when no
             notification arrives.
         registry: decodes payloads for :attr:`RecordedEvent.data` (default registry).
+        state_cache: the executor's folded-state cache: a bound in entries, a
+            :class:`~eventcore.StateCache`, or ``0``/``None`` to turn it off.
 
     Raises:
         ConfigurationError: a malformed DSN or a schema name that is not allowed (not an
@@ -228,6 +231,7 @@ class PostgresStore:
         connect_timeout: float = 10.0,
         poll_interval: float = 1.0,
         registry: EventRegistry | None = None,
+        state_cache: int | StateCache | None = DEFAULT_MAX_ENTRIES,
     ) -> None:
         if (dsn is None) == (pool is None):
             raise ValidationError("dsn", "give exactly one of dsn= or pool=", dsn)
@@ -239,6 +243,8 @@ class PostgresStore:
         """The schema holding the store's tables."""
         self.registry = registry if registry is not None else default_registry
         """The registry that decodes payloads for :attr:`RecordedEvent.data`."""
+        self.state_cache: StateCache | None = make_state_cache(state_cache)
+        """The executor's folded-state cache for this store (``None``: off)."""
         self._dsn = dsn
         self._pool: asyncpg.Pool | ConnectionPool | None = pool
         self._owns_pool = pool is None
@@ -543,6 +549,52 @@ class PostgresStore:
         versions = Counter(r[0] for r in rows)
         state = _core.fold(state, apply, decoders, rows)
         return state, [versions[s] for s in ids]
+
+    async def fold_tail(
+        self,
+        streams: Sequence[str],
+        versions: Sequence[int],
+        fold_from: int,
+        state: S,
+        apply: Apply,
+        decoders: Decoders,
+        hint: object = None,
+    ) -> tuple[S, list[int]] | None:
+        """Fold the events after ``versions`` into ``state``; see :meth:`EventStore.fold_tail`.
+
+        One query reads each stream from its last folded event on: positions come from
+        transaction ids, so a late commit can land below an event already folded, and
+        then nothing is folded (``None``: the executor folds in full).
+        """
+        ids = check_stream_ids(streams)
+        if len(versions) != len(ids):
+            raise ValueError("versions must have one entry per stream")
+        # Streams of earlier discovery rounds only need to be unchanged: read after them.
+        starts = [v + 1 if i < fold_from else max(v, 1) for i, v in enumerate(versions)]
+        rows = await self._fetch(self._q.fold_tail, ids, starts)
+        after = dict(zip(ids, versions, strict=True))
+        slot = {sid: i for i, sid in enumerate(ids)}
+        now = dict(after)
+        seen: set[str] = set()  # streams whose last folded event was found
+        folded_up_to = 0  # the highest position already folded (of the last round)
+        tail: list[Any] = []
+        for row in rows:
+            sid, version, position = row[0], row[3], row[4]
+            if version <= after[sid]:
+                seen.add(sid)
+                folded_up_to = max(folded_up_to, position)
+                continue
+            if slot[sid] < fold_from:
+                return None  # an earlier round's stream moved: discovery may differ
+            now[sid] = max(now[sid], version)
+            tail.append(row)
+        if any(after[sid] and sid not in seen for sid in ids[fold_from:]):
+            return None  # fewer events than the state was folded from
+        if tail and tail[0][4] <= folded_up_to:
+            return None  # a late commit landed below an event already folded
+        if tail:
+            state = _core.fold(state, apply, decoders, [(r[0], r[1], r[2]) for r in tail])
+        return state, [now[s] for s in ids]
 
     async def read_stream(
         self, stream_id: str, *, after_version: int = 0, limit: int | None = None

@@ -169,6 +169,21 @@ class FaultyStore:
             raise StoreUnavailable("injected: store unavailable on read")
         return self.store.fold_streams(streams, state, apply, decoders)
 
+    def fold_tail(
+        self,
+        streams: Sequence[str],
+        versions: Sequence[int],
+        fold_from: int,
+        state: Any,
+        apply: Apply,
+        decoders: Decoders,
+        hint: object = None,
+    ) -> tuple[Any, list[int]] | None:
+        """Fold a cached state's tail, unless the script says this read fails."""
+        if self._next("fold", self.read_faults) == "unavailable":
+            raise StoreUnavailable("injected: store unavailable on read")
+        return self.store.fold_tail(streams, versions, fold_from, state, apply, decoders, hint)
+
     def read_all(self, **options: Any) -> list[RecordedEvent[Any]]:
         """Read the global log, unless the script says this read fails."""
         if self._next("read_all", self.read_faults) == "unavailable":

@@ -1,0 +1,309 @@
+"""The in-process folded-state cache: a command's state kept between commands.
+
+Every store object owns one :class:`StateCache` (``store.state_cache``). The executor
+takes a command's entry out of it, folds only the events after the entry's versions (the
+store's ``fold_tail``), runs the command, and puts the entry back only after a successful
+append, with the command's own events applied, exactly as a full fold after the append
+would give. A command that raises, breaks a rule, conflicts or finds the store unavailable
+puts nothing back; a second command on the same key while the entry is out misses and
+folds in full. States are never copied: an entry is used by one command at a time, so an
+``apply`` that mutates its state in place stays correct.
+
+Entries are keyed by the command class, its streams and the values of the fields its
+``initial_state``/``apply``/``discover`` read (found once per class from their bytecode,
+see :func:`state_key_fields`), so commands that fold differently never share a state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import dis
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from types import FunctionType
+from typing import Any
+
+from eventcore import observe
+from eventcore.errors import EventCoreError
+from eventcore.stream import STREAM_FIELD
+
+__all__ = [
+    "DEFAULT_MAX_ENTRIES",
+    "CacheEntry",
+    "StateCache",
+    "StateCacheMismatch",
+    "make_state_cache",
+    "state_key_fields",
+]
+
+DEFAULT_MAX_ENTRIES = 10_000
+"""The default bound of a store's cache (least recently used entries are evicted)."""
+
+HIT = "hit"
+MISS = "miss"
+EVICT = "evict"
+
+
+class StateCacheMismatch(EventCoreError, AssertionError):
+    """A cached state plus its tail differed from a full fold (verify mode only).
+
+    Almost always a ``handle`` (or ``discover``) that mutated the state it was given, or an
+    ``apply``/``initial_state`` that reads something the cache key does not hold (declare
+    it in the command class's ``state_key``).
+    """
+
+    def __init__(self, command_type: str, cached: Any, full: Any) -> None:
+        self.command_type = command_type
+        self.cached = cached
+        self.full = full
+        super().__init__(
+            f"{command_type}: the cached state plus its tail is {cached!r}, but a full fold "
+            f"gives {full!r}. Does handle() or discover() mutate the state, or does "
+            f"apply()/initial_state() read a field missing from the cache key (set "
+            f"`state_key` on the class, or `state_cache = False`)?"
+        )
+
+
+class CacheEntry:
+    """A folded state with the streams and per-stream versions it represents.
+
+    ``fold_from`` is the index in ``streams`` where the last discovery round starts (0
+    without discovery): only those streams may have a tail folded onto the state. ``since``
+    counts the events folded into it since it was last loaded from or saved as a durable
+    snapshot; ``rounds`` is how many discovery rounds added streams.
+    """
+
+    __slots__ = ("fold_from", "rounds", "since", "state", "streams", "versions")
+
+    def __init__(
+        self,
+        state: Any,
+        streams: list[str],
+        versions: list[int],
+        fold_from: int = 0,
+        since: int = 0,
+        rounds: int = 0,
+    ) -> None:
+        self.state = state
+        self.streams = streams
+        self.versions = versions
+        self.fold_from = fold_from
+        self.since = since
+        self.rounds = rounds
+
+    def __repr__(self) -> str:
+        return (
+            f"CacheEntry(streams={self.streams!r}, versions={self.versions!r}, "
+            f"fold_from={self.fold_from})"
+        )
+
+
+class StateCache:
+    """A bounded, least-recently-used map of folded command states (one per store).
+
+    Thread- and asyncio-safe: one lock guards the map only, and no user code runs under
+    it. ``max_entries=0`` disables it. With ``verify=True`` (tests) every hit is checked
+    against a full fold and a difference raises :class:`StateCacheMismatch`.
+    """
+
+    __slots__ = ("_entries", "_lock", "evictions", "hits", "max_entries", "misses", "verify")
+
+    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES, *, verify: bool = False) -> None:
+        if not isinstance(max_entries, int) or max_entries < 0:
+            raise ValueError(f"max_entries must be an int >= 0, not {max_entries!r}")
+        self.max_entries = max_entries
+        self.verify = verify
+        self._entries: OrderedDict[Hashable, CacheEntry] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        """Commands that found their state here (counted when taken)."""
+        self.misses = 0
+        """Commands that looked for their state and folded in full."""
+        self.evictions = 0
+        """Entries dropped to keep the bound."""
+
+    def take(self, key: Hashable, command_type: str) -> CacheEntry | None:
+        """Remove and return the entry of ``key`` (``None`` on a miss)."""
+        with self._lock:
+            entry = self._entries.pop(key, None)
+            if entry is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+        if observe._hooks:
+            observe.report_state_cache(MISS if entry is None else HIT, command_type)
+        return entry
+
+    def put(self, key: Hashable, entry: CacheEntry, command_type: str) -> None:
+        """Store ``entry`` under ``key`` as the most recently used, evicting the oldest."""
+        evicted = 0
+        with self._lock:
+            entries = self._entries
+            entries[key] = entry
+            entries.move_to_end(key)
+            while len(entries) > self.max_entries:
+                entries.popitem(last=False)
+                evicted += 1
+            self.evictions += evicted
+        if evicted and observe._hooks:
+            for _ in range(evicted):
+                observe.report_state_cache(EVICT, command_type)
+
+    def discard(self, key: Hashable) -> None:
+        """Drop the entry of ``key``, if any."""
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        """Drop every entry (counters are kept)."""
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __repr__(self) -> str:
+        return (
+            f"StateCache(entries={len(self)}, max_entries={self.max_entries}, hits={self.hits}, "
+            f"misses={self.misses}, evictions={self.evictions})"
+        )
+
+
+def make_state_cache(option: int | StateCache | None) -> StateCache | None:
+    """A store's cache from its ``state_cache`` option: a bound, a cache, or 0/None (off)."""
+    if option is None or isinstance(option, StateCache):
+        return option
+    if isinstance(option, bool) or not isinstance(option, int) or option < 0:
+        raise ValueError(f"state_cache must be an int >= 0, a StateCache or None, not {option!r}")
+    return StateCache(option) if option else None
+
+
+# -- keys -------------------------------------------------------------------------------
+
+ALL_FIELDS = None
+"""What :func:`state_key_fields` returns when it cannot see which fields are read."""
+
+_STATE_METHODS = ("initial_state", "apply", "discover")
+_keyers: dict[type, Callable[[Any, Sequence[str]], Hashable | None] | None] = {}
+
+
+def state_key_fields(cls: type) -> tuple[str, ...] | None:
+    """The non-stream fields whose values the state of ``cls``'s commands depends on.
+
+    ``cls.state_key`` when the class sets it; otherwise the fields that ``initial_state``,
+    ``apply`` and ``discover`` read as ``self.<field>`` (following calls to the class's own
+    methods and properties), found in their bytecode. ``None`` (every field) when ``self``
+    is used in a way the analysis cannot follow: passed to a function, read with
+    ``getattr``, captured by a closure, or an attribute that is not a field or a class
+    attribute.
+    """
+    explicit = getattr(cls, "state_key", None)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if explicit is not None:
+        names = tuple(explicit)
+        unknown = [n for n in names if n not in fields]
+        if unknown:
+            raise TypeError(f"{cls.__name__}.state_key names unknown fields {unknown!r}")
+        return tuple(n for n in names if not _is_stream(fields[n]))
+    read: set[str] = set()
+    seen: set[Any] = set()
+    todo: list[Any] = [getattr(cls, name, None) for name in _STATE_METHODS]
+    while todo:
+        fn = todo.pop()
+        if isinstance(fn, property):
+            todo.append(fn.fget)
+            continue
+        fn = getattr(fn, "__func__", fn)
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if not isinstance(fn, FunctionType):
+            return ALL_FIELDS
+        attrs = _self_attrs(fn)
+        if attrs is None:
+            return ALL_FIELDS
+        for name in attrs:
+            if name in fields:
+                read.add(name)
+                continue
+            attr = _class_attr(cls, name)
+            if attr is _MISSING:
+                return ALL_FIELDS  # an instance attribute set some other way
+            if isinstance(attr, FunctionType | property | staticmethod | classmethod):
+                todo.append(attr.__func__ if isinstance(attr, staticmethod) else attr)
+    return tuple(sorted(n for n in read if not _is_stream(fields[n])))
+
+
+_MISSING = object()
+
+
+def _class_attr(cls: type, name: str) -> Any:
+    for klass in cls.__mro__:
+        if name in klass.__dict__:
+            return klass.__dict__[name]
+    return _MISSING
+
+
+def _is_stream(f: dataclasses.Field[Any]) -> bool:
+    return bool(f.metadata.get(STREAM_FIELD))
+
+
+def _self_attrs(fn: FunctionType) -> set[str] | None:
+    """The attribute names ``fn`` reads from its first argument, or ``None`` when that
+    argument escapes (used other than as ``self.<name>``)."""
+    code = fn.__code__
+    if code.co_argcount == 0:
+        return set()
+    me = code.co_varnames[0]
+    if me in code.co_cellvars or "__class__" in code.co_freevars:
+        return None  # captured by a closure, or zero-argument super() reads it
+    out: set[str] = set()
+    instructions = list(dis.get_instructions(code))
+    for i, ins in enumerate(instructions):
+        if isinstance(ins.argval, tuple) and me in ins.argval:
+            return None  # a combined instruction (LOAD_FAST_LOAD_FAST) loads it
+        if ins.argval != me or not ins.opname.startswith(("LOAD_FAST", "STORE_FAST", "DELETE")):
+            continue
+        if ins.opname != "LOAD_FAST" or i + 1 >= len(instructions):
+            return None
+        nxt = instructions[i + 1]
+        if nxt.opname not in ("LOAD_ATTR", "LOAD_METHOD"):
+            return None
+        out.add(nxt.argval)
+    return out
+
+
+def command_key(command: Any, streams: Sequence[str]) -> Hashable | None:
+    """The cache key of ``command`` reading ``streams``; ``None`` when it is not cached
+    (``state_cache = False`` on its class, or a keyed field value that is not hashable)."""
+    cls = type(command)
+    keyer = _keyers.get(cls, _MISSING)
+    if keyer is _MISSING:
+        keyer = _keyers[cls] = _make_keyer(cls)
+    if keyer is None:
+        return None
+    return keyer(command, streams)  # type: ignore[operator, no-any-return]
+
+
+def _make_keyer(cls: type) -> Callable[[Any, Sequence[str]], Hashable | None] | None:
+    if not getattr(cls, "state_cache", True):
+        return None
+    names = state_key_fields(cls)
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(cls))
+    if not names:
+        return lambda command, streams: (cls, tuple(streams))
+
+    def keyer(command: Any, streams: Sequence[str]) -> Hashable | None:
+        values = tuple(getattr(command, n) for n in names)
+        try:
+            hash(values)
+        except TypeError:
+            return None
+        return (cls, tuple(streams), values)
+
+    return keyer
