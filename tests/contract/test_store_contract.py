@@ -659,8 +659,9 @@ async def test_an_append_over_a_cap_is_not_retried_by_execute(store: Any) -> Non
 
 async def test_a_conflict_carries_the_missed_events_or_none(store: Any) -> None:
     """``ConcurrencyConflict.tail``: None, or exactly the events after the expected
-    versions of the conflicting streams, in log order (PostgreSQL returns them; every
-    append path of its function: one stream, several written, a checked-only stream)."""
+    versions of the conflicting streams, in log order, with ``tail_base`` (each checked
+    stream's expected version and the position of its event at it). PostgreSQL returns
+    them on every path of its function: one stream, several written, checked-only ones."""
     from eventcore.postgres import PostgresStore
 
     await store.append([new("a", Deposited(1)), new("a", Deposited(2)), new("b", Deposited(3))])
@@ -690,4 +691,6 @@ async def test_a_conflict_carries_the_missed_events_or_none(store: Any) -> None:
             assert conflict.tail is not None
         if conflict.tail is not None:
             assert list(conflict.tail) == want, (events, expected)
+            at = {(e.stream_id, e.version): e.position for e in log}
+            assert conflict.tail_base == {s: (v, at.get((s, v), 0)) for s, v in expected if v >= 0}
     assert await store.read_all() == log

@@ -2,12 +2,14 @@
 --
 -- __SCHEMA__ is replaced by the quoted, validated schema name; nothing else is templated.
 --
--- append_events is 0003's function with five more OUT columns: on a conflict, the events
--- after the expected version of each conflicting stream (stream, type, payload, version,
--- position; in log order), at most 256 of them, read while the append still holds the
--- conflicting streams' locks (so they are exactly the events that moved the versions).
--- A caller that kept a folded state at the expected versions folds them and retries
--- without reading first. More than 256: the columns are NULL (the caller reads).
+-- append_events is 0003's function with five more OUT columns: on a conflict, each
+-- checked stream's events from its expected version on (stream, type, payload, version,
+-- position; in log order): the event AT the expected version (the last one the caller
+-- folded: its position tells whether the others continue the caller's fold in log
+-- order) and the events after it, which moved the version. At most 256 rows, read while
+-- the append still holds the streams' locks. A caller that kept a folded state at the
+-- expected versions folds them and retries without reading first. More than 256 rows:
+-- the columns are NULL (the caller reads).
 -- Everything else -- the events-table lock before the transaction id, the refusals, the
 -- input re-checks, every path and answer -- is 0003's, unchanged; on every other answer
 -- the new columns are NULL.
@@ -15,9 +17,10 @@
 -- The input signature is unchanged, so the README's GRANT EXECUTE statement still names
 -- it; changing the output needs a new function, and the grants on the old one are copied.
 
--- The events after each expected version (only versions >= 0: "any" and "exists" checks
--- have no version to continue from), in log order; all NULL when there are more than
--- 256. The same plan settings as append_events, which calls it on a conflict.
+-- Each stream's events from its expected version on (only versions >= 0: "any" and
+-- "exists" checks have no version to continue from), in log order; all NULL when there
+-- are more than 256. The same plan settings as append_events, which calls it on a
+-- conflict.
 CREATE FUNCTION __SCHEMA__.conflict_tail(
     p_streams text[], p_after bigint[],
     OUT s text[], OUT t text[], OUT p bytea[], OUT v bigint[], OUT pos bigint[]
@@ -38,7 +41,7 @@ BEGIN
       CROSS JOIN LATERAL (
           SELECT e.stream_id, e.event_type, e.payload, e.version, e.position
             FROM __SCHEMA__.events e
-           WHERE e.stream_id = c.sid AND e.version > c.after
+           WHERE e.stream_id = c.sid AND e.version >= c.after
            ORDER BY e.version
            LIMIT 257) e
      WHERE c.after >= 0;
@@ -240,7 +243,7 @@ BEGIN
                   FROM __SCHEMA__.streams st WHERE st.stream_id = s;
                 SELECT t.s, t.t, t.p, t.v, t.pos
                   INTO tail_streams, tail_types, tail_payloads, tail_versions, tail_positions
-                  FROM __SCHEMA__.conflict_tail(streams, conflict_expected) t;
+                  FROM __SCHEMA__.conflict_tail(p_expected_streams, p_expected_versions) t;
                 RETURN;
             END IF;
             -- S5. The events, numbered after the stream's previous version.
@@ -339,7 +342,7 @@ BEGIN
             status := 'conflict';
             SELECT t.s, t.t, t.p, t.v, t.pos
               INTO tail_streams, tail_types, tail_payloads, tail_versions, tail_positions
-              FROM __SCHEMA__.conflict_tail(streams, conflict_expected) t;
+              FROM __SCHEMA__.conflict_tail(p_expected_streams, p_expected_versions) t;
             RETURN;
         END IF;
         -- Some event id is stored already: step 1 answers (replay or duplicate).
@@ -476,7 +479,7 @@ BEGIN
         status := 'conflict';
         SELECT t.s, t.t, t.p, t.v, t.pos
           INTO tail_streams, tail_types, tail_payloads, tail_versions, tail_positions
-          FROM __SCHEMA__.conflict_tail(streams, conflict_expected) t;
+          FROM __SCHEMA__.conflict_tail(p_expected_streams, p_expected_versions) t;
         RETURN;
     END IF;
 
