@@ -64,6 +64,7 @@ from eventcore.registry import (
     event,
 )
 from eventcore.retry import RetryPolicy
+from eventcore.state_cache import StateCache, StateCacheMismatch
 from eventcore.store import EventStore, Expected, SyncEventStore
 from eventcore.stream import ANY, NO_STREAM, STREAM_EXISTS, StreamId, stream
 from eventcore.value import Value
@@ -115,6 +116,8 @@ __all__ = [
     "RecordedEvent",
     "RetryPolicy",
     "SerializationError",
+    "StateCache",
+    "StateCacheMismatch",
     "StoreError",
     "StoreUnavailable",
     "StreamConflict",

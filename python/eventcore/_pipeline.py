@@ -214,6 +214,7 @@ def run_command(
             fold_from = entry.fold_from
             rounds = entry.rounds
             since = entry.since + sum(versions) - sum(entry.versions)
+            warm = True
             if discovers:
                 result = yield from _discover(
                     command, state, versions, streams, decoders, fold_from, rounds
@@ -245,6 +246,7 @@ def run_command(
                     streams = declared  # type: ignore[assignment]
                     fold_from = rounds = 0
                 since = sum(versions)
+                warm = False
         if type(result) is not tuple:
             failures += 1
             yield (SLEEP, policy.jittered(_unavailable(result, policy, failures)))
@@ -280,7 +282,11 @@ def run_command(
         while True:
             result = yield (APPEND, events, checks, metadata)
             if type(result) is AppendResult:
-                if key is not None:
+                if key is not None and (
+                    warm
+                    or (cache is not None and since >= cache.min_events)
+                    or (snapshot_every and since + len(events) >= snapshot_every)
+                ):
                     kept = _with_own_events(
                         command,
                         CacheEntry(state, streams, versions, fold_from, since, rounds),

@@ -237,6 +237,14 @@ class Command(ABC, Generic[S, E]):
     _plan: ClassVar[_Plan | None] = None
     max_discovery_rounds: ClassVar[int] = 8
     """How many times :meth:`discover` may add streams before the command fails."""
+    state_cache: ClassVar[bool] = True
+    """Whether the executor may keep this class's folded state between commands (see
+    :class:`~eventcore.StateCache`); ``False`` folds every stream in full every time."""
+    state_key: ClassVar[tuple[str, ...] | None] = None
+    """The fields besides the streams that :meth:`initial_state`, :meth:`apply` and
+    :meth:`discover` depend on: commands differing in them never share a cached state.
+    ``None`` (the default) finds them in those methods' bytecode, falling back to every
+    field when ``self`` is used in a way it cannot follow."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

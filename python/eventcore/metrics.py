@@ -170,7 +170,15 @@ class PrometheusHook(Hook):
             ["projection"],
             **common,
         )
+        self.state_cache = Counter(
+            "state_cache",
+            "Folded-state cache lookups and evictions, by command type and result "
+            "(hit, miss, evict).",
+            ["command_type", "result"],
+            **common,
+        )
         # label lookups are the expensive part of prometheus-client: cache the children
+        self._cache_children: dict[tuple[str, str], Any] = {}
         self._command_children: dict[tuple[str, str], Any] = {}
         self._duration_children: dict[str, tuple[Any, Any, Any, Any]] = {}
         self._event_children: dict[str, Any] = {}
@@ -254,3 +262,11 @@ class PrometheusHook(Hook):
     ) -> None:
         """Count a failed attempt of a projection to reach its store."""
         self.reconnects.labels(projection).inc()
+
+    def on_state_cache(self, event: str, command_type: str) -> None:
+        """Count a folded-state cache hit, miss or eviction."""
+        key = (command_type, event)
+        child = self._cache_children.get(key)
+        if child is None:
+            child = self._cache_children[key] = self.state_cache.labels(*key)
+        child.inc()

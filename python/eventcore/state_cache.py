@@ -39,6 +39,10 @@ __all__ = [
 
 DEFAULT_MAX_ENTRIES = 10_000
 """The default bound of a store's cache (least recently used entries are evicted)."""
+DEFAULT_MIN_EVENTS = 8
+"""A state folded in full from fewer events than this is not cached: folding it again
+costs about what keeping it costs (a command on a short or new stream pays nothing but the
+lookup); once its streams reach this size the state is kept and then only tails are folded."""
 
 HIT = "hit"
 MISS = "miss"
@@ -103,16 +107,36 @@ class StateCache:
     """A bounded, least-recently-used map of folded command states (one per store).
 
     Thread- and asyncio-safe: one lock guards the map only, and no user code runs under
-    it. ``max_entries=0`` disables it. With ``verify=True`` (tests) every hit is checked
-    against a full fold and a difference raises :class:`StateCacheMismatch`.
+    it. ``max_entries=0`` disables it. A state folded in full from fewer than
+    ``min_events`` events is not kept (see :data:`DEFAULT_MIN_EVENTS`); a state found here
+    is always put back. With ``verify=True`` (tests) every hit is checked against a full
+    fold and a difference raises :class:`StateCacheMismatch`.
     """
 
-    __slots__ = ("_entries", "_lock", "evictions", "hits", "max_entries", "misses", "verify")
+    __slots__ = (
+        "_entries",
+        "_lock",
+        "evictions",
+        "hits",
+        "max_entries",
+        "min_events",
+        "misses",
+        "verify",
+    )
 
-    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES, *, verify: bool = False) -> None:
-        if not isinstance(max_entries, int) or max_entries < 0:
+    def __init__(
+        self,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        *,
+        min_events: int = DEFAULT_MIN_EVENTS,
+        verify: bool = False,
+    ) -> None:
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 0:
             raise ValueError(f"max_entries must be an int >= 0, not {max_entries!r}")
+        if isinstance(min_events, bool) or not isinstance(min_events, int) or min_events < 0:
+            raise ValueError(f"min_events must be an int >= 0, not {min_events!r}")
         self.max_entries = max_entries
+        self.min_events = min_events
         self.verify = verify
         self._entries: OrderedDict[Hashable, CacheEntry] = OrderedDict()
         self._lock = threading.Lock()
@@ -125,12 +149,18 @@ class StateCache:
 
     def take(self, key: Hashable, command_type: str) -> CacheEntry | None:
         """Remove and return the entry of ``key`` (``None`` on a miss)."""
-        with self._lock:
-            entry = self._entries.pop(key, None)
-            if entry is None:
-                self.misses += 1
-            else:
-                self.hits += 1
+        # A miss costs one lookup without the lock (a dict read is atomic); ``misses`` may
+        # then undercount by a racing thread's miss, never a hit.
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+        else:
+            with self._lock:
+                entry = self._entries.pop(key, None)
+                if entry is None:
+                    self.misses += 1
+                else:
+                    self.hits += 1
         if observe._hooks:
             observe.report_state_cache(MISS if entry is None else HIT, command_type)
         return entry

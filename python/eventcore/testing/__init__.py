@@ -2,6 +2,11 @@
 
 The pytest plugin (``eventcore.testing.plugin``, loaded automatically once eventcore is
 installed) provides the fixtures ``memory_store`` and ``scenario``.
+
+Both run with the folded-state cache in verify mode (:func:`verifying_store`): every cache
+hit is checked against a full fold, so a ``handle`` that mutates its state, or an ``apply``
+that reads a field the cache key misses, fails with
+:class:`~eventcore.StateCacheMismatch` on the next command of the same streams.
 """
 
 from __future__ import annotations
@@ -17,10 +22,22 @@ from eventcore.executor import execute_sync
 from eventcore.memory import AsyncMemoryStore, MemoryStore
 from eventcore.metadata import Metadata
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent
+from eventcore.registry import EventRegistry
 from eventcore.retry import RetryPolicy
+from eventcore.state_cache import StateCache
 from eventcore.store import Apply, Decoders, Expected
 
-__all__ = ["FaultyStore", "Scenario"]
+__all__ = ["FaultyStore", "Scenario", "verifying_store"]
+
+
+def verifying_store(*, registry: EventRegistry | None = None) -> MemoryStore:
+    """A fresh in-memory store whose state cache checks every hit against a full fold.
+
+    States are compared with ``==`` (dataclasses, dicts, msgspec Structs all compare by
+    value); every state is kept (no minimum size), so the second command on a stream
+    already runs from the cache.
+    """
+    return MemoryStore(registry=registry, state_cache=StateCache(min_events=0, verify=True))
 
 
 class Scenario:
@@ -34,8 +51,8 @@ class Scenario:
     def __init__(
         self, store: MemoryStore | None = None, *, retry: RetryPolicy | None = None
     ) -> None:
-        self.store = store if store is not None else MemoryStore()
-        """The store the scenario runs on (fresh by default)."""
+        self.store = store if store is not None else verifying_store()
+        """The store the scenario runs on (fresh, with a verifying state cache, by default)."""
         self.retry = retry
         self.result: ExecutionResult | None = None
         """The executor's result once :meth:`when` succeeded."""

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from eventcore.memory import AsyncMemoryStore, MemoryStore
-from eventcore.testing import Scenario
+from eventcore.testing import Scenario, verifying_store
 
 
 @pytest.fixture
 def memory_store() -> MemoryStore:
-    """A fresh, empty in-memory store for one test."""
-    return MemoryStore()
+    """A fresh, empty in-memory store for one test (state cache in verify mode)."""
+    return verifying_store()
 
 
 @pytest.fixture

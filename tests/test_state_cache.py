@@ -1,0 +1,517 @@
+"""The folded-state cache: a cached fold always equals a full fold.
+
+A hypothesis property runs random command sequences (single- and multi-stream, discovery,
+rule violations, outside writers, conflicts and an unavailable store from FaultyStore)
+with and without the cache and compares every outcome and the logs; then the key
+analysis, in-place mutation, verify mode, eviction, hooks, the warm-append-first path,
+and thread and asyncio storms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import threading
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+
+from eventcore import (
+    BusinessRuleViolation,
+    Command,
+    ConcurrencyConflict,
+    EventCoreError,
+    Hook,
+    MemoryStore,
+    RetryPolicy,
+    StateCache,
+    StateCacheMismatch,
+    StreamId,
+    add_hook,
+    execute,
+    execute_sync,
+    remove_hook,
+    stream,
+)
+from eventcore.examples import bank
+from eventcore.state_cache import command_key, state_key_fields
+from eventcore.testing import FaultyStore, Scenario, verifying_store
+
+from .bank_domain import (
+    Account,
+    Deposit,
+    Deposited,
+    OpenAccount,
+    Transfer,
+    Withdraw,
+    balance,
+    fold_account,
+    new,
+    open_with,
+)
+from .cache_domain import (
+    ACCOUNTS,
+    FAST,
+    AsyncFaulty,
+    Scaled,
+    encoded,
+    log_of,
+    ops_st,
+    outcome,
+    renamed,
+    run_ops_async,
+)
+
+
+def cached_store() -> MemoryStore:
+    return MemoryStore(state_cache=StateCache(min_events=0, verify=True))
+
+
+def run_ops(faulty: FaultyStore, ops: list[Any]) -> list[Any]:
+    seen: list[Any] = []
+    for kind, item, faults in ops:
+        if kind == "outside":
+            stream_id, ev = item
+            faulty.store.append([encoded(stream_id, renamed(ev, ""))])
+            continue
+        faulty.faults = list(faults)
+        faulty.read_faults = ["unavailable"] if "unavailable" in faults else []
+        try:
+            seen.append(outcome(execute_sync(faulty, item, retry=FAST)))
+        except EventCoreError as exc:
+            seen.append(outcome(error=exc))
+    return seen
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=ops_st)
+def test_random_commands_give_the_same_results_and_log_with_and_without_the_cache(
+    ops: list[Any],
+) -> None:
+    with_cache = FaultyStore(cached_store())
+    without = FaultyStore(MemoryStore(state_cache=0))
+    assert run_ops(with_cache, ops) == run_ops(without, ops)
+    assert log_of(with_cache.store.read_all()) == log_of(without.store.read_all())
+
+
+def test_the_property_run_does_use_the_cache() -> None:
+    # Guard against a vacuous property: the same kind of run hits the cache.
+    faulty = FaultyStore(cached_store())
+    ops: list[Any] = [("command", OpenAccount(account="acc-0", owner="o"), [])]
+    ops += [("command", Deposit(account="acc-0", amount=5), [None])] * 3
+    ops += [("outside", ("acc-0", Deposited(7)), [])]
+    ops += [("command", Withdraw(account="acc-0", amount=20), ["interleave"])]
+    run_ops(faulty, ops)
+    cache = faulty.store.state_cache
+    assert cache is not None
+    assert cache.hits >= 2  # the Deposits after the first (Withdraw has a key of its own)
+    # the interleaved writer withdrew 20 first; the retry then finds too little: rejected
+    assert balance(faulty.store, "acc-0") == 5 * 3 + 7 - 20
+
+
+# -- keys ----------------------------------------------------------------------------------
+
+
+def test_bank_commands_are_keyed_by_class_and_streams_only() -> None:
+    for cls in (bank.OpenAccount, bank.Deposit, bank.Withdraw, bank.Transfer):
+        assert state_key_fields(cls) == ()
+    one = bank.Deposit(account="a", amount=1)
+    other = bank.Deposit(account="a", amount=99)
+    assert command_key(one, one.streams()) == command_key(other, other.streams())
+    assert command_key(one, one.streams()) == (bank.Deposit, ("a",))
+    t = bank.Transfer(source="a", target="b", amount=3)
+    assert command_key(t, t.streams()) == (bank.Transfer, ("a", "b"))
+
+
+def test_a_command_whose_apply_reads_a_field_gets_its_own_entry() -> None:
+    assert state_key_fields(Scaled) == ("factor",)
+    one, two = Scaled(account="acc-0", factor=1), Scaled(account="acc-0", factor=2)
+    assert command_key(one, one.streams()) != command_key(two, two.streams())
+    store = cached_store()
+    open_with(store, "acc-0", 2)
+    execute_sync(store, two)  # weighted 4: even, deposits 1; cached as 6
+    # Balance 3: odd for factor 1 (a shared entry would have said 6, even).
+    with pytest.raises(BusinessRuleViolation, match="odd weighted balance 3"):
+        execute_sync(store, one)
+    execute_sync(store, two)  # from its own entry: 6, even
+    assert store.state_cache is not None and store.state_cache.hits == 1
+
+
+class ReadsViaGetattr(Command[int, Any]):
+    account: StreamId = stream()
+    unit: int = 1
+
+    def initial_state(self) -> int:
+        return 0
+
+    def apply(self, state: int, event: Any, stream_id: str) -> int:
+        return state + getattr(self, "unit")  # noqa: B009 - what the analysis cannot follow
+
+    def handle(self, state: int) -> list[tuple[str, Any]]:
+        return []
+
+
+class ReadsViaHelper(Command[int, Any]):
+    account: StreamId = stream()
+    unit: int = 1
+    label: str = ""
+
+    def initial_state(self) -> int:
+        return self._start()
+
+    def _start(self) -> int:
+        return self.unit
+
+    def apply(self, state: int, event: Any, stream_id: str) -> int:
+        return state
+
+    def handle(self, state: int) -> list[tuple[str, Any]]:
+        return [(self.account, Deposited(len(self.label) + 1))]
+
+
+class Explicit(ReadsViaGetattr):
+    state_key = ("unit",)
+
+
+class Uncached(Deposit):
+    state_cache = False
+
+
+def test_the_key_analysis_follows_own_methods_and_falls_back_to_every_field() -> None:
+    assert state_key_fields(ReadsViaHelper) == ("unit",)  # label is read by handle only
+    assert state_key_fields(ReadsViaGetattr) is None
+    c = ReadsViaGetattr(account="a", unit=2)
+    assert command_key(c, c.streams()) == (ReadsViaGetattr, ("a",), ("a", 2))
+    assert state_key_fields(Explicit) == ("unit",)
+    u = Uncached(account="a", amount=1)
+    assert command_key(u, u.streams()) is None
+
+
+def test_an_unhashable_keyed_field_is_not_cached() -> None:
+    class Listy(ReadsViaGetattr):
+        tags: list[str]
+
+    c = Listy(account="a", tags=["x"])
+    assert command_key(c, c.streams()) is None
+
+
+# -- mutation, verify mode -------------------------------------------------------------------
+
+
+def test_a_state_mutated_in_place_by_apply_stays_correct() -> None:
+    # Transfer's apply mutates its dict state in place.
+    store = cached_store()
+    open_with(store, "a", 100)
+    open_with(store, "b", 0)
+    for i in range(20):
+        src, dst = ("a", "b") if i % 3 else ("b", "a")
+        with contextlib.suppress(BusinessRuleViolation):
+            execute_sync(store, Transfer(source=src, target=dst, amount=7))
+        store.append([new("a", Deposited(1))])  # an outside write: a tail to fold
+    assert balance(store, "a") + balance(store, "b") == 120
+    assert store.state_cache is not None and store.state_cache.hits >= 10
+
+
+class MutatingHandle(Deposit):
+    def initial_state(self) -> Any:
+        return {"balance": 0}
+
+    def apply(self, state: Any, event: Any, stream_id: str) -> Any:
+        if isinstance(event, Deposited):
+            state["balance"] += event.amount
+        return state
+
+    def handle(self, state: Any) -> list[tuple[str, Any]]:
+        state["balance"] += 1000  # a bug: the cached state changes
+        return [(self.account, Deposited(1))]
+
+
+def test_verify_mode_catches_a_handle_that_mutates_its_state() -> None:
+    scenario = Scenario().given(("acc-0", Deposited(5)))
+    scenario.when(MutatingHandle(account="acc-0", amount=1))
+    assert scenario.error is None
+    scenario.when(MutatingHandle(account="acc-0", amount=1))
+    assert isinstance(scenario.error, StateCacheMismatch)
+    assert "mutate the state" in str(scenario.error)
+
+
+def test_the_pytest_plugin_store_verifies(memory_store: MemoryStore) -> None:
+    cache = memory_store.state_cache
+    assert cache is not None and cache.verify and cache.min_events == 0
+
+
+def test_a_failed_command_leaves_nothing_cached() -> None:
+    store = cached_store()
+    open_with(store, "acc-0", 5)
+    execute_sync(store, Deposit(account="acc-0", amount=1))
+    key = (Withdraw, ("acc-0",))
+    with pytest.raises(BusinessRuleViolation):
+        execute_sync(store, Withdraw(account="acc-0", amount=100))
+    assert store.state_cache is not None and key not in store.state_cache
+    faulty = FaultyStore(store, faults=["unavailable"] * 50)
+    execute_sync(store, Withdraw(account="acc-0", amount=1))
+    assert key in store.state_cache
+    with pytest.raises(EventCoreError):
+        execute_sync(faulty, Withdraw(account="acc-0", amount=1), retry=RetryPolicy.never())
+    assert key not in store.state_cache
+    assert balance(store, "acc-0") == 5
+
+
+# -- bound, hooks -----------------------------------------------------------------------------
+
+
+class Events(Hook):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def on_state_cache(self, event: str, command_type: str) -> None:
+        self.seen.append((event, command_type))
+
+
+def test_eviction_under_a_small_bound_and_the_hooks() -> None:
+    store = MemoryStore(state_cache=StateCache(2, min_events=0))
+    for a in ACCOUNTS:
+        open_with(store, a, 10)
+    hook = Events()
+    add_hook(hook)
+    try:
+        for a in ACCOUNTS:  # three keys, room for two
+            execute_sync(store, Deposit(account=a, amount=1))
+        execute_sync(store, Deposit(account=ACCOUNTS[2], amount=1))  # still there: hit
+        execute_sync(store, Deposit(account=ACCOUNTS[0], amount=1))  # evicted: miss
+    finally:
+        remove_hook(hook)
+    cache = store.state_cache
+    assert cache is not None and len(cache) == 2
+    assert (cache.hits, cache.misses, cache.evictions) == (1, 4, 2)
+    assert hook.seen.count(("hit", "Deposit")) == 1
+    assert hook.seen.count(("miss", "Deposit")) == 4
+    assert hook.seen.count(("evict", "Deposit")) == 2
+    assert all(balance(store, a) == 10 + 1 + (a != ACCOUNTS[1]) for a in ACCOUNTS)
+
+
+def test_the_store_option_sizes_or_disables_the_cache() -> None:
+    assert MemoryStore(state_cache=0).state_cache is None
+    assert MemoryStore(state_cache=None).state_cache is None
+    sized = MemoryStore(state_cache=5).state_cache
+    assert sized is not None and sized.max_entries == 5
+    with pytest.raises(ValueError):
+        MemoryStore(state_cache=-1)
+    store = MemoryStore(state_cache=0)
+    open_with(store, "acc-0", 100)
+    for _ in range(3):
+        execute_sync(store, Deposit(account="acc-0", amount=1))
+    assert balance(store, "acc-0") == 103
+
+
+def test_a_short_stream_is_not_kept_until_it_reaches_min_events() -> None:
+    store = MemoryStore(state_cache=StateCache(min_events=4))
+    execute_sync(store, OpenAccount(account="acc-0", owner="o"))
+    cache = store.state_cache
+    assert cache is not None
+    for _ in range(3):
+        execute_sync(store, Deposit(account="acc-0", amount=1))
+    assert len(cache) == 0  # at most 3 events folded: not worth keeping
+    execute_sync(store, Deposit(account="acc-0", amount=1))  # folds 4: kept
+    assert len(cache) == 1 and cache.hits == 0
+    execute_sync(store, Deposit(account="acc-0", amount=1))
+    assert cache.hits == 1
+    assert balance(store, "acc-0") == 5
+
+
+# -- the store's tail fold -------------------------------------------------------------------
+
+
+def test_fold_tail_refuses_what_it_cannot_extend() -> None:
+    store = MemoryStore()
+    store.append([new("a", Deposited(1)), new("b", Deposited(2)), new("a", Deposited(3))])
+    decoders = store.registry.decoders
+
+    def apply(state: list[Any], event: Any, stream_id: str) -> list[Any]:
+        return [*state, (stream_id, event.amount)]
+
+    assert store.fold_tail(["a", "b"], [1, 1], 0, [], apply, decoders) == ([("a", 3)], [2, 1])
+    assert store.fold_tail(["a", "b"], [2, 0], 1, [], apply, decoders) == ([("b", 2)], [2, 1])
+    # a stream of an earlier round moved, or has fewer events than folded: None
+    assert store.fold_tail(["a", "b"], [1, 0], 1, [], apply, decoders) is None
+    assert store.fold_tail(["a", "b"], [3, 1], 0, [], apply, decoders) is None
+    with pytest.raises(ValueError):
+        store.fold_tail(["a", "b"], [1], 0, [], apply, decoders)
+
+
+# -- warm append first (the path a store with costly reads takes) ----------------------------
+
+
+class WarmFirst:
+    """An async view whose executor decides on cached states without reading first."""
+
+    warm_append_first = True
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.inner = store.aio
+        self.tails: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def fold_tail(self, *args: Any) -> Any:
+        self.tails.append(args[-1])  # the hint
+        return await self.inner.fold_tail(*args)
+
+
+async def test_warm_append_first_rechecks_a_rejection_and_folds_a_conflicts_tail() -> None:
+    store = cached_store()
+    open_with(store, "acc-0", 10)
+    warm = WarmFirst(store)
+    await execute(warm, Deposit(account="acc-0", amount=1))  # cold: cached at 11
+    await execute(warm, Withdraw(account="acc-0", amount=1))  # cold for Withdraw: cached at 10
+    store.append([new("acc-0", Deposited(50))])  # the cache is now behind
+    # On the cached state (10) a withdrawal of 30 breaks the rule: the tail says 60.
+    result = await execute(warm, Withdraw(account="acc-0", amount=30))
+    assert result.attempts == 1
+    assert warm.tails == [None]
+    assert balance(store, "acc-0") == 30
+    # Behind again; the append on the cached versions conflicts, the tail is folded, and
+    # the rule (checked on the real balance) now rejects.
+    store.append([new("acc-0", bank.Withdrawn(25))])
+    warm.tails.clear()
+    with pytest.raises(BusinessRuleViolation):
+        await execute(warm, Withdraw(account="acc-0", amount=10))
+    assert len(warm.tails) == 1 and isinstance(warm.tails[0], ConcurrencyConflict)
+    assert balance(store, "acc-0") == 5
+
+
+# -- storms ----------------------------------------------------------------------------------
+
+
+def check_cached_states(store: MemoryStore) -> None:
+    """Every state left in the cache equals a full fold at its versions."""
+    cache = store.state_cache
+    assert cache is not None
+    for key, entry in list(cache._entries.items()):
+        cls = key[0]
+        assert cls in (Deposit, Withdraw, Transfer)
+        for s, v in zip(entry.streams, entry.versions, strict=True):
+            full = Account()
+            for e in store.read_stream(s)[:v]:
+                full = fold_account(full, e.data)
+            mine = entry.state if cls is not Transfer else entry.state[s]
+            assert mine == full
+
+
+def test_a_thread_storm_conserves_money_and_keeps_no_stale_state() -> None:
+    store = cached_store()
+    for a in ACCOUNTS:
+        open_with(store, a, 100)
+    policy = RetryPolicy(max_attempts=50, initial_delay=0.0)
+    errors: list[BaseException] = []
+    deltas: list[int] = []  # what each successful command added to the total
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(150):
+            a, b = rng.sample(ACCOUNTS, 2)
+            command: Any = rng.choice(
+                [
+                    Transfer(source=a, target=b, amount=rng.randint(1, 60)),
+                    Withdraw(account=a, amount=rng.randint(1, 30)),
+                    Deposit(account=a, amount=rng.randint(1, 30)),
+                ]
+            )
+            try:
+                execute_sync(store, command, retry=policy)
+            except BusinessRuleViolation:
+                continue
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+                continue
+            if isinstance(command, Deposit):
+                deltas.append(command.amount)
+            elif isinstance(command, Withdraw):
+                deltas.append(-command.amount)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sum(balance(store, a) for a in ACCOUNTS) == 300 + sum(deltas)
+    assert all(balance(store, a) >= 0 for a in ACCOUNTS)
+    assert store.state_cache is not None and store.state_cache.hits > 100
+    check_cached_states(store)
+
+
+class Yielding:
+    """An async view that lets other tasks run between a command's read and its append."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.inner = store.aio
+        self.conflicts = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def fold_streams(self, *args: Any) -> Any:
+        result = await self.inner.fold_streams(*args)
+        await asyncio.sleep(0)
+        return result
+
+    async def fold_tail(self, *args: Any) -> Any:
+        result = await self.inner.fold_tail(*args)
+        await asyncio.sleep(0)
+        return result
+
+    async def append(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await self.inner.append(*args, **kwargs)
+        except ConcurrencyConflict:
+            self.conflicts += 1
+            raise
+
+
+async def test_an_asyncio_storm_conserves_money_and_keeps_no_stale_state() -> None:
+    store = cached_store()
+    for a in ACCOUNTS:
+        open_with(store, a, 100)
+    policy = RetryPolicy(max_attempts=50, initial_delay=0.0)
+    view = Yielding(store)
+
+    async def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(100):
+            a, b = rng.sample(ACCOUNTS, 2)
+            with contextlib.suppress(BusinessRuleViolation):
+                await execute(
+                    view, Transfer(source=a, target=b, amount=rng.randint(1, 60)), retry=policy
+                )
+
+    await asyncio.gather(*(worker(i) for i in range(8)))
+    assert view.conflicts > 10  # the tasks did interleave
+    assert store.state_cache is not None and store.state_cache.hits > 100
+    assert sum(balance(store, a) for a in ACCOUNTS) == 300
+    assert all(balance(store, a) >= 0 for a in ACCOUNTS)
+    check_cached_states(store)
+
+
+# -- the same property through the async executor (a store wrapper injecting faults) --------
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=ops_st)
+def test_random_commands_agree_through_the_async_executor(ops: list[Any]) -> None:
+    async def both() -> None:
+        a = AsyncFaulty(cached_store().aio)
+        b = AsyncFaulty(MemoryStore(state_cache=0).aio)
+        assert await run_ops_async(a, ops, "") == await run_ops_async(b, ops, "")
+        assert log_of(await a.store.read_all()) == log_of(await b.store.read_all())
+
+    asyncio.run(both())
+
+
+def test_verifying_store_is_what_scenarios_use() -> None:
+    cache = Scenario().store.state_cache
+    assert cache is not None and cache.verify
+    assert verifying_store().state_cache is not cache  # one cache per store
