@@ -245,7 +245,7 @@ def postgres_figures(
     def want(*keys: str) -> bool:
         return not only or any(k.startswith(o) for k in keys for o in only)
 
-    commands = [f"postgres.command.cold.c{c}" for c in (1, 16)]
+    commands = [f"postgres.command.{k}.c{c}" for k in ("cold", "warm100") for c in (1, 16)]
     sz = pw.PG_QUICK if quick else pw.PG_FULL
     bench = pw.PgBench(dsn, sz)
     figs: list[Figure] = []
@@ -276,8 +276,18 @@ def postgres_figures(
                 "commands/s",
                 note="repository.get + deposit + save",
             )
+            warm = Figure(
+                f"postgres.command.warm100.c{c}",
+                "commands/s",
+                baseline=f"raw.asyncpg.command.c{c}",
+                peer=f"peer.eventsourcing.postgres.command.c{c}",
+                targets=[Target("ratio", ">=", 1.0)]
+                + ([Target("peer", ">=", 2.0), Target("value", ">=", 1500)] if c == 1 else []),
+                note="Deposit into a 100-event stream, state cached: handle + one append",
+            )
             sides = [
                 (ec, bench.ec_command(c)),
+                (warm, bench.ec_command_warm(c)),
                 (raw, bench.raw_command(c)),
                 (one_trip, bench.raw_command(c, read=False)),
                 (peer, bench.peer_command(c)),

@@ -422,6 +422,26 @@ class PgBench:
 
         return once
 
+    def ec_command_warm(self, clients: int, events: int = 100) -> Once:
+        """Deposit into the client's own account, whose stream holds ``events`` events
+        before the run; the store's state cache is warm after the first command (the
+        warm-up repetition), so each command is ``handle`` plus one append."""
+        store, deposit = self.ec, DC.Deposit
+        accounts = [f"warm{events}-c{clients}-{k}" for k in range(clients)]
+        enc = DC.registry.encode
+        for a in accounts:
+            history = [NewEvent(a, *enc(DC.AccountOpened(OWNER)))]
+            history += [NewEvent(a, *enc(DC.Deposited(1))) for _ in range(events - 1)]
+            self.run(store.append(history))
+
+        def once() -> float:
+            async def step(k: int, i: int) -> None:
+                await execute(store, deposit(account=accounts[k], amount=1))
+
+            return self.run(run_clients(clients, self.sz.seconds, step))
+
+        return once
+
     def raw_command(self, clients: int, *, read: bool = True) -> Once:
         """The fold read then the conditional write; ``read=False``: the write alone.
 

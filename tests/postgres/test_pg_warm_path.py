@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from tests.postgres.pg_bank import BANK, Deposit, Transfer, balance_of, open_accounts
 
-from eventcore import ConcurrencyConflict, NewEvent, execute
+from eventcore import ConcurrencyConflict, NewEvent, RetryPolicy, execute
 from eventcore.errors import BusinessRuleViolation
 from eventcore.examples.bank import Withdrawn
 from eventcore.state_cache import StateCache
@@ -47,7 +47,8 @@ class Calls:
 async def test_a_warm_command_is_one_append_and_no_read(
     postgres_store_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = await postgres_store_factory(registry=BANK)  # verify mode would read
+    # Keep even short streams warm (verify mode would read: round trips are counted).
+    store = await postgres_store_factory(registry=BANK, state_cache=StateCache(min_events=0))
     await open_accounts(store, ["a"], 100)
     calls = Calls(store, monkeypatch)
     await execute(store, Deposit(account="a", amount=1))
@@ -61,7 +62,8 @@ async def test_a_warm_command_is_one_append_and_no_read(
 async def test_a_conflict_folds_the_returned_tail_without_reading(
     postgres_store_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = await postgres_store_factory(registry=BANK)  # verify mode would read
+    # Keep even short streams warm (verify mode would read: round trips are counted).
+    store = await postgres_store_factory(registry=BANK, state_cache=StateCache(min_events=0))
     await open_accounts(store, ["a", "b"], 100)
     await execute(store, Transfer(source="a", target="b", amount=10))
     # Another writer (not through this cache) moves both streams.
@@ -87,7 +89,8 @@ async def test_a_conflict_folds_the_returned_tail_without_reading(
 async def test_a_tail_over_the_bound_is_read(
     postgres_store_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = await postgres_store_factory(registry=BANK)  # verify mode would read
+    # Keep even short streams warm (verify mode would read: round trips are counted).
+    store = await postgres_store_factory(registry=BANK, state_cache=StateCache(min_events=0))
     await open_accounts(store, ["a"], 0)
     await execute(store, Deposit(account="a", amount=1))
     deposit = NewEvent("a", *BANK.encode(Withdrawn(0)))
@@ -104,9 +107,11 @@ async def test_warm_storm_conserves_money_and_matches_full_folds(
     """Two stores (two processes' caches) on one schema: transfers race (many refused);
     every hint-folded state is checked against a full fold (verify mode); money is
     conserved and no account goes below zero."""
-    first = await postgres_store_factory(registry=BANK, state_cache=StateCache(verify=True))
+    first = await postgres_store_factory(
+        registry=BANK, state_cache=StateCache(min_events=0, verify=True)
+    )
     second = await postgres_store_factory(
-        registry=BANK, schema=first.schema, state_cache=StateCache(verify=True)
+        registry=BANK, schema=first.schema, state_cache=StateCache(min_events=0, verify=True)
     )
     names = [f"acc-{i}" for i in range(4)]
     await open_accounts(first, names, 50)
@@ -139,3 +144,16 @@ async def test_warm_storm_conserves_money_and_matches_full_folds(
     balances = [await balance_of(first, n) for n in names]
     assert sum(balances) == 200
     assert min(balances) >= 0
+
+
+async def test_a_stale_cached_state_costs_no_attempt(postgres_store_factory: Any) -> None:
+    """With no retries allowed, a command whose cached state went stale still succeeds, as
+    a cold command would: its unread conflict stands in for the read."""
+    store = await postgres_store_factory(registry=BANK, state_cache=StateCache(min_events=0))
+    await open_accounts(store, ["a"], 100)
+    once = RetryPolicy(max_attempts=1)
+    await execute(store, Deposit(account="a", amount=1), retry=once)
+    await store.append([NewEvent("a", *BANK.encode(Withdrawn(1)))])  # not through the cache
+    result = await execute(store, Deposit(account="a", amount=2), retry=once)
+    assert result.attempts == 1
+    assert await balance_of(store, "a") == 102
