@@ -306,7 +306,10 @@ def w_command_cold(sz: Sizes, domain: Domain, with_baseline: bool) -> Result:
 
 def w_command_warm(sz: Sizes, domain: Domain, with_baseline: bool) -> Result:
     res = Result(f"memory.command.warm100.{_variant(domain)}", "commands/s", 50_000)
-    res.note = "Deposit on streams of exactly 100 events (each stream used once)"
+    res.note = (
+        "Deposit on streams of 100 events whose state is cached (one untimed Deposit per "
+        "stream first); baseline: its aggregates of 100 events, no snapshots"
+    )
     counter = [0]
 
     def ec_once() -> float:
@@ -314,6 +317,8 @@ def w_command_warm(sz: Sizes, domain: Domain, with_baseline: bool) -> Result:
         ids = [f"acc-{k}-{i}" for i in range(sz.warm)]
         store = filled_store(domain, ids, 100)
         deposit = domain.Deposit
+        for s in ids:  # warm the state cache (untimed)
+            execute_sync(store, deposit(account=s, amount=DEPOSIT))
 
         def body() -> float:
             for s in ids:
@@ -321,11 +326,68 @@ def w_command_warm(sz: Sizes, domain: Domain, with_baseline: bool) -> Result:
             return len(ids)
 
         rate = timed(body)
-        assert store.stream_version(ids[-1]) == 101
+        assert store.stream_version(ids[-1]) == 102
+        assert store.state_cache is not None and store.state_cache.hits >= len(ids)
         return rate
 
     es_once = es_deposits(sz.warm_base, 100) if with_baseline else None
     return measure(res, sz, ec_once, es_once)
+
+
+def w_command_warm10k(sz: Sizes, domain: Domain) -> Result:
+    res = Result(f"memory.command.warm10k.{_variant(domain)}", "commands/s", None)
+    res.note = "Deposit on one stream of 10,000 events whose state is cached (no baseline)"
+    counter = [0]
+
+    def ec_once() -> float:
+        k = counter[0] = counter[0] + 1
+        account = f"big-{k}"
+        store = filled_store(domain, [account], 10_000)
+        deposit = domain.Deposit
+        execute_sync(store, deposit(account=account, amount=DEPOSIT))  # warm (untimed)
+        n = sz.warm
+
+        def body() -> float:
+            for _ in range(n):
+                execute_sync(store, deposit(account=account, amount=DEPOSIT))
+            return n
+
+        rate = timed(body)
+        assert store.stream_version(account) == 10_001 + n
+        return rate
+
+    return measure(res, sz, ec_once, None)
+
+
+def w_cache_bytes(sz: Sizes, domain: Domain) -> Result:
+    res = Result("memory.cache.bytes_per_entry", "bytes/entry", None, higher_is_better=False)
+    res.note = (
+        "Python heap (tracemalloc) held per cached Deposit state (bank example: key, entry, "
+        "Account, versions), over sz.warm streams of 100 events"
+    )
+    import tracemalloc
+
+    def ec_once() -> float:
+        ids = [f"acc-{i}" for i in range(sz.warm)]
+        store = filled_store(domain, [*ids, "warm-up"], 100)
+        deposit = domain.Deposit
+        commands = [deposit(account=s, amount=DEPOSIT) for s in ids]
+        execute_sync(store, deposit(account="warm-up", amount=DEPOSIT))  # first-call caches
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for c in commands:
+                execute_sync(store, c)
+            del c
+            after = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        cache = store.state_cache
+        assert cache is not None and len(cache) == len(ids) + 1
+        return (after - before) / len(ids)
+
+    res.rates = [ec_once() for _ in range(3)]
+    return res
 
 
 def w_transfer(sz: Sizes, domain: Domain, with_baseline: bool) -> Result:
@@ -694,6 +756,8 @@ def all_workloads(sz: Sizes, with_baseline: bool) -> list[tuple[str, Callable[[]
         ("memory.command.cold.msgspec", lambda: w_command_cold(sz, MS, with_baseline)),
         ("memory.command.warm100.dataclass", lambda: w_command_warm(sz, DC, with_baseline)),
         ("memory.command.warm100.msgspec", lambda: w_command_warm(sz, MS, with_baseline)),
+        ("memory.command.warm10k.dataclass", lambda: w_command_warm10k(sz, DC)),
+        ("memory.cache.bytes_per_entry", lambda: w_cache_bytes(sz, DC)),
         ("memory.transfer.dataclass", lambda: w_transfer(sz, DC, with_baseline)),
         ("memory.append.batch1000.1stream", lambda: w_append_batch(sz, DC, 1, with_baseline)),
         (

@@ -2,7 +2,8 @@
 
 The domain (events, commands, the fold) is ``eventcore/examples/bank.py``; this script
 runs it: ``python examples/bank.py [--accounts N] [--commands N] [--seed N]``. It prints
-balances, the events written and the commands per second. ``eventcore demo`` is the same
+balances, the events written and the commands per second, overall and for the commands
+that found their state in the store's state cache (warm). ``eventcore demo`` is the same
 with progress bars.
 """
 
@@ -48,7 +49,9 @@ def main() -> None:
         execute_sync(store, Deposit(account=account, amount=Money(10_000)))
     opening_total = 10_000 * len(accounts)
 
-    rejected = deposited = withdrawn = 0
+    rejected = deposited = withdrawn = warm = 0
+    warm_seconds = 0.0
+    cache = store.state_cache
     started = time.perf_counter()
     for _ in range(args.commands):
         kind = rng.random()
@@ -62,11 +65,17 @@ def main() -> None:
         else:
             other = rng.choice(accounts)
             command = Transfer(source=account, target=other, amount=amount)  # type: ignore[assignment]
+        hits = cache.hits if cache is not None else 0
+        began = time.perf_counter()
         try:
             execute_sync(store, command)
         except BusinessRuleViolation:
             rejected += 1
             continue
+        finally:
+            if cache is not None and cache.hits > hits:
+                warm += 1
+                warm_seconds += time.perf_counter() - began
         deposited += amount if kind < 0.3 else 0
         withdrawn += amount if 0.3 <= kind < 0.6 else 0
     elapsed = time.perf_counter() - started
@@ -84,6 +93,11 @@ def main() -> None:
     print(f"commands: {args.commands:,} ({rejected:,} rejected by business rules)")
     print(f"events written: {len(store):,}")
     print(f"commands/s: {args.commands / elapsed:,.0f}")
+    if warm:
+        print(
+            f"warm commands/s: {warm / warm_seconds:,.0f} "
+            f"({warm:,} of {args.commands:,} commands found their state in the cache)"
+        )
 
 
 if __name__ == "__main__":

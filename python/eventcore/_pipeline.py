@@ -287,12 +287,13 @@ def run_command(
                     or (cache is not None and since >= cache.min_events)
                     or (snapshot_every and since + len(events) >= snapshot_every)
                 ):
-                    kept = _with_own_events(
-                        command,
-                        CacheEntry(state, streams, versions, fold_from, since, rounds),
-                        events,
-                        decoders,
+                    kept: CacheEntry | None = CacheEntry(
+                        state, streams, versions, fold_from, since, rounds
                     )
+                    if warm_append_first:
+                        # The next command appends on these versions without reading: they
+                        # must include this command's own events.
+                        kept = _with_own_events(command, kept, events, decoders)  # type: ignore[arg-type]
                     if kept is not None:
                         if snapshot_every and kept.since >= snapshot_every:
                             yield (SAVE, command, key, kept)

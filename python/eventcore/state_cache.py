@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import dis
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from types import FunctionType
 from typing import Any
@@ -106,11 +105,13 @@ class CacheEntry:
 class StateCache:
     """A bounded, least-recently-used map of folded command states (one per store).
 
-    Thread- and asyncio-safe: one lock guards the map only, and no user code runs under
-    it. ``max_entries=0`` disables it. A state folded in full from fewer than
-    ``min_events`` events is not kept (see :data:`DEFAULT_MIN_EVENTS`); a state found here
-    is always put back. With ``verify=True`` (tests) every hit is checked against a full
-    fold and a difference raises :class:`StateCacheMismatch`.
+    Thread- and asyncio-safe: a take and a put are single atomic dict operations and a
+    lock serialises evictions only; no user code runs under it. Under threads the
+    counters are approximate (an increment can be lost to a race). ``max_entries=0``
+    disables it. A state folded in full from fewer than ``min_events`` events is not kept
+    (see :data:`DEFAULT_MIN_EVENTS`); a state found here is always put back. With
+    ``verify=True`` (tests) every hit is checked against a full fold and a difference
+    raises :class:`StateCacheMismatch`.
     """
 
     __slots__ = (
@@ -138,7 +139,7 @@ class StateCache:
         self.max_entries = max_entries
         self.min_events = min_events
         self.verify = verify
-        self._entries: OrderedDict[Hashable, CacheEntry] = OrderedDict()
+        self._entries: dict[Hashable, CacheEntry] = {}
         self._lock = threading.Lock()
         self.hits = 0
         """Commands that found their state here (counted when taken)."""
@@ -148,47 +149,53 @@ class StateCache:
         """Entries dropped to keep the bound."""
 
     def take(self, key: Hashable, command_type: str) -> CacheEntry | None:
-        """Remove and return the entry of ``key`` (``None`` on a miss)."""
-        # A miss costs one lookup without the lock (a dict read is atomic); ``misses`` may
-        # then undercount by a racing thread's miss, never a hit.
-        entry = self._entries.get(key)
+        """Remove and return the entry of ``key`` (``None`` on a miss).
+
+        One atomic dict operation: of two callers racing for an entry, one gets it.
+        """
+        entry = self._entries.pop(key, None)
         if entry is None:
             self.misses += 1
         else:
-            with self._lock:
-                entry = self._entries.pop(key, None)
-                if entry is None:
-                    self.misses += 1
-                else:
-                    self.hits += 1
+            self.hits += 1
         if observe._hooks:
             observe.report_state_cache(MISS if entry is None else HIT, command_type)
         return entry
 
     def put(self, key: Hashable, entry: CacheEntry, command_type: str) -> None:
-        """Store ``entry`` under ``key`` as the most recently used, evicting the oldest."""
+        """Store ``entry`` under ``key`` as the most recently used, evicting the oldest.
+
+        Every use takes an entry out and puts it back, so the map's insertion order is
+        the order of last use: the first entries are the least recently used.
+        """
+        entries = self._entries
+        entries[key] = entry
+        if len(entries) > self.max_entries:
+            self._evict(command_type)
+
+    def _evict(self, command_type: str) -> None:
         evicted = 0
-        with self._lock:
+        with self._lock:  # one evicting thread at a time; takes and puts go on meanwhile
             entries = self._entries
-            entries[key] = entry
-            entries.move_to_end(key)
             while len(entries) > self.max_entries:
-                entries.popitem(last=False)
-                evicted += 1
+                try:
+                    oldest = next(iter(entries))
+                except (RuntimeError, StopIteration):  # changed under the iterator: again
+                    continue
+                if entries.pop(oldest, None) is not None:
+                    evicted += 1
             self.evictions += evicted
-        if evicted and observe._hooks:
+        if observe._hooks:
             for _ in range(evicted):
                 observe.report_state_cache(EVICT, command_type)
 
     def discard(self, key: Hashable) -> None:
         """Drop the entry of ``key``, if any."""
-        with self._lock:
-            self._entries.pop(key, None)
+        self._entries.pop(key, None)
 
     def clear(self) -> None:
         """Drop every entry (counters are kept)."""
-        with self._lock:
-            self._entries.clear()
+        self._entries.clear()
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -116,6 +116,9 @@ async def _run(
         setup.append(bank.OpenAccount(account=account, owner=f"owner {i}"))
         setup.append(bank.Deposit(account=account, amount=bank.Money(INITIAL_BALANCE)))
     memory = opened.memory
+    cache = getattr(memory if memory is not None else opened.store, "state_cache", None)
+    warm = 0  # commands that found their state in the cache, and their time
+    warm_seconds = 0.0
     rejected = 0
     net = 0  # what deposits and withdrawals changed; transfers must not change the total
     with progress_bar(console) as progress:
@@ -130,6 +133,8 @@ async def _run(
         started = time.perf_counter()
         step = max(1, len(todo) // 100)
         for i, command in enumerate(todo, 1):
+            hits = cache.hits if cache is not None else 0
+            began = time.perf_counter()
             try:
                 if memory is not None:
                     execute_sync(memory, command)
@@ -139,6 +144,9 @@ async def _run(
                 rejected += 1
                 continue
             finally:
+                if cache is not None and cache.hits > hits:
+                    warm += 1
+                    warm_seconds += time.perf_counter() - began
                 if i % step == 0:
                     rate = i / (time.perf_counter() - started)
                     progress.update(task, completed=i, rate=f"{rate:,.0f} commands/s")
@@ -147,7 +155,13 @@ async def _run(
             elif isinstance(command, bank.Withdraw):
                 net -= command.amount
         elapsed = time.perf_counter() - started
-    return {"rejected": rejected, "seconds": elapsed, "net": net}
+    return {
+        "rejected": rejected,
+        "seconds": elapsed,
+        "net": net,
+        "warm": warm,
+        "warm_seconds": warm_seconds,
+    }
 
 
 async def _balance(opened: OpenStore, account: str) -> int:
@@ -184,4 +198,9 @@ def _report(
     if events is not None:
         console.print(f"events written: {events:,}")
     console.print(f"commands/s: {rate:,.0f}")
+    if stats["warm"]:
+        console.print(
+            f"warm commands/s: {stats['warm'] / stats['warm_seconds']:,.0f} "
+            f"({stats['warm']:,} of {n:,} commands found their state in the cache)"
+        )
     console.print(f"balances consistent: {'yes' if ok else 'NO'}")
