@@ -773,7 +773,14 @@ what a read would have). Cold commands still read, then append.
   function together, against about 450 us measured. Turning the coalesced `NOTIFY` off
   changed nothing measurable at this noise.
 - At c16 the 2 cores are shared by the server, the 16 clients and the other jobs: the CPU
-  per command (client plus server, about 500 us against raw's 230 us) bounds it.
+  per command (client plus server, about 500 us against raw's 230 us) bounds it. Of the
+  client's part, most is the driver and the event loop (asyncpg encoding ten array
+  parameters and decoding a twelve-column row, the socket calls); eventcore's own Python
+  (pipeline, input checks, cache, folding its own event) is about a fifth (cProfile).
+- c1 figures on this shared machine are a poor guide: at load 3-5 on 2 cores every
+  wake-up of the client or the server waits for a core, and an 8 KiB `fdatasync` took
+  90-133 us at the median but up to 331 us at p90 and 4 ms at worst (three rounds of
+  200). In one quick run the raw one-trip write's three repetitions spanned 287-851/s.
 
 ### Earlier fixes
 
