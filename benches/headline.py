@@ -737,7 +737,9 @@ on this machine (`uptime` load 1.1-2.5 on 2 cores, other jobs running):
   moment, which the shared machine moves by 2-3x within a minute (eventcore's cold c1 was
   263/s and 775/s in two quick runs a minute apart). Now one transaction, alternated with
   the other sides: 709/s against raw's 1,112/s (0.64x), slower, as its extra round trips
-  predict.
+  predict, and 0.57x in a script alternating them on one connection each. Not stable at
+  load 2-5: in five quick runs the locked median came out above raw's twice, with each
+  side's three repetitions spanning 2-5x (see the last bullet of the next section).
 - **Not plans, not `synchronous_commit`.** The fold read is a bitmap scan of the
   `(stream_id, version)` index with a custom and with a generic plan (about 20 us to
   execute); every side runs with `fsync` and `synchronous_commit` on and commits once.
