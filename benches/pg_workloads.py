@@ -15,19 +15,28 @@ machine noise hits them alike:
     that bumps the stream version only if it is still the version read (``INSERT .. ON
     CONFLICT DO UPDATE .. WHERE version = $expected``) and inserts the event from the
     row it returned: 2 round trips, one commit, optimistic concurrency like eventcore.
-    No idempotency check, no ``NOTIFY``, no decoding or folding in Python;
+    No idempotency check, no ``NOTIFY``, no decoding or folding in Python. What it skips of
+    the store's guarantees: the per-stream advisory lock and the events-table lock taken
+    before the transaction id (so a stream's events may be positioned out of version
+    order and a reader's horizon does not see it in flight), the event-id probe and the
+    input re-checks: it is an upper bound. ``raw.asyncpg.command.onetrip.*`` is that
+    statement alone with the expected version known beforehand (one round trip: what a
+    warm eventcore command does);
   - transfer: the same with both streams in one read and one write statement (the write
     fails whole, by a division by zero, when a version moved);
   - batch: ONE statement inserting 1,000 rows from ``unnest`` arrays and the stream row;
   - read: pages of 1,000 rows of the same columns, payloads decoded with the same codec.
 
-  A pessimistic transaction (``BEGIN; SELECT .. FOR UPDATE; INSERT; UPDATE; COMMIT``, five
-  round trips) is measured too, as ``raw.asyncpg.command.locked.c1``, for reference.
+  A pessimistic transaction (``BEGIN; INSERT stream; SELECT .. FOR UPDATE; INSERT; UPDATE;
+  COMMIT``, six round trips, one commit) is measured too, as
+  ``raw.asyncpg.command.locked.c1``, for reference, alternated with the others.
+  Each raw client owns one connection for the whole run (no pool in between).
 - ``peer.eventsourcing.postgres.*``: the ``eventsourcing`` library (9.5.x) with its
   ``eventsourcing.postgres`` persistence module (psycopg 3, sync) on the same server:
   ``repository.get``, one method call, ``save``; concurrency = threads.
 
-``c16`` = 16 asyncio tasks over a pool of 16 connections (eventcore, raw), 16 threads over
+``c16`` = 16 asyncio tasks over a pool of 16 connections (eventcore; raw: one connection
+each), 16 threads over
 a pool of 16 connections (the peer). Every repetition is time-bound (each client loops
 until the repetition's deadline) and the figure is completions / wall seconds.
 """
@@ -364,9 +373,12 @@ class PgBench:
         self.raw_schema = raw_store.schema
         self.run(raw_store.close())
         self.sql = RawSql(self.raw_schema)
-        self.pool: asyncpg.Pool = self.run(
-            asyncpg.create_pool(dsn, min_size=CLIENTS, max_size=CLIENTS)
-        )
+        # One connection per raw client, owned for the whole run: no pool between the
+        # client and its statements (asyncpg.Pool costs more per statement than a cheap
+        # statement itself; eventcore's store keeps a leaner pool of its own).
+        self.conns: list[asyncpg.Connection] = [
+            self.run(asyncpg.connect(dsn)) for _ in range(CLIENTS)
+        ]
         self.peer: Peer | None = None
         self.peer_schema = f"bench_peer_{tag}"
         self._rep = 0
@@ -383,7 +395,8 @@ class PgBench:
         if self.peer is not None:
             self.peer.close()
         self.run(self.ec.close())
-        self.run(self.pool.close())
+        for c in self.conns:
+            self.run(c.close())
         conn = self.run(asyncpg.connect(self.dsn))
         for schema in (self.ec.schema, self.raw_schema, self.peer_schema):
             self.run(conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
@@ -409,20 +422,43 @@ class PgBench:
 
         return once
 
-    def raw_command(self, clients: int) -> Once:
-        pool, sql = self.pool, self.sql
+    def ec_command_warm(self, clients: int, events: int = 100) -> Once:
+        """Deposit into the client's own account, whose stream holds ``events`` events
+        before the run; the store's state cache is warm after the first command (the
+        warm-up repetition), so each command is ``handle`` plus one append."""
+        store, deposit = self.ec, DC.Deposit
+        accounts = [f"warm{events}-c{clients}-{k}" for k in range(clients)]
+        enc = DC.registry.encode
+        for a in accounts:
+            history = [NewEvent(a, *enc(DC.AccountOpened(OWNER)))]
+            history += [NewEvent(a, *enc(DC.Deposited(1))) for _ in range(events - 1)]
+            self.run(store.append(history))
+
+        def once() -> float:
+            async def step(k: int, i: int) -> None:
+                await execute(store, deposit(account=accounts[k], amount=1))
+
+            return self.run(run_clients(clients, self.sz.seconds, step))
+
+        return once
+
+    def raw_command(self, clients: int, *, read: bool = True) -> Once:
+        """The fold read then the conditional write; ``read=False``: the write alone.
+
+        Without the read it is one round trip with the expected version known beforehand,
+        which is what a warm eventcore command does (its state is cached).
+        """
+        conns, sql = self.conns, self.sql
         etype, payload = self.opened_type, self.opened_payload
 
         def once() -> float:
             r = self._tag()
 
             async def step(k: int, i: int) -> None:
-                sid = f"c{r}-{k}-{i}"
-                async with pool.acquire() as conn:
-                    rows = await conn.fetch(sql.fold, [sid])
-                    done = await conn.execute(
-                        sql.write1, sid, len(rows), uuid.uuid4(), etype, payload
-                    )
+                sid = f"c{r}-{k}-{i}" if read else f"w{r}-{k}-{i}"
+                conn = conns[k]
+                version = len(await conn.fetch(sql.fold, [sid])) if read else 0
+                done = await conn.execute(sql.write1, sid, version, uuid.uuid4(), etype, payload)
                 if done != "INSERT 0 1":
                     raise RuntimeError(f"raw command conflict on {sid}")
 
@@ -431,7 +467,7 @@ class PgBench:
         return once
 
     def raw_command_locked(self) -> Once:
-        pool, sql = self.pool, self.sql
+        conns, sql = self.conns, self.sql
         etype, payload = self.opened_type, self.opened_payload
 
         def once() -> float:
@@ -439,14 +475,15 @@ class PgBench:
 
             async def step(k: int, i: int) -> None:
                 sid = f"l{r}-{k}-{i}"
-                async with pool.acquire() as conn:
+                conn = conns[k]
+                # Six round trips, ONE commit (one WAL flush) like the optimistic form.
+                async with conn.transaction():
                     await conn.execute(sql.insert_stream, sid)  # the stream row to lock
-                    async with conn.transaction():
-                        version = await conn.fetchval(sql.lock, sid)
-                        await conn.execute(
-                            sql.insert_event, sid, uuid.uuid4(), version + 1, etype, payload
-                        )
-                        await conn.execute(sql.bump, sid, version + 1)
+                    version = await conn.fetchval(sql.lock, sid)
+                    await conn.execute(
+                        sql.insert_event, sid, uuid.uuid4(), version + 1, etype, payload
+                    )
+                    await conn.execute(sql.bump, sid, version + 1)
 
             return self.run(run_clients(1, self.sz.seconds, step))
 
@@ -493,14 +530,14 @@ class PgBench:
         return once
 
     def raw_transfer(self) -> Once:
-        pool, sql = self.pool, self.sql
+        conns, sql = self.conns, self.sql
         pairs = self._pairs("t")
         dep_type, dep_payload = DC.registry.encode(DC.Deposited(DEPOSIT * 1000))
 
         streams = [s for p in pairs for s in p]
-        self.run(self.pool.execute(sql.setup_streams, streams, 2))
+        self.run(conns[0].execute(sql.setup_streams, streams, 2))
         self.run(
-            self.pool.execute(
+            conns[0].execute(
                 sql.setup_events,
                 [s for s in streams for _ in (1, 2)],
                 [v for _ in streams for v in (1, 2)],
@@ -516,17 +553,17 @@ class PgBench:
         def once() -> float:
             async def step(k: int, i: int) -> None:
                 a, b = pairs[k * per + i % per]
-                async with pool.acquire() as conn:
-                    rows = await conn.fetch(sql.fold, [a, b])
-                    va = sum(1 for r in rows if r[0] == a)
-                    done = await conn.execute(
-                        sql.write_n,
-                        [a, b],
-                        [va, len(rows) - va],
-                        [uuid.uuid4(), uuid.uuid4()],
-                        [wt, dt],
-                        [wp, dp],
-                    )
+                conn = conns[k]
+                rows = await conn.fetch(sql.fold, [a, b])
+                va = sum(1 for r in rows if r[0] == a)
+                done = await conn.execute(
+                    sql.write_n,
+                    [a, b],
+                    [va, len(rows) - va],
+                    [uuid.uuid4(), uuid.uuid4()],
+                    [wt, dt],
+                    [wp, dp],
+                )
                 if done != "INSERT 0 2":
                     raise RuntimeError(f"raw transfer failed on {a}, {b}: {done}")
 
@@ -569,7 +606,7 @@ class PgBench:
         return once
 
     def raw_batch(self) -> Once:
-        pool, sql = self.pool, self.sql
+        conn, sql = self.conns[0], self.sql
         types = [t for t, _ in self._batch_events()]
         payloads = [p for _, p in self._batch_events()]
 
@@ -578,10 +615,9 @@ class PgBench:
 
             async def body() -> float:
                 started = _perf()
-                async with pool.acquire() as conn:
-                    for j in range(self.sz.batches):
-                        ids = [uuid.uuid4() for _ in range(1000)]
-                        await conn.execute(sql.batch, f"b{r}-{j}", ids, types, payloads)
+                for j in range(self.sz.batches):
+                    ids = [uuid.uuid4() for _ in range(1000)]
+                    await conn.execute(sql.batch, f"b{r}-{j}", ids, types, payloads)
                 return 1000 * self.sz.batches / (_perf() - started)
 
             return self.run(body())
@@ -675,21 +711,20 @@ class PgBench:
         return lambda: self.run(body())
 
     def raw_read(self, schema: str) -> Once:
-        pool, read = self.pool, RawSql(schema).read
+        conn, read = self.conns[0], RawSql(schema).read
         decoders = DC.registry.decoders
 
         async def body() -> float:
             started = _perf()
             n, cursor = 0, 0
-            async with pool.acquire() as conn:
-                while True:
-                    rows = await conn.fetch(read, cursor, 1000)
-                    for r in rows:
-                        decoders[r[4]](r[5])
-                    n += len(rows)
-                    if len(rows) < 1000:
-                        break
-                    cursor = rows[-1][0]
+            while True:
+                rows = await conn.fetch(read, cursor, 1000)
+                for r in rows:
+                    decoders[r[4]](r[5])
+                n += len(rows)
+                if len(rows) < 1000:
+                    break
+                cursor = rows[-1][0]
             assert n == self.sz.read_events, n
             return n / (_perf() - started)
 

@@ -69,17 +69,16 @@ def test_postgres_command_c1(benchmark: Any, pg: Any) -> None:
 
 def test_raw_asyncpg_command_c1(benchmark: Any, pg: Any) -> None:
     counter = itertools.count()
-    sql, pool = pg.sql, pg.pool
+    sql, conn = pg.sql, pg.conns[0]
 
     async def run() -> None:
         r = next(counter)
-        async with pool.acquire() as conn:
-            for i in range(COMMANDS):
-                sid = f"rb{r}-{i}"
-                rows = await conn.fetch(sql.fold, [sid])
-                await conn.execute(
-                    sql.write1, sid, len(rows), uuid.uuid4(), pg.opened_type, pg.opened_payload
-                )
+        for i in range(COMMANDS):
+            sid = f"rb{r}-{i}"
+            rows = await conn.fetch(sql.fold, [sid])
+            await conn.execute(
+                sql.write1, sid, len(rows), uuid.uuid4(), pg.opened_type, pg.opened_payload
+            )
 
     _pedantic(benchmark, lambda: pg.run(run()), COMMANDS, "postgres.command.c1")
 

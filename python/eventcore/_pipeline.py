@@ -362,6 +362,10 @@ def run_command(
                         yield (DONE, ExecutionResult(_append_result(found), attempt))
                         return
                     unknown = False  # not written: the next run's events are new
+                if unverified:
+                    # Decided on a cached state nobody read: this conflict told what the read
+                    # would have, so it costs no attempt (the next one folds what it says).
+                    attempt -= 1
                 runs = attempt - failures
                 if runs >= max_attempts:
                     if keyed is not None:  # the conflict may be a same-key caller's write

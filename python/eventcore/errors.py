@@ -192,11 +192,24 @@ class ConcurrencyConflict(EventCoreError):
     Attributes:
         conflicts: every conflicting stream with its expected and actual versions.
         attempts: how many attempts were made.
+        tail: the events after the expected versions of the conflicting streams, as
+            ``(stream_id, event_type, payload, version, position)`` rows in log order,
+            when the store returned them with the conflict (PostgreSQL does, up to 256);
+            None when it did not (read them).
+        tail_base: with ``tail``, what it continues from: each checked stream (expected
+            version >= 0) with its expected version and the position of its event at
+            that version (0: none), so a caller can tell the tail follows its fold in
+            log order; None without a tail.
     """
+
+    tail: tuple[tuple[str, str, bytes, int, int], ...] | None
+    tail_base: dict[str, tuple[int, int]] | None
 
     def __init__(self, conflicts: Iterable[tuple[str, int, int]], attempts: int = 1) -> None:
         self.conflicts = tuple(StreamConflict._make(c) for c in conflicts)
         self.attempts = attempts
+        self.tail = None
+        self.tail_base = None
         detail = ", ".join(
             f"{c.stream_id!r} expected {c.expected} but is at {c.actual}" for c in self.conflicts
         )

@@ -655,3 +655,42 @@ async def test_an_append_over_a_cap_is_not_retried_by_execute(store: Any) -> Non
         del store.append
     assert appends == 1
     assert await store.head() == 0
+
+
+async def test_a_conflict_carries_the_missed_events_or_none(store: Any) -> None:
+    """``ConcurrencyConflict.tail``: None, or exactly the events after the expected
+    versions of the conflicting streams, in log order, with ``tail_base`` (each checked
+    stream's expected version and the position of its event at it). PostgreSQL returns
+    them on every path of its function: one stream, several written, checked-only ones."""
+    from eventcore.postgres import PostgresStore
+
+    await store.append([new("a", Deposited(1)), new("a", Deposited(2)), new("b", Deposited(3))])
+    await store.append([new("b", Withdrawn(1))])
+    await store.append([new("c", Deposited(4))])
+    cases: list[tuple[list[NewEvent], list[tuple[str, int]]]] = [
+        ([new("a", Deposited(9))], [("a", 1)]),  # one stream
+        ([new("a", Deposited(9))], [("a", 0)]),  # one stream, expected none
+        ([new("a", Deposited(9)), new("b", Deposited(9))], [("a", 0), ("b", 1)]),  # several
+        ([new("a", Deposited(9))], [("a", 2), ("b", 1), ("c", 0)]),  # checked-only streams
+        ([], [("b", 0)]),  # checks alone
+        ([new("a", Deposited(9))], [("a", 7)]),  # expected ahead: nothing missed
+        ([new("c", Deposited(9))], [("c", STREAM_EXISTS), ("z", STREAM_EXISTS)]),
+    ]
+    log = await store.read_all()
+    for events, expected in cases:
+        with pytest.raises(ConcurrencyConflict) as info:
+            await store.append(events, expected=expected)
+        conflict = info.value
+        after = {c.stream_id: c.expected for c in conflict.conflicts if c.expected >= 0}
+        want = [
+            (e.stream_id, e.event_type, e.payload, e.version, e.position)
+            for e in log
+            if e.stream_id in after and e.version > after[e.stream_id]
+        ]
+        if isinstance(store, PostgresStore):
+            assert conflict.tail is not None
+        if conflict.tail is not None:
+            assert list(conflict.tail) == want, (events, expected)
+            at = {(e.stream_id, e.version): e.position for e in log}
+            assert conflict.tail_base == {s: (v, at.get((s, v), 0)) for s, v in expected if v >= 0}
+    assert await store.read_all() == log

@@ -122,8 +122,11 @@ class Queries:
             " AND custom IS NULL THEN NULL ELSE"
             " json_build_array(causation_id, correlation_id, user_id, custom)::text END"
         )
+        # On a conflict the last five columns carry the events after the expected
+        # versions of the conflicting streams (migration 0005), NULL when too many.
         self.append = (
-            "SELECT status, positions, streams, versions, conflict_expected, duplicate_id, detail"
+            "SELECT status, positions, streams, versions, conflict_expected, duplicate_id,"
+            " detail, tail_streams, tail_types, tail_payloads, tail_versions, tail_positions"
             f" FROM {s}.append_events($1::text[], $2::bigint[], $3::uuid[], $4::text[],"
             " $5::text[], $6::bytea[], $7::uuid, $8::uuid, $9::text, $10::jsonb)"
         )

@@ -225,6 +225,11 @@ class PostgresStore:
         ValidationError: an invalid option.
     """
 
+    warm_append_first = True
+    """A command with a cached state appends without reading first (one round trip): the
+    expected versions check the state, and a conflict returns the events it missed
+    (:attr:`~eventcore.ConcurrencyConflict.tail`), folded before deciding again."""
+
     def __init__(
         self,
         dsn: str | None = None,
@@ -495,7 +500,20 @@ class PostgresStore:
                 return AppendResult(positions[0], versions, batch)
             return AppendResult(positions, versions, batch)
         if status == "conflict":
-            raise ConcurrencyConflict(zip(row[2], row[4], row[3], strict=True))
+            conflict = ConcurrencyConflict(zip(row[2], row[4], row[3], strict=True))
+            if row[7] is not None:
+                # Each checked stream's events from its expected version on: the event at
+                # that version (the caller's last one) places the ones after it.
+                base = {s: (v, 0) for s, v in checks if v >= 0}
+                tail = []
+                for r in zip(row[7], row[8], row[9], row[10], row[11], strict=True):
+                    if r[3] > base[r[0]][0]:
+                        tail.append(r)
+                    else:
+                        base[r[0]] = (r[3], r[4])
+                conflict.tail = tuple(tail)
+                conflict.tail_base = base
+            raise conflict
         if status == "duplicate":
             raise DuplicateEventId(row[5], row[6])
         raise StoreError(f"unexpected answer from append_events: {status!r}")
@@ -582,10 +600,20 @@ class PostgresStore:
         ids = check_stream_ids(streams)
         if len(versions) != len(ids):
             raise ValueError("versions must have one entry per stream")
-        # Streams of earlier discovery rounds only need to be unchanged: read after them.
-        starts = [v + 1 if i < fold_from else max(v, 1) for i, v in enumerate(versions)]
-        rows = await self._fetch(self._q.fold_tail, ids, starts)
         after = dict(zip(ids, versions, strict=True))
+        rows: Any = None
+        if isinstance(hint, ConcurrencyConflict) and hint.tail_base is not None:
+            # The conflicting append returned every checked stream's events from its
+            # expected version on: when those were these versions, no read is needed.
+            base = hint.tail_base
+            if all(base.get(s, (-1, 0))[0] == v for s, v in after.items()):
+                last = set(ids[fold_from:])
+                rows = [(s, "", b"", v, p) for s, (v, p) in base.items() if p and s in last]
+                rows += [r for r in hint.tail or () if r[0] in after]
+        if rows is None:
+            # Streams of earlier discovery rounds only need to be unchanged: read after them.
+            starts = [v + 1 if i < fold_from else max(v, 1) for i, v in enumerate(versions)]
+            rows = await self._fetch(self._q.fold_tail, ids, starts)
         slot = {sid: i for i, sid in enumerate(ids)}
         now = dict(after)
         seen: set[str] = set()  # streams whose last folded event was found
