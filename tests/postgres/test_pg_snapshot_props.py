@@ -5,7 +5,10 @@ its own streams of one schema, through a NEW PostgresStore object (a restarted p
 an empty cache, the snapshots of earlier examples' streams in the table), snapshots every
 event, the cache emptied before about a third of the operations and verifying every state
 it hands out against a full fold. Outcomes and each stream's events must equal a run on an
-in-memory store with neither cache nor snapshots.
+in-memory store with neither cache nor snapshots, except for one count: PostgreSQL appends
+a warm command's events without reading first, and a conflict there (an injected one
+included) stands for the read it skipped, so it costs no attempt; the in-memory store reads
+the tail first and counts that conflict. So attempts may only be FEWER on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from tests.cache_domain import AsyncFaulty, log_of
+from tests.cache_domain import AsyncFaulty, log_of, same_but_fewer_attempts
 from tests.pgserver import drop_schema, new_schema_name
 from tests.test_snapshot_props import ops_st, restarts_st, run_restarting_async
 
@@ -61,7 +64,7 @@ def test_random_commands_with_snapshots_on_postgres_match_a_plain_store(
             pg_log = by_stream(await pg.read_all(), prefix)
         plain = MemoryStore(state_cache=0).aio
         b = await run_restarting_async(AsyncFaulty(plain), ops, restarts, prefix)
-        assert a == b
+        same_but_fewer_attempts(a, b)
         assert pg_log == by_stream(await plain.read_all(), prefix)
 
     @settings(
