@@ -693,7 +693,17 @@ def write_chart(path: Path, figs: dict[str, Figure]) -> None:
     groups = [
         f for f in figs.values() if f.name.startswith(("memory.", "postgres.")) and f.unit != "ms"
     ]
-    groups = [f for f in groups if f.baseline or f.peer]
+
+    def against(f: Figure, prefix: str) -> Figure | None:
+        """The figure ``f`` is compared with whose key starts with ``prefix``, if any."""
+        for name in (f.peer, f.baseline):
+            if name and name.startswith(prefix) and name in figs:
+                return figs[name]
+        return None
+
+    # Only bars that are what the legend says: eventcore's own baselines (a cold command
+    # for a warm one, no snapshot for a snapshot) are in the table, not in the chart.
+    groups = [f for f in groups if against(f, "peer.") or against(f, "raw.")]
     labels = [f"{f.name}\n({f.unit})" for f in groups]
     series: dict[str, list[float]] = {
         "eventcore": [],
@@ -702,10 +712,7 @@ def write_chart(path: Path, figs: dict[str, Figure]) -> None:
     }
     for f in groups:
         series["eventcore"].append(f.value)
-        peer_name = f.peer if f.name.startswith("postgres.") else f.baseline
-        raw_name = f.baseline if f.name.startswith("postgres.") else None
-        peer = figs.get(peer_name) if peer_name else None
-        raw = figs.get(raw_name) if raw_name else None
+        peer, raw = against(f, "peer."), against(f, "raw.")
         series["eventsourcing 9.5.6"].append(peer.value if peer else float("nan"))
         series["raw asyncpg limit"].append(raw.value if raw else float("nan"))
     fig, ax = plt.subplots(figsize=(13, 5.5))
