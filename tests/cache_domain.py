@@ -23,9 +23,11 @@ from eventcore import (
     StreamId,
     default_registry,
     execute,
+    execute_sync,
     require,
     stream,
 )
+from eventcore.testing import FaultyStore
 
 from .bank_domain import (
     AccountOpened,
@@ -166,10 +168,47 @@ class AsyncFaulty:
         return await self.store.append(events, expected=expected, metadata=metadata)
 
 
-async def run_ops_async(store: AsyncFaulty, ops: list[Any], prefix: str) -> list[Any]:
-    """Play ``ops`` on ``store`` (streams renamed with ``prefix``); every outcome in order."""
+def _restarting(store: Any, ops: list[Any], restarts: Sequence[bool] | None) -> Any:
+    """``ops`` paired with whether to empty ``store``'s state cache before each one."""
+    cache = getattr(store, "state_cache", None)
+    marks = restarts if restarts is not None else [False] * len(ops)
+    for op, restart in zip(ops, marks, strict=False):  # restarts may be the longer
+        if restart and cache is not None:
+            cache.clear()  # what a restarted process sees: the events (and snapshots) only
+        yield op
+
+
+def run_ops(
+    faulty: FaultyStore, ops: list[Any], restarts: Sequence[bool] | None = None
+) -> list[Any]:
+    """Play ``ops`` through ``execute_sync``; every outcome in order.
+
+    ``restarts``: empty the store's state cache before the ops it marks.
+    """
     seen: list[Any] = []
-    for kind, item, faults in ops:
+    for kind, item, faults in _restarting(faulty.store, ops, restarts):
+        if kind == "outside":
+            stream_id, ev = item
+            faulty.store.append([encoded(stream_id, renamed(ev, ""))])
+            continue
+        faulty.faults = list(faults)
+        faulty.read_faults = ["unavailable"] if "unavailable" in faults else []
+        try:
+            seen.append(outcome(execute_sync(faulty, item, retry=FAST)))
+        except EventCoreError as exc:
+            seen.append(outcome(error=exc))
+    return seen
+
+
+async def run_ops_async(
+    store: AsyncFaulty, ops: list[Any], prefix: str, restarts: Sequence[bool] | None = None
+) -> list[Any]:
+    """Play ``ops`` on ``store`` (streams renamed with ``prefix``); every outcome in order.
+
+    ``restarts``: empty the store's state cache before the ops it marks.
+    """
+    seen: list[Any] = []
+    for kind, item, faults in _restarting(store.store, ops, restarts):
         if kind == "outside":
             stream_id, ev = item
             await store.store.append([encoded(prefix + stream_id, renamed(ev, prefix))])

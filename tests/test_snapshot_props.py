@@ -15,22 +15,19 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventcore import EventCoreError, MemorySnapshotStore, MemoryStore, StateCache, execute_sync
+from eventcore import MemorySnapshotStore, MemoryStore, StateCache
 from eventcore.snapshot import Snapshot
 from eventcore.testing import FaultyStore
 
 from .bank_domain import Deposit, Deposited, OpenAccount, PlaceOrder, Transfer, Withdraw
 from .cache_domain import (
-    FAST,
     AsyncFaulty,
     Scaled,
     append_faults,
-    encoded,
     log_of,
-    outcome,
     outside_st,
-    renamed,
-    renamed_command,
+    run_ops,
+    run_ops_async,
 )
 
 # The cache test's operations on fewer keys (two accounts), so that keys repeat across
@@ -76,26 +73,6 @@ def snapped(snapshots: MemorySnapshotStore) -> MemoryStore:
     return MemoryStore(state_cache=cache, snapshots=snapshots, snapshot_every=1)
 
 
-def run_restarting(faulty: FaultyStore, ops: list[Any], restarts: list[bool]) -> list[Any]:
-    """The cache test's run_ops, emptying the cache before the ops ``restarts`` marks."""
-    seen: list[Any] = []
-    cache = getattr(faulty.store, "state_cache", None)
-    for (kind, item, faults), restart in zip(ops, restarts, strict=False):
-        if restart and cache is not None:
-            cache.clear()
-        if kind == "outside":
-            stream_id, ev = item
-            faulty.store.append([encoded(stream_id, renamed(ev, ""))])
-            continue
-        faulty.faults = list(faults)
-        faulty.read_faults = ["unavailable"] if "unavailable" in faults else []
-        try:
-            seen.append(outcome(execute_sync(faulty, item, retry=FAST)))
-        except EventCoreError as exc:
-            seen.append(outcome(error=exc))
-    return seen
-
-
 @settings(max_examples=150, deadline=None)
 @given(ops=ops_st, restarts=restarts_st)
 def test_random_commands_with_snapshots_and_restarts_match_a_plain_store(
@@ -103,7 +80,7 @@ def test_random_commands_with_snapshots_and_restarts_match_a_plain_store(
 ) -> None:
     with_snapshots = FaultyStore(snapped(MemorySnapshotStore()))
     plain = FaultyStore(MemoryStore(state_cache=0))
-    assert run_restarting(with_snapshots, ops, restarts) == run_restarting(plain, ops, restarts)
+    assert run_ops(with_snapshots, ops, restarts) == run_ops(plain, ops, restarts)
     assert log_of(with_snapshots.store.read_all()) == log_of(plain.store.read_all())
 
 
@@ -115,33 +92,10 @@ def test_the_property_run_does_start_from_snapshots() -> None:
     ops += [("command", OpenAccount(account="acc-1", owner="o"), [])]
     ops += [("command", Deposit(account="acc-0", amount=5), [None])] * 4
     ops += [("command", Transfer(source="acc-0", target="acc-1", amount=1), [])] * 4
-    run_restarting(faulty, ops, [True] * len(ops))
+    run_ops(faulty, ops, [True] * len(ops))
     kinds = sorted(k.split(":")[0].rsplit(".", 1)[-1] for k in snapshots.snapshots)
     assert kinds == ["Deposit", "Transfer"]  # (an OpenAccount folds nothing: none)
     assert snapshots.found >= 4
-
-
-async def run_restarting_async(
-    store: AsyncFaulty, ops: list[Any], restarts: list[bool], prefix: str
-) -> list[Any]:
-    """The same through ``await execute`` on any store (streams renamed with ``prefix``)."""
-    from eventcore import execute
-
-    seen: list[Any] = []
-    cache = getattr(store.store, "state_cache", None)
-    for (kind, item, faults), restart in zip(ops, restarts, strict=False):
-        if restart and cache is not None:
-            cache.clear()
-        if kind == "outside":
-            stream_id, ev = item
-            await store.store.append([encoded(prefix + stream_id, renamed(ev, prefix))])
-            continue
-        store.faults = list(faults)
-        try:
-            seen.append(outcome(await execute(store, renamed_command(item, prefix), retry=FAST)))
-        except EventCoreError as exc:
-            seen.append(outcome(error=exc))
-    return seen
 
 
 @settings(max_examples=60, deadline=None)
@@ -150,8 +104,8 @@ def test_the_same_through_the_async_executor(ops: list[Any], restarts: list[bool
     async def both() -> None:
         a = AsyncFaulty(snapped(MemorySnapshotStore()).aio)
         b = AsyncFaulty(MemoryStore(state_cache=0).aio)
-        assert await run_restarting_async(a, ops, restarts, "") == await run_restarting_async(
-            b, ops, restarts, ""
+        assert await run_ops_async(a, ops, "", restarts) == await run_ops_async(
+            b, ops, "", restarts
         )
         assert log_of(await a.store.read_all()) == log_of(await b.store.read_all())
 

@@ -56,36 +56,17 @@ from .bank_domain import (
 )
 from .cache_domain import (
     ACCOUNTS,
-    FAST,
     AsyncFaulty,
     Scaled,
-    encoded,
     log_of,
     ops_st,
-    outcome,
-    renamed,
+    run_ops,
     run_ops_async,
 )
 
 
 def cached_store() -> MemoryStore:
     return MemoryStore(state_cache=StateCache(min_events=0, verify=True))
-
-
-def run_ops(faulty: FaultyStore, ops: list[Any]) -> list[Any]:
-    seen: list[Any] = []
-    for kind, item, faults in ops:
-        if kind == "outside":
-            stream_id, ev = item
-            faulty.store.append([encoded(stream_id, renamed(ev, ""))])
-            continue
-        faulty.faults = list(faults)
-        faulty.read_faults = ["unavailable"] if "unavailable" in faults else []
-        try:
-            seen.append(outcome(execute_sync(faulty, item, retry=FAST)))
-        except EventCoreError as exc:
-            seen.append(outcome(error=exc))
-    return seen
 
 
 @settings(max_examples=150, deadline=None)

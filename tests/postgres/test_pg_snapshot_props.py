@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from tests.cache_domain import AsyncFaulty, log_of, same_but_fewer_attempts
+from tests.cache_domain import AsyncFaulty, log_of, run_ops_async, same_but_fewer_attempts
 from tests.pgserver import drop_schema, new_schema_name
-from tests.test_snapshot_props import ops_st, restarts_st, run_restarting_async
+from tests.test_snapshot_props import ops_st, restarts_st
 
 from eventcore import MemoryStore, StateCache
 from eventcore.postgres import PostgresStore
@@ -60,10 +60,10 @@ def test_random_commands_with_snapshots_on_postgres_match_a_plain_store(
                 return snap
 
             pg.snapshots.store.load = counted  # type: ignore[method-assign]
-            a = await run_restarting_async(AsyncFaulty(pg), ops, restarts, prefix)
+            a = await run_ops_async(AsyncFaulty(pg), ops, prefix, restarts)
             pg_log = by_stream(await pg.read_all(), prefix)
         plain = MemoryStore(state_cache=0).aio
-        b = await run_restarting_async(AsyncFaulty(plain), ops, restarts, prefix)
+        b = await run_ops_async(AsyncFaulty(plain), ops, prefix, restarts)
         same_but_fewer_attempts(a, b)
         assert pg_log == by_stream(await plain.read_all(), prefix)
 
