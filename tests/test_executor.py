@@ -57,18 +57,6 @@ def store() -> MemoryStore:
     return MemoryStore()
 
 
-@pytest.fixture(params=["sync", "async"])
-def run(request: pytest.FixtureRequest) -> Any:
-    """Run a command through execute_sync or (in a fresh event loop) through execute."""
-    if request.param == "sync":
-        return execute_sync
-
-    def run_async(store: Any, command: Any, **kwargs: Any) -> Any:
-        return asyncio.run(execute(store, command, **kwargs))
-
-    return run_async
-
-
 # --- success ---------------------------------------------------------------------------
 
 

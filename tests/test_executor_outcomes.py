@@ -21,7 +21,6 @@ from eventcore import (
     RetryPolicy,
     StoreUnavailable,
     ValidationError,
-    execute,
     execute_sync,
 )
 from eventcore._pipeline import IDEMPOTENCY_FIELD
@@ -42,20 +41,6 @@ from .bank_domain import (
 )
 
 NO_UNAVAILABLE_RETRY = RetryPolicy(retry_unavailable=False)
-
-
-@pytest.fixture(params=["sync", "async"])
-def run(request: pytest.FixtureRequest) -> Any:
-    """execute_sync, or the async execute driven to completion."""
-    if request.param == "sync":
-        return execute_sync
-
-    def run_async(store: Any, command: Any, **kwargs: Any) -> Any:
-        import asyncio
-
-        return asyncio.run(execute(store, command, **kwargs))
-
-    return run_async
 
 
 @pytest.fixture
