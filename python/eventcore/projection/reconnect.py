@@ -90,13 +90,16 @@ def driver_error(exc: BaseException, action: str) -> EventCoreError | None:
     return None
 
 
-def transaction_failure(exc: BaseException, conn: Any) -> StoreUnavailable | None:
+def transaction_failure(exc: BaseException, tx: Any) -> StoreUnavailable | None:
     """A failure inside a transactional batch that the store caused, not the projection.
 
-    The connection died (whatever the projection's code then raised), or the driver
-    reported a connection-level failure. An ``OSError`` on a live connection is the
-    projection's own (it may write files), so it goes to its failure strategy.
+    ``tx`` is the :class:`~eventcore.store.CheckpointTransaction` (anything with
+    ``is_closed()``; None when it never opened). Its connection died (whatever the
+    projection's code then raised), or the driver reported a connection-level failure. An
+    ``OSError`` on a live connection is the projection's own (it may write files), so it
+    goes to its failure strategy.
     """
+    conn = tx
     if conn is not None and conn.is_closed():
         return store_failure(exc, "apply_in_transaction") or StoreUnavailable(
             f"connection lost during apply_in_transaction: {exc!r}"
