@@ -161,7 +161,7 @@ def check_dsn(dsn: str) -> str:
         parts = urlsplit(dsn)
         _ = parts.port  # raises ValueError for a bad or out-of-range port
     except ValueError as exc:
-        raise ConfigurationError(f"malformed PostgreSQL DSN: {exc}") from None
+        raise ConfigurationError(f"malformed PostgreSQL DSN: {exc}") from exc
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigurationError(
             "malformed PostgreSQL DSN: expected postgresql://user@host:port/database, "
@@ -321,7 +321,7 @@ class PostgresStore:
             # Only the DSN's parsing raises ValueError here (asyncpg's
             # ClientConfigurationError is one): network failures are OSError, the
             # server's refusals PostgresError.
-            raise ConfigurationError(f"malformed PostgreSQL DSN: {exc}") from None
+            raise ConfigurationError(f"malformed PostgreSQL DSN: {exc}") from exc
 
     async def _get_pool(self) -> asyncpg.Pool | ConnectionPool:
         if self._pool is None or not self._checked:
@@ -445,7 +445,7 @@ class PostgresStore:
                 if exc.constraint_name == "events_event_id_key" and attempt < 2:
                     continue  # the same ids committed concurrently: re-run sees them
                 if exc.constraint_name == "events_stream_version_key":
-                    raise await self._conflict_from_data(checks, batch) from None
+                    raise await self._conflict_from_data(checks, batch) from exc
                 raise translate(exc, "append") from exc
             except asyncpg.PostgresError as exc:
                 sqlstate = getattr(exc, "sqlstate", None)

@@ -81,15 +81,6 @@ def store_failure(exc: BaseException, action: str) -> StoreUnavailable | None:
     return None
 
 
-def driver_error(exc: BaseException, action: str) -> EventCoreError | None:
-    """A driver (asyncpg) error mapped to eventcore's classes; None if not a driver error."""
-    if type(exc).__module__.startswith("asyncpg"):
-        from eventcore.postgres._errors import translate
-
-        return translate(exc, action)
-    return None
-
-
 def transaction_failure(exc: BaseException, tx: Any) -> StoreUnavailable | None:
     """A failure inside a transactional batch that the store caused, not the projection.
 
