@@ -14,7 +14,10 @@ What a store must implement
       its checkpoint commit together (``transactional``).
 
 Everything above a store (the executor, projections, the command line) uses only these;
-a new store implements them and passes the contract suite (``tests/contract``).
+a new store implements them and passes the contract suite (``tests/contract``). A store
+raises only eventcore's errors (its driver's are translated where they arise):
+``StoreUnavailable`` for a transient failure (retried: by the executor, or by a projection
+runner that reconnects), another ``StoreError`` for the rest.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
+from eventcore.errors import StoreUnavailable
 from eventcore.metadata import Metadata
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent
 from eventcore.registry import EventRegistry
@@ -353,8 +357,13 @@ class CheckpointTransaction(Protocol):
         """A nested transaction: rolled back alone when its block raises."""
         ...
 
-    def is_closed(self) -> bool:
-        """Whether the link under the transaction is gone (a failure is the store's)."""
+    def failure(self, exc: BaseException) -> StoreUnavailable | None:
+        """``exc``, raised in this transaction (by the projection's code or the store), as
+        the store's transient failure; None when it is the projection's own.
+
+        It is the store's when the link under the transaction is gone (whatever the
+        projection's code then raised) or the driver reports the server unavailable.
+        """
         ...
 
 

@@ -144,8 +144,18 @@ class PostgresCheckpointStore:
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[PostgresCheckpointTransaction]:
-        async with self.store._lend() as conn, conn.transaction():
-            yield PostgresCheckpointTransaction(conn, self._q)
+        # What the block raises goes on as it is (the runner asks the transaction whose
+        # failure it is); taking the connection, BEGIN and COMMIT fail as store errors.
+        in_block = False
+        try:
+            async with self.store._lend() as conn, conn.transaction():
+                in_block = True
+                yield PostgresCheckpointTransaction(conn, self._q)
+                in_block = False
+        except Exception as exc:
+            if in_block:
+                raise
+            raise _translate(exc, "apply_in_transaction") from exc
 
 
 class PostgresLease:
@@ -251,9 +261,24 @@ class PostgresCheckpointTransaction:
         async with self.connection.transaction():
             yield
 
-    def is_closed(self) -> bool:
-        """Whether the connection is gone."""
-        return bool(self.connection.is_closed())
+    def failure(self, exc: BaseException) -> StoreUnavailable | None:
+        """``exc`` as the store's transient failure, or None when it is the projection's.
+
+        The connection died (whatever the projection's code then raised), or the driver
+        reported a connection-level failure. An ``OSError`` on a live connection is the
+        projection's own (it may write files), so it goes to its failure strategy.
+        """
+        if self.connection.is_closed():
+            if isinstance(exc, StoreUnavailable):
+                return exc
+            err = _driver_error(exc, "apply_in_transaction")
+            if isinstance(err, StoreUnavailable):
+                return err
+            return StoreUnavailable(f"connection lost during apply_in_transaction: {exc!r}")
+        if isinstance(exc, StoreUnavailable):
+            return exc
+        err = _driver_error(exc, "apply_in_transaction")
+        return err if isinstance(err, StoreUnavailable) else None
 
 
 def _row(letter: DeadLetter) -> tuple[Any, ...]:
@@ -266,6 +291,15 @@ def _row(letter: DeadLetter) -> tuple[Any, ...]:
         letter.error,
         letter.failed_at,
     )
+
+
+def _driver_error(exc: BaseException, action: str) -> Exception | None:
+    """An asyncpg error mapped to eventcore's classes (None: not the driver's)."""
+    if not type(exc).__module__.startswith("asyncpg"):
+        return None
+    from eventcore.postgres._errors import translate
+
+    return translate(exc, action)
 
 
 def _translate(exc: BaseException, action: str) -> Exception:
