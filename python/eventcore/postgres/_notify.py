@@ -149,8 +149,11 @@ class Listener:
         conn, self.conn = self.conn, None
         if conn is None:
             return
-        with contextlib.suppress(Exception):
-            await conn.remove_listener(self.channel, self._on_notify)
+        if self._borrowed:  # back to a pool: leave no LISTEN behind
+            try:
+                await conn.remove_listener(self.channel, self._on_notify)
+            except Exception:
+                conn.terminate()
         await self.store._release_dedicated(conn, self._borrowed)
 
     async def wait(self, after_position: int, timeout: float, poll_interval: float) -> int:
