@@ -322,6 +322,7 @@ def test_import_needs_no_asyncpg() -> None:
     code = (
         "import sys; sys.modules['asyncpg'] = None\n"
         "import eventcore\n"
+        "assert 'eventcore.postgres' not in sys.modules\n"
         "from eventcore.projection import PostgresCheckpointStore\n"
         "from eventcore.projection.checkpoint import PostgresCheckpointStore as Old\n"
         "from eventcore.postgres import PostgresCheckpointStore as New\n"
