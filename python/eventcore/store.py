@@ -13,8 +13,8 @@ What a store must implement
       projection (``exclusive``) and a :class:`CheckpointTransaction` in which a batch and
       its checkpoint commit together (``transactional``).
 
-Everything above a store (the executor, projections, the command line) uses only these;
-a new store implements them and passes the contract suite (``tests/contract``). A store
+The executor and the projection runner use only these; a new store implements them and
+passes the contract suite (``tests/contract``) and ``tests/projection``. A store
 raises only eventcore's errors (its driver's are translated where they arise):
 ``StoreUnavailable`` for a transient failure (retried: by the executor, or by a projection
 runner that reconnects), another ``StoreError`` for the rest.
