@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid as _uuid
+from typing import TYPE_CHECKING, Any
 
 from eventcore import _core
 from eventcore._pipeline import ExecutionResult
@@ -45,7 +46,6 @@ from eventcore.projection import (
     FailureStrategy,
     MemoryCheckpointStore,
     Page,
-    PostgresCheckpointStore,
     Progress,
     Projection,
     ProjectionError,
@@ -69,6 +69,9 @@ from eventcore.state_cache import StateCache, StateCacheMismatch
 from eventcore.store import EventStore, Expected, SyncEventStore
 from eventcore.stream import ANY, NO_STREAM, STREAM_EXISTS, StreamId, stream
 from eventcore.value import Value
+
+if TYPE_CHECKING:
+    from eventcore.postgres.checkpoint import PostgresCheckpointStore
 
 __all__ = [
     "ANY",
@@ -155,3 +158,12 @@ def uuid7() -> _uuid.UUID:
 # A forked child must not repeat its parent's random bits.
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_core.reseed_after_fork)
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use: it lives in eventcore.postgres, which `import eventcore` skips.
+    if name == "PostgresCheckpointStore":
+        from eventcore.postgres.checkpoint import PostgresCheckpointStore
+
+        return PostgresCheckpointStore
+    raise AttributeError(f"module 'eventcore' has no attribute {name!r}")

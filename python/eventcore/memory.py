@@ -8,7 +8,7 @@ import threading
 import uuid
 import weakref
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventcore import _core
 from eventcore.errors import InvalidMetadata
@@ -17,7 +17,10 @@ from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, recorded_e
 from eventcore.registry import EventRegistry, default_registry
 from eventcore.snapshot import SNAPSHOT_EVERY, SnapshotStore, Snapshotter
 from eventcore.state_cache import DEFAULT_MAX_ENTRIES, StateCache, make_state_cache
-from eventcore.store import Apply, Decoders, Expected
+from eventcore.store import Apply, ColumnBuffers, Decoders, Expected, LogHoldback
+
+if TYPE_CHECKING:
+    from eventcore.projection.checkpoint import MemoryCheckpointStore
 
 __all__ = ["AsyncMemoryStore", "MemoryStore"]
 
@@ -168,6 +171,16 @@ class MemoryStore:
     def wait_for_append(self, after_position: int, timeout: float) -> int:
         """Block until the head passes ``after_position`` or ``timeout`` seconds pass; the head."""
         return self._core.wait_for_append(after_position, timeout)
+
+    def read_columns(
+        self, after_position: int, limit: int, known_types: int, known_streams: int
+    ) -> ColumnBuffers:
+        """Envelope columns of up to ``limit`` events after ``after_position``.
+
+        See :meth:`ProjectionStore.read_columns <eventcore.store.ProjectionStore.read_columns>`;
+        copied in Rust with the GIL released.
+        """
+        return self._core.read_columns(after_position, limit, known_types, known_streams)
 
     def memory_usage(self) -> int:
         """Approximate bytes held by the store's data structures."""
@@ -356,6 +369,33 @@ class AsyncMemoryStore:
         task of every event loop; waiting is cancellable and uses no thread per waiter.
         """
         return await _watcher(self.sync).wait(self.sync, after_position, timeout)
+
+    # -- what projections need (eventcore.store.ProjectionStore) --------------------
+
+    @property
+    def dense_positions(self) -> bool:
+        """True: positions are 1, 2, 3... without gaps."""
+        return True
+
+    async def count_events(self, after_position: int, upto: int) -> int:
+        """How many events lie in ``(after_position, upto]`` (positions are dense)."""
+        return max(upto - after_position, 0)
+
+    async def log_holdback(self) -> LogHoldback | None:
+        """None: an in-memory append is visible the moment it returns."""
+        return None
+
+    async def read_columns(
+        self, after_position: int, limit: int, known_types: int, known_streams: int
+    ) -> ColumnBuffers:
+        """See :meth:`MemoryStore.read_columns`."""
+        return self.sync.read_columns(after_position, limit, known_types, known_streams)
+
+    def checkpoint_store(self) -> MemoryCheckpointStore:
+        """Checkpoints in process memory (they live as long as the runner)."""
+        from eventcore.projection.checkpoint import MemoryCheckpointStore
+
+        return MemoryCheckpointStore()
 
     async def close(self) -> None:
         """Nothing to release; present so code can treat every store alike."""

@@ -1,16 +1,52 @@
-"""The event store protocols every store implements (in-memory and PostgreSQL)."""
+"""The protocols every store implements: what the layers above a store may use.
+
+What a store must implement
+    - :class:`EventStore` (async): appends, stream and global-log reads, the two folds the
+      command executor needs, lookups by event id. A synchronous store also offers
+      :class:`SyncEventStore` (the in-memory store does; its ``.aio`` view is the async one).
+    - :class:`ProjectionStore` (async, an :class:`EventStore` plus what projections need):
+      waiting for appends, counting events between positions, what holds the log back,
+      columnar pages (or ``None``: the runner builds columns from :meth:`~EventStore.read_all`),
+      and its default :class:`CheckpointStore`.
+    - :class:`CheckpointStore`: where projections keep their positions and dead letters. One
+      kept in the store's own database may also offer a leadership :class:`Lease` per
+      projection (``exclusive``) and a :class:`CheckpointTransaction` in which a batch and
+      its checkpoint commit together (``transactional``).
+
+The executor and the projection runner use only these; a new store implements them and
+passes the contract suite (``tests/contract``) and ``tests/projection``. A store
+raises only eventcore's errors (its driver's are translated where they arise):
+``StoreUnavailable`` for a transient failure (retried: by the executor, or by a projection
+runner that reconnects), another ``StoreError`` for the rest.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
+from eventcore.errors import StoreUnavailable
 from eventcore.metadata import Metadata
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent
 from eventcore.registry import EventRegistry
 
-__all__ = ["EventStore", "Expected", "SyncEventStore"]
+if TYPE_CHECKING:
+    from eventcore.projection.checkpoint import DeadLetter
+
+__all__ = [
+    "CheckpointStore",
+    "CheckpointTransaction",
+    "ColumnBuffers",
+    "EventStore",
+    "Expected",
+    "Lease",
+    "LogHoldback",
+    "ProjectionStore",
+    "SyncEventStore",
+]
 
 S = TypeVar("S")
 Expected = Mapping[str, int] | Sequence[tuple[str, int]]
@@ -193,4 +229,199 @@ class SyncEventStore(Protocol):
 
     def head(self) -> int:
         """See :meth:`EventStore.head`."""
+        ...
+
+
+ColumnBuffers = tuple[bytes, bytes, bytes, bytes, list[str], list[str]]
+"""Envelope columns of a page of the global log (see :meth:`ProjectionStore.read_columns`)."""
+
+
+class LogHoldback(NamedTuple):
+    """The oldest in-flight append of a store: what holds its global log's readers back.
+
+    See :meth:`ProjectionStore.log_holdback`.
+    """
+
+    transaction_id: int
+    """Its transaction id (PostgreSQL: 64-bit, as ``pg_current_xact_id()``)."""
+    pid: int | None
+    """The backend process id holding it (None: a prepared transaction)."""
+    started: datetime | None
+    """When its transaction started (prepared: when it was prepared); None if hidden."""
+    seconds: float | None
+    """Seconds since ``started``: how long readers have waited for it at most."""
+    xid_age: int
+    """Transaction ids handed out since its own."""
+
+
+@runtime_checkable
+class ProjectionStore(EventStore, Protocol):
+    """An :class:`EventStore` that projections can follow (PostgreSQL, ``MemoryStore().aio``).
+
+    The projection runner and :class:`~eventcore.projection.Subscription` use only this
+    protocol and the :class:`CheckpointStore` it hands out.
+    """
+
+    @property
+    def dense_positions(self) -> bool:
+        """Whether positions are 1, 2, 3... without gaps (lag in events = head - position)."""
+        ...
+
+    async def wait_for_append(self, after_position: int, timeout: float) -> int:
+        """Wait until :meth:`~EventStore.head` passes ``after_position`` or ``timeout``
+        seconds pass; the head (``<= after_position`` on timeout)."""
+        ...
+
+    async def count_events(self, after_position: int, upto: int) -> int:
+        """How many events lie in ``(after_position, upto]`` (exact; may be capped at 10
+        million)."""
+        ...
+
+    async def log_holdback(self) -> LogHoldback | None:
+        """The store's oldest append still in flight that holds global-log readers back
+        (None: none does, or the store's appends never hold readers back)."""
+        ...
+
+    async def read_columns(
+        self, after_position: int, limit: int, known_types: int, known_streams: int
+    ) -> ColumnBuffers | None:
+        """The envelopes of up to ``limit`` events after ``after_position`` as columns.
+
+        Returns ``(positions, type_codes, stream_codes, recorded_at, type_names,
+        stream_names)``: little-endian ``int64``, ``int32``, ``int32`` and ``int64``
+        (microseconds since the unix epoch, UTC) buffers, one item per event in position
+        order, unfiltered; codes are the store's own, stable for its lifetime, and the name
+        lists hold the names of codes ``known_types`` and ``known_streams`` on. ``None``:
+        the store has no columnar read, and the reader builds columns from
+        :meth:`~EventStore.read_all`.
+        """
+        ...
+
+    def checkpoint_store(self) -> CheckpointStore:
+        """The checkpoints a projection runner keeps by default for this store."""
+        ...
+
+
+@runtime_checkable
+class Lease(Protocol):
+    """A projection's leadership: held by one process at a time (see
+    :meth:`CheckpointStore.lease`)."""
+
+    async def acquire(self) -> bool:
+        """Take the lease if it is free; False while another process holds it.
+
+        Raises:
+            StoreUnavailable: the store could not be reached.
+        """
+        ...
+
+    async def check(self) -> None:
+        """Check that the lease is still held.
+
+        Raises:
+            StoreUnavailable: the lease's link to the store is gone (so is the lease).
+        """
+        ...
+
+    async def release(self) -> None:
+        """Give the lease up, and what holds it; never raises (a lost link already
+        released it). It may be acquired again."""
+        ...
+
+
+@runtime_checkable
+class CheckpointTransaction(Protocol):
+    """One transaction on the read model's database that also moves a checkpoint."""
+
+    connection: Any
+    """What ``apply_in_transaction(events, connection)`` is given (PostgreSQL: the
+    asyncpg connection of the transaction)."""
+
+    async def move(self, name: str, expected: int, position: int) -> bool:
+        """Move the checkpoint of ``name`` from ``expected`` to ``position``.
+
+        Returns False (changing nothing) when the saved position is not ``expected``:
+        another runner moved it, and the transaction must roll back.
+        """
+        ...
+
+    async def reset(self, name: str, position: int) -> None:
+        """Set the checkpoint of ``name`` to ``position``."""
+        ...
+
+    async def add_dead_letter(self, letter: DeadLetter) -> None:
+        """Record a skipped event in this transaction."""
+        ...
+
+    def savepoint(self) -> AbstractAsyncContextManager[None]:
+        """A nested transaction: rolled back alone when its block raises."""
+        ...
+
+    def failure(self, exc: BaseException) -> StoreUnavailable | None:
+        """``exc``, raised in this transaction (by the projection's code or the store), as
+        the store's transient failure; None when it is the projection's own.
+
+        It is the store's when the link under the transaction is gone (whatever the
+        projection's code then raised) or the driver reports the server unavailable.
+        """
+        ...
+
+
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """Where projections keep their positions and dead letters."""
+
+    @property
+    def exclusive(self) -> bool:
+        """Whether :meth:`lease` gives leases that exclude other processes."""
+        ...
+
+    @property
+    def transactional(self) -> bool:
+        """Whether :meth:`transaction` opens transactions on the read model's database."""
+        ...
+
+    async def check(self) -> None:
+        """Check that the checkpoints can be used (the runner calls it before it starts).
+
+        Raises:
+            StoreError: they cannot (e.g. the tables are missing); the message says why.
+            StoreUnavailable: the store could not be reached.
+        """
+        ...
+
+    async def load(self, name: str) -> int:
+        """The saved position of projection ``name`` (0 when none)."""
+        ...
+
+    async def save(self, name: str, position: int) -> None:
+        """Save the position of projection ``name``."""
+        ...
+
+    async def reset(self, name: str, position: int = 0) -> None:
+        """Set the position of ``name`` back (or forward) to ``position``."""
+        ...
+
+    async def add_dead_letter(self, letter: DeadLetter) -> None:
+        """Record a skipped event."""
+        ...
+
+    async def dead_letters(self, name: str) -> list[DeadLetter]:
+        """The dead letters of projection ``name``, oldest first."""
+        ...
+
+    def lease(self, name: str) -> Lease:
+        """The leadership of projection ``name``, not taken yet.
+
+        Raises:
+            UsageError: the checkpoints are not ``exclusive``.
+        """
+        ...
+
+    def transaction(self) -> AbstractAsyncContextManager[CheckpointTransaction]:
+        """A transaction on the read model's database (committed when the block ends).
+
+        Raises:
+            UsageError: the checkpoints are not ``transactional``.
+        """
         ...

@@ -205,7 +205,7 @@ async def test_wait_for_append_wakes_on_notify(postgres_store_factory):
 
 async def test_wait_for_append_polls_without_notifications(postgres_store_factory):
     store = await postgres_store_factory(poll_interval=0.05)
-    store._channel = "nothing_is_sent_here"  # simulate lost notifications
+    store._listener.channel = "nothing_is_sent_here"  # simulate lost notifications
     head = await store.head()
     waiter = asyncio.create_task(store.wait_for_append(head, 5))
     await asyncio.sleep(0.1)
@@ -431,7 +431,7 @@ async def test_notifications_are_sent_after_commit_and_coalesced(
     store = await postgres_store_factory(max_size=8)
     listener = await asyncpg.connect(postgres_dsn)  # another "process" listening
     received: list[int] = []
-    await listener.add_listener(store._notify_channel, lambda *a: received.append(int(a[3])))
+    await listener.add_listener(store._notifier.channel, lambda *a: received.append(int(a[3])))
     try:
         results = await asyncio.gather(
             *(store.append([NewEvent(f"s{i}", "t", b"")]) for i in range(20))
@@ -477,18 +477,18 @@ async def test_a_failing_notification_never_fails_the_append(postgres_store_fact
         failed.append(position)
         raise ConnectionRefusedError(111, "Connect call failed")
 
-    store._notify = unreachable
+    store._notifier.notify = unreachable
     head = await store.head()
     waiter = asyncio.create_task(store.wait_for_append(head, 5))
     await asyncio.sleep(0.1)
     written = await store.append([NewEvent("s", "t", b"")])
     assert await waiter == written.last_position  # found by polling
     for _ in range(100):
-        if store._notifier is None:
+        if store._notifier.task is None:
             break
         await asyncio.sleep(0.01)
     assert failed == [written.last_position]
-    assert store._notifier is None and store._notify_conn is None
+    assert store._notifier.task is None and store._notifier.conn is None
     await store.append([NewEvent("s", "t", b"")])  # and appends keep working
 
 
@@ -501,18 +501,18 @@ async def test_notifications_coalesce_while_one_is_in_flight(postgres_store):
         sent.append(position)
         await release.wait()
 
-    store._notify = slow_notify
-    store._announce(10)
+    store._notifier.notify = slow_notify
+    store._notifier.announce(10)
     for _ in range(100):  # the first notification is sent after a short delay
         if sent:
             break
         await asyncio.sleep(0.001)
     assert sent == [10]  # in flight
     for position in (11, 13, 12):
-        store._announce(position)
+        store._notifier.announce(position)
     release.set()
     for _ in range(100):
-        if store._notifier is None:
+        if store._notifier.task is None:
             break
         await asyncio.sleep(0.01)
     assert sent == [10, 13]  # one in flight, then ONE more with the newest position

@@ -725,3 +725,96 @@ async def test_store_on_a_borrowed_asyncpg_pool(postgres_dsn):
     finally:
         await borrowed.close()
         await drop_schema(postgres_dsn, schema)
+
+
+# -- connections lent to user code are reset -------------------------------------------
+
+SESSION = (
+    "SELECT current_setting('statement_timeout'), current_setting('search_path'),"
+    " current_setting('application_name'), current_user = session_user,"
+    " to_regclass('pg_temp.scratch') IS NULL,"
+    " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()),"
+    " (SELECT count(*) FROM pg_listening_channels()), pg_backend_pid()"
+)
+
+
+async def _dirty(conn: asyncpg.Connection, role: str) -> None:
+    """What a projection's apply_in_transaction code might leave in its session."""
+    await conn.execute("SET statement_timeout = '1s'")
+    await conn.execute("SET search_path = elsewhere")
+    await conn.execute("SET application_name = 'user code'")
+    await conn.execute("CREATE TEMP TABLE scratch (x int)")
+    await conn.execute("SELECT pg_advisory_lock(4242)")
+    await conn.add_listener("user_channel", lambda *a: None)
+    await conn.execute(f'SET ROLE "{role}"')
+
+
+@pytest.fixture
+async def role(admin: asyncpg.Connection) -> AsyncIterator[str]:
+    name = f"pool_role_{uuid.uuid4().hex[:8]}"
+    await admin.execute(f'CREATE ROLE "{name}"')
+    try:
+        yield name
+    finally:
+        await admin.execute(f'DROP ROLE "{name}"')
+
+
+async def test_a_lent_connection_is_reset_before_reuse(pools, role):
+    from eventcore.postgres._pool import PooledConnection
+
+    async def connect() -> asyncpg.Connection:
+        conn = await asyncpg.connect(
+            pools.dsn,
+            server_settings={"application_name": pools.app, "statement_timeout": "12345"},
+            connection_class=PooledConnection,
+        )
+        pools.opened.append(conn)
+        return conn
+
+    pool = pools.new(max_size=1, connect=connect)
+    async with pool.lend() as conn:
+        fresh = await conn.fetchrow(SESSION)
+        await _dirty(conn, role)
+        assert (await conn.fetchrow(SESSION))[:4] != fresh[:4]
+    async with pool.acquire() as again:  # the same connection (max_size=1)
+        assert tuple(await again.fetchrow(SESSION)) == tuple(fresh)
+        assert fresh[0] == "12345ms" and fresh[2] == pools.app  # as it was opened
+        await again.add_listener("user_channel", lambda *a: None)  # LISTENs again
+        assert await again.fetchval("SELECT count(*) FROM pg_listening_channels()") == 1
+        await again.remove_listener("user_channel", lambda *a: None)
+    assert pool.get_size() == 1
+
+
+async def test_the_stores_own_statements_skip_the_reset(pools):
+    # acquire() (every statement of the store) gives the connection back as it is: no
+    # reset round trip; only lend() resets.
+    pool = pools.new(max_size=1)
+    async with pool.acquire() as conn:
+        await conn.execute("SET search_path = kept")
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SHOW search_path") == "kept"
+
+
+async def test_a_transactional_projection_cannot_leak_session_state(postgres_store_factory, role):
+    from eventcore import ProjectionRunner
+
+    store = await postgres_store_factory(max_size=1)  # one pooled connection: the one lent
+    async with store._borrow() as conn:
+        fresh = await conn.fetchrow(SESSION)
+
+    class Dirty:
+        name = "dirty"
+        batches = 0
+
+        async def apply_in_transaction(self, events, connection):
+            self.batches += 1
+            await connection.execute("SET search_path = elsewhere")
+            await connection.execute("SELECT pg_advisory_lock(4242)")
+            await connection.execute(f'SET ROLE "{role}"')
+
+    await store.append([NewEvent("s", "t", b"") for _ in range(5)])
+    projection = Dirty()
+    await ProjectionRunner(store, projection, page_size=2).run_until_caught_up()
+    assert projection.batches == 3
+    async with store._borrow() as conn:
+        assert tuple(await conn.fetchrow(SESSION)) == tuple(fresh)

@@ -254,9 +254,13 @@ class FakeConnection:
 
 
 def test_transaction_failures_are_told_from_the_projections_own() -> None:
+    from eventcore.postgres._sql import CheckpointQueries
+    from eventcore.postgres.checkpoint import PostgresCheckpointTransaction
     from eventcore.projection.reconnect import transaction_failure
 
-    live, dead = FakeConnection(False), FakeConnection(True)
+    queries = CheckpointQueries("eventcore")
+    live = PostgresCheckpointTransaction(FakeConnection(False), queries)
+    dead = PostgresCheckpointTransaction(FakeConnection(True), queries)
     # the projection's own errors on a live connection: its failure strategy
     assert transaction_failure(ValueError("bug"), live) is None
     assert transaction_failure(OSError("its own file"), live) is None
@@ -264,8 +268,10 @@ def test_transaction_failures_are_told_from_the_projections_own() -> None:
     # whatever it raised once the connection died: the store's failure (reconnect)
     assert isinstance(transaction_failure(ValueError("bug"), dead), StoreUnavailable)
     assert isinstance(transaction_failure(OSError("reset"), dead), StoreUnavailable)
-    # no connection yet (acquire failed): a refused connection is the store's
-    assert isinstance(transaction_failure(ConnectionRefusedError(), None), StoreUnavailable)
+    # no transaction yet (taking the connection failed): the store's own error decides
+    refused = StoreUnavailable("connection refused")
+    assert transaction_failure(refused, None) is refused
+    assert transaction_failure(StoreError("permission denied"), None) is None
     asyncpg = pytest.importorskip("asyncpg")
     lost = asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
     assert isinstance(transaction_failure(lost, live), StoreUnavailable)

@@ -1,16 +1,56 @@
-"""The PostgreSQL event store (needs ``asyncpg``: ``pip install 'eventcore-py[postgres]'``).
+"""The PostgreSQL store (needs ``asyncpg``: ``pip install 'eventcore-py[postgres]'``).
 
 >>> store = await PostgresStore.connect("postgresql://app@db/app")  # doctest: +SKIP
 >>> await store.migrate()  # doctest: +SKIP
+
+What lives where: :mod:`eventcore.postgres.store` the store (appends, reads, folds,
+migrations), :mod:`eventcore.postgres.checkpoint` projection checkpoints, dead letters and
+leader leases, ``_notify`` the post-commit NOTIFY and the LISTEN side, ``_pool`` the
+connection pool, ``_sql`` every statement, ``migrations/`` the versioned schema.
+
+The names load on first use, so ``eventcore.postgres.checkpoint`` (re-exported by
+``eventcore.projection``) imports without asyncpg.
 """
 
 from __future__ import annotations
 
-from eventcore.postgres.store import (
-    MAX_EVENTS_PER_APPEND,
-    MAX_PAYLOAD_BYTES,
-    LogHoldback,
-    PostgresStore,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["MAX_EVENTS_PER_APPEND", "MAX_PAYLOAD_BYTES", "LogHoldback", "PostgresStore"]
+if TYPE_CHECKING:
+    from eventcore.postgres.checkpoint import PostgresCheckpointStore
+    from eventcore.postgres.store import (
+        MAX_EVENTS_PER_APPEND,
+        MAX_PAYLOAD_BYTES,
+        LogHoldback,
+        PostgresStore,
+    )
+
+__all__ = [
+    "MAX_EVENTS_PER_APPEND",
+    "MAX_PAYLOAD_BYTES",
+    "LogHoldback",
+    "PostgresCheckpointStore",
+    "PostgresStore",
+]
+
+_WHERE = {
+    "MAX_EVENTS_PER_APPEND": "eventcore.postgres.store",
+    "MAX_PAYLOAD_BYTES": "eventcore.postgres.store",
+    "LogHoldback": "eventcore.postgres.store",
+    "PostgresStore": "eventcore.postgres.store",
+    "PostgresCheckpointStore": "eventcore.postgres.checkpoint",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'eventcore.postgres' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -1,11 +1,12 @@
 """The PostgreSQL store's own connection pool: asyncpg connections, a lean checkout.
 
 Why not ``asyncpg.Pool``: the store runs one short autocommit statement per call, and
-asyncpg's pool costs more than the statement's client side. Measured on the test server
-(``SELECT 1``, one client): 146 us through ``Pool.fetchval`` against 84 us on a bare
-connection; at 16 clients 80 us against 44 us of CPU. Its release runs in a shielded task
-(one more event-loop turn per statement), its acquire goes through a queue, a holder and a
-proxy object, and by default it resets the session with a round trip.
+asyncpg's pool costs more than the statement's client side (the ``postgres.*`` keys of
+``benches/headline.py`` measure the difference). Its release runs in a shielded task (one
+more event-loop turn per statement), its acquire goes through a queue, a holder and a
+proxy object, and it resets the session with a round trip on every release. The store's
+own statements change no session state, so this pool resets a connection only after
+lending it to user code (:meth:`ConnectionPool.lend`).
 
 This pool keeps idle connections in a list (the most recently used is reused first, so a
 light load stays on few warm connections), opens new ones up to ``max_size`` on demand,
@@ -15,9 +16,9 @@ given back inside a transaction, or its statement ended by anything other than a
 reported by the server: a cancelled task, a client-side timeout or a lost connection may
 leave the protocol mid-statement, so such a connection is terminated, never reused.
 
-It offers the part of the ``asyncpg.Pool`` interface the store and the projection runner
-use: ``acquire()`` (awaited, or as ``async with``), ``release()``, ``fetch``,
-``fetchrow``, ``fetchval``, ``execute``, ``close()``, ``terminate()`` and the size getters.
+It offers the part of the ``asyncpg.Pool`` interface the store uses: ``acquire()``
+(awaited, or as ``async with``), ``release()``, ``fetch``, ``fetchrow``, ``fetchval``,
+``execute``, ``close()``, ``terminate()`` and the size getters; and ``lend()``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,25 @@ Connect = Callable[[], Awaitable[asyncpg.Connection]]
 
 class PoolClosed(pgbase.InterfaceError):  # type: ignore[misc]
     """The pool was closed; nothing more can be acquired from it."""
+
+
+class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pool connection whose :meth:`reset` undoes everything user code may change.
+
+    asyncpg's own reset query (advisory locks, cursors, LISTENs, settings) plus the role
+    and session authorization, temporary tables and sequence state. ``RESET ALL`` goes
+    back to the settings the connection was opened with (its ``server_settings``).
+    Prepared statements stay: they are the driver's statement cache.
+    """
+
+    def get_reset_query(self) -> str:
+        """The statements :meth:`reset` runs (one round trip)."""
+        return f"{super().get_reset_query()}\n{RESET_MORE}"
+
+
+RESET_MORE = "SET SESSION AUTHORIZATION DEFAULT; DISCARD TEMP; DISCARD SEQUENCES;"
+"""What :class:`PooledConnection` resets beyond asyncpg's default (``RESET ALL`` leaves
+the role alone; resetting the session authorization resets it)."""
 
 
 class ConnectionPool:
@@ -102,6 +122,16 @@ class ConnectionPool:
         """A connection: ``conn = await pool.acquire()`` (then :meth:`release`) or
         ``async with pool.acquire() as conn:`` (released at the end)."""
         return _Lease(self)
+
+    def lend(self) -> _Lease:
+        """``async with pool.lend() as conn:`` a connection for user code, reset after.
+
+        The session state the user's code may have changed (settings, role, locks,
+        LISTENs, cursors, temporary tables) is reset (:meth:`asyncpg.Connection.reset`)
+        before the connection goes back to the pool; a connection that cannot be reset is
+        dropped.
+        """
+        return _Lease(self, reset=True)
 
     async def _acquire(self) -> asyncpg.Connection:
         if self._closed:
@@ -292,11 +322,12 @@ _UNSAFE = (asyncio.CancelledError, TimeoutError, OSError, pgbase.InterfaceError)
 class _Lease:
     """What :meth:`ConnectionPool.acquire` returns: awaitable and an async context."""
 
-    __slots__ = ("_conn", "_pool")
+    __slots__ = ("_conn", "_pool", "_reset")
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, *, reset: bool = False) -> None:
         self._pool = pool
         self._conn: asyncpg.Connection | None = None
+        self._reset = reset
 
     def __await__(self) -> Generator[Any, None, asyncpg.Connection]:
         return self._pool._acquire().__await__()
@@ -311,5 +342,14 @@ class _Lease:
             return
         if kind is not None and issubclass(kind, _UNSAFE):
             self._pool._discard(conn)
-        else:
-            self._pool._put(conn)
+            return
+        if self._reset and not conn.is_closed() and not conn.is_in_transaction():
+            try:
+                await conn.reset()
+            except Exception:  # the block's work is done: only this connection is lost
+                self._pool._discard(conn)
+                return
+            except BaseException:
+                self._pool._discard(conn)
+                raise
+        self._pool._put(conn)

@@ -66,6 +66,28 @@ def channel(schema: str) -> str:
     return f"{check_schema_name(schema)}_events"
 
 
+def projection_lock_key(schema: str, name: str) -> int:
+    """The advisory-lock key of projection ``name`` in ``schema`` (a positive bigint)."""
+    return (0x50524F4A << 31) | zlib.crc32(f"{schema}\x00{name}".encode())
+
+
+# A NOTIFY takes a transaction id, so its commit writes a WAL record; waiting for that
+# record's flush (synchronous_commit) would add one flush per notification to the ones
+# the appends wait for. Notifications are not durable anyway: this one commits without
+# waiting (SET LOCAL, so a borrowed pool's connection keeps its settings).
+NOTIFY = "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)"
+"""Announce a committed position ($2) on a channel ($1)."""
+
+TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
+"""Take a session-level advisory lock (a projection's leadership) if it is free."""
+
+UNLOCK_ALL = "SELECT pg_advisory_unlock_all()"
+"""Release every session-level advisory lock of the connection."""
+
+PING = "SELECT 1"
+"""Check that a connection is alive."""
+
+
 def migration_lock_key(schema: str) -> int:
     """The advisory-lock key that serializes migrations of ``schema`` (a positive bigint)."""
     return (0x45434F52 << 32) | zlib.crc32(schema.encode())
@@ -178,6 +200,11 @@ class Queries:
             f" FROM {s}.log_holdback() LIMIT 1"
         )
         self.last_position = f"SELECT coalesce(max(position), 0) FROM {s}.events"
+        # Events in a range of positions, for a projection's lag and progress.
+        self.count_between = (
+            f"SELECT count(*) FROM (SELECT 1 FROM {s}.events"
+            " WHERE position > $1 AND position <= $2 LIMIT 10000000) c"
+        )
         # By event id: the unique index on event_id answers it (idempotency-key lookups).
         self.read_by_ids = (
             f"SELECT {cols} FROM {s}.events WHERE event_id = ANY($1::uuid[]) ORDER BY position"
@@ -225,4 +252,38 @@ class Queries:
             "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c"
             " JOIN pg_namespace n ON n.oid = c.relnamespace"
             " WHERE n.nspname = $1 AND c.relname = ANY($2::text[])"
+        )
+
+
+class CheckpointQueries:
+    """The statements of projection checkpoints and dead letters (migration 0002)."""
+
+    def __init__(self, schema: str) -> None:
+        s = quote(schema)
+        self.tables_exist = (
+            f"SELECT to_regclass('{s}.projection_checkpoints') IS NOT NULL"
+            f" AND to_regclass('{s}.projection_dead_letters') IS NOT NULL"
+        )
+        self.load = f"SELECT position FROM {s}.projection_checkpoints WHERE name = $1"
+        self.save = (
+            f"INSERT INTO {s}.projection_checkpoints (name, position) VALUES ($1, $2)"
+            " ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()"
+        )
+        # A compare-and-set: the row is made if missing, then moved only from $2.
+        self.create = (
+            f"INSERT INTO {s}.projection_checkpoints (name, position) VALUES ($1, $2)"
+            " ON CONFLICT (name) DO NOTHING"
+        )
+        self.move = (
+            f"UPDATE {s}.projection_checkpoints SET position = $3, updated_at = now()"
+            " WHERE name = $1 AND position = $2 RETURNING 1"
+        )
+        self.add_dead_letter = (
+            f"INSERT INTO {s}.projection_dead_letters"
+            " (projection, position, event_id, stream_id, event_type, error, failed_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        )
+        self.dead_letters = (
+            "SELECT projection, position, event_id, stream_id, event_type, error, failed_at"
+            f" FROM {s}.projection_dead_letters WHERE projection = $1 ORDER BY id"
         )

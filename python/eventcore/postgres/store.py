@@ -11,15 +11,15 @@ Append
     locks plus ONE statement; the function's statements are planned once per connection
     (``plan_cache_mode = force_generic_plan``), not on every call. ``NOTIFY`` is sent
     after the commit, from the store's own connection, coalesced (see
-    :meth:`PostgresStore._announce`): inside the append transaction it would serialize
-    all commits on PostgreSQL's notify lock.
+    :class:`eventcore.postgres._notify.Notifier`): inside the append transaction it would
+    serialize all commits on PostgreSQL's notify lock.
 
 The global log never skips
     Positions are not taken from a sequence. An event's position is
     ``transaction id (xid8) * 2**20 + its index within the transaction``, computed inside
     the append function. Transaction ids are handed out in increasing order, so the
-    position order *is* the transaction-id order ("approach 3" in the design notes), and
-    the public cursor stays a single integer.
+    position order *is* the transaction-id order, and the public cursor stays a single
+    integer.
 
     :meth:`PostgresStore.read_all` and :meth:`PostgresStore.head` only see events below
     ``horizon * 2**20``, where the horizon is the oldest append of THIS store still in
@@ -89,12 +89,11 @@ Errors
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
-from typing import Any, NamedTuple, TypeVar
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -123,14 +122,18 @@ from eventcore.postgres._input import (
     prepare_events,
     prepare_expected,
 )
-from eventcore.postgres._pool import ConnectionPool
+from eventcore.postgres._notify import Listener, Notifier
+from eventcore.postgres._pool import ConnectionPool, PooledConnection
 from eventcore.postgres._snapshot import PostgresSnapshotStore
 from eventcore.postgres._sql import Queries, channel, check_schema_name, migrations
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, as_uuid, recorded_events
 from eventcore.registry import EventRegistry, default_registry
 from eventcore.snapshot import SNAPSHOT_EVERY, Snapshotter
 from eventcore.state_cache import DEFAULT_MAX_ENTRIES, StateCache, make_state_cache
-from eventcore.store import Apply, Decoders, Expected
+from eventcore.store import Apply, ColumnBuffers, Decoders, Expected, LogHoldback
+
+if TYPE_CHECKING:
+    from eventcore.postgres.checkpoint import PostgresCheckpointStore
 
 __all__ = ["MAX_EVENTS_PER_APPEND", "MAX_PAYLOAD_BYTES", "LogHoldback", "PostgresStore"]
 
@@ -138,36 +141,11 @@ S = TypeVar("S")
 
 _json_encode = msgspec.json.encode
 validate_stream_id = _core.validate_stream_id
-# A NOTIFY takes a transaction id, so its commit writes a WAL record; waiting for that
-# record's flush (synchronous_commit) would add one flush per notification to the ones
-# the appends wait for. Notifications are not durable anyway: this one commits without
-# waiting (SET LOCAL, so a borrowed pool's connection keeps its settings).
-_NOTIFY = "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)"
-NOTIFY_DELAY = 0.002
-"""Seconds a post-commit notification waits, so the appends of a burst share ONE NOTIFY."""
 
 # SQLSTATEs raised by append_events (migration 0003): called in a transaction that already
 # holds a transaction id; input the API would have refused (a direct SQL caller).
 _IN_CALLERS_TRANSACTION = "EC001"
 _INPUT_REFUSED = "EC002"
-
-
-class LogHoldback(NamedTuple):
-    """The oldest in-flight append of a store: what holds its global log's readers back.
-
-    See :meth:`PostgresStore.log_holdback`.
-    """
-
-    transaction_id: int
-    """Its transaction id (64-bit, as ``pg_current_xact_id()``)."""
-    pid: int | None
-    """The backend process id holding it (None: a prepared transaction)."""
-    started: datetime | None
-    """When its transaction started (prepared: when it was prepared); None if hidden."""
-    seconds: float | None
-    """Seconds since ``started``: how long readers have waited for it at most."""
-    xid_age: int
-    """Transaction ids handed out since its own (``age(xid)``)."""
 
 
 def check_dsn(dsn: str) -> str:
@@ -183,7 +161,7 @@ def check_dsn(dsn: str) -> str:
         parts = urlsplit(dsn)
         _ = parts.port  # raises ValueError for a bad or out-of-range port
     except ValueError as exc:
-        raise ConfigurationError(f"malformed PostgreSQL DSN: {exc}") from None
+        raise ConfigurationError(f"malformed PostgreSQL DSN: {exc}") from exc
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigurationError(
             "malformed PostgreSQL DSN: expected postgresql://user@host:port/database, "
@@ -267,19 +245,10 @@ class PostgresStore:
         self.poll_interval = poll_interval
         """Seconds between polls of :meth:`head` while waiting without notifications."""
         self._q = Queries(schema)
-        self._channel = channel(schema)
         self._open_lock = asyncio.Lock()
         self._checked = False
-        self._listener: asyncpg.Connection | None = None
-        self._listener_from_pool = False
-        self._waiters: set[asyncio.Event] = set()
-        # Post-commit notifications (see _announce): where they go (listeners use
-        # _channel), the newest position to announce, the one sender task and its link.
-        self._notify_channel = self._channel
-        self._notify_head = 0
-        self._notify_again = False
-        self._notifier: asyncio.Task[None] | None = None
-        self._notify_conn: asyncpg.Connection | None = None
+        self._listener = Listener(self, channel(schema))
+        self._notifier = Notifier(self, channel(schema))
         self.snapshots = (
             Snapshotter(PostgresSnapshotStore(self), self.registry.codec, snapshot_every)
             if snapshots
@@ -346,12 +315,13 @@ class PostgresStore:
                 timeout=self._connect_timeout,
                 command_timeout=timeout + 5.0 if timeout is not None else None,
                 server_settings=settings,
+                connection_class=PooledConnection,
             )
         except ValueError as exc:
             # Only the DSN's parsing raises ValueError here (asyncpg's
             # ClientConfigurationError is one): network failures are OSError, the
             # server's refusals PostgresError.
-            raise ConfigurationError(f"malformed PostgreSQL DSN: {exc}") from None
+            raise ConfigurationError(f"malformed PostgreSQL DSN: {exc}") from exc
 
     async def _get_pool(self) -> asyncpg.Pool | ConnectionPool:
         if self._pool is None or not self._checked:
@@ -360,8 +330,8 @@ class PostgresStore:
 
     async def close(self) -> None:
         """Stop listening and notifying, and close the pool if this store created it."""
-        await self._close_listener()
-        await self._close_notifier()
+        await self._listener.close()
+        await self._notifier.close()
         if self.snapshots is not None:
             await self.snapshots.close()  # background snapshot writes end here
         pool, self._pool = self._pool, None
@@ -475,7 +445,7 @@ class PostgresStore:
                 if exc.constraint_name == "events_event_id_key" and attempt < 2:
                     continue  # the same ids committed concurrently: re-run sees them
                 if exc.constraint_name == "events_stream_version_key":
-                    raise await self._conflict_from_data(checks, batch) from None
+                    raise await self._conflict_from_data(checks, batch) from exc
                 raise translate(exc, "append") from exc
             except asyncpg.PostgresError as exc:
                 sqlstate = getattr(exc, "sqlstate", None)
@@ -495,7 +465,7 @@ class PostgresStore:
             positions = row[1]
             versions = list(zip(row[2] or (), row[3] or (), strict=True))
             if status == "ok" and positions:
-                self._announce(positions[-1])
+                self._notifier.announce(positions[-1])
                 # Consecutive: AppendResult expands the first position on demand.
                 return AppendResult(positions[0], versions, batch)
             return AppendResult(positions, versions, batch)
@@ -774,78 +744,30 @@ class PostgresStore:
         rows = await self._fetch(self._q.list_streams, prefix, after, check_limit(limit))
         return [(r[0], r[1]) for r in rows]
 
-    # -- notifications -------------------------------------------------------------
+    # -- what projections need (eventcore.store.ProjectionStore) --------------------
 
-    def _announce(self, position: int) -> None:
-        """NOTIFY listeners (in any process) of a committed append, without waiting.
+    @property
+    def dense_positions(self) -> bool:
+        """False: positions come from transaction ids (increasing, with gaps)."""
+        return False
 
-        The notification is sent after the commit, from this store's own connection, in a
-        transaction of its own: a NOTIFY inside the append transaction would make every
-        commit queue on PostgreSQL's database-wide notify lock. At most one is in flight
-        per store, sent :data:`NOTIFY_DELAY` seconds after the append that started it, so
-        the appends of a burst share it; appends that commit while it is in flight are
-        announced by ONE more, carrying the newest position. A failure is ignored
-        (waiters poll :meth:`head` as a fallback) and never fails the append.
-        """
-        if position > self._notify_head:
-            self._notify_head = position
-        if self._notifier is None:
-            self._notifier = asyncio.get_running_loop().create_task(self._send_notifications())
-        else:
-            self._notify_again = True
+    async def count_events(self, after_position: int, upto: int) -> int:
+        """How many events lie in ``(after_position, upto]`` (exact; capped at 10 million)."""
+        if upto <= after_position:
+            return 0
+        return int(await self._fetchval(self._q.count_between, after_position, upto))
 
-    async def _send_notifications(self) -> None:
-        try:
-            again = True
-            while again:
-                # Wait briefly first: appends committing meanwhile (e.g. the next command
-                # of a single client) are announced by this same notification.
-                await asyncio.sleep(NOTIFY_DELAY)
-                self._notify_again = False
-                try:
-                    await self._notify(self._notify_head)
-                except Exception:  # fire-and-forget: waiters poll as a fallback
-                    await self._drop_notify_conn()
-                    return
-                again = self._notify_again
-        finally:
-            self._notifier = None
+    async def read_columns(
+        self, after_position: int, limit: int, known_types: int, known_streams: int
+    ) -> ColumnBuffers | None:
+        """None: columnar pages are built from :meth:`read_all`'s events."""
+        return None
 
-    async def _notify(self, position: int) -> None:
-        conn = self._notify_conn
-        if conn is None or conn.is_closed():
-            if self._dsn is None:  # a borrowed pool: borrow a connection for a moment
-                pool = self._pool
-                if pool is not None:
-                    async with pool.acquire() as borrowed:
-                        await borrowed.execute(_NOTIFY, self._notify_channel, str(position))
-                return
-            conn = await asyncpg.connect(
-                self._dsn,
-                timeout=self._connect_timeout,
-                server_settings={"application_name": "eventcore-notify"},
-            )
-            self._notify_conn = conn
-        await conn.execute(_NOTIFY, self._notify_channel, str(position))
+    def checkpoint_store(self) -> PostgresCheckpointStore:
+        """Checkpoints, dead letters and leader leases in this store's schema."""
+        from eventcore.postgres.checkpoint import PostgresCheckpointStore
 
-    async def _drop_notify_conn(self) -> None:
-        conn, self._notify_conn = self._notify_conn, None
-        if conn is not None:
-            conn.terminate()
-
-    async def _close_notifier(self) -> None:
-        task = self._notifier
-        if task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(task), 5)
-            except Exception:
-                task.cancel()
-        conn, self._notify_conn = self._notify_conn, None
-        if conn is not None:
-            try:
-                await conn.close(timeout=5)
-            except Exception:
-                conn.terminate()
+        return PostgresCheckpointStore(self)
 
     async def subscribe_notifications(self) -> bool:
         """LISTEN for appends on a dedicated connection; False if that failed (polling).
@@ -853,44 +775,7 @@ class PostgresStore:
         :meth:`wait_for_append` calls it; a lost listener is re-established on the next
         wait, and polling every :attr:`poll_interval` seconds covers the gap.
         """
-        if self._listener is not None and not self._listener.is_closed():
-            return True
-        await self._close_listener()
-        try:
-            if self._dsn is not None:
-                conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
-                self._listener_from_pool = False
-            else:
-                conn = await (await self._get_pool()).acquire()
-                self._listener_from_pool = True
-            await conn.add_listener(self._channel, self._on_notify)
-        except Exception:
-            return False
-        conn.add_termination_listener(self._on_listener_lost)
-        self._listener = conn
-        return True
-
-    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
-        for waiter in self._waiters:
-            waiter.set()
-
-    def _on_listener_lost(self, conn: Any) -> None:
-        if self._listener is conn:
-            self._listener = None
-        self._on_notify(conn, 0, self._channel, "")
-
-    async def _close_listener(self) -> None:
-        conn, self._listener = self._listener, None
-        if conn is None:
-            return
-        try:
-            if self._listener_from_pool and self._pool is not None:
-                await conn.remove_listener(self._channel, self._on_notify)
-                await self._pool.release(conn)
-            else:
-                await conn.close(timeout=5)
-        except Exception:
-            conn.terminate()
+        return await self._listener.subscribe()
 
     async def wait_for_append(self, after_position: int, timeout: float) -> int:
         """Wait until :meth:`head` passes ``after_position`` or ``timeout`` seconds pass.
@@ -900,21 +785,67 @@ class PostgresStore:
         ``append_events`` function directly: it sends no NOTIFY). Returns the head
         (``<= after_position`` on timeout).
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        await self.subscribe_notifications()
-        waiter = asyncio.Event()
-        self._waiters.add(waiter)
+        return await self._listener.wait(after_position, timeout, self.poll_interval)
+
+    # -- connections for the package (leases, LISTEN, NOTIFY, transactions) ----------
+
+    @property
+    def _owns_connections(self) -> bool:
+        """Whether the store opens connections itself (from a DSN), not only a borrowed pool."""
+        return self._dsn is not None
+
+    def _borrow(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        """A connection of the pool for the length of an ``async with`` block."""
+        return _Borrowed(self, lend=False)
+
+    def _lend(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        """A pool connection for user code (``apply_in_transaction``) for an ``async with``
+        block; its session state is reset before the pool reuses it (an asyncpg pool
+        resets every connection it takes back)."""
+        return _Borrowed(self, lend=True)
+
+    async def _connect(self, application_name: str) -> asyncpg.Connection:
+        """A new connection of its own, outside the pool (the store must have a DSN)."""
+        return await asyncpg.connect(
+            self._dsn,
+            timeout=self._connect_timeout,
+            server_settings={"application_name": application_name},
+        )
+
+    async def _dedicated_connection(self) -> tuple[asyncpg.Connection, bool]:
+        """A connection kept for long (LISTEN, a session lock): opened from the DSN, or
+        borrowed from a pool the store was given; and whether it was borrowed."""
+        if self._owns_connections:
+            return await self._connect("eventcore-listen"), False
+        return await (await self._get_pool()).acquire(), True
+
+    async def _release_dedicated(self, conn: asyncpg.Connection, borrowed: bool) -> None:
+        """Give back (or close) a connection from :meth:`_dedicated_connection`."""
         try:
-            while True:
-                waiter.clear()
-                head = await self.head()
-                remaining = deadline - loop.time()
-                if head > after_position or remaining <= 0:
-                    return head
-                if self._listener is None:
-                    await self.subscribe_notifications()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter.wait(), min(remaining, self.poll_interval))
-        finally:
-            self._waiters.discard(waiter)
+            if borrowed and self._pool is not None:
+                await self._pool.release(conn)
+            else:
+                await conn.close(timeout=5)
+        except Exception:
+            conn.terminate()
+
+
+class _Borrowed:
+    """``async with store._borrow() as conn``: a pool connection, given back at the end."""
+
+    __slots__ = ("_lease", "_lend", "_store")
+
+    def __init__(self, store: PostgresStore, *, lend: bool) -> None:
+        self._store = store
+        self._lend = lend
+        self._lease: Any = None
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        pool = await self._store._get_pool()
+        lend = self._lend and isinstance(pool, ConnectionPool)
+        self._lease = pool.lend() if lend else pool.acquire()
+        return await self._lease.__aenter__()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        lease, self._lease = self._lease, None
+        await lease.__aexit__(*exc)

@@ -8,18 +8,18 @@ checkpoint, with its own :class:`FailureStrategy`.
 
 from __future__ import annotations
 
-from eventcore.projection.checkpoint import (
-    CheckpointStore,
-    DeadLetter,
-    MemoryCheckpointStore,
-    PostgresCheckpointStore,
-)
+from typing import TYPE_CHECKING, Any
+
+from eventcore.projection.checkpoint import CheckpointStore, DeadLetter, MemoryCheckpointStore
 from eventcore.projection.columns import ColumnBatch
 from eventcore.projection.projection import FailureStrategy, Projection, ProjectionError
 from eventcore.projection.reconnect import ReconnectPolicy
 from eventcore.projection.runner import ProjectionRunner
 from eventcore.projection.status import Progress, ProjectionStatus
 from eventcore.projection.subscription import Page, Subscription
+
+if TYPE_CHECKING:
+    from eventcore.postgres.checkpoint import PostgresCheckpointStore
 
 __all__ = [
     "CheckpointStore",
@@ -37,3 +37,12 @@ __all__ = [
     "ReconnectPolicy",
     "Subscription",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # PostgresCheckpointStore lives in eventcore.postgres; this import path is kept.
+    if name == "PostgresCheckpointStore":
+        from eventcore.postgres.checkpoint import PostgresCheckpointStore
+
+        return PostgresCheckpointStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -155,6 +155,7 @@ class Hooks:
         "on_error",
         "projection",
         "reset",
+        "reset_in_transaction",
         "stream_prefix",
         "transactional",
     )
@@ -180,6 +181,9 @@ class Hooks:
         self.batch, self.batch_async = _pair(getattr(projection, "apply_batch", None))
         self.columns, self.columns_async = _pair(getattr(projection, "apply_columns", None))
         self.reset = getattr(projection, "reset", None)
+        self.reset_in_transaction: Callable[..., Awaitable[Any]] | None = getattr(
+            projection, "reset_in_transaction", None
+        )
         if not (self.apply or self.batch or self.columns or self.transactional):
             raise TypeError(
                 f"projection {name!r} has none of apply, apply_batch, apply_columns "

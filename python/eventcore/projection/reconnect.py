@@ -6,9 +6,9 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from eventcore.errors import EventCoreError, StoreUnavailable
+from eventcore.errors import StoreUnavailable
+from eventcore.store import CheckpointTransaction
 
 __all__ = ["ReconnectPolicy"]
 
@@ -62,48 +62,28 @@ class ReconnectPolicy:
 def store_failure(exc: BaseException, action: str) -> StoreUnavailable | None:
     """``exc`` as a StoreUnavailable if it is a transient store failure, else None.
 
-    Driver errors are mapped by class (a lost connection, a shutdown, a refused connect);
-    eventcore's own ``StoreUnavailable`` is itself.
+    Stores raise eventcore's errors only (a driver's are translated where they arise, in
+    the store's package): ``StoreUnavailable`` is transient, anything else is not.
+    ``action`` is kept for the callers' messages.
     """
     if isinstance(exc, StoreFault):
         return exc.error
     if isinstance(exc, StoreUnavailable):
         return exc
-    if isinstance(exc, EventCoreError):
-        return None
-    if isinstance(exc, OSError) or type(exc).__module__.startswith("asyncpg"):
-        try:
-            from eventcore.postgres._errors import translate
-        except ImportError:  # no asyncpg: an OSError is the only driver error there is
-            return StoreUnavailable(f"store unavailable during {action}: {exc!r}")
-        err = translate(exc, action)
-        return err if isinstance(err, StoreUnavailable) else None
     return None
 
 
-def driver_error(exc: BaseException, action: str) -> EventCoreError | None:
-    """A driver (asyncpg) error mapped to eventcore's classes; None if not a driver error."""
-    if type(exc).__module__.startswith("asyncpg"):
-        from eventcore.postgres._errors import translate
-
-        return translate(exc, action)
-    return None
-
-
-def transaction_failure(exc: BaseException, conn: Any) -> StoreUnavailable | None:
+def transaction_failure(
+    exc: BaseException, tx: CheckpointTransaction | None
+) -> StoreUnavailable | None:
     """A failure inside a transactional batch that the store caused, not the projection.
 
-    The connection died (whatever the projection's code then raised), or the driver
-    reported a connection-level failure. An ``OSError`` on a live connection is the
-    projection's own (it may write files), so it goes to its failure strategy.
+    ``tx`` tells (:meth:`~eventcore.store.CheckpointTransaction.failure`); None when the
+    transaction never opened, and then ``exc`` came from the store itself.
     """
-    if conn is not None and conn.is_closed():
-        return store_failure(exc, "apply_in_transaction") or StoreUnavailable(
-            f"connection lost during apply_in_transaction: {exc!r}"
-        )
-    if isinstance(exc, OSError) and conn is not None:
-        return None
-    return store_failure(exc, "apply_in_transaction")
+    if tx is None:
+        return store_failure(exc, "apply_in_transaction")
+    return tx.failure(exc)
 
 
 class StoreFault(Exception):

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from eventcore.projection.reconnect import store_failure
 
 if TYPE_CHECKING:
-    from eventcore.projection._source import Source
-    from eventcore.projection.checkpoint import CheckpointStore
     from eventcore.projection.subscription import Page
+    from eventcore.recorded import RecordedEvent
+    from eventcore.store import CheckpointStore, ProjectionStore
 
 __all__ = ["Progress", "ProjectionStatus"]
 
@@ -108,15 +108,15 @@ class ProgressTracker:
         self.finished = False
 
     async def begin(self) -> None:
-        source = self.worker.runner.source
-        head = await source.head()
-        self.total = await source.count_between(self.start_position, head)
+        store = self.worker.runner.store
+        head = await store.head()
+        self.total = await store.count_events(self.start_position, head)
         self.worker.head = head
         await self._report(done=False)
 
     async def update(self, page: Page) -> None:
         w = self.worker
-        if w.runner.source.positions_are_dense:
+        if w.runner.store.dense_positions:
             self.done = page.position - self.start_position
             self.total = max(self.total, page.head - self.start_position)
         else:
@@ -149,7 +149,7 @@ class ProgressTracker:
 
 
 async def statuses(
-    source: Source, checkpoints: CheckpointStore, workers: Sequence[Any]
+    store: ProjectionStore, checkpoints: CheckpointStore, workers: Sequence[Any]
 ) -> dict[str, ProjectionStatus]:
     """The status of each of a runner's workers (see ``ProjectionRunner.status``).
 
@@ -157,12 +157,12 @@ async def statuses(
     """
     out = {}
     try:
-        head: int | None = await source.head()
+        head: int | None = await store.head()
     except Exception as exc:
         if store_failure(exc, "status") is None:
             raise
         head = None
-    held = await _holdback(source) if head is not None else None
+    held = await _holdback(store) if head is not None else None
     for w in workers:
         position = w.position
         lag, seconds = w.known_lag
@@ -170,7 +170,7 @@ async def statuses(
             try:
                 if w.state in ("idle", "standby"):
                     position = await checkpoints.load(w.name)
-                lag, seconds = w.known_lag = await _lag(source, position, head)
+                lag, seconds = w.known_lag = await _lag(store, position, head)
             except Exception as exc:
                 if store_failure(exc, "status") is None:
                     raise
@@ -194,10 +194,10 @@ async def statuses(
     return out
 
 
-async def _holdback(source: Source) -> tuple[str, float] | None:
+async def _holdback(store: ProjectionStore) -> tuple[str, float] | None:
     """What holds the global log back (a description, its age in seconds), if anything."""
     try:
-        held = await source.holdback()
+        held = await store.log_holdback()
     except Exception as exc:
         if store_failure(exc, "status") is None:
             raise
@@ -210,13 +210,14 @@ async def _holdback(source: Source) -> tuple[str, float] | None:
     return f"an append in transaction {held.transaction_id} ({who}{age})", seconds
 
 
-async def _lag(source: Source, position: int, head: int) -> tuple[int, float]:
+async def _lag(store: ProjectionStore, position: int, head: int) -> tuple[int, float]:
     """Events after ``position`` up to ``head``, and the age of the first of them."""
-    lag = await source.count_between(position, head)
+    lag = await store.count_events(position, head)
     seconds = 0.0
     if lag:
-        first = await source.first_after(position)
-        if first is not None:
-            age = datetime.now(UTC) - first.recorded_at
+        first: list[RecordedEvent[Any]] = await store.read_all(after_position=position, limit=1)
+        if first:
+            first_event = first[0]
+            age = datetime.now(UTC) - first_event.recorded_at
             seconds = max(age.total_seconds(), 0.0)
     return lag, seconds

@@ -8,11 +8,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eventcore.errors import ValidationError
-from eventcore.projection._source import Source
+from eventcore.memory import MemoryStore
 from eventcore.projection.columns import ColumnBatch, ColumnBuilder
 from eventcore.recorded import RecordedEvent
+from eventcore.store import ColumnBuffers, ProjectionStore
 
 __all__ = ["Page", "Subscription"]
+
+
+def projection_store(store: ProjectionStore | MemoryStore) -> ProjectionStore:
+    """The async face of ``store`` projections read (a :class:`MemoryStore`'s ``.aio``)."""
+    return store.aio if isinstance(store, MemoryStore) else store
 
 
 @dataclass(slots=True)
@@ -44,27 +50,28 @@ class Subscription:
 
     Reads from ``after_position`` in pages of ``page_size`` (catch-up), and once a page
     comes back short (caught up), waits for appends (the store's ``wait_for_append``:
-    LISTEN/NOTIFY for PostgreSQL, an in-process signal for the in-memory store; polling
-    every ``poll_interval`` seconds as the fallback) and reads again. The cursor is the
+    LISTEN/NOTIFY for PostgreSQL, an in-process signal for the in-memory store; at most
+    ``poll_interval`` seconds at a time) and reads again. The cursor is the
     last position delivered, and each read asks for events strictly after it in the
     store's delivery order, so the switch from catch-up to live neither skips nor repeats
     an event (the PostgreSQL store's ``read_all`` never passes over an event that commits
     late).
 
     Args:
-        store: an event store (in-memory, its ``.aio`` view, PostgreSQL, any EventStore).
+        store: the store to read (in-memory, its ``.aio`` view, PostgreSQL: any
+            :class:`~eventcore.store.ProjectionStore`).
         after_position: deliver events after this position.
         page_size: events per read.
         event_types: deliver only these types.
         stream_prefix: deliver only streams whose id starts with this.
         live: keep following the log (False: stop once caught up).
-        poll_interval: seconds between polls when no notification arrives.
+        poll_interval: the longest wait for an append before reading again.
         columns: deliver :class:`ColumnBatch` pages (needs numpy) instead of events.
     """
 
     def __init__(
         self,
-        store: Any,
+        store: ProjectionStore | MemoryStore,
         *,
         after_position: int = 0,
         page_size: int = 1000,
@@ -78,7 +85,8 @@ class Subscription:
             raise ValidationError("page_size", "must be at least 1", page_size)
         if after_position < 0:
             raise ValidationError("after_position", "must not be negative", after_position)
-        self.source = store if isinstance(store, Source) else Source(store)
+        self.store = projection_store(store)
+        """The store read."""
         self.position = after_position
         """The position delivered so far (the next page starts after it)."""
         self.head = 0
@@ -123,7 +131,9 @@ class Subscription:
 
     async def _wait(self) -> None:
         """Wait for the head to pass what was read, or for stop()."""
-        waiter = asyncio.ensure_future(self.source.wait(self.position, self.poll_interval))
+        waiter = asyncio.ensure_future(
+            self.store.wait_for_append(self.position, self.poll_interval)
+        )
         stopper = asyncio.ensure_future(self._stop.wait())
         try:
             await asyncio.wait((waiter, stopper), return_when=asyncio.FIRST_COMPLETED)
@@ -135,30 +145,38 @@ class Subscription:
 
     async def read_page(self) -> Page:
         """Read the next page after :attr:`position` (does not move the position)."""
-        source = self.source
+        store = self.store
         after = self.position
         # The head is read BEFORE the events: every event up to it is in the store's
         # delivery order by the time of the read, so a short page covers it all.
-        head = await source.head()
-        if self._columns is not None and source.memory is not None:
-            return self._memory_columns(after, head)
-        events = await source.read(after, self.page_size, self.event_types, self.stream_prefix)
+        head = await store.head()
+        builder = self._columns
+        if builder is not None:
+            raw = await store.read_columns(
+                after, self.page_size, len(builder.type_names), len(builder.stream_names)
+            )
+            if raw is not None:
+                return self._columns_page(raw, after, head)
+        events = await store.read_all(
+            after_position=after,
+            limit=self.page_size,
+            event_types=self.event_types,
+            stream_prefix=self.stream_prefix,
+        )
         last = events[-1].position if events else after
         full = len(events) >= self.page_size
         position = last if full else max(last, head, after)
         self.caught_up = not full
         self.head = max(head, last)
-        if self._columns is not None:
-            batch = self._columns.from_events(events)
+        if builder is not None:
+            batch = builder.from_events(events)
             return Page([], position, self.head, self.caught_up, batch)
         return Page(events, position, self.head, self.caught_up)
 
-    def _memory_columns(self, after: int, head: int) -> Page:
+    def _columns_page(self, raw: ColumnBuffers, after: int, head: int) -> Page:
+        """A columnar page from the store's own columns (filtered here)."""
         builder = self._columns
-        assert builder is not None and self.source.memory is not None
-        raw = self.source.memory._core.read_columns(
-            after, self.page_size, len(builder.type_names), len(builder.stream_names)
-        )
+        assert builder is not None
         n = len(raw[0]) // 8
         full = n >= self.page_size
         batch = builder.from_buffers(raw)
