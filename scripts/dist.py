@@ -3,6 +3,7 @@
     python scripts/dist.py build [--out DIR]        # sdist, then the wheel built FROM it
     python scripts/dist.py smoke WHEEL [--python X]  # fresh venv per Python, no Rust on PATH
     python scripts/dist.py pythons [--install]       # the CPythons the smoke test runs on
+    python scripts/dist.py version                   # the version (Cargo.toml)
 
 ``build`` makes the sdist, unpacks it and builds the wheel from the unpacked tree (so the
 sdist is proven to build); on Linux the wheel is manylinux_2_17 (maturin with zig) and is
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib.util
 import os
 import re
 import shutil
@@ -104,11 +106,10 @@ def _maturin() -> str:
 
 def _zig_env() -> dict[str, str]:
     """Environment that points maturin (cargo-zigbuild) at the ziglang package's zig."""
-    try:
-        import ziglang  # type: ignore[import-not-found]
-    except ImportError as e:
-        raise DistError("ziglang not found: pip install ziglang (make install-test)") from e
-    zig = Path(ziglang.__file__).parent / "zig"
+    spec = importlib.util.find_spec("ziglang")
+    if spec is None or spec.origin is None:
+        raise DistError("ziglang not found: pip install ziglang (make install-test)")
+    zig = Path(spec.origin).parent / "zig"
     return {**os.environ, "CARGO_ZIGBUILD_ZIG_PATH": str(zig)}
 
 
@@ -116,9 +117,11 @@ def build(out: Path, *, target_dir: Path | None = None) -> Built:
     """Build the sdist, then the wheel from the unpacked sdist, into ``out``; check both."""
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
+    for old in [*out.glob("eventcore_py-*.tar.gz"), *out.glob("eventcore_py-*.whl")]:
+        old.unlink()
     maturin = _maturin()
     _run([maturin, "sdist", "--out", str(out)], cwd=ROOT)
-    (sdist,) = out.glob("*.tar.gz")
+    (sdist,) = out.glob("eventcore_py-*.tar.gz")
     with tempfile.TemporaryDirectory() as tmp:
         with tarfile.open(sdist) as tar:
             tar.extractall(tmp, filter="data")
@@ -130,7 +133,7 @@ def build(out: Path, *, target_dir: Path | None = None) -> Built:
             cmd += ["--zig", "--compatibility", MANYLINUX]
             env = _zig_env()
         _run(cmd, cwd=src, env=env)
-    (wheel,) = out.glob("*.whl")
+    (wheel,) = out.glob("eventcore_py-*.whl")
     if sys.platform == "linux":
         check_manylinux(wheel)
     return Built(sdist, wheel, time.perf_counter() - start)
@@ -185,7 +188,7 @@ def _env_without_rust() -> dict[str, str]:
     path = [
         d
         for d in os.environ.get("PATH", "").split(os.pathsep)
-        if d and not any((Path(d) / tool).exists() for tool in RUST_TOOLS)
+        if d and not any(shutil.which(tool, path=d) for tool in RUST_TOOLS)
     ]
     env = {
         k: v
@@ -248,7 +251,7 @@ def smoke(wheel: Path, python: Path, work: Path) -> Smoke:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``build``, ``smoke`` or ``pythons`` (see the module docstring)."""
+    """Command line: ``build``, ``smoke``, ``pythons`` or ``version`` (see the docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="the sdist, and the wheel built from it")
@@ -258,9 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--python", action="append", help="X.Y (repeatable; default: all)")
     p = sub.add_parser("pythons", help="the interpreters the smoke test uses")
     p.add_argument("--install", action="store_true", help="install missing ones with pyenv")
+    sub.add_parser("version", help="the package version, from Cargo.toml")
     args = parser.parse_args(argv)
     try:
-        if args.cmd == "build":
+        if args.cmd == "version":
+            print(cargo_version())
+        elif args.cmd == "build":
             built = build(args.out)
             size = built.wheel.stat().st_size / 1024
             print(f"{built.sdist}\n{built.wheel} ({size:.0f} KiB) in {built.seconds:.0f} s")
