@@ -126,6 +126,10 @@ def build(out: Path, *, target_dir: Path | None = None) -> Built:
         with tarfile.open(sdist) as tar:
             tar.extractall(tmp, filter="data")
         (src,) = Path(tmp).iterdir()
+        # The sdist's files carry a fixed old mtime (reproducible archives): touch them, or
+        # cargo would take a cached build in the shared target dir for up to date.
+        for f in src.rglob("*"):
+            os.utime(f)
         cmd = [maturin, "build", "--release", "--out", str(out)]
         cmd += ["--target-dir", str(target_dir or ROOT / "target" / "dist")]
         env = dict(os.environ)
