@@ -69,8 +69,11 @@ def test_the_changelog_describes_the_current_version() -> None:
 def test_the_loaded_extension_is_the_abi3_build() -> None:
     # A stale version-specific build next to it would be imported first (CPython prefers
     # `.cpython-3XX-*.so` to `.abi3.so`): `make install-test` removes those.
-    assert eventcore._core.__file__ is not None
-    assert eventcore._core.__file__.endswith(".abi3.so" if os.name != "nt" else ".pyd")
+    path = eventcore._core.__file__
+    assert path is not None
+    assert path.endswith(".abi3.so" if os.name != "nt" else ".pyd"), (
+        f"{path} is not the abi3 build: `make install-test` removes a stale one"
+    )
 
 
 def test_one_abi3_wheel_for_every_supported_python(built: Any) -> None:
