@@ -116,6 +116,7 @@ def _zig_env() -> dict[str, str]:
 def build(out: Path, *, target_dir: Path | None = None) -> Built:
     """Build the sdist, then the wheel from the unpacked sdist, into ``out``; check both."""
     start = time.perf_counter()
+    out = out.resolve()  # maturin runs in the unpacked sdist
     out.mkdir(parents=True, exist_ok=True)
     for old in [*out.glob("eventcore_py-*.tar.gz"), *out.glob("eventcore_py-*.whl")]:
         old.unlink()
