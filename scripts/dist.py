@@ -96,11 +96,15 @@ def _run(cmd: list[str], *, cwd: Path | None = None, env: dict[str, str] | None 
     return proc.stdout + proc.stderr
 
 
-def _maturin() -> str:
-    scripts = Path(sysconfig.get_path("scripts")) / "maturin"
-    found = str(scripts) if scripts.exists() else shutil.which("maturin")
+def _tool(name: str, install: str) -> str:
+    """A console script of this interpreter's environment (or its base's), else PATH's."""
+    scripts = [
+        sysconfig.get_path("scripts"),
+        sysconfig.get_path("scripts", vars={"base": sys.base_prefix}),
+    ]
+    found = shutil.which(name, path=os.pathsep.join(scripts)) or shutil.which(name)
     if found is None:
-        raise DistError("maturin not found: pip install 'maturin>=1.9.4,<2' (make install-test)")
+        raise DistError(f"{name} not found: pip install '{install}' (make install-test)")
     return found
 
 
@@ -120,7 +124,7 @@ def build(out: Path, *, target_dir: Path | None = None) -> Built:
     out.mkdir(parents=True, exist_ok=True)
     for old in [*out.glob("eventcore_py-*.tar.gz"), *out.glob("eventcore_py-*.whl")]:
         old.unlink()
-    maturin = _maturin()
+    maturin = _tool("maturin", "maturin>=1.9.4,<2")
     _run([maturin, "sdist", "--out", str(out)], cwd=ROOT)
     (sdist,) = out.glob("eventcore_py-*.tar.gz")
     with tempfile.TemporaryDirectory() as tmp:
@@ -146,12 +150,7 @@ def build(out: Path, *, target_dir: Path | None = None) -> Built:
 
 def check_manylinux(wheel: Path) -> str:
     """``auditwheel show``: the wheel must be consistent with its manylinux tag."""
-    audit = shutil.which("auditwheel", path=sysconfig.get_path("scripts")) or shutil.which(
-        "auditwheel"
-    )
-    if audit is None:
-        raise DistError("auditwheel not found: pip install auditwheel (make install-test)")
-    report = _run([audit, "show", str(wheel)])
+    report = _run([_tool("auditwheel", "auditwheel>=6"), "show", str(wheel)])
     policy = f"{MANYLINUX}_{os.uname().machine}"
     if f'consistent with the following platform tag:\n"{policy}"' not in report:
         raise DistError(f"auditwheel does not accept {wheel.name} as {policy}:\n{report}")
@@ -293,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(version, find_python(version) or "MISSING")
             missing = [v for v in PYTHONS if find_python(v) is None]
             if missing:
-                print(f"missing: {' '.join(missing)} (pyenv install {' '.join(missing)})")
+                names = " ".join(missing)
+                print(f"missing CPython {names}: `pyenv install {names}`, or put", end=" ")
+                print(" ".join(f"python{v}" for v in missing), "on PATH")
                 return 1
     except DistError as e:
         print(e, file=sys.stderr)

@@ -144,7 +144,7 @@ def test_the_sdist_has_what_a_source_build_needs(built: Any) -> None:
 
 @pytest.mark.parametrize("version", dist.PYTHONS)
 def test_the_installed_wheel_passes_the_smoke_suite(
-    built: Any, version: str, tmp_path: Path
+    request: pytest.FixtureRequest, version: str, tmp_path: Path
 ) -> None:
     python = dist.find_python(version)
     if python is None:
@@ -152,7 +152,7 @@ def test_the_installed_wheel_passes_the_smoke_suite(
         if os.environ.get("CI"):
             pytest.fail(how)
         pytest.skip(how)
-    wheel: Path = built.wheel
+    wheel: Path = request.getfixturevalue("built").wheel
     result = dist.smoke(wheel, python, tmp_path)
     passed = re.search(r"(\d+) passed", result.summary)
     assert passed, result.summary
