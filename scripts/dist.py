@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DIST_NAME = "eventcore-py"
 #: The CPython versions the single abi3 wheel is tested on (the lowest is the abi3 floor).
 PYTHONS = ("3.11", "3.12", "3.13")
 #: manylinux policy of the Linux wheel (glibc 2.17, as maturin's generated CI builds).
