@@ -4,6 +4,7 @@ PIP := $(PYTHON) -m pip
 
 .DEFAULT_GOAL := help
 .PHONY: help demo install-test test check lint typecheck rust-test pytest bench bench-smoke stubtest
+.PHONY: wheel wheel-smoke
 
 help:  ## Show this help.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -14,7 +15,11 @@ demo:  ## Install eventcore (release build) and run the bank example on the in-m
 
 install-test:  ## Install eventcore editable with the test dependencies (and PostgreSQL 15 if missing).
 	bash scripts/ensure-postgres.sh
+	@# A version-specific build left from before abi3 would shadow the new one on import.
+	rm -f python/eventcore/_core.cpython-*.so
 	$(PIP) install --quiet -e ".[test]"
+	@# The wheel test's CPythons (3.11-3.13): pyenv installs missing ones; CI fails without.
+	$(PYTHON) scripts/dist.py pythons --install || [ -z "$$CI" ]
 
 test: install-test check pytest bench-smoke  ## Install what the tests need and run the whole suite.
 
@@ -37,6 +42,12 @@ stubtest:  ## Check python/eventcore/_core.pyi against the compiled module.
 
 pytest:  ## Run the Python test suite (starts its own PostgreSQL server).
 	$(PYTHON) -m pytest -q
+
+wheel:  ## Build the sdist and, from it, the abi3 wheel (manylinux via zig on Linux) into dist/.
+	$(PYTHON) scripts/dist.py build --out dist
+
+wheel-smoke: wheel  ## Install dist/'s wheel into fresh venvs of CPython 3.11-3.13 and run the smoke suite.
+	$(PYTHON) scripts/dist.py smoke dist/eventcore_py-*.whl
 
 bench-smoke:  ## Run every pytest-benchmark once, untimed: the benchmarks still work.
 	$(PYTHON) -m pytest benches -q --benchmark-disable

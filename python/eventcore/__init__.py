@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid as _uuid
+from importlib import metadata as _metadata
 from typing import TYPE_CHECKING, Any
 
 from eventcore import _core
@@ -147,7 +148,8 @@ __all__ = [
     "uuid7",
 ]
 
-__version__: str = _core.__version__ if hasattr(_core, "__version__") else "0.1.0"
+#: The installed distribution's version (set once, in Cargo.toml; maturin copies it).
+__version__: str = _metadata.version("eventcore-py")
 
 
 def uuid7() -> _uuid.UUID:

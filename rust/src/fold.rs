@@ -9,6 +9,7 @@ use hashbrown::HashMap;
 use pyo3::exceptions::{PyKeyError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use smallvec::SmallVec;
 
 use crate::errors::CoreError;
 
@@ -115,15 +116,12 @@ fn fold_item<'py>(
     state: Bound<'py, PyAny>,
     item: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let owned;
-    let tuple = match item.cast::<PyTuple>() {
-        Ok(t) => t,
-        Err(_) => {
-            owned = PyTuple::new(item.py(), item.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
-            &owned
-        }
+    // Owned items: the stable ABI (abi3) has no borrowed view of a tuple's slots.
+    let items: SmallVec<[Bound<'py, PyAny>; 3]> = match item.cast::<PyTuple>() {
+        Ok(t) => t.iter().collect(),
+        Err(_) => item.try_iter()?.collect::<PyResult<_>>()?,
     };
-    let [stream, event_type, payload] = tuple.as_slice() else {
+    let [stream, event_type, payload] = items.as_slice() else {
         return Err(PyTypeError::new_err(
             "events must be (stream_id, event_type, payload) tuples",
         ));
@@ -152,8 +150,8 @@ pub fn fold<'py>(
             i += 1;
         }
     } else if let Ok(tuple) = events.cast::<PyTuple>() {
-        for item in tuple.as_slice() {
-            state = fold_item(&mut folder, state, item)?;
+        for item in tuple.iter() {
+            state = fold_item(&mut folder, state, &item)?;
         }
     } else {
         for item in events.try_iter()? {

@@ -37,17 +37,17 @@ pub struct MemoryStore {
     appended: Condvar,
 }
 
-/// Items of a sequence as tuples (tuples as they are, other sequences converted); a str is
-/// refused (its letters are not `what`).
-fn tuples<'py>(
-    seq: &Bound<'py, PyAny>,
-    what: &str,
-) -> PyResult<SmallVec<[Bound<'py, PyTuple>; 4]>> {
-    let py = seq.py();
-    let as_tuple = |item: &Bound<'py, PyAny>| -> PyResult<Bound<'py, PyTuple>> {
+/// The items of one tuple (or other sequence) of a [`tuples`] argument.
+type Items<'py> = SmallVec<[Bound<'py, PyAny>; 4]>;
+
+/// Items of a sequence as the items of its tuples (other sequences are iterated); a str is
+/// refused (its letters are not `what`). Owned items, as the stable ABI (abi3) has no
+/// borrowed view of a tuple's slots.
+fn tuples<'py>(seq: &Bound<'py, PyAny>, what: &str) -> PyResult<SmallVec<[Items<'py>; 4]>> {
+    let as_tuple = |item: &Bound<'py, PyAny>| -> PyResult<Items<'py>> {
         match item.cast::<PyTuple>() {
-            Ok(t) => Ok(t.clone()),
-            Err(_) => PyTuple::new(py, item.try_iter()?.collect::<PyResult<Vec<_>>>()?),
+            Ok(t) => Ok(t.iter().collect()),
+            Err(_) => item.try_iter()?.collect(),
         }
     };
     if let Ok(list) = seq.cast::<PyList>() {
@@ -57,7 +57,7 @@ fn tuples<'py>(
         }
         Ok(out)
     } else if let Ok(tuple) = seq.cast::<PyTuple>() {
-        tuple.as_slice().iter().map(as_tuple).collect()
+        tuple.iter().map(|item| as_tuple(&item)).collect()
     } else if seq.is_instance_of::<PyString>() {
         Err(PyTypeError::new_err(format!(
             "{what} must be a sequence, not a str"
