@@ -362,6 +362,12 @@ class AsyncMemoryStore:
         """See :meth:`MemoryStore.head`."""
         return self.sync.head()
 
+    async def list_streams(
+        self, *, prefix: str | None = None, after: str | None = None, limit: int | None = None
+    ) -> list[tuple[str, int]]:
+        """See :meth:`MemoryStore.list_streams`."""
+        return self.sync.list_streams(prefix=prefix, after=after, limit=limit)
+
     async def wait_for_append(self, after_position: int, timeout: float) -> int:
         """Wait until the head passes ``after_position`` or ``timeout`` passes; the head.
 
