@@ -57,6 +57,15 @@ def test_import_eventcore_alone_defers_the_executor_and_asyncio() -> None:
     assert not {"asyncio", "eventcore.executor", "eventcore.projection", "msgspec"} & loaded
 
 
+def test_a_sync_application_does_not_load_asyncio() -> None:
+    loaded = _loaded_after(
+        "from eventcore import Command, MemoryStore, event, execute_sync, stream\n"
+        "from eventcore.testing import Scenario"
+    )
+    assert "asyncio" not in loaded
+    assert "eventcore.executor" in loaded  # the probe did load the application's names
+
+
 def _console_script(block: tuple[str, ...], *args: str) -> subprocess.CompletedProcess[str]:
     # Runs the installed `eventcore` entry point with the named packages made unimportable.
     code = (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 import uuid
@@ -20,6 +19,8 @@ from eventcore.state_cache import DEFAULT_MAX_ENTRIES, StateCache, make_state_ca
 from eventcore.store import Apply, ColumnBuffers, Decoders, Expected, LogHoldback
 
 if TYPE_CHECKING:
+    import asyncio
+
     from eventcore.projection.checkpoint import MemoryCheckpointStore
 
 __all__ = ["AsyncMemoryStore", "MemoryStore"]
@@ -205,6 +206,8 @@ class _MemoryWatcher:
         self.thread: threading.Thread | None = None
 
     async def wait(self, store: MemoryStore, after: int, timeout: float) -> int:
+        import asyncio  # loaded on first use: sync-only code never needs it
+
         if store.head() > after:
             return store.head()
         loop = asyncio.get_running_loop()
