@@ -50,8 +50,8 @@ class MemoryStore:
     same API as the PostgreSQL store. Nothing is persisted.
 
     ``state_cache`` bounds the folded-state cache of the executor (see
-    :class:`~eventcore.StateCache`): a number of entries, a cache of your own, or ``0``
-    / ``None`` to turn it off. ``snapshots`` (a :class:`~eventcore.MemorySnapshotStore`,
+    :class:`~eventcore.state_cache.StateCache`): a number of entries, a cache of your own, or ``0``
+    / ``None`` to turn it off. ``snapshots`` (a :class:`~eventcore.snapshot.MemorySnapshotStore`,
     none by default) keeps durable snapshots there, one per ``snapshot_every`` events
     folded (see :mod:`eventcore.snapshot`): for tests, or shared between two stores.
     """
@@ -78,7 +78,7 @@ class MemoryStore:
         self.fold_streams = self._core.fold_streams
         self.fold_tail = self._core.fold_tail
         self.aio = AsyncMemoryStore(self)
-        """The same store with the async :class:`~eventcore.EventStore` API."""
+        """The same store with the async :class:`~eventcore.store.EventStore` API."""
 
     def append(
         self,

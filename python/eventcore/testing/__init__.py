@@ -6,7 +6,7 @@ installed) provides the fixtures ``memory_store`` and ``scenario``.
 Both run with the folded-state cache in verify mode (:func:`verifying_store`): every cache
 hit is checked against a full fold, so a ``handle`` that mutates its state, or an ``apply``
 that reads a field the cache key misses, fails with
-:class:`~eventcore.StateCacheMismatch` on the next command of the same streams.
+:class:`~eventcore.state_cache.StateCacheMismatch` on the next command of the same streams.
 """
 
 from __future__ import annotations
