@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import uuid as _uuid
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +36,8 @@ from eventcore import _core
 from eventcore.stream import ANY, NO_STREAM, STREAM_EXISTS, StreamId, stream
 
 if TYPE_CHECKING:
+    import uuid as _uuid
+
     from eventcore._pipeline import ExecutionResult
     from eventcore.command import Command, require
     from eventcore.errors import (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from eventcore._core import validate_stream_id
@@ -55,4 +54,6 @@ def stream() -> Any:
     The field holds a :class:`StreamId` (a plain ``str`` is validated and converted) or a
     tuple of them, e.g. ``account: StreamId = stream()``.
     """
+    import dataclasses  # here, not at the top: a bare `import eventcore` stays light
+
     return dataclasses.field(metadata={STREAM_FIELD: True}, kw_only=True)
