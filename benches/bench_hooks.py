@@ -44,9 +44,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import eventcore  # noqa: E402
 from benches.domain import DC  # noqa: E402
-from eventcore import MemoryStore, execute_sync  # noqa: E402
+from eventcore import (  # noqa: E402
+    MemoryStore,
+    execute_sync,
+    observe,
+)
 from eventcore._pipeline import APPEND, DONE, FOLD, run_command  # noqa: E402
 from eventcore.errors import ConcurrencyConflict, StoreUnavailable  # noqa: E402
 from eventcore.retry import DEFAULT_RETRY  # noqa: E402
@@ -112,7 +115,7 @@ def configurations() -> list[tuple[str, Callable[..., Any], list[Any]]]:
     return [
         ("pre-hook shell", execute_sync_pre_hooks, []),
         ("hooks off", execute_sync, []),
-        ("no-op hook", execute_sync, [eventcore.Hook()]),
+        ("no-op hook", execute_sync, [observe.Hook()]),
         ("logging (DEBUG off)", execute_sync, [_logging_hook()]),
         ("prometheus", execute_sync, [prometheus]),
         ("tracing", execute_sync, [tracing]),
@@ -127,7 +130,7 @@ def once(run: Callable[..., Any], hooks: list[Any], n: int, tag: str) -> float:
     ids = [f"acc-{tag}-{i}" for i in range(n)]
     open_account = DC.OpenAccount
     for hook in hooks:
-        eventcore.add_hook(hook)
+        observe.add_hook(hook)
     try:
         gc.collect()
         gc.disable()
@@ -138,7 +141,7 @@ def once(run: Callable[..., Any], hooks: list[Any], n: int, tag: str) -> float:
     finally:
         gc.enable()
         for hook in hooks:
-            eventcore.remove_hook(hook)
+            observe.remove_hook(hook)
     return n / elapsed
 
 

@@ -10,15 +10,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from eventcore import (
-    EventRegistry,
-    InvalidEventType,
-    JsonCodec,
-    MsgpackCodec,
-    SerializationError,
-    default_registry,
-    event,
-)
+from eventcore import EventRegistry, InvalidEventType, SerializationError, default_registry, event
+from eventcore.registry import JsonCodec, MsgpackCodec
 
 from .bank_domain import Catalogued, Noted
 

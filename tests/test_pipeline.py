@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from eventcore import (
-    AppendResult,
     BusinessRuleViolation,
     Command,
     CommandError,
@@ -32,7 +31,7 @@ from eventcore import (
     stream,
 )
 from eventcore._pipeline import run_command
-from eventcore.recorded import recorded_events
+from eventcore.recorded import AppendResult, recorded_events
 
 from .bank_domain import (
     Account,

@@ -15,8 +15,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventcore import MemorySnapshotStore, MemoryStore, StateCache
-from eventcore.snapshot import Snapshot
+from eventcore import MemoryStore
+from eventcore.snapshot import MemorySnapshotStore, Snapshot
+from eventcore.state_cache import StateCache
 from eventcore.testing import FaultyStore
 
 from .bank_domain import Deposit, Deposited, OpenAccount, PlaceOrder, Transfer, Withdraw

@@ -25,21 +25,17 @@ from eventcore import (
     CommandError,
     ConcurrencyConflict,
     EventCoreError,
-    Hook,
     MemoryStore,
     RetryPolicy,
-    StateCache,
-    StateCacheMismatch,
     StreamId,
-    add_hook,
     event,
     execute,
     execute_sync,
-    remove_hook,
     stream,
 )
 from eventcore.examples import bank
-from eventcore.state_cache import command_key, state_key_fields
+from eventcore.observe import Hook, add_hook, remove_hook
+from eventcore.state_cache import StateCache, StateCacheMismatch, command_key, state_key_fields
 from eventcore.testing import FaultyStore, Scenario, verifying_store
 
 from .bank_domain import (

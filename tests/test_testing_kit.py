@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from eventcore import (
-    AsyncMemoryStore,
     BusinessRuleViolation,
     ConcurrencyConflict,
     MemoryStore,
@@ -19,6 +18,7 @@ from eventcore import (
     execute,
     execute_sync,
 )
+from eventcore.memory import AsyncMemoryStore
 from eventcore.testing import FaultyStore, Scenario
 
 from .bank_domain import (

@@ -3,153 +3,170 @@
 Define events (frozen dataclasses or ``msgspec.Struct``) with :func:`event`, commands with
 :class:`Command`, and run them with :func:`execute_sync` (in-memory store) or
 :func:`execute` (any store, async). See the README for a tour.
+
+What is here: the names an application author writes with. Events and their registry
+(``event``, ``EventRegistry``, ``default_registry``), value types (``Value``), commands
+(``Command``, ``stream``, ``StreamId``, ``require``, the expected-version constants),
+running them (``execute``, ``execute_sync``, ``ExecutionResult``, ``Metadata``,
+``RetryPolicy``), the in-memory store and the events a store takes and returns
+(``MemoryStore``, ``NewEvent``, ``RecordedEvent``), ``uuid7``, and every error of
+:mod:`eventcore.errors`. Everything else lives in the module of its concept:
+:mod:`eventcore.projection` (read models and their runner), :mod:`eventcore.postgres`
+(the PostgreSQL store), :mod:`eventcore.testing` (scenarios, fault injection),
+:mod:`eventcore.observe` (hooks), :mod:`eventcore.store` (the store protocols),
+:mod:`eventcore.snapshot`, :mod:`eventcore.state_cache`, :mod:`eventcore.registry`
+(codecs), :mod:`eventcore.memory` (the async face of the in-memory store) and
+:mod:`eventcore.recorded` (the store's result types). The names that used to be here
+still import from here, with a ``DeprecationWarning`` naming their place.
+
+Each name loads with its module on first use, so ``import eventcore`` stays light.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-import uuid as _uuid
-from importlib import metadata as _metadata
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from eventcore import _core
-from eventcore._pipeline import ExecutionResult
-from eventcore.command import Command, require
-from eventcore.errors import (
-    BusinessRuleViolation,
-    CommandError,
-    ConcurrencyConflict,
-    ConfigurationError,
-    DuplicateEventId,
-    EventCoreError,
-    IdempotencyKeyReused,
-    InvalidEventType,
-    InvalidMetadata,
-    InvalidStreamId,
-    LimitExceeded,
-    OutcomeUnknown,
-    SerializationError,
-    StoreError,
-    StoreUnavailable,
-    StreamConflict,
-    UndeclaredStream,
-    UsageError,
-    ValidationError,
-)
-from eventcore.executor import execute, execute_sync
-from eventcore.memory import AsyncMemoryStore, MemoryStore
-from eventcore.metadata import Metadata
-from eventcore.observe import CommandReport, Hook, add_hook, remove_hook
-from eventcore.projection import (
-    CheckpointStore,
-    ColumnBatch,
-    DeadLetter,
-    FailureStrategy,
-    MemoryCheckpointStore,
-    Page,
-    Progress,
-    Projection,
-    ProjectionError,
-    ProjectionRunner,
-    ProjectionStatus,
-    ReconnectPolicy,
-    Subscription,
-)
-from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, WrittenEvent
-from eventcore.registry import (
-    Codec,
-    EventRegistry,
-    JsonCodec,
-    MsgpackCodec,
-    default_registry,
-    event,
-)
-from eventcore.retry import RetryPolicy
-from eventcore.snapshot import MemorySnapshotStore, Snapshot
-from eventcore.state_cache import StateCache, StateCacheMismatch
-from eventcore.store import EventStore, Expected, SyncEventStore
+
+# Imported now, not on first use: the function ``stream`` shares its name with the module
+# ``eventcore.stream``, and importing that module sets the package's ``stream`` to it.
 from eventcore.stream import ANY, NO_STREAM, STREAM_EXISTS, StreamId, stream
-from eventcore.value import Value
 
 if TYPE_CHECKING:
-    from eventcore.postgres.checkpoint import PostgresCheckpointStore
+    import uuid as _uuid
+
+    from eventcore._pipeline import ExecutionResult
+    from eventcore.command import Command, require
+    from eventcore.errors import (
+        BusinessRuleViolation,
+        CommandError,
+        ConcurrencyConflict,
+        ConfigurationError,
+        DuplicateEventId,
+        EventCoreError,
+        IdempotencyKeyReused,
+        InvalidEventType,
+        InvalidMetadata,
+        InvalidStreamId,
+        LimitExceeded,
+        OutcomeUnknown,
+        ProjectionError,
+        SerializationError,
+        StoreError,
+        StoreUnavailable,
+        StreamConflict,
+        UndeclaredStream,
+        UsageError,
+        ValidationError,
+    )
+    from eventcore.executor import execute, execute_sync
+    from eventcore.memory import MemoryStore
+    from eventcore.metadata import Metadata
+    from eventcore.recorded import NewEvent, RecordedEvent
+    from eventcore.registry import EventRegistry, default_registry, event
+    from eventcore.retry import RetryPolicy
+    from eventcore.value import Value
 
 __all__ = [
     "ANY",
     "NO_STREAM",
     "STREAM_EXISTS",
-    "AppendResult",
-    "AsyncMemoryStore",
     "BusinessRuleViolation",
-    "CheckpointStore",
-    "Codec",
-    "ColumnBatch",
     "Command",
     "CommandError",
-    "CommandReport",
     "ConcurrencyConflict",
     "ConfigurationError",
-    "DeadLetter",
     "DuplicateEventId",
     "EventCoreError",
     "EventRegistry",
-    "EventStore",
     "ExecutionResult",
-    "Expected",
-    "FailureStrategy",
-    "Hook",
     "IdempotencyKeyReused",
     "InvalidEventType",
     "InvalidMetadata",
     "InvalidStreamId",
-    "JsonCodec",
     "LimitExceeded",
-    "MemoryCheckpointStore",
-    "MemorySnapshotStore",
     "MemoryStore",
     "Metadata",
-    "MsgpackCodec",
     "NewEvent",
     "OutcomeUnknown",
-    "Page",
-    "PostgresCheckpointStore",
-    "Progress",
-    "Projection",
     "ProjectionError",
-    "ProjectionRunner",
-    "ProjectionStatus",
-    "ReconnectPolicy",
     "RecordedEvent",
     "RetryPolicy",
     "SerializationError",
-    "Snapshot",
-    "StateCache",
-    "StateCacheMismatch",
     "StoreError",
     "StoreUnavailable",
     "StreamConflict",
     "StreamId",
-    "Subscription",
-    "SyncEventStore",
     "UndeclaredStream",
     "UsageError",
     "ValidationError",
     "Value",
-    "WrittenEvent",
     "__version__",
-    "add_hook",
     "default_registry",
     "event",
     "execute",
     "execute_sync",
-    "remove_hook",
     "require",
     "stream",
     "uuid7",
 ]
 
-#: The installed distribution's version (set once, in Cargo.toml; maturin copies it).
-__version__: str = _metadata.version("eventcore-py")
+if TYPE_CHECKING:
+    #: The installed distribution's version (set once, in Cargo.toml; maturin copies it).
+    __version__: str
+
+_ERRORS = (
+    "BusinessRuleViolation CommandError ConcurrencyConflict ConfigurationError DuplicateEventId "
+    "EventCoreError IdempotencyKeyReused InvalidEventType InvalidMetadata InvalidStreamId "
+    "LimitExceeded OutcomeUnknown ProjectionError SerializationError StoreError "
+    "StoreUnavailable StreamConflict UndeclaredStream UsageError ValidationError"
+)
+
+# Where each public name is defined.
+_WHERE: dict[str, str] = {
+    **dict.fromkeys(_ERRORS.split(), "eventcore.errors"),
+    **dict.fromkeys(("Command", "require"), "eventcore.command"),
+    **dict.fromkeys(("EventRegistry", "default_registry", "event"), "eventcore.registry"),
+    **dict.fromkeys(("execute", "execute_sync"), "eventcore.executor"),
+    **dict.fromkeys(("NewEvent", "RecordedEvent"), "eventcore.recorded"),
+    "ExecutionResult": "eventcore._pipeline",
+    "MemoryStore": "eventcore.memory",
+    "Metadata": "eventcore.metadata",
+    "RetryPolicy": "eventcore.retry",
+    "Value": "eventcore.value",
+}
+
+# Names that left the top level, and the public module each lives in now.
+_MOVED: dict[str, str] = {
+    **dict.fromkeys(("CommandReport", "Hook", "add_hook", "remove_hook"), "eventcore.observe"),
+    **dict.fromkeys(("AppendResult", "WrittenEvent"), "eventcore.recorded"),
+    **dict.fromkeys(("Codec", "JsonCodec", "MsgpackCodec"), "eventcore.registry"),
+    **dict.fromkeys(("MemorySnapshotStore", "Snapshot"), "eventcore.snapshot"),
+    **dict.fromkeys(("StateCache", "StateCacheMismatch"), "eventcore.state_cache"),
+    **dict.fromkeys(("EventStore", "Expected", "SyncEventStore"), "eventcore.store"),
+    **dict.fromkeys(
+        (
+            "CheckpointStore",
+            "ColumnBatch",
+            "DeadLetter",
+            "FailureStrategy",
+            "MemoryCheckpointStore",
+            "Page",
+            "Progress",
+            "Projection",
+            "ProjectionRunner",
+            "ProjectionStatus",
+            "ReconnectPolicy",
+            "Subscription",
+        ),
+        "eventcore.projection",
+    ),
+    "AsyncMemoryStore": "eventcore.memory",
+    "PostgresCheckpointStore": "eventcore.postgres",
+}
 
 
 def uuid7() -> _uuid.UUID:
@@ -163,9 +180,26 @@ if hasattr(os, "register_at_fork"):
 
 
 def __getattr__(name: str) -> Any:
-    # Loaded on first use: it lives in eventcore.postgres, which `import eventcore` skips.
-    if name == "PostgresCheckpointStore":
-        from eventcore.postgres.checkpoint import PostgresCheckpointStore
+    if name == "__version__":  # read on first use: importlib.metadata is slow to import
+        from importlib import metadata
 
-        return PostgresCheckpointStore
+        version = globals()["__version__"] = metadata.version("eventcore-py")
+        return version
+    module = _WHERE.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # the next lookup is a plain attribute
+        return value
+    module = _MOVED.get(name)
+    if module is not None:
+        warnings.warn(
+            f"eventcore.{name} moved: import it from {module} (from {module} import {name})",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(module), name)
     raise AttributeError(f"module 'eventcore' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -279,7 +279,7 @@ def run_command(
                         state, versions, streams, fold_from, rounds = result
                 else:
                     state, versions = result
-                    streams = declared  # type: ignore[assignment]
+                    streams = declared
                     fold_from = rounds = 0
                 warm = False
         if type(result) is not tuple:

@@ -239,7 +239,7 @@ class Command(ABC, Generic[S, E]):
     """How many times :meth:`discover` may add streams before the command fails."""
     state_cache: ClassVar[bool] = True
     """Whether the executor may keep this class's folded state between commands (see
-    :class:`~eventcore.StateCache`); ``False`` folds every stream in full every time."""
+    :class:`~eventcore.state_cache.StateCache`); ``False`` folds every stream in full every time."""
     state_key: ClassVar[tuple[str, ...] | None] = None
     """The fields besides the streams that :meth:`initial_state`, :meth:`apply` and
     :meth:`discover` depend on: commands differing in them never share a cached state.

@@ -25,6 +25,8 @@ error                       raised when                                retried
 ``ConfigurationError``      a set-up mistake: a malformed DSN, a       never
                             refused schema name, an append inside a
                             caller's transaction
+``ProjectionError``         a projection's ``apply`` failed and its    never
+                            failure strategy said stop
 ==========================  =========================================  ========
 """
 
@@ -48,6 +50,7 @@ __all__ = [
     "InvalidStreamId",
     "LimitExceeded",
     "OutcomeUnknown",
+    "ProjectionError",
     "SerializationError",
     "StoreError",
     "StoreUnavailable",
@@ -284,3 +287,17 @@ class ConfigurationError(EventCoreError, ValueError):
     as ``pg_catalog`` or ``information_schema``), and for an append that PostgreSQL was
     asked to run inside a caller's transaction that already wrote something.
     """
+
+
+class ProjectionError(EventCoreError):
+    """A projection stopped: its ``apply`` failed and its strategy said stop.
+
+    Attributes:
+        projection: the projection's name.
+        position: the position of the event (or first event of the batch) that failed.
+    """
+
+    def __init__(self, projection: str, position: int, message: str) -> None:
+        super().__init__(f"projection {projection!r} stopped at position {position}: {message}")
+        self.projection = projection
+        self.position = position

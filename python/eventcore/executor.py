@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -166,6 +165,8 @@ async def execute(
             elif kind is SAVE:  # encodes now; an async store writes in the background
                 result = snapshots.save(effect[1], effect[2], effect[3])
             else:
+                import asyncio  # loaded on first use: sync-only code never needs it
+
                 await asyncio.sleep(effect[1])
                 result = None
         except _RETRIED as exc:

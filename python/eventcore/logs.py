@@ -3,11 +3,11 @@
 Register the hook once; records go to the ``eventcore`` logger (or the one you pass)::
 
     import logging
-    import eventcore
     from eventcore.logs import LoggingHook
+    from eventcore.observe import add_hook
 
     logging.basicConfig(level=logging.INFO)
-    eventcore.add_hook(LoggingHook())
+    add_hook(LoggingHook())
 
 What is logged, with these ``extra=`` fields on every command record: ``command`` (the
 command type), ``streams`` (how many streams it read), ``events_written``, ``attempts``,
@@ -64,7 +64,7 @@ _INFO = logging.INFO
 
 
 class LoggingHook(Hook):
-    """A :class:`~eventcore.Hook` that logs commands and projection batches with ``extra=``.
+    """A :class:`~eventcore.observe.Hook` that logs commands and projection batches with ``extra=``.
 
     Args:
         logger: where to log (default: the ``eventcore`` logger).

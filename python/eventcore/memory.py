@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 import uuid
@@ -20,6 +19,8 @@ from eventcore.state_cache import DEFAULT_MAX_ENTRIES, StateCache, make_state_ca
 from eventcore.store import Apply, ColumnBuffers, Decoders, Expected, LogHoldback
 
 if TYPE_CHECKING:
+    import asyncio
+
     from eventcore.projection.checkpoint import MemoryCheckpointStore
 
 __all__ = ["AsyncMemoryStore", "MemoryStore"]
@@ -49,8 +50,8 @@ class MemoryStore:
     same API as the PostgreSQL store. Nothing is persisted.
 
     ``state_cache`` bounds the folded-state cache of the executor (see
-    :class:`~eventcore.StateCache`): a number of entries, a cache of your own, or ``0``
-    / ``None`` to turn it off. ``snapshots`` (a :class:`~eventcore.MemorySnapshotStore`,
+    :class:`~eventcore.state_cache.StateCache`): a number of entries, a cache of your own, or ``0``
+    / ``None`` to turn it off. ``snapshots`` (a :class:`~eventcore.snapshot.MemorySnapshotStore`,
     none by default) keeps durable snapshots there, one per ``snapshot_every`` events
     folded (see :mod:`eventcore.snapshot`): for tests, or shared between two stores.
     """
@@ -77,7 +78,7 @@ class MemoryStore:
         self.fold_streams = self._core.fold_streams
         self.fold_tail = self._core.fold_tail
         self.aio = AsyncMemoryStore(self)
-        """The same store with the async :class:`~eventcore.EventStore` API."""
+        """The same store with the async :class:`~eventcore.store.EventStore` API."""
 
     def append(
         self,
@@ -205,6 +206,8 @@ class _MemoryWatcher:
         self.thread: threading.Thread | None = None
 
     async def wait(self, store: MemoryStore, after: int, timeout: float) -> int:
+        import asyncio  # loaded on first use: sync-only code never needs it
+
         if store.head() > after:
             return store.head()
         loop = asyncio.get_running_loop()
@@ -361,6 +364,12 @@ class AsyncMemoryStore:
     async def head(self) -> int:
         """See :meth:`MemoryStore.head`."""
         return self.sync.head()
+
+    async def list_streams(
+        self, *, prefix: str | None = None, after: str | None = None, limit: int | None = None
+    ) -> list[tuple[str, int]]:
+        """See :meth:`MemoryStore.list_streams`."""
+        return self.sync.list_streams(prefix=prefix, after=after, limit=limit)
 
     async def wait_for_append(self, after_position: int, timeout: float) -> int:
         """Wait until the head passes ``after_position`` or ``timeout`` passes; the head.

@@ -2,11 +2,11 @@
 
 Install with ``pip install 'eventcore-py[prometheus]'``, then register the hook once::
 
-    import eventcore
     from eventcore.metrics import PrometheusHook
+    from eventcore.observe import add_hook
     from prometheus_client import start_http_server
 
-    eventcore.add_hook(PrometheusHook())   # metrics go to prometheus_client.REGISTRY
+    add_hook(PrometheusHook())             # metrics go to prometheus_client.REGISTRY
     start_http_server(9464)                # or mount prometheus_client's ASGI/WSGI app
 
 Metrics (``namespace`` defaults to ``eventcore``):
@@ -79,7 +79,7 @@ _PHASES = ("read_streams", "handle_command", "write_events")
 
 
 class PrometheusHook(Hook):
-    """A :class:`~eventcore.Hook` that records commands and projections as Prometheus metrics.
+    """A :class:`~eventcore.observe.Hook` that records commands and projections in Prometheus.
 
     Args:
         registry: the ``CollectorRegistry`` to register with (default: the global

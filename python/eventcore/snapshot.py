@@ -28,7 +28,6 @@ example a class without ``__eq__``) is never snapshotted.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import inspect
 import logging
@@ -44,6 +43,8 @@ import msgspec
 from eventcore import observe
 
 if typing.TYPE_CHECKING:
+    import asyncio
+
     from eventcore.registry import Codec
     from eventcore.state_cache import CacheEntry
 
@@ -499,6 +500,8 @@ class Snapshotter:
             self.failed(command_class, "write", exc)
             return
         if inspect.isawaitable(written):
+            import asyncio  # loaded on first use: sync-only code never needs it
+
             pending = self._pending
             if self._closed or len(pending) >= self.max_pending:
                 if inspect.iscoroutine(written):
@@ -525,6 +528,8 @@ class Snapshotter:
         self._closed = True
         pending = list(self._pending)
         if pending:
+            import asyncio  # loaded on first use: sync-only code never needs it
+
             _, late = await asyncio.wait(pending, timeout=timeout)
             for task in late:
                 task.cancel()

@@ -13,8 +13,11 @@ What a store must implement
       projection (``exclusive``) and a :class:`CheckpointTransaction` in which a batch and
       its checkpoint commit together (``transactional``).
 
-The executor and the projection runner use only these; a new store implements them and
-passes the contract suite (``tests/contract``) and ``tests/projection``. A store
+Optional faces: :class:`StreamCatalog` (listing streams) and :class:`AsyncView` (a
+synchronous store's async view).
+
+The executor, the projection runner and the command line use only these; a new store
+implements them and passes the contract suite (``tests/contract``) and ``tests/projection``. A store
 raises only eventcore's errors (its driver's are translated where they arise):
 ``StoreUnavailable`` for a transient failure (retried: by the executor, or by a projection
 runner that reconnects), another ``StoreError`` for the rest.
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
     from eventcore.projection.checkpoint import DeadLetter
 
 __all__ = [
+    "AsyncView",
     "CheckpointStore",
     "CheckpointTransaction",
     "ColumnBuffers",
@@ -45,6 +49,7 @@ __all__ = [
     "Lease",
     "LogHoldback",
     "ProjectionStore",
+    "StreamCatalog",
     "SyncEventStore",
 ]
 
@@ -234,6 +239,27 @@ class SyncEventStore(Protocol):
 
 ColumnBuffers = tuple[bytes, bytes, bytes, bytes, list[str], list[str]]
 """Envelope columns of a page of the global log (see :meth:`ProjectionStore.read_columns`)."""
+
+
+@runtime_checkable
+class StreamCatalog(Protocol):
+    """A store that lists its streams (both stores' async faces; ``eventcore streams``)."""
+
+    async def list_streams(
+        self, *, prefix: str | None = None, after: str | None = None, limit: int | None = None
+    ) -> list[tuple[str, int]]:
+        """``(stream id, version)`` pairs sorted by stream id, optionally by prefix."""
+        ...
+
+
+@runtime_checkable
+class AsyncView(Protocol):
+    """A synchronous store with an async view of the same data (``MemoryStore().aio``)."""
+
+    @property
+    def aio(self) -> EventStore:
+        """The :class:`EventStore` face of this store."""
+        ...
 
 
 class LogHoldback(NamedTuple):

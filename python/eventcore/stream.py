@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from eventcore._core import validate_stream_id
 
@@ -19,28 +18,34 @@ NO_STREAM = 0
 STREAM_FIELD = "eventcore.stream"
 
 
-class StreamId(str):
-    """A validated stream id: a ``str`` that is known to follow the rules.
+if TYPE_CHECKING:
+    # For type checkers a StreamId is any str: a command's stream fields take plain strings
+    # (``Transfer(source="acc-1", ...)``) and convert them when the command is built.
+    StreamId: TypeAlias = str
+else:
 
-    Rules (checked in Rust, once, when the value is built): surrounding whitespace is
-    trimmed; the result must be non-empty, at most 255 characters (code points), and free
-    of control characters (Unicode category Cc). Breaking a rule raises
-    :class:`~eventcore.InvalidStreamId`, which is also a ``ValueError``.
+    class StreamId(str):
+        """A validated stream id: a ``str`` that is known to follow the rules.
 
-    >>> StreamId("  account-42 ")
-    'account-42'
-    """
+        Rules (checked in Rust, once, when the value is built): surrounding whitespace is
+        trimmed; the result must be non-empty, at most 255 characters (code points), and free
+        of control characters (Unicode category Cc). Breaking a rule raises
+        :class:`~eventcore.InvalidStreamId`, which is also a ``ValueError``.
 
-    __slots__ = ()
+        >>> StreamId("  account-42 ")
+        'account-42'
+        """
 
-    def __new__(cls, value: str) -> StreamId:
-        """Validate ``value`` (see the class docstring) and return it as a StreamId."""
-        if type(value) is cls:
-            return value
-        return str.__new__(cls, validate_stream_id(value))
+        __slots__ = ()
 
-    def __repr__(self) -> str:
-        return f"StreamId({str.__repr__(self)})"
+        def __new__(cls, value: str) -> StreamId:
+            """Validate ``value`` (see the class docstring) and return it as a StreamId."""
+            if type(value) is cls:
+                return value
+            return str.__new__(cls, validate_stream_id(value))
+
+        def __repr__(self) -> str:
+            return f"StreamId({str.__repr__(self)})"
 
 
 def stream() -> Any:
@@ -49,4 +54,6 @@ def stream() -> Any:
     The field holds a :class:`StreamId` (a plain ``str`` is validated and converted) or a
     tuple of them, e.g. ``account: StreamId = stream()``.
     """
+    import dataclasses  # here, not at the top: a bare `import eventcore` stays light
+
     return dataclasses.field(metadata={STREAM_FIELD: True}, kw_only=True)

@@ -3,10 +3,10 @@
 Install with ``pip install 'eventcore-py[otel]'`` (plus the SDK and an exporter of your
 choice), then register the hook once::
 
-    import eventcore
+    from eventcore.observe import add_hook
     from eventcore.tracing import TracingHook
 
-    eventcore.add_hook(TracingHook())   # uses the global TracerProvider
+    add_hook(TracingHook())   # uses the global TracerProvider
 
 eventcore itself never imports OpenTelemetry; only this module does.
 
@@ -65,7 +65,7 @@ _pending: ContextVar[tuple[tuple[Any, Any], ...]] = ContextVar("eventcore_tracin
 
 
 class TracingHook(Hook):
-    """A :class:`~eventcore.Hook` that records commands and projection batches as spans.
+    """A :class:`~eventcore.observe.Hook` that records commands and projection batches as spans.
 
     Args:
         tracer_provider: where spans go (default: the global ``TracerProvider``).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import decimal
 import re
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from eventcore.errors import ValidationError
 
@@ -88,7 +88,7 @@ class Value:
             checks.insert(0, _finite)  # first: an ordering check on NaN would raise
         cls._checks = tuple(checks)
 
-    def __new__(cls, value: Any) -> Any:
+    def __new__(cls, value: Any) -> Self:
         """Build and validate; raises ValidationError naming the type and the reason."""
         accepts = cls._accepts
         if accepts and type(value) is not accepts[0]:  # a conversion: is it an exact one?

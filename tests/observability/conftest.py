@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import eventcore
+from eventcore import observe
 
 _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
@@ -25,13 +25,13 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def use_hook() -> Iterator[object]:
     """``use_hook(hook)`` registers a hook for this test only."""
-    added: list[eventcore.Hook] = []
+    added: list[observe.Hook] = []
 
-    def add(hook: eventcore.Hook) -> eventcore.Hook:
-        eventcore.add_hook(hook)
+    def add(hook: observe.Hook) -> observe.Hook:
+        observe.add_hook(hook)
         added.append(hook)
         return hook
 
     yield add
     for hook in added:
-        eventcore.remove_hook(hook)
+        observe.remove_hook(hook)

@@ -154,8 +154,8 @@ def test_projection_gauges_and_dead_letters() -> None:
 
 
 def test_state_cache_hits_misses_and_evictions(registry: CollectorRegistry) -> None:
-    from eventcore import StateCache
     from eventcore.examples import bank
+    from eventcore.state_cache import StateCache
 
     store = MemoryStore(registry=bank.registry, state_cache=StateCache(1, min_events=0))
     for account in ("a", "b"):

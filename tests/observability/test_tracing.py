@@ -160,8 +160,7 @@ def test_projection_batch_spans_link_to_the_writing_commands(
     execute_sync(store, Deposit(account="acc-1", amount=2))
     # an event written without tracing: linked by its correlation id only
     other = uuid.uuid4()
-    from eventcore import remove_hook
-    from eventcore.observe import hooks
+    from eventcore.observe import hooks, remove_hook
 
     tracing = [h for h in hooks() if isinstance(h, TracingHook)]
     for h in tracing:

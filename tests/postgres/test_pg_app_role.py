@@ -23,10 +23,11 @@ from click.testing import CliRunner
 from tests.postgres.pg_bank import BANK, Deposit, balance_of, open_accounts
 from tests.projection.conftest import new_events
 
-from eventcore import FailureStrategy, ProjectionRunner, StoreError, execute
+from eventcore import StoreError, execute
 from eventcore.cli import cli
 from eventcore.examples.bank import Account
 from eventcore.postgres import PostgresStore
+from eventcore.projection import FailureStrategy, ProjectionRunner
 from eventcore.snapshot import snapshot_key
 
 pytestmark = pytest.mark.postgres

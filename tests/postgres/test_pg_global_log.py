@@ -18,8 +18,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from eventcore import NewEvent, ProjectionRunner
+from eventcore import NewEvent
 from eventcore.postgres import PostgresStore
+from eventcore.projection import ProjectionRunner
 
 pytestmark = pytest.mark.postgres
 

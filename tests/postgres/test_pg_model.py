@@ -45,7 +45,6 @@ from eventcore import (
     ANY,
     NO_STREAM,
     STREAM_EXISTS,
-    AppendResult,
     ConcurrencyConflict,
     DuplicateEventId,
     Metadata,
@@ -54,6 +53,7 @@ from eventcore import (
     uuid7,
 )
 from eventcore.postgres import PostgresStore
+from eventcore.recorded import AppendResult
 
 pytestmark = pytest.mark.postgres
 

@@ -13,17 +13,15 @@ import pytest
 from tests.postgres.pg_bank import BANK, Deposit, Transfer, balance_of, open_accounts
 
 from eventcore import (
-    Hook,
     IdempotencyKeyReused,
     OutcomeUnknown,
     RetryPolicy,
     StoreUnavailable,
     UsageError,
-    add_hook,
     execute,
     execute_sync,
-    remove_hook,
 )
+from eventcore.observe import Hook, add_hook, remove_hook
 from eventcore.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres

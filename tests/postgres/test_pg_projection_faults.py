@@ -18,14 +18,9 @@ import asyncpg
 import pytest
 from tests.projection.conftest import all_events, new_events
 
-from eventcore import (
-    Hook,
-    ProjectionRunner,
-    ReconnectPolicy,
-    StoreUnavailable,
-    add_hook,
-    remove_hook,
-)
+from eventcore import StoreUnavailable
+from eventcore.observe import Hook, add_hook, remove_hook
+from eventcore.projection import ProjectionRunner, ReconnectPolicy
 
 pytestmark = pytest.mark.postgres
 

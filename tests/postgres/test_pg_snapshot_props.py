@@ -23,8 +23,9 @@ from tests.cache_domain import AsyncFaulty, log_of, run_ops_async, same_but_fewe
 from tests.pgserver import drop_schema, new_schema_name
 from tests.test_snapshot_props import ops_st, restarts_st
 
-from eventcore import MemoryStore, StateCache
+from eventcore import MemoryStore
 from eventcore.postgres import PostgresStore
+from eventcore.state_cache import StateCache
 
 pytestmark = pytest.mark.postgres
 

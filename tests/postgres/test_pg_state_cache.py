@@ -26,8 +26,9 @@ from tests.cache_domain import (
 )
 from tests.pgserver import drop_schema, new_schema_name
 
-from eventcore import BusinessRuleViolation, RetryPolicy, StateCache, execute
+from eventcore import BusinessRuleViolation, RetryPolicy, execute
 from eventcore.postgres import PostgresStore
+from eventcore.state_cache import StateCache
 
 pytestmark = pytest.mark.postgres
 

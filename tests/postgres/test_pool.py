@@ -796,7 +796,7 @@ async def test_the_stores_own_statements_skip_the_reset(pools):
 
 
 async def test_a_transactional_projection_cannot_leak_session_state(postgres_store_factory, role):
-    from eventcore import ProjectionRunner
+    from eventcore.projection import ProjectionRunner
 
     store = await postgres_store_factory(max_size=1)  # one pooled connection: the one lent
     async with store._borrow() as conn:

@@ -13,17 +13,13 @@ from typing import Any
 import pytest
 from tests.projection.conftest import all_events, write
 
-from eventcore import (
+from eventcore import ProjectionError, StoreError, StoreUnavailable
+from eventcore.observe import Hook, add_hook, remove_hook
+from eventcore.projection import (
     FailureStrategy,
-    Hook,
     MemoryCheckpointStore,
-    ProjectionError,
     ProjectionRunner,
     ReconnectPolicy,
-    StoreError,
-    StoreUnavailable,
-    add_hook,
-    remove_hook,
 )
 from eventcore.testing import FaultyStore
 

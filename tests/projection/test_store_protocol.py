@@ -21,9 +21,9 @@ import pytest
 from tests.projection.conftest import Recorder, all_events, write
 
 import eventcore
-from eventcore import MemoryCheckpointStore, MemoryStore, ProjectionRunner, UsageError
+from eventcore import MemoryStore, UsageError
 from eventcore.metadata import Metadata
-from eventcore.projection import Subscription
+from eventcore.projection import MemoryCheckpointStore, ProjectionRunner, Subscription
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent
 from eventcore.store import (
     Apply,

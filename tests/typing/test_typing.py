@@ -1,4 +1,8 @@
-"""The command protocol is generic: a type checker flags apply/handle with the wrong types."""
+"""Type checkers flag wrong uses of commands, stream fields and value types, and only those.
+
+usage.py marks each line a checker must flag with ``# error``; pyright and mypy must flag
+exactly those lines (stream fields take a plain ``str``; a ``Money`` is not a ``Quantity``).
+"""
 
 from __future__ import annotations
 
@@ -51,3 +55,25 @@ def test_pyright_flags_exactly_the_marked_lines() -> None:
             for d in report["generalDiagnostics"]
         )
     )
+
+
+def test_mypy_flags_exactly_the_marked_lines(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-error-summary",
+            "--cache-dir",
+            str(tmp_path / "mypy-cache"),
+            str(USAGE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    flagged = {int(line.split(":")[1]) for line in proc.stdout.splitlines() if ": error:" in line}
+    lines = USAGE.read_text().splitlines()
+    expected = {i for i, line in enumerate(lines, start=1) if line.rstrip().endswith("# error")}
+    assert flagged == expected, proc.stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from eventcore import Command, MemoryStore, StreamId, event, execute_sync, stream
+from eventcore import Command, MemoryStore, StreamId, Value, event, execute_sync, stream
 
 
 @event("typing.Added")
@@ -87,3 +87,37 @@ def wrong_usage(store: MemoryStore) -> None:
     Add(StreamId("c-1"), 2)  # error
     command = Add(counter=StreamId("c-1"), n=2)
     command.n = 3  # error
+
+
+class Money(Value, int, gt=0):
+    """An amount of money."""
+
+
+class Quantity(Value, int, ge=0):
+    """A count of items."""
+
+
+class Move(Command[Counter, Added]):
+    source: StreamId = stream()
+    targets: tuple[StreamId, ...] = stream()
+
+    def initial_state(self) -> Counter:
+        return Counter()
+
+    def apply(self, state: Counter, event: Added, stream_id: str) -> Counter:
+        return state
+
+    def handle(self, state: Counter) -> list[tuple[str, Added]]:
+        return [(self.source, Added(1))]
+
+
+def values_and_streams() -> None:
+    money: Money = Money(3)
+    count: Quantity = Quantity(money)
+    wrong: Quantity = Money(3)  # error
+    total: int = Money(3) + count
+    Move(source="acc-1", targets=("acc-2", StreamId("acc-3")))
+    Move(source=StreamId("acc-1"), targets=())
+    Move(source=1, targets=())  # error
+    Move(source="acc-1", targets="acc-2")  # error
+    print(money, count, wrong, total)

@@ -1,56 +1,55 @@
 """The ``eventcore`` command line: inspect, migrate and operate an event store.
 
 Installed as the ``eventcore`` console script (``eventcore --help``); also runnable as
-``python -m eventcore.cli``. Built on click and rich. Every command takes ``--dsn`` (or
-``EVENTCORE_DSN``); ``demo`` and ``bench`` default to a fresh in-memory store. Exit codes:
-0 success, 1 a failure (unreachable server, unknown stream or projection, store error,
-failed projection), 2 bad usage (unknown option, bad DSN, no store given).
+``python -m eventcore.cli``. Built on click and rich, which come with the ``cli`` extra
+(``pip install 'eventcore-py[cli]'``); without them the script says so and exits with 1.
+Every command takes ``--dsn`` (or ``EVENTCORE_DSN``); ``demo`` and ``bench`` default to a
+fresh in-memory store. Exit codes: 0 success, 1 a failure (unreachable server, unknown
+stream or projection, store error, failed projection, click or rich missing), 2 bad usage
+(unknown option, bad DSN, no store given).
 """
 
 from __future__ import annotations
 
-import click
+import sys
+from typing import TYPE_CHECKING, Any
 
-import eventcore
-from eventcore.cli._bench import bench
-from eventcore.cli._demo import demo
-from eventcore.cli._inspect import migrate, read, streams, tail
-from eventcore.cli._projections import projections
+if TYPE_CHECKING:
+    from eventcore.cli._app import cli
 
 __all__ = ["cli", "main"]
 
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(eventcore.__version__, prog_name="eventcore")
-def cli() -> None:
-    """eventcore: inspect, migrate and operate an eventcore event store.
-
-    \b
-    Stores: --dsn postgresql://user:password@host:port/db (or EVENTCORE_DSN);
-            --dsn memory:// is a fresh in-memory store (demo and bench use one by default).
-    Your app: --app module:attr (or EVENTCORE_APP) imports your code, so payloads decode
-            with your event types, and names your projections (and, without --dsn, a store);
-            see `eventcore projections --help`.
-
-    \b
-    Examples:
-      eventcore demo
-      eventcore migrate --dsn postgresql://app@localhost/app
-      eventcore streams --prefix account- --dsn postgresql://app@localhost/app
-      eventcore read account-42 --json
-      eventcore tail -f
-      eventcore projections status --app myapp.ops:app
-      eventcore bench --quick
-
-    Exit codes: 0 ok, 1 failure (server unreachable, unknown stream, store error),
-    2 bad usage (unknown option, bad DSN, no store given).
-    """
+EXTRAS = ("click", "rich")
+"""What the command line needs beyond eventcore (the ``cli`` extra)."""
+INSTALL_HINT = "pip install 'eventcore-py[cli]'"
 
 
-for command in (migrate, streams, read, tail, projections, bench, demo):
-    cli.add_command(command)
+def _missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The extra's package ``exc`` failed to find, or None for any other missing module."""
+    top = (exc.name or "").partition(".")[0]
+    return top if top in EXTRAS else None
 
 
 def main() -> None:
     """Entry point of the ``eventcore`` console script."""
+    try:
+        from eventcore.cli._app import cli
+    except ModuleNotFoundError as exc:
+        package = _missing_extra(exc)
+        if package is None:
+            raise
+        sys.stderr.write(
+            f"eventcore: the command line needs {' and '.join(EXTRAS)} ({package} is not "
+            f"installed): {INSTALL_HINT}\n"
+        )
+        raise SystemExit(1) from None
     cli(prog_name="eventcore")
+
+
+def __getattr__(name: str) -> Any:
+    # The click group loads on first use, so that `main` can report missing extras.
+    if name == "cli":
+        from eventcore.cli._app import cli
+
+        return cli
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -263,8 +263,8 @@ def bench(
             default_memory=True,
             registry=bank.registry,
         ) as opened:
-            if opened.is_postgres:
-                await opened.store.migrate()
+            if opened.postgres is not None:
+                await opened.postgres.migrate()
                 sizes = POSTGRES_QUICK if quick else POSTGRES_FULL
             else:
                 sizes = QUICK if quick else FULL

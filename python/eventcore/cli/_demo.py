@@ -91,8 +91,8 @@ def demo(
         async with open_store(
             Options(dsn, schema, None), default_memory=True, registry=bank.registry
         ) as opened:
-            if opened.is_postgres:
-                await opened.store.migrate()
+            if opened.postgres is not None:
+                await opened.postgres.migrate()
             n = (
                 commands
                 if commands is not None

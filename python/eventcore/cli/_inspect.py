@@ -113,11 +113,11 @@ def migrate(dsn: str | None, schema: str, app: str | None) -> None:
     async def go() -> None:
         opts = Options(dsn, schema, app)
         async with open_store(opts) as opened:
-            if not opened.is_postgres:
+            if opened.postgres is None:
                 click.echo(f"{opened.label}: the in-memory store needs no migrations")
                 return
-            latest = opened.store.latest_schema_version()
-            version = await opened.store.migrate()
+            latest = opened.postgres.latest_schema_version()
+            version = await opened.postgres.migrate()
             click.echo(
                 f"{opened.label}: schema version {version} (latest known: {latest}); "
                 "migrations applied"

@@ -18,6 +18,8 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
 from eventcore.cli._store import Failure, Options, open_store, run, store_options
+from eventcore.memory import MemoryStore
+from eventcore.store import ProjectionStore
 
 
 async def _resolve(value: Any, *args: Any) -> Any:
@@ -69,6 +71,8 @@ async def runner_for(opts: Options) -> AsyncIterator[Any]:
         )
     async with open_store(opts) as opened:
         store = opened.memory if opened.memory is not None else opened.store
+        if not isinstance(store, MemoryStore | ProjectionStore):
+            raise Failure(f"projections cannot follow {opened.label} (no wait_for_append)")
         projections = await _resolve(projections, store)
         checkpoints = await _resolve(getattr(app, "checkpoints", None), store)
         options = getattr(app, "runner_options", None) or {}

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import click
@@ -24,6 +24,10 @@ from eventcore.errors import (
     ValidationError,
 )
 from eventcore.memory import AsyncMemoryStore, MemoryStore
+from eventcore.store import AsyncView, EventStore, ProjectionStore, StreamCatalog
+
+if TYPE_CHECKING:
+    from eventcore.postgres import PostgresStore
 
 T = TypeVar("T")
 
@@ -156,45 +160,53 @@ def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 class OpenStore:
     """A store opened for one command: its async API, and the sync one for memory."""
 
-    store: Any
-    """The async :class:`~eventcore.EventStore` API (PostgresStore or AsyncMemoryStore)."""
+    store: EventStore
+    """The async face of the store (PostgresStore, or an in-memory store's ``.aio``)."""
     memory: MemoryStore | None
     label: str
+    postgres: PostgresStore | None = None
+    """The PostgreSQL store, when it is one (migrations)."""
 
     @property
     def is_postgres(self) -> bool:
         """Whether this is a PostgreSQL store."""
-        return self.memory is None and hasattr(self.store, "migrate")
+        return self.postgres is not None
 
     async def list_streams(
         self, *, prefix: str | None, after: str | None, limit: int | None
     ) -> list[tuple[str, int]]:
         """``(stream id, version)`` pairs sorted by id."""
-        if self.memory is not None:
-            return self.memory.list_streams(prefix=prefix, after=after, limit=limit)
-        lister = getattr(self.store, "list_streams", None)
-        if lister is None:
+        if not isinstance(self.store, StreamCatalog):
             raise Failure(f"{self.label} cannot list its streams")
-        return await lister(prefix=prefix, after=after, limit=limit)  # type: ignore[no-any-return]
+        return await self.store.list_streams(prefix=prefix, after=after, limit=limit)
 
     async def wait_for_append(self, after: int, timeout: float) -> int:
         """Wait until the head passes ``after`` (or ``timeout`` seconds); the head."""
-        wait = getattr(self.store, "wait_for_append", None)
-        if wait is not None:
-            return int(await wait(after, timeout))
-        await asyncio.sleep(min(timeout, 0.5))
-        return int(await self.store.head())
+        if isinstance(self.store, ProjectionStore):
+            return await self.store.wait_for_append(after, timeout)
+        await asyncio.sleep(min(timeout, 0.5))  # a store that cannot wait: poll
+        return await self.store.head()
 
 
-def _as_open(store: Any, label: str) -> OpenStore:
+def _postgres(store: object) -> PostgresStore | None:
+    # Only a store made by the app can be one, and then its module is loaded already.
+    module = sys.modules.get("eventcore.postgres.store")
+    if module is not None and isinstance(store, module.PostgresStore):
+        return cast("PostgresStore", store)
+    return None
+
+
+def _as_open(store: object, label: str) -> OpenStore:
     if isinstance(store, MemoryStore):
         return OpenStore(store.aio, store, label)
     if isinstance(store, AsyncMemoryStore):
         return OpenStore(store, store.sync, label)
-    aio = getattr(store, "aio", None)
-    if aio is not None:  # a sync store with an async view (e.g. FaultyStore)
-        return OpenStore(aio, getattr(store, "store", None), label)
-    return OpenStore(store, None, label)
+    if isinstance(store, AsyncView):  # a sync store with an async view (e.g. FaultyStore)
+        memory = getattr(store, "store", None)  # a wrapper's real store, for the sync paths
+        return OpenStore(store.aio, memory if isinstance(memory, MemoryStore) else None, label)
+    if isinstance(store, EventStore):
+        return OpenStore(store, None, label, _postgres(store))
+    raise Failure(f"{label} is not an event store (see eventcore.store.EventStore): {store!r}")
 
 
 @contextlib.asynccontextmanager
@@ -235,7 +247,7 @@ async def open_store(
         except StoreError as exc:
             raise Failure(f"cannot open the PostgreSQL store at {label}: {exc}") from None
         try:
-            yield OpenStore(pg, None, f"{label} (schema {opts.schema})")
+            yield OpenStore(pg, None, f"{label} (schema {opts.schema})", pg)
         finally:
             await pg.close()
         return

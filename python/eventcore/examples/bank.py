@@ -9,7 +9,6 @@ your types in the default registry; stores for it must use it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from eventcore import Command, EventRegistry, StreamId, Value, event, require, stream
 
@@ -56,7 +55,7 @@ class Account:
     balance: int = 0
 
 
-def fold_account(state: Account, ev: Any) -> Account:
+def fold_account(state: Account, ev: AccountEvent) -> Account:
     """Apply one event to an account."""
     match ev:
         case AccountOpened():

@@ -171,7 +171,7 @@ def check_dsn(dsn: str) -> str:
 
 
 class PostgresStore:
-    """The PostgreSQL event store: an :class:`~eventcore.EventStore` on asyncpg.
+    """The PostgreSQL event store: an :class:`~eventcore.store.EventStore` on asyncpg.
 
     Create it from a DSN (it then owns a connection pool) or from an existing asyncpg
     pool, then ``await store.migrate()`` once (idempotent, safe to run from many
@@ -191,7 +191,7 @@ class PostgresStore:
             notification arrives.
         registry: decodes payloads for :attr:`RecordedEvent.data` (default registry).
         state_cache: the executor's folded-state cache: a bound in entries, a
-            :class:`~eventcore.StateCache`, or ``0``/``None`` to turn it off.
+            :class:`~eventcore.state_cache.StateCache`, or ``0``/``None`` to turn it off.
         snapshots: keep durable snapshots of commands' folded states in the schema's
             ``snapshots`` table (see :mod:`eventcore.snapshot`); False: none.
         snapshot_every: events folded beyond a command's last snapshot before the next is

@@ -7,28 +7,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from eventcore.errors import EventCoreError
+from eventcore.errors import ProjectionError
 from eventcore.recorded import RecordedEvent
 from eventcore.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from eventcore.projection.columns import ColumnBatch
 
+# ProjectionError lives in eventcore.errors; this import path is kept.
 __all__ = ["FailureStrategy", "Projection", "ProjectionError"]
-
-
-class ProjectionError(EventCoreError):
-    """A projection stopped: its ``apply`` failed and its strategy said stop.
-
-    Attributes:
-        projection: the projection's name.
-        position: the position of the event (or first event of the batch) that failed.
-    """
-
-    def __init__(self, projection: str, position: int, message: str) -> None:
-        super().__init__(f"projection {projection!r} stopped at position {position}: {message}")
-        self.projection = projection
-        self.position = position
 
 
 @runtime_checkable

@@ -15,7 +15,7 @@ __all__ = ["ReconnectPolicy"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReconnectPolicy:
-    """How a :class:`~eventcore.ProjectionRunner` retries while its store is unavailable.
+    """How a :class:`~eventcore.projection.ProjectionRunner` retries while its store is unavailable.
 
     A transient store failure (``StoreUnavailable``: a lost or killed connection, a server
     restart, a refused connection) while the runner reads events, loads or saves a

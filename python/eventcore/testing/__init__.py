@@ -6,7 +6,7 @@ installed) provides the fixtures ``memory_store`` and ``scenario``.
 Both run with the folded-state cache in verify mode (:func:`verifying_store`): every cache
 hit is checked against a full fold, so a ``handle`` that mutates its state, or an ``apply``
 that reads a field the cache key misses, fails with
-:class:`~eventcore.StateCacheMismatch` on the next command of the same streams.
+:class:`~eventcore.state_cache.StateCacheMismatch` on the next command of the same streams.
 """
 
 from __future__ import annotations
@@ -202,17 +202,57 @@ class FaultyStore:
             raise StoreUnavailable("injected: store unavailable on read")
         return self.store.fold_tail(streams, versions, fold_from, state, apply, decoders, hint)
 
-    def read_all(self, **options: Any) -> list[RecordedEvent[Any]]:
+    def read_all(
+        self,
+        *,
+        after_position: int = 0,
+        limit: int | None = None,
+        event_types: Sequence[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> list[RecordedEvent[Any]]:
         """Read the global log, unless the script says this read fails."""
         if self._next("read_all", self.read_faults) == "unavailable":
             raise StoreUnavailable("injected: store unavailable on read")
-        return self.store.read_all(**options)
+        return self.store.read_all(
+            after_position=after_position,
+            limit=limit,
+            event_types=event_types,
+            stream_prefix=stream_prefix,
+        )
 
     def read_events_by_id(self, event_ids: Sequence[Any]) -> list[RecordedEvent[Any]]:
         """Look events up by id, unless the read script says this read fails."""
         if self._next("lookup", self.read_faults) == "unavailable":
             raise StoreUnavailable("injected: store unavailable on read")
         return self.store.read_events_by_id(event_ids)
+
+    def read_stream(
+        self, stream_id: str, *, after_version: int = 0, limit: int | None = None
+    ) -> list[RecordedEvent[Any]]:
+        """Read one stream from the real store (never faulted)."""
+        return self.store.read_stream(stream_id, after_version=after_version, limit=limit)
+
+    def read_streams(
+        self, stream_ids: Sequence[str], *, after_version: int = 0, limit: int | None = None
+    ) -> list[RecordedEvent[Any]]:
+        """Read several streams from the real store (never faulted)."""
+        return self.store.read_streams(stream_ids, after_version=after_version, limit=limit)
+
+    def read_stream_backwards(
+        self, stream_id: str, *, before_version: int | None = None, limit: int | None = None
+    ) -> list[RecordedEvent[Any]]:
+        """Read one stream newest first from the real store (never faulted)."""
+        return self.store.read_stream_backwards(
+            stream_id, before_version=before_version, limit=limit
+        )
+
+    def stream_version(self, stream_id: str) -> int:
+        """A stream's version in the real store."""
+        return self.store.stream_version(stream_id)
+
+    def head(self) -> int:
+        """The real store's head."""
+        return self.store.head()
 
     def __getattr__(self, name: str) -> Any:
         # Every other read goes straight to the real store.
