@@ -1,0 +1,798 @@
+"""The command machine against its reference model (``tests/pipeline_model.py``).
+
+Hypothesis draws a short run of commands and executor options; each command runs twice in
+lockstep, once through the model and once through ``eventcore._pipeline.run_command``,
+each against its own simulated world (a small reference store with a snapshot store).
+The two worlds start equal and get the same injected faults (concurrent writers, an
+unavailable store, lost append replies, duplicate ids, a same-key caller, a store that
+breaks), so as long as the two runs emit the same effects the worlds stay equal. Every
+effect is compared, normalised, as it comes, and so are the outcome, the logs, the
+caches' counters and the snapshots at the end of each command.
+
+Event ids are compared by where they come from: a fresh id is numbered by its first
+appearance in its run (the two runs draw different UUIDv7s, but must reuse them alike),
+an idempotency key's ids and the simulated writers' ids must be equal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from eventcore import (
+    Command,
+    ConcurrencyConflict,
+    DuplicateEventId,
+    EventRegistry,
+    Metadata,
+    OutcomeUnknown,
+    RecordedEvent,
+    RetryPolicy,
+    StateCache,
+    StoreUnavailable,
+    StreamId,
+    _pipeline,
+    require,
+    stream,
+)
+from eventcore._pipeline import APPEND, DONE, FOLD, LOAD, LOOKUP, SAVE, SLEEP, TAIL, _Keyed
+from eventcore.recorded import AppendResult
+from eventcore.state_cache import CacheEntry
+
+from . import pipeline_model
+
+# -- the domain ------------------------------------------------------------------------
+
+REGISTRY = EventRegistry()
+
+
+@dataclass(frozen=True)
+class Added:
+    """A number added to a stream; a negative one makes ``apply`` raise."""
+
+    n: int
+
+
+@dataclass(frozen=True)
+class Linked:
+    """Points at a stream that ``discover`` then adds."""
+
+    to: str
+
+
+@dataclass(frozen=True)
+class Unregistered:
+    """An event the registry does not know (``handle`` emitting it is a SerializationError)."""
+
+    n: int
+
+
+REGISTRY.register("diff.Added", Added)
+REGISTRY.register("diff.Linked", Linked)
+
+DECLARABLE = ["a-0", "a-1", "a-2"]
+DISCOVERABLE = ["d-0", "d-1", "d-2", "d-3"]
+EVERY_STREAM = DECLARABLE + DISCOVERABLE
+TARGETS = [*EVERY_STREAM, "x-0"]  # x-0 is never declared nor discovered
+State = tuple[tuple[str, Any], ...]
+
+
+class Plain(Command[State, Any]):
+    """Folds every event into a tuple (so order matters) and does what ``outcome`` says."""
+
+    streams_: tuple[StreamId, ...] = stream()
+    outcome: str = "emit"
+    emits: tuple[tuple[str, str], ...] = ()
+    note: str = ""  # may hold an undeclared stream id (the UndeclaredStream hint names it)
+
+    def initial_state(self) -> State:
+        return ()
+
+    def apply(self, state: State, event: Any, stream_id: str) -> State:
+        if isinstance(event, Added):
+            if event.n < 0:
+                raise ValueError(f"cannot apply Added({event.n}) of {stream_id}")
+            return (*state, (stream_id, event.n))
+        return (*state, (stream_id, "->" + event.to))
+
+    def handle(self, state: State) -> Any:
+        outcome = self.outcome
+        if outcome == "violate":
+            require(False, f"rule broken after {len(state)} events")
+        if outcome == "raise":
+            raise RuntimeError(f"handle crashed on {state!r}")
+        if outcome == "bulk":  # more events than one LOOKUP asks for
+            return [(self.streams_[0], Added(i)) for i in range(pipeline_model.LOOKUP_CHUNK + 1)]
+        if outcome in MALFORMED:
+            return MALFORMED[outcome](self)
+        out: list[tuple[Any, Any]] = []
+        for target, what in self.emits:
+            if what == "poison":
+                out.append((target, Added(-1)))
+            elif what.startswith("link:"):
+                out.append((target, Linked(what[5:])))
+            elif what == "unregistered":
+                out.append((target, Unregistered(1)))
+            else:
+                out.append((target, Added(int(what) + len(state))))
+        return out
+
+
+MALFORMED: dict[str, Callable[[Plain], Any]] = {
+    "none": lambda c: None,
+    "int": lambda c: 42,
+    "strings": lambda c: list(c.streams_),
+    "triples": lambda c: [(c.streams_[0], Added(1), 3)],
+    "not-an-event": lambda c: [(c.streams_[0], 5)],
+    "int-stream": lambda c: [(5, Added(1))],
+}
+
+
+class Discovering(Plain):
+    """Discovers ``discovers`` first, then every stream a ``Linked`` event points at."""
+
+    discovers: tuple[str, ...] = ()
+    max_discovery_rounds = 2
+
+    def discover(self, state: State) -> Iterable[str]:
+        linked = [value[2:] for _, value in state if isinstance(value, str)]
+        return [*self.discovers, *linked]
+
+
+class Uncached(Plain):
+    """Never cached: folds every stream in full every time."""
+
+    state_cache = False
+
+
+# -- the simulated world ---------------------------------------------------------------
+
+WRITER_IDS = 1 << 100
+"""Simulated writers' event ids start here (the same in both worlds)."""
+KEYS = ["k-1", "k-2"]
+
+
+@dataclass
+class Stored:
+    position: int
+    event_id: int
+    stream_id: str
+    version: int
+    event_type: str
+    payload: bytes
+    metadata: Metadata
+
+
+class Fault:
+    """What the world does to one effect (drawn once, applied to both worlds)."""
+
+    def __init__(self, kind: str, writes: Sequence[tuple[str, Any]] = (), same: bool = True):
+        self.kind = kind
+        self.writes = writes
+        self.same = same  # a same-key writer's metadata: this command's, or another's
+
+    def __repr__(self) -> str:
+        return f"Fault({self.kind!r}, {list(self.writes)!r}, same={self.same})"
+
+
+class Throw:
+    """The store raised ``exc``: the shell throws it into the run."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class Pending:
+    """What an async store returns to a sync shell: an awaitable (never awaited)."""
+
+    def __await__(self) -> Any:
+        yield None
+
+    def __repr__(self) -> str:
+        return "Pending()"
+
+
+class World:
+    """A reference event store (streams of encoded events in one global order) and a
+    snapshot store, interpreting every effect of one run; also names its run's ids."""
+
+    def __init__(self) -> None:
+        self.log: list[Stored] = []
+        self.streams: dict[str, list[Stored]] = {}
+        self.by_id: dict[int, Stored] = {}
+        self.snapshots: dict[Any, CacheEntry] = {}
+        self.writes = 0
+        self.labels: dict[int, Any] = {}
+        self.fresh = 0
+        for key in KEYS:
+            for i, event_id in enumerate(_Keyed(key, Plain(streams_=("a-0",)), None).ids(40)):
+                self.labels[event_id] = ("key", key, i)
+        self.pending: list[Any] = []  # coroutines handed out (closed after each command)
+        self.command: Any = None
+        self.key: str | None = None
+        self.metadata: Metadata | None = None
+
+    # -- ids
+
+    def label(self, event_id: Any) -> Any:
+        """Where an id comes from: a key, a writer, or the n-th fresh id of this run."""
+        value = event_id.int if hasattr(event_id, "int") else event_id
+        label = self.labels.get(value)
+        if label is None:
+            label = self.labels[value] = ("fresh", self.fresh)
+            self.fresh += 1
+        return label
+
+    # -- the store
+
+    def version(self, stream_id: str) -> int:
+        return len(self.streams.get(stream_id, ()))
+
+    def write(self, events: Sequence[tuple[str, str, bytes, int]], metadata: Metadata) -> None:
+        for stream_id, name, payload, event_id in events:
+            rows = self.streams.setdefault(stream_id, [])
+            row = Stored(
+                len(self.log) + 1, event_id, stream_id, len(rows) + 1, name, payload, metadata
+            )
+            rows.append(row)
+            self.log.append(row)
+            self.by_id[event_id] = row
+
+    def writer(self, writes: Sequence[tuple[str, Any]]) -> None:
+        """A concurrent writer appends ``writes`` (one batch)."""
+        batch = []
+        for stream_id, ev in writes:
+            event_id = WRITER_IDS + self.writes
+            self.labels[event_id] = ("writer", self.writes)
+            self.writes += 1
+            batch.append((stream_id, *REGISTRY.encode(ev), event_id))
+        self.write(batch, Metadata())
+
+    def same_key_writer(self, count: int, same: bool) -> None:
+        """Another caller with this command's idempotency key writes first."""
+        if self.key is None:
+            return
+        ids = _Keyed(self.key, self.command, self.metadata).ids(count)
+        if any(i in self.by_id for i in ids):
+            return
+        if same:
+            metadata = _Keyed(self.key, self.command, self.metadata).metadata
+        else:
+            metadata = _Keyed(self.key, Plain(streams_=("a-2",), note="other"), None).metadata
+        target = (
+            EVERY_STREAM[0] if not isinstance(self.command, Plain) else self.command.streams_[0]
+        )
+        self.write([(target, *REGISTRY.encode(Added(9)), i) for i in ids], metadata)
+
+    def fold(self, streams: Sequence[str], state: Any, apply: Any, decoders: Any) -> Any:
+        wanted = set(streams)
+        for row in self.log:
+            if row.stream_id in wanted:
+                state = apply(state, decoders[row.event_type](row.payload), row.stream_id)
+        return state, [self.version(s) for s in streams]
+
+    def tail(
+        self,
+        streams: Sequence[str],
+        versions: Sequence[int],
+        fold_from: int,
+        state: Any,
+        apply: Any,
+        decoders: Any,
+    ) -> Any:
+        if any(self.version(s) != v for s, v in zip(streams[:fold_from], versions, strict=False)):
+            return None  # an earlier discovery round's stream moved
+        after = dict(zip(streams[fold_from:], versions[fold_from:], strict=True))
+        folded = [
+            r.position for r in self.log if r.stream_id in after and r.version <= after[r.stream_id]
+        ]
+        rows = [r for r in self.log if r.stream_id in after and r.version > after[r.stream_id]]
+        if rows and folded and rows[0].position <= max(folded):
+            return None
+        for row in rows:
+            state = apply(state, decoders[row.event_type](row.payload), row.stream_id)
+        return state, [self.version(s) for s in streams]
+
+    def append(
+        self,
+        events: list[Any],
+        checks: list[Any],
+        metadata: Metadata | None,
+        versions_first: bool = False,
+    ) -> Any:
+        """The in-memory store's append: idempotent for the same batch, atomic, checked.
+
+        ``versions_first``: a store that checks the expected versions before the ids (a
+        resend of a batch it did write then conflicts with the batch itself).
+        """
+        metadata = metadata if metadata is not None else Metadata()
+        conflicts = [(s, v, self.version(s)) for s, v in checks if self.version(s) != v]
+        if conflicts and versions_first:
+            return ConcurrencyConflict(conflicts)
+        ids = [e[3] for e in events]
+        if len(set(ids)) != len(ids):
+            return DuplicateEventId(None, "twice in one batch")
+        stored = [i for i in ids if i in self.by_id]
+        if stored:
+            first = self.by_id[ids[0]].position if ids[0] in self.by_id else -1
+            for k, (stream_id, name, payload, event_id) in enumerate(events):
+                old = self.by_id.get(event_id)
+                if (
+                    old is None
+                    or old.position != first + k
+                    or (old.stream_id, old.event_type, old.payload) != (stream_id, name, payload)
+                    or old.metadata != metadata
+                ):
+                    return DuplicateEventId(str(self.label(event_id)), "different content")
+            versions = {s: self.version(s) for s, _ in checks}
+            for k, e in enumerate(events):
+                versions[e[0]] = self.log[first + k - 1].version
+            return AppendResult(
+                [first + k for k in range(len(events))], list(versions.items()), events
+            )
+        if conflicts:
+            return ConcurrencyConflict(conflicts)
+        start = len(self.log) + 1
+        self.write(events, metadata)
+        versions = {s: self.version(s) for s, _ in checks}
+        for e in events:
+            versions[e[0]] = self.version(e[0])
+        return AppendResult(list(range(start, start + len(events))), list(versions.items()), events)
+
+    def lookup(self, ids: Sequence[Any]) -> list[RecordedEvent[Any]]:
+        rows = sorted(
+            (self.by_id[i] for i in set(ids) if i in self.by_id), key=lambda r: r.position
+        )
+        return [
+            RecordedEvent(
+                r.position,
+                r.event_id,
+                r.stream_id,
+                r.version,
+                r.event_type,
+                r.payload,
+                0,
+                r.metadata,
+                REGISTRY,
+            )
+            for r in rows
+        ]
+
+    # -- effects
+
+    def perform(self, effect: tuple[Any, ...], fault: Fault) -> Any:
+        """Carry out ``effect`` under ``fault``: its result, or a Throw."""
+        kind, f = effect[0], fault.kind
+        if f == "throw":
+            return Throw(RuntimeError(f"the store broke during {kind}"))
+        if f == "writer":
+            self.writer(fault.writes)
+        elif f == "same-key":
+            self.same_key_writer(len(fault.writes), fault.same)
+        try:
+            if kind == SLEEP:
+                return None
+            if f in ("down", "lost", "lost-unwritten") and kind != APPEND:
+                return StoreUnavailable(f"the store is down ({kind})")
+            if f == "garbage":
+                return "garbage"
+            if f == "async":  # either kind of awaitable, in turn
+                if len(self.pending) % 2:
+                    self.pending.append(None)
+                    return Pending()
+                self.pending.append(asyncio.sleep(0))
+                return self.pending[-1]
+            if kind == FOLD:
+                return self.fold(*effect[1:5])
+            if kind == TAIL:
+                if f == "refuse":
+                    return None
+                result = self.tail(*effect[1:7])
+                if f == "skew" and result is not None:  # a buggy store: verify mode sees it
+                    return (*result[0], ("?", 0)), result[1]
+                return result
+            if kind == LOOKUP:
+                return self.lookup(effect[1])
+            if kind == LOAD:
+                entry = self.snapshots.get(effect[2])
+                return None if entry is None else copy_entry(entry)
+            if kind == SAVE:
+                self.snapshots[effect[2]] = copy_entry(effect[3])
+                return None
+            if kind == APPEND:
+                if f == "down":
+                    return StoreUnavailable("the store is down (append)")
+                if f == "lost-unwritten":
+                    return OutcomeUnknown("the reply was lost (not written)")
+                if f == "dup":
+                    return DuplicateEventId(
+                        str(self.label(effect[1][0][3])) if effect[1] else None, "injected"
+                    )
+                result = self.append(effect[1], effect[2], effect[3], f == "versions-first")
+                if f == "lost" and type(result) is AppendResult:
+                    return OutcomeUnknown("the reply was lost (written)")
+                return result
+        except Exception as exc:  # apply raised inside a fold: the shell throws it in
+            return Throw(exc)
+        raise AssertionError(f"unknown effect {effect!r}")
+
+    # -- comparing
+
+    def effect(self, effect: tuple[Any, ...]) -> tuple[Any, ...]:
+        """``effect`` normalised: ids by label, callables and registries by identity."""
+        kind = effect[0]
+        if kind == FOLD:
+            return (FOLD, list(effect[1]), effect[2], self.same(effect[3], effect[4]))
+        if kind == TAIL:
+            hint = effect[7]
+            if hint is not None:
+                hint = (type(hint).__name__, hint.conflicts, hint.attempts)
+            tail = (list(effect[1]), list(effect[2]), effect[3], effect[4])
+            return (TAIL, *tail, self.same(effect[5], effect[6]), hint)
+        if kind == APPEND:
+            events = [(e[0], e[1], e[2], self.label(e[3])) for e in effect[1]]
+            return (APPEND, events, [tuple(c) for c in effect[2]], effect[3])
+        if kind == LOOKUP:
+            return (LOOKUP, [self.label(i) for i in effect[1]])
+        if kind == LOAD:
+            return (LOAD, effect[1], effect[2])
+        if kind == SAVE:
+            return (SAVE, effect[1], effect[2], entry_parts(effect[3]))
+        if kind == SLEEP:
+            return (SLEEP, round(effect[1], 9))
+        if kind == DONE:
+            return (DONE, self.result(effect[1]))
+        raise AssertionError(f"unknown effect {effect!r}")
+
+    def same(self, apply: Any, decoders: Any) -> tuple[Any, bool]:
+        """An effect's ``apply`` and ``decoders``: the command's, the registry's."""
+        return (getattr(apply, "__func__", apply), decoders == REGISTRY.decoders)
+
+    def result(self, result: Any) -> tuple[Any, ...]:
+        events = [
+            (self.label(e.event_id), e.stream_id, e.version, e.position) for e in result.events
+        ]
+        versions = sorted(result.stream_versions.items())
+        return (result.attempts, result.replayed, events, versions, list(result.positions))
+
+    def error(self, exc: BaseException) -> tuple[Any, ...]:
+        out: list[Any] = [type(exc).__name__, str(exc)]
+        if isinstance(exc, ConcurrencyConflict):
+            out += [exc.conflicts, exc.attempts]
+        if isinstance(exc, OutcomeUnknown):
+            out.append([self.label(i) for i in exc.event_ids])
+        cause = exc.__cause__
+        if cause is not None:
+            out.append((type(cause).__name__, str(cause)))
+        return tuple(out)
+
+    def contents(self) -> list[tuple[Any, ...]]:
+        rows = [
+            (
+                r.position,
+                self.label(r.event_id),
+                r.stream_id,
+                r.version,
+                r.event_type,
+                r.payload,
+                r.metadata,
+            )
+            for r in self.log
+        ]
+        snapshots = sorted((repr(k), entry_parts(e)) for k, e in self.snapshots.items())
+        return [*rows, ("snapshots", snapshots)]
+
+
+def copy_entry(entry: CacheEntry) -> CacheEntry:
+    return CacheEntry(
+        entry.state,
+        list(entry.streams),
+        list(entry.versions),
+        entry.fold_from,
+        entry.since,
+        entry.rounds,
+    )
+
+
+def entry_parts(entry: CacheEntry) -> tuple[Any, ...]:
+    return (
+        entry.state,
+        list(entry.streams),
+        list(entry.versions),
+        entry.fold_from,
+        entry.since,
+        entry.rounds,
+    )
+
+
+# -- running both in lockstep ----------------------------------------------------------
+
+
+class Side:
+    """One run (model or machine) and its world."""
+
+    def __init__(self, start: Callable[[], Any], world: World) -> None:
+        self.start = start
+        self.steps: Any = None
+        self.world = world
+
+    def advance(self, given: Any) -> tuple[str, Any]:
+        """Resume the run with ``given`` (a result, or a Throw): its next effect or its end."""
+        try:
+            if self.steps is None:
+                self.steps = self.start()  # the machine may refuse bad input here already
+            if isinstance(given, Throw):
+                return ("effect", self.steps.throw(given.exc))
+            return ("effect", self.steps.send(given))
+        except StopIteration:
+            return ("stopped", None)
+        except Exception as exc:
+            return ("raised", exc)
+
+    def seen(self, out: tuple[str, Any]) -> tuple[Any, ...]:
+        what, value = out
+        if what == "effect":
+            return ("effect", self.world.effect(value))
+        if what == "raised":
+            return ("raised", self.world.error(value))
+        return (what,)
+
+
+def play(data: st.DataObject, model: Side, machine: Side, calm: bool) -> str:
+    """Run both to their end, comparing every effect; the outcome's name (for events)."""
+    given: list[Any] = [None, None]
+    steps = 0
+    fault = Fault("none")
+    while True:
+        outs = [model.advance(given[0]), machine.advance(given[1])]
+        seen = [model.seen(outs[0]), machine.seen(outs[1])]
+        assert seen[0] == seen[1], f"after {steps} effects:\n model: {seen[0]}\n machine: {seen[1]}"
+        what, effect = outs[0]
+        if what == "raised":
+            return type(effect).__name__
+        assert what == "effect", f"the run stopped without DONE after {steps} effects"
+        steps += 1
+        assert steps < 400, "a run that does not end"
+        kind = effect[0]
+        event(f"effect {kind}")
+        if kind == DONE:
+            for side in (model, machine):  # and the run is over
+                assert side.advance(None) == ("stopped", None)
+            return "done" if not effect[1].replayed else "replayed"
+        streams = [c[0] for c in effect[2]] if kind == APPEND else list(model.world.streams)
+        if kind in (FOLD, TAIL):
+            streams = list(effect[1])
+        fault = data.draw(faults(kind, streams, calm, fault), label=f"fault on {kind}")
+        if fault.kind != "none":
+            event(f"fault {fault.kind} on {kind}")
+        given = [model.world.perform(effect, fault), machine.world.perform(outs[1][1], fault)]
+
+
+# -- strategies ------------------------------------------------------------------------
+
+adds = st.integers(0, 3).map(Added)
+links = st.sampled_from(DISCOVERABLE).map(Linked)
+written = st.one_of(adds, links)
+
+# The faults each effect may meet (a writer also writes during a SLEEP), with weights.
+FAULTS: dict[str, list[tuple[str, int]]] = {
+    FOLD: [("writer", 6), ("down", 5), ("poison", 1), ("garbage", 1), ("async", 1), ("throw", 1)],
+    TAIL: [
+        ("writer", 6),
+        ("down", 4),
+        ("refuse", 2),
+        ("skew", 2),
+        ("garbage", 1),
+        ("async", 1),
+        ("throw", 1),
+    ],
+    LOOKUP: [("writer", 3), ("same-key", 4), ("down", 4), ("garbage", 1), ("async", 1)],
+    APPEND: [
+        ("writer", 8),
+        ("same-key", 3),
+        ("down", 5),
+        ("lost", 4),
+        ("lost-unwritten", 3),
+        ("versions-first", 3),
+        ("dup", 3),
+        ("garbage", 1),
+        ("throw", 1),
+    ],
+    LOAD: [("down", 3), ("garbage", 1), ("throw", 1)],
+    SAVE: [("down", 3), ("throw", 1)],
+    SLEEP: [("writer", 4), ("same-key", 1), ("throw", 1)],
+}
+
+
+@st.composite
+def faults(draw: Any, kind: str, streams: Sequence[str], calm: bool, last: Fault) -> Fault:
+    """The fault one ``kind`` of effect meets: none 2 times in 3 (calm: 7 in 8), or often
+    the last fault again (so that failures can outlast the policy). A writer writes to
+    one of ``streams`` (the effect's) half the time."""
+    sticky = last.kind != "none" and any(f == last.kind for f, _ in FAULTS[kind])
+    if sticky and not draw(st.integers(0, 2)):
+        return last
+    if draw(st.integers(0, 7 if calm else 2)):
+        return Fault("none")
+    choices = FAULTS[kind]
+    n = draw(st.integers(0, sum(w for _, w in choices) - 1))
+    fault = choices[-1][0]
+    for option, weight in choices:
+        if n < weight:
+            fault = option
+            break
+        n -= weight
+    targets = st.sampled_from(streams) if streams else st.sampled_from(EVERY_STREAM)
+    if draw(st.booleans()):
+        targets = st.sampled_from(EVERY_STREAM)
+    if fault in ("writer", "same-key"):
+        writes = st.lists(st.tuples(targets, written), min_size=1, max_size=2)
+        return Fault(fault, draw(writes), draw(st.booleans()))
+    if fault == "poison":
+        return Fault("writer", [(draw(targets), Added(-1))])
+    return Fault(fault)
+
+
+WHATS = [*(["0", "1", "2"] * 3), "link:d-0", "link:d-1", "link:d-2", "poison", "unregistered"]
+OUTCOMES = ["emit"] * 24 + ["violate", "raise", "bulk", *MALFORMED]
+SHAPES = [("a-0",), ("a-0",), ("a-1",), ("a-0", "a-1"), ("a-1", "a-0"), ("a-0", "a-1", "a-2")]
+
+
+@st.composite
+def shapes(draw: Any) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """A command's class, declared streams and first discoveries."""
+    kind = draw(st.sampled_from(["plain", "plain", "discovering", "discovering", "uncached"]))
+    declared = draw(st.sampled_from(SHAPES))
+    discovers = tuple(draw(st.lists(st.sampled_from(DISCOVERABLE), max_size=2)))
+    return kind, declared, discovers if kind == "discovering" else ()
+
+
+@st.composite
+def commands(draw: Any, shape: tuple[str, tuple[str, ...], tuple[str, ...]]) -> Any:
+    """A command of ``shape``, doing what it draws (mostly: emitting to its streams)."""
+    kind, declared, discovers = shape
+    if draw(st.integers(0, 60)) == 0:
+        return ALIEN
+    targets = st.one_of(*[st.sampled_from(declared)] * 6, st.sampled_from(TARGETS))
+    fields: dict[str, Any] = {
+        "streams_": declared,
+        "outcome": draw(st.sampled_from(OUTCOMES)),
+        "emits": tuple(draw(st.lists(st.tuples(targets, st.sampled_from(WHATS)), max_size=3))),
+        "note": draw(st.sampled_from(["", "", "x-0"])),
+    }
+    if kind == "discovering":
+        return Discovering(discovers=discovers, **fields)
+    return (Uncached if kind == "uncached" else Plain)(**fields)
+
+
+ALIEN = object()
+"""Not a command at all."""
+
+
+@st.composite
+def plans(draw: Any) -> list[tuple[Any, str | None, Metadata | None]]:
+    """1-5 commands of one or two shapes (so later ones find earlier ones' cached states),
+    each with an idempotency key or not (rarely an invalid one) and metadata or not."""
+    few = draw(st.lists(shapes(), min_size=1, max_size=2))
+    plan = []
+    for _ in range(draw(st.integers(1, 5))):
+        command = draw(commands(draw(st.sampled_from(few))))
+        key = draw(st.sampled_from([None, None, "k-1", "k-1", "k-2"]))
+        if draw(st.integers(0, 40)) == 0:
+            key = ""
+        plan.append((command, key, draw(st.sampled_from([None, Metadata(user_id="u-1")]))))
+    return plan
+
+
+@st.composite
+def options(draw: Any) -> dict[str, Any]:
+    """Executor options for one example: the policy, a cache, snapshots, warm appends."""
+    policy = RetryPolicy(
+        max_attempts=draw(st.integers(1, 3)),
+        initial_delay=draw(st.sampled_from([0.001, 0.0])),
+        multiplier=2.0,
+        max_delay=0.003,
+        jitter=0.0,
+        retry_unavailable=draw(st.sampled_from([True, True, True, False])),
+        unavailable_initial_delay=0.5,
+        unavailable_max_delay=1.0,
+        unavailable_timeout=draw(st.sampled_from([0.0, 1.0, 2.5, 2.5])),
+    )
+    cache = None
+    if draw(st.integers(0, 3)):
+        cache = (draw(st.integers(1, 3)), draw(st.integers(0, 2)), draw(st.booleans()))
+    return {
+        "policy": policy,
+        "cache": cache,
+        "snapshot_every": draw(st.sampled_from([0, 0, 1, 2, 3])),
+        "warm_append_first": draw(st.booleans()),
+    }
+
+
+CHAIN = [("d-0", Linked("d-1")), ("d-1", Linked("d-2")), ("d-2", Linked("d-3"))]
+"""Links that take a discovering command past its two rounds."""
+history = st.lists(st.tuples(st.sampled_from(EVERY_STREAM), written), max_size=6)
+history = st.one_of(history, history.map(lambda h: CHAIN + h))
+
+
+# -- the property ----------------------------------------------------------------------
+
+
+def new_cache(spec: tuple[int, int, bool] | None) -> StateCache | None:
+    if spec is None:
+        return None
+    return StateCache(spec[0], min_events=spec[1], verify=spec[2])
+
+
+def check_agree(
+    data: st.DataObject,
+    machine_run: Callable[..., Any],
+    opts: dict[str, Any],
+    seed: list[tuple[str, Any]],
+    plan: list[tuple[Any, str | None, Metadata | None]],
+    calm: bool,
+) -> None:
+    """Run ``plan`` through the model and through ``machine_run``, in lockstep."""
+    worlds = [World(), World()]
+    for world in worlds:
+        for stream_id, ev in seed:
+            world.writer([(stream_id, ev)])
+    caches = [new_cache(opts["cache"]), new_cache(opts["cache"])]
+    for n, (command, key, metadata) in enumerate(plan):
+        sides = []
+        for run, world, cache in zip(
+            (pipeline_model.run_command, machine_run), worlds, caches, strict=True
+        ):
+            world.command, world.key, world.metadata = command, key, metadata
+
+            def start(
+                run: Any = run,
+                command: Any = command,
+                metadata: Any = metadata,
+                key: Any = key,
+                cache: Any = cache,
+            ) -> Any:
+                return run(
+                    command,
+                    REGISTRY,
+                    opts["policy"],
+                    metadata,
+                    key,
+                    cache,
+                    opts["snapshot_every"],
+                    opts["warm_append_first"],
+                )
+
+            sides.append(Side(start, world))
+        outcome = play(data, sides[0], sides[1], calm)
+        for world in worlds:
+            for coroutine in filter(None, world.pending):
+                coroutine.close()  # (the run may have ended without looking at it)
+            world.pending.clear()
+        event(f"outcome {outcome}")
+        assert worlds[0].contents() == worlds[1].contents(), f"after command {n}: the logs differ"
+        if caches[0] is not None:
+            assert caches[1] is not None
+            counts = [(len(c), c.hits, c.misses, c.evictions) for c in caches]  # type: ignore[union-attr]
+            assert counts[0] == counts[1], (
+                f"after command {n}: cache (entries, hits, misses, evictions)"
+            )
+            if caches[0].hits:
+                event("a cache hit")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), opts=options(), seed=history, plan=plans(), calm=st.booleans())
+def test_the_machine_agrees_with_the_model(
+    data: st.DataObject,
+    opts: dict[str, Any],
+    seed: list[tuple[str, Any]],
+    plan: list[tuple[Any, str | None, Metadata | None]],
+    calm: bool,
+) -> None:
+    check_agree(data, _pipeline.run_command, opts, seed, plan, calm)
