@@ -17,11 +17,13 @@ an idempotency key's ids and the simulated writers' ids must be equal.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hypothesis import HealthCheck, event, given, settings
+import pytest
+from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
 from eventcore import (
@@ -201,7 +203,8 @@ class World:
     """A reference event store (streams of encoded events in one global order) and a
     snapshot store, interpreting every effect of one run; also names its run's ids."""
 
-    def __init__(self) -> None:
+    def __init__(self, versions_first: bool = False) -> None:
+        self.versions_first = versions_first
         self.log: list[Stored] = []
         self.streams: dict[str, list[Stored]] = {}
         self.by_id: dict[int, Stored] = {}
@@ -408,13 +411,16 @@ class World:
                 if f == "down":
                     return StoreUnavailable("the store is down (append)")
                 if f == "lost-unwritten":
+                    self.writer(fault.writes)
                     return OutcomeUnknown("the reply was lost (not written)")
                 if f == "dup":
                     return DuplicateEventId(
                         str(self.label(effect[1][0][3])) if effect[1] else None, "injected"
                     )
-                result = self.append(effect[1], effect[2], effect[3], f == "versions-first")
+                first = self.versions_first or f == "versions-first"
+                result = self.append(effect[1], effect[2], effect[3], first)
                 if f == "lost" and type(result) is AppendResult:
+                    self.writer(fault.writes)  # (when there are some)
                     return OutcomeUnknown("the reply was lost (written)")
                 return result
         except Exception as exc:  # apply raised inside a fold: the shell throws it in
@@ -543,11 +549,14 @@ class Side:
         return (what,)
 
 
-def play(data: st.DataObject, model: Side, machine: Side, calm: bool) -> str:
+FaultSource = Callable[[str, list[str]], Fault]
+"""The fault the next effect of a kind meets, given the streams a writer would write to."""
+
+
+def play(model: Side, machine: Side, next_fault: FaultSource) -> str:
     """Run both to their end, comparing every effect; the outcome's name (for events)."""
     given: list[Any] = [None, None]
     steps = 0
-    fault = Fault("none")
     while True:
         outs = [model.advance(given[0]), machine.advance(given[1])]
         seen = [model.seen(outs[0]), machine.seen(outs[1])]
@@ -559,7 +568,7 @@ def play(data: st.DataObject, model: Side, machine: Side, calm: bool) -> str:
         steps += 1
         assert steps < 400, "a run that does not end"
         kind = effect[0]
-        event(f"effect {kind}")
+        note(f"effect {kind}")
         if kind == DONE:
             for side in (model, machine):  # and the run is over
                 assert side.advance(None) == ("stopped", None)
@@ -567,10 +576,16 @@ def play(data: st.DataObject, model: Side, machine: Side, calm: bool) -> str:
         streams = [c[0] for c in effect[2]] if kind == APPEND else list(model.world.streams)
         if kind in (FOLD, TAIL):
             streams = list(effect[1])
-        fault = data.draw(faults(kind, streams, calm, fault), label=f"fault on {kind}")
+        fault = next_fault(kind, streams)
         if fault.kind != "none":
-            event(f"fault {fault.kind} on {kind}")
+            note(f"fault {fault.kind} on {kind}")
         given = [model.world.perform(effect, fault), machine.world.perform(outs[1][1], fault)]
+
+
+def note(what: str) -> None:
+    """A hypothesis event (what share of examples reached ``what``), when under hypothesis."""
+    if currently_in_test_context():
+        event(what)
 
 
 # -- strategies ------------------------------------------------------------------------
@@ -603,66 +618,103 @@ FAULTS: dict[str, list[tuple[str, int]]] = {
         ("garbage", 1),
         ("throw", 1),
     ],
-    LOAD: [("down", 3), ("garbage", 1), ("throw", 1)],
-    SAVE: [("down", 3), ("throw", 1)],
+    LOAD: [("down", 6), ("garbage", 1), ("throw", 1)],
+    SAVE: [("down", 6), ("throw", 1)],
     SLEEP: [("writer", 4), ("same-key", 1), ("throw", 1)],
 }
 
 
 @st.composite
-def faults(draw: Any, kind: str, streams: Sequence[str], calm: bool, last: Fault) -> Fault:
-    """The fault one ``kind`` of effect meets: none 2 times in 3 (calm: 7 in 8), or often
-    the last fault again (so that failures can outlast the policy). A writer writes to
-    one of ``streams`` (the effect's) half the time."""
+def faults(draw: Any, kind: str, streams: Sequence[str], rarity: int, last: Fault) -> Fault:
+    """The fault one ``kind`` of effect meets: none ``rarity - 1`` times in ``rarity``, or
+    often the last fault again (so that failures can outlast the policy). A writer writes
+    to one of ``streams`` (the effect's) half the time."""
     sticky = last.kind != "none" and any(f == last.kind for f, _ in FAULTS[kind])
     if sticky and not draw(st.integers(0, 2)):
         return last
-    if draw(st.integers(0, 7 if calm else 2)):
+    if draw(st.integers(0, rarity - 1)):
         return Fault("none")
-    choices = FAULTS[kind]
-    n = draw(st.integers(0, sum(w for _, w in choices) - 1))
-    fault = choices[-1][0]
-    for option, weight in choices:
-        if n < weight:
-            fault = option
-            break
-        n -= weight
+    fault = draw(st.sampled_from([f for f, weight in FAULTS[kind] for _ in range(weight)]))
+    return draw(fault_of(fault, streams))
+
+
+@st.composite
+def fault_of(draw: Any, fault: str, streams: Sequence[str]) -> Fault:
+    """A ``fault`` with what it needs drawn; writers write to ``streams`` half the time."""
     targets = st.sampled_from(streams) if streams else st.sampled_from(EVERY_STREAM)
     if draw(st.booleans()):
         targets = st.sampled_from(EVERY_STREAM)
-    if fault in ("writer", "same-key"):
+    if fault in ("writer", "same-key", "lost", "lost-unwritten"):
         writes = st.lists(st.tuples(targets, written), min_size=1, max_size=2)
+        if fault.startswith("lost") and draw(st.booleans()):
+            writes = st.just(())  # (else a writer writes right after the lost reply)
         return Fault(fault, draw(writes), draw(st.booleans()))
     if fault == "poison":
         return Fault("writer", [(draw(targets), Added(-1))])
     return Fault(fault)
 
 
-WHATS = [*(["0", "1", "2"] * 3), "link:d-0", "link:d-1", "link:d-2", "poison", "unregistered"]
-OUTCOMES = ["emit"] * 24 + ["violate", "raise", "bulk", *MALFORMED]
-SHAPES = [("a-0",), ("a-0",), ("a-1",), ("a-0", "a-1"), ("a-1", "a-0"), ("a-0", "a-1", "a-2")]
+# What the retries and cache focuses script for the first effects of a kind in a command.
+SCRIPTED: dict[str, dict[str, list[str]]] = {
+    "retries": {
+        APPEND: ["none", "writer", "down", "lost", "lost-unwritten", "dup", "same-key", "garbage"],
+        LOOKUP: ["none", "none", "down", "same-key"],
+        SLEEP: ["none", "none", "writer", "same-key"],
+    },
+    "cache": {
+        TAIL: ["none", "writer", "down", "refuse", "skew"],
+        APPEND: ["none", "none", "writer"],
+        FOLD: ["none", "none", "none", "down"],
+    },
+}
 
 
 @st.composite
-def shapes(draw: Any) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+def scripts(draw: Any, focus: str, streams: Sequence[str]) -> dict[str, list[Fault]]:
+    """Up to three faults in a row for each kind the focus scripts (combinations such as a
+    lost reply and then a conflict, that independent draws rarely reach)."""
+    out: dict[str, list[Fault]] = {}
+    for kind, names in SCRIPTED.get(focus, {}).items():
+        chosen = draw(st.lists(st.sampled_from(names), max_size=3))
+        out[kind] = [draw(fault_of(name, streams)) for name in chosen]
+    return out
+
+
+WHATS = [*(["0", "1", "2"] * 3), "link:d-0", "link:d-1", "link:d-2", "poison", "unregistered"]
+OUTCOMES = ["emit"] * 24 + ["violate", "raise", "bulk", *MALFORMED]
+SHAPES = [("a-0",), ("a-0",), ("a-1",), ("a-0", "a-1"), ("a-1", "a-0"), ("a-0", "a-1", "a-2")]
+FOCUSES = ["broad", "retries", "cache"]
+"""What an example stresses: everything a little, the retry paths, or the state cache."""
+
+
+@st.composite
+def shapes(draw: Any, focus: str) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     """A command's class, declared streams and first discoveries."""
-    kind = draw(st.sampled_from(["plain", "plain", "discovering", "discovering", "uncached"]))
+    kinds = ["plain", "discovering"] if focus != "broad" else ["plain", "discovering", "uncached"]
+    kind = draw(st.sampled_from(kinds))
     declared = draw(st.sampled_from(SHAPES))
     discovers = tuple(draw(st.lists(st.sampled_from(DISCOVERABLE), max_size=2)))
     return kind, declared, discovers if kind == "discovering" else ()
 
 
 @st.composite
-def commands(draw: Any, shape: tuple[str, tuple[str, ...], tuple[str, ...]]) -> Any:
-    """A command of ``shape``, doing what it draws (mostly: emitting to its streams)."""
+def commands(draw: Any, shape: tuple[str, tuple[str, ...], tuple[str, ...]], focus: str) -> Any:
+    """A command of ``shape``, doing what it draws (mostly: emitting to its streams; only
+    that, outside the broad focus, but for a rare rule violation)."""
     kind, declared, discovers = shape
-    if draw(st.integers(0, 60)) == 0:
+    if focus == "broad" and draw(st.integers(0, 60)) == 0:
         return ALIEN
-    targets = st.one_of(*[st.sampled_from(declared)] * 6, st.sampled_from(TARGETS))
+    if focus == "broad":
+        targets = st.one_of(*[st.sampled_from(declared)] * 6, st.sampled_from(TARGETS))
+        outcomes, whats = st.sampled_from(OUTCOMES), st.sampled_from(WHATS)
+    else:
+        targets = st.sampled_from(declared)
+        outcomes = st.sampled_from(["emit"] * 10 + ["violate"])
+        whats = st.sampled_from(WHATS[:-2] + (["poison"] if focus == "cache" else []))
     fields: dict[str, Any] = {
         "streams_": declared,
-        "outcome": draw(st.sampled_from(OUTCOMES)),
-        "emits": tuple(draw(st.lists(st.tuples(targets, st.sampled_from(WHATS)), max_size=3))),
+        "outcome": draw(outcomes),
+        "emits": tuple(draw(st.lists(st.tuples(targets, whats), max_size=3))),
         "note": draw(st.sampled_from(["", "", "x-0"])),
     }
     if kind == "discovering":
@@ -675,22 +727,23 @@ ALIEN = object()
 
 
 @st.composite
-def plans(draw: Any) -> list[tuple[Any, str | None, Metadata | None]]:
-    """1-5 commands of one or two shapes (so later ones find earlier ones' cached states),
+def plans(draw: Any, focus: str) -> list[tuple[Any, str | None, Metadata | None]]:
+    """Commands of one or two shapes (so later ones find earlier ones' cached states),
     each with an idempotency key or not (rarely an invalid one) and metadata or not."""
-    few = draw(st.lists(shapes(), min_size=1, max_size=2))
+    few = draw(st.lists(shapes(focus), min_size=1, max_size=1 if focus == "cache" else 2))
+    keys = [None, None, "k-1", "k-1", "k-2"] if focus != "cache" else [None, None, None, "k-1"]
     plan = []
-    for _ in range(draw(st.integers(1, 5))):
-        command = draw(commands(draw(st.sampled_from(few))))
-        key = draw(st.sampled_from([None, None, "k-1", "k-1", "k-2"]))
-        if draw(st.integers(0, 40)) == 0:
+    for _ in range(draw(st.integers(2 if focus == "cache" else 1, 5))):
+        command = draw(commands(draw(st.sampled_from(few)), focus))
+        key = draw(st.sampled_from(keys))
+        if focus == "broad" and draw(st.integers(0, 40)) == 0:
             key = ""
         plan.append((command, key, draw(st.sampled_from([None, Metadata(user_id="u-1")]))))
     return plan
 
 
 @st.composite
-def options(draw: Any) -> dict[str, Any]:
+def options(draw: Any, focus: str) -> dict[str, Any]:
     """Executor options for one example: the policy, a cache, snapshots, warm appends."""
     policy = RetryPolicy(
         max_attempts=draw(st.integers(1, 3)),
@@ -698,26 +751,55 @@ def options(draw: Any) -> dict[str, Any]:
         multiplier=2.0,
         max_delay=0.003,
         jitter=0.0,
-        retry_unavailable=draw(st.sampled_from([True, True, True, False])),
+        retry_unavailable=focus == "retries" or draw(st.sampled_from([True, True, True, False])),
         unavailable_initial_delay=0.5,
         unavailable_max_delay=1.0,
-        unavailable_timeout=draw(st.sampled_from([0.0, 1.0, 2.5, 2.5])),
+        unavailable_timeout=draw(st.sampled_from([1.0, 2.5] + [0.0] * (focus != "retries"))),
     )
     cache = None
-    if draw(st.integers(0, 3)):
-        cache = (draw(st.integers(1, 3)), draw(st.integers(0, 2)), draw(st.booleans()))
+    if focus == "cache" or draw(st.integers(0, 3)):
+        low = draw(st.integers(0, 1 if focus == "cache" else 2))
+        cache = (draw(st.integers(1, 3)), low, draw(st.booleans()))
+    warm = draw(st.sampled_from([True, True, False] if focus == "cache" else [True, False]))
     return {
         "policy": policy,
         "cache": cache,
         "snapshot_every": draw(st.sampled_from([0, 0, 1, 2, 3])),
-        "warm_append_first": draw(st.booleans()),
+        "warm_append_first": warm,
     }
 
 
 CHAIN = [("d-0", Linked("d-1")), ("d-1", Linked("d-2")), ("d-2", Linked("d-3"))]
 """Links that take a discovering command past its two rounds."""
 history = st.lists(st.tuples(st.sampled_from(EVERY_STREAM), written), max_size=6)
-history = st.one_of(history, history.map(lambda h: CHAIN + h))
+history = st.one_of(history, history, history, history.map(lambda h: CHAIN + h))
+
+
+@dataclass
+class Scenario:
+    """One example: the executor options, the store's history, the commands, the faults'
+    rarity, and whether the store checks expected versions before event ids."""
+
+    focus: str
+    options: dict[str, Any]
+    history: list[tuple[str, Any]]
+    plan: list[tuple[Any, str | None, Metadata | None]]
+    rarity: int
+    versions_first: bool
+
+
+@st.composite
+def scenarios(draw: Any) -> Scenario:
+    focus = draw(st.sampled_from(FOCUSES))
+    rarity = 2 if focus == "retries" else draw(st.sampled_from([3, 8]))
+    return Scenario(
+        focus,
+        draw(options(focus)),
+        draw(history),
+        draw(plans(focus)),
+        rarity,
+        draw(st.booleans()),
+    )
 
 
 # -- the property ----------------------------------------------------------------------
@@ -730,20 +812,19 @@ def new_cache(spec: tuple[int, int, bool] | None) -> StateCache | None:
 
 
 def check_agree(
-    data: st.DataObject,
     machine_run: Callable[..., Any],
-    opts: dict[str, Any],
-    seed: list[tuple[str, Any]],
-    plan: list[tuple[Any, str | None, Metadata | None]],
-    calm: bool,
+    case: Scenario,
+    faults_for: Callable[[Any], FaultSource],
 ) -> None:
-    """Run ``plan`` through the model and through ``machine_run``, in lockstep."""
-    worlds = [World(), World()]
+    """Run ``case`` through the model and through ``machine_run``, in lockstep, each
+    command meeting the faults ``faults_for(command)`` gives."""
+    opts = case.options
+    worlds = [World(case.versions_first), World(case.versions_first)]
     for world in worlds:
-        for stream_id, ev in seed:
+        for stream_id, ev in case.history:
             world.writer([(stream_id, ev)])
     caches = [new_cache(opts["cache"]), new_cache(opts["cache"])]
-    for n, (command, key, metadata) in enumerate(plan):
+    for n, (command, key, metadata) in enumerate(case.plan):
         sides = []
         for run, world, cache in zip(
             (pipeline_model.run_command, machine_run), worlds, caches, strict=True
@@ -769,12 +850,14 @@ def check_agree(
                 )
 
             sides.append(Side(start, world))
-        outcome = play(data, sides[0], sides[1], calm)
-        for world in worlds:
-            for coroutine in filter(None, world.pending):
-                coroutine.close()  # (the run may have ended without looking at it)
-            world.pending.clear()
-        event(f"outcome {outcome}")
+        try:
+            outcome = play(sides[0], sides[1], faults_for(command))
+        finally:
+            for world in worlds:
+                for coroutine in filter(None, world.pending):
+                    coroutine.close()  # (the run may have ended without looking at it)
+                world.pending.clear()
+        note(f"outcome {outcome}")
         assert worlds[0].contents() == worlds[1].contents(), f"after command {n}: the logs differ"
         if caches[0] is not None:
             assert caches[1] is not None
@@ -783,16 +866,155 @@ def check_agree(
                 f"after command {n}: cache (entries, hits, misses, evictions)"
             )
             if caches[0].hits:
-                event("a cache hit")
+                note("a cache hit")
+
+
+def drawn_faults(data: st.DataObject, case: Scenario) -> Callable[[Any], FaultSource]:
+    """Faults drawn by hypothesis: a script by the case's focus, then one draw per effect."""
+
+    def faults_for(command: Any) -> FaultSource:
+        streams = command.streams_ if isinstance(command, Plain) else ()
+        script = data.draw(scripts(case.focus, streams), label="script")
+        last = Fault("none")
+
+        def next_fault(kind: str, streams: list[str]) -> Fault:
+            nonlocal last
+            if script.get(kind):
+                last = script[kind].pop(0)
+            else:
+                drawn = faults(kind, streams, case.rarity, last)
+                last = data.draw(drawn, label=f"fault on {kind}")
+            return last
+
+        return next_fault
+
+    return faults_for
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data(), opts=options(), seed=history, plan=plans(), calm=st.booleans())
-def test_the_machine_agrees_with_the_model(
-    data: st.DataObject,
-    opts: dict[str, Any],
-    seed: list[tuple[str, Any]],
-    plan: list[tuple[Any, str | None, Metadata | None]],
-    calm: bool,
-) -> None:
-    check_agree(data, _pipeline.run_command, opts, seed, plan, calm)
+@given(data=st.data(), case=scenarios())
+def test_the_machine_agrees_with_the_model(data: st.DataObject, case: Scenario) -> None:
+    note(f"focus {case.focus}")
+    check_agree(_pipeline.run_command, case, drawn_faults(data, case))
+
+
+# -- combinations that random draws reach only now and then ----------------------------
+
+RETRIES = RetryPolicy(
+    max_attempts=3,
+    initial_delay=0.001,
+    max_delay=0.003,
+    jitter=0.0,
+    unavailable_initial_delay=0.5,
+    unavailable_max_delay=1.0,
+    unavailable_timeout=2.5,
+)
+WRITE = [("a-0", Added(1))]
+
+
+def emit(*whats: str, outcome: str = "emit") -> Plain:
+    return Plain(streams_=("a-0",), outcome=outcome, emits=tuple(("a-0", w) for w in whats))
+
+
+def fixed(
+    plan: list[Any],
+    script: list[dict[str, list[Fault]]],
+    *,
+    policy: RetryPolicy = RETRIES,
+    history: Sequence[tuple[str, Any]] = (("a-0", Added(1)),),
+    cache: tuple[int, int, bool] | None = None,
+    snapshot_every: int = 0,
+    warm: bool = False,
+    versions_first: bool = False,
+) -> tuple[Scenario, list[dict[str, list[Fault]]]]:
+    """A scenario whose n-th command meets the faults ``script[n]`` (by kind, in order)."""
+    opts = {
+        "policy": policy,
+        "cache": cache,
+        "snapshot_every": snapshot_every,
+        "warm_append_first": warm,
+    }
+    plan = [p if isinstance(p, tuple) else (p, None, None) for p in plan]
+    return Scenario("fixed", opts, list(history), plan, 1, versions_first), script
+
+
+def lost(kind: str = "lost", writes: Sequence[tuple[str, Any]] = ()) -> Fault:
+    return Fault(kind, writes)
+
+
+FIXED = {
+    "a lost reply, then a conflict: the lookup finds the write": fixed(
+        [emit("1")], [{APPEND: [lost()]}], versions_first=True
+    ),
+    "a lost reply, then a conflict, and the lookup fails": fixed(
+        [emit("1")], [{APPEND: [lost()], LOOKUP: [Fault("down")]}], versions_first=True
+    ),
+    "an unwritten lost reply, then a conflict: nothing found, run again": fixed(
+        [emit("1")], [{APPEND: [lost("lost-unwritten", WRITE)]}]
+    ),
+    "a lost reply, then the store stays down": fixed(
+        [emit("1")],
+        [{APPEND: [lost(), Fault("down")]}],
+        policy=dataclasses.replace(RETRIES, unavailable_timeout=1.0),
+    ),
+    "a keyed conflict at the last attempt: the key's write is found": fixed(
+        [(emit("1"), "k-1", None)],
+        [{APPEND: [Fault("same-key", WRITE, same=True)]}],
+        policy=dataclasses.replace(RETRIES, max_attempts=1),
+        versions_first=True,
+    ),
+    "an unkeyed duplicate id is raised": fixed([emit("1")], [{APPEND: [Fault("dup")]}]),
+    "a keyed duplicate id, and no write under the key": fixed(
+        [(emit("1"), "k-1", None)], [{APPEND: [Fault("dup")]}]
+    ),
+    "a keyed duplicate id: the same-key winner's write is found": fixed(
+        [(emit("1"), "k-1", None)], [{APPEND: [Fault("same-key", WRITE, same=True)]}]
+    ),
+    "a keyed rule violation: the same-key winner's write is found": fixed(
+        [(emit(outcome="violate"), "k-1", None)],
+        [{FOLD: [Fault("same-key", WRITE, same=True)]}],
+    ),
+    "an append answered with garbage": fixed([emit("1")], [{APPEND: [Fault("garbage")]}]),
+    "verify mode: a tail that does not match a full fold": fixed(
+        [emit("1"), emit("2")], [{}, {TAIL: [Fault("skew")]}], cache=(3, 0, True)
+    ),
+    "verify mode: the full fold fails": fixed(
+        [emit("1"), emit("2")], [{}, {FOLD: [Fault("down")]}], cache=(3, 0, True)
+    ),
+    "verify mode: the full fold's discovery fails": fixed(
+        [Discovering(streams_=("a-0",), discovers=("d-0",), emits=(("d-0", "1"),))] * 2,
+        [{}, {FOLD: [Fault("none"), Fault("down")]}],
+        cache=(3, 0, True),
+    ),
+    "warm appends: an own event that apply refuses is not cached": fixed(
+        [emit("poison"), emit("1")], [{}, {}], cache=(3, 0, False), warm=True
+    ),
+    "warm appends: handle fails on the unread state, then on the read one": fixed(
+        [emit("1"), emit(outcome="violate")], [{}, {}], cache=(3, 0, False), warm=True
+    ),
+    "warm appends: a conflict costs no attempt": fixed(
+        [emit("1"), emit("1")],
+        [{}, {APPEND: [Fault("writer", WRITE)]}],
+        cache=(3, 0, False),
+        warm=True,
+        policy=dataclasses.replace(RETRIES, max_attempts=1),
+    ),
+    "a durable snapshot, loaded by the next command": fixed(
+        [emit("1"), emit("2")], [{}, {}], snapshot_every=1
+    ),
+    "discovery past its rounds": fixed(
+        [Discovering(streams_=("a-0",), discovers=("d-0",))], [{}], history=CHAIN
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(FIXED))
+def test_the_machine_agrees_with_the_model_on(name: str) -> None:
+    case, script = FIXED[name]
+    scripts = iter(script)
+
+    def faults_for(command: Any) -> FaultSource:
+        mine = {kind: list(faults) for kind, faults in next(scripts).items()}
+        return lambda kind, streams: mine[kind].pop(0) if mine.get(kind) else Fault("none")
+
+    check_agree(_pipeline.run_command, case, faults_for)
