@@ -39,27 +39,29 @@ def rows(b: core.Breakdown) -> dict[str, float]:
 
 
 def test_a_slow_handle_shows_in_its_row_and_a_slow_apply_in_the_fold() -> None:
+    # Lower bounds only where the spin is (wall time: a busy machine only adds to it), and
+    # upper bounds where it is not (microseconds of work each, even on a loaded machine).
     slow = dataclasses.replace(DC, OpenAccount=SlowOpen, Transfer=SlowTransfer)
     cold, transfer = core.breakdown(slow, 40, 3)
     us = SLOW * 1e6
 
     assert cold.workload == "memory.command.cold"
-    handle = rows(cold)["handle()"]
-    assert handle >= us
-    assert cold.total >= 0.9 * handle  # (each row is timed on its own: noise aside)
-    assert handle > 0.5 * cold.total  # the rest of the command is small next to it
-    assert max(rows(cold).values()) == handle
+    assert rows(cold)["handle()"] >= us
+    others = [v for name, v in rows(cold).items() if name != "handle()"]
+    assert max(others) < us / 2  # nothing else is charged for it
+    assert cold.total >= us
 
     assert transfer.workload == "memory.transfer"
     t = rows(transfer)
-    apply, fold = (
-        t["of which apply() (user code)"],
-        t["fold_streams of 2 streams of 2 events (store, native)"],
+    assert t["of which apply() (user code)"] >= us
+    assert t["fold_streams of 2 streams of 2 events (store, native)"] >= us  # it calls apply
+    slow_rows = (
+        "of which apply() (user code)",
+        "fold_streams of 2 streams of 2 events (store, native)",
     )
-    assert apply >= us
-    assert fold >= 0.9 * apply  # the fold calls apply: its row holds it (timing noise aside)
-    assert t["handle()"] < us / 2
-    assert transfer.total >= 0.9 * fold
+    others = [v for name, v in t.items() if name not in slow_rows]
+    assert max(others) < us / 2
+    assert transfer.total >= us
 
 
 def test_the_rest_is_the_total_minus_the_pieces_not_within_another() -> None:
