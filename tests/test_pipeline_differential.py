@@ -635,7 +635,8 @@ def faults(draw: Any, kind: str, streams: Sequence[str], rarity: int, last: Faul
     if draw(st.integers(0, rarity - 1)):
         return Fault("none")
     fault = draw(st.sampled_from([f for f, weight in FAULTS[kind] for _ in range(weight)]))
-    return draw(fault_of(fault, streams))
+    drawn: Fault = draw(fault_of(fault, streams))
+    return drawn
 
 
 @st.composite
@@ -645,7 +646,7 @@ def fault_of(draw: Any, fault: str, streams: Sequence[str]) -> Fault:
     if draw(st.booleans()):
         targets = st.sampled_from(EVERY_STREAM)
     if fault in ("writer", "same-key", "lost", "lost-unwritten"):
-        writes = st.lists(st.tuples(targets, written), min_size=1, max_size=2)
+        writes: Any = st.lists(st.tuples(targets, written), min_size=1, max_size=2)
         if fault.startswith("lost") and draw(st.booleans()):
             writes = st.just(())  # (else a writer writes right after the lost reply)
         return Fault(fault, draw(writes), draw(st.booleans()))
@@ -859,13 +860,13 @@ def check_agree(
                 world.pending.clear()
         note(f"outcome {outcome}")
         assert worlds[0].contents() == worlds[1].contents(), f"after command {n}: the logs differ"
-        if caches[0] is not None:
-            assert caches[1] is not None
-            counts = [(len(c), c.hits, c.misses, c.evictions) for c in caches]  # type: ignore[union-attr]
+        first, second = caches
+        if first is not None and second is not None:
+            counts = [(len(c), c.hits, c.misses, c.evictions) for c in (first, second)]
             assert counts[0] == counts[1], (
                 f"after command {n}: cache (entries, hits, misses, evictions)"
             )
-            if caches[0].hits:
+            if first.hits:
                 note("a cache hit")
 
 
