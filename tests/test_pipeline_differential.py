@@ -9,6 +9,12 @@ breaks), so as long as the two runs emit the same effects the worlds stay equal.
 effect is compared, normalised, as it comes, and so are the outcome, the logs, the
 caches' counters and the snapshots at the end of each command.
 
+A second property runs the machine the way the in-memory store will (``run.drive`` on a
+real MemoryStore: the store's effects inside the machine, D1) against the model on a
+simulated world: only the effects that come out (SLEEP, LOAD, SAVE, DONE), the outcome and
+the logs are compared. Until the machine has ``drive``, the test does the same with
+``send``, so it also checks the simulated world against the real store.
+
 Event ids are compared by where they come from: a fresh id is numbered by its first
 appearance in its run (the two runs draw different UUIDv7s, but must reuse them alike),
 an idempotency key's ids and the simulated writers' ids must be equal.
@@ -31,6 +37,7 @@ from eventcore import (
     ConcurrencyConflict,
     DuplicateEventId,
     EventRegistry,
+    MemoryStore,
     Metadata,
     OutcomeUnknown,
     RecordedEvent,
@@ -273,10 +280,13 @@ class World:
         self.write([(target, *REGISTRY.encode(Added(9)), i) for i in ids], metadata)
 
     def fold(self, streams: Sequence[str], state: Any, apply: Any, decoders: Any) -> Any:
-        wanted = set(streams)
+        """Fold ``streams`` in global order; ``apply`` is given the caller's stream ids (as
+        the MemoryStore does: a command's StreamId objects)."""
+        given = {s: s for s in streams}
         for row in self.log:
-            if row.stream_id in wanted:
-                state = apply(state, decoders[row.event_type](row.payload), row.stream_id)
+            if row.stream_id in given:
+                ev = decoders[row.event_type](row.payload)
+                state = apply(state, ev, given[row.stream_id])
         return state, [self.version(s) for s in streams]
 
     def tail(
@@ -297,8 +307,10 @@ class World:
         rows = [r for r in self.log if r.stream_id in after and r.version > after[r.stream_id]]
         if rows and folded and rows[0].position <= max(folded):
             return None
+        given = {s: s for s in streams}
         for row in rows:
-            state = apply(state, decoders[row.event_type](row.payload), row.stream_id)
+            ev = decoders[row.event_type](row.payload)
+            state = apply(state, ev, given[row.stream_id])
         return state, [self.version(s) for s in streams]
 
     def append(
@@ -549,6 +561,94 @@ class Side:
         return (what,)
 
 
+NATIVE = (FOLD, TAIL, APPEND, LOOKUP)
+"""The effects the in-memory store runs inside the machine (``run.drive``)."""
+
+
+class ModelDriveSide(Side):
+    """The model, as a drive-mode run shows it: its world performs every native effect
+    (no faults), and only the others (SLEEP, LOAD, SAVE, DONE) come out."""
+
+    def advance(self, given: Any) -> tuple[str, Any]:
+        out = super().advance(given)
+        while out[0] == "effect" and out[1][0] in NATIVE:
+            out = super().advance(self.world.perform(out[1], Fault("none")))
+        return out
+
+
+class DriveSide(Side):
+    """The machine on a real MemoryStore through ``run.drive(core_store, result)`` (D1);
+    until the machine has it, the same done by hand with ``send`` (what ``execute_sync``
+    does with those effects)."""
+
+    world: NativeWorld
+
+    def advance(self, given: Any) -> tuple[str, Any]:
+        try:
+            if self.steps is None:
+                self.steps = self.start()
+            if isinstance(given, Throw):
+                return ("effect", self.steps.throw(given.exc))
+            return ("effect", drive(self.steps, self.world.store, given))
+        except StopIteration:
+            return ("stopped", None)
+        except Exception as exc:
+            return ("raised", exc)
+
+
+def drive(run: Any, store: MemoryStore, result: Any) -> Any:
+    """``run.drive(store._core, result)``, or its equivalent over ``send`` and the store."""
+    if hasattr(run, "drive"):
+        return run.drive(store._core, result)
+    while True:
+        effect = run.send(result)
+        kind = effect[0]
+        if kind not in NATIVE:
+            return effect
+        try:
+            if kind == FOLD:
+                result = store.fold_streams(*effect[1:5])
+            elif kind == TAIL:
+                result = store.fold_tail(*effect[1:])
+            elif kind == APPEND:
+                result = store.append(effect[1], expected=effect[2], metadata=effect[3])
+            else:
+                result = store.read_events_by_id(effect[1])
+        except (ConcurrencyConflict, StoreUnavailable, DuplicateEventId) as exc:
+            result = exc
+        except BaseException as exc:
+            run.throw(exc)
+            raise
+
+
+class NativeWorld(World):
+    """The machine's world in drive mode: a real MemoryStore (the machine reads and writes
+    it natively), the simulated writers writing there too, and a snapshot store."""
+
+    def __init__(self, versions_first: bool = False) -> None:
+        super().__init__(versions_first)
+        self.store = MemoryStore(registry=REGISTRY, state_cache=None)
+
+    def write(self, events: Sequence[tuple[str, str, bytes, int]], metadata: Metadata) -> None:
+        self.store.append(list(events), metadata=metadata)
+
+    def contents(self) -> list[tuple[Any, ...]]:
+        rows = [
+            (
+                r.position,
+                self.label(r.event_id),
+                r.stream_id,
+                r.version,
+                r.event_type,
+                r.payload,
+                r.metadata,
+            )
+            for r in self.store.read_all()
+        ]
+        snapshots = sorted((repr(k), entry_parts(e)) for k, e in self.snapshots.items())
+        return [*rows, ("snapshots", snapshots)]
+
+
 FaultSource = Callable[[str, list[str]], Fault]
 """The fault the next effect of a kind meets, given the streams a writer would write to."""
 
@@ -625,16 +725,24 @@ FAULTS: dict[str, list[tuple[str, int]]] = {
 
 
 @st.composite
-def faults(draw: Any, kind: str, streams: Sequence[str], rarity: int, last: Fault) -> Fault:
+def faults(
+    draw: Any,
+    kind: str,
+    streams: Sequence[str],
+    rarity: int,
+    last: Fault,
+    table: dict[str, list[tuple[str, int]]] | None = None,
+) -> Fault:
     """The fault one ``kind`` of effect meets: none ``rarity - 1`` times in ``rarity``, or
     often the last fault again (so that failures can outlast the policy). A writer writes
     to one of ``streams`` (the effect's) half the time."""
-    sticky = last.kind != "none" and any(f == last.kind for f, _ in FAULTS[kind])
+    choices = (table or FAULTS)[kind]
+    sticky = last.kind != "none" and any(f == last.kind for f, _ in choices)
     if sticky and not draw(st.integers(0, 2)):
         return last
     if draw(st.integers(0, rarity - 1)):
         return Fault("none")
-    fault = draw(st.sampled_from([f for f, weight in FAULTS[kind] for _ in range(weight)]))
+    fault = draw(st.sampled_from([f for f, weight in choices for _ in range(weight)]))
     drawn: Fault = draw(fault_of(fault, streams))
     return drawn
 
@@ -779,7 +887,8 @@ history = st.one_of(history, history, history, history.map(lambda h: CHAIN + h))
 @dataclass
 class Scenario:
     """One example: the executor options, the store's history, the commands, the faults'
-    rarity, and whether the store checks expected versions before event ids."""
+    rarity, whether the store checks expected versions before event ids, and what other
+    writers write before each command."""
 
     focus: str
     options: dict[str, Any]
@@ -787,6 +896,7 @@ class Scenario:
     plan: list[tuple[Any, str | None, Metadata | None]]
     rarity: int
     versions_first: bool
+    interludes: list[list[tuple[str, Any]]] = dataclasses.field(default_factory=list)
 
 
 @st.composite
@@ -800,6 +910,7 @@ def scenarios(draw: Any) -> Scenario:
         draw(plans(focus)),
         rarity,
         draw(st.booleans()),
+        draw(st.lists(st.lists(st.tuples(st.sampled_from(EVERY_STREAM), written), max_size=2))),
     )
 
 
@@ -816,16 +927,24 @@ def check_agree(
     machine_run: Callable[..., Any],
     case: Scenario,
     faults_for: Callable[[Any], FaultSource],
+    native: bool = False,
 ) -> None:
     """Run ``case`` through the model and through ``machine_run``, in lockstep, each
-    command meeting the faults ``faults_for(command)`` gives."""
+    command meeting the faults ``faults_for(command)`` gives. ``native``: the machine
+    runs on a real MemoryStore through ``drive`` (only SLEEP, LOAD, SAVE, DONE compared,
+    and the logs)."""
     opts = case.options
     worlds = [World(case.versions_first), World(case.versions_first)]
+    if native:
+        worlds[1] = NativeWorld()
     for world in worlds:
         for stream_id, ev in case.history:
             world.writer([(stream_id, ev)])
     caches = [new_cache(opts["cache"]), new_cache(opts["cache"])]
     for n, (command, key, metadata) in enumerate(case.plan):
+        if n < len(case.interludes):
+            for world in worlds:
+                world.writer(case.interludes[n])
         sides = []
         for run, world, cache in zip(
             (pipeline_model.run_command, machine_run), worlds, caches, strict=True
@@ -850,7 +969,8 @@ def check_agree(
                     opts["warm_append_first"],
                 )
 
-            sides.append(Side(start, world))
+            kind = Side if not native else ModelDriveSide if world is worlds[0] else DriveSide
+            sides.append(kind(start, world))
         try:
             outcome = play(sides[0], sides[1], faults_for(command))
         finally:
@@ -870,12 +990,15 @@ def check_agree(
                 note("a cache hit")
 
 
-def drawn_faults(data: st.DataObject, case: Scenario) -> Callable[[Any], FaultSource]:
-    """Faults drawn by hypothesis: a script by the case's focus, then one draw per effect."""
+def drawn_faults(
+    data: st.DataObject, case: Scenario, table: dict[str, list[tuple[str, int]]] | None = None
+) -> Callable[[Any], FaultSource]:
+    """Faults drawn by hypothesis: a script by the case's focus, then one draw per effect
+    (from ``table``, by default :data:`FAULTS`)."""
 
     def faults_for(command: Any) -> FaultSource:
         streams = command.streams_ if isinstance(command, Plain) else ()
-        script = data.draw(scripts(case.focus, streams), label="script")
+        script = data.draw(scripts(case.focus, streams), label="script") if not table else {}
         last = Fault("none")
 
         def next_fault(kind: str, streams: list[str]) -> Fault:
@@ -883,7 +1006,7 @@ def drawn_faults(data: st.DataObject, case: Scenario) -> Callable[[Any], FaultSo
             if script.get(kind):
                 last = script[kind].pop(0)
             else:
-                drawn = faults(kind, streams, case.rarity, last)
+                drawn = faults(kind, streams, case.rarity, last, table)
                 last = data.draw(drawn, label=f"fault on {kind}")
             return last
 
@@ -897,6 +1020,25 @@ def drawn_faults(data: st.DataObject, case: Scenario) -> Callable[[Any], FaultSo
 def test_the_machine_agrees_with_the_model(data: st.DataObject, case: Scenario) -> None:
     note(f"focus {case.focus}")
     check_agree(_pipeline.run_command, case, drawn_faults(data, case))
+
+
+# The in-memory store's path: its own effects run natively, so faults meet only the others
+# (writers write between commands instead; the conflicts are the test above's).
+NATIVE_FAULTS: dict[str, list[tuple[str, int]]] = {
+    LOAD: [("down", 3), ("garbage", 1), ("throw", 1)],
+    SAVE: [("down", 3), ("throw", 1)],
+    SLEEP: [("throw", 1)],
+}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), case=scenarios())
+def test_the_machine_on_the_memory_store_agrees_with_the_model(
+    data: st.DataObject, case: Scenario
+) -> None:
+    note(f"focus {case.focus}")
+    case.versions_first = False  # (a MemoryStore checks ids first)
+    check_agree(_pipeline.run_command, case, drawn_faults(data, case, NATIVE_FAULTS), True)
 
 
 # -- combinations that random draws reach only now and then ----------------------------
