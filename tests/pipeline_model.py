@@ -165,7 +165,9 @@ def run_command(
                 if len(cache) and key is _UNSET:
                     key = _cache_key(command, declared)
                 if key is _UNSET:
-                    cache.misses += 1  # an empty cache: a miss, without building the key
+                    # An empty cache counts a miss without building the key, so today even
+                    # for a class that is never cached (a non-empty one builds it: no count).
+                    cache.misses += 1
                 elif key is not None:
                     entry = cache.take(key, name)
             if entry is None and snapshot_every:
