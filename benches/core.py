@@ -671,8 +671,9 @@ class Breakdown:
 def _pieces(
     pieces: list[tuple[str, Callable[[], tuple[int, float]]]], reps: int
 ) -> dict[str, float]:
-    """Median us per item of each piece; ``piece() -> (items, seconds)`` builds its data
-    untimed. The pieces' repetitions alternate (same machine noise for all)."""
+    """Us per item of each piece, its fastest repetition (the least disturbed: a piece of
+    a few microseconds is all noise on a busy machine otherwise); ``piece() -> (items,
+    seconds)`` builds its data untimed. The pieces' repetitions alternate."""
     samples: dict[str, list[float]] = {name: [] for name, _ in pieces}
     for _ in range(reps):
         for name, piece in pieces:
@@ -683,7 +684,7 @@ def _pieces(
             finally:
                 gc.enable()
             samples[name].append(seconds / items * 1e6)
-    return {name: statistics.median(v) for name, v in samples.items()}
+    return {name: min(v) for name, v in samples.items()}
 
 
 def _loop(items: list[Any], body: Callable[[Any], Any]) -> tuple[int, float]:
@@ -915,7 +916,7 @@ def _rows(t: dict[str, float], read: str, written: str, ids: int) -> list[Part]:
 
 def print_breakdown(results: list[Breakdown], n: int, reps: int) -> None:
     """The breakdowns as a table: us per command and share of the total."""
-    print(f"Where a command's time goes: us per command, median of {reps} rounds of {n:,}")
+    print(f"Where a command's time goes: us per command, fastest of {reps} rounds of {n:,}")
     for b in results:
         print(f"\n{b.workload}: {b.note}")
         print(f"  {'piece':<56} {'us':>7} {'share':>6}")

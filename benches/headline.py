@@ -1001,7 +1001,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = _perf()
     if args.breakdown:
-        n, reps = (5_000, 3) if args.quick else (20_000, 5)
+        n, reps = (2_000, 5) if args.quick else (5_000, 15)
         parts = core.breakdown(DC, n, reps)
         if args.json:
             out = {b.workload: b.as_json() for b in parts}
