@@ -1016,7 +1016,7 @@ def drawn_faults(
     return faults_for
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), case=scenarios())
 def test_the_machine_agrees_with_the_model(data: st.DataObject, case: Scenario) -> None:
     note(f"focus {case.focus}")
@@ -1032,7 +1032,7 @@ NATIVE_FAULTS: dict[str, list[tuple[str, int]]] = {
 }
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), case=scenarios())
 def test_the_machine_on_the_memory_store_agrees_with_the_model(
     data: st.DataObject, case: Scenario
