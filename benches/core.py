@@ -43,7 +43,15 @@ import msgspec  # noqa: E402
 
 import eventcore  # noqa: E402
 from benches.domain import DC, MS, Account, Domain, baseline  # noqa: E402
-from eventcore import MemoryStore, NewEvent, execute_sync  # noqa: E402
+from eventcore import (  # noqa: E402
+    AppendResult,
+    ExecutionResult,
+    MemoryStore,
+    NewEvent,
+    StreamId,
+    execute_sync,
+)
+from eventcore._core import uuid7_ints  # noqa: E402
 from eventcore.snapshot import SNAPSHOT_EVERY, MemorySnapshotStore, Snapshotter  # noqa: E402
 
 _perf = time.perf_counter
@@ -622,6 +630,304 @@ def w_first10k(sz: Sizes, domain: Domain) -> Result:
         return rate
 
     return measure(res, sz, lambda: once(True), lambda: once(False))
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a command's time goes (``python benches/headline.py --breakdown``)
+
+
+@dataclass
+class Part:
+    """One row of a breakdown: microseconds per command (``within``: a share of the row
+    above it, not added to the sum)."""
+
+    name: str
+    us: float
+    within: bool = False
+
+
+@dataclass
+class Breakdown:
+    """A workload's time per command, piece by piece; ``rest`` is the total minus the pieces."""
+
+    workload: str
+    note: str
+    parts: list[Part]
+    total: float  # us per command of the workload itself (build + execute_sync)
+
+    @property
+    def rest(self) -> float:
+        return self.total - sum(p.us for p in self.parts if not p.within)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "note": self.note,
+            "us_per_command": {p.name: p.us for p in self.parts},
+            "rest_us": self.rest,
+            "total_us": self.total,
+        }
+
+
+def _pieces(
+    pieces: list[tuple[str, Callable[[], tuple[int, float]]]], reps: int
+) -> dict[str, float]:
+    """Us per item of each piece, its fastest repetition (the least disturbed: a piece of
+    a few microseconds is all noise on a busy machine otherwise); ``piece() -> (items,
+    seconds)`` builds its data untimed. The pieces' repetitions alternate."""
+    samples: dict[str, list[float]] = {name: [] for name, _ in pieces}
+    for _ in range(reps):
+        for name, piece in pieces:
+            gc.collect()
+            gc.disable()
+            try:
+                items, seconds = piece()
+            finally:
+                gc.enable()
+            samples[name].append(seconds / items * 1e6)
+    return {name: min(v) for name, v in samples.items()}
+
+
+def _loop(items: list[Any], body: Callable[[Any], Any]) -> tuple[int, float]:
+    started = _perf()
+    for x in items:
+        body(x)
+    return len(items), _perf() - started
+
+
+def _result_objects(
+    batches: list[tuple[list[Any], list[Any]]], executor: bool = True
+) -> tuple[int, float]:
+    """Build each ``(events, checks)`` append's AppendResult (as the store does) and, with
+    ``executor``, the ExecutionResult around it (as the executor does)."""
+    started = _perf()
+    if executor:
+        for events, checks in batches:
+            ExecutionResult(AppendResult(1, checks, events), 1)
+    else:
+        for events, checks in batches:
+            AppendResult(1, checks, events)
+    return len(batches), _perf() - started
+
+
+def breakdown(domain: Domain, n: int, reps: int) -> list[Breakdown]:
+    """Time each piece of a cold command (``memory.command.cold``: OpenAccount on a fresh
+    stream) and of a transfer (``memory.transfer``: two streams of 2 events), each piece
+    on its own in this process, ``n`` commands a repetition, and the workload itself.
+
+    The pieces are what any executor must do, timed through public calls: the user's code
+    (``initial_state``, ``handle``, ``apply``), the codec, the store's fold and append, the
+    result objects. The rest is the executor's own cost (effects, dispatch, checks, the
+    cache lookup). An executor that runs a piece natively (no Python call) spends less on
+    it than the piece's row says: then the rest shrinks, and may go below zero.
+    """
+    registry = domain.registry
+    encode, decoders = registry.encode, registry.decoders
+    out = []
+    counter = [0]
+
+    def fresh(prefix: str, count: int) -> list[str]:
+        counter[0] += 1
+        return [f"{prefix}-{counter[0]}-{i}" for i in range(count)]
+
+    # -- the cold command
+    open_account = domain.OpenAccount
+    built = [open_account(account=s, owner=OPENED_OWNER) for s in fresh("b", n)]
+    state = built[0].initial_state()
+    emitted = built[0].handle(state)
+    name, payload = encode(emitted[0][1])
+
+    def batches(per_stream: int, width: int) -> tuple[MemoryStore, list[Any]]:
+        """A store of ``n * width`` fresh streams of ``per_stream`` events, and ``n``
+        appends of one event to each of ``width`` of them (with expected versions)."""
+        ids = fresh("w", n * width)
+        store = filled_store(domain, ids, per_stream) if per_stream else MemoryStore()
+        out = []
+        for k in range(n):
+            streams = ids[k * width : (k + 1) * width]
+            events = [
+                (s, name, payload, i) for s, i in zip(streams, uuid7_ints(width), strict=True)
+            ]
+            out.append((events, [(s, per_stream) for s in streams]))
+        return store, out
+
+    def appended(per_stream: int, width: int) -> tuple[int, float]:
+        """``MemoryStore.append``, less the AppendResult it builds (a result-object row)."""
+        store, todo = batches(per_stream, width)
+        append = store.append
+        started = _perf()
+        for events, checks in todo:
+            append(events, expected=checks)
+        elapsed = _perf() - started
+        return n, elapsed - _result_objects(todo, executor=False)[1]
+
+    def result_objects(width: int) -> tuple[int, float]:
+        return _result_objects(batches(0, width)[1])
+
+    def cold_total() -> tuple[int, float]:
+        store = MemoryStore(registry=registry)
+        return _loop(
+            fresh("c", n),
+            lambda s: execute_sync(store, open_account(account=s, owner=OPENED_OWNER)),
+        )
+
+    def cold_fold() -> tuple[int, float]:
+        store = MemoryStore(registry=registry)
+        fold = store.fold_streams
+        args = [(c.streams(), c.initial_state(), c.apply) for c in built]
+        return _loop(args, lambda a: fold(a[0], a[1], a[2], decoders))
+
+    ids_b = fresh("b", n)
+    times = _pieces(
+        [
+            ("total", cold_total),
+            ("build", lambda: _loop(ids_b, lambda s: open_account(account=s, owner=OPENED_OWNER))),
+            ("stream id", lambda: _loop(ids_b, StreamId)),
+            ("streams", lambda: _loop(built, lambda c: c.streams())),
+            ("initial_state", lambda: _loop(built, lambda c: c.initial_state())),
+            ("fold", cold_fold),
+            ("handle", lambda: _loop(built, lambda c: c.handle(state))),
+            ("encode", lambda: _loop([e for _, e in emitted] * n, encode)),
+            ("ids", lambda: _loop([1] * n, uuid7_ints)),
+            ("append", lambda: appended(0, 1)),
+            ("results", lambda: result_objects(1)),
+        ],
+        reps,
+    )
+    out.append(
+        Breakdown(
+            "memory.command.cold",
+            "OpenAccount on a fresh stream: build command + execute_sync",
+            _rows(times, "an empty stream", "1 event", 1),
+            times["total"],
+        )
+    )
+
+    # -- the transfer
+    transfer = domain.Transfer
+    half = DEPOSIT // 2
+    pairs = list(zip(*[iter(fresh("t", 2 * n))] * 2, strict=True))
+    read_store = filled_store(domain, [s for p in pairs for s in p], 2)
+    commands = [transfer(source=a, target=b, amount=half) for a, b in pairs]
+    folded, _ = read_store.fold_streams(
+        commands[0].streams(), commands[0].initial_state(), commands[0].apply, decoders
+    )
+    emitted = commands[0].handle(folded)
+    rows = read_store.read_streams(commands[0].streams())
+    decoded = [
+        (r.stream_id, r.event_type, r.payload, decoders[r.event_type](r.payload)) for r in rows
+    ]
+
+    # Each command's folded state (``handle`` reads its own streams' accounts).
+    decided = [(c, dict(zip(c.streams(), folded.values(), strict=True))) for c in commands]
+
+    def transfer_total() -> tuple[int, float]:
+        ids = fresh("tt", 2 * n)
+        store = filled_store(domain, ids, 2)
+        todo = list(zip(ids[0::2], ids[1::2], strict=True))
+        return _loop(
+            todo, lambda p: execute_sync(store, transfer(source=p[0], target=p[1], amount=half))
+        )
+
+    def transfer_fold() -> tuple[int, float]:
+        fold = read_store.fold_streams
+        args = [(c.streams(), c.initial_state(), c.apply) for c in commands]
+        return _loop(args, lambda a: fold(a[0], a[1], a[2], decoders))
+
+    first = commands[0].streams()
+    template = [(first.index(s), ev) for s, _, _, ev in decoded]
+
+    def applies() -> tuple[int, float]:
+        todo = []
+        for c in commands:  # each command folds its own streams' events
+            streams = c.streams()
+            todo.append((c.apply, c.initial_state(), [(streams[i], ev) for i, ev in template]))
+        started = _perf()
+        for apply, st, events in todo:
+            for s, ev in events:
+                st = apply(st, ev, s)
+        return n, _perf() - started
+
+    def decodes() -> tuple[int, float]:
+        started = _perf()
+        for _ in range(n):
+            for _, t, p, _ in decoded:
+                decoders[t](p)
+        return n, _perf() - started
+
+    def encodes() -> tuple[int, float]:
+        started = _perf()
+        for _ in range(n):
+            for _, e in emitted:
+                encode(e)
+        return n, _perf() - started
+
+    times = _pieces(
+        [
+            ("total", transfer_total),
+            (
+                "build",
+                lambda: _loop(pairs, lambda p: transfer(source=p[0], target=p[1], amount=half)),
+            ),
+            ("stream id", lambda: _loop(pairs, lambda p: (StreamId(p[0]), StreamId(p[1])))),
+            ("streams", lambda: _loop(commands, lambda c: c.streams())),
+            ("initial_state", lambda: _loop(commands, lambda c: c.initial_state())),
+            ("fold", transfer_fold),
+            ("apply", applies),
+            ("decode", decodes),
+            ("handle", lambda: _loop(decided, lambda cs: cs[0].handle(cs[1]))),
+            ("encode", encodes),
+            ("ids", lambda: _loop([2] * n, uuid7_ints)),
+            ("append", lambda: appended(2, 2)),
+            ("results", lambda: result_objects(2)),
+        ],
+        reps,
+    )
+    out.append(
+        Breakdown(
+            "memory.transfer",
+            "Transfer between two streams of 2 events: build command + execute_sync",
+            _rows(times, "2 streams of 2 events", "2 events", 2),
+            times["total"],
+        )
+    )
+    return out
+
+
+def _rows(t: dict[str, float], read: str, written: str, ids: int) -> list[Part]:
+    rows = [
+        Part("build the command (from str stream ids)", t["build"]),
+        Part("of which str -> StreamId", t["stream id"], within=True),
+        Part("command.streams()", t["streams"]),
+        Part("initial_state()", t["initial_state"]),
+        Part(f"fold_streams of {read} (store, native)", t["fold"]),
+    ]
+    if "apply" in t:
+        rows.append(Part("of which apply() (user code)", t["apply"], within=True))
+        rows.append(Part("of which decoding the payloads", t["decode"], within=True))
+    rows += [
+        Part("handle()", t["handle"]),
+        Part(f"encode {written}", t["encode"]),
+        Part(f"{ids} event id{'s' * (ids > 1)} (uuid7_ints)", t["ids"]),
+        Part(f"MemoryStore.append of {written} (native write)", t["append"]),
+        Part("result objects (AppendResult, ExecutionResult)", t["results"]),
+    ]
+    return rows
+
+
+def print_breakdown(results: list[Breakdown], n: int, reps: int) -> None:
+    """The breakdowns as a table: us per command and share of the total."""
+    print(f"Where a command's time goes: us per command, fastest of {reps} rounds of {n:,}")
+    for b in results:
+        print(f"\n{b.workload}: {b.note}")
+        print(f"  {'piece':<56} {'us':>7} {'share':>6}")
+        for p in b.parts:
+            label = ("  " + p.name) if p.within else p.name
+            share = "" if p.within else f"{p.us / b.total:.0%}"
+            print(f"  {label:<56} {p.us:>7.2f} {share:>6}")
+        rest = "the rest: the executor (effects, dispatch, checks)"
+        print(f"  {rest:<56} {b.rest:>7.2f} {b.rest / b.total:>6.0%}")
+        rate = f"({1e6 / b.total:,.0f} commands/s)"
+        print(f"  {'total: the workload, per command':<56} {b.total:>7.2f} {'100%':>6} {rate}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ Run from the repository root::
     python benches/headline.py --json          # ONE JSON object instead of the table
     python benches/headline.py --out docs/     # also write docs/benchmarks.md + .png
     python benches/headline.py --dsn postgresql://...   # an existing server
+    python benches/headline.py --breakdown     # where a command's microseconds go, only
 
 Without ``--dsn`` (or ``EVENTCORE_TEST_DSN``) a throwaway PostgreSQL server is started the
 way the test suite starts it (``tests/pgserver.py``: fsync and synchronous_commit on).
@@ -991,8 +992,23 @@ def main(argv: list[str] | None = None) -> int:
         " e.g. postgres.command or postgres.projection.lag_p99_ms.stalled;"
         " the in-memory ones only if a KEY starts with memory",
     )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="only time the pieces of memory.command.cold and memory.transfer (us per"
+        " command: build, user code, codec, store calls, result objects, the executor)",
+    )
     args = parser.parse_args(argv)
     started = _perf()
+    if args.breakdown:
+        n, reps = (2_000, 5) if args.quick else (5_000, 15)
+        parts = core.breakdown(DC, n, reps)
+        if args.json:
+            out = {b.workload: b.as_json() for b in parts}
+            print(json.dumps({"machine": machine_info(args.quick, argv), "breakdown": out}))
+        else:
+            core.print_breakdown(parts, n, reps)
+        return 0
 
     def log(name: str) -> None:
         print(f"  ... {name} done ({_perf() - started:.0f} s)", file=sys.stderr, flush=True)
