@@ -44,7 +44,6 @@ import msgspec  # noqa: E402
 import eventcore  # noqa: E402
 from benches.domain import DC, MS, Account, Domain, baseline  # noqa: E402
 from eventcore import (  # noqa: E402
-    AppendResult,
     ExecutionResult,
     MemoryStore,
     NewEvent,
@@ -52,6 +51,7 @@ from eventcore import (  # noqa: E402
     execute_sync,
 )
 from eventcore._core import uuid7_ints  # noqa: E402
+from eventcore.recorded import AppendResult  # noqa: E402
 from eventcore.snapshot import SNAPSHOT_EVERY, MemorySnapshotStore, Snapshotter  # noqa: E402
 
 _perf = time.perf_counter

@@ -42,7 +42,6 @@ from eventcore import (
     OutcomeUnknown,
     RecordedEvent,
     RetryPolicy,
-    StateCache,
     StoreUnavailable,
     StreamId,
     _pipeline,
@@ -51,7 +50,7 @@ from eventcore import (
 )
 from eventcore._pipeline import APPEND, DONE, FOLD, LOAD, LOOKUP, SAVE, SLEEP, TAIL, _Keyed
 from eventcore.recorded import AppendResult
-from eventcore.state_cache import CacheEntry
+from eventcore.state_cache import CacheEntry, StateCache
 
 from . import pipeline_model
 
