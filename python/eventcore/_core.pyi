@@ -4,6 +4,8 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, final
 
+from eventcore.stream import StreamId
+
 __all__ = [
     "ANY",
     "MAX_APPEND_BYTES",
@@ -14,6 +16,7 @@ __all__ = [
     "MemoryStore",
     "fold",
     "reseed_after_fork",
+    "stream_id",
     "uuid7",
     "uuid7_ints",
     "validate_event_type",
@@ -47,6 +50,17 @@ def validate_stream_id(value: str) -> str:
     Raises:
         TypeError: ``value`` is not a str.
         eventcore.errors.InvalidStreamId: a rule is broken.
+    """
+
+def stream_id(value: str, field: str | None = None) -> StreamId:
+    """Validate a stream id and return it trimmed, as a :class:`~eventcore.StreamId`.
+
+    A StreamId is returned as is; any other str is validated and copied into a new one.
+
+    Raises:
+        TypeError: ``value`` is not a str.
+        eventcore.errors.InvalidStreamId: a rule is broken (its ``field`` is ``field``
+            when given).
     """
 
 def validate_event_type(value: str) -> str:

@@ -10,7 +10,8 @@ from collections import abc
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar, dataclass_transform
 
-from eventcore.errors import BusinessRuleViolation, CommandError, InvalidStreamId, ValidationError
+from eventcore._core import stream_id
+from eventcore.errors import BusinessRuleViolation, CommandError, ValidationError
 from eventcore.stream import STREAM_FIELD, StreamId, stream
 from eventcore.value import Value
 
@@ -124,13 +125,10 @@ def _items(value: Any, field: str, item: Callable[[Any, str], Any]) -> Any:
 
 def _stream_value(value: Any, name: str) -> StreamId | tuple[StreamId, ...]:
     """Validate a stream field's value: one stream id, or a collection of them."""
-    try:
-        if isinstance(value, str):
-            return StreamId(value)
-        if isinstance(value, Iterable):
-            return tuple(StreamId(v) for v in value)
-    except InvalidStreamId as exc:
-        raise InvalidStreamId(exc.value, exc.reason, name) from None
+    if isinstance(value, str):
+        return stream_id(value, name)
+    if isinstance(value, Iterable):
+        return tuple(stream_id(v, name) for v in value)
     raise ValidationError(name, "must be a stream id or a collection of them", value)
 
 
@@ -164,6 +162,7 @@ def _fast_init(cls: type, plan: _Plan) -> Any:
     namespace: dict[str, Any] = {
         "StreamId": StreamId,
         "_stream_value": _stream_value,
+        "_stream_id": stream_id,
         "_coerce": _coerce,
         "_factory": _FACTORY,
     }
@@ -180,8 +179,10 @@ def _fast_init(cls: type, plan: _Plan) -> Any:
         else:
             params.append(name)
         if name in plan.stream_fields:
+            # one native call validates a str and builds the StreamId
             body.append(
-                f"if type({name}) is not StreamId: {name} = _stream_value({name}, {name!r})"
+                f"if type({name}) is not StreamId: {name} = _stream_id({name}, {name!r}) "
+                f"if isinstance({name}, str) else _stream_value({name}, {name!r})"
             )
         elif name in kinds:
             namespace[f"_k_{name}"] = kinds[name]

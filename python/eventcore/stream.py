@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from eventcore._core import validate_stream_id
+from eventcore._core import stream_id, validate_stream_id
 
 __all__ = ["ANY", "NO_STREAM", "STREAM_EXISTS", "StreamId", "stream"]
 
@@ -35,6 +35,8 @@ class StreamId(str):
 
     def __new__(cls, value: str) -> StreamId:
         """Validate ``value`` (see the class docstring) and return it as a StreamId."""
+        if cls is StreamId:
+            return stream_id(value)
         if type(value) is cls:
             return value
         return str.__new__(cls, validate_stream_id(value))

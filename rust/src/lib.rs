@@ -20,6 +20,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(stream_id::validate_stream_id, m)?)?;
+    m.add_function(wrap_pyfunction!(stream_id::stream_id, m)?)?;
     m.add_function(wrap_pyfunction!(event_type::validate_event_type, m)?)?;
     m.add("MAX_PAYLOAD_BYTES", limits::MAX_PAYLOAD_BYTES)?;
     m.add("MAX_APPEND_BYTES", limits::MAX_APPEND_BYTES)?;
