@@ -153,27 +153,29 @@ class TracingHook(Hook):
         span.set_attributes(attributes)
         parent = trace.set_span_in_context(span)
         start_span = self.tracer.start_span
+        phase_spans = self.phase_spans
         attempt_end: dict[int, int] = {}
-        for phase in report.phases:
-            attempt_end[phase.attempt] = base + phase.end_ns
-            if self.phase_spans:
-                child = start_span(
-                    phase.name,
-                    context=parent,
-                    start_time=base + phase.start_ns,
-                    attributes={"eventcore.attempt": phase.attempt},
+        for name, attempt, start, end in report.trace:  # raw tuples: no Phase objects built
+            if name == "retry":  # ("retry", attempt, reason, delay)
+                span.add_event(
+                    "retry",
+                    {
+                        "eventcore.attempt": attempt,
+                        "eventcore.retry.reason": start,
+                        "eventcore.retry.delay_s": end,
+                    },
+                    timestamp=attempt_end.get(attempt, base + report.end_ns),
                 )
-                child.end(end_time=base + phase.end_ns)
-        for retry in report.retries:
-            span.add_event(
-                "retry",
-                {
-                    "eventcore.attempt": retry.attempt,
-                    "eventcore.retry.reason": retry.reason,
-                    "eventcore.retry.delay_s": retry.delay,
-                },
-                timestamp=attempt_end.get(retry.attempt, base + report.end_ns),
-            )
+                continue
+            attempt_end[attempt] = base + end
+            if phase_spans:
+                child = start_span(
+                    name,
+                    context=parent,
+                    start_time=base + start,
+                    attributes={"eventcore.attempt": attempt},
+                )
+                child.end(end_time=base + end)
         error = report.error
         if report.outcome != SUCCESS and error is not None:
             span.record_exception(error)
