@@ -14,6 +14,8 @@ __all__ = [
     "NO_STREAM",
     "STREAM_EXISTS",
     "MemoryStore",
+    "dec_hook",
+    "enc_hook",
     "fold",
     "reseed_after_fork",
     "stream_id",
@@ -61,6 +63,20 @@ def stream_id(value: str, field: str | None = None) -> StreamId:
         TypeError: ``value`` is not a str.
         eventcore.errors.InvalidStreamId: a rule is broken (its ``field`` is ``field``
             when given).
+    """
+
+def enc_hook(obj: Any) -> int | str | float | bytes:
+    """msgspec's ``enc_hook``: ``obj`` as the builtin it subclasses (``int(obj)``, ...).
+
+    Raises:
+        NotImplementedError: ``obj`` subclasses none of ``int``, ``str``, ``float``, ``bytes``.
+    """
+
+def dec_hook(typ: Any, obj: Any) -> Any:
+    """msgspec's ``dec_hook``: ``typ(obj)`` when ``typ`` subclasses a builtin above.
+
+    Raises:
+        NotImplementedError: ``typ`` is not such a class.
     """
 
 def validate_event_type(value: str) -> str:

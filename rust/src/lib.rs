@@ -4,6 +4,7 @@
 //! Plain Python types in, plain Python types out; errors are the classes of
 //! `eventcore.errors`.
 
+pub mod codec;
 pub mod errors;
 pub mod event_type;
 pub mod fold;
@@ -29,6 +30,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(uuid7::uuid7_ints, m)?)?;
     m.add_function(wrap_pyfunction!(uuid7::reseed_after_fork, m)?)?;
     m.add_function(wrap_pyfunction!(fold::fold, m)?)?;
+    m.add_function(wrap_pyfunction!(codec::enc_hook, m)?)?;
+    m.add_function(wrap_pyfunction!(codec::dec_hook, m)?)?;
     m.add("ANY", store::ANY)?;
     m.add("STREAM_EXISTS", store::STREAM_EXISTS)?;
     m.add("NO_STREAM", store::NO_STREAM)?;
