@@ -355,3 +355,26 @@ def test_every_construction_keeps_every_check(construction: int) -> None:
         ship(order="o", depots=(), amount=1, colour="red")
     with pytest.raises(TypeError):
         ship("o", (), 1)
+
+
+def test_generated_init_keeps_the_dataclass_face() -> None:
+    import copy
+    import inspect
+    import pickle
+
+    ship = _fresh_command_class()
+    for _ in range(2):  # the dataclass __init__, then the generated one
+        made = ship(order="o", depots=("d",), amount=2)
+    params = inspect.signature(ship).parameters
+    assert list(params) == ["order", "depots", "amount", "note", "scale"]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values())
+    replaced = dataclasses.replace(made, order=" o-2 ", amount=3)
+    assert replaced.order == "o-2" and type(replaced.order) is StreamId
+    assert type(replaced.amount) is Money
+    with pytest.raises(ValidationError):
+        dataclasses.replace(made, amount=0)
+    with pytest.raises(TypeError, match=r"missing 2 required keyword-only arguments: 'order' and"):
+        ship(depots=())
+    deposit = Deposit(account=" acc-1 ", amount=5)
+    for twin in (copy.copy(deposit), copy.deepcopy(deposit), pickle.loads(pickle.dumps(deposit))):
+        assert twin == deposit and type(twin.account) is StreamId

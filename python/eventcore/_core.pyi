@@ -13,6 +13,8 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "NO_STREAM",
     "STREAM_EXISTS",
+    "BoundInit",
+    "CommandInit",
     "MemoryStore",
     "dec_hook",
     "enc_hook",
@@ -253,3 +255,38 @@ class MemoryStore:
 
         Returns the head. The GIL is released while waiting.
         """
+
+_Param = tuple[str, int, Any, int, Any]
+
+@final
+class CommandInit:
+    """A command class's generated ``__init__`` (see ``eventcore.command._fast_init``)."""
+
+    def __new__(
+        cls,
+        qualname: str,
+        fields: Sequence[_Param],
+        initvars: Sequence[_Param],
+        post_init: bool,
+        stream_value: Callable[[Any, str], Any],
+        coerce: Callable[[type, Any, str], Any],
+        signature: Any,
+    ) -> CommandInit:
+        """Build the ``__init__`` of the class ``qualname`` from its parameters."""
+
+    @property
+    def __signature__(self) -> Any:
+        """The dataclass ``__init__``'s signature (for ``inspect.signature``)."""
+
+    def __get__(self, instance: Any, owner: Any = None, /) -> Any:
+        """Bind to an instance (``instance.__init__``); on the class, the unbound ``__init__``."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        """``Class.__init__(instance, **fields)``."""
+
+@final
+class BoundInit:
+    """A command's ``__init__`` bound to the instance being built."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        """Initialise the instance from keyword arguments."""

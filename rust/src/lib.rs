@@ -5,6 +5,7 @@
 //! `eventcore.errors`.
 
 pub mod codec;
+pub mod command_init;
 pub mod errors;
 pub mod event_type;
 pub mod fold;
@@ -36,5 +37,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("STREAM_EXISTS", store::STREAM_EXISTS)?;
     m.add("NO_STREAM", store::NO_STREAM)?;
     m.add_class::<py_store::MemoryStore>()?;
+    m.add_class::<command_init::CommandInit>()?;
+    m.add_class::<command_init::BoundInit>()?;
     Ok(())
 }

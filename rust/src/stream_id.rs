@@ -167,6 +167,13 @@ pub fn validate_stream_id<'py>(
 static STREAM_ID_CLASS: pyo3::sync::PyOnceLock<pyo3::Py<pyo3::types::PyType>> =
     pyo3::sync::PyOnceLock::new();
 
+/// The `eventcore.StreamId` class (imported once).
+pub fn stream_id_class(
+    py: pyo3::Python<'_>,
+) -> pyo3::PyResult<&pyo3::Bound<'_, pyo3::types::PyType>> {
+    STREAM_ID_CLASS.import(py, "eventcore.stream", "StreamId")
+}
+
 /// Validate a stream id and return it trimmed, as an `eventcore.StreamId`.
 ///
 /// One call for what `StreamId(value)` does: a `StreamId` is returned as is, any other str
@@ -182,7 +189,7 @@ pub fn stream_id<'py>(
     use pyo3::prelude::*;
     use pyo3::types::{PyString, PyTuple};
     let py = value.py();
-    let kind = STREAM_ID_CLASS.import(py, "eventcore.stream", "StreamId")?;
+    let kind = stream_id_class(py)?;
     if value.get_type().is(kind) {
         return Ok(value.clone());
     }
