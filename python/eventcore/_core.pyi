@@ -269,7 +269,6 @@ class CommandInit:
         initvars: Sequence[_Param],
         post_init: bool,
         stream_value: Callable[[Any, str], Any],
-        coerce: Callable[[type, Any, str], Any],
         signature: Any,
     ) -> CommandInit:
         """Build the ``__init__`` of the class ``qualname`` from its parameters."""

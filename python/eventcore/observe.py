@@ -328,6 +328,10 @@ def _callbacks(active: tuple[Hook, ...]) -> tuple[tuple[Hook, ...], tuple[Hook, 
     return split[1], split[2]
 
 
+_UNREAD = CommandReport(None, "", None, 0.0, 0)
+"""The report of every command no hook reads (finish returns before touching it)."""
+
+
 class Recorder:
     """Builds one :class:`CommandReport` while a shell runs a command (internal).
 
@@ -338,18 +342,22 @@ class Recorder:
     __slots__ = ("after", "report")
 
     def __init__(self, command: Any, metadata: Metadata | None, active: tuple[Hook, ...]) -> None:
-        before, self.after = _callbacks(active)
+        split = _split
+        before, after = split[1:] if split[0] is active else _callbacks(active)
         for hook in before:
             try:
                 metadata = hook.before_execute(command, metadata)
             except Exception:
                 logger.exception("eventcore hook %r failed in before_execute", hook)
-        if self.after:
+        self.after = after
+        if after:
             self.report = CommandReport(
                 command, type(command).__name__, metadata, time.time(), time.perf_counter_ns()
             )
-        else:  # nobody reads the report: no clock
-            self.report = CommandReport(command, "", metadata, 0.0, 0)
+        elif metadata is None:  # nobody reads the report: the shared empty one will do
+            self.report = _UNREAD
+        else:
+            self.report = CommandReport(None, "", metadata, 0.0, 0)
 
     def finish(
         self,

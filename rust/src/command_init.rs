@@ -37,7 +37,6 @@ pub struct CommandInit {
     initvars: Vec<Param>,
     post_init: bool,
     stream_value: Py<PyAny>,
-    coerce: Py<PyAny>,
     signature: Py<PyAny>,
 }
 
@@ -163,7 +162,10 @@ impl CommandInit {
                 }
                 Check::Stream => self.stream_value.bind(py).call1((value, name))?,
                 Check::Coerce(kind) if value.get_type().is(kind.bind(py)) => value,
-                Check::Coerce(kind) => self.coerce.bind(py).call1((kind, value, name))?,
+                Check::Coerce(kind) => match kind.bind(py).call1((&value,)) {
+                    Ok(made) => made,
+                    Err(err) => return Err(self.name_field(py, err, name, &value)),
+                },
                 Check::Convert(convert) => convert.bind(py).call1((value, name))?,
             };
             // SAFETY: all three are valid references; the generic setter stores the field
@@ -186,6 +188,34 @@ impl CommandInit {
     }
 }
 
+impl CommandInit {
+    /// A value type's `ValidationError` as the field's (`_coerce` names it the same way).
+    fn name_field(
+        &self,
+        py: Python<'_>,
+        err: PyErr,
+        name: &Bound<'_, PyString>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyErr {
+        let renamed = (|| -> PyResult<Option<Bound<'_, PyAny>>> {
+            let class = VALIDATION_ERROR.import(py, "eventcore.errors", "ValidationError")?;
+            let exc = err.value(py);
+            if !exc.is_instance(class)? {
+                return Ok(None);
+            }
+            Ok(Some(class.call1((name, exc.getattr("reason")?, value))?))
+        })();
+        match renamed {
+            Ok(Some(exc)) => PyErr::from_value(exc),
+            Ok(None) => err,
+            Err(other) => other,
+        }
+    }
+}
+
+static VALIDATION_ERROR: pyo3::sync::PyOnceLock<Py<pyo3::types::PyType>> =
+    pyo3::sync::PyOnceLock::new();
+
 #[pymethods]
 impl CommandInit {
     /// Build the `__init__` of the class `qualname` from its parameters.
@@ -193,16 +223,14 @@ impl CommandInit {
     /// `fields` and `initvars` are `(name, check, arg, default, value)` tuples: `check` 0
     /// plain, 1 stream, 2 coerce to the value type `arg`, 3 `arg(value, name)`; `default`
     /// 0 required, 1 `value`, 2 `value()` (a factory). `stream_value(value, name)` takes a
-    /// stream field that is not a str, `coerce(kind, value, name)` builds a value type.
+    /// stream field that is not a str.
     #[new]
-    #[allow(clippy::too_many_arguments)]
     fn new(
         qualname: String,
         fields: Vec<Bound<'_, PyAny>>,
         initvars: Vec<Bound<'_, PyAny>>,
         post_init: bool,
         stream_value: Py<PyAny>,
-        coerce: Py<PyAny>,
         signature: Py<PyAny>,
     ) -> PyResult<Self> {
         let fields = fields.iter().map(param).collect::<PyResult<Vec<_>>>()?;
@@ -221,7 +249,6 @@ impl CommandInit {
             initvars,
             post_init,
             stream_value,
-            coerce,
             signature,
         })
     }
