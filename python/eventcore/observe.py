@@ -2,6 +2,10 @@
 
 Subclass :class:`Hook`, override what you need, and register it with :func:`add_hook`.
 With no hook registered the executor takes its plain path (one global lookup per command).
+Only hooks that override ``before_execute``/``after_execute`` are called for commands, and
+a command is timed only when some hook overrides ``after_execute``. A report keeps its
+steps as raw tuples (:attr:`CommandReport.trace`); :class:`Phase` and :class:`RetryRecord`
+objects are built only when a hook reads ``phases`` or ``retries``.
 Hooks run in the caller's thread after the work they report; an exception in a hook is
 logged on the ``eventcore`` logger and never changes the command's outcome.
 """
