@@ -185,7 +185,7 @@ def _fast_init(cls: type, plan: _Plan) -> Any:
         [spec(f, False) for f in initvars],
         post_init is not None and post_init is not Command.__post_init__,
         _stream_value,
-        inspect.signature(cls.__dict__["__init__"]),
+        inspect.signature(cls.__init__),  # type: ignore[misc]
     )
 
 
