@@ -283,7 +283,10 @@ def report_projection_reconnect(
 
 def report_state_cache(event: str, command_type: str) -> None:
     """Tell every hook about a state cache ``hit``, ``miss`` or ``evict``."""
-    for hook in _hooks:
+    split = _split
+    if split[0] is not _hooks:
+        split = _callbacks(_hooks)
+    for hook in split[3]:
         try:
             hook.on_state_cache(event, command_type)
         except Exception:
@@ -308,9 +311,10 @@ def outcome_of(error: BaseException) -> str:
     return ERROR
 
 
-# (hooks, those overriding before_execute, those overriding after_execute) for the last
-# hooks tuple seen: a hook that overrides neither costs a command nothing.
-_split: tuple[tuple[Hook, ...], tuple[Hook, ...], tuple[Hook, ...]] = ((), (), ())
+# The hook methods called per command, and for the last hooks tuple seen: that tuple, then
+# per method the hooks overriding it. A hook that overrides none costs a command nothing.
+_PER_COMMAND = ("before_execute", "after_execute", "on_state_cache")
+_split: tuple[tuple[Hook, ...], ...] = ((), (), (), ())
 
 
 def _overrides(hook: Hook, name: str) -> bool:
@@ -319,17 +323,16 @@ def _overrides(hook: Hook, name: str) -> bool:
     )
 
 
-def _callbacks(active: tuple[Hook, ...]) -> tuple[tuple[Hook, ...], tuple[Hook, ...]]:
-    """The hooks of ``active`` that override ``before_execute`` and ``after_execute``."""
+def _callbacks(active: tuple[Hook, ...]) -> tuple[tuple[Hook, ...], ...]:
+    """``active``, then the hooks of ``active`` overriding each of :data:`_PER_COMMAND`."""
     global _split
     split = _split
     if split[0] is not active:
         split = _split = (
             active,
-            tuple(h for h in active if _overrides(h, "before_execute")),
-            tuple(h for h in active if _overrides(h, "after_execute")),
+            *(tuple(h for h in active if _overrides(h, name)) for name in _PER_COMMAND),
         )
-    return split[1], split[2]
+    return split
 
 
 _UNREAD = CommandReport(None, "", None, 0.0, 0)
@@ -347,7 +350,9 @@ class Recorder:
 
     def __init__(self, command: Any, metadata: Metadata | None, active: tuple[Hook, ...]) -> None:
         split = _split
-        before, after = split[1:] if split[0] is active else _callbacks(active)
+        if split[0] is not active:
+            split = _callbacks(active)
+        before, after = split[1], split[2]
         for hook in before:
             try:
                 metadata = hook.before_execute(command, metadata)

@@ -108,3 +108,22 @@ def test_only_overriding_hooks_are_called() -> None:
     assert observed(steps, rec) is not steps  # someone reads reports: traced
     rec.finish(None, None, [])
     assert calls == ["before", "instance"]
+
+
+def test_state_cache_events_reach_the_hooks_that_override_it(use_hook: Any) -> None:
+    from eventcore import MemoryStore, execute_sync
+    from eventcore.observe import report_state_cache
+
+    seen: list[tuple[str, str]] = []
+
+    class Cache(Hook):
+        def on_state_cache(self, event: str, command_type: str) -> None:
+            seen.append((event, command_type))
+
+    use_hook(Hook())  # overrides nothing: never called
+    use_hook(Cache())
+    report_state_cache("evict", "Open")
+    store = MemoryStore()
+    execute_sync(store, Open(account="acc-1", owner="ann"))
+    assert seen[0] == ("evict", "Open")
+    assert ("miss", "Open") in seen[1:]
