@@ -343,7 +343,9 @@ class Recorder:
     """Builds one :class:`CommandReport` while a shell runs a command (internal).
 
     The shell uses ``rec.report.metadata`` as the command's metadata and calls
-    :meth:`finish` once at the end with the run's trace.
+    :meth:`finish` once at the end with the run's trace. ``rec.after`` lists the hooks
+    that read reports: when it is empty nothing reads the trace, so a shell need not
+    record one (``trace=bool(rec.after)``).
     """
 
     __slots__ = ("after", "report")
