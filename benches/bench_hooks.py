@@ -13,8 +13,10 @@ interleaved round-robin per repetition so machine noise hits them all alike:
 - ``pre-hook shell``: a verbatim copy of ``execute_sync`` as it was before hooks existed
   (commit eaeb0e3): the "build with no hooks at all";
 - ``hooks off``: today's ``execute_sync`` with no hook registered (one tuple check);
-- ``no-op hook``: a registered ``Hook()`` subclass overriding nothing (the Recorder and
-  timing wrapper run, hooks do nothing);
+- ``no-op hook``: a registered ``Hook()`` overriding nothing (only the Recorder runs:
+  no hook reads a report, so nothing is traced);
+- ``report-reading no-op``: a hook whose ``after_execute`` does nothing (the run is
+  traced and a report handed over: the floor under every hook below);
 - ``logging (DEBUG off)``: :class:`~eventcore.logs.LoggingHook` with the logger at WARNING;
 - ``prometheus``: :class:`~eventcore.metrics.PrometheusHook` on its own registry;
 - ``tracing``: :class:`~eventcore.tracing.TracingHook` on an SDK TracerProvider with a
@@ -109,6 +111,13 @@ def _logging_hook() -> Any:
     return LoggingHook(logger)
 
 
+class _ReadsReports(observe.Hook):
+    """A hook that is handed every report and does nothing with it."""
+
+    def after_execute(self, report: Any) -> None:
+        """Do nothing."""
+
+
 def configurations() -> list[tuple[str, Callable[..., Any], list[Any]]]:
     """``(name, executor, hooks)`` per configuration."""
     tracing, prometheus = _tracing_hook(), _prometheus_hook()
@@ -116,6 +125,7 @@ def configurations() -> list[tuple[str, Callable[..., Any], list[Any]]]:
         ("pre-hook shell", execute_sync_pre_hooks, []),
         ("hooks off", execute_sync, []),
         ("no-op hook", execute_sync, [observe.Hook()]),
+        ("report-reading no-op", execute_sync, [_ReadsReports()]),
         ("logging (DEBUG off)", execute_sync, [_logging_hook()]),
         ("prometheus", execute_sync, [prometheus]),
         ("tracing", execute_sync, [tracing]),

@@ -277,3 +277,104 @@ def test_value_fields_are_strict() -> None:
             Deposit(account="a", amount=amount)
         assert info.value.field == "amount"
     assert Deposit(account="a", amount=7).amount == 7
+
+
+# --- every check on every construction ----------------------------------------------
+
+
+class _Text(str):
+    """A str subclass (as a str enum or a framework's string type would be)."""
+
+
+def _fresh_command_class() -> type[Any]:
+    """A new class per call: its first construction takes the dataclass path, later
+    ones the generated ``__init__``; both must check the same things."""
+
+    class Ship(Command[int, Any]):
+        order: StreamId = stream()
+        depots: tuple[StreamId, ...] = stream()
+        amount: Money
+        note: str = ""
+        scale: dataclasses.InitVar[int] = 1
+
+        def __post_init__(self, scale: int) -> None:
+            super().__post_init__()
+            if scale < 1:
+                raise ValidationError("scale", "must be positive", scale)
+            object.__setattr__(self, "scaled", self.amount * scale)
+
+        def initial_state(self) -> int:
+            return 0
+
+        def apply(self, state: int, event: Any, stream_id: str) -> int:
+            return state
+
+        def handle(self, state: int) -> list[tuple[str, Any]]:
+            return []
+
+    return Ship
+
+
+@pytest.mark.parametrize("construction", [1, 2, 3])
+def test_every_construction_keeps_every_check(construction: int) -> None:
+    ship = _fresh_command_class()
+    for _ in range(construction - 1):
+        ship(order="warm-up", depots=(), amount=1)
+    made = ship(order=_Text("  o-1 "), depots=["d-1", _Text(" d-2")], amount=2, scale=3)
+    assert made.order == "o-1" and type(made.order) is StreamId
+    assert made.depots == ("d-1", "d-2") and all(type(d) is StreamId for d in made.depots)
+    assert type(made.amount) is Money and made.scaled == 6
+    assert "scale" not in vars(made)
+    sid = StreamId("o-2")
+    assert ship(order=sid, depots=(), amount=1).order is sid
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.note = "x"
+    bad_streams: list[tuple[dict[str, Any], str]] = [
+        ({"order": " "}, "order"),
+        ({"order": "a\x00"}, "order"),
+        ({"order": "a\ud800"}, "order"),
+        ({"order": "x" * 256}, "order"),
+        ({"depots": ["ok", "\x01"]}, "depots"),
+    ]
+    for kwargs, field in bad_streams:
+        with pytest.raises(InvalidStreamId) as info:
+            ship(**{"order": "o", "depots": (), "amount": 1, **kwargs})
+        assert info.value.field == field, kwargs
+    for kwargs, field in [
+        ({"order": 42}, "order"),
+        ({"amount": 0}, "amount"),
+        ({"amount": "1"}, "amount"),
+        ({"scale": 0}, "scale"),
+    ]:
+        with pytest.raises(ValidationError) as verr:
+            ship(**{"order": "o", "depots": (), "amount": 1, **kwargs})
+        assert verr.value.field == field, kwargs
+    with pytest.raises(TypeError, match="depots"):
+        ship(order="o", amount=1)
+    with pytest.raises(TypeError, match="colour"):
+        ship(order="o", depots=(), amount=1, colour="red")
+    with pytest.raises(TypeError):
+        ship("o", (), 1)
+
+
+def test_generated_init_keeps_the_dataclass_face() -> None:
+    import copy
+    import inspect
+    import pickle
+
+    ship = _fresh_command_class()
+    for _ in range(2):  # the dataclass __init__, then the generated one
+        made = ship(order="o", depots=("d",), amount=2)
+    params = inspect.signature(ship).parameters
+    assert list(params) == ["order", "depots", "amount", "note", "scale"]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values())
+    replaced = dataclasses.replace(made, order=" o-2 ", amount=3)
+    assert replaced.order == "o-2" and type(replaced.order) is StreamId
+    assert type(replaced.amount) is Money
+    with pytest.raises(ValidationError):
+        dataclasses.replace(made, amount=0)
+    with pytest.raises(TypeError, match=r"missing 2 required keyword-only arguments: 'order' and"):
+        ship(depots=())
+    deposit = Deposit(account=" acc-1 ", amount=5)
+    for twin in (copy.copy(deposit), copy.deepcopy(deposit), pickle.loads(pickle.dumps(deposit))):
+        assert twin == deposit and type(twin.account) is StreamId

@@ -10,10 +10,20 @@ from typing import Any
 import msgspec
 import pytest
 
-from eventcore import EventRegistry, InvalidEventType, SerializationError, default_registry, event
+from eventcore import (
+    EventRegistry,
+    InvalidEventType,
+    SerializationError,
+    StreamId,
+    ValidationError,
+    Value,
+    default_registry,
+    event,
+)
+from eventcore._core import dec_hook, enc_hook
 from eventcore.registry import JsonCodec, MsgpackCodec
 
-from .bank_domain import Catalogued, Noted
+from .bank_domain import AccountNo, Catalogued, Money, Noted
 
 
 @dataclass(frozen=True)
@@ -232,3 +242,66 @@ def test_decoded_events_are_immutable(registry: EventRegistry) -> None:
     decoded: Any = registry.decode(name, payload)
     with pytest.raises(dataclasses.FrozenInstanceError):
         decoded.order = "changed"
+
+
+class Grams(Value, float, gt=0):
+    """A positive weight."""
+
+
+@dataclass(frozen=True)
+class Weighed:
+    parcel: StreamId
+    count: Money
+    code: AccountNo
+    grams: Grams
+
+
+@dataclass(frozen=True)
+class Plain:
+    parcel: str
+    count: int
+    code: str
+    grams: float
+
+
+@pytest.mark.parametrize("codec", [MsgpackCodec, JsonCodec])
+def test_value_types_are_stored_as_their_builtin_and_validated_when_read(codec: type) -> None:
+    reg = EventRegistry(codec())
+    reg.register("reg.Weighed", Weighed)
+    reg.register("reg.Plain", Plain)
+    weighed = Weighed(StreamId("p-1"), Money(3), AccountNo("acc-7"), Grams(2.5))
+    name, payload = reg.encode(weighed)
+    assert name == "reg.Weighed"
+    assert payload == reg.encode(Plain("p-1", 3, "acc-7", 2.5))[1]  # stored as the builtins
+    back = reg.decode("reg.Weighed", payload)
+    assert back == weighed
+    kinds = [type(back.parcel), type(back.count), type(back.code), type(back.grams)]
+    assert kinds == [StreamId, Money, AccountNo, Grams]
+    # a stored value that breaks the value type's rules is refused when read
+    for plain in (Plain("p-1", 0, "acc-7", 2.5), Plain("p\x00", 3, "acc-7", 2.5)):
+        _, bad = reg.encode(plain)
+        with pytest.raises(SerializationError, match=r"reg\.Weighed"):
+            reg.decode("reg.Weighed", bad)
+
+
+def test_codec_hooks_turn_subclasses_into_exact_builtins() -> None:
+    class Blob(bytes):
+        pass
+
+    for value, builtin in [
+        (Money(3), int),
+        (AccountNo("acc-1"), str),
+        (StreamId("s"), str),
+        (Grams(1.5), float),
+        (Blob(b"\x00"), bytes),
+    ]:
+        made = enc_hook(value)
+        assert type(made) is builtin and made == value
+        assert type(dec_hook(type(value), made)) is type(value)
+    for bad in (object(), [1], None):
+        with pytest.raises(NotImplementedError, match="cannot be encoded"):
+            enc_hook(bad)
+    with pytest.raises(NotImplementedError, match="not supported"):
+        dec_hook(list, [1])
+    with pytest.raises(ValidationError):
+        dec_hook(Money, 0)

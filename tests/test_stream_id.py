@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventcore import EventCoreError, InvalidStreamId, StreamId, ValidationError
-from eventcore._core import validate_stream_id
+from eventcore._core import stream_id, validate_stream_id
 
 
 def reference(value: str) -> str | None:
@@ -125,3 +125,46 @@ def test_whitespace_edges_match_python_strip(value: str) -> None:
             validate_stream_id(value)
     else:
         assert validate_stream_id(value) == expected
+
+
+class _Text(str):
+    """A str subclass, as an enum or a framework's string type would be."""
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_streamid_builds_an_exact_streamid_by_the_same_rules(value: str) -> None:
+    expected = reference(value)
+    for given_value in (value, _Text(value)):
+        if expected is None:
+            with pytest.raises(InvalidStreamId) as info:
+                StreamId(given_value)
+            assert info.value.field == "stream_id"
+            with pytest.raises(InvalidStreamId) as info:
+                stream_id(given_value, "account")
+            assert info.value.field == "account"
+        else:
+            for made in (StreamId(given_value), stream_id(given_value, "account")):
+                assert type(made) is StreamId
+                assert made == expected
+
+
+def test_streamid_refuses_surrogates_and_non_strings_by_field() -> None:
+    with pytest.raises(InvalidStreamId, match="surrogate") as info:
+        stream_id("a\ud800", "account")
+    assert info.value.field == "account"
+    with pytest.raises(TypeError, match="must be str, not int"):
+        stream_id(42, "account")  # type: ignore[arg-type]
+    sid = StreamId("abc")
+    assert stream_id(sid, "account") is sid
+
+
+def test_subclasses_of_streamid_are_still_validated() -> None:
+    class Tenant(StreamId):
+        __slots__ = ()
+
+    made = Tenant("  t-1 ")
+    assert type(made) is Tenant
+    assert made == "t-1"
+    with pytest.raises(InvalidStreamId):
+        Tenant("a\x00")

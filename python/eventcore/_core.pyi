@@ -4,6 +4,8 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, final
 
+from eventcore.stream import StreamId
+
 __all__ = [
     "ANY",
     "MAX_APPEND_BYTES",
@@ -11,9 +13,14 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "NO_STREAM",
     "STREAM_EXISTS",
+    "BoundInit",
+    "CommandInit",
     "MemoryStore",
+    "dec_hook",
+    "enc_hook",
     "fold",
     "reseed_after_fork",
+    "stream_id",
     "uuid7",
     "uuid7_ints",
     "validate_event_type",
@@ -47,6 +54,31 @@ def validate_stream_id(value: str) -> str:
     Raises:
         TypeError: ``value`` is not a str.
         eventcore.errors.InvalidStreamId: a rule is broken.
+    """
+
+def stream_id(value: str, field: str | None = None) -> StreamId:
+    """Validate a stream id and return it trimmed, as a :class:`~eventcore.StreamId`.
+
+    A StreamId is returned as is; any other str is validated and copied into a new one.
+
+    Raises:
+        TypeError: ``value`` is not a str.
+        eventcore.errors.InvalidStreamId: a rule is broken (its ``field`` is ``field``
+            when given).
+    """
+
+def enc_hook(obj: Any) -> int | str | float | bytes:
+    """msgspec's ``enc_hook``: ``obj`` as the builtin it subclasses (``int(obj)``, ...).
+
+    Raises:
+        NotImplementedError: ``obj`` subclasses none of ``int``, ``str``, ``float``, ``bytes``.
+    """
+
+def dec_hook(typ: Any, obj: Any) -> Any:
+    """msgspec's ``dec_hook``: ``typ(obj)`` when ``typ`` subclasses a builtin above.
+
+    Raises:
+        NotImplementedError: ``typ`` is not such a class.
     """
 
 def validate_event_type(value: str) -> str:
@@ -223,3 +255,37 @@ class MemoryStore:
 
         Returns the head. The GIL is released while waiting.
         """
+
+_Param = tuple[str, int, Any, int, Any]
+
+@final
+class CommandInit:
+    """A command class's generated ``__init__`` (see ``eventcore.command._fast_init``)."""
+
+    def __new__(
+        cls,
+        qualname: str,
+        fields: Sequence[_Param],
+        initvars: Sequence[_Param],
+        post_init: bool,
+        stream_value: Callable[[Any, str], Any],
+        signature: Any,
+    ) -> CommandInit:
+        """Build the ``__init__`` of the class ``qualname`` from its parameters."""
+
+    @property
+    def __signature__(self) -> Any:
+        """The dataclass ``__init__``'s signature (for ``inspect.signature``)."""
+
+    def __get__(self, instance: Any, owner: Any = None, /) -> Any:
+        """Bind to an instance (``instance.__init__``); on the class, the unbound ``__init__``."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        """``Class.__init__(instance, **fields)``."""
+
+@final
+class BoundInit:
+    """A command's ``__init__`` bound to the instance being built."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        """Initialise the instance from keyword arguments."""

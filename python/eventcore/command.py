@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
 from abc import ABC, abstractmethod
@@ -10,7 +11,8 @@ from collections import abc
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar, dataclass_transform
 
-from eventcore.errors import BusinessRuleViolation, CommandError, InvalidStreamId, ValidationError
+from eventcore._core import CommandInit, stream_id
+from eventcore.errors import BusinessRuleViolation, CommandError, ValidationError
 from eventcore.stream import STREAM_FIELD, StreamId, stream
 from eventcore.value import Value
 
@@ -124,13 +126,10 @@ def _items(value: Any, field: str, item: Callable[[Any, str], Any]) -> Any:
 
 def _stream_value(value: Any, name: str) -> StreamId | tuple[StreamId, ...]:
     """Validate a stream field's value: one stream id, or a collection of them."""
-    try:
-        if isinstance(value, str):
-            return StreamId(value)
-        if isinstance(value, Iterable):
-            return tuple(StreamId(v) for v in value)
-    except InvalidStreamId as exc:
-        raise InvalidStreamId(exc.value, exc.reason, name) from None
+    if isinstance(value, str):
+        return stream_id(value, name)
+    if isinstance(value, Iterable):
+        return tuple(stream_id(v, name) for v in value)
     raise ValidationError(name, "must be a stream id or a collection of them", value)
 
 
@@ -143,11 +142,13 @@ def _coerce(kind: type, value: Any, name: str) -> Any:
 
 
 def _fast_init(cls: type, plan: _Plan) -> Any:
-    """Generate an ``__init__`` that validates and stores every field in one pass.
+    """A native ``__init__`` (``_core.CommandInit``) doing what the dataclass ``__init__``
+    and :meth:`Command.__post_init__` do, in one pass without a Python frame.
 
-    The dataclass ``__init__`` of a frozen class stores each field through
-    ``object.__setattr__`` and then runs ``__post_init__``; this one writes the instance
-    ``__dict__`` directly (about twice as fast). ``None`` when the class does not fit
+    It binds the keyword-only parameters (the same TypeErrors), turns each str stream
+    field into a StreamId in one call, coerces value-typed fields and runs the converters,
+    stores the fields (as ``object.__setattr__`` does) and calls the class's own
+    ``__post_init__`` with its InitVar values. ``None`` when the class does not fit
     (fields outside ``__init__``, no instance ``__dict__``).
     """
     fields = dataclasses.fields(cls)
@@ -161,55 +162,31 @@ def _fast_init(cls: type, plan: _Plan) -> Any:
     ]
     kinds = dict(plan.coercions)
     converters = dict(plan.converters)
-    namespace: dict[str, Any] = {
-        "StreamId": StreamId,
-        "_stream_value": _stream_value,
-        "_coerce": _coerce,
-        "_factory": _FACTORY,
-    }
-    params, body = [], ["d = self.__dict__"]
-    for f in fields:
-        name = f.name
+
+    def spec(f: dataclasses.Field[Any], stored: bool) -> tuple[str, int, Any, int, Any]:
+        check = 0
+        arg: Any = None
+        if stored and f.name in plan.stream_fields:
+            check = 1
+        elif stored and f.name in kinds:
+            check, arg = 2, kinds[f.name]
+        elif stored and f.name in converters:
+            check, arg = 3, converters[f.name]
         if f.default is not dataclasses.MISSING:
-            namespace[f"_d_{name}"] = f.default
-            params.append(f"{name}=_d_{name}")
-        elif f.default_factory is not dataclasses.MISSING:
-            namespace[f"_f_{name}"] = f.default_factory
-            params.append(f"{name}=_factory")
-            body.append(f"if {name} is _factory: {name} = _f_{name}()")
-        else:
-            params.append(name)
-        if name in plan.stream_fields:
-            body.append(
-                f"if type({name}) is not StreamId: {name} = _stream_value({name}, {name!r})"
-            )
-        elif name in kinds:
-            namespace[f"_k_{name}"] = kinds[name]
-            body.append(
-                f"if type({name}) is not _k_{name}: {name} = _coerce(_k_{name}, {name}, {name!r})"
-            )
-        elif name in converters:
-            namespace[f"_c_{name}"] = converters[name]
-            body.append(f"{name} = _c_{name}({name}, {name!r})")
-        body.append(f"d[{name!r}] = {name}")
-    for f in initvars:
-        if f.default is not dataclasses.MISSING:
-            namespace[f"_d_{f.name}"] = f.default
-            params.append(f"{f.name}=_d_{f.name}")
-        else:
-            params.append(f.name)
+            return (f.name, check, arg, 1, f.default)
+        if f.default_factory is not dataclasses.MISSING:
+            return (f.name, check, arg, 2, f.default_factory)
+        return (f.name, check, arg, 0, None)
+
     post_init = getattr(cls, "__post_init__", None)
-    if post_init is not None and post_init is not Command.__post_init__:
-        body.append(f"self.__post_init__({', '.join(f.name for f in initvars)})")
-    source = f"def __init__(self, *, {', '.join(params)}) -> None:\n    " + "\n    ".join(body)
-    exec(source, namespace)
-    init = namespace["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__doc__ = cls.__dict__.get("__init__", init).__doc__
-    return init
-
-
-_FACTORY: Any = object()
+    return CommandInit(
+        cls.__qualname__,
+        [spec(f, True) for f in fields],
+        [spec(f, False) for f in initvars],
+        post_init is not None and post_init is not Command.__post_init__,
+        _stream_value,
+        inspect.signature(cls.__init__),  # type: ignore[misc]
+    )
 
 
 @dataclass_transform(frozen_default=True, kw_only_default=True, field_specifiers=(stream,))

@@ -84,7 +84,7 @@ class LoggingHook(Hook):
             level = logging.WARNING
         else:
             level = logging.ERROR
-        retried = bool(report.retries) and logger.isEnabledFor(_INFO)
+        retried = report.attempts > 1 and logger.isEnabledFor(_INFO)
         if not retried and not logger.isEnabledFor(level):
             return  # the common case with DEBUG off: nothing to build
         fields = command_fields(report)

@@ -201,15 +201,16 @@ class PrometheusHook(Hook):
                 labels(ctype, "total"),
             )
         read = handle = write = 0
-        for phase in report.phases:
-            spent = phase.end_ns - phase.start_ns
-            name = phase.name
+        reasons: list[str] = []
+        for name, _, start, end in report.trace:  # raw tuples: no Phase objects built
             if name == "read_streams":
-                read += spent
+                read += end - start
             elif name == "handle_command":
-                handle += spent
+                handle += end - start
+            elif name == "write_events":
+                write += end - start
             else:
-                write += spent
+                reasons.append(start)  # ("retry", attempt, reason, delay)
         if read:
             durations[0].observe(read / 1e9)
         if handle:
@@ -217,8 +218,8 @@ class PrometheusHook(Hook):
         if write:
             durations[2].observe(write / 1e9)
         durations[3].observe((report.end_ns - report.start_ns) / 1e9)
-        for retry in report.retries:
-            self.retries.labels(ctype, retry.reason).inc()
+        for reason in reasons:
+            self.retries.labels(ctype, reason).inc()
         if report.result is not None:
             events = self._event_children
             for event_type in report.event_types:

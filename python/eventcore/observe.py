@@ -2,6 +2,10 @@
 
 Subclass :class:`Hook`, override what you need, and register it with :func:`add_hook`.
 With no hook registered the executor takes its plain path (one global lookup per command).
+Only hooks that override ``before_execute``/``after_execute`` are called for commands, and
+a command is timed only when some hook overrides ``after_execute``. A report keeps its
+steps as raw tuples (:attr:`CommandReport.trace`); :class:`Phase` and :class:`RetryRecord`
+objects are built only when a hook reads ``phases`` or ``retries``.
 Hooks run in the caller's thread after the work they report; an exception in a hook is
 logged on the ``eventcore`` logger and never changes the command's outcome.
 """
@@ -11,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from eventcore.errors import (
@@ -73,26 +77,80 @@ class RetryRecord:
     delay: float
 
 
-@dataclass(slots=True)
-class CommandReport:
-    """Everything one :func:`~eventcore.execute` call did, handed to :meth:`Hook.after_execute`."""
+_RETRY = "retry"
 
-    command: Any
-    command_type: str
-    metadata: Metadata | None
-    started_at: float
-    """Wall-clock start (``time.time()``)."""
-    start_ns: int
-    """``time.perf_counter_ns()`` at the start; phases use the same clock."""
-    end_ns: int = 0
-    outcome: str = SUCCESS
-    """``success``, ``rejected`` (business rule or validation), ``conflict-exhausted`` or
-    ``error`` (anything else, store failures included)."""
-    attempts: int = 1
-    phases: list[Phase] = field(default_factory=list)
-    retries: list[RetryRecord] = field(default_factory=list)
-    result: ExecutionResult | None = None
-    error: BaseException | None = None
+TraceEntry = tuple[str, int, Any, Any]
+"""One raw trace entry: ``(phase, attempt, start_ns, end_ns)`` for a step, ``phase`` in
+``read_streams``, ``handle_command``, ``write_events``; ``("retry", attempt, reason,
+delay)`` for a retry after ``attempt`` failed."""
+
+
+class CommandReport:
+    """Everything one :func:`~eventcore.execute` call did, handed to :meth:`Hook.after_execute`.
+
+    The steps are recorded as raw tuples (:attr:`trace`); :attr:`phases` and
+    :attr:`retries` build objects from them only when a hook reads them.
+    """
+
+    __slots__ = (
+        "command",
+        "command_type",
+        "end_ns",
+        "error",
+        "metadata",
+        "outcome",
+        "result",
+        "start_ns",
+        "started_at",
+        "trace",
+    )
+
+    def __init__(
+        self,
+        command: Any,
+        command_type: str,
+        metadata: Metadata | None,
+        started_at: float,
+        start_ns: int,
+    ) -> None:
+        self.command = command
+        """The command executed."""
+        self.command_type = command_type
+        """Its class name."""
+        self.metadata = metadata
+        """The metadata the events were (or would have been) written with."""
+        self.started_at = started_at
+        """Wall-clock start (``time.time()``)."""
+        self.start_ns = start_ns
+        """``time.perf_counter_ns()`` at the start; phases use the same clock."""
+        self.end_ns = 0
+        """``time.perf_counter_ns()`` at the end."""
+        self.outcome = SUCCESS
+        """``success``, ``rejected`` (business rule or validation), ``conflict-exhausted``
+        or ``error`` (anything else, store failures included)."""
+        self.result: ExecutionResult | None = None
+        """The result, when it succeeded."""
+        self.error: BaseException | None = None
+        """The exception, when it failed."""
+        self.trace: list[TraceEntry] = []
+        """The raw steps and retries, in order (see :data:`TraceEntry`)."""
+
+    @property
+    def attempts(self) -> int:
+        """How many attempts ran (1 = no retry; 0 = found under its idempotency key)."""
+        if self.result is not None:
+            return self.result.attempts
+        return 1 + sum(1 for entry in self.trace if entry[0] == _RETRY)
+
+    @property
+    def phases(self) -> list[Phase]:
+        """The timed steps of every attempt, in order (built from :attr:`trace` on access)."""
+        return [Phase(*entry) for entry in self.trace if entry[0] != _RETRY]
+
+    @property
+    def retries(self) -> list[RetryRecord]:
+        """The retries, in order (built from :attr:`trace` on access)."""
+        return [RetryRecord(*entry[1:]) for entry in self.trace if entry[0] == _RETRY]
 
     @property
     def seconds(self) -> float:
@@ -111,6 +169,12 @@ class CommandReport:
             return list(self.result.stream_versions)
         streams = getattr(self.command, "streams", None)
         return list(streams()) if callable(streams) else []
+
+    def __repr__(self) -> str:
+        return (
+            f"CommandReport(command_type={self.command_type!r}, outcome={self.outcome!r}, "
+            f"attempts={self.attempts}, seconds={self.seconds:.6f})"
+        )
 
 
 @dataclass(slots=True)
@@ -219,7 +283,10 @@ def report_projection_reconnect(
 
 def report_state_cache(event: str, command_type: str) -> None:
     """Tell every hook about a state cache ``hit``, ``miss`` or ``evict``."""
-    for hook in _hooks:
+    split = _split
+    if split[0] is not _hooks:
+        split = _callbacks(_hooks)
+    for hook in split[3]:
         try:
             hook.on_state_cache(event, command_type)
         except Exception:
@@ -244,55 +311,83 @@ def outcome_of(error: BaseException) -> str:
     return ERROR
 
 
-class Recorder:
-    """Builds one :class:`CommandReport` while a shell runs a command (internal)."""
+# The hook methods called per command, and for the last hooks tuple seen: that tuple, then
+# per method the hooks overriding it. A hook that overrides none costs a command nothing.
+_PER_COMMAND = ("before_execute", "after_execute", "on_state_cache")
+_split: tuple[tuple[Hook, ...], ...] = ((), (), (), ())
 
-    __slots__ = ("active", "last_failure", "report", "since")
+
+def _overrides(hook: Hook, name: str) -> bool:
+    return getattr(type(hook), name, None) is not getattr(Hook, name) or name in getattr(
+        hook, "__dict__", ()
+    )
+
+
+def _callbacks(active: tuple[Hook, ...]) -> tuple[tuple[Hook, ...], ...]:
+    """``active``, then the hooks of ``active`` overriding each of :data:`_PER_COMMAND`."""
+    global _split
+    split = _split
+    if split[0] is not active:
+        split = _split = (
+            active,
+            *(tuple(h for h in active if _overrides(h, name)) for name in _PER_COMMAND),
+        )
+    return split
+
+
+_UNREAD = CommandReport(None, "", None, 0.0, 0)
+"""The report of every command no hook reads (finish returns before touching it)."""
+
+
+class Recorder:
+    """Builds one :class:`CommandReport` while a shell runs a command (internal).
+
+    The shell uses ``rec.report.metadata`` as the command's metadata and calls
+    :meth:`finish` once at the end with the run's trace. ``rec.after`` lists the hooks
+    that read reports: when it is empty nothing reads the trace, so a shell need not
+    record one (``trace=bool(rec.after)``).
+    """
+
+    __slots__ = ("after", "report")
 
     def __init__(self, command: Any, metadata: Metadata | None, active: tuple[Hook, ...]) -> None:
-        self.active = active
-        for hook in active:
+        split = _split
+        if split[0] is not active:
+            split = _callbacks(active)
+        before, after = split[1], split[2]
+        for hook in before:
             try:
                 metadata = hook.before_execute(command, metadata)
             except Exception:
                 logger.exception("eventcore hook %r failed in before_execute", hook)
-        self.report = CommandReport(
-            command=command,
-            command_type=type(command).__name__,
-            metadata=metadata,
-            started_at=time.time(),
-            start_ns=time.perf_counter_ns(),
-        )
-        self.last_failure = ""
-        self.since = self.report.start_ns
+        self.after = after
+        if after:
+            self.report = CommandReport(
+                command, type(command).__name__, metadata, time.time(), time.perf_counter_ns()
+            )
+        elif metadata is None:  # nobody reads the report: the shared empty one will do
+            self.report = _UNREAD
+        else:
+            self.report = CommandReport(None, "", metadata, 0.0, 0)
 
-    def phase(self, name: str, start_ns: int) -> None:
-        """Record a step of the current attempt that ran from ``start_ns`` until now."""
-        now = time.perf_counter_ns()
-        self.report.phases.append(Phase(name, self.report.attempts, start_ns, now))
-        self.since = now
-
-    def failed(self, error: BaseException) -> None:
-        """An effect ended with a retriable error; remember why for the retry record."""
-        self.last_failure = "conflict" if isinstance(error, ConcurrencyConflict) else "unavailable"
-
-    def retry(self, delay: float) -> None:
-        """The pipeline decided to retry after ``delay`` seconds."""
-        report = self.report
-        report.retries.append(RetryRecord(report.attempts, self.last_failure, delay))
-        report.attempts += 1
-
-    def finish(self, result: ExecutionResult | None, error: BaseException | None) -> None:
-        """Close the report and hand it to every hook."""
+    def finish(
+        self,
+        result: ExecutionResult | None,
+        error: BaseException | None,
+        trace: list[TraceEntry] | None,
+    ) -> None:
+        """Close the report with the run's ``trace`` and hand it to every hook."""
+        if not self.after:
+            return
         report = self.report
         report.end_ns = time.perf_counter_ns()
         report.result = result
-        report.error = error
+        if trace is not None:
+            report.trace = trace
         if error is not None:
+            report.error = error
             report.outcome = outcome_of(error)
-        elif result is not None:
-            report.attempts = result.attempts
-        for hook in self.active:
+        for hook in self.after:
             try:
                 hook.after_execute(report)
             except Exception:
@@ -300,38 +395,54 @@ class Recorder:
 
 
 def observed(steps: Generator[Any, Any, None], rec: Recorder) -> Generator[Any, Any, None]:
-    """Pass a pipeline's effects through unchanged while timing them into ``rec``.
+    """Pass a pipeline's effects through unchanged, recording their trace for ``rec``.
 
-    The time a shell spends on a FOLD effect is ``read_streams``, on an APPEND effect
-    ``write_events``; the pipeline's own time after a fold is ``handle_command``.
+    The Python pipeline's stand-in for the Rust machine's own trace (``trace=True``): the
+    time a shell spends on a FOLD or TAIL effect is ``read_streams``, on an APPEND effect
+    ``write_events``; the pipeline's own time after a read is ``handle_command``. When no
+    hook reads reports the pipeline is returned as is.
     """
+    if not rec.after:
+        return steps
+    return _observed(steps, rec)
+
+
+def _observed(steps: Generator[Any, Any, None], rec: Recorder) -> Generator[Any, Any, None]:
     from eventcore._pipeline import APPEND, DONE, FOLD, SLEEP, TAIL
 
     send = steps.send
+    clock = time.perf_counter_ns
+    trace: list[TraceEntry] = []
+    add = trace.append
     result: Any = None
-    names = {FOLD: "read_streams", TAIL: "read_streams", APPEND: "write_events"}
     kind = None
+    attempt = 1
+    failure = "unavailable"
     try:
         while True:
-            thinking = time.perf_counter_ns()
+            thinking = clock()
             after_read = kind is FOLD or kind is TAIL
             effect = send(result)
             kind = effect[0]
-            if after_read and kind is APPEND:
-                rec.phase("handle_command", thinking)
+            if kind is APPEND:
+                if after_read:
+                    add(("handle_command", attempt, thinking, clock()))
             elif kind is SLEEP:
-                rec.retry(effect[1])
+                add((_RETRY, attempt, failure, effect[1]))
+                attempt += 1
             elif kind is DONE:
-                rec.finish(effect[1], None)
+                rec.finish(effect[1], None, trace)
                 yield effect
                 return
-            started = time.perf_counter_ns()
+            started = clock()
             result = yield effect
-            if kind in names:
-                rec.phase(names[kind], started)
+            if kind is FOLD or kind is TAIL:
+                add(("read_streams", attempt, started, clock()))
+            elif kind is APPEND:
+                add(("write_events", attempt, started, clock()))
             if isinstance(result, BaseException):
-                rec.failed(result)
+                failure = "conflict" if isinstance(result, ConcurrencyConflict) else "unavailable"
     except BaseException as error:
         if not isinstance(error, GeneratorExit):
-            rec.finish(None, error)
+            rec.finish(None, error, trace)
         raise

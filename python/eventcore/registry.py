@@ -8,7 +8,7 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from eventcore._core import validate_event_type
+from eventcore._core import dec_hook, enc_hook, validate_event_type
 from eventcore.errors import InvalidEventType, SerializationError
 
 __all__ = ["Codec", "EventRegistry", "JsonCodec", "MsgpackCodec", "default_registry", "event"]
@@ -16,22 +16,10 @@ __all__ = ["Codec", "EventRegistry", "JsonCodec", "MsgpackCodec", "default_regis
 T = TypeVar("T")
 Decoder = Callable[[bytes], Any]
 
-_BUILTINS = (int, str, float, bytes)
-
-
-def _enc_hook(obj: Any) -> Any:
-    # Value types and StreamId subclass a builtin; they encode as that builtin.
-    for base in _BUILTINS:
-        if isinstance(obj, base):
-            return base(obj)  # type: ignore[arg-type]
-    raise NotImplementedError(f"objects of type {type(obj).__name__} cannot be encoded")
-
-
-def _dec_hook(typ: type, obj: Any) -> Any:
-    # Value types and StreamId validate themselves when built from the decoded builtin.
-    if isinstance(typ, type) and issubclass(typ, _BUILTINS):
-        return typ(obj)
-    raise NotImplementedError(f"type {typ!r} is not supported")
+# Value types and StreamId subclass a builtin: they encode as that builtin and validate
+# themselves when rebuilt from it on decoding. Native hooks: msgspec calls them per field.
+_enc_hook = enc_hook
+_dec_hook = dec_hook
 
 
 class Codec(Protocol):
@@ -108,6 +96,8 @@ class EventRegistry:
 
     def __init__(self, codec: Codec | None = None) -> None:
         self.codec: Codec = codec if codec is not None else MsgpackCodec()
+        """The codec payloads are written with (fixed once events are registered)."""
+        self._encode = self.codec.encode
         self._names: dict[type, str] = {}
         self._classes: dict[str, type] = {}
         self.decoders: dict[str, Decoder] = {}
@@ -159,11 +149,11 @@ class EventRegistry:
 
     def encode(self, event: Any) -> tuple[str, bytes]:
         """Return ``(type name, payload)``; SerializationError names the type on failure."""
-        name = self._names.get(type(event))
+        name = self._names.get(event.__class__)
         if name is None:
             self.name_of(type(event))
         try:
-            return name, self.codec.encode(event)  # type: ignore[return-value]
+            return name, self._encode(event)  # type: ignore[return-value]
         except (TypeError, ValueError, NotImplementedError, msgspec.MsgspecError) as exc:
             raise SerializationError(str(name), str(exc)) from exc
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from eventcore._core import validate_stream_id
+from eventcore._core import stream_id, validate_stream_id
 
 __all__ = ["ANY", "NO_STREAM", "STREAM_EXISTS", "StreamId", "stream"]
 
@@ -40,6 +40,8 @@ else:
 
         def __new__(cls, value: str) -> StreamId:
             """Validate ``value`` (see the class docstring) and return it as a StreamId."""
+            if cls is StreamId:
+                return stream_id(value)
             if type(value) is cls:
                 return value
             return str.__new__(cls, validate_stream_id(value))

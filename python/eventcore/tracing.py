@@ -59,6 +59,7 @@ __all__ = ["TracingHook", "link_for"]
 _MAX_POSITIONS = 64
 _MAX_PENDING = 64
 _TRACEPARENT = "traceparent"
+_NO_CUSTOM: dict[str, Any] = {}
 
 # The execute spans started by before_execute and not yet ended, innermost last.
 _pending: ContextVar[tuple[tuple[Any, Any], ...]] = ContextVar("eventcore_tracing", default=())
@@ -105,23 +106,25 @@ class TracingHook(Hook):
         ctx = span.get_span_context()
         if not ctx.is_valid or not (self.correlation_id or self.traceparent):
             return metadata
-        meta = metadata if metadata is not None else Metadata()
-        correlation = meta.correlation_id
+        # read the fields off the given metadata (no empty Metadata built for None)
+        given = metadata.correlation_id if metadata is not None else None
+        correlation = given
         if correlation is None and self.correlation_id:
             correlation = uuid.UUID(int=ctx.trace_id)
-        custom = meta.custom
+        given_custom = metadata.custom if metadata is not None else _NO_CUSTOM
+        custom = given_custom
         if self.traceparent and _TRACEPARENT not in custom:
             flags = int(ctx.trace_flags)
             custom = {
                 **custom,
                 _TRACEPARENT: f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{flags:02x}",
             }
-        if correlation is meta.correlation_id and custom is meta.custom:
+        if correlation is given and custom is given_custom:
             return metadata
         return Metadata(
-            causation_id=meta.causation_id,
+            causation_id=metadata.causation_id if metadata is not None else None,
             correlation_id=correlation,
-            user_id=meta.user_id,
+            user_id=metadata.user_id if metadata is not None else None,
             custom=custom,
         )
 
@@ -151,29 +154,31 @@ class TracingHook(Hook):
         if correlation is not None:
             attributes["eventcore.correlation_id"] = str(correlation)
         span.set_attributes(attributes)
-        parent = trace.set_span_in_context(span)
+        phase_spans = self.phase_spans
+        parent = trace.set_span_in_context(span) if phase_spans else None
         start_span = self.tracer.start_span
         attempt_end: dict[int, int] = {}
-        for phase in report.phases:
-            attempt_end[phase.attempt] = base + phase.end_ns
-            if self.phase_spans:
-                child = start_span(
-                    phase.name,
-                    context=parent,
-                    start_time=base + phase.start_ns,
-                    attributes={"eventcore.attempt": phase.attempt},
+        for name, attempt, start, end in report.trace:  # raw tuples: no Phase objects built
+            if name == "retry":  # ("retry", attempt, reason, delay)
+                span.add_event(
+                    "retry",
+                    {
+                        "eventcore.attempt": attempt,
+                        "eventcore.retry.reason": start,
+                        "eventcore.retry.delay_s": end,
+                    },
+                    timestamp=attempt_end.get(attempt, base + report.end_ns),
                 )
-                child.end(end_time=base + phase.end_ns)
-        for retry in report.retries:
-            span.add_event(
-                "retry",
-                {
-                    "eventcore.attempt": retry.attempt,
-                    "eventcore.retry.reason": retry.reason,
-                    "eventcore.retry.delay_s": retry.delay,
-                },
-                timestamp=attempt_end.get(retry.attempt, base + report.end_ns),
-            )
+                continue
+            attempt_end[attempt] = base + end
+            if phase_spans:
+                child = start_span(
+                    name,
+                    context=parent,
+                    start_time=base + start,
+                    attributes={"eventcore.attempt": attempt},
+                )
+                child.end(end_time=base + end)
         error = report.error
         if report.outcome != SUCCESS and error is not None:
             span.record_exception(error)

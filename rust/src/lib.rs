@@ -4,6 +4,8 @@
 //! Plain Python types in, plain Python types out; errors are the classes of
 //! `eventcore.errors`.
 
+pub mod codec;
+pub mod command_init;
 pub mod errors;
 pub mod event_type;
 pub mod fold;
@@ -20,6 +22,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(stream_id::validate_stream_id, m)?)?;
+    m.add_function(wrap_pyfunction!(stream_id::stream_id, m)?)?;
     m.add_function(wrap_pyfunction!(event_type::validate_event_type, m)?)?;
     m.add("MAX_PAYLOAD_BYTES", limits::MAX_PAYLOAD_BYTES)?;
     m.add("MAX_APPEND_BYTES", limits::MAX_APPEND_BYTES)?;
@@ -28,9 +31,13 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(uuid7::uuid7_ints, m)?)?;
     m.add_function(wrap_pyfunction!(uuid7::reseed_after_fork, m)?)?;
     m.add_function(wrap_pyfunction!(fold::fold, m)?)?;
+    m.add_function(wrap_pyfunction!(codec::enc_hook, m)?)?;
+    m.add_function(wrap_pyfunction!(codec::dec_hook, m)?)?;
     m.add("ANY", store::ANY)?;
     m.add("STREAM_EXISTS", store::STREAM_EXISTS)?;
     m.add("NO_STREAM", store::NO_STREAM)?;
     m.add_class::<py_store::MemoryStore>()?;
+    m.add_class::<command_init::CommandInit>()?;
+    m.add_class::<command_init::BoundInit>()?;
     Ok(())
 }

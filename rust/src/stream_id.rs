@@ -163,3 +163,78 @@ pub fn validate_stream_id<'py>(
             .into_pyerr(py)),
     }
 }
+
+static STREAM_ID_CLASS: pyo3::sync::PyOnceLock<pyo3::Py<pyo3::types::PyType>> =
+    pyo3::sync::PyOnceLock::new();
+
+/// The `eventcore.StreamId` class (imported once).
+pub fn stream_id_class(
+    py: pyo3::Python<'_>,
+) -> pyo3::PyResult<&pyo3::Bound<'_, pyo3::types::PyType>> {
+    STREAM_ID_CLASS.import(py, "eventcore.stream", "StreamId")
+}
+
+/// Validate a stream id and return it trimmed, as an `eventcore.StreamId`.
+///
+/// One call for what `StreamId(value)` does: a `StreamId` is returned as is, any other str
+/// is validated and copied into a new `StreamId` (the `str` subclass instance is built
+/// here, through `str`'s own constructor). `field` names the value in `InvalidStreamId`.
+#[pyo3::pyfunction]
+#[pyo3(signature = (value, field = None))]
+pub fn stream_id<'py>(
+    value: &pyo3::Bound<'py, pyo3::PyAny>,
+    field: Option<&str>,
+) -> pyo3::PyResult<pyo3::Bound<'py, pyo3::PyAny>> {
+    use crate::py_text::{py_text, Text};
+    use pyo3::prelude::*;
+    use pyo3::types::{PyString, PyTuple};
+    let py = value.py();
+    let kind = stream_id_class(py)?;
+    if value.get_type().is(kind) {
+        return Ok(value.clone());
+    }
+    let named = |err: PyErr| rename_field(py, err, field);
+    let (s, text) = py_text(value, Text::StreamId).map_err(named)?;
+    let trimmed = match check(text) {
+        Ok(t) if t.len() == text.len() => s.clone(),
+        Ok(t) => PyString::new(py, t),
+        Err(reason) => {
+            let err = Text::StreamId.invalid(text.to_owned(), reason);
+            return Err(named(err.into_pyerr(py)));
+        }
+    };
+    let args = PyTuple::new(py, [trimmed])?;
+    // SAFETY: `kind` is the `StreamId` class, a subclass of `str`, so `str`'s `tp_new`
+    // builds an instance of it (as `str.__new__(StreamId, trimmed)` does); the slot of a
+    // static type may be read with `PyType_GetSlot` since Python 3.10.
+    unsafe {
+        let str_type = py.get_type::<PyString>();
+        let slot = pyo3::ffi::PyType_GetSlot(str_type.as_type_ptr(), pyo3::ffi::Py_tp_new);
+        if slot.is_null() {
+            return Err(pyo3::exceptions::PySystemError::new_err(
+                "str has no tp_new",
+            ));
+        }
+        let new: pyo3::ffi::newfunc = std::mem::transmute(slot);
+        let made = new(kind.as_type_ptr(), args.as_ptr(), std::ptr::null_mut());
+        Bound::from_owned_ptr_or_err(py, made)
+    }
+}
+
+/// `err` with `field` as its field when it is an `InvalidStreamId` (the rare path).
+fn rename_field(py: pyo3::Python<'_>, err: pyo3::PyErr, field: Option<&str>) -> pyo3::PyErr {
+    use pyo3::prelude::*;
+    let Some(field) = field else { return err };
+    let value = err.value(py);
+    let renamed = (|| -> PyResult<Bound<'_, PyAny>> {
+        let class = py.import("eventcore.errors")?.getattr("InvalidStreamId")?;
+        if !value.is_instance(&class)? {
+            return Ok(value.clone().into_any());
+        }
+        class.call1((value.getattr("value")?, value.getattr("reason")?, field))
+    })();
+    match renamed {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(other) => other,
+    }
+}
