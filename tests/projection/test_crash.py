@@ -182,15 +182,25 @@ async def test_killed_process_restarts_exactly_once(postgres_store: Any, postgre
         await proj.setup(conn)
         await PostgresCheckpointStore(store).migrate()
         await write(store, 3000, per_append=50)
+        last = 0
         for round_ in range(3):
             child = spawn(postgres_dsn, store.schema)
             try:
                 writing = write(store, 150, per_append=5, offset=10_000 * (round_ + 1))
                 await asyncio.wait_for(writing, 20)
-                await asyncio.sleep(rng.uniform(0.3, 1.0))
+                # Kill only a runner that got to work: on a loaded machine a child may still
+                # be importing after a second, and killing it then tests nothing.
+                for _ in range(600):
+                    if await checkpoint(conn, store.schema, "pgcounts") > last:
+                        break
+                    await asyncio.sleep(0.05)
+                else:
+                    pytest.fail(f"round {round_}: the runner never moved its checkpoint")
+                await asyncio.sleep(rng.uniform(0.0, 0.7))
             finally:
                 kill(child)
             assert child.returncode == -signal.SIGKILL, child.stderr.read().decode()[-2000:]
+            last = await checkpoint(conn, store.schema, "pgcounts")
         # The last one is killed mid-way too; a restart in this process finishes the job.
         assert await checkpoint(conn, store.schema, "pgcounts") > 0
         cps = PostgresCheckpointStore(store)
