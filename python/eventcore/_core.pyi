@@ -4,6 +4,8 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, final
 
+from eventcore.recorded import AppendResult, WrittenEvent
+
 __all__ = [
     "ANY",
     "MAX_APPEND_BYTES",
@@ -11,6 +13,8 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "NO_STREAM",
     "STREAM_EXISTS",
+    "CommandRun",
+    "ExecutionResult",
     "MemoryStore",
     "fold",
     "reseed_after_fork",
@@ -223,3 +227,71 @@ class MemoryStore:
 
         Returns the head. The GIL is released while waiting.
         """
+
+@final
+class CommandRun:
+    """One run of the command machine (what ``eventcore._pipeline.run_command`` returns).
+
+    Driven like a generator: ``send(result)`` resumes it with the result of the effect it
+    returned last (``None`` at the start) and returns the next effect tuple; errors are
+    raised from ``send``, and ``send`` after the end raises ``StopIteration``.
+    """
+
+    def __new__(
+        cls,
+        command: Any,
+        registry: Any,
+        policy: Any,
+        metadata: Any,
+        idempotency_key: str | None = None,
+        cache: Any = None,
+        snapshot_every: int = 0,
+        warm_append_first: bool = False,
+        trace: bool = False,
+    ) -> CommandRun: ...
+    def send(self, value: Any) -> tuple[Any, ...]:
+        """Resume with the result of the last effect; the next effect."""
+
+    def throw(self, exc: BaseException) -> None:
+        """End the run with ``exc`` (raised again)."""
+
+    def drive(self, store: MemoryStore, result: Any) -> tuple[Any, ...]:
+        """Resume with ``result`` and run reads, appends and lookups on ``store`` inside
+        the call; returns the next ``sleep``, ``load``, ``save`` or ``done`` effect."""
+
+    @property
+    def trace(self) -> list[tuple[Any, ...]] | None:
+        """``(phase, attempt, start_ns, end_ns)`` and ``("retry", attempt, reason, delay)``
+        tuples (``trace=True``), else ``None``."""
+
+    def __iter__(self) -> CommandRun: ...
+    def __next__(self) -> tuple[Any, ...]: ...
+
+@final
+class ExecutionResult:
+    """What :func:`~eventcore.execute` did: the events written and the attempts used."""
+
+    def __new__(cls, append: AppendResult, attempts: int) -> ExecutionResult: ...
+    @property
+    def attempts(self) -> int:
+        """How many tries it took (1 = no retry; 0 = found under its idempotency key)."""
+
+    @property
+    def append(self) -> AppendResult:
+        """The store's result of the write."""
+
+    @property
+    def replayed(self) -> bool:
+        """True when the events were written earlier under the same idempotency key."""
+
+    @property
+    def events(self) -> list[WrittenEvent]:
+        """The events written (id, stream, version, position)."""
+
+    @property
+    def stream_versions(self) -> Mapping[str, int]:
+        """The version of every stream the command read, after the write."""
+
+    @property
+    def positions(self) -> Sequence[int]:
+        """The global positions of the events written, in order."""

@@ -21,8 +21,9 @@ from typing import Any
 import msgspec
 
 from eventcore import observe
+from eventcore._core import CommandRun, uuid7_ints
+from eventcore._core import ExecutionResult as _ExecutionResult
 from eventcore._core import fold as core_fold
-from eventcore._core import uuid7_ints
 from eventcore.command import Command
 from eventcore.errors import (
     CommandError,
@@ -90,49 +91,17 @@ class's snapshot interval (``store.snapshots.interval(cls)``, what the shells pa
 
 Effect = tuple[Any, ...]
 
-
-class ExecutionResult:
-    """What :func:`~eventcore.execute` did: the events written and the attempts used."""
-
-    __slots__ = ("append", "attempts")
-
-    def __init__(self, append: AppendResult, attempts: int) -> None:
-        self.append = append
-        self.attempts = attempts
-        """How many tries it took (1 = no retry; 0 = found under its idempotency key)."""
-
-    @property
-    def replayed(self) -> bool:
-        """True when the events were written earlier under the same idempotency key.
-
-        The command did not run again; this is the first outcome, as stored.
-        """
-        return self.attempts == 0
-
-    @property
-    def events(self) -> Any:
-        """The events written (:class:`~eventcore.WrittenEvent`: id, stream, version, position)."""
-        return self.append.events
-
-    @property
-    def stream_versions(self) -> Mapping[str, int]:
-        """The version of every stream the command read, after the write.
-
-        For a :attr:`replayed` result: the version each written stream had right after
-        the first write (streams the command only read are not known then).
-        """
-        return self.append.stream_versions
-
-    @property
-    def positions(self) -> Sequence[int]:
-        """The global positions of the events written, in order."""
-        return self.append.positions
-
-    def __repr__(self) -> str:
-        return f"ExecutionResult(events={len(self.append)}, attempts={self.attempts})"
+run_command = CommandRun
+"""``run_command(command, registry, policy, metadata, idempotency_key=None, cache=None,
+snapshot_every=0, warm_append_first=False, trace=False)``: a :class:`CommandRun`."""
 
 
-def run_command(
+ExecutionResult = _ExecutionResult
+"""What :func:`~eventcore.execute` did: the events written and the attempts used (see
+:class:`eventcore._core.ExecutionResult`)."""
+
+
+def _run_command_generator(
     command: Command[Any, Any],
     registry: EventRegistry,
     policy: RetryPolicy,
@@ -560,6 +529,37 @@ def _bad_handle_result(command: Command[Any, Any], emitted: Any, exc: Exception)
         f"{name}.handle() must return a sequence of (stream_id, event) pairs, e.g. "
         f"`return [(self.account, Deposited(...))]`; it returned {shown} ({exc})"
     )
+
+
+def _handle_result_error(
+    command: Command[Any, Any], emitted: Any, exc: BaseException
+) -> BaseException:
+    """What to raise for ``exc``, raised while encoding what ``handle`` returned: a
+    CommandError saying what ``handle`` should return when ``exc`` is a TypeError or
+    ValueError from a result that is not a sequence of pairs, else ``exc`` itself."""
+    if (
+        not isinstance(exc, TypeError | ValueError)
+        or isinstance(exc, EventCoreError)
+        or _is_pairs(emitted)
+    ):
+        return exc
+    error = _bad_handle_result(command, emitted, exc)
+    error.__cause__ = exc
+    return error
+
+
+def _not_a_result(result: Any) -> None:
+    """Raise the error for a read resumed with something that is neither its data nor a
+    ``StoreUnavailable``: a UsageError for an awaitable (an async store in the sync
+    shell), else a TypeError."""
+    if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()  # never awaited: no "was never awaited" warning
+        raise UsageError(
+            "execute_sync() needs a synchronous store, and this store is asynchronous "
+            "(e.g. PostgresStore): use `await execute(store, command)` instead"
+        )
+    raise TypeError(f"unexpected result for FOLD or LOOKUP: {result!r}")
 
 
 _LOOKUP_CHUNK = 16

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -282,10 +281,26 @@ class Recorder:
         report.retries.append(RetryRecord(report.attempts, self.last_failure, delay))
         report.attempts += 1
 
-    def finish(self, result: ExecutionResult | None, error: BaseException | None) -> None:
-        """Close the report and hand it to every hook."""
+    def finish(
+        self,
+        result: ExecutionResult | None,
+        error: BaseException | None,
+        trace: list[tuple[Any, ...]] | None = None,
+    ) -> None:
+        """Close the report and hand it to every hook.
+
+        ``trace`` is the run's trace (``CommandRun.trace``): ``(phase, attempt, start_ns,
+        end_ns)`` and ``("retry", attempt, reason, delay)`` tuples.
+        """
         report = self.report
         report.end_ns = time.perf_counter_ns()
+        if trace:
+            for item in trace:
+                if item[0] == "retry":
+                    report.retries.append(RetryRecord(item[1], item[2], item[3]))
+                else:
+                    report.phases.append(Phase(item[0], item[1], item[2], item[3]))
+            report.attempts = 1 + len(report.retries)
         report.result = result
         report.error = error
         if error is not None:
@@ -297,41 +312,3 @@ class Recorder:
                 hook.after_execute(report)
             except Exception:
                 logger.exception("eventcore hook %r failed in after_execute", hook)
-
-
-def observed(steps: Generator[Any, Any, None], rec: Recorder) -> Generator[Any, Any, None]:
-    """Pass a pipeline's effects through unchanged while timing them into ``rec``.
-
-    The time a shell spends on a FOLD effect is ``read_streams``, on an APPEND effect
-    ``write_events``; the pipeline's own time after a fold is ``handle_command``.
-    """
-    from eventcore._pipeline import APPEND, DONE, FOLD, SLEEP, TAIL
-
-    send = steps.send
-    result: Any = None
-    names = {FOLD: "read_streams", TAIL: "read_streams", APPEND: "write_events"}
-    kind = None
-    try:
-        while True:
-            thinking = time.perf_counter_ns()
-            after_read = kind is FOLD or kind is TAIL
-            effect = send(result)
-            kind = effect[0]
-            if after_read and kind is APPEND:
-                rec.phase("handle_command", thinking)
-            elif kind is SLEEP:
-                rec.retry(effect[1])
-            elif kind is DONE:
-                rec.finish(effect[1], None)
-                yield effect
-                return
-            started = time.perf_counter_ns()
-            result = yield effect
-            if kind in names:
-                rec.phase(names[kind], started)
-            if isinstance(result, BaseException):
-                rec.failed(result)
-    except BaseException as error:
-        if not isinstance(error, GeneratorExit):
-            rec.finish(None, error)
-        raise

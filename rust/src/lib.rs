@@ -8,6 +8,10 @@ pub mod errors;
 pub mod event_type;
 pub mod fold;
 pub mod limits;
+pub mod pipeline;
+pub mod pipeline_drive;
+pub mod pipeline_logic;
+pub mod pipeline_result;
 pub mod py_store;
 pub mod py_text;
 pub mod store;
@@ -32,5 +36,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("STREAM_EXISTS", store::STREAM_EXISTS)?;
     m.add("NO_STREAM", store::NO_STREAM)?;
     m.add_class::<py_store::MemoryStore>()?;
+    m.add_class::<pipeline::CommandRun>()?;
+    m.add_class::<pipeline_result::ExecutionResult>()?;
     Ok(())
 }
