@@ -25,7 +25,16 @@ from eventcore._core import CommandRun
 from eventcore._pipeline import DONE, FOLD, SLEEP, run_command
 from eventcore.testing import FaultyStore
 
-from .bank_domain import Account, Deposit, Deposited, Transfer, new, open_with
+from .bank_domain import (
+    Account,
+    AccountOpened,
+    Deposit,
+    Deposited,
+    EmitTo,
+    Transfer,
+    new,
+    open_with,
+)
 
 FAST = RetryPolicy(max_attempts=5, initial_delay=0.0)
 
@@ -199,3 +208,33 @@ def test_exhausted_conflicts_raise_from_drive() -> None:
     with pytest.raises(ConcurrencyConflict) as info:
         run.drive(store._core, None)
     assert info.value.attempts == 1
+
+
+def test_the_codec_is_the_registrys_own_even_when_replaced_on_the_instance() -> None:
+    from eventcore import EventRegistry, SerializationError
+
+    registry = EventRegistry()
+    for cls in (AccountOpened, Deposited):
+        registry.register(default_registry.name_of(cls), cls)
+    store = MemoryStore(registry=registry)
+    open_with(store, "a")
+    seen: list[Any] = []
+    real = registry.encode
+
+    def encode(event: Any) -> Any:
+        seen.append(event)
+        return real(event)
+
+    registry.encode = encode  # type: ignore[method-assign]
+    execute_sync(store, Deposit(account="a", amount=3))
+    assert seen == [Deposited(3)]
+
+    del registry.encode
+    execute_sync(store, Deposit(account="a", amount=4))
+    assert seen == [Deposited(3)]  # the registry's own encode again
+    assert store.stream_version("a") == 3
+    with pytest.raises(SerializationError):  # an unregistered class: the registry's error
+        execute_sync(
+            MemoryStore(registry=EventRegistry()),
+            EmitTo(declared=("x",), emit=(("x", Deposited(1)),)),
+        )

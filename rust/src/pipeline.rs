@@ -63,6 +63,7 @@ pub(crate) struct Refs {
     pub command_error: PyObj,
     pub undeclared: PyObj,
     pub perf_counter_ns: PyObj,
+    pub event_registry: PyObj,
     /// Per command class: `(discovers, __name__)`.
     pub facts: Py<PyDict>,
 }
@@ -110,6 +111,10 @@ pub(crate) fn refs(py: Python<'_>) -> PyResult<&Refs> {
             command_error: get(&errors, "CommandError")?,
             undeclared: get(&errors, "UndeclaredStream")?,
             perf_counter_ns: py.import("time")?.getattr("perf_counter_ns")?.unbind(),
+            event_registry: py
+                .import("eventcore.registry")?
+                .getattr("EventRegistry")?
+                .unbind(),
             facts: PyDict::new(py).unbind(),
         })
     })
@@ -262,6 +267,10 @@ pub(crate) struct Machine {
     apply: Option<PyObj>,
     pub decoders: Option<PyObj>,
     encode: Option<PyObj>,
+    /// For an `EventRegistry` (exactly): its class-to-name map and its codec's `encode`,
+    /// called directly (what `registry.encode` does, without its Python frame).
+    names: Option<Py<PyDict>>,
+    codec_encode: Option<PyObj>,
     max_attempts: i64,
     keyed: Option<PyObj>,
     declared: Option<PyObj>,
@@ -382,6 +391,8 @@ impl Machine {
             apply: None,
             decoders: None,
             encode: None,
+            names: None,
+            codec_encode: None,
             max_attempts: 0,
             keyed: None,
             declared: None,
@@ -592,6 +603,19 @@ impl Machine {
         let registry = self.registry.bind(py);
         self.decoders = Some(registry.getattr(intern!(py, "decoders"))?.unbind());
         self.encode = Some(registry.getattr(intern!(py, "encode"))?.unbind());
+        // (not when `encode` was replaced on the instance: then that is what runs)
+        if registry.get_type().is(r.event_registry.bind(py))
+            && !registry
+                .getattr(intern!(py, "__dict__"))?
+                .contains(intern!(py, "encode"))?
+        {
+            let names = registry.getattr(intern!(py, "_names"))?;
+            if let Ok(names) = names.cast_into_exact::<PyDict>() {
+                let codec = registry.getattr(intern!(py, "codec"))?;
+                self.codec_encode = Some(codec.getattr(intern!(py, "encode"))?.unbind());
+                self.names = Some(names.unbind());
+            }
+        }
         self.max_attempts = self
             .policy
             .bind(py)
@@ -1209,11 +1233,29 @@ impl Machine {
                     hint,
                 ))?));
             }
-            let encoded = encode.call1((event,))?;
-            let (name, payload) = pair(&encoded)?;
+            let (name, payload) = self.encode_one(py, encode, &event)?;
             events.append((stream_id, name, payload, id))?;
         }
         Ok(events)
+    }
+
+    /// `registry.encode(event)`: `(type name, payload)`. For an `EventRegistry` the name
+    /// map and the codec are used directly; anything unusual (an unregistered class, a
+    /// codec error) goes through `registry.encode`, which raises the right error.
+    fn encode_one<'py>(
+        &self,
+        py: Python<'py>,
+        encode: &Bound<'py, PyAny>,
+        event: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        if let (Some(names), Some(codec_encode)) = (&self.names, &self.codec_encode) {
+            if let Some(name) = names.bind(py).get_item(event.get_type())? {
+                if let Ok(payload) = codec_encode.bind(py).call1((event,)) {
+                    return Ok((name, payload));
+                }
+            }
+        }
+        pair(&encode.call1((event,))?)
     }
 
     fn handle_failed(&mut self, py: Python<'_>, f: Folded, err: PyErr) -> PyResult<Eff> {
