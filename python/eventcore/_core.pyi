@@ -13,6 +13,7 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "NO_STREAM",
     "STREAM_EXISTS",
+    "CacheEntry",
     "CommandRun",
     "ExecutionResult",
     "MemoryStore",
@@ -295,3 +296,50 @@ class ExecutionResult:
     @property
     def positions(self) -> Sequence[int]:
         """The global positions of the events written, in order."""
+
+@final
+class CacheEntry:
+    """A folded state with the streams and per-stream versions it represents.
+
+    ``fold_from`` is the index in ``streams`` where the last discovery round starts (0
+    without discovery): only those streams may have a tail folded onto the state.
+    ``since`` counts the events folded into it since it was last loaded from or saved as a
+    durable snapshot; ``rounds`` is how many discovery rounds added streams.
+    """
+
+    def __new__(
+        cls,
+        state: Any,
+        streams: Sequence[str],
+        versions: Sequence[int],
+        fold_from: int = 0,
+        since: int = 0,
+        rounds: int = 0,
+    ) -> CacheEntry: ...
+    @property
+    def state(self) -> Any:
+        """The folded state."""
+
+    @state.setter
+    def state(self, value: Any) -> None: ...
+    @property
+    def streams(self) -> list[str]:
+        """The streams folded, in order (a new list)."""
+
+    @property
+    def versions(self) -> list[int]:
+        """Each stream's version the state folds up to (a new list)."""
+
+    @property
+    def fold_from(self) -> int:
+        """Where the last discovery round starts in ``streams``."""
+
+    @property
+    def since(self) -> int:
+        """Events folded since the last durable snapshot."""
+
+    @since.setter
+    def since(self, value: int) -> None: ...
+    @property
+    def rounds(self) -> int:
+        """How many discovery rounds added streams."""

@@ -10,6 +10,7 @@ pub mod fold;
 pub mod limits;
 pub mod pipeline;
 pub mod pipeline_drive;
+pub mod pipeline_entry;
 pub mod pipeline_logic;
 pub mod pipeline_result;
 pub mod py_store;
@@ -38,5 +39,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py_store::MemoryStore>()?;
     m.add_class::<pipeline::CommandRun>()?;
     m.add_class::<pipeline_result::ExecutionResult>()?;
+    m.add_class::<pipeline_entry::CacheEntry>()?;
     Ok(())
 }

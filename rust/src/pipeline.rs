@@ -24,6 +24,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 
+use crate::pipeline_entry::{entry_object, CacheEntry};
 use crate::pipeline_logic as logic;
 use crate::pipeline_result::{ExecutionResult, Outcome};
 use crate::uuid7;
@@ -319,7 +320,7 @@ fn streams_list<'py>(py: Python<'py>, v: &[Py<PyString>]) -> PyResult<Bound<'py,
 }
 
 /// `streams` as a list of str objects (a str itself is refused, like the stores do).
-fn stream_objs(obj: &Bound<'_, PyAny>) -> PyResult<Vec<Py<PyString>>> {
+pub(crate) fn stream_objs(obj: &Bound<'_, PyAny>) -> PyResult<Vec<Py<PyString>>> {
     if obj.is_instance_of::<PyString>() {
         return Err(PyTypeError::new_err(
             "streams must be a sequence of str, not a str",
@@ -764,6 +765,9 @@ impl Machine {
 
     fn entry_of(&self, py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Entry> {
         let _ = self;
+        if let Ok(entry) = obj.cast::<CacheEntry>() {
+            return Ok(entry.borrow().entry(py));
+        }
         Ok(Entry {
             f: Folded {
                 state: obj.getattr(intern!(py, "state"))?.unbind(),
@@ -774,23 +778,6 @@ impl Machine {
             },
             since: obj.getattr(intern!(py, "since"))?.extract()?,
         })
-    }
-
-    fn entry_obj<'py>(
-        &self,
-        py: Python<'py>,
-        f: &Folded,
-        since: i64,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let r = refs(py)?;
-        r.cache_entry.bind(py).call1((
-            f.state.bind(py),
-            streams_list(py, &f.streams)?,
-            PyList::new(py, &f.versions)?,
-            f.fold_from,
-            since,
-            f.rounds,
-        ))
     }
 
     fn attempt_body(&mut self, py: Python<'_>) -> PyResult<Eff> {
@@ -1458,7 +1445,13 @@ impl Machine {
     fn keep(&mut self, py: Python<'_>, key: Bound<'_, PyAny>, result: Outcome) -> PyResult<Eff> {
         let r = refs(py)?;
         let cur = self.cur.take().expect("decided");
-        let decided = self.entry_obj(py, &cur, self.since)?;
+        let decided = entry_object(
+            py,
+            Entry {
+                f: cur,
+                since: self.since,
+            },
+        )?;
         let kept = if self.warm_append_first {
             r.with_own_events.bind(py).call1((
                 self.command.bind(py),
