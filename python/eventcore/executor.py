@@ -76,25 +76,28 @@ def execute_sync(
     if active:
         rec = observe.Recorder(command, metadata, active)
         metadata = rec.report.metadata
-    cache = getattr(store, "state_cache", None)
-    if cache is not None and not cache.max_entries:
-        cache = None
-    snapshots: Any = getattr(store, "snapshots", None)
+    fused = type(store) is MemoryStore and store._fused
+    if fused:  # (its attributes, read directly)
+        cache = store.state_cache  # type: ignore[attr-defined]
+        snapshots: Any = store.snapshots  # type: ignore[attr-defined]
+    else:
+        cache = getattr(store, "state_cache", None)
+        snapshots = getattr(store, "snapshots", None)
     run = CommandRun(
         command,
         store.registry,
         retry or DEFAULT_RETRY,
         metadata,
         idempotency_key,
-        cache,
+        cache if cache is not None and cache.max_entries else None,
         snapshots.interval(type(command)) if snapshots is not None else 0,
         False,
         rec is not None,
     )
     try:
-        if type(store) is MemoryStore and store._fused:
+        if fused:
             # The machine reads and appends natively: one call for a plain command.
-            core = store._core
+            core = store._core  # type: ignore[attr-defined]
             effect = run.drive(core, None)
             while effect[0] is not DONE:
                 effect = run.drive(core, _shell_effect(run, effect, snapshots))
