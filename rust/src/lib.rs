@@ -1,6 +1,7 @@
 //! `eventcore._core`: the Rust core of eventcore.
 //!
-//! Stream-id and event-type validation, size caps, UUIDv7 generation, batch folding and the in-memory event store.
+//! Stream-id and event-type validation, size caps, UUIDv7 generation, batch folding, the in-memory event store
+//! and the command machine (`pipeline*.rs`).
 //! Plain Python types in, plain Python types out; errors are the classes of
 //! `eventcore.errors`.
 
