@@ -23,14 +23,12 @@ import dataclasses
 import hashlib
 import inspect
 import uuid
-from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
 
 from eventcore._core import CommandRun
 from eventcore._core import ExecutionResult as _ExecutionResult
-from eventcore._core import fold as core_fold
 from eventcore.command import Command
 from eventcore.errors import (
     CommandError,
@@ -45,7 +43,6 @@ from eventcore.recorded import AppendResult
 from eventcore.state_cache import (
     STREAMS_ONLY,
     UNKNOWN,
-    CacheEntry,
     _keyers,
     keyer_of,
 )
@@ -111,42 +108,6 @@ def _cache_key(command: Command[Any, Any], cls: type, declared: list[StreamId]) 
 def _compares_by_value(state: Any) -> bool:
     """Whether ``==`` on ``state`` says more than identity (verify mode needs it)."""
     return getattr(type(state), "__eq__", None) is not object.__eq__
-
-
-def _with_own_events(
-    command: Command[Any, Any],
-    entry: CacheEntry,
-    events: list[tuple[str, str, bytes, int]],
-    decoders: Mapping[str, Callable[[bytes], Any]],
-) -> CacheEntry | None:
-    """The entry a full fold after the append would give: ``entry``'s state with the
-    command's own events folded (decoded from their payloads, in append order), the
-    versions moved past them; ``None`` when that is not certain (an own event in a stream
-    of an earlier discovery round, or ``apply`` failing on it)."""
-    if not events:
-        return entry
-    streams, fold_from = entry.streams, entry.fold_from
-    versions = list(entry.versions)
-    if len(streams) == 1:
-        only = streams[0]
-        if any(e[0] != only for e in events):
-            return None
-        versions[0] += len(events)
-        rows = [(only, e[1], e[2]) for e in events]
-    else:
-        index = {s: i for i, s in enumerate(streams)}
-        rows = []
-        for e in events:
-            i = index.get(e[0], -1)
-            if i < fold_from:
-                return None
-            versions[i] += 1
-            rows.append((streams[i], e[1], e[2]))
-    try:
-        state = core_fold(entry.state, command.apply, decoders, rows)
-    except Exception:
-        return None  # the next command folds in full, and meets the same error there
-    return CacheEntry(state, streams, versions, fold_from, entry.since + len(events), entry.rounds)
 
 
 def _stream_hint(command: Command[Any, Any], stream_id: str) -> str:

@@ -54,7 +54,6 @@ pub(crate) struct Refs {
     pub handle_result_error: PyObj,
     pub append_result_of: PyObj,
     pub not_a_result: PyObj,
-    pub with_own_events: PyObj,
     pub compares_by_value: PyObj,
     pub metadata_bytes: PyObj,
     pub conflict: PyObj,
@@ -102,7 +101,6 @@ pub(crate) fn refs(py: Python<'_>) -> PyResult<&Refs> {
             handle_result_error: get(&pipeline, "_handle_result_error")?,
             append_result_of: get(&pipeline, "_append_result")?,
             not_a_result: get(&pipeline, "_not_a_result")?,
-            with_own_events: get(&pipeline, "_with_own_events")?,
             compares_by_value: get(&pipeline, "_compares_by_value")?,
             metadata_bytes: get(&memory, "_metadata_bytes")?,
             conflict: get(&errors, "ConcurrencyConflict")?,
@@ -1443,30 +1441,25 @@ impl Machine {
 
     /// Keep the state decided on after its append: a snapshot if due, then the cache.
     fn keep(&mut self, py: Python<'_>, key: Bound<'_, PyAny>, result: Outcome) -> PyResult<Eff> {
-        let r = refs(py)?;
         let cur = self.cur.take().expect("decided");
-        let decided = entry_object(
-            py,
-            Entry {
-                f: cur,
-                since: self.since,
-            },
-        )?;
+        let decided = Entry {
+            f: cur,
+            since: self.since,
+        };
+        // Put back as decided on: the next command's TAIL folds this one's own events.
+        // Unless the next one appends on these versions without reading
+        // (`warm_append_first`): then they must include them.
         let kept = if self.warm_append_first {
-            r.with_own_events.bind(py).call1((
-                self.command.bind(py),
-                &decided,
-                self.events.as_ref().expect("events").bind(py),
-                self.decoders_obj(py),
-            ))?
+            self.with_own_events(py, decided)?
         } else {
-            decided
+            Some(decided)
         };
         self.pending_result = Some(result);
-        if kept.is_none() {
+        let Some(kept) = kept else {
             return self.finish_keep(py, None, None);
-        }
-        let since: i64 = kept.getattr(intern!(py, "since"))?.extract()?;
+        };
+        let since = kept.since;
+        let kept = entry_object(py, kept)?;
         if self.snapshot_every != 0 && since >= self.snapshot_every {
             self.pending_kept = Some(kept.clone().unbind());
             self.key = Key::Val(key.clone().unbind());
@@ -1474,6 +1467,67 @@ impl Machine {
             return Ok(Eff::Save(key.unbind(), kept.unbind()));
         }
         self.finish_keep(py, Some(&key), Some(&kept))
+    }
+
+    /// The entry a full fold after the append would give: `entry`'s state with the
+    /// command's own events folded (decoded from their payloads, in append order), the
+    /// versions moved past them; `None` when that is not certain (an own event in a stream
+    /// of an earlier discovery round, or `apply` failing on it).
+    fn with_own_events(&self, py: Python<'_>, entry: Entry) -> PyResult<Option<Entry>> {
+        let events = self.events.as_ref().expect("events").bind(py);
+        if events.is_empty() {
+            return Ok(Some(entry));
+        }
+        let mut rows = Vec::with_capacity(events.len());
+        for e in events.iter() {
+            rows.push((e.get_item(0)?, e.get_item(1)?, e.get_item(2)?));
+        }
+        let streams: Vec<&str> = entry
+            .f
+            .streams
+            .iter()
+            .map(|s| s.bind(py).to_str())
+            .collect::<PyResult<_>>()?;
+        let mut targets = Vec::with_capacity(rows.len());
+        for (stream, _, _) in &rows {
+            match stream.cast::<PyString>() {
+                Ok(s) => targets.push(s.to_str()?),
+                Err(_) => return Ok(None),
+            }
+        }
+        let Some(slots) = logic::own_event_slots(&streams, entry.f.fold_from, &targets) else {
+            return Ok(None);
+        };
+        let versions = logic::versions_after(&entry.f.versions, &slots);
+        let mut folder = crate::fold::Folder::new(self.apply_obj(py), self.decoders_obj(py));
+        let mut state = entry.f.state.bind(py).clone();
+        for ((_, name, payload), slot) in rows.iter().zip(&slots) {
+            let step = folder.decoder(name).and_then(|decoder| {
+                folder.step(
+                    state.clone(),
+                    &decoder,
+                    name,
+                    entry.f.streams[*slot].bind(py).as_any(),
+                    payload,
+                )
+            });
+            match step {
+                Ok(next) => state = next,
+                // The next command folds in full, and meets the same error there.
+                Err(err) if err.is_instance_of::<PyException>(py) => return Ok(None),
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(Some(Entry {
+            f: Folded {
+                state: state.unbind(),
+                versions,
+                streams: entry.f.streams,
+                fold_from: entry.f.fold_from,
+                rounds: entry.f.rounds,
+            },
+            since: entry.since + rows.len() as i64,
+        }))
     }
 
     fn on_save(&mut self, py: Python<'_>) -> PyResult<Eff> {
