@@ -546,7 +546,7 @@ async def test_async_shell_sleeps_per_policy(monkeypatch: pytest.MonkeyPatch) ->
         slept.append(seconds)
         await real_sleep(0)
 
-    monkeypatch.setattr(executor_module.asyncio, "sleep", fake_sleep)
+    monkeypatch.setattr(asyncio, "sleep", fake_sleep)  # the module the executor loads
     faulty = FaultyStore(faults=["conflict", "conflict"])
     open_with(faulty.store, "a")
     result = await execute(faulty, Deposit(account="a", amount=1), retry=RetryPolicy.fixed(0.75))

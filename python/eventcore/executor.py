@@ -9,7 +9,6 @@ effect (``run.send``).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -224,6 +223,8 @@ async def _shell_effect_async(run: CommandRun, effect: tuple[Any, ...], snapshot
             return await snapshots.load_async(effect[1], effect[2])
         if kind is SAVE:  # encodes now; an async store writes in the background
             return snapshots.save(effect[1], effect[2], effect[3])
+        import asyncio  # loaded on first use: sync-only code never needs it
+
         await asyncio.sleep(effect[1])
         return None
     except BaseException as exc:
@@ -254,6 +255,8 @@ async def _send_async(run: CommandRun, aio: Any, snapshots: Any) -> ExecutionRes
             elif kind is SAVE:  # encodes now; an async store writes in the background
                 result = snapshots.save(effect[1], effect[2], effect[3])
             else:
+                import asyncio  # loaded on first use: sync-only code never needs it
+
                 await asyncio.sleep(effect[1])
                 result = None
         except _RETRIED as exc:
