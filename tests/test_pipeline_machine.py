@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from eventcore import (
-    AppendResult,
     ConcurrencyConflict,
     ExecutionResult,
     MemoryStore,
@@ -23,6 +22,7 @@ from eventcore import (
 )
 from eventcore._core import CommandRun
 from eventcore._pipeline import DONE, FOLD, SLEEP, run_command
+from eventcore.recorded import AppendResult
 from eventcore.testing import FaultyStore
 
 from .bank_domain import (
