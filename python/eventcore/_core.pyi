@@ -4,6 +4,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, final
 
+from eventcore.recorded import AppendResult, WrittenEvent
 from eventcore.stream import StreamId
 
 __all__ = [
@@ -14,7 +15,10 @@ __all__ = [
     "NO_STREAM",
     "STREAM_EXISTS",
     "BoundInit",
+    "CacheEntry",
     "CommandInit",
+    "CommandRun",
+    "ExecutionResult",
     "MemoryStore",
     "dec_hook",
     "enc_hook",
@@ -289,3 +293,118 @@ class BoundInit:
 
     def __call__(self, *args: Any, **kwargs: Any) -> None:
         """Initialise the instance from keyword arguments."""
+
+@final
+class CommandRun:
+    """One run of the command machine (what ``eventcore._pipeline.run_command`` returns).
+
+    Driven like a generator: ``send(result)`` resumes it with the result of the effect it
+    returned last (``None`` at the start) and returns the next effect tuple; errors are
+    raised from ``send``, and ``send`` after the end raises ``StopIteration``.
+    """
+
+    def __new__(
+        cls,
+        command: Any,
+        registry: Any,
+        policy: Any,
+        metadata: Any,
+        idempotency_key: str | None = None,
+        cache: Any = None,
+        snapshot_every: int = 0,
+        warm_append_first: bool = False,
+        trace: bool = False,
+    ) -> CommandRun: ...
+    def send(self, value: Any) -> tuple[Any, ...]:
+        """Resume with the result of the last effect; the next effect."""
+
+    def throw(self, exc: BaseException) -> None:
+        """End the run with ``exc`` (raised again)."""
+
+    def drive(self, store: MemoryStore, result: Any) -> tuple[Any, ...]:
+        """Resume with ``result`` and run reads, appends and lookups on ``store`` inside
+        the call; returns the next ``sleep``, ``load``, ``save`` or ``done`` effect."""
+
+    @property
+    def trace(self) -> list[tuple[Any, ...]] | None:
+        """``(phase, attempt, start_ns, end_ns)`` and ``("retry", attempt, reason, delay)``
+        tuples (``trace=True``), else ``None``."""
+
+    def __iter__(self) -> CommandRun: ...
+    def __next__(self) -> tuple[Any, ...]: ...
+
+@final
+class ExecutionResult:
+    """What :func:`~eventcore.execute` did: the events written and the attempts used."""
+
+    def __new__(cls, append: AppendResult, attempts: int) -> ExecutionResult: ...
+    @property
+    def attempts(self) -> int:
+        """How many tries it took (1 = no retry; 0 = found under its idempotency key)."""
+
+    @property
+    def append(self) -> AppendResult:
+        """The store's result of the write."""
+
+    @property
+    def replayed(self) -> bool:
+        """True when the events were written earlier under the same idempotency key."""
+
+    @property
+    def events(self) -> list[WrittenEvent]:
+        """The events written (id, stream, version, position)."""
+
+    @property
+    def stream_versions(self) -> Mapping[str, int]:
+        """The version of every stream the command read, after the write."""
+
+    @property
+    def positions(self) -> Sequence[int]:
+        """The global positions of the events written, in order."""
+
+@final
+class CacheEntry:
+    """A folded state with the streams and per-stream versions it represents.
+
+    ``fold_from`` is the index in ``streams`` where the last discovery round starts (0
+    without discovery): only those streams may have a tail folded onto the state.
+    ``since`` counts the events folded into it since it was last loaded from or saved as a
+    durable snapshot; ``rounds`` is how many discovery rounds added streams.
+    """
+
+    def __new__(
+        cls,
+        state: Any,
+        streams: Sequence[str],
+        versions: Sequence[int],
+        fold_from: int = 0,
+        since: int = 0,
+        rounds: int = 0,
+    ) -> CacheEntry: ...
+    @property
+    def state(self) -> Any:
+        """The folded state."""
+
+    @state.setter
+    def state(self, value: Any) -> None: ...
+    @property
+    def streams(self) -> list[str]:
+        """The streams folded, in order (a new list)."""
+
+    @property
+    def versions(self) -> list[int]:
+        """Each stream's version the state folds up to (a new list)."""
+
+    @property
+    def fold_from(self) -> int:
+        """Where the last discovery round starts in ``streams``."""
+
+    @property
+    def since(self) -> int:
+        """Events folded since the last durable snapshot."""
+
+    @since.setter
+    def since(self, value: int) -> None: ...
+    @property
+    def rounds(self) -> int:
+        """How many discovery rounds added streams."""

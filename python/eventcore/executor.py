@@ -1,4 +1,11 @@
-"""Run commands: thin sync and async shells around the one sans-IO pipeline."""
+"""Run commands: thin sync and async shells around the one command machine.
+
+The machine (:class:`eventcore._core.CommandRun`, see :mod:`eventcore._pipeline`) decides
+everything; a shell only runs the effects it asks for. On the in-memory store the machine
+runs its reads and appends natively (``run.drive``) and hands back only sleeps, snapshot
+loads/saves and the result; any other store (PostgreSQL, wrappers, test doubles) gets every
+effect (``run.send``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from eventcore import observe
+from eventcore._core import CommandRun
 from eventcore._pipeline import (
     APPEND,
     DONE,
@@ -15,9 +23,9 @@ from eventcore._pipeline import (
     SAVE,
     TAIL,
     ExecutionResult,
-    run_command,
 )
 from eventcore.errors import ConcurrencyConflict, DuplicateEventId, StoreUnavailable
+from eventcore.memory import AsyncMemoryStore, MemoryStore
 from eventcore.retry import DEFAULT_RETRY, RetryPolicy
 
 if TYPE_CHECKING:
@@ -27,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ExecutionResult", "execute", "execute_sync"]
 
-# Store errors the pipeline decides about, handed to it as values.
+# Store errors the machine decides about, handed to it as values.
 _RETRIED = (ConcurrencyConflict, StoreUnavailable, DuplicateEventId)
 
 
@@ -63,25 +71,65 @@ def execute_sync(
         UsageError: ``store`` is asynchronous (use ``await execute(...)``).
     """
     active = observe._hooks
+    rec = None
     if active:
         rec = observe.Recorder(command, metadata, active)
         metadata = rec.report.metadata
-    cache = getattr(store, "state_cache", None)
-    if cache is not None and not cache.max_entries:
-        cache = None
-    snapshots: Any = getattr(store, "snapshots", None)
-    steps = run_command(
+    fused = type(store) is MemoryStore and store._fused
+    if fused:  # (its attributes, read directly)
+        cache = store.state_cache  # type: ignore[attr-defined]
+        snapshots: Any = store.snapshots  # type: ignore[attr-defined]
+    else:
+        cache = getattr(store, "state_cache", None)
+        snapshots = getattr(store, "snapshots", None)
+    run = CommandRun(
         command,
         store.registry,
         retry or DEFAULT_RETRY,
         metadata,
         idempotency_key,
-        cache,
+        cache if cache is not None and cache.max_entries else None,
         snapshots.interval(type(command)) if snapshots is not None else 0,
+        False,
+        rec is not None and bool(rec.after),  # trace only for a hook that reads reports
     )
-    if active:
-        steps = observe.observed(steps, rec)
-    send = steps.send
+    try:
+        if fused:
+            # The machine reads and appends natively: one call for a plain command.
+            core = store._core  # type: ignore[attr-defined]
+            effect = run.drive(core, None)
+            while effect[0] is not DONE:
+                effect = run.drive(core, _shell_effect(run, effect, snapshots))
+            result: ExecutionResult = effect[1]
+        else:
+            result = _send_sync(run, store, snapshots)
+    except BaseException as exc:
+        if rec is not None:
+            rec.finish(None, exc, run.trace)
+        raise
+    if rec is not None:
+        rec.finish(result, None, run.trace)
+    return result
+
+
+def _shell_effect(run: CommandRun, effect: tuple[Any, ...], snapshots: Any) -> Any:
+    """Run an effect the machine hands back from ``drive`` (sync): sleep, load or save."""
+    kind = effect[0]
+    try:
+        if kind is LOAD:
+            return snapshots.load(effect[1], effect[2])
+        if kind is SAVE:
+            return snapshots.save(effect[1], effect[2], effect[3])  # never raises
+        time.sleep(effect[1])
+        return None
+    except BaseException as exc:
+        run.throw(exc)  # ends the run; raises exc
+        raise
+
+
+def _send_sync(run: CommandRun, store: Any, snapshots: Any) -> ExecutionResult:
+    """Drive ``run`` effect by effect against any synchronous store."""
+    send = run.send
     result: Any = None
     while True:
         effect = send(result)
@@ -107,7 +155,7 @@ def execute_sync(
         except _RETRIED as exc:
             result = exc
         except BaseException as exc:
-            steps.throw(exc)  # the pipeline (and any observer) sees it; it is re-raised
+            run.throw(exc)  # ends the run; raises exc
             raise
 
 
@@ -125,6 +173,7 @@ async def execute(
     """
     aio: EventStore = getattr(store, "aio", store)  # type: ignore[arg-type]
     active = observe._hooks
+    rec = None
     if active:
         rec = observe.Recorder(command, metadata, active)
         metadata = rec.report.metadata
@@ -132,7 +181,7 @@ async def execute(
     if cache is not None and not cache.max_entries:
         cache = None
     snapshots: Any = getattr(aio, "snapshots", None)
-    steps = run_command(
+    run = CommandRun(
         command,
         aio.registry,
         retry or DEFAULT_RETRY,
@@ -141,10 +190,51 @@ async def execute(
         cache,
         snapshots.interval(type(command)) if snapshots is not None else 0,
         getattr(aio, "warm_append_first", False),
+        rec is not None and bool(rec.after),  # trace only for a hook that reads reports
     )
-    if active:
-        steps = observe.observed(steps, rec)
-    send = steps.send
+    try:
+        if (
+            type(aio) is AsyncMemoryStore
+            and aio._fused
+            and type(aio.sync) is MemoryStore
+            and aio.sync._fused
+        ):
+            core = aio.sync._core
+            effect = run.drive(core, None)
+            while effect[0] is not DONE:
+                effect = run.drive(core, await _shell_effect_async(run, effect, snapshots))
+            result: ExecutionResult = effect[1]
+        else:
+            result = await _send_async(run, aio, snapshots)
+    except BaseException as exc:
+        if rec is not None:
+            rec.finish(None, exc, run.trace)
+        raise
+    if rec is not None:
+        rec.finish(result, None, run.trace)
+    return result
+
+
+async def _shell_effect_async(run: CommandRun, effect: tuple[Any, ...], snapshots: Any) -> Any:
+    """Run an effect the machine hands back from ``drive`` (async): sleep, load or save."""
+    kind = effect[0]
+    try:
+        if kind is LOAD:
+            return await snapshots.load_async(effect[1], effect[2])
+        if kind is SAVE:  # encodes now; an async store writes in the background
+            return snapshots.save(effect[1], effect[2], effect[3])
+        import asyncio  # loaded on first use: sync-only code never needs it
+
+        await asyncio.sleep(effect[1])
+        return None
+    except BaseException as exc:
+        run.throw(exc)  # ends the run; raises exc
+        raise
+
+
+async def _send_async(run: CommandRun, aio: Any, snapshots: Any) -> ExecutionResult:
+    """Drive ``run`` effect by effect against any async store."""
+    send = run.send
     result: Any = None
     while True:
         effect = send(result)
@@ -172,5 +262,5 @@ async def execute(
         except _RETRIED as exc:
             result = exc
         except BaseException as exc:
-            steps.throw(exc)  # the pipeline (and any observer) sees it; it is re-raised
+            run.throw(exc)  # ends the run; raises exc
             raise

@@ -41,6 +41,18 @@ def _check_metadata(metadata: object) -> None:
         raise InvalidMetadata("metadata", "must be an eventcore.Metadata or None", metadata)
 
 
+def _metadata_bytes(metadata: Any) -> bytes | None:
+    """``metadata`` as the in-memory store keeps it (checked like :meth:`MemoryStore.append`)."""
+    if metadata is not None and type(metadata) is not Metadata:
+        _check_metadata(metadata)
+    return metadata.to_bytes() if metadata else None
+
+
+_EFFECT_METHODS = frozenset(("append", "fold_streams", "fold_tail", "read_events_by_id"))
+"""The methods the executor runs natively on an in-memory store (``CommandRun.drive``)
+unless an instance replaces one of them (a test double): then it calls them."""
+
+
 class MemoryStore:
     """The embedded event store: all data in process memory, guarded by one lock in Rust.
 
@@ -75,10 +87,17 @@ class MemoryStore:
             else None
         )
         """The store's snapshot policy (:mod:`eventcore.snapshot`); None: no snapshots."""
-        self.fold_streams = self._core.fold_streams
-        self.fold_tail = self._core.fold_tail
         self.aio = AsyncMemoryStore(self)
         """The same store with the async :class:`~eventcore.store.EventStore` API."""
+
+    _fused = True
+    """Whether the executor may run commands natively on this store (see
+    :data:`_EFFECT_METHODS`)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EFFECT_METHODS:
+            object.__setattr__(self, "_fused", False)
+        object.__setattr__(self, name, value)
 
     def append(
         self,
@@ -109,6 +128,25 @@ class MemoryStore:
         if ids is not None:  # the store assigned ids to events given without one
             events = [(e[0], e[1], e[2], i) for e, i in zip(events, ids, strict=True)]
         return AppendResult(first, versions, events)
+
+    def fold_streams(
+        self, streams: Sequence[str], state: S, apply: Apply, decoders: Decoders
+    ) -> tuple[S, list[int]]:
+        """See :meth:`EventStore.fold_streams`."""
+        return self._core.fold_streams(streams, state, apply, decoders)
+
+    def fold_tail(
+        self,
+        streams: Sequence[str],
+        versions: Sequence[int],
+        fold_from: int,
+        state: S,
+        apply: Apply,
+        decoders: Decoders,
+        hint: object = None,
+    ) -> tuple[S, list[int]] | None:
+        """See :meth:`EventStore.fold_tail`."""
+        return self._core.fold_tail(streams, versions, fold_from, state, apply, decoders, hint)
 
     def _wrap(self, rows: list[Any]) -> list[RecordedEvent[Any]]:
         return recorded_events(rows, self.registry)
@@ -285,6 +323,15 @@ class AsyncMemoryStore:
     def snapshots(self) -> Snapshotter | None:
         """The synchronous store's snapshot policy."""
         return self.sync.snapshots
+
+    _fused = True
+    """Whether the executor may run commands natively on this store (see
+    :data:`_EFFECT_METHODS`)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EFFECT_METHODS:
+            object.__setattr__(self, "_fused", False)
+        object.__setattr__(self, name, value)
 
     async def append(
         self,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -392,57 +391,3 @@ class Recorder:
                 hook.after_execute(report)
             except Exception:
                 logger.exception("eventcore hook %r failed in after_execute", hook)
-
-
-def observed(steps: Generator[Any, Any, None], rec: Recorder) -> Generator[Any, Any, None]:
-    """Pass a pipeline's effects through unchanged, recording their trace for ``rec``.
-
-    The Python pipeline's stand-in for the Rust machine's own trace (``trace=True``): the
-    time a shell spends on a FOLD or TAIL effect is ``read_streams``, on an APPEND effect
-    ``write_events``; the pipeline's own time after a read is ``handle_command``. When no
-    hook reads reports the pipeline is returned as is.
-    """
-    if not rec.after:
-        return steps
-    return _observed(steps, rec)
-
-
-def _observed(steps: Generator[Any, Any, None], rec: Recorder) -> Generator[Any, Any, None]:
-    from eventcore._pipeline import APPEND, DONE, FOLD, SLEEP, TAIL
-
-    send = steps.send
-    clock = time.perf_counter_ns
-    trace: list[TraceEntry] = []
-    add = trace.append
-    result: Any = None
-    kind = None
-    attempt = 1
-    failure = "unavailable"
-    try:
-        while True:
-            thinking = clock()
-            after_read = kind is FOLD or kind is TAIL
-            effect = send(result)
-            kind = effect[0]
-            if kind is APPEND:
-                if after_read:
-                    add(("handle_command", attempt, thinking, clock()))
-            elif kind is SLEEP:
-                add((_RETRY, attempt, failure, effect[1]))
-                attempt += 1
-            elif kind is DONE:
-                rec.finish(effect[1], None, trace)
-                yield effect
-                return
-            started = clock()
-            result = yield effect
-            if kind is FOLD or kind is TAIL:
-                add(("read_streams", attempt, started, clock()))
-            elif kind is APPEND:
-                add(("write_events", attempt, started, clock()))
-            if isinstance(result, BaseException):
-                failure = "conflict" if isinstance(result, ConcurrencyConflict) else "unavailable"
-    except BaseException as error:
-        if not isinstance(error, GeneratorExit):
-            rec.finish(None, error, trace)
-        raise

@@ -24,6 +24,7 @@ from types import FunctionType
 from typing import Any
 
 from eventcore import observe
+from eventcore._core import CacheEntry
 from eventcore.errors import EventCoreError
 from eventcore.stream import STREAM_FIELD
 
@@ -65,40 +66,6 @@ class StateCacheMismatch(EventCoreError, AssertionError):
             f"gives {full!r}. Does handle() or discover() mutate the state, or does "
             f"apply()/initial_state() read a field missing from the cache key (set "
             f"`state_key` on the class, or `state_cache = False`)?"
-        )
-
-
-class CacheEntry:
-    """A folded state with the streams and per-stream versions it represents.
-
-    ``fold_from`` is the index in ``streams`` where the last discovery round starts (0
-    without discovery): only those streams may have a tail folded onto the state. ``since``
-    counts the events folded into it since it was last loaded from or saved as a durable
-    snapshot; ``rounds`` is how many discovery rounds added streams.
-    """
-
-    __slots__ = ("fold_from", "rounds", "since", "state", "streams", "versions")
-
-    def __init__(
-        self,
-        state: Any,
-        streams: list[str],
-        versions: list[int],
-        fold_from: int = 0,
-        since: int = 0,
-        rounds: int = 0,
-    ) -> None:
-        self.state = state
-        self.streams = streams
-        self.versions = versions
-        self.fold_from = fold_from
-        self.since = since
-        self.rounds = rounds
-
-    def __repr__(self) -> str:
-        return (
-            f"CacheEntry(streams={self.streams!r}, versions={self.versions!r}, "
-            f"fold_from={self.fold_from})"
         )
 
 

@@ -1,6 +1,7 @@
 //! `eventcore._core`: the Rust core of eventcore.
 //!
-//! Stream-id and event-type validation, size caps, UUIDv7 generation, batch folding and the in-memory event store.
+//! Stream-id and event-type validation, size caps, UUIDv7 generation, batch folding, the in-memory event store
+//! and the command machine (`pipeline*.rs`).
 //! Plain Python types in, plain Python types out; errors are the classes of
 //! `eventcore.errors`.
 
@@ -10,6 +11,11 @@ pub mod errors;
 pub mod event_type;
 pub mod fold;
 pub mod limits;
+pub mod pipeline;
+pub mod pipeline_drive;
+pub mod pipeline_entry;
+pub mod pipeline_logic;
+pub mod pipeline_result;
 pub mod py_store;
 pub mod py_text;
 pub mod store;
@@ -39,5 +45,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py_store::MemoryStore>()?;
     m.add_class::<command_init::CommandInit>()?;
     m.add_class::<command_init::BoundInit>()?;
+    m.add_class::<pipeline::CommandRun>()?;
+    m.add_class::<pipeline_result::ExecutionResult>()?;
+    m.add_class::<pipeline_entry::CacheEntry>()?;
     Ok(())
 }

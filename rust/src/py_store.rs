@@ -191,6 +191,60 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// Fold every event of `items` (in global position order) into `state`; the state
+    /// and each stream's version (what `fold_streams` returns, for the command machine).
+    pub(crate) fn fold_items<'py>(
+        &self,
+        py: Python<'py>,
+        items: &[Bound<'py, PyString>],
+        state: Bound<'py, PyAny>,
+        apply: Bound<'py, PyAny>,
+        decoders: Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyAny>, Vec<u64>)> {
+        let names: Vec<&str> = items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
+        let (rows, versions) =
+            self.read(py, |s| small_streams(s, &names), |s| s.fold_rows(&names))?;
+        let state = fold_rows_into(items, &rows, state, apply, decoders)?;
+        Ok((state, versions))
+    }
+
+    /// `fold_tail` on stream objects (for the command machine).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn tail_items<'py>(
+        &self,
+        py: Python<'py>,
+        items: &[Bound<'py, PyString>],
+        versions: Vec<u64>,
+        fold_from: usize,
+        state: Bound<'py, PyAny>,
+        apply: Bound<'py, PyAny>,
+        decoders: Bound<'py, PyAny>,
+    ) -> PyResult<Option<(Bound<'py, PyAny>, Vec<u64>)>> {
+        let names: Vec<&str> = items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
+        let small = |s: &Store| {
+            let mut total = 0u64;
+            for (name, was) in names.iter().zip(&versions) {
+                total += s.stream_version(name).unwrap_or(0).saturating_sub(*was);
+                if total > SMALL as u64 {
+                    return false;
+                }
+            }
+            true
+        };
+        let Some((rows, now)) =
+            self.read(py, small, |s| s.tail_rows(&names, &versions, fold_from))?
+        else {
+            return Ok(None);
+        };
+        if rows.rows.is_empty() {
+            return Ok(Some((state, now)));
+        }
+        let state = fold_rows_into(items, &rows, state, apply, decoders)?;
+        Ok(Some((state, now)))
+    }
+}
+
 #[pymethods]
 impl MemoryStore {
     /// An empty store.
@@ -209,7 +263,7 @@ impl MemoryStore {
     /// event id (as ints) when some were generated here for events given with `None`.
     /// Returns `(first_position, [(stream, version_after), ...])`.
     #[pyo3(signature = (expected, events, metadata))]
-    fn append<'py>(
+    pub(crate) fn append<'py>(
         &self,
         py: Python<'py>,
         expected: &Bound<'py, PyAny>,
@@ -308,11 +362,7 @@ impl MemoryStore {
         decoders: Bound<'py, PyAny>,
     ) -> PyResult<(Bound<'py, PyAny>, Vec<u64>)> {
         let items = strings(streams, "streams")?;
-        let names: Vec<&str> = items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
-        let (rows, versions) =
-            self.read(py, |s| small_streams(s, &names), |s| s.fold_rows(&names))?;
-        let state = fold_rows_into(&items, &rows, state, apply, decoders)?;
-        Ok((state, versions))
+        self.fold_items(py, &items, state, apply, decoders)
     }
 
     /// Fold the events of `streams[fold_from..]` after `versions` into `state` (global
@@ -336,27 +386,7 @@ impl MemoryStore {
     ) -> PyResult<Option<(Bound<'py, PyAny>, Vec<u64>)>> {
         drop(hint); // a conflict's hint: this store reads its tail under the lock anyway
         let items = strings(streams, "streams")?;
-        let names: Vec<&str> = items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
-        let small = |s: &Store| {
-            let mut total = 0u64;
-            for (name, was) in names.iter().zip(&versions) {
-                total += s.stream_version(name).unwrap_or(0).saturating_sub(*was);
-                if total > SMALL as u64 {
-                    return false;
-                }
-            }
-            true
-        };
-        let Some((rows, now)) =
-            self.read(py, small, |s| s.tail_rows(&names, &versions, fold_from))?
-        else {
-            return Ok(None);
-        };
-        if rows.rows.is_empty() {
-            return Ok(Some((state, now)));
-        }
-        let state = fold_rows_into(&items, &rows, state, apply, decoders)?;
-        Ok(Some((state, now)))
+        self.tail_items(py, &items, versions, fold_from, state, apply, decoders)
     }
 
     /// Events of `streams` with version > `after_version`, in global position order.
@@ -451,7 +481,7 @@ impl MemoryStore {
 
     /// The stored events with the given ids (ints or UUIDs), in position order; ids not
     /// stored are left out.
-    fn read_by_ids<'py>(
+    pub(crate) fn read_by_ids<'py>(
         &self,
         py: Python<'py>,
         ids: &Bound<'py, PyAny>,

@@ -1,0 +1,110 @@
+//! `ExecutionResult`: what `execute` returns, built by the command machine.
+//!
+//! On the in-memory store the machine hands over the append's raw parts (first position,
+//! stream versions, the events as given); the `AppendResult` is only built when someone
+//! reads `append` (or what it derives: `events`, `stream_versions`, `positions`).
+
+use pyo3::intern;
+use pyo3::prelude::*;
+
+use crate::pipeline::{refs, PyObj};
+
+/// An append's outcome: the store's `AppendResult`, or its parts not built into one yet.
+pub(crate) enum Outcome {
+    Built(PyObj),
+    /// `(first position, [(stream, version)], events)`.
+    Raw(PyObj, PyObj, PyObj),
+}
+
+/// What `execute` did: the events written and the attempts used.
+#[pyclass(module = "eventcore._core", name = "ExecutionResult")]
+pub struct ExecutionResult {
+    outcome: Outcome,
+    attempts: i64,
+}
+
+impl ExecutionResult {
+    pub(crate) fn from_outcome(outcome: Outcome, attempts: i64) -> Self {
+        ExecutionResult { outcome, attempts }
+    }
+
+    fn built<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if let Outcome::Raw(first, versions, events) = &self.outcome {
+            let r = refs(py)?;
+            let made = r.append_result.bind(py).call1((
+                first.bind(py),
+                versions.bind(py),
+                events.bind(py),
+            ))?;
+            self.outcome = Outcome::Built(made.unbind());
+        }
+        match &self.outcome {
+            Outcome::Built(obj) => Ok(obj.bind(py).clone()),
+            Outcome::Raw(..) => unreachable!("built above"),
+        }
+    }
+}
+
+#[pymethods]
+impl ExecutionResult {
+    /// A result from the store's `AppendResult` and the attempts used.
+    #[new]
+    fn new(append: PyObj, attempts: i64) -> Self {
+        ExecutionResult {
+            outcome: Outcome::Built(append),
+            attempts,
+        }
+    }
+
+    /// How many tries it took (1 = no retry; 0 = found under its idempotency key).
+    #[getter]
+    fn attempts(&self) -> i64 {
+        self.attempts
+    }
+
+    /// The store's `AppendResult` of the write.
+    #[getter]
+    fn append<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.built(py)
+    }
+
+    /// True when the events were written earlier under the same idempotency key.
+    ///
+    /// The command did not run again; this is the first outcome, as stored.
+    #[getter]
+    fn replayed(&self) -> bool {
+        self.attempts == 0
+    }
+
+    /// The events written (`WrittenEvent`: id, stream, version, position).
+    #[getter]
+    fn events<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.built(py)?.getattr(intern!(py, "events"))
+    }
+
+    /// The version of every stream the command read, after the write.
+    ///
+    /// For a `replayed` result: the version each written stream had right after the
+    /// first write (streams the command only read are not known then).
+    #[getter]
+    fn stream_versions<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.built(py)?.getattr(intern!(py, "stream_versions"))
+    }
+
+    /// The global positions of the events written, in order.
+    #[getter]
+    fn positions<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.built(py)?.getattr(intern!(py, "positions"))
+    }
+
+    fn __repr__(&mut self, py: Python<'_>) -> PyResult<String> {
+        let n = match &self.outcome {
+            Outcome::Raw(_, _, events) => events.bind(py).len()?,
+            Outcome::Built(obj) => obj.bind(py).len()?,
+        };
+        Ok(format!(
+            "ExecutionResult(events={n}, attempts={})",
+            self.attempts
+        ))
+    }
+}
