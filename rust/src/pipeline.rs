@@ -192,7 +192,8 @@ pub(crate) enum Eff {
     Tail {
         hint: PyObj,
     },
-    /// Append `Machine::events` with `Machine::checks` as expected versions.
+    /// Append `Machine::events` with the decided state's streams and versions
+    /// (`Machine::cur`) as expected versions.
     Append,
     Lookup(PyObj),
     Load(PyObj),
@@ -292,7 +293,6 @@ pub(crate) struct Machine {
     disc_extra: Vec<Py<PyString>>,
     disc_ctx: Ctx,
     pub events: Option<Py<PyList>>,
-    pub checks: Option<Py<PyList>>,
     found: Vec<PyObj>,
     why: Why,
     pending_error: Option<PyErr>,
@@ -412,7 +412,6 @@ impl Machine {
             disc_extra: Vec::new(),
             disc_ctx: Ctx::Cold,
             events: None,
-            checks: None,
             found: Vec::new(),
             why: Why::Attempt,
             pending_error: None,
@@ -1152,12 +1151,7 @@ impl Machine {
         };
         match self.encode_events(py, &f, &emitted) {
             Ok(events) => {
-                let checks = PyList::empty(py);
-                for (s, v) in f.streams.iter().zip(&f.versions) {
-                    checks.append((s.bind(py), *v))?;
-                }
                 self.events = Some(events.unbind());
-                self.checks = Some(checks.unbind());
                 self.cur = Some(f);
                 self.append()
             }
@@ -1262,6 +1256,25 @@ impl Machine {
             return self.lookup_start(py, Why::HandleFailed);
         }
         Err(err)
+    }
+
+    /// The decided state's `(stream, version)` pairs: the append's expected versions (a
+    /// list for a Python store; `drive` hands them to the Rust store without one).
+    pub(crate) fn expected_pairs(&self) -> (&[Py<PyString>], &[i64]) {
+        let cur = self.cur.as_ref().expect("decided");
+        (&cur.streams, &cur.versions)
+    }
+
+    fn expected<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let (streams, versions) = self.expected_pairs();
+        PyList::new(
+            py,
+            streams
+                .iter()
+                .zip(versions)
+                .map(|(s, v)| (s.bind(py), *v).into_pyobject(py))
+                .collect::<PyResult<Vec<_>>>()?,
+        )
     }
 
     fn append(&mut self) -> PyResult<Eff> {
@@ -1607,7 +1620,7 @@ impl Machine {
             Eff::Append => (
                 intern!(py, "append"),
                 self.events.as_ref().expect("events").bind(py),
-                self.checks.as_ref().expect("checks").bind(py),
+                self.expected(py)?,
                 self.metadata.bind(py),
             )
                 .into_pyobject(py),

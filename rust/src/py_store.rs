@@ -243,43 +243,22 @@ impl MemoryStore {
         let state = fold_rows_into(items, &rows, state, apply, decoders)?;
         Ok(Some((state, now)))
     }
-}
 
-#[pymethods]
-impl MemoryStore {
-    /// An empty store.
-    #[new]
-    fn new() -> Self {
-        MemoryStore {
-            inner: RwLock::new(Store::new()),
-            head: AtomicU64::new(0),
-            waiters: Mutex::new(()),
-            appended: Condvar::new(),
-        }
-    }
-
-    /// Append events atomically after checking expected versions.
-    /// Returns `(first_position, [(stream, version_after), ...], ids)`: `ids` lists every
-    /// event id (as ints) when some were generated here for events given with `None`.
-    /// Returns `(first_position, [(stream, version_after), ...])`.
-    #[pyo3(signature = (expected, events, metadata))]
-    pub(crate) fn append<'py>(
+    /// `append` with the expected versions as `(stream, version)` pairs already taken
+    /// apart (the command machine hands over its own, without a list to re-parse).
+    /// Returns `(first_position, [(stream, version_after)], ids or None)`.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn append_checked<'py>(
         &self,
         py: Python<'py>,
-        expected: &Bound<'py, PyAny>,
+        expected: &[(Bound<'py, PyAny>, i64)],
         events: &Bound<'py, PyAny>,
         metadata: Option<&Bound<'py, PyBytes>>,
-    ) -> PyResult<Bound<'py, PyTuple>> {
-        let expected_items = tuples(expected, "expected")?;
+    ) -> PyResult<(u64, Bound<'py, PyList>, Bound<'py, PyAny>)> {
         let event_items = tuples(events, "events")?;
-        let mut exp: SmallVec<[(&str, i64); 4]> = SmallVec::with_capacity(expected_items.len());
-        for t in &expected_items {
-            let [stream, version] = t.as_slice() else {
-                return Err(PyTypeError::new_err(
-                    "expected must contain (stream_id, expected_version) pairs",
-                ));
-            };
-            exp.push((as_str(stream, Text::StreamId)?, version.extract::<i64>()?));
+        let mut exp: SmallVec<[(&str, i64); 4]> = SmallVec::with_capacity(expected.len());
+        for (stream, version) in expected {
+            exp.push((as_str(stream, Text::StreamId)?, *version));
         }
         let mut evs: SmallVec<[NewEvent<'_>; 4]> = SmallVec::with_capacity(event_items.len());
         let mut missing_ids = 0usize;
@@ -334,10 +313,10 @@ impl MemoryStore {
         let mut versions: SmallVec<[Bound<'py, PyTuple>; 4]> =
             SmallVec::with_capacity(out.versions.len());
         for &(source, version) in &out.versions {
-            let stream = if source < expected_items.len() {
-                &expected_items[source].as_slice()[0]
+            let stream = if source < expected.len() {
+                &expected[source].0
             } else {
-                &event_items[source - expected_items.len()].as_slice()[0]
+                &event_items[source - expected.len()].as_slice()[0]
             };
             versions.push((caller_stream(stream)?, version).into_pyobject(py)?);
         }
@@ -347,7 +326,48 @@ impl MemoryStore {
         } else {
             py.None().into_bound(py)
         };
-        (out.first_position, PyList::new(py, versions)?, ids).into_pyobject(py)
+        Ok((out.first_position, PyList::new(py, versions)?, ids))
+    }
+}
+
+#[pymethods]
+impl MemoryStore {
+    /// An empty store.
+    #[new]
+    fn new() -> Self {
+        MemoryStore {
+            inner: RwLock::new(Store::new()),
+            head: AtomicU64::new(0),
+            waiters: Mutex::new(()),
+            appended: Condvar::new(),
+        }
+    }
+
+    /// Append events atomically after checking expected versions.
+    /// Returns `(first_position, [(stream, version_after), ...], ids)`: `ids` lists every
+    /// event id (as ints) when some were generated here for events given with `None`.
+    /// Returns `(first_position, [(stream, version_after), ...])`.
+    #[pyo3(signature = (expected, events, metadata))]
+    pub(crate) fn append<'py>(
+        &self,
+        py: Python<'py>,
+        expected: &Bound<'py, PyAny>,
+        events: &Bound<'py, PyAny>,
+        metadata: Option<&Bound<'py, PyBytes>>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let expected_items = tuples(expected, "expected")?;
+        let mut exp: SmallVec<[(Bound<'py, PyAny>, i64); 4]> =
+            SmallVec::with_capacity(expected_items.len());
+        for t in &expected_items {
+            let [stream, version] = t.as_slice() else {
+                return Err(PyTypeError::new_err(
+                    "expected must contain (stream_id, expected_version) pairs",
+                ));
+            };
+            exp.push((stream.clone(), version.extract::<i64>()?));
+        }
+        let (first, versions, ids) = self.append_checked(py, &exp, events, metadata)?;
+        (first, versions, ids).into_pyobject(py)
     }
 
     /// Fold every event of `streams` (in global position order) into `state`.
