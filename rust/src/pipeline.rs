@@ -26,7 +26,7 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 
 use crate::pipeline_entry::{entry_object, CacheEntry};
 use crate::pipeline_logic as logic;
-use crate::pipeline_result::{ExecutionResult, Outcome};
+use crate::pipeline_result::{ExecutionResult, NewEvents, Outcome};
 use crate::uuid7;
 
 pub(crate) type PyObj = Py<PyAny>;
@@ -292,7 +292,7 @@ pub(crate) struct Machine {
     disc: Option<Folded>,
     disc_extra: Vec<Py<PyString>>,
     disc_ctx: Ctx,
-    pub events: Option<Py<PyList>>,
+    pub events: Option<NewEvents>,
     found: Vec<PyObj>,
     why: Why,
     pending_error: Option<PyErr>,
@@ -1151,7 +1151,7 @@ impl Machine {
         };
         match self.encode_events(py, &f, &emitted) {
             Ok(events) => {
-                self.events = Some(events.unbind());
+                self.events = Some(events);
                 self.cur = Some(f);
                 self.append()
             }
@@ -1172,10 +1172,9 @@ impl Machine {
         py: Python<'py>,
         f: &Folded,
         emitted: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyList>> {
-        let events = PyList::empty(py);
+    ) -> PyResult<NewEvents> {
         if !emitted.is_truthy()? {
-            return Ok(events);
+            return Ok(NewEvents(Vec::new()));
         }
         let n = emitted.len()?;
         let ids: Vec<u128> = match &self.keyed {
@@ -1191,6 +1190,7 @@ impl Machine {
             .map(|s| s.bind(py).to_str())
             .collect::<PyResult<_>>()?;
         let encode = self.encode.as_ref().expect("started").bind(py);
+        let mut events = Vec::with_capacity(n);
         let mut ids = ids.into_iter();
         for item in emitted.try_iter()? {
             let item = item?;
@@ -1213,9 +1213,9 @@ impl Machine {
                 ))?));
             }
             let (name, payload) = self.encode_one(py, encode, &event)?;
-            events.append((stream_id, name, payload, id))?;
+            events.push((stream_id.unbind(), name.unbind(), payload.unbind(), id));
         }
-        Ok(events)
+        Ok(NewEvents(events))
     }
 
     /// `registry.encode(event)`: `(type name, payload)`. For an `EventRegistry` the name
@@ -1283,14 +1283,7 @@ impl Machine {
     }
 
     fn event_ids<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let events = self.events.as_ref().expect("events").bind(py);
-        PyList::new(
-            py,
-            events
-                .iter()
-                .map(|e| e.get_item(3))
-                .collect::<PyResult<Vec<_>>>()?,
-        )
+        self.events.as_ref().expect("events").ids(py)
     }
 
     fn on_append(&mut self, py: Python<'_>, input: Input<'_>) -> PyResult<Eff> {
@@ -1298,10 +1291,7 @@ impl Machine {
         let result = match input {
             Input::Appended(first, versions) => {
                 let events = self.events.as_ref().expect("events").clone_ref(py);
-                return self.appended(
-                    py,
-                    Outcome::Raw(first.unbind(), versions.unbind(), events.into_any()),
-                );
+                return self.appended(py, Outcome::Raw(first.unbind(), versions.unbind(), events));
             }
             Input::Value(v) => v,
             Input::Folded(..) => {
@@ -1371,7 +1361,7 @@ impl Machine {
             if !self.warm {
                 self.since = cur.versions.iter().sum();
             }
-            let n_events = self.events.as_ref().expect("events").bind(py).len() as i64;
+            let n_events = self.events.as_ref().expect("events").len() as i64;
             let min_events = match &self.cache {
                 Some(c) => Some(
                     c.bind(py)
@@ -1487,14 +1477,15 @@ impl Machine {
     /// versions moved past them; `None` when that is not certain (an own event in a stream
     /// of an earlier discovery round, or `apply` failing on it).
     fn with_own_events(&self, py: Python<'_>, entry: Entry) -> PyResult<Option<Entry>> {
-        let events = self.events.as_ref().expect("events").bind(py);
+        let events = self.events.as_ref().expect("events");
         if events.is_empty() {
             return Ok(Some(entry));
         }
-        let mut rows = Vec::with_capacity(events.len());
-        for e in events.iter() {
-            rows.push((e.get_item(0)?, e.get_item(1)?, e.get_item(2)?));
-        }
+        let rows: Vec<_> = events
+            .0
+            .iter()
+            .map(|(s, n, p, _)| (s.bind(py), n.bind(py), p.bind(py)))
+            .collect();
         let streams: Vec<&str> = entry
             .f
             .streams
@@ -1619,7 +1610,7 @@ impl Machine {
             }
             Eff::Append => (
                 intern!(py, "append"),
-                self.events.as_ref().expect("events").bind(py),
+                self.events.as_ref().expect("events").list(py)?,
                 self.expected(py)?,
                 self.metadata.bind(py),
             )

@@ -95,7 +95,7 @@ fn run_native<'py>(
                     Some(meta.unbind())
                 });
             }
-            let events = m.events.as_ref().expect("events").bind(py).clone();
+            let events = m.events.as_ref().expect("events").args(py);
             let (streams, versions) = m.expected_pairs();
             let expected: Vec<(Bound<'py, PyAny>, i64)> = streams
                 .iter()
@@ -108,7 +108,7 @@ fn run_native<'py>(
                 .and_then(|b| b.as_ref())
                 .map(|b| b.bind(py).cast::<PyBytes>().cloned())
                 .transpose()?;
-            let out = store.append_checked(py, &expected, events.as_any(), meta.as_ref());
+            let out = store.append_checked(py, &expected, &events, meta.as_ref());
             Ok(Ok(match out {
                 Ok((first, versions, _)) => {
                     Input::Appended(first.into_pyobject(py)?.into_any(), versions.into_any())

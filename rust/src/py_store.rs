@@ -37,6 +37,21 @@ pub struct MemoryStore {
     appended: Condvar,
 }
 
+/// One event to append: its parts as given (checked by the append), its id as given (an
+/// int, a UUID or None for a fresh one) or already an int in Rust (the command machine's).
+pub(crate) struct EventArg<'py> {
+    pub stream: Bound<'py, PyAny>,
+    pub event_type: Bound<'py, PyAny>,
+    pub payload: Bound<'py, PyAny>,
+    pub id: EventIdArg<'py>,
+}
+
+/// An [`EventArg`]'s id.
+pub(crate) enum EventIdArg<'py> {
+    Given(Bound<'py, PyAny>),
+    Native(u128),
+}
+
 /// The items of one tuple (or other sequence) of a [`tuples`] argument.
 type Items<'py> = SmallVec<[Bound<'py, PyAny>; 4]>;
 
@@ -252,34 +267,31 @@ impl MemoryStore {
         &self,
         py: Python<'py>,
         expected: &[(Bound<'py, PyAny>, i64)],
-        events: &Bound<'py, PyAny>,
+        event_items: &[EventArg<'py>],
         metadata: Option<&Bound<'py, PyBytes>>,
     ) -> PyResult<(u64, Bound<'py, PyList>, Bound<'py, PyAny>)> {
-        let event_items = tuples(events, "events")?;
         let mut exp: SmallVec<[(&str, i64); 4]> = SmallVec::with_capacity(expected.len());
         for (stream, version) in expected {
             exp.push((as_str(stream, Text::StreamId)?, *version));
         }
         let mut evs: SmallVec<[NewEvent<'_>; 4]> = SmallVec::with_capacity(event_items.len());
         let mut missing_ids = 0usize;
-        for t in &event_items {
-            let [stream, event_type, payload, id] = t.as_slice() else {
-                return Err(PyTypeError::new_err(
-                    "events must contain (stream_id, event_type, payload, event_id) tuples",
-                ));
-            };
+        for t in event_items {
             evs.push(NewEvent {
-                stream: as_str(stream, Text::StreamId)?,
-                event_type: as_str(event_type, Text::EventType)?,
-                payload: payload
+                stream: as_str(&t.stream, Text::StreamId)?,
+                event_type: as_str(&t.event_type, Text::EventType)?,
+                payload: t
+                    .payload
                     .cast::<PyBytes>()
                     .map_err(|_| PyTypeError::new_err("payload must be bytes"))?
                     .as_bytes(),
-                id: if id.is_none() {
-                    missing_ids += 1;
-                    0
-                } else {
-                    event_id(id)?
+                id: match &t.id {
+                    EventIdArg::Native(id) => *id,
+                    EventIdArg::Given(id) if id.is_none() => {
+                        missing_ids += 1;
+                        0
+                    }
+                    EventIdArg::Given(id) => event_id(id)?,
                 },
             });
         }
@@ -287,8 +299,8 @@ impl MemoryStore {
         let generated = missing_ids > 0;
         if generated {
             let mut fresh = uuid7::next_n(missing_ids).into_iter();
-            for (ev, t) in evs.iter_mut().zip(&event_items) {
-                if t.as_slice()[3].is_none() {
+            for (ev, t) in evs.iter_mut().zip(event_items) {
+                if matches!(&t.id, EventIdArg::Given(id) if id.is_none()) {
                     ev.id = fresh.next().unwrap_or_default();
                 }
             }
@@ -316,7 +328,7 @@ impl MemoryStore {
             let stream = if source < expected.len() {
                 &expected[source].0
             } else {
-                &event_items[source - expected.len()].as_slice()[0]
+                &event_items[source - expected.len()].stream
             };
             versions.push((caller_stream(stream)?, version).into_pyobject(py)?);
         }
@@ -366,7 +378,21 @@ impl MemoryStore {
             };
             exp.push((stream.clone(), version.extract::<i64>()?));
         }
-        let (first, versions, ids) = self.append_checked(py, &exp, events, metadata)?;
+        let mut evs: SmallVec<[EventArg<'py>; 4]> = SmallVec::new();
+        for t in tuples(events, "events")? {
+            let Ok([stream, event_type, payload, id]) = <[_; 4]>::try_from(t.into_vec()) else {
+                return Err(PyTypeError::new_err(
+                    "events must contain (stream_id, event_type, payload, event_id) tuples",
+                ));
+            };
+            evs.push(EventArg {
+                stream,
+                event_type,
+                payload,
+                id: EventIdArg::Given(id),
+            });
+        }
+        let (first, versions, ids) = self.append_checked(py, &exp, &evs, metadata)?;
         (first, versions, ids).into_pyobject(py)
     }
 
