@@ -600,19 +600,23 @@ impl Machine {
         self.apply = Some(command.getattr(intern!(py, "apply"))?.unbind());
         let registry = self.registry.bind(py);
         self.decoders = Some(registry.getattr(intern!(py, "decoders"))?.unbind());
-        self.encode = Some(registry.getattr(intern!(py, "encode"))?.unbind());
         // (not when `encode` was replaced on the instance: then that is what runs)
-        if registry.get_type().is(r.event_registry.bind(py))
+        let fast = registry.get_type().is(r.event_registry.bind(py))
             && !registry
                 .getattr(intern!(py, "__dict__"))?
-                .contains(intern!(py, "encode"))?
-        {
+                .contains(intern!(py, "encode"))?;
+        if fast {
             let names = registry.getattr(intern!(py, "_names"))?;
             if let Ok(names) = names.cast_into_exact::<PyDict>() {
                 let codec = registry.getattr(intern!(py, "codec"))?;
                 self.codec_encode = Some(codec.getattr(intern!(py, "encode"))?.unbind());
                 self.names = Some(names.unbind());
             }
+        }
+        // With the fast path `registry.encode` is only looked up for an event it does not
+        // take (then it raises the right error).
+        if self.names.is_none() {
+            self.encode = Some(registry.getattr(intern!(py, "encode"))?.unbind());
         }
         self.max_attempts = self
             .policy
@@ -1189,7 +1193,7 @@ impl Machine {
             .iter()
             .map(|s| s.bind(py).to_str())
             .collect::<PyResult<_>>()?;
-        let encode = self.encode.as_ref().expect("started").bind(py);
+        let encode = self.encode.as_ref().map(|e| e.bind(py));
         let mut events = Vec::with_capacity(n);
         let mut ids = ids.into_iter();
         for item in emitted.try_iter()? {
@@ -1224,7 +1228,7 @@ impl Machine {
     fn encode_one<'py>(
         &self,
         py: Python<'py>,
-        encode: &Bound<'py, PyAny>,
+        encode: Option<&Bound<'py, PyAny>>,
         event: &Bound<'py, PyAny>,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
         if let (Some(names), Some(codec_encode)) = (&self.names, &self.codec_encode) {
@@ -1234,7 +1238,15 @@ impl Machine {
                 }
             }
         }
-        pair(&encode.call1((event,))?)
+        match encode {
+            Some(encode) => pair(&encode.call1((event,))?),
+            None => pair(
+                &self
+                    .registry
+                    .bind(py)
+                    .call_method1(intern!(py, "encode"), (event,))?,
+            ),
+        }
     }
 
     fn handle_failed(&mut self, py: Python<'_>, f: Folded, err: PyErr) -> PyResult<Eff> {

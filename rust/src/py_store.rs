@@ -220,6 +220,9 @@ impl MemoryStore {
         let names: Vec<&str> = items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
         let (rows, versions) =
             self.read(py, |s| small_streams(s, &names), |s| s.fold_rows(&names))?;
+        if rows.rows.is_empty() {
+            return Ok((state, versions));
+        }
         let state = fold_rows_into(items, &rows, state, apply, decoders)?;
         Ok((state, versions))
     }
