@@ -26,7 +26,7 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 
 use crate::pipeline_entry::{entry_object, CacheEntry};
 use crate::pipeline_logic as logic;
-use crate::pipeline_result::{ExecutionResult, Outcome};
+use crate::pipeline_result::{ExecutionResult, NewEvents, Outcome};
 use crate::uuid7;
 
 pub(crate) type PyObj = Py<PyAny>;
@@ -192,7 +192,8 @@ pub(crate) enum Eff {
     Tail {
         hint: PyObj,
     },
-    /// Append `Machine::events` with `Machine::checks` as expected versions.
+    /// Append `Machine::events` with the decided state's streams and versions
+    /// (`Machine::cur`) as expected versions.
     Append,
     Lookup(PyObj),
     Load(PyObj),
@@ -291,8 +292,7 @@ pub(crate) struct Machine {
     disc: Option<Folded>,
     disc_extra: Vec<Py<PyString>>,
     disc_ctx: Ctx,
-    pub events: Option<Py<PyList>>,
-    pub checks: Option<Py<PyList>>,
+    pub events: Option<NewEvents>,
     found: Vec<PyObj>,
     why: Why,
     pending_error: Option<PyErr>,
@@ -412,7 +412,6 @@ impl Machine {
             disc_extra: Vec::new(),
             disc_ctx: Ctx::Cold,
             events: None,
-            checks: None,
             found: Vec::new(),
             why: Why::Attempt,
             pending_error: None,
@@ -601,19 +600,23 @@ impl Machine {
         self.apply = Some(command.getattr(intern!(py, "apply"))?.unbind());
         let registry = self.registry.bind(py);
         self.decoders = Some(registry.getattr(intern!(py, "decoders"))?.unbind());
-        self.encode = Some(registry.getattr(intern!(py, "encode"))?.unbind());
         // (not when `encode` was replaced on the instance: then that is what runs)
-        if registry.get_type().is(r.event_registry.bind(py))
+        let fast = registry.get_type().is(r.event_registry.bind(py))
             && !registry
                 .getattr(intern!(py, "__dict__"))?
-                .contains(intern!(py, "encode"))?
-        {
+                .contains(intern!(py, "encode"))?;
+        if fast {
             let names = registry.getattr(intern!(py, "_names"))?;
             if let Ok(names) = names.cast_into_exact::<PyDict>() {
                 let codec = registry.getattr(intern!(py, "codec"))?;
                 self.codec_encode = Some(codec.getattr(intern!(py, "encode"))?.unbind());
                 self.names = Some(names.unbind());
             }
+        }
+        // With the fast path `registry.encode` is only looked up for an event it does not
+        // take (then it raises the right error).
+        if self.names.is_none() {
+            self.encode = Some(registry.getattr(intern!(py, "encode"))?.unbind());
         }
         self.max_attempts = self
             .policy
@@ -1152,12 +1155,7 @@ impl Machine {
         };
         match self.encode_events(py, &f, &emitted) {
             Ok(events) => {
-                let checks = PyList::empty(py);
-                for (s, v) in f.streams.iter().zip(&f.versions) {
-                    checks.append((s.bind(py), *v))?;
-                }
-                self.events = Some(events.unbind());
-                self.checks = Some(checks.unbind());
+                self.events = Some(events);
                 self.cur = Some(f);
                 self.append()
             }
@@ -1178,10 +1176,9 @@ impl Machine {
         py: Python<'py>,
         f: &Folded,
         emitted: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyList>> {
-        let events = PyList::empty(py);
+    ) -> PyResult<NewEvents> {
         if !emitted.is_truthy()? {
-            return Ok(events);
+            return Ok(NewEvents(Vec::new()));
         }
         let n = emitted.len()?;
         let ids: Vec<u128> = match &self.keyed {
@@ -1196,7 +1193,8 @@ impl Machine {
             .iter()
             .map(|s| s.bind(py).to_str())
             .collect::<PyResult<_>>()?;
-        let encode = self.encode.as_ref().expect("started").bind(py);
+        let encode = self.encode.as_ref().map(|e| e.bind(py));
+        let mut events = Vec::with_capacity(n);
         let mut ids = ids.into_iter();
         for item in emitted.try_iter()? {
             let item = item?;
@@ -1219,9 +1217,9 @@ impl Machine {
                 ))?));
             }
             let (name, payload) = self.encode_one(py, encode, &event)?;
-            events.append((stream_id, name, payload, id))?;
+            events.push((stream_id.unbind(), name.unbind(), payload.unbind(), id));
         }
-        Ok(events)
+        Ok(NewEvents(events))
     }
 
     /// `registry.encode(event)`: `(type name, payload)`. For an `EventRegistry` the name
@@ -1230,7 +1228,7 @@ impl Machine {
     fn encode_one<'py>(
         &self,
         py: Python<'py>,
-        encode: &Bound<'py, PyAny>,
+        encode: Option<&Bound<'py, PyAny>>,
         event: &Bound<'py, PyAny>,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
         if let (Some(names), Some(codec_encode)) = (&self.names, &self.codec_encode) {
@@ -1240,7 +1238,15 @@ impl Machine {
                 }
             }
         }
-        pair(&encode.call1((event,))?)
+        match encode {
+            Some(encode) => pair(&encode.call1((event,))?),
+            None => pair(
+                &self
+                    .registry
+                    .bind(py)
+                    .call_method1(intern!(py, "encode"), (event,))?,
+            ),
+        }
     }
 
     fn handle_failed(&mut self, py: Python<'_>, f: Folded, err: PyErr) -> PyResult<Eff> {
@@ -1264,20 +1270,32 @@ impl Machine {
         Err(err)
     }
 
+    /// The decided state's `(stream, version)` pairs: the append's expected versions (a
+    /// list for a Python store; `drive` hands them to the Rust store without one).
+    pub(crate) fn expected_pairs(&self) -> (&[Py<PyString>], &[i64]) {
+        let cur = self.cur.as_ref().expect("decided");
+        (&cur.streams, &cur.versions)
+    }
+
+    fn expected<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let (streams, versions) = self.expected_pairs();
+        PyList::new(
+            py,
+            streams
+                .iter()
+                .zip(versions)
+                .map(|(s, v)| (s.bind(py), *v).into_pyobject(py))
+                .collect::<PyResult<Vec<_>>>()?,
+        )
+    }
+
     fn append(&mut self) -> PyResult<Eff> {
         self.wait = Wait::Append;
         Ok(Eff::Append)
     }
 
     fn event_ids<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let events = self.events.as_ref().expect("events").bind(py);
-        PyList::new(
-            py,
-            events
-                .iter()
-                .map(|e| e.get_item(3))
-                .collect::<PyResult<Vec<_>>>()?,
-        )
+        self.events.as_ref().expect("events").ids(py)
     }
 
     fn on_append(&mut self, py: Python<'_>, input: Input<'_>) -> PyResult<Eff> {
@@ -1285,10 +1303,7 @@ impl Machine {
         let result = match input {
             Input::Appended(first, versions) => {
                 let events = self.events.as_ref().expect("events").clone_ref(py);
-                return self.appended(
-                    py,
-                    Outcome::Raw(first.unbind(), versions.unbind(), events.into_any()),
-                );
+                return self.appended(py, Outcome::Raw(first.unbind(), versions.unbind(), events));
             }
             Input::Value(v) => v,
             Input::Folded(..) => {
@@ -1358,7 +1373,7 @@ impl Machine {
             if !self.warm {
                 self.since = cur.versions.iter().sum();
             }
-            let n_events = self.events.as_ref().expect("events").bind(py).len() as i64;
+            let n_events = self.events.as_ref().expect("events").len() as i64;
             let min_events = match &self.cache {
                 Some(c) => Some(
                     c.bind(py)
@@ -1474,14 +1489,15 @@ impl Machine {
     /// versions moved past them; `None` when that is not certain (an own event in a stream
     /// of an earlier discovery round, or `apply` failing on it).
     fn with_own_events(&self, py: Python<'_>, entry: Entry) -> PyResult<Option<Entry>> {
-        let events = self.events.as_ref().expect("events").bind(py);
+        let events = self.events.as_ref().expect("events");
         if events.is_empty() {
             return Ok(Some(entry));
         }
-        let mut rows = Vec::with_capacity(events.len());
-        for e in events.iter() {
-            rows.push((e.get_item(0)?, e.get_item(1)?, e.get_item(2)?));
-        }
+        let rows: Vec<_> = events
+            .0
+            .iter()
+            .map(|(s, n, p, _)| (s.bind(py), n.bind(py), p.bind(py)))
+            .collect();
         let streams: Vec<&str> = entry
             .f
             .streams
@@ -1606,8 +1622,8 @@ impl Machine {
             }
             Eff::Append => (
                 intern!(py, "append"),
-                self.events.as_ref().expect("events").bind(py),
-                self.checks.as_ref().expect("checks").bind(py),
+                self.events.as_ref().expect("events").list(py)?,
+                self.expected(py)?,
                 self.metadata.bind(py),
             )
                 .into_pyobject(py),

@@ -95,17 +95,24 @@ fn run_native<'py>(
                     Some(meta.unbind())
                 });
             }
-            let events = m.events.as_ref().expect("events").bind(py).clone();
-            let checks = m.checks.as_ref().expect("checks").bind(py).clone();
+            let events = m.events.as_ref().expect("events").args(py);
+            let (streams, versions) = m.expected_pairs();
+            let expected: Vec<(Bound<'py, PyAny>, i64)> = streams
+                .iter()
+                .zip(versions)
+                .map(|(s, v)| (s.bind(py).clone().into_any(), *v))
+                .collect();
             let meta = m
                 .metadata_bytes
                 .as_ref()
                 .and_then(|b| b.as_ref())
                 .map(|b| b.bind(py).cast::<PyBytes>().cloned())
                 .transpose()?;
-            let out = store.append(py, checks.as_any(), events.as_any(), meta.as_ref());
+            let out = store.append_checked(py, &expected, &events, meta.as_ref());
             Ok(Ok(match out {
-                Ok(t) => Input::Appended(t.get_item(0)?, t.get_item(1)?),
+                Ok((first, versions, _)) => {
+                    Input::Appended(first.into_pyobject(py)?.into_any(), versions.into_any())
+                }
                 Err(err) => store_error(py, m, err)?,
             }))
         }

@@ -6,14 +6,69 @@
 
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::types::PyList;
 
 use crate::pipeline::{refs, PyObj};
+use crate::py_store::{EventArg, EventIdArg};
+
+/// The events a command decided on, encoded: `(stream, type name, payload, id)` each, kept
+/// in Rust so the in-memory store takes them without a Python list (or int ids) to parse;
+/// the list of tuples is only made for a Python store or a result that is read.
+pub(crate) struct NewEvents(pub Vec<(PyObj, PyObj, PyObj, u128)>);
+
+impl NewEvents {
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn clone_ref(&self, py: Python<'_>) -> Self {
+        NewEvents(
+            self.0
+                .iter()
+                .map(|(s, n, p, id)| (s.clone_ref(py), n.clone_ref(py), p.clone_ref(py), *id))
+                .collect(),
+        )
+    }
+
+    /// The events as `[(stream, type name, payload, id as int)]`.
+    pub(crate) fn list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(
+            py,
+            self.0
+                .iter()
+                .map(|(s, n, p, id)| (s.bind(py), n.bind(py), p.bind(py), *id).into_pyobject(py))
+                .collect::<PyResult<Vec<_>>>()?,
+        )
+    }
+
+    /// The ids as ints.
+    pub(crate) fn ids<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.0.iter().map(|e| e.3))
+    }
+
+    /// The events as the in-memory store's append takes them.
+    pub(crate) fn args<'py>(&self, py: Python<'py>) -> Vec<EventArg<'py>> {
+        self.0
+            .iter()
+            .map(|(s, n, p, id)| EventArg {
+                stream: s.bind(py).clone(),
+                event_type: n.bind(py).clone(),
+                payload: p.bind(py).clone(),
+                id: EventIdArg::Native(*id),
+            })
+            .collect()
+    }
+}
 
 /// An append's outcome: the store's `AppendResult`, or its parts not built into one yet.
 pub(crate) enum Outcome {
     Built(PyObj),
     /// `(first position, [(stream, version)], events)`.
-    Raw(PyObj, PyObj, PyObj),
+    Raw(PyObj, PyObj, NewEvents),
 }
 
 /// What `execute` did: the events written and the attempts used.
@@ -34,7 +89,7 @@ impl ExecutionResult {
             let made = r.append_result.bind(py).call1((
                 first.bind(py),
                 versions.bind(py),
-                events.bind(py),
+                events.list(py)?,
             ))?;
             self.outcome = Outcome::Built(made.unbind());
         }
@@ -99,7 +154,7 @@ impl ExecutionResult {
 
     fn __repr__(&mut self, py: Python<'_>) -> PyResult<String> {
         let n = match &self.outcome {
-            Outcome::Raw(_, _, events) => events.bind(py).len()?,
+            Outcome::Raw(_, _, events) => events.len(),
             Outcome::Built(obj) => obj.bind(py).len()?,
         };
         Ok(format!(

@@ -37,6 +37,21 @@ pub struct MemoryStore {
     appended: Condvar,
 }
 
+/// One event to append: its parts as given (checked by the append), its id as given (an
+/// int, a UUID or None for a fresh one) or already an int in Rust (the command machine's).
+pub(crate) struct EventArg<'py> {
+    pub stream: Bound<'py, PyAny>,
+    pub event_type: Bound<'py, PyAny>,
+    pub payload: Bound<'py, PyAny>,
+    pub id: EventIdArg<'py>,
+}
+
+/// An [`EventArg`]'s id.
+pub(crate) enum EventIdArg<'py> {
+    Given(Bound<'py, PyAny>),
+    Native(u128),
+}
+
 /// The items of one tuple (or other sequence) of a [`tuples`] argument.
 type Items<'py> = SmallVec<[Bound<'py, PyAny>; 4]>;
 
@@ -205,6 +220,9 @@ impl MemoryStore {
         let names: Vec<&str> = items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
         let (rows, versions) =
             self.read(py, |s| small_streams(s, &names), |s| s.fold_rows(&names))?;
+        if rows.rows.is_empty() {
+            return Ok((state, versions));
+        }
         let state = fold_rows_into(items, &rows, state, apply, decoders)?;
         Ok((state, versions))
     }
@@ -243,6 +261,88 @@ impl MemoryStore {
         let state = fold_rows_into(items, &rows, state, apply, decoders)?;
         Ok(Some((state, now)))
     }
+
+    /// `append` with the expected versions as `(stream, version)` pairs already taken
+    /// apart (the command machine hands over its own, without a list to re-parse).
+    /// Returns `(first_position, [(stream, version_after)], ids or None)`.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn append_checked<'py>(
+        &self,
+        py: Python<'py>,
+        expected: &[(Bound<'py, PyAny>, i64)],
+        event_items: &[EventArg<'py>],
+        metadata: Option<&Bound<'py, PyBytes>>,
+    ) -> PyResult<(u64, Bound<'py, PyList>, Bound<'py, PyAny>)> {
+        let mut exp: SmallVec<[(&str, i64); 4]> = SmallVec::with_capacity(expected.len());
+        for (stream, version) in expected {
+            exp.push((as_str(stream, Text::StreamId)?, *version));
+        }
+        let mut evs: SmallVec<[NewEvent<'_>; 4]> = SmallVec::with_capacity(event_items.len());
+        let mut missing_ids = 0usize;
+        for t in event_items {
+            evs.push(NewEvent {
+                stream: as_str(&t.stream, Text::StreamId)?,
+                event_type: as_str(&t.event_type, Text::EventType)?,
+                payload: t
+                    .payload
+                    .cast::<PyBytes>()
+                    .map_err(|_| PyTypeError::new_err("payload must be bytes"))?
+                    .as_bytes(),
+                id: match &t.id {
+                    EventIdArg::Native(id) => *id,
+                    EventIdArg::Given(id) if id.is_none() => {
+                        missing_ids += 1;
+                        0
+                    }
+                    EventIdArg::Given(id) => event_id(id)?,
+                },
+            });
+        }
+        // Events given without an id get a fresh UUIDv7 (one generator call for the batch).
+        let generated = missing_ids > 0;
+        if generated {
+            let mut fresh = uuid7::next_n(missing_ids).into_iter();
+            for (ev, t) in evs.iter_mut().zip(event_items) {
+                if matches!(&t.id, EventIdArg::Given(id) if id.is_none()) {
+                    ev.id = fresh.next().unwrap_or_default();
+                }
+            }
+        }
+        let meta = metadata.map(|m| m.as_bytes());
+        let run = |store: &mut Store| -> CoreResult<(crate::store::AppendOutcome, u64)> {
+            let out = store.append(&exp, &evs, meta)?;
+            Ok((out, store.head()))
+        };
+        let result = if evs.len() <= SMALL {
+            match self.inner.try_write() {
+                Some(mut guard) => run(&mut guard),
+                None => py.detach(|| run(&mut self.inner.write())),
+            }
+        } else {
+            py.detach(|| run(&mut self.inner.write()))
+        };
+        let (out, head) = result?;
+        if !out.replayed && !evs.is_empty() {
+            self.notify(head);
+        }
+        let mut versions: SmallVec<[Bound<'py, PyTuple>; 4]> =
+            SmallVec::with_capacity(out.versions.len());
+        for &(source, version) in &out.versions {
+            let stream = if source < expected.len() {
+                &expected[source].0
+            } else {
+                &event_items[source - expected.len()].stream
+            };
+            versions.push((caller_stream(stream)?, version).into_pyobject(py)?);
+        }
+        let ids = if generated {
+            let ids: Vec<u128> = evs.iter().map(|e| e.id).collect();
+            ids.into_pyobject(py)?.into_any()
+        } else {
+            py.None().into_bound(py)
+        };
+        Ok((out.first_position, PyList::new(py, versions)?, ids))
+    }
 }
 
 #[pymethods]
@@ -271,83 +371,32 @@ impl MemoryStore {
         metadata: Option<&Bound<'py, PyBytes>>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let expected_items = tuples(expected, "expected")?;
-        let event_items = tuples(events, "events")?;
-        let mut exp: SmallVec<[(&str, i64); 4]> = SmallVec::with_capacity(expected_items.len());
+        let mut exp: SmallVec<[(Bound<'py, PyAny>, i64); 4]> =
+            SmallVec::with_capacity(expected_items.len());
         for t in &expected_items {
             let [stream, version] = t.as_slice() else {
                 return Err(PyTypeError::new_err(
                     "expected must contain (stream_id, expected_version) pairs",
                 ));
             };
-            exp.push((as_str(stream, Text::StreamId)?, version.extract::<i64>()?));
+            exp.push((stream.clone(), version.extract::<i64>()?));
         }
-        let mut evs: SmallVec<[NewEvent<'_>; 4]> = SmallVec::with_capacity(event_items.len());
-        let mut missing_ids = 0usize;
-        for t in &event_items {
-            let [stream, event_type, payload, id] = t.as_slice() else {
+        let mut evs: SmallVec<[EventArg<'py>; 4]> = SmallVec::new();
+        for t in tuples(events, "events")? {
+            let Ok([stream, event_type, payload, id]) = <[_; 4]>::try_from(t.into_vec()) else {
                 return Err(PyTypeError::new_err(
                     "events must contain (stream_id, event_type, payload, event_id) tuples",
                 ));
             };
-            evs.push(NewEvent {
-                stream: as_str(stream, Text::StreamId)?,
-                event_type: as_str(event_type, Text::EventType)?,
-                payload: payload
-                    .cast::<PyBytes>()
-                    .map_err(|_| PyTypeError::new_err("payload must be bytes"))?
-                    .as_bytes(),
-                id: if id.is_none() {
-                    missing_ids += 1;
-                    0
-                } else {
-                    event_id(id)?
-                },
+            evs.push(EventArg {
+                stream,
+                event_type,
+                payload,
+                id: EventIdArg::Given(id),
             });
         }
-        // Events given without an id get a fresh UUIDv7 (one generator call for the batch).
-        let generated = missing_ids > 0;
-        if generated {
-            let mut fresh = uuid7::next_n(missing_ids).into_iter();
-            for (ev, t) in evs.iter_mut().zip(&event_items) {
-                if t.as_slice()[3].is_none() {
-                    ev.id = fresh.next().unwrap_or_default();
-                }
-            }
-        }
-        let meta = metadata.map(|m| m.as_bytes());
-        let run = |store: &mut Store| -> CoreResult<(crate::store::AppendOutcome, u64)> {
-            let out = store.append(&exp, &evs, meta)?;
-            Ok((out, store.head()))
-        };
-        let result = if evs.len() <= SMALL {
-            match self.inner.try_write() {
-                Some(mut guard) => run(&mut guard),
-                None => py.detach(|| run(&mut self.inner.write())),
-            }
-        } else {
-            py.detach(|| run(&mut self.inner.write()))
-        };
-        let (out, head) = result?;
-        if !out.replayed && !evs.is_empty() {
-            self.notify(head);
-        }
-        let mut versions: SmallVec<[Bound<'py, PyTuple>; 4]> =
-            SmallVec::with_capacity(out.versions.len());
-        for &(source, version) in &out.versions {
-            let stream = if source < expected_items.len() {
-                &expected_items[source].as_slice()[0]
-            } else {
-                &event_items[source - expected_items.len()].as_slice()[0]
-            };
-            versions.push((caller_stream(stream)?, version).into_pyobject(py)?);
-        }
-        let ids = if generated {
-            let ids: Vec<u128> = evs.iter().map(|e| e.id).collect();
-            ids.into_pyobject(py)?.into_any()
-        } else {
-            py.None().into_bound(py)
-        };
-        (out.first_position, PyList::new(py, versions)?, ids).into_pyobject(py)
+        let (first, versions, ids) = self.append_checked(py, &exp, &evs, metadata)?;
+        (first, versions, ids).into_pyobject(py)
     }
 
     /// Fold every event of `streams` (in global position order) into `state`.
