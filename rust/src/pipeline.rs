@@ -857,16 +857,38 @@ impl Machine {
     }
 
     fn cold_fold(&mut self, py: Python<'_>) -> PyResult<Eff> {
+        self.fold_declared(py, Wait::ColdFold)
+    }
+
+    /// A fold of every declared stream from `initial_state()`, resumed in `wait` (the
+    /// cold fold, and verify mode's full fold).
+    fn fold_declared(&mut self, py: Python<'_>, wait: Wait) -> PyResult<Eff> {
         let state = self
             .command
             .bind(py)
             .call_method0(intern!(py, "initial_state"))?;
-        self.wait = Wait::ColdFold;
+        self.wait = wait;
         Ok(Eff::Fold {
             streams: cl_all(py, &self.declared_v),
             list: self.declared.as_ref().map(|d| cl(py, d)),
             state: state.unbind(),
         })
+    }
+
+    /// What a fold of every declared stream gives, before any discovery round.
+    fn declared_folded(
+        &self,
+        py: Python<'_>,
+        state: Bound<'_, PyAny>,
+        versions: Vec<i64>,
+    ) -> Folded {
+        Folded {
+            state: state.unbind(),
+            versions,
+            streams: cl_all(py, &self.declared_v),
+            fold_from: 0,
+            rounds: 0,
+        }
     }
 
     /// A fold's `(state, versions)`, or the value it came back with instead.
@@ -937,16 +959,7 @@ impl Machine {
         };
         if verify {
             self.cur = Some(f);
-            let state = self
-                .command
-                .bind(py)
-                .call_method0(intern!(py, "initial_state"))?;
-            self.wait = Wait::VerifyFold;
-            return Ok(Eff::Fold {
-                streams: cl_all(py, &self.declared_v),
-                list: self.declared.as_ref().map(|d| cl(py, d)),
-                state: state.unbind(),
-            });
+            return self.fold_declared(py, Wait::VerifyFold);
         }
         self.decide(py, f)
     }
@@ -954,13 +967,7 @@ impl Machine {
     fn on_verify_fold(&mut self, py: Python<'_>, input: Input<'_>) -> PyResult<Eff> {
         match Self::folded(input)? {
             Ok((state, versions)) => {
-                let full = Folded {
-                    state: state.unbind(),
-                    versions,
-                    streams: cl_all(py, &self.declared_v),
-                    fold_from: 0,
-                    rounds: 0,
-                };
+                let full = self.declared_folded(py, state, versions);
                 if self.discovers {
                     return self.discover(py, full, Ctx::Verify);
                 }
@@ -1008,13 +1015,7 @@ impl Machine {
         match Self::folded(input)? {
             Ok((state, versions)) => {
                 self.warm = false;
-                let f = Folded {
-                    state: state.unbind(),
-                    versions,
-                    streams: cl_all(py, &self.declared_v),
-                    fold_from: 0,
-                    rounds: 0,
-                };
+                let f = self.declared_folded(py, state, versions);
                 if self.discovers {
                     return self.discover(py, f, Ctx::Cold);
                 }
