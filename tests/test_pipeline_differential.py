@@ -488,6 +488,10 @@ class World:
             out.append((type(cause).__name__, str(cause)))
         return tuple(out)
 
+    def records(self) -> Sequence[Any]:
+        """The stored events, in position order (what ``contents`` compares)."""
+        return self.log
+
     def contents(self) -> list[tuple[Any, ...]]:
         rows = [
             (
@@ -499,7 +503,7 @@ class World:
                 r.payload,
                 r.metadata,
             )
-            for r in self.log
+            for r in self.records()
         ]
         snapshots = sorted((repr(k), entry_parts(e)) for k, e in self.snapshots.items())
         return [*rows, ("snapshots", snapshots)]
@@ -631,21 +635,8 @@ class NativeWorld(World):
     def write(self, events: Sequence[tuple[str, str, bytes, int]], metadata: Metadata) -> None:
         self.store.append(list(events), metadata=metadata)
 
-    def contents(self) -> list[tuple[Any, ...]]:
-        rows = [
-            (
-                r.position,
-                self.label(r.event_id),
-                r.stream_id,
-                r.version,
-                r.event_type,
-                r.payload,
-                r.metadata,
-            )
-            for r in self.store.read_all()
-        ]
-        snapshots = sorted((repr(k), entry_parts(e)) for k, e in self.snapshots.items())
-        return [*rows, ("snapshots", snapshots)]
+    def records(self) -> Sequence[Any]:
+        return self.store.read_all()
 
 
 FaultSource = Callable[[str, list[str]], Fault]
