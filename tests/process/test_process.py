@@ -348,3 +348,27 @@ def test_schedule_and_names_are_checked() -> None:
     long.name = "x" * 201
     with pytest.raises(ValidationError, match="200"):
         ProcessRunner(MemoryStore(), long)
+
+
+def broken_clock() -> datetime:
+    raise ZeroDivisionError("the clock is broken")
+
+
+async def test_a_bug_while_firing_deadlines_stops_the_runner_and_is_raised(store: Any) -> None:
+    await store.append([ping(1)])
+    runner = ProcessRunner(store, PingPong(), clock=broken_clock, deadline_interval=0.01)
+    with pytest.raises(ZeroDivisionError):
+        await asyncio.wait_for(runner.run_forever(), 20)
+    assert (await runner.status())["pingpong"].state == "stopped"
+    with pytest.raises(ZeroDivisionError):
+        async with ProcessRunner(store, PingPong(), clock=broken_clock, deadline_interval=0.01):
+            await asyncio.sleep(0.5)
+
+
+def test_event_types_must_not_be_one_str() -> None:
+    from eventcore import MemoryStore
+
+    manager = PingPong()
+    manager.event_types = "test.process.Ping"  # type: ignore[assignment]
+    with pytest.raises(ValidationError, match="not one str"):
+        ProcessRunner(MemoryStore(), manager)

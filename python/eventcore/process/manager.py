@@ -260,6 +260,8 @@ class Reactor:
         self.manager = manager
         self.name = check_name(manager)
         types = getattr(manager, "event_types", None)
+        if isinstance(types, str):
+            raise ValidationError("event_types", "must be a sequence of str, not one str", types)
         self.event_types: list[str] | None = list(types) if types is not None else None
         self.stream_prefix: str | None = getattr(manager, "stream_prefix", None)
         strategy: FailureStrategy = getattr(manager, "on_error", None) or FailureStrategy.stop()

@@ -260,7 +260,19 @@ class ProcessRunner:
             raise KeyError(f"no process manager named {name!r}") from None
 
     async def _tick(self) -> None:
-        """Fire due deadlines of every live manager until stopped."""
+        """Fire due deadlines of every live manager until stopped.
+
+        A failure that is not the store's (a bug) stops the whole runner and is raised.
+        """
+        try:
+            await self._tick_forever()
+        except Exception:
+            log.exception("process runner: firing deadlines failed; stopping")
+            self._stopping.set()
+            await self.projections.stop()
+            raise
+
+    async def _tick_forever(self) -> None:
         while not self._stopping.is_set():
             for name, deadlines in self._deadlines.items():
                 if self.projections._worker(name).state != "live":
@@ -282,6 +294,8 @@ class ProcessRunner:
 
         Raises:
             ProjectionError: a manager stopped for good (its strategy said stop).
+            Exception: firing deadlines failed other than by the store (a bug): the
+                runner stops and raises it.
         """
         self._stopping.clear()
         ticker = asyncio.create_task(self._tick())
@@ -289,7 +303,9 @@ class ProcessRunner:
             await self.projections.run_forever()
         finally:
             self._stopping.set()
-            await asyncio.gather(ticker, return_exceptions=True)
+            (outcome,) = await asyncio.gather(ticker, return_exceptions=True)
+        if isinstance(outcome, Exception):
+            raise outcome
 
     async def run_until_caught_up(self) -> None:
         """React to every event up to the head, then return (deadlines: :meth:`fire_due`).
@@ -335,12 +351,21 @@ class ProcessRunner:
         return self
 
     async def __aexit__(self, exc_type: object, *exc: object) -> None:
-        """Stop gracefully; raise the error a manager stopped for good with, if any."""
+        """Stop gracefully; raise the error a manager stopped for good with, if any.
+
+        Raises:
+            ProjectionError: a manager stopped for good while the block ran.
+            Exception: firing deadlines failed other than by the store (a bug); the
+                runner stopped then.
+        """
         self._stopping.set()
         ticker, self._ticker = self._ticker, None
+        outcome = None
         if ticker is not None:
-            await asyncio.gather(ticker, return_exceptions=True)
+            (outcome,) = await asyncio.gather(ticker, return_exceptions=True)
         await self.projections.__aexit__(exc_type, *exc)
+        if isinstance(outcome, Exception) and exc_type is None:
+            raise outcome
 
 
 def _utcnow() -> datetime:
