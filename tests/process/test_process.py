@@ -372,3 +372,24 @@ def test_event_types_must_not_be_one_str() -> None:
     manager.event_types = "test.process.Ping"  # type: ignore[assignment]
     with pytest.raises(ValidationError, match="not one str"):
         ProcessRunner(MemoryStore(), manager)
+
+
+class Forgetful(PingPong):
+    """Answers with a different n each time it sees the same event (a broken react)."""
+
+    def react(self, event: Any) -> Any:
+        self.calls += 1
+        return [Answer(target="pongs", n=100 + self.calls)]
+
+
+async def test_a_different_command_on_redelivery_goes_to_the_strategy(store: Any) -> None:
+    await store.append([ping(1)])
+    cps = MemoryCheckpointStore()
+    manager = Forgetful()
+    await ProcessRunner(store, manager, checkpoints=cps).run_until_caught_up()
+    await cps.reset("pingpong", 0)
+    runner = ProcessRunner(store, manager, checkpoints=cps)
+    await runner.run_until_caught_up()
+    assert await pongs(store) == [101]  # the first delivery's command only
+    (letter,) = await runner.dead_letters("pingpong")
+    assert "IdempotencyKeyReused" in letter.error
