@@ -31,6 +31,12 @@ OPENERS = {
         async def open_store():
             return PostgresStore({dsn!r}, schema={schema!r})
     """,
+    "sqlite": """
+        from eventcore.sqlite import SqliteStore
+
+        async def open_store():
+            return SqliteStore({path!r}).aio
+    """,
 }
 
 CHILD = """
@@ -63,10 +69,15 @@ asyncio.run(main())
 """
 
 
-@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres)])
-def shared_store(request: pytest.FixtureRequest) -> tuple[Any, str]:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Any, str]:
     """A store and the code that opens the same store in another process."""
-    assert request.param == "postgres"
+    if request.param == "sqlite":
+        sqlite = pytest.importorskip("eventcore.sqlite")  # until the SQLite store lands
+        path = str(tmp_path / "events.db")
+        store = sqlite.SqliteStore(path)
+        request.addfinalizer(store.close)
+        return store.aio, textwrap.dedent(OPENERS["sqlite"].format(path=path))
     store = request.getfixturevalue("postgres_store")
     dsn = request.getfixturevalue("postgres_dsn")
     opener = OPENERS["postgres"].format(dsn=dsn, schema=store.schema)
@@ -89,7 +100,7 @@ async def test_sigkill_between_commands_and_checkpoint(shared_store: tuple[Any, 
     assert await checkpoints.load("pingpong") == 0
     written = len(await all_events(store))
 
-    runner = ProcessRunner(store, PingPong(), takeover_interval=0.05)
+    runner = ProcessRunner(store, PingPong(), checkpoints=checkpoints, takeover_interval=0.05)
     await asyncio.wait_for(runner.run_until_caught_up(), 60)
     assert await pongs(store) == list(range(10))
     assert await pongs(store, "evens") == [0, 2, 4, 6, 8]
