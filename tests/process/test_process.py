@@ -293,18 +293,28 @@ async def test_two_runners_write_each_command_once(store: Any) -> None:
         ProcessRunner(store, PingPong(), checkpoints=cps, takeover_interval=0.05, page_size=3)
         for _ in range(2)
     ]
-    async with runners[0], runners[1]:
-        await store.append([ping(n) for n in range(20, 30)])
+
+    async def one_reaches_head() -> list[Any]:
         head = await store.head()
         for _ in range(500):
             states = [(await r.status())["pingpong"] for r in runners]
             if any(s.state == "live" and s.position >= head for s in states):
-                break
+                return states
             await asyncio.sleep(0.02)
+        raise AssertionError(f"no runner reached {head}: {states}")
+
+    async with runners[0], runners[1]:
+        await store.append([ping(n) for n in range(20, 30)])
+        states = await one_reaches_head()
         if cps.exclusive:
             assert sorted(s.state for s in states) == ["live", "standby"]
-    assert sorted(await pongs(store)) == list(range(30))
-    assert sorted(await pongs(store, "evens")) == list(range(0, 30, 2))
+        active = 0 if states[0].state == "live" else 1
+        await runners[active].stop()  # the active one goes away: the other takes over
+        await store.append([ping(n) for n in range(30, 40)])
+        states = await one_reaches_head()
+        assert states[1 - active].state == "live"
+    assert sorted(await pongs(store)) == list(range(40))
+    assert sorted(await pongs(store, "evens")) == list(range(0, 40, 2))
 
 
 class LocalCommandManager(PingPong):
