@@ -186,8 +186,12 @@ class ProcessRunner:
             :class:`~eventcore.RetryPolicy`).
         clock: what "now" is for deadlines (default: the system clock, UTC).
         deadline_interval: seconds between checks for due deadlines.
-        page_size, poll_interval, exclusive, takeover_interval, lock_check_interval,
-            reconnect: as for :class:`~eventcore.projection.ProjectionRunner`.
+        page_size: events per batch (the checkpoint is saved after each).
+        poll_interval: as for :class:`~eventcore.projection.ProjectionRunner`.
+        exclusive: as for :class:`~eventcore.projection.ProjectionRunner`.
+        takeover_interval: as for :class:`~eventcore.projection.ProjectionRunner`.
+        lock_check_interval: as for :class:`~eventcore.projection.ProjectionRunner`.
+        reconnect: as for :class:`~eventcore.projection.ProjectionRunner`.
     """
 
     def __init__(
