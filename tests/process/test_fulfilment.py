@@ -57,3 +57,26 @@ async def test_running_it_all_again_changes_nothing(store: Any) -> None:
     assert await again.fire_due() == 0
     assert [(e.event_id, e.stream_id) for e in await all_events(store)] == before
     assert await again.dead_letters("fulfilment") == []
+
+
+def test_the_script_prints_each_outcome() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, str(root / "examples" / "fulfilment.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "order 1: shipped",
+        "order 2: cancelled (payment declined)",
+        "order 3: cancelled (out of stock)",
+        "order 4: cancelled (not paid in time)",
+        "lamps left: 2",
+    ]

@@ -217,7 +217,7 @@ class ProcessRunner:
         register_events(self.store.registry)
         items = list(managers) if isinstance(managers, list | tuple) else [managers]
         reactors = [Reactor(m, self.store, retry) for m in items]
-        self.projections = ProjectionRunner(
+        self.projections: ProjectionRunner = ProjectionRunner(
             self.store,
             reactors,
             checkpoints=checkpoints,
