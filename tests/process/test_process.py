@@ -403,3 +403,19 @@ async def test_a_different_command_on_redelivery_goes_to_the_strategy(store: Any
     assert await pongs(store) == [101]  # the first delivery's command only
     (letter,) = await runner.dead_letters("pingpong")
     assert "IdempotencyKeyReused" in letter.error
+
+
+def test_retry_on_and_names_that_make_no_stream_are_refused() -> None:
+    from eventcore import InvalidStreamId, MemoryStore
+
+    one = Recovering(0)
+    one.retry_on = Flaky  # type: ignore[assignment]  # one class is fine
+    ProcessRunner(MemoryStore(), one)
+    bad = Recovering(0)
+    bad.retry_on = ("Flaky",)  # type: ignore[assignment]
+    with pytest.raises(ValidationError, match="exception classes"):
+        ProcessRunner(MemoryStore(), bad)
+    control = PingPong()
+    control.name = "ping\npong"
+    with pytest.raises(InvalidStreamId):
+        ProcessRunner(MemoryStore(), control)

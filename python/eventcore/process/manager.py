@@ -33,6 +33,7 @@ from eventcore.projection.reconnect import StoreFault
 from eventcore.recorded import NewEvent, RecordedEvent
 from eventcore.registry import EventRegistry, event
 from eventcore.retry import RetryPolicy
+from eventcore.stream import StreamId
 
 if TYPE_CHECKING:
     from eventcore.store import EventStore
@@ -245,7 +246,18 @@ def check_name(manager: Any) -> str:
         )
     if not callable(getattr(manager, "react", None)):
         raise ValidationError("react", f"process manager {name!r} has no react(event)")
+    StreamId(deadline_stream(name))  # its deadline stream: InvalidStreamId (control chars)
     return name
+
+
+def retry_on(manager: Any) -> tuple[type[BaseException], ...]:
+    """The exception classes the manager's ``retry_on`` names (one class or a tuple)."""
+    value = getattr(manager, "retry_on", ())
+    classes = (value,) if isinstance(value, type) else tuple(value)
+    for cls in classes:
+        if not (isinstance(cls, type) and issubclass(cls, Exception)):
+            raise ValidationError("retry_on", "must be exception classes", cls)
+    return classes
 
 
 class Reactor:
@@ -267,10 +279,7 @@ class Reactor:
         strategy: FailureStrategy = getattr(manager, "on_error", None) or FailureStrategy.stop()
         self.backoff = strategy.backoff
         self.on_error = FailureStrategy(then=strategy.then)
-        self.transient: tuple[type[BaseException], ...] = (
-            ConcurrencyConflict,
-            *getattr(manager, "retry_on", ()),
-        )
+        self.transient: tuple[type[BaseException], ...] = (ConcurrencyConflict, *retry_on(manager))
         self.store = store
         self.retry = retry
         self.stream = deadline_stream(self.name)
