@@ -419,3 +419,12 @@ def test_retry_on_and_names_that_make_no_stream_are_refused() -> None:
     control.name = "ping\npong"
     with pytest.raises(InvalidStreamId):
         ProcessRunner(MemoryStore(), control)
+
+
+async def test_a_poison_event_is_dead_lettered_and_the_rest_go_on(store: Any) -> None:
+    await store.append([ping(1), NewEvent("pings", "test.process.Ping", b"\xc1"), ping(3)])
+    runner = ProcessRunner(store, PingPong(then="skip"))
+    await runner.run_until_caught_up()
+    assert await pongs(store) == [1, 3]
+    (letter,) = await runner.dead_letters("pingpong")
+    assert "SerializationError" in letter.error
