@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from eventcore.errors import ProjectionError
+from eventcore.projection.reconnect import StoreFault
 from eventcore.recorded import RecordedEvent
 from eventcore.retry import RetryPolicy
 
@@ -189,6 +190,8 @@ class Hooks:
                 result = self.batch(events)
                 if self.batch_async:
                     await result
+            except StoreFault:
+                raise
             except Exception as exc:
                 raise BatchFailure(None, exc) from exc
             return
@@ -202,6 +205,8 @@ class Hooks:
             else:
                 for i, event in enumerate(events):  # noqa: B007
                     apply(event)
+        except StoreFault:
+            raise  # the store's failure (a process manager's command): the runner reconnects
         except Exception as exc:
             raise BatchFailure(i, exc) from exc
 
