@@ -1,0 +1,311 @@
+"""The encrypting codec: personal fields sealed per subject, the rest left to the inner codec."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, TypeVar, get_type_hints
+
+import msgspec
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from eventcore._core import dec_hook, enc_hook
+from eventcore.errors import CiphertextTampered, SerializationError
+from eventcore.registry import Codec, MsgpackCodec
+from eventcore.shredding._keys import KeyStore
+
+__all__ = ["Personal", "ShreddingCodec", "Subject", "subject"]
+
+T = TypeVar("T")
+
+_NO_PLACEHOLDER: Any = object()
+_SUBJECT_FN = "__eventcore_subject__"
+_FORMAT = b"\x01"  # a sealed field: format byte, 12-byte nonce, ciphertext and 16-byte tag
+_NONCE = 12
+
+
+class Personal:
+    """Marks a field as personal data: ``name: Annotated[str, Personal]``.
+
+    The field is encrypted with its subject's key; once the subject is forgotten it reads
+    as its placeholder: ``Annotated[str, Personal(placeholder="(erased)")]`` names one,
+    else the default placeholder of the field's type (see :mod:`eventcore.shredding`).
+    """
+
+    __slots__ = ("placeholder",)
+
+    def __init__(self, *, placeholder: Any = _NO_PLACEHOLDER) -> None:
+        self.placeholder = placeholder
+
+    def __repr__(self) -> str:
+        if self.placeholder is _NO_PLACEHOLDER:
+            return "Personal()"
+        return f"Personal(placeholder={self.placeholder!r})"
+
+
+class Subject:
+    """Marks the field that names whose personal data an event carries:
+    ``customer_id: Annotated[str, Subject]``. Stored in clear text (use an opaque id).
+    """
+
+
+def subject(of: Callable[[Any], object]) -> Callable[[type[T]], type[T]]:
+    """Class decorator: the subject of an event is ``str(of(event))`` (instead of a field
+    marked :class:`Subject`). Place it below ``@event(...)``, above ``@dataclass``.
+    """
+
+    def decorate(cls: type[T]) -> type[T]:
+        setattr(cls, _SUBJECT_FN, of)
+        return cls
+
+    return decorate
+
+
+class _Envelope(msgspec.Struct, frozen=True):
+    """What a payload with personal fields holds: the subject, the sealed fields, and the
+    event itself encoded by the inner codec with placeholders in its personal fields."""
+
+    subject: str
+    sealed: dict[str, bytes]
+    event: msgspec.Raw
+
+
+_plain_encode = msgspec.msgpack.Encoder(enc_hook=enc_hook).encode
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Field:
+    name: str
+    decode: Callable[[bytes], Any]  # the field's plaintext (msgpack) back to its type
+    placeholder: Any
+    aad: bytes  # with the subject: binds a sealed value to its field and subject
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Plan:
+    """How one event class with personal fields is sealed and opened."""
+
+    cls: type
+    fields: tuple[_Field, ...]
+    subject_of: Callable[[Any], str]
+    is_struct: bool
+    placeholders: dict[str, Any]
+
+
+def _default_placeholder(hint: Any) -> Any:
+    """The placeholder of a type: its builtin's zero value, or None when it admits None."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Annotated:
+        return _default_placeholder(typing.get_args(hint)[0])
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in typing.get_args(hint):
+            return None
+        return _NO_PLACEHOLDER
+    for base, zero in ((bool, False), (int, 0), (float, 0.0), (str, ""), (bytes, b"")):
+        if isinstance(hint, type) and issubclass(hint, base):
+            return zero
+    if origin in (list, tuple, set, frozenset, dict) or hint in (list, tuple, set, frozenset, dict):
+        return (origin or hint)()
+    return _NO_PLACEHOLDER
+
+
+def _fields_of(cls: type) -> list[tuple[str, Any]]:
+    """``(name, annotated type)`` of each field of a dataclass or ``msgspec.Struct``."""
+    hints = get_type_hints(cls, include_extras=True)
+    if dataclasses.is_dataclass(cls):
+        return [(f.name, hints[f.name]) for f in dataclasses.fields(cls)]
+    if isinstance(cls, type) and issubclass(cls, msgspec.Struct):
+        return [(name, hints[name]) for name in cls.__struct_fields__]
+    return []
+
+
+def _markers(hint: Any) -> tuple[Any, ...]:
+    if typing.get_origin(hint) is typing.Annotated:
+        return tuple(hint.__metadata__)
+    return ()
+
+
+def _plan_of(cls: type) -> _Plan | None:
+    """The plan of ``cls``, or None when it has no personal field (the inner codec's)."""
+    fields: list[_Field] = []
+    subject_field: str | None = None
+    qual = getattr(cls, "__qualname__", repr(cls))
+    for name, hint in _fields_of(cls):
+        marks = _markers(hint)
+        if any(m is Subject or isinstance(m, Subject) for m in marks):
+            subject_field = name
+        personal = [m for m in marks if m is Personal or isinstance(m, Personal)]
+        if not personal:
+            continue
+        mark = personal[0]
+        placeholder = mark.placeholder if isinstance(mark, Personal) else _NO_PLACEHOLDER
+        if placeholder is _NO_PLACEHOLDER:
+            placeholder = _default_placeholder(hint)
+        if placeholder is _NO_PLACEHOLDER:
+            raise TypeError(
+                f"personal field {qual}.{name} has a type with no default placeholder: "
+                "declare one, Annotated[T, Personal(placeholder=...)]"
+            )
+        decode = msgspec.msgpack.Decoder(hint, dec_hook=dec_hook).decode
+        try:
+            decode(_plain_encode(placeholder))
+        except (msgspec.MsgspecError, TypeError, ValueError) as exc:
+            raise TypeError(
+                f"the placeholder {placeholder!r} of personal field {qual}.{name} is not a "
+                f"valid value of its type ({exc}): declare one, "
+                "Annotated[T, Personal(placeholder=...)]"
+            ) from None
+        aad = b"eventcore.shredding\x00" + name.encode() + b"\x00"
+        fields.append(_Field(name, decode, placeholder, aad))
+    if not fields:
+        return None
+    of = getattr(cls, _SUBJECT_FN, None)
+    subject_of: Callable[[Any], str]
+    if of is not None:
+
+        def subject_of(event: Any) -> str:
+            return str(of(event))
+
+    elif subject_field is not None:
+        attr = subject_field
+
+        def subject_of(event: Any) -> str:
+            return str(getattr(event, attr))
+
+    else:
+        raise TypeError(
+            f"{qual} has personal fields but no subject: mark the field that names the "
+            "person Annotated[str, Subject], or decorate the class with @subject(lambda e: ...)"
+        )
+    return _Plan(
+        cls,
+        tuple(fields),
+        subject_of,
+        isinstance(cls, type) and issubclass(cls, msgspec.Struct),
+        {f.name: f.placeholder for f in fields},
+    )
+
+
+class ShreddingCodec:
+    """A codec that encrypts the personal fields of events with a key per subject.
+
+    Wraps another codec (``MsgpackCodec`` by default, or ``JsonCodec``): classes without
+    a field marked :class:`Personal` go through it untouched, their decoders are the
+    inner codec's own. Keys come from ``keys`` (a :class:`~eventcore.shredding.KeyStore`);
+    ``keys.forget(subject)`` destroys one, and from then on that subject's events decode
+    with their personal fields set to placeholders.
+
+    Args:
+        keys: where the subjects' keys are kept.
+        inner: the codec for everything but the personal fields.
+    """
+
+    def __init__(self, keys: KeyStore, inner: Codec | None = None) -> None:
+        self.inner: Codec = inner if inner is not None else MsgpackCodec()
+        """The wrapped codec."""
+        self.keys = keys
+        """The key store."""
+        self.name = f"shredding+{self.inner.name}"
+        """The codec's name: ``shredding+`` and the inner codec's."""
+        self._inner_encode = self.inner.encode
+        self._plans: dict[type, _Plan | None] = {}
+        self._envelopes = self.inner.encode
+        self._open_envelope = self.inner.decoder(_Envelope)
+
+    def __repr__(self) -> str:
+        return f"ShreddingCodec(inner={self.inner.name!r}, keys={self.keys!r})"
+
+    def _plan(self, cls: type) -> _Plan | None:
+        try:
+            return self._plans[cls]
+        except KeyError:
+            plan = self._plans[cls] = _plan_of(cls)
+            return plan
+
+    def encode(self, event: Any) -> bytes:
+        """Encode ``event``; its personal fields sealed with its subject's key.
+
+        Raises:
+            SubjectForgotten: the event's subject was forgotten (nothing is written).
+        """
+        cls = event.__class__
+        plan = self._plans.get(cls, _NO_PLACEHOLDER)
+        if plan is None:
+            return self._inner_encode(event)
+        if plan is _NO_PLACEHOLDER:
+            plan = self._plan(cls)
+            if plan is None:
+                return self._inner_encode(event)
+        return self._seal(plan, event)
+
+    def _seal(self, plan: _Plan, event: Any) -> bytes:
+        subject = plan.subject_of(event)
+        if not subject:
+            raise SerializationError(
+                plan.cls.__qualname__, "the subject of an event with personal data is empty"
+            )
+        aead = AESGCM(self.keys.key_or_create(subject))
+        tail = subject.encode()
+        sealed = {}
+        for field in plan.fields:
+            nonce = os.urandom(_NONCE)
+            plain = _plain_encode(getattr(event, field.name))
+            sealed[field.name] = _FORMAT + nonce + aead.encrypt(nonce, plain, field.aad + tail)
+        if plan.is_struct:
+            blank = msgspec.structs.replace(event, **plan.placeholders)
+        else:  # a frozen dataclass: a copy, its personal fields overwritten
+            blank = copy.copy(event)
+            for name, value in plan.placeholders.items():
+                object.__setattr__(blank, name, value)
+        inner = msgspec.Raw(self._inner_encode(blank))
+        return self._envelopes(_Envelope(subject, sealed, inner))
+
+    def decoder(self, event_class: type) -> Callable[[bytes], Any]:
+        """The inner codec's decoder for a class without personal fields; else one that
+        opens the sealed fields (placeholders for a forgotten subject).
+
+        Raises:
+            TypeError: a personal field has no subject or no valid placeholder.
+        """
+        inner = self.inner.decoder(event_class)
+        plan = self._plan(event_class)
+        if plan is None:
+            return inner
+        open_envelope = self._open_envelope
+        key_of = self.keys.key
+        fields = plan.fields
+        is_struct = plan.is_struct
+        type_name = event_class.__qualname__
+
+        def decode(payload: bytes) -> Any:
+            envelope = open_envelope(payload)
+            event = inner(envelope.event)
+            subject = envelope.subject
+            key = key_of(subject)
+            if key is None:  # forgotten: the placeholders stored in the event stay
+                return event
+            aead = AESGCM(key)
+            tail = subject.encode()
+            values = {}
+            sealed = envelope.sealed
+            for field in fields:
+                blob = sealed.get(field.name)
+                if blob is None or blob[:1] != _FORMAT:
+                    raise CiphertextTampered(type_name, subject, field.name)
+                try:
+                    plain = aead.decrypt(blob[1 : 1 + _NONCE], blob[1 + _NONCE :], field.aad + tail)
+                except InvalidTag:
+                    raise CiphertextTampered(type_name, subject, field.name) from None
+                values[field.name] = field.decode(plain)
+            if is_struct:
+                return msgspec.structs.replace(event, **values)
+            for name, value in values.items():
+                object.__setattr__(event, name, value)
+            return event
+
+        return decode
