@@ -27,6 +27,7 @@ _NO_PLACEHOLDER: Any = object()
 _SUBJECT_FN = "__eventcore_subject__"
 _FORMAT = b"\x01"  # a sealed field: format byte, 12-byte nonce, ciphertext and 16-byte tag
 _NONCE = 12
+_MAX_SUBJECT = 1024  # it travels as a NOTIFY payload when forgotten (8000 bytes at most)
 
 
 class Personal:
@@ -245,9 +246,11 @@ class ShreddingCodec:
 
     def _seal(self, plan: _Plan, event: Any) -> bytes:
         subject = plan.subject_of(event)
-        if not subject:
+        if not 0 < len(subject) <= _MAX_SUBJECT:
             raise SerializationError(
-                plan.cls.__qualname__, "the subject of an event with personal data is empty"
+                plan.cls.__qualname__,
+                f"the subject of an event with personal data must be 1 to {_MAX_SUBJECT} "
+                f"characters long, not {len(subject)}",
             )
         aead = AESGCM(self.keys.key_or_create(subject))
         tail = subject.encode()
