@@ -65,6 +65,16 @@ class Customer:
     orders: int = 0
 
 
+def fold_customer(state: Customer, event: Any) -> Customer:
+    """One customer event folded into ``state`` (after a forget: the placeholders)."""
+    match event:
+        case Registered(name=name):
+            return dataclasses.replace(state, registered=True, name=name)
+        case Ordered():
+            return dataclasses.replace(state, orders=state.orders + 1)
+    return state
+
+
 class PlaceOrder(Command[Customer, Any]):
     """Folds the customer stream (personal events included) and appends an order."""
 
@@ -75,12 +85,7 @@ class PlaceOrder(Command[Customer, Any]):
         return Customer()
 
     def apply(self, state: Customer, event: Any, stream_id: str) -> Customer:
-        match event:
-            case Registered(name=name):
-                return dataclasses.replace(state, registered=True, name=name)
-            case Ordered():
-                return dataclasses.replace(state, orders=state.orders + 1)
-        return state
+        return fold_customer(state, event)
 
     def handle(self, state: Customer) -> list[tuple[str, Any]]:
         require(state.registered, "no such customer")
@@ -99,8 +104,25 @@ class Register(Command[Customer, Any]):
         return Customer()
 
     def apply(self, state: Customer, event: Any, stream_id: str) -> Customer:
-        return dataclasses.replace(state, registered=True)
+        return fold_customer(state, event)
 
     def handle(self, state: Customer) -> list[tuple[str, Any]]:
         require(not state.registered, "already registered")
         return [(self.customer, Registered(str(self.customer), self.name, self.email, self.age))]
+
+
+class Relocate(Command[Customer, Any]):
+    """Writes a Moved event (personal data) for a registered customer."""
+
+    customer: StreamId = stream()
+    address: str
+
+    def initial_state(self) -> Customer:
+        return Customer()
+
+    def apply(self, state: Customer, event: Any, stream_id: str) -> Customer:
+        return fold_customer(state, event)
+
+    def handle(self, state: Customer) -> list[tuple[str, Any]]:
+        require(state.registered, "no such customer")
+        return [(self.customer, Moved(str(self.customer), self.address))]
