@@ -27,12 +27,6 @@ error                       raised when                                retried
                             caller's transaction
 ``ProjectionError``         a projection's ``apply`` failed and its    never
                             failure strategy said stop
-``SubjectForgotten``        an event names a personal-data subject     never
-                            that was forgotten
-``CiphertextTampered``      an encrypted personal field fails its      never
-                            authentication (a ``SerializationError``)
-``SubjectKeyMissing``       a subject's key was never stored (a        never
-                            ``StoreError``; not the same as forgotten)
 ==========================  =========================================  ========
 """
 
@@ -45,7 +39,6 @@ from typing import Any, NamedTuple
 
 __all__ = [
     "BusinessRuleViolation",
-    "CiphertextTampered",
     "CommandError",
     "ConcurrencyConflict",
     "ConfigurationError",
@@ -62,8 +55,6 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "StreamConflict",
-    "SubjectForgotten",
-    "SubjectKeyMissing",
     "UndeclaredStream",
     "UsageError",
     "ValidationError",
@@ -310,52 +301,3 @@ class ProjectionError(EventCoreError):
         super().__init__(f"projection {projection!r} stopped at position {position}: {message}")
         self.projection = projection
         self.position = position
-
-
-class SubjectForgotten(EventCoreError):
-    """An event with personal data names a subject whose key was destroyed (forgotten).
-
-    Raised when such an event is encoded: the command fails and writes nothing. A
-    forgotten subject stays forgotten; new data about the person needs a new subject id.
-    See :mod:`eventcore.shredding`. Never retried.
-    """
-
-    def __init__(self, subject: str) -> None:
-        self.subject = subject
-        super().__init__(
-            f"personal-data subject {subject!r} was forgotten: its key is destroyed and no "
-            "new event may carry personal data for it (use a new subject id)"
-        )
-
-
-class CiphertextTampered(SerializationError):
-    """An encrypted personal field did not authenticate: its bytes were altered, moved to
-    another subject or field, or encrypted with another key. Never retried.
-
-    Attributes:
-        subject: the subject the field belongs to.
-        field: the field's name.
-    """
-
-    def __init__(self, event_type: str, subject: str, field: str) -> None:
-        self.subject = subject
-        self.field = field
-        super().__init__(
-            event_type,
-            f"personal field {field!r} of subject {subject!r} fails authentication "
-            "(tampered ciphertext or wrong key); the event is not decoded",
-        )
-
-
-class SubjectKeyMissing(StoreError):
-    """A stored event names a subject the key store has no row for (neither a key nor a
-    forgotten mark): the key table is incomplete (restored from another backup?), which
-    is never taken for a forgotten subject. Never retried.
-    """
-
-    def __init__(self, subject: str) -> None:
-        self.subject = subject
-        super().__init__(
-            f"no key and no forgotten mark stored for personal-data subject {subject!r}; "
-            "its events cannot be read (is the key table from the same database?)"
-        )

@@ -34,8 +34,8 @@ Classes without personal fields are the inner codec's business alone.
 
 from __future__ import annotations
 
-from eventcore.errors import CiphertextTampered, SubjectForgotten, SubjectKeyMissing
 from eventcore.shredding._codec import Personal, ShreddingCodec, Subject, subject
+from eventcore.shredding._errors import CiphertextTampered, SubjectForgotten, SubjectKeyMissing
 from eventcore.shredding._keys import KeyStore, MemoryKeyStore
 
 __all__ = [

@@ -15,8 +15,9 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from eventcore._core import dec_hook, enc_hook
-from eventcore.errors import CiphertextTampered, SerializationError
+from eventcore.errors import SerializationError
 from eventcore.registry import Codec, MsgpackCodec
+from eventcore.shredding._errors import CiphertextTampered
 from eventcore.shredding._keys import KeyStore
 
 __all__ = ["Personal", "ShreddingCodec", "Subject", "subject"]

@@ -6,7 +6,7 @@ import os
 import threading
 from typing import Protocol, runtime_checkable
 
-from eventcore.errors import SubjectForgotten, SubjectKeyMissing
+from eventcore.shredding._errors import SubjectForgotten, SubjectKeyMissing
 
 __all__ = ["KeyStore", "MemoryKeyStore", "new_key"]
 

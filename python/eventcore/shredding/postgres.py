@@ -30,9 +30,10 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from eventcore.errors import StoreUnavailable, SubjectForgotten, SubjectKeyMissing
+from eventcore.errors import StoreUnavailable
 from eventcore.postgres._errors import translate
 from eventcore.postgres._sql import check_schema_name, quote
+from eventcore.shredding._errors import SubjectForgotten, SubjectKeyMissing
 from eventcore.shredding._keys import new_key
 
 __all__ = ["PostgresKeyStore", "forget_channel"]
