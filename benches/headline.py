@@ -43,6 +43,7 @@ if str(ROOT) not in sys.path:
 
 from benches import bench_projection as bp  # noqa: E402
 from benches import core  # noqa: E402
+from benches import shred as shred_bench  # noqa: E402
 from benches.domain import DC, _dist_version  # noqa: E402
 
 _perf = time.perf_counter
@@ -291,6 +292,49 @@ def memory_figures(quick: bool, log: Callable[[str], None]) -> list[Figure]:
         big = None
     finally:
         loop.close()
+    return figs
+
+
+# ---------------------------------------------------------------------------------------------
+# Crypto-shredding in memory: benches/shred.py, encryption on against off in the same run
+
+
+def shred_figures(quick: bool, log: Callable[[str], None]) -> list[Figure]:
+    reps, warmup = (3, 1) if quick else (7, 2)
+    n = 1_000 if quick else 4_000
+    workloads = [
+        (
+            "shred.memory.read.1000",
+            "events/s",
+            shred_bench.read(4 if quick else 10, 1000),
+            "read_stream of 1000-event streams + .data; each event has 3 personal fields",
+        ),
+        (
+            "shred.memory.command.signup",
+            "commands/s",
+            shred_bench.commands("signup", n),
+            "a command writing a 3-personal-field event for a new subject (a key is created)",
+        ),
+        (
+            "shred.memory.command.fold20",
+            "commands/s",
+            shred_bench.commands("fold", n // 2),
+            "a command folding 20 events with personal fields (no state cache), appending one",
+        ),
+        (
+            "shred.memory.command.nonpersonal",
+            "commands/s",
+            shred_bench.commands("plain", n),
+            "a command whose event has no personal field: the ShreddingCodec passes it through",
+        ),
+    ]
+    figs: list[Figure] = []
+    for name, unit, (on, off), note in workloads:
+        fig = Figure(name, unit, baseline=f"{name}.off", note=f"{note}; encryption on")
+        base = Figure(f"{name}.off", unit, note=f"{note}; plain registry (encryption off)")
+        measure([(fig, on), (base, off)], reps=reps, warmup=warmup)
+        figs += [fig, base]
+        log(name)
     return figs
 
 
@@ -990,7 +1034,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY",
         help="run only the PostgreSQL workloads whose key starts with KEY (repeatable),"
         " e.g. postgres.command or postgres.projection.lag_p99_ms.stalled;"
-        " the in-memory ones only if a KEY starts with memory",
+        " the in-memory ones only if a KEY starts with memory (shred.* if it starts with shred)",
     )
     parser.add_argument(
         "--breakdown",
@@ -1017,6 +1061,8 @@ def main(argv: list[str] | None = None) -> int:
     figures: list[Figure] = []
     if not args.no_memory and (not args.only or any(o.startswith("memory") for o in args.only)):
         figures += memory_figures(args.quick, log)
+    if not args.no_memory and (not args.only or any(o.startswith("shred") for o in args.only)):
+        figures += shred_figures(args.quick, log)
     if not args.no_postgres:
         dsn, server = start_server(args.dsn)
         if dsn is None:

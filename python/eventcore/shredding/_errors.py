@@ -24,24 +24,22 @@ class SubjectForgotten(EventCoreError):
 
 
 class CiphertextTampered(SerializationError):
-    """An encrypted personal field did not authenticate; never retried.
+    """An event's encrypted personal fields did not authenticate; never retried.
 
-    Its bytes were altered, moved to another subject or field, or sealed with another
-    key. Decoders raise it; reads and folds raise ``SerializationError`` with it as the
+    Their bytes were altered, moved to another subject, or sealed with another key.
+    Decoders raise it; reads and folds raise ``SerializationError`` with it as the
     ``__cause__``.
 
     Attributes:
-        subject: the subject the field belongs to.
-        field: the field's name.
+        subject: the subject the event names.
     """
 
-    def __init__(self, event_type: str, subject: str, field: str) -> None:
+    def __init__(self, event_type: str, subject: str) -> None:
         self.subject = subject
-        self.field = field
         super().__init__(
             event_type,
-            f"personal field {field!r} of subject {subject!r} fails authentication "
-            "(tampered ciphertext or wrong key); the event is not decoded",
+            f"the personal fields of subject {subject!r} fail authentication (tampered "
+            "ciphertext or wrong key); the event is not decoded",
         )
 
 
