@@ -8,7 +8,7 @@ import os
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, Protocol, TypeVar, get_type_hints
 
 import msgspec
 from cryptography.exceptions import InvalidTag
@@ -68,6 +68,12 @@ def subject(of: Callable[[Any], object]) -> Callable[[type[T]], type[T]]:
         return cls
 
     return decorate
+
+
+class _Encode(Protocol):
+    """The shape of ``ShreddingCodec.encode`` (that of ``Codec.encode``)."""
+
+    def __call__(self, event: Any) -> bytes: ...
 
 
 class _Envelope(msgspec.Struct, frozen=True):
@@ -221,7 +227,7 @@ class ShreddingCodec:
         self._envelopes = self.inner.encode
         self._open_envelope = self.inner.decoder(_Envelope)
         self._aeads: dict[bytes, AESGCM] = {}
-        self.encode: Callable[[Any], bytes] = self._encoder()
+        self.encode: _Encode = self._encoder()
         """Encode an event, its personal fields sealed (SubjectForgotten if forgotten)."""
 
     def _aead(self, key: bytes) -> AESGCM:
@@ -243,7 +249,7 @@ class ShreddingCodec:
             plan = self._plans[cls] = _plan_of(cls)
             return plan
 
-    def _encoder(self) -> Callable[[Any], bytes]:
+    def _encoder(self) -> _Encode:
         """``encode``: a closure, so that an event without personal fields costs one dict
         lookup on top of the inner codec's encode (the executor calls it per event)."""
         plans_get = self._plans.get
