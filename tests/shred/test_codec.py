@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import msgspec
 import pytest
 
-from eventcore import EventRegistry, SerializationError
+from eventcore import EventRegistry, SerializationError, Value
 from eventcore.registry import JsonCodec, MsgpackCodec
 from eventcore.shredding import (
     CiphertextTampered,
@@ -178,3 +178,63 @@ def test_msgspec_struct_events_keep_their_class() -> None:
     registry = make_registry(keys)
     decoded = registry.decode(*registry.encode(Moved("c-9", "x")))
     assert type(decoded) is Moved and isinstance(decoded, msgspec.Struct)
+
+
+def test_placeholders_the_class_itself_rejects_fail_the_first_encode() -> None:
+    registry = EventRegistry(ShreddingCodec(MemoryKeyStore()))
+
+    @dataclasses.dataclass(frozen=True)
+    class Strict:
+        who: Annotated[str, Subject]
+        name: Annotated[str, Personal]
+
+        def __post_init__(self) -> None:
+            if not self.name:
+                raise ValueError("a name is required")
+
+    registry.register("x.Strict", Strict)  # the type alone cannot tell
+    with pytest.raises(SerializationError, match="rejects its personal fields' placeholders"):
+        registry.encode(Strict("w", "Ann"))
+
+
+class Email(Value, str, pattern=r"[^@]+@[^@]+"):
+    """An email address."""
+
+
+def test_frozen_slotted_dataclasses_and_value_types() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Contact:
+        who: Annotated[str, Subject]
+        email: Annotated[Email, Personal(placeholder="erased@invalid")]
+
+    keys = MemoryKeyStore()
+    registry = EventRegistry(ShreddingCodec(keys))
+    registry.register("x.Contact", Contact)
+    contact = Contact("w", Email("a@b.c"))
+    stored = registry.encode(contact)
+    decoded = registry.decode(*stored)
+    assert decoded == contact and type(decoded.email) is Email
+    keys.forget("w")
+    forgotten = registry.decode(*stored)
+    assert forgotten.email == "erased@invalid" and type(forgotten.email) is Email
+
+    @dataclasses.dataclass(frozen=True)
+    class Undeclared:
+        who: Annotated[str, Subject]
+        email: Annotated[Email, Personal]  # "" is no Email
+
+    with pytest.raises(TypeError, match="not a valid value"):
+        registry.register("x.Undeclared", Undeclared)
+
+
+def test_the_codec_drops_a_forgotten_key_at_the_subjects_next_read() -> None:
+    keys = MemoryKeyStore()
+    registry = make_registry(keys)
+    stored = registry.encode(ANN)
+    registry.decode(*stored)
+    codec: Any = registry.codec
+    key = keys.key("c-1")
+    assert any(kept == key for kept, _ in codec._aeads.values())
+    keys.forget("c-1")
+    registry.decode(*stored)
+    assert not any(kept == key for kept, _ in codec._aeads.values())

@@ -28,7 +28,7 @@ _NO_PLACEHOLDER: Any = object()
 _SUBJECT_FN = "__eventcore_subject__"
 _FORMAT = b"\x01"  # the sealed fields: format byte, 12-byte nonce, ciphertext, 16-byte tag
 _AAD = b"eventcore.shredding\x00"  # and the subject: a sealed value opens only for it
-_AEADS_MAX = 4096  # AESGCM objects kept per key (making one costs more than a decryption)
+_AEADS_MAX = 4096  # subjects whose AESGCM object is kept (making one costs a decryption or two)
 _NONCE = 12
 _MAX_SUBJECT = 1024  # it travels as a NOTIFY payload when forgotten (8000 bytes at most)
 
@@ -226,17 +226,25 @@ class ShreddingCodec:
         self._plans: dict[type, _Plan | None] = {}
         self._envelopes = self.inner.encode
         self._open_envelope = self.inner.decoder(_Envelope)
-        self._aeads: dict[bytes, AESGCM] = {}
+        self._aeads: dict[str, tuple[bytes, AESGCM]] = {}
+        self._checked: set[type] = set()  # classes whose placeholders decode
         self.encode: _Encode = self._encoder()
         """Encode an event, its personal fields sealed (SubjectForgotten if forgotten)."""
 
-    def _aead(self, key: bytes) -> AESGCM:
-        """The cipher of ``key`` (kept: building one costs more than a decryption)."""
-        aead = self._aeads.get(key)
-        if aead is None:
-            if len(self._aeads) >= _AEADS_MAX:
-                self._aeads.clear()
-            aead = self._aeads[key] = AESGCM(key)
+    def _aead(self, subject: str, key: bytes | None) -> AESGCM | None:
+        """The cipher of ``subject``'s ``key`` (kept: building one costs more than a
+        decryption); None, and the kept one dropped, once the subject is forgotten."""
+        kept = self._aeads.get(subject)
+        if key is None:
+            if kept is not None:
+                del self._aeads[subject]
+            return None
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        if len(self._aeads) >= _AEADS_MAX:
+            self._aeads.clear()
+        aead = AESGCM(key)
+        self._aeads[subject] = (key, aead)
         return aead
 
     def __repr__(self) -> str:
@@ -283,20 +291,36 @@ class ShreddingCodec:
                 f"the subject of an event with personal data must be 1 to {_MAX_SUBJECT} "
                 f"characters long, not {len(subject)}",
             )
-        aead = self._aead(self.keys.key_or_create(subject))
-        values = {field.name: getattr(event, field.name) for field in plan.fields}
-        nonce = os.urandom(_NONCE)
-        sealed = (
-            _FORMAT + nonce + aead.encrypt(nonce, _plain_encode(values), _AAD + subject.encode())
-        )
         if plan.is_struct:
             blank = msgspec.structs.replace(event, **plan.placeholders)
         else:  # a frozen dataclass: a copy, its personal fields overwritten
             blank = copy.copy(event)
             for name, value in plan.placeholders.items():
                 object.__setattr__(blank, name, value)
-        inner = msgspec.Raw(self._inner_encode(blank))
-        return self._envelopes(_Envelope(subject, sealed, inner))
+        inner = self._inner_encode(blank)
+        if plan.cls not in self._checked:
+            self._check_placeholders(plan, inner)
+        aead = self._aead(subject, self.keys.key_or_create(subject))
+        assert aead is not None
+        values = {field.name: getattr(event, field.name) for field in plan.fields}
+        nonce = os.urandom(_NONCE)
+        sealed = (
+            _FORMAT + nonce + aead.encrypt(nonce, _plain_encode(values), _AAD + subject.encode())
+        )
+        return self._envelopes(_Envelope(subject, sealed, msgspec.Raw(inner)))
+
+    def _check_placeholders(self, plan: _Plan, blank: bytes) -> None:
+        """Once per class: the event with its placeholders must decode (a ``__post_init__``
+        may reject them), else a forgotten subject's events could never be read."""
+        try:
+            self.inner.decoder(plan.cls)(blank)
+        except Exception as exc:
+            raise SerializationError(
+                plan.cls.__qualname__,
+                f"the class rejects its personal fields' placeholders ({exc}); declare "
+                "placeholders it accepts, Annotated[T, Personal(placeholder=...)]",
+            ) from exc
+        self._checked.add(plan.cls)
 
     def decoder(self, event_class: type) -> Callable[[bytes], Any]:
         """The inner codec's decoder for a class without personal fields; else one that
@@ -320,14 +344,14 @@ class ShreddingCodec:
             envelope = open_envelope(payload)
             event = inner(envelope.event)
             subject = envelope.subject
-            key = key_of(subject)
-            if key is None:  # forgotten: the placeholders stored in the event stay
+            aead = aead_of(subject, key_of(subject))
+            if aead is None:  # forgotten: the placeholders stored in the event stay
                 return event
             blob = envelope.sealed
             try:
                 if blob[:1] != _FORMAT:
                     raise InvalidTag
-                plain = aead_of(key).decrypt(
+                plain = aead.decrypt(
                     blob[1 : 1 + _NONCE], blob[1 + _NONCE :], _AAD + subject.encode()
                 )
             except InvalidTag:
