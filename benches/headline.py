@@ -411,6 +411,8 @@ def postgres_figures(
             measure(sides, sz.reps, sz.warmup)
             figs += [f for f, _ in sides]
             log(ec.name)
+        if want("shred.postgres"):
+            figs += _shred_postgres(dsn, quick, log)
         if want("postgres.command.first10k"):
             figs += _first10k(bench, quick, log)
         if want("postgres.transfer.c16"):
@@ -424,6 +426,40 @@ def postgres_figures(
                 figs.append(_lag(bench, sz, dsn, quick, name, log))
     finally:
         bench.close()
+    return figs
+
+
+def _shred_postgres(dsn: str, quick: bool, log: Callable[[str], None]) -> list[Figure]:
+    """shred.postgres.*: commands and reads with encryption on against off, same run."""
+    events, subjects = (20_000, 200) if quick else (100_000, 1_000)
+    pg = shred_bench.PgShred(dsn, events, subjects)
+    reps, warmup = (3, 1) if quick else (7, 2)
+    n = 300 if quick else 1_000
+    figs: list[Figure] = []
+    try:
+        for name, unit, note, side in [
+            (
+                "shred.postgres.command.signup.c1",
+                "commands/s",
+                "a command writing a 3-personal-field event for a new subject, one client"
+                " (on: a key inserted and read back first)",
+                lambda s: pg.command(s, n),
+            ),
+            (
+                "shred.postgres.read",
+                "events/s",
+                f"read_all pages of 1000 over {events:,} events of {subjects:,} subjects,"
+                " .data on each (on: keys cached by the warm-up, cache_ttl 600 s)",
+                pg.read,
+            ),
+        ]:
+            fig = Figure(name, unit, baseline=f"{name}.off", note=f"{note}; encryption on")
+            base = Figure(f"{name}.off", unit, note=f"{note}; plain registry")
+            measure([(fig, side("on")), (base, side("off"))], reps=reps, warmup=warmup)
+            figs += [fig, base]
+            log(name)
+    finally:
+        pg.close()
     return figs
 
 
@@ -1061,7 +1097,8 @@ def main(argv: list[str] | None = None) -> int:
     figures: list[Figure] = []
     if not args.no_memory and (not args.only or any(o.startswith("memory") for o in args.only)):
         figures += memory_figures(args.quick, log)
-    if not args.no_memory and (not args.only or any(o.startswith("shred") for o in args.only)):
+    mem_shred = ("shred.memory".startswith(o) or o.startswith("shred.memory") for o in args.only)
+    if not args.no_memory and (not args.only or any(mem_shred)):
         figures += shred_figures(args.quick, log)
     if not args.no_postgres:
         dsn, server = start_server(args.dsn)

@@ -8,13 +8,22 @@ workload returns ``(on, off)``: one timed repetition of each side, as rates.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from benches.core import timed
-from eventcore import Command, EventRegistry, MemoryStore, NewEvent, StreamId, execute_sync
+from eventcore import (
+    Command,
+    EventRegistry,
+    MemoryStore,
+    NewEvent,
+    StreamId,
+    execute,
+    execute_sync,
+)
 from eventcore import stream as stream_field
 from eventcore.shredding import MemoryKeyStore, Personal, ShreddingCodec, Subject
 
@@ -160,3 +169,90 @@ def commands(kind: str, count: int, fold: int = 20) -> tuple[Once, Once]:
 
     on, off = registries()
     return side(on), side(off)
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL: the same classes through a PostgresStore, keys in a PostgresKeyStore
+
+
+class PgShred:
+    """Two migrated schemas on ``dsn``: one whose registry shreds (keys in its own
+    ``subject_keys``), one plain; sequential commands and paged reads on each."""
+
+    def __init__(self, dsn: str, read_events: int, subjects: int) -> None:
+        from eventcore.postgres import PostgresStore
+        from eventcore.shredding.postgres import PostgresKeyStore
+
+        self.loop = asyncio.new_event_loop()
+        run = self.loop.run_until_complete
+        self.keys = PostgresKeyStore(dsn, schema="bench_shred_on", cache_ttl=600.0)
+        on = EventRegistry(ShreddingCodec(self.keys))
+        _, off = registries()
+        on.register("bench.shred.Signed", Signed)
+        on.register("bench.shred.Paid", Paid)
+        self.stores: dict[str, Any] = {}
+        for side, registry in (("on", on), ("off", off)):
+            schema = f"bench_shred_{side}"
+            run(_drop(dsn, schema))
+            store = PostgresStore(dsn, schema=schema, registry=registry, max_size=2)
+            run(store.open())
+            run(store.migrate())
+            self.stores[side] = store
+            for start in range(0, read_events, 1000):
+                batch = [
+                    NewEvent(f"r-{i % subjects}", *registry.encode(signed(f"r-{i % subjects}", i)))
+                    for i in range(start, min(read_events, start + 1000))
+                ]
+                run(store.append(batch))
+        self.dsn = dsn
+        self.read_events = read_events
+
+    def command(self, side: str, count: int) -> Once:
+        """``count`` SignUp commands on new streams, one after the other (c1)."""
+        store = self.stores[side]
+
+        async def go(ids: list[str]) -> None:
+            for s in ids:
+                await execute(store, SignUp(customer=s))
+
+        def once() -> float:
+            ids = [f"c-{next(_ids)}" for _ in range(count)]
+            return timed(lambda: (self.loop.run_until_complete(go(ids)), len(ids))[1])
+
+        return once
+
+    def read(self, side: str) -> Once:
+        """read_all in pages of 1000 over the filled log, ``.data`` on every event."""
+        store = self.stores[side]
+
+        async def go() -> int:
+            n, after = 0, 0
+            while True:
+                page = await store.read_all(after_position=after, limit=1000)
+                for e in page:
+                    e.data  # noqa: B018
+                n += len(page)
+                if len(page) < 1000:
+                    return n
+                after = page[-1].position
+
+        return lambda: timed(lambda: self.loop.run_until_complete(go()))
+
+    def close(self) -> None:
+        """Close the stores and the key store, drop both schemas."""
+        run = self.loop.run_until_complete
+        for side, store in self.stores.items():
+            run(store.close())
+            run(_drop(self.dsn, f"bench_shred_{side}"))
+        self.keys.close()
+        self.loop.close()
+
+
+async def _drop(dsn: str, schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()

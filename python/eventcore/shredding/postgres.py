@@ -74,9 +74,12 @@ class PostgresKeyStore:
         self._select_many = (
             f"SELECT subject, key FROM {s}.subject_keys WHERE subject = ANY($1::text[])"
         )
-        self._insert = (
-            f"INSERT INTO {s}.subject_keys (subject, key) VALUES ($1, $2)"
-            " ON CONFLICT (subject) DO NOTHING"
+        # One round trip for a new subject and a known one alike: the insert's row if it
+        # won, else the row that was there (the statement's snapshot predates the insert).
+        self._create = (
+            f"WITH won AS (INSERT INTO {s}.subject_keys (subject, key) VALUES ($1, $2)"
+            " ON CONFLICT (subject) DO NOTHING RETURNING key)"
+            f" SELECT key FROM won UNION ALL SELECT key FROM {s}.subject_keys WHERE subject = $1"
         )
         self._forget = f"SELECT {s}.forget_subject($1)"
         self._cache: dict[str, tuple[float, bytes | None]] = {}  # (trusted until, key)
@@ -238,9 +241,8 @@ class PostgresKeyStore:
         conn = await self._connection()
         assert self._conn_lock is not None
         async with self._conn_lock:
-            row = await conn.fetchrow(self._select, subject)
-            while row is None:  # a new subject: the first insert wins, everyone reads it
-                await conn.execute(self._insert, subject, new_key())
+            row = await conn.fetchrow(self._create, subject, new_key())
+            while row is None:  # lost to an insert not yet visible to the statement
                 row = await conn.fetchrow(self._select, subject)
         self._remember(subject, row[0])
         return self._cache[subject][1]
