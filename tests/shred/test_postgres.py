@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -284,3 +286,18 @@ async def test_the_app_role_creates_reads_and_forgets_but_cannot_rewrite_keys(
         await admin.execute(f"DROP OWNED BY {role}")
         await admin.execute(f"DROP ROLE {role}")
         await admin.close()
+
+
+def test_keys_are_never_logged(
+    postgres_dsn: str, postgres_store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with PostgresKeyStore(postgres_dsn, schema=postgres_store.schema) as keys:
+        key = keys.key_or_create("s-1")
+        keys.key("s-1")
+        keys.forget("s-1")
+        text = repr(keys)
+    logged = "\n".join(r.getMessage() for r in caplog.records) + text
+    for form in (key.hex(), repr(key), base64.b64encode(key).decode()):
+        assert form not in logged
+    assert postgres_dsn not in text  # the DSN may hold a password
