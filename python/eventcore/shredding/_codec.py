@@ -11,8 +11,14 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, get_type_hints
 
 import msgspec
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+try:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "eventcore.shredding needs cryptography: pip install 'eventcore-py[crypto]'"
+    ) from exc
 
 from eventcore._core import dec_hook, enc_hook
 from eventcore.errors import SerializationError
@@ -224,7 +230,6 @@ class ShreddingCodec:
         """The codec's name: ``shredding+`` and the inner codec's."""
         self._inner_encode = self.inner.encode
         self._plans: dict[type, _Plan | None] = {}
-        self._envelopes = self.inner.encode
         self._open_envelope = self.inner.decoder(_Envelope)
         self._aeads: dict[str, tuple[bytes, AESGCM]] = {}
         self._checked: set[type] = set()  # classes whose placeholders decode
@@ -307,7 +312,7 @@ class ShreddingCodec:
         sealed = (
             _FORMAT + nonce + aead.encrypt(nonce, _plain_encode(values), _AAD + subject.encode())
         )
-        return self._envelopes(_Envelope(subject, sealed, msgspec.Raw(inner)))
+        return self._inner_encode(_Envelope(subject, sealed, msgspec.Raw(inner)))
 
     def _check_placeholders(self, plan: _Plan, blank: bytes) -> None:
         """Once per class: the event with its placeholders must decode (a ``__post_init__``
