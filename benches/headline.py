@@ -43,6 +43,7 @@ if str(ROOT) not in sys.path:
 
 from benches import bench_projection as bp  # noqa: E402
 from benches import core  # noqa: E402
+from benches import shred as shred_bench  # noqa: E402
 from benches.domain import DC, _dist_version  # noqa: E402
 
 _perf = time.perf_counter
@@ -295,6 +296,49 @@ def memory_figures(quick: bool, log: Callable[[str], None]) -> list[Figure]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Crypto-shredding in memory: benches/shred.py, encryption on against off in the same run
+
+
+def shred_figures(quick: bool, log: Callable[[str], None]) -> list[Figure]:
+    reps, warmup = (3, 1) if quick else (7, 2)
+    n = 1_000 if quick else 4_000
+    workloads = [
+        (
+            "shred.memory.read.1000",
+            "events/s",
+            shred_bench.read(4 if quick else 10, 1000),
+            "read_stream of 1000-event streams + .data; each event has 3 personal fields",
+        ),
+        (
+            "shred.memory.command.signup",
+            "commands/s",
+            shred_bench.commands("signup", n),
+            "a command writing a 3-personal-field event for a new subject (a key is created)",
+        ),
+        (
+            "shred.memory.command.fold20",
+            "commands/s",
+            shred_bench.commands("fold", n // 2),
+            "a command folding 20 events with personal fields (no state cache), appending one",
+        ),
+        (
+            "shred.memory.command.nonpersonal",
+            "commands/s",
+            shred_bench.commands("plain", n),
+            "a command whose event has no personal field: the ShreddingCodec passes it through",
+        ),
+    ]
+    figs: list[Figure] = []
+    for name, unit, (on, off), note in workloads:
+        fig = Figure(name, unit, baseline=f"{name}.off", note=f"{note}; encryption on")
+        base = Figure(f"{name}.off", unit, note=f"{note}; plain registry (encryption off)")
+        measure([(fig, on), (base, off)], reps=reps, warmup=warmup)
+        figs += [fig, base]
+        log(name)
+    return figs
+
+
+# ---------------------------------------------------------------------------------------------
 # PostgreSQL: benches/pg_workloads.py
 
 
@@ -367,6 +411,8 @@ def postgres_figures(
             measure(sides, sz.reps, sz.warmup)
             figs += [f for f, _ in sides]
             log(ec.name)
+        if want("shred.postgres"):
+            figs += _shred_postgres(dsn, quick, log)
         if want("postgres.command.first10k"):
             figs += _first10k(bench, quick, log)
         if want("postgres.transfer.c16"):
@@ -380,6 +426,40 @@ def postgres_figures(
                 figs.append(_lag(bench, sz, dsn, quick, name, log))
     finally:
         bench.close()
+    return figs
+
+
+def _shred_postgres(dsn: str, quick: bool, log: Callable[[str], None]) -> list[Figure]:
+    """shred.postgres.*: commands and reads with encryption on against off, same run."""
+    events, subjects = (20_000, 200) if quick else (100_000, 1_000)
+    pg = shred_bench.PgShred(dsn, events, subjects)
+    reps, warmup = (3, 1) if quick else (7, 2)
+    n = 300 if quick else 1_000
+    figs: list[Figure] = []
+    try:
+        for name, unit, note, side in [
+            (
+                "shred.postgres.command.signup.c1",
+                "commands/s",
+                "a command writing a 3-personal-field event for a new subject, one client"
+                " (on: a key inserted and read back first)",
+                lambda s: pg.command(s, n),
+            ),
+            (
+                "shred.postgres.read",
+                "events/s",
+                f"read_all pages of 1000 over {events:,} events of {subjects:,} subjects,"
+                " .data on each (on: keys cached by the warm-up, cache_ttl 600 s)",
+                pg.read,
+            ),
+        ]:
+            fig = Figure(name, unit, baseline=f"{name}.off", note=f"{note}; encryption on")
+            base = Figure(f"{name}.off", unit, note=f"{note}; plain registry")
+            measure([(fig, side("on")), (base, side("off"))], reps=reps, warmup=warmup)
+            figs += [fig, base]
+            log(name)
+    finally:
+        pg.close()
     return figs
 
 
@@ -990,7 +1070,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY",
         help="run only the PostgreSQL workloads whose key starts with KEY (repeatable),"
         " e.g. postgres.command or postgres.projection.lag_p99_ms.stalled;"
-        " the in-memory ones only if a KEY starts with memory",
+        " the in-memory ones only if a KEY starts with memory (shred.* if it starts with shred)",
     )
     parser.add_argument(
         "--breakdown",
@@ -1017,6 +1097,9 @@ def main(argv: list[str] | None = None) -> int:
     figures: list[Figure] = []
     if not args.no_memory and (not args.only or any(o.startswith("memory") for o in args.only)):
         figures += memory_figures(args.quick, log)
+    mem_shred = ("shred.memory".startswith(o) or o.startswith("shred.memory") for o in args.only)
+    if not args.no_memory and (not args.only or any(mem_shred)):
+        figures += shred_figures(args.quick, log)
     if not args.no_postgres:
         dsn, server = start_server(args.dsn)
         if dsn is None:

@@ -38,9 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PYTHONS = ("3.11", "3.12", "3.13")
 #: manylinux policy of the Linux wheel (glibc 2.17, as maturin's generated CI builds).
 MANYLINUX = "manylinux_2_17"
-#: The wheel's extras the smoke suite uses (README examples: Prometheus; a contract test
-#: imports eventcore.postgres).
-SMOKE_EXTRAS = ("postgres", "prometheus")
+#: The wheel's extras the smoke suite uses (README examples: Prometheus and crypto-shredding;
+#: a contract test imports eventcore.postgres).
+SMOKE_EXTRAS = ("postgres", "prometheus", "crypto")
 #: What the smoke suite needs besides the wheel and its extras (binary wheels only).
 SMOKE_DEPS = ("pytest>=8", "pytest-asyncio>=0.24", "hypothesis>=6.100")
 #: Files copied from the source tree to run the smoke suite against the installed package.

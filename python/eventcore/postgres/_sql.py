@@ -30,6 +30,7 @@ OUR_OBJECTS = (
     "projection_checkpoints",
     "projection_dead_letters",
     "snapshots",
+    "subject_keys",
 )
 """Relation names a migration creates: a foreign one with such a name stops the migration."""
 
