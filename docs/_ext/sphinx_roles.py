@@ -1,12 +1,12 @@
-"""A griffe extension for the docs site: the docstrings' reST idioms, rendered as Markdown.
+"""A griffe extension for the docs site: the docstrings' reST idioms, as Markdown.
 
-eventcore's docstrings are written for both ``help()`` and this site, in a few reST idioms
-that Markdown would show verbatim. This extension rewrites, in every docstring:
+eventcore's docstrings are written for both ``help()`` and this site, in a few reST
+idioms that Markdown would show verbatim. This extension rewrites, in every docstring:
 
-- a Sphinx role (``:class:`~eventcore.Command```) to an optional autorefs link: a link
-  when the target is rendered somewhere on the site, plain code otherwise (never a broken
-  link). A name without a dot is looked up in the docstring's own module; ``~`` shows the
-  last part only;
+- a Sphinx role (``:class:`~eventcore.Command```) to an optional autorefs link: a
+  link when the target is rendered somewhere on the site, plain code otherwise (never
+  a broken link). A name without a dot is looked up in the docstring's own module;
+  ``~`` shows the last part only;
 - a doctest (lines from ``>>>`` to the next blank line) to a fenced ``pycon`` block
   (Markdown would read ``>>>`` as nested quotes);
 - the ``::`` that introduces an indented literal block to ``:`` (the block itself is
@@ -23,7 +23,9 @@ from typing import Any
 import griffe
 
 LITERAL = re.compile(r"(?<=\S)::$", re.M)
-ROLE = re.compile(r":(?:py:)?(?:func|class|meth|mod|attr|data|exc|obj|const):`(~?)\.?([\w.]+)`")
+ROLE = re.compile(
+    r":(?:py:)?(?:func|class|meth|mod|attr|data|exc|obj|const):`(~?)\.?([\w.]+)`"
+)
 
 
 def _objects(obj: griffe.Object) -> Iterator[griffe.Object]:
