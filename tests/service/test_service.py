@@ -8,6 +8,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
+from eventcore import StoreUnavailable
 from tests.service.conftest import Service, Settings, start
 
 
@@ -160,6 +161,19 @@ async def test_not_ready_when_the_projection_lags(service_dsn: tuple[str, str | 
         gate.set()
         await service.app.state.runner.wait_for(await service.app.state.store.head())
         assert (await service.client.get("/readyz")).status_code == 200
+
+
+async def test_not_ready_when_the_store_is_unreachable(service: Service) -> None:
+    class Unreachable:
+        async def head(self) -> int:
+            raise StoreUnavailable("connection refused")
+
+    service.app.state.store = Unreachable()
+    response = await service.client.get("/readyz")
+    assert response.status_code == 503
+    [problem] = response.json()["problems"]
+    assert problem == "store unreachable: StoreUnavailable: connection refused"
+    assert (await service.client.get("/healthz")).status_code == 200  # alive, not ready
 
 
 async def test_not_ready_when_the_projection_stopped(service: Service) -> None:
