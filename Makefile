@@ -41,7 +41,8 @@ stubtest:  ## Check python/eventcore/_core.pyi against the compiled module.
 	$(PYTHON) -m mypy.stubtest eventcore._core
 
 docs:  ## Build the documentation site into site/ (mkdocs --strict: a broken link or reference fails).
-	$(PYTHON) -m mkdocs build --strict --quiet
+	@# (NO_MKDOCS_2_WARNING: Material's banner about MkDocs 2.0, printed on every build.)
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict --quiet
 
 pytest:  ## Run the Python test suite (starts its own PostgreSQL server).
 	$(PYTHON) -m pytest -q
