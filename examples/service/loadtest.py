@@ -6,7 +6,9 @@ then runs ``--clients`` concurrent clients for ``--duration`` seconds, each send
 of deposits (with an ``Idempotency-Key``), transfers and read-your-writes queries, and
 prints requests/s and p50/p90/p99 latency. ``--url`` targets a service already running
 instead. The clients run in this process, on the same machine as the server: the figure
-is for the pair, not the server alone.
+is for the pair, not the server alone, and on a busy machine it follows the other jobs.
+So, when it started the server itself (on Linux), it also prints the server's CPU time
+per request, which depends much less on what else runs.
 """
 
 from __future__ import annotations
@@ -96,12 +98,23 @@ async def one_client(
             position = response.json()["position"]  # this client reads its own writes
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of process ``pid`` (Linux ``/proc``), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def load(url: str, clients: int, duration: float, n_accounts: int) -> None:
+async def load(
+    url: str, clients: int, duration: float, n_accounts: int, server_pid: int | None
+) -> None:
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30.0) as client:
         await wait_ready(client)
@@ -114,6 +127,7 @@ async def load(url: str, clients: int, duration: float, n_accounts: int) -> None
                 raise SystemExit(f"setting up {account} failed: {opened.text} {funded.text}")
         latencies: list[float] = []
         statuses: Counter[int] = Counter()
+        cpu_before = cpu_seconds(server_pid) if server_pid else None
         started = time.monotonic()
         until = started + duration
         await asyncio.gather(
@@ -123,6 +137,7 @@ async def load(url: str, clients: int, duration: float, n_accounts: int) -> None
             )
         )
         elapsed = time.monotonic() - started
+        cpu_after = cpu_seconds(server_pid) if server_pid else None
     ms = [x * 1000 for x in latencies]
     print(
         f"{len(ms)} requests in {elapsed:.1f} s from {clients} clients: {len(ms) / elapsed:,.0f}/s"
@@ -132,6 +147,9 @@ async def load(url: str, clients: int, duration: float, n_accounts: int) -> None
         f"p99 {percentile(ms, 0.99):.1f}  max {max(ms):.1f}"
     )
     print("statuses:", dict(sorted(statuses.items())))
+    if cpu_before is not None and cpu_after is not None:
+        per_request = (cpu_after - cpu_before) / len(ms) * 1000
+        print(f"server CPU per request: {per_request:.2f} ms")
 
 
 def main() -> None:
@@ -150,7 +168,8 @@ def main() -> None:
         server = start_server(args.dsn, args.schema, port)
         url = f"http://127.0.0.1:{port}"
     try:
-        asyncio.run(load(url, args.clients, args.duration, args.accounts))
+        pid = server.pid if server is not None else None
+        asyncio.run(load(url, args.clients, args.duration, args.accounts, pid))
     finally:
         if server is not None:
             server.terminate()

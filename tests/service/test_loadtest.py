@@ -25,3 +25,5 @@ def test_the_load_test_reports_throughput_and_latency() -> None:
     assert statuses is not None
     # Every request succeeded: new writes (201) and reads (200), no error status.
     assert set(ast.literal_eval(statuses.group(1))) <= {200, 201}, proc.stdout
+    if sys.platform == "linux":  # the server's CPU time comes from /proc
+        assert re.search(r"server CPU per request: [\d.]+ ms", proc.stdout), proc.stdout
