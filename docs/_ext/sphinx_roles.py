@@ -10,7 +10,9 @@ idioms that Markdown would show verbatim. This extension rewrites, in every docs
 - a doctest (lines from ``>>>`` to the next blank line) to a fenced ``pycon`` block
   (Markdown would read ``>>>`` as nested quotes);
 - the ``::`` that introduces an indented literal block to ``:`` (the block itself is
-  already code in Markdown).
+  already code in Markdown);
+- a bullet list right under a line of text (reST's definition list, or a list without a
+  blank line before it) to a list Markdown sees: a blank line before it, dedented.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ class SphinxRoles(griffe.Extension):
                 module = obj.module.path if obj.module is not None else pkg.path
                 link = functools.partial(_link, module=module)
                 text = ROLE.sub(link, obj.docstring.value)
-                obj.docstring.value = LITERAL.sub(":", _fence_doctests(text))
+                text = LITERAL.sub(":", _fence_doctests(text))
+                obj.docstring.value = _open_lists(text)
 
 
 def _link(match: re.Match[str], module: str) -> str:
@@ -69,4 +72,35 @@ def _fence_doctests(text: str) -> str:
         out.append(line)
     if fence is not None:
         out.append(f"{fence}```")
+    return "\n".join(out)
+
+
+def _open_lists(text: str) -> str:
+    out: list[str] = []
+    in_list = False  # inside a list item (its first line or a continuation)
+    body: tuple[int, int] | None = (
+        None  # a dedented list: (its indent, columns removed)
+    )
+    for line in text.split("\n"):
+        stripped = line.lstrip()
+        indent = len(line) - len(stripped)
+        if body is not None:
+            if stripped and indent >= body[0]:
+                out.append(line[body[1] :])
+                continue
+            body = None
+        if stripped.startswith("- ") and not in_list and out and out[-1].strip():
+            above = out[-1]
+            above_indent = len(above) - len(above.lstrip())
+            if not above.rstrip().endswith((":", ".")):
+                out[-1] = above.rstrip() + ":"
+            out.append("")
+            if indent > above_indent:
+                body = (indent, indent - above_indent)
+                line = line[body[1] :]
+        if stripped.startswith("- "):
+            in_list = True
+        elif not stripped:
+            in_list = False
+        out.append(line)
     return "\n".join(out)
