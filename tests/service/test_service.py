@@ -4,6 +4,7 @@ readiness, metrics and traces, on the in-memory store and on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from opentelemetry.trace import SpanKind
@@ -184,12 +185,16 @@ async def test_not_ready_when_the_projection_stopped(service: Service) -> None:
 
 
 async def test_metrics_count_the_commands(service: Service) -> None:
-    await open_account(service, "acc-1")
+    opened = await open_account(service, "acc-1")
+    await service.app.state.runner.wait_for(opened["position"])
     await service.client.post("/accounts/acc-1/withdrawals", json={"amount": 5})
     text = (await service.client.get("/metrics")).text
     assert 'eventcore_commands_total{command_type="OpenAccount",outcome="success"} 1.0' in text
     assert 'eventcore_commands_total{command_type="Withdraw",outcome="rejected"} 1.0' in text
     assert 'eventcore_events_written_total{event_type="demo.bank.AccountOpened"} 1.0' in text
+    # The projection runner reports through the same hook.
+    applied = re.search(r'eventcore_projection_position\{projection="accounts"\} (\S+)', text)
+    assert applied is not None and float(applied.group(1)) >= opened["position"], text
 
 
 async def test_the_command_span_is_a_child_of_the_http_span(service: Service) -> None:
