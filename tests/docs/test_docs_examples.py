@@ -2,13 +2,17 @@
 
 The conventions (docs/contributing-docs.md): each ```python block of a page runs, in the
 order of the page, as one program in a fresh interpreter (like the README's). A block
-whose fence carries a title (```python title="PostgreSQL: needs a server") is shown but
-not run; use it only for code that needs a server. Any other word after ``python`` on a
-fence would not render on the site, so it fails here.
+whose fence carries a title (```python title="Not run: needs a hot standby") is shown
+but not run; use it only for code that needs what the test suite does not have. Any other
+word after ``python`` on a fence would not render on the site, so it fails here.
+
+A page whose code reads ``os.environ["EVENTCORE_DSN"]`` runs against the suite's
+PostgreSQL server, with ``EVENTCORE_SCHEMA`` naming a fresh schema (dropped afterwards).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -16,6 +20,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.pgserver import drop_schema, new_schema_name
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -44,15 +50,43 @@ def test_every_fence_renders() -> None:
     assert not bad, f'only title="..." may follow ```python (shown, not run): {bad}'
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if blocks(p)[0]])
-def test_page_examples_run(page: str, tmp_path: Path) -> None:
+NEEDS_POSTGRES = 'os.environ["EVENTCORE_DSN"]'
+
+
+def needs_postgres(page: str) -> bool:
+    return any(NEEDS_POSTGRES in code for code in blocks(page)[0])
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        pytest.param(p, marks=[pytest.mark.postgres] if needs_postgres(p) else [])
+        for p in PAGES
+        if blocks(p)[0]
+    ],
+)
+def test_page_examples_run(page: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     run = blocks(page)[0]
     program = tmp_path / "page.py"
     program.write_text("\n".join(run))
-    # A fresh interpreter per page: each page registers event names of its own.
-    proc = subprocess.run(
-        [sys.executable, str(program)], capture_output=True, text=True, timeout=120, cwd=tmp_path
-    )
+    env = dict(os.environ)
+    schema = None
+    if needs_postgres(page):
+        schema = new_schema_name()
+        env.update(EVENTCORE_DSN=request.getfixturevalue("postgres_dsn"), EVENTCORE_SCHEMA=schema)
+    try:
+        # A fresh interpreter per page: each page registers event names of its own.
+        proc = subprocess.run(
+            [sys.executable, str(program)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+            env=env,
+        )
+    finally:
+        if schema is not None:
+            asyncio.run(drop_schema(env["EVENTCORE_DSN"], schema))
     assert proc.returncode == 0, f"{page}:\n{proc.stdout}\n{proc.stderr}"
 
 
