@@ -4,7 +4,7 @@ PIP := $(PYTHON) -m pip
 
 .DEFAULT_GOAL := help
 .PHONY: help demo install-test test check lint typecheck rust-test pytest bench bench-smoke stubtest
-.PHONY: wheel wheel-smoke
+.PHONY: wheel wheel-smoke docs
 
 help:  ## Show this help.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ install-test:  ## Install eventcore editable with the test dependencies (and Pos
 	@# The wheel test's CPythons (3.11-3.13): pyenv installs missing ones; CI fails without.
 	$(PYTHON) scripts/dist.py pythons --install || [ -z "$$CI" ]
 
-test: install-test check pytest bench-smoke  ## Install what the tests need and run the whole suite.
+test: install-test check docs pytest bench-smoke  ## Install what the tests need and run the whole suite.
 
 check: lint typecheck rust-test stubtest  ## Static checks: ruff, mypy, cargo fmt/clippy/test, stubtest.
 
@@ -39,6 +39,10 @@ rust-test:  ## cargo fmt --check, clippy -D warnings, cargo test.
 
 stubtest:  ## Check python/eventcore/_core.pyi against the compiled module.
 	$(PYTHON) -m mypy.stubtest eventcore._core
+
+docs:  ## Build the documentation site into site/ (mkdocs --strict: a broken link or reference fails).
+	@# (NO_MKDOCS_2_WARNING: Material's banner about MkDocs 2.0, printed on every build.)
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict --quiet
 
 pytest:  ## Run the Python test suite (starts its own PostgreSQL server).
 	$(PYTHON) -m pytest -q

@@ -62,8 +62,9 @@ def execute_sync(
     :class:`~eventcore.IdempotencyKeyReused`. Costs one read by event id per attempt.
 
     Raises:
-        BusinessRuleViolation, ValidationError, UndeclaredStream, SerializationError,
-        CommandError, IdempotencyKeyReused: at once, nothing written.
+        BusinessRuleViolation: at once, nothing written; so are ``ValidationError``,
+            ``UndeclaredStream``, ``SerializationError``, ``CommandError`` and
+            ``IdempotencyKeyReused``.
         ConcurrencyConflict: when conflicts outlast the retry policy.
         OutcomeUnknown: when an append's reply was lost and store failures outlast the
             policy: the events may have been written (``.event_ids`` says which ids).

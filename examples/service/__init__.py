@@ -1,0 +1,1 @@
+"""A FastAPI service on eventcore (see :mod:`service.app`)."""
