@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.pgserver import drop_schema, new_schema_name
+from tests.sync.adapter import sync_postgres_store
 
 
 @pytest.fixture
-def sync_pg_factory(postgres_dsn: str) -> Iterator[Callable[..., Any]]:
+def sync_pg_factory(request: pytest.FixtureRequest) -> Callable[..., Any]:
     """``make(**options)``: a migrated SyncPostgresStore on a fresh schema (closed, and its
     schema dropped, after the test)."""
-    from eventcore.postgres import SyncPostgresStore
-
-    made: list[Any] = []
-
-    def make(**options: Any) -> Any:
-        options.setdefault("schema", new_schema_name())
-        store = SyncPostgresStore(postgres_dsn, **options)
-        made.append(store)
-        store.migrate()
-        return store
-
-    yield make
-    for store in made:
-        try:
-            store.close()
-        finally:
-            asyncio.run(drop_schema(postgres_dsn, store.schema))
+    return lambda **options: sync_postgres_store(request, **options)
 
 
 @pytest.fixture

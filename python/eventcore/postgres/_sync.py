@@ -240,6 +240,24 @@ class SyncPostgresStore:
         """The :class:`PostgresStore` on the loop thread (only ever awaited there)."""
         return self._loop_thread().store
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the store runs on (see :class:`~eventcore.store.LoopThreadStore`)."""
+        return self._loop_thread().loop
+
+    @property
+    def loop_store(self) -> PostgresStore:
+        """The :class:`PostgresStore` it runs: await it only on :attr:`loop`."""
+        return self._loop_thread().store
+
+    def run_on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on :attr:`loop` and block until it ends (Ctrl-C cancels it).
+
+        Raises:
+            UsageError: called from inside a running event loop, or the store is closed.
+        """
+        return self._run(coro)
+
     def _execute_sync(
         self,
         command: Command[Any, Any],
