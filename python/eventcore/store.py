@@ -26,7 +26,6 @@ runner that reconnects), another ``StoreError`` for the rest.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -39,6 +38,8 @@ from eventcore.recorded import AppendResult, NewEvent, RecordedEvent
 from eventcore.registry import EventRegistry
 
 if TYPE_CHECKING:
+    import asyncio
+
     from eventcore.projection.checkpoint import DeadLetter
 
 __all__ = [
