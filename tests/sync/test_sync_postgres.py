@@ -150,6 +150,29 @@ def test_close_and_the_context_manager_end_the_thread(
         assert again.stream_version("acc-1") == 1
 
 
+def test_close_wakes_the_calls_in_flight_with_a_usage_error(
+    postgres_dsn: str, sync_pg: Any
+) -> None:
+    store = SyncPostgresStore.connect(postgres_dsn, schema=sync_pg.schema)
+    outcome: list[BaseException | int] = []
+
+    def waiter() -> None:
+        try:
+            outcome.append(store.wait_for_append(store.head(), 60.0))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    time.sleep(0.3)  # the waiter is blocked on the loop
+    started = time.monotonic()
+    store.close()
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - started < 10
+    [error] = outcome
+    assert isinstance(error, UsageError) and "closed" in str(error)
+
+
 def test_a_dropped_store_ends_its_thread(postgres_dsn: str, sync_pg: Any) -> None:
     threads = _loop_threads()
     store = SyncPostgresStore.connect(postgres_dsn, schema=sync_pg.schema)

@@ -99,14 +99,17 @@ class _Call:
 class _LoopThread:
     """A daemon thread running one event loop, and the store that lives on it."""
 
-    def __init__(self, make_store: Any) -> None:
+    def __init__(self, store: PostgresStore) -> None:
         self.generation = _generation
+        self.store = store
         self.loop = asyncio.new_event_loop()
+        self.lock = threading.Lock()
+        self.closed = False
+        self.calls: set[_Call] = set()  # submitted and not returned yet
         self.thread = threading.Thread(
             target=self._main, name="eventcore-postgres-sync", daemon=True
         )
         self.thread.start()
-        self.store: PostgresStore = make_store()
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -118,24 +121,41 @@ class _LoopThread:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop and wait for it; an interrupt cancels it there."""
         call = _Call(coro)
-        self.loop.call_soon_threadsafe(call.start)
+        with self.lock:
+            if self.closed:
+                coro.close()
+                raise UsageError(_CLOSED)
+            self.calls.add(call)
+            self.loop.call_soon_threadsafe(call.start)
         try:
             return call.future.result()  # type: ignore[no-any-return]
+        except concurrent.futures.CancelledError:
+            if not self.closed:
+                raise
+            raise UsageError("the SyncPostgresStore was closed during this call") from None
         except BaseException:
             if not call.future.done():  # interrupted (KeyboardInterrupt...) while waiting
                 self.loop.call_soon_threadsafe(call.cancel)
             raise
+        finally:
+            with self.lock:
+                self.calls.discard(call)
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Close the store on the loop, then end the loop and its thread."""
+        """Cancel the calls in flight, close the store, then end the loop and its thread."""
         if self.generation != _generation:
             return  # the parent's: nothing of it runs in this process
-        if not self.thread.is_alive():
-            return
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            calls = list(self.calls)
         if threading.current_thread() is self.thread:  # (a finalizer run on the loop)
             task = self.loop.create_task(self.store.close())
             task.add_done_callback(lambda _: self.loop.stop())
             return
+        for call in calls:
+            self.loop.call_soon_threadsafe(call.cancel)
         try:
             asyncio.run_coroutine_threadsafe(self.store.close(), self.loop).result(timeout)
         except Exception:  # closing is best effort; the loop stops anyway
@@ -143,6 +163,11 @@ class _LoopThread:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout)
+        for call in calls:  # never started, or the loop ended first: wake their callers
+            call.future.cancel()
+
+
+_CLOSED = "this SyncPostgresStore is closed: connect a new one"
 
 
 def _stop(holder: list[_LoopThread | None]) -> None:
@@ -189,19 +214,13 @@ class SyncPostgresStore:
                 "SyncPostgresStore opens its own pool (an asyncpg pool belongs to one event "
                 "loop): give it a dsn"
             )
-        PostgresStore(dsn, **options)  # validates the options here, in the caller
+        store = PostgresStore(dsn, **options)  # the options are checked here, in the caller
         self._dsn = dsn
         self._options = options
         self._lock = threading.Lock()
         self._closed = False
-        self._holder: list[_LoopThread | None] = [None]
+        self._holder: list[_LoopThread | None] = [_LoopThread(store)]
         weakref.finalize(self, _stop, self._holder)
-        self._loop_thread()
-
-    def _make_store(self) -> PostgresStore:
-        from eventcore.postgres.store import PostgresStore
-
-        return PostgresStore(self._dsn, **self._options)
 
     def _loop_thread(self) -> _LoopThread:
         """This process's loop thread (a new one in a forked child)."""
@@ -210,11 +229,14 @@ class SyncPostgresStore:
             return lt
         with self._lock:
             if self._closed:
-                raise UsageError("this SyncPostgresStore is closed: connect a new one")
+                raise UsageError(_CLOSED)
             lt = self._holder[0]
             if lt is None or lt.generation != _generation:
                 # In a forked child the parent's loop, thread and sockets are left alone.
-                lt = self._holder[0] = _LoopThread(self._make_store)
+                from eventcore.postgres.store import PostgresStore
+
+                lt = _LoopThread(PostgresStore(self._dsn, **self._options))
+                self._holder[0] = lt
             return lt
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -232,7 +254,7 @@ class SyncPostgresStore:
             )
         if self._closed:
             coro.close()
-            raise UsageError("this SyncPostgresStore is closed: connect a new one")
+            raise UsageError(_CLOSED)
         return self._loop_thread().run(coro)
 
     @property
