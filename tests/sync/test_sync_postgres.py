@@ -49,6 +49,14 @@ def test_it_is_a_sync_event_store(sync_pg: Any) -> None:
     assert not isinstance(MemoryStore(), LoopThreadStore)
 
 
+def test_a_new_registry_reaches_the_store_it_runs(sync_pg: Any) -> None:
+    from eventcore import EventRegistry
+
+    registry = EventRegistry()
+    sync_pg.registry = registry
+    assert sync_pg.registry is registry and sync_pg.loop_store.registry is registry
+
+
 def test_commands_run_with_the_async_semantics_and_typed_errors(sync_pg: Any) -> None:
     execute_sync(sync_pg, OpenAccount(account="acc-1", owner="ann"))
     execute_sync(sync_pg, OpenAccount(account="acc-2", owner="bob"))

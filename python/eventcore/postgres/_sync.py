@@ -221,6 +221,16 @@ class SyncPostgresStore:
         self._closed = False
         self._holder: list[_LoopThread | None] = [_LoopThread(store)]
         weakref.finalize(self, _stop, self._holder)
+        self.registry: EventRegistry = store.registry
+        """The registry that decodes payloads for :attr:`RecordedEvent.data`."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name == "registry":  # the store it runs (and a forked child's) use it too
+            self._options["registry"] = value
+            lt = self._holder[0]
+            if lt is not None:
+                lt.store.registry = value
 
     def _loop_thread(self) -> _LoopThread:
         """This process's loop thread (a new one in a forked child)."""
@@ -350,11 +360,6 @@ class SyncPostgresStore:
     def schema(self) -> str:
         """The schema holding the store's tables."""
         return str(self._options.get("schema", "eventcore"))
-
-    @property
-    def registry(self) -> EventRegistry:
-        """The registry that decodes payloads for :attr:`RecordedEvent.data`."""
-        return self._store.registry
 
     @property
     def state_cache(self) -> StateCache | None:
