@@ -352,13 +352,14 @@ def postgres_figures(
         return not only or any(k.startswith(o) for k in keys for o in only)
 
     commands = [f"postgres.command.{k}.c{c}" for k in ("cold", "warm100") for c in (1, 16)]
+    commands.append("postgres.sync.command.c1")
     sz = pw.PG_QUICK if quick else pw.PG_FULL
     bench = pw.PgBench(dsn, sz)
     figs: list[Figure] = []
     try:
         if want(*commands, "postgres.transfer.c16"):
             bench.start_peer()
-        for c in (1, 16) if want(*commands) else ():
+        for c in [c for c in (1, 16) if want(*(k for k in commands if k.endswith(f".c{c}")))]:
             ec = Figure(
                 f"postgres.command.cold.c{c}",
                 "commands/s",
@@ -408,6 +409,14 @@ def postgres_figures(
                     " UPDATE version; COMMIT (reference)",
                 )
                 sides.append((locked, bench.raw_command_locked()))
+                sync = Figure(
+                    "postgres.sync.command.c1",
+                    "commands/s",
+                    baseline="postgres.command.cold.c1",
+                    targets=[Target("ratio", ">=", 0.85, vs="async")],
+                    note="the cold command from sync code: execute_sync(SyncPostgresStore)",
+                )
+                sides.append((sync, bench.ec_command_sync()))
             measure(sides, sz.reps, sz.warmup)
             figs += [f for f, _ in sides]
             log(ec.name)
@@ -1014,6 +1023,10 @@ What is left:
   round trips, one commit) is shown as `raw.asyncpg.command.locked.c1`.
 - `postgres.command.warm100.*` deposits into each client's own 100-event account with the
   store's state cache warm (after the warm-up repetition): `handle` and one append.
+- `postgres.sync.command.c1` is `postgres.command.cold.c1` from synchronous code:
+  `execute_sync` on a `SyncPostgresStore` (its own loop thread and pool,
+  same schema), one client in the calling thread; its baseline is the async figure,
+  alternated with it in the same run.
 - The peer on PostgreSQL is configured through its environment
   (`PERSISTENCE_MODULE=eventsourcing.postgres`, `POSTGRES_DBNAME`, `POSTGRES_HOST`,
   `POSTGRES_PORT`, `POSTGRES_USER`, `POSTGRES_PASSWORD`, `POSTGRES_POOL_SIZE=16`,

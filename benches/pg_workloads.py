@@ -31,6 +31,9 @@ machine noise hits them alike:
   COMMIT``, six round trips, one commit) is measured too, as
   ``raw.asyncpg.command.locked.c1``, for reference, alternated with the others.
   Each raw client owns one connection for the whole run (no pool in between).
+- ``postgres.sync.command.c1``: the cold command from synchronous code
+  (``execute_sync`` on a :class:`~eventcore.postgres.SyncPostgresStore`, its own pool), against
+  ``postgres.command.cold.c1`` as its baseline;
 - ``peer.eventsourcing.postgres.*``: the ``eventsourcing`` library (9.5.x) with its
   ``eventsourcing.postgres`` persistence module (psycopg 3, sync) on the same server:
   ``repository.get``, one method call, ``save``; concurrency = threads.
@@ -58,8 +61,8 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from benches.domain import DC, baseline
-from eventcore import NewEvent, execute
-from eventcore.postgres import PostgresStore
+from eventcore import NewEvent, execute, execute_sync
+from eventcore.postgres import PostgresStore, SyncPostgresStore
 from eventcore.postgres._sql import POSITION_SHIFT
 
 _perf = time.perf_counter
@@ -380,6 +383,7 @@ class PgBench:
             self.run(asyncpg.connect(dsn)) for _ in range(CLIENTS)
         ]
         self.peer: Peer | None = None
+        self.sync: SyncPostgresStore | None = None  # made by ec_command_sync
         self.peer_schema = f"bench_peer_{tag}"
         self._rep = 0
         opened = DC.registry.encode(DC.AccountOpened(OWNER))
@@ -394,6 +398,8 @@ class PgBench:
     def close(self) -> None:
         if self.peer is not None:
             self.peer.close()
+        if self.sync is not None:
+            self.sync.close()
         self.run(self.ec.close())
         for c in self.conns:
             self.run(c.close())
@@ -419,6 +425,28 @@ class PgBench:
                 await execute(store, open_account(account=f"c{r}-{k}-{i}", owner=OWNER))
 
             return self.run(run_clients(clients, self.sz.seconds, step))
+
+        return once
+
+    def ec_command_sync(self) -> Once:
+        """The cold command from synchronous code: ``execute_sync`` on a
+        :class:`SyncPostgresStore` (its own loop thread and pool) over the same schema, one
+        client in the calling thread."""
+        if self.sync is None:
+            self.sync = SyncPostgresStore.connect(
+                self.dsn, schema=self.ec.schema, registry=DC.registry, min_size=1, max_size=2
+            )
+        store, open_account = self.sync, DC.OpenAccount
+
+        def once() -> float:
+            r = self._tag()
+            started = _perf()
+            deadline = started + self.sz.seconds
+            i = 0
+            while _perf() < deadline:
+                execute_sync(store, open_account(account=f"s{r}-{i}", owner=OWNER))
+                i += 1
+            return i / (_perf() - started)
 
         return once
 

@@ -54,6 +54,8 @@ SMOKE_FILES = (
     "tests/contract/__init__.py",
     "tests/contract/conftest.py",
     "tests/contract/test_store_contract.py",
+    "tests/sync/__init__.py",
+    "tests/sync/adapter.py",
 )
 SMOKE_CONFIG = """\
 [pytest]

@@ -9,6 +9,7 @@ effect (``run.send``).
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from eventcore._pipeline import (
     TAIL,
     ExecutionResult,
 )
-from eventcore.errors import ConcurrencyConflict, DuplicateEventId, StoreUnavailable
+from eventcore.errors import ConcurrencyConflict, DuplicateEventId, StoreUnavailable, UsageError
 from eventcore.memory import AsyncMemoryStore, MemoryStore
 from eventcore.retry import DEFAULT_RETRY, RetryPolicy
 
@@ -47,7 +48,7 @@ def execute_sync(
     retry: RetryPolicy | None = None,
     idempotency_key: str | None = None,
 ) -> ExecutionResult:
-    """Execute ``command`` against a synchronous store (the in-memory store).
+    """Execute ``command`` against a synchronous store (in-memory, SyncPostgresStore...).
 
     Reads every stream the command declares (and discovers), folds, handles, and appends
     the new events in one atomic write with the versions read as expected versions. On a
@@ -69,8 +70,15 @@ def execute_sync(
         OutcomeUnknown: when an append's reply was lost and store failures outlast the
             policy: the events may have been written (``.event_ids`` says which ids).
         StoreUnavailable: when store failures outlast the retry policy; nothing written.
-        UsageError: ``store`` is asynchronous (use ``await execute(...)``).
+        UsageError: ``store`` is asynchronous (use ``SyncPostgresStore`` or ``await
+            execute(...)``), or a SyncPostgresStore is called inside a running event loop.
     """
+    if type(store) is not MemoryStore:
+        delegate = getattr(store, "_execute_sync", None)
+        if delegate is not None:  # SyncPostgresStore: the async shell on its own loop
+            return delegate(command, metadata, retry, idempotency_key)  # type: ignore[no-any-return]
+        if inspect.iscoroutinefunction(getattr(type(store), "fold_streams", None)):
+            _async_store(store)
     active = observe._hooks
     rec = None
     if active:
@@ -111,6 +119,16 @@ def execute_sync(
     if rec is not None:
         rec.finish(result, None, run.trace)
     return result
+
+
+def _async_store(store: object) -> None:
+    """Raise the UsageError for an asynchronous store given to :func:`execute_sync`."""
+    name = type(store).__name__
+    raise UsageError(
+        f"execute_sync() needs a synchronous store, and {name} is asynchronous: in "
+        "synchronous code use SyncPostgresStore.connect(dsn) (eventcore.postgres) for "
+        "PostgreSQL, or MemoryStore; in async code `await execute(store, command)`"
+    )
 
 
 def _shell_effect(run: CommandRun, effect: tuple[Any, ...], snapshots: Any) -> Any:

@@ -13,8 +13,9 @@ What a store must implement
       projection (``exclusive``) and a :class:`CheckpointTransaction` in which a batch and
       its checkpoint commit together (``transactional``).
 
-Optional faces: :class:`StreamCatalog` (listing streams) and :class:`AsyncView` (a
-synchronous store's async view).
+Optional faces: :class:`StreamCatalog` (listing streams), :class:`AsyncView` (a
+synchronous store's async view) and :class:`LoopThreadStore` (a synchronous store whose
+async face lives on an event loop thread of its own).
 
 The executor, the projection runner and the command line use only these; a new store
 implements them and passes the contract suite (``tests/contract``) and ``tests/projection``. A store
@@ -26,7 +27,7 @@ runner that reconnects), another ``StoreError`` for the rest.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, runtime_checkable
@@ -37,6 +38,8 @@ from eventcore.recorded import AppendResult, NewEvent, RecordedEvent
 from eventcore.registry import EventRegistry
 
 if TYPE_CHECKING:
+    import asyncio
+
     from eventcore.projection.checkpoint import DeadLetter
 
 __all__ = [
@@ -48,12 +51,14 @@ __all__ = [
     "Expected",
     "Lease",
     "LogHoldback",
+    "LoopThreadStore",
     "ProjectionStore",
     "StreamCatalog",
     "SyncEventStore",
 ]
 
 S = TypeVar("S")
+T = TypeVar("T")
 Expected = Mapping[str, int] | Sequence[tuple[str, int]]
 """Expected versions: stream id to an exact version, ``NO_STREAM``, ``STREAM_EXISTS`` or ``ANY``."""
 Apply = Callable[[Any, Any, str], Any]
@@ -325,6 +330,35 @@ class ProjectionStore(EventStore, Protocol):
 
     def checkpoint_store(self) -> CheckpointStore:
         """The checkpoints a projection runner keeps by default for this store."""
+        ...
+
+
+@runtime_checkable
+class LoopThreadStore(Protocol):
+    """A synchronous store whose async face runs on an event loop of its own, in a thread
+    of its own (:class:`~eventcore.postgres.SyncPostgresStore`).
+
+    The async face may be awaited only on that loop: :meth:`run_on_loop` runs a
+    coroutine there (a :class:`~eventcore.projection.ProjectionRunner`'s ``*_sync``
+    methods do).
+    """
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the async face lives on (this process's)."""
+        ...
+
+    @property
+    def loop_store(self) -> ProjectionStore:
+        """The async face: await it only on :attr:`loop`."""
+        ...
+
+    def run_on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on :attr:`loop` and block until it ends; its result.
+
+        Raises:
+            UsageError: called from inside a running event loop.
+        """
         ...
 
 

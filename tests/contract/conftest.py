@@ -7,13 +7,25 @@ from typing import Any
 import pytest
 
 from eventcore import MemoryStore
+from tests.sync.adapter import Threaded, sync_postgres_store
 
-STORES = ["memory", pytest.param("postgres", marks=pytest.mark.postgres)]
+STORES = [
+    "memory",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    # The synchronous faces, seen through a test-only async adapter (tests/sync/adapter.py):
+    "memory-sync",
+    pytest.param("postgres-sync", marks=pytest.mark.postgres),
+]
 
 
 @pytest.fixture(params=STORES)
 def store(request: pytest.FixtureRequest) -> Any:
-    """An empty async event store: the in-memory store's async view, or PostgreSQL."""
+    """An empty async event store: the in-memory store's async view, or PostgreSQL, or
+    the synchronous face of either, called from worker threads."""
     if request.param == "memory":
         return MemoryStore().aio
+    if request.param == "memory-sync":
+        return Threaded(MemoryStore())
+    if request.param == "postgres-sync":
+        return Threaded(sync_postgres_store(request))
     return request.getfixturevalue("postgres_store")

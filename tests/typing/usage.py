@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eventcore import Command, MemoryStore, StreamId, Value, event, execute_sync, stream
+from eventcore.postgres import PostgresStore, SyncPostgresStore
 
 
 @event("typing.Added")
@@ -121,3 +122,8 @@ def values_and_streams() -> None:
     Move(source=1, targets=())  # error
     Move(source="acc-1", targets="acc-2")  # error
     print(money, count, wrong, total)
+
+
+def sync_postgres(sync: SyncPostgresStore, aio: PostgresStore) -> None:
+    execute_sync(sync, Add(counter=StreamId("c-1"), n=2))
+    execute_sync(aio, Add(counter=StreamId("c-1"), n=2))  # error

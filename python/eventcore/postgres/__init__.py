@@ -4,7 +4,8 @@
 >>> await store.migrate()  # doctest: +SKIP
 
 What lives where: :mod:`eventcore.postgres.store` the store (appends, reads, folds,
-migrations), :mod:`eventcore.postgres.checkpoint` projection checkpoints, dead letters and
+migrations), ``_sync`` :class:`SyncPostgresStore` (the store for synchronous code),
+:mod:`eventcore.postgres.checkpoint` projection checkpoints, dead letters and
 leader leases, ``_notify`` the post-commit NOTIFY and the LISTEN side, ``_pool`` the
 connection pool, ``_sql`` every statement, ``migrations/`` the versioned schema.
 
@@ -18,6 +19,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from eventcore.postgres._sync import SyncPostgresStore
     from eventcore.postgres.checkpoint import PostgresCheckpointStore
     from eventcore.postgres.store import (
         MAX_EVENTS_PER_APPEND,
@@ -32,6 +34,7 @@ __all__ = [
     "LogHoldback",
     "PostgresCheckpointStore",
     "PostgresStore",
+    "SyncPostgresStore",
 ]
 
 _WHERE = {
@@ -40,6 +43,7 @@ _WHERE = {
     "LogHoldback": "eventcore.postgres.store",
     "PostgresStore": "eventcore.postgres.store",
     "PostgresCheckpointStore": "eventcore.postgres.checkpoint",
+    "SyncPostgresStore": "eventcore.postgres._sync",
 }
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
-from typing import Any
+import weakref
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
-from eventcore.errors import ValidationError
+from eventcore.errors import UsageError, ValidationError
 from eventcore.memory import MemoryStore
 from eventcore.projection._worker import Worker
 from eventcore.projection.checkpoint import DeadLetter
@@ -27,9 +28,11 @@ from eventcore.projection.status import (
     statuses,
 )
 from eventcore.projection.subscription import projection_store
-from eventcore.store import CheckpointStore, ProjectionStore
+from eventcore.store import CheckpointStore, LoopThreadStore, ProjectionStore
 
 __all__ = ["Progress", "ProjectionRunner", "ProjectionStatus"]
+
+T = TypeVar("T")
 
 
 class ProjectionRunner:
@@ -42,7 +45,8 @@ class ProjectionRunner:
             ...
             await runner.wait_for(result.last_position)  # read your own writes
 
-    or ``await runner.run_until_caught_up()`` for batch jobs and tests. Leaving the
+    or ``await runner.run_until_caught_up()`` for batch jobs and tests (from synchronous
+    code: :meth:`run_until_caught_up_sync` and :meth:`rebuild_sync`). Leaving the
     ``async with`` stops gracefully: each projection finishes its current batch and
     saves its checkpoint.
 
@@ -58,7 +62,8 @@ class ProjectionRunner:
 
     Args:
         store: the event store (in-memory store, its ``.aio`` view, PostgreSQL: any
-            :class:`~eventcore.store.ProjectionStore`).
+            :class:`~eventcore.store.ProjectionStore`; a
+            :class:`~eventcore.postgres.SyncPostgresStore` for the ``*_sync`` methods).
         projections: one projection or several (distinct names).
         checkpoints: where positions and dead letters go (default: the store's
             :meth:`~eventcore.store.ProjectionStore.checkpoint_store`: PostgreSQL tables
@@ -78,7 +83,7 @@ class ProjectionRunner:
 
     def __init__(
         self,
-        store: ProjectionStore | MemoryStore,
+        store: ProjectionStore | MemoryStore | LoopThreadStore,
         projections: Sequence[Any] | Any,
         *,
         checkpoints: CheckpointStore | None = None,
@@ -93,6 +98,13 @@ class ProjectionRunner:
     ) -> None:
         if page_size < 1:
             raise ValidationError("page_size", "must be at least 1", page_size)
+        # A store that runs its async face on a loop of its own (SyncPostgresStore): the
+        # runner runs there, driven by the *_sync methods.
+        self._home: LoopThreadStore | None = None
+        if isinstance(store, LoopThreadStore):
+            self._home = store
+            store = store.loop_store
+        self._own_loop: asyncio.Runner | None = None
         self.store: ProjectionStore = projection_store(store)
         """The store the projections follow."""
         if checkpoints is None:
@@ -136,6 +148,12 @@ class ProjectionRunner:
         raise KeyError(f"no projection named {name!r}")
 
     async def _run(self, workers: Sequence[Worker], *, fresh: bool = True, **options: Any) -> None:
+        if self._home is not None and asyncio.get_running_loop() is not self._home.loop:
+            raise UsageError(
+                "this runner follows a SyncPostgresStore: call run_until_caught_up_sync() "
+                "or rebuild_sync() from synchronous code; async code gives the runner a "
+                "PostgresStore"
+            )
         if self._running:
             raise RuntimeError("this runner is already running")
         self._running = True
@@ -210,6 +228,53 @@ class ProjectionRunner:
             await self._run(workers, live=False, reset_to=from_position)
         finally:
             self.on_progress = saved
+
+    def run_until_caught_up_sync(self) -> None:
+        """:meth:`run_until_caught_up` from synchronous code (any store), blocking.
+
+        On a :class:`~eventcore.postgres.SyncPostgresStore` it runs on that store's loop
+        thread; on any other store on an event loop the runner keeps for these calls.
+        Ctrl-C cancels the run: the batch being applied is not checkpointed, and the next
+        run repeats it (at-least-once, as after a crash).
+
+        Raises:
+            ProjectionError: a projection stopped on a failure.
+            UsageError: called from inside a running event loop (``await
+                run_until_caught_up()`` there).
+        """
+        self._blocking(self.run_until_caught_up)
+
+    def rebuild_sync(
+        self,
+        name: str | None = None,
+        *,
+        from_position: int = 0,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        """:meth:`rebuild` from synchronous code (any store), blocking; see
+        :meth:`run_until_caught_up_sync`.
+
+        Raises:
+            UsageError: called from inside a running event loop.
+        """
+        self._blocking(lambda: self.rebuild(name, from_position=from_position, progress=progress))
+
+    def _blocking(self, start: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run the coroutine ``start()`` makes to its end, from synchronous code."""
+        if asyncio._get_running_loop() is not None:
+            raise UsageError(
+                "a ProjectionRunner's *_sync method was called from inside a running event "
+                "loop, where it would block the loop: await the async method instead"
+            )
+        if self._home is not None:
+            return self._home.run_on_loop(start())
+        own = self._own_loop
+        if own is None:
+            # asyncio.Runner: one loop for every call (the runner's events bind to it);
+            # Ctrl-C cancels the run's task before KeyboardInterrupt is raised.
+            own = self._own_loop = asyncio.Runner()
+            weakref.finalize(self, own.close)
+        return own.run(start())
 
     async def stop(self) -> None:
         """Stop gracefully: every projection finishes its batch and saves its checkpoint."""

@@ -1,0 +1,509 @@
+"""The synchronous face of PostgreSQL: :class:`SyncPostgresStore`.
+
+One daemon thread per store runs an event loop that owns a :class:`PostgresStore` (its
+asyncpg pool). Every synchronous call submits ONE coroutine to that loop and blocks until
+it ends: a read is one hop, and :func:`~eventcore.execute_sync` submits the whole async
+:func:`~eventcore.execute` (reads, appends, retries, sleeps), so a command costs one hop
+whatever it does. Calls from several threads run concurrently on the loop, each on a
+connection of the pool. The caller's context variables (tracing spans...) go with the
+call.
+
+The thread and the pool are per process: a forked child never touches the parent's (the
+sockets are shared with the parent); it opens its own on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import os
+import threading
+import uuid
+import weakref
+from collections.abc import Coroutine, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from eventcore.errors import UsageError
+from eventcore.metadata import Metadata
+from eventcore.recorded import AppendResult, NewEvent, RecordedEvent
+from eventcore.registry import EventRegistry
+from eventcore.state_cache import StateCache
+from eventcore.store import Apply, Decoders, Expected, LogHoldback
+
+if TYPE_CHECKING:
+    from eventcore._pipeline import ExecutionResult
+    from eventcore.command import Command
+    from eventcore.postgres.store import PostgresStore
+    from eventcore.retry import RetryPolicy
+    from eventcore.snapshot import Snapshotter
+
+__all__ = ["SyncPostgresStore"]
+
+S = TypeVar("S")
+T = TypeVar("T")
+
+_generation = 0
+"""Bumped in a forked child: a loop thread made in an older generation is the parent's."""
+
+
+def _forked() -> None:
+    global _generation
+    _generation += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
+
+_get_running_loop = asyncio._get_running_loop  # no exception when there is none: cheap
+
+
+class _Call:
+    """One submitted coroutine: its task (set on the loop) and its outcome."""
+
+    __slots__ = ("coro", "ctx", "future", "task")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self.coro = coro
+        self.ctx = contextvars.copy_context()
+        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.task: asyncio.Task[Any] | None = None
+
+    def start(self) -> None:
+        """On the loop: run the coroutine as a task in the caller's context."""
+        if self.future.cancelled():  # the caller gave up before it started
+            self.coro.close()
+            return
+        self.task = task = asyncio.get_running_loop().create_task(self.coro, context=self.ctx)
+        task.add_done_callback(self.done)
+
+    def done(self, task: asyncio.Task[Any]) -> None:
+        future = self.future
+        if future.done():
+            return
+        if task.cancelled():
+            future.cancel()
+        elif (exc := task.exception()) is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(task.result())
+
+    def cancel(self) -> None:
+        """On the loop: cancel the task (the caller was interrupted)."""
+        if self.task is not None:
+            self.task.cancel()
+        else:
+            self.future.cancel()
+
+
+class _LoopThread:
+    """A daemon thread running one event loop, and the store that lives on it."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.generation = _generation
+        self.store = store
+        self.loop = asyncio.new_event_loop()
+        self.lock = threading.Lock()
+        self.closed = False
+        self.calls: set[_Call] = set()  # submitted and not returned yet
+        self.thread = threading.Thread(
+            target=self._main, name="eventcore-postgres-sync", daemon=True
+        )
+        self.thread.start()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and wait for it; an interrupt cancels it there."""
+        call = _Call(coro)
+        with self.lock:
+            if self.closed:
+                coro.close()
+                raise UsageError(_CLOSED)
+            self.calls.add(call)
+            self.loop.call_soon_threadsafe(call.start)
+        try:
+            return call.future.result()  # type: ignore[no-any-return]
+        except concurrent.futures.CancelledError:
+            if not self.closed:
+                raise
+            raise UsageError("the SyncPostgresStore was closed during this call") from None
+        except BaseException:
+            if not call.future.done():  # interrupted (KeyboardInterrupt...) while waiting
+                self.loop.call_soon_threadsafe(call.cancel)
+            raise
+        finally:
+            with self.lock:
+                self.calls.discard(call)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Cancel the calls in flight, close the store, then end the loop and its thread."""
+        if self.generation != _generation:
+            return  # the parent's: nothing of it runs in this process
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            calls = list(self.calls)
+        if threading.current_thread() is self.thread:  # (a finalizer run on the loop)
+            task = self.loop.create_task(self.store.close())
+            task.add_done_callback(lambda _: self.loop.stop())
+            return
+        for call in calls:
+            self.loop.call_soon_threadsafe(call.cancel)
+        try:
+            asyncio.run_coroutine_threadsafe(self.store.close(), self.loop).result(timeout)
+        except Exception:  # closing is best effort; the loop stops anyway
+            pass
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout)
+        for call in calls:  # never started, or the loop ended first: wake their callers
+            call.future.cancel()
+
+
+_CLOSED = "this SyncPostgresStore is closed: connect a new one"
+
+
+def _stop(holder: list[_LoopThread | None]) -> None:
+    """Finalizer: stop the loop thread of a store that was dropped without ``close()``."""
+    lt = holder[0]
+    holder[0] = None
+    if lt is not None:
+        lt.stop()
+
+
+class SyncPostgresStore:
+    """The PostgreSQL event store for synchronous code (Django, Flask, scripts).
+
+    Implements :class:`~eventcore.store.SyncEventStore`, so
+    :func:`~eventcore.execute_sync` accepts it, with the same semantics and typed errors as
+    :class:`PostgresStore` (the store it runs, on a thread of its own with its own event
+    loop)::
+
+        with SyncPostgresStore.connect(dsn) as store:
+            store.migrate()
+            execute_sync(store, OpenAccount(account="acc-1", owner="ann"))
+
+    It is safe to share between threads (calls run concurrently, each on a connection of
+    the pool, up to ``max_size``) and across ``os.fork`` (a child opens its own pool on
+    first use). Projections: ``ProjectionRunner(store, ...).run_until_caught_up_sync()``.
+
+    Args:
+        dsn: a libpq connection string.
+        **options: the options of :class:`PostgresStore` (``schema``, ``min_size``,
+            ``max_size``, ``statement_timeout``, ``registry``, ``state_cache``...).
+
+    Raises:
+        UsageError: any call made from inside a running event loop (it would block the
+            loop): async code uses :class:`PostgresStore` and ``await``.
+        ConfigurationError: a malformed DSN or schema name.
+        ValidationError: an invalid option.
+    """
+
+    def __init__(self, dsn: str, **options: Any) -> None:
+        from eventcore.postgres.store import PostgresStore
+
+        if "pool" in options:
+            raise UsageError(
+                "SyncPostgresStore opens its own pool (an asyncpg pool belongs to one event "
+                "loop): give it a dsn"
+            )
+        store = PostgresStore(dsn, **options)  # the options are checked here, in the caller
+        self._dsn = dsn
+        self._options = options
+        self._lock = threading.Lock()
+        self._closed = False
+        self._holder: list[_LoopThread | None] = [_LoopThread(store)]
+        weakref.finalize(self, _stop, self._holder)
+        self.registry: EventRegistry = store.registry
+        """The registry that decodes payloads for :attr:`RecordedEvent.data`."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name == "registry":  # the store it runs (and a forked child's) use it too
+            self._options["registry"] = value
+            lt = self._holder[0]
+            if lt is not None:
+                lt.store.registry = value
+
+    def _loop_thread(self) -> _LoopThread:
+        """This process's loop thread (a new one in a forked child)."""
+        lt = self._holder[0]
+        if lt is not None and lt.generation == _generation:
+            return lt
+        with self._lock:
+            if self._closed:
+                raise UsageError(_CLOSED)
+            lt = self._holder[0]
+            if lt is None or lt.generation != _generation:
+                # In a forked child the parent's loop, thread and sockets are left alone.
+                from eventcore.postgres.store import PostgresStore
+
+                lt = _LoopThread(PostgresStore(self._dsn, **self._options))
+                self._holder[0] = lt
+            return lt
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on this store's loop thread and return its result.
+
+        Raises:
+            UsageError: called from inside a running event loop (or the store is closed).
+        """
+        if _get_running_loop() is not None:
+            coro.close()
+            raise UsageError(
+                "SyncPostgresStore was called from inside a running event loop, where "
+                "it would block the loop: in async code use PostgresStore and await it, "
+                "e.g. `await execute(store, command)`"
+            )
+        if self._closed:
+            coro.close()
+            raise UsageError(_CLOSED)
+        return self._loop_thread().run(coro)
+
+    @property
+    def _store(self) -> PostgresStore:
+        """The :class:`PostgresStore` on the loop thread (only ever awaited there)."""
+        return self._loop_thread().store
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the store runs on (see :class:`~eventcore.store.LoopThreadStore`)."""
+        return self._loop_thread().loop
+
+    @property
+    def loop_store(self) -> PostgresStore:
+        """The :class:`PostgresStore` it runs: await it only on :attr:`loop`."""
+        return self._loop_thread().store
+
+    def run_on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on :attr:`loop` and block until it ends (Ctrl-C cancels it).
+
+        Raises:
+            UsageError: called from inside a running event loop, or the store is closed.
+        """
+        return self._run(coro)
+
+    def _execute_sync(
+        self,
+        command: Command[Any, Any],
+        metadata: Metadata | None,
+        retry: RetryPolicy | None,
+        idempotency_key: str | None,
+    ) -> ExecutionResult:
+        """What :func:`~eventcore.execute_sync` does with this store: the whole async
+        :func:`~eventcore.execute` as one call on the loop thread."""
+        from eventcore.executor import execute
+
+        return self._run(
+            execute(
+                self._store,
+                command,
+                metadata=metadata,
+                retry=retry,
+                idempotency_key=idempotency_key,
+            )
+        )
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    @classmethod
+    def connect(cls, dsn: str, **options: Any) -> SyncPostgresStore:
+        """Create a store from ``dsn`` and open its pool (options as :class:`PostgresStore`).
+
+        Raises:
+            StoreUnavailable: the server could not be reached.
+            StoreError: the schema is older than this eventcore needs (run
+                :meth:`migrate`) or newer than it knows.
+        """
+        store = cls(dsn, **options)
+        try:
+            store.open()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def open(self) -> SyncPostgresStore:
+        """Open the pool and check the schema version (else done on first use)."""
+        self._run(self._store.open())
+        return self
+
+    def close(self) -> None:
+        """Close the pool and end the loop thread; idempotent. Later calls raise UsageError."""
+        with self._lock:
+            self._closed = True
+            lt, self._holder[0] = self._holder[0], None
+        if lt is not None:
+            if _get_running_loop() is lt.loop:
+                raise UsageError("SyncPostgresStore.close() was called on its own loop")
+            lt.stop()
+
+    def __enter__(self) -> SyncPostgresStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SyncPostgresStore(schema={self.schema!r})"
+
+    # -- attributes of the store it runs -------------------------------------------
+
+    @property
+    def schema(self) -> str:
+        """The schema holding the store's tables."""
+        return str(self._options.get("schema", "eventcore"))
+
+    @property
+    def state_cache(self) -> StateCache | None:
+        """The executor's folded-state cache (``None``: off)."""
+        return self._store.state_cache
+
+    @property
+    def snapshots(self) -> Snapshotter | None:
+        """The store's snapshot policy (:mod:`eventcore.snapshot`); None: no snapshots."""
+        return self._store.snapshots
+
+    def migrate(self) -> int:
+        """Apply the missing migrations; the schema version (see :meth:`PostgresStore.migrate`)."""
+        return self._run(self._store.migrate())
+
+    # -- the SyncEventStore protocol -------------------------------------------------
+
+    def append(
+        self,
+        events: Sequence[NewEvent] | Sequence[tuple[str, str, bytes, Any]],
+        *,
+        expected: Expected = (),
+        metadata: Metadata | None = None,
+    ) -> AppendResult:
+        """Append atomically across streams; see :meth:`PostgresStore.append`."""
+        return self._run(self._store.append(events, expected=expected, metadata=metadata))
+
+    def fold_streams(
+        self, streams: Sequence[str], state: S, apply: Apply, decoders: Decoders
+    ) -> tuple[S, list[int]]:
+        """Fold the events of ``streams`` (global order) into ``state``; also their versions."""
+        return self._run(self._store.fold_streams(streams, state, apply, decoders))
+
+    def fold_tail(
+        self,
+        streams: Sequence[str],
+        versions: Sequence[int],
+        fold_from: int,
+        state: S,
+        apply: Apply,
+        decoders: Decoders,
+        hint: object = None,
+    ) -> tuple[S, list[int]] | None:
+        """See :meth:`~eventcore.store.EventStore.fold_tail`."""
+        return self._run(
+            self._store.fold_tail(streams, versions, fold_from, state, apply, decoders, hint)
+        )
+
+    def read_stream(
+        self, stream_id: str, *, after_version: int = 0, limit: int | None = None
+    ) -> list[RecordedEvent[Any]]:
+        """Events of one stream with version > ``after_version``, oldest first."""
+        return self._run(
+            self._store.read_stream(stream_id, after_version=after_version, limit=limit)
+        )
+
+    def read_streams(
+        self, stream_ids: Sequence[str], *, after_version: int = 0, limit: int | None = None
+    ) -> list[RecordedEvent[Any]]:
+        """Events of several streams with version > ``after_version``, in global order."""
+        return self._run(
+            self._store.read_streams(stream_ids, after_version=after_version, limit=limit)
+        )
+
+    def read_stream_backwards(
+        self, stream_id: str, *, before_version: int | None = None, limit: int | None = None
+    ) -> list[RecordedEvent[Any]]:
+        """Events of one stream with version < ``before_version``, newest first."""
+        return self._run(
+            self._store.read_stream_backwards(stream_id, before_version=before_version, limit=limit)
+        )
+
+    def read_all(
+        self,
+        *,
+        after_position: int = 0,
+        limit: int | None = None,
+        event_types: Sequence[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> list[RecordedEvent[Any]]:
+        """The global log after ``after_position``; see :meth:`PostgresStore.read_all`."""
+        return self._run(
+            self._store.read_all(
+                after_position=after_position,
+                limit=limit,
+                event_types=event_types,
+                stream_prefix=stream_prefix,
+            )
+        )
+
+    def iter_all(
+        self,
+        *,
+        after_position: int = 0,
+        page_size: int = 1000,
+        event_types: Sequence[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> Iterator[RecordedEvent[Any]]:
+        """Iterate the global log in pages of ``page_size`` (one call per page)."""
+        from eventcore.errors import ValidationError
+
+        if page_size < 1:
+            raise ValidationError("page_size", "must be at least 1", page_size)
+        cursor = after_position
+        while True:
+            page = self.read_all(
+                after_position=cursor,
+                limit=page_size,
+                event_types=event_types,
+                stream_prefix=stream_prefix,
+            )
+            yield from page
+            if len(page) < page_size:
+                return
+            cursor = page[-1].position
+
+    def read_events_by_id(self, event_ids: Sequence[uuid.UUID | int]) -> list[RecordedEvent[Any]]:
+        """The stored events with these ids, in position order; ids not stored are left out."""
+        return self._run(self._store.read_events_by_id(event_ids))
+
+    def stream_version(self, stream_id: str) -> int:
+        """A stream's version: its number of events (0 = no stream)."""
+        return self._run(self._store.stream_version(stream_id))
+
+    def head(self) -> int:
+        """The highest position a reader of the global log may safely read up to (0: none)."""
+        return self._run(self._store.head())
+
+    # -- more of PostgresStore -------------------------------------------------------
+
+    def latest_position(self) -> int:
+        """The highest committed position, which :meth:`read_all` may not reach yet."""
+        return self._run(self._store.latest_position())
+
+    def log_holdback(self) -> LogHoldback | None:
+        """The oldest append of this store still in flight (None: none is)."""
+        return self._run(self._store.log_holdback())
+
+    def list_streams(
+        self, *, prefix: str | None = None, after: str | None = None, limit: int | None = None
+    ) -> list[tuple[str, int]]:
+        """``(stream id, version)`` pairs sorted by stream id, optionally by prefix."""
+        return self._run(self._store.list_streams(prefix=prefix, after=after, limit=limit))
+
+    def wait_for_append(self, after_position: int, timeout: float) -> int:
+        """Block until :meth:`head` passes ``after_position`` or ``timeout`` seconds pass."""
+        return self._run(self._store.wait_for_append(after_position, timeout))
