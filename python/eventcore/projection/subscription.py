@@ -17,8 +17,12 @@ __all__ = ["Page", "Subscription"]
 
 
 def projection_store(store: ProjectionStore | MemoryStore) -> ProjectionStore:
-    """The async face of ``store`` projections read (a :class:`MemoryStore`'s ``.aio``)."""
-    return store.aio if isinstance(store, MemoryStore) else store
+    """The async face of ``store`` projections read (a synchronous store's ``.aio``: the
+    in-memory or SQLite store's)."""
+    if isinstance(store, MemoryStore):
+        return store.aio
+    aio: ProjectionStore | None = getattr(store, "aio", None)
+    return aio if aio is not None else store
 
 
 @dataclass(slots=True)
