@@ -1,63 +1,41 @@
 """The SQLite store's schema and statements, and its driver errors mapped to eventcore's.
 
 One file holds everything: the events, projection checkpoints and dead letters, and
-snapshots. ``PRAGMA user_version`` is the schema version.
+snapshots. The schema comes from versioned migrations (``migrations/*.sql``, as for
+PostgreSQL); ``PRAGMA user_version`` is the version a file is at.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
+from importlib import resources
 
 from eventcore.errors import EventCoreError, OutcomeUnknown, StoreError, StoreUnavailable
 
-SCHEMA_VERSION = 1
-"""The schema version this eventcore creates and understands (``PRAGMA user_version``)."""
 
-# position is the rowid: appends number it themselves (max + 1, under the write lock).
-# event_id: the UUID's 16 bytes; recorded_at: microseconds since the epoch (UTC);
-# metadata: Metadata.to_bytes(), NULL when empty.
-CREATE = (
-    """CREATE TABLE IF NOT EXISTS events (
-        position INTEGER PRIMARY KEY,
-        event_id BLOB NOT NULL UNIQUE,
-        stream_id TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        event_type TEXT NOT NULL,
-        payload BLOB NOT NULL,
-        recorded_at INTEGER NOT NULL,
-        metadata BLOB,
-        UNIQUE (stream_id, version)
-    )""",
-    """CREATE TABLE IF NOT EXISTS projection_checkpoints (
-        name TEXT PRIMARY KEY,
-        position INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL
-    ) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS projection_dead_letters (
-        id INTEGER PRIMARY KEY,
-        projection TEXT NOT NULL,
-        position INTEGER NOT NULL,
-        event_id BLOB,
-        stream_id TEXT NOT NULL,
-        event_type TEXT NOT NULL,
-        error TEXT NOT NULL,
-        failed_at REAL NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS projection_dead_letters_by_name"
-    " ON projection_dead_letters (projection, id)",
-    """CREATE TABLE IF NOT EXISTS snapshots (
-        key TEXT PRIMARY KEY,
-        schema_version INTEGER NOT NULL,
-        streams TEXT NOT NULL,
-        versions TEXT NOT NULL,
-        fold_from INTEGER NOT NULL,
-        rounds INTEGER NOT NULL,
-        events INTEGER NOT NULL,
-        state BLOB NOT NULL,
-        taken_at REAL NOT NULL,
-        checksum TEXT NOT NULL
-    ) WITHOUT ROWID""",
-)
+def _migrations() -> tuple[tuple[int, str, list[str]], ...]:
+    """Every shipped migration ``(version, name, statements)``, in version order (1..N)."""
+    folder = resources.files("eventcore.sqlite") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        match = re.fullmatch(r"(\d{4})_([a-z0-9_]+)\.sql", entry.name)
+        if match:
+            text = entry.read_text(encoding="utf-8")
+            body = "\n".join(x for x in text.splitlines() if not x.startswith("--"))
+            statements = [x.strip() for x in re.split(r";\s*$", body, flags=re.M) if x.strip()]
+            found.append((int(match[1]), match[2], statements))
+    found.sort()
+    if [m[0] for m in found] != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"eventcore SQLite migrations are not numbered 1..N: {found!r}")
+    return tuple(found)
+
+
+MIGRATIONS = _migrations()
+"""The versioned schema (``migrations/NNNN_name.sql``); ``PRAGMA user_version`` is the
+version a file is at."""
+SCHEMA_VERSION = len(MIGRATIONS)
+"""The schema version this eventcore creates and understands."""
 
 COLS = "position, event_id, stream_id, version, event_type, payload, recorded_at, metadata"
 """The columns :func:`eventcore.recorded.recorded_events` builds events from, in order."""
@@ -65,6 +43,11 @@ COLS = "position, event_id, stream_id, version, event_type, payload, recorded_at
 INSERT = f"INSERT INTO events ({COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 HEAD = "SELECT coalesce(max(position), 0) FROM events"
 STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ?"
+# One stream's version and the head, in one statement (the common single-stream append).
+VERSION_AND_HEAD = (
+    "SELECT (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ?),"
+    " (SELECT coalesce(max(position), 0) FROM events)"
+)
 FOLD_ONE = "SELECT stream_id, event_type, payload FROM events WHERE stream_id = ? ORDER BY version"
 READ_STREAM = (
     f"SELECT {COLS} FROM events WHERE stream_id = ? AND version > ? ORDER BY version LIMIT ?"

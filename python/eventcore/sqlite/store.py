@@ -101,6 +101,18 @@ def _fits(expected: int, actual: int) -> bool:
     return expected == -1 or (expected == -2 and actual > 0) or expected == actual
 
 
+def _id_bytes(event_id: Any) -> bytes:
+    """An event id (a UUID or its 128-bit int) as its 16 bytes."""
+    return event_id.to_bytes(16, "big") if type(event_id) is int else as_uuid(event_id).bytes
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the connection's transaction, if one is open (never raises)."""
+    if conn.in_transaction:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
 def _same_metadata(stored: bytes | None, given: bytes | None) -> bool:
     return stored == given or Metadata.from_bytes(stored) == Metadata.from_bytes(given)
 
@@ -190,6 +202,7 @@ class SqliteStore:
         # Wakes waiters of this store object on its own appends (others' are polled).
         self._appended = threading.Condition()
         self._generation = 0
+        self._waiting = 0  # waiters registered (sync and async): appends skip the wake-up
         self._async_waiters: dict[asyncio.Future[None], asyncio.AbstractEventLoop] = {}
         self._open()
         self.snapshots: Snapshotter | None = (
@@ -241,12 +254,12 @@ class SqliteStore:
                     f"{mode!r}); put the file on a local file system"
                 )
             if conn.execute("PRAGMA user_version").fetchone()[0] < q.SCHEMA_VERSION:
-                with self._write(conn, "create tables"):
+                with self._write(conn, "migrate"):  # one process migrates, the others wait
                     version = conn.execute("PRAGMA user_version").fetchone()[0]
-                    if version < q.SCHEMA_VERSION:
-                        for statement in q.CREATE:
+                    for number, _name, statements in q.MIGRATIONS[version:]:
+                        for statement in statements:
                             conn.execute(statement)
-                        conn.execute(f"PRAGMA user_version = {q.SCHEMA_VERSION}")
+                        conn.execute(f"PRAGMA user_version = {number}")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.Error as exc:
             self.close()
@@ -271,16 +284,12 @@ class SqliteStore:
         try:
             yield
         except BaseException:
-            if conn.in_transaction:
-                with suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            if conn.in_transaction:
-                with suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
+            _rollback(conn)
             raise q.translate(exc, action) from exc
 
     def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
@@ -346,18 +355,30 @@ class SqliteStore:
         batch = prepare_events(events, metadata)
         checks = prepare_expected(expected)
         meta = metadata.to_bytes() if metadata else None
-        ids = [as_uuid(e[3]).bytes for e in batch]
+        ids = [_id_bytes(e[3]) for e in batch]
         conn = self._conn()
         try:
-            with self._write(conn, "append", immediate=bool(batch)):
-                result = self._append_locked(conn, batch, checks, ids, meta)
+            conn.execute("BEGIN IMMEDIATE" if batch else "BEGIN")
+        except sqlite3.Error as exc:
+            raise q.translate(exc, "append") from exc
+        try:
+            result = self._append_locked(conn, batch, checks, ids, meta)
         except _Replay as signal:
+            _rollback(conn)
             replay = self._replay(conn, batch, checks, ids, meta)
             if replay is None:
                 raise StoreError("append: a unique constraint failed, but no id is stored") from (
                     signal.__cause__
                 )
             return replay
+        except BaseException:
+            _rollback(conn)
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            raise q.translate(exc, "append", [e[3] for e in batch] if batch else None) from exc
         if batch:
             self._wake()
         return result
@@ -374,7 +395,13 @@ class SqliteStore:
         counts: dict[str, int] = {}
         for e in batch:
             counts[e[0]] = counts.get(e[0], 0) + 1
-        current = self._versions(conn, [*dict.fromkeys([*(c[0] for c in checks), *counts])])
+        streams = [*dict.fromkeys([*(c[0] for c in checks), *counts])]
+        head = None
+        if len(streams) == 1 and batch:  # the common command: one statement for both
+            version, head = conn.execute(q.VERSION_AND_HEAD, streams).fetchone()
+            current = {streams[0]: version}
+        else:
+            current = self._versions(conn, streams)
         conflicts = [(s, v, current[s]) for s, v in checks if not _fits(v, current[s])]
         if conflicts:
             if batch and self._stored(conn, ids):
@@ -383,7 +410,9 @@ class SqliteStore:
         if not batch:
             return AppendResult([], [(s, current[s]) for s, _ in checks], [])
         # Positions: max + 1 on, under the write lock (see the module: dense, never skip).
-        first = conn.execute(q.HEAD).fetchone()[0] + 1
+        if head is None:
+            head = conn.execute(q.HEAD).fetchone()[0]
+        first = head + 1
         now = time.time_ns() // 1000
         version = {s: current[s] for s in counts}
         rows = []
@@ -502,7 +531,9 @@ class SqliteStore:
         return exc
 
     def _wake(self) -> None:
-        """Wake this store object's waiters (after a committed append)."""
+        """Wake this store object's waiters (after a committed append), if any wait."""
+        if not self._waiting:
+            return
         with self._appended:
             self._generation += 1
             self._appended.notify_all()
@@ -744,17 +775,23 @@ class SqliteStore:
         """
         deadline = time.monotonic() + timeout
         delay = 0.001
-        while True:
+        with self._appended:
+            self._waiting += 1  # before the first head read: no append is missed
+        try:
+            while True:
+                with self._appended:
+                    generation = self._generation
+                head = self.head()
+                left = deadline - time.monotonic()
+                if head > after_position or left <= 0:
+                    return head
+                with self._appended:
+                    if self._generation == generation:
+                        self._appended.wait(min(delay, left))
+                delay = min(delay * 2, self.poll_interval)
+        finally:
             with self._appended:
-                generation = self._generation
-            head = self.head()
-            left = deadline - time.monotonic()
-            if head > after_position or left <= 0:
-                return head
-            with self._appended:
-                if self._generation == generation:
-                    self._appended.wait(min(delay, left))
-            delay = min(delay * 2, self.poll_interval)
+                self._waiting -= 1
 
     def __len__(self) -> int:
         """The number of events (positions are dense: the head)."""
@@ -938,21 +975,27 @@ class AsyncSqliteStore:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         delay = 0.001
-        while True:
-            head = sync.head()
-            left = deadline - loop.time()
-            if head > after_position or left <= 0:
-                return head
-            fut: asyncio.Future[None] = loop.create_future()
-            with sync._appended:
-                sync._async_waiters[fut] = loop
-            try:
-                await asyncio.wait((fut,), timeout=min(delay, left))
-            finally:
+        with sync._appended:
+            sync._waiting += 1  # before the first head read: no append is missed
+        try:
+            while True:
+                fut: asyncio.Future[None] = loop.create_future()
                 with sync._appended:
-                    sync._async_waiters.pop(fut, None)
-                fut.cancel()
-            delay = min(delay * 2, sync.poll_interval)
+                    sync._async_waiters[fut] = loop
+                try:
+                    head = sync.head()
+                    left = deadline - loop.time()
+                    if head > after_position or left <= 0:
+                        return head
+                    await asyncio.wait((fut,), timeout=min(delay, left))
+                finally:
+                    with sync._appended:
+                        sync._async_waiters.pop(fut, None)
+                    fut.cancel()
+                delay = min(delay * 2, sync.poll_interval)
+        finally:
+            with sync._appended:
+                sync._waiting -= 1
 
     async def iter_all(
         self,
