@@ -371,6 +371,16 @@ def sqlite_figures(
             measure(sides, sz.reps, sz.warmup)
             figs += [ec, peer]
             log(name)
+        if not only or any("sqlite.wait_for_append".startswith(o) for o in only):
+            wait = Figure(
+                "sqlite.wait_for_append.ms",
+                "ms",
+                note="median ms from an append's return to wait_for_append waking in another"
+                " process (polls back off to poll_interval, 20 ms)",
+            )
+            measure([(wait, sw.wake_latency(normal))], sz.reps, 0)
+            figs.append(wait)
+            log(wait.name)
     finally:
         normal.close()
         full.close()

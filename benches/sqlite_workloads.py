@@ -344,3 +344,50 @@ class SqliteBench:
             return timed(body)
 
         return once
+
+
+_WAITER = """
+import sys, time
+from eventcore.sqlite import SqliteStore
+
+store = SqliteStore(sys.argv[1], synchronous=sys.argv[2])
+after, last = 0, int(sys.argv[3])
+print("ready", flush=True)
+while after < last:
+    after = store.wait_for_append(after, 30.0)
+    print(after, time.time(), flush=True)
+"""
+
+
+def wake_latency(bench: SqliteBench, appends: int = 20) -> Callable[[], float]:
+    """Milliseconds from an append's return to the wake-up of ``wait_for_append`` in
+    another process (the median of ``appends`` appends after random idle pauses of up to
+    0.2 s, so the waiter has backed off to its longest pause)."""
+    import random
+    import statistics
+    import subprocess
+    import sys
+
+    rng = random.Random(7)
+
+    def once() -> float:
+        path = bench.path("wait")
+        store = SqliteStore(path, synchronous=bench.synchronous)
+        child = subprocess.Popen(
+            [sys.executable, "-c", _WAITER, path, bench.synchronous, str(appends)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        waits = []
+        for _ in range(appends):
+            time.sleep(rng.uniform(0.0, 0.2))
+            store.append([NewEvent("s", "T", b"")])
+            done = time.time()
+            waits.append((float(child.stdout.readline().split()[1]) - done) * 1000)
+        child.wait(30)
+        store.close()
+        bench._drop(path)
+        return statistics.median(waits)
+
+    return once

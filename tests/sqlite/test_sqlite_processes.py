@@ -119,7 +119,7 @@ def test_a_reader_in_another_process_wakes_on_an_append(tmp_path: Path) -> None:
         store.append([bank_event("y")])
         word, head, woke = child.stdout.readline().split()
         assert (word, int(head)) == ("woke", 2)
-        # Polled with backoff up to poll_interval (0.05 s): well under a second.
+        # Polled with backoff up to poll_interval (0.02 s): well under a second.
         assert float(woke) - appended < 1.0
         assert child.wait(10) == 0
     finally:

@@ -164,7 +164,7 @@ class SqliteStore:
         registry: EventRegistry | None = None,
         synchronous: str = "FULL",
         busy_timeout: float = 5.0,
-        poll_interval: float = 0.05,
+        poll_interval: float = 0.02,
         state_cache: int | StateCache | None = DEFAULT_MAX_ENTRIES,
         snapshots: bool = True,
         snapshot_every: int | None = SNAPSHOT_EVERY,
