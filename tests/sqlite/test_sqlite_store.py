@@ -236,3 +236,32 @@ async def test_checkpoints_and_dead_letters_round_trip(tmp_path: Path) -> None:
         assert tx.failure(RuntimeError()) is None
     assert await checkpoints.load("p") == 8
     store.close()
+
+
+def test_threads_share_one_store_object(tmp_path: Path) -> None:
+    """Each thread gets its own connection; writers take turns on the write lock."""
+    from eventcore import RetryPolicy
+
+    store = SqliteStore(tmp_path / "events.db", registry=bank.registry)
+    execute_sync(store, bank.OpenAccount(account="shared", owner="all"))
+    policy = RetryPolicy(max_attempts=1000, max_delay=0.005)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(50):
+                execute_sync(store, bank.Deposit(account="shared", amount=1), retry=policy)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    log = store.read_all()
+    assert [e.position for e in log] == list(range(1, 202))
+    assert [e.version for e in log] == list(range(1, 202))
+    assert sum(e.data.amount for e in log[1:]) == 200
+    store.close()

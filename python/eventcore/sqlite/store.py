@@ -44,7 +44,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -1004,7 +1004,7 @@ class AsyncSqliteStore:
         page_size: int = 1000,
         event_types: Sequence[str] | None = None,
         stream_prefix: str | None = None,
-    ) -> Any:
+    ) -> AsyncIterator[RecordedEvent[Any]]:
         """Iterate the global log in pages (see :meth:`SqliteStore.iter_all`)."""
         for event in self.sync.iter_all(
             after_position=after_position,
