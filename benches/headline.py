@@ -338,6 +338,98 @@ def shred_figures(quick: bool, log: Callable[[str], None]) -> list[Figure]:
     return figs
 
 
+# SQLite: benches/sqlite_workloads.py (peer: eventsourcing's SQLite recorder, same run)
+
+
+def sqlite_figures(
+    quick: bool, log: Callable[[str], None], only: Sequence[str] = ()
+) -> list[Figure]:
+    """The SQLite figures, each against eventsourcing's SQLite persistence (target 2x).
+
+    ``synchronous=NORMAL`` on both sides, and the command once more with ``FULL`` on both
+    (see benches/sqlite_workloads.py).
+    """
+    from benches import sqlite_workloads as sw
+
+    sz = sw.SQLITE_QUICK if quick else sw.SQLITE_FULL
+    normal, full = sw.SqliteBench(sz, "NORMAL"), sw.SqliteBench(sz, "FULL")
+    figs: list[Figure] = []
+    groups: list[tuple[str, str, str, str, Any, Any, list[Target]]] = [
+        (
+            "sqlite.command",
+            "commands/s",
+            "execute_sync(Deposit) on a 1-event stream",
+            "repository.get + deposit + save of a 1-event aggregate",
+            normal.ec_command,
+            normal.peer_command,
+            [Target("peer", ">=", 2.0)],
+        ),
+        (
+            "sqlite.transfer",
+            "commands/s",
+            "execute_sync(Transfer) between two 2-event streams",
+            "get both aggregates, withdraw + deposit, save both",
+            normal.ec_transfer,
+            normal.peer_transfer,
+            [Target("peer", ">=", 2.0)],
+        ),
+        (
+            "sqlite.append_batch_1000",
+            "events/s",
+            "store.append of 1000 pre-encoded events",
+            "recorder.insert_events of 1000 pre-mapped stored events",
+            normal.ec_batch,
+            normal.peer_batch,
+            [Target("peer", ">=", 2.0)],
+        ),
+        (
+            "sqlite.read_all",
+            "events/s",
+            f"read_all of {sz.log:,} events in pages of 1000, not decoded",
+            "recorder.select_notifications in pages of 1000, not decoded",
+            normal.ec_read_all,
+            normal.peer_read_all,
+            [Target("peer", ">=", 2.0)],
+        ),
+        (
+            "sqlite.command.full",
+            "commands/s",
+            "sqlite.command with synchronous=FULL on both sides (one WAL sync per commit)",
+            "the peer's command with synchronous=FULL",
+            full.ec_command,
+            full.peer_command,
+            [],
+        ),
+    ]
+    try:
+        checked = {b.synchronous: b.check_durability() for b in (normal, full)}
+        for name, unit, note, peer_note, ours, theirs, targets in groups:
+            if only and not any(name.startswith(o) for o in only):
+                continue
+            durability = checked["FULL" if name.endswith(".full") else "NORMAL"]
+            peer_name = f"peer.eventsourcing.{name}"
+            ec = Figure(name, unit, peer=peer_name, targets=targets, note=f"{note} ({durability})")
+            peer = Figure(peer_name, unit, note=f"{peer_note} ({durability})")
+            sides = [(ec, ours()), (peer, theirs())]
+            measure(sides, sz.reps, sz.warmup)
+            figs += [ec, peer]
+            log(name)
+        if not only or any("sqlite.wait_for_append".startswith(o) for o in only):
+            wait = Figure(
+                "sqlite.wait_for_append.ms",
+                "ms",
+                note="median ms from an append's return to wait_for_append waking in another"
+                " process (polls back off to poll_interval, 20 ms)",
+            )
+            measure([(wait, sw.wake_latency(normal))], sz.reps, 0)
+            figs.append(wait)
+            log(wait.name)
+    finally:
+        normal.close()
+        full.close()
+    return figs
+
+
 # ---------------------------------------------------------------------------------------------
 # PostgreSQL: benches/pg_workloads.py
 
@@ -1076,6 +1168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write benchmarks.md and benchmarks.png here")
     parser.add_argument("--no-memory", action="store_true", help="skip the in-memory workloads")
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
+    parser.add_argument("--no-sqlite", action="store_true", help="skip SQLite")
     parser.add_argument(
         "--only",
         action="append",
@@ -1113,7 +1206,12 @@ def main(argv: list[str] | None = None) -> int:
     mem_shred = ("shred.memory".startswith(o) or o.startswith("shred.memory") for o in args.only)
     if not args.no_memory and (not args.only or any(mem_shred)):
         figures += shred_figures(args.quick, log)
-    if not args.no_postgres:
+    if not args.no_sqlite and (not args.only or any(o.startswith("sqlite") for o in args.only)):
+        figures += sqlite_figures(args.quick, log, args.only)
+    if not args.no_postgres and (
+        not args.only
+        or any(not o.startswith(("memory", "sqlite", "shred.memory")) for o in args.only)
+    ):
         dsn, server = start_server(args.dsn)
         if dsn is None:
             print("no PostgreSQL server binaries found; use --dsn", file=sys.stderr)

@@ -11,6 +11,7 @@ from tests.sync.adapter import Threaded, sync_postgres_store
 
 STORES = [
     "memory",
+    "sqlite",
     pytest.param("postgres", marks=pytest.mark.postgres),
     # The synchronous faces, seen through a test-only async adapter (tests/sync/adapter.py):
     "memory-sync",
@@ -19,13 +20,19 @@ STORES = [
 
 
 @pytest.fixture(params=STORES)
-def store(request: pytest.FixtureRequest) -> Any:
-    """An empty async event store: the in-memory store's async view, or PostgreSQL, or
-    the synchronous face of either, called from worker threads."""
+def store(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    """An empty async event store: the in-memory or SQLite store's async view, or
+    PostgreSQL, or the synchronous face of memory or PostgreSQL, called from worker threads."""
     if request.param == "memory":
         return MemoryStore().aio
     if request.param == "memory-sync":
         return Threaded(MemoryStore())
     if request.param == "postgres-sync":
         return Threaded(sync_postgres_store(request))
+    if request.param == "sqlite":
+        from eventcore.sqlite import SqliteStore
+
+        sqlite = SqliteStore(tmp_path / "events.db")
+        request.addfinalizer(sqlite.close)
+        return sqlite.aio
     return request.getfixturevalue("postgres_store")

@@ -11,14 +11,20 @@ import pytest
 
 from eventcore import MemoryStore, NewEvent
 
-STORES = ["memory", pytest.param("postgres", marks=pytest.mark.postgres)]
+STORES = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(params=STORES)
-def store(request: pytest.FixtureRequest) -> Any:
-    """An empty async event store: the in-memory store's async view, or PostgreSQL."""
+def store(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    """An empty async event store: the in-memory or SQLite store's async view, or PostgreSQL."""
     if request.param == "memory":
         return MemoryStore().aio
+    if request.param == "sqlite":
+        from eventcore.sqlite import SqliteStore
+
+        sqlite = SqliteStore(tmp_path / "events.db")
+        request.addfinalizer(sqlite.close)
+        return sqlite.aio
     pg = request.getfixturevalue("postgres_store")
     pg.poll_interval = 0.2
     return pg

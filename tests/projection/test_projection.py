@@ -21,9 +21,12 @@ from eventcore.recorded import RecordedEvent, recorded_events
 
 
 def checkpoints_for(store: Any) -> Any:
-    """PostgreSQL checkpoints (and leader locks) on PostgreSQL, else in memory."""
+    """The store's own checkpoints (and leader locks) on PostgreSQL and SQLite, else in
+    memory."""
     if hasattr(store, "schema"):
         return PostgresCheckpointStore(store)
+    if hasattr(store, "path"):
+        return store.checkpoint_store()
     return MemoryCheckpointStore()
 
 

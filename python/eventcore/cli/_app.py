@@ -20,6 +20,7 @@ def cli() -> None:
 
     \b
     Stores: --dsn postgresql://user:password@host:port/db (or EVENTCORE_DSN);
+            --dsn sqlite:///path/to/events.db is a SQLite file (relative; //// absolute);
             --dsn memory:// is a fresh in-memory store (demo and bench use one by default).
     Your app: --app module:attr (or EVENTCORE_APP) imports your code, so payloads decode
             with your event types, and names your projections (and, without --dsn, a store);

@@ -191,6 +191,8 @@ class Bench:
     def workloads(self) -> list[tuple[str, str, str, Callable[[], Awaitable[tuple[float, float]]]]]:
         """``(name, unit, note, run once)`` for every workload."""
         kind = "memory" if self.opened.memory is not None else "postgres"
+        if self.opened.sqlite is not None:
+            kind = "sqlite"
         return [
             (f"{kind}.command.cold", "commands/s", "OpenAccount on a fresh stream", self.cold),
             (
@@ -262,10 +264,12 @@ def bench(
             Options(dsn, schema, app if dsn else None),
             default_memory=True,
             registry=bank.registry,
+            create=True,
         ) as opened:
-            if opened.postgres is not None:
-                await opened.postgres.migrate()
-                sizes = POSTGRES_QUICK if quick else POSTGRES_FULL
+            if opened.postgres is not None or opened.sqlite is not None:
+                if opened.postgres is not None:
+                    await opened.postgres.migrate()
+                sizes = POSTGRES_QUICK if quick else POSTGRES_FULL  # durable commits: fewer
             else:
                 sizes = QUICK if quick else FULL
             results = await _measure(Bench(opened, sizes), sizes, only)

@@ -89,7 +89,7 @@ def demo(
     async def go() -> None:
         console = Console(stderr=True)
         async with open_store(
-            Options(dsn, schema, None), default_memory=True, registry=bank.registry
+            Options(dsn, schema, None), default_memory=True, registry=bank.registry, create=True
         ) as opened:
             if opened.postgres is not None:
                 await opened.postgres.migrate()

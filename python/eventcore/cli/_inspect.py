@@ -112,7 +112,10 @@ def migrate(dsn: str | None, schema: str, app: str | None) -> None:
 
     async def go() -> None:
         opts = Options(dsn, schema, app)
-        async with open_store(opts) as opened:
+        async with open_store(opts, create=True) as opened:
+            if opened.sqlite is not None:
+                click.echo(f"{opened.label}: tables created (an SQLite store makes them on open)")
+                return
             if opened.postgres is None:
                 click.echo(f"{opened.label}: the in-memory store needs no migrations")
                 return

@@ -28,11 +28,13 @@ from eventcore.store import AsyncView, EventStore, ProjectionStore, StreamCatalo
 
 if TYPE_CHECKING:
     from eventcore.postgres import PostgresStore
+    from eventcore.sqlite import SqliteStore
 
 T = TypeVar("T")
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 MEMORY_DSNS = ("memory", "memory:", "memory://")
+SQLITE_PREFIX = "sqlite:///"
 
 EXIT_FAILURE = 1
 """A command failed: store error, unknown stream or projection, failed projection."""
@@ -63,10 +65,35 @@ def redact(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
 
 
+def sqlite_path(dsn: str) -> str:
+    """The file of a ``sqlite:///path`` DSN: what follows ``sqlite:///``, so
+    ``sqlite:///events.db`` is relative to the current directory and
+    ``sqlite:////var/lib/app/events.db`` absolute (as SQLAlchemy reads them).
+
+    Raises a usage error for another form, no path, or ``:memory:`` (use ``memory://``).
+    """
+    if not dsn.lower().startswith(SQLITE_PREFIX):
+        raise click.BadParameter(
+            f"{dsn!r}: a SQLite DSN is sqlite:///path/to/events.db (three slashes, then the "
+            "path; four for an absolute one)",
+            param_hint="--dsn",
+        )
+    path = dsn[len(SQLITE_PREFIX) :].split("?", 1)[0]
+    if not path or path == ":memory:":
+        raise click.BadParameter(
+            f"{dsn!r} names no file; for an in-memory store use memory://", param_hint="--dsn"
+        )
+    return path
+
+
 def check_dsn(dsn: str) -> str:
-    """Return ``"memory"`` or ``"postgres"`` for a valid DSN; a usage error otherwise."""
+    """Return ``"memory"``, ``"sqlite"`` or ``"postgres"`` for a valid DSN; a usage error
+    otherwise."""
     if dsn.strip().lower() in MEMORY_DSNS:
         return "memory"
+    if dsn.lower().startswith("sqlite:"):
+        sqlite_path(dsn)
+        return "sqlite"
     try:
         parts = urlsplit(dsn)
         scheme = parts.scheme.lower()
@@ -77,8 +104,8 @@ def check_dsn(dsn: str) -> str:
         ) from None
     if scheme not in POSTGRES_SCHEMES:
         raise click.BadParameter(
-            f"{redact(dsn)!r} is not a DSN eventcore knows; use postgresql://user@host:port/db "
-            "or memory://",
+            f"{redact(dsn)!r} is not a DSN eventcore knows; use postgresql://user@host:port/db, "
+            "sqlite:///path/to/events.db or memory://",
             param_hint="--dsn",
         )
     return "postgres"
@@ -150,8 +177,8 @@ def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         "--dsn",
         envvar="EVENTCORE_DSN",
         metavar="DSN",
-        help="postgresql://user:password@host:port/db, or memory:// for an empty in-memory "
-        "store. Env: EVENTCORE_DSN.",
+        help="postgresql://user:password@host:port/db, sqlite:///path/to/events.db, or "
+        "memory:// for an empty in-memory store. Env: EVENTCORE_DSN.",
     )(fn)
     return fn
 
@@ -166,6 +193,8 @@ class OpenStore:
     label: str
     postgres: PostgresStore | None = None
     """The PostgreSQL store, when it is one (migrations)."""
+    sqlite: SqliteStore | None = None
+    """The SQLite store, when it is one."""
 
     @property
     def is_postgres(self) -> bool:
@@ -196,9 +225,20 @@ def _postgres(store: object) -> PostgresStore | None:
     return None
 
 
+def _sqlite(store: object) -> SqliteStore | None:
+    # Only a store made by the app can be one, and then its module is loaded already.
+    module = sys.modules.get("eventcore.sqlite.store")
+    if module is not None and isinstance(store, module.SqliteStore | module.AsyncSqliteStore):
+        return cast("SqliteStore", getattr(store, "sync", store))
+    return None
+
+
 def _as_open(store: object, label: str) -> OpenStore:
     if isinstance(store, MemoryStore):
         return OpenStore(store.aio, store, label)
+    sqlite = _sqlite(store)
+    if sqlite is not None:
+        return OpenStore(sqlite.aio, None, label, sqlite=sqlite)
     if isinstance(store, AsyncMemoryStore):
         return OpenStore(store, store.sync, label)
     if isinstance(store, AsyncView):  # a sync store with an async view (e.g. FaultyStore)
@@ -209,12 +249,32 @@ def _as_open(store: object, label: str) -> OpenStore:
     raise Failure(f"{label} is not an event store (see eventcore.store.EventStore): {store!r}")
 
 
+def open_sqlite(dsn: str, *, create: bool, registry: Any = None) -> SqliteStore:
+    """The SQLite store of a ``sqlite:///path`` DSN (see :func:`sqlite_path`).
+
+    A missing file is created only with ``create`` (migrate, demo, bench): a command that
+    reads is told the file does not exist rather than given a new empty store.
+    """
+    from eventcore.sqlite import SqliteStore
+
+    path = sqlite_path(dsn)
+    if not create and not os.path.exists(path):
+        raise Failure(f"{path}: no such file (`eventcore migrate --dsn {dsn}` creates it)")
+    try:
+        return SqliteStore(path, **({"registry": registry} if registry else {}))
+    except (ValidationError, ConfigurationError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--dsn") from None
+    except StoreError as exc:
+        raise Failure(f"cannot open the SQLite store {path}: {exc}") from None
+
+
 @contextlib.asynccontextmanager
 async def open_store(
-    opts: Options, *, default_memory: bool = False, registry: Any = None
+    opts: Options, *, default_memory: bool = False, registry: Any = None, create: bool = False
 ) -> AsyncIterator[OpenStore]:
     """Open the store ``opts`` names: ``--dsn``, else the app's ``store``, else memory.
 
+    ``create``: a ``sqlite:///`` DSN may name a file that does not exist yet (it is made).
     Raises a usage error when there is none and ``default_memory`` is False.
     """
     app = opts.app_object()
@@ -222,6 +282,13 @@ async def open_store(
         kind = check_dsn(opts.dsn)
         if kind == "memory":
             yield _as_open(MemoryStore(**({"registry": registry} if registry else {})), "memory")
+            return
+        if kind == "sqlite":
+            sqlite = open_sqlite(opts.dsn, create=create, registry=registry)
+            try:
+                yield OpenStore(sqlite.aio, None, sqlite.path, sqlite=sqlite)
+            finally:
+                sqlite.close()
             return
         try:
             from eventcore.postgres import PostgresStore
@@ -263,7 +330,8 @@ async def open_store(
         yield _as_open(MemoryStore(**({"registry": registry} if registry else {})), "memory")
         return
     raise click.UsageError(
-        "no store given: pass --dsn postgresql://user@host/db (or set EVENTCORE_DSN), "
+        "no store given: pass --dsn postgresql://user@host/db or sqlite:///events.db (or "
+        "set EVENTCORE_DSN), "
         "or --app module:attr naming an app with a `store`"
     )
 

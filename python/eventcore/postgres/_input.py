@@ -80,7 +80,7 @@ def prepare_events(
     new_ids = iter(_core.uuid7_ints(missing)) if missing else iter(())
     streams: dict[str, str] = {}
     types: set[str] = set()
-    seen: set[uuid.UUID] = set()
+    seen: set[int] = set()
     out = []
     for i, e in enumerate(events):
         stream_id, event_type, payload, event_id = e
@@ -102,12 +102,15 @@ def prepare_events(
                 len(payload),
             )
         if event_id is None:
-            event_id = next(new_ids)
-        elif not isinstance(event_id, int | uuid.UUID) or isinstance(event_id, bool):
+            event_id = key = next(new_ids)
+        elif isinstance(event_id, int) and not isinstance(event_id, bool):
+            key = int(event_id)
+        elif isinstance(event_id, uuid.UUID):
+            key = event_id.int
+        else:
             raise TypeError(f"event id must be a UUID, an int or None, got {event_id!r}")
-        key = as_uuid(event_id)
-        if key in seen:
-            raise DuplicateEventId(key, "appears more than once in this batch")
+        if key in seen:  # compared as ints: no UUID object per event
+            raise DuplicateEventId(as_uuid(key), "appears more than once in this batch")
         seen.add(key)
         out.append((sid, event_type, payload, event_id))
     if total > MAX_APPEND_BYTES:

@@ -5,20 +5,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from eventcore.errors import ValidationError
 from eventcore.memory import MemoryStore
 from eventcore.projection.columns import ColumnBatch, ColumnBuilder
 from eventcore.recorded import RecordedEvent
-from eventcore.store import ColumnBuffers, ProjectionStore
+from eventcore.store import AsyncView, ColumnBuffers, ProjectionStore
 
 __all__ = ["Page", "Subscription"]
 
 
 def projection_store(store: ProjectionStore | MemoryStore) -> ProjectionStore:
-    """The async face of ``store`` projections read (a :class:`MemoryStore`'s ``.aio``)."""
-    return store.aio if isinstance(store, MemoryStore) else store
+    """The async face of ``store`` projections read (a synchronous store's ``.aio``: the
+    in-memory or SQLite store's)."""
+    if isinstance(store, MemoryStore | AsyncView):
+        return cast("ProjectionStore", store.aio)
+    return store
 
 
 @dataclass(slots=True)

@@ -1,34 +1,38 @@
-"""The PostgreSQL store against the plain-Python reference model (hypothesis, stateful).
+"""Every store against one plain-Python reference model (hypothesis, stateful).
 
-The same random operations drive a :class:`~eventcore.postgres.PostgresStore` (a fresh
-schema per run) and the reference ``Model`` of ``tests/test_memory_model.py``; results
-and errors must be identical. Appends cover every path of the SQL function
-``append_events``: one stream (checked or not), several streams where every checked
-stream is written, and the general path (checks on streams that are only read, empty
-batches); expected versions right, wrong, ``NO_STREAM``, ``STREAM_EXISTS`` and ``ANY``;
-metadata; idempotent replays of whole batches and of runs of the log (with other
-expected versions, ids as UUIDs or ints); event ids reused for other content, twice in
-one batch, or next to new ones ("only part of the batch was stored"). Every read is
-compared: ``read_stream``, ``read_streams``, ``read_stream_backwards``, ``read_all``
-(types, prefix, limit, ``after_position`` on and between positions), ``fold_streams``,
-``list_streams``, ``stream_version``, ``head`` and ``latest_position``.
+The same random operations drive a store (the in-memory store's async view, the SQLite
+store's, or a :class:`~eventcore.postgres.PostgresStore` on a fresh schema) and the
+reference ``Model``; results and errors must be identical. Appends cover every path of
+PostgreSQL's ``append_events`` function: one stream (checked or not), several streams
+where every checked stream is written, and the general path (checks on streams that are
+only read, empty batches); expected versions right, wrong, ``NO_STREAM``,
+``STREAM_EXISTS`` and ``ANY``; metadata; idempotent replays of whole batches and of runs
+of the log (with other expected versions, ids as UUIDs or ints); event ids reused for
+other content, twice in one batch, or next to new ones ("only part of the batch was
+stored"). Every read is compared: ``read_stream``, ``read_streams``,
+``read_stream_backwards``, ``read_all`` (types, prefix, limit, ``after_position`` on and
+between positions), ``fold_streams``, ``list_streams``, ``stream_version``, ``head``
+and (PostgreSQL) ``latest_position``.
 
-PostgreSQL positions are sparse (``transaction id * 2**20 + index``): the machine maps
-the model's positions 1..N (log order) to the store's, learned from the append results,
-checks that they are strictly increasing in log order and consecutive within an append,
-and compares reads through that map. A replay is a run of the log stored consecutively
-(no other event between), even across appends, as in the in-memory store;
-:class:`PgModel` also names the event each DuplicateEventId is about.
+Positions may be sparse (PostgreSQL: ``transaction id * 2**20 + index``): the machine
+maps the model's positions 1..N (log order) to the store's, learned from the append
+results, checks that they are strictly increasing in log order and consecutive within
+an append (and, for a store with ``dense_positions``, that they are 1..N), and compares
+reads through that map. A replay is a run of the log stored consecutively (no other
+event between), even across appends; :class:`NamingModel` also names the event each
+DuplicateEventId is about.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import uuid
 from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -36,10 +40,7 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
-    run_state_machine_as_test,
 )
-from tests.pgserver import drop_schema, new_schema_name
-from tests.test_memory_model import DECODERS, PREFIXES, STREAMS, TYPES, Model, Stored
 
 from eventcore import (
     ANY,
@@ -47,15 +48,112 @@ from eventcore import (
     STREAM_EXISTS,
     ConcurrencyConflict,
     DuplicateEventId,
+    MemoryStore,
     Metadata,
     NewEvent,
     StreamConflict,
     uuid7,
 )
-from eventcore.postgres import PostgresStore
 from eventcore.recorded import AppendResult
 
-pytestmark = pytest.mark.postgres
+STREAMS = ["acc-1", "acc-2", "acc-10", "ord-1", "ord-2"]
+TYPES = ["m.A", "m.B", "m.C"]
+PREFIXES = ["acc-", "acc-1", "ord-", "x", ""]
+DECODERS = {t: (lambda b, t=t: (t, b)) for t in TYPES}
+
+
+@dataclass
+class Stored:
+    position: int
+    event_id: int
+    stream_id: str
+    version: int
+    event_type: str
+    payload: bytes
+    metadata: Metadata
+
+    def key(self) -> tuple[Any, ...]:
+        return (
+            self.position,
+            self.event_id,
+            self.stream_id,
+            self.version,
+            self.event_type,
+            self.payload,
+            self.metadata,
+        )
+
+
+@dataclass
+class Model:
+    """The reference model of the documented store semantics."""
+
+    log: list[Stored] = field(default_factory=list)
+    streams: dict[str, list[int]] = field(default_factory=dict)  # stream -> log indexes
+    by_id: dict[int, int] = field(default_factory=dict)  # event id -> log index
+
+    def version(self, stream_id: str) -> int:
+        return len(self.streams.get(stream_id, []))
+
+    def append(
+        self,
+        events: list[tuple[str, str, bytes, int]],
+        expected: list[tuple[str, int]],
+        metadata: Metadata,
+    ) -> tuple[list[int], dict[str, int]] | Exception:
+        ids = [e[3] for e in events]
+        if len(set(ids)) != len(ids):
+            return DuplicateEventId(None, "twice in one batch")
+        stored = [i for i in ids if i in self.by_id]
+        if stored:
+            if len(stored) != len(ids):
+                return DuplicateEventId(None, "only part of the batch was stored")
+            first = self.by_id[ids[0]]
+            for k, (stream_id, event_type, payload, event_id) in enumerate(events):
+                index = self.by_id[event_id]
+                old = self.log[index]
+                if (
+                    index != first + k
+                    or (old.stream_id, old.event_type, old.payload)
+                    != (stream_id, event_type, payload)
+                    or old.metadata != metadata
+                ):
+                    return DuplicateEventId(event_id, "different content")
+            versions = {s: self.version(s) for s, _ in expected}
+            for k, e in enumerate(events):
+                versions[e[0]] = self.log[first + k].version
+            return [first + k + 1 for k in range(len(events))], versions
+        conflicts = []
+        for stream_id, exp in expected:
+            actual = self.version(stream_id)
+            if exp == ANY:
+                ok = True
+            elif exp == STREAM_EXISTS:
+                ok = actual > 0
+            else:
+                ok = actual == exp
+            if not ok:
+                conflicts.append((stream_id, exp, actual))
+        if conflicts:
+            return ConcurrencyConflict(conflicts)
+        positions = []
+        for stream_id, event_type, payload, event_id in events:
+            index = len(self.log)
+            indexes = self.streams.setdefault(stream_id, [])
+            indexes.append(index)
+            self.log.append(
+                Stored(index + 1, event_id, stream_id, len(indexes), event_type, payload, metadata)
+            )
+            self.by_id[event_id] = index
+            positions.append(index + 1)
+        versions = {s: self.version(s) for s, _ in expected}
+        for e in events:
+            versions[e[0]] = self.version(e[0])
+        return positions, versions
+
+    def stream(self, stream_id: str) -> list[Stored]:
+        return [self.log[i] for i in self.streams.get(stream_id, [])]
+
 
 T = TypeVar("T")
 ModelEvent = tuple[str, str, bytes, int]
@@ -82,7 +180,7 @@ metadata = st.one_of(
 )
 
 
-class PgModel(Model):
+class NamingModel(Model):
     """The reference model, also naming the event a DuplicateEventId is about.
 
     A replay is any run of events stored consecutively in the log (no other event between
@@ -155,22 +253,79 @@ def recorded_keys(recorded: Sequence[Any]) -> list[tuple[Any, ...]]:
     ]
 
 
-class PgStoreMachine(RuleBasedStateMachine):
-    """Drives a PostgresStore (on its own schema) and the PgModel with the same operations."""
+class StoreUnderTest:
+    """A store the machine drives: its async face, how it starts and how it is dropped."""
 
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    async def start(self) -> None:
+        """Make the store ready (PostgreSQL: open and migrate)."""
+
+    async def latest_position(self) -> int:
+        """The highest committed position (PostgreSQL's head may lag behind it)."""
+        latest = getattr(self.store, "latest_position", None)
+        return int(await (latest() if latest is not None else self.store.head()))
+
+    async def drop(self) -> None:
+        """Close the store and drop what it wrote."""
+        await self.store.close()
+
+
+class MemoryUnderTest(StoreUnderTest):
+    def __init__(self) -> None:
+        super().__init__(MemoryStore().aio)
+
+
+class SqliteUnderTest(StoreUnderTest):
+    def __init__(self) -> None:
+        from eventcore.sqlite import SqliteStore
+
+        self.folder = tempfile.mkdtemp(prefix="eventcore-model-")
+        super().__init__(SqliteStore(f"{self.folder}/events.db", synchronous="OFF").aio)
+
+    async def drop(self) -> None:
+        await super().drop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class PostgresUnderTest(StoreUnderTest):
     def __init__(self, dsn: str) -> None:
-        super().__init__()
+        from eventcore.postgres import PostgresStore
+        from tests.pgserver import new_schema_name
+
         self.dsn = dsn
+        super().__init__(PostgresStore(dsn, schema=new_schema_name(), max_size=2))
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.store.migrate()
+
+    async def drop(self) -> None:
+        from tests.pgserver import drop_schema
+
+        try:
+            await super().drop()
+        finally:
+            await drop_schema(self.dsn, self.store.schema)
+
+
+class StoreMachine(RuleBasedStateMachine):
+    """Drives a store and the NamingModel with the same operations."""
+
+    def __init__(self, under_test: StoreUnderTest) -> None:
+        super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.store = PostgresStore(dsn, schema=new_schema_name(), max_size=2)
-        self.model = PgModel()
+        self.under_test = under_test
+        self.store = under_test.store
+        self.dense = bool(getattr(self.store, "dense_positions", False))
+        self.model = NamingModel()
         # pos[k - 1] is the store's position of the model's position k.
         self.pos: list[int] = []
         # Successful non-empty appends with explicit ids: (events, expected, meta, result).
         self.batches: list[tuple[list[NewEvent], list[tuple[str, int]], Any, AppendResult]] = []
         try:
-            self.run(self.store.open())
-            self.run(self.store.migrate())
+            self.run(under_test.start())
         except BaseException:
             self.teardown()
             raise
@@ -180,12 +335,9 @@ class PgStoreMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
-            self.run(self.store.close())
+            self.run(self.under_test.drop())
         finally:
-            try:
-                self.run(drop_schema(self.dsn, self.store.schema))
-            finally:
-                self.loop.close()
+            self.loop.close()
 
     # -- positions ---------------------------------------------------------------------
 
@@ -220,7 +372,7 @@ class PgStoreMachine(RuleBasedStateMachine):
         deadline = self.loop.time() + SETTLE_SECONDS
         while True:
             head = self.run(self.store.head())
-            latest = self.run(self.store.latest_position())
+            latest = self.run(self.under_test.latest_position())
             if head == latest or self.loop.time() > deadline:
                 assert head == latest, f"head {head} stays below latest {latest}"
                 return head
@@ -252,12 +404,12 @@ class PgStoreMachine(RuleBasedStateMachine):
         """Append to both; assert the same outcome. The store's result, None on an error."""
         pairs = list(expected.items()) if isinstance(expected, dict) else list(expected)
         path = append_path(events, [s for s, _ in pairs])
-        latest_before = self.run(self.store.latest_position())
+        latest_before = self.run(self.under_test.latest_position())
         try:
             result = self.run(self.store.append(events, expected=expected, metadata=meta))
         except (ConcurrencyConflict, DuplicateEventId) as exc:
             event(f"append: {path}, {type(exc).__name__}")
-            assert self.run(self.store.latest_position()) == latest_before
+            assert self.run(self.under_test.latest_position()) == latest_before
             model_ids = [uuid7().int if e[3] is None else id_int(e[3]) for e in events]
             outcome = self.model.append(
                 [(*e[:3], i) for e, i in zip(events, model_ids, strict=True)],
@@ -293,11 +445,13 @@ class PgStoreMachine(RuleBasedStateMachine):
         event(f"append: {path}, {'replay' if replay else 'ok'}")
         if replay:
             assert [self.at(p) for p in positions] == store_positions
-            assert self.run(self.store.latest_position()) == latest_before
+            assert self.run(self.under_test.latest_position()) == latest_before
         elif positions:
             assert positions == list(range(known + 1, known + 1 + len(events)))
             first = store_positions[0]
             assert first > (self.pos[-1] if self.pos else 0), "positions must increase"
+            if self.dense:
+                assert first == known + 1, "dense positions: 1, 2, 3... without gaps"
             assert store_positions == list(range(first, first + len(events)))
             self.pos.extend(store_positions)
         assert dict(result.stream_versions) == versions
@@ -557,18 +711,18 @@ class PgStoreMachine(RuleBasedStateMachine):
         last = self.pos[-1] if self.pos else 0
         assert len(self.pos) == len(self.model.log)
         assert self.settled_head() == last
-        assert self.run(self.store.latest_position()) == last
+        assert self.run(self.under_test.latest_position()) == last
         for stream_id in [*STREAMS, "nobody"]:
             assert self.run(self.store.stream_version(stream_id)) == self.model.version(stream_id)
+        sync = getattr(self.store, "sync", None)  # a synchronous store's own face
+        if sync is not None:
+            assert len(sync) == len(self.model.log)
+            assert sync.head() == last
 
 
 SETTINGS = settings(
-    max_examples=60,
+    max_examples=60,  # per store (the in-memory store: see tests/test_store_model.py)
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-
-
-def test_postgres_store_matches_the_model(postgres_dsn: str) -> None:
-    run_state_machine_as_test(lambda: PgStoreMachine(postgres_dsn), settings=SETTINGS)

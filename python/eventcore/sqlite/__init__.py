@@ -1,0 +1,16 @@
+"""The SQLite store: durable events in one file, for one machine (stdlib ``sqlite3``).
+
+>>> from eventcore.sqlite import SqliteStore
+>>> store = SqliteStore("events.db")  # doctest: +SKIP
+
+What lives where: :mod:`eventcore.sqlite.store` the store (appends, reads, folds, waiting,
+snapshots) and its async view, :mod:`eventcore.sqlite.checkpoint` projection checkpoints,
+dead letters and leader leases, ``_schema`` the tables and statements.
+"""
+
+from __future__ import annotations
+
+from eventcore.sqlite.checkpoint import SqliteCheckpointStore
+from eventcore.sqlite.store import AsyncSqliteStore, SqliteSnapshotStore, SqliteStore
+
+__all__ = ["AsyncSqliteStore", "SqliteCheckpointStore", "SqliteSnapshotStore", "SqliteStore"]
