@@ -220,9 +220,10 @@ class EventDecodeError(SerializationError):
         SerializationError.__init__(self, name, reason)
         self.args = (
             f"cannot decode event{at}: stored type {name!r} version {stored_version}: "
-            f"{reason}. Register an upcaster from version {stored_version} "
-            f"(@upcaster({name!r}, from_version={stored_version})) or, for a renamed "
-            f"type, an alias (@event(NEW_NAME, aliases=({name!r},)))",
+            f"{reason}. If the event class changed, give it a new version and register "
+            f"an upcaster from this one (@upcaster({name!r}, from_version={stored_version}));"
+            f" if the type was renamed, register its old name as an alias "
+            f"(@event(NEW_NAME, aliases=({name!r},)))",
         )
 
     def __str__(self) -> str:
