@@ -342,7 +342,14 @@ class EventRegistry:
                         )
                     version += 1  # no upcaster: the payload is decoded as it is
                     continue
-                out = up(dict(data))
+                try:
+                    out = up(dict(data))
+                except Exception as exc:
+                    raise EventDecodeError(
+                        key,
+                        f"the upcaster {getattr(up, '__qualname__', up)!r} of {name!r} from "
+                        f"version {version} raised {exc!r}",
+                    ) from exc
                 if isinstance(out, Retype):
                     name, data, version = out.name, out.data, out.version
                 elif isinstance(out, Mapping):

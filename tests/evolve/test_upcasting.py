@@ -433,3 +433,24 @@ def test_an_upcaster_registered_after_the_class_takes_effect_in_the_same_dict() 
     assert new.decoders is decoders  # the fold loop and running commands hold this dict
     payload = old.encode(OldItem("a", 4))[1]
     assert decoders["shop.ItemAdded"](payload) == ItemAdded("a", 4)
+
+
+def test_an_upcaster_that_raises_is_named_in_the_decode_error() -> None:
+    old, OldItem = old_item_added()
+    new = EventRegistry()
+
+    @event("shop.ItemAdded", version=2, registry=new)
+    @dataclass(frozen=True)
+    class ItemAdded:
+        sku: str
+
+    @upcaster("shop.ItemAdded", from_version=1, registry=new)
+    def needs_a_field(data: dict[str, Any]) -> dict[str, Any]:
+        return {"sku": data["missing"]}
+
+    store = MemoryStore(registry=new)
+    written_by(old, store, "cart-1", OldItem("a", 1))
+    with pytest.raises(EventDecodeError, match="needs_a_field") as info:
+        _ = store.read_stream("cart-1")[0].data
+    assert isinstance(info.value.__cause__, KeyError)
+    assert (info.value.stream_id, info.value.position) == ("cart-1", 1)
