@@ -64,3 +64,17 @@ def test_an_empty_store_passes() -> None:
     result = invoke("--dsn", "memory://")
     assert result.exit_code == 0
     assert "0 events of 0 stored types; all decode" in result.stdout
+
+
+def test_read_shows_the_registered_name_the_version_and_the_upcast_data() -> None:
+    result = CliRunner().invoke(
+        cli, ["read", "cart-1", "--app", "tests.evolve.checkapp:good", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["event_type"], r["event_version"], r["data"]) for r in rows] == [
+        ("chk.ProductAdded", 1, {"sku": "s1", "qty": 1}),
+        ("chk.ProductAdded", 2, {"sku": "x", "qty": 1}),
+    ]
+    table = CliRunner().invoke(cli, ["read", "cart-1", "--app", "tests.evolve.checkapp:good"])
+    assert "(v2)" in table.stdout  # the table wraps the type column
