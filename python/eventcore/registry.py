@@ -182,6 +182,7 @@ class EventRegistry:
         self._direct: dict[str, Decoder] = {}  # registered name -> the codec's decoder
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
         self._keys: dict[str, tuple[str, int]] = {}  # stored key -> (name, version)
+        self._converters: dict[str, Callable[[Any], Any]] = {}  # name -> plain fields to class
         self.decoders: dict[str, Decoder] = {}
         """Stored type key to decoder; handed to the Rust fold loop as is."""
 
@@ -291,6 +292,7 @@ class EventRegistry:
         cost), else an upcasting decoder. Updated in place: the Rust fold loop and
         running commands hold this very dict.
         """
+        self._converters = {}
         decoders: dict[str, Decoder] = {}
         keys: dict[str, tuple[str, int]] = {}
         former: dict[str, list[str]] = {}
@@ -317,60 +319,73 @@ class EventRegistry:
 
     def _upcasting(self, key: str) -> Decoder:
         """A decoder for the stored key ``key``: plain fields, the upcaster chain, then
-        the event class. The chain is looked up when called, so it sees upcasters and
-        classes registered later."""
+        the event class.
+
+        The chain from the key's version to its class's current one is planned here
+        (the registry rebuilds its decoders on every registration, so the plan stays
+        current); a :class:`Retype` continues through :meth:`_chain`, looked up then.
+        """
         plain = self.codec.decoder(dict)
-        start = split_stored_type(key)
+        name, version = split_stored_type(key)
+        name = self._canonical(name)
+        current = self._versions.get(name)
+        if current is None or version > current:
+            return lambda payload: self._chain(key, name, version, plain(payload))
+        steps = [(v, up) for v in range(version, current) if (up := self._upcaster(name, v))]
+        convert = self._convert(name)
 
         def decode(payload: bytes) -> Any:
-            name, version = start
             data: Any = plain(payload)
-            for _ in range(_MAX_UPCASTS):
-                name = self._canonical(name)
-                current = self._versions.get(name)
-                if current is not None and version >= current:
-                    if version > current:
-                        raise EventDecodeError(key, _newer(name, version, current))
-                    return self._convert(name)(data)
-                up = self._upcaster(name, version)
-                if up is None:
-                    if current is None:
-                        raise EventDecodeError(
-                            key,
-                            f"no class is registered under {name!r} and no upcaster "
-                            f"from its version {version}",
-                        )
-                    version += 1  # no upcaster: the payload is decoded as it is
-                    continue
-                try:
-                    out = up(dict(data))
-                except Exception as exc:
-                    raise EventDecodeError(
-                        key,
-                        f"the upcaster {getattr(up, '__qualname__', up)!r} of {name!r} from "
-                        f"version {version} raised {exc!r}",
-                    ) from exc
-                if isinstance(out, Retype):
-                    name, data, version = out.name, out.data, out.version
-                elif isinstance(out, Mapping):
-                    data, version = out, version + 1
+            for v, up in steps:
+                out = _call(up, key, name, v, data)
+                if type(out) is dict:
+                    data = out
+                elif isinstance(out, Retype):
+                    return self._chain(key, out.name, out.version, out.data)
                 else:
-                    raise EventDecodeError(
-                        key,
-                        f"the upcaster for {name!r} from version {version} returned "
-                        f"{type(out).__name__}, not a dict or Retype",
-                    )
-            raise EventDecodeError(key, f"more than {_MAX_UPCASTS} upcasts: a Retype cycle")
+                    data = _mapping(out, key, name, v)
+            return convert(data)
 
         return decode
 
+    def _chain(self, key: str, name: str, version: int, data: Any) -> Any:
+        """Upcast ``data`` (``name`` at ``version``) to a registered class and build it."""
+        for _ in range(_MAX_UPCASTS):
+            name = self._canonical(name)
+            current = self._versions.get(name)
+            if current is not None and version >= current:
+                if version > current:
+                    raise EventDecodeError(key, _newer(name, version, current))
+                return self._convert(name)(data)
+            up = self._upcaster(name, version)
+            if up is None:
+                if current is None:
+                    raise EventDecodeError(
+                        key,
+                        f"no class is registered under {name!r} and no upcaster "
+                        f"from its version {version}",
+                    )
+                version += 1  # no upcaster: the payload is decoded as it is
+                continue
+            out = _call(up, key, name, version, data)
+            if isinstance(out, Retype):
+                name, data, version = out.name, out.data, out.version
+            else:
+                data, version = _mapping(out, key, name, version), version + 1
+        raise EventDecodeError(key, f"more than {_MAX_UPCASTS} upcasts: a Retype cycle")
+
     def _convert(self, name: str) -> Callable[[Any], Any]:
-        event_class = self._classes[name]
-        converter = getattr(self.codec, "converter", None)
-        if converter is not None:
-            return converter(event_class)  # type: ignore[no-any-return]
-        typed, encode = self._direct[name], self.codec.encode
-        return lambda data: typed(encode(data))
+        converter = self._converters.get(name)
+        if converter is None:
+            event_class = self._classes[name]
+            make = getattr(self.codec, "converter", None)
+            if make is not None:
+                converter = make(event_class)
+            else:
+                typed, encode = self._direct[name], self.codec.encode
+                converter = lambda data: typed(encode(data))  # noqa: E731
+            self._converters[name] = converter
+        return converter
 
     def name_of(self, event_class: type) -> str:
         """The registered name of ``event_class``; SerializationError if unregistered."""
@@ -447,6 +462,29 @@ class EventRegistry:
 
     def __contains__(self, item: object) -> bool:
         return item in self._classes or item in self._names
+
+
+def _call(up: Upcaster, key: str, name: str, version: int, data: dict[str, Any]) -> Any:
+    """``up(data)``; an exception from it becomes an EventDecodeError naming it."""
+    try:
+        return up(data)
+    except Exception as exc:
+        raise EventDecodeError(
+            key,
+            f"the upcaster {getattr(up, '__qualname__', up)!r} of {name!r} from "
+            f"version {version} raised {exc!r}",
+        ) from exc
+
+
+def _mapping(out: Any, key: str, name: str, version: int) -> dict[str, Any]:
+    """An upcaster's result as a dict, or the EventDecodeError for what it returned."""
+    if isinstance(out, Mapping):
+        return dict(out)
+    raise EventDecodeError(
+        key,
+        f"the upcaster for {name!r} from version {version} returned "
+        f"{type(out).__name__}, not a dict or Retype",
+    )
 
 
 def _newer(name: str, version: int, current: int) -> str:
