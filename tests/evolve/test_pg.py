@@ -106,3 +106,39 @@ def test_check_against_postgres(store: PostgresStore, postgres_dsn: str) -> None
     assert ok.exit_code == 0, ok.output
     [row] = [json.loads(line) for line in ok.stdout.splitlines()]
     assert (row["stored_type"], row["count"], row["decodes"]) == ("chk.ItemAdded", 1, True)
+
+
+async def test_a_transactional_projection_dead_letters_an_undecodable_event(
+    store: PostgresStore,
+) -> None:
+    from eventcore.postgres import PostgresCheckpointStore
+    from eventcore.projection import FailureStrategy, ProjectionError
+
+    await store.append([NewEvent("cart-1", "chk.ProductAdded@v2", b"\xc1")])
+    cls = self_registry().class_of("chk.ProductAdded")
+    await store.append([NewEvent("cart-1", *self_registry().encode(cls("b", 1)))])
+
+    class InTx:
+        name = "in_tx"
+        on_error = FailureStrategy.stop(undecodable="skip")
+
+        def __init__(self) -> None:
+            self.data: list[Any] = []
+
+        async def apply_in_transaction(self, events: list[Any], connection: Any) -> None:
+            for e in events:
+                self.data.append(e.data)
+
+    proj = InTx()
+    checkpoints = PostgresCheckpointStore(store)
+    await ProjectionRunner(store, proj, checkpoints=checkpoints).run_until_caught_up()
+    assert proj.data[-2:] == [cls("a", 2), cls("b", 1)]
+    [letter] = await checkpoints.dead_letters("in_tx")
+    assert letter.event_type == "chk.ProductAdded" and "EventDecodeError" in letter.error
+
+    class Strict(InTx):
+        name = "strict"
+        on_error = FailureStrategy(then="skip", undecodable="stop")
+
+    with pytest.raises(ProjectionError):
+        await ProjectionRunner(store, Strict(), checkpoints=checkpoints).run_until_caught_up()
