@@ -25,7 +25,8 @@ class Projection(Protocol):
     Only ``name`` and one of the apply hooks are required; the runner looks the others
     up with ``getattr``:
 
-    - ``event_types: Sequence[str] | None`` and ``stream_prefix: str | None``: filters
+    - ``event_types: Sequence[str] | None`` (registered names: every stored version and
+      alias of each matches) and ``stream_prefix: str | None``: filters
       (only matching events are delivered; the checkpoint still moves past the others).
     - ``apply(event)``: one :class:`~eventcore.RecordedEvent` (payload in ``event.data``,
       envelope in ``position``, ``stream_id``, ``version``, ``event_type``,
