@@ -148,6 +148,38 @@ def measure(sides: list[tuple[Figure, Callable[[], float]]], reps: int, warmup: 
 # In memory: benches/core.py and benches/bench_projection.py
 
 
+def upcast_figures(quick: bool, log: Callable[[str], None]) -> list[Figure]:
+    """``memory.fold.upcast_*`` (benches/upcast.py): one run, repetitions alternating."""
+    from benches import upcast
+
+    streams, reps = (500, 11) if quick else (1000, 21)
+    runs = upcast.workloads(streams)
+    note = "fold_streams of 100-event streams"
+    figs = [
+        Figure(
+            "memory.fold.upcast_none",
+            "events/s",
+            baseline="memory.fold.upcast_plain",
+            targets=[Target("ratio", ">=", 0.9, vs="memory.fold.upcast_plain")],
+            note=f"{note}: a type at version 2 with an upcaster from 1, events stored at 2",
+        ),
+        Figure(
+            "memory.fold.upcast_v1v2",
+            "events/s",
+            baseline="memory.fold.upcast_plain",
+            note=f"{note}: the same registry, events stored at version 1 (upcast on read)",
+        ),
+        Figure(
+            "memory.fold.upcast_plain",
+            "events/s",
+            note=f"{note}: a type without versions (version 1, no upcaster)",
+        ),
+    ]
+    measure([(f, runs[f.name]) for f in figs], reps, warmup=1)
+    log("memory.fold.upcast")
+    return figs
+
+
 def memory_figures(quick: bool, log: Callable[[str], None]) -> list[Figure]:
     sz = dataclasses.replace(core.QUICK, reps=3, workload_seconds=2.0) if quick else core.FULL
     if not quick:
@@ -1202,7 +1234,9 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info(args.quick, argv)
     figures: list[Figure] = []
     if not args.no_memory and (not args.only or any(o.startswith("memory") for o in args.only)):
-        figures += memory_figures(args.quick, log)
+        if not args.only or not all(o.startswith("memory.fold.upcast") for o in args.only):
+            figures += memory_figures(args.quick, log)
+        figures += upcast_figures(args.quick, log)
     mem_shred = ("shred.memory".startswith(o) or o.startswith("shred.memory") for o in args.only)
     if not args.no_memory and (not args.only or any(mem_shred)):
         figures += shred_figures(args.quick, log)

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
         ConfigurationError,
         DuplicateEventId,
         EventCoreError,
+        EventDecodeError,
         IdempotencyKeyReused,
         InvalidEventType,
         InvalidMetadata,
@@ -81,6 +82,7 @@ __all__ = [
     "ConfigurationError",
     "DuplicateEventId",
     "EventCoreError",
+    "EventDecodeError",
     "EventRegistry",
     "ExecutionResult",
     "IdempotencyKeyReused",
@@ -121,7 +123,7 @@ if TYPE_CHECKING:
 _ERRORS = (
     "BusinessRuleViolation CommandError ConcurrencyConflict ConfigurationError DuplicateEventId "
     "EventCoreError IdempotencyKeyReused InvalidEventType InvalidMetadata InvalidStreamId "
-    "LimitExceeded OutcomeUnknown ProjectionError SerializationError StoreError "
+    "EventDecodeError LimitExceeded OutcomeUnknown ProjectionError SerializationError StoreError "
     "StoreUnavailable StreamConflict UndeclaredStream UsageError ValidationError"
 )
 

@@ -118,16 +118,20 @@ def fold(
     state: _S,
     apply: Callable[[_S, Any, str], _S],
     decoders: Mapping[str, Callable[[bytes], Any]],
-    events: Sequence[tuple[str, str, bytes]],
+    events: Sequence[tuple[str, str, bytes] | tuple[str, str, bytes, int, int]],
 ) -> _S:
     """Fold ``(stream_id, event_type, payload)`` events into ``state``.
+
+    An event may carry ``version, position`` after its payload: a decode error then
+    names them.
 
     For each event in order: ``state = apply(state, decoders[event_type](payload),
     stream_id)``. Returns the final state.
 
     Raises:
-        eventcore.errors.SerializationError: no decoder for an event type, or a decoder
-            raised (that exception is the ``__cause__``).
+        eventcore.errors.EventDecodeError: no decoder for an event type, or a decoder
+            raised (that exception is the ``__cause__``); names the stream (and the
+            version and position when given). A SerializationError.
     """
 
 @final

@@ -182,7 +182,7 @@ def _append_result(found: list[Any]) -> AppendResult:
     return AppendResult(
         [e.position for e in found],
         list(versions.items()),
-        [(e.stream_id, e.event_type, e.payload, e.event_id) for e in found],
+        [(e.stream_id, e.stored_type, e.payload, e.event_id) for e in found],
     )
 
 

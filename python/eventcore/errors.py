@@ -14,6 +14,8 @@ error                       raised when                                retried
 ``UndeclaredStream``        ``handle`` emits to a stream not declared  never
 ``CommandError``            a command is defined or behaves wrongly    never
 ``SerializationError``      a payload cannot be encoded or decoded     never
+``EventDecodeError``        a stored event does not decode (a          never
+                            ``SerializationError``; names where)
 ``ConcurrencyConflict``     expected versions did not match            yes, then raised
 ``StoreUnavailable``        the store could not be reached             yes, then raised
 ``OutcomeUnknown``          an append's reply was lost (a              yes, then raised
@@ -44,6 +46,7 @@ __all__ = [
     "ConfigurationError",
     "DuplicateEventId",
     "EventCoreError",
+    "EventDecodeError",
     "IdempotencyKeyReused",
     "InvalidEventType",
     "InvalidMetadata",
@@ -172,7 +175,71 @@ class SerializationError(EventCoreError):
     def __init__(self, event_type: str, reason: str) -> None:
         self.event_type = event_type
         self.reason = reason
-        super().__init__(f"cannot serialize event type {event_type!r}: {reason}")
+        super().__init__(f"event type {event_type!r}: {reason}")
+
+
+class EventDecodeError(SerializationError):
+    """A stored event could not be decoded with the current registry.
+
+    Names where the event is (stream, stream version, global position when known) and
+    what was stored (type key and version), and says what to do: register an upcaster
+    from the stored version, or an alias for a renamed type. A
+    :class:`SerializationError`, so existing handlers keep catching it.
+    """
+
+    def __init__(
+        self,
+        stored_type: str,
+        reason: str,
+        *,
+        stream_id: str | None = None,
+        version: int | None = None,
+        position: int | None = None,
+    ) -> None:
+        from eventcore.registry import split_stored_type  # errors must not import eagerly
+
+        name, stored_version = split_stored_type(stored_type)
+        self.stored_type = stored_type
+        """The type key as stored (``name`` for version 1, else ``name@vN``)."""
+        self.stored_version = stored_version
+        """The event type version the payload was written with."""
+        self.stream_id = stream_id
+        """The stream of the event (None where the decoder was called without one)."""
+        self.version = version
+        """The event's stream version (None when not known at the failure)."""
+        self.position = position
+        """The event's global position (None when not known at the failure)."""
+        where = []
+        if stream_id is not None:
+            where.append(f"stream {stream_id!r}")
+        if version is not None:
+            where.append(f"version {version}")
+        if position is not None:
+            where.append(f"position {position}")
+        at = f" at {', '.join(where)}" if where else ""
+        SerializationError.__init__(self, name, reason)
+        self.args = (
+            f"cannot decode event{at}: stored type {name!r} version {stored_version}: "
+            f"{reason}. If the event class changed, give it a new version and register "
+            f"an upcaster from this one (@upcaster({name!r}, from_version={stored_version}));"
+            f" if the type was renamed, register its old name as an alias "
+            f"(@event(NEW_NAME, aliases=({name!r},)))",
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def at(
+        self, *, stream_id: str | None, version: int | None, position: int | None
+    ) -> EventDecodeError:
+        """A copy with the event's place filled in (what the caller knows and this lacks)."""
+        return EventDecodeError(
+            self.stored_type,
+            self.reason,
+            stream_id=self.stream_id if self.stream_id is not None else stream_id,
+            version=self.version if self.version is not None else version,
+            position=self.position if self.position is not None else position,
+        )
 
 
 class StreamConflict(NamedTuple):

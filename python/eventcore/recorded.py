@@ -9,6 +9,7 @@ from itertools import starmap
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from eventcore._core import validate_stream_id
+from eventcore.errors import EventDecodeError
 from eventcore.metadata import EMPTY_METADATA, Metadata
 
 if TYPE_CHECKING:
@@ -142,9 +143,9 @@ class RecordedEvent(Generic[E]):
         "_meta",
         "_registry",
         "_ts",
-        "event_type",
         "payload",
         "position",
+        "stored_type",
         "stream_id",
         "version",
     )
@@ -160,8 +161,8 @@ class RecordedEvent(Generic[E]):
     """The stream the event belongs to."""
     version: int
     """The stream version this event made (the first event of a stream is version 1)."""
-    event_type: str
-    """The registered type name."""
+    stored_type: str
+    """The type key as stored: ``name`` for version 1, ``name@vN`` from version 2 on."""
     payload: bytes
     """The encoded payload."""
 
@@ -182,7 +183,7 @@ class RecordedEvent(Generic[E]):
         s(self, "_id", event_id)
         s(self, "stream_id", stream_id)
         s(self, "version", version)
-        s(self, "event_type", event_type)
+        s(self, "stored_type", event_type)
         s(self, "payload", payload)
         s(self, "_ts", recorded_at)
         s(self, "_meta", metadata)
@@ -227,6 +228,16 @@ class RecordedEvent(Generic[E]):
         return value
 
     @property
+    def event_type(self) -> str:
+        """The registered type name (an alias's events show the name it is an alias of)."""
+        return self._registry.resolve(self.stored_type)[0]
+
+    @property
+    def event_version(self) -> int:
+        """The version of the event type the payload was written at (1 before versions)."""
+        return self._registry.resolve(self.stored_type)[1]
+
+    @property
     def data(self) -> E:
         """The decoded event object (SerializationError if its type is unknown here)."""
         value = self._data
@@ -235,11 +246,16 @@ class RecordedEvent(Generic[E]):
         return value  # type: ignore[no-any-return]
 
     def _decode(self) -> Any:
-        decoder = self._registry.decoders.get(self.event_type)
+        decoder = self._registry.decoders.get(self.stored_type)
         try:
             value = decoder(self.payload)  # type: ignore[misc]
         except Exception:  # unknown type (decoder None) or a bad payload
-            value = self._registry.decode(self.event_type, self.payload)  # raises, typed
+            try:
+                value = self._registry.decode(self.stored_type, self.payload)  # raises, typed
+            except EventDecodeError as exc:
+                raise exc.at(
+                    stream_id=self.stream_id, version=self.version, position=self.position
+                ) from exc.__cause__
         object.__setattr__(self, "_data", value)
         return value
 
@@ -249,7 +265,7 @@ class RecordedEvent(Generic[E]):
             self.event_id,
             self.stream_id,
             self.version,
-            self.event_type,
+            self.stored_type,
             self.payload,
             self.recorded_at,
             self.metadata,
@@ -266,7 +282,8 @@ class RecordedEvent(Generic[E]):
     def __repr__(self) -> str:
         return (
             f"RecordedEvent(position={self.position}, stream_id={self.stream_id!r}, "
-            f"version={self.version}, event_type={self.event_type!r}, event_id={self.event_id})"
+            f"version={self.version}, event_type={self.event_type!r}, "
+            f"event_version={self.event_version}, event_id={self.event_id})"
         )
 
 
@@ -293,7 +310,7 @@ def _builder(registry: EventRegistry) -> Any:
             self._id = event_id
             self.stream_id = stream_id
             self.version = version
-            self.event_type = event_type
+            self.stored_type = event_type
             self.payload = payload
             self._ts = ts
             self._meta = meta

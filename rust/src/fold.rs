@@ -2,16 +2,16 @@
 //! feed it to `apply(state, event, stream_id)`, in one Rust loop.
 //!
 //! Decoder lookups are cached per distinct event type within one call. A missing decoder or
-//! a decoder that raises becomes `eventcore.errors.SerializationError` (with the decoder's
-//! exception as `__cause__`); an exception from `apply` propagates unchanged.
+//! a decoder that raises becomes `eventcore.errors.EventDecodeError` (a
+//! `SerializationError`, with the decoder's exception as `__cause__`) naming the stream and,
+//! where the caller knows them, the event's version and position; an exception from `apply`
+//! propagates unchanged.
 
 use hashbrown::HashMap;
 use pyo3::exceptions::{PyKeyError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use smallvec::SmallVec;
-
-use crate::errors::CoreError;
 
 /// The folding loop's state: `apply`, the decoder mapping and the lookup cache.
 pub struct Folder<'py> {
@@ -47,7 +47,7 @@ impl<'py> Folder<'py> {
         let dec = match self.cache.get(name) {
             Some(dec) => dec.clone(),
             None => {
-                let dec = self.lookup(event_type, name)?;
+                let dec = self.lookup(event_type)?;
                 self.cache.insert(name.into(), dec.clone());
                 dec
             }
@@ -56,7 +56,9 @@ impl<'py> Folder<'py> {
         Ok(dec)
     }
 
-    fn lookup(&self, key: &Bound<'py, PyAny>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    /// The decoder of `key`, or `None` (Python's) when there is none: the step that meets
+    /// it raises the decode error, which can then name the event.
+    fn lookup(&self, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let py = key.py();
         let found = if let Ok(dict) = self.decoders.cast::<PyDict>() {
             dict.get_item(key)?
@@ -67,13 +69,7 @@ impl<'py> Folder<'py> {
                 Err(err) => return Err(err),
             }
         };
-        found.ok_or_else(|| {
-            CoreError::Serialization {
-                event_type: name.to_owned(),
-                reason: "no event type registered under this name".to_owned(),
-            }
-            .into_pyerr(py)
-        })
+        Ok(found.unwrap_or_else(|| py.None().into_bound(py)))
     }
 
     /// One fold step: `apply(state, decoder(payload), stream)`.
@@ -86,29 +82,71 @@ impl<'py> Folder<'py> {
         stream: &Bound<'py, PyAny>,
         payload: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        self.step_at(state, decoder, event_type, stream, payload, None)
+    }
+
+    /// [`Folder::step`] for an event whose `(version, position)` is known: a decode error
+    /// names them.
+    #[inline]
+    pub fn step_at(
+        &self,
+        state: Bound<'py, PyAny>,
+        decoder: &Bound<'py, PyAny>,
+        event_type: &Bound<'py, PyAny>,
+        stream: &Bound<'py, PyAny>,
+        payload: &Bound<'py, PyAny>,
+        at: Option<(u64, u64)>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if decoder.is_none() {
+            return Err(decode_error(event_type, stream, at, None));
+        }
         let event = decoder
             .call1((payload,))
-            .map_err(|err| decode_error(event_type, err))?;
+            .map_err(|err| decode_error(event_type, stream, at, Some(err)))?;
         self.apply.call1((state, event, stream))
     }
 }
 
-/// `SerializationError(event_type, f"cannot decode payload: {exc}")` from `exc`.
-fn decode_error(event_type: &Bound<'_, PyAny>, err: PyErr) -> PyErr {
+static EVENT_DECODE_ERROR: pyo3::sync::PyOnceLock<Py<pyo3::types::PyType>> =
+    pyo3::sync::PyOnceLock::new();
+
+/// `EventDecodeError(event_type, f"cannot decode payload: {exc}", stream_id=..., ...)` from
+/// `exc` (no `exc`: no decoder is registered); an `EventDecodeError` the decoder raised (an
+/// upcast that failed) gets the place filled in instead (`exc.at(...)`).
+fn decode_error(
+    event_type: &Bound<'_, PyAny>,
+    stream: &Bound<'_, PyAny>,
+    at: Option<(u64, u64)>,
+    err: Option<PyErr>,
+) -> PyErr {
     let py = event_type.py();
-    let name = event_type.str().map(|s| s.to_string()).unwrap_or_default();
-    let detail = err
-        .value(py)
-        .str()
-        .map(|s| s.to_string())
-        .unwrap_or_default();
-    let new = CoreError::Serialization {
-        event_type: name,
-        reason: format!("cannot decode payload: {detail}"),
-    }
-    .into_pyerr(py);
-    new.set_cause(py, Some(err));
-    new
+    let made = (|| -> PyResult<PyErr> {
+        let class = EVENT_DECODE_ERROR.import(py, "eventcore.errors", "EventDecodeError")?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("stream_id", stream.str()?)?;
+        kwargs.set_item("version", at.map(|a| a.0))?;
+        kwargs.set_item("position", at.map(|a| a.1))?;
+        let Some(err) = err else {
+            let reason = "no event type registered under this name";
+            return Ok(PyErr::from_value(
+                class.call((event_type, reason), Some(&kwargs))?,
+            ));
+        };
+        let value = err.value(py);
+        if value.is_instance(class)? {
+            let new = PyErr::from_value(value.call_method("at", (), Some(&kwargs))?);
+            new.set_cause(py, err.cause(py));
+            return Ok(new);
+        }
+        let detail = value.str()?.to_string();
+        let new = PyErr::from_value(class.call(
+            (event_type, format!("cannot decode payload: {detail}")),
+            Some(&kwargs),
+        )?);
+        new.set_cause(py, Some(err.clone_ref(py)));
+        Ok(new)
+    })();
+    made.unwrap_or_else(|failed| failed)
 }
 
 fn fold_item<'py>(
@@ -117,20 +155,25 @@ fn fold_item<'py>(
     item: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     // Owned items: the stable ABI (abi3) has no borrowed view of a tuple's slots.
-    let items: SmallVec<[Bound<'py, PyAny>; 3]> = match item.cast::<PyTuple>() {
+    let items: SmallVec<[Bound<'py, PyAny>; 5]> = match item.cast::<PyTuple>() {
         Ok(t) => t.iter().collect(),
         Err(_) => item.try_iter()?.collect::<PyResult<_>>()?,
     };
-    let [stream, event_type, payload] = items.as_slice() else {
-        return Err(PyTypeError::new_err(
-            "events must be (stream_id, event_type, payload) tuples",
-        ));
+    let (stream, event_type, payload, at) = match items.as_slice() {
+        [s, t, p] => (s, t, p, None),
+        [s, t, p, v, pos] => (s, t, p, Some((v.extract()?, pos.extract()?))),
+        _ => {
+            return Err(PyTypeError::new_err(
+                "events must be (stream_id, event_type, payload[, version, position]) tuples",
+            ))
+        }
     };
     let decoder = folder.decoder(event_type)?;
-    folder.step(state, &decoder, event_type, stream, payload)
+    folder.step_at(state, &decoder, event_type, stream, payload, at)
 }
 
-/// Fold `events` — `(stream_id, event_type, payload)` tuples — into `state`:
+/// Fold `events` — `(stream_id, event_type, payload)` tuples, or with `version, position`
+/// after them (a decode error then names them) — into `state`:
 /// `state = apply(state, decoders[event_type](payload), stream_id)` for each, in order.
 #[pyfunction]
 pub fn fold<'py>(

@@ -660,12 +660,13 @@ fn fold_rows_into<'py>(
             }
         };
         let payload = PyBytes::new(py, rows.payload(i));
-        state = folder.step(
+        state = folder.step_at(
             state,
             &decoder,
             &type_objs[t],
             &stream_objs[row.stream as usize],
             payload.as_any(),
+            Some((u64::from(row.version), row.position)),
         )?;
     }
     Ok(state)

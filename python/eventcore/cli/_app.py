@@ -6,6 +6,7 @@ import click
 
 import eventcore
 from eventcore.cli._bench import bench
+from eventcore.cli._check import check
 from eventcore.cli._demo import demo
 from eventcore.cli._inspect import migrate, read, streams, tail
 from eventcore.cli._projections import projections
@@ -33,6 +34,7 @@ def cli() -> None:
       eventcore streams --prefix account- --dsn postgresql://app@localhost/app
       eventcore read account-42 --json
       eventcore tail -f
+      eventcore check --app myapp.ops:app
       eventcore projections status --app myapp.ops:app
       eventcore bench --quick
 
@@ -43,3 +45,4 @@ def cli() -> None:
 
 for command in (migrate, streams, read, tail, projections, bench, demo):
     cli.add_command(command)
+cli.add_command(check)

@@ -56,6 +56,7 @@ def event_json(event: Any) -> dict[str, Any]:
         "stream_id": event.stream_id,
         "version": event.version,
         "event_type": event.event_type,
+        "event_version": event.event_version,
         "event_id": str(event.event_id),
         "recorded_at": event.recorded_at.isoformat(),
         "metadata": metadata,
@@ -84,7 +85,7 @@ def events_table(events: list[Any], *, title: str | None = None, stream: bool = 
             row.append(e.stream_id)
         row += [
             str(e.version),
-            e.event_type,
+            e.event_type if e.event_version == 1 else f"{e.event_type} (v{e.event_version})",
             e.recorded_at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
             _compact(payload_of(e)),
         ]

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from eventcore import observe
+from eventcore.errors import EventDecodeError
 from eventcore.projection.checkpoint import dead_letter
 from eventcore.projection.projection import BatchFailure, Hooks, ProjectionError
 from eventcore.projection.reconnect import StoreFault, transaction_failure
@@ -81,6 +82,8 @@ class Delivery:
         Returns None once an attempt succeeds, else the last attempt's error.
         """
         strategy = self.hooks.on_error
+        if isinstance(error, EventDecodeError):
+            return error  # the same bytes decode the same way: no retry
         for attempt in range(1, strategy.attempts):
             log.warning(
                 "projection %r failed (attempt %d of %d): %r",
@@ -99,6 +102,8 @@ class Delivery:
                 raise
             except Exception as exc:
                 error = exc
+            if isinstance(error, EventDecodeError):
+                break
         return error
 
     async def _skip(self, event: RecordedEvent[Any] | int, error: BaseException) -> None:
@@ -111,7 +116,7 @@ class Delivery:
 
     async def _apply_events(self, events: list[RecordedEvent[Any]]) -> None:
         hooks = self.hooks
-        then = hooks.on_error.then
+        then = hooks.on_error.then_for
         start = 0
         while start < len(events):
             chunk = events[start:] if start else events
@@ -127,7 +132,7 @@ class Delivery:
                     )
                     if last is None:
                         continue
-                    if then == "stop":
+                    if then(last) == "stop":
                         raise self.stop_error(failed.position, last) from last
                     await self._skip(failed, last)
                     continue
@@ -135,12 +140,14 @@ class Delivery:
                 last = await self._retry(functools.partial(hooks.apply_events, chunk), f.error)
                 if last is None:
                     return
-                if then == "stop":
+                if then(last) == "stop":
                     raise self.stop_error(chunk[0].position, last) from last
                 for event in chunk:
                     try:
                         await hooks.apply_events([event])
                     except BatchFailure as g:
+                        if then(g.error) == "stop":
+                            raise self.stop_error(event.position, g.error) from g.error
                         await self._skip(event, g.error)
                 return
 
@@ -156,7 +163,7 @@ class Delivery:
         if last is None:
             return
         first = int(batch.positions[0])
-        if self.hooks.on_error.then == "stop":
+        if self.hooks.on_error.then_for(last) == "stop":
             raise self.stop_error(first, last) from last
         await self._skip(first, last)
 
@@ -190,7 +197,7 @@ class Delivery:
         last = await self._retry(lambda: attempt(False), error)
         if last is None:
             return
-        if self.hooks.on_error.then == "stop":
+        if self.hooks.on_error.then_for(last) == "stop":
             first = events[0].position if events else page.position
             raise self.stop_error(first, last) from last
         await attempt(True)
@@ -221,6 +228,8 @@ class Delivery:
             except Exception as exc:
                 if transaction_failure(exc, tx) is not None:
                     raise  # the connection is gone: not this event's fault
+                if self.hooks.on_error.then_for(exc) == "stop":
+                    raise self.stop_error(event.position, exc) from exc
                 letter = dead_letter(self.name, event, exc)
                 log.error(
                     "projection %r skips position %d: %s", self.name, event.position, letter.error

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from eventcore.registry import EventRegistry
+
 __all__ = ["ColumnBatch", "require_numpy"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -66,14 +68,21 @@ class ColumnBatch:
 
 
 class ColumnBuilder:
-    """Builds :class:`ColumnBatch` objects with codes stable across batches."""
+    """Builds :class:`ColumnBatch` objects with codes stable across batches.
 
-    def __init__(self) -> None:
+    Type names are the registered (logical) names: with ``registry``, the store's codes of
+    stored type keys (one per version and alias) are mapped to one code per name.
+    """
+
+    def __init__(self, registry: EventRegistry | None = None) -> None:
         self.np = require_numpy()
         self.type_names: list[str] = []
         self.stream_names: list[str] = []
         self._types: dict[str, int] = {}
         self._streams: dict[str, int] = {}
+        self._registry = registry
+        self._store_types = 0  # the store's type codes seen so far
+        self._remap: Any = None  # store code -> code here, when they differ
 
     def from_buffers(
         self,
@@ -86,17 +95,48 @@ class ColumnBuilder:
         """
         np = self.np
         positions, types, streams, recorded, new_types, new_streams = raw
-        self.type_names.extend(new_types)
+        if new_types:
+            self._add_store_types(new_types)
         self.stream_names.extend(new_streams)
+        type_codes = np.frombuffer(types, dtype="<i4")
+        if self._remap is not None and len(type_codes):
+            type_codes = self._remap[type_codes]
         cols = (
             np.frombuffer(positions, dtype="<i8"),
-            np.frombuffer(types, dtype="<i4"),
+            type_codes,
             np.frombuffer(streams, dtype="<i4"),
             np.frombuffer(recorded, dtype="<i8"),
         )
         if keep is not None:
             cols = tuple(c[keep] for c in cols)
         return ColumnBatch(*cols, self.type_names, self.stream_names)
+
+    @property
+    def store_types(self) -> int:
+        """How many of the store's type codes this builder knows (``read_columns`` sends
+        the names of the codes past it)."""
+        return self._store_types
+
+    def _add_store_types(self, new_types: Sequence[str]) -> None:
+        """Code the store's new type keys by their registered name; a remap array from
+        the store's codes is kept only once two keys share a name (else codes agree)."""
+        registry = self._registry
+        codes = []
+        for key in new_types:
+            name = registry.resolve(key)[0] if registry is not None else key
+            code = self._types.get(name)
+            if code is None:
+                code = self._types[name] = len(self.type_names)
+                self.type_names.append(name)
+            codes.append(code)
+        first = self._store_types
+        self._store_types += len(codes)
+        if self._remap is None and codes == list(range(first, self._store_types)):
+            return
+        start = (
+            self._remap if self._remap is not None else self.np.arange(first, dtype=self.np.int32)
+        )
+        self._remap = self.np.concatenate([start, self.np.array(codes, dtype=self.np.int32)])
 
     def from_events(self, events: Sequence[RecordedEvent[Any]]) -> ColumnBatch:
         """A batch from recorded events (any store); codes are interned here."""

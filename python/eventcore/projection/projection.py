@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from eventcore.errors import ProjectionError
+from eventcore.errors import EventDecodeError, ProjectionError
 from eventcore.projection.reconnect import StoreFault
 from eventcore.recorded import RecordedEvent
 from eventcore.retry import RetryPolicy
@@ -26,7 +26,8 @@ class Projection(Protocol):
     Only ``name`` and one of the apply hooks are required; the runner looks the others
     up with ``getattr``:
 
-    - ``event_types: Sequence[str] | None`` and ``stream_prefix: str | None``: filters
+    - ``event_types: Sequence[str] | None`` (registered names: every stored version and
+      alias of each matches) and ``stream_prefix: str | None``: filters
       (only matching events are delivered; the checkpoint still moves past the others).
     - ``apply(event)``: one :class:`~eventcore.RecordedEvent` (payload in ``event.data``,
       envelope in ``position``, ``stream_id``, ``version``, ``event_type``,
@@ -70,15 +71,29 @@ class FailureStrategy:
     - ``"skip"``: the failing event is recorded as a dead letter (projection, position,
       event id, stream, type, error) in the checkpoint store and the projection moves on.
 
+    An event that cannot be decoded (:class:`~eventcore.EventDecodeError`: its stored
+    version has no upcaster here) is never retried, since the same bytes decode the
+    same way; ``undecodable`` says what then happens to it (``None``: as ``then``).
+
     Build one with :meth:`stop`, :meth:`skip` or :meth:`retry`.
     """
 
     backoff: RetryPolicy = _NO_RETRY
     then: Literal["stop", "skip"] = "stop"
+    undecodable: Literal["stop", "skip"] | None = None
 
     def __post_init__(self) -> None:
         if self.then not in ("stop", "skip"):
             raise ValueError("then must be 'stop' or 'skip'")
+        if self.undecodable not in (None, "stop", "skip"):
+            raise ValueError("undecodable must be None, 'stop' or 'skip'")
+
+    def then_for(self, error: BaseException) -> Literal["stop", "skip"]:
+        """What to do once ``error`` has outlasted the retries: ``then``, or
+        ``undecodable`` for an event that cannot be decoded."""
+        if self.undecodable is not None and isinstance(error, EventDecodeError):
+            return self.undecodable
+        return self.then
 
     @property
     def attempts(self) -> int:
@@ -86,9 +101,10 @@ class FailureStrategy:
         return self.backoff.max_attempts
 
     @classmethod
-    def stop(cls) -> FailureStrategy:
-        """Stop the projection at the first failure (the default)."""
-        return cls()
+    def stop(cls, *, undecodable: Literal["stop", "skip"] | None = None) -> FailureStrategy:
+        """Stop the projection at the first failure (the default); with
+        ``undecodable="skip"`` an undecodable event is dead-lettered instead."""
+        return cls(undecodable=undecodable)
 
     @classmethod
     def skip(cls) -> FailureStrategy:
@@ -105,8 +121,10 @@ class FailureStrategy:
         max_delay: float = 5.0,
         jitter: float = 0.2,
         then: Literal["stop", "skip"] = "stop",
+        undecodable: Literal["stop", "skip"] | None = None,
     ) -> FailureStrategy:
-        """Retry with exponential backoff, then stop (or skip, with ``then="skip"``)."""
+        """Retry with exponential backoff, then stop (or skip, with ``then="skip"``);
+        an undecodable event is not retried (``undecodable``: what then, else ``then``)."""
         return cls(
             backoff=RetryPolicy(
                 max_attempts=attempts,
@@ -116,6 +134,7 @@ class FailureStrategy:
                 jitter=jitter,
             ),
             then=then,
+            undecodable=undecodable,
         )
 
     def delay(self, attempt: int) -> float:

@@ -65,7 +65,8 @@ class Subscription:
             :class:`~eventcore.store.ProjectionStore`).
         after_position: deliver events after this position.
         page_size: events per read.
-        event_types: deliver only these types.
+        event_types: deliver only these types (registered names: every stored version
+            and alias of each is delivered).
         stream_prefix: deliver only streams whose id starts with this.
         live: keep following the log (False: stop once caught up).
         poll_interval: the longest wait for an append before reading again.
@@ -98,10 +99,15 @@ class Subscription:
         """Whether the last page reached the head."""
         self.page_size = page_size
         self.event_types = list(event_types) if event_types is not None else None
+        registry = self.store.registry
+        # The store filters by stored type key: each version and alias of the names given.
+        self._stored_types = (
+            registry.stored_types(self.event_types) if self.event_types is not None else None
+        )
         self.stream_prefix = stream_prefix
         self.live = live
         self.poll_interval = poll_interval
-        self._columns = ColumnBuilder() if columns else None
+        self._columns = ColumnBuilder(registry) if columns else None
         self._stop = asyncio.Event()
         self.on_caught_up: Callable[[], None] | None = None
         """Called when a read reaches the head and finds nothing new to deliver."""
@@ -156,14 +162,14 @@ class Subscription:
         builder = self._columns
         if builder is not None:
             raw = await store.read_columns(
-                after, self.page_size, len(builder.type_names), len(builder.stream_names)
+                after, self.page_size, builder.store_types, len(builder.stream_names)
             )
             if raw is not None:
                 return self._columns_page(raw, after, head)
         events = await store.read_all(
             after_position=after,
             limit=self.page_size,
-            event_types=self.event_types,
+            event_types=self._stored_types,
             stream_prefix=self.stream_prefix,
         )
         last = events[-1].position if events else after
