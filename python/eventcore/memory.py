@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from datetime import UTC, datetime
 import uuid
 import weakref
 from collections.abc import Mapping, Sequence
@@ -16,7 +17,15 @@ from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, recorded_e
 from eventcore.registry import EventRegistry, default_registry
 from eventcore.snapshot import SNAPSHOT_EVERY, SnapshotStore, Snapshotter
 from eventcore.state_cache import DEFAULT_MAX_ENTRIES, StateCache, make_state_cache
-from eventcore.store import Apply, ColumnBuffers, Decoders, Expected, LogHoldback
+from eventcore.store import (
+    Apply,
+    ColumnBuffers,
+    Decoders,
+    Expected,
+    LogHoldback,
+    PurgeRecord,
+    StreamBounds,
+)
 
 if TYPE_CHECKING:
     import asyncio
@@ -87,6 +96,8 @@ class MemoryStore:
             else None
         )
         """The store's snapshot policy (:mod:`eventcore.snapshot`); None: no snapshots."""
+        self._purges: list[PurgeRecord] = []
+        self._purges_lock = threading.Lock()
         self.aio = AsyncMemoryStore(self)
         """The same store with the async :class:`~eventcore.store.EventStore` API."""
 
@@ -220,6 +231,64 @@ class MemoryStore:
         copied in Rust with the GIL released.
         """
         return self._core.read_columns(after_position, limit, known_types, known_streams)
+
+    # -- stream lifecycle (eventcore.store.SyncStreamLifecycle) ------------------------
+
+    def delete_stream(self, stream_id: str, *, expected: int = -1) -> int:
+        """Hide every event ``stream_id`` has now (a soft delete); its version.
+
+        See :class:`~eventcore.store.StreamLifecycle`: the version stays, an append
+        recreates the stream, the global log keeps the events until they are purged.
+
+        Raises:
+            ConcurrencyConflict: ``expected`` (as for an append) did not match.
+        """
+        return self._core.truncate_stream(stream_id, None, expected)
+
+    def truncate_stream(self, stream_id: str, before_version: int, *, expected: int = -1) -> int:
+        """Hide the events of ``stream_id`` below ``before_version``; its version.
+
+        Raises:
+            ConcurrencyConflict: ``expected`` did not match; nothing hidden.
+            ValueError: ``before_version`` is not between 1 and the version + 1.
+        """
+        if type(before_version) is not int:
+            raise TypeError(f"before_version must be an int, not {type(before_version).__name__}")
+        return self._core.truncate_stream(stream_id, before_version, expected)
+
+    def stream_bounds(self, stream_id: str) -> StreamBounds:
+        """The first visible version and the version of ``stream_id``."""
+        return StreamBounds(*self._core.stream_bounds(stream_id))
+
+    def purge_stream(self, stream_id: str, *, actor: str, reason: str) -> PurgeRecord:
+        """Erase the hidden events of ``stream_id`` and record who, when, what and why.
+
+        Their payloads, metadata and ids are dropped (an id may be used again); the global
+        log skips their positions from now on.
+        """
+        if not isinstance(actor, str) or not actor or not isinstance(reason, str):
+            raise TypeError("actor (non-empty) and reason must be str")
+        with self._purges_lock:
+            n, first, last, low, high = self._core.purge_stream(stream_id)
+            record = PurgeRecord(
+                stream_id.strip(),
+                n,
+                first,
+                last,
+                low,
+                high,
+                actor,
+                None,
+                reason,
+                datetime.now(UTC),
+            )
+            self._purges.append(record)
+        return record
+
+    def purge_log(self, stream_id: str | None = None) -> list[PurgeRecord]:
+        """Every purge's audit record (of ``stream_id`` only), oldest first."""
+        with self._purges_lock:
+            return [p for p in self._purges if stream_id is None or p.stream_id == stream_id]
 
     def memory_usage(self) -> int:
         """Approximate bytes held by the store's data structures."""
@@ -412,6 +481,28 @@ class AsyncMemoryStore:
         """See :meth:`MemoryStore.head`."""
         return self.sync.head()
 
+    async def delete_stream(self, stream_id: str, *, expected: int = -1) -> int:
+        """See :meth:`MemoryStore.delete_stream`."""
+        return self.sync.delete_stream(stream_id, expected=expected)
+
+    async def truncate_stream(
+        self, stream_id: str, before_version: int, *, expected: int = -1
+    ) -> int:
+        """See :meth:`MemoryStore.truncate_stream`."""
+        return self.sync.truncate_stream(stream_id, before_version, expected=expected)
+
+    async def stream_bounds(self, stream_id: str) -> StreamBounds:
+        """See :meth:`MemoryStore.stream_bounds`."""
+        return self.sync.stream_bounds(stream_id)
+
+    async def purge_stream(self, stream_id: str, *, actor: str, reason: str) -> PurgeRecord:
+        """See :meth:`MemoryStore.purge_stream`."""
+        return self.sync.purge_stream(stream_id, actor=actor, reason=reason)
+
+    async def purge_log(self, stream_id: str | None = None) -> list[PurgeRecord]:
+        """See :meth:`MemoryStore.purge_log`."""
+        return self.sync.purge_log(stream_id)
+
     async def list_streams(
         self, *, prefix: str | None = None, after: str | None = None, limit: int | None = None
     ) -> list[tuple[str, int]]:
@@ -430,12 +521,12 @@ class AsyncMemoryStore:
 
     @property
     def dense_positions(self) -> bool:
-        """True: positions are 1, 2, 3... without gaps."""
-        return True
+        """Whether positions are 1, 2, 3... without gaps: until a purge erases events."""
+        return not self.sync._core.has_holes()
 
     async def count_events(self, after_position: int, upto: int) -> int:
-        """How many events lie in ``(after_position, upto]`` (positions are dense)."""
-        return max(upto - after_position, 0)
+        """How many events lie in ``(after_position, upto]`` (purged ones are not counted)."""
+        return self.sync._core.count_events(max(after_position, 0), max(upto, 0))
 
     async def log_holdback(self) -> LogHoldback | None:
         """None: an in-memory append is visible the moment it returns."""

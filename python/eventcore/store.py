@@ -13,8 +13,9 @@ What a store must implement
       projection (``exclusive``) and a :class:`CheckpointTransaction` in which a batch and
       its checkpoint commit together (``transactional``).
 
-Optional faces: :class:`StreamCatalog` (listing streams) and :class:`AsyncView` (a
-synchronous store's async view).
+Optional faces: :class:`StreamCatalog` (listing streams), :class:`AsyncView` (a
+synchronous store's async view) and :class:`StreamLifecycle` (deleting, truncating and
+purging streams; :class:`SyncStreamLifecycle` on a synchronous store).
 
 The executor, the projection runner and the command line use only these; a new store
 implements them and passes the contract suite (``tests/contract``) and ``tests/projection``. A store
@@ -49,8 +50,12 @@ __all__ = [
     "Lease",
     "LogHoldback",
     "ProjectionStore",
+    "PurgeRecord",
+    "StreamBounds",
     "StreamCatalog",
+    "StreamLifecycle",
     "SyncEventStore",
+    "SyncStreamLifecycle",
 ]
 
 S = TypeVar("S")
@@ -249,6 +254,129 @@ class StreamCatalog(Protocol):
         self, *, prefix: str | None = None, after: str | None = None, limit: int | None = None
     ) -> list[tuple[str, int]]:
         """``(stream id, version)`` pairs sorted by stream id, optionally by prefix."""
+        ...
+
+
+class StreamBounds(NamedTuple):
+    """Which versions of a stream reads and folds see (see :class:`StreamLifecycle`)."""
+
+    first_version: int
+    """The first visible version: 1 when nothing is hidden, ``version + 1`` when every
+    event is hidden (a deleted stream)."""
+    version: int
+    """The stream's version: its last version ever written (hiding events keeps it)."""
+
+    @property
+    def deleted(self) -> bool:
+        """Whether the stream has events and every one of them is hidden."""
+        return self.version > 0 and self.first_version > self.version
+
+
+class PurgeRecord(NamedTuple):
+    """One hard deletion: the audit row :meth:`StreamLifecycle.purge_stream` writes."""
+
+    stream_id: str
+    """The stream whose hidden events were erased."""
+    events: int
+    """How many events were erased (0: nothing was hidden that was not erased already)."""
+    from_version: int
+    """The first version erased (0 when nothing was)."""
+    to_version: int
+    """The last version erased (0 when nothing was)."""
+    first_position: int
+    """The lowest global position erased: the deleted range readers of the log skip."""
+    last_position: int
+    """The highest global position erased."""
+    actor: str
+    """Who asked for it (given by the caller)."""
+    database_user: str | None
+    """The database role that ran it (PostgreSQL's ``session_user``; None in memory)."""
+    reason: str
+    """Why (given by the caller: a retention rule, a request's reference...)."""
+    purged_at: datetime
+    """When (UTC)."""
+
+
+@runtime_checkable
+class StreamLifecycle(Protocol):
+    """Deleting and truncating streams (both soft), and purging (hard deletion).
+
+    - Hidden events: :meth:`truncate_stream` hides the events below a version and
+      :meth:`delete_stream` every event a stream has (a tombstone). Stream reads, folds and
+      therefore commands, state caches and snapshots see only the visible events.
+    - Versions never go back: a stream's version stays its last version ever written, so
+      expected versions compare with it as before (after a delete ``NO_STREAM`` fails;
+      the version, ``STREAM_EXISTS`` or ``ANY`` passes) and an append to a deleted stream
+      recreates it with the next version.
+    - The global log (``read_all``, projections, ``read_events_by_id``) keeps hidden events
+      until :meth:`purge_stream` erases them: their positions then stay empty, a deleted
+      range readers pass over without waiting.
+    - :meth:`purge_stream` is the privileged path: on PostgreSQL only the schema's owner
+      may run it (never the application role), and each purge writes a
+      :class:`PurgeRecord`.
+    """
+
+    async def delete_stream(self, stream_id: str, *, expected: int = -1) -> int:
+        """Hide every event ``stream_id`` has now (a soft delete); its version.
+
+        Raises:
+            ConcurrencyConflict: ``expected`` (as for an append) did not match; nothing hidden.
+        """
+        ...
+
+    async def truncate_stream(
+        self, stream_id: str, before_version: int, *, expected: int = -1
+    ) -> int:
+        """Hide the events of ``stream_id`` with a version below ``before_version``.
+
+        The hidden point only moves forward (an earlier one changes nothing). Returns the
+        stream's version.
+
+        Raises:
+            ConcurrencyConflict: ``expected`` did not match; nothing hidden.
+            ValueError: ``before_version`` is not between 1 and the version + 1.
+        """
+        ...
+
+    async def stream_bounds(self, stream_id: str) -> StreamBounds:
+        """The first visible version and the version of ``stream_id``."""
+        ...
+
+    async def purge_stream(self, stream_id: str, *, actor: str, reason: str) -> PurgeRecord:
+        """Erase (hard-delete) the hidden events of ``stream_id``, with an audit record.
+
+        Raises:
+            StoreError: the caller may not purge (PostgreSQL: not the schema's owner).
+        """
+        ...
+
+    async def purge_log(self, stream_id: str | None = None) -> list[PurgeRecord]:
+        """The audit records of every purge (of ``stream_id`` only), oldest first."""
+        ...
+
+
+@runtime_checkable
+class SyncStreamLifecycle(Protocol):
+    """:class:`StreamLifecycle` on a synchronous store (same semantics, not async)."""
+
+    def delete_stream(self, stream_id: str, *, expected: int = -1) -> int:
+        """See :meth:`StreamLifecycle.delete_stream`."""
+        ...
+
+    def truncate_stream(self, stream_id: str, before_version: int, *, expected: int = -1) -> int:
+        """See :meth:`StreamLifecycle.truncate_stream`."""
+        ...
+
+    def stream_bounds(self, stream_id: str) -> StreamBounds:
+        """See :meth:`StreamLifecycle.stream_bounds`."""
+        ...
+
+    def purge_stream(self, stream_id: str, *, actor: str, reason: str) -> PurgeRecord:
+        """See :meth:`StreamLifecycle.purge_stream`."""
+        ...
+
+    def purge_log(self, stream_id: str | None = None) -> list[PurgeRecord]:
+        """See :meth:`StreamLifecycle.purge_log`."""
         ...
 
 

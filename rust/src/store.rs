@@ -72,7 +72,32 @@ struct Stream {
     name: Arc<str>,
     /// Event indexes (position - 1) of this stream's events, in version order.
     events: Vec<u32>,
+    /// Versions `1..=hidden` are hidden from stream reads and folds (truncated or deleted).
+    hidden: u32,
+    /// The stream's version when `hidden` last moved (0: never): a state folded at this
+    /// version or before may hold hidden events, so a fold tail cannot extend it.
+    truncated_at: u32,
+    /// Versions `1..=purged` are erased (hard-deleted); `purged <= hidden`.
+    purged: u32,
 }
+
+/// What [`Store::purge`] erased from one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Purged {
+    /// Number of events erased (0: nothing was hidden and not yet erased).
+    pub events: u64,
+    /// The first and last version erased.
+    pub from_version: u64,
+    /// See `from_version`.
+    pub to_version: u64,
+    /// The first and last global position erased: the hole readers of the log skip.
+    pub first_position: u64,
+    /// See `first_position`.
+    pub last_position: u64,
+}
+
+/// The event type index of an erased event (its payload and id are gone).
+const ERASED: u32 = u32::MAX;
 
 /// One event to append (borrowed from the caller).
 #[derive(Debug, Clone, Copy)]
@@ -195,6 +220,8 @@ pub struct Store {
     hasher: DefaultHashBuilder,
     payload_heap: usize,
     metadata_heap: usize,
+    /// Events erased by [`Store::purge`] (their positions stay, empty).
+    erased: usize,
     names_heap: usize,
     stream_events_cap: usize,
 }
@@ -358,6 +385,9 @@ impl Store {
         self.streams.push(Stream {
             name,
             events: Vec::new(),
+            hidden: 0,
+            truncated_at: 0,
+            purged: 0,
         });
         let hash = self.hasher.hash_one(&*self.streams[index as usize].name);
         let (streams, hasher) = (&self.streams, &self.hasher);
@@ -399,6 +429,127 @@ impl Store {
     fn version_of(&self, name: &str) -> u64 {
         self.find_stream(name)
             .map_or(0, |i| self.streams[i as usize].events.len() as u64)
+    }
+
+    /// Hide the events of stream `name` with a version below `before` from stream reads and
+    /// folds (`None`: every event it has now, a soft delete), after checking `expected`
+    /// (as for an append). The stream's version does not change, and an append continues
+    /// it; the hidden point only moves forward (an earlier `before` changes nothing). The
+    /// global log still holds the events until [`Store::purge`] erases them. Returns the
+    /// stream's version.
+    pub fn truncate(&mut self, name: &str, before: Option<i64>, expected: i64) -> CoreResult<u64> {
+        let name = stream_id::validate(name)?;
+        if expected < STREAM_EXISTS {
+            return Err(CoreError::Value(format!(
+                "expected version of stream {name:?} must be >= -2 (got {expected})"
+            )));
+        }
+        let stream = self.find_stream(name);
+        let version = self.version_of(name);
+        let ok = match expected {
+            ANY => true,
+            STREAM_EXISTS => version >= 1,
+            exact => version == exact as u64,
+        };
+        if !ok {
+            return Err(CoreError::Conflict(vec![Conflict {
+                stream: name.to_owned(),
+                expected,
+                actual: version,
+            }]));
+        }
+        let hide = match before {
+            None => version,
+            Some(b) if b >= 1 && (b as u64) <= version + 1 => b as u64 - 1,
+            Some(b) => {
+                return Err(CoreError::Value(format!(
+                    "before_version of stream {name:?} must be between 1 and its version + 1 \
+                     ({}), got {b}",
+                    version + 1
+                )))
+            }
+        };
+        if let Some(i) = stream {
+            let s = &mut self.streams[i as usize];
+            if hide > u64::from(s.hidden) {
+                s.hidden = hide as u32;
+                s.truncated_at = version as u32;
+            }
+        }
+        Ok(version)
+    }
+
+    /// Erase (hard-delete) the hidden events of stream `name` that are not erased yet:
+    /// payload, metadata and id are dropped (the id may be used again) and the global log
+    /// skips their positions from now on. What was erased (nothing when
+    /// `Purged::events == 0`).
+    pub fn purge(&mut self, name: &str) -> CoreResult<Purged> {
+        let name = stream_id::validate(name)?;
+        let Some(i) = self.find_stream(name) else {
+            return Ok(Purged::default());
+        };
+        let (from, to) = {
+            let s = &self.streams[i as usize];
+            (s.purged, s.hidden)
+        };
+        if to <= from {
+            return Ok(Purged::default());
+        }
+        let indexes: Vec<u32> =
+            self.streams[i as usize].events[from as usize..to as usize].to_vec();
+        for &index in &indexes {
+            let ev =
+                &mut self.chunks[(index >> CHUNK_SHIFT) as usize][(index & CHUNK_MASK) as usize];
+            let id = ev.id();
+            self.payload_heap -= heap_size(ev.payload.len());
+            ev.payload = Box::default();
+            ev.metadata = None;
+            ev.event_type = ERASED;
+            let h = hash_id(id);
+            if let Ok(entry) = self
+                .ids
+                .find_entry(id_table_hash(h), |&(j, eh)| eh == h && j == index)
+            {
+                entry.remove();
+            }
+        }
+        self.erased += indexes.len();
+        self.streams[i as usize].purged = to;
+        Ok(Purged {
+            events: indexes.len() as u64,
+            from_version: u64::from(from) + 1,
+            to_version: u64::from(to),
+            first_position: u64::from(indexes[0]) + 1,
+            last_position: u64::from(indexes[indexes.len() - 1]) + 1,
+        })
+    }
+
+    /// The first visible version of a stream (1 when nothing is hidden) and its version.
+    pub fn stream_bounds(&self, name: &str) -> CoreResult<(u64, u64)> {
+        let name = stream_id::validate(name)?;
+        Ok(self.find_stream(name).map_or((1, 0), |i| {
+            let s = &self.streams[i as usize];
+            (u64::from(s.hidden) + 1, s.events.len() as u64)
+        }))
+    }
+
+    /// How many stored (not erased) events lie at positions in `(after, upto]`.
+    pub fn count_events(&self, after: u64, upto: u64) -> u64 {
+        let upto = upto.min(self.len as u64);
+        if after >= upto {
+            return 0;
+        }
+        if self.erased == 0 {
+            return upto - after;
+        }
+        (after as u32..upto as u32)
+            .filter(|&i| self.event(i).event_type != ERASED)
+            .count() as u64
+    }
+
+    /// Whether any event was erased (positions then have holes).
+    pub fn has_holes(&self) -> bool {
+        self.erased > 0
     }
 
     /// Append `events` atomically after checking `expected` versions (see the module docs of
@@ -709,8 +860,9 @@ impl Store {
             .iter()
             .enumerate()
             .filter_map(|(slot, s)| {
-                let events = &self.streams[(*s)? as usize].events;
-                let skip = usize::try_from(after(slot))
+                let stream = &self.streams[(*s)? as usize];
+                let events = &stream.events;
+                let skip = usize::try_from(after(slot).max(u64::from(stream.hidden)))
                     .unwrap_or(usize::MAX)
                     .min(events.len());
                 let rest = &events[skip..];
@@ -850,10 +1002,16 @@ impl Store {
         let mut folded_up_to = 0u32; // 1 + the highest index of a folded event
         let mut tail_from = u32::MAX; // the lowest index of a tail event
         for (slot, s) in streams.iter().enumerate() {
-            let events: &[u32] = s.map_or(&[], |i| &self.streams[i as usize].events);
+            let stream = s.map(|i| &self.streams[i as usize]);
+            let events: &[u32] = stream.map_or(&[], |st| &st.events);
             let now = events.len() as u64;
             let was = after[slot];
             if now < was || (slot < fold_from && now != was) {
+                return Ok(None);
+            }
+            // Truncated or deleted at or after the folded version: the state may hold
+            // events hidden now (at the same version it is ambiguous; fold in full).
+            if stream.is_some_and(|st| st.truncated_at > 0 && u64::from(st.truncated_at) >= was) {
                 return Ok(None);
             }
             if slot >= fold_from {
@@ -901,15 +1059,17 @@ impl Store {
         let Some(stream) = self.find_stream(name) else {
             return Ok(Rows::default());
         };
-        let events = &self.streams[stream as usize].events;
+        let stream = &self.streams[stream as usize];
+        let events = &stream.events;
         let end = match before {
             None => events.len(),
             Some(b) => usize::try_from(b.saturating_sub(1))
                 .unwrap_or(usize::MAX)
                 .min(events.len()),
         };
-        let n = end.min(limit);
-        Ok(self.rows_for(events[..end].iter().rev().take(limit).copied(), n))
+        let start = (stream.hidden as usize).min(end);
+        let n = (end - start).min(limit);
+        Ok(self.rows_for(events[start..end].iter().rev().take(limit).copied(), n))
     }
 
     /// Events after `after_position` in position order, optionally only of the given event
@@ -937,15 +1097,16 @@ impl Store {
             return Ok(Rows::default());
         }
         let range = (start as u32)..(self.len as u32);
-        if type_filter.is_none() && stream_prefix.is_none() {
+        if type_filter.is_none() && stream_prefix.is_none() && self.erased == 0 {
             let n = (self.len - start).min(limit);
             return Ok(self.rows_for(range.take(limit), n));
         }
         let picked = range.filter(|&i| {
             let ev = self.event(i);
-            type_filter
-                .as_ref()
-                .is_none_or(|w| w[ev.event_type as usize])
+            ev.event_type != ERASED
+                && type_filter
+                    .as_ref()
+                    .is_none_or(|w| w[ev.event_type as usize])
                 && stream_prefix
                     .is_none_or(|p| self.streams[ev.stream as usize].name.starts_with(p))
         });
@@ -1250,6 +1411,65 @@ mod tests {
         assert_eq!(got, vec![(10, 1), (12, 3)]);
         assert_eq!(rows.payload(1), b"3");
         assert!(s.read_by_ids(&[]).rows.is_empty());
+    }
+
+    #[test]
+    fn truncate_hides_and_purge_erases() {
+        let mut s = Store::new();
+        for i in 0..6u128 {
+            let stream = if i % 2 == 0 { "a" } else { "b" };
+            s.append(&[], &[ev(stream, "T", &[i as u8], i + 1)], None)
+                .unwrap();
+        }
+        // a: positions 1, 3, 5 (versions 1..3); hide versions 1 and 2
+        assert_eq!(s.truncate("a", Some(3), 3).unwrap(), 3);
+        let (rows, versions) = s.fold_rows(&["a"]).unwrap();
+        assert_eq!(versions, vec![3]);
+        assert_eq!(
+            rows.rows.iter().map(|r| r.version).collect::<Vec<_>>(),
+            vec![3]
+        );
+        assert_eq!(s.stream_bounds("a").unwrap(), (3, 3));
+        // a state folded at version 3 or before cannot be extended; after 4 it can
+        assert!(s.tail_rows(&["a"], &[3], 0).unwrap().is_none());
+        // an earlier truncation point changes nothing; bad ones are refused
+        s.truncate("a", Some(2), ANY).unwrap();
+        assert_eq!(s.stream_bounds("a").unwrap(), (3, 3));
+        assert!(matches!(
+            s.truncate("a", Some(5), ANY),
+            Err(CoreError::Value(_))
+        ));
+        assert!(matches!(
+            s.truncate("a", None, 2),
+            Err(CoreError::Conflict(_))
+        ));
+        // the global log still holds hidden events until they are purged
+        assert_eq!(s.read_all(0, None, None, None).unwrap().rows.len(), 6);
+        let p = s.purge("a").unwrap();
+        assert_eq!((p.events, p.from_version, p.to_version), (2, 1, 2));
+        assert_eq!((p.first_position, p.last_position), (1, 3));
+        assert_eq!(s.purge("a").unwrap().events, 0);
+        let all = s.read_all(0, None, None, None).unwrap();
+        assert_eq!(
+            all.rows.iter().map(|r| r.position).collect::<Vec<_>>(),
+            vec![2, 4, 5, 6]
+        );
+        assert_eq!(
+            s.read_all(0, Some(1), None, None).unwrap().rows[0].position,
+            2
+        );
+        assert_eq!(s.count_events(0, 6), 4);
+        assert!(s.read_by_ids(&[1, 3]).rows.is_empty());
+        let cols = s.read_columns(0, Some(2), 0, 0).unwrap();
+        assert_eq!(cols.positions.len(), 16);
+        // a soft delete hides the rest; an append continues the versions
+        s.truncate("a", None, 3).unwrap();
+        assert!(s.fold_rows(&["a"]).unwrap().0.rows.is_empty());
+        s.append(&[("a", 3)], &[ev("a", "T", b"x", 99)], None)
+            .unwrap();
+        let (rows, versions) = s.fold_rows(&["a"]).unwrap();
+        assert_eq!((rows.rows.len(), versions), (1, vec![4]));
+        assert!(s.tail_rows(&["a"], &[4], 0).unwrap().is_some());
     }
 
     #[test]
