@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventcore import _core
-from eventcore.errors import InvalidMetadata
+from eventcore._lifecycle import check_before, check_expected, check_purge, out_of_range
+from eventcore.errors import InvalidMetadata, ValidationError
 from eventcore.metadata import Metadata
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, recorded_events
 from eventcore.registry import EventRegistry, default_registry
@@ -243,7 +244,7 @@ class MemoryStore:
         Raises:
             ConcurrencyConflict: ``expected`` (as for an append) did not match.
         """
-        return self._core.truncate_stream(stream_id, None, expected)
+        return self._core.truncate_stream(stream_id, None, check_expected(expected))
 
     def truncate_stream(self, stream_id: str, before_version: int, *, expected: int = -1) -> int:
         """Hide the events of ``stream_id`` below ``before_version``; its version.
@@ -252,9 +253,14 @@ class MemoryStore:
             ConcurrencyConflict: ``expected`` did not match; nothing hidden.
             ValueError: ``before_version`` is not between 1 and the version + 1.
         """
-        if type(before_version) is not int:
-            raise TypeError(f"before_version must be an int, not {type(before_version).__name__}")
-        return self._core.truncate_stream(stream_id, before_version, expected)
+        check_expected(expected)
+        try:
+            return self._core.truncate_stream(stream_id, check_before(before_version), expected)
+        except ValueError as exc:
+            if isinstance(exc, ValidationError):  # an invalid stream id
+                raise
+            version = self._core.stream_version(stream_id)
+            raise out_of_range(stream_id, before_version, version) from None
 
     def stream_bounds(self, stream_id: str) -> StreamBounds:
         """The first visible version and the version of ``stream_id``."""
@@ -266,8 +272,7 @@ class MemoryStore:
         Their payloads, metadata and ids are dropped (an id may be used again); the global
         log skips their positions from now on.
         """
-        if not isinstance(actor, str) or not actor or not isinstance(reason, str):
-            raise TypeError("actor (non-empty) and reason must be str")
+        check_purge(actor, reason)
         with self._purges_lock:
             n, first, last, low, high = self._core.purge_stream(stream_id)
             record = PurgeRecord(
