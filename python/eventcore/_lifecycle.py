@@ -1,4 +1,4 @@
-"""Argument checks shared by every store's stream lifecycle (``eventcore.store.StreamLifecycle``)."""
+"""Argument checks shared by every store's stream lifecycle (``store.StreamLifecycle``)."""
 
 from __future__ import annotations
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from datetime import UTC, datetime
 import uuid
 import weakref
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventcore import _core
