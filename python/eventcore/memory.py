@@ -206,7 +206,7 @@ class MemoryStore:
         return self._wrap(self._core.read_by_ids(event_ids))
 
     def stream_version(self, stream_id: str) -> int:
-        """A stream's version: its number of events (0 = no stream)."""
+        """A stream's version: its number of events, plus one per truncation (0 = no stream)."""
         return self._core.stream_version(stream_id)
 
     def head(self) -> int:

@@ -157,7 +157,7 @@ class EventStore(Protocol):
         ...
 
     async def stream_version(self, stream_id: str) -> int:
-        """A stream's version: its number of events (0 = no stream)."""
+        """A stream's version: its number of events, plus one per truncation (0 = no stream)."""
         ...
 
     async def head(self) -> int:
@@ -261,15 +261,11 @@ class StreamBounds(NamedTuple):
     """Which versions of a stream reads and folds see (see :class:`StreamLifecycle`)."""
 
     first_version: int
-    """The first visible version: 1 when nothing is hidden, ``version + 1`` when every
-    event is hidden (a deleted stream)."""
+    """The first version reads and folds may see: 1 when nothing is hidden."""
     version: int
-    """The stream's version: its last version ever written (hiding events keeps it)."""
-
-    @property
-    def deleted(self) -> bool:
-        """Whether the stream has events and every one of them is hidden."""
-        return self.version > 0 and self.first_version > self.version
+    """The stream's version: the last version taken, by an event or a truncation."""
+    deleted: bool
+    """Whether the stream had events and every one of them is hidden (a tombstone)."""
 
 
 class PurgeRecord(NamedTuple):
@@ -304,10 +300,11 @@ class StreamLifecycle(Protocol):
     - Hidden events: :meth:`truncate_stream` hides the events below a version and
       :meth:`delete_stream` every event a stream has (a tombstone). Stream reads, folds and
       therefore commands, state caches and snapshots see only the visible events.
-    - Versions never go back: a stream's version stays its last version ever written, so
-      expected versions compare with it as before (after a delete ``NO_STREAM`` fails;
-      the version, ``STREAM_EXISTS`` or ``ANY`` passes) and an append to a deleted stream
-      recreates it with the next version.
+    - A truncation or deletion that hides something takes the stream's next version (no
+      event has it): a command that folded the stream before it (its state cached
+      anywhere, or in a snapshot) expects an older version, conflicts and folds again.
+      Versions never go back: after a delete ``NO_STREAM`` fails, the version,
+      ``STREAM_EXISTS`` or ``ANY`` passes, and an append recreates the stream after it.
     - The global log (``read_all``, projections, ``read_events_by_id``) keeps hidden events
       until :meth:`purge_stream` erases them: their positions then stay empty, a deleted
       range readers pass over without waiting.
@@ -317,7 +314,7 @@ class StreamLifecycle(Protocol):
     """
 
     async def delete_stream(self, stream_id: str, *, expected: int = -1) -> int:
-        """Hide every event ``stream_id`` has now (a soft delete); its version.
+        """Hide every event ``stream_id`` has now (a soft delete); its version after it.
 
         Raises:
             ConcurrencyConflict: ``expected`` (as for an append) did not match; nothing hidden.
@@ -329,8 +326,8 @@ class StreamLifecycle(Protocol):
     ) -> int:
         """Hide the events of ``stream_id`` with a version below ``before_version``.
 
-        The hidden point only moves forward (an earlier one changes nothing). Returns the
-        stream's version.
+        The hidden point only moves forward (an earlier one changes nothing, and takes no
+        version). Returns the stream's version after it.
 
         Raises:
             ConcurrencyConflict: ``expected`` did not match; nothing hidden.

@@ -578,8 +578,8 @@ impl MemoryStore {
         ))
     }
 
-    /// `(first visible version, version)` of a stream (`(1, 0)`: no stream).
-    fn stream_bounds(&self, py: Python<'_>, stream: &str) -> PyResult<(u64, u64)> {
+    /// `(first visible version, version, deleted)` of a stream (`(1, 0, False)`: none).
+    fn stream_bounds(&self, py: Python<'_>, stream: &str) -> PyResult<(u64, u64, bool)> {
         Ok(self.read(py, |_| true, |s| s.stream_bounds(stream))?)
     }
 

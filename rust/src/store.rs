@@ -72,13 +72,31 @@ struct Stream {
     name: Arc<str>,
     /// Event indexes (position - 1) of this stream's events, in version order.
     events: Vec<u32>,
+    /// The stream's version: its number of events, plus one for every truncation or
+    /// deletion that hid something (each takes a version no event has).
+    version: u32,
     /// Versions `1..=hidden` are hidden from stream reads and folds (truncated or deleted).
     hidden: u32,
-    /// The stream's version when `hidden` last moved (0: never): a state folded at this
-    /// version or before may hold hidden events, so a fold tail cannot extend it.
+    /// The version the last truncation took (0: never): a state folded at an earlier
+    /// version may hold hidden events, so a fold tail cannot extend it.
     truncated_at: u32,
     /// Versions `1..=purged` are erased (hard-deleted); `purged <= hidden`.
     purged: u32,
+}
+
+impl Stream {
+    /// How many of its events have a version `<= v` (their indexes in `events`).
+    #[inline]
+    fn count_upto(&self, chunks: &[Vec<StoredEvent>], v: u64) -> usize {
+        if self.version as usize == self.events.len() {
+            // no version was taken by a truncation: version n is entry n - 1
+            return usize::try_from(v)
+                .unwrap_or(usize::MAX)
+                .min(self.events.len());
+        }
+        self.events
+            .partition_point(|&i| u64::from(event_at(chunks, i).version) <= v)
+    }
 }
 
 /// What [`Store::purge`] erased from one stream.
@@ -385,6 +403,7 @@ impl Store {
         self.streams.push(Stream {
             name,
             events: Vec::new(),
+            version: 0,
             hidden: 0,
             truncated_at: 0,
             purged: 0,
@@ -428,15 +447,16 @@ impl Store {
     #[inline]
     fn version_of(&self, name: &str) -> u64 {
         self.find_stream(name)
-            .map_or(0, |i| self.streams[i as usize].events.len() as u64)
+            .map_or(0, |i| u64::from(self.streams[i as usize].version))
     }
 
     /// Hide the events of stream `name` with a version below `before` from stream reads and
     /// folds (`None`: every event it has now, a soft delete), after checking `expected`
-    /// (as for an append). The stream's version does not change, and an append continues
-    /// it; the hidden point only moves forward (an earlier `before` changes nothing). The
-    /// global log still holds the events until [`Store::purge`] erases them. Returns the
-    /// stream's version.
+    /// (as for an append). A truncation that hides an event takes the next version (no
+    /// event has it), so a state folded before it no longer matches the stream's version;
+    /// an append continues after it. The hidden point only moves forward (an earlier
+    /// `before` changes nothing). The global log still holds the events until
+    /// [`Store::purge`] erases them. Returns the stream's version.
     pub fn truncate(&mut self, name: &str, before: Option<i64>, expected: i64) -> CoreResult<u64> {
         let name = stream_id::validate(name)?;
         if expected < STREAM_EXISTS {
@@ -470,10 +490,15 @@ impl Store {
             }
         };
         if let Some(i) = stream {
-            let s = &mut self.streams[i as usize];
-            if hide > u64::from(s.hidden) {
+            // Only a truncation that hides an event takes a version (and moves the point).
+            let st = &self.streams[i as usize];
+            if st.count_upto(&self.chunks, hide) > st.count_upto(&self.chunks, u64::from(st.hidden))
+            {
+                let s = &mut self.streams[i as usize];
                 s.hidden = hide as u32;
-                s.truncated_at = version as u32;
+                s.version += 1;
+                s.truncated_at = s.version;
+                return Ok(u64::from(s.version));
             }
         }
         Ok(version)
@@ -488,15 +513,18 @@ impl Store {
         let Some(i) = self.find_stream(name) else {
             return Ok(Purged::default());
         };
-        let (from, to) = {
+        let indexes: Vec<u32> = {
             let s = &self.streams[i as usize];
-            (s.purged, s.hidden)
+            let from = s.count_upto(&self.chunks, u64::from(s.purged));
+            let to = s.count_upto(&self.chunks, u64::from(s.hidden));
+            s.events[from..to].to_vec()
         };
-        if to <= from {
+        let hidden = self.streams[i as usize].hidden;
+        self.streams[i as usize].purged = hidden;
+        let (Some(&first), Some(&last)) = (indexes.first(), indexes.last()) else {
             return Ok(Purged::default());
-        }
-        let indexes: Vec<u32> =
-            self.streams[i as usize].events[from as usize..to as usize].to_vec();
+        };
+        let versions = (self.event(first).version, self.event(last).version);
         for &index in &indexes {
             let ev =
                 &mut self.chunks[(index >> CHUNK_SHIFT) as usize][(index & CHUNK_MASK) as usize];
@@ -514,22 +542,27 @@ impl Store {
             }
         }
         self.erased += indexes.len();
-        self.streams[i as usize].purged = to;
         Ok(Purged {
             events: indexes.len() as u64,
-            from_version: u64::from(from) + 1,
-            to_version: u64::from(to),
-            first_position: u64::from(indexes[0]) + 1,
-            last_position: u64::from(indexes[indexes.len() - 1]) + 1,
+            from_version: u64::from(versions.0),
+            to_version: u64::from(versions.1),
+            first_position: u64::from(first) + 1,
+            last_position: u64::from(last) + 1,
         })
     }
 
-    /// The first visible version of a stream (1 when nothing is hidden) and its version.
-    pub fn stream_bounds(&self, name: &str) -> CoreResult<(u64, u64)> {
+    /// The first visible version of a stream (1 when nothing is hidden), its version,
+    /// and whether it has events but none visible (deleted).
+    pub fn stream_bounds(&self, name: &str) -> CoreResult<(u64, u64, bool)> {
         let name = stream_id::validate(name)?;
-        Ok(self.find_stream(name).map_or((1, 0), |i| {
+        Ok(self.find_stream(name).map_or((1, 0, false), |i| {
             let s = &self.streams[i as usize];
-            (u64::from(s.hidden) + 1, s.events.len() as u64)
+            let visible = s.events.len() - s.count_upto(&self.chunks, u64::from(s.hidden));
+            (
+                u64::from(s.hidden) + 1,
+                u64::from(s.version),
+                !s.events.is_empty() && visible == 0,
+            )
         }))
     }
 
@@ -656,7 +689,7 @@ impl Store {
             slot.stream = self.find_stream(slot.name);
             let actual = slot
                 .stream
-                .map_or(0, |i| self.streams[i as usize].events.len() as u64);
+                .map_or(0, |i| u64::from(self.streams[i as usize].version));
             let ok = match slot.expected {
                 ANY => true,
                 STREAM_EXISTS => actual >= 1,
@@ -678,10 +711,8 @@ impl Store {
             let versions = slots
                 .iter()
                 .map(|s| {
-                    let v = s
-                        .stream
-                        .map_or(0, |i| self.streams[i as usize].events.len());
-                    (s.source, v as u64)
+                    let v = s.stream.map_or(0, |i| self.streams[i as usize].version);
+                    (s.source, u64::from(v))
                 })
                 .collect();
             return Ok(AppendOutcome {
@@ -724,10 +755,8 @@ impl Store {
         let versions = slots
             .iter()
             .map(|s| {
-                let v = s
-                    .stream
-                    .map_or(0, |i| self.streams[i as usize].events.len());
-                (s.source, v as u64)
+                let v = s.stream.map_or(0, |i| self.streams[i as usize].version);
+                (s.source, u64::from(v))
             })
             .collect();
         Ok(AppendOutcome {
@@ -750,7 +779,8 @@ impl Store {
         let cap_before = s.events.capacity();
         s.events.push(index);
         self.stream_events_cap += s.events.capacity() - cap_before;
-        let version = s.events.len() as u32;
+        s.version += 1;
+        let version = s.version;
         let payload: Box<[u8]> = Box::from(ev.payload);
         self.payload_heap += heap_size(payload.len());
         if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
@@ -862,9 +892,8 @@ impl Store {
             .filter_map(|(slot, s)| {
                 let stream = &self.streams[(*s)? as usize];
                 let events = &stream.events;
-                let skip = usize::try_from(after(slot).max(u64::from(stream.hidden)))
-                    .unwrap_or(usize::MAX)
-                    .min(events.len());
+                let skip =
+                    stream.count_upto(&self.chunks, after(slot).max(u64::from(stream.hidden)));
                 let rest = &events[skip..];
                 (!rest.is_empty()).then_some((slot as u32, rest))
             })
@@ -974,7 +1003,7 @@ impl Store {
         let streams = self.resolve_streams(names)?;
         let versions = streams
             .iter()
-            .map(|s| s.map_or(0, |i| self.streams[i as usize].events.len() as u64))
+            .map(|s| s.map_or(0, |i| u64::from(self.streams[i as usize].version)))
             .collect();
         let picked = self.merged(&streams, |_| 0, usize::MAX);
         Ok((self.rows_for_slots(&picked), versions))
@@ -1004,22 +1033,23 @@ impl Store {
         for (slot, s) in streams.iter().enumerate() {
             let stream = s.map(|i| &self.streams[i as usize]);
             let events: &[u32] = stream.map_or(&[], |st| &st.events);
-            let now = events.len() as u64;
+            let now = stream.map_or(0, |st| u64::from(st.version));
             let was = after[slot];
             if now < was || (slot < fold_from && now != was) {
                 return Ok(None);
             }
-            // Truncated or deleted at or after the folded version: the state may hold
-            // events hidden now (at the same version it is ambiguous; fold in full).
-            if stream.is_some_and(|st| st.truncated_at > 0 && u64::from(st.truncated_at) >= was) {
+            // Truncated or deleted after the folded version: the state may hold events
+            // hidden now.
+            if stream.is_some_and(|st| u64::from(st.truncated_at) > was) {
                 return Ok(None);
             }
             if slot >= fold_from {
-                if was > 0 {
-                    folded_up_to = folded_up_to.max(events[was as usize - 1] + 1);
+                let folded = stream.map_or(0, |st| st.count_upto(&self.chunks, was));
+                if folded > 0 {
+                    folded_up_to = folded_up_to.max(events[folded - 1] + 1);
                 }
-                if now > was {
-                    tail_from = tail_from.min(events[was as usize]);
+                if folded < events.len() {
+                    tail_from = tail_from.min(events[folded]);
                 }
             }
             versions.push(now);
@@ -1063,11 +1093,11 @@ impl Store {
         let events = &stream.events;
         let end = match before {
             None => events.len(),
-            Some(b) => usize::try_from(b.saturating_sub(1))
-                .unwrap_or(usize::MAX)
-                .min(events.len()),
+            Some(b) => stream.count_upto(&self.chunks, b.saturating_sub(1)),
         };
-        let start = (stream.hidden as usize).min(end);
+        let start = stream
+            .count_upto(&self.chunks, u64::from(stream.hidden))
+            .min(end);
         let n = (end - start).min(limit);
         Ok(self.rows_for(events[start..end].iter().rev().take(limit).copied(), n))
     }
@@ -1148,7 +1178,7 @@ impl Store {
             .range::<str, _>((lower, RangeBound::Unbounded))
             .take_while(|(name, _)| name.starts_with(prefix))
             .take(limit)
-            .map(|(name, &i)| (name.clone(), self.streams[i as usize].events.len() as u64))
+            .map(|(name, &i)| (name.clone(), u64::from(self.streams[i as usize].version)))
             .collect())
     }
 
@@ -1421,26 +1451,27 @@ mod tests {
             s.append(&[], &[ev(stream, "T", &[i as u8], i + 1)], None)
                 .unwrap();
         }
-        // a: positions 1, 3, 5 (versions 1..3); hide versions 1 and 2
-        assert_eq!(s.truncate("a", Some(3), 3).unwrap(), 3);
+        // a: positions 1, 3, 5 (versions 1..3); hiding versions 1 and 2 takes version 4
+        assert_eq!(s.truncate("a", Some(3), 3).unwrap(), 4);
         let (rows, versions) = s.fold_rows(&["a"]).unwrap();
-        assert_eq!(versions, vec![3]);
+        assert_eq!(versions, vec![4]);
         assert_eq!(
             rows.rows.iter().map(|r| r.version).collect::<Vec<_>>(),
             vec![3]
         );
-        assert_eq!(s.stream_bounds("a").unwrap(), (3, 3));
-        // a state folded at version 3 or before cannot be extended; after 4 it can
+        assert_eq!(s.stream_bounds("a").unwrap(), (3, 4, false));
+        // a state folded before the truncation cannot be extended; one folded after can
         assert!(s.tail_rows(&["a"], &[3], 0).unwrap().is_none());
+        assert!(s.tail_rows(&["a"], &[4], 0).unwrap().is_some());
         // an earlier truncation point changes nothing; bad ones are refused
-        s.truncate("a", Some(2), ANY).unwrap();
-        assert_eq!(s.stream_bounds("a").unwrap(), (3, 3));
+        assert_eq!(s.truncate("a", Some(2), ANY).unwrap(), 4);
+        assert_eq!(s.stream_bounds("a").unwrap(), (3, 4, false));
         assert!(matches!(
-            s.truncate("a", Some(5), ANY),
+            s.truncate("a", Some(6), ANY),
             Err(CoreError::Value(_))
         ));
         assert!(matches!(
-            s.truncate("a", None, 2),
+            s.truncate("a", None, 3),
             Err(CoreError::Conflict(_))
         ));
         // the global log still holds hidden events until they are purged
@@ -1462,14 +1493,27 @@ mod tests {
         assert!(s.read_by_ids(&[1, 3]).rows.is_empty());
         let cols = s.read_columns(0, Some(2), 0, 0).unwrap();
         assert_eq!(cols.positions.len(), 16);
-        // a soft delete hides the rest; an append continues the versions
-        s.truncate("a", None, 3).unwrap();
+        // an append continues after the truncation's version; a delete hides the rest
+        s.append(&[("a", 4)], &[ev("a", "T", b"x", 99)], None)
+            .unwrap();
+        let back = s.read_stream_backwards("a", None, None).unwrap();
+        assert_eq!(
+            back.rows.iter().map(|r| r.version).collect::<Vec<_>>(),
+            vec![5, 3]
+        );
+        assert_eq!(
+            s.tail_rows(&["a"], &[4], 0).unwrap().unwrap().0.rows.len(),
+            1
+        );
+        assert_eq!(s.truncate("a", None, 5).unwrap(), 6);
         assert!(s.fold_rows(&["a"]).unwrap().0.rows.is_empty());
-        s.append(&[("a", 3)], &[ev("a", "T", b"x", 99)], None)
+        assert_eq!(s.stream_bounds("a").unwrap(), (6, 6, true));
+        s.append(&[("a", 6)], &[ev("a", "T", b"y", 100)], None)
             .unwrap();
         let (rows, versions) = s.fold_rows(&["a"]).unwrap();
-        assert_eq!((rows.rows.len(), versions), (1, vec![4]));
-        assert!(s.tail_rows(&["a"], &[4], 0).unwrap().is_some());
+        assert_eq!((rows.rows.len(), versions), (1, vec![7]));
+        let p = s.purge("a").unwrap();
+        assert_eq!((p.events, p.from_version, p.to_version), (2, 3, 5));
     }
 
     #[test]

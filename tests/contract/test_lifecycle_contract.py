@@ -1,10 +1,11 @@
 """The stream lifecycle contract: soft delete, truncate-before and purge, on every store.
 
 What every store must do (see :class:`eventcore.store.StreamLifecycle`): hidden events
-vanish from stream reads and folds (so from commands, state caches and snapshots), the
-version never goes back (expected versions keep their meaning, an append recreates a
-deleted stream), the global log keeps hidden events until a purge erases them, and a
-purge leaves a deleted range that readers pass over, with an audit record.
+vanish from stream reads and folds (so from commands, state caches and snapshots), a
+truncation or deletion takes a version of its own (a state folded before it no longer
+matches the stream's version; an append recreates a deleted stream after it), the global
+log keeps hidden events until a purge erases them, and a purge leaves a deleted range
+that readers pass over, with an audit record.
 """
 
 from __future__ import annotations
@@ -62,20 +63,20 @@ async def test_delete_hides_every_event_from_stream_reads_and_keeps_the_version(
 ) -> None:
     await open_with(store, "acc-1", 5, 7)
     await open_with(store, "acc-2", 1)
-    assert await store.delete_stream("acc-1", expected=3) == 3
+    assert await store.delete_stream("acc-1", expected=3) == 4  # the delete's own version
     assert await store.read_stream("acc-1") == []
     assert await store.read_stream_backwards("acc-1") == []
     assert [e.stream_id for e in await store.read_streams(["acc-1", "acc-2"])] == ["acc-2"] * 2
-    assert await store.stream_version("acc-1") == 3
-    bounds = await store.stream_bounds("acc-1")
-    assert bounds == StreamBounds(4, 3) and bounds.deleted
-    assert not (await store.stream_bounds("acc-2")).deleted
-    assert await store.stream_bounds("nobody") == StreamBounds(1, 0)
+    assert await store.stream_version("acc-1") == 4
+    assert await store.stream_bounds("acc-1") == StreamBounds(4, 4, deleted=True)
+    assert await store.stream_bounds("acc-2") == StreamBounds(1, 2, deleted=False)
+    assert await store.stream_bounds("nobody") == StreamBounds(1, 0, deleted=False)
+    assert await store.delete_stream("acc-1") == 4  # nothing more to hide: no new version
     # the global log keeps them until a purge
     assert [e.stream_id for e in await store.read_all()].count("acc-1") == 3
     # a fold sees nothing, and reports the version an append must expect
     state, versions = await store.fold_streams(["acc-1", "acc-2"], 0, balance_fold, DECODERS)
-    assert (state, versions) == (1, [3, 2])
+    assert (state, versions) == (1, [4, 2])
 
 
 async def test_an_append_recreates_a_deleted_stream_continuing_its_versions(store: Any) -> None:
@@ -83,14 +84,18 @@ async def test_an_append_recreates_a_deleted_stream_continuing_its_versions(stor
     await store.delete_stream("acc-1")
     with pytest.raises(ConcurrencyConflict) as err:
         await store.append([new("acc-1", AccountOpened("bob"))], expected={"acc-1": NO_STREAM})
-    assert [tuple(c) for c in err.value.conflicts] == [("acc-1", NO_STREAM, 2)]
+    assert [tuple(c) for c in err.value.conflicts] == [("acc-1", NO_STREAM, 3)]
+    with pytest.raises(ConcurrencyConflict):  # folded before the delete: version 2
+        await store.append([new("acc-1", Deposited(1))], expected={"acc-1": 2})
     result = await store.append(
         [new("acc-1", AccountOpened("bob"))], expected={"acc-1": STREAM_EXISTS}
     )
-    assert result.stream_versions == {"acc-1": 3}
-    await store.append([new("acc-1", Deposited(9))], expected={"acc-1": 3})
-    assert await versions_read(store, "acc-1") == [3, 4]
-    assert await store.stream_bounds("acc-1") == StreamBounds(3, 4)
+    assert result.stream_versions == {"acc-1": 4}
+    await store.append([new("acc-1", Deposited(9))], expected={"acc-1": 4})
+    assert await versions_read(store, "acc-1") == [4, 5]
+    assert [e.version for e in await store.read_stream_backwards("acc-1")] == [5, 4]
+    assert [e.version for e in await store.read_stream("acc-1", after_version=3)] == [4, 5]
+    assert await store.stream_bounds("acc-1") == StreamBounds(3, 5, deleted=False)
     # deleting again hides the new events too
     await store.delete_stream("acc-1")
     assert await store.read_stream("acc-1") == []
@@ -107,7 +112,7 @@ async def test_a_delete_checks_its_expected_version_and_hides_nothing_on_a_confl
         await store.delete_stream("nobody", expected=STREAM_EXISTS)
     assert await versions_read(store, "acc-1") == [1, 2]
     assert await store.delete_stream("nobody") == 0  # nothing to hide
-    assert await store.stream_bounds("nobody") == StreamBounds(1, 0)
+    assert await store.stream_bounds("nobody") == StreamBounds(1, 0, deleted=False)
     with pytest.raises(InvalidStreamId):
         await store.delete_stream(" ")
     with pytest.raises(ValidationError):
@@ -117,16 +122,19 @@ async def test_a_delete_checks_its_expected_version_and_hides_nothing_on_a_confl
 
 async def test_truncate_before_hides_earlier_versions_and_only_moves_forward(store: Any) -> None:
     await open_with(store, "acc-1", 5, 7, 9)
-    assert await store.truncate_stream("acc-1", 3) == 4
+    assert await store.truncate_stream("acc-1", 3) == 5
     assert await versions_read(store, "acc-1") == [3, 4]
     assert [e.version for e in await store.read_stream_backwards("acc-1")] == [4, 3]
     assert [e.version for e in await store.read_stream_backwards("acc-1", before_version=4)] == [3]
     assert await versions_read(store, "acc-1") == [3, 4]
     assert [e.version for e in await store.read_stream("acc-1", after_version=3)] == [4]
-    assert await store.truncate_stream("acc-1", 2) == 4  # earlier: changes nothing
-    assert await store.stream_bounds("acc-1") == StreamBounds(3, 4)
+    assert await store.truncate_stream("acc-1", 2) == 5  # earlier: changes nothing
+    assert await store.stream_bounds("acc-1") == StreamBounds(3, 5, deleted=False)
     state, versions = await store.fold_streams(["acc-1"], 0, balance_fold, DECODERS)
-    assert (state, versions) == (16, [4])
+    assert (state, versions) == (16, [5])
+    # the next truncation point may be the truncation's own version + 1
+    assert await store.truncate_stream("acc-1", 6) == 6
+    assert await store.stream_bounds("acc-1") == StreamBounds(6, 6, deleted=True)
     assert len(await store.read_all()) == 4
 
 
@@ -138,7 +146,7 @@ async def test_truncate_refuses_a_version_out_of_range_and_hides_nothing(
     with pytest.raises(ValidationError, match="before_version"):
         await store.truncate_stream("acc-1", before)
     assert await versions_read(store, "acc-1") == [1, 2, 3, 4]
-    assert await store.truncate_stream("acc-1", 5) == 4  # version + 1: everything
+    assert await store.truncate_stream("acc-1", 5) == 5  # version + 1: everything
     assert await store.read_stream("acc-1") == []
 
 
@@ -147,22 +155,22 @@ async def test_truncate_checks_its_expected_version(store: Any) -> None:
     with pytest.raises(ConcurrencyConflict):
         await store.truncate_stream("acc-1", 2, expected=NO_STREAM)
     assert await versions_read(store, "acc-1") == [1, 2]
-    assert await store.truncate_stream("acc-1", 2, expected=2) == 2
-    assert await store.truncate_stream("acc-1", 2, expected=ANY) == 2
+    assert await store.truncate_stream("acc-1", 2, expected=2) == 3
+    assert await store.truncate_stream("acc-1", 2, expected=ANY) == 3
 
 
 async def test_a_command_folds_only_visible_events_even_with_a_warm_state_cache(
     store: Any,
 ) -> None:
-    await execute(store, OpenAccount(account="acc-1", owner="ann"))
-    await execute(store, Deposit(account="acc-1", amount=5))
-    await execute(store, Deposit(account="acc-1", amount=7))  # the cached state: open, 12
+    await open_with(store, "acc-1", *range(1, 10))  # enough events for the cache to keep
+    await execute(store, Deposit(account="acc-1", amount=5))  # the cached state: open, 50
+    assert len(store.state_cache) == 1
     await store.truncate_stream("acc-1", 2)  # hides AccountOpened
     with pytest.raises(BusinessRuleViolation, match="not open"):
         await execute(store, Deposit(account="acc-1", amount=1))
     await store.delete_stream("acc-1")
     result = await execute(store, OpenAccount(account="acc-1", owner="bob"))
-    assert result.stream_versions == {"acc-1": 4}
+    assert result.stream_versions == {"acc-1": 14}  # 11 events, a truncation, a delete
     await execute(store, Deposit(account="acc-1", amount=3))
     with pytest.raises(BusinessRuleViolation, match="insufficient"):
         await execute(store, Withdraw(account="acc-1", amount=4))
@@ -173,16 +181,18 @@ async def test_fold_tail_refuses_a_state_folded_before_a_truncation(store: Any) 
     await open_with(store, "acc-1", 5, 7)
     state, versions = await store.fold_streams(["acc-1"], 0, balance_fold, DECODERS)
     assert (state, versions) == (12, [3])
-    assert await store.fold_tail(["acc-1"], versions, 0, state, balance_fold, DECODERS) == (12, [3])
-    await store.truncate_stream("acc-1", 3)
-    # folded at version 3, truncated at version 3: the tail cannot fix the state
+    assert await store.fold_tail(["acc-1"], versions, 0, state, balance_fold, DECODERS) == (
+        12,
+        [3],
+    )
+    assert await store.truncate_stream("acc-1", 3) == 4
     assert await store.fold_tail(["acc-1"], versions, 0, state, balance_fold, DECODERS) is None
     state, versions = await store.fold_streams(["acc-1"], 0, balance_fold, DECODERS)
-    assert (state, versions) == (7, [3])
-    # a state folded after the truncation extends as before
-    await store.append([new("acc-1", Deposited(1))], expected={"acc-1": 3})
-    assert await store.fold_tail(["acc-1"], [3], 0, 7, balance_fold, DECODERS) is None  # ambiguous
-    assert await store.fold_tail(["acc-1"], [4], 0, 8, balance_fold, DECODERS) == (8, [4])
+    assert (state, versions) == (7, [4])
+    # a state folded at the truncation's version (no event has it) extends as before
+    await store.append([new("acc-1", Deposited(1))], expected={"acc-1": 4})
+    assert await store.fold_tail(["acc-1"], [4], 0, 7, balance_fold, DECODERS) == (8, [5])
+    assert await store.fold_tail(["acc-1"], [3], 0, 12, balance_fold, DECODERS) is None
 
 
 async def test_purge_erases_hidden_events_from_the_global_log_with_an_audit_record(
@@ -194,7 +204,7 @@ async def test_purge_erases_hidden_events_from_the_global_log_with_an_audit_reco
     acc1 = [e for e in log if e.stream_id == "acc-1"]
     nothing = await store.purge_stream("acc-1", actor="ops", reason="nothing hidden yet")
     assert (nothing.events, nothing.from_version, nothing.to_version) == (0, 0, 0)
-    await store.truncate_stream("acc-1", 3)
+    assert await store.truncate_stream("acc-1", 3) == 4
     record = await store.purge_stream("acc-1", actor="ops@example.com", reason="retention 30d")
     assert record.stream_id == "acc-1" and record.events == 2
     assert (record.from_version, record.to_version) == (1, 2)
@@ -207,7 +217,7 @@ async def test_purge_erases_hidden_events_from_the_global_log_with_an_audit_reco
         e for e in after if e.event_id == acc1[2].event_id
     ]
     assert await versions_read(store, "acc-1") == [3]
-    assert await store.stream_version("acc-1") == 3
+    assert await store.stream_version("acc-1") == 4
     # a reader past the deleted range, or inside it, reads on without waiting
     assert [e.position for e in await store.read_all(after_position=acc1[0].position)] == [
         e.position for e in after if e.position > acc1[0].position
@@ -223,8 +233,8 @@ async def test_purge_erases_hidden_events_from_the_global_log_with_an_audit_reco
     ]
     assert await store.purge_log("acc-2") == []
     # the stream goes on
-    await store.append([new("acc-1", Deposited(2))], expected={"acc-1": 3})
-    assert await versions_read(store, "acc-1") == [3, 4]
+    await store.append([new("acc-1", Deposited(2))], expected={"acc-1": 4})
+    assert await versions_read(store, "acc-1") == [3, 5]
 
 
 async def test_a_purged_event_id_is_forgotten(store: Any) -> None:

@@ -27,7 +27,6 @@ from eventcore import (
     stream,
 )
 from eventcore.snapshot import MemorySnapshotStore
-from eventcore.store import StreamBounds
 
 STREAMS = ["acc-1", "acc-2", "acc-3"]
 
@@ -58,12 +57,18 @@ class Record(Command[tuple[int, ...], Recorded]):
 
 @dataclass
 class ModelStream:
-    events: list[tuple[int, int]] = field(default_factory=list)  # (position, amount)
-    hidden: int = 0
-    purged: int = 0
+    events: list[tuple[int, int, int]] = field(default_factory=list)  # position, amount, version
+    version: int = 0  # events and truncations that hid something each take one
+    hidden: int = 0  # versions up to here are hidden
+    purged: int = 0  # versions up to here are erased
 
     def visible(self) -> tuple[int, ...]:
-        return tuple(a for _, a in self.events[self.hidden :])
+        return tuple(a for _, a, v in self.events if v > self.hidden)
+
+    def hide(self, upto: int) -> None:
+        if any(self.hidden < v <= upto for _, _, v in self.events):
+            self.hidden = upto
+            self.version += 1
 
 
 class LifecycleModel(RuleBasedStateMachine):
@@ -75,8 +80,10 @@ class LifecycleModel(RuleBasedStateMachine):
         self.position = 0
 
     def _added(self, stream_id: str, amount: int) -> None:
+        m = self.streams[stream_id]
         self.position += 1
-        self.streams[stream_id].events.append((self.position, amount))
+        m.version += 1
+        m.events.append((self.position, amount, m.version))
         self.log.append((self.position, stream_id, amount))
 
     @rule(stream_id=st.sampled_from(STREAMS), amount=st.integers(0, 99))
@@ -84,7 +91,7 @@ class LifecycleModel(RuleBasedStateMachine):
         m = self.streams[stream_id]
         self.store.append(
             [NewEvent(stream_id, *default_registry.encode(Recorded(amount)))],
-            expected={stream_id: len(m.events)},
+            expected={stream_id: m.version},
         )
         self._added(stream_id, amount)
 
@@ -97,26 +104,27 @@ class LifecycleModel(RuleBasedStateMachine):
     @rule(stream_id=st.sampled_from(STREAMS))
     def delete(self, stream_id: str) -> None:
         m = self.streams[stream_id]
-        assert self.store.delete_stream(stream_id, expected=len(m.events)) == len(m.events)
-        m.hidden = len(m.events)
+        was = m.version
+        m.hide(m.version)
+        assert self.store.delete_stream(stream_id, expected=was) == m.version
 
     @rule(stream_id=st.sampled_from(STREAMS), data=st.data())
     def truncate(self, stream_id: str, data: st.DataObject) -> None:
         m = self.streams[stream_id]
-        before = data.draw(st.integers(1, len(m.events) + 1))
-        assert self.store.truncate_stream(stream_id, before) == len(m.events)
-        m.hidden = max(m.hidden, before - 1)
+        before = data.draw(st.integers(1, m.version + 1))
+        m.hide(before - 1)
+        assert self.store.truncate_stream(stream_id, before) == m.version
 
     @rule(stream_id=st.sampled_from(STREAMS))
     def purge(self, stream_id: str) -> None:
         m = self.streams[stream_id]
         record = self.store.purge_stream(stream_id, actor="model", reason="test")
-        gone = m.events[m.purged : m.hidden]
+        gone = [e for e in m.events if m.purged < e[2] <= m.hidden]
         assert record.events == len(gone)
         if gone:
-            assert (record.from_version, record.to_version) == (m.purged + 1, m.hidden)
+            assert (record.from_version, record.to_version) == (gone[0][2], gone[-1][2])
             assert (record.first_position, record.last_position) == (gone[0][0], gone[-1][0])
-        erased = {p for p, _ in gone}
+        erased = {e[0] for e in gone}
         self.log = [e for e in self.log if e[0] not in erased]
         m.purged = m.hidden
 
@@ -126,14 +134,15 @@ class LifecycleModel(RuleBasedStateMachine):
             assert tuple(e.data.amount for e in self.store.read_stream(stream_id)) == m.visible()
             backwards = self.store.read_stream_backwards(stream_id)
             assert tuple(e.data.amount for e in reversed(backwards)) == m.visible()
-            assert self.store.stream_bounds(stream_id) == StreamBounds(m.hidden + 1, len(m.events))
+            deleted = m.hidden > 0 and not m.visible()
+            assert self.store.stream_bounds(stream_id) == (m.hidden + 1, m.version, deleted)
             state, versions = self.store.fold_streams(
                 [stream_id],
                 (),
                 lambda s, e, _sid: (*s, e.amount),
                 default_registry.decoders,
             )
-            assert (state, versions) == (m.visible(), [len(m.events)])
+            assert (state, versions) == (m.visible(), [m.version])
         assert [(e.position, e.stream_id, e.data.amount) for e in self.store.read_all()] == self.log
 
 

@@ -15,11 +15,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from tests.postgres.test_pg_app_role import readme_grants
 
 from eventcore import NO_STREAM, NewEvent, StoreError, default_registry
 from eventcore.postgres import PostgresStore
 from eventcore.projection import Subscription
+from tests.postgres.test_pg_app_role import readme_grants
 
 from ..bank_domain import AccountOpened, Deposited
 
@@ -65,9 +65,9 @@ async def test_the_app_role_deletes_and_truncates_but_never_purges(
         expected={"acc-1": NO_STREAM},
     )
     await app.append([new("acc-2", AccountOpened("bob"))])
-    assert await app.truncate_stream("acc-1", 2) == 2
+    assert await app.truncate_stream("acc-1", 2) == 3
     assert [e.version for e in await app.read_stream("acc-1")] == [2]
-    assert await app.delete_stream("acc-2", expected=1) == 1
+    assert await app.delete_stream("acc-2", expected=1) == 2
     assert await app.read_stream("acc-2") == []
 
     with pytest.raises(StoreError, match="owner"):

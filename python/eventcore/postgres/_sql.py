@@ -166,14 +166,18 @@ class Queries:
             f" FROM st JOIN {s}.events e ON e.stream_id = st.stream_id"
             " AND e.version > st.hidden_upto) f ORDER BY pos"
         )
-        # A cached state's tail: each stream's events from version $2[i] on (the last one
-        # folded, for its position, then the new ones), with the version at which the
-        # stream was last truncated (a state folded at it or before cannot be extended).
+        # A cached state's tail: each stream's last event at or before version $2[i] (the
+        # last one folded, for its position: a truncation's version has no event) and the
+        # events after it, with the version the stream's last truncation took (a state
+        # folded before it cannot be extended).
         self.fold_tail = (
             "SELECT e.stream_id, e.event_type, e.payload, e.version, e.position,"
-            f" st.truncated_at FROM unnest($1::text[], $2::bigint[]) AS t(sid, v)"
-            f" JOIN {s}.streams st ON st.stream_id = t.sid JOIN {s}.events e"
-            " ON e.stream_id = t.sid AND e.version >= t.v ORDER BY e.position"
+            " st.truncated_at FROM unnest($1::text[], $2::bigint[]) AS t(sid, v)"
+            f" JOIN {s}.streams st ON st.stream_id = t.sid CROSS JOIN LATERAL ("
+            f"(SELECT * FROM {s}.events l WHERE l.stream_id = t.sid AND l.version <= t.v"
+            " ORDER BY l.version DESC LIMIT 1) UNION ALL"
+            f" (SELECT * FROM {s}.events n WHERE n.stream_id = t.sid AND n.version > t.v)) e"
+            " ORDER BY e.position"
         )
         # Stream reads skip hidden versions (migration 0006).
         hidden = (
@@ -196,7 +200,9 @@ class Queries:
         # -- stream lifecycle (migration 0006) --
         self.truncate_stream = f"SELECT o_status, o_version FROM {s}.truncate_stream($1, $2, $3)"
         self.stream_bounds = (
-            f"SELECT hidden_upto + 1, version FROM {s}.streams WHERE stream_id = $1"
+            f"SELECT st.hidden_upto + 1, st.version, st.hidden_upto > 0 AND NOT EXISTS"
+            f" (SELECT 1 FROM {s}.events e WHERE e.stream_id = st.stream_id"
+            f" AND e.version > st.hidden_upto) FROM {s}.streams st WHERE st.stream_id = $1"
         )
         purge_cols = (
             "stream_id, events, from_version, to_version, first_position, last_position,"

@@ -595,9 +595,9 @@ class PostgresStore:
         if rows is None:
             # Each stream from its last folded event on (also for streams of earlier
             # discovery rounds: that row says when the stream was last truncated).
-            rows = await self._fetch(self._q.fold_tail, ids, [max(v, 1) for v in versions])
+            rows = await self._fetch(self._q.fold_tail, ids, list(versions))
             for row in rows:
-                if row[5] and row[5] >= after[row[0]]:
+                if row[5] > after[row[0]]:
                     return None  # truncated since the state was folded: it may hold hidden events
         slot = {sid: i for i, sid in enumerate(ids)}
         now = dict(after)
@@ -721,7 +721,7 @@ class PostgresStore:
         return self._wrap(await self._fetch(self._q.read_by_ids, ids))
 
     async def stream_version(self, stream_id: str) -> int:
-        """A stream's version: its number of events (0 = no stream)."""
+        """A stream's version: its number of events, plus one per truncation (0 = no stream)."""
         version = await self._fetchval(self._q.stream_version, validate_stream_id(stream_id))
         return int(version or 0)
 
@@ -764,7 +764,9 @@ class PostgresStore:
     async def stream_bounds(self, stream_id: str) -> StreamBounds:
         """The first visible version and the version of ``stream_id``."""
         row = await self._fetchrow(self._q.stream_bounds, validate_stream_id(stream_id))
-        return StreamBounds(1, 0) if row is None else StreamBounds(int(row[0]), int(row[1]))
+        if row is None:
+            return StreamBounds(1, 0, False)
+        return StreamBounds(int(row[0]), int(row[1]), bool(row[2]))
 
     async def purge_stream(self, stream_id: str, *, actor: str, reason: str) -> PurgeRecord:
         """Erase the hidden events of ``stream_id`` and record who, when, what and why.

@@ -5,11 +5,14 @@
 -- __SCHEMA__ is replaced by the quoted, validated schema name; nothing else is templated.
 --
 -- - streams.hidden_upto: versions 1..hidden_upto are hidden (stream reads and folds skip
---   them). It only moves forward. The version never goes back: an append to a deleted
---   stream continues it, and expected versions compare with it as before.
--- - streams.truncated_at: the stream's version when hidden_upto last moved (0: never). A
---   state folded at that version or before may hold events hidden now, so a fold tail
---   (a state cache entry, a snapshot, a conflict's tail) cannot extend it.
+--   them). It only moves forward. A truncation or deletion that hides something takes
+--   the stream's next version (no event has it): a command that folded the stream before
+--   it expects an older version and conflicts, also on the warm path that appends a
+--   cached state without reading. The version never goes back: an append to a deleted
+--   stream continues after it.
+-- - streams.truncated_at: the version the last truncation took (0: never). A state
+--   folded at an earlier version may hold events hidden now, so a fold tail (a state
+--   cache entry, a snapshot, a conflict's tail) cannot extend it.
 -- - streams.purged_upto: versions 1..purged_upto were erased by purge_stream.
 -- - truncate_stream() is the application's (EXECUTE granted like append_events': see the
 --   README's GRANTs). purge_stream() is the owner's: SECURITY DEFINER, EXECUTE granted to
@@ -72,7 +75,7 @@ GRANT DELETE ON __SCHEMA__.events TO CURRENT_USER;
 
 -- Hide the events of p_stream with a version below p_before (NULL: every event it has,
 -- a soft delete) after checking p_expected like append_events (-1 any, -2 exists, else
--- exact). Returns (o_status, o_version): 'ok', 'conflict' (nothing hidden) or 'range'
+-- exact). Returns (o_status, o_version: the version after it): 'ok', 'conflict' (nothing hidden) or 'range'
 -- (p_before is not in 1..version + 1; nothing hidden). The stream's row is locked as an
 -- append locks it, so a truncation and an append to one stream are serialized.
 CREATE FUNCTION __SCHEMA__.truncate_stream(
@@ -103,9 +106,13 @@ BEGIN
         RETURN;
     END IF;
     hide := coalesce(p_before - 1, o_version);
-    IF hide > hidden THEN
-        UPDATE __SCHEMA__.streams s SET hidden_upto = hide, truncated_at = o_version
-         WHERE s.stream_id = p_stream;
+    -- Only a truncation that hides an event takes a version (and moves the point).
+    IF EXISTS (SELECT 1 FROM __SCHEMA__.events e
+                WHERE e.stream_id = p_stream AND e.version > hidden AND e.version <= hide) THEN
+        UPDATE __SCHEMA__.streams s
+           SET hidden_upto = hide, version = s.version + 1, truncated_at = s.version + 1
+         WHERE s.stream_id = p_stream
+        RETURNING s.version INTO o_version;
     END IF;
     o_status := 'ok';
 END
@@ -179,7 +186,7 @@ $$;
 REVOKE ALL ON FUNCTION __SCHEMA__.purge_stream(text, text, text) FROM PUBLIC;
 
 -- 0005's conflict_tail, and: no tail (NULL, the caller reads) when a checked stream was
--- truncated at or after the version the caller folded up to.
+-- truncated after the version the caller folded up to.
 CREATE OR REPLACE FUNCTION __SCHEMA__.conflict_tail(
     p_streams text[], p_after bigint[],
     OUT s text[], OUT t text[], OUT p bytea[], OUT v bigint[], OUT pos bigint[]
@@ -195,7 +202,7 @@ BEGIN
     PERFORM 1
        FROM unnest(p_streams, p_after) AS c(sid, after)
        JOIN __SCHEMA__.streams st ON st.stream_id = c.sid
-      WHERE c.after >= 0 AND st.truncated_at > 0 AND st.truncated_at >= c.after;
+      WHERE c.after >= 0 AND st.truncated_at > c.after;
     IF FOUND THEN
         RETURN;  -- every column NULL
     END IF;
