@@ -244,8 +244,8 @@ class MemoryStore:
         """Hide the events of ``stream`` below ``before_version`` (None: all); its version."""
     def purge_stream(self, stream: str) -> tuple[int, int, int, int, int]:
         """Erase the hidden events of ``stream``: (events, from/to version, first/last position)."""
-    def stream_bounds(self, stream: str) -> tuple[int, int]:
-        """(first visible version, version) of ``stream``."""
+    def stream_bounds(self, stream: str) -> tuple[int, int, bool]:
+        """(first visible version, version, deleted) of ``stream``."""
     def count_events(self, after: int, upto: int) -> int:
         """Stored (not erased) events at positions in ``(after, upto]``."""
     def has_holes(self) -> bool:
