@@ -133,8 +133,9 @@ async def test_a_late_commit_below_a_folded_event_means_a_full_fold() -> None:
     assert await store.fold_tail(["a", "b"], [1, 1], 0, 5, apply, decoders) == (6, [2, 1])
     # A stream of an earlier discovery round that moved: None.
     assert await store.fold_tail(["a", "b"], [1, 1], 1, 5, apply, decoders) is None
-    # A stream truncated at (or after) the folded version: None; truncated before: fine.
-    rows = [("a", name, payload, 1, 10, 1), ("b", name, payload, 1, 30, 0)]
+    # A stream whose last truncation took a version after the folded one: None; one
+    # folded at or after the truncation's version: fine.
+    rows = [("a", name, payload, 1, 10, 2), ("b", name, payload, 1, 30, 0)]
     assert await store.fold_tail(["a", "b"], [1, 1], 0, 5, apply, decoders) is None
     rows = [("a", name, payload, 2, 10, 1), ("b", name, payload, 1, 30, 0)]
     assert await store.fold_tail(["a", "b"], [2, 1], 0, 5, apply, decoders) == (5, [2, 1])
