@@ -1,19 +1,26 @@
 """Soft delete, truncate-before and purge against a plain-Python reference model.
 
 Hypothesis drives random appends, commands, deletes, truncations and purges over a few
-streams of an in-memory store with its state cache and durable snapshots on (one snapshot
-every two events). Every command checks in ``handle`` that the state it was given (cached,
-restored from a snapshot and extended, or folded in full) is exactly the fold of the
-stream's visible events in the model; reads, bounds and the global log must match it too.
+streams of a store with its state cache and durable snapshots on (one snapshot every two
+events): the in-memory store, and PostgreSQL (a fresh schema per run). Every command
+checks in ``handle`` that the state it was given (cached, restored from a snapshot and
+extended, appended on without reading, or folded in full) is exactly the fold of the
+stream's visible events in the model; reads, bounds, versions, purge records and the
+global log must match it too. Positions are learned from the store (PostgreSQL's are
+sparse).
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from eventcore import (
     Command,
@@ -22,11 +29,14 @@ from eventcore import (
     StreamId,
     default_registry,
     event,
+    execute,
     execute_sync,
     require,
     stream,
 )
+from eventcore.postgres import PostgresStore
 from eventcore.snapshot import MemorySnapshotStore
+from tests.pgserver import drop_schema, new_schema_name
 
 STREAMS = ["acc-1", "acc-2", "acc-3"]
 
@@ -72,33 +82,67 @@ class ModelStream:
 
 
 class LifecycleModel(RuleBasedStateMachine):
-    def __init__(self) -> None:
+    """Drives a store and the model with the same operations (``dsn``: PostgreSQL)."""
+
+    def __init__(self, dsn: str | None = None) -> None:
         super().__init__()
-        self.store = MemoryStore(snapshots=MemorySnapshotStore(), snapshot_every=2)
+        self.dsn = dsn
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.store: Any
+        if dsn is None:
+            self.store = MemoryStore(snapshots=MemorySnapshotStore(), snapshot_every=2)
+        else:
+            self.loop = asyncio.new_event_loop()
+            self.store = PostgresStore(dsn, schema=new_schema_name(), max_size=2, snapshot_every=2)
+            self.run(self.store.open())
+            self.run(self.store.migrate())
         self.streams = {s: ModelStream() for s in STREAMS}
         self.log: list[tuple[int, str, int]] = []  # (position, stream, amount), not purged
-        self.position = 0
+
+    def run(self, value: Any) -> Any:
+        """``value``, or what it returns as a coroutine (PostgreSQL)."""
+        if self.loop is not None and isinstance(value, Coroutine):
+            return self.loop.run_until_complete(value)
+        return value
+
+    def teardown(self) -> None:
+        if self.loop is None or self.dsn is None:
+            return
+        try:
+            self.run(self.store.close())
+        finally:
+            try:
+                self.run(drop_schema(self.dsn, self.store.schema))
+            finally:
+                self.loop.close()
 
     def _added(self, stream_id: str, amount: int) -> None:
         m = self.streams[stream_id]
-        self.position += 1
         m.version += 1
-        m.events.append((self.position, amount, m.version))
-        self.log.append((self.position, stream_id, amount))
+        [new] = self.run(self.store.read_stream(stream_id, after_version=m.version - 1))
+        assert new.version == m.version and new.data == Recorded(amount)
+        m.events.append((new.position, amount, m.version))
+        self.log.append((new.position, stream_id, amount))
 
     @rule(stream_id=st.sampled_from(STREAMS), amount=st.integers(0, 99))
     def append(self, stream_id: str, amount: int) -> None:
         m = self.streams[stream_id]
-        self.store.append(
-            [NewEvent(stream_id, *default_registry.encode(Recorded(amount)))],
-            expected={stream_id: m.version},
+        self.run(
+            self.store.append(
+                [NewEvent(stream_id, *default_registry.encode(Recorded(amount)))],
+                expected={stream_id: m.version},
+            )
         )
         self._added(stream_id, amount)
 
     @rule(stream_id=st.sampled_from(STREAMS), amount=st.integers(0, 99))
     def command(self, stream_id: str, amount: int) -> None:
         m = self.streams[stream_id]
-        execute_sync(self.store, Record(account=stream_id, amount=amount, expect=m.visible()))
+        command = Record(account=stream_id, amount=amount, expect=m.visible())
+        if self.loop is None:
+            execute_sync(self.store, command)
+        else:
+            self.run(execute(self.store, command))
         self._added(stream_id, amount)
 
     @rule(stream_id=st.sampled_from(STREAMS))
@@ -106,19 +150,19 @@ class LifecycleModel(RuleBasedStateMachine):
         m = self.streams[stream_id]
         was = m.version
         m.hide(m.version)
-        assert self.store.delete_stream(stream_id, expected=was) == m.version
+        assert self.run(self.store.delete_stream(stream_id, expected=was)) == m.version
 
     @rule(stream_id=st.sampled_from(STREAMS), data=st.data())
     def truncate(self, stream_id: str, data: st.DataObject) -> None:
         m = self.streams[stream_id]
         before = data.draw(st.integers(1, m.version + 1))
         m.hide(before - 1)
-        assert self.store.truncate_stream(stream_id, before) == m.version
+        assert self.run(self.store.truncate_stream(stream_id, before)) == m.version
 
     @rule(stream_id=st.sampled_from(STREAMS))
     def purge(self, stream_id: str) -> None:
         m = self.streams[stream_id]
-        record = self.store.purge_stream(stream_id, actor="model", reason="test")
+        record = self.run(self.store.purge_stream(stream_id, actor="model", reason="test"))
         gone = [e for e in m.events if m.purged < e[2] <= m.hidden]
         assert record.events == len(gone)
         if gone:
@@ -130,26 +174,43 @@ class LifecycleModel(RuleBasedStateMachine):
 
     @invariant()
     def reads_match(self) -> None:
+        store = self.store
         for stream_id, m in self.streams.items():
-            assert tuple(e.data.amount for e in self.store.read_stream(stream_id)) == m.visible()
-            backwards = self.store.read_stream_backwards(stream_id)
+            assert tuple(e.data.amount for e in self.run(store.read_stream(stream_id))) == (
+                m.visible()
+            )
+            backwards = self.run(store.read_stream_backwards(stream_id))
             assert tuple(e.data.amount for e in reversed(backwards)) == m.visible()
             deleted = m.hidden > 0 and not m.visible()
-            assert self.store.stream_bounds(stream_id) == (m.hidden + 1, m.version, deleted)
-            state, versions = self.store.fold_streams(
-                [stream_id],
-                (),
-                lambda s, e, _sid: (*s, e.amount),
-                default_registry.decoders,
+            assert self.run(store.stream_bounds(stream_id)) == (m.hidden + 1, m.version, deleted)
+            assert self.run(store.stream_version(stream_id)) == m.version
+            state, versions = self.run(
+                store.fold_streams(
+                    [stream_id],
+                    (),
+                    lambda s, e, _sid: (*s, e.amount),
+                    default_registry.decoders,
+                )
             )
             assert (state, versions) == (m.visible(), [m.version])
-        assert [(e.position, e.stream_id, e.data.amount) for e in self.store.read_all()] == self.log
+        log = self.run(store.read_all())
+        assert [(e.position, e.stream_id, e.data.amount) for e in log] == self.log
 
 
-LifecycleModel.TestCase.settings = settings(
+SETTINGS = settings(
     max_examples=60,
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-test_lifecycle_model = LifecycleModel.TestCase
+
+
+def test_the_memory_store_matches_the_model() -> None:
+    run_state_machine_as_test(LifecycleModel, settings=SETTINGS)
+
+
+@pytest.mark.postgres
+def test_postgres_matches_the_model(postgres_dsn: str) -> None:
+    run_state_machine_as_test(
+        lambda: LifecycleModel(postgres_dsn), settings=settings(SETTINGS, max_examples=15)
+    )
