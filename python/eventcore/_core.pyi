@@ -244,6 +244,16 @@ class MemoryStore:
     def stream_version(self, stream: str) -> int:
         """The stream's version (number of events; 0 = no stream)."""
 
+    def truncate_stream(self, stream: str, before_version: int | None, expected: int) -> int:
+        """Hide the events of ``stream`` below ``before_version`` (None: all); its version."""
+    def purge_stream(self, stream: str) -> tuple[int, int, int, int, int]:
+        """Erase the hidden events of ``stream``: (events, from/to version, first/last position)."""
+    def stream_bounds(self, stream: str) -> tuple[int, int, bool]:
+        """(first visible version, version, deleted) of ``stream``."""
+    def count_events(self, after: int, upto: int) -> int:
+        """Stored (not erased) events at positions in ``(after, upto]``."""
+    def has_holes(self) -> bool:
+        """Whether erased events left holes in the positions."""
     def head(self) -> int:
         """The last global position (0 when empty)."""
 

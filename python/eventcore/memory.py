@@ -7,16 +7,26 @@ import threading
 import uuid
 import weakref
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventcore import _core
-from eventcore.errors import InvalidMetadata
+from eventcore._lifecycle import check_before, check_expected, check_purge, out_of_range
+from eventcore.errors import InvalidMetadata, ValidationError
 from eventcore.metadata import Metadata
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, recorded_events
 from eventcore.registry import EventRegistry, default_registry
 from eventcore.snapshot import SNAPSHOT_EVERY, SnapshotStore, Snapshotter
 from eventcore.state_cache import DEFAULT_MAX_ENTRIES, StateCache, make_state_cache
-from eventcore.store import Apply, ColumnBuffers, Decoders, Expected, LogHoldback
+from eventcore.store import (
+    Apply,
+    ColumnBuffers,
+    Decoders,
+    Expected,
+    LogHoldback,
+    PurgeRecord,
+    StreamBounds,
+)
 
 if TYPE_CHECKING:
     import asyncio
@@ -87,6 +97,8 @@ class MemoryStore:
             else None
         )
         """The store's snapshot policy (:mod:`eventcore.snapshot`); None: no snapshots."""
+        self._purges: list[PurgeRecord] = []
+        self._purges_lock = threading.Lock()
         self.aio = AsyncMemoryStore(self)
         """The same store with the async :class:`~eventcore.store.EventStore` API."""
 
@@ -194,7 +206,7 @@ class MemoryStore:
         return self._wrap(self._core.read_by_ids(event_ids))
 
     def stream_version(self, stream_id: str) -> int:
-        """A stream's version: its number of events (0 = no stream)."""
+        """A stream's version: its number of events, plus one per truncation (0 = no stream)."""
         return self._core.stream_version(stream_id)
 
     def head(self) -> int:
@@ -220,6 +232,68 @@ class MemoryStore:
         copied in Rust with the GIL released.
         """
         return self._core.read_columns(after_position, limit, known_types, known_streams)
+
+    # -- stream lifecycle (eventcore.store.SyncStreamLifecycle) ------------------------
+
+    def delete_stream(self, stream_id: str, *, expected: int = -1) -> int:
+        """Hide every event ``stream_id`` has now (a soft delete); its version.
+
+        See :class:`~eventcore.store.StreamLifecycle`: the version stays, an append
+        recreates the stream, the global log keeps the events until they are purged.
+
+        Raises:
+            ConcurrencyConflict: ``expected`` (as for an append) did not match.
+        """
+        return self._core.truncate_stream(stream_id, None, check_expected(expected))
+
+    def truncate_stream(self, stream_id: str, before_version: int, *, expected: int = -1) -> int:
+        """Hide the events of ``stream_id`` below ``before_version``; its version.
+
+        Raises:
+            ConcurrencyConflict: ``expected`` did not match; nothing hidden.
+            ValueError: ``before_version`` is not between 1 and the version + 1.
+        """
+        check_expected(expected)
+        try:
+            return self._core.truncate_stream(stream_id, check_before(before_version), expected)
+        except ValueError as exc:
+            if isinstance(exc, ValidationError):  # an invalid stream id
+                raise
+            version = self._core.stream_version(stream_id)
+            raise out_of_range(stream_id, before_version, version) from None
+
+    def stream_bounds(self, stream_id: str) -> StreamBounds:
+        """The first visible version and the version of ``stream_id``."""
+        return StreamBounds(*self._core.stream_bounds(stream_id))
+
+    def purge_stream(self, stream_id: str, *, actor: str, reason: str) -> PurgeRecord:
+        """Erase the hidden events of ``stream_id`` and record who, when, what and why.
+
+        Their payloads, metadata and ids are dropped (an id may be used again); the global
+        log skips their positions from now on.
+        """
+        check_purge(actor, reason)
+        with self._purges_lock:
+            n, first, last, low, high = self._core.purge_stream(stream_id)
+            record = PurgeRecord(
+                stream_id.strip(),
+                n,
+                first,
+                last,
+                low,
+                high,
+                actor,
+                None,
+                reason,
+                datetime.now(UTC),
+            )
+            self._purges.append(record)
+        return record
+
+    def purge_log(self, stream_id: str | None = None) -> list[PurgeRecord]:
+        """Every purge's audit record (of ``stream_id`` only), oldest first."""
+        with self._purges_lock:
+            return [p for p in self._purges if stream_id is None or p.stream_id == stream_id]
 
     def memory_usage(self) -> int:
         """Approximate bytes held by the store's data structures."""
@@ -412,6 +486,28 @@ class AsyncMemoryStore:
         """See :meth:`MemoryStore.head`."""
         return self.sync.head()
 
+    async def delete_stream(self, stream_id: str, *, expected: int = -1) -> int:
+        """See :meth:`MemoryStore.delete_stream`."""
+        return self.sync.delete_stream(stream_id, expected=expected)
+
+    async def truncate_stream(
+        self, stream_id: str, before_version: int, *, expected: int = -1
+    ) -> int:
+        """See :meth:`MemoryStore.truncate_stream`."""
+        return self.sync.truncate_stream(stream_id, before_version, expected=expected)
+
+    async def stream_bounds(self, stream_id: str) -> StreamBounds:
+        """See :meth:`MemoryStore.stream_bounds`."""
+        return self.sync.stream_bounds(stream_id)
+
+    async def purge_stream(self, stream_id: str, *, actor: str, reason: str) -> PurgeRecord:
+        """See :meth:`MemoryStore.purge_stream`."""
+        return self.sync.purge_stream(stream_id, actor=actor, reason=reason)
+
+    async def purge_log(self, stream_id: str | None = None) -> list[PurgeRecord]:
+        """See :meth:`MemoryStore.purge_log`."""
+        return self.sync.purge_log(stream_id)
+
     async def list_streams(
         self, *, prefix: str | None = None, after: str | None = None, limit: int | None = None
     ) -> list[tuple[str, int]]:
@@ -430,12 +526,12 @@ class AsyncMemoryStore:
 
     @property
     def dense_positions(self) -> bool:
-        """True: positions are 1, 2, 3... without gaps."""
-        return True
+        """Whether positions are 1, 2, 3... without gaps: until a purge erases events."""
+        return not self.sync._core.has_holes()
 
     async def count_events(self, after_position: int, upto: int) -> int:
-        """How many events lie in ``(after_position, upto]`` (positions are dense)."""
-        return max(upto - after_position, 0)
+        """How many events lie in ``(after_position, upto]`` (purged ones are not counted)."""
+        return self.sync._core.count_events(max(after_position, 0), max(upto, 0))
 
     async def log_holdback(self) -> LogHoldback | None:
         """None: an in-memory append is visible the moment it returns."""

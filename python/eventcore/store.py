@@ -14,8 +14,10 @@ What a store must implement
       its checkpoint commit together (``transactional``).
 
 Optional faces: :class:`StreamCatalog` (listing streams), :class:`AsyncView` (a
-synchronous store's async view) and :class:`LoopThreadStore` (a synchronous store whose
-async face lives on an event loop thread of its own).
+synchronous store's async view), :class:`LoopThreadStore` (a synchronous store whose
+async face lives on an event loop thread of its own) and :class:`StreamLifecycle`
+(deleting, truncating and purging streams; :class:`SyncStreamLifecycle` on a synchronous
+store).
 
 The executor, the projection runner and the command line use only these; a new store
 implements them and passes the contract suite (``tests/contract``) and ``tests/projection``. A store
@@ -53,8 +55,12 @@ __all__ = [
     "LogHoldback",
     "LoopThreadStore",
     "ProjectionStore",
+    "PurgeRecord",
+    "StreamBounds",
     "StreamCatalog",
+    "StreamLifecycle",
     "SyncEventStore",
+    "SyncStreamLifecycle",
 ]
 
 S = TypeVar("S")
@@ -157,7 +163,7 @@ class EventStore(Protocol):
         ...
 
     async def stream_version(self, stream_id: str) -> int:
-        """A stream's version: its number of events (0 = no stream)."""
+        """A stream's version: its number of events, plus one per truncation (0 = no stream)."""
         ...
 
     async def head(self) -> int:
@@ -254,6 +260,126 @@ class StreamCatalog(Protocol):
         self, *, prefix: str | None = None, after: str | None = None, limit: int | None = None
     ) -> list[tuple[str, int]]:
         """``(stream id, version)`` pairs sorted by stream id, optionally by prefix."""
+        ...
+
+
+class StreamBounds(NamedTuple):
+    """Which versions of a stream reads and folds see (see :class:`StreamLifecycle`)."""
+
+    first_version: int
+    """The first version reads and folds may see: 1 when nothing is hidden."""
+    version: int
+    """The stream's version: the last version taken, by an event or a truncation."""
+    deleted: bool
+    """Whether the stream had events and every one of them is hidden (a tombstone)."""
+
+
+class PurgeRecord(NamedTuple):
+    """One hard deletion: the audit row :meth:`StreamLifecycle.purge_stream` writes."""
+
+    stream_id: str
+    """The stream whose hidden events were erased."""
+    events: int
+    """How many events were erased (0: nothing was hidden that was not erased already)."""
+    from_version: int
+    """The first version erased (0 when nothing was)."""
+    to_version: int
+    """The last version erased (0 when nothing was)."""
+    first_position: int
+    """The lowest global position erased: the deleted range readers of the log skip."""
+    last_position: int
+    """The highest global position erased."""
+    actor: str
+    """Who asked for it (given by the caller)."""
+    database_user: str | None
+    """The database role that ran it (PostgreSQL's ``session_user``; None in memory)."""
+    reason: str
+    """Why (given by the caller: a retention rule, a request's reference...)."""
+    purged_at: datetime
+    """When (UTC)."""
+
+
+@runtime_checkable
+class StreamLifecycle(Protocol):
+    """Deleting and truncating streams (both soft), and purging (hard deletion).
+
+    - Hidden events: :meth:`truncate_stream` hides the events below a version and
+      :meth:`delete_stream` every event a stream has (a tombstone). Stream reads, folds and
+      therefore commands, state caches and snapshots see only the visible events.
+    - A truncation or deletion that hides something takes the stream's next version (no
+      event has it): a command that folded the stream before it (its state cached
+      anywhere, or in a snapshot) expects an older version, conflicts and folds again.
+      Versions never go back: after a delete ``NO_STREAM`` fails, the version,
+      ``STREAM_EXISTS`` or ``ANY`` passes, and an append recreates the stream after it.
+    - The global log (``read_all``, projections, ``read_events_by_id``) keeps hidden events
+      until :meth:`purge_stream` erases them: their positions then stay empty, a deleted
+      range readers pass over without waiting.
+    - :meth:`purge_stream` is the privileged path: on PostgreSQL only the schema's owner
+      may run it (never the application role), and each purge writes a
+      :class:`PurgeRecord`.
+    """
+
+    async def delete_stream(self, stream_id: str, *, expected: int = -1) -> int:
+        """Hide every event ``stream_id`` has now (a soft delete); its version after it.
+
+        Raises:
+            ConcurrencyConflict: ``expected`` (as for an append) did not match; nothing hidden.
+        """
+        ...
+
+    async def truncate_stream(
+        self, stream_id: str, before_version: int, *, expected: int = -1
+    ) -> int:
+        """Hide the events of ``stream_id`` with a version below ``before_version``.
+
+        The hidden point only moves forward (an earlier one changes nothing, and takes no
+        version). Returns the stream's version after it.
+
+        Raises:
+            ConcurrencyConflict: ``expected`` did not match; nothing hidden.
+            ValueError: ``before_version`` is not between 1 and the version + 1.
+        """
+        ...
+
+    async def stream_bounds(self, stream_id: str) -> StreamBounds:
+        """The first visible version and the version of ``stream_id``."""
+        ...
+
+    async def purge_stream(self, stream_id: str, *, actor: str, reason: str) -> PurgeRecord:
+        """Erase (hard-delete) the hidden events of ``stream_id``, with an audit record.
+
+        Raises:
+            StoreError: the caller may not purge (PostgreSQL: not the schema's owner).
+        """
+        ...
+
+    async def purge_log(self, stream_id: str | None = None) -> list[PurgeRecord]:
+        """The audit records of every purge (of ``stream_id`` only), oldest first."""
+        ...
+
+
+@runtime_checkable
+class SyncStreamLifecycle(Protocol):
+    """:class:`StreamLifecycle` on a synchronous store (same semantics, not async)."""
+
+    def delete_stream(self, stream_id: str, *, expected: int = -1) -> int:
+        """See :meth:`StreamLifecycle.delete_stream`."""
+        ...
+
+    def truncate_stream(self, stream_id: str, before_version: int, *, expected: int = -1) -> int:
+        """See :meth:`StreamLifecycle.truncate_stream`."""
+        ...
+
+    def stream_bounds(self, stream_id: str) -> StreamBounds:
+        """See :meth:`StreamLifecycle.stream_bounds`."""
+        ...
+
+    def purge_stream(self, stream_id: str, *, actor: str, reason: str) -> PurgeRecord:
+        """See :meth:`StreamLifecycle.purge_stream`."""
+        ...
+
+    def purge_log(self, stream_id: str | None = None) -> list[PurgeRecord]:
+        """See :meth:`StreamLifecycle.purge_log`."""
         ...
 
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
-use super::{check_limit, check_non_negative, Store, CHUNK_MASK, CHUNK_SHIFT};
+use super::{check_limit, check_non_negative, Store, CHUNK_MASK, CHUNK_SHIFT, ERASED};
 use crate::errors::CoreResult;
 
 /// The columns of a run of consecutive events.
@@ -53,8 +53,31 @@ impl Store {
             ..Columns::default()
         };
         let mut streams_seen = 0u32;
+        if self.erased > 0 {
+            // Erased events leave holes: walk on past them until the page is full.
+            let mut taken = 0;
+            for index in start..self.len {
+                if taken == limit {
+                    break;
+                }
+                let ev = self.event(index as u32);
+                if ev.event_type == ERASED {
+                    continue;
+                }
+                taken += 1;
+                cols.positions
+                    .extend_from_slice(&(index as i64 + 1).to_le_bytes());
+                cols.type_codes
+                    .extend_from_slice(&(ev.event_type as i32).to_le_bytes());
+                cols.stream_codes
+                    .extend_from_slice(&(ev.stream as i32).to_le_bytes());
+                cols.recorded_at
+                    .extend_from_slice(&ev.recorded_at.to_le_bytes());
+                streams_seen = streams_seen.max(ev.stream + 1);
+            }
+        }
         let mut index = start;
-        let end = start + n;
+        let end = if self.erased > 0 { start } else { start + n };
         while index < end {
             let chunk = &self.chunks[index >> CHUNK_SHIFT];
             let from = index & CHUNK_MASK as usize;

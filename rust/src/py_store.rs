@@ -548,6 +548,51 @@ impl MemoryStore {
         Ok(self.read(py, |_| true, |s| s.stream_version(stream))?)
     }
 
+    /// Hide the events of `stream` with a version below `before_version` (`None`: all it
+    /// has now) from stream reads and folds, after checking `expected`; its version.
+    #[pyo3(signature = (stream, before_version, expected))]
+    fn truncate_stream(
+        &self,
+        py: Python<'_>,
+        stream: &str,
+        before_version: Option<i64>,
+        expected: i64,
+    ) -> PyResult<u64> {
+        Ok(py.detach(|| {
+            self.inner
+                .write()
+                .truncate(stream, before_version, expected)
+        })?)
+    }
+
+    /// Erase the hidden events of `stream`: `(events, from_version, to_version,
+    /// first_position, last_position)`, all 0 when nothing was erased.
+    fn purge_stream(&self, py: Python<'_>, stream: &str) -> PyResult<(u64, u64, u64, u64, u64)> {
+        let p = py.detach(|| self.inner.write().purge(stream))?;
+        Ok((
+            p.events,
+            p.from_version,
+            p.to_version,
+            p.first_position,
+            p.last_position,
+        ))
+    }
+
+    /// `(first visible version, version, deleted)` of a stream (`(1, 0, False)`: none).
+    fn stream_bounds(&self, py: Python<'_>, stream: &str) -> PyResult<(u64, u64, bool)> {
+        Ok(self.read(py, |_| true, |s| s.stream_bounds(stream))?)
+    }
+
+    /// How many stored (not erased) events lie at positions in `(after, upto]`.
+    fn count_events(&self, py: Python<'_>, after: u64, upto: u64) -> u64 {
+        self.read(py, |s| !s.has_holes(), |s| s.count_events(after, upto))
+    }
+
+    /// Whether erased events left holes in the positions.
+    fn has_holes(&self, py: Python<'_>) -> bool {
+        self.read(py, |_| true, Store::has_holes)
+    }
+
     /// Last global position (0 when empty).
     fn head(&self) -> u64 {
         self.head.load(Ordering::Acquire)

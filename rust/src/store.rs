@@ -72,7 +72,50 @@ struct Stream {
     name: Arc<str>,
     /// Event indexes (position - 1) of this stream's events, in version order.
     events: Vec<u32>,
+    /// The stream's version: its number of events, plus one for every truncation or
+    /// deletion that hid something (each takes a version no event has).
+    version: u32,
+    /// Versions `1..=hidden` are hidden from stream reads and folds (truncated or deleted).
+    hidden: u32,
+    /// The version the last truncation took (0: never): a state folded at an earlier
+    /// version may hold hidden events, so a fold tail cannot extend it.
+    truncated_at: u32,
+    /// Versions `1..=purged` are erased (hard-deleted); `purged <= hidden`.
+    purged: u32,
 }
+
+impl Stream {
+    /// How many of its events have a version `<= v` (their indexes in `events`).
+    #[inline]
+    fn count_upto(&self, chunks: &[Vec<StoredEvent>], v: u64) -> usize {
+        if self.version as usize == self.events.len() {
+            // no version was taken by a truncation: version n is entry n - 1
+            return usize::try_from(v)
+                .unwrap_or(usize::MAX)
+                .min(self.events.len());
+        }
+        self.events
+            .partition_point(|&i| u64::from(event_at(chunks, i).version) <= v)
+    }
+}
+
+/// What [`Store::purge`] erased from one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Purged {
+    /// Number of events erased (0: nothing was hidden and not yet erased).
+    pub events: u64,
+    /// The first and last version erased.
+    pub from_version: u64,
+    /// See `from_version`.
+    pub to_version: u64,
+    /// The first and last global position erased: the hole readers of the log skip.
+    pub first_position: u64,
+    /// See `first_position`.
+    pub last_position: u64,
+}
+
+/// The event type index of an erased event (its payload and id are gone).
+const ERASED: u32 = u32::MAX;
 
 /// One event to append (borrowed from the caller).
 #[derive(Debug, Clone, Copy)]
@@ -195,6 +238,8 @@ pub struct Store {
     hasher: DefaultHashBuilder,
     payload_heap: usize,
     metadata_heap: usize,
+    /// Events erased by [`Store::purge`] (their positions stay, empty).
+    erased: usize,
     names_heap: usize,
     stream_events_cap: usize,
 }
@@ -358,6 +403,10 @@ impl Store {
         self.streams.push(Stream {
             name,
             events: Vec::new(),
+            version: 0,
+            hidden: 0,
+            truncated_at: 0,
+            purged: 0,
         });
         let hash = self.hasher.hash_one(&*self.streams[index as usize].name);
         let (streams, hasher) = (&self.streams, &self.hasher);
@@ -398,7 +447,142 @@ impl Store {
     #[inline]
     fn version_of(&self, name: &str) -> u64 {
         self.find_stream(name)
-            .map_or(0, |i| self.streams[i as usize].events.len() as u64)
+            .map_or(0, |i| u64::from(self.streams[i as usize].version))
+    }
+
+    /// Hide the events of stream `name` with a version below `before` from stream reads and
+    /// folds (`None`: every event it has now, a soft delete), after checking `expected`
+    /// (as for an append). A truncation that hides an event takes the next version (no
+    /// event has it), so a state folded before it no longer matches the stream's version;
+    /// an append continues after it. The hidden point only moves forward (an earlier
+    /// `before` changes nothing). The global log still holds the events until
+    /// [`Store::purge`] erases them. Returns the stream's version.
+    pub fn truncate(&mut self, name: &str, before: Option<i64>, expected: i64) -> CoreResult<u64> {
+        let name = stream_id::validate(name)?;
+        if expected < STREAM_EXISTS {
+            return Err(CoreError::Value(format!(
+                "expected version of stream {name:?} must be >= -2 (got {expected})"
+            )));
+        }
+        let stream = self.find_stream(name);
+        let version = self.version_of(name);
+        let ok = match expected {
+            ANY => true,
+            STREAM_EXISTS => version >= 1,
+            exact => version == exact as u64,
+        };
+        if !ok {
+            return Err(CoreError::Conflict(vec![Conflict {
+                stream: name.to_owned(),
+                expected,
+                actual: version,
+            }]));
+        }
+        let hide = match before {
+            None => version,
+            Some(b) if b >= 1 && (b as u64) <= version + 1 => b as u64 - 1,
+            Some(b) => {
+                return Err(CoreError::Value(format!(
+                    "before_version of stream {name:?} must be between 1 and its version + 1 \
+                     ({}), got {b}",
+                    version + 1
+                )))
+            }
+        };
+        if let Some(i) = stream {
+            // Only a truncation that hides an event takes a version (and moves the point).
+            let st = &self.streams[i as usize];
+            if st.count_upto(&self.chunks, hide) > st.count_upto(&self.chunks, u64::from(st.hidden))
+            {
+                let s = &mut self.streams[i as usize];
+                s.hidden = hide as u32;
+                s.version += 1;
+                s.truncated_at = s.version;
+                return Ok(u64::from(s.version));
+            }
+        }
+        Ok(version)
+    }
+
+    /// Erase (hard-delete) the hidden events of stream `name` that are not erased yet:
+    /// payload, metadata and id are dropped (the id may be used again) and the global log
+    /// skips their positions from now on. What was erased (nothing when
+    /// `Purged::events == 0`).
+    pub fn purge(&mut self, name: &str) -> CoreResult<Purged> {
+        let name = stream_id::validate(name)?;
+        let Some(i) = self.find_stream(name) else {
+            return Ok(Purged::default());
+        };
+        let indexes: Vec<u32> = {
+            let s = &self.streams[i as usize];
+            let from = s.count_upto(&self.chunks, u64::from(s.purged));
+            let to = s.count_upto(&self.chunks, u64::from(s.hidden));
+            s.events[from..to].to_vec()
+        };
+        let hidden = self.streams[i as usize].hidden;
+        self.streams[i as usize].purged = hidden;
+        let (Some(&first), Some(&last)) = (indexes.first(), indexes.last()) else {
+            return Ok(Purged::default());
+        };
+        let versions = (self.event(first).version, self.event(last).version);
+        for &index in &indexes {
+            let ev =
+                &mut self.chunks[(index >> CHUNK_SHIFT) as usize][(index & CHUNK_MASK) as usize];
+            let id = ev.id();
+            self.payload_heap -= heap_size(ev.payload.len());
+            ev.payload = Box::default();
+            ev.metadata = None;
+            ev.event_type = ERASED;
+            let h = hash_id(id);
+            if let Ok(entry) = self
+                .ids
+                .find_entry(id_table_hash(h), |&(j, eh)| eh == h && j == index)
+            {
+                entry.remove();
+            }
+        }
+        self.erased += indexes.len();
+        Ok(Purged {
+            events: indexes.len() as u64,
+            from_version: u64::from(versions.0),
+            to_version: u64::from(versions.1),
+            first_position: u64::from(first) + 1,
+            last_position: u64::from(last) + 1,
+        })
+    }
+
+    /// The first visible version of a stream (1 when nothing is hidden), its version,
+    /// and whether it has events but none visible (deleted).
+    pub fn stream_bounds(&self, name: &str) -> CoreResult<(u64, u64, bool)> {
+        let name = stream_id::validate(name)?;
+        Ok(self.find_stream(name).map_or((1, 0, false), |i| {
+            let s = &self.streams[i as usize];
+            let visible = s.events.len() - s.count_upto(&self.chunks, u64::from(s.hidden));
+            (
+                u64::from(s.hidden) + 1,
+                u64::from(s.version),
+                !s.events.is_empty() && visible == 0,
+            )
+        }))
+    }
+
+    /// How many stored (not erased) events lie at positions in `(after, upto]`.
+    pub fn count_events(&self, after: u64, upto: u64) -> u64 {
+        let upto = upto.min(self.len as u64);
+        if after >= upto {
+            return 0;
+        }
+        if self.erased == 0 {
+            return upto - after;
+        }
+        (after as u32..upto as u32)
+            .filter(|&i| self.event(i).event_type != ERASED)
+            .count() as u64
+    }
+
+    /// Whether any event was erased (positions then have holes).
+    pub fn has_holes(&self) -> bool {
+        self.erased > 0
     }
 
     /// Append `events` atomically after checking `expected` versions (see the module docs of
@@ -505,7 +689,7 @@ impl Store {
             slot.stream = self.find_stream(slot.name);
             let actual = slot
                 .stream
-                .map_or(0, |i| self.streams[i as usize].events.len() as u64);
+                .map_or(0, |i| u64::from(self.streams[i as usize].version));
             let ok = match slot.expected {
                 ANY => true,
                 STREAM_EXISTS => actual >= 1,
@@ -527,10 +711,8 @@ impl Store {
             let versions = slots
                 .iter()
                 .map(|s| {
-                    let v = s
-                        .stream
-                        .map_or(0, |i| self.streams[i as usize].events.len());
-                    (s.source, v as u64)
+                    let v = s.stream.map_or(0, |i| self.streams[i as usize].version);
+                    (s.source, u64::from(v))
                 })
                 .collect();
             return Ok(AppendOutcome {
@@ -573,10 +755,8 @@ impl Store {
         let versions = slots
             .iter()
             .map(|s| {
-                let v = s
-                    .stream
-                    .map_or(0, |i| self.streams[i as usize].events.len());
-                (s.source, v as u64)
+                let v = s.stream.map_or(0, |i| self.streams[i as usize].version);
+                (s.source, u64::from(v))
             })
             .collect();
         Ok(AppendOutcome {
@@ -599,7 +779,8 @@ impl Store {
         let cap_before = s.events.capacity();
         s.events.push(index);
         self.stream_events_cap += s.events.capacity() - cap_before;
-        let version = s.events.len() as u32;
+        s.version += 1;
+        let version = s.version;
         let payload: Box<[u8]> = Box::from(ev.payload);
         self.payload_heap += heap_size(payload.len());
         if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
@@ -709,10 +890,10 @@ impl Store {
             .iter()
             .enumerate()
             .filter_map(|(slot, s)| {
-                let events = &self.streams[(*s)? as usize].events;
-                let skip = usize::try_from(after(slot))
-                    .unwrap_or(usize::MAX)
-                    .min(events.len());
+                let stream = &self.streams[(*s)? as usize];
+                let events = &stream.events;
+                let skip =
+                    stream.count_upto(&self.chunks, after(slot).max(u64::from(stream.hidden)));
                 let rest = &events[skip..];
                 (!rest.is_empty()).then_some((slot as u32, rest))
             })
@@ -822,7 +1003,7 @@ impl Store {
         let streams = self.resolve_streams(names)?;
         let versions = streams
             .iter()
-            .map(|s| s.map_or(0, |i| self.streams[i as usize].events.len() as u64))
+            .map(|s| s.map_or(0, |i| u64::from(self.streams[i as usize].version)))
             .collect();
         let picked = self.merged(&streams, |_| 0, usize::MAX);
         Ok((self.rows_for_slots(&picked), versions))
@@ -850,18 +1031,25 @@ impl Store {
         let mut folded_up_to = 0u32; // 1 + the highest index of a folded event
         let mut tail_from = u32::MAX; // the lowest index of a tail event
         for (slot, s) in streams.iter().enumerate() {
-            let events: &[u32] = s.map_or(&[], |i| &self.streams[i as usize].events);
-            let now = events.len() as u64;
+            let stream = s.map(|i| &self.streams[i as usize]);
+            let events: &[u32] = stream.map_or(&[], |st| &st.events);
+            let now = stream.map_or(0, |st| u64::from(st.version));
             let was = after[slot];
             if now < was || (slot < fold_from && now != was) {
                 return Ok(None);
             }
+            // Truncated or deleted after the folded version: the state may hold events
+            // hidden now.
+            if stream.is_some_and(|st| u64::from(st.truncated_at) > was) {
+                return Ok(None);
+            }
             if slot >= fold_from {
-                if was > 0 {
-                    folded_up_to = folded_up_to.max(events[was as usize - 1] + 1);
+                let folded = stream.map_or(0, |st| st.count_upto(&self.chunks, was));
+                if folded > 0 {
+                    folded_up_to = folded_up_to.max(events[folded - 1] + 1);
                 }
-                if now > was {
-                    tail_from = tail_from.min(events[was as usize]);
+                if folded < events.len() {
+                    tail_from = tail_from.min(events[folded]);
                 }
             }
             versions.push(now);
@@ -901,15 +1089,17 @@ impl Store {
         let Some(stream) = self.find_stream(name) else {
             return Ok(Rows::default());
         };
-        let events = &self.streams[stream as usize].events;
+        let stream = &self.streams[stream as usize];
+        let events = &stream.events;
         let end = match before {
             None => events.len(),
-            Some(b) => usize::try_from(b.saturating_sub(1))
-                .unwrap_or(usize::MAX)
-                .min(events.len()),
+            Some(b) => stream.count_upto(&self.chunks, b.saturating_sub(1)),
         };
-        let n = end.min(limit);
-        Ok(self.rows_for(events[..end].iter().rev().take(limit).copied(), n))
+        let start = stream
+            .count_upto(&self.chunks, u64::from(stream.hidden))
+            .min(end);
+        let n = (end - start).min(limit);
+        Ok(self.rows_for(events[start..end].iter().rev().take(limit).copied(), n))
     }
 
     /// Events after `after_position` in position order, optionally only of the given event
@@ -937,15 +1127,16 @@ impl Store {
             return Ok(Rows::default());
         }
         let range = (start as u32)..(self.len as u32);
-        if type_filter.is_none() && stream_prefix.is_none() {
+        if type_filter.is_none() && stream_prefix.is_none() && self.erased == 0 {
             let n = (self.len - start).min(limit);
             return Ok(self.rows_for(range.take(limit), n));
         }
         let picked = range.filter(|&i| {
             let ev = self.event(i);
-            type_filter
-                .as_ref()
-                .is_none_or(|w| w[ev.event_type as usize])
+            ev.event_type != ERASED
+                && type_filter
+                    .as_ref()
+                    .is_none_or(|w| w[ev.event_type as usize])
                 && stream_prefix
                     .is_none_or(|p| self.streams[ev.stream as usize].name.starts_with(p))
         });
@@ -987,7 +1178,7 @@ impl Store {
             .range::<str, _>((lower, RangeBound::Unbounded))
             .take_while(|(name, _)| name.starts_with(prefix))
             .take(limit)
-            .map(|(name, &i)| (name.clone(), self.streams[i as usize].events.len() as u64))
+            .map(|(name, &i)| (name.clone(), u64::from(self.streams[i as usize].version)))
             .collect())
     }
 
@@ -1250,6 +1441,79 @@ mod tests {
         assert_eq!(got, vec![(10, 1), (12, 3)]);
         assert_eq!(rows.payload(1), b"3");
         assert!(s.read_by_ids(&[]).rows.is_empty());
+    }
+
+    #[test]
+    fn truncate_hides_and_purge_erases() {
+        let mut s = Store::new();
+        for i in 0..6u128 {
+            let stream = if i % 2 == 0 { "a" } else { "b" };
+            s.append(&[], &[ev(stream, "T", &[i as u8], i + 1)], None)
+                .unwrap();
+        }
+        // a: positions 1, 3, 5 (versions 1..3); hiding versions 1 and 2 takes version 4
+        assert_eq!(s.truncate("a", Some(3), 3).unwrap(), 4);
+        let (rows, versions) = s.fold_rows(&["a"]).unwrap();
+        assert_eq!(versions, vec![4]);
+        assert_eq!(
+            rows.rows.iter().map(|r| r.version).collect::<Vec<_>>(),
+            vec![3]
+        );
+        assert_eq!(s.stream_bounds("a").unwrap(), (3, 4, false));
+        // a state folded before the truncation cannot be extended; one folded after can
+        assert!(s.tail_rows(&["a"], &[3], 0).unwrap().is_none());
+        assert!(s.tail_rows(&["a"], &[4], 0).unwrap().is_some());
+        // an earlier truncation point changes nothing; bad ones are refused
+        assert_eq!(s.truncate("a", Some(2), ANY).unwrap(), 4);
+        assert_eq!(s.stream_bounds("a").unwrap(), (3, 4, false));
+        assert!(matches!(
+            s.truncate("a", Some(6), ANY),
+            Err(CoreError::Value(_))
+        ));
+        assert!(matches!(
+            s.truncate("a", None, 3),
+            Err(CoreError::Conflict(_))
+        ));
+        // the global log still holds hidden events until they are purged
+        assert_eq!(s.read_all(0, None, None, None).unwrap().rows.len(), 6);
+        let p = s.purge("a").unwrap();
+        assert_eq!((p.events, p.from_version, p.to_version), (2, 1, 2));
+        assert_eq!((p.first_position, p.last_position), (1, 3));
+        assert_eq!(s.purge("a").unwrap().events, 0);
+        let all = s.read_all(0, None, None, None).unwrap();
+        assert_eq!(
+            all.rows.iter().map(|r| r.position).collect::<Vec<_>>(),
+            vec![2, 4, 5, 6]
+        );
+        assert_eq!(
+            s.read_all(0, Some(1), None, None).unwrap().rows[0].position,
+            2
+        );
+        assert_eq!(s.count_events(0, 6), 4);
+        assert!(s.read_by_ids(&[1, 3]).rows.is_empty());
+        let cols = s.read_columns(0, Some(2), 0, 0).unwrap();
+        assert_eq!(cols.positions.len(), 16);
+        // an append continues after the truncation's version; a delete hides the rest
+        s.append(&[("a", 4)], &[ev("a", "T", b"x", 99)], None)
+            .unwrap();
+        let back = s.read_stream_backwards("a", None, None).unwrap();
+        assert_eq!(
+            back.rows.iter().map(|r| r.version).collect::<Vec<_>>(),
+            vec![5, 3]
+        );
+        assert_eq!(
+            s.tail_rows(&["a"], &[4], 0).unwrap().unwrap().0.rows.len(),
+            1
+        );
+        assert_eq!(s.truncate("a", None, 5).unwrap(), 6);
+        assert!(s.fold_rows(&["a"]).unwrap().0.rows.is_empty());
+        assert_eq!(s.stream_bounds("a").unwrap(), (6, 6, true));
+        s.append(&[("a", 6)], &[ev("a", "T", b"y", 100)], None)
+            .unwrap();
+        let (rows, versions) = s.fold_rows(&["a"]).unwrap();
+        assert_eq!((rows.rows.len(), versions), (1, vec![7]));
+        let p = s.purge("a").unwrap();
+        assert_eq!((p.events, p.from_version, p.to_version), (2, 3, 5));
     }
 
     #[test]

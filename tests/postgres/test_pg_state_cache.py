@@ -107,7 +107,12 @@ async def test_a_late_commit_below_a_folded_event_means_a_full_fold() -> None:
     payload = store.registry.encode(Deposited(1))[1]
     name = store.registry.encode(Deposited(1))[0]
     # a: v1 at position 10 (folded); b: v1 at 30 (folded); a: v2 committed late at 20.
-    rows = [("a", name, payload, 1, 10), ("a", name, payload, 2, 20), ("b", name, payload, 1, 30)]
+    # The last column: the version the stream was last truncated at (0: never).
+    rows = [
+        ("a", name, payload, 1, 10, 0),
+        ("a", name, payload, 2, 20, 0),
+        ("b", name, payload, 1, 30, 0),
+    ]
 
     async def fetch(query: str, *args: Any) -> list[Any]:
         return rows
@@ -120,7 +125,17 @@ async def test_a_late_commit_below_a_folded_event_means_a_full_fold() -> None:
 
     assert await store.fold_tail(["a", "b"], [1, 1], 0, 0, apply, decoders) is None
     # Without the late one, the tail extends the state.
-    rows = [("a", name, payload, 1, 10), ("b", name, payload, 1, 30), ("a", name, payload, 2, 40)]
+    rows = [
+        ("a", name, payload, 1, 10, 0),
+        ("b", name, payload, 1, 30, 0),
+        ("a", name, payload, 2, 40, 0),
+    ]
     assert await store.fold_tail(["a", "b"], [1, 1], 0, 5, apply, decoders) == (6, [2, 1])
     # A stream of an earlier discovery round that moved: None.
     assert await store.fold_tail(["a", "b"], [1, 1], 1, 5, apply, decoders) is None
+    # A stream whose last truncation took a version after the folded one: None; one
+    # folded at or after the truncation's version: fine.
+    rows = [("a", name, payload, 1, 10, 2), ("b", name, payload, 1, 30, 0)]
+    assert await store.fold_tail(["a", "b"], [1, 1], 0, 5, apply, decoders) is None
+    rows = [("a", name, payload, 2, 10, 1), ("b", name, payload, 1, 30, 0)]
+    assert await store.fold_tail(["a", "b"], [2, 1], 0, 5, apply, decoders) == (5, [2, 1])

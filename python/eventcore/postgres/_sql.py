@@ -31,6 +31,7 @@ OUR_OBJECTS = (
     "projection_dead_letters",
     "snapshots",
     "subject_keys",
+    "purges",
 )
 """Relation names a migration creates: a foreign one with such a name stops the migration."""
 
@@ -153,29 +154,65 @@ class Queries:
             f" FROM {s}.append_events($1::text[], $2::bigint[], $3::uuid[], $4::text[],"
             " $5::text[], $6::bytea[], $7::uuid, $8::uuid, $9::text, $10::jsonb)"
         )
+        # A fold: first one (stream_id, NULL, version as 8 bytes) row per stream that has
+        # a row (its version: hidden events are not read, so not counted), then its
+        # visible events (migration 0006: versions above hidden_upto), in log order.
         self.fold = (
-            f"SELECT stream_id, event_type, payload FROM {s}.events"
-            " WHERE stream_id = ANY($1::text[]) ORDER BY position"
+            "SELECT sid, typ, payload FROM ("
+            f" WITH st AS MATERIALIZED (SELECT stream_id, version, hidden_upto FROM {s}.streams"
+            " WHERE stream_id = ANY($1::text[]))"
+            " SELECT st.stream_id AS sid, NULL::text AS typ, int8send(st.version) AS payload,"
+            " 0::bigint AS pos FROM st"
+            " UNION ALL SELECT e.stream_id, e.event_type, e.payload, e.position"
+            f" FROM st JOIN {s}.events e ON e.stream_id = st.stream_id"
+            " AND e.version > st.hidden_upto) f ORDER BY pos"
         )
-        # A cached state's tail: each stream's events from version $2[i] on (the last one
-        # folded, for its position, then the new ones).
+        # A cached state's tail: each stream's last event at or before version $2[i] (the
+        # last one folded, for its position: a truncation's version has no event) and the
+        # events after it, with the version the stream's last truncation took (a state
+        # folded before it cannot be extended).
         self.fold_tail = (
-            "SELECT e.stream_id, e.event_type, e.payload, e.version, e.position"
-            f" FROM unnest($1::text[], $2::bigint[]) AS t(sid, v) JOIN {s}.events e"
-            " ON e.stream_id = t.sid AND e.version >= t.v ORDER BY e.position"
+            "SELECT e.stream_id, e.event_type, e.payload, e.version, e.position,"
+            " st.truncated_at FROM unnest($1::text[], $2::bigint[]) AS t(sid, v)"
+            f" JOIN {s}.streams st ON st.stream_id = t.sid CROSS JOIN LATERAL ("
+            f"(SELECT * FROM {s}.events l WHERE l.stream_id = t.sid AND l.version <= t.v"
+            " ORDER BY l.version DESC LIMIT 1) UNION ALL"
+            f" (SELECT * FROM {s}.events n WHERE n.stream_id = t.sid AND n.version > t.v)) e"
+            " ORDER BY e.position"
+        )
+        # Stream reads skip hidden versions (migration 0006).
+        hidden = (
+            f"coalesce((SELECT h.hidden_upto FROM {s}.streams h"
+            " WHERE h.stream_id = events.stream_id), 0)"
         )
         self.read_stream = (
             f"SELECT {cols} FROM {s}.events WHERE stream_id = $1 AND version > $2"
-            " ORDER BY version LIMIT $3"
+            f" AND version > {hidden} ORDER BY version LIMIT $3"
         )
         self.read_streams = (
             f"SELECT {cols} FROM {s}.events WHERE stream_id = ANY($1::text[]) AND version > $2"
-            " ORDER BY position LIMIT $3"
+            f" AND version > {hidden} ORDER BY position LIMIT $3"
         )
         self.read_stream_backwards = (
             f"SELECT {cols} FROM {s}.events"
             " WHERE stream_id = $1 AND ($2::bigint IS NULL OR version < $2)"
-            " ORDER BY version DESC LIMIT $3"
+            f" AND version > {hidden} ORDER BY version DESC LIMIT $3"
+        )
+        # -- stream lifecycle (migration 0006) --
+        self.truncate_stream = f"SELECT o_status, o_version FROM {s}.truncate_stream($1, $2, $3)"
+        self.stream_bounds = (
+            f"SELECT st.hidden_upto + 1, st.version, st.hidden_upto > 0 AND NOT EXISTS"
+            f" (SELECT 1 FROM {s}.events e WHERE e.stream_id = st.stream_id"
+            f" AND e.version > st.hidden_upto) FROM {s}.streams st WHERE st.stream_id = $1"
+        )
+        purge_cols = (
+            "stream_id, events, from_version, to_version, first_position, last_position,"
+            " actor, database_user, reason, purged_at"
+        )
+        self.purge_stream = f"SELECT {purge_cols} FROM {s}.purge_stream($1, $2, $3)"
+        self.purge_log = (
+            f"SELECT {purge_cols} FROM {s}.purges WHERE $1::text IS NULL OR stream_id = $1"
+            " ORDER BY id"
         )
         # A page of the global log, first below the statement snapshot's xmin: every
         # transaction below it has ended, so this bound is safe with no lock scan and no

@@ -90,7 +90,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -102,6 +101,7 @@ import msgspec
 from asyncpg.exceptions import _base as pgbase
 
 from eventcore import _core
+from eventcore._lifecycle import check_before, check_expected, check_purge, out_of_range
 from eventcore.errors import (
     ConcurrencyConflict,
     ConfigurationError,
@@ -130,7 +130,15 @@ from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, as_uuid, r
 from eventcore.registry import EventRegistry, default_registry
 from eventcore.snapshot import SNAPSHOT_EVERY, Snapshotter
 from eventcore.state_cache import DEFAULT_MAX_ENTRIES, StateCache, make_state_cache
-from eventcore.store import Apply, ColumnBuffers, Decoders, Expected, LogHoldback
+from eventcore.store import (
+    Apply,
+    ColumnBuffers,
+    Decoders,
+    Expected,
+    LogHoldback,
+    PurgeRecord,
+    StreamBounds,
+)
 
 if TYPE_CHECKING:
     from eventcore.postgres.checkpoint import PostgresCheckpointStore
@@ -542,13 +550,17 @@ class PostgresStore:
     ) -> tuple[S, list[int]]:
         """Fold the events of ``streams`` (global order) into ``state``; also their versions.
 
-        One query reads every stream; the versions are those of the events read.
+        One query reads every stream's version, then its visible events (hidden ones,
+        below a truncation or deletion, are not read).
         """
         ids = check_stream_ids(streams)
         rows = await self._fetch(self._q.fold, ids)
-        # Every event of each stream is read, so a stream's version is its row count.
-        versions = Counter(r[0] for r in rows)
-        state = _core.fold(state, apply, decoders, rows)
+        versions = dict.fromkeys(ids, 0)
+        k = 0  # the rows before the events: (stream, NULL, version as 8 bytes)
+        while k < len(rows) and rows[k][1] is None:
+            versions[rows[k][0]] = int.from_bytes(rows[k][2], "big", signed=True)
+            k += 1
+        state = _core.fold(state, apply, decoders, rows[k:] if k else rows)
         return state, [versions[s] for s in ids]
 
     async def fold_tail(
@@ -581,9 +593,12 @@ class PostgresStore:
                 rows = [(s, "", b"", v, p) for s, (v, p) in base.items() if p and s in last]
                 rows += [r for r in hint.tail or () if r[0] in after]
         if rows is None:
-            # Streams of earlier discovery rounds only need to be unchanged: read after them.
-            starts = [v + 1 if i < fold_from else max(v, 1) for i, v in enumerate(versions)]
-            rows = await self._fetch(self._q.fold_tail, ids, starts)
+            # Each stream from its last folded event on (also for streams of earlier
+            # discovery rounds: that row says when the stream was last truncated).
+            rows = await self._fetch(self._q.fold_tail, ids, list(versions))
+            for row in rows:
+                if row[5] > after[row[0]]:
+                    return None  # truncated since the state was folded: it may hold hidden events
         slot = {sid: i for i, sid in enumerate(ids)}
         now = dict(after)
         seen: set[str] = set()  # streams whose last folded event was found
@@ -593,7 +608,8 @@ class PostgresStore:
             sid, version, position = row[0], row[3], row[4]
             if version <= after[sid]:
                 seen.add(sid)
-                folded_up_to = max(folded_up_to, position)
+                if slot[sid] >= fold_from:
+                    folded_up_to = max(folded_up_to, position)
                 continue
             if slot[sid] < fold_from:
                 return None  # an earlier round's stream moved: discovery may differ
@@ -705,9 +721,83 @@ class PostgresStore:
         return self._wrap(await self._fetch(self._q.read_by_ids, ids))
 
     async def stream_version(self, stream_id: str) -> int:
-        """A stream's version: its number of events (0 = no stream)."""
+        """A stream's version: its number of events, plus one per truncation (0 = no stream)."""
         version = await self._fetchval(self._q.stream_version, validate_stream_id(stream_id))
         return int(version or 0)
+
+    # -- stream lifecycle (eventcore.store.StreamLifecycle, migration 0006) ---------------
+
+    async def _truncate(self, stream_id: str, before: int | None, expected: int) -> int:
+        sid = validate_stream_id(stream_id)
+        row = await self._fetchrow(self._q.truncate_stream, sid, before, expected)
+        status, version = row[0], int(row[1])
+        if status == "conflict":
+            raise ConcurrencyConflict([(sid, expected, version)])
+        if status == "range":
+            raise out_of_range(sid, before or 0, version)
+        return version
+
+    async def delete_stream(self, stream_id: str, *, expected: int = -1) -> int:
+        """Hide every event ``stream_id`` has now (a soft delete); its version.
+
+        See :class:`~eventcore.store.StreamLifecycle`: the version stays, an append
+        recreates the stream, the global log keeps the events until they are purged. The
+        application role may call it (EXECUTE on ``truncate_stream``).
+
+        Raises:
+            ConcurrencyConflict: ``expected`` (as for an append) did not match.
+        """
+        return await self._truncate(stream_id, None, check_expected(expected))
+
+    async def truncate_stream(
+        self, stream_id: str, before_version: int, *, expected: int = -1
+    ) -> int:
+        """Hide the events of ``stream_id`` below ``before_version``; its version.
+
+        Raises:
+            ConcurrencyConflict: ``expected`` did not match; nothing hidden.
+            ValidationError: ``before_version`` is not between 1 and the version + 1.
+        """
+        check_expected(expected)
+        return await self._truncate(stream_id, check_before(before_version), expected)
+
+    async def stream_bounds(self, stream_id: str) -> StreamBounds:
+        """The first visible version and the version of ``stream_id``."""
+        row = await self._fetchrow(self._q.stream_bounds, validate_stream_id(stream_id))
+        if row is None:
+            return StreamBounds(1, 0, False)
+        return StreamBounds(int(row[0]), int(row[1]), bool(row[2]))
+
+    async def purge_stream(self, stream_id: str, *, actor: str, reason: str) -> PurgeRecord:
+        """Erase the hidden events of ``stream_id`` and record who, when, what and why.
+
+        Runs the schema owner's ``purge_stream`` function: the application role may not
+        (no EXECUTE), so connect as the owner (or a role it granted EXECUTE to) for it.
+        The global log skips the erased positions from then on; their event ids are
+        forgotten.
+
+        Raises:
+            StoreError: this connection's role may not purge.
+        """
+        check_purge(actor, reason)
+        sid = validate_stream_id(stream_id)
+        try:
+            pool = await self._get_pool()
+            row = await pool.fetchrow(self._q.purge_stream, sid, actor, reason)
+        except pgerr.InsufficientPrivilegeError as exc:
+            raise StoreError(
+                "only the schema's owner may purge events (the application role has no"
+                f" EXECUTE on purge_stream): {exc}"
+            ) from exc
+        except Exception as exc:
+            raise translate(exc, "purge") from exc
+        return PurgeRecord(*row)
+
+    async def purge_log(self, stream_id: str | None = None) -> list[PurgeRecord]:
+        """Every purge's audit record (of ``stream_id`` only), oldest first (the owner's
+        table: the application role may not read it)."""
+        rows = await self._fetch(self._q.purge_log, stream_id)
+        return [PurgeRecord(*r) for r in rows]
 
     async def head(self) -> int:
         """The highest position a reader of the global log may safely read up to (0: none).
