@@ -73,11 +73,13 @@ class Settings:
     """The service's configuration; :meth:`from_env` reads it from the environment."""
 
     dsn: str = "memory://"
-    """The store: ``memory://`` or ``postgresql://user:password@host:port/db``."""
+    """The store: ``memory://``, ``sqlite:///path/events.db`` or
+    ``postgresql://user:password@host:port/db``."""
     schema: str = "eventcore"
     """The PostgreSQL schema of the store."""
     migrate: bool = False
-    """Apply the store's migrations at start-up (needs the schema owner's rights)."""
+    """Apply the store's migrations at start-up (needs the schema owner's rights); for
+    SQLite, also create the file if there is none."""
     read_timeout: float = 2.0
     """The longest a read-your-writes query waits for the projection, in seconds."""
     max_lag_seconds: float = 5.0
@@ -147,7 +149,9 @@ def create_app(
             async with contextlib.AsyncExitStack() as stack:
                 options = Options(dsn=settings.dsn, schema=settings.schema, app=None)
                 try:
-                    opened = await stack.enter_async_context(open_store(options, registry=registry))
+                    opened = await stack.enter_async_context(
+                        open_store(options, registry=registry, create=settings.migrate)
+                    )
                 except click.ClickException as exc:  # a bad DSN, an unreachable server
                     raise ConfigurationError(f"EVENTCORE_DSN: {exc.format_message()}") from None
                 if settings.migrate and opened.postgres is not None:

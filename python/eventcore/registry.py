@@ -221,6 +221,9 @@ class EventRegistry:
             redefined = known is not None and known.__qualname__ == event_class.__qualname__
             if known is not None and not redefined:
                 raise ValueError(f"event type name {taken!r} is already used by {known!r}")
+        # The codec checks the class (a shredding codec its declarations) before anything
+        # changes: a class it refuses leaves the registry as it was.
+        decoder = self.codec.decoder(event_class)
         known = self._classes.get(name)
         if known is not None:
             self._forget(known)  # the same class redefined (module reload) or re-registered
@@ -232,7 +235,7 @@ class EventRegistry:
         self._versions[name] = version
         for alias in former:
             self._aliases[alias] = name
-        self._direct[name] = self.codec.decoder(event_class)
+        self._direct[name] = decoder
         self._rebuild()
         return event_class
 

@@ -8,14 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
 import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from eventcore.cli._store import check_dsn
 from tests.pgserver import drop_schema, new_schema_name
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -41,14 +39,7 @@ def service_dsn(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, st
     if request.param == "memory":
         return "memory://", None
     if request.param == "sqlite":
-        dsn = f"sqlite:///{tmp_path}/events.db"
-        try:
-            check_dsn(dsn)
-        except click.BadParameter:
-            # The command line's store opener learns SQLite DSNs in the sqlite branch
-            # (decisions D1); the service takes them through it, so this runs once merged.
-            pytest.skip("the CLI's store opener does not take sqlite:/// DSNs yet")
-        return dsn, None
+        return f"sqlite:///{tmp_path}/events.db", None
     return request.getfixturevalue("postgres_dsn"), new_schema_name()
 
 

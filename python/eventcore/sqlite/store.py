@@ -477,16 +477,17 @@ class SqliteStore:
                 current = self._versions(conn, [s for s, _ in checks])
         except sqlite3.Error as exc:
             raise q.translate(exc, "append") from exc
-        if len(stored) < len(ids):
-            first = next(i for i in ids if i in stored)
-            raise DuplicateEventId(
-                uuid.UUID(bytes=first), "only part of this batch was stored before"
-            )
         # The very same events, stored as one run of the log in this order (positions
-        # are dense: consecutive), with the same content and metadata.
+        # are dense: consecutive), with the same content and metadata. Decided on the
+        # batch's first event that is not a replay, in order, as the other stores do.
         previous = None
         versions: dict[str, int] = {}
         for e, i in zip(batch, ids, strict=True):
+            if i not in stored or ids[0] not in stored:
+                first = next(j for j in ids if j in stored)
+                raise DuplicateEventId(
+                    uuid.UUID(bytes=first), "only part of this batch was stored before"
+                )
             pos, _, sid, version, etype, payload, stored_meta = stored[i]
             if (
                 (sid, etype, payload) != (e[0], e[1], e[2])
