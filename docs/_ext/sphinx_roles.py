@@ -8,7 +8,8 @@ idioms that Markdown would show verbatim. This extension rewrites, in every docs
   a broken link). A name without a dot is looked up in the docstring's own module;
   ``~`` shows the last part only;
 - a doctest (lines from ``>>>`` to the next blank line) to a fenced ``pycon`` block
-  (Markdown would read ``>>>`` as nested quotes);
+  (Markdown would read ``>>>`` as nested quotes), without its ``# doctest:`` directives
+  (they are for the doctest runner, not the reader);
 - the ``::`` that introduces an indented literal block to ``:`` (the block itself is
   already code in Markdown);
 - a bullet list right under a line of text (reST's definition list, or a list without a
@@ -25,6 +26,7 @@ from typing import Any
 import griffe
 
 LITERAL = re.compile(r"(?<=\S)::$", re.M)
+DIRECTIVE = re.compile(r"\s*# doctest:[^\n]*$")
 ROLE = re.compile(
     r":(?:py:)?(?:func|class|meth|mod|attr|data|exc|obj|const):`(~?)\.?([\w.]+)`"
 )
@@ -69,7 +71,7 @@ def _fence_doctests(text: str) -> str:
         elif fence is not None and not stripped:
             out.append(f"{fence}```")
             fence = None
-        out.append(line)
+        out.append(DIRECTIVE.sub("", line) if fence is not None else line)
     if fence is not None:
         out.append(f"{fence}```")
     return "\n".join(out)
