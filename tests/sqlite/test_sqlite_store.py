@@ -28,7 +28,12 @@ from eventcore import (
 from eventcore.examples import bank
 from eventcore.projection import ProjectionRunner
 from eventcore.sqlite import SqliteCheckpointStore, SqliteStore
-from eventcore.store import ProjectionStore, SyncEventStore
+from eventcore.store import (
+    ProjectionStore,
+    StreamLifecycle,
+    SyncEventStore,
+    SyncStreamLifecycle,
+)
 
 
 @pytest.mark.parametrize("path", [":memory:", "", "file:x.db?mode=memory"])
@@ -68,6 +73,8 @@ def test_events_survive_a_reopen_and_the_file_is_in_wal_mode(tmp_path: Path) -> 
     with SqliteStore(path, registry=bank.registry) as store:
         assert isinstance(store, SyncEventStore)
         assert isinstance(store.aio, ProjectionStore)
+        assert isinstance(store, SyncStreamLifecycle)
+        assert isinstance(store.aio, StreamLifecycle)
         execute_sync(store, bank.OpenAccount(account="acc", owner="ann"))
         execute_sync(store, bank.Deposit(account="acc", amount=5))
     with SqliteStore(path, registry=bank.registry) as again:
