@@ -11,6 +11,7 @@ import asyncio
 import sqlite3
 import threading
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ import pytest
 
 from eventcore import (
     ConfigurationError,
+    DuplicateEventId,
+    MemoryStore,
+    Metadata,
     NewEvent,
     StoreError,
     ValidationError,
@@ -272,3 +276,25 @@ def test_threads_share_one_store_object(tmp_path: Path) -> None:
     assert [e.version for e in log] == list(range(1, 202))
     assert sum(e.data.amount for e in log[1:]) == 200
     store.close()
+
+
+def test_a_replay_is_judged_event_by_event_in_order_as_in_memory(tmp_path: Path) -> None:
+    """A run across two appends with other metadata, plus a new event: the first event
+    that is not a replay decides (here the second, stored with other metadata), as the
+    in-memory store and the stateful model say."""
+
+    def answer(store: Any) -> tuple[Any, str]:
+        a, b = uuid.uuid4(), uuid.uuid4()
+        store.append([NewEvent("acc-1", "m.A", b"1", a)])
+        store.append([NewEvent("acc-1", "m.A", b"2", b)], metadata=Metadata(custom={"t": 1}))
+        replay = [NewEvent("acc-1", "m.A", b"1", a), NewEvent("acc-1", "m.A", b"2", b)]
+        with pytest.raises(DuplicateEventId) as err:
+            store.append([*replay, NewEvent("acc-1", "m.A", b"3", uuid.uuid4())])
+        return (err.value.event_id == b, err.value.reason)
+
+    with SqliteStore(tmp_path / "events.db") as sqlite:
+        assert (
+            answer(sqlite)
+            == answer(MemoryStore())
+            == (True, "already stored with different content")
+        )

@@ -485,16 +485,17 @@ class SqliteStore:
                 current = self._versions(conn, [s for s, _ in checks])
         except sqlite3.Error as exc:
             raise q.translate(exc, "append") from exc
-        if len(stored) < len(ids):
-            first = next(i for i in ids if i in stored)
-            raise DuplicateEventId(
-                uuid.UUID(bytes=first), "only part of this batch was stored before"
-            )
-        # The very same events, stored as one run of the log in this order (positions
-        # are dense: consecutive), with the same content and metadata.
+        # The very same events, stored as one run of the log in this order (consecutive
+        # positions), with the same content and metadata. The first event (in order)
+        # that is not decides: a missing one means only part of the batch was stored.
         previous = None
         versions: dict[str, int] = {}
         for e, i in zip(batch, ids, strict=True):
+            if i not in stored:
+                first = next(j for j in ids if j in stored)
+                raise DuplicateEventId(
+                    uuid.UUID(bytes=first), "only part of this batch was stored before"
+                )
             pos, _, sid, version, etype, payload, stored_meta = stored[i]
             if (
                 (sid, etype, payload) != (e[0], e[1], e[2])
