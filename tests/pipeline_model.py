@@ -287,7 +287,7 @@ def run_command(
                         raise OutcomeUnknown(
                             f"an append's reply was lost and checking for it failed: {found}",
                             [e[3] for e in events],
-                        ) from found
+                        ) from (found if isinstance(found, BaseException) else None)
                     if found:
                         yield (DONE, ExecutionResult(_append_result(found), attempt))
                         return

@@ -1083,6 +1083,9 @@ FIXED = {
     "a lost reply, then a conflict, and the lookup fails": fixed(
         [emit("1")], [{APPEND: [lost()], LOOKUP: [Fault("down")]}], versions_first=True
     ),
+    "a lost reply, then a conflict, and the lookup answers garbage": fixed(
+        [emit("1")], [{APPEND: [lost()], LOOKUP: [Fault("garbage")]}], versions_first=True
+    ),
     "an unwritten lost reply, then a conflict: nothing found, run again": fixed(
         [emit("1")], [{APPEND: [lost("lost-unwritten", WRITE)]}]
     ),

@@ -91,6 +91,7 @@ async def test_a_fold_that_cannot_decode_names_the_stream(store: PostgresStore) 
     assert info.value.stream_id == "cart-1"
     assert info.value.stored_version == 2
     [_, bad] = await store.read_stream("cart-1")
+    assert (info.value.version, info.value.position) == (2, bad.position)  # the full fold's
     with pytest.raises(EventDecodeError) as read:
         _ = bad.data
     assert (read.value.stream_id, read.value.version, read.value.position) == (

@@ -2,7 +2,8 @@
 
 Hypothesis drives random appends, commands, deletes, truncations and purges over a few
 streams of a store with its state cache and durable snapshots on (one snapshot every two
-events): the in-memory store, and PostgreSQL (a fresh schema per run). Every command
+events): the in-memory store, SQLite (a fresh file per run) and PostgreSQL (a fresh
+schema per run). Every command
 checks in ``handle`` that the state it was given (cached, restored from a snapshot and
 extended, appended on without reading, or folded in full) is exactly the fold of the
 stream's visible events in the model; reads, bounds, versions, purge records and the
@@ -13,6 +14,8 @@ sparse).
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,14 +85,21 @@ class ModelStream:
 
 
 class LifecycleModel(RuleBasedStateMachine):
-    """Drives a store and the model with the same operations (``dsn``: PostgreSQL)."""
+    """Drives a store and the model with the same operations (``dsn``: PostgreSQL,
+    ``sqlite``: a SQLite file in a fresh directory)."""
 
-    def __init__(self, dsn: str | None = None) -> None:
+    def __init__(self, dsn: str | None = None, *, sqlite: bool = False) -> None:
         super().__init__()
         self.dsn = dsn
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.folder: str | None = None
         self.store: Any
-        if dsn is None:
+        if sqlite:
+            from eventcore.sqlite import SqliteStore
+
+            self.folder = tempfile.mkdtemp(prefix="eventcore-lifecycle-")
+            self.store = SqliteStore(f"{self.folder}/events.db", snapshot_every=2)
+        elif dsn is None:
             self.store = MemoryStore(snapshots=MemorySnapshotStore(), snapshot_every=2)
         else:
             self.loop = asyncio.new_event_loop()
@@ -106,6 +116,9 @@ class LifecycleModel(RuleBasedStateMachine):
         return value
 
     def teardown(self) -> None:
+        if self.folder is not None:
+            self.store.close()
+            shutil.rmtree(self.folder, ignore_errors=True)
         if self.loop is None or self.dsn is None:
             return
         try:
@@ -207,6 +220,12 @@ SETTINGS = settings(
 
 def test_the_memory_store_matches_the_model() -> None:
     run_state_machine_as_test(LifecycleModel, settings=SETTINGS)
+
+
+def test_sqlite_matches_the_model() -> None:
+    run_state_machine_as_test(
+        lambda: LifecycleModel(sqlite=True), settings=settings(SETTINGS, max_examples=30)
+    )
 
 
 @pytest.mark.postgres

@@ -11,6 +11,7 @@ import asyncio
 import sqlite3
 import threading
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ import pytest
 
 from eventcore import (
     ConfigurationError,
+    DuplicateEventId,
+    MemoryStore,
+    Metadata,
     NewEvent,
     StoreError,
     ValidationError,
@@ -28,7 +32,12 @@ from eventcore import (
 from eventcore.examples import bank
 from eventcore.projection import ProjectionRunner
 from eventcore.sqlite import SqliteCheckpointStore, SqliteStore
-from eventcore.store import ProjectionStore, SyncEventStore
+from eventcore.store import (
+    ProjectionStore,
+    StreamLifecycle,
+    SyncEventStore,
+    SyncStreamLifecycle,
+)
 
 
 @pytest.mark.parametrize("path", [":memory:", "", "file:x.db?mode=memory"])
@@ -68,6 +77,8 @@ def test_events_survive_a_reopen_and_the_file_is_in_wal_mode(tmp_path: Path) -> 
     with SqliteStore(path, registry=bank.registry) as store:
         assert isinstance(store, SyncEventStore)
         assert isinstance(store.aio, ProjectionStore)
+        assert isinstance(store, SyncStreamLifecycle)
+        assert isinstance(store.aio, StreamLifecycle)
         execute_sync(store, bank.OpenAccount(account="acc", owner="ann"))
         execute_sync(store, bank.Deposit(account="acc", amount=5))
     with SqliteStore(path, registry=bank.registry) as again:
@@ -265,3 +276,25 @@ def test_threads_share_one_store_object(tmp_path: Path) -> None:
     assert [e.version for e in log] == list(range(1, 202))
     assert sum(e.data.amount for e in log[1:]) == 200
     store.close()
+
+
+def test_a_replay_is_judged_event_by_event_in_order_as_in_memory(tmp_path: Path) -> None:
+    """A run across two appends with other metadata, plus a new event: the first event
+    that is not a replay decides (here the second, stored with other metadata), as the
+    in-memory store and the stateful model say."""
+
+    def answer(store: Any) -> tuple[Any, str]:
+        a, b = uuid.uuid4(), uuid.uuid4()
+        store.append([NewEvent("acc-1", "m.A", b"1", a)])
+        store.append([NewEvent("acc-1", "m.A", b"2", b)], metadata=Metadata(custom={"t": 1}))
+        replay = [NewEvent("acc-1", "m.A", b"1", a), NewEvent("acc-1", "m.A", b"2", b)]
+        with pytest.raises(DuplicateEventId) as err:
+            store.append([*replay, NewEvent("acc-1", "m.A", b"3", uuid.uuid4())])
+        return (err.value.event_id == b, err.value.reason)
+
+    with SqliteStore(tmp_path / "events.db") as sqlite:
+        assert (
+            answer(sqlite)
+            == answer(MemoryStore())
+            == (True, "already stored with different content")
+        )

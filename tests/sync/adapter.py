@@ -61,6 +61,29 @@ class Threaded:
     async def list_streams(self, *args: Any, **kwargs: Any) -> Any:
         return await self._call("list_streams", *args, **kwargs)
 
+    async def count_events(self, after_position: int, upto: int) -> Any:
+        aio = getattr(self.sync, "aio", None)  # MemoryStore counts on its async view
+        if aio is not None:
+            return await aio.count_events(after_position, upto)
+        return await self._call("count_events", after_position, upto)
+
+    # The stream lifecycle (SyncStreamLifecycle on the synchronous store).
+
+    async def delete_stream(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._call("delete_stream", *args, **kwargs)
+
+    async def truncate_stream(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._call("truncate_stream", *args, **kwargs)
+
+    async def stream_bounds(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._call("stream_bounds", *args, **kwargs)
+
+    async def purge_stream(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._call("purge_stream", *args, **kwargs)
+
+    async def purge_log(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._call("purge_log", *args, **kwargs)
+
 
 def sync_postgres_store(request: pytest.FixtureRequest, **options: Any) -> Any:
     """A migrated SyncPostgresStore on a fresh schema, closed and dropped after the test."""

@@ -30,7 +30,7 @@ from eventcore import (
     observe,
 )
 from eventcore.postgres import PostgresStore, SyncPostgresStore
-from eventcore.store import LoopThreadStore, SyncEventStore
+from eventcore.store import LoopThreadStore, SyncEventStore, SyncStreamLifecycle
 
 from ..bank_domain import Deposit, OpenAccount, Transfer, Withdraw
 
@@ -46,6 +46,7 @@ def _loop_threads() -> int:
 def test_it_is_a_sync_event_store(sync_pg: Any) -> None:
     assert isinstance(sync_pg, SyncEventStore)
     assert isinstance(sync_pg, LoopThreadStore)
+    assert isinstance(sync_pg, SyncStreamLifecycle)
     assert not isinstance(MemoryStore(), LoopThreadStore)
 
 

@@ -154,16 +154,17 @@ class Queries:
             f" FROM {s}.append_events($1::text[], $2::bigint[], $3::uuid[], $4::text[],"
             " $5::text[], $6::bytea[], $7::uuid, $8::uuid, $9::text, $10::jsonb)"
         )
-        # A fold: first one (stream_id, NULL, version as 8 bytes) row per stream that has
-        # a row (its version: hidden events are not read, so not counted), then its
-        # visible events (migration 0006: versions above hidden_upto), in log order.
+        # A fold: first one (stream_id, NULL, version as 8 bytes, 0, 0) row per stream
+        # that has a row (its version: hidden events are not read, so not counted), then
+        # its visible events (migration 0006: versions above hidden_upto), in log order,
+        # as 5-item fold rows (a decode error names the version and position).
         self.fold = (
-            "SELECT sid, typ, payload FROM ("
+            "SELECT sid, typ, payload, ver, pos FROM ("
             f" WITH st AS MATERIALIZED (SELECT stream_id, version, hidden_upto FROM {s}.streams"
             " WHERE stream_id = ANY($1::text[]))"
             " SELECT st.stream_id AS sid, NULL::text AS typ, int8send(st.version) AS payload,"
-            " 0::bigint AS pos FROM st"
-            " UNION ALL SELECT e.stream_id, e.event_type, e.payload, e.position"
+            " 0::bigint AS ver, 0::bigint AS pos FROM st"
+            " UNION ALL SELECT e.stream_id, e.event_type, e.payload, e.version, e.position"
             f" FROM st JOIN {s}.events e ON e.stream_id = st.stream_id"
             " AND e.version > st.hidden_upto) f ORDER BY pos"
         )

@@ -29,7 +29,7 @@ from eventcore.metadata import Metadata
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent
 from eventcore.registry import EventRegistry
 from eventcore.state_cache import StateCache
-from eventcore.store import Apply, Decoders, Expected, LogHoldback
+from eventcore.store import Apply, Decoders, Expected, LogHoldback, PurgeRecord, StreamBounds
 
 if TYPE_CHECKING:
     from eventcore._pipeline import ExecutionResult
@@ -481,7 +481,7 @@ class SyncPostgresStore:
         return self._run(self._store.read_events_by_id(event_ids))
 
     def stream_version(self, stream_id: str) -> int:
-        """A stream's version: its number of events (0 = no stream)."""
+        """A stream's version: its number of events, plus one per truncation (0 = no stream)."""
         return self._run(self._store.stream_version(stream_id))
 
     def head(self) -> int:
@@ -504,6 +504,41 @@ class SyncPostgresStore:
         """``(stream id, version)`` pairs sorted by stream id, optionally by prefix."""
         return self._run(self._store.list_streams(prefix=prefix, after=after, limit=limit))
 
+    def count_events(self, after_position: int, upto: int) -> int:
+        """How many events lie in ``(after_position, upto]`` (see
+        :meth:`PostgresStore.count_events`)."""
+        return self._run(self._store.count_events(after_position, upto))
+
     def wait_for_append(self, after_position: int, timeout: float) -> int:
         """Block until :meth:`head` passes ``after_position`` or ``timeout`` seconds pass."""
         return self._run(self._store.wait_for_append(after_position, timeout))
+
+    # -- stream lifecycle (eventcore.store.SyncStreamLifecycle) -----------------------
+
+    def delete_stream(self, stream_id: str, *, expected: int = -1) -> int:
+        """Hide every event ``stream_id`` has now (a soft delete); its version.
+
+        See :meth:`PostgresStore.delete_stream` and
+        :class:`~eventcore.store.StreamLifecycle`.
+        """
+        return self._run(self._store.delete_stream(stream_id, expected=expected))
+
+    def truncate_stream(self, stream_id: str, before_version: int, *, expected: int = -1) -> int:
+        """Hide the events of ``stream_id`` below ``before_version``; its version.
+
+        See :meth:`PostgresStore.truncate_stream`.
+        """
+        return self._run(self._store.truncate_stream(stream_id, before_version, expected=expected))
+
+    def stream_bounds(self, stream_id: str) -> StreamBounds:
+        """The first visible version and the version of ``stream_id``."""
+        return self._run(self._store.stream_bounds(stream_id))
+
+    def purge_stream(self, stream_id: str, *, actor: str, reason: str) -> PurgeRecord:
+        """Erase the hidden events of ``stream_id``, with an audit record (the schema
+        owner's alone: see :meth:`PostgresStore.purge_stream`)."""
+        return self._run(self._store.purge_stream(stream_id, actor=actor, reason=reason))
+
+    def purge_log(self, stream_id: str | None = None) -> list[PurgeRecord]:
+        """Every purge's audit record (of ``stream_id`` only), oldest first."""
+        return self._run(self._store.purge_log(stream_id))

@@ -620,7 +620,9 @@ class PostgresStore:
         if tail and tail[0][4] <= folded_up_to:
             return None  # a late commit landed below an event already folded
         if tail:
-            state = _core.fold(state, apply, decoders, [(r[0], r[1], r[2]) for r in tail])
+            state = _core.fold(
+                state, apply, decoders, [(r[0], r[1], r[2], r[3], r[4]) for r in tail]
+            )
         return state, [now[s] for s in ids]
 
     async def read_stream(

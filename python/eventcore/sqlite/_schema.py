@@ -41,20 +41,113 @@ COLS = "position, event_id, stream_id, version, event_type, payload, recorded_at
 """The columns :func:`eventcore.recorded.recorded_events` builds events from, in order."""
 
 INSERT = f"INSERT INTO events ({COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-HEAD = "SELECT coalesce(max(position), 0) FROM events"
-STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ?"
-# One stream's version and the head, in one statement (the common single-stream append).
-VERSION_AND_HEAD = (
-    "SELECT (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ?),"
-    " (SELECT coalesce(max(position), 0) FROM events)"
+# The highest position ever taken: a purge may erase the last events, and their
+# positions are never taken again (migration 0002).
+_HEAD = (
+    "max(coalesce((SELECT max(position) FROM events), 0),"
+    " coalesce((SELECT max(last_position) FROM purges), 0))"
 )
-FOLD_ONE = "SELECT stream_id, event_type, payload FROM events WHERE stream_id = ? ORDER BY version"
+# The version of the stream ?1: its last event's, or the version its last truncation took.
+_VERSION = (
+    "max(coalesce((SELECT max(version) FROM events WHERE stream_id = ?1), 0),"
+    " coalesce((SELECT truncated_at FROM stream_lifecycle WHERE stream_id = ?1), 0))"
+)
+HEAD = f"SELECT {_HEAD}"
+STREAM_VERSION = f"SELECT {_VERSION}"
+# One stream's version and the head, in one statement (the common single-stream append).
+VERSION_AND_HEAD = f"SELECT {_VERSION}, {_HEAD}"
+# The hidden versions of the stream ?1 (stream reads and folds skip them).
+HIDDEN = "coalesce((SELECT hidden_upto FROM stream_lifecycle WHERE stream_id = ?1), 0)"
+# A fold's rows: first one (stream, NULL, truncated_at, -1, 0) row per stream that was
+# ever truncated (the version its last truncation took), then the visible events as
+# 5-item fold rows (stream, type, payload, version, position).
+FOLD_ONE = (
+    "SELECT stream_id, NULL, truncated_at, -1, 0 FROM stream_lifecycle WHERE stream_id = ?1"
+    " UNION ALL SELECT stream_id, event_type, payload, version, position FROM events"
+    f" WHERE stream_id = ?1 AND version > {HIDDEN} ORDER BY 4"
+)
+FOLD_MANY = (
+    "SELECT stream_id, NULL, truncated_at, -1, 0 FROM stream_lifecycle"
+    " WHERE stream_id IN (SELECT value FROM json_each(?1))"
+    " UNION ALL SELECT e.stream_id, e.event_type, e.payload, e.version, e.position"
+    " FROM events e LEFT JOIN stream_lifecycle l ON l.stream_id = e.stream_id"
+    " WHERE e.stream_id IN (SELECT value FROM json_each(?1))"
+    " AND e.version > coalesce(l.hidden_upto, 0) ORDER BY 5"
+)
+# A fold tail: a (stream, NULL, truncated_at, -1, 0) row for each stream truncated after
+# the version its state was folded at (that state may hold events hidden now: no tail),
+# then each stream's events from ``$[2]`` on: for the streams of the last discovery round
+# its last event at or before ``$[1]`` (the last one folded, for its position: a
+# truncation's version has no event), for earlier rounds' the events after ``$[1]``.
+FOLD_TAIL = (
+    "SELECT l.stream_id, NULL, l.truncated_at, -1, 0 FROM json_each(?1) AS t"
+    " JOIN stream_lifecycle l ON l.stream_id = json_extract(t.value, '$[0]')"
+    " AND l.truncated_at > json_extract(t.value, '$[1]')"
+    " UNION ALL SELECT e.stream_id, e.event_type, e.payload, e.version, e.position"
+    " FROM json_each(?1) AS t JOIN events e ON e.stream_id = json_extract(t.value, '$[0]')"
+    " AND e.version >= CASE WHEN json_extract(t.value, '$[2]') THEN coalesce("
+    "(SELECT max(f.version) FROM events f WHERE f.stream_id = json_extract(t.value, '$[0]')"
+    " AND f.version <= json_extract(t.value, '$[1]')), 1)"
+    " ELSE json_extract(t.value, '$[1]') + 1 END ORDER BY 5"
+)
+# Each stream's version (those with neither events nor a truncation are left out).
+VERSIONS = (
+    "SELECT stream_id, max(v) FROM (SELECT stream_id, max(version) AS v FROM events"
+    " WHERE stream_id IN (SELECT value FROM json_each(?1)) GROUP BY stream_id"
+    " UNION ALL SELECT stream_id, truncated_at FROM stream_lifecycle"
+    " WHERE stream_id IN (SELECT value FROM json_each(?1))) GROUP BY stream_id"
+)
 READ_STREAM = (
-    f"SELECT {COLS} FROM events WHERE stream_id = ? AND version > ? ORDER BY version LIMIT ?"
+    f"SELECT {COLS} FROM events WHERE stream_id = ?1 AND version > ?2"
+    f" AND version > {HIDDEN} ORDER BY version LIMIT ?3"
+)
+READ_STREAMS = (
+    f"SELECT {', '.join('e.' + c for c in COLS.split(', '))} FROM events e"
+    " LEFT JOIN stream_lifecycle l ON l.stream_id = e.stream_id"
+    " WHERE e.stream_id IN (SELECT value FROM json_each(?1)) AND e.version > ?2"
+    " AND e.version > coalesce(l.hidden_upto, 0) ORDER BY e.position LIMIT ?3"
 )
 READ_BACKWARDS = (
-    f"SELECT {COLS} FROM events WHERE stream_id = ? AND version < ? ORDER BY version DESC LIMIT ?"
+    f"SELECT {COLS} FROM events WHERE stream_id = ?1 AND version < ?2"
+    f" AND version > {HIDDEN} ORDER BY version DESC LIMIT ?3"
 )
+# -- stream lifecycle (migration 0002) --
+# Whether the stream ?1 has a visible event at or below version ?2 not hidden yet.
+HIDES_AN_EVENT = (
+    f"SELECT 1 FROM events WHERE stream_id = ?1 AND version > {HIDDEN} AND version <= ?2 LIMIT 1"
+)
+TRUNCATE = (
+    "INSERT INTO stream_lifecycle (stream_id, hidden_upto, truncated_at) VALUES (?1, ?2, ?3)"
+    " ON CONFLICT (stream_id) DO UPDATE SET hidden_upto = excluded.hidden_upto,"
+    " truncated_at = excluded.truncated_at"
+)
+# (hidden_upto, version, whether a visible event is left) of the stream ?1.
+STREAM_BOUNDS = (
+    f"SELECT {HIDDEN}, {_VERSION}, EXISTS (SELECT 1 FROM events"
+    f" WHERE stream_id = ?1 AND version > {HIDDEN})"
+)
+# (purged_upto, hidden_upto) of the stream ?1 when it has hidden events not erased yet.
+PURGEABLE = (
+    "SELECT purged_upto, hidden_upto FROM stream_lifecycle"
+    " WHERE stream_id = ?1 AND hidden_upto > purged_upto"
+)
+PURGE_RANGE = (
+    "SELECT count(*), coalesce(min(version), 0), coalesce(max(version), 0),"
+    " coalesce(min(position), 0), coalesce(max(position), 0) FROM events"
+    " WHERE stream_id = ?1 AND version > ?2 AND version <= ?3"
+)
+PURGE_DELETE = "DELETE FROM events WHERE stream_id = ?1 AND version > ?2 AND version <= ?3"
+PURGE_MARK = "UPDATE stream_lifecycle SET purged_upto = hidden_upto WHERE stream_id = ?1"
+PURGE_RECORD = (
+    "INSERT INTO purges (stream_id, events, from_version, to_version, first_position,"
+    " last_position, actor, reason, purged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+PURGE_LOG = (
+    "SELECT stream_id, events, from_version, to_version, first_position, last_position,"
+    " actor, reason, purged_at FROM purges WHERE ?1 IS NULL OR stream_id = ?1 ORDER BY id"
+)
+# Whether a purge ever erased an event: the log's positions then have holes.
+PURGED = "SELECT EXISTS (SELECT 1 FROM purges WHERE events > 0)"
 COUNT_BETWEEN = "SELECT count(*) FROM events WHERE position > ? AND position <= ?"
 COLUMNS = (
     "SELECT position, event_type, stream_id, recorded_at FROM events"

@@ -43,14 +43,15 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
 from eventcore import _core
+from eventcore._lifecycle import check_before, check_expected, check_purge, out_of_range
 from eventcore.errors import (
     ConcurrencyConflict,
     ConfigurationError,
@@ -72,7 +73,15 @@ from eventcore.registry import EventRegistry, default_registry
 from eventcore.snapshot import SNAPSHOT_EVERY, Snapshot, Snapshotter
 from eventcore.sqlite import _schema as q
 from eventcore.state_cache import DEFAULT_MAX_ENTRIES, StateCache, make_state_cache
-from eventcore.store import Apply, ColumnBuffers, Decoders, Expected, LogHoldback
+from eventcore.store import (
+    Apply,
+    ColumnBuffers,
+    Decoders,
+    Expected,
+    LogHoldback,
+    PurgeRecord,
+    StreamBounds,
+)
 
 if TYPE_CHECKING:
     import asyncio
@@ -104,6 +113,11 @@ def _fits(expected: int, actual: int) -> bool:
 def _id_bytes(event_id: Any) -> bytes:
     """An event id (a UUID or its 128-bit int) as its 16 bytes."""
     return event_id.to_bytes(16, "big") if type(event_id) is int else as_uuid(event_id).bytes
+
+
+def _utc(micros: int) -> datetime:
+    """Microseconds since the epoch as an aware UTC datetime."""
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -436,13 +450,7 @@ class SqliteStore:
             return {streams[0]: conn.execute(q.STREAM_VERSION, streams).fetchone()[0]}
         found = dict.fromkeys(streams, 0)
         if streams:
-            found.update(
-                conn.execute(
-                    "SELECT stream_id, max(version) FROM events"
-                    " WHERE stream_id IN (SELECT value FROM json_each(?)) GROUP BY stream_id",
-                    (_json_list(streams),),
-                ).fetchall()
-            )
+            found.update(conn.execute(q.VERSIONS, (_json_list(streams),)).fetchall())
         return found
 
     def _stored(self, conn: sqlite3.Connection, ids: list[bytes]) -> list[Any]:
@@ -477,13 +485,13 @@ class SqliteStore:
                 current = self._versions(conn, [s for s, _ in checks])
         except sqlite3.Error as exc:
             raise q.translate(exc, "append") from exc
-        # The very same events, stored as one run of the log in this order (positions
-        # are dense: consecutive), with the same content and metadata. Decided on the
-        # batch's first event that is not a replay, in order, as the other stores do.
+        # The very same events, stored as one run of the log in this order (consecutive
+        # positions), with the same content and metadata. The first event (in order)
+        # that is not decides: a missing one means only part of the batch was stored.
         previous = None
         versions: dict[str, int] = {}
         for e, i in zip(batch, ids, strict=True):
-            if i not in stored or ids[0] not in stored:
+            if i not in stored:
                 first = next(j for j in ids if j in stored)
                 raise DuplicateEventId(
                     uuid.UUID(bytes=first), "only part of this batch was stored before"
@@ -511,6 +519,16 @@ class SqliteStore:
         its expected version on, read under the same lock (none when over 256)."""
         exc = ConcurrencyConflict(conflicts)
         base = {s: (v, 0) for s, v in checks if v >= 0}
+        if (
+            base
+            and conn.execute(
+                "SELECT 1 FROM json_each(?) AS t JOIN stream_lifecycle l"
+                " ON l.stream_id = json_extract(t.value, '$[0]')"
+                " AND l.truncated_at > json_extract(t.value, '$[1]') LIMIT 1",
+                (_json([[str(s), v] for s, (v, _) in base.items()]).decode(),),
+            ).fetchone()
+        ):
+            return exc  # truncated after the expected version: the caller folds in full
         rows: list[Any] = []
         for s, (v, _) in base.items():
             rows += conn.execute(
@@ -550,19 +568,25 @@ class SqliteStore:
     ) -> tuple[S, list[int]]:
         """Fold the events of ``streams`` (global order) into ``state``; also their versions.
 
-        One query reads every stream; Rust's fold loop calls ``apply``.
+        One query reads every stream's visible events (hidden ones, below a truncation or
+        deletion, are not read), after a row for each stream ever truncated that says
+        the version its last truncation took.
         """
         ids = check_stream_ids(streams)
         if len(ids) == 1:
             rows = self._all(q.FOLD_ONE, ids)
-            return _core.fold(state, apply, decoders, rows), [len(rows)]
-        rows = self._all(
-            "SELECT stream_id, event_type, payload FROM events"
-            " WHERE stream_id IN (SELECT value FROM json_each(?)) ORDER BY position",
-            (_json_list(ids),),
-        )
-        # Every event of each stream is read, so a stream's version is its row count.
-        versions = Counter(r[0] for r in rows)
+        else:
+            rows = self._all(q.FOLD_MANY, (_json_list(ids),))
+        versions = dict.fromkeys(ids, 0)
+        k = 0  # the rows before the events: (stream, NULL, truncated_at, -1, 0)
+        while k < len(rows) and rows[k][1] is None:
+            versions[rows[k][0]] = rows[k][2]
+            k += 1
+        if k:
+            rows = rows[k:]
+        # A stream's version: its last visible event's, or its last truncation's.
+        for sid, version in {r[0]: r[3] for r in rows}.items():
+            versions[sid] = max(versions[sid], version)
         return _core.fold(state, apply, decoders, rows), [versions[s] for s in ids]
 
     def fold_tail(
@@ -594,15 +618,15 @@ class SqliteStore:
                 rows = [(s, "", b"", v, p) for s, (v, p) in base.items() if p and s in last]
                 rows += [r for r in hint.tail or () if r[0] in after]
         if rows is None:
-            # Each stream from its last folded event on (earlier rounds' streams: after it).
-            starts = [v + 1 if i < fold_from else max(v, 1) for i, v in enumerate(versions)]
-            rows = self._all(
-                "SELECT e.stream_id, e.event_type, e.payload, e.version, e.position"
-                " FROM json_each(?) AS t JOIN events e"
-                " ON e.stream_id = json_extract(t.value, '$[0]')"
-                " AND e.version >= json_extract(t.value, '$[1]') ORDER BY e.position",
-                (_json([[str(s), v] for s, v in zip(ids, starts, strict=True)]).decode(),),
-            )
+            # Each stream from its last folded event on (earlier rounds' streams: after
+            # it), after a row for each stream truncated since its state was folded.
+            rounds = [
+                [str(s), v, i >= fold_from]
+                for i, (s, v) in enumerate(zip(ids, versions, strict=True))
+            ]
+            rows = self._all(q.FOLD_TAIL, (_json(rounds).decode(),))
+            if rows and rows[0][1] is None:
+                return None  # truncated since the state was folded: it may hold hidden events
         slot = {sid: i for i, sid in enumerate(ids)}
         now = dict(after)
         seen: set[str] = set()  # streams whose last folded event was found
@@ -623,7 +647,7 @@ class SqliteStore:
         if tail and tail[0][4] <= folded_up_to:
             return None
         if tail:
-            state = _core.fold(state, apply, decoders, [(r[0], r[1], r[2]) for r in tail])
+            state = _core.fold(state, apply, decoders, tail)
         return state, [now[s] for s in ids]
 
     # -- reads -----------------------------------------------------------------------
@@ -654,9 +678,7 @@ class SqliteStore:
         ids = check_stream_ids(stream_ids)
         limit = check_limit(limit)
         rows = self._all(
-            f"SELECT {q.COLS} FROM events WHERE stream_id IN (SELECT value FROM json_each(?))"
-            " AND version > ? ORDER BY position LIMIT ?",
-            (_json_list(ids), after_version, _NO_LIMIT if limit is None else limit),
+            q.READ_STREAMS, (_json_list(ids), after_version, _NO_LIMIT if limit is None else limit)
         )
         return self._wrap(rows)
 
@@ -749,23 +771,39 @@ class SqliteStore:
     def list_streams(
         self, *, prefix: str | None = None, after: str | None = None, limit: int | None = None
     ) -> list[tuple[str, int]]:
-        """``(stream id, version)`` pairs sorted by stream id (code points), by prefix."""
+        """``(stream id, version)`` pairs sorted by stream id (code points), by prefix.
+
+        A deleted stream is listed, with its version (also once its events are purged).
+        """
         limit = check_limit(limit)
-        sql = "SELECT stream_id, max(version) FROM events WHERE 1"
+        where = "WHERE 1"
         args: list[Any] = []
         if prefix:
-            sql += " AND substr(stream_id, 1, ?) = ?"
+            where += " AND substr(stream_id, 1, ?) = ?"
             args += [len(prefix), prefix]
         if after is not None:
-            sql += " AND stream_id > ?"
+            where += " AND stream_id > ?"
             args.append(after)
-        sql += " GROUP BY stream_id ORDER BY stream_id LIMIT ?"
-        args.append(_NO_LIMIT if limit is None else limit)
+        sql = (
+            f"SELECT stream_id, max(v) FROM (SELECT stream_id, max(version) AS v FROM events"
+            f" {where} GROUP BY stream_id UNION ALL SELECT stream_id, truncated_at"
+            f" FROM stream_lifecycle {where}) GROUP BY stream_id ORDER BY stream_id LIMIT ?"
+        )
+        args += [*args, _NO_LIMIT if limit is None else limit]
         return [(r[0], r[1]) for r in self._all(sql, args)]
 
+    @property
+    def dense_positions(self) -> bool:
+        """Whether positions are 1, 2, 3... without gaps: until a purge erases events."""
+        return not self._one(q.PURGED)
+
     def count_events(self, after_position: int, upto: int) -> int:
-        """How many events lie in ``(after_position, upto]`` (positions are dense)."""
-        return max(0, min(upto, self.head()) - after_position)
+        """How many events lie in ``(after_position, upto]`` (purged ones are not counted)."""
+        if upto <= after_position:
+            return 0
+        if self.dense_positions:
+            return max(0, min(upto, self.head()) - after_position)
+        return int(self._one(q.COUNT_BETWEEN, (after_position, upto)))
 
     def wait_for_append(self, after_position: int, timeout: float) -> int:
         """Block until the head passes ``after_position`` or ``timeout`` seconds pass; the head.
@@ -795,8 +833,87 @@ class SqliteStore:
                 self._waiting -= 1
 
     def __len__(self) -> int:
-        """The number of events (positions are dense: the head)."""
-        return self.head()
+        """The number of events in the log (purged ones are not counted)."""
+        return self.count_events(0, self.head())
+
+    # -- stream lifecycle (eventcore.store.SyncStreamLifecycle, migration 0002) --------
+
+    def _truncate(self, stream_id: str, before: int | None, expected: int) -> int:
+        """Hide the versions of ``stream_id`` below ``before`` (None: all), under the
+        write lock; the stream's version after it (see migration 0002)."""
+        sid = validate_stream_id(stream_id)
+        conn = self._conn()
+        with self._write(conn, "truncate"):
+            version = conn.execute(q.STREAM_VERSION, (sid,)).fetchone()[0]
+            if not _fits(expected, version):
+                raise ConcurrencyConflict([(sid, expected, version)])
+            if before is not None and before > version + 1:
+                raise out_of_range(sid, before, version)
+            hide = version if before is None else before - 1
+            # Only a truncation that hides an event takes a version (and moves the point).
+            if conn.execute(q.HIDES_AN_EVENT, (sid, hide)).fetchone() is None:
+                return int(version)
+            conn.execute(q.TRUNCATE, (sid, hide, version + 1))
+        return int(version) + 1
+
+    def delete_stream(self, stream_id: str, *, expected: int = -1) -> int:
+        """Hide every event ``stream_id`` has now (a soft delete); its version.
+
+        See :class:`~eventcore.store.StreamLifecycle`: the version stays, an append
+        recreates the stream, the global log keeps the events until they are purged.
+
+        Raises:
+            ConcurrencyConflict: ``expected`` (as for an append) did not match.
+        """
+        return self._truncate(stream_id, None, check_expected(expected))
+
+    def truncate_stream(self, stream_id: str, before_version: int, *, expected: int = -1) -> int:
+        """Hide the events of ``stream_id`` below ``before_version``; its version.
+
+        Raises:
+            ConcurrencyConflict: ``expected`` did not match; nothing hidden.
+            ValidationError: ``before_version`` is not between 1 and the version + 1.
+        """
+        check_expected(expected)
+        return self._truncate(stream_id, check_before(before_version), expected)
+
+    def stream_bounds(self, stream_id: str) -> StreamBounds:
+        """The first visible version and the version of ``stream_id``."""
+        sid = validate_stream_id(stream_id)
+        hidden, version, visible = self._all(q.STREAM_BOUNDS, (sid,))[0]
+        return StreamBounds(hidden + 1, version, hidden > 0 and not visible)
+
+    def purge_stream(self, stream_id: str, *, actor: str, reason: str) -> PurgeRecord:
+        """Erase the hidden events of ``stream_id`` and record who, when, what and why.
+
+        Their payloads, metadata and ids are deleted (an id may be used again); the
+        global log skips their positions from now on, and no append takes them again.
+        Anyone who can write the file can purge: guard it like the file.
+        """
+        check_purge(actor, reason)
+        sid = validate_stream_id(stream_id)
+        conn = self._conn()
+        now = time.time_ns() // 1000
+        with self._write(conn, "purge"):
+            found = conn.execute(q.PURGEABLE, (sid,)).fetchone()
+            n, first, last, low, high = 0, 0, 0, 0, 0
+            if found is not None:
+                purged, hidden = found
+                n, first, last, low, high = conn.execute(
+                    q.PURGE_RANGE, (sid, purged, hidden)
+                ).fetchone()
+                conn.execute(q.PURGE_DELETE, (sid, purged, hidden))
+                conn.execute(q.PURGE_MARK, (sid,))
+            conn.execute(q.PURGE_RECORD, (sid, n, first, last, low, high, actor, reason, now))
+        return PurgeRecord(sid, n, first, last, low, high, actor, None, reason, _utc(now))
+
+    def purge_log(self, stream_id: str | None = None) -> list[PurgeRecord]:
+        """Every purge's audit record (of ``stream_id`` only), oldest first."""
+        rows = self._all(q.PURGE_LOG, (stream_id,))
+        return [
+            PurgeRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], None, r[7], _utc(r[8]))
+            for r in rows
+        ]
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -1019,12 +1136,36 @@ class AsyncSqliteStore:
 
     @property
     def dense_positions(self) -> bool:
-        """True: positions are 1, 2, 3... without gaps."""
-        return True
+        """Whether positions are 1, 2, 3... without gaps: until a purge erases events."""
+        return self.sync.dense_positions
 
     async def count_events(self, after_position: int, upto: int) -> int:
-        """How many events lie in ``(after_position, upto]`` (positions are dense)."""
+        """How many events lie in ``(after_position, upto]`` (purged ones are not counted)."""
         return self.sync.count_events(after_position, upto)
+
+    # -- stream lifecycle (eventcore.store.StreamLifecycle) --------------------------
+
+    async def delete_stream(self, stream_id: str, *, expected: int = -1) -> int:
+        """See :meth:`SqliteStore.delete_stream`."""
+        return self.sync.delete_stream(stream_id, expected=expected)
+
+    async def truncate_stream(
+        self, stream_id: str, before_version: int, *, expected: int = -1
+    ) -> int:
+        """See :meth:`SqliteStore.truncate_stream`."""
+        return self.sync.truncate_stream(stream_id, before_version, expected=expected)
+
+    async def stream_bounds(self, stream_id: str) -> StreamBounds:
+        """See :meth:`SqliteStore.stream_bounds`."""
+        return self.sync.stream_bounds(stream_id)
+
+    async def purge_stream(self, stream_id: str, *, actor: str, reason: str) -> PurgeRecord:
+        """See :meth:`SqliteStore.purge_stream`."""
+        return self.sync.purge_stream(stream_id, actor=actor, reason=reason)
+
+    async def purge_log(self, stream_id: str | None = None) -> list[PurgeRecord]:
+        """See :meth:`SqliteStore.purge_log`."""
+        return self.sync.purge_log(stream_id)
 
     async def log_holdback(self) -> LogHoldback | None:
         """None: an append is visible to every reader the moment it commits."""
