@@ -94,6 +94,8 @@ class _Envelope(msgspec.Struct, frozen=True):
 
 _plain_encode = msgspec.msgpack.Encoder(enc_hook=enc_hook).encode
 _open_values = msgspec.msgpack.Decoder(dict[str, msgspec.Raw]).decode
+_plain_decode = msgspec.msgpack.Decoder().decode
+_ENVELOPE_FIELDS = frozenset(_Envelope.__struct_fields__)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -327,20 +329,39 @@ class ShreddingCodec:
             ) from exc
         self._checked.add(plan.cls)
 
+    def _unseal(self, subject: str, blob: bytes, type_name: str) -> dict[str, Any] | None:
+        """The sealed personal values (field name to MessagePack), or None when the
+        subject is forgotten (the placeholders stored in the event stay)."""
+        aead = self._aead(subject, self.keys.key(subject))
+        if aead is None:
+            return None
+        try:
+            if blob[:1] != _FORMAT:
+                raise InvalidTag
+            plain = aead.decrypt(blob[1 : 1 + _NONCE], blob[1 + _NONCE :], _AAD + subject.encode())
+        except InvalidTag:
+            raise CiphertextTampered(type_name, subject) from None
+        return _open_values(plain)
+
     def decoder(self, event_class: type) -> Callable[[bytes], Any]:
         """The inner codec's decoder for a class without personal fields; else one that
         opens the sealed fields (placeholders for a forgotten subject).
 
+        ``decoder(dict)`` (what the registry's upcasters start from) gives a payload's
+        plain fields, a sealed payload's personal fields opened (or left as placeholders):
+        upcasters never see the envelope, and ``converter`` builds the class from them.
+
         Raises:
             TypeError: a personal field has no subject or no valid placeholder.
         """
+        if event_class is dict:
+            return self._plain_decoder()
         inner = self.inner.decoder(event_class)
         plan = self._plan(event_class)
         if plan is None:
             return inner
         open_envelope = self._open_envelope
-        key_of = self.keys.key
-        aead_of = self._aead
+        unseal = self._unseal
         fields = plan.fields
         is_struct = plan.is_struct
         type_name = event_class.__qualname__
@@ -348,20 +369,9 @@ class ShreddingCodec:
         def decode(payload: bytes) -> Any:
             envelope = open_envelope(payload)
             event = inner(envelope.event)
-            subject = envelope.subject
-            aead = aead_of(subject, key_of(subject))
-            if aead is None:  # forgotten: the placeholders stored in the event stay
+            sealed = unseal(envelope.subject, envelope.sealed, type_name)
+            if sealed is None:  # forgotten: the placeholders stored in the event stay
                 return event
-            blob = envelope.sealed
-            try:
-                if blob[:1] != _FORMAT:
-                    raise InvalidTag
-                plain = aead.decrypt(
-                    blob[1 : 1 + _NONCE], blob[1 + _NONCE :], _AAD + subject.encode()
-                )
-            except InvalidTag:
-                raise CiphertextTampered(type_name, subject) from None
-            sealed = _open_values(plain)
             values = {f.name: f.decode(sealed[f.name]) for f in fields if f.name in sealed}
             if is_struct:
                 return msgspec.structs.replace(event, **values)
@@ -370,3 +380,31 @@ class ShreddingCodec:
             return event
 
         return decode
+
+    def _plain_decoder(self) -> Callable[[bytes], Any]:
+        plain = self.inner.decoder(dict)
+        open_envelope = self._open_envelope
+        unseal = self._unseal
+
+        def decode(payload: bytes) -> Any:
+            data = plain(payload)
+            if type(data) is not dict or data.keys() != _ENVELOPE_FIELDS:
+                return data  # an event without personal fields
+            envelope = open_envelope(payload)
+            fields = plain(envelope.event)
+            sealed = unseal(envelope.subject, envelope.sealed, "a stored event")
+            if sealed is not None:
+                fields.update({name: _plain_decode(raw) for name, raw in sealed.items()})
+            return fields
+
+        return decode
+
+    def converter(self, event_class: type) -> Callable[[Any], Any]:
+        """Build ``event_class`` from plain (upcast, already opened) fields: the inner
+        codec's converter, or its encode and decoder."""
+        make = getattr(self.inner, "converter", None)
+        if make is not None:
+            convert: Callable[[Any], Any] = make(event_class)
+            return convert
+        typed, encode = self.inner.decoder(event_class), self.inner.encode
+        return lambda data: typed(encode(data))
