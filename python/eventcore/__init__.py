@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         BusinessRuleViolation,
         CommandError,
         ConcurrencyConflict,
+        ConditionFailed,
         ConfigurationError,
         DuplicateEventId,
         EventCoreError,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
         InvalidEventType,
         InvalidMetadata,
         InvalidStreamId,
+        InvalidTag,
         LimitExceeded,
         OutcomeUnknown,
         ProjectionError,
@@ -78,6 +80,7 @@ __all__ = [
     "Command",
     "CommandError",
     "ConcurrencyConflict",
+    "ConditionFailed",
     "ConfigurationError",
     "DuplicateEventId",
     "EventCoreError",
@@ -87,6 +90,7 @@ __all__ = [
     "InvalidEventType",
     "InvalidMetadata",
     "InvalidStreamId",
+    "InvalidTag",
     "LimitExceeded",
     "MemoryStore",
     "Metadata",
@@ -123,6 +127,7 @@ _ERRORS = (
     "EventCoreError IdempotencyKeyReused InvalidEventType InvalidMetadata InvalidStreamId "
     "LimitExceeded OutcomeUnknown ProjectionError SerializationError StoreError "
     "StoreUnavailable StreamConflict UndeclaredStream UsageError ValidationError"
+    " ConditionFailed InvalidTag"
 )
 
 # Where each public name is defined.
