@@ -153,11 +153,8 @@ class Query:
 
 def query_arg(query: Query | Sequence[QueryItem]) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
     """``query`` as the stores take it: ``(types, tags)`` pairs, checked."""
-    if not isinstance(query, Query):
-        if isinstance(query, QueryItem):
-            query = Query(query)
-        else:
-            query = Query(*query)
+    if not isinstance(query, Query):  # a QueryItem is a tuple too: not its items
+        query = Query(query) if isinstance(query, QueryItem) else Query(*query)
     return [(item.types, item.tags) for item in query.items]
 
 

@@ -58,6 +58,17 @@ impl TagIndex {
         self.by_event.get(&index).map_or(&[], |t| t.as_slice())
     }
 
+    /// The tag names of an event, sorted.
+    fn names_of(&self, index: u32) -> Vec<Arc<str>> {
+        let mut names: Vec<Arc<str>> = self
+            .of(index)
+            .iter()
+            .map(|&t| self.names[t as usize].clone())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
     /// Approximate heap bytes held.
     pub fn memory_usage(&self) -> usize {
         let names: usize = self.names.iter().map(|n| 32 + n.len()).sum();
@@ -110,11 +121,7 @@ impl Store {
                 if p == 0 || p > self.len as u64 {
                     return Vec::new();
                 }
-                self.tags
-                    .of((p - 1) as u32)
-                    .iter()
-                    .map(|&t| self.tags.names[t as usize].clone())
-                    .collect()
+                self.tags.names_of((p - 1) as u32)
             })
             .collect()
     }
@@ -263,13 +270,9 @@ impl Store {
         let first = (out.first_position - 1) as u32;
         if out.replayed {
             for (k, ev) in events.iter().enumerate() {
-                let stored = self
-                    .tags
-                    .of(first + k as u32)
-                    .iter()
-                    .map(|&t| &*self.tags.names[t as usize]);
+                let stored = self.tags.names_of(first + k as u32);
                 let given: &[&str] = checked.get(k).map_or(&[], |t| t.as_slice());
-                if !stored.eq(given.iter().copied()) {
+                if !stored.iter().map(|t| &**t).eq(given.iter().copied()) {
                     return Err(CoreError::DuplicateEventId {
                         id: ev.id,
                         reason: "already stored with different tags",
@@ -321,6 +324,15 @@ mod tests {
         let evs = [ev("a", "X", 1), ev("b", "Y", 2), ev("c", "X", 3)];
         let tags: [&[&str]; 3] = [&["t1", "t2"], &["t1"], &["t2"]];
         s.append_tagged(&[], &evs, None, &tags, None).unwrap();
+        let t2: [&[&str]; 1] = [&["t2", "t0"]];
+        s.append_tagged(&[], &[ev("d", "Z", 4)], None, &t2, None)
+            .unwrap();
+        let names: Vec<Vec<String>> = s
+            .tags_at(&[1, 4])
+            .iter()
+            .map(|t| t.iter().map(|n| n.to_string()).collect())
+            .collect();
+        assert_eq!(names, [vec!["t1", "t2"], vec!["t0", "t2"]]);
         let ids = |items: &[QueryItem<'_>], after| {
             let (rows, pos) = s.read_query(items, after, None).unwrap();
             (
@@ -328,16 +340,16 @@ mod tests {
                 pos,
             )
         };
-        assert_eq!(ids(&[item(&[], &["t1"])], 0), (vec![1, 2], 3));
-        assert_eq!(ids(&[item(&["X"], &["t1"])], 0), (vec![1], 3));
-        assert_eq!(ids(&[item(&[], &["t1", "t2"])], 0), (vec![1], 3));
-        assert_eq!(ids(&[item(&["X"], &[])], 1), (vec![3], 3));
+        assert_eq!(ids(&[item(&[], &["t1"])], 0), (vec![1, 2], 4));
+        assert_eq!(ids(&[item(&["X"], &["t1"])], 0), (vec![1], 4));
+        assert_eq!(ids(&[item(&[], &["t1", "t2"])], 0), (vec![1], 4));
+        assert_eq!(ids(&[item(&["X"], &[])], 1), (vec![3], 4));
         assert_eq!(
             ids(&[item(&["Y"], &[]), item(&[], &["t2"])], 0),
-            (vec![1, 2, 3], 3)
+            (vec![1, 2, 3, 4], 4)
         );
-        assert_eq!(ids(&[item(&[], &["nope"])], 0), (vec![], 3));
-        assert_eq!(ids(&[], 0), (vec![], 3));
+        assert_eq!(ids(&[item(&[], &["nope"])], 0), (vec![], 4));
+        assert_eq!(ids(&[], 0), (vec![], 4));
     }
 
     #[test]
