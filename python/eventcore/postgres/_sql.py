@@ -31,6 +31,7 @@ OUR_OBJECTS = (
     "projection_dead_letters",
     "snapshots",
     "subject_keys",
+    "event_tags",
 )
 """Relation names a migration creates: a foreign one with such a name stops the migration."""
 
@@ -153,6 +154,21 @@ class Queries:
             f" FROM {s}.append_events($1::text[], $2::bigint[], $3::uuid[], $4::text[],"
             " $5::text[], $6::bytea[], $7::uuid, $8::uuid, $9::text, $10::jsonb)"
         )
+        # Tags and conditions (migration 0008).
+        self.append_tagged = (
+            "SELECT status, positions, streams, versions, conflict_expected, duplicate_id,"
+            " detail, tail_streams, tail_types, tail_payloads, tail_versions, tail_positions"
+            f" FROM {s}.append_events_tagged($1::text[], $2::bigint[], $3::uuid[], $4::text[],"
+            " $5::text[], $6::bytea[], $7::uuid, $8::uuid, $9::text, $10::jsonb,"
+            " $11::text[], $12::integer[], $13::jsonb, $14::bigint)"
+        )
+        self.tags_at = (
+            f"SELECT position, array_agg(tag ORDER BY tag) FROM {s}.event_tags"
+            " WHERE position = ANY($1::bigint[]) GROUP BY position"
+        )
+        self.query_cols = cols
+        self.events = f"{s}.events"
+        self.event_tags = f"{s}.event_tags"
         self.fold = (
             f"SELECT stream_id, event_type, payload FROM {s}.events"
             " WHERE stream_id = ANY($1::text[]) ORDER BY position"
