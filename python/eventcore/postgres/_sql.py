@@ -166,9 +166,7 @@ class Queries:
             f"SELECT position, array_agg(tag ORDER BY tag) FROM {s}.event_tags"
             " WHERE position = ANY($1::bigint[]) GROUP BY position"
         )
-        self.query_cols = cols
-        self.events = f"{s}.events"
-        self.event_tags = f"{s}.event_tags"
+        self.read_query = f"SELECT * FROM {s}.read_query($1::jsonb, $2, $3)"
         self.fold = (
             f"SELECT stream_id, event_type, payload FROM {s}.events"
             " WHERE stream_id = ANY($1::text[]) ORDER BY position"

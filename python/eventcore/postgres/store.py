@@ -596,9 +596,9 @@ class PostgresStore:
 
         The position is the safe head (see :meth:`head`), read first: every event at or
         below it has committed, so the read that follows sees all matching ones, and an
-        event committed later lies above it (an append condition at it catches it).
-        Items with tags walk the tag index; an item with only types reads the log after
-        ``after``.
+        event committed later lies above it (an append condition at it catches it). One
+        round trip (``read_query()``, migration 0008). Items with tags walk the tag index;
+        an item with only types reads the log after ``after``.
 
         Raises:
             InvalidTag: a tag of the query broke the rules.
@@ -607,42 +607,18 @@ class PostgresStore:
         items = query_arg(query)
         limit = check_limit(limit)
         after = _check_after(after)
-        head = await self.head()
-        if not items or limit == 0 or head <= after:
-            return QueryResult([], max(head, 0))
-        parts = []
-        args: list[Any] = [after, head]
-        t, e = self._q.event_tags, self._q.events
-        for types, tags in items:
-            where = ["p.position > $1", "p.position <= $2"]
-            if tags:
-                args.append(list(tags))
-                n = len(args)
-                sql = f"SELECT p.position FROM {t} p WHERE p.tag = (${n}::text[])[1]"
-                if len(tags) > 1:
-                    where.append(
-                        f"(SELECT count(*) FROM {t} x WHERE x.position = p.position"
-                        f" AND x.tag = ANY(${n}::text[])) = {len(tags)}"
-                    )
-                if types:
-                    args.append(list(types))
-                    where.append(
-                        f"(SELECT y.event_type FROM {e} y WHERE y.position = p.position)"
-                        f" = ANY(${len(args)}::text[])"
-                    )
-            else:
-                sql = f"SELECT p.position FROM {e} p WHERE true"
-                if types:
-                    args.append(list(types))
-                    where.append(f"p.event_type = ANY(${len(args)}::text[])")
-            parts.append(f"{sql} AND {' AND '.join(where)}")
-        args.append(limit)
-        sql = (
-            f"SELECT {self._q.query_cols} FROM {e} WHERE position IN ({' UNION '.join(parts)})"
-            f" ORDER BY position LIMIT ${len(args)}"
+        if not items:
+            return QueryResult([], await self.head())
+        rows = await self._fetch(
+            self._q.read_query,
+            _json_encode([{"types": t, "tags": g} for t, g in items]).decode(),
+            after,
+            limit,
         )
-        events = await self._tagged(self._wrap(await self._fetch(sql, *args)))
-        position = events[-1].position if limit and len(events) == limit else head
+        head = rows[0][0]
+        events = self._wrap([tuple(r)[1:9] for r in rows[1:]])
+        set_tags(events, [r[9] for r in rows[1:]])
+        position = events[-1].position if limit and len(events) == limit else max(head, 0)
         return QueryResult(events, position)
 
     async def fold_streams(

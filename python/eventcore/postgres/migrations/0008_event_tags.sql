@@ -148,6 +148,67 @@ END
 $$;
 REVOKE ALL ON FUNCTION __SCHEMA__.first_match(jsonb, bigint) FROM PUBLIC;
 
+-- A query read: the first row carries only the safe head (read first: every event at or
+-- below it has committed, and each later statement here reads a fresh snapshot that sees
+-- them); the others are the events after p_after and up to that head matching p_items
+-- (as first_match), in position order, at most p_limit (NULL: all), with their tags.
+-- Runs with the caller's rights: it reads events and event_tags as the caller may.
+CREATE FUNCTION __SCHEMA__.read_query(p_items jsonb, p_after bigint, p_limit bigint)
+RETURNS TABLE (head bigint, "position" bigint, event_id bytea, stream_id text,
+               version bigint, event_type text, payload bytea, recorded_at timestamptz,
+               metadata text, tags text[])
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    h    bigint;
+    item jsonb;
+    tys  text[];
+    tgs  text[];
+    hits bigint[] := '{}';
+BEGIN
+    h := __SCHEMA__.safe_head();
+    head := h;
+    RETURN NEXT;
+    head := NULL;
+    IF h <= p_after OR p_limit = 0 THEN
+        RETURN;
+    END IF;
+    FOR item IN SELECT value FROM jsonb_array_elements(p_items) LOOP
+        tys := ARRAY(SELECT jsonb_array_elements_text(item -> 'types'));
+        tgs := ARRAY(SELECT jsonb_array_elements_text(item -> 'tags'));
+        IF cardinality(tgs) > 0 THEN
+            hits := hits || ARRAY(
+                SELECT t0.position FROM __SCHEMA__.event_tags t0
+                 WHERE t0.tag = tgs[1] AND t0.position > p_after AND t0.position <= h
+                   AND (cardinality(tgs) = 1 OR (SELECT count(*) FROM __SCHEMA__.event_tags tn
+                         WHERE tn.position = t0.position AND tn.tag = ANY (tgs)) = cardinality(tgs))
+                   AND (cardinality(tys) = 0 OR (SELECT e.event_type FROM __SCHEMA__.events e
+                         WHERE e.position = t0.position) = ANY (tys))
+                 ORDER BY t0.position LIMIT p_limit);
+        ELSE
+            hits := hits || ARRAY(
+                SELECT e.position FROM __SCHEMA__.events e
+                 WHERE e.position > p_after AND e.position <= h
+                   AND (cardinality(tys) = 0 OR e.event_type = ANY (tys))
+                 ORDER BY e.position LIMIT p_limit);
+        END IF;
+    END LOOP;
+    RETURN QUERY
+    SELECT NULL::bigint, e.position, uuid_send(e.event_id), e.stream_id::text, e.version,
+           e.event_type, e.payload, e.recorded_at,
+           CASE WHEN e.causation_id IS NULL AND e.correlation_id IS NULL AND e.user_id IS NULL
+                AND e.custom IS NULL THEN NULL
+                ELSE json_build_array(e.causation_id, e.correlation_id, e.user_id,
+                                      e.custom)::text END,
+           ARRAY(SELECT t.tag::text FROM __SCHEMA__.event_tags t
+                  WHERE t.position = e.position ORDER BY t.tag)
+      FROM __SCHEMA__.events e
+     WHERE e.position = ANY (hits)
+     ORDER BY e.position LIMIT p_limit;
+END
+$$;
+
 -- An append with tags (p_tags[i] belongs to event p_tag_events[i], 1-based) and an
 -- optional condition: status 'condition' (positions = {the first matching event}) when
 -- an event matching p_condition lies after p_after. A replay (an id stored) is not
