@@ -40,7 +40,6 @@ from eventcore.errors import (
     CommandError,
     ConcurrencyConflict,
     ConditionFailed,
-    OutcomeUnknown,
     StoreUnavailable,
     UsageError,
 )
@@ -134,7 +133,8 @@ def _run(
         query = command.query()
         if not isinstance(query, Query):
             raise CommandError(f"{name}.query() must return an eventcore.query.Query")
-        key = _cache_key(command, query) if cache is not None and not streams else None
+        cached = cache is not None and command.state_cache and not streams
+        key = _cache_key(command, query) if cached else None
         entry = cache.take(key, name) if key is not None and cache is not None else None
         if entry is not None:
             state, after = entry.state, entry.versions[0]
@@ -169,7 +169,7 @@ def _run(
             new.append(NewEvent(stream_id, *registry.encode(event), None, tags))
             objects.append(event)
         if not new:  # nothing to write: nothing to keep consistent
-            if key is not None and cache is not None and command.state_cache:
+            if key is not None and cache is not None:
                 cache.put(key, CacheEntry(state, [], [found.position]), name)
             return ExecutionResult(AppendResult([], list(versions.items()), []), attempts)
         ids = uuid7_ints(len(new))  # fixed now: a retried append is idempotent
@@ -179,22 +179,25 @@ def _run(
             try:
                 result = yield (_APPEND, new, list(versions.items()), metadata, condition)
                 break
-            except (ConditionFailed, ConcurrencyConflict) as exc:
+            except ConditionFailed as exc:
                 if attempts >= policy.max_attempts:
-                    exc.attempts = attempts
-                    raise
+                    raise ConditionFailed(exc.after, exc.position, attempts) from None
                 yield (_SLEEP, policy.delay(attempts))
                 result = None
                 break
-            except StoreUnavailable as exc:
-                try:
-                    delay = unavailable(exc)
-                except StoreUnavailable:
-                    raise OutcomeUnknown(str(exc), [e.event_id for e in new]) from exc
-                yield (_SLEEP, delay)
+            except ConcurrencyConflict as exc:
+                if attempts >= policy.max_attempts:
+                    raise ConcurrencyConflict(
+                        [(c.stream_id, c.expected, c.actual) for c in exc.conflicts], attempts
+                    ) from None
+                yield (_SLEEP, policy.delay(attempts))
+                result = None
+                break
+            except StoreUnavailable as exc:  # OutcomeUnknown too: the same ids, idempotent
+                yield (_SLEEP, unavailable(exc))
         if result is None:
             continue  # the condition failed or a version conflicted: from fresh state
-        if key is not None and cache is not None and command.state_cache:
+        if key is not None and cache is not None:
             position = result.last_position or found.position
             for e, obj in zip(new, objects, strict=True):
                 if query.matches(e.event_type, e.tags):

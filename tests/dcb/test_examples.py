@@ -11,7 +11,9 @@ from eventcore import (
     BusinessRuleViolation,
     ConditionFailed,
     MemoryStore,
+    OutcomeUnknown,
     RetryPolicy,
+    StoreUnavailable,
     execute,
     execute_sync,
 )
@@ -150,3 +152,32 @@ def test_the_state_cache_reads_only_the_events_after_its_position() -> None:
     for _ in range(3):
         execute_sync(uncached, CreateInvoice(customer="a"))
     assert [e.data.number for e in uncached.read_all()] == [1, 2, 3]
+
+
+def test_an_unavailable_store_and_a_lost_reply_are_retried_without_a_duplicate() -> None:
+    """A failed read is read again; an append whose reply was lost (it was written) is
+    sent again with the same ids and condition: the replay answers, one invoice only."""
+    store = MemoryStore(registry=registry, state_cache=0)
+    read_query, append = store.read_query, store.append
+    faults = {"read": 1, "append": 1}
+
+    def flaky_read(query: Any, **kwargs: Any) -> Any:
+        if faults["read"]:
+            faults["read"] -= 1
+            raise StoreUnavailable("read failed")
+        return read_query(query, **kwargs)
+
+    def lossy_append(events: Any, **kwargs: Any) -> Any:
+        result = append(events, **kwargs)
+        if faults["append"]:
+            faults["append"] -= 1
+            raise OutcomeUnknown("reply lost", [e.event_id for e in events])
+        return result
+
+    store.read_query = flaky_read  # type: ignore[method-assign]
+    store.append = lossy_append  # type: ignore[method-assign]
+    fast = RetryPolicy(unavailable_initial_delay=0.001)
+    result = execute_sync(store, CreateInvoice(customer="a"), retry=fast)
+    assert result.attempts == 1 and faults == {"read": 0, "append": 0}
+    assert [e.data.number for e in store.read_all()] == [1]
+    assert list(result.positions) == [1]
