@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from eventcore._core import validate_event_type, validate_stream_id
-from eventcore.errors import InvalidStreamId, InvalidTag
+from eventcore.errors import InvalidStreamId, InvalidTag, LimitExceeded
 from eventcore.recorded import RecordedEvent
 
 __all__ = [
@@ -52,8 +52,6 @@ def check_tags(tags: Iterable[str] | str) -> tuple[str, ...]:
         LimitExceeded: more than 64 tags.
         TypeError: ``tags`` is a str or holds something else than str.
     """
-    from eventcore.errors import LimitExceeded
-
     items = _strs(tags, "tags")
     if len(items) > MAX_TAGS:
         raise LimitExceeded("tags", f"an event carries at most {MAX_TAGS} tags", len(items))
