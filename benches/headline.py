@@ -477,9 +477,13 @@ def postgres_figures(
 
     commands = [f"postgres.command.{k}.c{c}" for k in ("cold", "warm100") for c in (1, 16)]
     commands.append("postgres.sync.command.c1")
+    figs: list[Figure] = []
+    if want("dcb.postgres"):
+        figs += _dcb_postgres(dsn, quick, log)
+        if only and all(o.startswith("dcb") for o in only):
+            return figs
     sz = pw.PG_QUICK if quick else pw.PG_FULL
     bench = pw.PgBench(dsn, sz)
-    figs: list[Figure] = []
     try:
         if want(*commands, "postgres.transfer.c16"):
             bench.start_peer()
@@ -557,6 +561,79 @@ def postgres_figures(
         for name in ("postgres.projection.lag_p99_ms", "postgres.projection.lag_p99_ms.stalled"):
             if want(name):
                 figs.append(_lag(bench, sz, dsn, quick, name, log))
+    finally:
+        bench.close()
+    return figs
+
+
+def dcb_memory_figures(quick: bool, log: Callable[[str], None]) -> list[Figure]:
+    """dcb.memory.*: the conditional append against eventsourcing's InMemoryDCBRecorder,
+    and a query read on a large log (benches/dcb_workloads.py)."""
+    from benches import dcb_workloads as dw
+
+    sz = dw.DCB_QUICK if quick else dw.DCB_FULL
+    ours, theirs = dw.memory_sides(sz)
+    fig = Figure(
+        "dcb.memory.append_conditional",
+        "decisions/s",
+        peer="peer.eventsourcing.dcb.memory.append_conditional",
+        targets=[Target("peer", ">=", 3.0)],
+        note=f"read_query + append under its condition (a fresh user name), {sz.prefill:,}"
+        " tagged events before",
+    )
+    peer = Figure(
+        "peer.eventsourcing.dcb.memory.append_conditional",
+        "decisions/s",
+        note="InMemoryDCBRecorder.read + append(condition), the same log",
+    )
+    measure([(fig, ours), (peer, theirs)], sz.reps, sz.warmup)
+    log(fig.name)
+    read, n = dw.memory_query_read(sz)
+    q = Figure(
+        f"dcb.memory.query_read.{n // 1000}k",
+        "reads/s",
+        note=f"read_query of one tag ({n // sz.log_tags} events) on a log of {n:,} events",
+    )
+    measure([(q, read)], sz.reps, sz.warmup)
+    log(q.name)
+    return [fig, peer, q]
+
+
+def _dcb_postgres(dsn: str, quick: bool, log: Callable[[str], None]) -> list[Figure]:
+    """dcb.postgres.*: the conditional append at 1 and 16 clients against
+    eventsourcing's PostgresDCBRecorderTT, and a query read on a large log."""
+    from benches import dcb_workloads as dw
+
+    sz = dw.DCB_QUICK if quick else dw.DCB_FULL
+    bench = dw.PgDcb(dsn, sz)
+    figs: list[Figure] = []
+    try:
+        for c in (1, 16):
+            fig = Figure(
+                f"dcb.postgres.append_conditional.c{c}",
+                "decisions/s",
+                peer=f"peer.eventsourcing.dcb.postgres.append_conditional.c{c}",
+                targets=[Target("peer", ">=", 2.0)],
+                note="read_query + append under its condition (a fresh user name per"
+                f" decision), {c} client(s)",
+            )
+            peer = Figure(
+                f"peer.eventsourcing.dcb.postgres.append_conditional.c{c}",
+                "decisions/s",
+                note="PostgresDCBRecorderTT.read + append(condition), threads",
+            )
+            measure([(fig, bench.ours(c)), (peer, bench.theirs(c))], sz.reps, sz.warmup)
+            figs += [fig, peer]
+            log(fig.name)
+        read, n = bench.query_read()
+        q = Figure(
+            f"dcb.postgres.query_read.{n // 1000}k",
+            "reads/s",
+            note=f"read_query of one tag ({n // sz.log_tags} events) on a log of {n:,} events",
+        )
+        measure([(q, read)], sz.reps, sz.warmup)
+        figs.append(q)
+        log(q.name)
     finally:
         bench.close()
     return figs
@@ -1240,11 +1317,15 @@ def main(argv: list[str] | None = None) -> int:
     mem_shred = ("shred.memory".startswith(o) or o.startswith("shred.memory") for o in args.only)
     if not args.no_memory and (not args.only or any(mem_shred)):
         figures += shred_figures(args.quick, log)
+    if not args.no_memory and (not args.only or any(o.startswith("dcb.memory") for o in args.only)):
+        figures += dcb_memory_figures(args.quick, log)
     if not args.no_sqlite and (not args.only or any(o.startswith("sqlite") for o in args.only)):
         figures += sqlite_figures(args.quick, log, args.only)
     if not args.no_postgres and (
         not args.only
-        or any(not o.startswith(("memory", "sqlite", "shred.memory")) for o in args.only)
+        or any(
+            not o.startswith(("memory", "sqlite", "shred.memory", "dcb.memory")) for o in args.only
+        )
     ):
         dsn, server = start_server(args.dsn)
         if dsn is None:

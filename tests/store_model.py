@@ -47,6 +47,7 @@ from eventcore import (
     NO_STREAM,
     STREAM_EXISTS,
     ConcurrencyConflict,
+    ConditionFailed,
     DuplicateEventId,
     MemoryStore,
     Metadata,
@@ -54,12 +55,14 @@ from eventcore import (
     StreamConflict,
     uuid7,
 )
+from eventcore.query import AppendCondition, Query, QueryItem
 from eventcore.recorded import AppendResult
 
 STREAMS = ["acc-1", "acc-2", "acc-10", "ord-1", "ord-2"]
 TYPES = ["m.A", "m.B", "m.C"]
 PREFIXES = ["acc-", "acc-1", "ord-", "x", ""]
 DECODERS = {t: (lambda b, t=t: (t, b)) for t in TYPES}
+TAGS = ["k:1", "k:2", "k:3"]
 
 
 @dataclass
@@ -91,6 +94,15 @@ class Model:
     log: list[Stored] = field(default_factory=list)
     streams: dict[str, list[int]] = field(default_factory=dict)  # stream -> log indexes
     by_id: dict[int, int] = field(default_factory=dict)  # event id -> log index
+    tags: dict[int, tuple[str, ...]] = field(default_factory=dict)  # log index -> tags
+
+    def matching(self, query: Query, after: int) -> list[Stored]:
+        """The events after model position ``after`` that ``query`` matches (issue 19)."""
+        return [
+            e
+            for e in self.log[after:]
+            if query.matches(e.event_type, self.tags.get(e.position - 1, ()))
+        ]
 
     def version(self, stream_id: str) -> int:
         return len(self.streams.get(stream_id, []))
@@ -567,6 +579,7 @@ class StoreMachine(RuleBasedStateMachine):
                 e.event_type,
                 e.payload,
                 e.event_id if as_int else uuid.UUID(int=e.event_id),
+                self.model.tags.get(e.position - 1, ()),  # a replay carries its tags
             )
             for e in run
         ]
@@ -705,6 +718,79 @@ class StoreMachine(RuleBasedStateMachine):
             if ix and (prefix is None or s.startswith(prefix)) and (after is None or s > after)
         )[:limit]
         assert [tuple(x) for x in got] == want
+
+    # -- tags, query reads and conditional appends (issue 19) ----------------------------
+
+    def draw_query(self, data: st.DataObject) -> Query:
+        items = data.draw(
+            st.lists(
+                st.builds(
+                    QueryItem,
+                    st.lists(st.sampled_from(TYPES), unique=True, max_size=2).map(tuple),
+                    st.lists(st.sampled_from(TAGS), unique=True, max_size=2).map(tuple),
+                ),
+                max_size=2,
+            )
+        )
+        return Query(*items)
+
+    @rule(data=st.data(), size=st.integers(1, 3), in_gap=st.booleans())
+    def append_tagged_under_a_condition(self, data: st.DataObject, size: int, in_gap: bool) -> None:
+        batch = data.draw(
+            st.lists(
+                st.tuples(
+                    st.sampled_from(STREAMS),
+                    st.sampled_from(TYPES),
+                    st.lists(st.sampled_from(TAGS), unique=True, max_size=3),
+                ),
+                min_size=size,
+                max_size=size,
+            )
+        )
+        query = self.draw_query(data)
+        k = data.draw(st.integers(0, len(self.pos)))
+        matching = self.model.matching(query, k)
+        events = [NewEvent(s, t, b"t", uuid7(), tuple(tags)) for s, t, tags in batch]
+        latest_before = self.run(self.under_test.latest_position())
+        condition = AppendCondition(query, self.after_position(k, in_gap))
+        try:
+            result = self.run(self.store.append(events, condition=condition))
+        except ConditionFailed as exc:
+            event("append: tagged, ConditionFailed")
+            assert matching, exc
+            assert exc.position in (0, self.at(matching[0].position))
+            assert self.run(self.under_test.latest_position()) == latest_before
+            return
+        event("append: tagged, ok")
+        assert not matching, f"a condition passed over {matching[0]}"
+        ids = [i.int for i in result.event_ids]
+        outcome = self.model.append(
+            [(*e[:3], i) for e, i in zip(events, ids, strict=True)], [], Metadata()
+        )
+        assert not isinstance(outcome, Exception)
+        positions, _ = outcome
+        for p, (_, _, tags) in zip(positions, batch, strict=True):
+            if tags:
+                self.model.tags[p - 1] = tuple(sorted(tags))
+        self.pos.extend(result.positions)
+
+    @rule(data=st.data(), in_gap=st.booleans(), limit=limits)
+    def read_by_query(self, data: st.DataObject, in_gap: bool, limit: int | None) -> None:
+        query = self.draw_query(data)
+        k = data.draw(st.integers(0, len(self.pos)))
+        head = self.settled_head()  # every append of the model is readable
+        found = self.run(
+            self.store.read_query(query, after=self.after_position(k, in_gap), limit=limit)
+        )
+        want = self.model.matching(query, k)[:limit]
+        assert recorded_keys(found.events) == self.keys(want)
+        assert [e.tags for e in found.events] == [
+            self.model.tags.get(e.position - 1, ()) for e in want
+        ]
+        if limit and len(want) == limit:
+            assert found.position == self.at(want[-1].position)
+        else:
+            assert found.position == head
 
     @invariant()
     def versions_and_head_agree(self) -> None:

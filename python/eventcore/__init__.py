@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         BusinessRuleViolation,
         CommandError,
         ConcurrencyConflict,
+        ConditionFailed,
         ConfigurationError,
         DuplicateEventId,
         EventCoreError,
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
         InvalidEventType,
         InvalidMetadata,
         InvalidStreamId,
+        InvalidTag,
         LimitExceeded,
         OutcomeUnknown,
         ProjectionError,
@@ -79,6 +81,7 @@ __all__ = [
     "Command",
     "CommandError",
     "ConcurrencyConflict",
+    "ConditionFailed",
     "ConfigurationError",
     "DuplicateEventId",
     "EventCoreError",
@@ -89,6 +92,7 @@ __all__ = [
     "InvalidEventType",
     "InvalidMetadata",
     "InvalidStreamId",
+    "InvalidTag",
     "LimitExceeded",
     "MemoryStore",
     "Metadata",
@@ -125,6 +129,7 @@ _ERRORS = (
     "EventCoreError IdempotencyKeyReused InvalidEventType InvalidMetadata InvalidStreamId "
     "EventDecodeError LimitExceeded OutcomeUnknown ProjectionError SerializationError StoreError "
     "StoreUnavailable StreamConflict UndeclaredStream UsageError ValidationError"
+    " ConditionFailed InvalidTag"
 )
 
 # Where each public name is defined.

@@ -144,10 +144,18 @@ class MemoryStore:
     def append(
         self,
         expected: Sequence[tuple[str, int]],
-        events: Sequence[tuple[str, str, bytes, int | uuid.UUID | None]],
+        events: Sequence[
+            tuple[str, str, bytes, int | uuid.UUID | None]
+            | tuple[str, str, bytes, int | uuid.UUID | None, Sequence[str]]
+        ],
         metadata: bytes | None,
+        condition: tuple[Sequence[tuple[Sequence[str], Sequence[str]]], int] | None = None,
     ) -> tuple[int, list[tuple[str, int]], list[int] | None]:
         """Append events atomically after checking expected stream versions.
+
+        An event may carry a fifth item, its tags. ``condition`` is ``(query, after)``,
+        the query as ``(event_types, tags)`` pairs: the append fails with
+        ``ConditionFailed`` when an event after position ``after`` matches it.
 
         ``expected`` lists ``(stream_id, expected_version)`` (``>= 0`` exact, ``ANY``,
         ``STREAM_EXISTS``); ``events`` are ``(stream_id, event_type, payload, event_id)``.
@@ -166,6 +174,21 @@ class MemoryStore:
             eventcore.errors.LimitExceeded: a payload, the batch or its size is over a cap.
             ValueError: an expected version below -2 or a stream listed twice.
         """
+
+    def read_query(
+        self,
+        items: Sequence[tuple[Sequence[str], Sequence[str]]],
+        after: int = 0,
+        limit: int | None = None,
+    ) -> tuple[list[_Row], int]:
+        """Rows of the events after ``after`` matching the query (``(event_types, tags)``
+        pairs), in position order, and the position the read is consistent with."""
+
+    def tags_at(self, positions: Sequence[int]) -> list[tuple[str, ...]]:
+        """The tags of the events at ``positions`` (sorted; empty for none)."""
+
+    def has_tags(self) -> bool:
+        """Whether any stored event carries a tag."""
 
     def fold_streams(
         self,

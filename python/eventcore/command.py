@@ -229,6 +229,8 @@ class Command(ABC, Generic[S, E]):
     """The state's schema version in snapshots: bump it when the state class changes."""
     snapshot_state: ClassVar[Any] = None
     """The type snapshots decode into; ``None``: the ``S`` of ``Command[S, E]``."""
+    _query_boundary: ClassVar[bool] = False
+    """True for a :class:`~eventcore.boundary.QueryCommand` (its executor is there)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

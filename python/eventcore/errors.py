@@ -8,6 +8,7 @@ error                       raised when                                retried
 ``ValidationError``         a value or command field fails validation  never
 ``InvalidStreamId``         a stream id breaks the stream-id rules     never
 ``InvalidEventType``        an event type name breaks the name rules   never
+``InvalidTag``              a tag breaks the stream-id rules           never
 ``InvalidMetadata``         metadata is not storable as given          never
 ``LimitExceeded``           an event or an append is over a size cap   never
 ``BusinessRuleViolation``   ``require(...)`` fails inside ``handle``   never
@@ -17,6 +18,8 @@ error                       raised when                                retried
 ``EventDecodeError``        a stored event does not decode (a          never
                             ``SerializationError``; names where)
 ``ConcurrencyConflict``     expected versions did not match            yes, then raised
+``ConditionFailed``         an event matching an append's condition    yes, then raised
+                            lies after its position
 ``StoreUnavailable``        the store could not be reached             yes, then raised
 ``OutcomeUnknown``          an append's reply was lost (a              yes, then raised
                             ``StoreUnavailable``; carries the ids)
@@ -43,6 +46,7 @@ __all__ = [
     "BusinessRuleViolation",
     "CommandError",
     "ConcurrencyConflict",
+    "ConditionFailed",
     "ConfigurationError",
     "DuplicateEventId",
     "EventCoreError",
@@ -51,6 +55,7 @@ __all__ = [
     "InvalidEventType",
     "InvalidMetadata",
     "InvalidStreamId",
+    "InvalidTag",
     "LimitExceeded",
     "OutcomeUnknown",
     "ProjectionError",
@@ -105,6 +110,17 @@ class InvalidStreamId(ValidationError):
     """A stream id broke the rules (see :class:`eventcore.StreamId`); also a ``ValueError``."""
 
     def __init__(self, value: Any, reason: str, field: str = "stream_id") -> None:
+        super().__init__(field, reason, value)
+
+
+class InvalidTag(ValidationError):
+    """An event tag or a query's tag broke the rules; also a ``ValueError``.
+
+    Tags follow the stream-id rules (see :class:`eventcore.StreamId`): trimmed of
+    surrounding whitespace, then 1 to 255 characters without control characters.
+    """
+
+    def __init__(self, value: Any, reason: str, field: str = "tag") -> None:
         super().__init__(field, reason, value)
 
 
@@ -284,6 +300,30 @@ class ConcurrencyConflict(EventCoreError):
             f"{c.stream_id!r} expected {c.expected} but is at {c.actual}" for c in self.conflicts
         )
         super().__init__(f"concurrency conflict after {attempts} attempt(s): {detail}")
+
+
+class ConditionFailed(EventCoreError):
+    """An append's condition failed: an event matching its query lies after its position.
+
+    Nothing was written. Like a :class:`ConcurrencyConflict` it is data, not a fault: the
+    executor retries a command with a query boundary from fresh state, and raises it once
+    its :class:`~eventcore.RetryPolicy` is exhausted.
+
+    Attributes:
+        after: the position the condition was read at.
+        position: the first matching event after it (0 when the store does not say).
+        attempts: how many attempts were made.
+    """
+
+    def __init__(self, after: int, position: int = 0, attempts: int = 1) -> None:
+        self.after = after
+        self.position = position
+        self.attempts = attempts
+        at = f" (at position {position})" if position else ""
+        super().__init__(
+            f"append condition failed after {attempts} attempt(s): an event matching "
+            f"the query was appended after position {after}{at}"
+        )
 
 
 class StoreError(EventCoreError):

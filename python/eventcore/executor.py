@@ -25,6 +25,7 @@ from eventcore._pipeline import (
     TAIL,
     ExecutionResult,
 )
+from eventcore.boundary import execute_query, execute_query_sync
 from eventcore.errors import ConcurrencyConflict, DuplicateEventId, StoreUnavailable, UsageError
 from eventcore.memory import AsyncMemoryStore, MemoryStore
 from eventcore.retry import DEFAULT_RETRY, RetryPolicy
@@ -73,6 +74,16 @@ def execute_sync(
         UsageError: ``store`` is asynchronous (use ``SyncPostgresStore`` or ``await
             execute(...)``), or a SyncPostgresStore is called inside a running event loop.
     """
+    if getattr(command, "_query_boundary", False):  # a QueryCommand (eventcore.boundary)
+        if inspect.iscoroutinefunction(getattr(type(store), "read_query", None)):
+            _async_store(store)
+        return execute_query_sync(
+            store,
+            command,  # type: ignore[arg-type]
+            metadata,
+            retry,
+            idempotency_key,
+        )
     if type(store) is not MemoryStore:
         delegate = getattr(store, "_execute_sync", None)
         if delegate is not None:  # SyncPostgresStore: the async shell on its own loop
@@ -191,6 +202,14 @@ async def execute(
     An in-memory store may be passed directly; its async view is used.
     """
     aio: EventStore = getattr(store, "aio", store)  # type: ignore[arg-type]
+    if getattr(command, "_query_boundary", False):  # a QueryCommand (eventcore.boundary)
+        return await execute_query(
+            aio,
+            command,  # type: ignore[arg-type]
+            metadata,
+            retry,
+            idempotency_key,
+        )
     active = observe._hooks
     rec = None
     if active:

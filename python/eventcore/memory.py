@@ -14,7 +14,8 @@ from eventcore import _core
 from eventcore._lifecycle import check_before, check_expected, check_purge, out_of_range
 from eventcore.errors import InvalidMetadata, ValidationError
 from eventcore.metadata import Metadata
-from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, recorded_events
+from eventcore.query import AppendCondition, Query, QueryItem, QueryResult, query_arg
+from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, recorded_events, set_tags
 from eventcore.registry import EventRegistry, default_registry
 from eventcore.snapshot import SNAPSHOT_EVERY, SnapshotStore, Snapshotter
 from eventcore.state_cache import DEFAULT_MAX_ENTRIES, StateCache, make_state_cache
@@ -117,12 +118,16 @@ class MemoryStore:
         *,
         expected: Expected = (),
         metadata: Metadata | None = None,
+        condition: AppendCondition | None = None,
     ) -> AppendResult:
         """Append atomically across streams; see :meth:`EventStore.append`.
 
         Raises:
             ConcurrencyConflict: an expected version did not match; nothing written.
-            DuplicateEventId: an event id was already used for other content.
+            ConditionFailed: an event matching ``condition`` lies after its position;
+                nothing written.
+            DuplicateEventId: an event id was already used for other content (or tags).
+            InvalidTag: a tag broke the rules.
             InvalidStreamId: a stream id broke the rules.
             InvalidEventType: an event type name broke the rules.
             InvalidMetadata: ``metadata`` is not a :class:`Metadata` (or None).
@@ -135,10 +140,15 @@ class MemoryStore:
         if metadata is not None and type(metadata) is not Metadata:
             _check_metadata(metadata)
         first, versions, ids = self._core.append(
-            checks, events, metadata.to_bytes() if metadata else None
+            checks,
+            events,
+            metadata.to_bytes() if metadata else None,
+            None if condition is None else (query_arg(condition.query), condition.after),
         )
         if ids is not None:  # the store assigned ids to events given without one
-            events = [(e[0], e[1], e[2], i) for e, i in zip(events, ids, strict=True)]
+            return AppendResult(
+                first, versions, [(e[0], e[1], e[2], i) for e, i in zip(events, ids, strict=True)]
+            )
         return AppendResult(first, versions, events)
 
     def fold_streams(
@@ -161,7 +171,24 @@ class MemoryStore:
         return self._core.fold_tail(streams, versions, fold_from, state, apply, decoders, hint)
 
     def _wrap(self, rows: list[Any]) -> list[RecordedEvent[Any]]:
-        return recorded_events(rows, self.registry)
+        events = recorded_events(rows, self.registry)
+        if events and self._core.has_tags():
+            set_tags(events, self._core.tags_at([e.position for e in events]))
+        return events
+
+    def read_query(
+        self, query: Query | Sequence[QueryItem], *, after: int = 0, limit: int | None = None
+    ) -> QueryResult:
+        """The events after position ``after`` matching ``query``, in position order (at
+        most ``limit``), and the position the read is consistent with; see
+        :meth:`EventStore.read_query <eventcore.store.EventStore.read_query>`.
+
+        Raises:
+            InvalidTag: a tag of the query broke the rules.
+            InvalidEventType: a type name of the query broke the rules.
+        """
+        rows, position = self._core.read_query(query_arg(query), after, limit)
+        return QueryResult(self._wrap(rows), position)
 
     def read_stream(
         self, stream_id: str, *, after_version: int = 0, limit: int | None = None
@@ -413,9 +440,18 @@ class AsyncMemoryStore:
         *,
         expected: Expected = (),
         metadata: Metadata | None = None,
+        condition: AppendCondition | None = None,
     ) -> AppendResult:
         """See :meth:`MemoryStore.append`."""
-        return self.sync.append(events, expected=expected, metadata=metadata)
+        if condition is None:  # as before conditions existed: test doubles override append
+            return self.sync.append(events, expected=expected, metadata=metadata)
+        return self.sync.append(events, expected=expected, metadata=metadata, condition=condition)
+
+    async def read_query(
+        self, query: Query | Sequence[QueryItem], *, after: int = 0, limit: int | None = None
+    ) -> QueryResult:
+        """See :meth:`MemoryStore.read_query`."""
+        return self.sync.read_query(query, after=after, limit=limit)
 
     async def fold_streams(
         self, streams: Sequence[str], state: S, apply: Apply, decoders: Decoders

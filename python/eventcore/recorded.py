@@ -44,6 +44,8 @@ class NewEvent(NamedTuple):
     event_type: str
     payload: bytes
     event_id: uuid.UUID | int | None = None
+    tags: Sequence[str] = ()
+    """Tags for query reads and append conditions (see :mod:`eventcore.query`)."""
 
 
 class WrittenEvent(NamedTuple):
@@ -69,7 +71,7 @@ class AppendResult:
         self,
         positions: Sequence[int] | int,
         stream_versions: Mapping[str, int] | list[tuple[str, int]],
-        events: Sequence[tuple[str, str, bytes, Any]],
+        events: Sequence[Sequence[Any]],
     ) -> None:
         self._positions = positions
         self._versions = stream_versions
@@ -142,6 +144,7 @@ class RecordedEvent(Generic[E]):
         "_id",
         "_meta",
         "_registry",
+        "_tags",
         "_ts",
         "payload",
         "position",
@@ -155,6 +158,7 @@ class RecordedEvent(Generic[E]):
     _meta: bytes | str | Metadata | None
     _registry: EventRegistry
     _data: Any
+    _tags: tuple[str, ...]
     position: int
     """The global position: strictly increasing in the order the global log delivers."""
     stream_id: str
@@ -203,6 +207,14 @@ class RecordedEvent(Generic[E]):
             value = as_uuid(value)
             object.__setattr__(self, "_id", value)
         return value
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """The event's tags, sorted (empty when it has none)."""
+        try:
+            return self._tags
+        except AttributeError:  # builders set it only on tagged events
+            return ()
 
     @property
     def recorded_at(self) -> datetime:
@@ -322,6 +334,13 @@ def _builder(registry: EventRegistry) -> Any:
 
 
 _builders: dict[int, tuple[EventRegistry, Any]] = {}
+
+
+def set_tags(events: Sequence[RecordedEvent[Any]], tags: Iterable[Sequence[str]]) -> None:
+    """Give each of ``events`` its tags (as read by a store; empty ones are left unset)."""
+    for event, t in zip(events, tags, strict=True):
+        if t:
+            object.__setattr__(event, "_tags", tuple(t))
 
 
 def recorded_events(

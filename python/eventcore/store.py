@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, runtime_ch
 
 from eventcore.errors import StoreUnavailable
 from eventcore.metadata import Metadata
+from eventcore.query import AppendCondition, Query, QueryItem, QueryResult
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent
 from eventcore.registry import EventRegistry
 
@@ -86,12 +87,26 @@ class EventStore(Protocol):
         *,
         expected: Expected = (),
         metadata: Metadata | None = None,
+        condition: AppendCondition | None = None,
     ) -> AppendResult:
         """Append atomically across streams, checking every expected version first.
 
         Raises ConcurrencyConflict (with every mismatching stream) and writes nothing on
         any mismatch; appending the same event ids again returns the original result.
+        With a ``condition``, raises ConditionFailed and writes nothing when an event
+        matching its query lies after its position (checked atomically with the write;
+        a replay of stored ids is not checked again). Events keep their tags.
         """
+        ...
+
+    async def read_query(
+        self, query: Query | Sequence[QueryItem], *, after: int = 0, limit: int | None = None
+    ) -> QueryResult:
+        """The events after position ``after`` matching ``query`` in global order (at most
+        ``limit``), and the position the read is consistent with: every matching event up
+        to it is in the result (the head, or the last event returned when ``limit`` cut
+        the read short), so it is the ``after`` of an :class:`AppendCondition` that
+        guards a decision made on the result."""
         ...
 
     async def fold_streams(
@@ -183,8 +198,15 @@ class SyncEventStore(Protocol):
         *,
         expected: Expected = (),
         metadata: Metadata | None = None,
+        condition: AppendCondition | None = None,
     ) -> AppendResult:
         """See :meth:`EventStore.append`."""
+        ...
+
+    def read_query(
+        self, query: Query | Sequence[QueryItem], *, after: int = 0, limit: int | None = None
+    ) -> QueryResult:
+        """See :meth:`EventStore.read_query`."""
         ...
 
     def fold_streams(

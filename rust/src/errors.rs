@@ -24,6 +24,11 @@ pub enum CoreError {
     InvalidStreamId { value: String, reason: String },
     /// `eventcore.errors.InvalidEventType(value, reason)`.
     InvalidEventType { value: String, reason: String },
+    /// `eventcore.errors.InvalidTag(value, reason)`.
+    InvalidTag { value: String, reason: String },
+    /// `eventcore.errors.ConditionFailed(after, position)`: an event at `position` (after
+    /// `after`) matches an append's condition.
+    ConditionFailed { after: u64, position: u64 },
     /// `eventcore.errors.LimitExceeded(field, reason, value)`.
     LimitExceeded {
         field: &'static str,
@@ -54,6 +59,8 @@ static CONCURRENCY_CONFLICT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static DUPLICATE_EVENT_ID: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static SERIALIZATION_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static STORE_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static INVALID_TAG: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static CONDITION_FAILED: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 fn class<'py>(
     py: Python<'py>,
@@ -76,6 +83,13 @@ impl CoreError {
             CoreError::InvalidEventType { value, reason } => {
                 class(py, &INVALID_EVENT_TYPE, "InvalidEventType")
                     .and_then(|c| c.call1((value, reason)))
+            }
+            CoreError::InvalidTag { value, reason } => {
+                class(py, &INVALID_TAG, "InvalidTag").and_then(|c| c.call1((value, reason)))
+            }
+            CoreError::ConditionFailed { after, position } => {
+                class(py, &CONDITION_FAILED, "ConditionFailed")
+                    .and_then(|c| c.call1((after, position)))
             }
             CoreError::LimitExceeded {
                 field,

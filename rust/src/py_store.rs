@@ -21,6 +21,7 @@ use smallvec::SmallVec;
 use crate::errors::CoreResult;
 use crate::fold::Folder;
 use crate::py_text::{py_text, Text};
+use crate::store::dcb::QueryItem;
 use crate::store::{NewEvent, Rows, Store};
 use crate::stream_id;
 use crate::uuid7;
@@ -98,6 +99,36 @@ fn strings<'py>(seq: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Bound<'py, 
     } else {
         seq.try_iter()?.map(|item| one(item?)).collect()
     }
+}
+
+/// The `(types, tags)` items of a query argument, as Python strings.
+type QueryArgs<'py> = Vec<(Vec<Bound<'py, PyString>>, Vec<Bound<'py, PyString>>)>;
+
+fn query_args<'py>(items: &Bound<'py, PyAny>) -> PyResult<QueryArgs<'py>> {
+    let mut out = Vec::new();
+    for item in tuples(items, "query")? {
+        let [types, tags] = item.as_slice() else {
+            return Err(PyTypeError::new_err(
+                "a query must contain (event_types, tags) pairs",
+            ));
+        };
+        out.push((strings(types, "event_types")?, strings(tags, "tags")?));
+    }
+    Ok(out)
+}
+
+fn query_items<'a>(args: &'a QueryArgs<'_>) -> PyResult<Vec<QueryItem<'a>>> {
+    let strs = |v: &'a [Bound<'_, PyString>]| -> PyResult<Vec<&'a str>> {
+        v.iter().map(|s| s.to_str()).collect()
+    };
+    args.iter()
+        .map(|(types, tags)| {
+            Ok(QueryItem {
+                types: strs(types)?,
+                tags: strs(tags)?,
+            })
+        })
+        .collect()
 }
 
 /// The text of a str argument (see [`py_text`]).
@@ -273,6 +304,20 @@ impl MemoryStore {
         event_items: &[EventArg<'py>],
         metadata: Option<&Bound<'py, PyBytes>>,
     ) -> PyResult<(u64, Bound<'py, PyList>, Bound<'py, PyAny>)> {
+        self.append_with(py, expected, event_items, metadata, None)
+    }
+
+    /// [`MemoryStore::append_checked`], with tags per event and an append condition
+    /// when `dcb` is given (see `dcb.rs`).
+    #[allow(clippy::type_complexity)]
+    fn append_with<'py>(
+        &self,
+        py: Python<'py>,
+        expected: &[(Bound<'py, PyAny>, i64)],
+        event_items: &[EventArg<'py>],
+        metadata: Option<&Bound<'py, PyBytes>>,
+        dcb: Option<(&[&[&str]], Option<(&[QueryItem<'_>], i64)>)>,
+    ) -> PyResult<(u64, Bound<'py, PyList>, Bound<'py, PyAny>)> {
         let mut exp: SmallVec<[(&str, i64); 4]> = SmallVec::with_capacity(expected.len());
         for (stream, version) in expected {
             exp.push((as_str(stream, Text::StreamId)?, *version));
@@ -310,7 +355,12 @@ impl MemoryStore {
         }
         let meta = metadata.map(|m| m.as_bytes());
         let run = |store: &mut Store| -> CoreResult<(crate::store::AppendOutcome, u64)> {
-            let out = store.append(&exp, &evs, meta)?;
+            let out = match dcb {
+                None => store.append(&exp, &evs, meta)?,
+                Some((tags, condition)) => {
+                    store.append_tagged(&exp, &evs, meta, tags, condition)?
+                }
+            };
             Ok((out, store.head()))
         };
         let result = if evs.len() <= SMALL {
@@ -362,13 +412,18 @@ impl MemoryStore {
     /// Returns `(first_position, [(stream, version_after), ...], ids)`: `ids` lists every
     /// event id (as ints) when some were generated here for events given with `None`.
     /// Returns `(first_position, [(stream, version_after), ...])`.
-    #[pyo3(signature = (expected, events, metadata))]
+    ///
+    /// An event tuple may carry a fifth item, its tags (a sequence of str). `condition`,
+    /// `(query items, after)` with items as `(types, tags)` pairs, fails the append with
+    /// `ConditionFailed` when an event after position `after` matches the query.
+    #[pyo3(signature = (expected, events, metadata, condition = None))]
     pub(crate) fn append<'py>(
         &self,
         py: Python<'py>,
         expected: &Bound<'py, PyAny>,
         events: &Bound<'py, PyAny>,
         metadata: Option<&Bound<'py, PyBytes>>,
+        condition: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let expected_items = tuples(expected, "expected")?;
         let mut exp: SmallVec<[(Bound<'py, PyAny>, i64); 4]> =
@@ -382,12 +437,22 @@ impl MemoryStore {
             exp.push((stream.clone(), version.extract::<i64>()?));
         }
         let mut evs: SmallVec<[EventArg<'py>; 4]> = SmallVec::new();
-        for t in tuples(events, "events")? {
-            let Ok([stream, event_type, payload, id]) = <[_; 4]>::try_from(t.into_vec()) else {
+        let mut tag_items: Vec<Vec<Bound<'py, PyString>>> = Vec::new();
+        for (i, t) in tuples(events, "events")?.into_iter().enumerate() {
+            let mut t = t.into_vec();
+            let tags = if t.len() == 5 { t.pop() } else { None };
+            let Ok([stream, event_type, payload, id]) = <[_; 4]>::try_from(t) else {
                 return Err(PyTypeError::new_err(
-                    "events must contain (stream_id, event_type, payload, event_id) tuples",
+                    "events must contain (stream_id, event_type, payload, event_id[, tags]) tuples",
                 ));
             };
+            if let Some(tags) = tags {
+                let tags = strings(&tags, "tags")?;
+                if !tags.is_empty() {
+                    tag_items.resize_with(i, Vec::new);
+                    tag_items.push(tags);
+                }
+            }
             evs.push(EventArg {
                 stream,
                 event_type,
@@ -395,8 +460,62 @@ impl MemoryStore {
                 id: EventIdArg::Given(id),
             });
         }
-        let (first, versions, ids) = self.append_checked(py, &exp, &evs, metadata)?;
+        if tag_items.is_empty() && condition.is_none() {
+            let (first, versions, ids) = self.append_checked(py, &exp, &evs, metadata)?;
+            return (first, versions, ids).into_pyobject(py);
+        }
+        tag_items.resize_with(evs.len(), Vec::new);
+        let tag_strs: Vec<Vec<&str>> = tag_items
+            .iter()
+            .map(|t| t.iter().map(|s| s.to_str()).collect::<PyResult<_>>())
+            .collect::<PyResult<_>>()?;
+        let tag_refs: Vec<&[&str]> = tag_strs.iter().map(Vec::as_slice).collect();
+        let parsed = condition
+            .map(|c| -> PyResult<_> {
+                let (items, after): (Bound<'py, PyAny>, i64) = c.extract()?;
+                Ok((query_args(&items)?, after))
+            })
+            .transpose()?;
+        let query = parsed.as_ref().map(|(q, _)| query_items(q)).transpose()?;
+        let cond = match (&query, &parsed) {
+            (Some(q), Some((_, after))) => Some((q.as_slice(), *after)),
+            _ => None,
+        };
+        let (first, versions, ids) =
+            self.append_with(py, &exp, &evs, metadata, Some((&tag_refs, cond)))?;
         (first, versions, ids).into_pyobject(py)
+    }
+
+    /// The events after `after` matching the query `items` (`(types, tags)` pairs), in
+    /// position order, at most `limit`; returns `(rows, position)`: the position the read
+    /// is consistent with.
+    #[pyo3(signature = (items, after = 0, limit = None))]
+    fn read_query<'py>(
+        &self,
+        py: Python<'py>,
+        items: &Bound<'py, PyAny>,
+        after: i64,
+        limit: Option<i64>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let args = query_args(items)?;
+        let query = query_items(&args)?;
+        let (rows, position) = py.detach(|| self.inner.read().read_query(&query, after, limit))?;
+        (rows_to_py(py, &rows, None)?, position).into_pyobject(py)
+    }
+
+    /// The tags of the events at `positions`, one tuple of str each (sorted).
+    fn tags_at<'py>(&self, py: Python<'py>, positions: Vec<u64>) -> PyResult<Bound<'py, PyList>> {
+        let tags = self.read(py, |_| positions.len() <= SMALL, |s| s.tags_at(&positions));
+        let out: Vec<Bound<'py, PyTuple>> = tags
+            .iter()
+            .map(|t| PyTuple::new(py, t.iter().map(|s| PyString::new(py, s))))
+            .collect::<PyResult<_>>()?;
+        PyList::new(py, out)
+    }
+
+    /// Whether any stored event carries a tag.
+    fn has_tags(&self, py: Python<'_>) -> bool {
+        self.read(py, |_| true, Store::has_tags)
     }
 
     /// Fold every event of `streams` (in global position order) into `state`.

@@ -29,6 +29,8 @@ use crate::{event_type, limits, stream_id};
 
 #[path = "columns.rs"]
 pub mod columns;
+#[path = "dcb.rs"]
+pub mod dcb;
 
 /// Expected version: no check.
 pub const ANY: i64 = -1;
@@ -242,6 +244,8 @@ pub struct Store {
     erased: usize,
     names_heap: usize,
     stream_events_cap: usize,
+    /// Event tags and their postings (`dcb.rs`).
+    tags: dcb::TagIndex,
 }
 
 /// An approximation of what the allocator really holds for a request of `n` bytes
@@ -1207,6 +1211,7 @@ impl Store {
             + self.payload_heap
             + self.metadata_heap
             + self.names_heap
+            + self.tags.memory_usage()
     }
 }
 

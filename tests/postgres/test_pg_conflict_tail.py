@@ -105,12 +105,25 @@ async def test_upgrading_keeps_the_grants_of_append_events(postgres_dsn: str) ->
             f'"{schema}".append_events({sig})',
         )
         assert (allowed, public) == (True, False)
-        old_left = await admin.fetchval(
-            "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+        left = await admin.fetchval(
+            "SELECT array_agg(p.proname::text ORDER BY p.proname) FROM pg_proc p"
+            " JOIN pg_namespace n ON n.oid = p.pronamespace"
             " WHERE n.nspname = $1 AND p.proname LIKE 'append_events%'",
             schema,
         )
-        assert old_left == 1
+        # 0003's function is gone; 0008 wraps 0005's (append_events_inner, not granted)
+        # and adds the tagged append, granted to whoever could append (with event_tags).
+        assert left == ["append_events", "append_events_inner", "append_events_tagged"]
+        tagged_sig = f"{sig}, text[], integer[], jsonb, bigint"
+        privileges = await admin.fetchrow(
+            "SELECT has_function_privilege($1, $2, 'EXECUTE'),"
+            " has_function_privilege($1, $3, 'EXECUTE'), has_table_privilege($1, $4, 'SELECT')",
+            role,
+            f'"{schema}".append_events_tagged({tagged_sig})',
+            f'"{schema}".append_events_inner({sig})',
+            f'"{schema}".event_tags',
+        )
+        assert tuple(privileges) == (True, False, True)
     finally:
         await drop_schema(postgres_dsn, schema)
         await admin.execute(f"DROP ROLE IF EXISTS {role}")

@@ -17,7 +17,8 @@ from eventcore.projection import (
     ProjectionRunner,
     Subscription,
 )
-from eventcore.recorded import RecordedEvent, recorded_events
+from eventcore.query import Query
+from eventcore.recorded import NewEvent, RecordedEvent, recorded_events
 
 
 def checkpoints_for(store: Any) -> Any:
@@ -344,3 +345,42 @@ async def test_lag_in_seconds_while_behind(store: Any) -> None:
     status = (await runner.status())["recorder"]
     assert status.state == "idle" and status.lag_events == 10
     assert status.lag_seconds >= 0.15
+
+
+async def test_a_query_filter_delivers_the_events_of_its_types_and_tags(store: Any) -> None:
+    """A projection with a ``query`` (issue 19) gets exactly the matching events, across
+    pages, and its checkpoint moves past the rest; ``event_types`` narrows it further."""
+    events = [
+        NewEvent(f"c-{i % 3}", f"T{i % 2}", b"%d" % i, None, (f"course:c{i % 3}", f"n:{i}"))
+        for i in range(45)
+    ]
+    await store.append(events)
+    await store.append([NewEvent("x", "T0", b"-")])  # untagged: never matches
+
+    class Course:
+        name = "course"
+        query = Query.of(tags=["course:c1"])
+
+        def __init__(self) -> None:
+            self.positions: list[int] = []
+
+        def apply(self, event: Any) -> None:
+            assert "course:c1" in event.tags
+            self.positions.append(event.position)
+
+    class CourseT1(Course):
+        name = "course-t1"
+        event_types = ("T1",)
+
+    logged = await all_events(store)
+    for proj, want in (
+        (Course(), [e.position for e in logged if "course:c1" in e.tags]),
+        (
+            CourseT1(),
+            [e.position for e in logged if "course:c1" in e.tags and e.event_type == "T1"],
+        ),
+    ):
+        runner = runner_for(store, proj, page_size=4)
+        await runner.run_until_caught_up()
+        assert proj.positions == want and len(want) >= 7
+        assert await runner.checkpoints.load(proj.name) == await store.head()

@@ -24,7 +24,8 @@ import eventcore
 from eventcore import MemoryStore, UsageError
 from eventcore.metadata import Metadata
 from eventcore.projection import MemoryCheckpointStore, ProjectionRunner, Subscription
-from eventcore.recorded import AppendResult, NewEvent, RecordedEvent
+from eventcore.query import AppendCondition, Query, QueryItem, QueryResult
+from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, set_tags
 from eventcore.store import (
     Apply,
     CheckpointStore,
@@ -55,7 +56,7 @@ class ProtocolOnlyStore:
         self.calls: set[str] = set()
 
     def _shift(self, events: list[RecordedEvent[Any]]) -> list[RecordedEvent[Any]]:
-        return [
+        shifted = [
             RecordedEvent(
                 e.position * self.SPREAD,
                 e.event_id,
@@ -69,6 +70,8 @@ class ProtocolOnlyStore:
             )
             for e in events
         ]
+        set_tags(shifted, [e.tags for e in events])
+        return shifted
 
     async def append(
         self,
@@ -76,8 +79,19 @@ class ProtocolOnlyStore:
         *,
         expected: Expected = (),
         metadata: Metadata | None = None,
+        condition: AppendCondition | None = None,
     ) -> AppendResult:
-        return await self._inner.append(events, expected=expected, metadata=metadata)
+        if condition is not None:
+            condition = condition._replace(after=condition.after // self.SPREAD)
+        return await self._inner.append(
+            events, expected=expected, metadata=metadata, condition=condition
+        )
+
+    async def read_query(
+        self, query: Query | Sequence[QueryItem], *, after: int = 0, limit: int | None = None
+    ) -> QueryResult:
+        found = await self._inner.read_query(query, after=after // self.SPREAD, limit=limit)
+        return QueryResult(self._shift(found.events), found.position * self.SPREAD)
 
     async def fold_streams(
         self, streams: Sequence[str], state: Any, apply: Apply, decoders: Decoders

@@ -49,6 +49,9 @@ class Threaded:
     async def read_all(self, *args: Any, **kwargs: Any) -> Any:
         return await self._call("read_all", *args, **kwargs)
 
+    async def read_query(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._call("read_query", *args, **kwargs)
+
     async def read_events_by_id(self, *args: Any, **kwargs: Any) -> Any:
         return await self._call("read_events_by_id", *args, **kwargs)
 

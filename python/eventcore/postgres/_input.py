@@ -83,7 +83,7 @@ def prepare_events(
     seen: set[int] = set()
     out = []
     for i, e in enumerate(events):
-        stream_id, event_type, payload, event_id = e
+        stream_id, event_type, payload, event_id = e[0], e[1], e[2], e[3]
         sid = streams.get(stream_id)
         if sid is None:
             sid = streams[stream_id] = validate_stream_id(stream_id)
@@ -121,6 +121,16 @@ def prepare_events(
             total,
         )
     return out
+
+
+def prepare_tags(events: Sequence[Any]) -> list[tuple[str, ...]] | None:
+    """Each event's tags, checked (see :func:`eventcore.query.check_tags`); None when no
+    event carries one."""
+    from eventcore.query import check_tags
+
+    if not any(len(e) > 4 and e[4] for e in events):
+        return None
+    return [check_tags(e[4]) if len(e) > 4 else () for e in events]
 
 
 def prepare_expected(expected: Expected) -> list[tuple[str, int]]:

@@ -32,6 +32,7 @@ OUR_OBJECTS = (
     "snapshots",
     "subject_keys",
     "purges",
+    "event_tags",
 )
 """Relation names a migration creates: a foreign one with such a name stops the migration."""
 
@@ -154,6 +155,19 @@ class Queries:
             f" FROM {s}.append_events($1::text[], $2::bigint[], $3::uuid[], $4::text[],"
             " $5::text[], $6::bytea[], $7::uuid, $8::uuid, $9::text, $10::jsonb)"
         )
+        # Tags and conditions (migration 0008).
+        self.append_tagged = (
+            "SELECT status, positions, streams, versions, conflict_expected, duplicate_id,"
+            " detail, tail_streams, tail_types, tail_payloads, tail_versions, tail_positions"
+            f" FROM {s}.append_events_tagged($1::text[], $2::bigint[], $3::uuid[], $4::text[],"
+            " $5::text[], $6::bytea[], $7::uuid, $8::uuid, $9::text, $10::jsonb,"
+            " $11::text[], $12::integer[], $13::jsonb, $14::bigint)"
+        )
+        self.tags_at = (
+            f"SELECT position, array_agg(tag ORDER BY tag) FROM {s}.event_tags"
+            " WHERE position = ANY($1::bigint[]) GROUP BY position"
+        )
+        self.read_query = f"SELECT * FROM {s}.read_query($1::jsonb, $2, $3)"
         # A fold: first one (stream_id, NULL, version as 8 bytes, 0, 0) row per stream
         # that has a row (its version: hidden events are not read, so not counted), then
         # its visible events (migration 0006: versions above hidden_upto), in log order,

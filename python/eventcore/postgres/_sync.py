@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventcore.errors import UsageError
 from eventcore.metadata import Metadata
+from eventcore.query import AppendCondition, Query, QueryItem, QueryResult
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent
 from eventcore.registry import EventRegistry
 from eventcore.state_cache import StateCache
@@ -383,9 +384,18 @@ class SyncPostgresStore:
         *,
         expected: Expected = (),
         metadata: Metadata | None = None,
+        condition: AppendCondition | None = None,
     ) -> AppendResult:
         """Append atomically across streams; see :meth:`PostgresStore.append`."""
-        return self._run(self._store.append(events, expected=expected, metadata=metadata))
+        return self._run(
+            self._store.append(events, expected=expected, metadata=metadata, condition=condition)
+        )
+
+    def read_query(
+        self, query: Query | Sequence[QueryItem], *, after: int = 0, limit: int | None = None
+    ) -> QueryResult:
+        """Events matching ``query``; see :meth:`PostgresStore.read_query`."""
+        return self._run(self._store.read_query(query, after=after, limit=limit))
 
     def fold_streams(
         self, streams: Sequence[str], state: S, apply: Apply, decoders: Decoders

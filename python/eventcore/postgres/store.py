@@ -104,6 +104,7 @@ from eventcore import _core
 from eventcore._lifecycle import check_before, check_expected, check_purge, out_of_range
 from eventcore.errors import (
     ConcurrencyConflict,
+    ConditionFailed,
     ConfigurationError,
     DuplicateEventId,
     EventCoreError,
@@ -121,12 +122,21 @@ from eventcore.postgres._input import (
     check_stream_ids,
     prepare_events,
     prepare_expected,
+    prepare_tags,
 )
 from eventcore.postgres._notify import Listener, Notifier
 from eventcore.postgres._pool import ConnectionPool, PooledConnection
 from eventcore.postgres._snapshot import PostgresSnapshotStore
 from eventcore.postgres._sql import Queries, channel, check_schema_name, migrations
-from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, as_uuid, recorded_events
+from eventcore.query import AppendCondition, Query, QueryItem, QueryResult, query_arg
+from eventcore.recorded import (
+    AppendResult,
+    NewEvent,
+    RecordedEvent,
+    as_uuid,
+    recorded_events,
+    set_tags,
+)
 from eventcore.registry import EventRegistry, default_registry
 from eventcore.snapshot import SNAPSHOT_EVERY, Snapshotter
 from eventcore.state_cache import DEFAULT_MAX_ENTRIES, StateCache, make_state_cache
@@ -176,6 +186,13 @@ def check_dsn(dsn: str) -> str:
             f"got the scheme {parts.scheme!r}"
         )
     return dsn
+
+
+def _check_after(after: object) -> int:
+    """``after`` if it is a non-negative int (a position)."""
+    if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+        raise ValidationError("after", "must be a non-negative int", after)
+    return after
 
 
 class PostgresStore:
@@ -396,17 +413,25 @@ class PostgresStore:
         *,
         expected: Expected = (),
         metadata: Metadata | None = None,
+        condition: AppendCondition | None = None,
     ) -> AppendResult:
         """Append atomically across streams, in one round trip; see :meth:`EventStore.append`.
+
+        Tags and a ``condition`` go through ``append_events_tagged`` (migration 0008): the
+        condition is checked under advisory locks keyed by its query (see the migration),
+        so two appends that only one may pass never both pass.
 
         Events without an id get a UUIDv7. Appending the same ids again (with the same
         streams, types and payloads) returns the original positions and versions.
 
         Raises:
             ConcurrencyConflict: an expected version did not match; nothing written.
-            DuplicateEventId: an event id is stored with other content, appears twice in
-                the batch, or only part of the batch was stored before.
+            ConditionFailed: an event matching ``condition`` lies after its position;
+                nothing written.
+            DuplicateEventId: an event id is stored with other content (or tags),
+                appears twice in the batch, or only part of the batch was stored before.
             InvalidStreamId: a stream id broke the rules.
+            InvalidTag: a tag broke the rules.
             ValidationError: a payload over :data:`MAX_PAYLOAD_BYTES`, too many events,
                 or a malformed event, expected version or metadata.
             StoreUnavailable: the server could not be reached or the statement timed out.
@@ -424,7 +449,9 @@ class PostgresStore:
         if user_id is not None and "\x00" in user_id:
             raise ValidationError("user_id", "must not contain NUL characters", user_id)
         custom = _json_encode(dict(meta.custom)).decode() if meta.custom else None
-        args = (
+        tags = prepare_tags(events)
+        query = self._q.append
+        args: tuple[Any, ...] = (
             [c[0] for c in checks],
             [c[1] for c in checks],
             [as_uuid(e[3]) for e in batch],
@@ -436,6 +463,20 @@ class PostgresStore:
             user_id,
             custom,
         )
+        if tags is not None or condition is not None:
+            query = self._q.append_tagged
+            flat = [(tag, i + 1) for i, event_tags in enumerate(tags or ()) for tag in event_tags]
+            args = (
+                *args,
+                [t for t, _ in flat],
+                [i for _, i in flat],
+                None
+                if condition is None
+                else _json_encode(
+                    [{"types": t, "tags": g} for t, g in query_arg(condition.query)]
+                ).decode(),
+                None if condition is None else _check_after(condition.after),
+            )
         pool = await self._get_pool()
         row: Any = None
         for attempt in range(3):
@@ -444,7 +485,7 @@ class PostgresStore:
                 async with pool.acquire() as conn:
                     sent = args[2]
                     try:
-                        row = await conn.fetchrow(self._q.append, *args)
+                        row = await conn.fetchrow(query, *args)
                     except pgbase.InternalClientError:
                         conn.terminate()  # protocol state unknown: never reuse it
                         raise
@@ -494,6 +535,8 @@ class PostgresStore:
             raise conflict
         if status == "duplicate":
             raise DuplicateEventId(row[5], row[6])
+        if status == "condition" and condition is not None:
+            raise ConditionFailed(condition.after, row[1][0])
         raise StoreError(f"unexpected answer from append_events: {status!r}")
 
     async def _conflict_from_data(
@@ -544,6 +587,47 @@ class PostgresStore:
         # payload, recorded_at, metadata JSON array or NULL): the fast builder takes them
         # as they are; the id and the metadata are converted on first access.
         return recorded_events(rows, self.registry)
+
+    async def _tagged(self, events: list[RecordedEvent[Any]]) -> list[RecordedEvent[Any]]:
+        """``events`` with their tags (one indexed lookup in ``event_tags``)."""
+        if events:
+            found = dict(await self._fetch(self._q.tags_at, [e.position for e in events]))
+            set_tags(events, [found.get(e.position, ()) for e in events])
+        return events
+
+    async def read_query(
+        self, query: Query | Sequence[QueryItem], *, after: int = 0, limit: int | None = None
+    ) -> QueryResult:
+        """The events after position ``after`` matching ``query``, in position order (at
+        most ``limit``), and the position the read is consistent with; see
+        :meth:`EventStore.read_query <eventcore.store.EventStore.read_query>`.
+
+        The position is the safe head (see :meth:`head`), read first: every event at or
+        below it has committed, so the read that follows sees all matching ones, and an
+        event committed later lies above it (an append condition at it catches it). One
+        round trip (``read_query()``, migration 0008). Items with tags walk the tag index;
+        an item with only types reads the log after ``after``.
+
+        Raises:
+            InvalidTag: a tag of the query broke the rules.
+            InvalidEventType: a type name of the query broke the rules.
+        """
+        items = query_arg(query)
+        limit = check_limit(limit)
+        after = _check_after(after)
+        if not items:
+            return QueryResult([], await self.head())
+        rows = await self._fetch(
+            self._q.read_query,
+            _json_encode([{"types": t, "tags": g} for t, g in items]).decode(),
+            after,
+            limit,
+        )
+        head = rows[0][0]
+        events = self._wrap([tuple(r)[1:9] for r in rows[1:]])
+        set_tags(events, [r[9] for r in rows[1:]])
+        position = events[-1].position if limit and len(events) == limit else max(head, 0)
+        return QueryResult(events, position)
 
     async def fold_streams(
         self, streams: Sequence[str], state: S, apply: Apply, decoders: Decoders
@@ -631,7 +715,7 @@ class PostgresStore:
         """Events of one stream with version > ``after_version``, oldest first."""
         sid = validate_stream_id(stream_id)
         rows = await self._fetch(self._q.read_stream, sid, after_version, check_limit(limit))
-        return self._wrap(rows)
+        return await self._tagged(self._wrap(rows))
 
     async def read_streams(
         self, stream_ids: Sequence[str], *, after_version: int = 0, limit: int | None = None
@@ -639,7 +723,7 @@ class PostgresStore:
         """Events of several streams with version > ``after_version``, in global order."""
         ids = check_stream_ids(stream_ids)
         rows = await self._fetch(self._q.read_streams, ids, after_version, check_limit(limit))
-        return self._wrap(rows)
+        return await self._tagged(self._wrap(rows))
 
     async def read_stream_backwards(
         self, stream_id: str, *, before_version: int | None = None, limit: int | None = None
@@ -649,7 +733,7 @@ class PostgresStore:
         rows = await self._fetch(
             self._q.read_stream_backwards, sid, before_version, check_limit(limit)
         )
-        return self._wrap(rows)
+        return await self._tagged(self._wrap(rows))
 
     async def read_all(
         self,
@@ -681,7 +765,7 @@ class PostgresStore:
                 types,
                 stream_prefix,
             )
-        return self._wrap(rows)
+        return await self._tagged(self._wrap(rows))
 
     async def iter_all(
         self,
@@ -720,7 +804,7 @@ class PostgresStore:
         One query on the event-id index; not held back like :meth:`read_all`.
         """
         ids = [as_uuid(i) for i in event_ids]
-        return self._wrap(await self._fetch(self._q.read_by_ids, ids))
+        return await self._tagged(self._wrap(await self._fetch(self._q.read_by_ids, ids)))
 
     async def stream_version(self, stream_id: str) -> int:
         """A stream's version: its number of events, plus one per truncation (0 = no stream)."""

@@ -179,6 +179,7 @@ class Worker:
             page_size=runner.page_size,
             event_types=hooks.event_types,
             stream_prefix=hooks.stream_prefix,
+            query=hooks.query,
             live=live,
             poll_interval=runner.poll_interval,
             columns=hooks.columns is not None and hooks.transactional is None,

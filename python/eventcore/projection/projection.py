@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from eventcore.errors import EventDecodeError, ProjectionError
 from eventcore.projection.reconnect import StoreFault
+from eventcore.query import Query
 from eventcore.recorded import RecordedEvent
 from eventcore.retry import RetryPolicy
 
@@ -29,6 +30,8 @@ class Projection(Protocol):
     - ``event_types: Sequence[str] | None`` (registered names: every stored version and
       alias of each matches) and ``stream_prefix: str | None``: filters
       (only matching events are delivered; the checkpoint still moves past the others).
+    - ``query: eventcore.query.Query | None``: a filter of event types and tags (read
+      with the store's tag index); the filters above narrow it further.
     - ``apply(event)``: one :class:`~eventcore.RecordedEvent` (payload in ``event.data``,
       envelope in ``position``, ``stream_id``, ``version``, ``event_type``,
       ``recorded_at``, ``metadata``); a plain or an ``async`` method.
@@ -161,6 +164,7 @@ class Hooks:
         "name",
         "on_error",
         "projection",
+        "query",
         "reset",
         "reset_in_transaction",
         "stream_prefix",
@@ -178,6 +182,7 @@ class Hooks:
             raise TypeError("event_types must be a sequence of str, not one str")
         self.event_types: list[str] | None = list(types) if types is not None else None
         self.stream_prefix: str | None = getattr(projection, "stream_prefix", None)
+        self.query: Query | None = getattr(projection, "query", None)
         self.on_error: FailureStrategy = getattr(projection, "on_error", None) or (
             FailureStrategy.stop()
         )

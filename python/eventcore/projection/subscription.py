@@ -10,6 +10,7 @@ from typing import Any, cast
 from eventcore.errors import ValidationError
 from eventcore.memory import MemoryStore
 from eventcore.projection.columns import ColumnBatch, ColumnBuilder
+from eventcore.query import Query
 from eventcore.recorded import RecordedEvent
 from eventcore.store import AsyncView, ColumnBuffers, ProjectionStore
 
@@ -68,6 +69,9 @@ class Subscription:
         event_types: deliver only these types (registered names: every stored version
             and alias of each is delivered).
         stream_prefix: deliver only streams whose id starts with this.
+        query: deliver only events matching this :class:`~eventcore.query.Query` (of
+            event types and tags), read with the store's ``read_query``; the filters
+            above then narrow it further.
         live: keep following the log (False: stop once caught up).
         poll_interval: the longest wait for an append before reading again.
         columns: deliver :class:`ColumnBatch` pages (needs numpy) instead of events.
@@ -81,6 +85,7 @@ class Subscription:
         page_size: int = 1000,
         event_types: Sequence[str] | None = None,
         stream_prefix: str | None = None,
+        query: Query | None = None,
         live: bool = True,
         poll_interval: float = 1.0,
         columns: bool = False,
@@ -105,6 +110,9 @@ class Subscription:
             registry.stored_types(self.event_types) if self.event_types is not None else None
         )
         self.stream_prefix = stream_prefix
+        if query is not None and not isinstance(query, Query):
+            raise TypeError(f"query must be an eventcore.query.Query, not {type(query).__name__}")
+        self.query = query
         self.live = live
         self.poll_interval = poll_interval
         self._columns = ColumnBuilder(registry) if columns else None
@@ -160,6 +168,8 @@ class Subscription:
         # delivery order by the time of the read, so a short page covers it all.
         head = await store.head()
         builder = self._columns
+        if self.query is not None:
+            return await self._query_page(after, head)
         if builder is not None:
             raw = await store.read_columns(
                 after, self.page_size, builder.store_types, len(builder.stream_names)
@@ -180,6 +190,24 @@ class Subscription:
         if builder is not None:
             batch = builder.from_events(events)
             return Page([], position, self.head, self.caught_up, batch)
+        return Page(events, position, self.head, self.caught_up)
+
+    async def _query_page(self, after: int, head: int) -> Page:
+        """A page of the events matching :attr:`query` (then the other filters)."""
+        assert self.query is not None
+        found = await self.store.read_query(self.query, after=after, limit=self.page_size)
+        full = len(found.events) >= self.page_size
+        events = [
+            e
+            for e in found.events
+            if (self.event_types is None or e.event_type in self.event_types)
+            and (self.stream_prefix is None or e.stream_id.startswith(self.stream_prefix))
+        ]
+        position = max(found.position, after)
+        self.caught_up = not full
+        self.head = max(head, position)
+        if self._columns is not None:
+            return Page([], position, self.head, self.caught_up, self._columns.from_events(events))
         return Page(events, position, self.head, self.caught_up)
 
     def _columns_page(self, raw: ColumnBuffers, after: int, head: int) -> Page:

@@ -54,6 +54,7 @@ from eventcore import _core
 from eventcore._lifecycle import check_before, check_expected, check_purge, out_of_range
 from eventcore.errors import (
     ConcurrencyConflict,
+    ConditionFailed,
     ConfigurationError,
     DuplicateEventId,
     StoreError,
@@ -67,10 +68,20 @@ from eventcore.postgres._input import (
     check_stream_ids,
     prepare_events,
     prepare_expected,
+    prepare_tags,
 )
-from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, as_uuid, recorded_events
+from eventcore.query import AppendCondition, Query, QueryItem, QueryResult, query_arg
+from eventcore.recorded import (
+    AppendResult,
+    NewEvent,
+    RecordedEvent,
+    as_uuid,
+    recorded_events,
+    set_tags,
+)
 from eventcore.registry import EventRegistry, default_registry
 from eventcore.snapshot import SNAPSHOT_EVERY, Snapshot, Snapshotter
+from eventcore.sqlite import _query
 from eventcore.sqlite import _schema as q
 from eventcore.state_cache import DEFAULT_MAX_ENTRIES, StateCache, make_state_cache
 from eventcore.store import (
@@ -345,6 +356,7 @@ class SqliteStore:
         *,
         expected: Expected = (),
         metadata: Metadata | None = None,
+        condition: AppendCondition | None = None,
     ) -> AppendResult:
         """Append atomically across streams, in one transaction; see
         :meth:`EventStore.append <eventcore.store.EventStore.append>`.
@@ -356,8 +368,10 @@ class SqliteStore:
         Raises:
             ConcurrencyConflict: an expected version did not match; nothing written. Its
                 ``tail`` holds the events after the expected versions (at most 256).
-            DuplicateEventId: an event id is stored with other content, appears twice in
-                the batch, or only part of the batch was stored before.
+            ConditionFailed: an event matching ``condition`` lies after its position
+                (checked under the write lock); nothing written.
+            DuplicateEventId: an event id is stored with other content (or tags),
+                appears twice in the batch, or only part of the batch was stored before.
             InvalidStreamId, InvalidEventType, InvalidMetadata, LimitExceeded: bad input,
                 refused before anything is written.
             TypeError: an event is not a ``(stream, type, payload, id)`` tuple.
@@ -368,15 +382,33 @@ class SqliteStore:
         """
         batch = prepare_events(events, metadata)
         checks = prepare_expected(expected)
+        tags = prepare_tags(events)
+        where = None
+        if condition is not None:
+            where = _query.matching_positions(query_arg(condition.query), condition.after)
         meta = metadata.to_bytes() if metadata else None
         ids = [_id_bytes(e[3]) for e in batch]
         conn = self._conn()
         try:
-            conn.execute("BEGIN IMMEDIATE" if batch else "BEGIN")
+            conn.execute("BEGIN IMMEDIATE" if batch or where else "BEGIN")
         except sqlite3.Error as exc:
             raise q.translate(exc, "append") from exc
         try:
+            if where is not None and condition is not None:
+                # Under the write lock: no append can land between this check and ours.
+                if batch and self._stored(conn, ids):
+                    raise _Replay  # idempotency answers before the condition
+                found = conn.execute(f"SELECT min(position) FROM ({where[0]})", where[1])
+                position = found.fetchone()[0]
+                if position is not None:
+                    raise ConditionFailed(condition.after, position)
             result = self._append_locked(conn, batch, checks, ids, meta)
+            if tags is not None:
+                first = result.positions[0]
+                conn.executemany(
+                    "INSERT INTO event_tags (position, tag) VALUES (?, ?)",
+                    [(first + i, tag) for i, event_tags in enumerate(tags) for tag in event_tags],
+                )
         except _Replay as signal:
             _rollback(conn)
             replay = self._replay(conn, batch, checks, ids, meta)
@@ -384,6 +416,12 @@ class SqliteStore:
                 raise StoreError("append: a unique constraint failed, but no id is stored") from (
                     signal.__cause__
                 )
+            stored = self._tags_at(list(replay.positions))
+            for e, given, have in zip(batch, tags or [()] * len(batch), stored, strict=True):
+                if tuple(given) != have:
+                    raise DuplicateEventId(
+                        as_uuid(e[3]), "already stored with different tags"
+                    ) from None
             return replay
         except BaseException:
             _rollback(conn)
@@ -655,7 +693,50 @@ class SqliteStore:
     def _wrap(self, rows: list[Any]) -> list[RecordedEvent[Any]]:
         # (position, id as 16 bytes, stream, version, type, payload, micros, metadata
         # bytes or NULL): converted on first access.
-        return recorded_events(rows, self.registry)
+        events = recorded_events(rows, self.registry)
+        if events:
+            set_tags(events, self._tags_at([e.position for e in events]))
+        return events
+
+    def _tags_at(self, positions: list[int]) -> list[tuple[str, ...]]:
+        """The tags of the events at ``positions`` (sorted; empty for none)."""
+        found: dict[int, list[str]] = {}
+        for position, tag in self._all(*_query.tags_of(positions)):
+            found.setdefault(position, []).append(tag)
+        return [tuple(found.get(p, ())) for p in positions]
+
+    def read_query(
+        self, query: Query | Sequence[QueryItem], *, after: int = 0, limit: int | None = None
+    ) -> QueryResult:
+        """The events after position ``after`` matching ``query``, in position order (at
+        most ``limit``), and the position the read is consistent with (the head, or the
+        last event returned when ``limit`` cut the read short); see
+        :meth:`EventStore.read_query <eventcore.store.EventStore.read_query>`.
+
+        Raises:
+            InvalidTag: a tag of the query broke the rules.
+            InvalidEventType: a type name of the query broke the rules.
+        """
+        items = query_arg(query)
+        limit = check_limit(limit)
+        if not isinstance(after, int) or after < 0:
+            raise ValidationError("after", "must be a non-negative int", after)
+        where = _query.matching_positions(items, after)
+        conn = self._conn()
+        try:
+            with self._write(conn, "read", immediate=False):  # one consistent snapshot
+                head = conn.execute(q.HEAD).fetchone()[0]
+                rows = []
+                if where is not None and limit != 0:
+                    rows = conn.execute(
+                        f"SELECT {q.COLS} FROM events WHERE position IN ({where[0]})"
+                        " AND position <= ? ORDER BY position LIMIT ?",
+                        [*where[1], head, _NO_LIMIT if limit is None else limit],
+                    ).fetchall()
+        except sqlite3.Error as exc:
+            raise q.translate(exc, "read") from exc
+        position = rows[-1][0] if limit and len(rows) == limit else head
+        return QueryResult(self._wrap(rows), position)
 
     def read_stream(
         self, stream_id: str, *, after_version: int = 0, limit: int | None = None
@@ -1002,9 +1083,16 @@ class AsyncSqliteStore:
         *,
         expected: Expected = (),
         metadata: Metadata | None = None,
+        condition: AppendCondition | None = None,
     ) -> AppendResult:
         """See :meth:`SqliteStore.append`."""
-        return self.sync.append(events, expected=expected, metadata=metadata)
+        return self.sync.append(events, expected=expected, metadata=metadata, condition=condition)
+
+    async def read_query(
+        self, query: Query | Sequence[QueryItem], *, after: int = 0, limit: int | None = None
+    ) -> QueryResult:
+        """See :meth:`SqliteStore.read_query`."""
+        return self.sync.read_query(query, after=after, limit=limit)
 
     async def fold_streams(
         self, streams: Sequence[str], state: S, apply: Apply, decoders: Decoders

@@ -21,6 +21,7 @@ from eventcore.errors import ConcurrencyConflict, OutcomeUnknown, StoreUnavailab
 from eventcore.executor import execute_sync
 from eventcore.memory import AsyncMemoryStore, MemoryStore
 from eventcore.metadata import Metadata
+from eventcore.query import AppendCondition, Query, QueryItem, QueryResult
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent
 from eventcore.registry import EventRegistry
 from eventcore.retry import RetryPolicy
@@ -158,8 +159,10 @@ class FaultyStore:
         *,
         expected: Expected = (),
         metadata: Metadata | None = None,
+        condition: AppendCondition | None = None,
     ) -> AppendResult:
-        """Append, unless the script says to fail this call."""
+        """Append, unless the script says to fail this call (a condition is the real
+        store's to check)."""
         fault = self._next("append", self.faults)
         checks = list(expected.items()) if hasattr(expected, "items") else list(expected)
         if fault == "conflict":
@@ -172,7 +175,9 @@ class FaultyStore:
                 if version >= 0 and events:
                     template = next((e for e in events if e[0] == stream_id), events[0])
                     self.store.append([NewEvent(stream_id, template[1], template[2])])
-        result = self.store.append(events, expected=expected, metadata=metadata)
+        result = self.store.append(
+            events, expected=expected, metadata=metadata, condition=condition
+        )
         if fault == "lost-reply":
             raise OutcomeUnknown(
                 "injected: the reply to a committed append was lost", result.event_ids
@@ -219,6 +224,14 @@ class FaultyStore:
             event_types=event_types,
             stream_prefix=stream_prefix,
         )
+
+    def read_query(
+        self, query: Query | Sequence[QueryItem], *, after: int = 0, limit: int | None = None
+    ) -> QueryResult:
+        """Read by query, unless the read script says this read fails."""
+        if self._next("query", self.read_faults) == "unavailable":
+            raise StoreUnavailable("injected: store unavailable on read")
+        return self.store.read_query(query, after=after, limit=limit)
 
     def read_events_by_id(self, event_ids: Sequence[Any]) -> list[RecordedEvent[Any]]:
         """Look events up by id, unless the read script says this read fails."""

@@ -1,0 +1,329 @@
+"""The ``dcb.*`` workloads: query reads and conditional appends against eventsourcing's DCB
+recorders (``eventsourcing.dcb``: ``InMemoryDCBRecorder``, ``PostgresDCBRecorderTT``).
+
+The decision on both sides is the DCB specification's unique user name, at the store
+level: read the events of type ``Registered`` tagged ``username:<name>`` (none: each
+operation picks a fresh name), decide, append one tagged event under the condition "no
+such event after the position read". Both logs hold ``prefill`` tagged events first.
+Clients on PostgreSQL: eventcore as asyncio tasks on one pool; the peer as threads on
+its psycopg pool (its fastest honest way, as in benches/pg_workloads.py).
+
+The query read: a log of ``log_events`` events over ``log_tags`` tags; one read returns
+the events of one tag (``log_events / log_tags`` of them); reads/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from eventcore import MemoryStore, NewEvent
+from eventcore.postgres import PostgresStore
+from eventcore.query import AppendCondition, Query
+
+_perf = time.perf_counter
+Once = Callable[[], float]
+PAYLOAD = b'{"user":"u","name":"n"}'
+
+
+@dataclass(frozen=True)
+class DcbSizes:
+    """How long and how big."""
+
+    seconds: float
+    reps: int
+    warmup: int
+    prefill: int
+    log_events: int
+    log_tags: int
+
+
+DCB_QUICK = DcbSizes(
+    seconds=1.0, reps=3, warmup=1, prefill=2_000, log_events=100_000, log_tags=1_000
+)
+DCB_FULL = DcbSizes(
+    seconds=3.0, reps=5, warmup=1, prefill=10_000, log_events=1_000_000, log_tags=10_000
+)
+
+
+def _prefill_events(n: int) -> list[NewEvent]:
+    return [
+        NewEvent(f"user-p{i}", "Registered", PAYLOAD, None, (f"username:p{i}",)) for i in range(n)
+    ]
+
+
+def timed(seconds: float, op: Callable[[int], None]) -> float:
+    """Call ``op(i)`` until ``seconds`` pass; ops/s."""
+    started = _perf()
+    deadline = started + seconds
+    i = 0
+    while _perf() < deadline:
+        op(i)
+        i += 1
+    return i / (_perf() - started)
+
+
+# -- in memory --------------------------------------------------------------------------
+
+
+def memory_sides(sz: DcbSizes) -> tuple[Once, Once]:
+    """(eventcore, peer) one repetition each of the conditional append in memory."""
+    from eventsourcing.dcb.api import DCBAppendCondition, DCBEvent, DCBQuery, DCBQueryItem
+    from eventsourcing.dcb.popo import InMemoryDCBRecorder
+
+    store = MemoryStore()
+    for start in range(0, sz.prefill, 1000):
+        store.append(_prefill_events(sz.prefill)[start : start + 1000])
+    peer = InMemoryDCBRecorder()
+    peer.append([DCBEvent("Registered", PAYLOAD, [f"username:p{i}"]) for i in range(sz.prefill)])
+    rep = [0]
+
+    def ours() -> float:
+        rep[0] += 1
+        r = rep[0]
+
+        def op(i: int) -> None:
+            name = f"username:{r}-{i}"
+            query = Query.of(["Registered"], [name])
+            found = store.read_query(query)
+            if not found.events:
+                store.append(
+                    [NewEvent("users", "Registered", PAYLOAD, None, (name,))],
+                    condition=AppendCondition(query, found.position),
+                )
+
+        return timed(sz.seconds, op)
+
+    def theirs() -> float:
+        rep[0] += 1
+        r = rep[0]
+
+        def op(i: int) -> None:
+            name = f"username:{r}-{i}"
+            query = DCBQuery([DCBQueryItem(["Registered"], [name])])
+            found = peer.read(query)
+            events = list(found)
+            if not events:
+                peer.append(
+                    [DCBEvent("Registered", PAYLOAD, [name])],
+                    DCBAppendCondition(query, found.head),
+                )
+
+        return timed(sz.seconds, op)
+
+    return ours, theirs
+
+
+def memory_query_read(sz: DcbSizes) -> tuple[Once, int]:
+    """One repetition of the query read on a log of ``log_events`` in memory; the log size."""
+    store = MemoryStore()
+    batch = 10_000
+    for start in range(0, sz.log_events, batch):
+        store.append(
+            [
+                NewEvent(f"s-{i % 1000}", "Happened", b"x", None, (f"key:{i % sz.log_tags}",))
+                for i in range(start, min(start + batch, sz.log_events))
+            ]
+        )
+
+    def once() -> float:
+        return timed(
+            sz.seconds, lambda i: store.read_query(Query.of(tags=[f"key:{i % sz.log_tags}"]))
+        )
+
+    return once, len(store)
+
+
+# -- PostgreSQL -------------------------------------------------------------------------
+
+
+class PgDcb:
+    """eventcore and the peer's DCB recorder on one server, each on a schema of its own."""
+
+    def __init__(self, dsn: str, sz: DcbSizes, clients: int = 16) -> None:
+        self.dsn, self.sz, self.clients = dsn, sz, clients
+        self.loop = asyncio.new_event_loop()
+        self.run = self.loop.run_until_complete
+        tag = uuid.uuid4().hex[:8]
+        self.schema, self.peer_schema, self.log_schema = (
+            f"bench_dcb_{tag}",
+            f"bench_dcb_peer_{tag}",
+            f"bench_dcb_log_{tag}",
+        )
+        self.store: PostgresStore = self.run(self._fresh(self.schema, clients))
+        for start in range(0, sz.prefill, 1000):
+            self.run(self.store.append(_prefill_events(sz.prefill)[start : start + 1000]))
+        self.threads = ThreadPoolExecutor(clients, thread_name_prefix="dcb-peer")
+        self.peer, self.datastore = self._peer()
+        self._rep = 0
+        self._log_store: PostgresStore | None = None
+
+    async def _fresh(self, schema: str, size: int) -> PostgresStore:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+        store = PostgresStore(self.dsn, schema=schema, min_size=size, max_size=size)
+        await store.open()
+        await store.migrate()
+        return store
+
+    def _peer(self) -> tuple[Any, Any]:
+        from eventsourcing.dcb.api import DCBEvent
+        from eventsourcing.dcb.postgres_tt import PostgresDCBRecorderTT
+        from eventsourcing.postgres import PostgresDatastore
+
+        url = urlsplit(self.dsn)
+
+        # Its tags table REFERENCES the events table unqualified: it must live on the
+        # search path, so in "public", under table names of this run's own.
+        datastore = PostgresDatastore(
+            dbname=url.path.lstrip("/"),
+            host=url.hostname or "127.0.0.1",
+            port=url.port or 5432,
+            user=url.username or "postgres",
+            password=url.password or "",
+            pool_size=self.clients,
+        )
+        recorder = PostgresDCBRecorderTT(datastore, events_table_name=self.peer_schema)
+        recorder.create_table()
+        events = [
+            DCBEvent("Registered", PAYLOAD, [f"username:p{i}"]) for i in range(self.sz.prefill)
+        ]
+        for start in range(0, len(events), 1000):
+            recorder.append(events[start : start + 1000])
+        return recorder, datastore
+
+    def close(self) -> None:
+        self.threads.shutdown()
+        self.datastore.close()
+        self.run(self.store.close())
+        if self._log_store is not None:
+            self.run(self._log_store.close())
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                for s in (self.schema, self.log_schema):
+                    await conn.execute(f'DROP SCHEMA IF EXISTS "{s}" CASCADE')
+                for t in ("tt_tag", "tt_main"):
+                    await conn.execute(f'DROP TABLE IF EXISTS public."{self.peer_schema}_{t}"')
+            finally:
+                await conn.close()
+
+        self.run(drop())
+        self.loop.close()
+
+    def ours(self, clients: int) -> Once:
+        store = self.store
+
+        def once() -> float:
+            self._rep += 1
+            r = self._rep
+            counts = [0] * clients
+
+            async def client(k: int, deadline: float) -> None:
+                i = 0
+                while _perf() < deadline:
+                    name = f"username:{r}-{k}-{i}"
+                    query = Query.of(["Registered"], [name])
+                    found = await store.read_query(query)
+                    if not found.events:
+                        await store.append(
+                            [NewEvent(f"user-{r}-{k}-{i}", "Registered", PAYLOAD, None, (name,))],
+                            condition=AppendCondition(query, found.position),
+                        )
+                    i += 1
+                counts[k] = i
+
+            async def main() -> float:
+                started = _perf()
+                await asyncio.gather(
+                    *(client(k, started + self.sz.seconds) for k in range(clients))
+                )
+                return sum(counts) / (_perf() - started)
+
+            return self.run(main())
+
+        return once
+
+    def theirs(self, clients: int) -> Once:
+        from eventsourcing.dcb.api import DCBAppendCondition, DCBEvent, DCBQuery, DCBQueryItem
+
+        peer = self.peer
+
+        def once() -> float:
+            self._rep += 1
+            r = self._rep
+            counts = [0] * clients
+
+            def client(k: int, deadline: float) -> None:
+                i = 0
+                while _perf() < deadline:
+                    name = f"username:{r}-{k}-{i}"
+                    query = DCBQuery([DCBQueryItem(["Registered"], [name])])
+                    found = peer.read(query)
+                    if not list(found):
+                        peer.append(
+                            [DCBEvent("Registered", PAYLOAD, [name])],
+                            DCBAppendCondition(query, found.head),
+                        )
+                    i += 1
+                counts[k] = i
+
+            started = _perf()
+            futures = [
+                self.threads.submit(client, k, started + self.sz.seconds) for k in range(clients)
+            ]
+            for f in futures:
+                f.result()
+            return sum(counts) / (_perf() - started)
+
+        return once
+
+    def query_read(self) -> tuple[Once, int]:
+        """The query read on a log of ``log_events`` (built once, untimed); the log size."""
+        sz = self.sz
+        store: PostgresStore = self.run(self._fresh(self.log_schema, 2))
+        batch = 10_000
+        for start in range(0, sz.log_events, batch):
+            events = [
+                NewEvent(f"s-{i % 1000}", "Happened", b"x", None, (f"key:{i % sz.log_tags}",))
+                for i in range(start, min(start + batch, sz.log_events))
+            ]
+            self.run(store.append(events))
+
+        async def analyze() -> None:
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                await conn.execute(
+                    f'ANALYZE "{self.log_schema}".events, "{self.log_schema}".event_tags'
+                )
+            finally:
+                await conn.close()
+
+        self.run(analyze())
+
+        def once() -> float:
+            async def main() -> float:
+                started = _perf()
+                deadline = started + sz.seconds
+                i = 0
+                while _perf() < deadline:
+                    await store.read_query(Query.of(tags=[f"key:{i % sz.log_tags}"]))
+                    i += 1
+                return i / (_perf() - started)
+
+            return self.run(main())
+
+        self._log_store = store
+        return once, sz.log_events
