@@ -14,7 +14,7 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 use smallvec::SmallVec;
 
-use super::{check_limit, check_non_negative, AppendOutcome, NewEvent, Rows, Store};
+use super::{check_limit, check_non_negative, AppendOutcome, NewEvent, Rows, Store, ERASED};
 use crate::errors::{CoreError, CoreResult};
 use crate::stream_id;
 
@@ -56,6 +56,21 @@ impl TagIndex {
 
     fn of(&self, index: u32) -> &[u32] {
         self.by_event.get(&index).map_or(&[], |t| t.as_slice())
+    }
+
+    /// Drop the tags of erased (purged) events: tags may be personal data, and the query
+    /// reads must not find what is gone.
+    pub fn forget(&mut self, indexes: &[u32]) {
+        for index in indexes {
+            if let Some(tags) = self.by_event.remove(index) {
+                for t in tags {
+                    let list = &mut self.postings[t as usize];
+                    if let Ok(at) = list.binary_search(index) {
+                        list.remove(at);
+                    }
+                }
+            }
+        }
     }
 
     /// The tag names of an event, sorted.
@@ -154,8 +169,12 @@ impl Store {
     }
 
     fn item_matches(&self, item: &Resolved, index: u32) -> bool {
+        let event_type = self.event(index).event_type;
+        if event_type == ERASED {
+            return false; // purged: its position stays, empty
+        }
         if let Some(types) = &item.types {
-            if !types.contains(&self.event(index).event_type) {
+            if !types.contains(&event_type) {
                 return false;
             }
         }
@@ -350,6 +369,30 @@ mod tests {
         );
         assert_eq!(ids(&[item(&[], &["nope"])], 0), (vec![], 4));
         assert_eq!(ids(&[], 0), (vec![], 4));
+    }
+
+    #[test]
+    fn a_purged_event_is_gone_from_query_reads_and_conditions() {
+        let mut s = Store::new();
+        let t: [&[&str]; 2] = [&["k"], &["k"]];
+        s.append_tagged(&[], &[ev("a", "X", 1), ev("b", "X", 2)], None, &t, None)
+            .unwrap();
+        s.truncate("a", None, -1).unwrap(); // delete stream a (hides its event)
+        s.purge("a").unwrap();
+        for q in [[item(&[], &["k"])], [item(&["X"], &[])]] {
+            let (rows, position) = s.read_query(&q, 0, None).unwrap();
+            let positions: Vec<u64> = rows.rows.iter().map(|r| r.position).collect();
+            assert_eq!((positions, position), (vec![2], 2));
+        }
+        assert!(s.tags.of(0).is_empty());
+        // The purged event no longer fails a condition after position 0... but b's does.
+        let q = [item(&[], &["k"])];
+        let one: [&[&str]; 1] = [&["k"]];
+        assert!(s
+            .append_tagged(&[], &[ev("c", "X", 3)], None, &one, Some((&q, 1)))
+            .is_err());
+        s.append_tagged(&[], &[ev("c", "X", 3)], None, &one, Some((&q, 2)))
+            .unwrap();
     }
 
     #[test]

@@ -117,7 +117,7 @@ pub struct Purged {
 }
 
 /// The event type index of an erased event (its payload and id are gone).
-const ERASED: u32 = u32::MAX;
+pub(crate) const ERASED: u32 = u32::MAX;
 
 /// One event to append (borrowed from the caller).
 #[derive(Debug, Clone, Copy)]
@@ -546,6 +546,7 @@ impl Store {
             }
         }
         self.erased += indexes.len();
+        self.tags.forget(&indexes);
         Ok(Purged {
             events: indexes.len() as u64,
             from_version: u64::from(versions.0),

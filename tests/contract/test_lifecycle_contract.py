@@ -256,3 +256,28 @@ async def test_purge_needs_an_actor(store: Any) -> None:
         await store.purge_stream("acc-1", actor="", reason="x")
     assert await store.purge_log() == []
     assert len(await store.read_all()) == 1
+
+
+async def test_a_purge_erases_the_tags_of_its_events_from_query_reads(store: Any) -> None:
+    """A purged event's tags go with it: query reads, type scans and conditions no longer
+    find it (tags may be personal data too), while the other events' tags stay."""
+    from eventcore.query import Query
+
+    opened = default_registry.encode(AccountOpened("ann"))
+    await store.append(
+        [
+            NewEvent("acc-1", *opened, tags=("customer:ann",)),
+            NewEvent("acc-2", *opened, tags=("customer:ann",)),
+        ]
+    )
+    await store.delete_stream("acc-1")
+    assert [
+        e.stream_id for e in (await store.read_query(Query.of(tags=["customer:ann"]))).events
+    ] == [
+        "acc-1",
+        "acc-2",
+    ]  # hidden from stream reads, still in the log until purged
+    await store.purge_stream("acc-1", actor="ops", reason="forget ann's first account")
+    for query in (Query.of(tags=["customer:ann"]), Query.of(types=[opened[0]])):
+        found = await store.read_query(query)
+        assert [(e.stream_id, e.tags) for e in found.events] == [("acc-2", ("customer:ann",))]

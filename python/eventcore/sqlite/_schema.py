@@ -137,6 +137,11 @@ PURGE_RANGE = (
     " WHERE stream_id = ?1 AND version > ?2 AND version <= ?3"
 )
 PURGE_DELETE = "DELETE FROM events WHERE stream_id = ?1 AND version > ?2 AND version <= ?3"
+# A purge erases the events' tags with them (tags may be personal data too).
+PURGE_TAGS = (
+    "DELETE FROM event_tags WHERE position IN (SELECT position FROM events"
+    " WHERE stream_id = ?1 AND version > ?2 AND version <= ?3)"
+)
 PURGE_MARK = "UPDATE stream_lifecycle SET purged_upto = hidden_upto WHERE stream_id = ?1"
 PURGE_RECORD = (
     "INSERT INTO purges (stream_id, events, from_version, to_version, first_position,"

@@ -983,6 +983,7 @@ class SqliteStore:
                 n, first, last, low, high = conn.execute(
                     q.PURGE_RANGE, (sid, purged, hidden)
                 ).fetchone()
+                conn.execute(q.PURGE_TAGS, (sid, purged, hidden))
                 conn.execute(q.PURGE_DELETE, (sid, purged, hidden))
                 conn.execute(q.PURGE_MARK, (sid,))
             conn.execute(q.PURGE_RECORD, (sid, n, first, last, low, high, actor, reason, now))

@@ -1,4 +1,4 @@
--- eventcore SQLite schema 2: event tags (query reads and conditional appends).
+-- eventcore SQLite schema 3: event tags (query reads and conditional appends).
 --
 -- One row per (event, tag); an untagged event has none. The primary key finds an event's
 -- tags (reads return them), the index finds a tag's events after a position (queries).
