@@ -521,7 +521,7 @@ class Bouncer:
         process = subprocess.Popen(
             _as_server_user([binary, str(config)]),
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # it logs to its logfile
         )
         bouncer = cls(process, base, port)
         try:

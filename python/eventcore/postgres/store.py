@@ -124,6 +124,13 @@ from eventcore.postgres._input import (
 )
 from eventcore.postgres._notify import Listener, Notifier
 from eventcore.postgres._pool import ConnectionPool, PooledConnection
+from eventcore.postgres._replicas import (
+    PRIMARY_LSN,
+    ReadFrom,
+    ReplicaSet,
+    ReplicaStatus,
+    is_replica_failure,
+)
 from eventcore.postgres._snapshot import PostgresSnapshotStore
 from eventcore.postgres._sql import Queries, channel, check_schema_name, migrations
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, as_uuid, recorded_events
@@ -135,7 +142,14 @@ from eventcore.store import Apply, ColumnBuffers, Decoders, Expected, LogHoldbac
 if TYPE_CHECKING:
     from eventcore.postgres.checkpoint import PostgresCheckpointStore
 
-__all__ = ["MAX_EVENTS_PER_APPEND", "MAX_PAYLOAD_BYTES", "LogHoldback", "PostgresStore"]
+__all__ = [
+    "MAX_EVENTS_PER_APPEND",
+    "MAX_PAYLOAD_BYTES",
+    "LogHoldback",
+    "PostgresStore",
+    "ReadFrom",
+    "ReplicaStatus",
+]
 
 S = TypeVar("S")
 
@@ -196,6 +210,19 @@ class PostgresStore:
             ``snapshots`` table (see :mod:`eventcore.snapshot`); False: none.
         snapshot_every: events folded beyond a command's last snapshot before the next is
             written, for command classes that do not set ``snapshot_every``.
+        replicas: libpq URLs of streaming replicas (hot standbys) of the primary ``dsn``.
+            Commands (folds and appends), checkpoints and :meth:`log_holdback` always use
+            the primary; the reads (``read_*``, :meth:`head`, :meth:`stream_version`,
+            :meth:`list_streams`, :meth:`wait_for_append`, so projection catch-up and
+            subscriptions) go where ``read_from`` says. See :meth:`write_token` for
+            read-your-writes.
+        read_from: the store's default for reads: ``"replica"`` (the default when
+            ``replicas`` are given: a replica in rotation, else the primary) or
+            ``"primary"``. Every read method also takes ``read_from=`` per call.
+        replica_wait: seconds a read that must see a write waits for a replica to
+            replay it before it reads from the primary instead.
+        replica_max_lag: replay lag (seconds) past which a replica leaves the rotation
+            (it comes back when a probe finds it caught up).
 
     Raises:
         ConfigurationError: a malformed DSN or a schema name that is not allowed (not an
@@ -223,6 +250,10 @@ class PostgresStore:
         state_cache: int | StateCache | None = DEFAULT_MAX_ENTRIES,
         snapshots: bool = True,
         snapshot_every: int | None = SNAPSHOT_EVERY,
+        replicas: Sequence[str] = (),
+        read_from: ReadFrom = "replica",
+        replica_wait: float = 1.0,
+        replica_max_lag: float = 5.0,
     ) -> None:
         if (dsn is None) == (pool is None):
             raise ValidationError("dsn", "give exactly one of dsn= or pool=", dsn)
@@ -230,6 +261,14 @@ class PostgresStore:
             raise ValidationError("max_size", "need 0 <= min_size <= max_size, max_size >= 1")
         if dsn is not None:
             check_dsn(dsn)
+        if isinstance(replicas, str):
+            raise ValidationError("replicas", "must be a sequence of DSNs, not one str", replicas)
+        for replica in replicas:
+            check_dsn(replica)
+        if read_from not in ("primary", "replica"):
+            raise ValidationError("read_from", "must be 'primary' or 'replica'", read_from)
+        if not replica_wait >= 0 or not replica_max_lag > 0:
+            raise ValidationError("replica_wait", "need replica_wait >= 0, replica_max_lag > 0")
         self.schema = check_schema_name(schema)
         """The schema holding the store's tables."""
         self.registry = registry if registry is not None else default_registry
@@ -255,6 +294,21 @@ class PostgresStore:
             else None
         )
         """The store's snapshot policy (:mod:`eventcore.snapshot`); None: no snapshots."""
+        self.read_from: ReadFrom = read_from
+        """Where reads go by default (``"replica"`` only matters with replicas)."""
+        self._replicas = (
+            ReplicaSet(
+                list(replicas),
+                self._open_connection,
+                max_size=max_size,
+                wait=replica_wait,
+                max_lag=replica_max_lag,
+            )
+            if replicas
+            else None
+        )
+        self._unseen_write = False  # an append acknowledged since the last write_token()
+        self._own_token = 0  # this store's newest write token: its reads wait for it
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -303,15 +357,16 @@ class PostgresStore:
             self._pool = pool
         return self._pool
 
-    async def _open_connection(self) -> asyncpg.Connection:
-        """One new connection of the owned pool, with the store's session settings."""
+    async def _open_connection(self, dsn: str | None = None) -> asyncpg.Connection:
+        """One new connection of the owned pool (or a replica's: ``dsn``), with the store's
+        session settings."""
         settings = {"application_name": "eventcore"}
         timeout = self._statement_timeout
         if timeout is not None:
             settings["statement_timeout"] = str(int(timeout * 1000))
         try:
             return await asyncpg.connect(
-                self._dsn,
+                dsn or self._dsn,
                 timeout=self._connect_timeout,
                 command_timeout=timeout + 5.0 if timeout is not None else None,
                 server_settings=settings,
@@ -334,6 +389,8 @@ class PostgresStore:
         await self._notifier.close()
         if self.snapshots is not None:
             await self.snapshots.close()  # background snapshot writes end here
+        if self._replicas is not None:
+            await self._replicas.close()
         pool, self._pool = self._pool, None
         self._checked = False
         if pool is not None and self._owns_pool:
@@ -378,6 +435,7 @@ class PostgresStore:
         except Exception as exc:
             raise translate(exc, "migrate") from exc
         self._checked = True
+        self._unseen_write = self._replicas is not None  # replica reads wait for the schema
         return version
 
     # -- append --------------------------------------------------------------------
@@ -466,6 +524,7 @@ class PostgresStore:
             versions = list(zip(row[2] or (), row[3] or (), strict=True))
             if status == "ok" and positions:
                 self._notifier.announce(positions[-1])
+                self._unseen_write = True
                 # Consecutive: AppendResult expands the first position on demand.
                 return AppendResult(positions[0], versions, batch)
             return AppendResult(positions, versions, batch)
@@ -530,6 +589,62 @@ class PostgresStore:
             return await pool.fetchval(query, *args)
         except Exception as exc:
             raise translate(exc, "read") from exc
+
+    # -- reads routed to replicas ----------------------------------------------------------
+
+    async def write_token(self) -> int:
+        """A write token: the primary's WAL position now (bytes), past every append
+        acknowledged before this call, by any store or process.
+
+        Pass it as ``after=`` to a read (on any store with replicas, e.g. in another
+        process): the read waits until its replica has replayed it (at most
+        ``replica_wait`` seconds), then reads from the primary instead. This store's own
+        reads do it by themselves: after its appends, its next replica read takes a token
+        first (one round trip to the primary) and waits for it.
+        """
+        self._unseen_write = False  # before the query: a later append sets it again
+        token = int(await self._fetchval(PRIMARY_LSN))
+        self._own_token = max(self._own_token, token)
+        return token
+
+    async def _route(self, read_from: ReadFrom | None, after: int | None) -> Any:
+        """The pool one read uses: a replica's when routed there and one is ready."""
+        if read_from is not None and read_from not in ("primary", "replica"):
+            raise ValidationError("read_from", "must be 'primary' or 'replica'", read_from)
+        primary = await self._get_pool()
+        replicas = self._replicas
+        if replicas is None or (read_from or self.read_from) == "primary":
+            return primary
+        if self._unseen_write:
+            await self.write_token()
+        token = max(self._own_token, after or 0) or None
+        return await replicas.pick(token) or primary
+
+    async def _read(self, pool: Any, method: str, query: str, *args: Any) -> Any:
+        """``pool.<method>(query, *args)``; a replica that fails for a connection reason
+        leaves the rotation and the read goes to the primary."""
+        try:
+            return await getattr(pool, method)(query, *args)
+        except Exception as exc:
+            if self._replicas is None or pool is self._pool or not is_replica_failure(exc):
+                raise translate(exc, "read") from exc
+            self._replicas.failed(pool, exc)
+        try:
+            return await getattr(await self._get_pool(), method)(query, *args)
+        except Exception as exc:
+            raise translate(exc, "read") from exc
+
+    async def replica_status(self) -> list[ReplicaStatus]:
+        """Every replica probed now: in rotation or not (and why), replayed position, lag
+        in bytes (against the primary's WAL position now) and seconds. Empty without
+        replicas."""
+        if self._replicas is None:
+            return []
+        try:
+            primary_lsn: int | None = int(await self._fetchval(PRIMARY_LSN))
+        except StoreError:
+            primary_lsn = None
+        return await self._replicas.status(primary_lsn)
 
     def _wrap(self, rows: list[Any]) -> list[RecordedEvent[Any]]:
         # Rows are (position, event id as 16 bytes, stream_id, version, event_type,
@@ -608,28 +723,57 @@ class PostgresStore:
         return state, [now[s] for s in ids]
 
     async def read_stream(
-        self, stream_id: str, *, after_version: int = 0, limit: int | None = None
+        self,
+        stream_id: str,
+        *,
+        after_version: int = 0,
+        limit: int | None = None,
+        read_from: ReadFrom | None = None,
+        after: int | None = None,
     ) -> list[RecordedEvent[Any]]:
-        """Events of one stream with version > ``after_version``, oldest first."""
+        """Events of one stream with version > ``after_version``, oldest first.
+
+        ``read_from``/``after`` (every read takes them): where this read goes (default
+        :attr:`read_from`) and a :meth:`write_token` it must see.
+        """
         sid = validate_stream_id(stream_id)
-        rows = await self._fetch(self._q.read_stream, sid, after_version, check_limit(limit))
+        pool = await self._route(read_from, after)
+        rows = await self._read(
+            pool, "fetch", self._q.read_stream, sid, after_version, check_limit(limit)
+        )
         return self._wrap(rows)
 
     async def read_streams(
-        self, stream_ids: Sequence[str], *, after_version: int = 0, limit: int | None = None
+        self,
+        stream_ids: Sequence[str],
+        *,
+        after_version: int = 0,
+        limit: int | None = None,
+        read_from: ReadFrom | None = None,
+        after: int | None = None,
     ) -> list[RecordedEvent[Any]]:
         """Events of several streams with version > ``after_version``, in global order."""
         ids = check_stream_ids(stream_ids)
-        rows = await self._fetch(self._q.read_streams, ids, after_version, check_limit(limit))
+        pool = await self._route(read_from, after)
+        rows = await self._read(
+            pool, "fetch", self._q.read_streams, ids, after_version, check_limit(limit)
+        )
         return self._wrap(rows)
 
     async def read_stream_backwards(
-        self, stream_id: str, *, before_version: int | None = None, limit: int | None = None
+        self,
+        stream_id: str,
+        *,
+        before_version: int | None = None,
+        limit: int | None = None,
+        read_from: ReadFrom | None = None,
+        after: int | None = None,
     ) -> list[RecordedEvent[Any]]:
         """Events of one stream with version < ``before_version``, newest first."""
         sid = validate_stream_id(stream_id)
-        rows = await self._fetch(
-            self._q.read_stream_backwards, sid, before_version, check_limit(limit)
+        pool = await self._route(read_from, after)
+        rows = await self._read(
+            pool, "fetch", self._q.read_stream_backwards, sid, before_version, check_limit(limit)
         )
         return self._wrap(rows)
 
@@ -640,6 +784,8 @@ class PostgresStore:
         limit: int | None = None,
         event_types: Sequence[str] | None = None,
         stream_prefix: str | None = None,
+        read_from: ReadFrom | None = None,
+        after: int | None = None,
     ) -> list[RecordedEvent[Any]]:
         """The global log after ``after_position``, in position order, optionally filtered.
 
@@ -650,13 +796,17 @@ class PostgresStore:
         """
         types = check_event_types(event_types)
         limit = check_limit(limit)
+        pool = await self._route(read_from, after)
         # Below the cluster's xmin first (one plain statement: a page of a reader that
-        # catches up ends here); the rest up to the horizon through read_all_page.
-        rows = await self._fetch(
-            self._q.read_all_below_xmin, after_position, limit, types, stream_prefix
+        # catches up ends here); the rest up to the horizon through read_all_page. On a
+        # replica both bounds come from its own snapshot (log_horizon), each safe alone.
+        rows = await self._read(
+            pool, "fetch", self._q.read_all_below_xmin, after_position, limit, types, stream_prefix
         )
         if limit is None or len(rows) < limit:
-            rows += await self._fetch(
+            rows += await self._read(
+                pool,
+                "fetch",
                 self._q.read_all,
                 rows[-1][0] if rows else after_position,
                 None if limit is None else limit - len(rows),
@@ -672,6 +822,8 @@ class PostgresStore:
         page_size: int = 1000,
         event_types: Sequence[str] | None = None,
         stream_prefix: str | None = None,
+        read_from: ReadFrom | None = None,
+        after: int | None = None,
     ) -> AsyncIterator[RecordedEvent[Any]]:
         """Iterate the global log from ``after_position`` in pages of ``page_size``.
 
@@ -687,6 +839,8 @@ class PostgresStore:
                 limit=page_size,
                 event_types=event_types,
                 stream_prefix=stream_prefix,
+                read_from=read_from,
+                after=after,
             )
             for recorded in page:
                 yield recorded
@@ -695,27 +849,37 @@ class PostgresStore:
             cursor = page[-1].position
 
     async def read_events_by_id(
-        self, event_ids: Sequence[uuid.UUID | int]
+        self,
+        event_ids: Sequence[uuid.UUID | int],
+        *,
+        read_from: ReadFrom | None = None,
+        after: int | None = None,
     ) -> list[RecordedEvent[Any]]:
         """The stored events with these ids, in position order; ids not stored are left out.
 
         One query on the event-id index; not held back like :meth:`read_all`.
         """
         ids = [as_uuid(i) for i in event_ids]
-        return self._wrap(await self._fetch(self._q.read_by_ids, ids))
+        pool = await self._route(read_from, after)
+        return self._wrap(await self._read(pool, "fetch", self._q.read_by_ids, ids))
 
-    async def stream_version(self, stream_id: str) -> int:
+    async def stream_version(
+        self, stream_id: str, *, read_from: ReadFrom | None = None, after: int | None = None
+    ) -> int:
         """A stream's version: its number of events (0 = no stream)."""
-        version = await self._fetchval(self._q.stream_version, validate_stream_id(stream_id))
+        sid = validate_stream_id(stream_id)
+        pool = await self._route(read_from, after)
+        version = await self._read(pool, "fetchval", self._q.stream_version, sid)
         return int(version or 0)
 
-    async def head(self) -> int:
+    async def head(self, *, read_from: ReadFrom | None = None, after: int | None = None) -> int:
         """The highest position a reader of the global log may safely read up to (0: none).
 
         Events committed above it (by appends newer than the oldest append of this store
         still in flight) become readable, in position order, once that append ends.
         """
-        return int(await self._fetchval(self._q.head))
+        pool = await self._route(read_from, after)
+        return int(await self._read(pool, "fetchval", self._q.head))
 
     async def log_holdback(self) -> LogHoldback | None:
         """The oldest append of this store still in flight (None: none is).
@@ -738,10 +902,18 @@ class PostgresStore:
         return int(await self._fetchval(self._q.last_position))
 
     async def list_streams(
-        self, *, prefix: str | None = None, after: str | None = None, limit: int | None = None
+        self,
+        *,
+        prefix: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+        read_from: ReadFrom | None = None,
     ) -> list[tuple[str, int]]:
         """``(stream id, version)`` pairs sorted by stream id (code points), by prefix."""
-        rows = await self._fetch(self._q.list_streams, prefix, after, check_limit(limit))
+        pool = await self._route(read_from, None)
+        rows = await self._read(
+            pool, "fetch", self._q.list_streams, prefix, after, check_limit(limit)
+        )
         return [(r[0], r[1]) for r in rows]
 
     # -- what projections need (eventcore.store.ProjectionStore) --------------------
@@ -755,7 +927,8 @@ class PostgresStore:
         """How many events lie in ``(after_position, upto]`` (exact; capped at 10 million)."""
         if upto <= after_position:
             return 0
-        return int(await self._fetchval(self._q.count_between, after_position, upto))
+        pool = await self._route(None, None)
+        return int(await self._read(pool, "fetchval", self._q.count_between, after_position, upto))
 
     async def read_columns(
         self, after_position: int, limit: int, known_types: int, known_streams: int
