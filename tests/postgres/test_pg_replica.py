@@ -8,6 +8,7 @@ in what it returns.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 import uuid
@@ -17,7 +18,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from tests.pgserver import PostgresServer, Replica
+from tests.pgserver import PostgresServer, Replica, drop_schema, new_schema_name
 from tests.postgres.test_pg_global_log import NaiveReader, TailingReader, Writer
 
 from eventcore import NewEvent
@@ -240,3 +241,71 @@ async def test_a_projection_catches_up_and_follows_from_the_replica(
         await runner.wait_for(last.last_position, timeout=10)
     assert len(seen) == 21 and seen == sorted(seen)
     assert seen[-1] == last.last_position
+
+
+def test_cli_reads_from_replicas_and_shows_their_lag(
+    postgres_server: PostgresServer, postgres_replica: Replica
+) -> None:
+    from click.testing import CliRunner
+
+    from eventcore.cli._app import cli
+
+    schema = new_schema_name()
+
+    async def setup() -> None:
+        async with PostgresStore(postgres_server.dsn, schema=schema) as store:
+            await store.migrate()
+            await store.append([NewEvent("cli-1", "Opened", b"{}")])
+        await postgres_replica.wait_replayed(postgres_server.dsn)
+
+    asyncio.run(setup())
+    env = {"EVENTCORE_REPLICAS": postgres_replica.dsn}
+    base = ["--dsn", postgres_server.dsn, "--schema", schema]
+    try:
+        out = CliRunner().invoke(cli, ["replicas", *base, "--json"], env=env)
+        assert out.exit_code == 0, out.output
+        [row] = [json.loads(line) for line in out.output.splitlines()]
+        assert row["in_rotation"] is True and row["lag_bytes"] == 0
+        assert row["replica"] == f"127.0.0.1:{postgres_replica.port}/eventcore_test"
+
+        async def append_unreplayed() -> None:
+            async with replay_paused(postgres_replica):
+                async with PostgresStore(postgres_server.dsn, schema=schema) as store:
+                    await store.append([NewEvent("cli-1", "Deposited", b"{}")])
+                # Reads through the CLI go to the replica, which has not replayed it.
+                await asyncio.to_thread(check_cli_reads)
+
+        def check_cli_reads() -> None:
+            read = CliRunner().invoke(cli, ["read", "cli-1", *base, "--json"], env=env)
+            assert read.exit_code == 0, read.output
+            assert [json.loads(x)["version"] for x in read.output.splitlines()] == [1]
+            direct = CliRunner().invoke(cli, ["read", "cli-1", *base, "--json"], env={})
+            assert [json.loads(x)["version"] for x in direct.output.splitlines()] == [1, 2]
+
+        asyncio.run(append_unreplayed())
+        none = CliRunner().invoke(cli, ["replicas", *base], env={"EVENTCORE_REPLICAS": ""})
+        assert none.exit_code == 1 and "no replicas" in none.output
+    finally:
+        asyncio.run(drop_schema(postgres_server.dsn, schema))
+
+
+async def test_hooks_see_each_probe(
+    stores: tuple[PostgresStore, PostgresStore], postgres_replica: Replica
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from eventcore.metrics import PrometheusHook
+    from eventcore.observe import add_hook, remove_hook
+
+    _, reader = stores
+    registry = CollectorRegistry()
+    hook = PrometheusHook(registry)
+    add_hook(hook)
+    try:
+        [status] = await reader.replica_status()
+    finally:
+        remove_hook(hook)
+    labels = {"replica": status.replica}
+    assert registry.get_sample_value("eventcore_replica_in_rotation", labels) == 1
+    assert registry.get_sample_value("eventcore_replica_lag_bytes", labels) == status.lag_bytes
+    assert registry.get_sample_value("eventcore_replica_lag_seconds", labels) == 0

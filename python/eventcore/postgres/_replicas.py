@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from eventcore.observe import report_replica_status
 from eventcore.postgres._errors import _NOT_UNAVAILABLE, _UNAVAILABLE
 from eventcore.postgres._pool import ConnectionPool
 
@@ -80,7 +81,16 @@ class ReplicaStatus:
 
 
 class _Replica:
-    __slots__ = ("dsn", "error", "lag_seconds", "pool", "probed_at", "probing", "replay_lsn")
+    __slots__ = (
+        "dsn",
+        "error",
+        "lag_bytes",
+        "lag_seconds",
+        "pool",
+        "probed_at",
+        "probing",
+        "replay_lsn",
+    )
 
     def __init__(self, dsn: str, pool: ConnectionPool) -> None:
         self.dsn = dsn
@@ -88,6 +98,7 @@ class _Replica:
         self.error: str | None = None  # set: out of rotation
         self.replay_lsn: int | None = None
         self.lag_seconds: float | None = None
+        self.lag_bytes: int | None = None
         self.probed_at = 0.0
         self.probing: asyncio.Task[None] | None = None
 
@@ -98,6 +109,7 @@ class ReplicaSet:
     Args:
         dsns: one libpq URL per replica.
         connect: opens a connection to a DSN with the store's settings.
+        primary_lsn: the primary's WAL position now (for the lag in bytes).
         max_size: each replica pool's maximum number of connections.
         wait: seconds a read with a write token waits for a replica to replay it.
         max_lag: replay lag in seconds beyond which a replica leaves the rotation.
@@ -108,6 +120,7 @@ class ReplicaSet:
         self,
         dsns: Sequence[str],
         connect: Callable[[str], Awaitable[asyncpg.Connection]],
+        primary_lsn: Callable[[], Awaitable[int]],
         *,
         max_size: int,
         wait: float,
@@ -118,6 +131,7 @@ class ReplicaSet:
             _Replica(dsn, ConnectionPool(partial(connect, dsn), min_size=0, max_size=max_size))
             for dsn in dsns
         ]
+        self._primary_lsn = primary_lsn
         self.wait = wait
         self.max_lag = max_lag
         self.probe_interval = probe_interval
@@ -181,6 +195,11 @@ class ReplicaSet:
     # -- probes ------------------------------------------------------------------------
 
     async def _probe(self, replica: _Replica) -> None:
+        """Measure one replica, update its place in the rotation, tell the hooks."""
+        try:
+            primary: int | None = await self._primary_lsn()
+        except Exception:
+            primary = None  # the primary is down: the replica can still be measured
         try:
             row = await asyncio.wait_for(replica.pool.fetchrow(PROBE), self.probe_interval * 5)
         except Exception as exc:
@@ -189,6 +208,7 @@ class ReplicaSet:
             in_recovery, lsn, lag = row[0], row[1], row[2]
             replica.replay_lsn = lsn
             replica.lag_seconds = lag
+            replica.lag_bytes = None if primary is None or lsn is None else max(0, primary - lsn)
             if not in_recovery:
                 replica.error = "not a replica any more (promoted?)"
             elif lag is not None and lag > self.max_lag:
@@ -198,27 +218,22 @@ class ReplicaSet:
         finally:
             replica.probed_at = time.monotonic()
             replica.probing = None
+        report_replica_status(self._status_of(replica))
 
-    async def status(self, primary_lsn: int | None) -> list[ReplicaStatus]:
-        """Probe every replica now; their status (lag in bytes against ``primary_lsn``)."""
+    @staticmethod
+    def _status_of(r: _Replica) -> ReplicaStatus:
+        return ReplicaStatus(
+            describe(r.dsn), r.error is None, r.replay_lsn, r.lag_bytes, r.lag_seconds, r.error
+        )
+
+    async def status(self) -> list[ReplicaStatus]:
+        """Probe every replica now; their status."""
         for replica in self._replicas:
             if replica.probing is not None:
                 with contextlib.suppress(Exception):
                     await replica.probing
             await self._probe(replica)
-        return [
-            ReplicaStatus(
-                describe(r.dsn),
-                r.error is None,
-                r.replay_lsn,
-                None
-                if primary_lsn is None or r.replay_lsn is None
-                else max(0, primary_lsn - r.replay_lsn),
-                r.lag_seconds,
-                r.error,
-            )
-            for r in self._replicas
-        ]
+        return [self._status_of(r) for r in self._replicas]
 
     # -- closing -----------------------------------------------------------------------
 

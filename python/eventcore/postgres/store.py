@@ -300,6 +300,7 @@ class PostgresStore:
             ReplicaSet(
                 list(replicas),
                 self._open_connection,
+                self._primary_lsn,
                 max_size=max_size,
                 wait=replica_wait,
                 max_lag=replica_max_lag,
@@ -603,7 +604,7 @@ class PostgresStore:
         first (one round trip to the primary) and waits for it.
         """
         self._unseen_write = False  # before the query: a later append sets it again
-        token = int(await self._fetchval(PRIMARY_LSN))
+        token = await self._primary_lsn()
         self._own_token = max(self._own_token, token)
         return token
 
@@ -640,11 +641,10 @@ class PostgresStore:
         replicas."""
         if self._replicas is None:
             return []
-        try:
-            primary_lsn: int | None = int(await self._fetchval(PRIMARY_LSN))
-        except StoreError:
-            primary_lsn = None
-        return await self._replicas.status(primary_lsn)
+        return await self._replicas.status()
+
+    async def _primary_lsn(self) -> int:
+        return int(await self._fetchval(PRIMARY_LSN))
 
     def _wrap(self, rows: list[Any]) -> list[RecordedEvent[Any]]:
         # Rows are (position, event id as 16 bytes, stream_id, version, event_type,
