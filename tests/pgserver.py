@@ -15,6 +15,8 @@ Fixtures (load this module as a pytest plugin: ``pytest_plugins = ["tests.pgserv
 - ``pgbouncer`` (session, started on first use): a PgBouncer (:class:`Bouncer`) in
   transaction-pooling mode in front of the session's server; ``dsn`` is the test database
   through it.
+- ``pgbouncer_store`` (function): a migrated store on a fresh schema whose every
+  connection goes through that PgBouncer (``pgbouncer=True``, no ``direct_dsn``).
 - :func:`launch_cluster`: a primary and a replica of their own, for a test that promotes
   the replica or stops the primary (the session's servers stay as they are).
 
@@ -56,6 +58,7 @@ __all__ = [
     "Replica",
     "launch_cluster",
     "pgbouncer",
+    "pgbouncer_store",
     "postgres_dsn",
     "postgres_replica",
     "postgres_server",
@@ -509,8 +512,9 @@ class Bouncer:
             f"auth_type = trust\nauth_file = {users}\n"
             f"pool_mode = {pool_mode}\n"
             "max_client_conn = 500\ndefault_pool_size = 40\nmin_pool_size = 0\n"
-            # What drivers send at startup that PgBouncer does not track itself.
-            "ignore_startup_parameters = extra_float_digits,statement_timeout\n"
+            # What drivers send at startup that PgBouncer does not track itself (not
+            # statement_timeout: the store's PgBouncer mode must not send it).
+            "ignore_startup_parameters = extra_float_digits\n"
             f"logfile = {base / 'pgbouncer.log'}\npidfile = {base / 'pgbouncer.pid'}\n"
             "server_reset_query = DISCARD ALL\nserver_check_delay = 0\n"
         )
@@ -574,6 +578,23 @@ def pgbouncer(postgres_server: PostgresServer) -> Iterator[Bouncer]:
         yield bouncer
     finally:
         bouncer.shutdown()
+
+
+@pytest.fixture
+async def pgbouncer_store(pgbouncer: Bouncer, postgres_dsn: str) -> AsyncIterator[Any]:
+    """A fresh migrated PostgresStore that reaches the server only through PgBouncer."""
+    from eventcore.postgres import PostgresStore
+
+    store = PostgresStore(pgbouncer.dsn, schema=new_schema_name(), pgbouncer=True)
+    try:
+        await store.open()
+        await store.migrate()
+        yield store
+    finally:
+        try:
+            await store.close()
+        finally:
+            await drop_schema(postgres_dsn, store.schema)
 
 
 def launch_cluster() -> tuple[PostgresServer, Replica]:

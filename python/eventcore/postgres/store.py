@@ -223,6 +223,16 @@ class PostgresStore:
             replay it before it reads from the primary instead.
         replica_max_lag: replay lag (seconds) past which a replica leaves the rotation
             (it comes back when a probe finds it caught up).
+        pgbouncer: ``dsn`` (and the replicas) go through PgBouncer in transaction (or
+            statement) pooling mode: no named prepared statements (asyncpg's statement
+            cache off) and no ``statement_timeout`` startup parameter (PgBouncer refuses
+            it: set it on the role, ``ALTER ROLE app SET statement_timeout = '30s'``; the
+            client still gives up after ``statement_timeout + 5`` seconds). Connections
+            that hold session state (the LISTEN connection, projection leader leases) go
+            to ``direct_dsn``; without one the store polls instead of LISTENing and its
+            checkpoints offer no leases (projections run non-exclusive).
+        direct_dsn: a direct connection to the primary (not through PgBouncer), for
+            LISTEN and session advisory locks. Only with ``pgbouncer=True``.
 
     Raises:
         ConfigurationError: a malformed DSN or a schema name that is not allowed (not an
@@ -254,6 +264,8 @@ class PostgresStore:
         read_from: ReadFrom = "replica",
         replica_wait: float = 1.0,
         replica_max_lag: float = 5.0,
+        pgbouncer: bool = False,
+        direct_dsn: str | None = None,
     ) -> None:
         if (dsn is None) == (pool is None):
             raise ValidationError("dsn", "give exactly one of dsn= or pool=", dsn)
@@ -265,6 +277,10 @@ class PostgresStore:
             raise ValidationError("replicas", "must be a sequence of DSNs, not one str", replicas)
         for replica in replicas:
             check_dsn(replica)
+        if direct_dsn is not None:
+            if not pgbouncer:
+                raise ValidationError("direct_dsn", "only with pgbouncer=True", direct_dsn)
+            check_dsn(direct_dsn)
         if read_from not in ("primary", "replica"):
             raise ValidationError("read_from", "must be 'primary' or 'replica'", read_from)
         if not replica_wait >= 0 or not replica_max_lag > 0:
@@ -308,6 +324,9 @@ class PostgresStore:
             if replicas
             else None
         )
+        self.pgbouncer = pgbouncer
+        """Whether the store's pool goes through PgBouncer (transaction pooling)."""
+        self._direct_dsn = direct_dsn
         self._unseen_write = False  # an append acknowledged since the last write_token()
         self._own_token = 0  # this store's newest write token: its reads wait for it
 
@@ -363,7 +382,7 @@ class PostgresStore:
         session settings."""
         settings = {"application_name": "eventcore"}
         timeout = self._statement_timeout
-        if timeout is not None:
+        if timeout is not None and not self.pgbouncer:
             settings["statement_timeout"] = str(int(timeout * 1000))
         try:
             return await asyncpg.connect(
@@ -372,6 +391,9 @@ class PostgresStore:
                 command_timeout=timeout + 5.0 if timeout is not None else None,
                 server_settings=settings,
                 connection_class=PooledConnection,
+                # PgBouncer hands each transaction any server connection: no named
+                # statement outlives it, so asyncpg's cache of them is off.
+                **({"statement_cache_size": 0} if self.pgbouncer else {}),
             )
         except ValueError as exc:
             # Only the DSN's parsing raises ValueError here (asyncpg's
@@ -967,6 +989,11 @@ class PostgresStore:
         """Whether the store opens connections itself (from a DSN), not only a borrowed pool."""
         return self._dsn is not None
 
+    @property
+    def _has_sessions(self) -> bool:
+        """Whether a connection of ours keeps its session (not one PgBouncer multiplexes)."""
+        return not self.pgbouncer or self._direct_dsn is not None
+
     def _borrow(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
         """A connection of the pool for the length of an ``async with`` block."""
         return _Borrowed(self, lend=False)
@@ -979,15 +1006,22 @@ class PostgresStore:
 
     async def _connect(self, application_name: str) -> asyncpg.Connection:
         """A new connection of its own, outside the pool (the store must have a DSN)."""
+        direct = self._direct_dsn
         return await asyncpg.connect(
-            self._dsn,
+            direct or self._dsn,
             timeout=self._connect_timeout,
             server_settings={"application_name": application_name},
+            **({"statement_cache_size": 0} if self.pgbouncer and not direct else {}),
         )
 
     async def _dedicated_connection(self) -> tuple[asyncpg.Connection, bool]:
         """A connection kept for long (LISTEN, a session lock): opened from the DSN, or
         borrowed from a pool the store was given; and whether it was borrowed."""
+        if not self._has_sessions:
+            raise ConfigurationError(
+                "LISTEN and leader leases need a session of their own: through PgBouncer, "
+                "give PostgresStore(direct_dsn=...) a direct connection to the primary"
+            )
         if self._owns_connections:
             return await self._connect("eventcore-listen"), False
         return await (await self._get_pool()).acquire(), True
