@@ -151,6 +151,12 @@ class PostgresServer:
         self._require_own()
         self._executor.stop()
 
+    def crash(self) -> None:
+        """Stop the server at once, as a crash would (``pg_ctl stop -m immediate``)."""
+        self._require_own()
+        datadir = str(self._executor.datadir)
+        _run([self.pg_ctl or "pg_ctl", "stop", "-m", "immediate", "-D", datadir], "crash")
+
     def start(self) -> None:
         """Start the server again on the same data directory and port; wait until ready."""
         self._require_own()
@@ -597,14 +603,40 @@ async def pgbouncer_store(pgbouncer: Bouncer, postgres_dsn: str) -> AsyncIterato
             await drop_schema(postgres_dsn, store.schema)
 
 
-def launch_cluster() -> tuple[PostgresServer, Replica]:
-    """A primary and a streaming replica of their own (shut both down when done)."""
+def launch_cluster(*, synchronous: bool = False) -> tuple[PostgresServer, Replica]:
+    """A primary and a streaming replica of their own (shut both down when done).
+
+    ``synchronous``: the primary acknowledges a commit only once the replica has flushed
+    it (``synchronous_standby_names = '*'``), so a crash of the primary loses nothing
+    acknowledged.
+    """
     pg_ctl = find_pg_ctl()
     if pg_ctl is None:
         _unavailable("no PostgreSQL server binaries found")
     primary = PostgresServer.launch(pg_ctl)  # type: ignore[arg-type]
     try:
-        return primary, Replica.launch(pg_ctl, primary.port)  # type: ignore[arg-type]
+        replica = Replica.launch(pg_ctl, primary.port)  # type: ignore[arg-type]
+        if synchronous:
+            asyncio.run(_synchronous(primary.admin_dsn))
+        return primary, replica
     except BaseException:
         primary.shutdown()
         raise
+
+
+async def _synchronous(admin_dsn: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
+        await conn.execute("SELECT pg_reload_conf()")
+        while (
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'"
+            )
+            == 0
+        ):
+            await asyncio.sleep(0.01)
+    finally:
+        await conn.close()

@@ -165,6 +165,10 @@ _INPUT_REFUSED = "EC002"
 def check_dsn(dsn: str) -> str:
     """Return ``dsn`` if it is a ``postgresql://`` URL asyncpg can parse, else raise.
 
+    Several hosts are allowed (``postgresql://u@h1:5432,h2:5432/db``); with
+    ``?target_session_attrs=read-write`` a connection goes to the one that accepts writes
+    (libpq's semantics, which asyncpg follows): the store follows a failover.
+
     Raises:
         ConfigurationError: not a str, another scheme, a bad port or host syntax (the
             rest, such as a bad ``sslmode``, is refused the same way on first connect).
@@ -173,7 +177,10 @@ def check_dsn(dsn: str) -> str:
         raise ConfigurationError(f"dsn: must be a str, got {type(dsn).__name__}")
     try:
         parts = urlsplit(dsn)
-        _ = parts.port  # raises ValueError for a bad or out-of-range port
+        # Several hosts (host1:port1,host2:port2: tried in turn, for failover): each
+        # port checked alone. .port raises ValueError for a bad or out-of-range one.
+        for host in parts.netloc.rpartition("@")[2].split(","):
+            _ = urlsplit(f"//{host}").port
     except ValueError as exc:
         raise ConfigurationError(f"malformed PostgreSQL DSN: {exc}") from exc
     if parts.scheme not in ("postgresql", "postgres"):
