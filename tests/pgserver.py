@@ -38,6 +38,7 @@ Where the server comes from:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import os
 import pwd
@@ -133,6 +134,7 @@ class PostgresServer:
         self._base = base
         self.pg_ctl = pg_ctl
         """The ``pg_ctl`` this server was started with (None: not started here)."""
+        self._crashed = False
         self.port = int(executor.port) if executor is not None else 0
         """The server's port (0: not started here)."""
 
@@ -156,6 +158,12 @@ class PostgresServer:
         self._require_own()
         datadir = str(self._executor.datadir)
         _run([self.pg_ctl or "pg_ctl", "stop", "-m", "immediate", "-D", datadir], "crash")
+        # The executor's own stop would ask pg_ctl again: only forget its process.
+        from mirakuru import SimpleExecutor
+
+        with contextlib.suppress(Exception):
+            SimpleExecutor.stop(self._executor)
+        self._crashed = True
 
     def start(self) -> None:
         """Start the server again on the same data directory and port; wait until ready."""
@@ -218,7 +226,8 @@ class PostgresServer:
         """Stop a server started here and delete its data directory."""
         if self._executor is not None:
             try:
-                self._executor.stop()
+                if not self._crashed:
+                    self._executor.stop()
             finally:
                 if self._base is not None:
                     shutil.rmtree(self._base, ignore_errors=True)

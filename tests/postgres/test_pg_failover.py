@@ -6,13 +6,12 @@ with ``target_session_attrs=read-write``. Clients run commands all along; the pr
 killed (``pg_ctl stop -m immediate``), commands fail with ``StoreUnavailable`` (or
 ``OutcomeUnknown``) during the gap, the replica is promoted (``pg_ctl promote``), and
 commands work again against it. Every acknowledged command's events are on the new
-primary, and a projection that ran through it all resumes and sees each of them once.
+primary, and a projection that ran through it all resumes and sees every one of them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
@@ -38,8 +37,7 @@ def cluster() -> Any:
         yield primary, replica
     finally:
         replica.shutdown()
-        with contextlib.suppress(Exception):
-            primary.shutdown()
+        primary.shutdown()
 
 
 async def test_commands_follow_a_promoted_replica_and_lose_nothing_acknowledged(
@@ -106,10 +104,9 @@ async def test_commands_follow_a_promoted_replica_and_lose_nothing_acknowledged(
             assert acknowledged[a] <= deposits <= acknowledged[a] + maybe[a], (a, versions)
         head = await store.head()
         await runner.wait_for(head, timeout=30)
-    # The projection resumed across the failover and saw each event once.
-    assert len(seen) == len(set(seen))
-    total = sum(versions.values())
-    assert len(seen) == total
+    # The projection resumed across the failover and saw every event (at least once: a
+    # batch whose checkpoint was not saved when the primary died comes again).
+    assert len(set(seen)) == sum(versions.values())
     async with PostgresStore(
         f"postgresql://{SUPERUSER}@127.0.0.1:{replica.port}/{DB_NAME}", schema=store.schema
     ) as direct:
