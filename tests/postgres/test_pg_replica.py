@@ -159,6 +159,19 @@ async def test_a_dead_replica_leaves_rotation_and_comes_back(
         assert len(await reader.read_stream("d")) == 2  # served by the replica again
 
 
+async def test_idempotency_lookups_read_the_primary(
+    stores: tuple[PostgresStore, PostgresStore], postgres_replica: Replica
+) -> None:
+    writer, reader = stores
+    await reader.head()  # its own migration replayed: its reads wait for nothing now
+    async with replay_paused(postgres_replica):
+        result = await writer.append([NewEvent("idem", "E", b"1")])
+        ids = result.event_ids
+        # The executor's idempotency lookup: never a lagging replica's answer.
+        assert [e.event_id for e in await reader.read_events_by_id(ids)] == ids
+        assert await reader.read_events_by_id(ids, read_from="replica") == []
+
+
 async def test_read_from_is_checked(stores: tuple[PostgresStore, PostgresStore]) -> None:
     _, reader = stores
     with pytest.raises(ValidationError):

@@ -886,10 +886,13 @@ class PostgresStore:
     ) -> list[RecordedEvent[Any]]:
         """The stored events with these ids, in position order; ids not stored are left out.
 
-        One query on the event-id index; not held back like :meth:`read_all`.
+        One query on the event-id index; not held back like :meth:`read_all`. Read from
+        the primary unless ``read_from="replica"`` is passed (whatever the store's
+        default): the executor looks a command's idempotency key up here, and a replica
+        that has not replayed the first run would let the command run twice.
         """
         ids = [as_uuid(i) for i in event_ids]
-        pool = await self._route(read_from, after)
+        pool = await self._route(read_from or "primary", after)
         return self._wrap(await self._read(pool, "fetch", self._q.read_by_ids, ids))
 
     async def stream_version(
