@@ -322,3 +322,28 @@ async def test_hooks_see_each_probe(
     assert registry.get_sample_value("eventcore_replica_in_rotation", labels) == 1
     assert registry.get_sample_value("eventcore_replica_lag_bytes", labels) == status.lag_bytes
     assert registry.get_sample_value("eventcore_replica_lag_seconds", labels) == 0
+
+
+def test_the_sync_face_routes_reads_and_hands_out_tokens(
+    postgres_server: PostgresServer, postgres_replica: Replica
+) -> None:
+    from eventcore.postgres import SyncPostgresStore
+
+    schema = new_schema_name()
+    writer = SyncPostgresStore.connect(postgres_server.dsn, schema=schema)
+    reader = SyncPostgresStore.connect(
+        postgres_server.dsn, schema=schema, replicas=[postgres_replica.dsn], replica_wait=5
+    )
+    try:
+        writer.migrate()
+        writer.append([NewEvent("sync-1", "E", b"1")])
+        token = writer.write_token()
+        [status] = reader.replica_status()
+        assert status.in_rotation
+        # The reader waits for the token on its replica: the event is there.
+        assert len(reader.read_stream("sync-1", after=token)) == 1
+        assert len(reader.read_all(read_from="primary")) == 1
+    finally:
+        writer.close()
+        reader.close()
+        asyncio.run(drop_schema(postgres_server.dsn, schema))
