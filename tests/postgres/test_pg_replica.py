@@ -28,6 +28,10 @@ from eventcore.projection import ProjectionRunner
 
 pytestmark = pytest.mark.postgres
 
+CAUGHT_UP = 64 * 1024
+"""Lag in bytes of a replica that has replayed what the test wrote (the server's own
+background WAL, e.g. autovacuum's, may still be on its way)."""
+
 
 @asynccontextmanager
 async def replay_paused(replica: Replica) -> AsyncIterator[None]:
@@ -84,7 +88,7 @@ async def test_reads_go_to_the_replica_and_a_token_waits_then_falls_back(
 async def test_a_store_reads_its_own_writes_through_a_lagging_replica(
     postgres_store_factory: Any, postgres_replica: Replica, postgres_server: PostgresServer
 ) -> None:
-    store = await postgres_store_factory(replicas=[postgres_replica.dsn], replica_wait=2.0)
+    store = await postgres_store_factory(replicas=[postgres_replica.dsn], replica_wait=10.0)
     await postgres_replica.wait_replayed(postgres_server.dsn)
     async with replay_paused(postgres_replica):
         await store.append([NewEvent("own", "Opened", b"{}")])
@@ -101,7 +105,7 @@ async def test_a_store_reads_its_own_writes_through_a_lagging_replica(
         assert [e.event_type for e in await store.read_stream("own")] == ["Opened"]
         waited = time.monotonic() - started
         await resume
-    assert 0.15 <= waited < 2.0, waited  # served by the replica once replayed, no fallback
+    assert 0.15 <= waited < 10.0, waited  # served by the replica once replayed, no fallback
 
 
 async def test_lag_is_reported_and_a_lagging_replica_leaves_rotation_and_returns(
@@ -113,7 +117,10 @@ async def test_lag_is_reported_and_a_lagging_replica_leaves_rotation_and_returns
     writer = await postgres_store_factory(schema=store.schema)
     await postgres_replica.wait_replayed(postgres_server.dsn)
     [ok] = await store.replica_status()
-    assert ok.in_rotation and ok.lag_bytes == 0 and ok.lag_seconds == 0 and ok.error is None
+    # Caught up (the server's own background WAL may be in flight: a few kB at most).
+    assert ok.in_rotation and ok.error is None
+    assert ok.lag_bytes is not None and ok.lag_bytes < CAUGHT_UP
+    assert ok.lag_seconds is not None and ok.lag_seconds < 0.3
     async with replay_paused(postgres_replica):
         await writer.append([NewEvent("lag", "E", b"1")])
         await writer.append([NewEvent("lag", "E", b"2")])
@@ -126,7 +133,7 @@ async def test_lag_is_reported_and_a_lagging_replica_leaves_rotation_and_returns
         assert len(await store.read_stream("lag")) == 2
     await postgres_replica.wait_replayed(postgres_server.dsn)
     [back] = await store.replica_status()
-    assert back.in_rotation and back.lag_bytes == 0, back
+    assert back.in_rotation and back.lag_bytes is not None and back.lag_bytes < CAUGHT_UP, back
 
 
 async def test_a_dead_replica_leaves_rotation_and_comes_back(
@@ -278,7 +285,7 @@ def test_cli_reads_from_replicas_and_shows_their_lag(
         out = CliRunner().invoke(cli, ["replicas", *base, "--json"], env=env)
         assert out.exit_code == 0, out.output
         [row] = [json.loads(line) for line in out.output.splitlines()]
-        assert row["in_rotation"] is True and row["lag_bytes"] == 0
+        assert row["in_rotation"] is True and 0 <= row["lag_bytes"] < CAUGHT_UP
         assert row["replica"] == f"127.0.0.1:{postgres_replica.port}/eventcore_test"
 
         async def append_unreplayed() -> None:
@@ -321,7 +328,7 @@ async def test_hooks_see_each_probe(
     labels = {"replica": status.replica}
     assert registry.get_sample_value("eventcore_replica_in_rotation", labels) == 1
     assert registry.get_sample_value("eventcore_replica_lag_bytes", labels) == status.lag_bytes
-    assert registry.get_sample_value("eventcore_replica_lag_seconds", labels) == 0
+    assert registry.get_sample_value("eventcore_replica_lag_seconds", labels) == status.lag_seconds
 
 
 def test_the_sync_face_routes_reads_and_hands_out_tokens(
