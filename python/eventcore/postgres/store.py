@@ -218,8 +218,9 @@ class PostgresStore:
         snapshot_every: events folded beyond a command's last snapshot before the next is
             written, for command classes that do not set ``snapshot_every``.
         replicas: libpq URLs of streaming replicas (hot standbys) of the primary ``dsn``.
-            Commands (folds and appends), checkpoints and :meth:`log_holdback` always use
-            the primary; the reads (``read_*``, :meth:`head`, :meth:`stream_version`,
+            Commands (folds, appends, the idempotency lookup :meth:`read_events_by_id`),
+            checkpoints and :meth:`log_holdback` use the primary; the other reads
+            (``read_*``, :meth:`head`, :meth:`stream_version`,
             :meth:`list_streams`, :meth:`wait_for_append`, so projection catch-up and
             subscriptions) go where ``read_from`` says. See :meth:`write_token` for
             read-your-writes.
