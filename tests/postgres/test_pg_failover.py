@@ -112,3 +112,15 @@ async def test_commands_follow_a_promoted_replica_and_lose_nothing_acknowledged(
     ) as direct:
         assert await direct.stream_version(accounts[0]) == versions[accounts[0]]
     await store.close()
+
+
+def test_a_dsn_may_list_several_hosts_each_checked() -> None:
+    from eventcore.errors import ConfigurationError
+    from eventcore.postgres.store import check_dsn
+
+    ok = "postgresql://app@db-a:5432,db-b:5433/app?target_session_attrs=read-write"
+    assert check_dsn(ok) == ok
+    with pytest.raises(ConfigurationError, match="malformed"):
+        check_dsn("postgresql://app@db-a:5432,db-b:99999/app")
+    with pytest.raises(ConfigurationError, match="malformed"):
+        check_dsn("postgresql://app@db-a:x,db-b:5432/app")
