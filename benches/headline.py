@@ -561,6 +561,10 @@ def postgres_figures(
         for name in ("postgres.projection.lag_p99_ms", "postgres.projection.lag_p99_ms.stalled"):
             if want(name):
                 figs.append(_lag(bench, sz, dsn, quick, name, log))
+        if want("postgres.replica"):
+            figs += _replica(bench, sz, dsn, log)
+        if want("postgres.pgbouncer"):
+            figs += _pgbouncer(bench, sz, dsn, log)
     finally:
         bench.close()
     return figs
@@ -637,6 +641,187 @@ def _dcb_postgres(dsn: str, quick: bool, log: Callable[[str], None]) -> list[Fig
     finally:
         bench.close()
     return figs
+
+
+def _replica(bench: Any, sz: Any, dsn: str, log: Callable[[str], None]) -> list[Figure]:
+    """postgres.replica.*: reads and replay from a streaming replica against the primary,
+    and the replica's lag under 16 writers. The replica is made here (pg_basebackup from
+    the server, as the test suite does)."""
+    from urllib.parse import urlsplit
+
+    from tests.pgserver import Replica, find_pg_ctl
+
+    from benches import pg_workloads as pw
+    from eventcore.postgres import PostgresStore
+
+    pg_ctl = find_pg_ctl()
+    try:
+        assert pg_ctl is not None, "no pg_ctl"
+        replica = Replica.launch(pg_ctl, urlsplit(dsn).port or 5432)
+    except Exception as exc:  # e.g. --dsn names a server that allows no replication
+        log(f"postgres.replica.*: skipped, no replica could be made ({exc})")
+        return []
+    figs: list[Figure] = []
+    read_store, read_schema = bench.fill_read_log()
+    on_replica = PostgresStore(
+        dsn, schema=read_schema, registry=DC.registry, replicas=[replica.dsn], max_size=4
+    )
+    try:
+        bench.run(replica.wait_replayed(dsn))
+        bench.run(on_replica.open())
+        [status] = bench.run(on_replica.replica_status())
+        assert status.in_rotation, status
+        read = Figure(
+            "postgres.replica.read",
+            "events/s",
+            baseline="postgres.replica.read.onprimary",
+            note=f"read_all pages of 1000 over {sz.read_events:,} events from a streaming "
+            "replica, .data decoded",
+        )
+        read_primary = Figure(
+            "postgres.replica.read.onprimary",
+            "events/s",
+            note="the same reads from the primary (same run)",
+        )
+        replay = Figure(
+            "postgres.replica.projection.replay",
+            "events/s",
+            baseline="postgres.replica.projection.replay.onprimary",
+            note=f"ProjectionRunner replay of {sz.read_events:,} events from the replica, "
+            "page 5000",
+        )
+        replay_primary = Figure(
+            "postgres.replica.projection.replay.onprimary",
+            "events/s",
+            note="the same replay from the primary (same run)",
+        )
+
+        def replay_on(store: Any) -> Callable[[], float]:
+            return lambda: bench.run(bp.replay(store, bp.BatchCounter(), 5000))
+
+        measure(
+            [
+                (read, bench.ec_read(on_replica)),
+                (read_primary, bench.ec_read(read_store)),
+                (replay, replay_on(on_replica)),
+                (replay_primary, replay_on(read_store)),
+            ],
+            sz.reps,
+            sz.warmup,
+        )
+        figs += [read, read_primary, replay, replay_primary]
+        log(read.name)
+        lag = Figure(
+            "postgres.replica.lag_p99_ms",
+            "ms",
+            note="16 writers append single events to the primary; p99 of the time from an "
+            "append's acknowledgement until the replica has replayed it",
+        )
+        lag_store = bench.run(pw.fresh_schema(dsn, f"bench_replag_{os.getpid()}", max_size=20))
+        try:
+            for _ in range(sz.lag_reps):
+                lag.samples.append(bench.run(_replica_lag(lag_store, replica.dsn, sz.seconds)))
+        finally:
+            bench.run(lag_store.close())
+            bench.run(pw.drop_schema(dsn, lag_store.schema))
+        figs.append(lag)
+        log(lag.name)
+    finally:
+        bench.run(on_replica.close())
+        bench.run(read_store.close())
+        bench.run(pw.drop_schema(dsn, read_schema))
+        replica.shutdown()
+    return figs
+
+
+async def _replica_lag(store: Any, replica_dsn: str, seconds: float) -> float:
+    """p99 (ms) of append acknowledged -> replayed on the replica, 16 writers running."""
+    import asyncpg
+
+    from eventcore import NewEvent
+
+    standby = await asyncpg.connect(replica_dsn)
+    stop = asyncio.Event()
+    samples: list[float] = []
+    replayed = "SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint >= $1"
+
+    async def writer(k: int) -> None:
+        i = 0
+        while not stop.is_set():
+            await store.append([NewEvent(f"lag-{k}-{i % 50}", "Deposited", b"x")])
+            i += 1
+
+    async def sampler() -> None:
+        i = 0
+        while not stop.is_set():
+            await store.append([NewEvent(f"probe-{i % 50}", "Deposited", b"x")])
+            acknowledged = _perf()
+            token = await store.write_token()  # the primary's WAL position, past it
+            while not await standby.fetchval(replayed, token):
+                await asyncio.sleep(0.0002)
+            samples.append((_perf() - acknowledged) * 1000)
+            i += 1
+
+    tasks = [asyncio.create_task(writer(k)) for k in range(16)]
+    tasks.append(asyncio.create_task(sampler()))
+    await asyncio.sleep(seconds * 2)
+    stop.set()
+    await asyncio.gather(*tasks)
+    await standby.close()
+    samples.sort()
+    return samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+
+
+def _pgbouncer(bench: Any, sz: Any, dsn: str, log: Callable[[str], None]) -> list[Figure]:
+    """postgres.pgbouncer.command.c16: cold commands through PgBouncer (transaction pooling,
+    pgbouncer=True) against the same commands on a direct pool, same run."""
+    from urllib.parse import urlsplit
+
+    from tests.pgserver import Bouncer, find_pgbouncer
+
+    from benches import pg_workloads as pw
+    from eventcore import execute
+
+    binary = find_pgbouncer()
+    if binary is None:
+        log("postgres.pgbouncer.*: skipped, pgbouncer is not installed")
+        return []
+    bouncer = Bouncer.launch(binary, urlsplit(dsn).port or 5432)
+    store = bench.run(
+        pw.fresh_schema(
+            bouncer.dsn, f"bench_bouncer_{os.getpid()}", pgbouncer=True, min_size=16, max_size=16
+        )
+    )
+    try:
+        through = Figure(
+            "postgres.pgbouncer.command.c16",
+            "commands/s",
+            baseline="postgres.pgbouncer.command.direct.c16",
+            note="OpenAccount on a fresh stream, 16 clients, through PgBouncer 1.18 in "
+            "transaction mode (statement cache off)",
+        )
+        direct = Figure(
+            "postgres.pgbouncer.command.direct.c16",
+            "commands/s",
+            note="the same commands on the store's direct pool (same run)",
+        )
+        reps = iter(range(1_000_000))
+
+        def through_once() -> float:
+            r = next(reps)
+
+            async def step(k: int, i: int) -> None:
+                await execute(store, DC.OpenAccount(account=f"pb{r}-{k}-{i}", owner="owner"))
+
+            return bench.run(pw.run_clients(16, sz.seconds, step))
+
+        measure([(through, through_once), (direct, bench.ec_command(16))], sz.reps, sz.warmup)
+        log(through.name)
+        return [through, direct]
+    finally:
+        bench.run(store.close())
+        bench.run(pw.drop_schema(dsn, store.schema))
+        bouncer.shutdown()
 
 
 def _shred_postgres(dsn: str, quick: bool, log: Callable[[str], None]) -> list[Figure]:

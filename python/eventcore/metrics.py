@@ -148,6 +148,24 @@ class PrometheusHook(Hook):
             ["projection"],
             **common,
         )
+        self.replica_lag_bytes = Gauge(
+            "replica_lag_bytes",
+            "WAL a PostgreSQL read replica has not replayed yet, at its last probe.",
+            ["replica"],
+            **common,
+        )
+        self.replica_lag_seconds = Gauge(
+            "replica_lag_seconds",
+            "Replay lag of a PostgreSQL read replica, at its last probe.",
+            ["replica"],
+            **common,
+        )
+        self.replica_in_rotation = Gauge(
+            "replica_in_rotation",
+            "1 while reads go to a PostgreSQL read replica, 0 while it is out of rotation.",
+            ["replica"],
+            **common,
+        )
         self.projection_events = Counter(
             "projection_events", "Events applied by a projection.", ["projection"], **common
         )
@@ -263,6 +281,15 @@ class PrometheusHook(Hook):
     ) -> None:
         """Count a failed attempt of a projection to reach its store."""
         self.reconnects.labels(projection).inc()
+
+    def on_replica_status(self, status: Any) -> None:
+        """Set a read replica's lag (bytes, seconds) and rotation gauges."""
+        name = status.replica
+        if status.lag_bytes is not None:
+            self.replica_lag_bytes.labels(name).set(status.lag_bytes)
+        if status.lag_seconds is not None:
+            self.replica_lag_seconds.labels(name).set(status.lag_seconds)
+        self.replica_in_rotation.labels(name).set(1 if status.in_rotation else 0)
 
     def on_state_cache(self, event: str, command_type: str) -> None:
         """Count a folded-state cache hit, miss or eviction."""

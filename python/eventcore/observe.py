@@ -229,6 +229,12 @@ class Hook:
         ``state type``) or written (``encode``, ``write``); the command folded in full.
         Once per command class and ``what`` per store."""
 
+    def on_replica_status(self, status: Any) -> None:
+        """Called after each probe of a PostgreSQL read replica (about once a second per
+        replica of a store in use) with its
+        :class:`~eventcore.postgres.ReplicaStatus`: lag in bytes and seconds, whether it
+        is in the read rotation."""
+
 
 _hooks: tuple[Hook, ...] = ()
 
@@ -299,6 +305,15 @@ def report_snapshot_failure(command_type: str, what: str, error: BaseException) 
             hook.on_snapshot_failure(command_type, what, error)
         except Exception:
             logger.exception("eventcore hook %r failed in on_snapshot_failure", hook)
+
+
+def report_replica_status(status: Any) -> None:
+    """Tell every hook how a read replica stands (used by the PostgreSQL store)."""
+    for hook in _hooks:
+        try:
+            hook.on_replica_status(status)
+        except Exception:
+            logger.exception("eventcore hook %r failed in on_replica_status", hook)
 
 
 def outcome_of(error: BaseException) -> str:

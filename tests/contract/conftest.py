@@ -16,6 +16,7 @@ STORES = [
     # The synchronous faces, seen through a test-only async adapter (tests/sync/adapter.py):
     "memory-sync",
     pytest.param("postgres-sync", marks=pytest.mark.postgres),
+    pytest.param("postgres-pgbouncer", marks=pytest.mark.postgres),
 ]
 
 
@@ -35,4 +36,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
         sqlite = SqliteStore(tmp_path / "events.db")
         request.addfinalizer(sqlite.close)
         return sqlite.aio
+    if request.param == "postgres-pgbouncer":  # every connection through PgBouncer
+        return request.getfixturevalue("pgbouncer_store")
     return request.getfixturevalue("postgres_store")

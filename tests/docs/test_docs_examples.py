@@ -7,7 +7,9 @@ but not run; use it only for code that needs what the test suite does not have. 
 word after ``python`` on a fence would not render on the site, so it fails here.
 
 A page whose code reads ``os.environ["EVENTCORE_DSN"]`` runs against the suite's
-PostgreSQL server, with ``EVENTCORE_SCHEMA`` naming a fresh schema (dropped afterwards).
+PostgreSQL server, with ``EVENTCORE_SCHEMA`` naming a fresh schema (dropped afterwards);
+``EVENTCORE_REPLICA_DSN`` and ``EVENTCORE_PGBOUNCER_DSN``, when read, name the suite's
+streaming replica of it and its PgBouncer (tests/pgserver.py).
 """
 
 from __future__ import annotations
@@ -74,6 +76,11 @@ def test_page_examples_run(page: str, tmp_path: Path, request: pytest.FixtureReq
     if needs_postgres(page):
         schema = new_schema_name()
         env.update(EVENTCORE_DSN=request.getfixturevalue("postgres_dsn"), EVENTCORE_SCHEMA=schema)
+        code = "\n".join(run)
+        if 'os.environ["EVENTCORE_REPLICA_DSN"]' in code:
+            env["EVENTCORE_REPLICA_DSN"] = request.getfixturevalue("postgres_replica").dsn
+        if 'os.environ["EVENTCORE_PGBOUNCER_DSN"]' in code:
+            env["EVENTCORE_PGBOUNCER_DSN"] = request.getfixturevalue("pgbouncer").dsn
     try:
         # A fresh interpreter per page: each page registers event names of its own.
         proc = subprocess.run(

@@ -11,7 +11,12 @@ import pytest
 
 from eventcore import MemoryStore, NewEvent
 
-STORES = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+STORES = [
+    "memory",
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("postgres-pgbouncer", marks=pytest.mark.postgres),
+]
 
 
 @pytest.fixture(params=STORES)
@@ -25,6 +30,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
         sqlite = SqliteStore(tmp_path / "events.db")
         request.addfinalizer(sqlite.close)
         return sqlite.aio
+    if request.param == "postgres-pgbouncer":  # every connection through PgBouncer
+        pg = request.getfixturevalue("pgbouncer_store")
+        pg.poll_interval = 0.2
+        return pg
     pg = request.getfixturevalue("postgres_store")
     pg.poll_interval = 0.2
     return pg

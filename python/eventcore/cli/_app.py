@@ -10,6 +10,7 @@ from eventcore.cli._check import check
 from eventcore.cli._demo import demo
 from eventcore.cli._inspect import migrate, read, streams, tail
 from eventcore.cli._projections import projections
+from eventcore.cli._replicas import replicas
 
 __all__ = ["cli"]
 
@@ -43,6 +44,6 @@ def cli() -> None:
     """
 
 
-for command in (migrate, streams, read, tail, projections, bench, demo):
+for command in (migrate, streams, read, tail, projections, bench, demo, replicas):
     cli.add_command(command)
 cli.add_command(check)

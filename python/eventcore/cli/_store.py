@@ -9,7 +9,7 @@ import inspect
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -148,12 +148,21 @@ class Options:
     app: str | None
     connect_timeout: float = 5.0
     _app: Any = None
+    replicas: tuple[str, ...] = field(default_factory=lambda: replica_dsns(None))
+    """Read replicas of a PostgreSQL ``--dsn`` (``EVENTCORE_REPLICAS``): reads go there."""
 
     def app_object(self) -> Any:
         """The ``--app`` object (loaded once), or None."""
         if self._app is None and self.app:
             self._app = load_app(self.app)
         return self._app
+
+
+def replica_dsns(value: str | None) -> tuple[str, ...]:
+    """The read replicas named by ``value`` (else ``EVENTCORE_REPLICAS``): DSNs separated
+    by whitespace or commas."""
+    text = value if value is not None else os.environ.get("EVENTCORE_REPLICAS", "")
+    return tuple(d for d in text.replace(",", " ").split() if d)
 
 
 def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -303,6 +312,7 @@ async def open_store(
                 schema=opts.schema,
                 connect_timeout=opts.connect_timeout,
                 max_size=4,
+                replicas=opts.replicas,
                 **({"registry": registry} if registry else {}),
             )
         except (ValidationError, ConfigurationError) as exc:  # a bad schema name or DSN

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         MAX_PAYLOAD_BYTES,
         LogHoldback,
         PostgresStore,
+        ReplicaStatus,
     )
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "LogHoldback",
     "PostgresCheckpointStore",
     "PostgresStore",
+    "ReplicaStatus",
     "SyncPostgresStore",
 ]
 
@@ -42,6 +44,7 @@ _WHERE = {
     "MAX_PAYLOAD_BYTES": "eventcore.postgres.store",
     "LogHoldback": "eventcore.postgres.store",
     "PostgresStore": "eventcore.postgres.store",
+    "ReplicaStatus": "eventcore.postgres.store",
     "PostgresCheckpointStore": "eventcore.postgres.checkpoint",
     "SyncPostgresStore": "eventcore.postgres._sync",
 }

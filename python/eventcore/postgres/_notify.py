@@ -20,6 +20,9 @@ from eventcore.postgres._sql import NOTIFY
 if TYPE_CHECKING:
     from eventcore.postgres.store import PostgresStore
 
+REPLAY_POLL = 0.005
+"""Seconds between head polls while a replica replays an announced append."""
+
 NOTIFY_DELAY = 0.002
 """Seconds a post-commit notification waits, so the appends of a burst share ONE NOTIFY."""
 
@@ -120,6 +123,9 @@ class Listener:
         """The listening connection (None: not listening)."""
         self._borrowed = False
         self._waiters: set[asyncio.Event] = set()
+        self.announced = 0
+        """The newest position a notification announced (committed on the primary)."""
+        self.announced_at = 0.0
 
     async def subscribe(self) -> bool:
         """LISTEN on a dedicated connection; False if that failed (waiters then poll)."""
@@ -136,6 +142,13 @@ class Listener:
         return True
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        try:
+            position = int(payload)
+        except ValueError:
+            position = 0
+        if position > self.announced:
+            self.announced = position
+            self.announced_at = asyncio.get_running_loop().time()
         for waiter in self._waiters:
             waiter.set()
 
@@ -155,6 +168,16 @@ class Listener:
             except Exception:
                 conn.terminate()
         await self.store._release_dedicated(conn, self._borrowed)
+
+    def _replaying(self, after_position: int, head: int, now: float) -> bool:
+        """Whether an announced append is still on its way to the store's replica reads."""
+        replicas = self.store._replicas
+        return (
+            replicas is not None
+            and self.store.read_from == "replica"
+            and self.announced > max(after_position, head)
+            and now - self.announced_at < replicas.wait
+        )
 
     async def wait(self, after_position: int, timeout: float, poll_interval: float) -> int:
         """Wait until the store's head passes ``after_position`` or ``timeout`` passes.
@@ -176,6 +199,11 @@ class Listener:
                     return head
                 if self.conn is None:
                     await self.subscribe()
+                if self._replaying(after_position, head, loop.time()):
+                    # Announced by the primary, not replayed yet by the replica read:
+                    # poll briefly rather than wait for a notification already received.
+                    await asyncio.sleep(min(remaining, REPLAY_POLL))
+                    continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waiter.wait(), min(remaining, poll_interval))
         finally:

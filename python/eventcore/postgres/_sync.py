@@ -35,6 +35,7 @@ from eventcore.store import Apply, Decoders, Expected, LogHoldback, PurgeRecord,
 if TYPE_CHECKING:
     from eventcore._pipeline import ExecutionResult
     from eventcore.command import Command
+    from eventcore.postgres._replicas import ReadFrom, ReplicaStatus
     from eventcore.postgres.store import PostgresStore
     from eventcore.retry import RetryPolicy
     from eventcore.snapshot import Snapshotter
@@ -419,11 +420,27 @@ class SyncPostgresStore:
         )
 
     def read_stream(
-        self, stream_id: str, *, after_version: int = 0, limit: int | None = None
+        self,
+        stream_id: str,
+        *,
+        after_version: int = 0,
+        limit: int | None = None,
+        read_from: ReadFrom | None = None,
+        after: int | None = None,
     ) -> list[RecordedEvent[Any]]:
-        """Events of one stream with version > ``after_version``, oldest first."""
+        """Events of one stream with version > ``after_version``, oldest first.
+
+        ``read_from``/``after``: where the read goes and a write token it must see (with
+        replicas; see :meth:`PostgresStore.read_stream`).
+        """
         return self._run(
-            self._store.read_stream(stream_id, after_version=after_version, limit=limit)
+            self._store.read_stream(
+                stream_id,
+                after_version=after_version,
+                limit=limit,
+                read_from=read_from,
+                after=after,
+            )
         )
 
     def read_streams(
@@ -449,6 +466,8 @@ class SyncPostgresStore:
         limit: int | None = None,
         event_types: Sequence[str] | None = None,
         stream_prefix: str | None = None,
+        read_from: ReadFrom | None = None,
+        after: int | None = None,
     ) -> list[RecordedEvent[Any]]:
         """The global log after ``after_position``; see :meth:`PostgresStore.read_all`."""
         return self._run(
@@ -457,6 +476,8 @@ class SyncPostgresStore:
                 limit=limit,
                 event_types=event_types,
                 stream_prefix=stream_prefix,
+                read_from=read_from,
+                after=after,
             )
         )
 
@@ -507,6 +528,16 @@ class SyncPostgresStore:
     def log_holdback(self) -> LogHoldback | None:
         """The oldest append of this store still in flight (None: none is)."""
         return self._run(self._store.log_holdback())
+
+    def write_token(self) -> int:
+        """A write token (the primary's WAL position now) for reads elsewhere that must
+        see this store's acknowledged appends (``after=`` on :class:`PostgresStore`'s
+        reads); see :meth:`PostgresStore.write_token`."""
+        return self._run(self._store.write_token())
+
+    def replica_status(self) -> list[ReplicaStatus]:
+        """Every read replica probed now (lag in bytes and seconds, in rotation or not)."""
+        return self._run(self._store.replica_status())
 
     def list_streams(
         self, *, prefix: str | None = None, after: str | None = None, limit: int | None = None

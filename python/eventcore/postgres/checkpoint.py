@@ -58,8 +58,9 @@ class PostgresCheckpointStore:
 
     @property
     def exclusive(self) -> bool:
-        """True: :meth:`try_lead` holds an advisory lock that excludes other processes."""
-        return True
+        """True: :meth:`try_lead` holds an advisory lock that excludes other processes
+        (False through PgBouncer without a ``direct_dsn``: no session to hold it)."""
+        return self.store._has_sessions
 
     @property
     def transactional(self) -> bool:

@@ -126,6 +126,13 @@ from eventcore.postgres._input import (
 )
 from eventcore.postgres._notify import Listener, Notifier
 from eventcore.postgres._pool import ConnectionPool, PooledConnection
+from eventcore.postgres._replicas import (
+    PRIMARY_LSN,
+    ReadFrom,
+    ReplicaSet,
+    ReplicaStatus,
+    is_replica_failure,
+)
 from eventcore.postgres._snapshot import PostgresSnapshotStore
 from eventcore.postgres._sql import Queries, channel, check_schema_name, migrations
 from eventcore.query import AppendCondition, Query, QueryItem, QueryResult, query_arg
@@ -153,7 +160,14 @@ from eventcore.store import (
 if TYPE_CHECKING:
     from eventcore.postgres.checkpoint import PostgresCheckpointStore
 
-__all__ = ["MAX_EVENTS_PER_APPEND", "MAX_PAYLOAD_BYTES", "LogHoldback", "PostgresStore"]
+__all__ = [
+    "MAX_EVENTS_PER_APPEND",
+    "MAX_PAYLOAD_BYTES",
+    "LogHoldback",
+    "PostgresStore",
+    "ReadFrom",
+    "ReplicaStatus",
+]
 
 S = TypeVar("S")
 
@@ -169,6 +183,10 @@ _INPUT_REFUSED = "EC002"
 def check_dsn(dsn: str) -> str:
     """Return ``dsn`` if it is a ``postgresql://`` URL asyncpg can parse, else raise.
 
+    Several hosts are allowed (``postgresql://u@h1:5432,h2:5432/db``); with
+    ``?target_session_attrs=read-write`` a connection goes to the one that accepts writes
+    (libpq's semantics, which asyncpg follows): the store follows a failover.
+
     Raises:
         ConfigurationError: not a str, another scheme, a bad port or host syntax (the
             rest, such as a bad ``sslmode``, is refused the same way on first connect).
@@ -177,7 +195,10 @@ def check_dsn(dsn: str) -> str:
         raise ConfigurationError(f"dsn: must be a str, got {type(dsn).__name__}")
     try:
         parts = urlsplit(dsn)
-        _ = parts.port  # raises ValueError for a bad or out-of-range port
+        # Several hosts (host1:port1,host2:port2: tried in turn, for failover): each
+        # port checked alone. .port raises ValueError for a bad or out-of-range one.
+        for host in parts.netloc.rpartition("@")[2].split(","):
+            _ = urlsplit(f"//{host}").port
     except ValueError as exc:
         raise ConfigurationError(f"malformed PostgreSQL DSN: {exc}") from exc
     if parts.scheme not in ("postgresql", "postgres"):
@@ -221,6 +242,30 @@ class PostgresStore:
             ``snapshots`` table (see :mod:`eventcore.snapshot`); False: none.
         snapshot_every: events folded beyond a command's last snapshot before the next is
             written, for command classes that do not set ``snapshot_every``.
+        replicas: libpq URLs of streaming replicas (hot standbys) of the primary ``dsn``.
+            Commands (folds, appends, the idempotency lookup :meth:`read_events_by_id`),
+            checkpoints and :meth:`log_holdback` use the primary; the other reads
+            (``read_*``, :meth:`head`, :meth:`stream_version`,
+            :meth:`list_streams`, :meth:`wait_for_append`, so projection catch-up and
+            subscriptions) go where ``read_from`` says. See :meth:`write_token` for
+            read-your-writes.
+        read_from: the store's default for reads: ``"replica"`` (the default when
+            ``replicas`` are given: a replica in rotation, else the primary) or
+            ``"primary"``. Every read method also takes ``read_from=`` per call.
+        replica_wait: seconds a read that must see a write waits for a replica to
+            replay it before it reads from the primary instead.
+        replica_max_lag: replay lag (seconds) past which a replica leaves the rotation
+            (it comes back when a probe finds it caught up).
+        pgbouncer: ``dsn`` (and the replicas) go through PgBouncer in transaction (or
+            statement) pooling mode: no named prepared statements (asyncpg's statement
+            cache off) and no ``statement_timeout`` startup parameter (PgBouncer refuses
+            it: set it on the role, ``ALTER ROLE app SET statement_timeout = '30s'``; the
+            client still gives up after ``statement_timeout + 5`` seconds). Connections
+            that hold session state (the LISTEN connection, projection leader leases) go
+            to ``direct_dsn``; without one the store polls instead of LISTENing and its
+            checkpoints offer no leases (projections run non-exclusive).
+        direct_dsn: a direct connection to the primary (not through PgBouncer), for
+            LISTEN and session advisory locks. Only with ``pgbouncer=True``.
 
     Raises:
         ConfigurationError: a malformed DSN or a schema name that is not allowed (not an
@@ -248,6 +293,12 @@ class PostgresStore:
         state_cache: int | StateCache | None = DEFAULT_MAX_ENTRIES,
         snapshots: bool = True,
         snapshot_every: int | None = SNAPSHOT_EVERY,
+        replicas: Sequence[str] = (),
+        read_from: ReadFrom = "replica",
+        replica_wait: float = 1.0,
+        replica_max_lag: float = 5.0,
+        pgbouncer: bool = False,
+        direct_dsn: str | None = None,
     ) -> None:
         if (dsn is None) == (pool is None):
             raise ValidationError("dsn", "give exactly one of dsn= or pool=", dsn)
@@ -255,6 +306,18 @@ class PostgresStore:
             raise ValidationError("max_size", "need 0 <= min_size <= max_size, max_size >= 1")
         if dsn is not None:
             check_dsn(dsn)
+        if isinstance(replicas, str):
+            raise ValidationError("replicas", "must be a sequence of DSNs, not one str", replicas)
+        for replica in replicas:
+            check_dsn(replica)
+        if direct_dsn is not None:
+            if not pgbouncer:
+                raise ValidationError("direct_dsn", "only with pgbouncer=True", direct_dsn)
+            check_dsn(direct_dsn)
+        if read_from not in ("primary", "replica"):
+            raise ValidationError("read_from", "must be 'primary' or 'replica'", read_from)
+        if not replica_wait >= 0 or not replica_max_lag > 0:
+            raise ValidationError("replica_wait", "need replica_wait >= 0, replica_max_lag > 0")
         self.schema = check_schema_name(schema)
         """The schema holding the store's tables."""
         self.registry = registry if registry is not None else default_registry
@@ -280,6 +343,25 @@ class PostgresStore:
             else None
         )
         """The store's snapshot policy (:mod:`eventcore.snapshot`); None: no snapshots."""
+        self.read_from: ReadFrom = read_from
+        """Where reads go by default (``"replica"`` only matters with replicas)."""
+        self._replicas = (
+            ReplicaSet(
+                list(replicas),
+                self._open_connection,
+                self._primary_lsn,
+                max_size=max_size,
+                wait=replica_wait,
+                max_lag=replica_max_lag,
+            )
+            if replicas
+            else None
+        )
+        self.pgbouncer = pgbouncer
+        """Whether the store's pool goes through PgBouncer (transaction pooling)."""
+        self._direct_dsn = direct_dsn
+        self._unseen_write = False  # an append acknowledged since the last write_token()
+        self._own_token = 0  # this store's newest write token: its reads wait for it
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -328,19 +410,23 @@ class PostgresStore:
             self._pool = pool
         return self._pool
 
-    async def _open_connection(self) -> asyncpg.Connection:
-        """One new connection of the owned pool, with the store's session settings."""
+    async def _open_connection(self, dsn: str | None = None) -> asyncpg.Connection:
+        """One new connection of the owned pool (or a replica's: ``dsn``), with the store's
+        session settings."""
         settings = {"application_name": "eventcore"}
         timeout = self._statement_timeout
-        if timeout is not None:
+        if timeout is not None and not self.pgbouncer:
             settings["statement_timeout"] = str(int(timeout * 1000))
         try:
             return await asyncpg.connect(
-                self._dsn,
+                dsn or self._dsn,
                 timeout=self._connect_timeout,
                 command_timeout=timeout + 5.0 if timeout is not None else None,
                 server_settings=settings,
                 connection_class=PooledConnection,
+                # PgBouncer hands each transaction any server connection: no named
+                # statement outlives it, so asyncpg's cache of them is off.
+                **({"statement_cache_size": 0} if self.pgbouncer else {}),
             )
         except ValueError as exc:
             # Only the DSN's parsing raises ValueError here (asyncpg's
@@ -359,6 +445,8 @@ class PostgresStore:
         await self._notifier.close()
         if self.snapshots is not None:
             await self.snapshots.close()  # background snapshot writes end here
+        if self._replicas is not None:
+            await self._replicas.close()
         pool, self._pool = self._pool, None
         self._checked = False
         if pool is not None and self._owns_pool:
@@ -403,6 +491,7 @@ class PostgresStore:
         except Exception as exc:
             raise translate(exc, "migrate") from exc
         self._checked = True
+        self._unseen_write = self._replicas is not None  # replica reads wait for the schema
         return version
 
     # -- append --------------------------------------------------------------------
@@ -515,6 +604,7 @@ class PostgresStore:
             versions = list(zip(row[2] or (), row[3] or (), strict=True))
             if status == "ok" and positions:
                 self._notifier.announce(positions[-1])
+                self._unseen_write = True
                 # Consecutive: AppendResult expands the first position on demand.
                 return AppendResult(positions[0], versions, batch)
             return AppendResult(positions, versions, batch)
@@ -581,6 +671,61 @@ class PostgresStore:
             return await pool.fetchval(query, *args)
         except Exception as exc:
             raise translate(exc, "read") from exc
+
+    # -- reads routed to replicas ----------------------------------------------------------
+
+    async def write_token(self) -> int:
+        """A write token: the primary's WAL position now (bytes), past every append
+        acknowledged before this call, by any store or process.
+
+        Pass it as ``after=`` to a read (on any store with replicas, e.g. in another
+        process): the read waits until its replica has replayed it (at most
+        ``replica_wait`` seconds), then reads from the primary instead. This store's own
+        reads do it by themselves: after its appends, its next replica read takes a token
+        first (one round trip to the primary) and waits for it.
+        """
+        self._unseen_write = False  # before the query: a later append sets it again
+        token = await self._primary_lsn()
+        self._own_token = max(self._own_token, token)
+        return token
+
+    async def _route(self, read_from: ReadFrom | None, after: int | None) -> Any:
+        """The pool one read uses: a replica's when routed there and one is ready."""
+        if read_from is not None and read_from not in ("primary", "replica"):
+            raise ValidationError("read_from", "must be 'primary' or 'replica'", read_from)
+        primary = await self._get_pool()
+        replicas = self._replicas
+        if replicas is None or (read_from or self.read_from) == "primary":
+            return primary
+        if self._unseen_write:
+            await self.write_token()
+        token = max(self._own_token, after or 0) or None
+        return await replicas.pick(token) or primary
+
+    async def _read(self, pool: Any, method: str, query: str, *args: Any) -> Any:
+        """``pool.<method>(query, *args)``; a replica that fails for a connection reason
+        leaves the rotation and the read goes to the primary."""
+        try:
+            return await getattr(pool, method)(query, *args)
+        except Exception as exc:
+            if self._replicas is None or pool is self._pool or not is_replica_failure(exc):
+                raise translate(exc, "read") from exc
+            self._replicas.failed(pool, exc)
+        try:
+            return await getattr(await self._get_pool(), method)(query, *args)
+        except Exception as exc:
+            raise translate(exc, "read") from exc
+
+    async def replica_status(self) -> list[ReplicaStatus]:
+        """Every replica probed now: in rotation or not (and why), replayed position, lag
+        in bytes (against the primary's WAL position now) and seconds. Empty without
+        replicas."""
+        if self._replicas is None:
+            return []
+        return await self._replicas.status()
+
+    async def _primary_lsn(self) -> int:
+        return int(await self._fetchval(PRIMARY_LSN))
 
     def _wrap(self, rows: list[Any]) -> list[RecordedEvent[Any]]:
         # Rows are (position, event id as 16 bytes, stream_id, version, event_type,
@@ -710,28 +855,57 @@ class PostgresStore:
         return state, [now[s] for s in ids]
 
     async def read_stream(
-        self, stream_id: str, *, after_version: int = 0, limit: int | None = None
+        self,
+        stream_id: str,
+        *,
+        after_version: int = 0,
+        limit: int | None = None,
+        read_from: ReadFrom | None = None,
+        after: int | None = None,
     ) -> list[RecordedEvent[Any]]:
-        """Events of one stream with version > ``after_version``, oldest first."""
+        """Events of one stream with version > ``after_version``, oldest first.
+
+        ``read_from``/``after`` (every read takes them): where this read goes (default
+        :attr:`read_from`) and a :meth:`write_token` it must see.
+        """
         sid = validate_stream_id(stream_id)
-        rows = await self._fetch(self._q.read_stream, sid, after_version, check_limit(limit))
+        pool = await self._route(read_from, after)
+        rows = await self._read(
+            pool, "fetch", self._q.read_stream, sid, after_version, check_limit(limit)
+        )
         return await self._tagged(self._wrap(rows))
 
     async def read_streams(
-        self, stream_ids: Sequence[str], *, after_version: int = 0, limit: int | None = None
+        self,
+        stream_ids: Sequence[str],
+        *,
+        after_version: int = 0,
+        limit: int | None = None,
+        read_from: ReadFrom | None = None,
+        after: int | None = None,
     ) -> list[RecordedEvent[Any]]:
         """Events of several streams with version > ``after_version``, in global order."""
         ids = check_stream_ids(stream_ids)
-        rows = await self._fetch(self._q.read_streams, ids, after_version, check_limit(limit))
+        pool = await self._route(read_from, after)
+        rows = await self._read(
+            pool, "fetch", self._q.read_streams, ids, after_version, check_limit(limit)
+        )
         return await self._tagged(self._wrap(rows))
 
     async def read_stream_backwards(
-        self, stream_id: str, *, before_version: int | None = None, limit: int | None = None
+        self,
+        stream_id: str,
+        *,
+        before_version: int | None = None,
+        limit: int | None = None,
+        read_from: ReadFrom | None = None,
+        after: int | None = None,
     ) -> list[RecordedEvent[Any]]:
         """Events of one stream with version < ``before_version``, newest first."""
         sid = validate_stream_id(stream_id)
-        rows = await self._fetch(
-            self._q.read_stream_backwards, sid, before_version, check_limit(limit)
+        pool = await self._route(read_from, after)
+        rows = await self._read(
+            pool, "fetch", self._q.read_stream_backwards, sid, before_version, check_limit(limit)
         )
         return await self._tagged(self._wrap(rows))
 
@@ -742,6 +916,8 @@ class PostgresStore:
         limit: int | None = None,
         event_types: Sequence[str] | None = None,
         stream_prefix: str | None = None,
+        read_from: ReadFrom | None = None,
+        after: int | None = None,
     ) -> list[RecordedEvent[Any]]:
         """The global log after ``after_position``, in position order, optionally filtered.
 
@@ -752,13 +928,17 @@ class PostgresStore:
         """
         types = check_event_types(event_types)
         limit = check_limit(limit)
+        pool = await self._route(read_from, after)
         # Below the cluster's xmin first (one plain statement: a page of a reader that
-        # catches up ends here); the rest up to the horizon through read_all_page.
-        rows = await self._fetch(
-            self._q.read_all_below_xmin, after_position, limit, types, stream_prefix
+        # catches up ends here); the rest up to the horizon through read_all_page. On a
+        # replica both bounds come from its own snapshot (log_horizon), each safe alone.
+        rows = await self._read(
+            pool, "fetch", self._q.read_all_below_xmin, after_position, limit, types, stream_prefix
         )
         if limit is None or len(rows) < limit:
-            rows += await self._fetch(
+            rows += await self._read(
+                pool,
+                "fetch",
                 self._q.read_all,
                 rows[-1][0] if rows else after_position,
                 None if limit is None else limit - len(rows),
@@ -774,6 +954,8 @@ class PostgresStore:
         page_size: int = 1000,
         event_types: Sequence[str] | None = None,
         stream_prefix: str | None = None,
+        read_from: ReadFrom | None = None,
+        after: int | None = None,
     ) -> AsyncIterator[RecordedEvent[Any]]:
         """Iterate the global log from ``after_position`` in pages of ``page_size``.
 
@@ -789,6 +971,8 @@ class PostgresStore:
                 limit=page_size,
                 event_types=event_types,
                 stream_prefix=stream_prefix,
+                read_from=read_from,
+                after=after,
             )
             for recorded in page:
                 yield recorded
@@ -797,18 +981,32 @@ class PostgresStore:
             cursor = page[-1].position
 
     async def read_events_by_id(
-        self, event_ids: Sequence[uuid.UUID | int]
+        self,
+        event_ids: Sequence[uuid.UUID | int],
+        *,
+        read_from: ReadFrom | None = None,
+        after: int | None = None,
     ) -> list[RecordedEvent[Any]]:
         """The stored events with these ids, in position order; ids not stored are left out.
 
-        One query on the event-id index; not held back like :meth:`read_all`.
+        One query on the event-id index; not held back like :meth:`read_all`. Read from
+        the primary unless ``read_from="replica"`` is passed (whatever the store's
+        default): the executor looks a command's idempotency key up here, and a replica
+        that has not replayed the first run would let the command run twice.
         """
         ids = [as_uuid(i) for i in event_ids]
-        return await self._tagged(self._wrap(await self._fetch(self._q.read_by_ids, ids)))
+        pool = await self._route(read_from or "primary", after)
+        return await self._tagged(
+            self._wrap(await self._read(pool, "fetch", self._q.read_by_ids, ids))
+        )
 
-    async def stream_version(self, stream_id: str) -> int:
+    async def stream_version(
+        self, stream_id: str, *, read_from: ReadFrom | None = None, after: int | None = None
+    ) -> int:
         """A stream's version: its number of events, plus one per truncation (0 = no stream)."""
-        version = await self._fetchval(self._q.stream_version, validate_stream_id(stream_id))
+        sid = validate_stream_id(stream_id)
+        pool = await self._route(read_from, after)
+        version = await self._read(pool, "fetchval", self._q.stream_version, sid)
         return int(version or 0)
 
     # -- stream lifecycle (eventcore.store.StreamLifecycle, migration 0006) ---------------
@@ -885,13 +1083,14 @@ class PostgresStore:
         rows = await self._fetch(self._q.purge_log, stream_id)
         return [PurgeRecord(*r) for r in rows]
 
-    async def head(self) -> int:
+    async def head(self, *, read_from: ReadFrom | None = None, after: int | None = None) -> int:
         """The highest position a reader of the global log may safely read up to (0: none).
 
         Events committed above it (by appends newer than the oldest append of this store
         still in flight) become readable, in position order, once that append ends.
         """
-        return int(await self._fetchval(self._q.head))
+        pool = await self._route(read_from, after)
+        return int(await self._read(pool, "fetchval", self._q.head))
 
     async def log_holdback(self) -> LogHoldback | None:
         """The oldest append of this store still in flight (None: none is).
@@ -914,10 +1113,18 @@ class PostgresStore:
         return int(await self._fetchval(self._q.last_position))
 
     async def list_streams(
-        self, *, prefix: str | None = None, after: str | None = None, limit: int | None = None
+        self,
+        *,
+        prefix: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+        read_from: ReadFrom | None = None,
     ) -> list[tuple[str, int]]:
         """``(stream id, version)`` pairs sorted by stream id (code points), by prefix."""
-        rows = await self._fetch(self._q.list_streams, prefix, after, check_limit(limit))
+        pool = await self._route(read_from, None)
+        rows = await self._read(
+            pool, "fetch", self._q.list_streams, prefix, after, check_limit(limit)
+        )
         return [(r[0], r[1]) for r in rows]
 
     # -- what projections need (eventcore.store.ProjectionStore) --------------------
@@ -931,7 +1138,8 @@ class PostgresStore:
         """How many events lie in ``(after_position, upto]`` (exact; capped at 10 million)."""
         if upto <= after_position:
             return 0
-        return int(await self._fetchval(self._q.count_between, after_position, upto))
+        pool = await self._route(None, None)
+        return int(await self._read(pool, "fetchval", self._q.count_between, after_position, upto))
 
     async def read_columns(
         self, after_position: int, limit: int, known_types: int, known_streams: int
@@ -970,6 +1178,11 @@ class PostgresStore:
         """Whether the store opens connections itself (from a DSN), not only a borrowed pool."""
         return self._dsn is not None
 
+    @property
+    def _has_sessions(self) -> bool:
+        """Whether a connection of ours keeps its session (not one PgBouncer multiplexes)."""
+        return not self.pgbouncer or self._direct_dsn is not None
+
     def _borrow(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
         """A connection of the pool for the length of an ``async with`` block."""
         return _Borrowed(self, lend=False)
@@ -982,15 +1195,22 @@ class PostgresStore:
 
     async def _connect(self, application_name: str) -> asyncpg.Connection:
         """A new connection of its own, outside the pool (the store must have a DSN)."""
+        direct = self._direct_dsn
         return await asyncpg.connect(
-            self._dsn,
+            direct or self._dsn,
             timeout=self._connect_timeout,
             server_settings={"application_name": application_name},
+            **({"statement_cache_size": 0} if self.pgbouncer and not direct else {}),
         )
 
     async def _dedicated_connection(self) -> tuple[asyncpg.Connection, bool]:
         """A connection kept for long (LISTEN, a session lock): opened from the DSN, or
         borrowed from a pool the store was given; and whether it was borrowed."""
+        if not self._has_sessions:
+            raise ConfigurationError(
+                "LISTEN and leader leases need a session of their own: through PgBouncer, "
+                "give PostgresStore(direct_dsn=...) a direct connection to the primary"
+            )
         if self._owns_connections:
             return await self._connect("eventcore-listen"), False
         return await (await self._get_pool()).acquire(), True
