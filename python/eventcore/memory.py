@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventcore import _core
+from eventcore._aio import SyncStoreView
 from eventcore._lifecycle import check_before, check_expected, check_purge, out_of_range
 from eventcore.errors import InvalidMetadata, ValidationError
 from eventcore.metadata import Metadata
@@ -410,20 +411,8 @@ def _watcher(store: MemoryStore) -> _MemoryWatcher:
         return w
 
 
-class AsyncMemoryStore:
+class AsyncMemoryStore(SyncStoreView["MemoryStore"]):
     """The async view of a :class:`MemoryStore` (same data, :class:`EventStore` API)."""
-
-    def __init__(self, store: MemoryStore) -> None:
-        self.sync = store
-        """The synchronous store behind this view."""
-        self.registry = store.registry
-        self.state_cache: StateCache | None = store.state_cache
-        """The folded-state cache, shared with the synchronous store."""
-
-    @property
-    def snapshots(self) -> Snapshotter | None:
-        """The synchronous store's snapshot policy."""
-        return self.sync.snapshots
 
     _fused = True
     """Whether the executor may run commands natively on this store (see
@@ -433,122 +422,6 @@ class AsyncMemoryStore:
         if name in _EFFECT_METHODS:
             object.__setattr__(self, "_fused", False)
         object.__setattr__(self, name, value)
-
-    async def append(
-        self,
-        events: Sequence[NewEvent] | Sequence[tuple[str, str, bytes, Any]],
-        *,
-        expected: Expected = (),
-        metadata: Metadata | None = None,
-        condition: AppendCondition | None = None,
-    ) -> AppendResult:
-        """See :meth:`MemoryStore.append`."""
-        if condition is None:  # as before conditions existed: test doubles override append
-            return self.sync.append(events, expected=expected, metadata=metadata)
-        return self.sync.append(events, expected=expected, metadata=metadata, condition=condition)
-
-    async def read_query(
-        self, query: Query | Sequence[QueryItem], *, after: int = 0, limit: int | None = None
-    ) -> QueryResult:
-        """See :meth:`MemoryStore.read_query`."""
-        return self.sync.read_query(query, after=after, limit=limit)
-
-    async def fold_streams(
-        self, streams: Sequence[str], state: S, apply: Apply, decoders: Decoders
-    ) -> tuple[S, list[int]]:
-        """See :meth:`EventStore.fold_streams`."""
-        return self.sync.fold_streams(streams, state, apply, decoders)
-
-    async def fold_tail(
-        self,
-        streams: Sequence[str],
-        versions: Sequence[int],
-        fold_from: int,
-        state: S,
-        apply: Apply,
-        decoders: Decoders,
-        hint: object = None,
-    ) -> tuple[S, list[int]] | None:
-        """See :meth:`EventStore.fold_tail`."""
-        return self.sync.fold_tail(streams, versions, fold_from, state, apply, decoders, hint)
-
-    async def read_stream(
-        self, stream_id: str, *, after_version: int = 0, limit: int | None = None
-    ) -> list[RecordedEvent[Any]]:
-        """See :meth:`MemoryStore.read_stream`."""
-        return self.sync.read_stream(stream_id, after_version=after_version, limit=limit)
-
-    async def read_streams(
-        self, stream_ids: Sequence[str], *, after_version: int = 0, limit: int | None = None
-    ) -> list[RecordedEvent[Any]]:
-        """See :meth:`MemoryStore.read_streams`."""
-        return self.sync.read_streams(stream_ids, after_version=after_version, limit=limit)
-
-    async def read_stream_backwards(
-        self, stream_id: str, *, before_version: int | None = None, limit: int | None = None
-    ) -> list[RecordedEvent[Any]]:
-        """See :meth:`MemoryStore.read_stream_backwards`."""
-        return self.sync.read_stream_backwards(
-            stream_id, before_version=before_version, limit=limit
-        )
-
-    async def read_all(
-        self,
-        *,
-        after_position: int = 0,
-        limit: int | None = None,
-        event_types: Sequence[str] | None = None,
-        stream_prefix: str | None = None,
-    ) -> list[RecordedEvent[Any]]:
-        """See :meth:`MemoryStore.read_all`."""
-        return self.sync.read_all(
-            after_position=after_position,
-            limit=limit,
-            event_types=event_types,
-            stream_prefix=stream_prefix,
-        )
-
-    async def read_events_by_id(
-        self, event_ids: Sequence[uuid.UUID | int]
-    ) -> list[RecordedEvent[Any]]:
-        """See :meth:`MemoryStore.read_events_by_id`."""
-        return self.sync.read_events_by_id(event_ids)
-
-    async def stream_version(self, stream_id: str) -> int:
-        """See :meth:`MemoryStore.stream_version`."""
-        return self.sync.stream_version(stream_id)
-
-    async def head(self) -> int:
-        """See :meth:`MemoryStore.head`."""
-        return self.sync.head()
-
-    async def delete_stream(self, stream_id: str, *, expected: int = -1) -> int:
-        """See :meth:`MemoryStore.delete_stream`."""
-        return self.sync.delete_stream(stream_id, expected=expected)
-
-    async def truncate_stream(
-        self, stream_id: str, before_version: int, *, expected: int = -1
-    ) -> int:
-        """See :meth:`MemoryStore.truncate_stream`."""
-        return self.sync.truncate_stream(stream_id, before_version, expected=expected)
-
-    async def stream_bounds(self, stream_id: str) -> StreamBounds:
-        """See :meth:`MemoryStore.stream_bounds`."""
-        return self.sync.stream_bounds(stream_id)
-
-    async def purge_stream(self, stream_id: str, *, actor: str, reason: str) -> PurgeRecord:
-        """See :meth:`MemoryStore.purge_stream`."""
-        return self.sync.purge_stream(stream_id, actor=actor, reason=reason)
-
-    async def purge_log(self, stream_id: str | None = None) -> list[PurgeRecord]:
-        """See :meth:`MemoryStore.purge_log`."""
-        return self.sync.purge_log(stream_id)
-
-    async def list_streams(
-        self, *, prefix: str | None = None, after: str | None = None, limit: int | None = None
-    ) -> list[tuple[str, int]]:
-        """See :meth:`MemoryStore.list_streams`."""
-        return self.sync.list_streams(prefix=prefix, after=after, limit=limit)
 
     async def wait_for_append(self, after_position: int, timeout: float) -> int:
         """Wait until the head passes ``after_position`` or ``timeout`` passes; the head.

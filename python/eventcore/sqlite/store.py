@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from eventcore import _core
+from eventcore._aio import SyncStoreView
 from eventcore._lifecycle import check_before, check_expected, check_purge, out_of_range
 from eventcore.errors import (
     ConcurrencyConflict,
@@ -1052,7 +1053,7 @@ class SqliteSnapshotStore:
         return f"SqliteSnapshotStore({self._store.path!r})"
 
 
-class AsyncSqliteStore:
+class AsyncSqliteStore(SyncStoreView["SqliteStore"]):
     """The async view of a :class:`SqliteStore`: same data, the
     :class:`~eventcore.store.ProjectionStore` API.
 
@@ -1061,114 +1062,10 @@ class AsyncSqliteStore:
     lock at most ``busy_timeout``). :meth:`wait_for_append` does not block the loop.
     """
 
-    def __init__(self, store: SqliteStore) -> None:
-        self.sync = store
-        """The synchronous store behind this view."""
-        self.registry = store.registry
-        self.state_cache: StateCache | None = store.state_cache
-        """The folded-state cache, shared with the synchronous store."""
-
-    @property
-    def snapshots(self) -> Snapshotter | None:
-        """The synchronous store's snapshot policy."""
-        return self.sync.snapshots
-
     @property
     def path(self) -> str:
         """The database file."""
         return self.sync.path
-
-    async def append(
-        self,
-        events: Sequence[NewEvent] | Sequence[tuple[str, str, bytes, Any]],
-        *,
-        expected: Expected = (),
-        metadata: Metadata | None = None,
-        condition: AppendCondition | None = None,
-    ) -> AppendResult:
-        """See :meth:`SqliteStore.append`."""
-        return self.sync.append(events, expected=expected, metadata=metadata, condition=condition)
-
-    async def read_query(
-        self, query: Query | Sequence[QueryItem], *, after: int = 0, limit: int | None = None
-    ) -> QueryResult:
-        """See :meth:`SqliteStore.read_query`."""
-        return self.sync.read_query(query, after=after, limit=limit)
-
-    async def fold_streams(
-        self, streams: Sequence[str], state: S, apply: Apply, decoders: Decoders
-    ) -> tuple[S, list[int]]:
-        """See :meth:`SqliteStore.fold_streams`."""
-        return self.sync.fold_streams(streams, state, apply, decoders)
-
-    async def fold_tail(
-        self,
-        streams: Sequence[str],
-        versions: Sequence[int],
-        fold_from: int,
-        state: S,
-        apply: Apply,
-        decoders: Decoders,
-        hint: object = None,
-    ) -> tuple[S, list[int]] | None:
-        """See :meth:`SqliteStore.fold_tail`."""
-        return self.sync.fold_tail(streams, versions, fold_from, state, apply, decoders, hint)
-
-    async def read_stream(
-        self, stream_id: str, *, after_version: int = 0, limit: int | None = None
-    ) -> list[RecordedEvent[Any]]:
-        """See :meth:`SqliteStore.read_stream`."""
-        return self.sync.read_stream(stream_id, after_version=after_version, limit=limit)
-
-    async def read_streams(
-        self, stream_ids: Sequence[str], *, after_version: int = 0, limit: int | None = None
-    ) -> list[RecordedEvent[Any]]:
-        """See :meth:`SqliteStore.read_streams`."""
-        return self.sync.read_streams(stream_ids, after_version=after_version, limit=limit)
-
-    async def read_stream_backwards(
-        self, stream_id: str, *, before_version: int | None = None, limit: int | None = None
-    ) -> list[RecordedEvent[Any]]:
-        """See :meth:`SqliteStore.read_stream_backwards`."""
-        return self.sync.read_stream_backwards(
-            stream_id, before_version=before_version, limit=limit
-        )
-
-    async def read_all(
-        self,
-        *,
-        after_position: int = 0,
-        limit: int | None = None,
-        event_types: Sequence[str] | None = None,
-        stream_prefix: str | None = None,
-    ) -> list[RecordedEvent[Any]]:
-        """See :meth:`SqliteStore.read_all`."""
-        return self.sync.read_all(
-            after_position=after_position,
-            limit=limit,
-            event_types=event_types,
-            stream_prefix=stream_prefix,
-        )
-
-    async def read_events_by_id(
-        self, event_ids: Sequence[uuid.UUID | int]
-    ) -> list[RecordedEvent[Any]]:
-        """See :meth:`SqliteStore.read_events_by_id`."""
-        return self.sync.read_events_by_id(event_ids)
-
-    async def stream_version(self, stream_id: str) -> int:
-        """See :meth:`SqliteStore.stream_version`."""
-        return self.sync.stream_version(stream_id)
-
-    async def head(self) -> int:
-        """See :meth:`SqliteStore.head`."""
-        return self.sync.head()
-
-    async def list_streams(
-        self, *, prefix: str | None = None, after: str | None = None, limit: int | None = None
-    ) -> list[tuple[str, int]]:
-        """See :meth:`SqliteStore.list_streams`."""
-        return self.sync.list_streams(prefix=prefix, after=after, limit=limit)
 
     async def wait_for_append(self, after_position: int, timeout: float) -> int:
         """Wait until the head passes ``after_position`` or ``timeout`` passes; the head.
@@ -1233,28 +1130,6 @@ class AsyncSqliteStore:
         return self.sync.count_events(after_position, upto)
 
     # -- stream lifecycle (eventcore.store.StreamLifecycle) --------------------------
-
-    async def delete_stream(self, stream_id: str, *, expected: int = -1) -> int:
-        """See :meth:`SqliteStore.delete_stream`."""
-        return self.sync.delete_stream(stream_id, expected=expected)
-
-    async def truncate_stream(
-        self, stream_id: str, before_version: int, *, expected: int = -1
-    ) -> int:
-        """See :meth:`SqliteStore.truncate_stream`."""
-        return self.sync.truncate_stream(stream_id, before_version, expected=expected)
-
-    async def stream_bounds(self, stream_id: str) -> StreamBounds:
-        """See :meth:`SqliteStore.stream_bounds`."""
-        return self.sync.stream_bounds(stream_id)
-
-    async def purge_stream(self, stream_id: str, *, actor: str, reason: str) -> PurgeRecord:
-        """See :meth:`SqliteStore.purge_stream`."""
-        return self.sync.purge_stream(stream_id, actor=actor, reason=reason)
-
-    async def purge_log(self, stream_id: str | None = None) -> list[PurgeRecord]:
-        """See :meth:`SqliteStore.purge_log`."""
-        return self.sync.purge_log(stream_id)
 
     async def log_holdback(self) -> LogHoldback | None:
         """None: an append is visible to every reader the moment it commits."""
