@@ -479,6 +479,7 @@ class SqliteStore:
                 conn.executemany(q.INSERT, rows)
         except sqlite3.IntegrityError as exc:
             raise _Replay from exc  # an event id is stored (its unique index said so)
+        conn.execute(q.TYPE_RUNS, (first,))
         versions = list(version.items())
         versions += [(s, current[s]) for s, _ in checks if s not in counts]
         return AppendResult(first, versions, batch)
