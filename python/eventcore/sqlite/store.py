@@ -43,8 +43,9 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager, suppress
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -59,6 +60,7 @@ from eventcore.errors import (
     ConfigurationError,
     DuplicateEventId,
     StoreError,
+    StoreUnavailable,
     UsageError,
     ValidationError,
 )
@@ -97,18 +99,21 @@ from eventcore.store import (
 
 if TYPE_CHECKING:
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     from eventcore.sqlite.checkpoint import SqliteCheckpointStore
 
 __all__ = ["AsyncSqliteStore", "SqliteSnapshotStore", "SqliteStore"]
 
 S = TypeVar("S")
+R = TypeVar("R")
 
 validate_stream_id = _core.validate_stream_id
 _NO_LIMIT = -1  # SQLite's LIMIT -1: no upper bound
 _MAX_VERSION = (1 << 63) - 1
 _TAIL_ROWS = 256  # a conflict returns at most this many missed events (as PostgreSQL)
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_NO_SYNC = ("OFF", "NORMAL")  # settings whose commits do not sync the WAL
 _json = msgspec.json.encode
 
 
@@ -132,6 +137,23 @@ def _utc(micros: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
 
 
+def _begin(conn: sqlite3.Connection, action: str, immediate: bool = True) -> None:
+    """BEGIN IMMEDIATE (wait for the write lock, at most ``busy_timeout``), or BEGIN."""
+    try:
+        conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    except sqlite3.Error as exc:
+        raise q.translate(exc, action) from exc
+
+
+def _commit(conn: sqlite3.Connection, action: str) -> None:
+    """COMMIT (with ``synchronous=FULL``, the WAL's sync); rolled back when it fails."""
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        _rollback(conn)
+        raise q.translate(exc, action) from exc
+
+
 def _rollback(conn: sqlite3.Connection) -> None:
     """Roll back the connection's transaction, if one is open (never raises)."""
     if conn.in_transaction:
@@ -141,6 +163,10 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 def _same_metadata(stored: bytes | None, given: bytes | None) -> bool:
     return stored == given or Metadata.from_bytes(stored) == Metadata.from_bytes(given)
+
+
+class _Busy(Exception):
+    """A connection that does not wait found the write lock taken: nothing was done."""
 
 
 class _Replay(Exception):
@@ -225,6 +251,8 @@ class SqliteStore:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._closed = False
+        self._worker: tuple[ThreadPoolExecutor, int] | None = None  # the async view's (pid)
+        self._aio_locks: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         # Wakes waiters of this store object on its own appends (others' are polled).
         self._appended = threading.Condition()
         self._generation = 0
@@ -242,14 +270,15 @@ class SqliteStore:
 
     # -- connections ---------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        """A new connection (autocommit: transactions are begun explicitly)."""
+    def _connect(self, *, wait: bool = True) -> sqlite3.Connection:
+        """A new connection (autocommit: transactions are begun explicitly); one that
+        does not ``wait`` fails at once on another connection's write lock."""
         if self._closed:
             raise UsageError(f"the SQLite store {self.path!r} is closed")
         try:
             conn = sqlite3.connect(
                 self.path,
-                timeout=self.busy_timeout,
+                timeout=self.busy_timeout if wait else 0.0,
                 isolation_level=None,
                 check_same_thread=False,
             )
@@ -267,6 +296,16 @@ class SqliteStore:
         if conn is None or local.pid != os.getpid():
             conn = local.conn = self._connect()
             local.pid = os.getpid()
+        return conn
+
+    def _nowait_conn(self) -> sqlite3.Connection:
+        """This thread's connection that never waits for the write lock (the async
+        view's first try of an append, on the loop's thread)."""
+        local = self._local
+        conn: sqlite3.Connection | None = getattr(local, "nowait", None)
+        if conn is None or local.nowait_pid != os.getpid():
+            conn = local.nowait = self._connect(wait=False)
+            local.nowait_pid = os.getpid()
         return conn
 
     def _open(self) -> None:
@@ -303,20 +342,77 @@ class SqliteStore:
     @contextmanager
     def _write(self, conn: sqlite3.Connection, action: str, *, immediate: bool = True) -> Any:
         """A write transaction: BEGIN IMMEDIATE (the write lock), COMMIT, or ROLLBACK."""
-        try:
-            conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
-        except sqlite3.Error as exc:
-            raise q.translate(exc, action) from exc
+        _begin(conn, action, immediate)
         try:
             yield
         except BaseException:
             _rollback(conn)
             raise
+        _commit(conn, action)
+
+    def _blocking(self) -> ThreadPoolExecutor:
+        """The thread the async view runs blocking calls on (one per store and process)."""
+        worker = self._worker
+        if worker is None or worker[1] != os.getpid():
+            from concurrent.futures import ThreadPoolExecutor  # the async view's only
+
+            with self._conns_lock:
+                if self._closed:
+                    raise UsageError(f"the SQLite store {self.path!r} is closed")
+                worker = self._worker
+                if worker is None or worker[1] != os.getpid():
+                    pool = ThreadPoolExecutor(1, thread_name_prefix="eventcore-sqlite")
+                    worker = self._worker = (pool, os.getpid())
+        return worker[0]
+
+    @asynccontextmanager
+    async def _writer(self) -> AsyncIterator[None]:
+        """This process's turn to write through the async view (on this event loop).
+
+        Writes wait for it on the loop, not on the store's thread: a transaction whose
+        block runs on the loop holds it until its COMMIT, which then finds the thread
+        free (no other writer is queued there, waiting for the lock the transaction
+        holds). Like SQLite's own lock it is waited for at most ``busy_timeout``.
+        """
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        lock = self._aio_locks.get(loop)
+        if lock is None:
+            with self._conns_lock:
+                lock = self._aio_locks.setdefault(loop, asyncio.Lock())
         try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            _rollback(conn)
-            raise q.translate(exc, action) from exc
+            if lock.locked():
+                async with asyncio.timeout(self.busy_timeout):
+                    await lock.acquire()
+            else:
+                await lock.acquire()  # free: taken without a pause
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"SQLite unavailable: another write of this process held {self.path!r} for"
+                f" busy_timeout ({self.busy_timeout} s)"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    async def _off_loop(self, call: Callable[[], R]) -> R:
+        """``call()`` on the store's blocking thread (its own connection), awaited without
+        blocking the event loop. A cancelled caller waits for the call's end (at most
+        ``busy_timeout`` and a commit), so nothing of it runs on once it has moved on."""
+        import asyncio
+
+        fut = asyncio.get_running_loop().run_in_executor(self._blocking(), call)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            while not fut.done():
+                with suppress(asyncio.CancelledError):
+                    await asyncio.wait((fut,))
+            if not fut.cancelled():
+                fut.exception()  # retrieved: the caller was cancelled, it is not raised
+            raise
 
     def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         try:
@@ -331,8 +427,13 @@ class SqliteStore:
             raise q.translate(exc, "read") from exc
 
     def close(self) -> None:
-        """Close every connection of this store; it cannot be used afterwards."""
+        """Close every connection of this store; it cannot be used afterwards (a write of
+        the async view under way ends first)."""
         self._closed = True
+        with self._conns_lock:
+            worker, self._worker = self._worker, None
+        if worker is not None and worker[1] == os.getpid():
+            worker[0].shutdown(wait=True)
         with self._conns_lock:
             conns, self._conns = self._conns, []
         for conn in conns:
@@ -381,6 +482,20 @@ class SqliteStore:
             OutcomeUnknown: the COMMIT itself failed: the events may be written.
             StoreError: any other failure.
         """
+        return self._append(self._conn(), events, expected, metadata, condition)
+
+    def _append(
+        self,
+        conn: sqlite3.Connection,
+        events: Sequence[NewEvent] | Sequence[tuple[str, str, bytes, Any]],
+        expected: Expected,
+        metadata: Metadata | None,
+        condition: AppendCondition | None,
+        *,
+        nowait: bool = False,
+    ) -> AppendResult:
+        """:meth:`append` on ``conn``; with ``nowait``, :class:`_Busy` when another
+        connection holds the write lock (nothing done yet)."""
         batch = prepare_events(events, metadata)
         checks = prepare_expected(expected)
         tags = prepare_tags(events)
@@ -389,10 +504,11 @@ class SqliteStore:
             where = _query.matching_positions(query_arg(condition.query), condition.after)
         meta = metadata.to_bytes() if metadata else None
         ids = [_id_bytes(e[3]) for e in batch]
-        conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE" if batch or where else "BEGIN")
         except sqlite3.Error as exc:
+            if nowait and q.is_transient(exc):
+                raise _Busy from exc
             raise q.translate(exc, "append") from exc
         try:
             if where is not None and condition is not None:
@@ -1058,10 +1174,59 @@ class AsyncSqliteStore(SyncStoreView["SqliteStore"]):
     """The async view of a :class:`SqliteStore`: same data, the
     :class:`~eventcore.store.ProjectionStore` API.
 
-    Each call runs the synchronous store's on the event loop's thread (SQLite answers
-    from the local file; an append waits for its commit, and for another process's write
-    lock at most ``busy_timeout``). :meth:`wait_for_append` does not block the loop.
+    Writes (appends, stream lifecycle, checkpoints) run on a thread of the store's own,
+    so that waiting for another process's write lock (at most ``busy_timeout``) and the
+    commit's sync never block the event loop; the loop stays free meanwhile. Reads and
+    folds run on the loop's thread: in WAL mode they never wait for a lock, and they
+    answer from the local file. :meth:`wait_for_append` does not block the loop.
     """
+
+    async def append(
+        self,
+        events: Sequence[NewEvent] | Sequence[tuple[str, str, bytes, Any]],
+        *,
+        expected: Expected = (),
+        metadata: Metadata | None = None,
+        condition: AppendCondition | None = None,
+    ) -> AppendResult:
+        """See :meth:`SqliteStore.append` (run on the store's thread for writes)."""
+        sync = self.sync
+        async with sync._writer():
+            if sync.synchronous in _NO_SYNC:
+                # No sync at commit: tried on the loop's thread, without waiting for the
+                # write lock; when another process holds it, waited for off the loop.
+                with suppress(_Busy):
+                    conn = sync._nowait_conn()
+                    return sync._append(conn, events, expected, metadata, condition, nowait=True)
+            return await sync._off_loop(
+                lambda: sync.append(
+                    events, expected=expected, metadata=metadata, condition=condition
+                )
+            )
+
+    async def delete_stream(self, stream_id: str, *, expected: int = -1) -> int:
+        """See :meth:`SqliteStore.delete_stream` (run on the store's thread for writes)."""
+        sync = self.sync
+        async with sync._writer():
+            return await sync._off_loop(lambda: sync.delete_stream(stream_id, expected=expected))
+
+    async def truncate_stream(
+        self, stream_id: str, before_version: int, *, expected: int = -1
+    ) -> int:
+        """See :meth:`SqliteStore.truncate_stream` (run on the store's thread for writes)."""
+        sync = self.sync
+        async with sync._writer():
+            return await sync._off_loop(
+                lambda: sync.truncate_stream(stream_id, before_version, expected=expected)
+            )
+
+    async def purge_stream(self, stream_id: str, *, actor: str, reason: str) -> PurgeRecord:
+        """See :meth:`SqliteStore.purge_stream` (run on the store's thread for writes)."""
+        sync = self.sync
+        async with sync._writer():
+            return await sync._off_loop(
+                lambda: sync.purge_stream(stream_id, actor=actor, reason=reason)
+            )
 
     @property
     def path(self) -> str:
