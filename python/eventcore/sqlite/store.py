@@ -44,9 +44,12 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -115,6 +118,7 @@ _TAIL_ROWS = 256  # a conflict returns at most this many missed events (as Postg
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _NO_SYNC = ("OFF", "NORMAL")  # settings whose commits do not sync the WAL
 _json = msgspec.json.encode
+_stream_of, _type_of, _payload_of, _id_of = (itemgetter(i) for i in range(4))
 
 
 def _json_list(values: Sequence[str]) -> str:
@@ -503,7 +507,9 @@ class SqliteStore:
         if condition is not None:
             where = _query.matching_positions(query_arg(condition.query), condition.after)
         meta = metadata.to_bytes() if metadata else None
-        ids = [_id_bytes(e[3]) for e in batch]
+        ids = [
+            i.to_bytes(16, "big") if type(i) is int else _id_bytes(i) for i in map(_id_of, batch)
+        ]
         try:
             conn.execute("BEGIN IMMEDIATE" if batch or where else "BEGIN")
         except sqlite3.Error as exc:
@@ -561,9 +567,7 @@ class SqliteStore:
         meta: bytes | None,
     ) -> AppendResult:
         """The append, under the write lock (or in a read transaction for checks only)."""
-        counts: dict[str, int] = {}
-        for e in batch:
-            counts[e[0]] = counts.get(e[0], 0) + 1
+        counts = Counter(map(_stream_of, batch))  # in first-seen order
         streams = [*dict.fromkeys([*(c[0] for c in checks), *counts])]
         head = None
         if len(streams) == 1 and batch:  # the common command: one statement for both
@@ -584,13 +588,30 @@ class SqliteStore:
         first = head + 1
         now = time.time_ns() // 1000
         version = {s: current[s] for s in counts}
-        rows = []
-        for i, e in enumerate(batch):
-            v = version[e[0]] = version[e[0]] + 1
-            rows.append((first + i, ids[i], e[0], v, e[1], e[2], now, meta))
+        n = len(batch)
+        rows: Iterable[tuple[Any, ...]]
+        if len(version) == 1:  # one stream: its versions follow on (columns zipped in C)
+            [(sid, v)] = version.items()
+            version[sid] = v + n
+            rows = zip(
+                range(first, first + n),
+                ids,
+                repeat(sid, n),
+                range(v + 1, v + n + 1),
+                map(_type_of, batch),
+                map(_payload_of, batch),
+                repeat(now, n),
+                repeat(meta, n),
+                strict=True,
+            )
+        else:
+            rows = []
+            for i, e in enumerate(batch):
+                v = version[e[0]] = version[e[0]] + 1
+                rows.append((first + i, ids[i], e[0], v, e[1], e[2], now, meta))
         try:
-            if len(rows) == 1:
-                conn.execute(q.INSERT, rows[0])
+            if n == 1:
+                conn.execute(q.INSERT, next(iter(rows)))
             else:
                 conn.executemany(q.INSERT, rows)
         except sqlite3.IntegrityError as exc:
