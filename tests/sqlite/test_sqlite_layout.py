@@ -1,4 +1,5 @@
-"""The SQLite store's schema upgrades and its type index for type-only query items.
+"""The SQLite store's schema upgrades, its type index for type-only query items, and its
+columnar reads.
 
 A file made by the previous layout (schema 3, written here with that schema's statements
 and rows, as eventcore 0003 wrote them) opens with everything kept and indexed; queries by
@@ -10,6 +11,7 @@ from __future__ import annotations
 import random
 import sqlite3
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,8 @@ from eventcore import ConditionFailed, DuplicateEventId, NewEvent
 from eventcore.query import AppendCondition, QueryItem
 from eventcore.sqlite import SqliteStore, _query
 from eventcore.sqlite import _schema as q
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _schema_3_file(path: Path) -> list[tuple[int, bytes, str, int, str]]:
@@ -127,3 +131,51 @@ def test_type_only_queries_and_conditions_agree_with_a_scan(tmp_path: Path) -> N
                 head = store.head()
             except ConditionFailed as exc:  # at the first match
                 assert expect and exc.position == expect[0], exc
+
+
+def test_columns_agree_with_read_all_page_by_page(tmp_path: Path) -> None:
+    """read_columns: the global log's envelopes, codes stable across pages, names sent
+    once (from the codes the caller knows on)."""
+    import numpy as np
+
+    rng = random.Random(8)
+    with SqliteStore(tmp_path / "e.db") as store:
+        for _ in range(30):
+            store.append(
+                [
+                    NewEvent(f"s-{rng.randrange(12)}", rng.choice(["A", "B", "C"]), b"")
+                    for _ in range(rng.choice([1, 3, 10]))
+                ]
+            )
+        events = store.read_all()
+        types: list[str] = []
+        streams: list[str] = []
+        after, seen = 0, []
+        while True:
+            pos, tc, sc, rec, new_types, new_streams = store.read_columns(
+                after, 17, len(types), len(streams)
+            )
+            types += new_types
+            streams += new_streams
+            positions = np.frombuffer(pos, "<i8")
+            if not len(positions):
+                break
+            for p, t, s, r in zip(
+                positions,
+                np.frombuffer(tc, "<i4"),
+                np.frombuffer(sc, "<i4"),
+                np.frombuffer(rec, "<i8"),
+                strict=True,
+            ):
+                seen.append((int(p), types[t], streams[s], int(r)))
+            after = int(positions[-1])
+        assert len(types) == 3 and len(streams) == len({e.stream_id for e in events})
+        assert seen == [
+            (
+                e.position,
+                e.event_type,
+                e.stream_id,
+                (e.recorded_at - EPOCH) // timedelta(microseconds=1),
+            )
+            for e in events
+        ]

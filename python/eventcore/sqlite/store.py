@@ -40,10 +40,12 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import sys
 import threading
 import time
 import uuid
 import weakref
+from array import array
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
@@ -257,6 +259,10 @@ class SqliteStore:
         self._closed = False
         self._worker: tuple[ThreadPoolExecutor, int] | None = None  # the async view's (pid)
         self._aio_locks: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        # read_columns' codes: each type's and stream's, in the order first met.
+        self._codes_lock = threading.Lock()
+        self._types: tuple[dict[str, int], list[str]] = ({}, [])
+        self._streams: tuple[dict[str, int], list[str]] = ({}, [])
         # Wakes waiters of this store object on its own appends (others' are polled).
         self._appended = threading.Condition()
         self._generation = 0
@@ -967,6 +973,48 @@ class SqliteStore:
                 return
             cursor = page[-1].position
 
+    def read_columns(
+        self,
+        after_position: int = 0,
+        limit: int | None = None,
+        known_types: int = 0,
+        known_streams: int = 0,
+    ) -> ColumnBuffers:
+        """The envelopes of up to ``limit`` events after ``after_position`` as columns
+        (what a columnar projection reads: no payload, no event object).
+
+        Returns ``(positions, type_codes, stream_codes, recorded_at, type_names,
+        stream_names)`` as :meth:`MemoryStore.read_columns <eventcore.MemoryStore.read_columns>`
+        does: little-endian ``int64``, ``int32``, ``int32`` and ``int64`` (microseconds
+        since the epoch, UTC) buffers in position order. Codes are this store object's,
+        numbered in the order it first met each type and stream; ``type_names`` holds the
+        names of codes ``known_types`` and up, ``stream_names`` those of codes
+        ``known_streams`` up to the largest returned.
+        """
+        limit = check_limit(limit)
+        rows = self._all(q.COLUMNS, (after_position, _NO_LIMIT if limit is None else limit))
+        positions, types, streams, recorded = zip(*rows, strict=True) if rows else ((),) * 4
+        with self._codes_lock:
+            (type_codes, type_list), (stream_codes, stream_list) = self._types, self._streams
+            for codes, names, column in (
+                (type_codes, type_list, types),
+                (stream_codes, stream_list, streams),
+            ):
+                for name in dict.fromkeys(column):
+                    if name not in codes:
+                        codes[name] = len(names)
+                        names.append(name)
+            tcodes = array("i", map(type_codes.__getitem__, types))
+            scodes = array("i", map(stream_codes.__getitem__, streams))
+            type_names = type_list[known_types:]
+            stream_names = stream_list[known_streams : max(scodes, default=-1) + 1]
+        arrays = [array("q", positions), tcodes, scodes, array("q", recorded)]
+        if sys.byteorder == "big":
+            for each in arrays:
+                each.byteswap()
+        buffers = [a.tobytes() for a in arrays]
+        return buffers[0], buffers[1], buffers[2], buffers[3], type_names, stream_names
+
     def read_events_by_id(self, event_ids: Sequence[uuid.UUID | int]) -> list[RecordedEvent[Any]]:
         """The stored events with these ids, in position order; ids not stored are left out."""
         ids = [as_uuid(i).bytes for i in event_ids]
@@ -1324,9 +1372,9 @@ class AsyncSqliteStore(SyncStoreView["SqliteStore"]):
 
     async def read_columns(
         self, after_position: int, limit: int, known_types: int, known_streams: int
-    ) -> ColumnBuffers | None:
-        """None: columnar pages are built from :meth:`read_all`'s events."""
-        return None
+    ) -> ColumnBuffers:
+        """See :meth:`SqliteStore.read_columns`."""
+        return self.sync.read_columns(after_position, limit, known_types, known_streams)
 
     def checkpoint_store(self) -> SqliteCheckpointStore:
         """Checkpoints, dead letters and leader leases in this store's file."""
