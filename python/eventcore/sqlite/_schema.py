@@ -48,6 +48,9 @@ TYPE_RUNS = (
     " SELECT event_type, max(position), min(position) FROM events WHERE position >= ?1"
     " GROUP BY event_type"
 )
+TYPE_RUN = (
+    "INSERT INTO event_type_runs (event_type, last_position, first_position) VALUES (?, ?, ?)"
+)
 # The highest position ever taken: a purge may erase the last events, and their
 # positions are never taken again (migration 0002).
 _HEAD = (

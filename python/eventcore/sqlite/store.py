@@ -622,7 +622,11 @@ class SqliteStore:
                 conn.executemany(q.INSERT, rows)
         except sqlite3.IntegrityError as exc:
             raise _Replay from exc  # an event id is stored (its unique index said so)
-        conn.execute(q.TYPE_RUNS, (first,))
+        types = set(map(_type_of, batch))
+        if len(types) == 1:  # the usual batch, and every one-event append: no GROUP BY
+            conn.execute(q.TYPE_RUN, (types.pop(), first + n - 1, first))
+        else:
+            conn.execute(q.TYPE_RUNS, (first,))
         versions = list(version.items())
         versions += [(s, current[s]) for s, _ in checks if s not in counts]
         return AppendResult(first, versions, batch)
