@@ -1262,15 +1262,19 @@ class AsyncSqliteStore(SyncStoreView["SqliteStore"]):
         metadata: Metadata | None = None,
         condition: AppendCondition | None = None,
     ) -> AppendResult:
-        """See :meth:`SqliteStore.append` (run on the store's thread for writes)."""
+        """See :meth:`SqliteStore.append`; the lock and the sync are waited for off the loop."""
         sync = self.sync
         async with sync._writer():
-            if sync.synchronous in _NO_SYNC:
+            if sync.synchronous in _NO_SYNC and type(sync).append is SqliteStore.append:
                 # No sync at commit: tried on the loop's thread, without waiting for the
                 # write lock; when another process holds it, waited for off the loop.
                 with suppress(_Busy):
                     conn = sync._nowait_conn()
                     return sync._append(conn, events, expected, metadata, condition, nowait=True)
+            if condition is None:  # as the base view: a subclass's append may predate it
+                return await sync._off_loop(
+                    lambda: sync.append(events, expected=expected, metadata=metadata)
+                )
             return await sync._off_loop(
                 lambda: sync.append(
                     events, expected=expected, metadata=metadata, condition=condition
