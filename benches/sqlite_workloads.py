@@ -391,3 +391,142 @@ def wake_latency(bench: SqliteBench, appends: int = 20) -> Callable[[], float]:
         return statistics.median(waits)
 
     return once
+
+
+# -- what a layout costs SQLite itself (issue 15: the batch append) ----------------------
+
+_EVENTS = (
+    "CREATE TABLE events (position INTEGER PRIMARY KEY, event_id BLOB NOT NULL{id_unique},"
+    " stream_id TEXT NOT NULL, version INTEGER NOT NULL, event_type TEXT NOT NULL,"
+    " payload BLOB NOT NULL, recorded_at INTEGER NOT NULL, metadata BLOB{sv_unique})"
+)
+_BATCHES = "CREATE TABLE batches (position INTEGER PRIMARY KEY, n INTEGER, data BLOB)"
+_ID_INDEX = "CREATE TABLE ids (event_id BLOB PRIMARY KEY, position INTEGER) WITHOUT ROWID"
+_RUNS = (
+    "CREATE TABLE runs (kind INTEGER, key ANY, hi BLOB, first INTEGER, last INTEGER,"
+    " PRIMARY KEY (kind, key, last)) WITHOUT ROWID"
+)
+
+
+def layout_costs(batches: int = 20, reps: int = 7) -> dict[str, float]:
+    """Events/s of SQLite alone (rows built before the clock starts; ``synchronous=NORMAL``,
+    WAL) appending batches of 1000 events of one stream, by layout, median of ``reps``
+    interleaved runs:
+
+    - ``eventcore``: this store's layout: a row per event, unique indexes on the event id
+      and on (stream, version), and migration 0004's type run (one row per append);
+    - ``no_id_index``: the same without the per-event id index (ids found through one
+      range row per append instead, as the last row of the append);
+    - ``no_indexes``: a row per event and no per-event index at all (stream and id runs);
+    - ``blob_id_index``: one row per append holding its events, and a per-event id index;
+    - ``blob_runs``: one row per append, ids and streams as runs (no per-event B-tree);
+    - ``peer``: the peer's table (AUTOINCREMENT rowid, unique (originator, version)).
+    """
+    import statistics
+    import uuid
+
+    from eventcore import _core
+
+    payload = b'{"amount":12345}'
+    now = time.time_ns() // 1000
+    folder = tempfile.mkdtemp(prefix="eventcore-sqlite-layouts-")
+
+    def row_events(j: int, ids: list[bytes]) -> list[tuple[Any, ...]]:
+        return [
+            (j * 1000 + i + 1, ids[i], f"b-{j}", i + 1, "Deposited", payload, now, None)
+            for i in range(1000)
+        ]
+
+    def runs(j: int, ids: list[bytes], kinds: int) -> list[tuple[Any, ...]]:
+        first, last = j * 1000 + 1, j * 1000 + 1000
+        return [(k, (ids[0], "Deposited", f"b-{j}")[k], ids[-1], first, last) for k in range(kinds)]
+
+    insert_event = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    insert_runs = "INSERT INTO runs VALUES (?, ?, ?, ?, ?)"
+    layouts: dict[str, tuple[list[str], Callable[[int, list[bytes]], list[tuple[str, Any]]]]] = {
+        "eventcore": (
+            [_EVENTS.format(id_unique=" UNIQUE", sv_unique=", UNIQUE (stream_id, version)"), _RUNS],
+            lambda j, ids: [(insert_event, row_events(j, ids)), (insert_runs, runs(j, ids, 2)[1:])],
+        ),
+        "no_id_index": (
+            [_EVENTS.format(id_unique="", sv_unique=", UNIQUE (stream_id, version)"), _RUNS],
+            lambda j, ids: [(insert_event, row_events(j, ids)), (insert_runs, runs(j, ids, 2))],
+        ),
+        "no_indexes": (
+            [_EVENTS.format(id_unique="", sv_unique=""), _RUNS],
+            lambda j, ids: [(insert_event, row_events(j, ids)), (insert_runs, runs(j, ids, 3))],
+        ),
+        "blob_id_index": (
+            [_BATCHES, _ID_INDEX, _RUNS],
+            lambda j, ids: [
+                (
+                    "INSERT INTO batches VALUES (?, ?, ?)",
+                    [(j * 1000 + 1, 1000, b"".join(ids) + payload * 1000)],
+                ),
+                (
+                    "INSERT INTO ids VALUES (?, ?)",
+                    [(ids[i], j * 1000 + i + 1) for i in range(1000)],
+                ),
+                (insert_runs, runs(j, ids, 3)[1:]),
+            ],
+        ),
+        "blob_runs": (
+            [_BATCHES, _RUNS],
+            lambda j, ids: [
+                (
+                    "INSERT INTO batches VALUES (?, ?, ?)",
+                    [(j * 1000 + 1, 1000, b"".join(ids) + payload * 1000)],
+                ),
+                (insert_runs, runs(j, ids, 3)),
+            ],
+        ),
+        "peer": (
+            [
+                "CREATE TABLE stored_events (notification_id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                " originator_id TEXT, originator_version INTEGER, topic TEXT, state BLOB,"
+                " UNIQUE (originator_id, originator_version))"
+            ],
+            lambda j, ids: [
+                (
+                    "INSERT INTO stored_events (originator_id, originator_version, topic, state)"
+                    " VALUES (?, ?, ?, ?)",
+                    [
+                        (str(uuid.UUID(bytes=ids[0])), i + 1, "bank:Account.Deposited", payload)
+                        for i in range(1000)
+                    ],
+                )
+            ],
+        ),
+    }
+    found: dict[str, list[float]] = {name: [] for name in layouts}
+    try:
+        for rep in range(reps):
+            for name, (ddl, statements) in layouts.items():
+                conn = sqlite3.connect(
+                    os.path.join(folder, f"{name}-{rep}.db"), isolation_level=None
+                )
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                for sql in ddl:
+                    conn.execute(sql)
+                work = [
+                    statements(j, [i.to_bytes(16, "big") for i in _core.uuid7_ints(1000)])
+                    for j in range(batches)
+                ]
+                started = _perf()
+                for batch in work:
+                    conn.execute("BEGIN IMMEDIATE")
+                    for sql, rows in batch:
+                        conn.executemany(sql, rows)
+                    conn.execute("COMMIT")
+                found[name].append(1000 * batches / (_perf() - started))
+                conn.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {name: statistics.median(rates) for name, rates in found.items()}
+
+
+if __name__ == "__main__":
+    costs = layout_costs()
+    for name, rate in costs.items():
+        print(f"{name:14s} {rate:12,.0f} events/s  {rate / costs['peer']:.2f}x the peer's table")

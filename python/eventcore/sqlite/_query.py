@@ -19,7 +19,8 @@ def matching_positions(
     ``(types, tags)`` pairs), and its arguments; None when the query matches nothing.
 
     An item with tags walks its first tag's index and checks the others by key; an item
-    with only types scans the log after ``after``.
+    with only types walks the type index (migration 0004: each append's span of a type)
+    and reads the events of that type in the spans that end after ``after``.
     """
     parts: list[str] = []
     args: list[Any] = []
@@ -40,11 +41,14 @@ def matching_positions(
                 )
                 args.append(_json(list(types)).decode())
         elif types:
+            # CROSS JOIN: the runs drive (found by the index), each span read by rowid.
             sql = (
-                "SELECT position FROM events WHERE position > ?"
-                " AND event_type IN (SELECT value FROM json_each(?))"
+                "SELECT e.position FROM event_type_runs r CROSS JOIN events e"
+                " WHERE r.event_type IN (SELECT value FROM json_each(?))"
+                " AND r.last_position > ? AND e.position BETWEEN r.first_position"
+                " AND r.last_position AND e.position > ? AND e.event_type = r.event_type"
             )
-            args += [after, _json(list(types)).decode()]
+            args += [_json(list(types)).decode(), after, after]
         else:
             sql = "SELECT position FROM events WHERE position > ?"
             args.append(after)

@@ -41,6 +41,16 @@ COLS = "position, event_id, stream_id, version, event_type, payload, recorded_at
 """The columns :func:`eventcore.recorded.recorded_events` builds events from, in order."""
 
 INSERT = f"INSERT INTO events ({COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+# The type index of an append from position ?1 on (migration 0004): each type's first and
+# last position, from the rows just inserted (in one statement, whatever the batch size).
+TYPE_RUNS = (
+    "INSERT INTO event_type_runs (event_type, last_position, first_position)"
+    " SELECT event_type, max(position), min(position) FROM events WHERE position >= ?1"
+    " GROUP BY event_type"
+)
+TYPE_RUN = (
+    "INSERT INTO event_type_runs (event_type, last_position, first_position) VALUES (?, ?, ?)"
+)
 # The highest position ever taken: a purge may erase the last events, and their
 # positions are never taken again (migration 0002).
 _HEAD = (

@@ -26,6 +26,7 @@ from eventcore.errors import StoreUnavailable, UsageError
 from eventcore.projection.checkpoint import DeadLetter
 from eventcore.recorded import as_uuid
 from eventcore.sqlite import _schema as q
+from eventcore.sqlite.store import _begin, _commit, _rollback
 
 if TYPE_CHECKING:
     from eventcore.sqlite.store import SqliteStore
@@ -85,9 +86,14 @@ class SqliteCheckpointStore:
     async def save(self, name: str, position: int) -> None:
         """See :meth:`CheckpointStore.save <eventcore.store.CheckpointStore.save>`."""
         store = self.store
-        conn = store._conn()
-        with store._write(conn, "save checkpoint"):
-            conn.execute(q.CHECKPOINT_SAVE, (name, position, _now_micros()))
+
+        def save() -> None:
+            conn = store._conn()
+            with store._write(conn, "save checkpoint"):
+                conn.execute(q.CHECKPOINT_SAVE, (name, position, _now_micros()))
+
+        async with store._writer():
+            await store._off_loop(save)  # the write lock and the commit: off the loop
 
     async def reset(self, name: str, position: int = 0) -> None:
         """See :meth:`CheckpointStore.reset <eventcore.store.CheckpointStore.reset>`."""
@@ -97,9 +103,14 @@ class SqliteCheckpointStore:
         """See :meth:`CheckpointStore.add_dead_letter
         <eventcore.store.CheckpointStore.add_dead_letter>`."""
         store = self.store
-        conn = store._conn()
-        with store._write(conn, "record dead letter"):
-            conn.execute(q.DEAD_LETTER_ADD, _row(letter))
+
+        def add() -> None:
+            conn = store._conn()
+            with store._write(conn, "record dead letter"):
+                conn.execute(q.DEAD_LETTER_ADD, _row(letter))
+
+        async with store._writer():
+            await store._off_loop(add)
 
     async def dead_letters(self, name: str) -> list[DeadLetter]:
         """See :meth:`CheckpointStore.dead_letters
@@ -154,8 +165,18 @@ class SqliteCheckpointStore:
     async def _transaction(self) -> AsyncIterator[SqliteCheckpointTransaction]:
         # What the block raises goes on as it is (the runner asks the transaction whose
         # failure it is); BEGIN and COMMIT fail as store errors.
-        with self._connection() as conn, self.store._write(conn, "apply_in_transaction"):
-            yield SqliteCheckpointTransaction(conn)
+        # BEGIN IMMEDIATE (the write lock) and COMMIT (the sync) run off the loop; the
+        # block runs on it, on this connection of the checkpoint store's own.
+        store = self.store
+        async with store._writer():
+            with self._connection() as conn:
+                await store._off_loop(lambda: _begin(conn, "apply_in_transaction"))
+                try:
+                    yield SqliteCheckpointTransaction(conn)
+                except BaseException:
+                    _rollback(conn)
+                    raise
+                await store._off_loop(lambda: _commit(conn, "apply_in_transaction"))
 
 
 class SqliteLease:

@@ -40,12 +40,18 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager, suppress
+import weakref
+from array import array
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -59,6 +65,7 @@ from eventcore.errors import (
     ConfigurationError,
     DuplicateEventId,
     StoreError,
+    StoreUnavailable,
     UsageError,
     ValidationError,
 )
@@ -97,19 +104,23 @@ from eventcore.store import (
 
 if TYPE_CHECKING:
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     from eventcore.sqlite.checkpoint import SqliteCheckpointStore
 
 __all__ = ["AsyncSqliteStore", "SqliteSnapshotStore", "SqliteStore"]
 
 S = TypeVar("S")
+R = TypeVar("R")
 
 validate_stream_id = _core.validate_stream_id
 _NO_LIMIT = -1  # SQLite's LIMIT -1: no upper bound
 _MAX_VERSION = (1 << 63) - 1
 _TAIL_ROWS = 256  # a conflict returns at most this many missed events (as PostgreSQL)
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_NO_SYNC = ("OFF", "NORMAL")  # settings whose commits do not sync the WAL
 _json = msgspec.json.encode
+_stream_of, _type_of, _payload_of, _id_of = (itemgetter(i) for i in range(4))
 
 
 def _json_list(values: Sequence[str]) -> str:
@@ -132,6 +143,23 @@ def _utc(micros: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
 
 
+def _begin(conn: sqlite3.Connection, action: str, immediate: bool = True) -> None:
+    """BEGIN IMMEDIATE (wait for the write lock, at most ``busy_timeout``), or BEGIN."""
+    try:
+        conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    except sqlite3.Error as exc:
+        raise q.translate(exc, action) from exc
+
+
+def _commit(conn: sqlite3.Connection, action: str) -> None:
+    """COMMIT (with ``synchronous=FULL``, the WAL's sync); rolled back when it fails."""
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        _rollback(conn)
+        raise q.translate(exc, action) from exc
+
+
 def _rollback(conn: sqlite3.Connection) -> None:
     """Roll back the connection's transaction, if one is open (never raises)."""
     if conn.in_transaction:
@@ -141,6 +169,10 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 def _same_metadata(stored: bytes | None, given: bytes | None) -> bool:
     return stored == given or Metadata.from_bytes(stored) == Metadata.from_bytes(given)
+
+
+class _Busy(Exception):
+    """A connection that does not wait found the write lock taken: nothing was done."""
 
 
 class _Replay(Exception):
@@ -225,6 +257,12 @@ class SqliteStore:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._closed = False
+        self._worker: tuple[ThreadPoolExecutor, int] | None = None  # the async view's (pid)
+        self._aio_locks: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        # read_columns' codes: each type's and stream's, in the order first met.
+        self._codes_lock = threading.Lock()
+        self._types: tuple[dict[str, int], list[str]] = ({}, [])
+        self._streams: tuple[dict[str, int], list[str]] = ({}, [])
         # Wakes waiters of this store object on its own appends (others' are polled).
         self._appended = threading.Condition()
         self._generation = 0
@@ -242,14 +280,15 @@ class SqliteStore:
 
     # -- connections ---------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        """A new connection (autocommit: transactions are begun explicitly)."""
+    def _connect(self, *, wait: bool = True) -> sqlite3.Connection:
+        """A new connection (autocommit: transactions are begun explicitly); one that
+        does not ``wait`` fails at once on another connection's write lock."""
         if self._closed:
             raise UsageError(f"the SQLite store {self.path!r} is closed")
         try:
             conn = sqlite3.connect(
                 self.path,
-                timeout=self.busy_timeout,
+                timeout=self.busy_timeout if wait else 0.0,
                 isolation_level=None,
                 check_same_thread=False,
             )
@@ -267,6 +306,16 @@ class SqliteStore:
         if conn is None or local.pid != os.getpid():
             conn = local.conn = self._connect()
             local.pid = os.getpid()
+        return conn
+
+    def _nowait_conn(self) -> sqlite3.Connection:
+        """This thread's connection that never waits for the write lock (the async
+        view's first try of an append, on the loop's thread)."""
+        local = self._local
+        conn: sqlite3.Connection | None = getattr(local, "nowait", None)
+        if conn is None or local.nowait_pid != os.getpid():
+            conn = local.nowait = self._connect(wait=False)
+            local.nowait_pid = os.getpid()
         return conn
 
     def _open(self) -> None:
@@ -303,20 +352,77 @@ class SqliteStore:
     @contextmanager
     def _write(self, conn: sqlite3.Connection, action: str, *, immediate: bool = True) -> Any:
         """A write transaction: BEGIN IMMEDIATE (the write lock), COMMIT, or ROLLBACK."""
-        try:
-            conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
-        except sqlite3.Error as exc:
-            raise q.translate(exc, action) from exc
+        _begin(conn, action, immediate)
         try:
             yield
         except BaseException:
             _rollback(conn)
             raise
+        _commit(conn, action)
+
+    def _blocking(self) -> ThreadPoolExecutor:
+        """The thread the async view runs blocking calls on (one per store and process)."""
+        worker = self._worker
+        if worker is None or worker[1] != os.getpid():
+            from concurrent.futures import ThreadPoolExecutor  # the async view's only
+
+            with self._conns_lock:
+                if self._closed:
+                    raise UsageError(f"the SQLite store {self.path!r} is closed")
+                worker = self._worker
+                if worker is None or worker[1] != os.getpid():
+                    pool = ThreadPoolExecutor(1, thread_name_prefix="eventcore-sqlite")
+                    worker = self._worker = (pool, os.getpid())
+        return worker[0]
+
+    @asynccontextmanager
+    async def _writer(self) -> AsyncIterator[None]:
+        """This process's turn to write through the async view (on this event loop).
+
+        Writes wait for it on the loop, not on the store's thread: a transaction whose
+        block runs on the loop holds it until its COMMIT, which then finds the thread
+        free (no other writer is queued there, waiting for the lock the transaction
+        holds). Like SQLite's own lock it is waited for at most ``busy_timeout``.
+        """
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        lock = self._aio_locks.get(loop)
+        if lock is None:
+            with self._conns_lock:
+                lock = self._aio_locks.setdefault(loop, asyncio.Lock())
         try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            _rollback(conn)
-            raise q.translate(exc, action) from exc
+            if lock.locked():
+                async with asyncio.timeout(self.busy_timeout):
+                    await lock.acquire()
+            else:
+                await lock.acquire()  # free: taken without a pause
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"SQLite unavailable: another write of this process held {self.path!r} for"
+                f" busy_timeout ({self.busy_timeout} s)"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    async def _off_loop(self, call: Callable[[], R]) -> R:
+        """``call()`` on the store's blocking thread (its own connection), awaited without
+        blocking the event loop. A cancelled caller waits for the call's end (at most
+        ``busy_timeout`` and a commit), so nothing of it runs on once it has moved on."""
+        import asyncio
+
+        fut = asyncio.get_running_loop().run_in_executor(self._blocking(), call)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            while not fut.done():
+                with suppress(asyncio.CancelledError):
+                    await asyncio.wait((fut,))
+            if not fut.cancelled():
+                fut.exception()  # retrieved: the caller was cancelled, it is not raised
+            raise
 
     def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         try:
@@ -331,8 +437,13 @@ class SqliteStore:
             raise q.translate(exc, "read") from exc
 
     def close(self) -> None:
-        """Close every connection of this store; it cannot be used afterwards."""
+        """Close every connection of this store; it cannot be used afterwards (a write of
+        the async view under way ends first)."""
         self._closed = True
+        with self._conns_lock:
+            worker, self._worker = self._worker, None
+        if worker is not None and worker[1] == os.getpid():
+            worker[0].shutdown(wait=True)
         with self._conns_lock:
             conns, self._conns = self._conns, []
         for conn in conns:
@@ -381,6 +492,20 @@ class SqliteStore:
             OutcomeUnknown: the COMMIT itself failed: the events may be written.
             StoreError: any other failure.
         """
+        return self._append(self._conn(), events, expected, metadata, condition)
+
+    def _append(
+        self,
+        conn: sqlite3.Connection,
+        events: Sequence[NewEvent] | Sequence[tuple[str, str, bytes, Any]],
+        expected: Expected,
+        metadata: Metadata | None,
+        condition: AppendCondition | None,
+        *,
+        nowait: bool = False,
+    ) -> AppendResult:
+        """:meth:`append` on ``conn``; with ``nowait``, :class:`_Busy` when another
+        connection holds the write lock (nothing done yet)."""
         batch = prepare_events(events, metadata)
         checks = prepare_expected(expected)
         tags = prepare_tags(events)
@@ -388,11 +513,14 @@ class SqliteStore:
         if condition is not None:
             where = _query.matching_positions(query_arg(condition.query), condition.after)
         meta = metadata.to_bytes() if metadata else None
-        ids = [_id_bytes(e[3]) for e in batch]
-        conn = self._conn()
+        ids = [
+            i.to_bytes(16, "big") if type(i) is int else _id_bytes(i) for i in map(_id_of, batch)
+        ]
         try:
             conn.execute("BEGIN IMMEDIATE" if batch or where else "BEGIN")
         except sqlite3.Error as exc:
+            if nowait and q.is_transient(exc):
+                raise _Busy from exc
             raise q.translate(exc, "append") from exc
         try:
             if where is not None and condition is not None:
@@ -445,9 +573,7 @@ class SqliteStore:
         meta: bytes | None,
     ) -> AppendResult:
         """The append, under the write lock (or in a read transaction for checks only)."""
-        counts: dict[str, int] = {}
-        for e in batch:
-            counts[e[0]] = counts.get(e[0], 0) + 1
+        counts = Counter(map(_stream_of, batch))  # in first-seen order
         streams = [*dict.fromkeys([*(c[0] for c in checks), *counts])]
         head = None
         if len(streams) == 1 and batch:  # the common command: one statement for both
@@ -468,17 +594,39 @@ class SqliteStore:
         first = head + 1
         now = time.time_ns() // 1000
         version = {s: current[s] for s in counts}
-        rows = []
-        for i, e in enumerate(batch):
-            v = version[e[0]] = version[e[0]] + 1
-            rows.append((first + i, ids[i], e[0], v, e[1], e[2], now, meta))
+        n = len(batch)
+        rows: Iterable[tuple[Any, ...]]
+        if len(version) == 1:  # one stream: its versions follow on (columns zipped in C)
+            [(sid, v)] = version.items()
+            version[sid] = v + n
+            rows = zip(
+                range(first, first + n),
+                ids,
+                repeat(sid, n),
+                range(v + 1, v + n + 1),
+                map(_type_of, batch),
+                map(_payload_of, batch),
+                repeat(now, n),
+                repeat(meta, n),
+                strict=True,
+            )
+        else:
+            rows = []
+            for i, e in enumerate(batch):
+                v = version[e[0]] = version[e[0]] + 1
+                rows.append((first + i, ids[i], e[0], v, e[1], e[2], now, meta))
         try:
-            if len(rows) == 1:
-                conn.execute(q.INSERT, rows[0])
+            if n == 1:
+                conn.execute(q.INSERT, next(iter(rows)))
             else:
                 conn.executemany(q.INSERT, rows)
         except sqlite3.IntegrityError as exc:
             raise _Replay from exc  # an event id is stored (its unique index said so)
+        types = set(map(_type_of, batch))
+        if len(types) == 1:  # the usual batch, and every one-event append: no GROUP BY
+            conn.execute(q.TYPE_RUN, (types.pop(), first + n - 1, first))
+        else:
+            conn.execute(q.TYPE_RUNS, (first,))
         versions = list(version.items())
         versions += [(s, current[s]) for s, _ in checks if s not in counts]
         return AppendResult(first, versions, batch)
@@ -829,6 +977,48 @@ class SqliteStore:
                 return
             cursor = page[-1].position
 
+    def read_columns(
+        self,
+        after_position: int = 0,
+        limit: int | None = None,
+        known_types: int = 0,
+        known_streams: int = 0,
+    ) -> ColumnBuffers:
+        """The envelopes of up to ``limit`` events after ``after_position`` as columns
+        (what a columnar projection reads: no payload, no event object).
+
+        Returns ``(positions, type_codes, stream_codes, recorded_at, type_names,
+        stream_names)`` as :meth:`MemoryStore.read_columns <eventcore.MemoryStore.read_columns>`
+        does: little-endian ``int64``, ``int32``, ``int32`` and ``int64`` (microseconds
+        since the epoch, UTC) buffers in position order. Codes are this store object's,
+        numbered in the order it first met each type and stream; ``type_names`` holds the
+        names of codes ``known_types`` and up, ``stream_names`` those of codes
+        ``known_streams`` up to the largest returned.
+        """
+        limit = check_limit(limit)
+        rows = self._all(q.COLUMNS, (after_position, _NO_LIMIT if limit is None else limit))
+        positions, types, streams, recorded = zip(*rows, strict=True) if rows else ((),) * 4
+        with self._codes_lock:
+            (type_codes, type_list), (stream_codes, stream_list) = self._types, self._streams
+            for codes, names, column in (
+                (type_codes, type_list, types),
+                (stream_codes, stream_list, streams),
+            ):
+                for name in dict.fromkeys(column):
+                    if name not in codes:
+                        codes[name] = len(names)
+                        names.append(name)
+            tcodes = array("i", map(type_codes.__getitem__, types))
+            scodes = array("i", map(stream_codes.__getitem__, streams))
+            type_names = type_list[known_types:]
+            stream_names = stream_list[known_streams : max(scodes, default=-1) + 1]
+        arrays = [array("q", positions), tcodes, scodes, array("q", recorded)]
+        if sys.byteorder == "big":
+            for each in arrays:
+                each.byteswap()
+        buffers = [a.tobytes() for a in arrays]
+        return buffers[0], buffers[1], buffers[2], buffers[3], type_names, stream_names
+
     def read_events_by_id(self, event_ids: Sequence[uuid.UUID | int]) -> list[RecordedEvent[Any]]:
         """The stored events with these ids, in position order; ids not stored are left out."""
         ids = [as_uuid(i).bytes for i in event_ids]
@@ -1057,10 +1247,63 @@ class AsyncSqliteStore(SyncStoreView["SqliteStore"]):
     """The async view of a :class:`SqliteStore`: same data, the
     :class:`~eventcore.store.ProjectionStore` API.
 
-    Each call runs the synchronous store's on the event loop's thread (SQLite answers
-    from the local file; an append waits for its commit, and for another process's write
-    lock at most ``busy_timeout``). :meth:`wait_for_append` does not block the loop.
+    Writes (appends, stream lifecycle, checkpoints) run on a thread of the store's own,
+    so that waiting for another process's write lock (at most ``busy_timeout``) and the
+    commit's sync never block the event loop; the loop stays free meanwhile. Reads and
+    folds run on the loop's thread: in WAL mode they never wait for a lock, and they
+    answer from the local file. :meth:`wait_for_append` does not block the loop.
     """
+
+    async def append(
+        self,
+        events: Sequence[NewEvent] | Sequence[tuple[str, str, bytes, Any]],
+        *,
+        expected: Expected = (),
+        metadata: Metadata | None = None,
+        condition: AppendCondition | None = None,
+    ) -> AppendResult:
+        """See :meth:`SqliteStore.append`; the lock and the sync are waited for off the loop."""
+        sync = self.sync
+        async with sync._writer():
+            if sync.synchronous in _NO_SYNC and type(sync).append is SqliteStore.append:
+                # No sync at commit: tried on the loop's thread, without waiting for the
+                # write lock; when another process holds it, waited for off the loop.
+                with suppress(_Busy):
+                    conn = sync._nowait_conn()
+                    return sync._append(conn, events, expected, metadata, condition, nowait=True)
+            if condition is None:  # as the base view: a subclass's append may predate it
+                return await sync._off_loop(
+                    lambda: sync.append(events, expected=expected, metadata=metadata)
+                )
+            return await sync._off_loop(
+                lambda: sync.append(
+                    events, expected=expected, metadata=metadata, condition=condition
+                )
+            )
+
+    async def delete_stream(self, stream_id: str, *, expected: int = -1) -> int:
+        """See :meth:`SqliteStore.delete_stream` (run on the store's thread for writes)."""
+        sync = self.sync
+        async with sync._writer():
+            return await sync._off_loop(lambda: sync.delete_stream(stream_id, expected=expected))
+
+    async def truncate_stream(
+        self, stream_id: str, before_version: int, *, expected: int = -1
+    ) -> int:
+        """See :meth:`SqliteStore.truncate_stream` (run on the store's thread for writes)."""
+        sync = self.sync
+        async with sync._writer():
+            return await sync._off_loop(
+                lambda: sync.truncate_stream(stream_id, before_version, expected=expected)
+            )
+
+    async def purge_stream(self, stream_id: str, *, actor: str, reason: str) -> PurgeRecord:
+        """See :meth:`SqliteStore.purge_stream` (run on the store's thread for writes)."""
+        sync = self.sync
+        async with sync._writer():
+            return await sync._off_loop(
+                lambda: sync.purge_stream(stream_id, actor=actor, reason=reason)
+            )
 
     @property
     def path(self) -> str:
@@ -1137,9 +1380,9 @@ class AsyncSqliteStore(SyncStoreView["SqliteStore"]):
 
     async def read_columns(
         self, after_position: int, limit: int, known_types: int, known_streams: int
-    ) -> ColumnBuffers | None:
-        """None: columnar pages are built from :meth:`read_all`'s events."""
-        return None
+    ) -> ColumnBuffers:
+        """See :meth:`SqliteStore.read_columns`."""
+        return self.sync.read_columns(after_position, limit, known_types, known_streams)
 
     def checkpoint_store(self) -> SqliteCheckpointStore:
         """Checkpoints, dead letters and leader leases in this store's file."""
