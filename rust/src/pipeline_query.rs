@@ -168,19 +168,11 @@ impl Machine {
             Input::Value(v) => v,
             _ => return Err(PyTypeError::new_err("unexpected result for a query read")),
         };
-        if value.is_instance_of::<pyo3::exceptions::PyBaseException>() {
+        if !value.is_instance_of::<PyTuple>() {
+            // A failure (or what a read must not return: `failure` says which).
             return self.failure(py, &value);
         }
-        let (events, position): (Bound<'_, PyAny>, i64) = value.extract().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "a query read must return a QueryResult, not {}",
-                value
-                    .get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default()
-            ))
-        })?;
+        let (events, position): (Bound<'_, PyAny>, i64) = value.extract()?;
         let q = self.q.as_mut().expect("query run");
         q.position = position;
         if self.declared_v.is_empty() {
@@ -196,7 +188,7 @@ impl Machine {
         let Input::Value(value) = input else {
             return Err(PyTypeError::new_err("unexpected result for a streams read"));
         };
-        if value.is_instance_of::<pyo3::exceptions::PyBaseException>() {
+        if !value.is_instance_of::<PyList>() {
             return self.failure(py, &value);
         }
         let events = self.q.as_mut().expect("query run").events.take();
