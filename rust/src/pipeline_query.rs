@@ -463,33 +463,14 @@ pub(crate) fn native_read<'py>(
         .iter()
         .map(|s| s.bind(py).clone().into_any())
         .collect();
-    // Merge the two reads by position (an event in both is folded once).
-    let (mut i, mut j) = (0usize, 0usize);
+    let qpos: Vec<u64> = found.rows.iter().map(|r| r.position).collect();
+    let spos: Vec<u64> = streams.rows.iter().map(|r| r.position).collect();
     let mut state = state;
-    loop {
-        let a = found.rows.get(i);
-        let b = streams.rows.get(j);
-        let (rows, k, types, names) = match (a, b) {
-            (None, None) => break,
-            (Some(x), Some(y)) if y.position < x.position => {
-                j += 1;
-                (&streams, j - 1, &stypes, &sstreams)
-            }
-            (Some(x), Some(y)) => {
-                if y.position == x.position {
-                    j += 1;
-                }
-                i += 1;
-                (&found, i - 1, &qtypes, &qstreams)
-            }
-            (Some(_), None) => {
-                i += 1;
-                (&found, i - 1, &qtypes, &qstreams)
-            }
-            (None, Some(_)) => {
-                j += 1;
-                (&streams, j - 1, &stypes, &sstreams)
-            }
+    for (from_query, k) in merge_order(&qpos, &spos) {
+        let (rows, types, names) = if from_query {
+            (&found, &qtypes, &qstreams)
+        } else {
+            (&streams, &stypes, &sstreams)
         };
         let row = &rows.rows[k];
         let name = &types[row.event_type as usize];
@@ -527,4 +508,59 @@ pub(crate) fn native_append<'py>(
     let (first, versions, _) =
         store.append_query(py, &expected, &events, metadata, &tags, &items, q.position)?;
     Ok((first, versions))
+}
+
+/// The fold order of two reads, each in position order: `(from the first, index)` by
+/// position, an event in both taken once (from the first).
+fn merge_order(first: &[u64], second: &[u64]) -> Vec<(bool, usize)> {
+    let mut out = Vec::with_capacity(first.len() + second.len());
+    let (mut i, mut j) = (0, 0);
+    while i < first.len() || j < second.len() {
+        match (first.get(i), second.get(j)) {
+            (Some(a), Some(b)) if b < a => {
+                out.push((false, j));
+                j += 1;
+            }
+            (Some(a), b) => {
+                if b == Some(a) {
+                    j += 1;
+                }
+                out.push((true, i));
+                i += 1;
+            }
+            (None, _) => {
+                out.push((false, j));
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_order;
+
+    #[test]
+    fn merges_by_position_taking_a_shared_event_once() {
+        let order = merge_order(&[2, 5, 9], &[1, 5, 7, 10]);
+        assert_eq!(
+            order,
+            vec![
+                (false, 0),
+                (true, 0),
+                (true, 1),
+                (false, 2),
+                (true, 2),
+                (false, 3)
+            ]
+        );
+    }
+
+    #[test]
+    fn one_side_empty() {
+        assert_eq!(merge_order(&[], &[3, 4]), vec![(false, 0), (false, 1)]);
+        assert_eq!(merge_order(&[3], &[]), vec![(true, 0)]);
+        assert!(merge_order(&[], &[]).is_empty());
+    }
 }
