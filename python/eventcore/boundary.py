@@ -80,14 +80,21 @@ class QueryCommand(Command[S, E]):
         return ()
 
 
+_key_fields: dict[type, tuple[str, ...]] = {}
+"""Per query command class: the fields its state depends on (found once per class)."""
+
+
 def _cache_key(command: QueryCommand[Any, Any], query: Query) -> Any:
     """The state cache key of a query command (the machine calls it), or ``None``."""
-    from eventcore.state_cache import state_key_fields
-
     cls = type(command)
-    names = state_key_fields(cls)
+    names = _key_fields.get(cls)
     if names is None:
-        names = tuple(f.name for f in dataclasses.fields(command))
+        from eventcore.state_cache import state_key_fields
+
+        found = state_key_fields(cls)
+        if found is None:
+            found = tuple(f.name for f in dataclasses.fields(command))
+        names = _key_fields[cls] = found
     try:
         key = (cls, "query", query, tuple(getattr(command, n) for n in names))
         hash(key)

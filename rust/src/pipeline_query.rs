@@ -75,6 +75,8 @@ pub(super) struct QState {
     objects: Vec<PyObj>,
     /// After a failed condition: the state decided on and its position (with a cache key).
     held: Option<(PyObj, i64)>,
+    /// This attempt's `query_arg(query)` once made (the native read and append share it).
+    items: Option<PyObj>,
 }
 
 impl QState {
@@ -89,9 +91,14 @@ impl QState {
     }
 
     /// The query's `(types, tags)` items as the in-memory store takes them.
-    pub(super) fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    pub(super) fn items<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(items) = &self.items {
+            return Ok(items.bind(py).clone());
+        }
         let query = self.query.as_ref().expect("query read");
-        qrefs(py)?.query_arg.bind(py).call1((query.bind(py),))
+        let items = qrefs(py)?.query_arg.bind(py).call1((query.bind(py),))?;
+        self.items = Some(items.clone().unbind());
+        Ok(items)
     }
 }
 
@@ -151,6 +158,7 @@ impl Machine {
         }
         q.key = key;
         q.query = Some(query.unbind());
+        q.items = None;
         q.events = None;
         self.wait = Wait::QueryRead;
         Ok(Eff::Query)
@@ -491,10 +499,11 @@ pub(crate) fn native_read<'py>(
 /// The conditional append run on the in-memory store.
 pub(crate) fn native_append<'py>(
     py: Python<'py>,
-    m: &Machine,
+    m: &mut Machine,
     store: &MemoryStore,
     metadata: Option<&Bound<'py, PyBytes>>,
 ) -> PyResult<(u64, Bound<'py, PyList>)> {
+    let items = m.q.as_mut().expect("query run").items(py)?;
     let q = m.q.as_ref().expect("query run");
     let events = m.events.as_ref().expect("events").args(py);
     let (streams, versions) = m.expected_pairs();
@@ -504,7 +513,6 @@ pub(crate) fn native_append<'py>(
         .map(|(s, v)| (s.bind(py).clone().into_any(), *v))
         .collect();
     let tags: Vec<Bound<'py, PyAny>> = q.tags.iter().map(|t| t.bind(py).clone()).collect();
-    let items = q.items(py)?;
     let (first, versions, _) =
         store.append_query(py, &expected, &events, metadata, &tags, &items, q.position)?;
     Ok((first, versions))
