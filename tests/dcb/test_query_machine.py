@@ -183,3 +183,23 @@ def test_the_native_path_folds_declared_streams_with_the_query_in_global_order()
     wrapped.read_query = wrapped.read_query  # type: ignore[method-assign]  # not fused
     assert not wrapped._fused
     assert native == run(wrapped) == ["s1", "both", "other:q1|log-1:s1|log-1:both|other:q2"]
+
+
+def test_execute_sync_drives_a_query_command_on_sqlite(tmp_path: Any) -> None:
+    """A synchronous store other than MemoryStore gets the effects one by one."""
+    from eventcore.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "events.db", registry=registry)
+    try:
+        first = execute_sync(store, RegisterUser(user="u1", name="ann"), idempotency_key="r1")
+        again = execute_sync(store, RegisterUser(user="u1", name="ann"), idempotency_key="r1")
+        assert again.replayed and list(again.positions) == list(first.positions)
+        with pytest.raises(BusinessRuleViolation):
+            execute_sync(store, RegisterUser(user="u2", name="ann"))
+        for customer in ("a", "b"):
+            execute_sync(store, CreateInvoice(customer=customer))
+        found = store.read_query(Query.of(["demo.dcb.InvoiceCreated"]))
+        assert [e.data.number for e in found.events] == [1, 2]
+        assert [tuple(e.tags) for e in found.events] == [("invoice:1",), ("invoice:2",)]
+    finally:
+        store.close()
