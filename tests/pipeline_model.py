@@ -31,6 +31,18 @@ One attempt, in order:
    run again (up to ``max_attempts`` runs). Unavailable: ``SLEEP`` and resend the same
    events with the same ids (up to the unavailability budget), remembering that a lost
    reply may have written them. A duplicate id under a key: look the key up again.
+
+A query command (:class:`eventcore.boundary.QueryCommand`, :func:`_run_query`) runs the
+same loop with other reads and its own cache entries: its state is the cache's entry (a
+command without declared streams, keyed by ``boundary._cache_key``), or the state it
+decided on before a failed condition, else ``initial_state()``; ``QUERY`` reads what
+matches after that state's position, ``STREAMS`` the declared streams (if any), and the
+events are folded in global order. ``handle``'s events may target any stream and are
+tagged by ``tags_of``; nothing decided means no append. ``APPEND_IF`` appends under
+``AppendCondition(query, position read)`` with the streams' versions as expected versions;
+a ``ConditionFailed`` is retried (and raised once the policy is used up) exactly like a
+conflict. On success the state, with the command's own events that match the query, goes
+back into the cache at the append's last position. No discovery, no snapshots.
 """
 
 from __future__ import annotations
@@ -42,12 +54,15 @@ from typing import Any
 from eventcore import uuid7
 from eventcore._pipeline import (
     APPEND,
+    APPEND_IF,
     DONE,
     FOLD,
     LOAD,
     LOOKUP,
+    QUERY,
     SAVE,
     SLEEP,
+    STREAMS,
     TAIL,
     ExecutionResult,
     _append_result,
@@ -60,6 +75,7 @@ from eventcore.command import Command
 from eventcore.errors import (
     CommandError,
     ConcurrencyConflict,
+    ConditionFailed,
     DuplicateEventId,
     EventCoreError,
     OutcomeUnknown,
@@ -68,7 +84,8 @@ from eventcore.errors import (
     UsageError,
 )
 from eventcore.metadata import Metadata
-from eventcore.recorded import AppendResult
+from eventcore.query import AppendCondition, Query, check_tags
+from eventcore.recorded import AppendResult, NewEvent
 from eventcore.registry import EventRegistry
 from eventcore.retry import RetryPolicy
 from eventcore.state_cache import CacheEntry, StateCache, StateCacheMismatch, command_key
@@ -132,6 +149,8 @@ def run_command(
         metadata = keyed.metadata
     cls = type(command)
     name = cls.__name__
+    if getattr(cls, "_query_boundary", False):
+        return (yield from _run_query(command, registry, policy, metadata, keyed, cache))
     discovers = cls.discover is not Command.discover
     decoders = registry.decoders
     key: Any = _UNSET if cache is not None or snapshot_every else None
@@ -341,6 +360,170 @@ def run_command(
             raise TypeError(f"unexpected result for Append: {result!r}")
 
 
+def _run_query(
+    command: Any,
+    registry: EventRegistry,
+    policy: RetryPolicy,
+    metadata: Metadata | None,
+    keyed: _Keyed | None,
+    cache: StateCache | None,
+) -> Steps:
+    """A query command's run (see the module docs); ``run_command`` hands it over."""
+    from eventcore.boundary import _cache_key as query_key
+
+    name = type(command).__name__
+    declared = list(command.streams())
+    held: tuple[Any, int] | None = None  # the state decided on before a failed condition
+    attempt = 0
+    failures = 0
+    unknown = False
+    while True:
+        attempt += 1
+        if keyed is not None:
+            found = yield from _lookup(keyed)
+            if type(found) is ExecutionResult:
+                yield (DONE, found)
+                return
+            if found is not None:
+                failures += 1
+                yield (SLEEP, policy.jittered(_unavailable(found, policy, failures)))
+                continue
+            if keyed.duplicate is not None:
+                raise keyed.duplicate
+        query = command.query()
+        if not isinstance(query, Query):
+            raise CommandError(f"{name}.query() must return an eventcore.query.Query")
+        key = None
+        state, after = None, 0
+        if cache is not None:
+            if not declared and command.state_cache:
+                key = query_key(command, query)
+            last, held = held, None
+            if key is not None and last is None:
+                entry = cache.take(key, name)
+                if entry is not None:
+                    state, after = entry.state, entry.versions[0]
+            elif key is not None and last is not None:
+                state, after = last
+        if state is None:
+            state, after = command.initial_state(), 0
+        read = yield (QUERY, query, after)
+        if not isinstance(read, tuple):
+            failures += 1
+            yield (SLEEP, policy.jittered(_unavailable(read, policy, failures)))
+            continue
+        events, position = read
+        versions = [0] * len(declared)
+        if declared:
+            got = yield (STREAMS, declared)
+            if not isinstance(got, list):
+                failures += 1
+                yield (SLEEP, policy.jittered(_unavailable(got, policy, failures)))
+                continue
+            seen = {e.position for e in events}
+            for e in got:
+                if e.stream_id in declared:
+                    i = declared.index(e.stream_id)
+                    versions[i] = max(versions[i], e.version)
+            events = sorted(
+                [*events, *(e for e in got if e.position not in seen)], key=lambda e: e.position
+            )
+        for e in events:
+            state = command.apply(state, e.data, e.stream_id)
+        try:
+            emitted = command.handle(state)
+            new = _encode(command, emitted, None, registry, keyed)
+            tags = [check_tags(command.tags_of(event)) for _, event in emitted] if emitted else []
+        except Exception:
+            if keyed is not None:
+                found = yield from _lookup(keyed)
+                if type(found) is ExecutionResult:
+                    yield (DONE, found)
+                    return
+            raise
+        if not new:
+            if key is not None and cache is not None:
+                cache.put(key, CacheEntry(state, [], [position]), name)
+            result = AppendResult([], list(zip(declared, versions, strict=True)), [])
+            yield (DONE, ExecutionResult(result, attempt))
+            return
+        checks = list(zip(declared, versions, strict=True))
+        condition = AppendCondition(query, position)
+        batch = [NewEvent(*e, t) for e, t in zip(new, tags, strict=True)]
+        while True:
+            result = yield (APPEND_IF, batch, checks, metadata, condition)
+            if type(result) is AppendResult:
+                if key is not None and cache is not None:
+                    kept = _with_own_query_events(command, state, new, tags, emitted, query)
+                    if kept is not None:
+                        last_position = max(position, result.last_position or 0)
+                        cache.put(key, CacheEntry(kept, [], [last_position]), name)
+                yield (DONE, ExecutionResult(result, attempt))
+                return
+            if isinstance(result, ConcurrencyConflict | ConditionFailed):
+                if unknown:
+                    found = yield (LOOKUP, [e[3] for e in new])
+                    if type(found) is not list:
+                        raise OutcomeUnknown(
+                            f"an append's reply was lost and checking for it failed: {found}",
+                            [e[3] for e in new],
+                        ) from (found if isinstance(found, BaseException) else None)
+                    if found:
+                        yield (DONE, ExecutionResult(_append_result(found), attempt))
+                        return
+                    unknown = False
+                runs = attempt - failures
+                if runs >= policy.max_attempts:
+                    if keyed is not None:
+                        found = yield from _lookup(keyed)
+                        if type(found) is ExecutionResult:
+                            yield (DONE, found)
+                            return
+                    if isinstance(result, ConditionFailed):
+                        raise ConditionFailed(result.after, result.position, attempt)
+                    raise ConcurrencyConflict(result.conflicts, attempts=attempt)
+                if key is not None:  # the retry folds only what came after `position`
+                    held = (state, position)
+                yield (SLEEP, policy.delay(runs))
+                break
+            if isinstance(result, StoreUnavailable):
+                unknown = unknown or isinstance(result, OutcomeUnknown)
+                failures += 1
+                try:
+                    delay = _unavailable(result, policy, failures)
+                except StoreUnavailable as last:
+                    if unknown and not isinstance(last, OutcomeUnknown):
+                        raise OutcomeUnknown(
+                            f"the outcome of an append is unknown (a reply was lost), and then: "
+                            f"{last}",
+                            [e[3] for e in new],
+                        ) from last
+                    raise
+                yield (SLEEP, policy.jittered(delay))
+                attempt += 1
+                continue
+            if keyed is not None and isinstance(result, DuplicateEventId) and not keyed.duplicate:
+                keyed.duplicate = result
+                break
+            if isinstance(result, BaseException):
+                raise result
+            raise TypeError(f"unexpected result for Append: {result!r}")
+
+
+def _with_own_query_events(
+    command: Any, state: Any, new: list[Event], tags: list[Any], emitted: Any, query: Query
+) -> Any:
+    """``state`` with the command's own events that match ``query`` applied, or ``None``
+    when ``apply`` fails on one (then nothing is cached)."""
+    try:
+        for (stream_id, name, _, _), t, (_, event) in zip(new, tags, emitted, strict=True):
+            if query.matches(name, t):
+                state = command.apply(state, event, stream_id)
+    except Exception:
+        return None
+    return state
+
+
 def _decide(
     command: Command[Any, Any],
     state: Any,
@@ -349,14 +532,25 @@ def _decide(
     keyed: _Keyed | None,
 ) -> list[Event]:
     """``handle`` the state: the encoded events, each with its id, in the order returned."""
-    emitted = command.handle(state)
+    return _encode(command, command.handle(state), streams, registry, keyed)
+
+
+def _encode(
+    command: Command[Any, Any],
+    emitted: Any,
+    streams: list[str] | None,
+    registry: EventRegistry,
+    keyed: _Keyed | None,
+) -> list[Event]:
+    """What ``handle`` returned, encoded, each event with its id (``streams``: the ones it
+    may target; ``None``: any, as for a query command)."""
     events: list[Event] = []
     try:
         if emitted:
             n = len(emitted)
             ids = [uuid7().int for _ in range(n)] if keyed is None else keyed.ids(n)
             for (stream_id, event), event_id in zip(emitted, ids, strict=False):
-                if stream_id not in streams:
+                if streams is not None and stream_id not in streams:
                     raise UndeclaredStream(
                         stream_id, type(command).__name__, _stream_hint(command, stream_id)
                     )

@@ -49,7 +49,11 @@ from eventcore import (
     stream,
 )
 from eventcore._pipeline import APPEND, DONE, FOLD, LOAD, LOOKUP, SAVE, SLEEP, TAIL, _Keyed
-from eventcore.recorded import AppendResult
+from eventcore.boundary import QueryCommand
+from eventcore.errors import ConditionFailed
+from eventcore.executor import execute_sync
+from eventcore.query import Query
+from eventcore.recorded import AppendResult, NewEvent
 from eventcore.state_cache import CacheEntry, StateCache
 
 from . import pipeline_model
@@ -1155,3 +1159,307 @@ def test_the_machine_agrees_with_the_model_on(name: str) -> None:
         return lambda kind, streams: mine[kind].pop(0) if mine.get(kind) else Fault("none")
 
     check_agree(_pipeline.run_command, case, faults_for)
+
+
+# -- query boundaries (eventcore.boundary.QueryCommand) ---------------------------------
+
+
+@dataclass(frozen=True)
+class Booked:
+    """A booking of a slot; a negative ``n`` makes ``apply`` raise."""
+
+    slot: str
+    n: int
+
+
+REGISTRY.register("diff.Booked", Booked)
+
+
+class Book(QueryCommand[State, Any]):
+    """Books ``slot`` (at most ``limit`` times): its boundary is the slot's tag."""
+
+    slot: str = "s-0"
+    streams_: tuple[StreamId, ...] = stream()
+    outcome: str = "emit"
+    target: str = "b-0"
+    limit: int = 3
+    race: int = 0  # handle lets a competing writer book the slot this many times first
+
+    def query(self) -> Query:
+        return Query.of(["diff.Booked"], [f"slot:{self.slot}"])
+
+    def initial_state(self) -> State:
+        return ()
+
+    def apply(self, state: State, event: Any, stream_id: str) -> State:
+        if event.n < 0:
+            raise ValueError(f"cannot apply Booked({event.n})")
+        return (*state, (stream_id, event.n))
+
+    def handle(self, state: State) -> Any:
+        if RACE["left"] > 0:
+            RACE["left"] -= 1
+            RACE["write"](self.slot)
+        outcome = self.outcome
+        if outcome == "violate":
+            require(len(state) < self.limit, f"slot {self.slot} is full")
+        if outcome == "raise":
+            raise RuntimeError("handle crashed")
+        if outcome == "none":
+            return []
+        if outcome == "poison":
+            return [(self.target, Booked(self.slot, -1))]
+        if outcome == "untagged-other":  # an event outside the query
+            return [(self.target, Added(len(state)))]
+        return [(self.target, Booked(self.slot, len(state)))]
+
+    def tags_of(self, event: Any) -> Iterable[str]:
+        if self.outcome == "bad-tag":
+            return [" "]
+        return [f"slot:{event.slot}"] if isinstance(event, Booked) else []
+
+
+RACE: dict[str, Any] = {"left": 0, "write": None}
+"""The competing writer ``Book.handle`` lets in (set per run: each world writes its own)."""
+
+
+class UncachedBook(Book):
+    state_cache = False
+
+
+Q_FAULTS = ["none", "unavailable", "race", "lost", "bump"]
+
+
+class QWorld:
+    """A real MemoryStore with scripted faults: the same script gives the same world."""
+
+    def __init__(self, faults: list[str], cache: bool) -> None:
+        self.store = MemoryStore(
+            registry=REGISTRY, state_cache=StateCache(min_events=0) if cache else 0
+        )
+        self.faults = list(faults)
+        self.ids = WRITER_IDS
+
+    def write(self, slot: str, stream_id: str = "w-0") -> None:
+        self.ids += 1
+        name, payload = REGISTRY.encode(Booked(slot, 100))
+        self.store.append([NewEvent(stream_id, name, payload, self.ids, (f"slot:{slot}",))])
+
+    def run(self, effect: tuple[Any, ...]) -> Any:
+        """Run one store effect (as the shells do), with the next fault."""
+        fault = self.faults.pop(0) if self.faults else "none"
+        kind = effect[0]
+        if fault == "unavailable":
+            return StoreUnavailable("scripted")
+        if fault == "race":
+            self.write("s-0")
+        if fault == "bump":
+            self.write("s-9", "a-0")
+        try:
+            if kind is _pipeline.QUERY:
+                return self.store.read_query(effect[1], after=effect[2])
+            if kind is _pipeline.STREAMS:
+                return self.store.read_streams(effect[1])
+            if kind is LOOKUP:
+                return self.store.read_events_by_id(effect[1])
+            assert kind is _pipeline.APPEND_IF, effect
+            out = self.store.append(
+                effect[1], expected=effect[2], metadata=effect[3], condition=effect[4]
+            )
+        except (ConcurrencyConflict, ConditionFailed, DuplicateEventId, StoreUnavailable) as exc:
+            return exc
+        if fault == "lost":
+            return OutcomeUnknown("scripted", [e[3] for e in effect[1]])
+        return out
+
+    def contents(self) -> list[tuple[Any, ...]]:
+        return [
+            (e.position, e.stream_id, e.event_type, e.payload, e.tags)
+            for e in self.store.read_all()
+        ]
+
+
+class Ids:
+    """Numbers a run's event ids by first appearance (the writers' ids as they are)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, int] = {}
+
+    def __call__(self, event_id: Any) -> Any:
+        i = int(event_id)
+        if WRITER_IDS < i < WRITER_IDS + (1 << 20):
+            return i
+        return ("fresh", self.seen.setdefault(i, len(self.seen)))
+
+
+def q_effect(effect: tuple[Any, ...], ids: Ids) -> tuple[Any, ...]:
+    """An effect, normalised for comparison."""
+    kind = effect[0]
+    if kind is _pipeline.APPEND_IF:
+        events = [(e[0], e[1], e[2], ids(e[3]), tuple(e[4])) for e in effect[1]]
+        cond = effect[4]
+        return (kind, events, list(effect[2]), effect[3], (cond.query, cond.after))
+    if kind is LOOKUP:
+        return (kind, [ids(i) for i in effect[1]])
+    if kind is SLEEP:
+        return (kind, round(effect[1], 9))
+    if kind is DONE:
+        r = effect[1]
+        own = Ids()  # its ids by their order in the result (a retry draws new ones)
+        written = [(e.stream_id, e.version, e.position, own(e.event_id)) for e in r.events]
+        return (kind, r.attempts, r.replayed, written, sorted(r.stream_versions.items()))
+    return (kind, *effect[1:])
+
+
+def q_drive(run: Any, world: QWorld, ids: Ids, model: bool) -> tuple[list[Any], Any]:
+    """Drive a run (the model's generator or a CommandRun) against ``world``: the
+    normalised effects and the outcome (``("ok", done)`` or ``("error", type, message)``)."""
+    seen: list[Any] = []
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            if error is None:
+                effect = run.send(value)
+            elif model:
+                effect = run.throw(error)
+            else:
+                run.throw(error)
+                raise AssertionError("throw returned")
+        except StopIteration:
+            raise AssertionError("the run ended without DONE") from None
+        except Exception as exc:
+            return seen, ("error", type(exc).__name__, str(exc))
+        error = None
+        seen.append(q_effect(effect, ids))
+        kind = effect[0]
+        if kind is DONE:
+            return seen, ("ok", seen[-1])
+        if kind is SLEEP:
+            value = None
+            continue
+        try:
+            value = world.run(effect)
+        except Exception as exc:  # an error the store raised: thrown into the run
+            error = exc
+
+
+@st.composite
+def query_cases(draw: Any) -> tuple[list[Any], list[str], bool]:
+    cmds = []
+    for _ in range(draw(st.integers(1, 4))):
+        cls = draw(st.sampled_from([Book, UncachedBook]))
+        streams_ = tuple(draw(st.sampled_from([(), ("a-0",)])))
+        outcome = draw(
+            st.sampled_from(
+                [
+                    "emit",
+                    "emit",
+                    "emit",
+                    "none",
+                    "violate",
+                    "raise",
+                    "poison",
+                    "bad-tag",
+                    "untagged-other",
+                ]
+            )
+        )
+        target = draw(st.sampled_from(["b-0", "b-1", "a-0"]))
+        key = draw(st.sampled_from([None, None, "k-1", "k-2"]))
+        attempts = draw(st.integers(1, 4))
+        cmds.append(
+            (cls(streams_=streams_, outcome=outcome, target=target, limit=2), key, attempts)
+        )
+    faults = draw(st.lists(st.sampled_from(Q_FAULTS), max_size=12))
+    return cmds, faults, draw(st.booleans())
+
+
+def test_query_commands_agree_with_the_model_on_a_condition_failure_and_exhaustion() -> None:
+    """A hand-picked run: two races then success, then races past the policy."""
+    cmds = [
+        (Book(streams_=()), None, 5),
+        (Book(streams_=()), None, 2),
+        (Book(streams_=()), "k-1", 3),
+    ]
+    check_query_agree(
+        cmds,
+        ["race", "none", "race", "none", "none", "race", "race", "race", "race", "race", "race"],
+        True,
+    )
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=query_cases())
+def test_query_commands_agree_with_the_model(case: tuple[list[Any], list[str], bool]) -> None:
+    """Query commands: the machine (effect by effect) and the model emit the same effects,
+    outcomes and writes, under condition failures, conflicts, store failures, lost
+    replies, idempotency keys and the state cache."""
+    check_query_agree(*case)
+
+
+def check_query_agree(cmds: list[Any], faults: list[str], cache: bool) -> None:
+    worlds = (QWorld(faults, cache), QWorld(faults, cache))
+    for command, key, attempts in cmds:
+        policy = RetryPolicy(max_attempts=attempts, jitter=0, unavailable_initial_delay=0.001)
+        outs = []
+        for world, model in zip(worlds, (True, False), strict=True):
+            ids = Ids()
+            cache_ = world.store.state_cache if cache else None
+            if model:
+                run: Any = pipeline_model.run_command(command, REGISTRY, policy, None, key, cache_)
+            else:
+                run = _pipeline.run_command(command, REGISTRY, policy, None, key, cache_)
+            outs.append(q_drive(run, world, ids, model))
+        assert outs[0] == outs[1], command
+        assert worlds[0].contents() == worlds[1].contents()
+    if cache:
+        a, b = (w.store.state_cache for w in worlds)
+        assert a is not None and b is not None
+        assert (a.hits, a.misses) == (b.hits, b.misses)
+        assert {k: (e.state, e.versions) for k, e in a._entries.items()} == {
+            k: (e.state, e.versions) for k, e in b._entries.items()
+        }
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=query_cases(), races=st.lists(st.integers(0, 3), min_size=4, max_size=4))
+def test_query_commands_on_the_memory_store_agree_with_the_model(
+    case: tuple[list[Any], list[str], bool], races: list[int]
+) -> None:
+    """``execute_sync`` on a MemoryStore (the whole query command in one native call)
+    against the model on the same store kind: outcome, writes and cache agree; competing
+    writers come in from ``handle`` (between the read and the append)."""
+    cmds, _, cache = case
+    worlds = (QWorld([], cache), QWorld([], cache))
+    for (command, key, attempts), race in zip(cmds, races, strict=False):
+        policy = RetryPolicy(max_attempts=attempts, jitter=0)
+        outs: list[Any] = []
+        for world, model in zip(worlds, (True, False), strict=True):
+            RACE["left"], RACE["write"] = race, world.write
+            if model:
+                run: Any = pipeline_model.run_command(
+                    command,
+                    REGISTRY,
+                    policy,
+                    None,
+                    key,
+                    world.store.state_cache if cache else None,
+                )
+                outs.append(q_drive(run, world, Ids(), True)[1])
+            else:
+                try:
+                    r = execute_sync(world.store, command, retry=policy, idempotency_key=key)
+                    outs.append(("ok", q_effect((DONE, r), Ids())))
+                except Exception as exc:
+                    outs.append(("error", type(exc).__name__, str(exc)))
+        assert outs[0] == outs[1], command
+        assert worlds[0].contents() == worlds[1].contents()
+    RACE["left"] = 0
+    if cache:
+        a, b = (w.store.state_cache for w in worlds)
+        assert a is not None and b is not None
+        assert (a.hits, a.misses) == (b.hits, b.misses)
+        assert {k: (e.state, e.versions) for k, e in a._entries.items()} == {
+            k: (e.state, e.versions) for k, e in b._entries.items()
+        }

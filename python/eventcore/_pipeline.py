@@ -72,6 +72,18 @@ before ``fold_from`` moved, or a tail event lies at or before an already folded 
 ``StoreUnavailable``. ``hint`` is the ``ConcurrencyConflict`` of the attempt before (or
 ``None``): a store whose conflicts carry the events after the expected versions may fold
 those instead of reading."""
+QUERY = "query"
+"""``(QUERY, query, after)``: a query command's read (:mod:`eventcore.boundary`): the events
+after position ``after`` matching ``query``. Resumed with a
+:class:`~eventcore.query.QueryResult` or a ``StoreUnavailable``."""
+STREAMS = "streams"
+"""``(STREAMS, streams)``: a query command's read of its declared streams (after
+``QUERY``). Resumed with their RecordedEvents in global order or a ``StoreUnavailable``."""
+APPEND_IF = "append_if"
+"""``(APPEND_IF, events, expected, metadata, condition)``: a query command's append:
+``events`` are :class:`~eventcore.recorded.NewEvent` with tags, ``condition`` an
+:class:`~eventcore.query.AppendCondition`. Resumed like ``APPEND``, or with a
+``ConditionFailed``."""
 LOAD = "load"
 """``(LOAD, command, key)``: on a cache miss, a durable snapshot of ``key`` if the store has
 one (only when ``store.snapshots`` is set). Resumed with ``None`` or a

@@ -230,7 +230,8 @@ class Command(ABC, Generic[S, E]):
     snapshot_state: ClassVar[Any] = None
     """The type snapshots decode into; ``None``: the ``S`` of ``Command[S, E]``."""
     _query_boundary: ClassVar[bool] = False
-    """True for a :class:`~eventcore.boundary.QueryCommand` (its executor is there)."""
+    """True for a :class:`~eventcore.boundary.QueryCommand` (the command machine runs it as
+    a query boundary)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -17,16 +17,24 @@ from eventcore import observe
 from eventcore._core import CommandRun
 from eventcore._pipeline import (
     APPEND,
+    APPEND_IF,
     DONE,
     FOLD,
     LOAD,
     LOOKUP,
+    QUERY,
     SAVE,
+    STREAMS,
     TAIL,
     ExecutionResult,
 )
-from eventcore.boundary import execute_query, execute_query_sync
-from eventcore.errors import ConcurrencyConflict, DuplicateEventId, StoreUnavailable, UsageError
+from eventcore.errors import (
+    ConcurrencyConflict,
+    ConditionFailed,
+    DuplicateEventId,
+    StoreUnavailable,
+    UsageError,
+)
 from eventcore.memory import AsyncMemoryStore, MemoryStore
 from eventcore.retry import DEFAULT_RETRY, RetryPolicy
 
@@ -38,7 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["ExecutionResult", "execute", "execute_sync"]
 
 # Store errors the machine decides about, handed to it as values.
-_RETRIED = (ConcurrencyConflict, StoreUnavailable, DuplicateEventId)
+_RETRIED = (ConcurrencyConflict, StoreUnavailable, DuplicateEventId, ConditionFailed)
 
 
 def execute_sync(
@@ -74,16 +82,6 @@ def execute_sync(
         UsageError: ``store`` is asynchronous (use ``SyncPostgresStore`` or ``await
             execute(...)``), or a SyncPostgresStore is called inside a running event loop.
     """
-    if getattr(command, "_query_boundary", False):  # a QueryCommand (eventcore.boundary)
-        if inspect.iscoroutinefunction(getattr(type(store), "read_query", None)):
-            _async_store(store)
-        return execute_query_sync(
-            store,
-            command,  # type: ignore[arg-type]
-            metadata,
-            retry,
-            idempotency_key,
-        )
     if type(store) is not MemoryStore:
         delegate = getattr(store, "_execute_sync", None)
         if delegate is not None:  # SyncPostgresStore: the async shell on its own loop
@@ -175,6 +173,14 @@ def _send_sync(run: CommandRun, store: Any, snapshots: Any) -> ExecutionResult:
                 result = store.fold_tail(*effect[1:])
             elif kind is LOOKUP:
                 result = store.read_events_by_id(effect[1])
+            elif kind is QUERY:
+                result = store.read_query(effect[1], after=effect[2])
+            elif kind is STREAMS:
+                result = store.read_streams(effect[1])
+            elif kind is APPEND_IF:
+                result = store.append(
+                    effect[1], expected=effect[2], metadata=effect[3], condition=effect[4]
+                )
             elif kind is LOAD:
                 result = snapshots.load(effect[1], effect[2])
             elif kind is SAVE:
@@ -202,14 +208,6 @@ async def execute(
     An in-memory store may be passed directly; its async view is used.
     """
     aio: EventStore = getattr(store, "aio", store)  # type: ignore[arg-type]
-    if getattr(command, "_query_boundary", False):  # a QueryCommand (eventcore.boundary)
-        return await execute_query(
-            aio,
-            command,  # type: ignore[arg-type]
-            metadata,
-            retry,
-            idempotency_key,
-        )
     active = observe._hooks
     rec = None
     if active:
@@ -288,6 +286,14 @@ async def _send_async(run: CommandRun, aio: Any, snapshots: Any) -> ExecutionRes
                 result = await aio.fold_tail(*effect[1:])
             elif kind is LOOKUP:
                 result = await aio.read_events_by_id(effect[1])
+            elif kind is QUERY:
+                result = await aio.read_query(effect[1], after=effect[2])
+            elif kind is STREAMS:
+                result = await aio.read_streams(effect[1])
+            elif kind is APPEND_IF:
+                result = await aio.append(
+                    effect[1], expected=effect[2], metadata=effect[3], condition=effect[4]
+                )
             elif kind is LOAD:
                 result = await snapshots.load_async(effect[1], effect[2])
             elif kind is SAVE:  # encodes now; an async store writes in the background

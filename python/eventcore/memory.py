@@ -60,7 +60,9 @@ def _metadata_bytes(metadata: Any) -> bytes | None:
     return metadata.to_bytes() if metadata else None
 
 
-_EFFECT_METHODS = frozenset(("append", "fold_streams", "fold_tail", "read_events_by_id"))
+_EFFECT_METHODS = frozenset(
+    ("append", "fold_streams", "fold_tail", "read_events_by_id", "read_query", "read_streams")
+)
 """The methods the executor runs natively on an in-memory store (``CommandRun.drive``)
 unless an instance replaces one of them (a test double): then it calls them."""
 

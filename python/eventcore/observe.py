@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from eventcore.errors import (
     BusinessRuleViolation,
     ConcurrencyConflict,
+    ConditionFailed,
     ValidationError,
 )
 
@@ -126,7 +127,8 @@ class CommandReport:
         """``time.perf_counter_ns()`` at the end."""
         self.outcome = SUCCESS
         """``success``, ``rejected`` (business rule or validation), ``conflict-exhausted``
-        or ``error`` (anything else, store failures included)."""
+        (version conflicts or failed append conditions outlasted the retry policy) or
+        ``error`` (anything else, store failures included)."""
         self.result: ExecutionResult | None = None
         """The result, when it succeeded."""
         self.error: BaseException | None = None
@@ -320,7 +322,7 @@ def outcome_of(error: BaseException) -> str:
     """Classify a command's exception as a report outcome."""
     if isinstance(error, (BusinessRuleViolation, ValidationError)):
         return REJECTED
-    if isinstance(error, ConcurrencyConflict):
+    if isinstance(error, ConcurrencyConflict | ConditionFailed):  # retries used up
         return CONFLICT_EXHAUSTED
     return ERROR
 

@@ -29,6 +29,9 @@ use crate::pipeline_logic as logic;
 use crate::pipeline_result::{ExecutionResult, NewEvents, Outcome};
 use crate::uuid7;
 
+#[path = "pipeline_query.rs"]
+pub(crate) mod query;
+
 pub(crate) type PyObj = Py<PyAny>;
 
 /// Event ids looked up per LOOKUP effect (a command writing more asks again).
@@ -60,11 +63,12 @@ pub(crate) struct Refs {
     pub unavailable: PyObj,
     pub outcome_unknown: PyObj,
     pub duplicate: PyObj,
+    pub condition_failed: PyObj,
     pub command_error: PyObj,
     pub undeclared: PyObj,
     pub perf_counter_ns: PyObj,
     pub event_registry: PyObj,
-    /// Per command class: `(discovers, __name__)`.
+    /// Per command class: `(discovers, __name__, query boundary)`.
     pub facts: Py<PyDict>,
 }
 
@@ -107,6 +111,7 @@ pub(crate) fn refs(py: Python<'_>) -> PyResult<&Refs> {
             unavailable: get(&errors, "StoreUnavailable")?,
             outcome_unknown: get(&errors, "OutcomeUnknown")?,
             duplicate: get(&errors, "DuplicateEventId")?,
+            condition_failed: get(&errors, "ConditionFailed")?,
             command_error: get(&errors, "CommandError")?,
             undeclared: get(&errors, "UndeclaredStream")?,
             perf_counter_ns: py.import("time")?.getattr("perf_counter_ns")?.unbind(),
@@ -175,6 +180,8 @@ enum Wait {
     Save,
     SleepThenAttempt,
     SleepThenAppend,
+    QueryRead,
+    QueryStreams,
     Done,
     Finished,
 }
@@ -196,6 +203,10 @@ pub(crate) enum Eff {
     /// (`Machine::cur`) as expected versions.
     Append,
     Lookup(PyObj),
+    /// Read the query's events after the state's position (a query command's).
+    Query,
+    /// Read the declared streams of a query command.
+    Streams,
     Load(PyObj),
     Save(PyObj, PyObj),
     Sleep(f64),
@@ -210,6 +221,9 @@ pub(crate) enum Input<'py> {
     Folded(Bound<'py, PyAny>, Vec<i64>),
     /// A native append: its first position and `[(stream, version)]` after it.
     Appended(Bound<'py, PyAny>, Bound<'py, PyAny>),
+    /// A native query read and fold: the state, the declared streams' versions and the
+    /// position the read is consistent with.
+    Queried(Bound<'py, PyAny>, Vec<i64>, i64),
 }
 
 /// A fold's `(state, versions)`, or what it came back with instead.
@@ -303,6 +317,8 @@ pub(crate) struct Machine {
     wait: Wait,
     kind: Kind,
     trace: Option<Trace>,
+    /// A query command's run (see `pipeline_query.rs`).
+    q: Option<Box<query::QState>>,
 }
 
 fn cl<T>(py: Python<'_>, o: &Py<T>) -> Py<T> {
@@ -430,6 +446,7 @@ impl Machine {
                 effect_start: 0,
                 read_end: None,
             }),
+            q: None,
         }
     }
 
@@ -455,7 +472,8 @@ impl Machine {
         let v = err.value(py);
         Ok(v.is_instance(r.conflict.bind(py))?
             || v.is_instance(r.unavailable.bind(py))?
-            || v.is_instance(r.duplicate.bind(py))?)
+            || v.is_instance(r.duplicate.bind(py))?
+            || v.is_instance(r.condition_failed.bind(py))?)
     }
 
     /// Mark the run over (an error ended it).
@@ -492,7 +510,7 @@ impl Machine {
                     t.effect_start = now;
                 }
                 self.kind = match eff {
-                    Eff::Fold { .. } | Eff::Tail { .. } => Kind::Read,
+                    Eff::Fold { .. } | Eff::Tail { .. } | Eff::Query | Eff::Streams => Kind::Read,
                     Eff::Append => Kind::Write,
                     _ => Kind::Other,
                 };
@@ -527,7 +545,9 @@ impl Machine {
             if let Input::Value(v) = &input {
                 if v.is_instance_of::<pyo3::exceptions::PyBaseException>() {
                     let r = refs(py)?;
-                    t.failure = if v.is_instance(r.conflict.bind(py))? {
+                    t.failure = if v.is_instance(r.conflict.bind(py))?
+                        || v.is_instance(r.condition_failed.bind(py))?
+                    {
                         "conflict"
                     } else {
                         "unavailable"
@@ -551,6 +571,8 @@ impl Machine {
             Wait::UnknownLookup => self.on_unknown_lookup(py, input),
             Wait::Save => self.on_save(py),
             Wait::SleepThenAttempt => self.begin_attempt(py),
+            Wait::QueryRead => self.on_query_read(py, input),
+            Wait::QueryStreams => self.on_query_streams(py, input),
             Wait::SleepThenAppend => {
                 self.attempt += 1;
                 self.append()
@@ -584,18 +606,29 @@ impl Machine {
         }
         let cls = command.get_type();
         let facts = r.facts.bind(py);
-        let (discovers, name) = match facts.get_item(&cls)? {
-            Some(f) => f.extract::<(bool, PyObj)>()?,
+        let (discovers, name, query) = match facts.get_item(&cls)? {
+            Some(f) => f.extract::<(bool, PyObj, bool)>()?,
             None => {
                 let discovers = !cls
                     .getattr(intern!(py, "discover"))?
                     .is(r.command_discover.bind(py));
                 let name = cls.getattr(intern!(py, "__name__"))?.unbind();
-                facts.set_item(&cls, (discovers, name.clone_ref(py)))?;
-                (discovers, name)
+                let query = match cls.getattr(intern!(py, "_query_boundary")) {
+                    Ok(v) => v.is_truthy()?,
+                    Err(_) => false,
+                };
+                facts.set_item(&cls, (discovers, name.clone_ref(py), query))?;
+                (discovers, name, query)
             }
         };
-        self.discovers = discovers;
+        if query {
+            // Its own cache entries (see `pipeline_query.rs`); no discovery, no snapshots.
+            self.q = Some(Box::default());
+            self.key = Key::None;
+            self.snapshot_every = 0;
+            self.warm_append_first = false;
+        }
+        self.discovers = discovers && !query;
         self.name = Some(name);
         self.apply = Some(command.getattr(intern!(py, "apply"))?.unbind());
         let registry = self.registry.bind(py);
@@ -719,6 +752,9 @@ impl Machine {
     /// `ConcurrencyConflict(conflict.conflicts, attempts=attempt)`.
     fn exhausted(&self, py: Python<'_>, conflict: &Bound<'_, PyAny>) -> PyResult<PyErr> {
         let r = refs(py)?;
+        if conflict.is_instance(r.condition_failed.bind(py))? {
+            return self.condition_exhausted(py, conflict);
+        }
         let kwargs = PyDict::new(py);
         kwargs.set_item(intern!(py, "attempts"), self.attempt)?;
         let conflicts = conflict.getattr(intern!(py, "conflicts"))?;
@@ -783,6 +819,9 @@ impl Machine {
 
     fn attempt_body(&mut self, py: Python<'_>) -> PyResult<Eff> {
         self.unverified = false;
+        if self.is_query() {
+            return self.query_attempt(py);
+        }
         let mut entry = self.held.take();
         if entry.is_none() && !matches!(self.key, Key::None) {
             if let Some(cache) = self.cache.as_ref().map(|c| c.bind(py).clone()) {
@@ -907,7 +946,9 @@ impl Machine {
                 }
                 Err(_) => Ok(Err(v)),
             },
-            Input::Appended(..) => Err(PyTypeError::new_err("unexpected append result for a fold")),
+            Input::Appended(..) | Input::Queried(..) => {
+                Err(PyTypeError::new_err("unexpected result for a fold"))
+            }
         }
     }
 
@@ -1155,6 +1196,17 @@ impl Machine {
             Err(err) => return self.handle_failed(py, f, err),
         };
         match self.encode_events(py, &f, &emitted) {
+            Ok(events) if self.is_query() => {
+                if let Err(err) = self.query_tags(py, &emitted) {
+                    return self.handle_failed(py, f, err);
+                }
+                if events.is_empty() {
+                    return self.query_nothing(py, f);
+                }
+                self.events = Some(events);
+                self.cur = Some(f);
+                self.append()
+            }
             Ok(events) => {
                 self.events = Some(events);
                 self.cur = Some(f);
@@ -1202,6 +1254,8 @@ impl Machine {
             let (stream_id, event) = pair(&item)?;
             let Some(id) = ids.next() else { break };
             let declared = match stream_id.cast::<PyString>() {
+                // A query command may write any stream: its query keeps it consistent.
+                Ok(_) if self.q.is_some() => true,
                 Ok(s) => logic::is_declared(&known, s.to_str()?),
                 Err(_) => streams_list(py, &f.streams)?.contains(&stream_id)?,
             };
@@ -1307,14 +1361,16 @@ impl Machine {
                 return self.appended(py, Outcome::Raw(first.unbind(), versions.unbind(), events));
             }
             Input::Value(v) => v,
-            Input::Folded(..) => {
+            Input::Folded(..) | Input::Queried(..) => {
                 return Err(PyTypeError::new_err("unexpected fold result for Append"))
             }
         };
         if result.get_type().is(r.append_result.bind(py)) {
             return self.appended(py, Outcome::Built(result.unbind()));
         }
-        if result.is_instance(r.conflict.bind(py))? {
+        if result.is_instance(r.conflict.bind(py))?
+            || result.is_instance(r.condition_failed.bind(py))?
+        {
             if self.unknown {
                 // A send whose reply was lost may still have committed, making this resend
                 // conflict: if its events are stored, that write is this command's outcome.
@@ -1369,6 +1425,9 @@ impl Machine {
 
     /// The append succeeded: keep the state if worth it, then the result.
     fn appended(&mut self, py: Python<'_>, outcome: Outcome) -> PyResult<Eff> {
+        if self.is_query() {
+            return self.query_appended(py, outcome);
+        }
         if !matches!(self.key, Key::None) {
             let cur = self.cur.as_ref().expect("decided");
             if !self.warm {
@@ -1436,6 +1495,9 @@ impl Machine {
                 return self.lookup_start(py, Why::Exhausted);
             }
             return Err(self.exhausted(py, conflict)?);
+        }
+        if self.is_query() {
+            self.query_retry();
         }
         if !matches!(self.key, Key::None) {
             // The retry folds only what the conflict says is new.
@@ -1621,6 +1683,7 @@ impl Machine {
                 )
                     .into_pyobject(py)
             }
+            Eff::Append if self.q.is_some() => self.query_append_tuple(py),
             Eff::Append => (
                 intern!(py, "append"),
                 self.events.as_ref().expect("events").list(py)?,
@@ -1629,6 +1692,15 @@ impl Machine {
             )
                 .into_pyobject(py),
             Eff::Lookup(ids) => (intern!(py, "lookup"), ids).into_pyobject(py),
+            Eff::Query => {
+                let q = self.q.as_ref().expect("query run");
+                (intern!(py, "query"), q.query_obj(py), q.after_pos()).into_pyobject(py)
+            }
+            Eff::Streams => (
+                intern!(py, "streams"),
+                self.declared.as_ref().map(|d| d.bind(py)),
+            )
+                .into_pyobject(py),
             Eff::Load(key) => (intern!(py, "load"), self.command.bind(py), key).into_pyobject(py),
             Eff::Save(key, entry) => {
                 (intern!(py, "save"), self.command.bind(py), key, entry).into_pyobject(py)

@@ -75,6 +75,12 @@ fn run_native<'py>(
                 Err(err) => store_error(py, m, err)?,
             }))
         }
+        Eff::Query => Ok(Ok(
+            match crate::pipeline::query::native_read(py, m, store) {
+                Ok(input) => input,
+                Err(err) => store_error(py, m, err)?,
+            },
+        )),
         Eff::Append => {
             let r = refs(py)?;
             if m.metadata_bytes.is_none() && m.metadata_obj(py).is_none() {
@@ -108,7 +114,12 @@ fn run_native<'py>(
                 .and_then(|b| b.as_ref())
                 .map(|b| b.bind(py).cast::<PyBytes>().cloned())
                 .transpose()?;
-            let out = store.append_checked(py, &expected, &events, meta.as_ref());
+            let out = if m.is_query() {
+                crate::pipeline::query::native_append(py, m, store, meta.as_ref())
+                    .map(|(first, versions)| (first, versions, py.None().into_bound(py)))
+            } else {
+                store.append_checked(py, &expected, &events, meta.as_ref())
+            };
             Ok(Ok(match out {
                 Ok((first, versions, _)) => {
                     Input::Appended(first.into_pyobject(py)?.into_any(), versions.into_any())

@@ -307,6 +307,65 @@ impl MemoryStore {
         self.append_with(py, expected, event_items, metadata, None)
     }
 
+    /// For the command machine's query boundary (`pipeline_query.rs`): the rows after
+    /// `after` matching the query `items` (`(types, tags)` pairs), the rows of `streams`,
+    /// both read under one lock, and the position the query read is consistent with.
+    pub(crate) fn query_rows(
+        &self,
+        py: Python<'_>,
+        items: &Bound<'_, PyAny>,
+        after: i64,
+        streams: &[&str],
+    ) -> PyResult<(Rows, Rows, u64)> {
+        let args = query_args(items)?;
+        let query = query_items(&args)?;
+        let out = py.detach(|| -> CoreResult<(Rows, Rows, u64)> {
+            let store = self.inner.read();
+            let (found, position) = store.read_query(&query, after, None)?;
+            let rows = if streams.is_empty() {
+                Rows::default()
+            } else {
+                store.read_streams(streams, 0, None)?
+            };
+            Ok((found, rows, position))
+        })?;
+        Ok(out)
+    }
+
+    /// [`MemoryStore::append_checked`] with each event's tags (a sequence of str) and the
+    /// condition that no event matching the query `items` lies after `after` (the command
+    /// machine's conditional append, see `pipeline_query.rs`).
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    pub(crate) fn append_query<'py>(
+        &self,
+        py: Python<'py>,
+        expected: &[(Bound<'py, PyAny>, i64)],
+        event_items: &[EventArg<'py>],
+        metadata: Option<&Bound<'py, PyBytes>>,
+        tags: &[Bound<'py, PyAny>],
+        items: &Bound<'py, PyAny>,
+        after: i64,
+    ) -> PyResult<(u64, Bound<'py, PyList>, Bound<'py, PyAny>)> {
+        let tag_items: Vec<Vec<Bound<'py, PyString>>> = tags
+            .iter()
+            .map(|t| strings(t, "tags"))
+            .collect::<PyResult<_>>()?;
+        let tag_strs: Vec<Vec<&str>> = tag_items
+            .iter()
+            .map(|t| t.iter().map(|s| s.to_str()).collect::<PyResult<_>>())
+            .collect::<PyResult<_>>()?;
+        let tag_refs: Vec<&[&str]> = tag_strs.iter().map(Vec::as_slice).collect();
+        let args = query_args(items)?;
+        let query = query_items(&args)?;
+        self.append_with(
+            py,
+            expected,
+            event_items,
+            metadata,
+            Some((&tag_refs, Some((&query, after)))),
+        )
+    }
+
     /// [`MemoryStore::append_checked`], with tags per event and an append condition
     /// when `dcb` is given (see `dcb.rs`).
     #[allow(clippy::type_complexity)]

@@ -62,10 +62,20 @@ class Scenario:
         """What the command raised, if it raised."""
         self._head_before = 0
 
-    def given(self, *events: tuple[str, Any], metadata: Metadata | None = None) -> Scenario:
-        """Append past ``(stream_id, event)`` pairs, in order, without any version check."""
+    def given(
+        self,
+        *events: tuple[str, Any] | tuple[str, Any, Iterable[str]],
+        metadata: Metadata | None = None,
+    ) -> Scenario:
+        """Append past ``(stream_id, event)`` pairs, in order, without any version check.
+
+        An item may be ``(stream_id, event, tags)``: the event carries those tags (what a
+        :class:`~eventcore.boundary.QueryCommand`'s query finds it by).
+        """
         encode = self.store.registry.encode
-        batch = [NewEvent(stream_id, *encode(event)) for stream_id, event in events]
+        batch = [
+            NewEvent(e[0], *encode(e[1]), None, tuple(e[2]) if len(e) > 2 else ()) for e in events
+        ]
         if batch:
             self.store.append(batch, metadata=metadata)
         return self
@@ -83,12 +93,23 @@ class Scenario:
         """The events the command wrote."""
         return self.store.read_all(after_position=self._head_before)
 
-    def then(self, *expected: tuple[str, Any]) -> Scenario:
-        """Assert the command succeeded and wrote exactly ``expected`` ``(stream_id, event)``."""
+    def then(self, *expected: tuple[str, Any] | tuple[str, Any, Iterable[str]]) -> Scenario:
+        """Assert the command succeeded and wrote exactly ``expected`` ``(stream_id, event)``.
+
+        Items given as ``(stream_id, event, tags)`` compare the events' tags too.
+        """
         if self.error is not None:
             raise AssertionError(f"expected events, but the command raised {self.error!r}")
-        actual = [(e.stream_id, e.data) for e in self.written()]
-        if actual != list(expected):
+        with_tags = any(len(x) > 2 for x in expected)
+        actual: list[tuple[Any, ...]] = [
+            (e.stream_id, e.data, tuple(sorted(e.tags))) if with_tags else (e.stream_id, e.data)
+            for e in self.written()
+        ]
+        wanted = [
+            (x[0], x[1], tuple(sorted(x[2] if len(x) > 2 else ()))) if with_tags else x
+            for x in expected
+        ]
+        if actual != wanted:
             raise AssertionError(
                 f"events written differ\n  expected: {list(expected)!r}\n  actual:   {actual!r}"
             )
