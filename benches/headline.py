@@ -1442,8 +1442,9 @@ What is left:
   then several timed repetitions. eventcore and its baselines run in the same process,
   their repetitions alternating (the side that goes first rotates), so they see the same
   noise. `--json` keeps every sample, min and max.
-- In memory (`benches/core.py`): wall time with the cyclic GC collected before and
-  disabled during each repetition, for both libraries. The peer uses its POPO
+- In memory (`eventcore._bench`'s bank workloads, the peer's sides in `benches/core.py`):
+  wall time with the cyclic GC collected before and disabled during each repetition, for
+  both libraries. The peer uses its POPO
   infrastructure with no snapshots and no cache (its defaults).
 - On PostgreSQL (`benches/pg_workloads.py`): wall time, each repetition time-bound (every
   client loops until the deadline); `c16` is 16 asyncio tasks over a pool of 16
