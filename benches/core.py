@@ -812,6 +812,8 @@ def machine_info(quick: bool) -> dict[str, Any]:
 
 if __name__ == "__main__":
     # Only the memory-per-event children run this file (see memory_figures).
-    kind, n = sys.argv[sys.argv.index("--memory-child") + 1 :][:2]
+    if sys.argv[1:2] != ["--memory-child"] or len(sys.argv) != 4:
+        sys.exit("run the in-memory workloads with: python benches/headline.py --only memory")
+    kind, n = sys.argv[2:]
     fn = memory_child_eventcore if kind == "eventcore" else memory_child_baseline
     print(json.dumps(fn(int(n))))
