@@ -98,21 +98,31 @@ def upcast_figures(quick: bool, log: Callable[[str], None]) -> list[Figure]:
     return figs
 
 
-def memory_figures(quick: bool, log: Callable[[str], None]) -> list[Figure]:
-    sz = dataclasses.replace(core.QUICK, reps=3, workload_seconds=2.0) if quick else core.FULL
-    if not quick:
-        sz = dataclasses.replace(sz, reps=7, workload_seconds=12.0)
-    bank = BankWorkloads(DC)
-    figs: list[Figure] = []
+def ours(prepare: Callable[..., Any], *args: int) -> Callable[[], float]:
+    """A repetition of an in-memory bank workload: prepared untimed, then timed."""
+    return lambda: timed(run_now(prepare(*args)))
+
+
+def _runner(
+    sz: core.Sizes, figs: list[Figure], log: Callable[[str], None]
+) -> Callable[[list[tuple[Figure, Callable[[], float]]]], None]:
+    """Measure sides with ``sz``'s repetitions and time cap, keep their figures, log."""
 
     def run(sides: list[tuple[Figure, Callable[[], float]]]) -> None:
         measure(sides, sz.reps, sz.warmup, seconds=sz.workload_seconds)
         figs.extend(f for f, _ in sides)
         log(sides[0][0].name)
 
-    def ours(prepare: Callable[..., Any], *args: int) -> Callable[[], float]:
-        """A repetition of an eventcore bank workload: prepared untimed, then timed."""
-        return lambda: timed(run_now(prepare(*args)))
+    return run
+
+
+def memory_figures(quick: bool, log: Callable[[str], None]) -> list[Figure]:
+    sz = dataclasses.replace(core.QUICK, reps=3, workload_seconds=2.0) if quick else core.FULL
+    if not quick:
+        sz = dataclasses.replace(sz, reps=7, workload_seconds=12.0)
+    bank = BankWorkloads(DC)
+    figs: list[Figure] = []
+    run = _runner(sz, figs, log)
 
     def vs_peer(
         name: str,
@@ -295,14 +305,7 @@ def extra_figures(quick: bool, log: Callable[[str], None]) -> list[Figure]:
     1000-stream batches, folds, memory per event, per-event projection replay)."""
     sz = core.QUICK if quick else core.FULL
     figs: list[Figure] = []
-
-    def run(sides: list[tuple[Figure, Callable[[], float]]]) -> None:
-        measure(sides, sz.reps, sz.warmup, seconds=sz.workload_seconds)
-        figs.extend(f for f, _ in sides)
-        log(sides[0][0].name)
-
-    def ours(prepare: Callable[..., Any], *args: int) -> Callable[[], float]:
-        return lambda: timed(run_now(prepare(*args)))
+    run = _runner(sz, figs, log)
 
     def peer(name: str, unit: str, note: str) -> Figure:
         return Figure(f"peer.eventsourcing.{name}", unit, note=note)

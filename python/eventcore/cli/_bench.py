@@ -183,14 +183,15 @@ def _measure(loop: asyncio.AbstractEventLoop, chosen: list[Workload], sizes: Siz
             task = progress.add_task(fig.name, total=sizes.warmup + sizes.reps, rate="")
 
             def shown(f: Figure, sample: float | None, task: TaskID = task) -> None:
-                rate = f"{fmt(sample)} {f.unit}" if sample is not None else ""
-                progress.update(task, advance=1, rate=rate)
+                shown_rate = f"{fmt(sample)} {f.unit}" if sample is not None else ""
+                progress.update(task, advance=1, rate=shown_rate)
 
             measure([(fig, repetition(prepare))], sizes.reps, sizes.warmup, on_sample=shown)
     return [fig for fig, _ in chosen]
 
 
 def _as_json(fig: Figure) -> dict[str, object]:
+    """The fields ``eventcore bench --json`` prints per workload."""
     return {
         "value": fig.value,
         "unit": fig.unit,
