@@ -18,6 +18,7 @@ from benches import headline
 SAVED = Path(__file__).with_name("headline_keys.json")
 
 
+@pytest.mark.timeout(900)  # it builds every workload's data and starts PostgreSQL servers
 def test_a_quick_run_makes_every_headline_key_with_its_meaning(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
