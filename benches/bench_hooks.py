@@ -7,8 +7,8 @@ Run from the repository root::
     python benches/bench_hooks.py --json
 
 Workload: ``OpenAccount`` on a fresh stream with ``execute_sync`` (the ``memory.command.cold``
-workload of ``benches/core.py``, same domain). Configurations, measured in the SAME run,
-interleaved round-robin per repetition so machine noise hits them all alike:
+workload of ``benches/headline.py``, same domain). Configurations, measured in the SAME
+run, interleaved round-robin per repetition so machine noise hits them all alike:
 
 - ``pre-hook shell``: a verbatim copy of ``execute_sync`` as it was before hooks existed
   (commit eaeb0e3): the "build with no hooks at all";
@@ -25,20 +25,22 @@ interleaved round-robin per repetition so machine noise hits them all alike:
 - ``tracing, no phase spans``: the same with ``phase_spans=False`` (one span per command);
 - ``prometheus + tracing``.
 
-Each value is the median rate over repetitions (GC collected before and disabled during
-each timed block, as in benches/core.py); ratios are against ``pre-hook shell``.
+Each value is the median rate over repetitions (``eventcore._bench``'s timer and repeat
+loop: GC collected before and disabled during each timed block, the configurations'
+repetitions alternating); ratios are against ``pre-hook shell``.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
+import functools
+import itertools
 import json
 import logging
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,7 @@ from eventcore import (  # noqa: E402
     execute_sync,
     observe,
 )
+from eventcore._bench import Figure, Timer, measure  # noqa: E402
 from eventcore._pipeline import APPEND, DONE, FOLD, run_command  # noqa: E402
 from eventcore.errors import ConcurrencyConflict, StoreUnavailable  # noqa: E402
 from eventcore.retry import DEFAULT_RETRY  # noqa: E402
@@ -142,17 +145,19 @@ def once(run: Callable[..., Any], hooks: list[Any], n: int, tag: str) -> float:
     for hook in hooks:
         observe.add_hook(hook)
     try:
-        gc.collect()
-        gc.disable()
-        started = time.perf_counter()
-        for s in ids:
-            run(store, open_account(account=s, owner="owner"))
-        elapsed = time.perf_counter() - started
+        with Timer() as t:
+            for s in ids:
+                run(store, open_account(account=s, owner="owner"))
     finally:
-        gc.enable()
         for hook in hooks:
             observe.remove_hook(hook)
-    return n / elapsed
+    return n / t.seconds
+
+
+def _repetition(
+    run: Callable[..., Any], hooks: list[Any], n: int, name: str, tags: Iterator[int]
+) -> float:
+    return once(run, hooks, n, f"{next(tags)}-{name}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -164,14 +169,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     n = args.commands or (5_000 if args.quick else 20_000)
     reps = args.reps or (5 if args.quick else 11)
-    configs = configurations()
-    rates: dict[str, list[float]] = {name: [] for name, _, _ in configs}
-    for name, run, hooks in configs:  # warmup, discarded
-        once(run, hooks, n // 5, f"w-{name}")
-    for rep in range(reps):
-        order = configs[rep % len(configs) :] + configs[: rep % len(configs)]
-        for name, run, hooks in order:
-            rates[name].append(once(run, hooks, n, f"{rep}-{name}"))
+    tags = itertools.count()
+    sides = [
+        (Figure(name, "commands/s"), functools.partial(_repetition, run, hooks, n, name, tags))
+        for name, run, hooks in configurations()
+    ]
+    measure(sides, reps, warmup=1)
+    rates = {fig.name: fig.samples for fig, _ in sides}
     base = statistics.median(rates["pre-hook shell"])
     off = statistics.median(rates["hooks off"])
     results = {

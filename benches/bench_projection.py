@@ -1,24 +1,15 @@
-"""Projection benchmarks: replay throughput, columnar folds, PostgreSQL replay and live lag.
+"""Projection workloads of the headline harness (``benches/headline.py``): a store full of
+order events, counting projections (per event, per batch, columnar), a replay and the live
+lag under 16 writers.
 
-Run from the repository root::
-
-    python benches/bench_projection.py            # full sizes (1M / 10M / 100k events)
-    python benches/bench_projection.py --quick    # smaller sizes (< 30 s)
-    python benches/bench_projection.py --json     # machine-readable results
-    python benches/bench_projection.py --dsn postgresql://...   # an existing server
-
-Each figure is compared with a baseline measured in the same run: a plain Python loop
-that reads the same events from the same store with ``read_all`` pages and counts them.
-Without ``--dsn`` (or ``EVENTCORE_TEST_DSN``) a throwaway PostgreSQL server is started
-with the test suite's helper; ``--no-postgres`` skips those workloads.
+Keys: ``memory.projection.replay``, ``memory.projection.columnar``,
+``postgres.projection.replay``, ``postgres.projection.lag_p99_ms[.stalled]`` and, with
+``--extra``, ``memory.projection.replay.per_event`` against a plain read loop.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import os
 import statistics
 import sys
 import time
@@ -120,100 +111,9 @@ async def replay(store: Any, projection: Any, page: int) -> float:
     return runner._workers[0].applied / elapsed
 
 
-def result(
-    name: str,
-    value: float,
-    unit: str,
-    baseline: float | None,
-    target: float | None,
-    lower_is_better: bool = False,
-    **extra: Any,
-) -> dict[str, Any]:
-    met = None
-    if target is not None:
-        met = value <= target if lower_is_better else value >= target
-    return {
-        "name": name,
-        "value": round(value, 3),
-        "unit": unit,
-        "baseline": round(baseline, 3) if baseline else None,
-        "ratio": round(value / baseline, 2) if baseline else None,
-        "target": target,
-        "met": met,
-        **extra,
-    }
-
-
-async def memory_workloads(quick: bool) -> list[dict[str, Any]]:
-    out = []
-    n = 200_000 if quick else 1_000_000
-    store = fill_memory(n)
-    base = max([await baseline_loop(store.aio, 1000) for _ in range(2)])
-    batch = max([await replay(store, BatchCounter(), 1000) for _ in range(3)])
-    single = max([await replay(store, EventCounter(), 1000) for _ in range(2)])
-    out.append(
-        result(f"replay {n:,} events, apply_batch (memory)", batch, "events/s", base, 1_000_000)
-    )
-    out.append(
-        result(f"replay {n:,} events, apply per event (memory)", single, "events/s", base, None)
-    )
-    m = 1_000_000 if quick else 10_000_000
-    store = fill_memory(m) if m != n else store
-    rates = []
-    for _ in range(3):
-        proj = ColumnCounter()
-        rates.append(await replay(store, proj, 1_000_000))
-        assert int(proj.counts.sum()) == m
-    out.append(
-        result(
-            f"columnar count by type over {m:,} events (memory)",
-            max(rates),
-            "events/s",
-            base,
-            20_000_000,
-        )
-    )
-    del store
-    return out
-
-
-async def postgres_workloads(dsn: str, quick: bool) -> list[dict[str, Any]]:
-    from eventcore.postgres import PostgresStore
-
-    out = []
-    schema = f"bench_proj_{os.getpid()}"
-    store = PostgresStore(dsn, schema=schema, max_size=20, poll_interval=0.5)
-    await store.migrate()
-    try:
-        n = 20_000 if quick else 100_000
-        payload = b"\x81\xa6amount\x0a"
-        for start in range(0, n, 1000):
-            await store.append(
-                [
-                    NewEvent(f"order-{(start + i) % 1000}", TYPES[i % 8], payload)
-                    for i in range(1000)
-                ]
-            )
-        base = max([await baseline_loop(store, 5000) for _ in range(2)])
-        rate = max([await replay(store, BatchCounter(), 5000) for _ in range(2)])
-        out.append(
-            result(
-                f"replay {n:,} events from PostgreSQL, apply_batch", rate, "events/s", base, 100_000
-            )
-        )
-        out.append(await live_lag(store, quick))
-    finally:
-        await store.close()
-        import asyncpg
-
-        conn = await asyncpg.connect(dsn)
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await conn.close()
-    return out
-
-
 async def live_lag(store: Any, quick: bool) -> dict[str, Any]:
-    """16 writers append one event each in a loop; lag = applied time - append returned."""
+    """16 writers append one event each in a loop; lag = applied time - append returned.
+    Returns the lag's p50, p99 and mean in ms, the samples and the appends per second."""
     committed: dict[int, float] = {}
     lags: list[float] = []
     pending: dict[int, float] = {}
@@ -263,64 +163,10 @@ async def live_lag(store: Any, quick: bool) -> dict[str, Any]:
     lags.sort()
     p50 = lags[len(lags) // 2] * 1000
     p99 = lags[int(len(lags) * 0.99)] * 1000
-    return result(
-        "live lag p99 on PostgreSQL, 16 writers",
-        p99,
-        "ms",
-        None,
-        50.0,
-        lower_is_better=True,
+    return dict(
         p50_ms=round(p50, 2),
         p99_ms=round(p99, 2),
         mean_ms=round(statistics.fmean(lags) * 1000, 2),
         samples=len(lags),
         appends_per_second=round(appended / duration),
     )
-
-
-def postgres_dsn(args: argparse.Namespace) -> tuple[str | None, Any]:
-    dsn = args.dsn or os.environ.get("EVENTCORE_TEST_DSN")
-    if dsn or args.no_postgres:
-        return dsn, None
-    from tests.pgserver import PostgresServer, find_pg_ctl
-
-    pg_ctl = find_pg_ctl()
-    if pg_ctl is None:
-        return None, None
-    server = PostgresServer.launch(pg_ctl)
-    return server.dsn, server
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes")
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.add_argument("--dsn", help="PostgreSQL DSN (default: start a throwaway server)")
-    parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
-    args = parser.parse_args()
-    results = asyncio.run(memory_workloads(args.quick))
-    dsn, server = postgres_dsn(args)
-    try:
-        if dsn:
-            results += asyncio.run(postgres_workloads(dsn, args.quick))
-    finally:
-        if server is not None:
-            server.shutdown()
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return
-    for r in results:
-        base = f"  baseline {r['baseline']:,.0f} x{r['ratio']}" if r["baseline"] else ""
-        target = (
-            f"  target {r['target']:,} {'MET' if r['met'] else 'MISSED'}" if r["target"] else ""
-        )
-        extra = {
-            k: v
-            for k, v in r.items()
-            if k.endswith("_ms") or k in ("samples", "appends_per_second")
-        }
-        print(f"{r['name']}: {r['value']:,.2f} {r['unit']}{base}{target} {extra or ''}")
-
-
-if __name__ == "__main__":
-    main()

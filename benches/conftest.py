@@ -2,7 +2,7 @@
 
 The suite is not collected by a plain ``pytest`` run (``testpaths = ["tests"]``). Use
 ``--benchmark-disable`` for a fast smoke run that executes every benchmark body once.
-Ratios against the baseline and the targets are printed by ``python benches/core.py``;
+Ratios against the baseline and the targets are printed by ``python benches/headline.py``;
 here each eventcore benchmark shares a ``group`` with its ``eventsourcing`` baseline so the
 pytest-benchmark table puts them side by side. Every round does a batch of work; its size
 is in ``extra_info["units_per_round"]`` (commands or events).
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from benches.domain import DOMAINS, Domain
+from eventcore._bench import DOMAINS, Domain
 
 
 @pytest.fixture(params=sorted(DOMAINS), ids=sorted(DOMAINS))

@@ -1,37 +1,29 @@
-"""Core benchmarks of eventcore's in-memory store, each against the ``eventsourcing`` baseline.
+"""The in-memory area of the headline harness: the eventsourcing peer's sides, the
+in-memory-only workloads, the per-command breakdown and memory per event.
 
-Run from the repository root::
+``benches/headline.py`` runs all of it (``memory.*`` and ``peer.eventsourcing.memory.*``
+keys; ``--extra`` adds the workloads that are not headline keys). eventcore's side of the
+bank workloads is :class:`eventcore._bench.BankWorkloads` (shared with ``eventcore
+bench`` and the pytest-benchmark suite); timing is :mod:`eventcore._bench`'s: the cyclic GC
+collected before and disabled during every timed repetition, for both libraries.
 
-    python benches/core.py            # full run (a few minutes on a busy 2-core machine)
-    python benches/core.py --quick    # smaller sizes, fewer repetitions (< 60 s)
-    python benches/core.py --json     # one JSON object instead of the table
-    python benches/core.py --only memory.command  # workloads whose name starts with this
-
-Method: every workload builds its data untimed, runs ``warmup`` repetitions that are thrown
-away, then ``reps`` timed repetitions; the value is the median rate, with min and max kept.
-eventcore and the baseline (``eventsourcing`` 9.5.x, in-memory POPO infrastructure, no cache,
-no snapshots) run the same work in the same process, their repetitions alternating, so the
-ratio is measured under the same machine noise. The cyclic GC is collected before and
-disabled during every timed repetition for both sides (the ``timeit`` convention; ``--gc``
-keeps it enabled).
-Memory is measured in fresh subprocesses (RSS from /proc/self/statm; tracemalloc cannot see
-Rust allocations).
+The peer is the ``eventsourcing`` library (9.5.x, in-memory POPO infrastructure, no cache,
+no snapshots; :func:`benches.domain.baseline`). Memory is measured in fresh subprocesses
+(RSS from /proc/self/statm; tracemalloc cannot see Rust allocations).
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
 import hashlib
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,79 +34,40 @@ if str(ROOT) not in sys.path:
 import msgspec  # noqa: E402
 
 import eventcore  # noqa: E402
-from benches.domain import DC, MS, Account, Domain, baseline  # noqa: E402
+from benches.domain import baseline  # noqa: E402
 from eventcore import (  # noqa: E402
+    EventRegistry,
     ExecutionResult,
     MemoryStore,
     NewEvent,
     StreamId,
+    event,
     execute_sync,
 )
+from eventcore._bench import (  # noqa: E402, F401  (history, timed_parts: for the area modules)
+    DC,
+    DEPOSIT,
+    OPENED_OWNER,
+    Domain,
+    Figure,
+    Target,
+    history,
+    measure,
+    timed,
+    timed_parts,
+)
+from eventcore._bench import filled_store as filled_store  # noqa: E402
 from eventcore._core import uuid7_ints  # noqa: E402
 from eventcore.recorded import AppendResult  # noqa: E402
 from eventcore.snapshot import SNAPSHOT_EVERY, MemorySnapshotStore, Snapshotter  # noqa: E402
 
 _perf = time.perf_counter
-KEEP_GC = False
-
-# ---------------------------------------------------------------------------------------------
-# Measurement helpers
-
-
-def timed(body: Callable[[], float]) -> float:
-    """Run ``body`` (which returns the units of work it did) and return units per second."""
-    gc.collect()
-    if not KEEP_GC:
-        gc.disable()
-    try:
-        started = _perf()
-        units = body()
-        elapsed = _perf() - started
-    finally:
-        gc.enable()
-    return units / elapsed
-
-
-def timed_parts(body: Callable[[], tuple[float, float]]) -> float:
-    """Like :func:`timed` for bodies that time themselves: ``body() -> (units, seconds)``."""
-    gc.collect()
-    if not KEEP_GC:
-        gc.disable()
-    try:
-        units, elapsed = body()
-    finally:
-        gc.enable()
-    return units / elapsed
-
-
-def measure(
-    res: Result,
-    sz: Sizes,
-    ec_once: Callable[[], float],
-    es_once: Callable[[], float] | None,
-) -> Result:
-    """Warm up both sides, then alternate eventcore and baseline repetitions.
-
-    Alternating puts both sides under the same machine noise; each ``*_once`` builds its
-    data untimed and returns the rate of one timed repetition. Stops early (after at least
-    3 repetitions) once ``sz.workload_seconds`` per side have passed.
-    """
-    for _ in range(sz.warmup):
-        ec_once()
-        if es_once is not None:
-            es_once()
-    deadline = _perf() + sz.workload_seconds * (1 if es_once is None else 2)
-    for i in range(sz.reps):
-        res.rates.append(ec_once())
-        if es_once is not None:
-            res.base_rates.append(es_once())
-        if i >= 2 and _perf() > deadline:
-            break
-    return res
 
 
 @dataclass
 class Sizes:
+    """How much work a repetition does, per side, and how many repetitions."""
+
     reps: int
     warmup: int
     cold: int  # commands per repetition (eventcore)
@@ -173,82 +126,9 @@ QUICK = Sizes(
     workload_seconds=4.0,
 )
 
-
-@dataclass
-class Result:
-    name: str
-    unit: str
-    target: float | None
-    higher_is_better: bool = True
-    rates: list[float] = field(default_factory=list)
-    base_rates: list[float] = field(default_factory=list)
-    note: str = ""
-
-    @property
-    def value(self) -> float:
-        return statistics.median(self.rates)
-
-    @property
-    def baseline(self) -> float | None:
-        return statistics.median(self.base_rates) if self.base_rates else None
-
-    @property
-    def ratio(self) -> float | None:
-        b = self.baseline
-        return self.value / b if b else None
-
-    @property
-    def met(self) -> bool | None:
-        if self.target is None:
-            return None
-        return self.value >= self.target if self.higher_is_better else self.value <= self.target
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "value": self.value,
-            "unit": self.unit,
-            "baseline": self.baseline,
-            "ratio": self.ratio,
-            "min": min(self.rates),
-            "max": max(self.rates),
-            "baseline_min": min(self.base_rates) if self.base_rates else None,
-            "baseline_max": max(self.base_rates) if self.base_rates else None,
-            "reps": len(self.rates),
-            "target": self.target,
-            "target_kind": ">=" if self.higher_is_better else "<=",
-            "met": self.met,
-            "note": self.note,
-        }
-
-
 # ---------------------------------------------------------------------------------------------
-# Data preparation (untimed)
-
-OPENED_OWNER = "owner"
-DEPOSIT = 100
-
-
-def history(domain: Domain, n: int) -> list[tuple[str, bytes]]:
-    """The encoded events of an account holding ``n`` events: opened, then deposits."""
-    enc = domain.registry.encode
-    return [enc(domain.AccountOpened(OPENED_OWNER))] + [
-        enc(domain.Deposited(DEPOSIT)) for _ in range(n - 1)
-    ]
-
-
-def filled_store(domain: Domain, streams: Iterable[str], per_stream: int) -> MemoryStore:
-    """A store where every stream holds ``per_stream`` events (appended in ~1000-event batches)."""
-    store = MemoryStore(registry=domain.registry)
-    events = history(domain, per_stream)
-    batch: list[NewEvent] = []
-    for s in streams:
-        batch.extend(NewEvent(s, name, payload) for name, payload in events)
-        if len(batch) >= 1000:
-            store.append(batch)
-            batch = []
-    if batch:
-        store.append(batch)
-    return store
+# The peer's sides (eventsourcing): each ``prepare_*`` builds its data untimed and returns
+# the timed body (which returns its units); ``timed(prepare_*(...))`` is one repetition.
 
 
 def es_accounts(app: Any, b: Any, n: int, events_each: int) -> list[Any]:
@@ -263,98 +143,129 @@ def es_accounts(app: Any, b: Any, n: int, events_each: int) -> list[Any]:
     return ids
 
 
-def es_deposits(n: int, events_each: int) -> Callable[[], float]:
-    """The baseline's deposit workload: one repetition deposits once into each of ``n``
-    fresh accounts holding ``events_each`` events (get, deposit, save); returns its rate."""
+def es_prepare_deposits(n: int, events_each: int) -> Callable[[], float]:
+    """One deposit into each of ``n`` fresh accounts holding ``events_each`` events
+    (repository.get, deposit, save)."""
     b = baseline()
+    app = b.EsBank()
+    ids = es_accounts(app, b, n, events_each)
+    get, save = app.repository.get, app.save
 
-    def run() -> float:
-        app = b.EsBank()
-        ids = es_accounts(app, b, n, events_each)
-        get, save = app.repository.get, app.save
-
-        def body() -> float:
-            for i in ids:
-                acc = get(i)
-                acc.deposit(DEPOSIT)
-                save(acc)
-            return len(ids)
-
-        rate = timed(body)
+    def body() -> float:
+        for i in ids:
+            acc = get(i)
+            acc.deposit(DEPOSIT)
+            save(acc)
         assert get(ids[-1]).version == events_each + 1
-        return rate
+        return len(ids)
 
-    return run
+    return body
+
+
+def es_prepare_transfer(n: int) -> Callable[[], float]:
+    """``n`` transfers: get two 2-event aggregates, withdraw + deposit, save both."""
+    b = baseline()
+    app = b.EsBank()
+    ids = es_accounts(app, b, 2 * n, 2)
+    pairs = list(zip(ids[0::2], ids[1::2], strict=True))
+    get, save = app.repository.get, app.save
+
+    def body() -> float:
+        for a_id, b_id in pairs:
+            src, dst = get(a_id), get(b_id)
+            src.withdraw(DEPOSIT // 2)
+            dst.deposit(DEPOSIT // 2)
+            save(src, dst)
+        return len(pairs)
+
+    return body
+
+
+def es_prepare_batch(batches: int, streams: int) -> Callable[[], tuple[float, float]]:
+    """``batches`` saves of 1000 events: of one aggregate holding 1000 pending events
+    (``streams == 1``), else of ``streams`` aggregates with one pending deposit each (the
+    deposits made untimed). The body times its saves: ``() -> (events, seconds)``."""
+    b = baseline()
+    app = b.EsBank()
+    save = app.save
+    if streams == 1:
+        todo = []
+        for _ in range(batches):
+            acc = b.EsAccount(OPENED_OWNER)
+            for i in range(999):
+                acc.deposit(i + 1)
+            todo.append(acc)
+
+        def one() -> tuple[float, float]:
+            started = _perf()
+            for acc in todo:
+                save(acc)
+            return 1000 * len(todo), _perf() - started
+
+        return one
+    accs = [b.EsAccount(OPENED_OWNER) for _ in range(streams)]
+    save(*accs)
+
+    def many() -> tuple[float, float]:
+        elapsed = 0.0
+        for _ in range(batches):
+            for i, acc in enumerate(accs):
+                acc.deposit(i + 1)  # untimed: build the pending events
+            started = _perf()
+            save(*accs)
+            elapsed += _perf() - started
+        return streams * batches, elapsed
+
+    return many
+
+
+def es_prepare_read(n: int) -> Callable[[], float]:
+    """``app.events.get`` of ``n`` 1000-event aggregates (decoded, stored order)."""
+    b = baseline()
+    app = b.EsBank()
+    ids = es_accounts(app, b, n, 1000)
+    get_events = app.events.get
+
+    def body() -> float:
+        count = 0
+        for i in ids:
+            for _ in get_events(i):
+                count += 1
+        return count
+
+    return body
+
+
+def es_prepare_fold(n: int) -> Callable[[], float]:
+    """``repository.get`` of ``n`` 100-event aggregates. Units: events."""
+    b = baseline()
+    app = b.EsBank()
+    ids = es_accounts(app, b, n, 100)
+    get = app.repository.get
+
+    def body() -> float:
+        for i in ids:
+            get(i)
+        return 100 * len(ids)
+
+    return body
 
 
 # ---------------------------------------------------------------------------------------------
-# Workloads: each returns a Result
+# In-memory-only workloads of eventcore (no peer, no other store): each returns one
+# repetition's sample.
 
 
-def w_command_cold(sz: Sizes, domain: Domain, with_baseline: bool) -> Result:
-    res = Result(f"memory.command.cold.{_variant(domain)}", "commands/s", 187_711)
-    res.note = "OpenAccount on a fresh stream: build command + execute_sync"
+def warm10k_once(sz: Sizes, domain: Domain) -> Callable[[], float]:
+    """``sz.warm`` Deposits on ONE stream of 10,000 events whose state is cached."""
     counter = [0]
 
-    def ec_once() -> float:
-        store = MemoryStore(registry=domain.registry)
-        k = counter[0] = counter[0] + 1
-        ids = [f"acc-{k}-{i}" for i in range(sz.cold)]
-        open_account = domain.OpenAccount
-
-        def body() -> float:
-            for s in ids:
-                execute_sync(store, open_account(account=s, owner=OPENED_OWNER))
-            return len(ids)
-
-        return timed(body)
-
-    es_once = es_deposits(sz.cold_base, 1) if with_baseline else None
-    return measure(res, sz, ec_once, es_once)
-
-
-def w_command_warm(sz: Sizes, domain: Domain, with_baseline: bool) -> Result:
-    res = Result(f"memory.command.warm100.{_variant(domain)}", "commands/s", 50_000)
-    res.note = (
-        "Deposit on streams of 100 events whose state is cached (one untimed Deposit per "
-        "stream first); baseline: its aggregates of 100 events, no snapshots"
-    )
-    counter = [0]
-
-    def ec_once() -> float:
-        k = counter[0] = counter[0] + 1
-        ids = [f"acc-{k}-{i}" for i in range(sz.warm)]
-        store = filled_store(domain, ids, 100)
-        deposit = domain.Deposit
-        for s in ids:  # warm the state cache (untimed)
-            execute_sync(store, deposit(account=s, amount=DEPOSIT))
-
-        def body() -> float:
-            for s in ids:
-                execute_sync(store, deposit(account=s, amount=DEPOSIT))
-            return len(ids)
-
-        rate = timed(body)
-        assert store.stream_version(ids[-1]) == 102
-        assert store.state_cache is not None and store.state_cache.hits >= len(ids)
-        return rate
-
-    es_once = es_deposits(sz.warm_base, 100) if with_baseline else None
-    return measure(res, sz, ec_once, es_once)
-
-
-def w_command_warm10k(sz: Sizes, domain: Domain) -> Result:
-    res = Result(f"memory.command.warm10k.{_variant(domain)}", "commands/s", None)
-    res.note = "Deposit on one stream of 10,000 events whose state is cached (no baseline)"
-    counter = [0]
-
-    def ec_once() -> float:
-        k = counter[0] = counter[0] + 1
-        account = f"big-{k}"
+    def once() -> float:
+        counter[0] += 1
+        account = f"big-{counter[0]}"
         store = filled_store(domain, [account], 10_000)
-        deposit = domain.Deposit
+        deposit, n = domain.Deposit, sz.warm
         execute_sync(store, deposit(account=account, amount=DEPOSIT))  # warm (untimed)
-        n = sz.warm
 
         def body() -> float:
             for _ in range(n):
@@ -365,18 +276,14 @@ def w_command_warm10k(sz: Sizes, domain: Domain) -> Result:
         assert store.stream_version(account) == 10_001 + n
         return rate
 
-    return measure(res, sz, ec_once, None)
+    return once
 
 
-def w_cache_bytes(sz: Sizes, domain: Domain) -> Result:
-    res = Result("memory.cache.bytes_per_entry", "bytes/entry", None, higher_is_better=False)
-    res.note = (
-        "Python heap (tracemalloc) held per cached Deposit state (bank example: key, entry, "
-        "Account, versions), over sz.warm streams of 100 events"
-    )
+def cache_bytes_once(sz: Sizes, domain: Domain) -> Callable[[], float]:
+    """Python heap (tracemalloc) held per cached Deposit state, over ``sz.warm`` streams."""
     import tracemalloc
 
-    def ec_once() -> float:
+    def once() -> float:
         ids = [f"acc-{i}" for i in range(sz.warm)]
         store = filled_store(domain, [*ids, "warm-up"], 100)
         deposit = domain.Deposit
@@ -395,215 +302,12 @@ def w_cache_bytes(sz: Sizes, domain: Domain) -> Result:
         assert cache is not None and len(cache) == len(ids) + 1
         return (after - before) / len(ids)
 
-    res.rates = [ec_once() for _ in range(3)]
-    return res
+    return once
 
 
-def w_transfer(sz: Sizes, domain: Domain, with_baseline: bool) -> Result:
-    res = Result(f"memory.transfer.{_variant(domain)}", "commands/s", 100_000)
-    res.note = "Transfer between two streams of 2 events (opened, deposited); atomic write"
-    counter = [0]
-
-    def ec_once() -> float:
-        k = counter[0] = counter[0] + 1
-        ids = [f"acc-{k}-{i}" for i in range(2 * sz.transfer)]
-        store = filled_store(domain, ids, 2)
-        pairs = list(zip(ids[0::2], ids[1::2], strict=True))
-        transfer = domain.Transfer
-
-        def body() -> float:
-            for a, b_ in pairs:
-                execute_sync(store, transfer(source=a, target=b_, amount=DEPOSIT // 2))
-            return len(pairs)
-
-        return timed(body)
-
-    es_once: Callable[[], float] | None = None
-    if with_baseline:
-        b = baseline()
-
-        def es_run() -> float:
-            app = b.EsBank()
-            ids = es_accounts(app, b, 2 * sz.transfer_base, 2)
-            pairs = list(zip(ids[0::2], ids[1::2], strict=True))
-            get, save = app.repository.get, app.save
-
-            def body() -> float:
-                for a_id, b_id in pairs:
-                    src, dst = get(a_id), get(b_id)
-                    src.withdraw(DEPOSIT // 2)
-                    dst.deposit(DEPOSIT // 2)
-                    save(src, dst)
-                return len(pairs)
-
-            return timed(body)
-
-        es_once = es_run
-    return measure(res, sz, ec_once, es_once)
-
-
-def w_append_batch(sz: Sizes, domain: Domain, streams: int, with_baseline: bool) -> Result:
-    label = "1stream" if streams == 1 else f"{streams}streams"
-    res = Result(f"memory.append.batch1000.{label}", "events/s", 2_000_000)
-    res.note = f"store.append of 1000 pre-encoded NewEvent (id None) into {streams} stream(s)"
-    enc = domain.registry.encode
-    counter = [0]
-
-    def ec_once() -> float:
-        k = counter[0] = counter[0] + 1
-        store = MemoryStore(registry=domain.registry)
-        batches = []
-        for j in range(sz.batches):
-            if streams == 1:
-                batches.append(
-                    [NewEvent(f"b-{k}-{j}", *enc(domain.Deposited(i + 1))) for i in range(1000)]
-                )
-            else:
-                batches.append(
-                    [
-                        NewEvent(f"s-{k}-{i % streams}", *enc(domain.Deposited(i + 1)))
-                        for i in range(1000)
-                    ]
-                )
-        append = store.append
-
-        def body() -> float:
-            for batch in batches:
-                append(batch)
-            return 1000 * len(batches)
-
-        rate = timed(body)
-        assert len(store) == 1000 * len(batches)
-        return rate
-
-    es_once: Callable[[], float] | None = None
-    if with_baseline:
-        b = baseline()
-
-        def es_run() -> float:
-            app = b.EsBank()
-            save = app.save
-            if streams == 1:
-                # One aggregate holding 1000 pending events (opened + 999 deposits) per save.
-                batches = []
-                for _ in range(sz.batches_base):
-                    acc = b.EsAccount(OPENED_OWNER)
-                    for i in range(999):
-                        acc.deposit(i + 1)
-                    batches.append([acc])
-
-                def body() -> tuple[float, float]:
-                    started = _perf()
-                    for batch in batches:
-                        save(*batch)
-                    return 1000 * len(batches), _perf() - started
-
-            else:
-                # ``streams`` existing aggregates, each with one pending deposit per save.
-                accs = [b.EsAccount(OPENED_OWNER) for _ in range(streams)]
-                save(*accs)
-                per_save = streams
-
-                def body() -> tuple[float, float]:
-                    elapsed = 0.0
-                    for _ in range(sz.batches_base):
-                        for i, acc in enumerate(accs):
-                            acc.deposit(i + 1)  # untimed: build the pending events
-                        started = _perf()
-                        save(*accs)
-                        elapsed += _perf() - started
-                    return per_save * sz.batches_base, elapsed
-
-            return timed_parts(body)
-
-        es_once = es_run
-    return measure(res, sz, ec_once, es_once)
-
-
-def w_read(sz: Sizes, domain: Domain, with_baseline: bool) -> Result:
-    res = Result(f"memory.read.1000.{_variant(domain)}", "events/s", None)
-    res.note = "read_stream of a 1000-event stream + .data on every event"
-    ids = [f"r-{i}" for i in range(sz.read_streams)]
-    store = filled_store(domain, ids, 1000)
-    read = store.read_stream
-
-    def ec_once() -> float:
-        def body() -> float:
-            n = 0
-            for s in ids:
-                for e in read(s):
-                    e.data  # noqa: B018
-                    n += 1
-            return n
-
-        return timed(body)
-
-    es_once: Callable[[], float] | None = None
-    if with_baseline:
-        b = baseline()
-        app = b.EsBank()
-        es_ids = es_accounts(app, b, sz.read_streams_base, 1000)
-        get_events = app.events.get
-
-        def es_run() -> float:
-            def body() -> float:
-                n = 0
-                for i in es_ids:
-                    for _ in get_events(i):
-                        n += 1
-                return n
-
-            return timed(body)
-
-        es_once = es_run
-    return measure(res, sz, ec_once, es_once)
-
-
-def w_fold(sz: Sizes, domain: Domain, with_baseline: bool) -> Result:
-    res = Result(f"memory.fold.100.{_variant(domain)}", "events/s", None)
-    res.note = "fold_streams of one 100-event stream into Account state (command's apply)"
-    ids = [f"f-{i}" for i in range(sz.fold_streams)]
-    store = filled_store(domain, ids, 100)
-    apply = domain.Deposit(account="x", amount=1).apply
-    decoders = domain.registry.decoders
-    fold = store.fold_streams
-
-    def ec_once() -> float:
-        def body() -> float:
-            for s in ids:
-                state, _ = fold([s], Account(), apply, decoders)
-            assert state.balance == 99 * DEPOSIT
-            return 100 * len(ids)
-
-        return timed(body)
-
-    es_once: Callable[[], float] | None = None
-    if with_baseline:
-        b = baseline()
-        app = b.EsBank()
-        es_ids = es_accounts(app, b, sz.fold_streams_base, 100)
-        get = app.repository.get
-
-        def es_run() -> float:
-            def body() -> float:
-                for i in es_ids:
-                    get(i)
-                return 100 * len(es_ids)
-
-            return timed(body)
-
-        es_once = es_run
-    return measure(res, sz, ec_once, es_once)
-
-
-def w_first10k(sz: Sizes, domain: Domain) -> Result:
-    """The first Deposit per 10,000-event stream with an empty state cache (a restart),
-    with a durable snapshot (rates) and without (base_rates), on the same store and data."""
-    res = Result("memory.command.first10k.snapshot", "commands/s", None)
-    res.note = (
-        "first Deposit per 10,000-event stream, state cache cleared: its snapshot (a"
-        " MemorySnapshotStore) + the tail, vs a full fold (base)"
-    )
+def first10k_sides(sz: Sizes, domain: Domain) -> tuple[Callable[[], float], Callable[[], float]]:
+    """The first Deposit per 10,000-event stream with an empty state cache (a restart):
+    ``(with its durable snapshot, with a full fold)``, on the same store and data."""
     ids = [f"long-{i}" for i in range(sz.read_streams)]
     store = filled_store(domain, ids, 10_000)
     cache = store.state_cache
@@ -629,7 +333,7 @@ def w_first10k(sz: Sizes, domain: Domain) -> Result:
         assert snapshots.found - found == (len(ids) if with_snapshots else 0)
         return rate
 
-    return measure(res, sz, lambda: once(True), lambda: once(False))
+    return lambda: once(True), lambda: once(False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -674,17 +378,13 @@ def _pieces(
     """Us per item of each piece, its fastest repetition (the least disturbed: a piece of
     a few microseconds is all noise on a busy machine otherwise); ``piece() -> (items,
     seconds)`` builds its data untimed. The pieces' repetitions alternate."""
-    samples: dict[str, list[float]] = {name: [] for name, _ in pieces}
-    for _ in range(reps):
-        for name, piece in pieces:
-            gc.collect()
-            gc.disable()
-            try:
-                items, seconds = piece()
-            finally:
-                gc.enable()
-            samples[name].append(seconds / items * 1e6)
-    return {name: min(v) for name, v in samples.items()}
+    sides = [(Figure(name, "us"), _us_per_item(piece)) for name, piece in pieces]
+    measure(sides, reps, warmup=0)
+    return {fig.name: min(fig.samples) for fig, _ in sides}
+
+
+def _us_per_item(piece: Callable[[], tuple[int, float]]) -> Callable[[], float]:
+    return lambda: 1e6 / timed_parts(piece)
 
 
 def _loop(items: list[Any], body: Callable[[Any], Any]) -> tuple[int, float]:
@@ -751,14 +451,19 @@ def breakdown(domain: Domain, n: int, reps: int) -> list[Breakdown]:
         return store, out
 
     def appended(per_stream: int, width: int) -> tuple[int, float]:
-        """``MemoryStore.append``, less the AppendResult it builds (a result-object row)."""
+        """``MemoryStore.append``, with the AppendResult it builds (taken off after)."""
         store, todo = batches(per_stream, width)
         append = store.append
         started = _perf()
         for events, checks in todo:
             append(events, expected=checks)
-        elapsed = _perf() - started
-        return n, elapsed - _result_objects(todo, executor=False)[1]
+        return n, _perf() - started
+
+    def store_results(width: int) -> tuple[int, float]:
+        """The AppendResults ``append`` builds, alone: its row is the append's less these
+        (fastest against fastest: a difference taken within one noisy repetition can go
+        below zero)."""
+        return _result_objects(batches(0, width)[1], executor=False)
 
     def result_objects(width: int) -> tuple[int, float]:
         return _result_objects(batches(0, width)[1])
@@ -789,6 +494,7 @@ def breakdown(domain: Domain, n: int, reps: int) -> list[Breakdown]:
             ("encode", lambda: _loop([e for _, e in emitted] * n, encode)),
             ("ids", lambda: _loop([1] * n, uuid7_ints)),
             ("append", lambda: appended(0, 1)),
+            ("append results", lambda: store_results(1)),
             ("results", lambda: result_objects(1)),
         ],
         reps,
@@ -878,6 +584,7 @@ def breakdown(domain: Domain, n: int, reps: int) -> list[Breakdown]:
             ("encode", encodes),
             ("ids", lambda: _loop([2] * n, uuid7_ints)),
             ("append", lambda: appended(2, 2)),
+            ("append results", lambda: store_results(2)),
             ("results", lambda: result_objects(2)),
         ],
         reps,
@@ -894,6 +601,7 @@ def breakdown(domain: Domain, n: int, reps: int) -> list[Breakdown]:
 
 
 def _rows(t: dict[str, float], read: str, written: str, ids: int) -> list[Part]:
+    append = t["append"] - t["append results"]
     rows = [
         Part("build the command (from str stream ids)", t["build"]),
         Part("of which str -> StreamId", t["stream id"], within=True),
@@ -908,7 +616,7 @@ def _rows(t: dict[str, float], read: str, written: str, ids: int) -> list[Part]:
         Part("handle()", t["handle"]),
         Part(f"encode {written}", t["encode"]),
         Part(f"{ids} event id{'s' * (ids > 1)} (uuid7_ints)", t["ids"]),
-        Part(f"MemoryStore.append of {written} (native write)", t["append"]),
+        Part(f"MemoryStore.append of {written} (native write)", append),
         Part("result objects (AppendResult, ExecutionResult)", t["results"]),
     ]
     return rows
@@ -935,6 +643,15 @@ def print_breakdown(results: list[Breakdown], n: int, reps: int) -> None:
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 PAYLOAD_CHARS = 96  # the Blob payload encodes to ~100 bytes
+BLOBS = EventRegistry()
+
+
+@event("bench.Blob", registry=BLOBS)
+@dataclass(frozen=True)
+class Blob:
+    """An opaque-string event (memory per event), in a registry of its own."""
+
+    data: str
 
 
 def rss() -> int:
@@ -944,24 +661,21 @@ def rss() -> int:
 
 def memory_child_eventcore(n: int) -> dict[str, float]:
     """Store ``n`` Blob events (~100-byte payloads, 100 events per stream); RSS growth."""
-    domain = DC
-    enc = domain.registry.encode
+    enc = BLOBS.encode
     filler = "x" * (PAYLOAD_CHARS - 8)
     # Warm up allocators and the code paths on a throwaway store first.
-    scratch = MemoryStore(registry=domain.registry)
-    scratch.append(
-        [NewEvent(f"w-{i // 100}", *enc(domain.Blob(f"{i:08d}{filler}"))) for i in range(1000)]
-    )
-    payload_len = len(enc(domain.Blob(f"{0:08d}{filler}"))[1])
+    scratch = MemoryStore(registry=BLOBS)
+    scratch.append([NewEvent(f"w-{i // 100}", *enc(Blob(f"{i:08d}{filler}"))) for i in range(1000)])
+    payload_len = len(enc(Blob(f"{0:08d}{filler}"))[1])
     del scratch
     gc.collect()
     before = rss()
-    store = MemoryStore(registry=domain.registry)
+    store = MemoryStore(registry=BLOBS)
     append = store.append
     for start in range(0, n, 1000):
         append(
             [
-                NewEvent(f"stream-{i // 100}", *enc(domain.Blob(f"{i:08d}{filler}")))
+                NewEvent(f"stream-{i // 100}", *enc(Blob(f"{i:08d}{filler}")))
                 for i in range(start, min(n, start + 1000))
             ]
         )
@@ -1005,7 +719,10 @@ def memory_child_baseline(n: int) -> dict[str, float]:
     return {"events": n, "rss_per_event": (after - before) / n}
 
 
-def w_memory(sz: Sizes, with_baseline: bool) -> list[Result]:
+def memory_figures(sz: Sizes) -> list[Figure]:
+    """``memory.bytes_per_event.{rss,self}`` and the peer's RSS growth per event, each
+    sample a fresh subprocess (3 in a full run, 1 in a quick one)."""
+
     def child(kind: str, n: int) -> dict[str, float]:
         out = subprocess.run(
             [sys.executable, __file__, "--memory-child", kind, str(n)],
@@ -1017,19 +734,35 @@ def w_memory(sz: Sizes, with_baseline: bool) -> list[Result]:
 
     reps = 3 if sz is FULL else 1
     ec = [child("eventcore", sz.mem_events) for _ in range(reps)]
-    base = [child("baseline", sz.mem_events_base) for _ in range(reps)] if with_baseline else []
-    rss_res = Result("memory.bytes_per_event.rss", "bytes/event", 300, higher_is_better=False)
-    rss_res.rates = [c["rss_per_event"] for c in ec]
-    rss_res.base_rates = [c["rss_per_event"] for c in base]
-    rss_res.note = (
-        f"process RSS growth / event, {sz.mem_events:,} events of "
-        f"{int(ec[0]['payload_bytes'])}-byte payload (baseline: {sz.mem_events_base:,})"
-    )
-    own = Result("memory.bytes_per_event.self", "bytes/event", 300, higher_is_better=False)
-    own.rates = [c["self_reported_per_event"] for c in ec]
-    own.base_rates = list(rss_res.base_rates)
-    own.note = "store.memory_usage() / len(store) (baseline column: its RSS growth)"
-    return [rss_res, own]
+    base = [child("baseline", sz.mem_events_base) for _ in range(reps)]
+    peer = "peer.eventsourcing.memory.bytes_per_event.rss"
+    target = Target("value", "<=", 300)
+    return [
+        Figure(
+            "memory.bytes_per_event.rss",
+            "bytes/event",
+            [c["rss_per_event"] for c in ec],
+            peer=peer,
+            targets=[target],
+            note=f"process RSS growth / event, {sz.mem_events:,} events of "
+            f"{int(ec[0]['payload_bytes'])}-byte payload",
+        ),
+        Figure(
+            "memory.bytes_per_event.self",
+            "bytes/event",
+            [c["self_reported_per_event"] for c in ec],
+            peer=peer,
+            targets=[target],
+            note="store.memory_usage() / len(store)",
+        ),
+        Figure(
+            peer,
+            "bytes/event",
+            [c["rss_per_event"] for c in base],
+            note=f"eventsourcing's process RSS growth / event, {sz.mem_events_base:,} events"
+            " in aggregates of 100",
+        ),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1079,121 +812,16 @@ def machine_info(quick: bool) -> dict[str, Any]:
         "eventcore_core_so": eventcore._core.__file__,
         "baseline": f"eventsourcing {b.version} (POPO, no cache, no snapshots)",
         "msgspec": msgspec.__version__,
-        "gc_during_timing": "enabled" if KEEP_GC else "disabled (collected before each rep)",
+        "gc_during_timing": "disabled (collected before each rep)",
         "mode": "quick" if quick else "full",
         "threads": 1,
     }
 
 
-# ---------------------------------------------------------------------------------------------
-# Driver
-
-
-def _variant(domain: Domain) -> str:
-    return "dataclass" if domain is DC else "msgspec"
-
-
-def all_workloads(sz: Sizes, with_baseline: bool) -> list[tuple[str, Callable[[], Any]]]:
-    return [
-        ("memory.command.cold.dataclass", lambda: w_command_cold(sz, DC, with_baseline)),
-        ("memory.command.cold.msgspec", lambda: w_command_cold(sz, MS, with_baseline)),
-        ("memory.command.warm100.dataclass", lambda: w_command_warm(sz, DC, with_baseline)),
-        ("memory.command.warm100.msgspec", lambda: w_command_warm(sz, MS, with_baseline)),
-        ("memory.command.warm10k.dataclass", lambda: w_command_warm10k(sz, DC)),
-        ("memory.cache.bytes_per_entry", lambda: w_cache_bytes(sz, DC)),
-        ("memory.transfer.dataclass", lambda: w_transfer(sz, DC, with_baseline)),
-        ("memory.append.batch1000.1stream", lambda: w_append_batch(sz, DC, 1, with_baseline)),
-        (
-            "memory.append.batch1000.1000streams",
-            lambda: w_append_batch(sz, DC, 1000, with_baseline),
-        ),
-        ("memory.bytes_per_event", lambda: w_memory(sz, with_baseline)),
-        ("memory.read.1000.dataclass", lambda: w_read(sz, DC, with_baseline)),
-        ("memory.fold.100.dataclass", lambda: w_fold(sz, DC, with_baseline)),
-    ]
-
-
-def _fmt(v: float | None) -> str:
-    if v is None:
-        return "-"
-    if v >= 1000:
-        return f"{v:,.0f}"
-    return f"{v:,.1f}"
-
-
-def print_table(machine: dict[str, Any], results: list[Result]) -> None:
-    print(
-        f"eventcore {machine['eventcore']} ({machine['eventcore_build']} build) vs "
-        f"{machine['baseline']}"
-    )
-    print(
-        f"python {machine['python']}, {machine['cpu']} x{machine['cpus']}, "
-        f"gc {machine['gc_during_timing']}, {machine['mode']} run, "
-        f"load {machine['loadavg_start'][0]:.2f} -> {machine['loadavg_end'][0]:.2f}"
-    )
-    print("value = median over repetitions [min..max]; ratio = eventcore / baseline")
-    head = (
-        f"{'workload':<36} {'eventcore':>12} {'[min .. max]':>25} {'unit':<12} "
-        f"{'baseline':>10} {'ratio':>8} {'target':>12} {'met?':<4}"
-    )
-    print(head)
-    print("-" * len(head))
-    for r in results:
-        span = f"[{_fmt(min(r.rates))} .. {_fmt(max(r.rates))}]"
-        ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "-"
-        target = (
-            "-" if r.target is None else ("≥ " if r.higher_is_better else "≤ ") + _fmt(r.target)
-        )
-        met = {True: "yes", False: "NO", None: "-"}[r.met]
-        print(
-            f"{r.name:<36} {_fmt(r.value):>12} {span:>25} {r.unit:<12} "
-            f"{_fmt(r.baseline):>10} {ratio:>8} {target:>12} {met:<4}"
-        )
-
-
-def main(argv: list[str] | None = None) -> None:
-    global KEEP_GC
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (< 60 s)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--only", default="", help="run workloads whose name starts with this")
-    parser.add_argument("--no-baseline", action="store_true", help="skip the eventsourcing runs")
-    parser.add_argument("--gc", action="store_true", help="keep the cyclic GC enabled")
-    parser.add_argument("--memory-child", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-
-    if args.memory_child:
-        kind, n = args.memory_child
-        fn = memory_child_eventcore if kind == "eventcore" else memory_child_baseline
-        print(json.dumps(fn(int(n))))
-        return
-
-    KEEP_GC = args.gc
-    sz = QUICK if args.quick else FULL
-    with_baseline = not args.no_baseline
-    machine = machine_info(args.quick)
-    started = _perf()
-    results: list[Result] = []
-    for name, run in all_workloads(sz, with_baseline):
-        if args.only and not name.startswith(args.only):
-            continue
-        out = run()
-        results.extend(out if isinstance(out, list) else [out])
-        if not args.json:
-            print(f"  ... {name} done ({_perf() - started:.0f} s)", file=sys.stderr)
-    machine["loadavg_end"] = os.getloadavg()
-    machine["seconds"] = round(_perf() - started, 1)
-    if args.json:
-        print(
-            json.dumps(
-                {"machine": machine, "workloads": {r.name: r.as_json() for r in results}},
-                indent=2,
-            )
-        )
-    else:
-        print_table(machine, results)
-        print(f"({machine['seconds']} s; rerun: python benches/core.py{' --quick' * args.quick})")
-
-
 if __name__ == "__main__":
-    main()
+    # Only the memory-per-event children run this file (see memory_figures).
+    if sys.argv[1:2] != ["--memory-child"] or len(sys.argv) != 4:
+        sys.exit("run the in-memory workloads with: python benches/headline.py --only memory")
+    kind, n = sys.argv[2:]
+    fn = memory_child_eventcore if kind == "eventcore" else memory_child_baseline
+    print(json.dumps(fn(int(n))))

@@ -8,6 +8,7 @@ Run from the repository root::
     python benches/headline.py --out docs/     # also write docs/benchmarks.md + .png
     python benches/headline.py --dsn postgresql://...   # an existing server
     python benches/headline.py --breakdown     # where a command's microseconds go, only
+    python benches/headline.py --extra         # also the in-memory workloads not in the table
 
 Without ``--dsn`` (or ``EVENTCORE_TEST_DSN``) a throwaway PostgreSQL server is started the
 way the test suite starts it (``tests/pgserver.py``: fsync and synchronous_commit on).
@@ -16,9 +17,12 @@ Method: every workload builds its data untimed, runs warm-up repetitions that ar
 away, then several timed repetitions; the figure is the median, min and max are kept.
 eventcore and its baselines run the same work in the same process with their
 repetitions alternating (the starting side rotates), so every ratio is measured under the
-same machine noise. In memory, throughput is wall time with the cyclic GC collected before
-and disabled during each repetition (``benches/core.py``); on PostgreSQL it is wall time
-(I/O and concurrency), each repetition time-bound (``benches/pg_workloads.py``).
+same machine noise. The figures, the timing and the repeat loop are ``eventcore._bench``'s
+(shared with ``eventcore bench`` and the pytest-benchmark suite), as is eventcore's side of
+the bank workloads. In memory, throughput is wall time with the cyclic GC collected before
+and disabled during each repetition (the peer's sides: ``benches/core.py``); on PostgreSQL
+it is wall time (I/O and concurrency), each repetition time-bound
+(``benches/pg_workloads.py``).
 """
 
 from __future__ import annotations
@@ -29,11 +33,9 @@ import dataclasses
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,108 +46,24 @@ if str(ROOT) not in sys.path:
 from benches import bench_projection as bp  # noqa: E402
 from benches import core  # noqa: E402
 from benches import shred as shred_bench  # noqa: E402
-from benches.domain import DC, _dist_version  # noqa: E402
+from benches.domain import DC, MS, _dist_version  # noqa: E402
+from eventcore._bench import (  # noqa: E402
+    BankWorkloads,
+    Figure,
+    Target,
+    measure,
+    run_now,
+    timed,
+    timed_parts,
+)
+from eventcore._bench import fmt as _fmt  # noqa: E402
 
 _perf = time.perf_counter
 
 
 # ---------------------------------------------------------------------------------------------
-# Figures, baselines and targets
-
-
-@dataclass
-class Target:
-    """A target: ``value`` (the figure), ``ratio`` (vs its baseline) or ``peer`` (vs peer)."""
-
-    on: str
-    op: str  # ">=" or "<="
-    threshold: float
-    vs: str = "raw"  # what a ratio target is against (for the label)
-
-    def check(self, fig: Figure, figs: dict[str, Figure]) -> bool | None:
-        x = {"value": fig.value, "ratio": fig.ratio(figs), "peer": fig.peer_ratio(figs)}[self.on]
-        if x is None:
-            return None
-        return x >= self.threshold if self.op == ">=" else x <= self.threshold
-
-    def label(self) -> str:
-        t = self.threshold
-        if self.on == "value":
-            return f"{self.op} {_fmt(t)}"
-        what = self.vs if self.on == "ratio" else "peer"
-        return (
-            f"{self.op} {t:g}x {what}"
-            if t >= 1 or self.on == "peer"
-            else f"{self.op} {t:.0%} {what}"
-        )
-
-
-@dataclass
-class Figure:
-    """One workload's repetitions (rates, or ms for latency figures)."""
-
-    name: str
-    unit: str
-    samples: list[float] = field(default_factory=list)
-    baseline: str | None = None
-    peer: str | None = None  # for postgres.*: the matching peer.eventsourcing.postgres.*
-    targets: list[Target] = field(default_factory=list)
-    note: str = ""
-
-    @property
-    def value(self) -> float:
-        return statistics.median(self.samples)
-
-    def _other(self, name: str | None, figs: dict[str, Figure]) -> float | None:
-        other = figs.get(name) if name else None
-        return other.value if other is not None and other.samples else None
-
-    def ratio(self, figs: dict[str, Figure]) -> float | None:
-        b = self._other(self.baseline, figs)
-        return self.value / b if b else None
-
-    def peer_ratio(self, figs: dict[str, Figure]) -> float | None:
-        p = self._other(self.peer, figs)
-        return self.value / p if p else None
-
-    def as_json(self, figs: dict[str, Figure]) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "value": self.value,
-            "unit": self.unit,
-            "baseline": self._other(self.baseline, figs),
-            "ratio": self.ratio(figs),
-            "baseline_name": self.baseline,
-            "min": min(self.samples),
-            "max": max(self.samples),
-            "reps": len(self.samples),
-            "samples": self.samples,
-        }
-        if self.peer:
-            out["peer"] = self._other(self.peer, figs)
-            out["peer_name"] = self.peer
-            out["peer_ratio"] = self.peer_ratio(figs)
-        if self.targets:
-            out["targets"] = [
-                {"target": t.label(), "met": t.check(self, figs)} for t in self.targets
-            ]
-        if self.note:
-            out["note"] = self.note
-        return out
-
-
-def measure(sides: list[tuple[Figure, Callable[[], float]]], reps: int, warmup: int) -> None:
-    """Warm every side up, then alternate their repetitions (rotating which goes first)."""
-    for _ in range(warmup):
-        for _fig, once in sides:
-            once()
-    for r in range(reps):
-        k = r % len(sides)
-        for fig, once in sides[k:] + sides[:k]:
-            fig.samples.append(once())
-
-
-# ---------------------------------------------------------------------------------------------
-# In memory: benches/core.py and benches/bench_projection.py
+# In memory: benches/core.py (the peer, in-memory-only workloads), eventcore._bench's bank
+# workloads and benches/bench_projection.py
 
 
 def upcast_figures(quick: bool, log: Callable[[str], None]) -> list[Figure]:
@@ -180,109 +98,164 @@ def upcast_figures(quick: bool, log: Callable[[str], None]) -> list[Figure]:
     return figs
 
 
+def ours(prepare: Callable[..., Any], *args: int) -> Callable[[], float]:
+    """A repetition of an in-memory bank workload: prepared untimed, then timed."""
+    return lambda: timed(run_now(prepare(*args)))
+
+
+def _runner(
+    sz: core.Sizes, figs: list[Figure], log: Callable[[str], None]
+) -> Callable[[list[tuple[Figure, Callable[[], float]]]], None]:
+    """Measure sides with ``sz``'s repetitions and time cap, keep their figures, log."""
+
+    def run(sides: list[tuple[Figure, Callable[[], float]]]) -> None:
+        measure(sides, sz.reps, sz.warmup, seconds=sz.workload_seconds)
+        figs.extend(f for f, _ in sides)
+        log(sides[0][0].name)
+
+    return run
+
+
 def memory_figures(quick: bool, log: Callable[[str], None]) -> list[Figure]:
     sz = dataclasses.replace(core.QUICK, reps=3, workload_seconds=2.0) if quick else core.FULL
     if not quick:
         sz = dataclasses.replace(sz, reps=7, workload_seconds=12.0)
+    bank = BankWorkloads(DC)
     figs: list[Figure] = []
+    run = _runner(sz, figs, log)
 
-    def pair(res: core.Result, name: str, peer: str, peer_note: str, *targets: Target) -> None:
-        figs.append(Figure(name, res.unit, res.rates, peer, None, list(targets), res.note))
-        figs.append(Figure(peer, res.unit, res.base_rates, note=peer_note))
-        log(name)
-
-    pair(
-        core.w_command_cold(sz, DC, True),
-        "memory.command.cold",
-        "peer.eventsourcing.memory.command",
-        "repository.get of a 1-event aggregate, deposit, save (POPO)",
-        Target("ratio", ">=", 5.0, vs="peer"),
-    )
-    warm = core.w_command_warm(sz, DC, True)
-    # Ratio against the cold command of this same run; the peer column is eventsourcing.
-    figs.append(
-        Figure(
-            "memory.command.warm100",
-            warm.unit,
-            warm.rates,
-            "memory.command.cold",
-            "peer.eventsourcing.memory.command.warm100",
+    def vs_peer(
+        name: str,
+        unit: str,
+        note: str,
+        once: Callable[[], float],
+        peer_note: str,
+        theirs: Callable[[], float],
+        *targets: Target,
+        peer: str = "",
+    ) -> None:
+        # The ratio column of these is against the peer (eventsourcing, same run).
+        peer = peer or f"peer.eventsourcing.{name}"
+        run(
             [
-                Target("value", ">=", 50_000),
-                Target("ratio", ">=", 0.8, vs="memory.command.cold"),
-            ],
-            warm.note,
+                (Figure(name, unit, baseline=peer, targets=list(targets), note=note), once),
+                (Figure(peer, unit, note=peer_note), theirs),
+            ]
         )
+
+    vs_peer(
+        "memory.command.cold",
+        "commands/s",
+        "OpenAccount on a fresh stream: build command + execute_sync",
+        ours(bank.prepare_cold, sz.cold),
+        "repository.get of a 1-event aggregate, deposit, save (POPO)",
+        lambda: timed(core.es_prepare_deposits(sz.cold_base, 1)),
+        Target("ratio", ">=", 5.0, vs="peer"),
+        peer="peer.eventsourcing.memory.command",
     )
-    figs.append(
-        Figure(
-            "peer.eventsourcing.memory.command.warm100",
-            warm.unit,
-            warm.base_rates,
-            note="the same on aggregates of 100 events (no snapshots)",
-        )
+    # Ratio against the cold command of this same run; the peer column is eventsourcing.
+    run(
+        [
+            (
+                Figure(
+                    "memory.command.warm100",
+                    "commands/s",
+                    baseline="memory.command.cold",
+                    peer="peer.eventsourcing.memory.command.warm100",
+                    targets=[
+                        Target("value", ">=", 50_000),
+                        Target("ratio", ">=", 0.8, vs="memory.command.cold"),
+                    ],
+                    note="Deposit on streams of 100 events whose state is cached (one untimed"
+                    " Deposit per stream first); baseline: its aggregates of 100 events, no"
+                    " snapshots",
+                ),
+                ours(bank.prepare_warm, sz.warm),
+            ),
+            (
+                Figure(
+                    "peer.eventsourcing.memory.command.warm100",
+                    "commands/s",
+                    note="the same on aggregates of 100 events (no snapshots)",
+                ),
+                lambda: timed(core.es_prepare_deposits(sz.warm_base, 100)),
+            ),
+        ]
     )
-    log("memory.command.warm100")
-    warm10k = core.w_command_warm10k(sz, DC)
-    figs.append(
-        Figure(
-            "memory.command.warm10k",
-            warm10k.unit,
-            warm10k.rates,
-            "memory.command.cold",
-            None,
-            [Target("ratio", ">=", 0.8, vs="memory.command.cold")],
-            warm10k.note,
-        )
+    run(
+        [
+            (
+                Figure(
+                    "memory.command.warm10k",
+                    "commands/s",
+                    baseline="memory.command.cold",
+                    targets=[Target("ratio", ">=", 0.8, vs="memory.command.cold")],
+                    note="Deposit on one stream of 10,000 events whose state is cached"
+                    " (no baseline)",
+                ),
+                core.warm10k_once(sz, DC),
+            )
+        ]
     )
-    log("memory.command.warm10k")
-    per_entry = core.w_cache_bytes(sz, DC)
-    figs.append(
-        Figure(
-            "memory.cache.bytes_per_entry",
-            per_entry.unit,
-            per_entry.rates,
-            note=per_entry.note,
-        )
+    per_entry = Figure(
+        "memory.cache.bytes_per_entry",
+        "bytes/entry",
+        note="Python heap (tracemalloc) held per cached Deposit state (bank example: key,"
+        " entry, Account, versions), over sz.warm streams of 100 events",
     )
-    log("memory.cache.bytes_per_entry")
-    first = core.w_first10k(sz, DC)
-    figs.append(
-        Figure(
-            "memory.command.first10k.snapshot",
-            first.unit,
-            first.rates,
-            "memory.command.first10k.nosnapshot",
-            note=first.note,
-        )
+    measure([(per_entry, core.cache_bytes_once(sz, DC))], reps=3, warmup=0)
+    figs.append(per_entry)
+    log(per_entry.name)
+    snap, full = core.first10k_sides(sz, DC)
+    run(
+        [
+            (
+                Figure(
+                    "memory.command.first10k.snapshot",
+                    "commands/s",
+                    baseline="memory.command.first10k.nosnapshot",
+                    note="first Deposit per 10,000-event stream, state cache cleared: its"
+                    " snapshot (a MemorySnapshotStore) + the tail, vs a full fold (base)",
+                ),
+                snap,
+            ),
+            (
+                Figure(
+                    "memory.command.first10k.nosnapshot",
+                    "commands/s",
+                    note="the same without the snapshot: a full fold of 10,000 events",
+                ),
+                full,
+            ),
+        ]
     )
-    figs.append(
-        Figure(
-            "memory.command.first10k.nosnapshot",
-            first.unit,
-            first.base_rates,
-            note="the same without the snapshot: a full fold of 10,000 events",
-        )
-    )
-    log("memory.command.first10k.snapshot")
-    pair(
-        core.w_transfer(sz, DC, True),
+    vs_peer(
         "memory.transfer",
-        "peer.eventsourcing.memory.transfer",
+        "commands/s",
+        "Transfer between two streams of 2 events (opened, deposited); atomic write",
+        ours(bank.prepare_transfer, sz.transfer),
         "get two aggregates, withdraw + deposit, save both in one call",
+        lambda: timed(core.es_prepare_transfer(sz.transfer_base)),
         Target("ratio", ">=", 5.0, vs="peer"),
     )
-    pair(
-        core.w_append_batch(sz, DC, 1, True),
+    vs_peer(
         "memory.append.batch1000",
-        "peer.eventsourcing.memory.append.batch1000",
+        "events/s",
+        "store.append of 1000 pre-encoded NewEvent (id None) into 1 stream(s)",
+        ours(bank.prepare_append_batch, sz.batches),
         "save of one aggregate holding 1000 pending events",
+        lambda: timed_parts(core.es_prepare_batch(sz.batches_base, 1)),
     )
-    pair(
-        core.w_read(sz, DC, True),
+    read = run_now(bank.prepare_read(sz.read_streams))  # the same streams every repetition
+    read_peer = core.es_prepare_read(sz.read_streams_base)
+    vs_peer(
         "memory.read.1000",
-        "peer.eventsourcing.memory.read",
+        "events/s",
+        "read_stream of a 1000-event stream + .data on every event",
+        lambda: timed(read),
         "app.events.get of a 1000-event aggregate, events decoded (stored order)",
+        lambda: timed(read_peer),
+        peer="peer.eventsourcing.memory.read",
     )
 
     # Projections (bench_projection's stores and projections, medians here).
@@ -322,6 +295,107 @@ def memory_figures(quick: bool, log: Callable[[str], None]) -> list[Figure]:
         figs.append(col)
         log(col.name)
         big = None
+    finally:
+        loop.close()
+    return figs
+
+
+def extra_figures(quick: bool, log: Callable[[str], None]) -> list[Figure]:
+    """``--extra``: in-memory workloads that are not headline keys (msgspec events,
+    1000-stream batches, folds, memory per event, per-event projection replay)."""
+    sz = core.QUICK if quick else core.FULL
+    figs: list[Figure] = []
+    run = _runner(sz, figs, log)
+
+    def peer(name: str, unit: str, note: str) -> Figure:
+        return Figure(f"peer.eventsourcing.{name}", unit, note=note)
+
+    def ec(name: str, unit: str, note: str) -> Figure:
+        return Figure(name, unit, peer=f"peer.eventsourcing.{name}", note=note)
+
+    cold_peer = lambda: timed(core.es_prepare_deposits(sz.cold_base, 1))  # noqa: E731
+    warm_peer = lambda: timed(core.es_prepare_deposits(sz.warm_base, 100))  # noqa: E731
+    for domain in (DC, MS):
+        bank = BankWorkloads(domain)
+        name = f"memory.command.cold.{domain.name}"
+        run(
+            [
+                (
+                    ec(name, "commands/s", "OpenAccount on a fresh stream"),
+                    ours(bank.prepare_cold, sz.cold),
+                ),
+                (peer(name, "commands/s", "get, deposit, save of a 1-event aggregate"), cold_peer),
+            ]
+        )
+        name = f"memory.command.warm100.{domain.name}"
+        run(
+            [
+                (
+                    ec(name, "commands/s", "Deposit on 100-event streams, state cached"),
+                    ours(bank.prepare_warm, sz.warm),
+                ),
+                (peer(name, "commands/s", "the same on 100-event aggregates"), warm_peer),
+            ]
+        )
+    bank = BankWorkloads(DC)
+    name = "memory.append.batch1000.1000streams"
+    run(
+        [
+            (
+                ec(name, "events/s", "store.append of 1000 events over 1000 streams"),
+                ours(bank.prepare_append_batch, sz.batches, 1000),
+            ),
+            (
+                peer(name, "events/s", "save of 1000 aggregates, one pending event each"),
+                lambda: timed_parts(core.es_prepare_batch(sz.batches_base, 1000)),
+            ),
+        ]
+    )
+    fold = run_now(bank.prepare_fold(sz.fold_streams))
+    fold_peer = core.es_prepare_fold(sz.fold_streams_base)
+    name = "memory.fold.100"
+    run(
+        [
+            (
+                ec(name, "events/s", "fold_streams of a 100-event stream (command's apply)"),
+                lambda: timed(fold),
+            ),
+            (
+                peer(name, "events/s", "repository.get of a 100-event aggregate"),
+                lambda: timed(fold_peer),
+            ),
+        ]
+    )
+    figs += core.memory_figures(sz)
+    log("memory.bytes_per_event")
+    loop = asyncio.new_event_loop()
+    try:
+        n = 200_000 if quick else 1_000_000
+        store = bp.fill_memory(n)
+        per_event = Figure(
+            "memory.projection.replay.per_event",
+            "events/s",
+            baseline="memory.projection.read_loop",
+            note=f"ProjectionRunner replay of {n:,} events, apply per event counting by type",
+        )
+        read_loop = Figure(
+            "memory.projection.read_loop",
+            "events/s",
+            note="a plain loop over read_all pages of 1000, counting by type",
+        )
+        measure(
+            [
+                (
+                    per_event,
+                    lambda: loop.run_until_complete(bp.replay(store, bp.EventCounter(), 1000)),
+                ),
+                (read_loop, lambda: loop.run_until_complete(bp.baseline_loop(store.aio, 1000))),
+            ],
+            reps=3 if quick else 5,
+            warmup=1,
+        )
+        figs += [per_event, read_loop]
+        log(per_event.name)
     finally:
         loop.close()
     return figs
@@ -1069,16 +1143,6 @@ def machine_info(quick: bool, argv: list[str]) -> dict[str, Any]:
 # Output
 
 
-def _fmt(v: float | None) -> str:
-    if v is None:
-        return "-"
-    if abs(v) >= 1000:
-        return f"{v:,.0f}"
-    if abs(v) >= 10:
-        return f"{v:,.1f}"
-    return f"{v:,.2f}"
-
-
 def rows(figs: dict[str, Figure]) -> list[list[str]]:
     """Table rows: workload, value, [min..max], unit, baseline, ratio, peer ratio, targets."""
     out = []
@@ -1381,8 +1445,9 @@ What is left:
   then several timed repetitions. eventcore and its baselines run in the same process,
   their repetitions alternating (the side that goes first rotates), so they see the same
   noise. `--json` keeps every sample, min and max.
-- In memory (`benches/core.py`): wall time with the cyclic GC collected before and
-  disabled during each repetition, for both libraries. The peer uses its POPO
+- In memory (`eventcore._bench`'s bank workloads, the peer's sides in `benches/core.py`):
+  wall time with the cyclic GC collected before and disabled during each repetition, for
+  both libraries. The peer uses its POPO
   infrastructure with no snapshots and no cache (its defaults).
 - On PostgreSQL (`benches/pg_workloads.py`): wall time, each repetition time-bound (every
   client loops until the deadline); `c16` is 16 asyncio tasks over a pool of 16
@@ -1473,6 +1538,12 @@ def main(argv: list[str] | None = None) -> int:
         " the in-memory ones only if a KEY starts with memory (shred.* if it starts with shred)",
     )
     parser.add_argument(
+        "--extra",
+        action="store_true",
+        help="also run the in-memory workloads that are not headline keys (msgspec events,"
+        " 1000-stream batches, folds, memory per event, per-event projection replay)",
+    )
+    parser.add_argument(
         "--breakdown",
         action="store_true",
         help="only time the pieces of memory.command.cold and memory.transfer (us per"
@@ -1499,6 +1570,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.only or not all(o.startswith("memory.fold.upcast") for o in args.only):
             figures += memory_figures(args.quick, log)
         figures += upcast_figures(args.quick, log)
+    if args.extra:
+        figures += extra_figures(args.quick, log)
     mem_shred = ("shred.memory".startswith(o) or o.startswith("shred.memory") for o in args.only)
     if not args.no_memory and (not args.only or any(mem_shred)):
         figures += shred_figures(args.quick, log)

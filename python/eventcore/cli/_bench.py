@@ -1,36 +1,35 @@
 """``eventcore bench``: the headline workloads, with progress bars and a table (or JSON).
 
-The workloads are small copies of those in the repository's ``benches/core.py`` (which
-also runs a baseline library and is not installed with the package): the same bank
-domain, median rate over repetitions after a warmup, cyclic GC off while timing.
+The workloads, their timing and the repeat loop are :mod:`eventcore._bench`'s, the ones
+``benches/headline.py`` (which also runs a peer library and is not installed with the
+package) times for its ``memory.*`` keys: the shipped bank example, the median over
+repetitions after a warm-up, the cyclic GC off while timing.
 """
 
 from __future__ import annotations
 
-import gc
+import asyncio
 import json
 import platform
 import secrets
-import statistics
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 import eventcore
+from eventcore._bench import DC, BankWorkloads, Body, Figure, fmt, measure, rate
 from eventcore.cli._store import OpenStore, Options, open_store, run, store_options
-from eventcore.examples import bank
-from eventcore.executor import execute, execute_sync
-from eventcore.memory import MemoryStore
-from eventcore.recorded import NewEvent
-from eventcore.stream import StreamId
-
-_perf = time.perf_counter
 
 
 @dataclass
@@ -49,193 +48,48 @@ FULL = Sizes(reps=7, warmup=2, commands=20_000, batches=50, reads=20)
 POSTGRES_QUICK = Sizes(reps=3, warmup=1, commands=200, batches=3, reads=3)
 POSTGRES_FULL = Sizes(reps=5, warmup=1, commands=1_000, batches=10, reads=10)
 
-
-@dataclass
-class Result:
-    """One workload's measured rates."""
-
-    name: str
-    unit: str
-    note: str
-    rates: list[float] = field(default_factory=list)
-
-    def as_json(self) -> dict[str, Any]:
-        """The result as a JSON-compatible dict."""
-        return {
-            "value": statistics.median(self.rates),
-            "unit": self.unit,
-            "min": min(self.rates),
-            "max": max(self.rates),
-            "reps": len(self.rates),
-            "note": self.note,
-        }
+Workload = tuple[Figure, Callable[[], Awaitable[Body]]]
 
 
-class Bench:
-    """Runs the workloads on one opened store."""
-
-    def __init__(self, opened: OpenStore, sizes: Sizes) -> None:
-        self.opened = opened
-        self.sizes = sizes
-        self.run_id = secrets.token_hex(3)
-        self.counter = 0
-        self.enc = bank.registry.encode
-
-    def ids(self, n: int) -> list[StreamId]:
-        """``n`` stream ids never used before in this run."""
-        self.counter += 1
-        return [StreamId(f"bench-{self.run_id}-{self.counter}-{i}") for i in range(n)]
-
-    def store(self) -> Any:
-        """A fresh in-memory store, or the PostgreSQL store."""
-        if self.opened.memory is not None:
-            return MemoryStore(registry=bank.registry)
-        return self.opened.store
-
-    async def fill(self, store: Any, ids: list[StreamId], per_stream: int) -> None:
-        """Give every stream ``per_stream`` events: opened, then deposits."""
-        events = [self.enc(bank.AccountOpened("owner"))] + [
-            self.enc(bank.Deposited(100)) for _ in range(per_stream - 1)
-        ]
-        batch: list[NewEvent] = []
-        for s in ids:
-            batch.extend(NewEvent(s, name, payload) for name, payload in events)
-            if len(batch) >= 1000:
-                await _append(store, batch)
-                batch = []
-        if batch:
-            await _append(store, batch)
-
-    async def cold(self) -> tuple[float, float]:
-        """OpenAccount on fresh streams."""
-        store, ids = self.store(), self.ids(self.sizes.commands)
-        open_account = bank.OpenAccount
-        if isinstance(store, MemoryStore):
-            with _timing() as t:
-                for s in ids:
-                    execute_sync(store, open_account(account=s, owner="owner"))
-        else:
-            with _timing() as t:
-                for s in ids:
-                    await execute(store, open_account(account=s, owner="owner"))
-        return len(ids), t.seconds
-
-    async def warm(self) -> tuple[float, float]:
-        """Deposit on streams of 100 events whose state is cached (warmed untimed first)."""
-        n = max(1, self.sizes.commands // 4)
-        store, ids = self.store(), self.ids(n)
-        await self.fill(store, ids, 100)
-        deposit, amount = bank.Deposit, bank.Money(100)
-        if isinstance(store, MemoryStore):
-            for s in ids:
-                execute_sync(store, deposit(account=s, amount=amount))
-            with _timing() as t:
-                for s in ids:
-                    execute_sync(store, deposit(account=s, amount=amount))
-        else:
-            for s in ids:
-                await execute(store, deposit(account=s, amount=amount))
-            with _timing() as t:
-                for s in ids:
-                    await execute(store, deposit(account=s, amount=amount))
-        return len(ids), t.seconds
-
-    async def transfer(self) -> tuple[float, float]:
-        """Transfer between two streams of 2 events: one atomic write to both."""
-        n = max(1, self.sizes.commands // 2)
-        store, ids = self.store(), self.ids(2 * n)
-        await self.fill(store, ids, 2)
-        transfer, amount = bank.Transfer, bank.Money(1)
-        pairs = list(zip(ids[0::2], ids[1::2], strict=True))
-        if isinstance(store, MemoryStore):
-            with _timing() as t:
-                for a, b in pairs:
-                    execute_sync(store, transfer(source=a, target=b, amount=amount))
-        else:
-            with _timing() as t:
-                for a, b in pairs:
-                    await execute(store, transfer(source=a, target=b, amount=amount))
-        return len(pairs), t.seconds
-
-    async def append_batch(self) -> tuple[float, float]:
-        """Appends of 1000 events to one stream each."""
-        store = self.store()
-        name, payload = self.enc(bank.Deposited(100))
-        batches = [
-            [NewEvent(s, name, payload) for _ in range(1000)] for s in self.ids(self.sizes.batches)
-        ]
-        with _timing() as t:
-            for batch in batches:
-                await _append(store, batch)
-        return 1000 * len(batches), t.seconds
-
-    async def read(self) -> tuple[float, float]:
-        """read_stream of streams of 1000 events (decoding the payloads)."""
-        store, ids = self.store(), self.ids(self.sizes.reads)
-        await self.fill(store, ids, 1000)
-        count = 0
-        if isinstance(store, MemoryStore):
-            with _timing() as t:
-                for s in ids:
-                    for e in store.read_stream(s):
-                        _ = e.data
-                        count += 1
-        else:
-            with _timing() as t:
-                for s in ids:
-                    for e in await store.read_stream(s):
-                        _ = e.data
-                        count += 1
-        return count, t.seconds
-
-    def workloads(self) -> list[tuple[str, str, str, Callable[[], Awaitable[tuple[float, float]]]]]:
-        """``(name, unit, note, run once)`` for every workload."""
-        kind = "memory" if self.opened.memory is not None else "postgres"
-        if self.opened.sqlite is not None:
-            kind = "sqlite"
-        return [
-            (f"{kind}.command.cold", "commands/s", "OpenAccount on a fresh stream", self.cold),
-            (
+def workloads(opened: OpenStore, sizes: Sizes) -> list[Workload]:
+    """A figure and its preparation for every workload, on fresh in-memory stores or on
+    the opened PostgreSQL/SQLite store (streams ``bench-<run>-...``)."""
+    kind = "memory" if opened.memory is not None else "postgres"
+    if opened.sqlite is not None:
+        kind = "sqlite"
+    prefix = f"bench-{secrets.token_hex(3)}"
+    bank = (
+        BankWorkloads(DC, prefix=prefix)
+        if opened.memory is not None
+        else BankWorkloads(DC, lambda: opened.store, prefix=prefix)
+    )
+    n = sizes.commands
+    return [
+        (
+            Figure(f"{kind}.command.cold", "commands/s", note="OpenAccount on a fresh stream"),
+            lambda: bank.prepare_cold(n),
+        ),
+        (
+            Figure(
                 f"{kind}.command.warm100",
                 "commands/s",
-                "Deposit on a stream of 100 events, state cached",
-                self.warm,
+                note="Deposit on a stream of 100 events, state cached",
             ),
-            (f"{kind}.transfer", "commands/s", "two streams, one atomic write", self.transfer),
-            (
-                f"{kind}.append.batch1000",
-                "events/s",
-                "1000 events in one append",
-                self.append_batch,
-            ),
-            (f"{kind}.read.1000", "events/s", "read + decode a 1000-event stream", self.read),
-        ]
-
-
-class _Timer:
-    seconds = 0.0
-
-
-class _timing:
-    """Time a block with the cyclic GC collected before and disabled during it."""
-
-    def __enter__(self) -> _Timer:
-        gc.collect()
-        gc.disable()
-        self.timer = _Timer()
-        self.started = _perf()
-        return self.timer
-
-    def __exit__(self, *exc: object) -> None:
-        self.timer.seconds = _perf() - self.started
-        gc.enable()
-
-
-async def _append(store: Any, batch: list[NewEvent]) -> None:
-    if isinstance(store, MemoryStore):
-        store.append(batch)
-    else:
-        await store.append(batch)
+            lambda: bank.prepare_warm(max(1, n // 4)),
+        ),
+        (
+            Figure(f"{kind}.transfer", "commands/s", note="two streams, one atomic write"),
+            lambda: bank.prepare_transfer(max(1, n // 2)),
+        ),
+        (
+            Figure(f"{kind}.append.batch1000", "events/s", note="1000 events in one append"),
+            lambda: bank.prepare_append_batch(sizes.batches),
+        ),
+        (
+            Figure(f"{kind}.read.1000", "events/s", note="read + decode a 1000-event stream"),
+            lambda: bank.prepare_read(sizes.reads),
+        ),
+    ]
 
 
 @click.command()
@@ -263,7 +117,7 @@ def bench(
         async with open_store(
             Options(dsn, schema, app if dsn else None),
             default_memory=True,
-            registry=bank.registry,
+            registry=DC.registry,
             create=True,
         ) as opened:
             if opened.postgres is not None or opened.sqlite is not None:
@@ -272,7 +126,12 @@ def bench(
                 sizes = POSTGRES_QUICK if quick else POSTGRES_FULL  # durable commits: fewer
             else:
                 sizes = QUICK if quick else FULL
-            results = await _measure(Bench(opened, sizes), sizes, only)
+            chosen = [w for w in workloads(opened, sizes) if only in w[0].name]
+            if not chosen:
+                raise click.BadParameter(f"no workload name contains {only!r}", param_hint="--only")
+            # The repetitions run on this loop; the repeat loop waits in a thread.
+            loop = asyncio.get_running_loop()
+            results = await asyncio.to_thread(_measure, loop, chosen, sizes)
         machine = {
             "eventcore": eventcore.__version__,
             "python": platform.python_version(),
@@ -281,7 +140,7 @@ def bench(
             "mode": "quick" if quick else "full",
         }
         if as_json:
-            doc = {"machine": machine, "workloads": {r.name: r.as_json() for r in results}}
+            doc = {"machine": machine, "workloads": {r.name: _as_json(r) for r in results}}
             click.echo(json.dumps(doc, indent=2))
             return
         table = Table(
@@ -293,8 +152,7 @@ def bench(
             table.add_column(column, justify="right")
         table.add_column("unit")
         for r in results:
-            data = r.as_json()
-            table.add_row(r.name, _fmt(data["value"]), _fmt(data["min"]), _fmt(data["max"]), r.unit)
+            table.add_row(r.name, fmt(r.value), fmt(min(r.samples)), fmt(max(r.samples)), r.unit)
         console = Console()
         console.print(table)
         for r in results:
@@ -303,11 +161,8 @@ def bench(
     run(go())
 
 
-async def _measure(b: Bench, sizes: Sizes, only: str) -> list[Result]:
-    chosen = [w for w in b.workloads() if only in w[0]]
-    if not chosen:
-        raise click.BadParameter(f"no workload name contains {only!r}", param_hint="--only")
-    results = []
+def _measure(loop: asyncio.AbstractEventLoop, chosen: list[Workload], sizes: Sizes) -> list[Figure]:
+    """Time each workload on ``loop`` (from another thread), drawing progress bars."""
     progress = Progress(
         TextColumn("[bold]{task.description:<26}"),
         BarColumn(),
@@ -316,19 +171,32 @@ async def _measure(b: Bench, sizes: Sizes, only: str) -> list[Result]:
         TimeElapsedColumn(),
         console=Console(stderr=True),
     )
+
+    def repetition(prepare: Callable[[], Awaitable[Body]]) -> Callable[[], float]:
+        async def once() -> float:
+            return await rate(await prepare())
+
+        return lambda: asyncio.run_coroutine_threadsafe(once(), loop).result()
+
     with progress:
-        for name, unit, note, once in chosen:
-            result = Result(name, unit, note)
-            task = progress.add_task(name, total=sizes.warmup + sizes.reps, rate="")
-            for i in range(sizes.warmup + sizes.reps):
-                units, seconds = await once()
-                rate = units / seconds if seconds > 0 else float("inf")
-                if i >= sizes.warmup:
-                    result.rates.append(rate)
-                progress.update(task, advance=1, rate=f"{_fmt(rate)} {unit}")
-            results.append(result)
-    return results
+        for fig, prepare in chosen:
+            task = progress.add_task(fig.name, total=sizes.warmup + sizes.reps, rate="")
+
+            def shown(f: Figure, sample: float | None, task: TaskID = task) -> None:
+                shown_rate = f"{fmt(sample)} {f.unit}" if sample is not None else ""
+                progress.update(task, advance=1, rate=shown_rate)
+
+            measure([(fig, repetition(prepare))], sizes.reps, sizes.warmup, on_sample=shown)
+    return [fig for fig, _ in chosen]
 
 
-def _fmt(v: float) -> str:
-    return f"{v:,.0f}" if v >= 1000 else f"{v:,.1f}"
+def _as_json(fig: Figure) -> dict[str, object]:
+    """The fields ``eventcore bench --json`` prints per workload."""
+    return {
+        "value": fig.value,
+        "unit": fig.unit,
+        "min": min(fig.samples),
+        "max": max(fig.samples),
+        "reps": len(fig.samples),
+        "note": fig.note,
+    }
