@@ -28,9 +28,7 @@ example a class without ``__eq__``) is never snapshotted.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import logging
 import threading
 import time
 import typing
@@ -58,8 +56,6 @@ __all__ = [
     "snapshot_key",
     "state_type",
 ]
-
-logger = logging.getLogger("eventcore")
 
 SNAPSHOT_EVERY = 100
 """By default a snapshot is written once this many events were folded beyond the last one."""
@@ -144,6 +140,8 @@ def checksum(
 ) -> bytes:
     """The 16-byte BLAKE2b digest of a snapshot's parts (a corrupted row does not match)."""
     parts = [key, list(map(str, streams)), list(versions), fold_from, rounds, schema_version]
+    import hashlib  # here, not at the top: an application without snapshots never loads it
+
     data = msgspec.msgpack.encode(parts)
     return hashlib.blake2b(data + state, digest_size=16).digest()
 
@@ -190,6 +188,8 @@ def snapshot_key(command_class: type, parts: Any) -> str | None:
     per process). None when the parts cannot be encoded (no snapshot then: a ``repr`` may
     differ between processes).
     """
+    import hashlib  # here, not at the top: an application without snapshots never loads it
+
     try:
         data = msgspec.json.encode(parts, enc_hook=_builtin)
     except (TypeError, ValueError, NotImplementedError, msgspec.MsgspecError):
@@ -546,7 +546,7 @@ class Snapshotter:
                 return
             self._warned.add((command_class, what))
         name = f"{command_class.__module__}.{command_class.__qualname__}"
-        logger.warning(
+        observe._logger().warning(
             "eventcore snapshot %s failed for %s (folding in full instead): %r",
             what,
             name,
