@@ -23,8 +23,6 @@ import dataclasses
 import inspect
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
 from eventcore._core import CommandRun
 from eventcore._core import ExecutionResult as _ExecutionResult
 from eventcore.command import Command
@@ -256,6 +254,8 @@ def _fingerprint(command: Command[Any, Any]) -> str:
     as strings); a field msgspec cannot encode falls back to its ``repr``.
     """
     import hashlib  # here, not at the top: only keyed commands load it
+
+    import msgspec
 
     fields = {f.name: getattr(command, f.name) for f in dataclasses.fields(command)}  # type: ignore[arg-type]
     try:

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import uuid
 import weakref
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventcore import _core
+from eventcore import registry as _registry  # its default_registry is made on first use
 from eventcore._aio import SyncStoreView
 from eventcore._lifecycle import check_before, check_expected, check_purge, out_of_range
 from eventcore.errors import InvalidMetadata, ValidationError
 from eventcore.metadata import Metadata
 from eventcore.query import AppendCondition, Query, QueryItem, QueryResult, query_arg
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, recorded_events, set_tags
-from eventcore.registry import EventRegistry, default_registry
+from eventcore.registry import EventRegistry
 from eventcore.snapshot import SNAPSHOT_EVERY, SnapshotStore, Snapshotter
 from eventcore.state_cache import DEFAULT_MAX_ENTRIES, StateCache, make_state_cache
 from eventcore.store import (
@@ -32,6 +31,7 @@ from eventcore.store import (
 
 if TYPE_CHECKING:
     import asyncio
+    import uuid
 
     from eventcore.projection.checkpoint import MemoryCheckpointStore
 
@@ -89,7 +89,7 @@ class MemoryStore:
         snapshot_every: int | None = SNAPSHOT_EVERY,
     ) -> None:
         self._core = _core.MemoryStore()
-        self.registry = registry if registry is not None else default_registry
+        self.registry = registry if registry is not None else _registry.default_registry
         """The registry that decodes payloads for :attr:`RecordedEvent.data`."""
         self.state_cache: StateCache | None = make_state_cache(state_cache)
         """The executor's folded-state cache for this store (``None``: off)."""
@@ -302,6 +302,8 @@ class MemoryStore:
         """
         check_purge(actor, reason)
         with self._purges_lock:
+            from datetime import UTC, datetime  # here: eventcore loads it late
+
             n, first, last, low, high = self._core.purge_stream(stream_id)
             record = PurgeRecord(
                 stream_id.strip(),

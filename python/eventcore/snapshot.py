@@ -36,8 +36,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-import msgspec
-
 from eventcore import observe
 
 if typing.TYPE_CHECKING:
@@ -139,9 +137,11 @@ def checksum(
     state: bytes,
 ) -> bytes:
     """The 16-byte BLAKE2b digest of a snapshot's parts (a corrupted row does not match)."""
-    parts = [key, list(map(str, streams)), list(versions), fold_from, rounds, schema_version]
     import hashlib  # here, not at the top: an application without snapshots never loads it
 
+    import msgspec
+
+    parts = [key, list(map(str, streams)), list(versions), fold_from, rounds, schema_version]
     data = msgspec.msgpack.encode(parts)
     return hashlib.blake2b(data + state, digest_size=16).digest()
 
@@ -189,6 +189,8 @@ def snapshot_key(command_class: type, parts: Any) -> str | None:
     differ between processes).
     """
     import hashlib  # here, not at the top: an application without snapshots never loads it
+
+    import msgspec
 
     try:
         data = msgspec.json.encode(parts, enc_hook=_builtin)
@@ -557,6 +559,8 @@ class Snapshotter:
 
 def _intact(s: Snapshot) -> bool:
     """Whether a snapshot read back is whole: its parts fit and its checksum matches."""
+    import msgspec  # here, not at the top: an application without snapshots never loads it
+
     try:
         return (
             isinstance(s.state, bytes)
