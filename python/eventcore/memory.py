@@ -19,21 +19,21 @@ from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, recorded_e
 from eventcore.registry import EventRegistry
 from eventcore.snapshot import SNAPSHOT_EVERY, SnapshotStore, Snapshotter
 from eventcore.state_cache import DEFAULT_MAX_ENTRIES, StateCache, make_state_cache
-from eventcore.store import (
-    Apply,
-    ColumnBuffers,
-    Decoders,
-    Expected,
-    LogHoldback,
-    PurgeRecord,
-    StreamBounds,
-)
 
 if TYPE_CHECKING:
     import asyncio
     import uuid
 
     from eventcore.projection.checkpoint import MemoryCheckpointStore
+    from eventcore.store import (
+        Apply,
+        ColumnBuffers,
+        Decoders,
+        Expected,
+        LogHoldback,
+        PurgeRecord,
+        StreamBounds,
+    )
 
 __all__ = ["AsyncMemoryStore", "MemoryStore"]
 
@@ -292,6 +292,8 @@ class MemoryStore:
 
     def stream_bounds(self, stream_id: str) -> StreamBounds:
         """The first visible version and the version of ``stream_id``."""
+        from eventcore.store import StreamBounds  # here: an application may never load store
+
         return StreamBounds(*self._core.stream_bounds(stream_id))
 
     def purge_stream(self, stream_id: str, *, actor: str, reason: str) -> PurgeRecord:
@@ -300,10 +302,12 @@ class MemoryStore:
         Their payloads, metadata and ids are dropped (an id may be used again); the global
         log skips their positions from now on.
         """
+        from datetime import UTC, datetime  # here: importing eventcore does not load these
+
+        from eventcore.store import PurgeRecord
+
         check_purge(actor, reason)
         with self._purges_lock:
-            from datetime import UTC, datetime  # here: eventcore loads it late
-
             n, first, last, low, high = self._core.purge_stream(stream_id)
             record = PurgeRecord(
                 stream_id.strip(),
