@@ -25,7 +25,6 @@ from eventcore._pipeline import (
     TAIL,
     ExecutionResult,
 )
-from eventcore.boundary import execute_query, execute_query_sync
 from eventcore.errors import ConcurrencyConflict, DuplicateEventId, StoreUnavailable, UsageError
 from eventcore.memory import AsyncMemoryStore, MemoryStore
 from eventcore.retry import DEFAULT_RETRY, RetryPolicy
@@ -75,6 +74,8 @@ def execute_sync(
             execute(...)``), or a SyncPostgresStore is called inside a running event loop.
     """
     if getattr(command, "_query_boundary", False):  # a QueryCommand (eventcore.boundary)
+        from eventcore.boundary import execute_query_sync  # loaded with QueryCommand already
+
         if inspect.iscoroutinefunction(getattr(type(store), "read_query", None)):
             _async_store(store)
         return execute_query_sync(
@@ -203,6 +204,8 @@ async def execute(
     """
     aio: EventStore = getattr(store, "aio", store)  # type: ignore[arg-type]
     if getattr(command, "_query_boundary", False):  # a QueryCommand (eventcore.boundary)
+        from eventcore.boundary import execute_query  # loaded with QueryCommand already
+
         return await execute_query(
             aio,
             command,  # type: ignore[arg-type]
