@@ -66,6 +66,75 @@ def test_a_sync_application_does_not_load_asyncio() -> None:
     assert "eventcore.executor" in loaded  # the probe did load the application's names
 
 
+APP_IMPORT = "from eventcore import Command, MemoryStore, event, execute_sync, stream"
+
+# What an in-memory application never needs: asyncio, SQLite, the projection runner, the
+# test kit, the CLI, and what only snapshots, idempotency keys or a failing hook use.
+NEVER_IN_A_SYNC_APP = (
+    "asyncio",
+    "sqlite3",
+    "eventcore.sqlite",
+    "eventcore.projection",
+    "eventcore.testing",
+    "eventcore.cli",
+    "hashlib",
+    "logging",
+)
+# What the application's import leaves for first use: msgspec (and the uuid and datetime
+# it imports) when the first event class is registered, decimal for a Decimal value type.
+FIRST_USE = ("msgspec", "uuid", "datetime", "decimal")
+
+# The README's first steps: events, a command, one run on the in-memory store.
+SYNC_APP = f"""
+from dataclasses import dataclass
+{APP_IMPORT}
+
+@event("light.Deposited")
+@dataclass(frozen=True)
+class Deposited:
+    amount: int
+
+class Deposit(Command[int, Deposited]):
+    account: str = stream()
+    amount: int
+
+    def initial_state(self) -> int:
+        return 0
+
+    def apply(self, state: int, event: Deposited, stream_id: str) -> int:
+        return state + event.amount
+
+    def handle(self, state: int) -> list[tuple[str, Deposited]]:
+        return [(self.account, Deposited(self.amount))]
+
+result = execute_sync(MemoryStore(), Deposit(account="acc-1", amount=5))
+assert result.events[0].version == 1
+"""
+
+
+def _new_after(code: str) -> set[str]:
+    # Modules loaded by ``code`` beyond what the bare interpreter (site) loads already.
+    return _loaded_after(code) - _loaded_after("pass")
+
+
+def test_the_application_import_leaves_for_first_use_what_it_does_not_need_yet() -> None:
+    loaded = _new_after(APP_IMPORT)
+    assert "eventcore.executor" in loaded  # the probe did load the application's names
+    assert sorted(loaded & {*NEVER_IN_A_SYNC_APP, *FIRST_USE}) == []
+
+
+def test_a_sync_application_never_loads_what_it_does_not_use() -> None:
+    loaded = _new_after(SYNC_APP)
+    assert "msgspec" in loaded  # registering the event class loaded the codec
+    assert sorted(loaded & set(NEVER_IN_A_SYNC_APP)) == []
+
+
+def test_the_import_probe_sees_a_module_loaded_on_first_use() -> None:
+    # The checks above can fail: the same probe sees the modules that first uses load.
+    loaded = _new_after(f"{APP_IMPORT}\nimport eventcore.registry as r\nr.default_registry")
+    assert {"msgspec", "uuid", "datetime"} <= loaded
+
+
 def _console_script(block: tuple[str, ...], *args: str) -> subprocess.CompletedProcess[str]:
     # Runs the installed `eventcore` entry point with the named packages made unimportable.
     code = (

@@ -4,11 +4,12 @@ checkpoints)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    import uuid
+
     from eventcore.metadata import Metadata
     from eventcore.query import AppendCondition, Query, QueryItem, QueryResult
     from eventcore.recorded import AppendResult, NewEvent, RecordedEvent

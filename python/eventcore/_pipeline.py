@@ -20,12 +20,8 @@ key's ids and check, and the messages of its errors.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import inspect
-import uuid
-from typing import Any
-
-import msgspec
+from typing import TYPE_CHECKING, Any
 
 from eventcore._core import CommandRun
 from eventcore._core import ExecutionResult as _ExecutionResult
@@ -47,6 +43,9 @@ from eventcore.state_cache import (
     keyer_of,
 )
 from eventcore.stream import StreamId
+
+if TYPE_CHECKING:
+    import uuid
 
 # Effects are plain tuples tagged by their first item (cheap on the hot path):
 FOLD = "fold"
@@ -200,7 +199,17 @@ def _append_result(found: list[Any]) -> AppendResult:
 
 # The UUIDv5 namespace of idempotency-key event ids: changing it changes every key's ids,
 # so a retry across an upgrade would no longer find the first outcome.
-_KEY_NAMESPACE = uuid.UUID("6b0b8a53-52e9-4d2c-9a43-3c0f3f1e6a11")
+_KEY_NAMESPACE = "6b0b8a53-52e9-4d2c-9a43-3c0f3f1e6a11"
+
+
+def key_event_id(key: str, index: int = 0) -> uuid.UUID:
+    """The id of the ``index``-th event an idempotency ``key`` writes (UUIDv5, the same in
+    every process)."""
+    import uuid  # here, not at the top: only keyed commands load it
+
+    return uuid.uuid5(uuid.UUID(_KEY_NAMESPACE), f"{index}:{key}")
+
+
 IDEMPOTENCY_FIELD = "eventcore.idempotency"
 """The metadata ``custom`` entry a keyed command's events carry: ``{"key", "command"}``."""
 MAX_KEY_LENGTH = 255
@@ -236,7 +245,7 @@ class _Keyed:
         """The first ``n`` event ids of the key (UUIDv5 ints, the same in every process)."""
         ids = self._ids
         for i in range(len(ids), n):
-            ids.append(uuid.uuid5(_KEY_NAMESPACE, f"{i}:{self.key}").int)
+            ids.append(key_event_id(self.key, i).int)
         return ids[:n]
 
     def check(self, first: Any) -> None:
@@ -256,6 +265,10 @@ def _fingerprint(command: Command[Any, Any]) -> str:
     The fields are encoded as JSON by msgspec (value types as their builtins, stream ids
     as strings); a field msgspec cannot encode falls back to its ``repr``.
     """
+    import hashlib  # here, not at the top: only keyed commands load it
+
+    import msgspec
+
     fields = {f.name: getattr(command, f.name) for f in dataclasses.fields(command)}  # type: ignore[arg-type]
     try:
         data = msgspec.json.encode(fields, order="sorted")

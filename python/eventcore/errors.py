@@ -38,7 +38,6 @@ error                       raised when                                retried
 from __future__ import annotations
 
 import reprlib
-import uuid
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -351,6 +350,8 @@ class OutcomeUnknown(StoreUnavailable):
     """
 
     def __init__(self, message: str, event_ids: Iterable[Any] = ()) -> None:
+        import uuid  # here, not at the top: importing eventcore does not load uuid
+
         self.event_ids = [i if isinstance(i, uuid.UUID) else uuid.UUID(int=i) for i in event_ids]
         super().__init__(message)
 

@@ -4,36 +4,36 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import uuid
 import weakref
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventcore import _core
+from eventcore import registry as _registry  # its default_registry is made on first use
 from eventcore._aio import SyncStoreView
 from eventcore._lifecycle import check_before, check_expected, check_purge, out_of_range
 from eventcore.errors import InvalidMetadata, ValidationError
 from eventcore.metadata import Metadata
 from eventcore.query import AppendCondition, Query, QueryItem, QueryResult, query_arg
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, recorded_events, set_tags
-from eventcore.registry import EventRegistry, default_registry
+from eventcore.registry import EventRegistry
 from eventcore.snapshot import SNAPSHOT_EVERY, SnapshotStore, Snapshotter
 from eventcore.state_cache import DEFAULT_MAX_ENTRIES, StateCache, make_state_cache
-from eventcore.store import (
-    Apply,
-    ColumnBuffers,
-    Decoders,
-    Expected,
-    LogHoldback,
-    PurgeRecord,
-    StreamBounds,
-)
 
 if TYPE_CHECKING:
     import asyncio
+    import uuid
 
     from eventcore.projection.checkpoint import MemoryCheckpointStore
+    from eventcore.store import (
+        Apply,
+        ColumnBuffers,
+        Decoders,
+        Expected,
+        LogHoldback,
+        PurgeRecord,
+        StreamBounds,
+    )
 
 __all__ = ["AsyncMemoryStore", "MemoryStore"]
 
@@ -91,7 +91,7 @@ class MemoryStore:
         snapshot_every: int | None = SNAPSHOT_EVERY,
     ) -> None:
         self._core = _core.MemoryStore()
-        self.registry = registry if registry is not None else default_registry
+        self.registry = registry if registry is not None else _registry.default_registry
         """The registry that decodes payloads for :attr:`RecordedEvent.data`."""
         self.state_cache: StateCache | None = make_state_cache(state_cache)
         """The executor's folded-state cache for this store (``None``: off)."""
@@ -294,6 +294,8 @@ class MemoryStore:
 
     def stream_bounds(self, stream_id: str) -> StreamBounds:
         """The first visible version and the version of ``stream_id``."""
+        from eventcore.store import StreamBounds  # here: an application may never load store
+
         return StreamBounds(*self._core.stream_bounds(stream_id))
 
     def purge_stream(self, stream_id: str, *, actor: str, reason: str) -> PurgeRecord:
@@ -302,6 +304,10 @@ class MemoryStore:
         Their payloads, metadata and ids are dropped (an id may be used again); the global
         log skips their positions from now on.
         """
+        from datetime import UTC, datetime  # here: importing eventcore does not load these
+
+        from eventcore.store import PurgeRecord
+
         check_purge(actor, reason)
         with self._purges_lock:
             n, first, last, low, high = self._core.purge_stream(stream_id)

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import math
 import re
-import uuid
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
 from eventcore.errors import InvalidMetadata, LimitExceeded
 
 if TYPE_CHECKING:
+    import uuid
+
     from eventcore.recorded import RecordedEvent
 
 __all__ = ["Metadata"]
 
-_json_encode = msgspec.json.encode
-_json_decode = msgspec.json.decode
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 MAX_USER_ID_LENGTH = 255
@@ -33,6 +30,12 @@ MAX_CUSTOM_BYTES = 64 * 1024
 _BAD_USER_ID = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # NUL (PostgreSQL's jsonb and text cannot hold it) or a lone surrogate.
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def _is_uuid(value: object) -> bool:
+    import uuid  # here, not at the top: importing eventcore does not load uuid
+
+    return isinstance(value, uuid.UUID)
 
 
 def _check_user_id(user_id: object) -> None:
@@ -127,8 +130,10 @@ def _check_custom(custom: object) -> Mapping[str, Any]:
                 f"not {type(value).__name__}",
                 value,
             )
+    import msgspec  # here, not at the top: importing eventcore does not load it
+
     try:
-        encoded = _json_encode(dict(custom))
+        encoded = msgspec.json.encode(dict(custom))
     except (TypeError, ValueError, msgspec.MsgspecError) as exc:  # e.g. an odd str subclass
         raise InvalidMetadata("custom", f"must be JSON-compatible: {exc}", custom) from None
     if len(encoded) > MAX_CUSTOM_BYTES:
@@ -138,7 +143,7 @@ def _check_custom(custom: object) -> Mapping[str, Any]:
             len(encoded),
         )
     # Stored as decoded JSON, so every store hands back exactly the same values.
-    decoded = _json_decode(encoded)
+    decoded = msgspec.json.decode(encoded)
     return MappingProxyType(_whole_floats_as_ints(decoded) if whole else decoded)
 
 
@@ -197,7 +202,7 @@ class Metadata:
         custom: Mapping[str, Any] | None = None,
     ) -> None:
         for field, value in (("causation_id", causation_id), ("correlation_id", correlation_id)):
-            if value is not None and not isinstance(value, uuid.UUID):
+            if value is not None and not _is_uuid(value):
                 raise InvalidMetadata(field, "must be a uuid.UUID or None", value)
         if user_id is not None:
             _check_user_id(user_id)
@@ -257,12 +262,14 @@ class Metadata:
 
     def to_bytes(self) -> bytes:
         """Compact encoding used by the in-memory store (msgpack; custom as JSON)."""
+        import msgspec  # here, not at the top: importing eventcore does not load it
+
         return msgspec.msgpack.encode(
             (
                 self.causation_id.bytes if self.causation_id else None,
                 self.correlation_id.bytes if self.correlation_id else None,
                 self.user_id,
-                _json_encode(dict(self.custom)) if self.custom else None,
+                msgspec.json.encode(dict(self.custom)) if self.custom else None,
             )
         )
 
@@ -273,7 +280,11 @@ class Metadata:
         The form the PostgreSQL store's read queries return (ids as strings, custom as an
         object or null).
         """
-        causation, correlation, user_id, custom = _json_decode(text)
+        import uuid
+
+        import msgspec  # here, not at the top: importing eventcore does not load it
+
+        causation, correlation, user_id, custom = msgspec.json.decode(text)
         meta = object.__new__(cls)
         set_ = object.__setattr__
         set_(meta, "causation_id", uuid.UUID(causation) if causation is not None else None)
@@ -287,13 +298,17 @@ class Metadata:
         """Inverse of :meth:`to_bytes`; ``None`` gives empty metadata."""
         if not data:
             return EMPTY_METADATA
+        import uuid
+
+        import msgspec  # here, not at the top: importing eventcore does not load it
+
         causation, correlation, user_id, custom = msgspec.msgpack.decode(data)
         meta = object.__new__(cls)
         set_ = object.__setattr__
         set_(meta, "causation_id", uuid.UUID(bytes=causation) if causation else None)
         set_(meta, "correlation_id", uuid.UUID(bytes=correlation) if correlation else None)
         set_(meta, "user_id", user_id)
-        set_(meta, "custom", MappingProxyType(_json_decode(custom)) if custom else _EMPTY)
+        set_(meta, "custom", MappingProxyType(msgspec.json.decode(custom)) if custom else _EMPTY)
         return meta
 
 

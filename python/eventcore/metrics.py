@@ -73,7 +73,7 @@ DEFAULT_BUCKETS = (
     5.0,
     10.0,
 )
-"""Histogram buckets in seconds: 50 µs (an in-memory command) up to 10 s."""
+"""Histogram buckets in seconds: 50 µs up to 10 s."""
 
 _PHASES = ("read_streams", "handle_command", "write_events")
 

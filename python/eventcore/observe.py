@@ -12,7 +12,6 @@ logged on the ``eventcore`` logger and never changes the command's outcome.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,8 @@ from eventcore.errors import (
 )
 
 if TYPE_CHECKING:
+    import logging
+
     from eventcore._pipeline import ExecutionResult
     from eventcore.metadata import Metadata
 
@@ -39,7 +40,13 @@ __all__ = [
     "remove_hook",
 ]
 
-logger = logging.getLogger("eventcore")
+
+def _logger() -> logging.Logger:
+    """The ``eventcore`` logger, where hook failures go (logging loads on the first one)."""
+    import logging
+
+    return logging.getLogger("eventcore")
+
 
 SUCCESS = "success"
 REJECTED = "rejected"
@@ -265,7 +272,7 @@ def report_projection_batch(report: ProjectionBatchReport) -> None:
         try:
             hook.after_projection_batch(report)
         except Exception:
-            logger.exception("eventcore hook %r failed in after_projection_batch", hook)
+            _logger().exception("eventcore hook %r failed in after_projection_batch", hook)
 
 
 def report_dead_letter(projection: str, event: Any, error: BaseException) -> None:
@@ -274,7 +281,7 @@ def report_dead_letter(projection: str, event: Any, error: BaseException) -> Non
         try:
             hook.on_dead_letter(projection, event, error)
         except Exception:
-            logger.exception("eventcore hook %r failed in on_dead_letter", hook)
+            _logger().exception("eventcore hook %r failed in on_dead_letter", hook)
 
 
 def report_projection_reconnect(
@@ -285,7 +292,7 @@ def report_projection_reconnect(
         try:
             hook.on_projection_reconnect(projection, error, attempt, delay)
         except Exception:
-            logger.exception("eventcore hook %r failed in on_projection_reconnect", hook)
+            _logger().exception("eventcore hook %r failed in on_projection_reconnect", hook)
 
 
 def report_state_cache(event: str, command_type: str) -> None:
@@ -297,7 +304,7 @@ def report_state_cache(event: str, command_type: str) -> None:
         try:
             hook.on_state_cache(event, command_type)
         except Exception:
-            logger.exception("eventcore hook %r failed in on_state_cache", hook)
+            _logger().exception("eventcore hook %r failed in on_state_cache", hook)
 
 
 def report_snapshot_failure(command_type: str, what: str, error: BaseException) -> None:
@@ -306,7 +313,7 @@ def report_snapshot_failure(command_type: str, what: str, error: BaseException) 
         try:
             hook.on_snapshot_failure(command_type, what, error)
         except Exception:
-            logger.exception("eventcore hook %r failed in on_snapshot_failure", hook)
+            _logger().exception("eventcore hook %r failed in on_snapshot_failure", hook)
 
 
 def report_replica_status(status: Any) -> None:
@@ -315,7 +322,7 @@ def report_replica_status(status: Any) -> None:
         try:
             hook.on_replica_status(status)
         except Exception:
-            logger.exception("eventcore hook %r failed in on_replica_status", hook)
+            _logger().exception("eventcore hook %r failed in on_replica_status", hook)
 
 
 def outcome_of(error: BaseException) -> str:
@@ -375,7 +382,7 @@ class Recorder:
             try:
                 metadata = hook.before_execute(command, metadata)
             except Exception:
-                logger.exception("eventcore hook %r failed in before_execute", hook)
+                _logger().exception("eventcore hook %r failed in before_execute", hook)
         self.after = after
         if after:
             self.report = CommandReport(
@@ -407,4 +414,4 @@ class Recorder:
             try:
                 hook.after_execute(report)
             except Exception:
-                logger.exception("eventcore hook %r failed in after_execute", hook)
+                _logger().exception("eventcore hook %r failed in after_execute", hook)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 from itertools import starmap
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
@@ -13,21 +11,24 @@ from eventcore.errors import EventDecodeError
 from eventcore.metadata import EMPTY_METADATA, Metadata
 
 if TYPE_CHECKING:
+    import uuid
+    from datetime import datetime
+
     from eventcore.registry import EventRegistry
 
 __all__ = ["AppendResult", "NewEvent", "RecordedEvent", "WrittenEvent"]
 
 E = TypeVar("E")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_UUID = uuid.UUID
 _new = object.__new__
 
 
 def as_uuid(value: int | uuid.UUID) -> uuid.UUID:
     """Return ``value`` as a stdlib UUID (ints are the UUID's 128-bit value)."""
-    if isinstance(value, _UUID):
+    if not isinstance(value, int):
         return value
-    obj = _new(_UUID)
+    import uuid  # here, not at the top: importing eventcore does not load uuid
+
+    obj = _new(uuid.UUID)
     object.__setattr__(obj, "int", value)
     object.__setattr__(obj, "is_safe", uuid.SafeUUID.unknown)
     return obj
@@ -201,7 +202,7 @@ class RecordedEvent(Generic[E]):
     def event_id(self) -> uuid.UUID:
         """The event's UUIDv7."""
         value = self._id
-        if not isinstance(value, _UUID):
+        if isinstance(value, (int, bytes)):  # not yet a UUID
             if isinstance(value, bytes):  # the 16 bytes, as the PostgreSQL reads send it
                 value = int.from_bytes(value)
             value = as_uuid(value)
@@ -220,8 +221,10 @@ class RecordedEvent(Generic[E]):
     def recorded_at(self) -> datetime:
         """When the store recorded the event (UTC)."""
         value = self._ts
-        if not isinstance(value, datetime):
-            value = _EPOCH + timedelta(microseconds=value)
+        if isinstance(value, int):  # microseconds since the epoch, not yet a datetime
+            from datetime import UTC, datetime, timedelta  # here: eventcore loads it late
+
+            value = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=value)
             object.__setattr__(self, "_ts", value)
         return value
 
@@ -303,7 +306,7 @@ _UNSET: Any = object()
 
 
 def _builder(registry: EventRegistry) -> Any:
-    """A RecordedEvent factory bound to ``registry``, about 4x faster than the constructor.
+    """A RecordedEvent factory bound to ``registry``, for the read paths (no per-slot calls).
 
     ``RecordedEvent.__setattr__`` raises, so its constructor must set each slot through
     ``object.__setattr__``. This subclass has the same layout and the generic

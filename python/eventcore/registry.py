@@ -5,9 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple, Protocol, TypeVar
-
-import msgspec
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from eventcore._core import dec_hook, enc_hook, validate_event_type
 from eventcore.errors import EventDecodeError, InvalidEventType, SerializationError
@@ -96,11 +94,15 @@ class MsgpackCodec:
     name = "msgpack"
 
     def __init__(self) -> None:
+        import msgspec  # here, not at the top: importing eventcore does not load it
+
         self._encoder = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
         self.encode: Callable[[Any], bytes] = self._encoder.encode
 
     def decoder(self, event_class: type) -> Decoder:
         """Return ``msgspec.msgpack.Decoder(event_class).decode``."""
+        import msgspec
+
         return msgspec.msgpack.Decoder(event_class, dec_hook=_dec_hook).decode
 
     def converter(self, event_class: type) -> Callable[[Any], Any]:
@@ -114,11 +116,15 @@ class JsonCodec:
     name = "json"
 
     def __init__(self) -> None:
+        import msgspec  # here, not at the top: importing eventcore does not load it
+
         self._encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
         self.encode: Callable[[Any], bytes] = self._encoder.encode
 
     def decoder(self, event_class: type) -> Decoder:
         """Return ``msgspec.json.Decoder(event_class).decode``."""
+        import msgspec
+
         return msgspec.json.Decoder(event_class, dec_hook=_dec_hook).decode
 
     def converter(self, event_class: type) -> Callable[[Any], Any]:
@@ -128,6 +134,7 @@ class JsonCodec:
 
 def _converter(event_class: type) -> Callable[[Any], Any]:
     """``msgspec.convert`` into ``event_class``: typed and validated like a decode."""
+    import msgspec
 
     def convert(data: Any) -> Any:
         return msgspec.convert(data, event_class, dec_hook=_dec_hook)
@@ -136,6 +143,8 @@ def _converter(event_class: type) -> Callable[[Any], Any]:
 
 
 def _is_immutable(cls: type) -> bool:
+    import msgspec
+
     if dataclasses.is_dataclass(cls):
         params = getattr(cls, "__dataclass_params__", None)
         return bool(params is not None and params.frozen)
@@ -146,6 +155,8 @@ def _is_immutable(cls: type) -> bool:
 
 def _mutable_reason(cls: type) -> str:
     """Why ``cls`` cannot be an event class, pointing at the fix."""
+    import msgspec
+
     if dataclasses.is_dataclass(cls):
         return f"{cls!r} must be immutable: declare it with @dataclass(frozen=True)"
     if isinstance(cls, type) and issubclass(cls, msgspec.Struct):
@@ -435,7 +446,7 @@ class EventRegistry:
             self.name_of(type(event))
         try:
             return name, self._encode(event)  # type: ignore[return-value]
-        except (TypeError, ValueError, NotImplementedError, msgspec.MsgspecError) as exc:
+        except (TypeError, ValueError, NotImplementedError, _msgspec_error()) as exc:
             raise SerializationError(str(name), f"cannot encode: {exc}") from exc
 
     def decode(self, name: str, payload: bytes) -> Any:
@@ -508,8 +519,31 @@ def _check_name(name: Any) -> str:
     return name
 
 
-default_registry = EventRegistry()
-"""The registry :func:`event` uses unless given another."""
+if TYPE_CHECKING:
+    default_registry: EventRegistry
+    """The registry :func:`event` uses unless given another."""
+
+
+def __getattr__(name: str) -> Any:
+    # ``default_registry`` is made on first use: its codec loads msgspec (and msgspec
+    # loads uuid and datetime), which ``import eventcore`` does not need.
+    if name == "default_registry":
+        return _default_registry()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _default_registry() -> EventRegistry:
+    registry: EventRegistry | None = globals().get("default_registry")
+    if registry is None:  # setdefault: threads that race here all get the one stored first
+        registry = globals().setdefault("default_registry", EventRegistry())
+    return registry
+
+
+def _msgspec_error() -> type[Exception]:
+    # Named in ``except`` clauses, so it runs only when an error is being handled.
+    import msgspec
+
+    return msgspec.MsgspecError
 
 
 def event(
@@ -530,7 +564,7 @@ def event(
     ... class Deposited:
     ...     amount: int
     """
-    target = registry if registry is not None else default_registry
+    target = registry if registry is not None else _default_registry()
     former = (aliases,) if isinstance(aliases, str) else tuple(aliases)
 
     def decorate(cls: type[T]) -> type[T]:
@@ -551,7 +585,7 @@ def upcaster(
     ... def cents(data):
     ...     return {**data, "cents": data.pop("amount") * 100}
     """
-    target = registry if registry is not None else default_registry
+    target = registry if registry is not None else _default_registry()
 
     def decorate(fn: Upcaster) -> Upcaster:
         target.register_upcaster(name, from_version, fn)

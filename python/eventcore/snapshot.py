@@ -28,17 +28,13 @@ example a class without ``__eq__``) is never snapshotted.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import logging
 import threading
 import time
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
-
-import msgspec
 
 from eventcore import observe
 
@@ -58,8 +54,6 @@ __all__ = [
     "snapshot_key",
     "state_type",
 ]
-
-logger = logging.getLogger("eventcore")
 
 SNAPSHOT_EVERY = 100
 """By default a snapshot is written once this many events were folded beyond the last one."""
@@ -143,6 +137,10 @@ def checksum(
     state: bytes,
 ) -> bytes:
     """The 16-byte BLAKE2b digest of a snapshot's parts (a corrupted row does not match)."""
+    import hashlib  # here, not at the top: an application without snapshots never loads it
+
+    import msgspec
+
     parts = [key, list(map(str, streams)), list(versions), fold_from, rounds, schema_version]
     data = msgspec.msgpack.encode(parts)
     return hashlib.blake2b(data + state, digest_size=16).digest()
@@ -190,6 +188,10 @@ def snapshot_key(command_class: type, parts: Any) -> str | None:
     per process). None when the parts cannot be encoded (no snapshot then: a ``repr`` may
     differ between processes).
     """
+    import hashlib  # here, not at the top: an application without snapshots never loads it
+
+    import msgspec
+
     try:
         data = msgspec.json.encode(parts, enc_hook=_builtin)
     except (TypeError, ValueError, NotImplementedError, msgspec.MsgspecError):
@@ -546,7 +548,7 @@ class Snapshotter:
                 return
             self._warned.add((command_class, what))
         name = f"{command_class.__module__}.{command_class.__qualname__}"
-        logger.warning(
+        observe._logger().warning(
             "eventcore snapshot %s failed for %s (folding in full instead): %r",
             what,
             name,
@@ -557,6 +559,8 @@ class Snapshotter:
 
 def _intact(s: Snapshot) -> bool:
     """Whether a snapshot read back is whole: its parts fit and its checksum matches."""
+    import msgspec  # here, not at the top: an application without snapshots never loads it
+
     try:
         return (
             isinstance(s.state, bytes)

@@ -28,10 +28,8 @@ runner that reconnects), another ``StoreError`` for the rest.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from eventcore.errors import StoreUnavailable
@@ -42,6 +40,8 @@ from eventcore.registry import EventRegistry
 
 if TYPE_CHECKING:
     import asyncio
+    import uuid
+    from datetime import datetime
 
     from eventcore.projection.checkpoint import DeadLetter
 

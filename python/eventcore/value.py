@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import decimal
 import re
 from collections.abc import Callable
 from typing import Any, ClassVar, Self
@@ -84,7 +83,7 @@ class Value:
                 lambda v: None if compiled.fullmatch(v) else f"must match the pattern {pattern!r}"
             )
         cls._accepts, cls._accepts_text = _accepted_inputs(cls)
-        if cls._accepts[:1] == (decimal.Decimal,) and _finite not in checks:
+        if cls._accepts[:1] and _is_decimal(cls._accepts[0]) and _finite not in checks:
             checks.insert(0, _finite)  # first: an ordering check on NaN would raise
         cls._checks = tuple(checks)
 
@@ -100,7 +99,7 @@ class Value:
                 raise ValidationError(cls.__name__, "must be a whole number", value)
         try:
             obj = super().__new__(cls, value)  # type: ignore[call-arg]
-        except decimal.InvalidOperation:
+        except _invalid_operation():
             raise ValidationError(cls.__name__, "must be a decimal number", value) from None
         except (TypeError, ValueError, ArithmeticError) as exc:
             raise ValidationError(cls.__name__, str(exc), value) from None
@@ -128,6 +127,19 @@ class Value:
         return self
 
 
+# decimal is not imported here (``import eventcore`` does not load it): a class built on
+# Decimal has loaded it already, and only such a class raises InvalidOperation.
+def _is_decimal(base: type) -> bool:
+    return base.__module__ == "decimal" and base.__name__ == "Decimal"
+
+
+def _invalid_operation() -> type[Exception]:
+    # Named in an ``except`` clause, so it runs only when an error is being handled.
+    import decimal
+
+    return decimal.InvalidOperation
+
+
 def _finite(value: Any) -> str | None:
     return None if value.is_finite() else "must be a finite number"
 
@@ -143,6 +155,6 @@ def _accepted_inputs(cls: type) -> tuple[tuple[type, ...], str]:
             return (str,), "a str"
         if base is bytes:
             return (bytes,), "bytes"
-        if base is decimal.Decimal:
-            return (decimal.Decimal, int, str), "a Decimal, an int or a str"
+        if _is_decimal(base):
+            return (base, int, str), "a Decimal, an int or a str"
     return (), ""  # some other base: its constructor decides

@@ -5,12 +5,10 @@
 //! store's own interning indexes, so they are stable for the store's lifetime: a caller
 //! keeps the names it already knows and asks only for the new ones (`known_types`,
 //! `known_streams`). Buffers are little-endian `int64` (positions, timestamps) and
-//! `int32` (codes), ready for `numpy.frombuffer`.
+//! `int32` (codes), ready for `numpy.frombuffer`. Pure Rust like the store; their Python
+//! face is `crate::py_columns`.
 
 use std::sync::Arc;
-
-use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use super::{check_limit, check_non_negative, Store, CHUNK_MASK, CHUNK_SHIFT, ERASED};
 use crate::errors::CoreResult;
@@ -102,23 +100,6 @@ impl Store {
             .map(|s| s.name.clone())
             .collect();
         Ok(cols)
-    }
-}
-
-impl Columns {
-    /// `(positions, type_codes, stream_codes, recorded_at, type_names, stream_names)`.
-    pub fn into_py(self, py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
-        let types = PyList::new(py, self.type_names.iter().map(|s| &**s))?;
-        let streams = PyList::new(py, self.stream_names.iter().map(|s| &**s))?;
-        (
-            PyBytes::new(py, &self.positions),
-            PyBytes::new(py, &self.type_codes),
-            PyBytes::new(py, &self.stream_codes),
-            PyBytes::new(py, &self.recorded_at),
-            types,
-            streams,
-        )
-            .into_pyobject(py)
     }
 }
 

@@ -703,7 +703,7 @@ impl MemoryStore {
                 .read()
                 .read_columns(after_position, limit, known_types, known_streams)
         })?;
-        cols.into_py(py)
+        crate::py_columns::columns_to_py(py, cols)
     }
 
     /// The stored events with the given ids (ints or UUIDs), in position order; ids not

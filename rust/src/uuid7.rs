@@ -177,7 +177,8 @@ static SAFE_UNKNOWN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 ///
 /// Builds the instance like `UUID.__init__` does — `object.__new__(UUID)`, then the `int`
 /// and `is_safe` slots set with `object.__setattr__` semantics — without running the
-/// Python-level `__init__` (several times faster; `value` is always in range).
+/// Python-level `__init__`, whose parsing and range checks it does not need (`value` is
+/// always in range).
 pub fn make_uuid(py: Python<'_>, value: u128) -> PyResult<Bound<'_, PyAny>> {
     let cls = UUID_CLASS.import(py, "uuid", "UUID")?;
     let object_new = OBJECT_NEW.get_or_try_init(py, || {

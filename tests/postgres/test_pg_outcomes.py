@@ -131,9 +131,9 @@ async def proxied(postgres_dsn, postgres_store_factory):
 
 def key_id(key: str) -> bytes:
     """The bytes of the first event id an idempotency key derives (as sent in a Bind)."""
-    from eventcore._pipeline import _KEY_NAMESPACE
+    from eventcore._pipeline import key_event_id
 
-    return uuid.uuid5(_KEY_NAMESPACE, f"0:{key}").bytes
+    return key_event_id(key).bytes
 
 
 async def test_reply_lost_after_commit_then_caller_retries_with_the_key(proxied):

@@ -14,7 +14,6 @@ import dataclasses
 import importlib
 import inspect
 import logging
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import msgspec
 
 from eventcore._core import enc_hook
-from eventcore._pipeline import _KEY_NAMESPACE
+from eventcore._pipeline import key_event_id
 from eventcore.command import Command
 from eventcore.errors import ConcurrencyConflict, StoreUnavailable, ValidationError
 from eventcore.executor import execute
@@ -165,11 +164,6 @@ def register_events(registry: EventRegistry) -> None:
 def deadline_stream(name: str) -> str:
     """The stream a process manager keeps its deadlines in."""
     return f"$process-{name}"
-
-
-def key_event_id(key: str) -> uuid.UUID:
-    """The id of the first event an idempotency ``key`` writes (as the executor derives it)."""
-    return uuid.uuid5(_KEY_NAMESPACE, f"0:{key}")
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from eventcore._pipeline import key_event_id
 from eventcore.command import Command
 from eventcore.errors import StoreUnavailable, ValidationError
 from eventcore.executor import execute
@@ -24,7 +25,6 @@ from eventcore.process.manager import (
     Reactor,
     decode_command,
     from_micros,
-    key_event_id,
     register_events,
     to_micros,
 )
