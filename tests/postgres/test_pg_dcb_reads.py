@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
 import pytest
 
-from eventcore import ConditionFailed, NewEvent
-from eventcore.query import AppendCondition, Query
+from eventcore import NewEvent
+from eventcore.query import Query
 
 pytestmark = pytest.mark.postgres
 
@@ -55,37 +54,3 @@ async def test_a_types_only_query_reads_each_type_in_position_order(postgres_sto
     assert ([e.position for e in found.events], found.position) == ([p[1], p[3]], p[3])
     found = await store.read_query(Query.of(["nope"]))
     assert (found.events, found.position) == ([], p[4])
-
-
-async def test_a_query_read_below_xmin_is_consistent_and_a_match_above_reads_to_the_head(
-    postgres_store: Any, postgres_dsn: str
-) -> None:
-    """A transaction held open elsewhere holds the snapshot's xmin back: a read with no
-    match above it is consistent with the newest event below it (no lock-table scan),
-    and a condition at that position passes; a read with a match above it falls back
-    to the safe head and returns that match."""
-    store = postgres_store
-    first = await store.append([ev("s", "A", "k")])
-    blocker = await asyncpg.connect(postgres_dsn)
-    held = blocker.transaction()
-    await held.start()
-    try:
-        await blocker.fetchval("SELECT pg_current_xact_id()")  # holds xmin back
-        later = await store.append([ev("s", "B", "j")])
-        found = await store.read_query(Query.of(tags=["k"]))
-        assert ([e.position for e in found.events], found.position) == (
-            list(first.positions),
-            first.positions[0],
-        )
-        k = Query.of(tags=["k"])
-        again = await store.append(
-            [ev("t", "A", "k")], condition=AppendCondition(k, found.position)
-        )
-        with pytest.raises(ConditionFailed):
-            await store.append([ev("t", "A", "k")], condition=AppendCondition(k, found.position))
-        found = await store.read_query(Query.of(tags=["j"]))
-        assert [e.position for e in found.events] == list(later.positions)
-        assert found.position == await store.head() == again.positions[0]
-    finally:
-        await held.rollback()
-        await blocker.close()

@@ -8,8 +8,7 @@
 --    filter may use it too. CREATE INDEX here blocks appends while it builds (the
 --    migration's transaction): on a large log, migrate when writers may wait.
 -- 2. first_match (an append condition) and read_query use it: one index walk per type
---    of an item without tags, each limited, merged in position order. read_query reads
---    the lock table only when a match lies above the snapshot's xmin (see there).
+--    of an item without tags, each limited, merged in position order.
 -- 3. read_all_page returns each event's tags (NULL: none) from the same statement as the
 --    event, so a read of the log needs no second query for them. In the same statement
 --    because it has the event's snapshot: a later query would see tags the read did not
@@ -61,20 +60,7 @@ BEGIN
 END
 $$;
 
--- As in schema 8 (the first row carries the position the read is consistent with, the
--- others the matching events up to it), with two changes: an item with types only walks
--- the type index, and the lock table is read only when it must be.
---
--- Schema 8 read safe_head() first, and under concurrent appends the newest event almost
--- always lies above the snapshot's xmin, so nearly every read scanned the lock table
--- (log_horizon). Now, when it does, the matches are read first without an upper bound:
--- if none of them lies at or above the xmin bound (the usual case for a decision on its
--- own boundary), the position is the newest event below that bound. Every transaction
--- below xmin has ended, so every event below the bound is final and was seen by the
--- reads that follow; a matching event committed later lies above the position, where an
--- append condition at it catches it. Only when a match lies at or above the bound does
--- the read fall back to safe_head() and read again up to it: so a transaction held open
--- elsewhere in the cluster (which holds xmin back) never holds such a read back.
+-- As in schema 8; an item with types only walks the type index.
 CREATE OR REPLACE FUNCTION __SCHEMA__.read_query(p_items jsonb, p_after bigint, p_limit bigint)
 RETURNS TABLE (head bigint, "position" bigint, event_id bytea, stream_id text,
                version bigint, event_type text, payload bytea, recorded_at timestamptz,
@@ -83,68 +69,45 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    bound bigint;
-    top   bigint;
-    h     bigint;
-    upto  bigint;
-    item  jsonb;
-    tys   text[];
-    tgs   text[];
-    hits  bigint[];
+    h    bigint;
+    item jsonb;
+    tys  text[];
+    tgs  text[];
+    hits bigint[] := '{}';
 BEGIN
-    bound := pg_snapshot_xmin(pg_current_snapshot())::text::bigint * 1048576;
-    SELECT coalesce(max(e.position), 0) INTO top FROM __SCHEMA__.events e;
-    IF top < bound THEN
-        h := top;  -- nothing newer committed: every event up to it is final
-    END IF;
-    IF p_limit = 0 OR top <= p_after THEN
-        head := coalesce(h, __SCHEMA__.safe_head());
-        RETURN NEXT;
-        RETURN;
-    END IF;
-    FOR pass IN 1..2 LOOP
-        upto := coalesce(h, 9223372036854775807);
-        hits := '{}';
-        FOR item IN SELECT value FROM jsonb_array_elements(p_items) LOOP
-            tys := ARRAY(SELECT jsonb_array_elements_text(item -> 'types'));
-            tgs := ARRAY(SELECT jsonb_array_elements_text(item -> 'tags'));
-            IF cardinality(tgs) > 0 THEN
-                hits := hits || ARRAY(
-                    SELECT t0.position FROM __SCHEMA__.event_tags t0
-                     WHERE t0.tag = tgs[1] AND t0.position > p_after AND t0.position <= upto
-                       AND (cardinality(tgs) = 1 OR (SELECT count(*)
-                             FROM __SCHEMA__.event_tags tn WHERE tn.position = t0.position
-                              AND tn.tag = ANY (tgs)) = cardinality(tgs))
-                       AND (cardinality(tys) = 0 OR (SELECT e.event_type
-                             FROM __SCHEMA__.events e WHERE e.position = t0.position) = ANY (tys))
-                     ORDER BY t0.position LIMIT p_limit);
-            ELSIF cardinality(tys) > 0 THEN
-                hits := hits || ARRAY(
-                    SELECT x.p FROM unnest(tys) ty CROSS JOIN LATERAL (
-                        SELECT e.position AS p FROM __SCHEMA__.events e
-                         WHERE e.event_type = ty AND e.position > p_after
-                           AND e.position <= upto
-                         ORDER BY e.position LIMIT p_limit) x
-                     ORDER BY x.p LIMIT p_limit);
-            ELSE
-                hits := hits || ARRAY(
-                    SELECT e.position FROM __SCHEMA__.events e
-                     WHERE e.position > p_after AND e.position <= upto
-                     ORDER BY e.position LIMIT p_limit);
-            END IF;
-        END LOOP;
-        EXIT WHEN h IS NOT NULL;
-        IF coalesce((SELECT max(x) FROM unnest(hits) x), 0) < bound THEN
-            -- No match at or above the bound: the newest event below it.
-            SELECT coalesce(max(e.position), 0) INTO h
-              FROM __SCHEMA__.events e WHERE e.position < bound;
-            EXIT;
-        END IF;
-        h := __SCHEMA__.safe_head();  -- snapshot, lock scan; then read again up to it
-    END LOOP;
+    h := __SCHEMA__.safe_head();
     head := h;
     RETURN NEXT;
     head := NULL;
+    IF h <= p_after OR p_limit = 0 THEN
+        RETURN;
+    END IF;
+    FOR item IN SELECT value FROM jsonb_array_elements(p_items) LOOP
+        tys := ARRAY(SELECT jsonb_array_elements_text(item -> 'types'));
+        tgs := ARRAY(SELECT jsonb_array_elements_text(item -> 'tags'));
+        IF cardinality(tgs) > 0 THEN
+            hits := hits || ARRAY(
+                SELECT t0.position FROM __SCHEMA__.event_tags t0
+                 WHERE t0.tag = tgs[1] AND t0.position > p_after AND t0.position <= h
+                   AND (cardinality(tgs) = 1 OR (SELECT count(*) FROM __SCHEMA__.event_tags tn
+                         WHERE tn.position = t0.position AND tn.tag = ANY (tgs)) = cardinality(tgs))
+                   AND (cardinality(tys) = 0 OR (SELECT e.event_type FROM __SCHEMA__.events e
+                         WHERE e.position = t0.position) = ANY (tys))
+                 ORDER BY t0.position LIMIT p_limit);
+        ELSIF cardinality(tys) > 0 THEN
+            hits := hits || ARRAY(
+                SELECT x.p FROM unnest(tys) ty CROSS JOIN LATERAL (
+                    SELECT e.position AS p FROM __SCHEMA__.events e
+                     WHERE e.event_type = ty AND e.position > p_after AND e.position <= h
+                     ORDER BY e.position LIMIT p_limit) x
+                 ORDER BY x.p LIMIT p_limit);
+        ELSE
+            hits := hits || ARRAY(
+                SELECT e.position FROM __SCHEMA__.events e
+                 WHERE e.position > p_after AND e.position <= h
+                 ORDER BY e.position LIMIT p_limit);
+        END IF;
+    END LOOP;
     RETURN QUERY
     SELECT NULL::bigint, e.position, uuid_send(e.event_id), e.stream_id::text, e.version,
            e.event_type, e.payload, e.recorded_at,
@@ -155,7 +118,7 @@ BEGIN
            ARRAY(SELECT t.tag::text FROM __SCHEMA__.event_tags t
                   WHERE t.position = e.position ORDER BY t.tag)
       FROM __SCHEMA__.events e
-     WHERE e.position = ANY (hits) AND e.position <= h
+     WHERE e.position = ANY (hits)
      ORDER BY e.position LIMIT p_limit;
 END
 $$;
