@@ -265,6 +265,42 @@ class PgDcb:
 
         return once
 
+    def floor(self, clients: int) -> Once:
+        """The floor of any durable read-decide-append: per decision one indexed SELECT
+        and one single-row INSERT committed on its own (one WAL flush), raw asyncpg on
+        the same pool size; no locks, no condition."""
+        table = f'"{self.schema}".floor_decisions'
+
+        async def main() -> float:
+            pool = await asyncpg.create_pool(self.dsn, min_size=clients, max_size=clients)
+            assert pool is not None
+            try:
+                await pool.execute(
+                    f"CREATE TABLE IF NOT EXISTS {table} (id bigserial PRIMARY KEY, name text)"
+                )
+                counts = [0] * clients
+
+                async def client(k: int, deadline: float) -> None:
+                    i = 0
+                    while _perf() < deadline:
+                        name = f"{k}-{i}"
+                        if not await pool.fetchval(
+                            f"SELECT count(*) FROM {table} WHERE id = $1", -1 - i
+                        ):
+                            await pool.execute(f"INSERT INTO {table} (name) VALUES ($1)", name)
+                        i += 1
+                    counts[k] = i
+
+                started = _perf()
+                await asyncio.gather(
+                    *(client(k, started + self.sz.seconds) for k in range(clients))
+                )
+                return sum(counts) / (_perf() - started)
+            finally:
+                await pool.close()
+
+        return lambda: self.run(main())
+
     def theirs(self, clients: int) -> Once:
         from eventsourcing.dcb.api import DCBAppendCondition, DCBEvent, DCBQuery, DCBQueryItem
 

@@ -621,6 +621,7 @@ def _dcb_postgres(dsn: str, quick: bool, log: Callable[[str], None]) -> list[Fig
             fig = Figure(
                 f"dcb.postgres.append_conditional.c{c}",
                 "decisions/s",
+                baseline=f"raw.asyncpg.dcb.floor.c{c}",
                 peer=f"peer.eventsourcing.dcb.postgres.append_conditional.c{c}",
                 targets=[Target("peer", ">=", 2.0)],
                 note="read_query + append under its condition (a fresh user name per"
@@ -631,8 +632,17 @@ def _dcb_postgres(dsn: str, quick: bool, log: Callable[[str], None]) -> list[Fig
                 "decisions/s",
                 note="PostgresDCBRecorderTT.read + append(condition), threads",
             )
-            measure([(fig, bench.ours(c)), (peer, bench.theirs(c))], sz.reps, sz.warmup)
-            figs += [fig, peer]
+            floor = Figure(
+                f"raw.asyncpg.dcb.floor.c{c}",
+                "decisions/s",
+                note="the floor: one indexed SELECT + one INSERT committed alone per decision",
+            )
+            measure(
+                [(fig, bench.ours(c)), (peer, bench.theirs(c)), (floor, bench.floor(c))],
+                sz.reps,
+                sz.warmup,
+            )
+            figs += [fig, peer, floor]
             log(fig.name)
         read, read_type, unindexed, n = bench.query_read()
         q = Figure(
