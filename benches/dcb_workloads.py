@@ -8,8 +8,10 @@ such event after the position read". Both logs hold ``prefill`` tagged events fi
 Clients on PostgreSQL: eventcore as asyncio tasks on one pool; the peer as threads on
 its psycopg pool (its fastest honest way, as in benches/pg_workloads.py).
 
-The query read: a log of ``log_events`` events over ``log_tags`` tags; one read returns
-the events of one tag (``log_events / log_tags`` of them); reads/s.
+The query read: a log of ``log_events`` events over ``log_tags`` tags and as many event
+types; one read returns the events of one tag, or of one type (a query item with types
+only), ``log_events / log_tags`` of them; reads/s. On PostgreSQL the type read is also
+measured with the type index dropped (the read of schema 8: the log after the position).
 """
 
 from __future__ import annotations
@@ -122,24 +124,31 @@ def memory_sides(sz: DcbSizes) -> tuple[Once, Once]:
     return ours, theirs
 
 
-def memory_query_read(sz: DcbSizes) -> tuple[Once, int]:
-    """One repetition of the query read on a log of ``log_events`` in memory; the log size."""
+def _log_events(sz: DcbSizes, start: int, stop: int) -> list[NewEvent]:
+    """Events ``start..stop`` of the query-read log: tag and type cycle over ``log_tags``."""
+    return [
+        NewEvent(f"s-{i % 1000}", f"T{i % sz.log_tags}", b"x", None, (f"key:{i % sz.log_tags}",))
+        for i in range(start, stop)
+    ]
+
+
+def memory_query_read(sz: DcbSizes) -> tuple[Once, Once, int]:
+    """One repetition of the query read by tag, and by type, on a log of ``log_events`` in
+    memory; the log size."""
     store = MemoryStore()
     batch = 10_000
     for start in range(0, sz.log_events, batch):
-        store.append(
-            [
-                NewEvent(f"s-{i % 1000}", "Happened", b"x", None, (f"key:{i % sz.log_tags}",))
-                for i in range(start, min(start + batch, sz.log_events))
-            ]
-        )
+        store.append(_log_events(sz, start, min(start + batch, sz.log_events)))
 
-    def once() -> float:
+    def by_tag() -> float:
         return timed(
             sz.seconds, lambda i: store.read_query(Query.of(tags=[f"key:{i % sz.log_tags}"]))
         )
 
-    return once, len(store)
+    def by_type() -> float:
+        return timed(sz.seconds, lambda i: store.read_query(Query.of([f"T{i % sz.log_tags}"])))
+
+    return by_tag, by_type, len(store)
 
 
 # -- PostgreSQL -------------------------------------------------------------------------
@@ -256,6 +265,42 @@ class PgDcb:
 
         return once
 
+    def floor(self, clients: int) -> Once:
+        """The floor of any durable read-decide-append: per decision one indexed SELECT
+        and one single-row INSERT committed on its own (one WAL flush), raw asyncpg on
+        the same pool size; no locks, no condition."""
+        table = f'"{self.schema}".floor_decisions'
+
+        async def main() -> float:
+            pool = await asyncpg.create_pool(self.dsn, min_size=clients, max_size=clients)
+            assert pool is not None
+            try:
+                await pool.execute(
+                    f"CREATE TABLE IF NOT EXISTS {table} (id bigserial PRIMARY KEY, name text)"
+                )
+                counts = [0] * clients
+
+                async def client(k: int, deadline: float) -> None:
+                    i = 0
+                    while _perf() < deadline:
+                        name = f"{k}-{i}"
+                        if not await pool.fetchval(
+                            f"SELECT count(*) FROM {table} WHERE id = $1", -1 - i
+                        ):
+                            await pool.execute(f"INSERT INTO {table} (name) VALUES ($1)", name)
+                        i += 1
+                    counts[k] = i
+
+                started = _perf()
+                await asyncio.gather(
+                    *(client(k, started + self.sz.seconds) for k in range(clients))
+                )
+                return sum(counts) / (_perf() - started)
+            finally:
+                await pool.close()
+
+        return lambda: self.run(main())
+
     def theirs(self, clients: int) -> Once:
         from eventsourcing.dcb.api import DCBAppendCondition, DCBEvent, DCBQuery, DCBQueryItem
 
@@ -290,40 +335,59 @@ class PgDcb:
 
         return once
 
-    def query_read(self) -> tuple[Once, int]:
-        """The query read on a log of ``log_events`` (built once, untimed); the log size."""
+    def query_read(self) -> tuple[Once, Once, Once, int]:
+        """The query read by tag, by type, and by type with the type index dropped (each
+        call drops it, measures, makes it again), on a log of ``log_events`` (built once,
+        untimed); the log size."""
         sz = self.sz
         store: PostgresStore = self.run(self._fresh(self.log_schema, 2))
         batch = 10_000
         for start in range(0, sz.log_events, batch):
-            events = [
-                NewEvent(f"s-{i % 1000}", "Happened", b"x", None, (f"key:{i % sz.log_tags}",))
-                for i in range(start, min(start + batch, sz.log_events))
-            ]
-            self.run(store.append(events))
+            self.run(store.append(_log_events(sz, start, min(start + batch, sz.log_events))))
+        schema = f'"{self.log_schema}"'
 
-        async def analyze() -> None:
+        async def sql(statement: str) -> None:
             conn = await asyncpg.connect(self.dsn)
             try:
-                await conn.execute(
-                    f'ANALYZE "{self.log_schema}".events, "{self.log_schema}".event_tags'
-                )
+                await conn.execute(statement)
             finally:
                 await conn.close()
 
-        self.run(analyze())
+        self.run(sql(f"ANALYZE {schema}.events, {schema}.event_tags"))
 
-        def once() -> float:
-            async def main() -> float:
-                started = _perf()
-                deadline = started + sz.seconds
-                i = 0
-                while _perf() < deadline:
-                    await store.read_query(Query.of(tags=[f"key:{i % sz.log_tags}"]))
-                    i += 1
-                return i / (_perf() - started)
+        def reads(query: Callable[[int], Query]) -> Once:
+            def once() -> float:
+                async def main() -> float:
+                    started = _perf()
+                    deadline = started + sz.seconds
+                    i = 0
+                    while _perf() < deadline:
+                        await store.read_query(query(i))
+                        i += 1
+                    return i / (_perf() - started)
 
-            return self.run(main())
+                return self.run(main())
+
+            return once
+
+        by_type = reads(lambda i: Query.of([f"T{i % sz.log_tags}"]))
+
+        def unindexed() -> float:
+            self.run(sql(f"DROP INDEX {schema}.events_type_position_idx"))
+            try:
+                return by_type()
+            finally:
+                self.run(
+                    sql(
+                        f"CREATE INDEX events_type_position_idx ON {schema}.events"
+                        " (event_type, position)"
+                    )
+                )
 
         self._log_store = store
-        return once, sz.log_events
+        return (
+            reads(lambda i: Query.of(tags=[f"key:{i % sz.log_tags}"])),
+            by_type,
+            unindexed,
+            sz.log_events,
+        )

@@ -666,15 +666,20 @@ def dcb_memory_figures(quick: bool, log: Callable[[str], None]) -> list[Figure]:
     )
     measure([(fig, ours), (peer, theirs)], sz.reps, sz.warmup)
     log(fig.name)
-    read, n = dw.memory_query_read(sz)
+    read, read_type, n = dw.memory_query_read(sz)
     q = Figure(
         f"dcb.memory.query_read.{n // 1000}k",
         "reads/s",
         note=f"read_query of one tag ({n // sz.log_tags} events) on a log of {n:,} events",
     )
-    measure([(q, read)], sz.reps, sz.warmup)
+    qt = Figure(
+        f"dcb.memory.query_read_type.{n // 1000}k",
+        "reads/s",
+        note=f"read_query of one event type, no tag ({n // sz.log_tags} events), same log",
+    )
+    measure([(q, read), (qt, read_type)], sz.reps, sz.warmup)
     log(q.name)
-    return [fig, peer, q]
+    return [fig, peer, q, qt]
 
 
 def _dcb_postgres(dsn: str, quick: bool, log: Callable[[str], None]) -> list[Figure]:
@@ -690,6 +695,7 @@ def _dcb_postgres(dsn: str, quick: bool, log: Callable[[str], None]) -> list[Fig
             fig = Figure(
                 f"dcb.postgres.append_conditional.c{c}",
                 "decisions/s",
+                baseline=f"raw.asyncpg.dcb.floor.c{c}",
                 peer=f"peer.eventsourcing.dcb.postgres.append_conditional.c{c}",
                 targets=[Target("peer", ">=", 2.0)],
                 note="read_query + append under its condition (a fresh user name per"
@@ -700,17 +706,37 @@ def _dcb_postgres(dsn: str, quick: bool, log: Callable[[str], None]) -> list[Fig
                 "decisions/s",
                 note="PostgresDCBRecorderTT.read + append(condition), threads",
             )
-            measure([(fig, bench.ours(c)), (peer, bench.theirs(c))], sz.reps, sz.warmup)
-            figs += [fig, peer]
+            floor = Figure(
+                f"raw.asyncpg.dcb.floor.c{c}",
+                "decisions/s",
+                note="the floor: one indexed SELECT + one INSERT committed alone per decision",
+            )
+            measure(
+                [(fig, bench.ours(c)), (peer, bench.theirs(c)), (floor, bench.floor(c))],
+                sz.reps,
+                sz.warmup,
+            )
+            figs += [fig, peer, floor]
             log(fig.name)
-        read, n = bench.query_read()
+        read, read_type, unindexed, n = bench.query_read()
         q = Figure(
             f"dcb.postgres.query_read.{n // 1000}k",
             "reads/s",
             note=f"read_query of one tag ({n // sz.log_tags} events) on a log of {n:,} events",
         )
-        measure([(q, read)], sz.reps, sz.warmup)
-        figs.append(q)
+        qt = Figure(
+            f"dcb.postgres.query_read_type.{n // 1000}k",
+            "reads/s",
+            baseline=f"dcb.postgres.query_read_type.noindex.{n // 1000}k",
+            note=f"read_query of one event type, no tag ({n // sz.log_tags} events), same log",
+        )
+        qn = Figure(
+            f"dcb.postgres.query_read_type.noindex.{n // 1000}k",
+            "reads/s",
+            note="the same read with the type index dropped (schema 8's read)",
+        )
+        measure([(q, read), (qt, read_type), (qn, unindexed)], sz.reps, sz.warmup)
+        figs += [q, qt, qn]
         log(q.name)
     finally:
         bench.close()

@@ -319,7 +319,7 @@ def _builder(registry: EventRegistry) -> Any:
         __setattr__ = object.__setattr__  # type: ignore[assignment]
 
         def __init__(  # type: ignore[no-untyped-def]
-            self, position, event_id, stream_id, version, event_type, payload, ts, meta
+            self, position, event_id, stream_id, version, event_type, payload, ts, meta, tags=None
         ) -> None:
             self.position = position
             self._id = event_id
@@ -331,6 +331,8 @@ def _builder(registry: EventRegistry) -> Any:
             self._meta = meta
             self._registry = registry
             self._data = _UNSET
+            if tags:
+                self._tags = tuple(tags)
             self.__class__ = RecordedEvent  # type: ignore[assignment]
 
     return _Builder
@@ -350,7 +352,8 @@ def recorded_events(
     rows: Iterable[Sequence[Any]], registry: EventRegistry
 ) -> list[RecordedEvent[Any]]:
     """Build RecordedEvents from rows ``(position, event_id, stream_id, version, event_type,
-    payload, recorded_at, metadata)``; ids may be ints, UUIDs or their 16 bytes, times
+    payload, recorded_at, metadata[, tags])`` (tags: a sequence, empty or ``None`` when
+    none); ids may be ints, UUIDs or their 16 bytes, times
     micros or datetimes, metadata ``None``, :class:`Metadata`, :meth:`Metadata.to_bytes`
     bytes or a :meth:`Metadata.from_json_array` str (each converted on first access)."""
     entry = _builders.get(id(registry))

@@ -8,10 +8,16 @@
 //! A query is a list of items; an item matches an event that has one of its types (any
 //! type when it lists none) and all of its tags. A query matches what any item matches;
 //! a query without items matches nothing.
+//!
+//! An item with tags walks its rarest tag's postings; an item with types only walks a
+//! posting list per type. Those are built lazily, by the first such query after an
+//! append (under a mutex of their own, with no Python involved), so appends never pay
+//! for them and a store nobody queries by type never holds them.
 
 use std::sync::Arc;
 
 use hashbrown::HashMap;
+use parking_lot::{Mutex, MutexGuard};
 use smallvec::SmallVec;
 
 use super::{check_limit, check_non_negative, AppendOutcome, NewEvent, Rows, Store, ERASED};
@@ -39,6 +45,24 @@ pub struct TagIndex {
     postings: Vec<Vec<u32>>,
     /// Per tagged event index: its tag ids (sorted, unique).
     by_event: HashMap<u32, SmallVec<[u32; 2]>>,
+    /// Per event type id: its events, for items with types only (built lazily).
+    by_type: Mutex<TypePostings>,
+}
+
+/// The events of each type, ascending, for the events `0..synced`. Erased (purged)
+/// events may stay listed: a match is always checked against the event itself.
+#[derive(Default)]
+struct TypePostings {
+    synced: u32,
+    lists: Vec<Vec<u32>>,
+}
+
+impl TypePostings {
+    /// The events of type `t` from event index `start` on.
+    fn after(&self, t: u32, start: u32) -> &[u32] {
+        let list = self.lists.get(t as usize).map_or(&[][..], |l| l.as_slice());
+        &list[list.partition_point(|&i| i < start)..]
+    }
 }
 
 impl TagIndex {
@@ -88,7 +112,14 @@ impl TagIndex {
     pub fn memory_usage(&self) -> usize {
         let names: usize = self.names.iter().map(|n| 32 + n.len()).sum();
         let postings: usize = self.postings.iter().map(|p| 24 + p.capacity() * 4).sum();
-        names * 2 + postings + self.by_event.capacity() * 40
+        let by_type: usize = self
+            .by_type
+            .lock()
+            .lists
+            .iter()
+            .map(|p| 24 + p.capacity() * 4)
+            .sum();
+        names * 2 + postings + by_type + self.by_event.capacity() * 40
     }
 }
 
@@ -139,6 +170,25 @@ impl Store {
                 self.tags.names_of((p - 1) as u32)
             })
             .collect()
+    }
+
+    /// The per-type postings, caught up with every stored event first.
+    fn type_postings(&self) -> MutexGuard<'_, TypePostings> {
+        let mut index = self.tags.by_type.lock();
+        let index_ref = &mut *index;
+        while (index_ref.synced as usize) < self.len {
+            let i = index_ref.synced;
+            let t = self.event(i).event_type;
+            if t != ERASED {
+                let t = t as usize;
+                if index_ref.lists.len() <= t {
+                    index_ref.lists.resize_with(t + 1, Vec::new);
+                }
+                index_ref.lists[t].push(i);
+            }
+            index_ref.synced += 1;
+        }
+        index
     }
 
     fn resolve_item(&self, item: &QueryItem<'_>) -> CoreResult<Option<Resolved>> {
@@ -200,30 +250,43 @@ impl Store {
         if resolved.is_empty() || limit == 0 || start as usize == self.len {
             return Ok(Vec::new());
         }
-        if resolved.iter().any(|r| r.tags.is_empty()) {
-            // An item without tags: scan the log after `after` once.
+        if resolved
+            .iter()
+            .any(|r| r.tags.is_empty() && r.types.is_none())
+        {
+            // An item that matches every event: the first events after `after`.
             return Ok((start..self.len as u32)
-                .filter(|&i| resolved.iter().any(|r| self.item_matches(r, i)))
+                .filter(|&i| self.event(i).event_type != ERASED)
                 .take(limit)
                 .collect());
         }
-        // Every item has a tag: walk the rarest tag's postings of each item.
+        // Each item walks one posting list per source (its rarest tag, else each of its
+        // types), keeping at most `limit` matches of each; then they are merged.
         let mut out: Vec<u32> = Vec::new();
+        let mut sources = 0usize;
+        let mut by_type: Option<MutexGuard<'_, TypePostings>> = None;
+        let mut walk = |list: &[u32], r: &Resolved, out: &mut Vec<u32>| {
+            sources += 1;
+            out.extend(
+                list.iter()
+                    .copied()
+                    .filter(|&i| self.item_matches(r, i))
+                    .take(limit),
+            );
+        };
         for r in &resolved {
-            let list = &self.tags.postings[r.tags[0] as usize];
-            let from = list.partition_point(|&i| i < start);
-            let mut taken = 0usize;
-            for &i in &list[from..] {
-                if taken == limit {
-                    break;
-                }
-                if self.item_matches(r, i) {
-                    out.push(i);
-                    taken += 1;
+            if let Some(&rarest) = r.tags.first() {
+                let list = &self.tags.postings[rarest as usize];
+                walk(&list[list.partition_point(|&i| i < start)..], r, &mut out);
+            } else if let Some(types) = &r.types {
+                let index = by_type.get_or_insert_with(|| self.type_postings());
+                for &t in types {
+                    walk(index.after(t, start), r, &mut out);
                 }
             }
         }
-        if resolved.len() > 1 {
+        drop(by_type);
+        if sources > 1 {
             out.sort_unstable();
             out.dedup();
             out.truncate(limit);
@@ -369,6 +432,42 @@ mod tests {
         );
         assert_eq!(ids(&[item(&[], &["nope"])], 0), (vec![], 4));
         assert_eq!(ids(&[], 0), (vec![], 4));
+    }
+
+    #[test]
+    fn a_types_only_item_walks_the_type_postings_caught_up_after_each_append() {
+        let mut s = Store::new();
+        let none: [&[&str]; 0] = [];
+        s.append_tagged(&[], &[ev("a", "X", 1), ev("b", "Y", 2)], None, &none, None)
+            .unwrap();
+        let ids = |s: &Store, items: &[QueryItem<'_>], after, limit| {
+            let (rows, pos) = s.read_query(items, after, limit).unwrap();
+            let got: Vec<u64> = rows.rows.iter().map(|r| r.position).collect();
+            (got, pos)
+        };
+        assert_eq!(ids(&s, &[item(&["X"], &[])], 0, None), (vec![1], 2));
+        // Appended after the index was built: caught up by the next query.
+        s.append_tagged(&[], &[ev("c", "X", 3), ev("d", "Z", 4)], None, &none, None)
+            .unwrap();
+        assert_eq!(ids(&s, &[item(&["X"], &[])], 0, None), (vec![1, 3], 4));
+        assert_eq!(ids(&s, &[item(&["X", "Z"], &[])], 1, None), (vec![3, 4], 4));
+        assert_eq!(
+            ids(&s, &[item(&["X", "Z"], &[])], 0, Some(2)),
+            (vec![1, 3], 3)
+        );
+        assert_eq!(
+            ids(&s, &[item(&["Y"], &[]), item(&["Z"], &[])], 0, None),
+            (vec![2, 4], 4)
+        );
+        assert_eq!(ids(&s, &[item(&["nope"], &[])], 0, None), (vec![], 4));
+        // A condition on a type sees the newest event of it.
+        let q = [item(&["Z"], &[])];
+        assert!(s
+            .append_tagged(&[], &[ev("e", "Z", 5)], None, &none, Some((&q, 3)))
+            .is_err());
+        s.append_tagged(&[], &[ev("e", "Z", 5)], None, &none, Some((&q, 4)))
+            .unwrap();
+        assert_eq!(ids(&s, &q, 4, None), (vec![5], 5));
     }
 
     #[test]

@@ -147,6 +147,12 @@ class Queries:
             " AND custom IS NULL THEN NULL ELSE"
             " json_build_array(causation_id, correlation_id, user_id, custom)::text END"
         )
+        # The reads of whole events end with the event's tags, sorted (NULL: none), read
+        # in the same statement (its snapshot: migration 0011).
+        tagged = (
+            f"{cols}, (SELECT array_agg(t.tag::text ORDER BY t.tag) FROM {s}.event_tags t"
+            " WHERE t.position = events.position)"
+        )
         # On a conflict the last five columns carry the events after the expected
         # versions of the conflicting streams (migration 0005), NULL when too many.
         self.append = (
@@ -162,10 +168,6 @@ class Queries:
             f" FROM {s}.append_events_tagged($1::text[], $2::bigint[], $3::uuid[], $4::text[],"
             " $5::text[], $6::bytea[], $7::uuid, $8::uuid, $9::text, $10::jsonb,"
             " $11::text[], $12::integer[], $13::jsonb, $14::bigint)"
-        )
-        self.tags_at = (
-            f"SELECT position, array_agg(tag ORDER BY tag) FROM {s}.event_tags"
-            " WHERE position = ANY($1::bigint[]) GROUP BY position"
         )
         self.read_query = f"SELECT * FROM {s}.read_query($1::jsonb, $2, $3)"
         # A fold: first one (stream_id, NULL, version as 8 bytes, 0, 0) row per stream
@@ -201,15 +203,15 @@ class Queries:
             " WHERE h.stream_id = events.stream_id), 0)"
         )
         self.read_stream = (
-            f"SELECT {cols} FROM {s}.events WHERE stream_id = $1 AND version > $2"
+            f"SELECT {tagged} FROM {s}.events WHERE stream_id = $1 AND version > $2"
             f" AND version > {hidden} ORDER BY version LIMIT $3"
         )
         self.read_streams = (
-            f"SELECT {cols} FROM {s}.events WHERE stream_id = ANY($1::text[]) AND version > $2"
+            f"SELECT {tagged} FROM {s}.events WHERE stream_id = ANY($1::text[]) AND version > $2"
             f" AND version > {hidden} ORDER BY position LIMIT $3"
         )
         self.read_stream_backwards = (
-            f"SELECT {cols} FROM {s}.events"
+            f"SELECT {tagged} FROM {s}.events"
             " WHERE stream_id = $1 AND ($2::bigint IS NULL OR version < $2)"
             f" AND version > {hidden} ORDER BY version DESC LIMIT $3"
         )
@@ -236,7 +238,7 @@ class Queries:
         # handful of rows and sort the whole table instead of walking the index.
         xmin = f"(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint * {POSITION_SHIFT})"
         self.read_all_below_xmin = (
-            f"SELECT * FROM (SELECT {cols} FROM {s}.events WHERE position > $1"
+            f"SELECT * FROM (SELECT {tagged} FROM {s}.events WHERE position > $1"
             " AND ($3::text[] IS NULL OR event_type = ANY($3::text[]))"
             " AND ($4::text IS NULL OR starts_with(stream_id, $4::text))"
             f" ORDER BY position LIMIT $2) page WHERE position < {xmin} ORDER BY position"
@@ -260,7 +262,7 @@ class Queries:
         )
         # By event id: the unique index on event_id answers it (idempotency-key lookups).
         self.read_by_ids = (
-            f"SELECT {cols} FROM {s}.events WHERE event_id = ANY($1::uuid[]) ORDER BY position"
+            f"SELECT {tagged} FROM {s}.events WHERE event_id = ANY($1::uuid[]) ORDER BY position"
         )
         self.stream_version = f"SELECT version FROM {s}.streams WHERE stream_id = $1"
         self.stream_versions = (

@@ -142,7 +142,6 @@ from eventcore.recorded import (
     RecordedEvent,
     as_uuid,
     recorded_events,
-    set_tags,
 )
 from eventcore.registry import EventRegistry, default_registry
 from eventcore.snapshot import SNAPSHOT_EVERY, Snapshotter
@@ -729,16 +728,10 @@ class PostgresStore:
 
     def _wrap(self, rows: list[Any]) -> list[RecordedEvent[Any]]:
         # Rows are (position, event id as 16 bytes, stream_id, version, event_type,
-        # payload, recorded_at, metadata JSON array or NULL): the fast builder takes them
-        # as they are; the id and the metadata are converted on first access.
+        # payload, recorded_at, metadata JSON array or NULL, tags or NULL): the fast
+        # builder takes them as they are; the id and the metadata are converted on first
+        # access.
         return recorded_events(rows, self.registry)
-
-    async def _tagged(self, events: list[RecordedEvent[Any]]) -> list[RecordedEvent[Any]]:
-        """``events`` with their tags (one indexed lookup in ``event_tags``)."""
-        if events:
-            found = dict(await self._fetch(self._q.tags_at, [e.position for e in events]))
-            set_tags(events, [found.get(e.position, ()) for e in events])
-        return events
 
     async def read_query(
         self, query: Query | Sequence[QueryItem], *, after: int = 0, limit: int | None = None
@@ -769,8 +762,7 @@ class PostgresStore:
             limit,
         )
         head = rows[0][0]
-        events = self._wrap([tuple(r)[1:9] for r in rows[1:]])
-        set_tags(events, [r[9] for r in rows[1:]])
+        events = self._wrap([tuple(r)[1:] for r in rows[1:]])
         position = events[-1].position if limit and len(events) == limit else max(head, 0)
         return QueryResult(events, position)
 
@@ -873,7 +865,7 @@ class PostgresStore:
         rows = await self._read(
             pool, "fetch", self._q.read_stream, sid, after_version, check_limit(limit)
         )
-        return await self._tagged(self._wrap(rows))
+        return self._wrap(rows)
 
     async def read_streams(
         self,
@@ -890,7 +882,7 @@ class PostgresStore:
         rows = await self._read(
             pool, "fetch", self._q.read_streams, ids, after_version, check_limit(limit)
         )
-        return await self._tagged(self._wrap(rows))
+        return self._wrap(rows)
 
     async def read_stream_backwards(
         self,
@@ -907,7 +899,7 @@ class PostgresStore:
         rows = await self._read(
             pool, "fetch", self._q.read_stream_backwards, sid, before_version, check_limit(limit)
         )
-        return await self._tagged(self._wrap(rows))
+        return self._wrap(rows)
 
     async def read_all(
         self,
@@ -945,7 +937,7 @@ class PostgresStore:
                 types,
                 stream_prefix,
             )
-        return await self._tagged(self._wrap(rows))
+        return self._wrap(rows)
 
     async def iter_all(
         self,
@@ -996,9 +988,7 @@ class PostgresStore:
         """
         ids = [as_uuid(i) for i in event_ids]
         pool = await self._route(read_from or "primary", after)
-        return await self._tagged(
-            self._wrap(await self._read(pool, "fetch", self._q.read_by_ids, ids))
-        )
+        return self._wrap(await self._read(pool, "fetch", self._q.read_by_ids, ids))
 
     async def stream_version(
         self, stream_id: str, *, read_from: ReadFrom | None = None, after: int | None = None
