@@ -9,9 +9,10 @@ import asyncpg
 import pytest
 from tests.postgres.pg_bank import balance_of, open_accounts
 
-from eventcore import BusinessRuleViolation, execute
-from eventcore.examples.bank import Account, Deposit, Transfer, Withdraw
+from eventcore import BusinessRuleViolation, NewEvent, execute
+from eventcore.examples.bank import Account, Deposit, Deposited, Transfer, Withdraw
 from eventcore.examples.bank import registry as BANK
+from eventcore.postgres import _snapshot
 from eventcore.postgres._snapshot import PostgresSnapshotStore
 from eventcore.snapshot import Snapshot, Snapshotter, snapshot_key
 
@@ -132,6 +133,69 @@ async def test_a_new_store_object_folds_from_the_snapshot(
     (found,) = loads[before:]
     assert found is not None and 5 <= found.versions[0] <= 10
     await exact_balance(again, "a", 19)
+
+
+def statements(store: Any) -> list[str]:
+    """The statements ``store`` runs from now on: its reads' SQL, ``"append"`` for each
+    append."""
+    ran: list[str] = []
+    fetch, append = store._fetch, store.append
+
+    async def spy_fetch(query: str, *args: Any) -> list[Any]:
+        ran.append(query)
+        return await fetch(query, *args)  # type: ignore[no-any-return]
+
+    async def spy_append(*args: Any, **kwargs: Any) -> Any:
+        ran.append("append")
+        return await append(*args, **kwargs)
+
+    store._fetch, store.append = spy_fetch, spy_append
+    return ran
+
+
+@pytest.mark.parametrize("tail_rows", [1000, 2])
+async def test_a_snapshot_and_its_tail_are_one_read(
+    tail_rows: int, postgres_store_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starting from a snapshot, the events after it come with it and are folded before
+    the append: two round trips. A tail longer than TAIL_ROWS is not kept: the append
+    conflicts, returns it, and the command appends again."""
+    monkeypatch.setattr(_snapshot, "TAIL_ROWS", tail_rows)
+    store = await postgres_store_factory(registry=BANK, snapshot_every=5)
+    await open_accounts(store, ["a"], 10)
+    for _ in range(5):
+        await execute(store, Deposit(account="a", amount=1))
+    await store.close()  # the background writes end here
+    again = await postgres_store_factory(registry=BANK, schema=store.schema)
+    await again.append([NewEvent("a", *BANK.encode(Deposited(100))) for _ in range(3)])
+    ran = statements(again)
+    result = await execute(again, Deposit(account="a", amount=1))
+    assert again.snapshots.found == 1
+    load = again._q.load_snapshot_tail
+    if tail_rows == 1000:
+        assert ran == [load, "append"]
+    else:  # 3 events and the last folded one: more than 2
+        assert ran == [load, "append", "append"]
+    assert result.attempts == 1  # a conflict that returned its tail is no failed attempt
+    assert not again._tails
+    await exact_balance(again, "a", 10 + 5 + 300 + 1)
+
+
+async def test_a_kept_tail_is_used_once_and_only_for_its_versions(
+    postgres_store_factory: Any,
+) -> None:
+    store = await postgres_store_factory(registry=BANK)
+    await open_accounts(store, ["a"], 10)
+    rows = await store._fetch(store._q.fold_tail, ["a"], [1])
+    assert [r[3] for r in rows] == [1, 2]
+    store._keep_tail(("a",), (1,), rows)
+    assert store._take_tail(["a"], [2]) is None  # other versions: not these rows
+    assert store._take_tail(["a"], [1]) == rows
+    assert store._take_tail(["a"], [1]) is None  # taken once
+    store._keep_tail(("a",), (1,), rows)
+    monkeypatch_time = store._tails[(("a",), (1,))]
+    store._tails[(("a",), (1,))] = (monkeypatch_time[0] - 60, rows)
+    assert store._take_tail(["a"], [1]) is None  # too old: read again
 
 
 @pytest.mark.parametrize("damage", ["drop", "garbage"])

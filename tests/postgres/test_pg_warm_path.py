@@ -52,7 +52,8 @@ async def test_a_warm_command_is_one_append_and_no_read(
     await open_accounts(store, ["a"], 100)
     calls = Calls(store, monkeypatch)
     await execute(store, Deposit(account="a", amount=1))
-    assert calls.take() == (1, 1)  # cold: the fold read, then the append
+    # cold: the snapshot read (none yet), the fold read, then the append
+    assert calls.take() == (2, 1)
     for _ in range(3):
         await execute(store, Deposit(account="a", amount=1))
         assert calls.take() == (0, 1)  # warm: the append alone
@@ -80,9 +81,10 @@ async def test_a_conflict_folds_the_returned_tail_without_reading(
     with pytest.raises(BusinessRuleViolation, match="insufficient"):
         await execute(store, Transfer(source="a", target="b", amount=10))
     assert calls.take() == (0, 1)
-    # A refusal leaves nothing cached: the next command reads.
+    # A refusal leaves nothing cached: the next command reads (its snapshot, none, then
+    # its streams).
     await execute(store, Transfer(source="a", target="b", amount=5))
-    assert calls.take() == (1, 1)
+    assert calls.take() == (2, 1)
     assert (await balance_of(store, "a"), await balance_of(store, "b")) == (0, 120)
 
 

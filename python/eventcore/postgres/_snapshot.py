@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from eventcore._core import CacheEntry
 from eventcore.snapshot import Snapshot
 
 if TYPE_CHECKING:
     from eventcore.postgres.store import PostgresStore
+
+TAIL_ROWS = 1000
+"""The most tail events a snapshot read brings along; with more, fold_tail reads them."""
 
 
 class PostgresSnapshotStore:
@@ -22,13 +26,21 @@ class PostgresSnapshotStore:
         self._store = store
 
     async def load(self, key: str) -> Snapshot | None:
-        """The snapshot stored under ``key``, or None."""
+        """The snapshot stored under ``key``, or None.
+
+        The same statement reads the events after the snapshot's versions (at most
+        :data:`TAIL_ROWS`) and leaves them with the store for the command's next
+        :meth:`~eventcore.postgres.PostgresStore.fold_tail`: starting from a snapshot
+        then costs one round trip, not two.
+        """
         store = self._store
-        row = await store._fetchrow(store._q.load_snapshot, key)
-        if row is None:
+        rows = await store._fetch(store._q.load_snapshot_tail, key, TAIL_ROWS + 1)
+        if not rows or rows[0][0] != 0:
             return None
-        schema_version, streams, versions, fold_from, rounds, state, taken_at, digest = row
-        return Snapshot(
+        _, schema_version, streams, versions, fold_from, rounds, state, taken_at, digest = rows[0][
+            :9
+        ]
+        snap = Snapshot(
             key,
             tuple(streams),
             tuple(versions),
@@ -38,6 +50,31 @@ class PostgresSnapshotStore:
             state,
             taken_at,
             digest,
+        )
+        if len(rows) <= TAIL_ROWS + 1:
+            store._keep_tail(snap.streams, snap.versions, [tuple(r)[9:] for r in rows[1:]])
+        return snap
+
+    async def advance(self, command: Any, entry: CacheEntry) -> CacheEntry:
+        """``entry`` (just loaded from a snapshot) with the tail :meth:`load` read folded in.
+
+        As :meth:`~eventcore.postgres.PostgresStore.fold_tail` folds it, without a read:
+        unchanged when no tail was kept or fold_tail cannot extend the state (a
+        truncation, a late commit: the append then conflicts and the executor folds what
+        it missed, as without this).
+        """
+        store = self._store
+        streams, versions = entry.streams, entry.versions
+        if (tuple(streams), tuple(versions)) not in store._tails:
+            return entry
+        folded = await store.fold_tail(
+            streams, versions, entry.fold_from, entry.state, command.apply, store.registry.decoders
+        )
+        if folded is None:
+            return entry
+        state, now = folded
+        return CacheEntry(
+            state, streams, now, entry.fold_from, sum(now) - sum(versions), entry.rounds
         )
 
     async def save(self, snapshot: Snapshot) -> None:

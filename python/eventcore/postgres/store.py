@@ -89,6 +89,7 @@ Errors
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -176,6 +177,10 @@ validate_stream_id = _core.validate_stream_id
 # SQLSTATEs raised by append_events (migration 0003): called in a transaction that already
 # holds a transaction id; input the API would have refused (a direct SQL caller).
 _IN_CALLERS_TRANSACTION = "EC001"
+_TAILS_KEPT = 64
+"""Snapshot tails kept for the fold_tail that follows (the oldest goes first)."""
+_TAIL_SECONDS = 1.0
+"""How long a kept snapshot tail may be used (the command reads right after loading)."""
 _INPUT_REFUSED = "EC002"
 
 
@@ -361,6 +366,9 @@ class PostgresStore:
         self._direct_dsn = direct_dsn
         self._unseen_write = False  # an append acknowledged since the last write_token()
         self._own_token = 0  # this store's newest write token: its reads wait for it
+        # Tails read with a snapshot, for the fold_tail that follows: (streams, versions)
+        # -> (when read, fold_tail rows). See _keep_tail.
+        self._tails: dict[tuple[tuple[str, ...], tuple[int, ...]], tuple[float, list[Any]]] = {}
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -815,8 +823,11 @@ class PostgresStore:
                 rows += [r for r in hint.tail or () if r[0] in after]
         if rows is None:
             # Each stream from its last folded event on (also for streams of earlier
-            # discovery rounds: that row says when the stream was last truncated).
-            rows = await self._fetch(self._q.fold_tail, ids, list(versions))
+            # discovery rounds: that row says when the stream was last truncated); read
+            # with the snapshot this state came from, when it did.
+            rows = self._take_tail(ids, versions)
+            if rows is None:
+                rows = await self._fetch(self._q.fold_tail, ids, list(versions))
             for row in rows:
                 if row[5] > after[row[0]]:
                     return None  # truncated since the state was folded: it may hold hidden events
@@ -845,6 +856,31 @@ class PostgresStore:
                 state, apply, decoders, [(r[0], r[1], r[2], r[3], r[4]) for r in tail]
             )
         return state, [now[s] for s in ids]
+
+    def _keep_tail(
+        self, streams: tuple[str, ...], versions: tuple[int, ...], rows: list[Any]
+    ) -> None:
+        """Keep the fold_tail rows a snapshot read brought along, for a moment.
+
+        The next :meth:`fold_tail` of exactly these streams and versions (the command
+        that loaded the snapshot, a moment later) folds them instead of reading. They are
+        a read like any other: events appended since are caught by the append's expected
+        versions (a conflict returns them). At most :data:`_TAILS_KEPT` are kept, each
+        for :data:`_TAIL_SECONDS`.
+        """
+        tails = self._tails
+        if len(tails) >= _TAILS_KEPT:
+            del tails[next(iter(tails))]  # the oldest
+        tails[(streams, versions)] = (time.monotonic(), rows)
+
+    def _take_tail(self, ids: list[str], versions: Sequence[int]) -> list[Any] | None:
+        """The rows :meth:`_keep_tail` kept for these streams and versions, or None."""
+        if not self._tails:
+            return None
+        kept = self._tails.pop((tuple(ids), tuple(versions)), None)
+        if kept is None or time.monotonic() - kept[0] > _TAIL_SECONDS:
+            return None
+        return kept[1]
 
     async def read_stream(
         self,
