@@ -16,6 +16,7 @@
 //! the idempotency key's ids, error messages and the result objects.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use pyo3::exceptions::{PyAttributeError, PyException, PyStopIteration, PyTypeError, PyValueError};
@@ -24,6 +25,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 
+use crate::cache_core::StateCacheCore;
 use crate::pipeline_entry::{entry_object, CacheEntry};
 use crate::pipeline_logic as logic;
 use crate::pipeline_result::{ExecutionResult, NewEvents, Outcome};
@@ -257,7 +259,7 @@ pub(crate) struct Machine {
     policy: PyObj,
     metadata: PyObj,
     key_text: Option<PyObj>,
-    cache: Option<PyObj>,
+    cache: Option<Py<StateCacheCore>>,
     snapshot_every: i64,
     warm_append_first: bool,
     // Worked out when the run starts.
@@ -369,7 +371,7 @@ impl Machine {
         policy: PyObj,
         metadata: PyObj,
         key_text: Option<PyObj>,
-        cache: Option<PyObj>,
+        cache: Option<Py<StateCacheCore>>,
         snapshot_every: i64,
         warm_append_first: bool,
         trace: Option<(i64, Instant)>,
@@ -785,9 +787,9 @@ impl Machine {
         self.unverified = false;
         let mut entry = self.held.take();
         if entry.is_none() && !matches!(self.key, Key::None) {
-            if let Some(cache) = self.cache.as_ref().map(|c| c.bind(py).clone()) {
-                let entries = cache.getattr(intern!(py, "_entries"))?;
-                let entries = entries.cast::<PyDict>()?;
+            if let Some(cache) = self.cache.as_ref().map(|c| c.clone_ref(py)) {
+                let cache = cache.get();
+                let entries = cache.entries.bind(py);
                 if !entries.is_empty() {
                     self.build_key(py)?;
                     if let Some(k) = self.key_val(py) {
@@ -799,12 +801,11 @@ impl Machine {
                 }
                 if !matches!(self.key, Key::None) {
                     let counter = if entry.is_none() {
-                        intern!(py, "misses")
+                        &cache.misses
                     } else {
-                        intern!(py, "hits")
+                        &cache.hits
                     };
-                    let n = cache.getattr(counter)?.extract::<i64>()?;
-                    cache.setattr(counter, n + 1)?;
+                    counter.fetch_add(1, Relaxed);
                     let r = refs(py)?;
                     let observe = r.observe.bind(py);
                     if observe.getattr(intern!(py, "_hooks"))?.is_truthy()? {
@@ -952,9 +953,7 @@ impl Machine {
 
     fn after_warm(&mut self, py: Python<'_>, f: Folded) -> PyResult<Eff> {
         let verify = match &self.cache {
-            Some(c) if !self.unverified => {
-                c.bind(py).getattr(intern!(py, "verify"))?.is_truthy()?
-            }
+            Some(c) if !self.unverified => c.get().verify.load(Relaxed),
             _ => false,
         };
         if verify {
@@ -1375,14 +1374,10 @@ impl Machine {
                 self.since = cur.versions.iter().sum();
             }
             let n_events = self.events.as_ref().expect("events").len() as i64;
-            let min_events = match &self.cache {
-                Some(c) => Some(
-                    c.bind(py)
-                        .getattr(intern!(py, "min_events"))?
-                        .extract::<i64>()?,
-                ),
-                None => None,
-            };
+            let min_events = self
+                .cache
+                .as_ref()
+                .map(|c| c.get().min_events.load(Relaxed));
             if self.warm
                 || min_events.is_some_and(|m| self.since >= m)
                 || (self.snapshot_every != 0 && self.since + n_events >= self.snapshot_every)
@@ -1564,13 +1559,11 @@ impl Machine {
         let r = refs(py)?;
         if let (Some(cache), Some(key), Some(kept)) = (&self.cache, key, kept) {
             // StateCache.put, inlined: the newest entry last; evict past the bound.
-            let cache = cache.bind(py);
-            let entries = cache.getattr(intern!(py, "_entries"))?;
-            let entries = entries.cast::<PyDict>()?;
+            let entries = cache.get().entries.bind(py);
             entries.set_item(key, kept)?;
-            let max: usize = cache.getattr(intern!(py, "max_entries"))?.extract()?;
-            if entries.len() > max {
-                cache.call_method1(
+            let max = cache.get().max_entries.load(Relaxed);
+            if entries.len() as i64 > max {
+                cache.bind(py).call_method1(
                     intern!(py, "_evict"),
                     (self.name.as_ref().expect("started").bind(py),),
                 )?;
@@ -1733,7 +1726,16 @@ impl CommandRun {
             None
         };
         let idempotency_key = idempotency_key.filter(|k| !k.is_none(py));
-        let cache = cache.filter(|c| !c.is_none(py));
+        let cache = match cache.filter(|c| !c.is_none(py)) {
+            Some(c) => Some(
+                c.bind(py)
+                    .cast::<StateCacheCore>()
+                    .map_err(|_| PyTypeError::new_err("cache must be a StateCache"))?
+                    .clone()
+                    .unbind(),
+            ),
+            None => None,
+        };
         Ok(CommandRun {
             m: Machine::new(
                 command,
