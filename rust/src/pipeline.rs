@@ -68,6 +68,10 @@ pub(crate) struct Refs {
     pub event_registry: PyObj,
     /// Per command class: `(discovers, __name__)`.
     pub facts: Py<PyDict>,
+    /// `Command.streams`, and per command class its stream fields when it keeps that
+    /// method (`None` when it overrides it): the machine then reads the fields itself.
+    pub command_streams: PyObj,
+    pub stream_fields: Py<PyDict>,
 }
 
 static REFS: PyOnceLock<Refs> = PyOnceLock::new();
@@ -95,7 +99,7 @@ pub(crate) fn refs(py: Python<'_>) -> PyResult<&Refs> {
             hit: get(&cache, "HIT")?,
             miss: get(&cache, "MISS")?,
             command_discover: command_cls.getattr("discover")?.unbind(),
-            command_cls: command_cls.unbind(),
+            command_cls: command_cls.clone().unbind(),
             stream_id: py.import("eventcore.stream")?.getattr("StreamId")?.unbind(),
             keyed: get(&pipeline, "_Keyed")?,
             cache_key: get(&pipeline, "_cache_key")?,
@@ -117,6 +121,8 @@ pub(crate) fn refs(py: Python<'_>) -> PyResult<&Refs> {
                 .getattr("EventRegistry")?
                 .unbind(),
             facts: PyDict::new(py).unbind(),
+            command_streams: command_cls.getattr("streams")?.unbind(),
+            stream_fields: PyDict::new(py).unbind(),
         })
     })
 }
@@ -363,6 +369,64 @@ fn error_with_cause<'py>(
     }
 }
 
+/// What `Command.streams` returns for `command`, read from its stream fields here, when
+/// its class keeps that method and every field holds one `StreamId` (the common case);
+/// `None` when `streams()` must be called (overridden, a field holding a list, or not a
+/// command class).
+fn native_streams(
+    py: Python<'_>,
+    r: &Refs,
+    command: &Bound<'_, PyAny>,
+    cls: &Bound<'_, PyType>,
+) -> PyResult<Option<Vec<Py<PyString>>>> {
+    let known = r.stream_fields.bind(py);
+    let fields = match known.get_item(cls)? {
+        Some(f) => f,
+        None => {
+            let Ok(plan) = cls.getattr(intern!(py, "_plan")) else {
+                return Ok(None);
+            };
+            if plan.is_none() {
+                return Ok(None); // not planned yet: ask again next time
+            }
+            let keeps = cls
+                .getattr(intern!(py, "streams"))
+                .is_ok_and(|m| m.is(r.command_streams.bind(py)));
+            let fields = if keeps {
+                plan.getattr(intern!(py, "stream_fields"))?
+            } else {
+                py.None().into_bound(py)
+            };
+            known.set_item(cls, &fields)?;
+            fields
+        }
+    };
+    let Ok(fields) = fields.cast_exact::<PyTuple>() else {
+        return Ok(None);
+    };
+    let sid = r.stream_id.bind(py);
+    let mut out: Vec<Py<PyString>> = Vec::with_capacity(fields.len());
+    for name in fields.iter() {
+        let value = command.getattr(name.cast::<PyString>()?)?;
+        if !value.get_type().is(sid) {
+            return Ok(None);
+        }
+        let value = value.cast_into::<PyString>()?;
+        let text = value.to_str()?;
+        let mut seen = false;
+        for o in &out {
+            if o.bind(py).to_str()? == text {
+                seen = true;
+                break;
+            }
+        }
+        if !seen {
+            out.push(value.unbind());
+        }
+    }
+    Ok(Some(out))
+}
+
 impl Machine {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
@@ -565,17 +629,14 @@ impl Machine {
     fn setup(&mut self, py: Python<'_>) -> PyResult<()> {
         let r = refs(py)?;
         let command = self.command.bind(py).clone();
-        let declared = match command.call_method0(intern!(py, "streams")) {
-            Ok(d) => d,
-            Err(e) if e.is_instance_of::<PyAttributeError>(py) => {
-                if command.is_instance(r.command_cls.bind(py))? {
-                    return Err(e);
-                }
-                let msg = format!("{} is not an eventcore Command", command.repr()?);
-                return Err(PyErr::from_value(r.command_error.bind(py).call1((msg,))?));
-            }
-            Err(e) => return Err(e),
-        };
+        let cls = command.get_type();
+        if let Some(streams) = native_streams(py, r, &command, &cls)? {
+            self.declared_v = streams;
+        } else {
+            let declared = self.call_streams(py, r, &command)?;
+            self.declared_v = stream_objs(&declared)?;
+            self.declared = Some(declared.unbind());
+        }
         if let Some(key) = &self.key_text {
             let keyed = r
                 .keyed
@@ -584,7 +645,6 @@ impl Machine {
             self.metadata = keyed.getattr(intern!(py, "metadata"))?.unbind();
             self.keyed = Some(keyed.unbind());
         }
-        let cls = command.get_type();
         let facts = r.facts.bind(py);
         let (discovers, name) = match facts.get_item(&cls)? {
             Some(f) => f.extract::<(bool, PyObj)>()?,
@@ -625,10 +685,37 @@ impl Machine {
             .bind(py)
             .getattr(intern!(py, "max_attempts"))?
             .extract()?;
-        self.declared_v = stream_objs(&declared)?;
-        self.declared = Some(declared.unbind());
         self.cls = Some(cls.into_any().unbind());
         Ok(())
+    }
+
+    /// `command.streams()`, or the error saying `command` is not a command.
+    fn call_streams<'py>(
+        &self,
+        py: Python<'py>,
+        r: &Refs,
+        command: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match command.call_method0(intern!(py, "streams")) {
+            Ok(d) => Ok(d),
+            Err(e) if e.is_instance_of::<PyAttributeError>(py) => {
+                if command.is_instance(r.command_cls.bind(py))? {
+                    return Err(e);
+                }
+                let msg = format!("{} is not an eventcore Command", command.repr()?);
+                Err(PyErr::from_value(r.command_error.bind(py).call1((msg,))?))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The declared streams as a list (what `command.streams()` returned, or a new list
+    /// when the machine read the stream fields itself).
+    fn declared_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match &self.declared {
+            Some(d) => Ok(d.bind(py).clone()),
+            None => Ok(streams_list(py, &self.declared_v)?.into_any()),
+        }
     }
 
     fn begin_attempt(&mut self, py: Python<'_>) -> PyResult<Eff> {
@@ -748,7 +835,7 @@ impl Machine {
         }
         let r = refs(py)?;
         let cls = self.cls.as_ref().expect("started").bind(py);
-        let declared = self.declared.as_ref().expect("started").bind(py);
+        let declared = self.declared_list(py)?;
         let keyer = r.keyers.bind(py).get_item(cls)?;
         let key = if keyer.is_some_and(|k| k.is(r.streams_only.bind(py))) {
             let streams = PyTuple::new(py, self.declared_v.iter().map(|s| s.bind(py)))?;
@@ -756,7 +843,7 @@ impl Machine {
         } else {
             r.cache_key
                 .bind(py)
-                .call1((self.command.bind(py), cls, declared))?
+                .call1((self.command.bind(py), cls, &declared))?
         };
         self.key = if key.is_none() {
             Key::None
