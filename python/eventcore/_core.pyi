@@ -365,6 +365,21 @@ class CommandRun:
         """Resume with ``result`` and run reads, appends and lookups on ``store`` inside
         the call; returns the next ``sleep``, ``load``, ``save`` or ``done`` effect."""
 
+    @staticmethod
+    def execute(
+        store: MemoryStore,
+        command: Any,
+        registry: Any,
+        policy: Any,
+        metadata: Any,
+        idempotency_key: str | None,
+        cache: Any,
+        snapshot_every: int,
+    ) -> ExecutionResult | tuple[CommandRun, tuple[Any, ...]]:
+        """A run on ``store`` without tracing, driven at once: its result when it ran to
+        the end, else ``(run, effect)`` for the shell to go on with (a sleep, a snapshot
+        load or save)."""
+
     @property
     def trace(self) -> list[tuple[Any, ...]] | None:
         """``(phase, attempt, start_ns, end_ns)`` and ``("retry", attempt, reason, delay)``

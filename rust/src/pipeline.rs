@@ -1860,6 +1860,46 @@ impl CommandRun {
         crate::pipeline_drive::drive(py, &mut self.m, store, result)
     }
 
+    /// A run on the in-memory store `store` (a `MemoryStore` core), without tracing,
+    /// driven at once (see `drive`): the `ExecutionResult` when it ran to the end, else
+    /// `(run, effect)` for the shell to go on with (a sleep, a snapshot load or save).
+    /// One call and no run object for a plain command.
+    #[staticmethod]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (store, command, registry, policy, metadata, idempotency_key, cache, snapshot_every))]
+    fn execute<'py>(
+        py: Python<'py>,
+        store: &Bound<'py, crate::py_store::MemoryStore>,
+        command: PyObj,
+        registry: PyObj,
+        policy: PyObj,
+        metadata: PyObj,
+        idempotency_key: Option<PyObj>,
+        cache: Option<PyObj>,
+        snapshot_every: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mut run = Self::new(
+            py,
+            command,
+            registry,
+            policy,
+            metadata,
+            idempotency_key,
+            cache,
+            snapshot_every,
+            false,
+            false,
+        )?;
+        let none = py.None().into_bound(py);
+        match crate::pipeline_drive::drive_eff(py, &mut run.m, store, none)? {
+            Eff::Done(result) => Ok(result.into_bound(py)),
+            eff => {
+                let effect = run.m.effect_tuple(py, eff)?;
+                Ok((Bound::new(py, run)?, effect).into_pyobject(py)?.into_any())
+            }
+        }
+    }
+
     /// End the run with `exc` (the shell's effect raised it), which is raised again.
     fn throw(&mut self, exc: Bound<'_, PyAny>) -> PyResult<()> {
         self.m.end();
