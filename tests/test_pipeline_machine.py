@@ -13,12 +13,15 @@ from typing import Any
 import pytest
 
 from eventcore import (
+    Command,
     ConcurrencyConflict,
     ExecutionResult,
     MemoryStore,
     RetryPolicy,
+    StreamId,
     default_registry,
     execute_sync,
+    stream,
 )
 from eventcore._core import CommandRun
 from eventcore._pipeline import DONE, FOLD, SLEEP, run_command
@@ -238,3 +241,48 @@ def test_the_codec_is_the_registrys_own_even_when_replaced_on_the_instance() -> 
             MemoryStore(registry=EventRegistry()),
             EmitTo(declared=("x",), emit=(("x", Deposited(1)),)),
         )
+
+
+class _TwoFields(Command[list[str], Any]):
+    """Two stream fields (possibly the same stream) and one holding several."""
+
+    first: StreamId = stream()
+    second: StreamId = stream()
+    more: tuple[StreamId, ...] = stream()
+
+    def initial_state(self) -> list[str]:
+        return []
+
+    def apply(self, state: list[str], event: Any, stream_id: str) -> list[str]:
+        return [*state, stream_id]
+
+    def handle(self, state: list[str]) -> list[tuple[str, Any]]:
+        return [(s, AccountOpened(owner=",".join(state))) for s in self.streams()]
+
+
+class _OwnStreams(_TwoFields):
+    """Overrides ``streams()``: the machine must call it, not read the fields."""
+
+    def streams(self) -> list[StreamId]:
+        return [self.second]
+
+
+@pytest.mark.parametrize(
+    ("cls", "first", "second", "more", "declared"),
+    [
+        (_TwoFields, "a", "b", (), ["a", "b"]),
+        (_TwoFields, "a", "a", (), ["a"]),  # the same stream twice: declared once
+        (_TwoFields, "a", "b", ("c", "a"), ["a", "b", "c"]),  # a field with several
+        (_OwnStreams, "a", "b", ("c",), ["b"]),
+    ],
+)
+def test_the_declared_streams_are_what_streams_returns(
+    cls: type[_TwoFields], first: str, second: str, more: tuple[str, ...], declared: list[str]
+) -> None:
+    store = MemoryStore(state_cache=None)
+    for _ in range(2):  # the second run of a class uses what the first one learned
+        command = cls(first=first, second=second, more=more)
+        assert command.streams() == declared
+        result = execute_sync(store, command)
+        assert list(result.stream_versions) == declared
+    assert [e.stream_id for e in store.read_all()] == declared * 2

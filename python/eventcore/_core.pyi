@@ -2,7 +2,9 @@
 
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar, final
+from typing import Any, Self, TypeVar, final
+
+from typing_extensions import disjoint_base
 
 from eventcore.recorded import AppendResult, WrittenEvent
 from eventcore.stream import StreamId
@@ -20,6 +22,7 @@ __all__ = [
     "CommandRun",
     "ExecutionResult",
     "MemoryStore",
+    "StateCacheCore",
     "dec_hook",
     "enc_hook",
     "fold",
@@ -362,6 +365,21 @@ class CommandRun:
         """Resume with ``result`` and run reads, appends and lookups on ``store`` inside
         the call; returns the next ``sleep``, ``load``, ``save`` or ``done`` effect."""
 
+    @staticmethod
+    def execute(
+        store: MemoryStore,
+        command: Any,
+        registry: Any,
+        policy: Any,
+        metadata: Any,
+        idempotency_key: str | None,
+        cache: Any,
+        snapshot_every: int,
+    ) -> ExecutionResult | tuple[CommandRun, tuple[Any, ...]]:
+        """A run on ``store`` without tracing, driven at once: its result when it ran to
+        the end, else ``(run, effect)`` for the shell to go on with (a sleep, a snapshot
+        load or save)."""
+
     @property
     def trace(self) -> list[tuple[Any, ...]] | None:
         """``(phase, attempt, start_ns, end_ns)`` and ``("retry", attempt, reason, delay)``
@@ -445,3 +463,52 @@ class CacheEntry:
     @property
     def rounds(self) -> int:
         """How many discovery rounds added streams."""
+
+@disjoint_base
+class StateCacheCore:
+    """The entry map, counters and bounds of a state cache (base of ``StateCache``).
+
+    The command machine uses them without attribute calls; the counters are atomic.
+    """
+
+    def __new__(cls, *_args: Any, **_kwargs: Any) -> Self: ...
+    @property
+    def _entries(self) -> dict[Any, CacheEntry]:
+        """The entries by key, least recently used first."""
+
+    @property
+    def hits(self) -> int:
+        """Commands that found their state here (counted when taken)."""
+
+    @hits.setter
+    def hits(self, value: int) -> None: ...
+    @property
+    def misses(self) -> int:
+        """Commands that looked for their state and folded in full."""
+
+    @misses.setter
+    def misses(self, value: int) -> None: ...
+    @property
+    def evictions(self) -> int:
+        """Entries dropped to keep the bound."""
+
+    @evictions.setter
+    def evictions(self, value: int) -> None: ...
+    @property
+    def max_entries(self) -> int:
+        """The bound on entries (0: the cache is off)."""
+
+    @max_entries.setter
+    def max_entries(self, value: int) -> None: ...
+    @property
+    def min_events(self) -> int:
+        """A state folded in full from fewer events than this is not kept."""
+
+    @min_events.setter
+    def min_events(self, value: int) -> None: ...
+    @property
+    def verify(self) -> bool:
+        """Whether every hit is checked against a full fold."""
+
+    @verify.setter
+    def verify(self, value: bool) -> None: ...

@@ -97,6 +97,24 @@ def execute_sync(
     if fused:  # (its attributes, read directly)
         cache = store.state_cache  # type: ignore[attr-defined]
         snapshots: Any = store.snapshots  # type: ignore[attr-defined]
+        if rec is None:  # nothing to trace: one native call, no run object
+            out = CommandRun.execute(
+                store._core,  # type: ignore[attr-defined]
+                command,
+                store.registry,
+                retry or DEFAULT_RETRY,
+                metadata,
+                idempotency_key,
+                cache if cache is not None and cache.max_entries else None,
+                snapshots.interval(type(command)) if snapshots is not None else 0,
+            )
+            if isinstance(out, ExecutionResult):
+                return out
+            run, effect = out  # a sleep, a snapshot load or save first
+            core = store._core  # type: ignore[attr-defined]
+            while effect[0] is not DONE:
+                effect = run.drive(core, _shell_effect(run, effect, snapshots))
+            return effect[1]  # type: ignore[no-any-return]
     else:
         cache = getattr(store, "state_cache", None)
         snapshots = getattr(store, "snapshots", None)

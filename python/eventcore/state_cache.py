@@ -24,7 +24,7 @@ from types import FunctionType
 from typing import Any
 
 from eventcore import observe
-from eventcore._core import CacheEntry
+from eventcore._core import CacheEntry, StateCacheCore
 from eventcore.errors import EventCoreError
 from eventcore.stream import STREAM_FIELD
 
@@ -69,28 +69,20 @@ class StateCacheMismatch(EventCoreError, AssertionError):
         )
 
 
-class StateCache:
+class StateCache(StateCacheCore):
     """A bounded, least-recently-used map of folded command states (one per store).
 
     Thread- and asyncio-safe: a take and a put are single atomic dict operations and a
-    lock serialises evictions only; no user code runs under it. Under threads the
-    counters are approximate (an increment can be lost to a race). ``max_entries=0``
+    lock serialises evictions only; no user code runs under it. The entry map, counters
+    and bounds live in Rust (:class:`~eventcore._core.StateCacheCore`), where the command
+    machine uses them without attribute calls; the counters are atomic. ``max_entries=0``
     disables it. A state folded in full from fewer than ``min_events`` events is not kept
     (see :data:`DEFAULT_MIN_EVENTS`); a state found here is always put back. With
     ``verify=True`` (tests) every hit is checked against a full fold and a difference
     raises :class:`StateCacheMismatch`.
     """
 
-    __slots__ = (
-        "_entries",
-        "_lock",
-        "evictions",
-        "hits",
-        "max_entries",
-        "min_events",
-        "misses",
-        "verify",
-    )
+    __slots__ = ("_lock",)
 
     def __init__(
         self,
@@ -106,14 +98,7 @@ class StateCache:
         self.max_entries = max_entries
         self.min_events = min_events
         self.verify = verify
-        self._entries: dict[Hashable, CacheEntry] = {}
         self._lock = threading.Lock()
-        self.hits = 0
-        """Commands that found their state here (counted when taken)."""
-        self.misses = 0
-        """Commands that looked for their state and folded in full."""
-        self.evictions = 0
-        """Entries dropped to keep the bound."""
 
     def take(self, key: Hashable, command_type: str) -> CacheEntry | None:
         """Remove and return the entry of ``key`` (``None`` on a miss).

@@ -5,6 +5,7 @@
 //! Plain Python types in, plain Python types out; errors are the classes of
 //! `eventcore.errors`.
 
+pub mod cache_core;
 pub mod codec;
 pub mod command_init;
 pub mod errors;
@@ -49,5 +50,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pipeline::CommandRun>()?;
     m.add_class::<pipeline_result::ExecutionResult>()?;
     m.add_class::<pipeline_entry::CacheEntry>()?;
+    m.add_class::<cache_core::StateCacheCore>()?;
     Ok(())
 }

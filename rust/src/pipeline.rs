@@ -16,6 +16,7 @@
 //! the idempotency key's ids, error messages and the result objects.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use pyo3::exceptions::{PyAttributeError, PyException, PyStopIteration, PyTypeError, PyValueError};
@@ -24,6 +25,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 
+use crate::cache_core::StateCacheCore;
 use crate::pipeline_entry::{entry_object, CacheEntry};
 use crate::pipeline_logic as logic;
 use crate::pipeline_result::{ExecutionResult, NewEvents, Outcome};
@@ -70,6 +72,10 @@ pub(crate) struct Refs {
     pub event_registry: PyObj,
     /// Per command class: `(discovers, __name__, query boundary)`.
     pub facts: Py<PyDict>,
+    /// `Command.streams`, and per command class its stream fields when it keeps that
+    /// method (`None` when it overrides it): the machine then reads the fields itself.
+    pub command_streams: PyObj,
+    pub stream_fields: Py<PyDict>,
 }
 
 static REFS: PyOnceLock<Refs> = PyOnceLock::new();
@@ -97,7 +103,7 @@ pub(crate) fn refs(py: Python<'_>) -> PyResult<&Refs> {
             hit: get(&cache, "HIT")?,
             miss: get(&cache, "MISS")?,
             command_discover: command_cls.getattr("discover")?.unbind(),
-            command_cls: command_cls.unbind(),
+            command_cls: command_cls.clone().unbind(),
             stream_id: py.import("eventcore.stream")?.getattr("StreamId")?.unbind(),
             keyed: get(&pipeline, "_Keyed")?,
             cache_key: get(&pipeline, "_cache_key")?,
@@ -120,6 +126,8 @@ pub(crate) fn refs(py: Python<'_>) -> PyResult<&Refs> {
                 .getattr("EventRegistry")?
                 .unbind(),
             facts: PyDict::new(py).unbind(),
+            command_streams: command_cls.getattr("streams")?.unbind(),
+            stream_fields: PyDict::new(py).unbind(),
         })
     })
 }
@@ -271,7 +279,7 @@ pub(crate) struct Machine {
     policy: PyObj,
     metadata: PyObj,
     key_text: Option<PyObj>,
-    cache: Option<PyObj>,
+    cache: Option<Py<StateCacheCore>>,
     snapshot_every: i64,
     warm_append_first: bool,
     // Worked out when the run starts.
@@ -377,6 +385,64 @@ fn error_with_cause<'py>(
     }
 }
 
+/// What `Command.streams` returns for `command`, read from its stream fields here, when
+/// its class keeps that method and every field holds one `StreamId` (the common case);
+/// `None` when `streams()` must be called (overridden, a field holding a list, or not a
+/// command class).
+fn native_streams(
+    py: Python<'_>,
+    r: &Refs,
+    command: &Bound<'_, PyAny>,
+    cls: &Bound<'_, PyType>,
+) -> PyResult<Option<Vec<Py<PyString>>>> {
+    let known = r.stream_fields.bind(py);
+    let fields = match known.get_item(cls)? {
+        Some(f) => f,
+        None => {
+            let Ok(plan) = cls.getattr(intern!(py, "_plan")) else {
+                return Ok(None);
+            };
+            if plan.is_none() {
+                return Ok(None); // not planned yet: ask again next time
+            }
+            let keeps = cls
+                .getattr(intern!(py, "streams"))
+                .is_ok_and(|m| m.is(r.command_streams.bind(py)));
+            let fields = if keeps {
+                plan.getattr(intern!(py, "stream_fields"))?
+            } else {
+                py.None().into_bound(py)
+            };
+            known.set_item(cls, &fields)?;
+            fields
+        }
+    };
+    let Ok(fields) = fields.cast_exact::<PyTuple>() else {
+        return Ok(None);
+    };
+    let sid = r.stream_id.bind(py);
+    let mut out: Vec<Py<PyString>> = Vec::with_capacity(fields.len());
+    for name in fields.iter() {
+        let value = command.getattr(name.cast::<PyString>()?)?;
+        if !value.get_type().is(sid) {
+            return Ok(None);
+        }
+        let value = value.cast_into::<PyString>()?;
+        let text = value.to_str()?;
+        let mut seen = false;
+        for o in &out {
+            if o.bind(py).to_str()? == text {
+                seen = true;
+                break;
+            }
+        }
+        if !seen {
+            out.push(value.unbind());
+        }
+    }
+    Ok(Some(out))
+}
+
 impl Machine {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
@@ -385,7 +451,7 @@ impl Machine {
         policy: PyObj,
         metadata: PyObj,
         key_text: Option<PyObj>,
-        cache: Option<PyObj>,
+        cache: Option<Py<StateCacheCore>>,
         snapshot_every: i64,
         warm_append_first: bool,
         trace: Option<(i64, Instant)>,
@@ -585,17 +651,14 @@ impl Machine {
     fn setup(&mut self, py: Python<'_>) -> PyResult<()> {
         let r = refs(py)?;
         let command = self.command.bind(py).clone();
-        let declared = match command.call_method0(intern!(py, "streams")) {
-            Ok(d) => d,
-            Err(e) if e.is_instance_of::<PyAttributeError>(py) => {
-                if command.is_instance(r.command_cls.bind(py))? {
-                    return Err(e);
-                }
-                let msg = format!("{} is not an eventcore Command", command.repr()?);
-                return Err(PyErr::from_value(r.command_error.bind(py).call1((msg,))?));
-            }
-            Err(e) => return Err(e),
-        };
+        let cls = command.get_type();
+        if let Some(streams) = native_streams(py, r, &command, &cls)? {
+            self.declared_v = streams;
+        } else {
+            let declared = self.call_streams(py, r, &command)?;
+            self.declared_v = stream_objs(&declared)?;
+            self.declared = Some(declared.unbind());
+        }
         if let Some(key) = &self.key_text {
             let keyed = r
                 .keyed
@@ -604,7 +667,6 @@ impl Machine {
             self.metadata = keyed.getattr(intern!(py, "metadata"))?.unbind();
             self.keyed = Some(keyed.unbind());
         }
-        let cls = command.get_type();
         let facts = r.facts.bind(py);
         let (discovers, name, query) = match facts.get_item(&cls)? {
             Some(f) => f.extract::<(bool, PyObj, bool)>()?,
@@ -656,10 +718,37 @@ impl Machine {
             .bind(py)
             .getattr(intern!(py, "max_attempts"))?
             .extract()?;
-        self.declared_v = stream_objs(&declared)?;
-        self.declared = Some(declared.unbind());
         self.cls = Some(cls.into_any().unbind());
         Ok(())
+    }
+
+    /// `command.streams()`, or the error saying `command` is not a command.
+    fn call_streams<'py>(
+        &self,
+        py: Python<'py>,
+        r: &Refs,
+        command: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match command.call_method0(intern!(py, "streams")) {
+            Ok(d) => Ok(d),
+            Err(e) if e.is_instance_of::<PyAttributeError>(py) => {
+                if command.is_instance(r.command_cls.bind(py))? {
+                    return Err(e);
+                }
+                let msg = format!("{} is not an eventcore Command", command.repr()?);
+                Err(PyErr::from_value(r.command_error.bind(py).call1((msg,))?))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The declared streams as a list (what `command.streams()` returned, or a new list
+    /// when the machine read the stream fields itself).
+    fn declared_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match &self.declared {
+            Some(d) => Ok(d.bind(py).clone()),
+            None => Ok(streams_list(py, &self.declared_v)?.into_any()),
+        }
     }
 
     fn begin_attempt(&mut self, py: Python<'_>) -> PyResult<Eff> {
@@ -782,7 +871,7 @@ impl Machine {
         }
         let r = refs(py)?;
         let cls = self.cls.as_ref().expect("started").bind(py);
-        let declared = self.declared.as_ref().expect("started").bind(py);
+        let declared = self.declared_list(py)?;
         let keyer = r.keyers.bind(py).get_item(cls)?;
         let key = if keyer.is_some_and(|k| k.is(r.streams_only.bind(py))) {
             let streams = PyTuple::new(py, self.declared_v.iter().map(|s| s.bind(py)))?;
@@ -790,7 +879,7 @@ impl Machine {
         } else {
             r.cache_key
                 .bind(py)
-                .call1((self.command.bind(py), cls, declared))?
+                .call1((self.command.bind(py), cls, &declared))?
         };
         self.key = if key.is_none() {
             Key::None
@@ -824,9 +913,9 @@ impl Machine {
         }
         let mut entry = self.held.take();
         if entry.is_none() && !matches!(self.key, Key::None) {
-            if let Some(cache) = self.cache.as_ref().map(|c| c.bind(py).clone()) {
-                let entries = cache.getattr(intern!(py, "_entries"))?;
-                let entries = entries.cast::<PyDict>()?;
+            if let Some(cache) = self.cache.as_ref().map(|c| c.clone_ref(py)) {
+                let cache = cache.get();
+                let entries = cache.entries.bind(py);
                 if !entries.is_empty() {
                     self.build_key(py)?;
                     if let Some(k) = self.key_val(py) {
@@ -838,12 +927,11 @@ impl Machine {
                 }
                 if !matches!(self.key, Key::None) {
                     let counter = if entry.is_none() {
-                        intern!(py, "misses")
+                        &cache.misses
                     } else {
-                        intern!(py, "hits")
+                        &cache.hits
                     };
-                    let n = cache.getattr(counter)?.extract::<i64>()?;
-                    cache.setattr(counter, n + 1)?;
+                    counter.fetch_add(1, Relaxed);
                     let r = refs(py)?;
                     let observe = r.observe.bind(py);
                     if observe.getattr(intern!(py, "_hooks"))?.is_truthy()? {
@@ -993,9 +1081,7 @@ impl Machine {
 
     fn after_warm(&mut self, py: Python<'_>, f: Folded) -> PyResult<Eff> {
         let verify = match &self.cache {
-            Some(c) if !self.unverified => {
-                c.bind(py).getattr(intern!(py, "verify"))?.is_truthy()?
-            }
+            Some(c) if !self.unverified => c.get().verify.load(Relaxed),
             _ => false,
         };
         if verify {
@@ -1434,14 +1520,10 @@ impl Machine {
                 self.since = cur.versions.iter().sum();
             }
             let n_events = self.events.as_ref().expect("events").len() as i64;
-            let min_events = match &self.cache {
-                Some(c) => Some(
-                    c.bind(py)
-                        .getattr(intern!(py, "min_events"))?
-                        .extract::<i64>()?,
-                ),
-                None => None,
-            };
+            let min_events = self
+                .cache
+                .as_ref()
+                .map(|c| c.get().min_events.load(Relaxed));
             if self.warm
                 || min_events.is_some_and(|m| self.since >= m)
                 || (self.snapshot_every != 0 && self.since + n_events >= self.snapshot_every)
@@ -1626,13 +1708,11 @@ impl Machine {
         let r = refs(py)?;
         if let (Some(cache), Some(key), Some(kept)) = (&self.cache, key, kept) {
             // StateCache.put, inlined: the newest entry last; evict past the bound.
-            let cache = cache.bind(py);
-            let entries = cache.getattr(intern!(py, "_entries"))?;
-            let entries = entries.cast::<PyDict>()?;
+            let entries = cache.get().entries.bind(py);
             entries.set_item(key, kept)?;
-            let max: usize = cache.getattr(intern!(py, "max_entries"))?.extract()?;
-            if entries.len() > max {
-                cache.call_method1(
+            let max = cache.get().max_entries.load(Relaxed);
+            if entries.len() as i64 > max {
+                cache.bind(py).call_method1(
                     intern!(py, "_evict"),
                     (self.name.as_ref().expect("started").bind(py),),
                 )?;
@@ -1805,7 +1885,16 @@ impl CommandRun {
             None
         };
         let idempotency_key = idempotency_key.filter(|k| !k.is_none(py));
-        let cache = cache.filter(|c| !c.is_none(py));
+        let cache = match cache.filter(|c| !c.is_none(py)) {
+            Some(c) => Some(
+                c.bind(py)
+                    .cast::<StateCacheCore>()
+                    .map_err(|_| PyTypeError::new_err("cache must be a StateCache"))?
+                    .clone()
+                    .unbind(),
+            ),
+            None => None,
+        };
         Ok(CommandRun {
             m: Machine::new(
                 command,
@@ -1841,6 +1930,46 @@ impl CommandRun {
         result: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         crate::pipeline_drive::drive(py, &mut self.m, store, result)
+    }
+
+    /// A run on the in-memory store `store` (a `MemoryStore` core), without tracing,
+    /// driven at once (see `drive`): the `ExecutionResult` when it ran to the end, else
+    /// `(run, effect)` for the shell to go on with (a sleep, a snapshot load or save).
+    /// One call and no run object for a plain command.
+    #[staticmethod]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (store, command, registry, policy, metadata, idempotency_key, cache, snapshot_every))]
+    fn execute<'py>(
+        py: Python<'py>,
+        store: &Bound<'py, crate::py_store::MemoryStore>,
+        command: PyObj,
+        registry: PyObj,
+        policy: PyObj,
+        metadata: PyObj,
+        idempotency_key: Option<PyObj>,
+        cache: Option<PyObj>,
+        snapshot_every: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mut run = Self::new(
+            py,
+            command,
+            registry,
+            policy,
+            metadata,
+            idempotency_key,
+            cache,
+            snapshot_every,
+            false,
+            false,
+        )?;
+        let none = py.None().into_bound(py);
+        match crate::pipeline_drive::drive_eff(py, &mut run.m, store, none)? {
+            Eff::Done(result) => Ok(result.into_bound(py)),
+            eff => {
+                let effect = run.m.effect_tuple(py, eff)?;
+                Ok((Bound::new(py, run)?, effect).into_pyobject(py)?.into_any())
+            }
+        }
     }
 
     /// End the run with `exc` (the shell's effect raised it), which is raised again.

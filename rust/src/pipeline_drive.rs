@@ -149,13 +149,25 @@ pub(crate) fn drive<'py>(
     store: &Bound<'py, MemoryStore>,
     result: Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyTuple>> {
+    let eff = drive_eff(py, m, store, result)?;
+    m.effect_tuple(py, eff)
+}
+
+/// [`drive`], returning the effect itself (`CommandRun.execute` returns a `Done`'s
+/// result without building its tuple).
+pub(crate) fn drive_eff<'py>(
+    py: Python<'py>,
+    m: &mut Machine,
+    store: &Bound<'py, MemoryStore>,
+    result: Bound<'py, PyAny>,
+) -> PyResult<Eff> {
     let store = store.get();
     let mut input = Input::Value(result);
     loop {
         let eff = m.resume(py, input)?;
         match run_native(py, m, store, eff)? {
             Ok(next) => input = next,
-            Err(eff) => return m.effect_tuple(py, eff),
+            Err(eff) => return Ok(eff),
         }
     }
 }
