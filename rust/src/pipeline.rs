@@ -1776,11 +1776,7 @@ impl Machine {
                 let q = self.q.as_ref().expect("query run");
                 (intern!(py, "query"), q.query_obj(py), q.after_pos()).into_pyobject(py)
             }
-            Eff::Streams => (
-                intern!(py, "streams"),
-                self.declared.as_ref().map(|d| d.bind(py)),
-            )
-                .into_pyobject(py),
+            Eff::Streams => (intern!(py, "streams"), self.declared_list(py)?).into_pyobject(py),
             Eff::Load(key) => (intern!(py, "load"), self.command.bind(py), key).into_pyobject(py),
             Eff::Save(key, entry) => {
                 (intern!(py, "save"), self.command.bind(py), key, entry).into_pyobject(py)
