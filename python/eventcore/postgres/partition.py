@@ -100,12 +100,15 @@ async def partition_events(store: PostgresStore, *, span: int, ahead: int = 2) -
     The existing table becomes the first partition (``events_from_0``); partitions of
     ``span`` transaction ids then cover the next ``ahead`` spans, and a DEFAULT partition
     the rest. One transaction, under an exclusive lock on the events table (appends and
-    reads wait): it scans the existing table once to check its bound.
+    reads wait): it scans the existing table once to check its bound. Stores opened
+    before it (in other processes) read every partition, correctly but without pruning,
+    until they are reopened.
 
     Raises:
         ConfigurationError: the table is partitioned already, or ``span`` is not positive.
     """
     rows = await _call(store, "SELECT * FROM {s}.partition_events($1, $2)", span, ahead)
+    store._q.bound_stream_reads(True)  # other stores see it when they next open
     return [row[0] for row in rows]
 
 
