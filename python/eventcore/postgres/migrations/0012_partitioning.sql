@@ -31,9 +31,12 @@
 --   positions), so append_events itself is unchanged; the stream read statements bound
 --   position by them and the planner skips the other partitions at run time.
 --
--- Here, for every store: the two columns (NULL: no bound, so the reads' bounds are no-ops
--- on an unpartitioned store), the immutability guard recognising partitions, and the
--- functions. The bookkeeping trigger and event_ids exist only once partitioned.
+-- Here, for every store: the two columns (NULL: no bound), the immutability guard
+-- recognising partitions, and the functions. The bookkeeping triggers and event_ids exist
+-- only once partitioned. The readers' horizon (0003's log_horizon) needs no change: the
+-- appends lock the partitioned parent, and its regclass constant is re-resolved when the
+-- table it named is renamed (PostgreSQL re-plans; tests/postgres/test_pg_partition.py
+-- checks it on a session that planned it before the conversion).
 
 ALTER TABLE __SCHEMA__.streams
     ADD COLUMN first_position bigint,
@@ -53,48 +56,6 @@ BEGIN
     RAISE EXCEPTION 'eventcore: stored events are immutable (% on %.% refused)',
         TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME
         USING ERRCODE = 'insufficient_privilege';
-END
-$$;
-
--- The readers' horizon (0003) found the in-flight appends by their lock on the events
--- table, named by a regclass constant: bound once per session plan to the table that was
--- `events` then. Resolved at each call now, so a session that read before a conversion
--- (or a partition's detach) watches the table that is `events` now.
-CREATE OR REPLACE FUNCTION __SCHEMA__.log_horizon() RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    horizon bigint;
-    events_oid oid := to_regclass('__SCHEMA__.events');
-BEGIN
-    IF pg_is_in_recovery() OR current_setting('transaction_isolation') <> 'read committed' THEN
-        RETURN pg_snapshot_xmin(pg_current_snapshot())::text::bigint;
-    END IF;
-    WITH snap AS MATERIALIZED (
-        SELECT pg_snapshot_xmin(s)::text::bigint AS xmin,
-               pg_snapshot_xmax(s)::text::bigint AS xmax
-          FROM pg_current_snapshot() s
-    ), locks AS MATERIALIZED (
-        SELECT l.locktype, l.virtualtransaction, l.transactionid
-          FROM pg_locks l
-         WHERE (SELECT snap.xmin < snap.xmax FROM snap)
-           AND ((l.locktype = 'relation' AND l.mode = 'RowExclusiveLock'
-                 AND l.relation = events_oid
-                 AND l.database = (SELECT d.oid FROM pg_database d
-                                    WHERE d.datname = current_database()))
-                OR (l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock'))
-    )
-    SELECT least(snap.xmax, (
-               SELECT min(snap.xmax + (((t.transactionid::text::bigint
-                                         - (snap.xmax & 4294967295) + 2147483648)
-                                        % 4294967296 + 4294967296) % 4294967296
-                                       - 2147483648))
-                 FROM locks r JOIN locks t ON t.virtualtransaction = r.virtualtransaction
-                WHERE r.locktype = 'relation' AND t.locktype = 'transactionid'))
-      INTO horizon
-      FROM snap;
-    RETURN horizon;
 END
 $$;
 
