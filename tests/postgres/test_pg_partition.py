@@ -275,3 +275,39 @@ async def test_a_session_that_read_before_the_conversion_still_waits_for_appends
     finally:
         await reader.close()
         await writer.close()
+
+
+def test_the_cli_converts_lists_adds_and_refuses_with_a_clear_error(postgres_dsn: str) -> None:
+    import asyncio
+    import json
+
+    from click.testing import CliRunner
+    from tests.pgserver import drop_schema, new_schema_name
+
+    from eventcore.cli import cli
+
+    schema = new_schema_name()
+    base = ["--dsn", postgres_dsn, "--schema", schema]
+
+    def call(*args: str) -> Any:
+        return CliRunner().invoke(cli, [*args, *base], catch_exceptions=False)
+
+    try:
+        assert call("migrate").exit_code == 0
+        refused = call("partitions", "list")
+        assert refused.exit_code == 1 and "not partitioned" in refused.output
+        made = call("partitions", "convert", "--span", "4", "--ahead", "2")
+        assert made.exit_code == 0, made.output
+        assert "made events_from_0" in made.output
+        listed = [
+            json.loads(line) for line in call("partitions", "list", "--json").output.splitlines()
+        ]
+        assert listed[0]["name"] == "events_from_0" and listed[-1]["is_default"]
+        assert call("partitions", "add", "--ahead", "1").exit_code == 0
+        current = listed[-2]["name"]
+        detached = call("partitions", "detach", current)
+        assert detached.exit_code == 1 and "still receive appends" in detached.output
+        attached = call("partitions", "attach", "events_from_0")
+        assert attached.exit_code == 1 and "not a detached partition" in attached.output
+    finally:
+        asyncio.run(drop_schema(postgres_dsn, schema))
