@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from eventcore import NewEvent
-from eventcore.errors import ConfigurationError, DuplicateEventId
+from eventcore.errors import ConfigurationError, DuplicateEventId, StoreError
 from eventcore.postgres.partition import (
     PartitionRefused,
     add_partitions,
@@ -311,3 +311,40 @@ def test_the_cli_converts_lists_adds_and_refuses_with_a_clear_error(postgres_dsn
         assert attached.exit_code == 1 and "not a detached partition" in attached.output
     finally:
         asyncio.run(drop_schema(postgres_dsn, schema))
+
+
+async def test_the_application_role_keeps_its_rights_through_the_conversion(
+    postgres_store: Any, postgres_dsn: str
+) -> None:
+    from urllib.parse import urlsplit, urlunsplit
+
+    from tests.postgres.test_pg_app_role import readme_grants
+
+    from eventcore.postgres import PostgresStore
+
+    store = postgres_store
+    role = f"app_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(postgres_dsn)
+    try:
+        for statement in readme_grants(store.schema, role, "secret"):
+            await admin.execute(statement)
+        await store.append(ev("before", 2))
+        await partition_events(store, span=4, ahead=2)  # granted before: kept on the parent
+        parts = urlsplit(postgres_dsn)
+        netloc = f"{role}:secret@{parts.hostname}:{parts.port}"
+        dsn = urlunsplit(parts._replace(netloc=netloc))
+        app = PostgresStore(dsn, schema=store.schema)
+        try:
+            await app.append(ev("before") + ev("after"))
+            await move_past(app)
+            assert [v for v, _ in await stream(app, "before")] == [1, 2, 3]
+            assert len(await app.read_all(limit=100)) == 2 + 2 + 9
+            await app.delete_stream("after")
+            with pytest.raises(StoreError, match="owner's work"):  # no EXECUTE for the app
+                await add_partitions(app)
+        finally:
+            await app.close()
+    finally:
+        await admin.execute(f"DROP OWNED BY {role}")
+        await admin.execute(f"DROP ROLE {role}")
+        await admin.close()

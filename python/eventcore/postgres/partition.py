@@ -84,6 +84,10 @@ async def _call(store: PostgresStore, sql: str, *args: Any) -> list[Any]:
             raise PartitionRefused(message) from exc
         if code in (_NOT_PARTITIONED, _BAD_ARGUMENT):
             raise ConfigurationError(message) from exc
+        if code == "42501":  # insufficient_privilege
+            raise StoreError(
+                f"partitioning {store.schema} is the schema owner's work: {message}"
+            ) from exc
         raise StoreError(f"partitioning {store.schema}: {exc}") from exc
 
 
@@ -106,6 +110,7 @@ async def partition_events(store: PostgresStore, *, span: int, ahead: int = 2) -
 
     Raises:
         ConfigurationError: the table is partitioned already, or ``span`` is not positive.
+        StoreError: the role is not the schema's owner (nor may it act for it).
     """
     rows = await _call(store, "SELECT * FROM {s}.partition_events($1, $2)", span, ahead)
     store._q.bound_stream_reads(True)  # other stores see it when they next open
