@@ -1,25 +1,20 @@
-"""A design measurement for issue 16 §4: the events table partitioned by position range.
+"""Issue 16 §4: the events table partitioned by position range, against one table.
 
-NOT a store feature yet: this script builds, on a throwaway server, one store schema as
-the migrations make it and one whose ``events`` table it replaces (while empty) by a
-declaratively partitioned one, then runs the store's own ``append_events`` and reads
-against both:
-
-- Partitions by ``position`` range. Positions are ``transaction id * 2**20 + index``, so a
-  range of positions is a range of transaction ids; each partition here covers
-  ``--xids-per-partition`` transactions (the fill appends 1000 events per transaction).
-- Event-id uniqueness across partitions (a unique index must contain the partition key):
-  a side table ``event_ids (event_id PRIMARY KEY)`` filled by a row trigger, whose key
-  constraint keeps the name ``events_event_id_key`` (the store recognises a duplicate by
-  it). Each partition also indexes ``event_id`` (not unique) for the idempotency lookups
-  of ``append_events``, which read the events table.
-- ``(stream_id, version)`` uniqueness: per partition only; across partitions the streams
-  table guards it (every append bumps the stream's row under its lock).
+Two stores on one throwaway server, as the migrations make them; the second is turned
+into a partitioned one by the store feature (``eventcore.postgres.partition``:
+``partition_events`` while empty, ``--span`` transaction ids per partition, created
+ahead to cover the fill; ``add_partitions`` once after it, as a maintenance job would).
+The fill appends 1000 events per transaction, so a partition holds ``--span`` thousand
+events. Stream reads bound positions only on the partitioned store;
+``read_stream_pre0012_per_s`` re-reads the one table with the statement as it was before
+migration 0012 (the same text as now there: its gap to ``read_stream_per_s`` is the
+run's noise).
 
 Figures: append throughput (batches of 1000: the fill; single events, 16 clients),
-``read_all`` pages, ``read_stream`` of random streams, and table and index sizes.
+``read_all`` pages, ``read_stream`` of random streams, and table and index sizes
+(tables: the events partitions and, partitioned, the event_ids side table).
 
-    python benches/partitioning.py --events 10000000       # about 10-20 minutes
+    python benches/partitioning.py --events 10000000       # about 20 minutes
     python benches/partitioning.py --events 200000 --quick  # a smoke run
 """
 
@@ -43,39 +38,15 @@ import asyncpg  # noqa: E402
 
 from eventcore import NewEvent  # noqa: E402
 from eventcore.postgres import PostgresStore  # noqa: E402
+from eventcore.postgres.partition import add_partitions, partition_events  # noqa: E402
 
-STREAMS = 10_000
+STREAMS = 10_000  # streams written at a time (one generation)
+GENERATION = 1_000_000  # events per generation: each stream of it gets 100
+LONG = 100  # long-lived streams: one event of every batch, across the whole log
 BATCH = 1000
 
-PARTITION = """
-CREATE TABLE {s}.events_p (LIKE {s}.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
-    PARTITION BY RANGE (position);
-DROP TABLE {s}.events;
-ALTER TABLE {s}.events_p RENAME TO events;
-ALTER TABLE {s}.events ADD CONSTRAINT events_pkey PRIMARY KEY (position);
-CREATE INDEX events_stream_version_idx ON {s}.events (stream_id, version);
-CREATE INDEX events_event_id_idx ON {s}.events (event_id);
-CREATE INDEX events_correlation_id_idx ON {s}.events (correlation_id)
-    WHERE correlation_id IS NOT NULL;
-CREATE TABLE {s}.event_ids (
-    event_id uuid NOT NULL,
-    CONSTRAINT events_event_id_key PRIMARY KEY (event_id)
-);
-CREATE FUNCTION {s}.claim_event_id() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO {s}.event_ids (event_id) VALUES (NEW.event_id);
-    RETURN NEW;
-END
-$$;
-CREATE TRIGGER events_claim_id BEFORE INSERT ON {s}.events
-    FOR EACH ROW EXECUTE FUNCTION {s}.claim_event_id();
-CREATE TRIGGER events_immutable BEFORE UPDATE OR DELETE ON {s}.events
-    FOR EACH ROW EXECUTE FUNCTION {s}.forbid_event_change();
-CREATE TABLE {s}.events_default PARTITION OF {s}.events DEFAULT;
-"""
 
-
-async def make_store(dsn: str, schema: str, partitioned: bool, xids: int, parts: int) -> Any:
+async def make_store(dsn: str, schema: str, partitioned: bool, span: int, ahead: int) -> Any:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -84,28 +55,24 @@ async def make_store(dsn: str, schema: str, partitioned: bool, xids: int, parts:
     store = PostgresStore(dsn, schema=schema, max_size=17, statement_timeout=None)
     await store.migrate()
     if partitioned:
-        s = f'"{schema}"'
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(PARTITION.format(s=s))
-            xid = int(await conn.fetchval("SELECT pg_current_xact_id()::text::bigint"))
-            for k in range(parts):
-                lo = 0 if k == 0 else (xid + k * xids) << 20
-                hi = (xid + (k + 1) * xids) << 20
-                await conn.execute(
-                    f"CREATE TABLE {s}.events_{k:04d} PARTITION OF {s}.events"
-                    f" FOR VALUES FROM ({lo}) TO ({hi})"
-                )
-        finally:
-            await conn.close()
+        await partition_events(store, span=span, ahead=ahead)
     return store
+
+
+def stream_of(position: int) -> str:
+    """The stream of the fill's ``position``-th event: a stream of its generation (its
+    events lie within GENERATION events of the log), or each batch's last one a long-lived
+    stream (its events spread over the whole log)."""
+    if position % BATCH == BATCH - 1:
+        return f"long-{position // BATCH % LONG}"
+    return f"s-{position // GENERATION}-{position % STREAMS}"
 
 
 async def fill(store: Any, events: int) -> float:
     started = time.perf_counter()
     for start in range(0, events, BATCH):
         await store.append(
-            [NewEvent(f"s-{(start + i) % STREAMS}", "Deposited", b"x" * 40) for i in range(BATCH)]
+            [NewEvent(stream_of(start + i), "Deposited", b"x" * 40) for i in range(BATCH)]
         )
     return events / (time.perf_counter() - started)
 
@@ -144,11 +111,21 @@ async def read_pages(store: Any, events: int) -> float:
     return n / (time.perf_counter() - started)
 
 
-async def read_streams(store: Any, count: int) -> float:
+# The stream read as it was before migration 0012 (no position bounds).
+PRE_0012_READ_STREAM = (
+    "SELECT {cols} FROM {s}.events WHERE stream_id = $1 AND version > $2"
+    " AND version > coalesce((SELECT h.hidden_upto FROM {s}.streams h"
+    " WHERE h.stream_id = events.stream_id), 0) ORDER BY version LIMIT $3"
+)
+
+
+async def read_streams(store: Any, count: int, events: int, *, long: bool = False) -> float:
+    """Whole reads of random streams: of one generation, or (``long``) long-lived ones."""
     rng = random.Random(7)
     started = time.perf_counter()
     for _ in range(count):
-        await store.read_stream(f"s-{rng.randrange(STREAMS)}", limit=100)
+        stream = f"long-{rng.randrange(LONG)}" if long else stream_of(rng.randrange(events - BATCH))
+        await store.read_stream(stream, limit=1000)
     return count / (time.perf_counter() - started)
 
 
@@ -163,7 +140,7 @@ async def sizes(dsn: str, schema: str) -> dict[str, int]:
               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname = $1
                AND (c.relname = 'events' OR c.relname LIKE 'events\\_%'
-                    OR c.relname = 'event_ids')
+                            OR c.relname = 'event_ids')
             """,
             schema,
         )
@@ -174,21 +151,32 @@ async def sizes(dsn: str, schema: str) -> dict[str, int]:
 
 async def one(dsn: str, partitioned: bool, args: argparse.Namespace) -> dict[str, Any]:
     schema = f"bench_part_{'p' if partitioned else 'n'}_{os.getpid()}"
-    parts = args.events // BATCH // args.xids_per_partition + 10  # room for the singles
-    store = await make_store(dsn, schema, partitioned, args.xids_per_partition, parts)
+    ahead = args.events // BATCH // args.span + 1
+    store = await make_store(dsn, schema, partitioned, args.span, ahead)
     try:
-        out: dict[str, Any] = {
-            "partitioned": partitioned,
-            "partitions": parts if partitioned else 0,
-        }
+        out: dict[str, Any] = {"partitioned": partitioned}
         out["append_batch1000_events_per_s"] = round(await fill(store, args.events))
+        if partitioned:
+            await add_partitions(store, ahead=2)
         conn = await asyncpg.connect(dsn)
         await conn.execute(f'VACUUM ANALYZE "{schema}".events')
         await conn.close()
         out["append_single_c16_per_s"] = round(await single_appends(store, args.seconds))
         out["read_all_events_per_s"] = round(await read_pages(store, args.read_events))
-        out["read_stream_per_s"] = round(await read_streams(store, args.stream_reads))
+        reads, n = args.stream_reads, args.events
+        out["read_stream_per_s"] = round(await read_streams(store, reads, n))
+        out["read_stream_long_per_s"] = round(await read_streams(store, reads, n, long=True))
+        if not partitioned:
+            bounded = store._q.read_stream
+            cols = bounded[len("SELECT ") : bounded.index(" FROM ")]
+            store._q.read_stream = PRE_0012_READ_STREAM.format(cols=cols, s=f'"{schema}"')
+            out["read_stream_pre0012_per_s"] = round(await read_streams(store, reads, n))
+            store._q.read_stream = bounded
         out.update(await sizes(dsn, schema))
+        if partitioned:
+            out["partitions"] = len(
+                await store._fetch(f'SELECT * FROM "{schema}".event_partitions()')
+            )
         return out
     finally:
         await store.close()
@@ -200,7 +188,7 @@ async def one(dsn: str, partitioned: bool, args: argparse.Namespace) -> dict[str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=10_000_000)
-    parser.add_argument("--xids-per-partition", type=int, default=1000)
+    parser.add_argument("--span", type=int, default=1000, help="transaction ids per partition")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--read-events", type=int, default=500_000)
     parser.add_argument("--stream-reads", type=int, default=2000)

@@ -359,6 +359,18 @@ async def postgres_store(postgres_store_factory: StoreFactory) -> Any:
     return await postgres_store_factory()
 
 
+@pytest.fixture
+async def partitioned_postgres_store(postgres_store_factory: StoreFactory) -> Any:
+    """A fresh PostgresStore whose events table is partitioned by position range
+    (eventcore.postgres.partition): spans of 4 transaction ids, 5 made ahead, so a test's
+    appends land in several partitions and, past those, in the DEFAULT one."""
+    from eventcore.postgres.partition import partition_events
+
+    store = await postgres_store_factory()
+    await partition_events(store, span=4, ahead=5)
+    return store
+
+
 # -- a streaming replica, pgbouncer, a cluster of its own ------------------------------------
 
 

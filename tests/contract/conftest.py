@@ -17,6 +17,7 @@ STORES = [
     "memory-sync",
     pytest.param("postgres-sync", marks=pytest.mark.postgres),
     pytest.param("postgres-pgbouncer", marks=pytest.mark.postgres),
+    pytest.param("postgres-partitioned", marks=pytest.mark.postgres),
 ]
 
 
@@ -36,6 +37,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
         sqlite = SqliteStore(tmp_path / "events.db")
         request.addfinalizer(sqlite.close)
         return sqlite.aio
+    if request.param == "postgres-partitioned":  # events partitioned by position range
+        return request.getfixturevalue("partitioned_postgres_store")
     if request.param == "postgres-pgbouncer":  # every connection through PgBouncer
         return request.getfixturevalue("pgbouncer_store")
     return request.getfixturevalue("postgres_store")

@@ -9,6 +9,7 @@ from eventcore.cli._bench import bench
 from eventcore.cli._check import check
 from eventcore.cli._demo import demo
 from eventcore.cli._inspect import migrate, read, streams, tail
+from eventcore.cli._partitions import partitions
 from eventcore.cli._projections import projections
 from eventcore.cli._replicas import replicas
 
@@ -47,3 +48,4 @@ def cli() -> None:
 for command in (migrate, streams, read, tail, projections, bench, demo, replicas):
     cli.add_command(command)
 cli.add_command(check)
+cli.add_command(partitions)

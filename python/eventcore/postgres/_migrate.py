@@ -30,6 +30,8 @@ async def installed_version(conn: asyncpg.Connection, q: Queries, schema: str) -
             "nothing was changed (choose another schema= or move it)"
         )
     version: int = await conn.fetchval(q.schema_version)
+    # A partitioned events table (migration 0012) is read with position bounds.
+    q.bound_stream_reads(bool(await conn.fetchval(q.is_partitioned)))
     latest = len(migrations())
     if version > latest:
         raise StoreError(

@@ -20,6 +20,9 @@ SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
 POSITION_SHIFT = 1 << 20
 """Positions are ``transaction id * POSITION_SHIFT + index within the transaction``."""
 
+MAX_POSITION = (1 << 63) - 1
+"""The largest position (bigint): the upper bound of a range that has none."""
+
 VERSION_TABLE_COMMENT = "eventcore schema versions"
 """Marks the ``schema_version`` table as ours (a same-named foreign table has no such mark)."""
 
@@ -33,6 +36,7 @@ OUR_OBJECTS = (
     "subject_keys",
     "purges",
     "event_tags",
+    "detached_partitions",
 )
 """Relation names a migration creates: a foreign one with such a name stops the migration."""
 
@@ -153,6 +157,7 @@ class Queries:
             f"{cols}, (SELECT array_agg(t.tag::text ORDER BY t.tag) FROM {s}.event_tags t"
             " WHERE t.position = events.position)"
         )
+        self._tagged = tagged
         # On a conflict the last five columns carry the events after the expected
         # versions of the conflicting streams (migration 0005), NULL when too many.
         self.append = (
@@ -170,58 +175,8 @@ class Queries:
             " $11::text[], $12::integer[], $13::jsonb, $14::bigint)"
         )
         self.read_query = f"SELECT * FROM {s}.read_query($1::jsonb, $2, $3)"
-        # A fold: first one (stream_id, NULL, version as 8 bytes, 0, 0) row per stream
-        # that has a row (its version: hidden events are not read, so not counted), then
-        # its visible events (migration 0006: versions above hidden_upto), in log order,
-        # as 5-item fold rows (a decode error names the version and position).
-        self.fold = (
-            "SELECT sid, typ, payload, ver, pos FROM ("
-            f" WITH st AS MATERIALIZED (SELECT stream_id, version, hidden_upto FROM {s}.streams"
-            " WHERE stream_id = ANY($1::text[]))"
-            " SELECT st.stream_id AS sid, NULL::text AS typ, int8send(st.version) AS payload,"
-            " 0::bigint AS ver, 0::bigint AS pos FROM st"
-            " UNION ALL SELECT e.stream_id, e.event_type, e.payload, e.version, e.position"
-            f" FROM st JOIN {s}.events e ON e.stream_id = st.stream_id"
-            " AND e.version > st.hidden_upto) f ORDER BY pos"
-        )
-        # A cached state's tail: each stream's last event at or before version $2[i] (the
-        # last one folded, for its position: a truncation's version has no event) and the
-        # events after it, with the version the stream's last truncation took (a state
-        # folded before it cannot be extended).
-        self.fold_tail = (
-            "SELECT e.stream_id, e.event_type, e.payload, e.version, e.position,"
-            " st.truncated_at FROM unnest($1::text[], $2::bigint[]) AS t(sid, v)"
-            f" JOIN {s}.streams st ON st.stream_id = t.sid CROSS JOIN LATERAL ("
-            f"(SELECT * FROM {s}.events l WHERE l.stream_id = t.sid AND l.version <= t.v"
-            " ORDER BY l.version DESC LIMIT 1) UNION ALL"
-            f" (SELECT * FROM {s}.events n WHERE n.stream_id = t.sid AND n.version > t.v)) e"
-            " ORDER BY e.position"
-        )
-        # Stream reads skip hidden versions (migration 0006).
-        hidden = (
-            f"coalesce((SELECT h.hidden_upto FROM {s}.streams h"
-            " WHERE h.stream_id = events.stream_id), 0)"
-        )
-        self.read_stream = (
-            f"SELECT {tagged} FROM {s}.events WHERE stream_id = $1 AND version > $2"
-            f" AND version > {hidden} ORDER BY version LIMIT $3"
-        )
-        self.read_streams = (
-            f"SELECT {tagged} FROM {s}.events WHERE stream_id = ANY($1::text[]) AND version > $2"
-            f" AND version > {hidden} ORDER BY position LIMIT $3"
-        )
-        self.read_stream_backwards = (
-            f"SELECT {tagged} FROM {s}.events"
-            " WHERE stream_id = $1 AND ($2::bigint IS NULL OR version < $2)"
-            f" AND version > {hidden} ORDER BY version DESC LIMIT $3"
-        )
         # -- stream lifecycle (migration 0006) --
         self.truncate_stream = f"SELECT o_status, o_version FROM {s}.truncate_stream($1, $2, $3)"
-        self.stream_bounds = (
-            f"SELECT st.hidden_upto + 1, st.version, st.hidden_upto > 0 AND NOT EXISTS"
-            f" (SELECT 1 FROM {s}.events e WHERE e.stream_id = st.stream_id"
-            f" AND e.version > st.hidden_upto) FROM {s}.streams st WHERE st.stream_id = $1"
-        )
         purge_cols = (
             "stream_id, events, from_version, to_version, first_position, last_position,"
             " actor, database_user, reason, purged_at"
@@ -312,6 +267,14 @@ class Queries:
             " checksum = EXCLUDED.checksum"
             " WHERE t.schema_version <> EXCLUDED.schema_version OR t.events < EXCLUDED.events"
         )
+        self.is_partitioned = (
+            f"SELECT coalesce((SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass("
+            f"'{s}.events')), false)"
+        )
+        self.partitioned = False
+        """Whether the stream reads bound positions (set by :meth:`bound_stream_reads`)."""
+        self._s = s
+        self.bound_stream_reads(False)
         # --
         self.version_table = f"{s}.schema_version"
         self.schema_version = f"SELECT coalesce(max(version), 0) FROM {s}.schema_version"
@@ -326,6 +289,90 @@ class Queries:
             "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c"
             " JOIN pg_namespace n ON n.oid = c.relnamespace"
             " WHERE n.nspname = $1 AND c.relname = ANY($2::text[])"
+        )
+
+    def bound_stream_reads(self, partitioned: bool) -> None:
+        """(Re)make the statements that read streams by id: with position bounds for a
+        partitioned events table (migration 0012), without them otherwise (there the
+        bounds would only tempt the planner into a scan of the position index)."""
+        s, tagged = self._s, self._tagged
+        self.partitioned = partitioned
+
+        # A partitioned store (migration 0012) keeps on each streams row a position range
+        # holding all of the stream's events (NULL: unbounded, as on an unpartitioned
+        # store); bounding position by it lets the planner skip every other partition at
+        # run time. A stream without a row has no events.
+        def within(e: str, st: str) -> str:
+            if not partitioned:
+                return ""
+            return (
+                f" AND {e}.position >= coalesce({st}.first_position, 0)"
+                f" AND {e}.position <= coalesce({st}.last_position, {MAX_POSITION})"
+            )
+
+        def span(which: str) -> str:
+            if not partitioned:
+                return ""
+            rows = f"FROM {s}.streams b WHERE b.stream_id {which}"
+            return (
+                f" AND position >= coalesce((SELECT min(coalesce(b.first_position, 0)) {rows}), 0)"
+                f" AND position <= coalesce((SELECT max(coalesce(b.last_position, {MAX_POSITION}))"
+                f" {rows}), -1)"
+            )
+
+        # A fold: first one (stream_id, NULL, version as 8 bytes, 0, 0) row per stream
+        # that has a row (its version: hidden events are not read, so not counted), then
+        # its visible events (migration 0006: versions above hidden_upto), in log order,
+        # as 5-item fold rows (a decode error names the version and position).
+        self.fold = (
+            "SELECT sid, typ, payload, ver, pos FROM ("
+            " WITH st AS MATERIALIZED (SELECT stream_id, version, hidden_upto, first_position,"
+            f" last_position FROM {s}.streams"
+            " WHERE stream_id = ANY($1::text[]))"
+            " SELECT st.stream_id AS sid, NULL::text AS typ, int8send(st.version) AS payload,"
+            " 0::bigint AS ver, 0::bigint AS pos FROM st"
+            " UNION ALL SELECT e.stream_id, e.event_type, e.payload, e.version, e.position"
+            f" FROM st JOIN {s}.events e ON e.stream_id = st.stream_id"
+            f" AND e.version > st.hidden_upto{within('e', 'st')}) f ORDER BY pos"
+        )
+        # A cached state's tail: each stream's last event at or before version $2[i] (the
+        # last one folded, for its position: a truncation's version has no event) and the
+        # events after it, with the version the stream's last truncation took (a state
+        # folded before it cannot be extended).
+        self.fold_tail = (
+            "SELECT e.stream_id, e.event_type, e.payload, e.version, e.position,"
+            " st.truncated_at FROM unnest($1::text[], $2::bigint[]) AS t(sid, v)"
+            f" JOIN {s}.streams st ON st.stream_id = t.sid CROSS JOIN LATERAL ("
+            f"(SELECT * FROM {s}.events l WHERE l.stream_id = t.sid AND l.version <= t.v"
+            f"{within('l', 'st')} ORDER BY l.version DESC LIMIT 1) UNION ALL"
+            f" (SELECT * FROM {s}.events n WHERE n.stream_id = t.sid AND n.version > t.v"
+            f"{within('n', 'st')})) e"
+            " ORDER BY e.position"
+        )
+        # Stream reads skip hidden versions (migration 0006).
+        hidden = (
+            f"coalesce((SELECT h.hidden_upto FROM {s}.streams h"
+            " WHERE h.stream_id = events.stream_id), 0)"
+        )
+        self.read_stream = (
+            f"SELECT {tagged} FROM {s}.events WHERE stream_id = $1 AND version > $2"
+            f" AND version > {hidden}{span('= $1')} ORDER BY version LIMIT $3"
+        )
+        self.read_streams = (
+            f"SELECT {tagged} FROM {s}.events WHERE stream_id = ANY($1::text[]) AND version > $2"
+            f" AND version > {hidden}{span('= ANY($1::text[])')} ORDER BY position LIMIT $3"
+        )
+        self.read_stream_backwards = (
+            f"SELECT {tagged} FROM {s}.events"
+            " WHERE stream_id = $1 AND ($2::bigint IS NULL OR version < $2)"
+            f" AND version > {hidden}{span('= $1')} ORDER BY version DESC LIMIT $3"
+        )
+        # A stream's visible versions (migration 0006).
+        self.stream_bounds = (
+            f"SELECT st.hidden_upto + 1, st.version, st.hidden_upto > 0 AND NOT EXISTS"
+            f" (SELECT 1 FROM {s}.events e WHERE e.stream_id = st.stream_id"
+            f" AND e.version > st.hidden_upto{within('e', 'st')}) FROM {s}.streams st"
+            " WHERE st.stream_id = $1"
         )
 
 
