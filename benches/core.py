@@ -143,11 +143,12 @@ def es_accounts(app: Any, b: Any, n: int, events_each: int) -> list[Any]:
     return ids
 
 
-def es_prepare_deposits(n: int, events_each: int) -> Callable[[], float]:
+def es_prepare_deposits(n: int, events_each: int, app: Any = None) -> Callable[[], float]:
     """One deposit into each of ``n`` fresh accounts holding ``events_each`` events
-    (repository.get, deposit, save)."""
+    (repository.get, deposit, save); ``app``: the peer's application to use (another
+    recorder, e.g. SQLite), a fresh in-memory one by default."""
     b = baseline()
-    app = b.EsBank()
+    app = app if app is not None else b.EsBank()
     ids = es_accounts(app, b, n, events_each)
     get, save = app.repository.get, app.save
 
@@ -162,10 +163,11 @@ def es_prepare_deposits(n: int, events_each: int) -> Callable[[], float]:
     return body
 
 
-def es_prepare_transfer(n: int) -> Callable[[], float]:
-    """``n`` transfers: get two 2-event aggregates, withdraw + deposit, save both."""
+def es_prepare_transfer(n: int, app: Any = None) -> Callable[[], float]:
+    """``n`` transfers: get two 2-event aggregates, withdraw + deposit, save both (the
+    last account ends at version 3); ``app`` as for :func:`es_prepare_deposits`."""
     b = baseline()
-    app = b.EsBank()
+    app = app if app is not None else b.EsBank()
     ids = es_accounts(app, b, 2 * n, 2)
     pairs = list(zip(ids[0::2], ids[1::2], strict=True))
     get, save = app.repository.get, app.save
@@ -176,6 +178,7 @@ def es_prepare_transfer(n: int) -> Callable[[], float]:
             src.withdraw(DEPOSIT // 2)
             dst.deposit(DEPOSIT // 2)
             save(src, dst)
+        assert get(ids[-1]).version == 3
         return len(pairs)
 
     return body
