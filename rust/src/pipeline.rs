@@ -1418,6 +1418,16 @@ impl Machine {
         (&cur.streams, &cur.versions)
     }
 
+    /// The expected versions as (stream, version) pairs for the native store's appends.
+    pub(crate) fn expected_args<'py>(&self, py: Python<'py>) -> Vec<(Bound<'py, PyAny>, i64)> {
+        let (streams, versions) = self.expected_pairs();
+        streams
+            .iter()
+            .zip(versions)
+            .map(|(s, v)| (s.bind(py).clone().into_any(), *v))
+            .collect()
+    }
+
     fn expected<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let (streams, versions) = self.expected_pairs();
         PyList::new(

@@ -102,12 +102,7 @@ fn run_native<'py>(
                 });
             }
             let events = m.events.as_ref().expect("events").args(py);
-            let (streams, versions) = m.expected_pairs();
-            let expected: Vec<(Bound<'py, PyAny>, i64)> = streams
-                .iter()
-                .zip(versions)
-                .map(|(s, v)| (s.bind(py).clone().into_any(), *v))
-                .collect();
+            let expected = m.expected_args(py);
             let meta = m
                 .metadata_bytes
                 .as_ref()

@@ -506,12 +506,7 @@ pub(crate) fn native_append<'py>(
     let items = m.q.as_mut().expect("query run").items(py)?;
     let q = m.q.as_ref().expect("query run");
     let events = m.events.as_ref().expect("events").args(py);
-    let (streams, versions) = m.expected_pairs();
-    let expected: Vec<(Bound<'py, PyAny>, i64)> = streams
-        .iter()
-        .zip(versions)
-        .map(|(s, v)| (s.bind(py).clone().into_any(), *v))
-        .collect();
+    let expected = m.expected_args(py);
     let tags: Vec<Bound<'py, PyAny>> = q.tags.iter().map(|t| t.bind(py).clone()).collect();
     let (first, versions, _) =
         store.append_query(py, &expected, &events, metadata, &tags, &items, q.position)?;
