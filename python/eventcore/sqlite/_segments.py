@@ -1,0 +1,180 @@
+"""The SQLite store's segments (migration 0005): how events are packed into them, read
+back out of them, and found by position or by id.
+
+A segment is one row for a run of consecutive events of one stream within one append
+(see ``migrations/0005_segments.sql``): ``(last_position, n, stream_id, last_version,
+types, payloads, ids, recorded_at, metadata)``. Its events have consecutive positions and
+versions ending at ``last_position`` and ``last_version``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import repeat
+from typing import Any
+
+import msgspec
+
+from eventcore.sqlite import _schema as q
+
+__all__ = [
+    "encode",
+    "events_at",
+    "expand",
+    "fold_rows",
+    "id_runs",
+    "ids_of",
+    "may_clash",
+    "run_rows",
+    "segments_covering",
+    "stored_ids",
+    "types_of",
+]
+
+_pack = msgspec.msgpack.encode
+_unpack = msgspec.msgpack.Decoder(list[bytes]).decode
+_json = msgspec.json.encode
+_unjson = msgspec.json.Decoder(list[str]).decode
+
+Segment = tuple[int, int, str, int, Any, bytes, bytes, int, Any]
+"""A segment row: ``(last_position, n, stream_id, last_version, types, payloads, ids,
+recorded_at, metadata)``."""
+
+
+def encode(types: list[str], payloads: list[bytes]) -> tuple[str | bytes, bytes]:
+    """A segment's ``types`` (the type when all events have it, else a JSON array) and
+    ``payloads`` (the payload of a single event, else a msgpack array)."""
+    t0 = types[0]
+    one = all(t == t0 for t in types)
+    if len(payloads) == 1:
+        return t0, payloads[0]
+    return (t0 if one else _json(types)), _pack(payloads)
+
+
+def types_of(types: str | bytes, n: int) -> Sequence[str]:
+    """The type of each event of a segment."""
+    return [types] * n if type(types) is str else _unjson(types)
+
+
+def ids_of(ids: bytes) -> list[bytes]:
+    """The ids of a segment's events (16 bytes each)."""
+    return [ids[i : i + 16] for i in range(0, len(ids), 16)]
+
+
+def expand(seg: Segment) -> list[tuple[Any, ...]]:
+    """The events of a segment as rows ``(position, id, stream, version, type, payload,
+    recorded_at, metadata)`` (:data:`eventcore.sqlite._schema.COLS`)."""
+    last, n, sid, version, types, payloads, ids, at, meta = seg
+    if n == 1:
+        return [(last, ids, sid, version, types, payloads, at, meta)]
+    return list(
+        zip(
+            range(last - n + 1, last + 1),
+            ids_of(ids),
+            repeat(sid, n),
+            range(version - n + 1, version + 1),
+            repeat(types, n) if type(types) is str else _unjson(types),
+            _unpack(payloads),
+            repeat(at, n),
+            repeat(meta, n),
+            strict=True,
+        )
+    )
+
+
+def fold_rows(seg: Segment, above: int) -> list[tuple[Any, ...]]:
+    """The events of a segment with a version above ``above`` as fold rows ``(stream,
+    type, payload, version, position)``."""
+    last, n, sid, version, types, payloads = seg[:6]
+    if n == 1:
+        return [(sid, types, payloads, version, last)] if version > above else []
+    first_version = version - n + 1
+    rows = zip(
+        repeat(sid, n),
+        repeat(types, n) if type(types) is str else _unjson(types),
+        _unpack(payloads),
+        range(first_version, version + 1),
+        range(last - n + 1, last + 1),
+        strict=True,
+    )
+    skip = above - first_version + 1
+    if skip <= 0:
+        return list(rows)
+    return list(rows)[skip:]
+
+
+def id_runs(ids: Iterable[bytes]) -> list[tuple[bytes, bytes, bytes]]:
+    """``(bucket, lo, hi)`` runs covering ``ids``: sorted, grouped by their first 6 bytes
+    (a UUIDv7's millisecond), each group one run from its lowest to its highest id."""
+    runs: list[list[bytes]] = []
+    for i in sorted(ids):
+        bucket = i[:6]
+        if runs and runs[-1][0] == bucket:
+            runs[-1][2] = i
+        else:
+            runs.append([bucket, i, i])
+    return [(r[0], r[1], r[2]) for r in runs]
+
+
+def run_rows(seg_ids: bytes, last_position: int) -> list[tuple[bytes, bytes, bytes, int]]:
+    """The ``event_id_runs`` rows ``(bucket, hi, lo, last_position)`` of a segment with
+    these ids that ends at ``last_position``."""
+    if len(seg_ids) == 16:
+        return [(seg_ids[:6], seg_ids, seg_ids, last_position)]
+    return [(b, hi, lo, last_position) for b, lo, hi in id_runs(ids_of(seg_ids))]
+
+
+def stored_ids(conn: sqlite3.Connection, ids: Sequence[bytes]) -> list[tuple[Any, ...]]:
+    """The stored events with these ids, as expanded rows in position order.
+
+    The runs that may hold them name the candidate segments; those are decoded and
+    their ids compared."""
+    wanted = set(ids)
+    if not wanted:
+        return []
+    ends: set[int] = set()
+    for bucket, lo, hi in id_runs(wanted):
+        ends.update(r[0] for r in conn.execute(q.RUNS_HOLDING, (bucket, lo, hi)))
+    if not ends:
+        return []
+    rows: list[tuple[Any, ...]] = []
+    segs = conn.execute(q.SEGMENTS_AT, (_json(sorted(ends)).decode(),)).fetchall()
+    for seg in segs:
+        if seg[1] == 1:
+            if seg[6] in wanted:
+                rows.append(expand(seg)[0])
+        elif not wanted.isdisjoint(ids_of(seg[6])):
+            rows += [r for r in expand(seg) if r[1] in wanted]
+    return rows
+
+
+def may_clash(conn: sqlite3.Connection, runs: Sequence[tuple[bytes, bytes, bytes]]) -> bool:
+    """Whether a stored id may lie in one of these runs (then :func:`stored_ids` decides)."""
+    return any(conn.execute(q.RUNS_HOLDING, run).fetchone() is not None for run in runs)
+
+
+def segments_covering(
+    conn: sqlite3.Connection, positions: Sequence[int], cols: str = q.SEG
+) -> Iterator[tuple[Any, ...]]:
+    """The segments (their ``cols``, led by ``last_position``) that may hold events at the
+    sorted ``positions``, each once, in order (a position erased by a purge has none)."""
+    sql = f"SELECT {cols} FROM segments WHERE last_position >= ? ORDER BY last_position LIMIT 1"
+    last = 0
+    for p in positions:
+        if p <= last:
+            continue
+        seg = conn.execute(sql, (p,)).fetchone()
+        if seg is None:
+            return
+        last = seg[0]
+        yield seg  # p may lie in a hole a purge left before it: callers filter
+
+
+def events_at(conn: sqlite3.Connection, positions: Sequence[int]) -> list[tuple[Any, ...]]:
+    """The events at the sorted ``positions`` as expanded rows (erased ones left out)."""
+    wanted = set(positions)
+    rows: list[tuple[Any, ...]] = []
+    for seg in segments_covering(conn, positions):
+        rows += [r for r in expand(seg) if r[0] in wanted]
+    return rows
