@@ -17,8 +17,9 @@ __all__ = ["TYPE_SPANS", "matching", "tags_of"]
 _json = msgspec.json.encode
 
 # The segments in the spans of the types ``?1`` (a JSON array) whose last position lies
-# after ``?2`` (migration 0004: one span per type per append). A segment lies inside one
-# append: those of a span end inside it, but for the one holding its last position.
+# after ``?2`` (migrations 0004, 0005: a type's first and last position in a segment, or
+# in 1024 positions before schema 5). A segment that holds events of a span ends inside
+# it, or is the one holding its last position.
 # CROSS JOIN: the spans drive (found by the index), each span's segments read by rowid.
 TYPE_SPANS = (
     "SELECT r.event_type, r.first_position, r.last_position, s.last_position, s.n, s.types"

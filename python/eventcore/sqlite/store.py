@@ -604,16 +604,22 @@ class SqliteStore:
         version = {s: current[s] for s in counts}
         n = len(batch)
         types = list(map(_type_of, batch))
-        # One segment per run of consecutive events of one stream (migration 0005).
+        # One segment per run of consecutive events of one stream (migration 0005). Its
+        # triggers index a segment of one event by id and one of one type by type; the
+        # id runs of longer segments and the type runs of mixed ones are written here.
         segments: list[tuple[Any, ...]] = []
         id_runs: list[tuple[bytes, bytes, bytes, int]] = []
+        type_runs: list[tuple[str, int, int]] = []
         if len(version) == 1:  # one stream: one segment, the batch's id runs are its own
             [(sid, v)] = version.items()
             version[sid] = v + n
             packed = _segments.encode(types, list(map(_payload_of, batch)))
             last = first + n - 1
             segments.append((last, n, sid, v + n, *packed, b"".join(ids), now, meta))
-            id_runs = [(b, hi, lo, last) for b, lo, hi in runs]
+            if n > 1:
+                id_runs = [(b, hi, lo, last) for b, lo, hi in runs]
+            if type(packed[0]) is not str:
+                type_runs = _type_runs(types, first)
         else:
             start = 0
             while start < n:
@@ -624,32 +630,22 @@ class SqliteStore:
                 packed = _segments.encode(types[start:end], [e[2] for e in batch[start:end]])
                 blob, last = b"".join(ids[start:end]), first + end - 1
                 segments.append((last, end - start, sid, v, *packed, blob, now, meta))
-                id_runs += _segments.run_rows(blob, last)
+                if end - start > 1:
+                    id_runs += _segments.run_rows(blob, last)
+                if type(packed[0]) is not str:
+                    type_runs += _type_runs(types[start:end], first + start)
                 start = end
         try:
             if len(segments) == 1:
                 conn.execute(q.INSERT_SEGMENT, segments[0])
             else:
                 conn.executemany(q.INSERT_SEGMENT, segments)
-            if len(id_runs) == 1:
-                conn.execute(q.INSERT_RUN, id_runs[0])
-            else:
+            if id_runs:
                 conn.executemany(q.INSERT_RUN, id_runs)
+            if type_runs:
+                conn.executemany(q.TYPE_RUN, type_runs)
         except sqlite3.IntegrityError as exc:
             raise _Replay from exc  # cannot happen under the lock; _replay says what it was
-        # The type index (migration 0004): each type's first and last position.
-        t0 = types[0]
-        if all(t == t0 for t in types):  # the usual batch, and every one-event append
-            conn.execute(q.TYPE_RUN, (t0, first + n - 1, first))
-        else:
-            spans: dict[str, list[int]] = {}
-            for i, t in enumerate(types, first):
-                span = spans.get(t)
-                if span is None:
-                    spans[t] = [i, i]
-                else:
-                    span[1] = i
-            conn.executemany(q.TYPE_RUN, [(t, hi, lo) for t, (lo, hi) in spans.items()])
         versions = list(version.items())
         versions += [(s, current[s]) for s, _ in checks if s not in counts]
         return AppendResult(first, versions, batch)
@@ -1237,6 +1233,19 @@ class SqliteStore:
             PurgeRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], None, r[7], _utc(r[8]))
             for r in rows
         ]
+
+
+def _type_runs(types: list[str], first: int) -> list[tuple[str, int, int]]:
+    """The type index's rows ``(type, last position, first position)`` of a segment of
+    mixed ``types`` whose first event is at ``first``: each type's first and last."""
+    spans: dict[str, list[int]] = {}
+    for i, t in enumerate(types, first):
+        span = spans.get(t)
+        if span is None:
+            spans[t] = [i, i]
+        else:
+            span[1] = i
+    return [(t, hi, lo) for t, (lo, hi) in spans.items()]
 
 
 def _events(segs: list[Any], above: int, limit: int | None) -> list[Any]:

@@ -17,7 +17,12 @@
 -- segment (its last_position) is then decoded to be sure. UUIDv7 ids of one append make
 -- one or a few runs; random ids one run each.
 --
--- Existing events become segments of one event each (nothing is decoded in SQL).
+-- From this schema on the type index (migration 0004) has one run per type per segment
+-- (not per append); a segment of one type gets its run, and a segment of one event its id
+-- run, from the triggers below (in the INSERT's own statement); the store writes the rest.
+--
+-- Existing events become segments of one event each (nothing is decoded in SQL); the
+-- triggers are made after they are copied (their type runs exist already).
 
 CREATE TABLE IF NOT EXISTS segments (
     last_position INTEGER PRIMARY KEY,
@@ -49,3 +54,14 @@ INSERT INTO event_id_runs (bucket, hi, lo, last_position)
 SELECT substr(event_id, 1, 6), event_id, event_id, position FROM events;
 
 DROP TABLE events;
+
+CREATE TRIGGER IF NOT EXISTS segments_id_run AFTER INSERT ON segments WHEN NEW.n = 1
+BEGIN
+    INSERT INTO event_id_runs (bucket, hi, lo, last_position)
+    VALUES (substr(NEW.ids, 1, 6), NEW.ids, NEW.ids, NEW.last_position); END;
+
+CREATE TRIGGER IF NOT EXISTS segments_type_run AFTER INSERT ON segments
+WHEN typeof(NEW.types) = 'text'
+BEGIN
+    INSERT INTO event_type_runs (event_type, last_position, first_position)
+    VALUES (NEW.types, NEW.last_position, NEW.last_position - NEW.n + 1); END;
