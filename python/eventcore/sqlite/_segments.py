@@ -10,7 +10,7 @@ versions ending at ``last_position`` and ``last_version``.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from itertools import repeat
 from typing import Any
 
@@ -46,10 +46,9 @@ def encode(types: list[str], payloads: list[bytes]) -> tuple[str | bytes, bytes]
     """A segment's ``types`` (the type when all events have it, else a JSON array) and
     ``payloads`` (the payload of a single event, else a msgpack array)."""
     t0 = types[0]
-    one = all(t == t0 for t in types)
     if len(payloads) == 1:
         return t0, payloads[0]
-    return (t0 if one else _json(types)), _pack(payloads)
+    return (t0 if all(t == t0 for t in types) else _json(types)), _pack(payloads)
 
 
 def types_of(types: str | bytes, n: int) -> Sequence[str]:
@@ -104,9 +103,12 @@ def fold_rows(seg: Segment, above: int) -> list[tuple[Any, ...]]:
     return list(rows)[skip:]
 
 
-def id_runs(ids: Iterable[bytes]) -> list[tuple[bytes, bytes, bytes]]:
+def id_runs(ids: Collection[bytes]) -> list[tuple[bytes, bytes, bytes]]:
     """``(bucket, lo, hi)`` runs covering ``ids``: sorted, grouped by their first 6 bytes
     (a UUIDv7's millisecond), each group one run from its lowest to its highest id."""
+    if len(ids) == 1:  # Sequence or set
+        [i] = ids
+        return [(i[:6], i, i)]
     runs: list[list[bytes]] = []
     for i in sorted(ids):
         bucket = i[:6]
