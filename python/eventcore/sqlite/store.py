@@ -30,9 +30,15 @@ Dense positions that never skip
 
 Waiting for appends
     :meth:`SqliteStore.wait_for_append` wakes at once on an append of the same store
-    object (a condition variable) and polls the head (``max(position)``: one seek in the
-    primary key) for other processes' appends, backing off from 1 ms to
+    object (a condition variable) and polls the head (the last segment's position: one
+    seek in the primary key) for other processes' appends, backing off from 1 ms to
     ``poll_interval`` seconds while nothing arrives.
+
+Layout
+    Events are stored by segment (migration 0005, :mod:`eventcore.sqlite._segments`): one
+    row per run of consecutive events of one stream within an append, whose positions and
+    versions are ranges. A batch costs SQLite a few rows whatever its size; every read
+    unpacks the segments it finds by position, stream and version, or id range.
 """
 
 from __future__ import annotations
