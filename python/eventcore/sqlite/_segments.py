@@ -61,22 +61,26 @@ def ids_of(ids: bytes) -> list[bytes]:
     return [ids[i : i + 16] for i in range(0, len(ids), 16)]
 
 
-def expand(seg: Segment) -> list[tuple[Any, ...]]:
-    """The events of a segment as rows ``(position, id, stream, version, type, payload,
-    recorded_at, metadata)`` (:data:`eventcore.sqlite._schema.COLS`)."""
+def expand(seg: Segment, skip: int = 0) -> list[tuple[Any, ...]]:
+    """The events of a segment but its first ``skip`` as rows ``(position, id, stream,
+    version, type, payload, recorded_at, metadata)`` (:data:`eventcore.sqlite._schema.COLS`)."""
     last, n, sid, version, types, payloads, ids, at, meta = seg
     if n == 1:
-        return [(last, ids, sid, version, types, payloads, at, meta)]
+        return [] if skip > 0 else [(last, ids, sid, version, types, payloads, at, meta)]
+    skip = max(skip, 0)
+    k = n - skip  # the events returned
+    if k <= 0:
+        return []
     return list(
         zip(
-            range(last - n + 1, last + 1),
-            ids_of(ids),
-            repeat(sid, n),
-            range(version - n + 1, version + 1),
-            repeat(types, n) if type(types) is str else _unjson(types),
-            _unpack(payloads),
-            repeat(at, n),
-            repeat(meta, n),
+            range(last - k + 1, last + 1),
+            [ids[i : i + 16] for i in range(16 * skip, 16 * n, 16)],
+            repeat(sid, k),
+            range(version - k + 1, version + 1),
+            repeat(types, k) if type(types) is str else _unjson(types)[skip:],
+            _unpack(payloads)[skip:],
+            repeat(at, k),
+            repeat(meta, k),
             strict=True,
         )
     )
@@ -135,9 +139,7 @@ def stored_ids(conn: sqlite3.Connection, ids: Sequence[bytes]) -> list[tuple[Any
     wanted = set(ids)
     if not wanted:
         return []
-    ends: set[int] = set()
-    for bucket, lo, hi in id_runs(wanted):
-        ends.update(r[0] for r in conn.execute(q.RUNS_HOLDING, (bucket, lo, hi)))
+    ends = _ends_holding(conn, id_runs(wanted))
     if not ends:
         return []
     rows: list[tuple[Any, ...]] = []
@@ -151,9 +153,35 @@ def stored_ids(conn: sqlite3.Connection, ids: Sequence[bytes]) -> list[tuple[Any
     return rows
 
 
+_RUNS_PER_STATEMENT = q.MAX_VARIABLES // 3
+
+
+def _ends_holding(
+    conn: sqlite3.Connection, runs: Sequence[tuple[bytes, bytes, bytes]], first: bool = False
+) -> set[int]:
+    """The last positions of the segments whose id runs overlap these ``(bucket, lo, hi)``
+    runs (with ``first``: one of them at most), in one statement per few hundred runs."""
+    if len(runs) == 1:
+        found = conn.execute(q.RUNS_HOLDING + (" LIMIT 1" if first else ""), runs[0])
+        return {r[0] for r in found}
+    ends: set[int] = set()
+    for start in range(0, len(runs), _RUNS_PER_STATEMENT):
+        chunk = runs[start : start + _RUNS_PER_STATEMENT]
+        sql = (
+            "SELECT DISTINCT r.last_position FROM (VALUES "
+            + ", ".join(["(?, ?, ?)"] * len(chunk))
+            + ") AS v CROSS JOIN event_id_runs r ON r.bucket = v.column1"
+            " AND r.hi >= v.column2 AND r.lo <= v.column3" + (" LIMIT 1" if first else "")
+        )
+        ends.update(r[0] for r in conn.execute(sql, [x for run in chunk for x in run]))
+        if first and ends:
+            break
+    return ends
+
+
 def may_clash(conn: sqlite3.Connection, runs: Sequence[tuple[bytes, bytes, bytes]]) -> bool:
     """Whether a stored id may lie in one of these runs (then :func:`stored_ids` decides)."""
-    return any(conn.execute(q.RUNS_HOLDING, run).fetchone() is not None for run in runs)
+    return bool(_ends_holding(conn, runs, first=True))
 
 
 def segments_covering(

@@ -986,9 +986,8 @@ class SqliteStore:
             cursor = conn.execute(sql, args)
             try:
                 for seg in cursor:
-                    events = _segments.expand(seg)
-                    if events[0][0] <= after_position:
-                        events = events[after_position - events[0][0] + 1 :]
+                    # The events after after_position (the first segment may hold more).
+                    events = _segments.expand(seg, after_position - seg[0] + seg[1])
                     if wanted is not None and type(seg[4]) is not str:
                         events = [r for r in events if r[4] in wanted]
                     rows += events
@@ -1259,10 +1258,8 @@ def _events(segs: list[Any], above: int, limit: int | None) -> list[Any]:
     and ``hidden_upto``, at most ``limit``."""
     rows: list[Any] = []
     for seg in segs:
-        n, version = seg[1], seg[3]
-        events = _segments.expand(seg[:9])
-        skip = max(above, seg[9]) - (version - n)  # events at or below both
-        rows += events[skip:] if skip > 0 else events
+        # Skip the events at or below both versions.
+        rows += _segments.expand(seg[:9], max(above, seg[9]) - (seg[3] - seg[1]))
     return rows[:limit]
 
 
