@@ -10,7 +10,7 @@ versions ending at ``last_position`` and ``last_version``.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from itertools import repeat
 from typing import Any
 
@@ -186,19 +186,18 @@ def may_clash(conn: sqlite3.Connection, runs: Sequence[tuple[bytes, bytes, bytes
 
 def segments_covering(
     conn: sqlite3.Connection, positions: Sequence[int], cols: str = q.SEG
-) -> Iterator[tuple[Any, ...]]:
-    """The segments (their ``cols``, led by ``last_position``) that may hold events at the
-    sorted ``positions``, each once, in order (a position erased by a purge has none)."""
-    sql = f"SELECT {cols} FROM segments WHERE last_position >= ? ORDER BY last_position LIMIT 1"
-    last = 0
-    for p in positions:
-        if p <= last:
-            continue
-        seg = conn.execute(sql, (p,)).fetchone()
-        if seg is None:
-            return
-        last = seg[0]
-        yield seg  # p may lie in a hole a purge left before it: callers filter
+) -> list[tuple[Any, ...]]:
+    """The segments (their ``cols``) that may hold events at ``positions``, each once, in
+    order, in one statement: for each position the first segment ending at or after it
+    (a position erased by a purge may find the next one: callers filter)."""
+    if not positions:
+        return []
+    sql = (
+        f"SELECT {cols} FROM segments WHERE last_position IN (SELECT (SELECT"
+        " min(f.last_position) FROM segments f WHERE f.last_position >= j.value)"
+        " FROM json_each(?1) AS j) ORDER BY last_position"
+    )
+    return conn.execute(sql, (_json(list(positions)).decode(),)).fetchall()
 
 
 def events_at(conn: sqlite3.Connection, positions: Sequence[int]) -> list[tuple[Any, ...]]:
