@@ -305,3 +305,18 @@ def test_random_histories_read_as_in_memory(tmp_path: Path, seed: int) -> None:
                 == memory.read_columns(after, limit, 0, 0)[0]
             )
             assert sqlite.count_events(after, head) == len(memory.read_all(after_position=after))
+
+
+def test_a_conflict_inside_a_segment_carries_the_tail_after_the_expected_version(
+    tmp_path: Path,
+) -> None:
+    from eventcore import ConcurrencyConflict
+
+    with SqliteStore(tmp_path / "e.db") as store:
+        store.append([NewEvent("s", "A", b"%d" % i) for i in range(1, 11)])
+        with pytest.raises(ConcurrencyConflict) as caught:
+            store.append([NewEvent("s", "A", b"x")], expected=[("s", 5)])
+        assert caught.value.tail_base == {"s": (5, 5)}
+        assert [(r[3], r[4], r[2]) for r in caught.value.tail or ()] == [
+            (v, v, b"%d" % v) for v in range(6, 11)
+        ]
