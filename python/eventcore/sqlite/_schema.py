@@ -128,8 +128,6 @@ READ_BACKWARDS = (
     f" AND last_version - n < ?2 - 1 AND last_version > {HIDDEN}"
     " ORDER BY last_version DESC LIMIT ?3"
 )
-# Segments from the one holding position ?1 on (the global log).
-SEGMENTS_FROM = f"SELECT {SEG} FROM segments WHERE last_position >= ?1 ORDER BY last_position"
 # The segments at these positions (a JSON array of last positions).
 SEGMENTS_AT = (
     f"SELECT {SEG} FROM segments"
