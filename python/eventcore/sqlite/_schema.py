@@ -60,6 +60,8 @@ _VERSION = (
     "max(coalesce((SELECT max(last_version) FROM segments WHERE stream_id = ?1), 0),"
     " coalesce((SELECT truncated_at FROM stream_lifecycle WHERE stream_id = ?1), 0))"
 )
+HEAD_ONLY = _HEAD
+"""The head as an expression, to select with other things."""
 HEAD = f"SELECT {_HEAD}"
 STREAM_VERSION = f"SELECT {_VERSION}"
 # Whether a run of event ids holds ids in (bucket ?2, from ?3 to ?4): only then may an id

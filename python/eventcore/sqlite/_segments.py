@@ -9,6 +9,7 @@ versions ending at ``last_position`` and ``last_version``.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Collection, Sequence
 from itertools import repeat
@@ -156,6 +157,17 @@ def stored_ids(conn: sqlite3.Connection, ids: Sequence[bytes]) -> list[tuple[Any
 _RUNS_PER_STATEMENT = q.MAX_VARIABLES // 3
 
 
+@functools.cache
+def _overlapping(runs: int) -> str:
+    """``FROM`` the id runs that overlap ``runs`` runs given as parameters (3 each), on."""
+    return (
+        " FROM (VALUES "
+        + ", ".join(["(?, ?, ?)"] * runs)
+        + ") AS v CROSS JOIN event_id_runs r ON r.bucket = v.column1"
+        " AND r.hi >= v.column2 AND r.lo <= v.column3"
+    )
+
+
 def _ends_holding(
     conn: sqlite3.Connection, runs: Sequence[tuple[bytes, bytes, bytes]], first: bool = False
 ) -> set[int]:
@@ -167,12 +179,9 @@ def _ends_holding(
     ends: set[int] = set()
     for start in range(0, len(runs), _RUNS_PER_STATEMENT):
         chunk = runs[start : start + _RUNS_PER_STATEMENT]
-        sql = (
-            "SELECT DISTINCT r.last_position FROM (VALUES "
-            + ", ".join(["(?, ?, ?)"] * len(chunk))
-            + ") AS v CROSS JOIN event_id_runs r ON r.bucket = v.column1"
-            " AND r.hi >= v.column2 AND r.lo <= v.column3" + (" LIMIT 1" if first else "")
-        )
+        sql = "SELECT DISTINCT r.last_position" + _overlapping(len(chunk))
+        if first:
+            sql += " LIMIT 1"
         ends.update(r[0] for r in conn.execute(sql, [x for run in chunk for x in run]))
         if first and ends:
             break
@@ -182,6 +191,18 @@ def _ends_holding(
 def may_clash(conn: sqlite3.Connection, runs: Sequence[tuple[bytes, bytes, bytes]]) -> bool:
     """Whether a stored id may lie in one of these runs (then :func:`stored_ids` decides)."""
     return bool(_ends_holding(conn, runs, first=True))
+
+
+def head_and_clash(
+    conn: sqlite3.Connection, runs: Sequence[tuple[bytes, bytes, bytes]]
+) -> tuple[int, bool]:
+    """The log's head and :func:`may_clash` of these runs, in one statement when they are
+    a few hundred at most (an append of several streams)."""
+    if not 0 < len(runs) <= _RUNS_PER_STATEMENT:
+        return conn.execute(q.HEAD).fetchone()[0], may_clash(conn, runs)
+    sql = f"SELECT {q.HEAD_ONLY}, EXISTS (SELECT 1{_overlapping(len(runs))})"
+    head, clash = conn.execute(sql, [x for run in runs for x in run]).fetchone()
+    return head, bool(clash)
 
 
 def segments_covering(

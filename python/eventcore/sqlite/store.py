@@ -598,13 +598,11 @@ class SqliteStore:
             raise self._conflict(conn, conflicts, checks)
         if not batch:
             return AppendResult([], [(s, current[s]) for s, _ in checks], [])
-        if clash is None:
-            clash = _segments.may_clash(conn, runs)
+        if head is None or clash is None:
+            head, clash = _segments.head_and_clash(conn, runs)
         if clash and self._stored(conn, ids):
             raise _Replay  # an event id is stored
         # Positions: max + 1 on, under the write lock (see the module: dense, never skip).
-        if head is None:
-            head = conn.execute(q.HEAD).fetchone()[0]
         first = head + 1
         now = time.time_ns() // 1000
         version = {s: current[s] for s in counts}
@@ -791,8 +789,12 @@ class SqliteStore:
         for seg in segs:
             # A stream's version: its last visible event's, or its last truncation's.
             sid = seg[2]
-            versions[sid] = max(versions[sid], seg[3])
-            rows += _segments.fold_rows(seg, hidden[sid])
+            if seg[3] > versions[sid]:
+                versions[sid] = seg[3]
+            if seg[1] == 1:  # one event, visible (the query's bound): its row as it is
+                rows.append((sid, seg[4], seg[5], seg[3], seg[0]))
+            else:
+                rows += _segments.fold_rows(seg, hidden[sid])
         return _core.fold(state, apply, decoders, rows), [versions[s] for s in ids]
 
     def fold_tail(
