@@ -154,7 +154,8 @@ def stored_ids(conn: sqlite3.Connection, ids: Sequence[bytes]) -> list[tuple[Any
     return rows
 
 
-_RUNS_PER_STATEMENT = q.MAX_VARIABLES // 3
+RUNS_PER_STATEMENT = q.MAX_VARIABLES // 3
+"""Id runs checked in one statement at most (3 parameters each)."""
 
 
 @functools.cache
@@ -177,8 +178,8 @@ def _ends_holding(
         found = conn.execute(q.RUNS_HOLDING + (" LIMIT 1" if first else ""), runs[0])
         return {r[0] for r in found}
     ends: set[int] = set()
-    for start in range(0, len(runs), _RUNS_PER_STATEMENT):
-        chunk = runs[start : start + _RUNS_PER_STATEMENT]
+    for start in range(0, len(runs), RUNS_PER_STATEMENT):
+        chunk = runs[start : start + RUNS_PER_STATEMENT]
         sql = "SELECT DISTINCT r.last_position" + _overlapping(len(chunk))
         if first:
             sql += " LIMIT 1"
@@ -193,12 +194,27 @@ def may_clash(conn: sqlite3.Connection, runs: Sequence[tuple[bytes, bytes, bytes
     return bool(_ends_holding(conn, runs, first=True))
 
 
+@functools.cache
+def versions_head_clash(runs: int) -> str:
+    """A statement of ``(stream, version, NULL)`` for each stream of the JSON array ``?1``
+    (as :data:`eventcore.sqlite._schema.VERSIONS`), then ``(NULL, head, clash)``: the head
+    and whether a stored id may lie in the ``runs`` runs given after it (3 parameters
+    each)."""
+    return (
+        "SELECT stream_id, max(v), NULL FROM (SELECT stream_id, max(last_version) AS v"
+        " FROM segments WHERE stream_id IN (SELECT value FROM json_each(?1))"
+        " GROUP BY stream_id UNION ALL SELECT stream_id, truncated_at FROM stream_lifecycle"
+        " WHERE stream_id IN (SELECT value FROM json_each(?1))) GROUP BY stream_id"
+        f" UNION ALL SELECT NULL, {q.HEAD_ONLY}, EXISTS (SELECT 1{_overlapping(runs)})"
+    )
+
+
 def head_and_clash(
     conn: sqlite3.Connection, runs: Sequence[tuple[bytes, bytes, bytes]]
 ) -> tuple[int, bool]:
     """The log's head and :func:`may_clash` of these runs, in one statement when they are
     a few hundred at most (an append of several streams)."""
-    if not 0 < len(runs) <= _RUNS_PER_STATEMENT:
+    if not 0 < len(runs) <= RUNS_PER_STATEMENT:
         return conn.execute(q.HEAD).fetchone()[0], may_clash(conn, runs)
     sql = f"SELECT {q.HEAD_ONLY}, EXISTS (SELECT 1{_overlapping(len(runs))})"
     head, clash = conn.execute(sql, [x for run in runs for x in run]).fetchone()

@@ -589,6 +589,17 @@ class SqliteStore:
                 q.VERSION_HEAD_CLASH, (streams[0], *runs[0])
             ).fetchone()
             current = {streams[0]: version}
+        elif len(streams) > 1 and 0 < len(runs) <= _segments.RUNS_PER_STATEMENT:
+            # Several streams (a transfer): their versions, the head and the id check.
+            current = dict.fromkeys(streams, 0)
+            for sid, version, clash_ in conn.execute(
+                _segments.versions_head_clash(len(runs)),
+                [_json_list(streams), *[x for run in runs for x in run]],
+            ):
+                if sid is None:
+                    head, clash = version, bool(clash_)
+                else:
+                    current[sid] = version
         else:
             current = self._versions(conn, streams)
         conflicts = [(s, v, current[s]) for s, v in checks if not _fits(v, current[s])]
@@ -779,10 +790,10 @@ class SqliteStore:
             segs = self._all(q.FOLD_MANY, (_json_list(ids),))
         versions = dict.fromkeys(ids, 0)
         hidden = dict.fromkeys(ids, 0)
-        if any(seg[1] is None for seg in segs):  # (stream, NULL, truncated_at, hidden_upto)
-            for seg in segs:
-                if seg[1] is None:
-                    versions[seg[0]], hidden[seg[0]] = seg[2], seg[3]
+        marks = [seg for seg in segs if seg[1] is None]  # (stream, NULL, truncated_at, hidden)
+        if marks:
+            for seg in marks:
+                versions[seg[0]], hidden[seg[0]] = seg[2], seg[3]
             segs = [seg for seg in segs if seg[1] is not None]
         segs.sort(key=_last_position)
         rows: list[Any] = []
