@@ -642,11 +642,16 @@ class SqliteStore:
                 while end < n and batch[end][0] == sid:
                     end += 1
                 v = version[sid] = version[sid] + end - start
+                last = first + end - 1
+                if end - start == 1:  # one event (a transfer's): its row as it is
+                    e = batch[start]
+                    segments.append((last, 1, sid, v, e[1], e[2], ids[start], now, meta))
+                    start = end
+                    continue
                 packed = _segments.encode(types[start:end], [e[2] for e in batch[start:end]])
-                blob, last = b"".join(ids[start:end]), first + end - 1
+                blob = b"".join(ids[start:end])
                 segments.append((last, end - start, sid, v, *packed, blob, now, meta))
-                if end - start > 1:
-                    id_runs += _segments.run_rows(blob, last)
+                id_runs += _segments.run_rows(blob, last)
                 if type(packed[0]) is not str:
                     type_runs += _type_runs(types[start:end], first + start)
                 start = end
