@@ -399,13 +399,14 @@ def layout_costs(batches: int = 20, reps: int = 7) -> dict[str, float]:
     WAL) appending batches of 1000 events of one stream, by layout, median of ``reps``
     interleaved runs:
 
-    - ``eventcore``: this store's layout: a row per event, unique indexes on the event id
-      and on (stream, version), and migration 0004's type run (one row per append);
+    - ``rows``: this store's layout before schema 5: a row per event, unique indexes on
+      the event id and on (stream, version), and migration 0004's type run;
     - ``no_id_index``: the same without the per-event id index (ids found through one
       range row per append instead, as the last row of the append);
     - ``no_indexes``: a row per event and no per-event index at all (stream and id runs);
     - ``blob_id_index``: one row per append holding its events, and a per-event id index;
-    - ``blob_runs``: one row per append, ids and streams as runs (no per-event B-tree);
+    - ``blob_runs``: one row per append, ids and streams as runs (no per-event B-tree:
+      what schema 5's segments do);
     - ``peer``: the peer's table (AUTOINCREMENT rowid, unique (originator, version)).
     """
     import statistics
@@ -430,7 +431,7 @@ def layout_costs(batches: int = 20, reps: int = 7) -> dict[str, float]:
     insert_event = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
     insert_runs = "INSERT INTO runs VALUES (?, ?, ?, ?, ?)"
     layouts: dict[str, tuple[list[str], Callable[[int, list[bytes]], list[tuple[str, Any]]]]] = {
-        "eventcore": (
+        "rows": (
             [_EVENTS.format(id_unique=" UNIQUE", sv_unique=", UNIQUE (stream_id, version)"), _RUNS],
             lambda j, ids: [(insert_event, row_events(j, ids)), (insert_runs, runs(j, ids, 2)[1:])],
         ),

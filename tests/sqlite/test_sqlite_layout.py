@@ -92,10 +92,13 @@ def test_a_schema_3_file_is_upgraded_with_its_events_indexed_by_type(tmp_path: P
 def test_type_only_queries_use_the_type_index(tmp_path: Path) -> None:
     with SqliteStore(tmp_path / "e.db") as store:
         store.append([NewEvent("a", "A", b"") for _ in range(10)])
-        sql, args = _query.matching_positions([(("A",), ())], 0) or ("", [])
-        plan = " ".join(r[3] for r in store._all("EXPLAIN QUERY PLAN " + sql, args))
+        plan = " ".join(
+            r[3] for r in store._all("EXPLAIN QUERY PLAN " + _query.TYPE_SPANS, ('["A"]', 0))
+        )
         assert "SEARCH r USING PRIMARY KEY (event_type=? AND last_position>?)" in plan
-        assert "SEARCH e USING INTEGER PRIMARY KEY" in plan
+        # Each span's segments by a range of the rowid, its end found by the rowid too.
+        assert "SEARCH s USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)" in plan
+        assert "SEARCH f USING INTEGER PRIMARY KEY (rowid>?)" in plan
 
 
 def test_type_only_queries_and_conditions_agree_with_a_scan(tmp_path: Path) -> None:

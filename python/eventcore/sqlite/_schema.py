@@ -38,93 +38,115 @@ SCHEMA_VERSION = len(MIGRATIONS)
 """The schema version this eventcore creates and understands."""
 
 COLS = "position, event_id, stream_id, version, event_type, payload, recorded_at, metadata"
-"""The columns :func:`eventcore.recorded.recorded_events` builds events from, in order."""
+"""The columns :func:`eventcore.recorded.recorded_events` builds events from, in order
+(the rows :func:`eventcore.sqlite.store` expands segments into)."""
 
-INSERT = f"INSERT INTO events ({COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-# The type index of an append from position ?1 on (migration 0004): each type's first and
-# last position, from the rows just inserted (in one statement, whatever the batch size).
-TYPE_RUNS = (
-    "INSERT INTO event_type_runs (event_type, last_position, first_position)"
-    " SELECT event_type, max(position), min(position) FROM events WHERE position >= ?1"
-    " GROUP BY event_type"
-)
+SEG = "last_position, n, stream_id, last_version, types, payloads, ids, recorded_at, metadata"
+"""A segment's columns (migration 0005), in the order the store expands them."""
+
+INSERT_SEGMENT = f"INSERT INTO segments ({SEG}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_RUN = "INSERT INTO event_id_runs (bucket, hi, lo, last_position) VALUES (?, ?, ?, ?)"
 TYPE_RUN = (
     "INSERT INTO event_type_runs (event_type, last_position, first_position) VALUES (?, ?, ?)"
 )
 # The highest position ever taken: a purge may erase the last events, and their
 # positions are never taken again (migration 0002).
 _HEAD = (
-    "max(coalesce((SELECT max(position) FROM events), 0),"
+    "max(coalesce((SELECT max(last_position) FROM segments), 0),"
     " coalesce((SELECT max(last_position) FROM purges), 0))"
 )
 # The version of the stream ?1: its last event's, or the version its last truncation took.
 _VERSION = (
-    "max(coalesce((SELECT max(version) FROM events WHERE stream_id = ?1), 0),"
+    "max(coalesce((SELECT max(last_version) FROM segments WHERE stream_id = ?1), 0),"
     " coalesce((SELECT truncated_at FROM stream_lifecycle WHERE stream_id = ?1), 0))"
 )
+HEAD_ONLY = _HEAD
+"""The head as an expression, to select with other things."""
 HEAD = f"SELECT {_HEAD}"
 STREAM_VERSION = f"SELECT {_VERSION}"
-# One stream's version and the head, in one statement (the common single-stream append).
-VERSION_AND_HEAD = f"SELECT {_VERSION}, {_HEAD}"
+# Whether a run of event ids holds ids in (bucket ?2, from ?3 to ?4): only then may an id
+# of the range be stored (the segments named decide).
+_RUN_CLASH = "EXISTS (SELECT 1 FROM event_id_runs WHERE bucket = ?2 AND hi >= ?3 AND lo <= ?4)"
+# One stream's version, the head and whether the append's one id run may clash, in one
+# statement (the common single-stream append).
+VERSION_HEAD_CLASH = f"SELECT {_VERSION}, {_HEAD}, {_RUN_CLASH}"
 # The hidden versions of the stream ?1 (stream reads and folds skip them).
 HIDDEN = "coalesce((SELECT hidden_upto FROM stream_lifecycle WHERE stream_id = ?1), 0)"
-# A fold's rows: first one (stream, NULL, truncated_at, -1, 0) row per stream that was
-# ever truncated (the version its last truncation took), then the visible events as
-# 5-item fold rows (stream, type, payload, version, position).
+# A fold's segments: a (stream, NULL, truncated_at, hidden_upto, ...) row for each stream
+# that was ever truncated (the version its last truncation took, the versions hidden),
+# and the segments holding visible events (in no order).
 FOLD_ONE = (
-    "SELECT stream_id, NULL, truncated_at, -1, 0 FROM stream_lifecycle WHERE stream_id = ?1"
-    " UNION ALL SELECT stream_id, event_type, payload, version, position FROM events"
-    f" WHERE stream_id = ?1 AND version > {HIDDEN} ORDER BY 4"
+    "SELECT stream_id, NULL, truncated_at, hidden_upto, 0, 0, 0, 0, 0 FROM stream_lifecycle"
+    f" WHERE stream_id = ?1 UNION ALL SELECT {SEG} FROM segments"
+    f" WHERE stream_id = ?1 AND last_version > {HIDDEN}"
 )
 FOLD_MANY = (
-    "SELECT stream_id, NULL, truncated_at, -1, 0 FROM stream_lifecycle"
+    "SELECT stream_id, NULL, truncated_at, hidden_upto, 0, 0, 0, 0, 0 FROM stream_lifecycle"
     " WHERE stream_id IN (SELECT value FROM json_each(?1))"
-    " UNION ALL SELECT e.stream_id, e.event_type, e.payload, e.version, e.position"
-    " FROM events e LEFT JOIN stream_lifecycle l ON l.stream_id = e.stream_id"
-    " WHERE e.stream_id IN (SELECT value FROM json_each(?1))"
-    " AND e.version > coalesce(l.hidden_upto, 0) ORDER BY 5"
+    f" UNION ALL SELECT {', '.join('s.' + c for c in SEG.split(', '))} FROM segments s"
+    " LEFT JOIN stream_lifecycle l ON l.stream_id = s.stream_id"
+    " WHERE s.stream_id IN (SELECT value FROM json_each(?1))"
+    " AND s.last_version > coalesce(l.hidden_upto, 0)"
 )
-# A fold tail: a (stream, NULL, truncated_at, -1, 0) row for each stream truncated after
+# A fold tail: a (stream, NULL, truncated_at, ...) row for each stream truncated after
 # the version its state was folded at (that state may hold events hidden now: no tail),
-# then each stream's events from ``$[2]`` on: for the streams of the last discovery round
-# its last event at or before ``$[1]`` (the last one folded, for its position: a
-# truncation's version has no event), for earlier rounds' the events after ``$[1]``.
+# and each stream's segments (in no order), by ``$[2]``: for the streams of the last discovery
+# round from the one that holds its last event at or before ``$[1]`` (the last one
+# folded, for its position: a truncation's version has no event), for earlier rounds'
+# those holding events after ``$[1]``.
 FOLD_TAIL = (
-    "SELECT l.stream_id, NULL, l.truncated_at, -1, 0 FROM json_each(?1) AS t"
+    "SELECT l.stream_id, NULL, l.truncated_at, -1, 0, 0, 0, 0, 0 FROM json_each(?1) AS t"
     " JOIN stream_lifecycle l ON l.stream_id = json_extract(t.value, '$[0]')"
     " AND l.truncated_at > json_extract(t.value, '$[1]')"
-    " UNION ALL SELECT e.stream_id, e.event_type, e.payload, e.version, e.position"
-    " FROM json_each(?1) AS t JOIN events e ON e.stream_id = json_extract(t.value, '$[0]')"
-    " AND e.version >= CASE WHEN json_extract(t.value, '$[2]') THEN coalesce("
-    "(SELECT max(f.version) FROM events f WHERE f.stream_id = json_extract(t.value, '$[0]')"
-    " AND f.version <= json_extract(t.value, '$[1]')), 1)"
-    " ELSE json_extract(t.value, '$[1]') + 1 END ORDER BY 5"
+    f" UNION ALL SELECT {', '.join('s.' + c for c in SEG.split(', '))}"
+    " FROM json_each(?1) AS t JOIN segments s ON s.stream_id = json_extract(t.value, '$[0]')"
+    " AND s.last_version >= CASE WHEN json_extract(t.value, '$[2]') THEN coalesce("
+    "(SELECT max(f.last_version) FROM segments f"
+    " WHERE f.stream_id = json_extract(t.value, '$[0]')"
+    " AND f.last_version <= json_extract(t.value, '$[1]')), 1)"
+    " ELSE json_extract(t.value, '$[1]') + 1 END"
 )
 # Each stream's version (those with neither events nor a truncation are left out).
 VERSIONS = (
-    "SELECT stream_id, max(v) FROM (SELECT stream_id, max(version) AS v FROM events"
+    "SELECT stream_id, max(v) FROM (SELECT stream_id, max(last_version) AS v FROM segments"
     " WHERE stream_id IN (SELECT value FROM json_each(?1)) GROUP BY stream_id"
     " UNION ALL SELECT stream_id, truncated_at FROM stream_lifecycle"
     " WHERE stream_id IN (SELECT value FROM json_each(?1))) GROUP BY stream_id"
 )
+# Segments holding the events of the stream ?1 with versions above ?2 and visible, at most
+# ?3 of them (each holds at least one event).
 READ_STREAM = (
-    f"SELECT {COLS} FROM events WHERE stream_id = ?1 AND version > ?2"
-    f" AND version > {HIDDEN} ORDER BY version LIMIT ?3"
+    f"SELECT {SEG}, {HIDDEN} FROM segments WHERE stream_id = ?1 AND last_version > ?2"
+    f" AND last_version > {HIDDEN} ORDER BY last_version LIMIT ?3"
 )
 READ_STREAMS = (
-    f"SELECT {', '.join('e.' + c for c in COLS.split(', '))} FROM events e"
-    " LEFT JOIN stream_lifecycle l ON l.stream_id = e.stream_id"
-    " WHERE e.stream_id IN (SELECT value FROM json_each(?1)) AND e.version > ?2"
-    " AND e.version > coalesce(l.hidden_upto, 0) ORDER BY e.position LIMIT ?3"
+    f"SELECT {', '.join('s.' + c for c in SEG.split(', '))}, coalesce(l.hidden_upto, 0)"
+    " FROM segments s LEFT JOIN stream_lifecycle l ON l.stream_id = s.stream_id"
+    " WHERE s.stream_id IN (SELECT value FROM json_each(?1)) AND s.last_version > ?2"
+    " AND s.last_version > coalesce(l.hidden_upto, 0) ORDER BY s.last_position LIMIT ?3"
 )
 READ_BACKWARDS = (
-    f"SELECT {COLS} FROM events WHERE stream_id = ?1 AND version < ?2"
-    f" AND version > {HIDDEN} ORDER BY version DESC LIMIT ?3"
+    f"SELECT {SEG}, {HIDDEN} FROM segments WHERE stream_id = ?1"
+    f" AND last_version - n < ?2 - 1 AND last_version > {HIDDEN}"
+    " ORDER BY last_version DESC LIMIT ?3"
+)
+# The segments at these positions (a JSON array of last positions).
+SEGMENTS_AT = (
+    f"SELECT {SEG} FROM segments"
+    " WHERE last_position IN (SELECT value FROM json_each(?1)) ORDER BY last_position"
+)
+# The segments that end where a run of ids in bucket ?1 may hold an id between ?2 and ?3.
+RUNS_HOLDING = "SELECT last_position FROM event_id_runs WHERE bucket = ?1 AND hi >= ?2 AND lo <= ?3"
+# A stream's segments from those ending above version ?2 on (conflict tails).
+STREAM_FROM = (
+    f"SELECT {SEG} FROM segments WHERE stream_id = ?1 AND last_version >= ?2"
+    " ORDER BY last_version LIMIT ?3"
 )
 # -- stream lifecycle (migration 0002) --
 # Whether the stream ?1 has a visible event at or below version ?2 not hidden yet.
 HIDES_AN_EVENT = (
-    f"SELECT 1 FROM events WHERE stream_id = ?1 AND version > {HIDDEN} AND version <= ?2 LIMIT 1"
+    f"SELECT 1 FROM segments WHERE stream_id = ?1 AND last_version > {HIDDEN}"
+    f" AND last_version - n < ?2 AND {HIDDEN} < ?2 LIMIT 1"
 )
 TRUNCATE = (
     "INSERT INTO stream_lifecycle (stream_id, hidden_upto, truncated_at) VALUES (?1, ?2, ?3)"
@@ -133,25 +155,24 @@ TRUNCATE = (
 )
 # (hidden_upto, version, whether a visible event is left) of the stream ?1.
 STREAM_BOUNDS = (
-    f"SELECT {HIDDEN}, {_VERSION}, EXISTS (SELECT 1 FROM events"
-    f" WHERE stream_id = ?1 AND version > {HIDDEN})"
+    f"SELECT {HIDDEN}, {_VERSION}, EXISTS (SELECT 1 FROM segments"
+    f" WHERE stream_id = ?1 AND last_version > {HIDDEN})"
 )
 # (purged_upto, hidden_upto) of the stream ?1 when it has hidden events not erased yet.
 PURGEABLE = (
     "SELECT purged_upto, hidden_upto FROM stream_lifecycle"
     " WHERE stream_id = ?1 AND hidden_upto > purged_upto"
 )
-PURGE_RANGE = (
-    "SELECT count(*), coalesce(min(version), 0), coalesce(max(version), 0),"
-    " coalesce(min(position), 0), coalesce(max(position), 0) FROM events"
-    " WHERE stream_id = ?1 AND version > ?2 AND version <= ?3"
+# The segments of the stream ?1 holding versions in (?2, ?3].
+PURGE_SEGMENTS = (
+    f"SELECT {SEG} FROM segments WHERE stream_id = ?1 AND last_version > ?2"
+    " AND last_version - n < ?3 ORDER BY last_version"
 )
-PURGE_DELETE = "DELETE FROM events WHERE stream_id = ?1 AND version > ?2 AND version <= ?3"
+PURGE_SEGMENT = "DELETE FROM segments WHERE last_position = ?"
+PURGE_TRIM = "UPDATE segments SET n = ?, types = ?, payloads = ?, ids = ? WHERE last_position = ?"
+PURGE_RUN = "DELETE FROM event_id_runs WHERE bucket = ? AND hi = ? AND last_position = ?"
 # A purge erases the events' tags with them (tags may be personal data too).
-PURGE_TAGS = (
-    "DELETE FROM event_tags WHERE position IN (SELECT position FROM events"
-    " WHERE stream_id = ?1 AND version > ?2 AND version <= ?3)"
-)
+PURGE_TAGS = "DELETE FROM event_tags WHERE position BETWEEN ? AND ?"
 PURGE_MARK = "UPDATE stream_lifecycle SET purged_upto = hidden_upto WHERE stream_id = ?1"
 PURGE_RECORD = (
     "INSERT INTO purges (stream_id, events, from_version, to_version, first_position,"
@@ -163,10 +184,9 @@ PURGE_LOG = (
 )
 # Whether a purge ever erased an event: the log's positions then have holes.
 PURGED = "SELECT EXISTS (SELECT 1 FROM purges WHERE events > 0)"
-COUNT_BETWEEN = "SELECT count(*) FROM events WHERE position > ? AND position <= ?"
-COLUMNS = (
-    "SELECT position, event_type, stream_id, recorded_at FROM events"
-    " WHERE position > ? ORDER BY position LIMIT ?"
+COUNT_BETWEEN = (
+    "SELECT coalesce(sum(min(last_position, ?2) - max(last_position - n, ?1)), 0)"
+    " FROM segments WHERE last_position > ?1 AND last_position - n < ?2"
 )
 
 CHECKPOINT_LOAD = "SELECT position FROM projection_checkpoints WHERE name = ?"

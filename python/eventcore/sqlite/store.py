@@ -30,9 +30,15 @@ Dense positions that never skip
 
 Waiting for appends
     :meth:`SqliteStore.wait_for_append` wakes at once on an append of the same store
-    object (a condition variable) and polls the head (``max(position)``: one seek in the
-    primary key) for other processes' appends, backing off from 1 ms to
+    object (a condition variable) and polls the head (the last segment's position: one
+    seek in the primary key) for other processes' appends, backing off from 1 ms to
     ``poll_interval`` seconds while nothing arrives.
+
+Layout
+    Events are stored by segment (migration 0005, :mod:`eventcore.sqlite._segments`): one
+    row per run of consecutive events of one stream within an append, whose positions and
+    versions are ranges. A batch costs SQLite a few rows whatever its size; every read
+    unpacks the segments it finds by position, stream and version, or id range.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ import uuid
 import weakref
 from array import array
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
@@ -89,7 +95,7 @@ from eventcore.recorded import (
 )
 from eventcore.registry import EventRegistry, default_registry
 from eventcore.snapshot import SNAPSHOT_EVERY, Snapshot, Snapshotter
-from eventcore.sqlite import _query
+from eventcore.sqlite import _query, _segments
 from eventcore.sqlite import _schema as q
 from eventcore.state_cache import DEFAULT_MAX_ENTRIES, StateCache, make_state_cache
 from eventcore.store import (
@@ -121,6 +127,9 @@ _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _NO_SYNC = ("OFF", "NORMAL")  # settings whose commits do not sync the WAL
 _json = msgspec.json.encode
 _stream_of, _type_of, _payload_of, _id_of = (itemgetter(i) for i in range(4))
+
+
+_last_position = itemgetter(0)
 
 
 def _json_list(values: Sequence[str]) -> str:
@@ -509,28 +518,25 @@ class SqliteStore:
         batch = prepare_events(events, metadata)
         checks = prepare_expected(expected)
         tags = prepare_tags(events)
-        where = None
-        if condition is not None:
-            where = _query.matching_positions(query_arg(condition.query), condition.after)
+        items = None if condition is None else query_arg(condition.query)
         meta = metadata.to_bytes() if metadata else None
         ids = [
             i.to_bytes(16, "big") if type(i) is int else _id_bytes(i) for i in map(_id_of, batch)
         ]
         try:
-            conn.execute("BEGIN IMMEDIATE" if batch or where else "BEGIN")
+            conn.execute("BEGIN IMMEDIATE" if batch or items is not None else "BEGIN")
         except sqlite3.Error as exc:
             if nowait and q.is_transient(exc):
                 raise _Busy from exc
             raise q.translate(exc, "append") from exc
         try:
-            if where is not None and condition is not None:
+            if items is not None and condition is not None:
                 # Under the write lock: no append can land between this check and ours.
                 if batch and self._stored(conn, ids):
                     raise _Replay  # idempotency answers before the condition
-                found = conn.execute(f"SELECT min(position) FROM ({where[0]})", where[1])
-                position = found.fetchone()[0]
-                if position is not None:
-                    raise ConditionFailed(condition.after, position)
+                found = _query.matching(conn, items, condition.after)
+                if found:
+                    raise ConditionFailed(condition.after, found[0])
             result = self._append_locked(conn, batch, checks, ids, meta)
             if tags is not None:
                 first = result.positions[0]
@@ -576,9 +582,24 @@ class SqliteStore:
         counts = Counter(map(_stream_of, batch))  # in first-seen order
         streams = [*dict.fromkeys([*(c[0] for c in checks), *counts])]
         head = None
-        if len(streams) == 1 and batch:  # the common command: one statement for both
-            version, head = conn.execute(q.VERSION_AND_HEAD, streams).fetchone()
+        runs = _segments.id_runs(ids)  # the ranges a stored id of the batch would lie in
+        clash = None
+        if len(streams) == 1 and len(runs) == 1:  # the common command: one statement
+            version, head, clash = conn.execute(
+                q.VERSION_HEAD_CLASH, (streams[0], *runs[0])
+            ).fetchone()
             current = {streams[0]: version}
+        elif len(streams) > 1 and 0 < len(runs) <= _segments.RUNS_PER_STATEMENT:
+            # Several streams (a transfer): their versions, the head and the id check.
+            current = dict.fromkeys(streams, 0)
+            for sid, version, clash_ in conn.execute(
+                _segments.versions_head_clash(len(runs)),
+                [_json_list(streams), *[x for run in runs for x in run]],
+            ):
+                if sid is None:
+                    head, clash = version, bool(clash_)
+                else:
+                    current[sid] = version
         else:
             current = self._versions(conn, streams)
         conflicts = [(s, v, current[s]) for s, v in checks if not _fits(v, current[s])]
@@ -588,45 +609,63 @@ class SqliteStore:
             raise self._conflict(conn, conflicts, checks)
         if not batch:
             return AppendResult([], [(s, current[s]) for s, _ in checks], [])
+        if head is None or clash is None:
+            head, clash = _segments.head_and_clash(conn, runs)
+        if clash and self._stored(conn, ids):
+            raise _Replay  # an event id is stored
         # Positions: max + 1 on, under the write lock (see the module: dense, never skip).
-        if head is None:
-            head = conn.execute(q.HEAD).fetchone()[0]
         first = head + 1
         now = time.time_ns() // 1000
         version = {s: current[s] for s in counts}
         n = len(batch)
-        rows: Iterable[tuple[Any, ...]]
-        if len(version) == 1:  # one stream: its versions follow on (columns zipped in C)
+        types = list(map(_type_of, batch))
+        # One segment per run of consecutive events of one stream (migration 0005). Its
+        # triggers index a segment of one event by id and one of one type by type; the
+        # id runs of longer segments and the type runs of mixed ones are written here.
+        segments: list[tuple[Any, ...]] = []
+        id_runs: list[tuple[bytes, bytes, bytes, int]] = []
+        type_runs: list[tuple[str, int, int]] = []
+        if len(version) == 1:  # one stream: one segment, the batch's id runs are its own
             [(sid, v)] = version.items()
             version[sid] = v + n
-            rows = zip(
-                range(first, first + n),
-                ids,
-                repeat(sid, n),
-                range(v + 1, v + n + 1),
-                map(_type_of, batch),
-                map(_payload_of, batch),
-                repeat(now, n),
-                repeat(meta, n),
-                strict=True,
-            )
+            packed = _segments.encode(types, list(map(_payload_of, batch)))
+            last = first + n - 1
+            segments.append((last, n, sid, v + n, *packed, b"".join(ids), now, meta))
+            if n > 1:
+                id_runs = [(b, hi, lo, last) for b, lo, hi in runs]
+            if type(packed[0]) is not str:
+                type_runs = _type_runs(types, first)
         else:
-            rows = []
-            for i, e in enumerate(batch):
-                v = version[e[0]] = version[e[0]] + 1
-                rows.append((first + i, ids[i], e[0], v, e[1], e[2], now, meta))
+            start = 0
+            while start < n:
+                sid, end = batch[start][0], start + 1
+                while end < n and batch[end][0] == sid:
+                    end += 1
+                v = version[sid] = version[sid] + end - start
+                last = first + end - 1
+                if end - start == 1:  # one event (a transfer's): its row as it is
+                    e = batch[start]
+                    segments.append((last, 1, sid, v, e[1], e[2], ids[start], now, meta))
+                    start = end
+                    continue
+                packed = _segments.encode(types[start:end], [e[2] for e in batch[start:end]])
+                blob = b"".join(ids[start:end])
+                segments.append((last, end - start, sid, v, *packed, blob, now, meta))
+                id_runs += _segments.run_rows(blob, last)
+                if type(packed[0]) is not str:
+                    type_runs += _type_runs(types[start:end], first + start)
+                start = end
         try:
-            if n == 1:
-                conn.execute(q.INSERT, next(iter(rows)))
+            if len(segments) == 1:
+                conn.execute(q.INSERT_SEGMENT, segments[0])
             else:
-                conn.executemany(q.INSERT, rows)
+                conn.executemany(q.INSERT_SEGMENT, segments)
+            if id_runs:
+                conn.executemany(q.INSERT_RUN, id_runs)
+            if type_runs:
+                conn.executemany(q.TYPE_RUN, type_runs)
         except sqlite3.IntegrityError as exc:
-            raise _Replay from exc  # an event id is stored (its unique index said so)
-        types = set(map(_type_of, batch))
-        if len(types) == 1:  # the usual batch, and every one-event append: no GROUP BY
-            conn.execute(q.TYPE_RUN, (types.pop(), first + n - 1, first))
-        else:
-            conn.execute(q.TYPE_RUNS, (first,))
+            raise _Replay from exc  # cannot happen under the lock; _replay says what it was
         versions = list(version.items())
         versions += [(s, current[s]) for s, _ in checks if s not in counts]
         return AppendResult(first, versions, batch)
@@ -643,16 +682,9 @@ class SqliteStore:
     def _stored(self, conn: sqlite3.Connection, ids: list[bytes]) -> list[Any]:
         """The stored events with these ids: (position, id, stream, version, type,
         payload, metadata), in position order."""
-        rows: list[Any] = []
-        for start in range(0, len(ids), q.MAX_VARIABLES):
-            chunk = ids[start : start + q.MAX_VARIABLES]
-            rows += conn.execute(
-                "SELECT position, event_id, stream_id, version, event_type, payload, metadata"
-                f" FROM events WHERE event_id IN ({','.join('?' * len(chunk))})",
-                chunk,
-            ).fetchall()
+        rows = _segments.stored_ids(conn, ids)
         rows.sort()
-        return rows
+        return [(r[0], r[1], r[2], r[3], r[4], r[5], r[7]) for r in rows]
 
     def _replay(
         self,
@@ -718,13 +750,10 @@ class SqliteStore:
             return exc  # truncated after the expected version: the caller folds in full
         rows: list[Any] = []
         for s, (v, _) in base.items():
-            rows += conn.execute(
-                "SELECT stream_id, event_type, payload, version, position FROM events"
-                " WHERE stream_id = ? AND version >= ? ORDER BY version LIMIT ?",
-                (s, v, _TAIL_ROWS + 1),
-            ).fetchall()
-            if len(rows) > _TAIL_ROWS:
-                return exc
+            for seg in conn.execute(q.STREAM_FROM, (s, v, _TAIL_ROWS + 1)):
+                rows += _segments.fold_rows(seg, v - 1)
+                if len(rows) > _TAIL_ROWS:
+                    return exc
         rows.sort(key=lambda r: r[4])
         tail = []
         for r in rows:
@@ -761,19 +790,27 @@ class SqliteStore:
         """
         ids = check_stream_ids(streams)
         if len(ids) == 1:
-            rows = self._all(q.FOLD_ONE, ids)
+            segs = self._all(q.FOLD_ONE, ids)
         else:
-            rows = self._all(q.FOLD_MANY, (_json_list(ids),))
+            segs = self._all(q.FOLD_MANY, (_json_list(ids),))
         versions = dict.fromkeys(ids, 0)
-        k = 0  # the rows before the events: (stream, NULL, truncated_at, -1, 0)
-        while k < len(rows) and rows[k][1] is None:
-            versions[rows[k][0]] = rows[k][2]
-            k += 1
-        if k:
-            rows = rows[k:]
-        # A stream's version: its last visible event's, or its last truncation's.
-        for sid, version in {r[0]: r[3] for r in rows}.items():
-            versions[sid] = max(versions[sid], version)
+        hidden = dict.fromkeys(ids, 0)
+        marks = [seg for seg in segs if seg[1] is None]  # (stream, NULL, truncated_at, hidden)
+        if marks:
+            for seg in marks:
+                versions[seg[0]], hidden[seg[0]] = seg[2], seg[3]
+            segs = [seg for seg in segs if seg[1] is not None]
+        segs.sort(key=_last_position)
+        rows: list[Any] = []
+        for seg in segs:
+            # A stream's version: its last visible event's, or its last truncation's.
+            sid = seg[2]
+            if seg[3] > versions[sid]:
+                versions[sid] = seg[3]
+            if seg[1] == 1:  # one event, visible (the query's bound): its row as it is
+                rows.append((sid, seg[4], seg[5], seg[3], seg[0]))
+            else:
+                rows += _segments.fold_rows(seg, hidden[sid])
         return _core.fold(state, apply, decoders, rows), [versions[s] for s in ids]
 
     def fold_tail(
@@ -811,9 +848,17 @@ class SqliteStore:
                 [str(s), v, i >= fold_from]
                 for i, (s, v) in enumerate(zip(ids, versions, strict=True))
             ]
-            rows = self._all(q.FOLD_TAIL, (_json(rounds).decode(),))
-            if rows and rows[0][1] is None:
+            segs = self._all(q.FOLD_TAIL, (_json(rounds).decode(),))
+            if any(seg[1] is None for seg in segs):
                 return None  # truncated since the state was folded: it may hold hidden events
+            segs.sort(key=_last_position)
+            last_round = set(ids[fold_from:])
+            rows = []
+            for seg in segs:
+                # The last round's streams from their last folded event on (the last event
+                # of a segment before it), earlier rounds' after it.
+                v = after[seg[2]]
+                rows += _segments.fold_rows(seg, min(v, seg[3]) - 1 if seg[2] in last_round else v)
         slot = {sid: i for i, sid in enumerate(ids)}
         now = dict(after)
         seen: set[str] = set()  # streams whose last folded event was found
@@ -870,18 +915,14 @@ class SqliteStore:
         limit = check_limit(limit)
         if not isinstance(after, int) or after < 0:
             raise ValidationError("after", "must be a non-negative int", after)
-        where = _query.matching_positions(items, after)
         conn = self._conn()
         try:
             with self._write(conn, "read", immediate=False):  # one consistent snapshot
                 head = conn.execute(q.HEAD).fetchone()[0]
                 rows = []
-                if where is not None and limit != 0:
-                    rows = conn.execute(
-                        f"SELECT {q.COLS} FROM events WHERE position IN ({where[0]})"
-                        " AND position <= ? ORDER BY position LIMIT ?",
-                        [*where[1], head, _NO_LIMIT if limit is None else limit],
-                    ).fetchall()
+                if items and limit != 0:
+                    positions = _query.matching(conn, items, after)
+                    rows = _segments.events_at(conn, positions[:limit])
         except sqlite3.Error as exc:
             raise q.translate(exc, "read") from exc
         position = rows[-1][0] if limit and len(rows) == limit else head
@@ -893,9 +934,8 @@ class SqliteStore:
         """Events of one stream with version > ``after_version``, oldest first."""
         sid = validate_stream_id(stream_id)
         limit = check_limit(limit)
-        return self._wrap(
-            self._all(q.READ_STREAM, (sid, after_version, _NO_LIMIT if limit is None else limit))
-        )
+        segs = self._all(q.READ_STREAM, (sid, after_version, _NO_LIMIT if limit is None else limit))
+        return self._wrap(_events(segs, after_version, limit))
 
     def read_streams(
         self, stream_ids: Sequence[str], *, after_version: int = 0, limit: int | None = None
@@ -907,10 +947,10 @@ class SqliteStore:
         """
         ids = check_stream_ids(stream_ids)
         limit = check_limit(limit)
-        rows = self._all(
+        segs = self._all(
             q.READ_STREAMS, (_json_list(ids), after_version, _NO_LIMIT if limit is None else limit)
         )
-        return self._wrap(rows)
+        return self._wrap(_events(segs, after_version, limit))
 
     def read_stream_backwards(
         self, stream_id: str, *, before_version: int | None = None, limit: int | None = None
@@ -919,9 +959,11 @@ class SqliteStore:
         sid = validate_stream_id(stream_id)
         limit = check_limit(limit)
         before = _MAX_VERSION if before_version is None else before_version
-        return self._wrap(
-            self._all(q.READ_BACKWARDS, (sid, before, _NO_LIMIT if limit is None else limit))
-        )
+        segs = self._all(q.READ_BACKWARDS, (sid, before, _NO_LIMIT if limit is None else limit))
+        rows: list[Any] = []
+        for seg in segs:
+            rows += reversed([r for r in _segments.expand(seg[:9]) if seg[9] < r[3] < before])
+        return self._wrap(rows[:limit])
 
     def read_all(
         self,
@@ -941,17 +983,40 @@ class SqliteStore:
         """
         types = check_event_types(event_types)
         limit = check_limit(limit)
-        sql = f"SELECT {q.COLS} FROM events WHERE position > ?"
+        if limit == 0:
+            return []
+        sql = f"SELECT {q.SEG} FROM segments WHERE last_position > ?"
         args: list[Any] = [after_position]
-        if types is not None:
-            sql += " AND event_type IN (SELECT value FROM json_each(?))"
+        if types is not None:  # a segment of mixed types is filtered here
+            sql += " AND (typeof(types) <> 'text' OR types IN (SELECT value FROM json_each(?)))"
             args.append(_json_list(types))
         if stream_prefix:
             sql += " AND substr(stream_id, 1, ?) = ?"
             args += [len(stream_prefix), stream_prefix]
-        sql += " ORDER BY position LIMIT ?"
-        args.append(_NO_LIMIT if limit is None else limit)
-        return self._wrap(self._all(sql, args))
+        sql += " ORDER BY last_position"
+        if types is None and limit is not None:
+            sql += " LIMIT ?"  # each segment holds at least one event
+            args.append(limit)
+        wanted = None if types is None else set(types)
+        rows: list[Any] = []
+        conn = self._conn()
+        try:
+            cursor = conn.execute(sql, args)
+            try:
+                for seg in cursor:
+                    # The events after after_position (the first segment may hold more).
+                    events = _segments.expand(seg, after_position - seg[0] + seg[1])
+                    if wanted is not None and type(seg[4]) is not str:
+                        events = [r for r in events if r[4] in wanted]
+                    rows += events
+                    if limit is not None and len(rows) >= limit:
+                        del rows[limit:]
+                        break
+            finally:
+                cursor.close()
+        except sqlite3.Error as exc:
+            raise q.translate(exc, "read") from exc
+        return self._wrap(rows)
 
     def iter_all(
         self,
@@ -996,7 +1061,18 @@ class SqliteStore:
         ``known_streams`` up to the largest returned.
         """
         limit = check_limit(limit)
-        rows = self._all(q.COLUMNS, (after_position, _NO_LIMIT if limit is None else limit))
+        segs = self._all(
+            "SELECT last_position, n, types, stream_id, recorded_at FROM segments"
+            " WHERE last_position > ? ORDER BY last_position LIMIT ?",
+            (after_position, _NO_LIMIT if limit is None else limit),
+        )
+        rows: list[Any] = []
+        for last, n, seg_types, sid, at in segs:
+            first = max(last - n + 1, after_position + 1)
+            each = _segments.types_of(seg_types, n)[first - last + n - 1 :]
+            rows += zip(range(first, last + 1), each, repeat(sid), repeat(at))
+        if limit is not None:
+            del rows[limit:]
         positions, types, streams, recorded = zip(*rows, strict=True) if rows else ((),) * 4
         with self._codes_lock:
             (type_codes, type_list), (stream_codes, stream_list) = self._types, self._streams
@@ -1022,13 +1098,10 @@ class SqliteStore:
     def read_events_by_id(self, event_ids: Sequence[uuid.UUID | int]) -> list[RecordedEvent[Any]]:
         """The stored events with these ids, in position order; ids not stored are left out."""
         ids = [as_uuid(i).bytes for i in event_ids]
-        rows: list[Any] = []
-        for start in range(0, len(ids), q.MAX_VARIABLES):
-            chunk = ids[start : start + q.MAX_VARIABLES]
-            rows += self._all(
-                f"SELECT {q.COLS} FROM events WHERE event_id IN ({','.join('?' * len(chunk))})",
-                chunk,
-            )
+        try:
+            rows = _segments.stored_ids(self._conn(), ids)
+        except sqlite3.Error as exc:
+            raise q.translate(exc, "read") from exc
         rows.sort()
         return self._wrap(rows)
 
@@ -1057,7 +1130,7 @@ class SqliteStore:
             where += " AND stream_id > ?"
             args.append(after)
         sql = (
-            f"SELECT stream_id, max(v) FROM (SELECT stream_id, max(version) AS v FROM events"
+            f"SELECT stream_id, max(v) FROM (SELECT stream_id, max(last_version) AS v FROM segments"
             f" {where} GROUP BY stream_id UNION ALL SELECT stream_id, truncated_at"
             f" FROM stream_lifecycle {where}) GROUP BY stream_id ORDER BY stream_id LIMIT ?"
         )
@@ -1171,11 +1244,7 @@ class SqliteStore:
             n, first, last, low, high = 0, 0, 0, 0, 0
             if found is not None:
                 purged, hidden = found
-                n, first, last, low, high = conn.execute(
-                    q.PURGE_RANGE, (sid, purged, hidden)
-                ).fetchone()
-                conn.execute(q.PURGE_TAGS, (sid, purged, hidden))
-                conn.execute(q.PURGE_DELETE, (sid, purged, hidden))
+                n, first, last, low, high = _purge_segments(conn, sid, purged, hidden)
                 conn.execute(q.PURGE_MARK, (sid,))
             conn.execute(q.PURGE_RECORD, (sid, n, first, last, low, high, actor, reason, now))
         return PurgeRecord(sid, n, first, last, low, high, actor, None, reason, _utc(now))
@@ -1187,6 +1256,60 @@ class SqliteStore:
             PurgeRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], None, r[7], _utc(r[8]))
             for r in rows
         ]
+
+
+def _type_runs(types: list[str], first: int) -> list[tuple[str, int, int]]:
+    """The type index's rows ``(type, last position, first position)`` of a segment of
+    mixed ``types`` whose first event is at ``first``: each type's first and last."""
+    spans: dict[str, list[int]] = {}
+    for i, t in enumerate(types, first):
+        span = spans.get(t)
+        if span is None:
+            spans[t] = [i, i]
+        else:
+            span[1] = i
+    return [(t, hi, lo) for t, (lo, hi) in spans.items()]
+
+
+def _events(segs: list[Any], above: int, limit: int | None) -> list[Any]:
+    """The events of segments ``(*segment, hidden_upto)`` with versions above ``above``
+    and ``hidden_upto``, at most ``limit``."""
+    rows: list[Any] = []
+    for seg in segs:
+        # Skip the events at or below both versions.
+        rows += _segments.expand(seg[:9], max(above, seg[9]) - (seg[3] - seg[1]))
+    return rows[:limit]
+
+
+def _purge_segments(
+    conn: sqlite3.Connection, sid: str, purged: int, hidden: int
+) -> tuple[int, int, int, int, int]:
+    """Erase the events of ``sid`` with versions in ``(purged, hidden]``, their tags and
+    their ids' runs: the segments holding only such events are deleted, the one holding
+    more is trimmed from the front (a purge erases a prefix of the stream). Returns
+    ``(events, first version, last version, first position, last position)`` erased."""
+    n, first, last, low, high = 0, 0, 0, 0, 0
+    for seg in conn.execute(q.PURGE_SEGMENTS, (sid, purged, hidden)).fetchall():
+        end, size, version, ids = seg[0], seg[1], seg[3], seg[6]
+        start_version = version - size + 1  # > purged: earlier purges trimmed the rest
+        erased = min(version, hidden) - start_version + 1
+        start = end - size + 1
+        n += erased
+        first = first or start_version
+        last = start_version + erased - 1
+        low = low or start
+        high = start + erased - 1
+        conn.executemany(q.PURGE_RUN, [r[:2] + r[3:] for r in _segments.run_rows(ids, end)])
+        conn.execute(q.PURGE_TAGS, (start, start + erased - 1))
+        if erased == size:
+            conn.execute(q.PURGE_SEGMENT, (end,))
+            continue
+        kept = _segments.expand(seg)[erased:]
+        blob = ids[16 * erased :]
+        packed = _segments.encode([r[4] for r in kept], [r[5] for r in kept])
+        conn.execute(q.PURGE_TRIM, (len(kept), *packed, blob, end))
+        conn.executemany(q.INSERT_RUN, _segments.run_rows(blob, end))
+    return n, first, last, low, high
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
