@@ -166,6 +166,14 @@ class Queries:
             f" FROM {s}.append_events($1::text[], $2::bigint[], $3::uuid[], $4::text[],"
             " $5::text[], $6::bytea[], $7::uuid, $8::uuid, $9::text, $10::jsonb)"
         )
+        # One stream, no tags, no condition (migration 0013): the first position and the
+        # new version; on a conflict NULL and the stream's version, then its tail (as
+        # append_events' last four columns); both NULL: append_events must answer.
+        self.append_stream = (
+            "SELECT first_position, version, tail_types, tail_payloads, tail_versions,"
+            f" tail_positions FROM {s}.append_stream($1::text, $2::bigint, $3::uuid[],"
+            " $4::text[], $5::bytea[], $6::uuid, $7::uuid, $8::text, $9::jsonb)"
+        )
         # Tags and conditions (migration 0008).
         self.append_tagged = (
             "SELECT status, positions, streams, versions, conflict_expected, duplicate_id,"
