@@ -85,6 +85,21 @@ def projection_lock_key(schema: str, name: str) -> int:
 NOTIFY = "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)"
 """Announce a committed position ($2) on a channel ($1)."""
 
+# A connection that LISTENs on a store's channel holds this shared session lock (key: the
+# channel), so a notifier finds out in pg_locks whether anyone listens, and sends nothing
+# while nobody does.
+LISTENING = "SELECT pg_advisory_lock_shared(hashtext('eventcore.listen'), hashtext($1))"
+"""Mark this session as a listener of a channel ($1) until it ends or unlocks."""
+NOT_LISTENING = "SELECT pg_advisory_unlock_shared(hashtext('eventcore.listen'), hashtext($1))"
+"""Undo :data:`LISTENING` (a borrowed connection going back to its pool)."""
+LISTENED = (
+    "SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory'"
+    " AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())"
+    " AND l.classid = hashtext('eventcore.listen')::oid AND l.objid = hashtext($1)::oid"
+    " AND l.objsubid = 2 AND l.granted)"
+)
+"""Whether any session listens on a channel ($1) (see :data:`LISTENING`)."""
+
 TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
 """Take a session-level advisory lock (a projection's leadership) if it is free."""
 
