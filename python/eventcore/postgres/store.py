@@ -556,12 +556,13 @@ class PostgresStore:
             if all(e[0] == stream for e in batch) and (
                 not checks or (len(checks) == 1 and checks[0][0] == stream)
             ):
+                expect = checks[0][1] if checks else -1
                 lean = await self._send_append(
                     pool,
                     self._q.append_stream,
                     (
                         stream,
-                        checks[0][1] if checks else -1,
+                        expect,
                         [as_uuid(e[3]) for e in batch],
                         [e[1] for e in batch],
                         [e[2] for e in batch],
@@ -579,7 +580,6 @@ class PostgresStore:
                     self._unseen_write = True
                     return AppendResult(lean[0], [(stream, lean[1])], batch)
                 if lean is not None and lean[1] is not None:
-                    expect = checks[0][1]
                     conflict = ConcurrencyConflict([(stream, expect, lean[1])])
                     if lean[2] is not None:
                         self._set_tail(
