@@ -1410,9 +1410,12 @@ what a read would have). Cold commands still read, then append.
   throwaway script): the function's server CPU 415-440 us against `append_events`'
   565-595 us and the raw one-trip statement's 255-285 us; client CPU of the bare call
   191-195 us against 205-235 us (raw: 158-162 us). Warm commands alternated with the
-  old path (`append_events`, a listener present) in one process, 5 x 2 s: 1.11x at c16
-  (1,288 against 1,163/s; raw two-trip 1,637, one-trip 2,240), and at c1 1.39x the raw
-  two-trip command and 0.83x the one-trip write.
+  old path (`append_events`, a listener present) in one process: at c16 1.11x and 1.23x
+  in two runs (1,538 against 1,250/s; raw two-trip 1,668, one-trip 2,772: 0.92x and
+  0.55x). At c1 the client CPU per command fell from about 464 to 344 us, nearly all of
+  it the `NOTIFY`; the c1 rates were flush-bound (200-400/s) and went both ways between
+  runs: with the `NOTIFY`s on, both paths ran faster at c1 on this VM, so its wall rate
+  is not a measure of either change.
 - c1 figures on this shared machine are a poor guide: at load 3-5 on 2 cores every
   wake-up of the client or the server waits for a core, and an 8 KiB `fdatasync` took
   90-133 us at the median but up to 331 us at p90 and 4 ms at worst (three rounds of
