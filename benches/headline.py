@@ -1400,6 +1400,22 @@ what a read would have). Cold commands still read, then append.
   client's part, most is the driver and the event loop (asyncpg encoding ten array
   parameters and decoding a twelve-column row, the socket calls); eventcore's own Python
   (pipeline, input checks, cache, folding its own event) is about a fifth (cProfile).
+- Then (issue 11, schema 13): a plain append to one stream (what a warm command sends)
+  goes to `append_stream` instead: scalar stream and version, three event arrays, a
+  six-column answer; the version check, stream bump and insert in one statement; no
+  event-id probe before the write (a stored id is answered by `append_events` after a
+  conflict or the insert's unique violation). And no `NOTIFY` while nobody listens (a
+  listener holds a marker lock the notifier looks for in `pg_locks`). Per call, at c1
+  with the commit flush, two runs on a loaded machine (per-process CPU from `/proc`, a
+  throwaway script): the function's server CPU 415-440 us against `append_events`'
+  565-595 us and the raw one-trip statement's 255-285 us; client CPU of the bare call
+  191-195 us against 205-235 us (raw: 158-162 us). Warm commands alternated with the
+  old path (`append_events`, a listener present) in one process: at c16 1.11x and 1.23x
+  in two runs (1,538 against 1,250/s; raw two-trip 1,668, one-trip 2,772: 0.92x and
+  0.55x). At c1 the client CPU per command fell from about 464 to 344 us, nearly all of
+  it the `NOTIFY`; the c1 rates were flush-bound (200-400/s) and went both ways between
+  runs: with the `NOTIFY`s on, both paths ran faster at c1 on this VM, so its wall rate
+  is not a measure of either change.
 - c1 figures on this shared machine are a poor guide: at load 3-5 on 2 cores every
   wake-up of the client or the server waits for a core, and an 8 KiB `fdatasync` took
   90-133 us at the median but up to 331 us at p90 and 4 ms at worst (three rounds of
@@ -1451,14 +1467,16 @@ the transfer at 0.41x, the read at 55-80k events/s):
 
 What is left:
 
-- **The append function's server time.** About twice the raw statement's: the stream's
-  advisory lock (taken before the transaction gets an id, which is what keeps the log
-  gap-free), the event-id probe (idempotent appends), the function call itself
-  (`SECURITY DEFINER`, so the application role needs no INSERT), and the metadata
-  columns. At 16 clients the server shares the 2 cores with the client, so this is most of
-  the remaining gap.
-- **c1.** Two round trips per command like raw, plus, every 2 ms, the coalesced `NOTIFY`
-  on a second connection.
+- **The append function's server time.** `append_stream` (schema 13) still takes about
+  1.6x the raw statement's: the PL/pgSQL call itself (`SECURITY DEFINER` with its
+  settings, so the application role needs no INSERT; the OUT columns' row type built per
+  call), the shared locks conditional appends need (the event type and the whole log),
+  the events-table lock and the stream's advisory lock taken before the transaction gets
+  an id (which is what keeps the log gap-free), and the input re-checks. perf on the
+  backend shows no single step above a few percent. At 16 clients the server shares the
+  2 cores with the client, so this is most of the remaining gap.
+- **c1.** Two round trips per command like raw for a cold command; a `NOTIFY` on a
+  second connection only while some process listens.
 - **Reading the log (about 0.6x raw).** Each row still becomes a `RecordedEvent` (fast
   builder; UUID, timestamp, metadata and payload decoding are lazy): three GC-tracked
   objects per event live for a page (Record, RecordedEvent, decoded event) against the

@@ -113,6 +113,9 @@ def grants(schema: str, role: str) -> list[str]:
         f" TO {role}",
         f'GRANT EXECUTE ON FUNCTION "{schema}".append_events(text[], bigint[], uuid[], text[],'
         f" text[], bytea[], uuid, uuid, text, jsonb) TO {role}",
+        # appends to one stream without tags (migration 0013)
+        f'GRANT EXECUTE ON FUNCTION "{schema}".append_stream(text, bigint, uuid[], text[],'
+        f" bytea[], uuid, uuid, text, jsonb) TO {role}",
         # event tags (migration 0008): reads return them, tagged appends write them
         f'GRANT SELECT ON "{schema}".event_tags TO {role}',
         f'GRANT EXECUTE ON FUNCTION "{schema}".append_events_tagged(text[], bigint[], uuid[],'

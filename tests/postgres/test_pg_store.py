@@ -27,6 +27,7 @@ from eventcore import (
     event,
 )
 from eventcore.postgres import MAX_PAYLOAD_BYTES, PostgresStore
+from eventcore.postgres._sql import LISTENING
 
 pytestmark = pytest.mark.postgres
 
@@ -432,6 +433,7 @@ async def test_notifications_are_sent_after_commit_and_coalesced(
     listener = await asyncpg.connect(postgres_dsn)  # another "process" listening
     received: list[int] = []
     await listener.add_listener(store._notifier.channel, lambda *a: received.append(int(a[3])))
+    await listener.execute(LISTENING, store._notifier.channel)  # marked as a listener
     try:
         results = await asyncio.gather(
             *(store.append([NewEvent(f"s{i}", "t", b"")]) for i in range(20))

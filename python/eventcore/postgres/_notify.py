@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from eventcore.postgres._sql import NOTIFY
+from eventcore.postgres._sql import LISTENED, LISTENING, NOT_LISTENING, NOTIFY
 
 if TYPE_CHECKING:
     from eventcore.postgres.store import PostgresStore
@@ -26,6 +26,12 @@ REPLAY_POLL = 0.005
 NOTIFY_DELAY = 0.002
 """Seconds a post-commit notification waits, so the appends of a burst share ONE NOTIFY."""
 
+NOBODY_RECHECK = 0.1
+"""Seconds a notifier trusts that nobody listens (it sends no NOTIFY meanwhile)."""
+
+LISTENERS_RECHECK = 1.0
+"""Seconds a notifier trusts that someone listens before it looks again."""
+
 
 class Notifier:
     """Sends the store's post-commit notifications: at most one in flight, coalesced.
@@ -33,6 +39,14 @@ class Notifier:
     The notification is sent after the commit, from this notifier's own connection, in a
     transaction of its own: a NOTIFY inside the append transaction would make every commit
     queue on PostgreSQL's database-wide notify lock.
+
+    Only while someone listens: a :class:`Listener` holds a shared session lock keyed by
+    its channel (:data:`~eventcore.postgres._sql.LISTENING`), which the notifier looks for
+    in ``pg_locks`` at most every :data:`NOBODY_RECHECK` seconds while it found none (and
+    every :data:`LISTENERS_RECHECK` seconds while it found one). A NOTIFY nobody hears
+    costs a round trip and a transaction on the server; a listener that starts between two
+    looks may miss the appends of those moments, which its head poll then finds (a lost
+    notification costs a poll interval, never an event).
     """
 
     def __init__(self, store: PostgresStore, channel: str) -> None:
@@ -48,6 +62,10 @@ class Notifier:
         """The sender's own connection (None: none open)."""
         self.notify: Callable[[int], Awaitable[None]] = self._notify
         """Sends one notification carrying ``position`` (replaceable in tests)."""
+        self.listened = False
+        """Whether a listener was found when the notifier last looked."""
+        self.looked_at: float | None = None
+        """When (event-loop time) it last looked for listeners (None: never)."""
 
     def announce(self, position: int) -> None:
         """NOTIFY listeners of a committed append at ``position``, without waiting.
@@ -60,7 +78,11 @@ class Notifier:
         if position > self.head:
             self.head = position
         if self.task is None:
-            self.task = asyncio.get_running_loop().create_task(self._send())
+            loop = asyncio.get_running_loop()
+            looked = self.looked_at
+            if not self.listened and looked is not None and loop.time() - looked < NOBODY_RECHECK:
+                return  # nobody listened a moment ago: no task, no timer
+            self.task = loop.create_task(self._send())
         else:
             self.again = True
 
@@ -82,13 +104,30 @@ class Notifier:
             self.task = None
 
     async def _notify(self, position: int) -> None:
+        now = asyncio.get_running_loop().time()
+        looked = self.looked_at
+        stale = looked is None or now - looked >= (
+            LISTENERS_RECHECK if self.listened else NOBODY_RECHECK
+        )
+        if not stale and not self.listened:
+            return  # nobody listened a moment ago: nothing to send
         conn = self.conn
         if conn is None or conn.is_closed():
             if not self.store._owns_connections:  # a borrowed pool: borrow one for a moment
                 async with self.store._borrow() as borrowed:
-                    await borrowed.execute(NOTIFY, self.channel, str(position))
+                    await self._send_on(borrowed, position, stale, now)
                 return
             conn = self.conn = await self.store._connect("eventcore-notify")
+        await self._send_on(conn, position, stale, now)
+
+    async def _send_on(
+        self, conn: asyncpg.Connection, position: int, look: bool, now: float
+    ) -> None:
+        if look:
+            self.listened = bool(await conn.fetchval(LISTENED, self.channel))
+            self.looked_at = now
+            if not self.listened:
+                return
         await conn.execute(NOTIFY, self.channel, str(position))
 
     def _drop_conn(self) -> None:
@@ -134,8 +173,13 @@ class Listener:
         await self.close()
         try:
             conn, self._borrowed = await self.store._dedicated_connection()
-            await conn.add_listener(self.channel, self._on_notify)
         except Exception:
+            return False
+        try:
+            await conn.add_listener(self.channel, self._on_notify)
+            await conn.execute(LISTENING, self.channel)  # notifiers look for it
+        except Exception:
+            await self.store._release_dedicated(conn, self._borrowed)
             return False
         conn.add_termination_listener(self._on_lost)
         self.conn = conn
@@ -162,9 +206,10 @@ class Listener:
         conn, self.conn = self.conn, None
         if conn is None:
             return
-        if self._borrowed:  # back to a pool: leave no LISTEN behind
+        if self._borrowed:  # back to a pool: leave no LISTEN (nor its lock) behind
             try:
                 await conn.remove_listener(self.channel, self._on_notify)
+                await conn.execute(NOT_LISTENING, self.channel)
             except Exception:
                 conn.terminate()
         await self.store._release_dedicated(conn, self._borrowed)

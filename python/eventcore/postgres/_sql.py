@@ -85,6 +85,21 @@ def projection_lock_key(schema: str, name: str) -> int:
 NOTIFY = "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)"
 """Announce a committed position ($2) on a channel ($1)."""
 
+# A connection that LISTENs on a store's channel holds this shared session lock (key: the
+# channel), so a notifier finds out in pg_locks whether anyone listens, and sends nothing
+# while nobody does.
+LISTENING = "SELECT pg_advisory_lock_shared(hashtext('eventcore.listen'), hashtext($1))"
+"""Mark this session as a listener of a channel ($1) until it ends or unlocks."""
+NOT_LISTENING = "SELECT pg_advisory_unlock_shared(hashtext('eventcore.listen'), hashtext($1))"
+"""Undo :data:`LISTENING` (a borrowed connection going back to its pool)."""
+LISTENED = (
+    "SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory'"
+    " AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())"
+    " AND l.classid = hashtext('eventcore.listen')::oid AND l.objid = hashtext($1)::oid"
+    " AND l.objsubid = 2 AND l.granted)"
+)
+"""Whether any session listens on a channel ($1) (see :data:`LISTENING`)."""
+
 TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
 """Take a session-level advisory lock (a projection's leadership) if it is free."""
 
@@ -165,6 +180,14 @@ class Queries:
             " detail, tail_streams, tail_types, tail_payloads, tail_versions, tail_positions"
             f" FROM {s}.append_events($1::text[], $2::bigint[], $3::uuid[], $4::text[],"
             " $5::text[], $6::bytea[], $7::uuid, $8::uuid, $9::text, $10::jsonb)"
+        )
+        # One stream, no tags, no condition (migration 0013): the first position and the
+        # new version; on a conflict NULL and the stream's version, then its tail (as
+        # append_events' last four columns); both NULL: append_events must answer.
+        self.append_stream = (
+            "SELECT first_position, version, tail_types, tail_payloads, tail_versions,"
+            f" tail_positions FROM {s}.append_stream($1::text, $2::bigint, $3::uuid[],"
+            " $4::text[], $5::bytea[], $6::uuid, $7::uuid, $8::text, $9::jsonb)"
         )
         # Tags and conditions (migration 0008).
         self.append_tagged = (

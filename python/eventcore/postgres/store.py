@@ -91,8 +91,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
+from itertools import repeat
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -365,6 +366,7 @@ class PostgresStore:
         """Whether the store's pool goes through PgBouncer (transaction pooling)."""
         self._direct_dsn = direct_dsn
         self._unseen_write = False  # an append acknowledged since the last write_token()
+        self._append_stream = True  # False: this role may not call append_stream (0013)
         self._own_token = 0  # this store's newest write token: its reads wait for it
         # Tails read with a snapshot, for the fold_tail that follows: (streams, versions)
         # -> (when read, fold_tail rows). See _keep_tail.
@@ -546,6 +548,46 @@ class PostgresStore:
             raise ValidationError("user_id", "must not contain NUL characters", user_id)
         custom = _json_encode(dict(meta.custom)).decode() if meta.custom else None
         tags = prepare_tags(events)
+        pool = await self._get_pool()
+        if tags is None and condition is None and batch and self._append_stream:
+            # One stream, at most its own version checked: the lean function (migration
+            # 0013). It answers ok or conflict; a stored event id goes on to append_events.
+            stream = batch[0][0]
+            if all(e[0] == stream for e in batch) and (
+                not checks or (len(checks) == 1 and checks[0][0] == stream)
+            ):
+                expect = checks[0][1] if checks else -1
+                lean = await self._send_append(
+                    pool,
+                    self._q.append_stream,
+                    (
+                        stream,
+                        expect,
+                        [as_uuid(e[3]) for e in batch],
+                        [e[1] for e in batch],
+                        [e[2] for e in batch],
+                        meta.causation_id,
+                        meta.correlation_id,
+                        user_id,
+                        custom,
+                    ),
+                    checks,
+                    batch,
+                    lean=True,
+                )
+                if lean is not None and lean[0] is not None:
+                    self._notifier.announce(lean[0] + len(batch) - 1)
+                    self._unseen_write = True
+                    return AppendResult(lean[0], [(stream, lean[1])], batch)
+                if lean is not None and lean[1] is not None:
+                    conflict = ConcurrencyConflict([(stream, expect, lean[1])])
+                    if lean[2] is not None:
+                        self._set_tail(
+                            conflict,
+                            checks,
+                            zip(repeat(stream), lean[2], lean[3], lean[4], lean[5]),
+                        )
+                    raise conflict
         query = self._q.append
         args: tuple[Any, ...] = (
             [c[0] for c in checks],
@@ -573,38 +615,7 @@ class PostgresStore:
                 ).decode(),
                 None if condition is None else _check_after(condition.after),
             )
-        pool = await self._get_pool()
-        row: Any = None
-        for attempt in range(3):
-            sent: list[Any] | None = None  # set once the request may reach the server
-            try:
-                async with pool.acquire() as conn:
-                    sent = args[2]
-                    try:
-                        row = await conn.fetchrow(query, *args)
-                    except pgbase.InternalClientError:
-                        conn.terminate()  # protocol state unknown: never reuse it
-                        raise
-                break
-            except pgerr.UniqueViolationError as exc:
-                if exc.constraint_name == "events_event_id_key" and attempt < 2:
-                    continue  # the same ids committed concurrently: re-run sees them
-                if exc.constraint_name == "events_stream_version_key":
-                    raise await self._conflict_from_data(checks, batch) from exc
-                raise translate(exc, "append") from exc
-            except asyncpg.PostgresError as exc:
-                sqlstate = getattr(exc, "sqlstate", None)
-                if sqlstate == _IN_CALLERS_TRANSACTION:
-                    raise ConfigurationError(
-                        "append_events was called inside a transaction that already holds a "
-                        "transaction id: an append must run in a transaction of its own "
-                        "(its positions and stream order depend on it)"
-                    ) from exc
-                if sqlstate == _INPUT_REFUSED:
-                    raise ValidationError("events", str(exc)) from exc
-                raise translate(exc, "append", sent) from exc
-            except Exception as exc:
-                raise translate(exc, "append", sent) from exc
+        row = await self._send_append(pool, query, args, checks, batch)
         status = row[0]
         if status == "ok" or status == "replay":
             positions = row[1]
@@ -618,23 +629,91 @@ class PostgresStore:
         if status == "conflict":
             conflict = ConcurrencyConflict(zip(row[2], row[4], row[3], strict=True))
             if row[7] is not None:
-                # Each checked stream's events from its expected version on: the event at
-                # that version (the caller's last one) places the ones after it.
-                base = {s: (v, 0) for s, v in checks if v >= 0}
-                tail = []
-                for r in zip(row[7], row[8], row[9], row[10], row[11], strict=True):
-                    if r[3] > base[r[0]][0]:
-                        tail.append(r)
-                    else:
-                        base[r[0]] = (r[3], r[4])
-                conflict.tail = tuple(tail)
-                conflict.tail_base = base
+                self._set_tail(
+                    conflict, checks, zip(row[7], row[8], row[9], row[10], row[11], strict=True)
+                )
             raise conflict
         if status == "duplicate":
             raise DuplicateEventId(row[5], row[6])
         if status == "condition" and condition is not None:
             raise ConditionFailed(condition.after, row[1][0])
         raise StoreError(f"unexpected answer from append_events: {status!r}")
+
+    @staticmethod
+    def _set_tail(
+        conflict: ConcurrencyConflict,
+        checks: list[tuple[str, int]],
+        rows: Iterable[tuple[str, str, bytes, int, int]],
+    ) -> None:
+        """Put a conflict's tail on it: each checked stream's events from its expected
+        version on, as (stream, type, payload, version, position) rows. The event at that
+        version (the caller's last one) places the ones after it (``tail_base``)."""
+        base = {s: (v, 0) for s, v in checks if v >= 0}
+        tail = []
+        for r in rows:
+            if r[3] > base[r[0]][0]:
+                tail.append(r)
+            else:
+                base[r[0]] = (r[3], r[4])
+        conflict.tail = tuple(tail)
+        conflict.tail_base = base
+
+    async def _send_append(
+        self,
+        pool: asyncpg.Pool | ConnectionPool,
+        query: str,
+        args: tuple[Any, ...],
+        checks: list[tuple[str, int]],
+        batch: list[tuple[str, str, bytes, Any]],
+        *,
+        lean: bool = False,
+    ) -> Any:
+        """Run one append statement (``args[2]``: the event ids) and return its row.
+
+        ``lean``: the statement is append_stream, which leaves a stored event id to
+        append_events: its unique violation returns None (nothing was written), as does
+        a role without EXECUTE on it (this store then appends through append_events).
+        """
+        row: Any = None
+        for attempt in range(3):
+            sent: list[Any] | None = None  # set once the request may reach the server
+            try:
+                async with pool.acquire() as conn:
+                    sent = args[2]
+                    try:
+                        row = await conn.fetchrow(query, *args)
+                    except pgbase.InternalClientError:
+                        conn.terminate()  # protocol state unknown: never reuse it
+                        raise
+                break
+            except pgerr.UniqueViolationError as exc:
+                if exc.constraint_name == "events_event_id_key":
+                    if lean:
+                        return None
+                    if attempt < 2:
+                        continue  # the same ids committed concurrently: re-run sees them
+                if exc.constraint_name == "events_stream_version_key":
+                    raise await self._conflict_from_data(checks, batch) from exc
+                raise translate(exc, "append") from exc
+            except asyncpg.PostgresError as exc:
+                sqlstate = getattr(exc, "sqlstate", None)
+                if lean and isinstance(exc, pgerr.InsufficientPrivilegeError):
+                    # A role granted EXECUTE on append_events only (the GRANTs before
+                    # schema 13): append_events does the same work; keep using it.
+                    self._append_stream = False
+                    return None
+                if sqlstate == _IN_CALLERS_TRANSACTION:
+                    raise ConfigurationError(
+                        "append_events was called inside a transaction that already holds a "
+                        "transaction id: an append must run in a transaction of its own "
+                        "(its positions and stream order depend on it)"
+                    ) from exc
+                if sqlstate == _INPUT_REFUSED:
+                    raise ValidationError("events", str(exc)) from exc
+                raise translate(exc, "append", sent) from exc
+            except Exception as exc:
+                raise translate(exc, "append", sent) from exc
+        return row
 
     async def _conflict_from_data(
         self, checks: list[tuple[str, int]], batch: list[tuple[str, str, bytes, Any]]
