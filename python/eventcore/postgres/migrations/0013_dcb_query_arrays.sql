@@ -15,9 +15,10 @@
 --    on a small table stays right on a large one (enable_seqscan off, as append_events).
 -- 3. append_events_tagged calls append_events itself (schema 10's function, which
 --    takes the same shared locks again: they are held already and wait for nothing),
---    not through append_events_inner's extra call, and takes no statement to find its
---    lock keys. The locks, their order, the condition check and every answer are
---    schema 8's (0008_event_tags.sql explains why they are race-free).
+--    not through append_events_inner's extra call, takes no statement to find its lock
+--    keys, and probes for a replay's ids only when the condition found a match. The
+--    locks, their order, the condition check and every answer are schema 8's
+--    (0008_event_tags.sql explains why they are race-free).
 -- 4. A query read that matches nothing returns the head alone, without a second
 --    statement.
 --
@@ -205,11 +206,13 @@ BEGIN
         END IF;
     END LOOP;
     PERFORM __SCHEMA__.lock_written(p_event_types, p_tags, keys);
-    IF p_cond_type_ends IS NOT NULL AND NOT EXISTS (
-        SELECT 1 FROM __SCHEMA__.events e WHERE e.event_id = ANY (p_event_ids)) THEN
+    -- A replay (an id stored) is not checked: the id probe runs only when a match is
+    -- found, which a passing condition never has.
+    IF p_cond_type_ends IS NOT NULL THEN
         hit := __SCHEMA__.first_match(p_cond_types, p_cond_type_ends, p_cond_tags,
                                       p_cond_tag_ends, p_after);
-        IF hit IS NOT NULL THEN
+        IF hit IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM __SCHEMA__.events e WHERE e.event_id = ANY (p_event_ids)) THEN
             status := 'condition';
             positions := ARRAY[hit];
             RETURN;
