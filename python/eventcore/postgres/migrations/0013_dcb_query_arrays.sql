@@ -9,10 +9,11 @@
 --    Item i is p_types[p_type_ends[i-1]+1 : p_type_ends[i]] and the tags alike: array
 --    slices, evaluated without a statement, where the JSON form parsed each item with
 --    three statements. first_match, read_query and append_events_tagged take it.
--- 2. Their statements are planned once per session (force_generic_plan, as
---    append_events): with array-valued variables the default mode re-planned them on
---    every call. Every table access is an index walk by design, so a generic plan made
---    on a small table stays right on a large one (enable_seqscan off, as append_events).
+-- 2. Their statements are planned once per session (force_generic_plan), as
+--    append_events' are (schema 10 explains why: array-valued parameters make the
+--    default mode re-plan them). Every table access is an index walk on a key the
+--    statement names; first_match and append_events_tagged also set enable_seqscan off,
+--    as append_events does, so a plan made while a table was small stays an index walk.
 -- 3. append_events_tagged calls append_events itself (schema 10's function, which
 --    takes the same shared locks again: they are held already and wait for nothing),
 --    not through append_events_inner's extra call, takes no statement to find its lock
