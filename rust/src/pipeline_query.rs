@@ -12,6 +12,9 @@
 //! it is consistent with (`CacheEntry(state, [], [position])`, keyed by
 //! `boundary._cache_key`); the next run reads only what matches after that position. A
 //! retry after a failed condition folds only what came after the position it read.
+//! In verify mode (`StateCache(verify=True)`) such a state is checked: a second read folds
+//! the query's events from the start up to the same position, and a state that differs
+//! raises `StateCacheMismatch`; the command then decides on the cached state.
 //!
 //! This is a child module of `pipeline` (it sees the machine's fields); `pipeline.rs` only
 //! calls in at a few hooks, and `pipeline_drive.rs` runs the two effects natively on the
@@ -22,6 +25,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::{refs, Eff, Folded, Input, Machine, PyObj, Wait};
 use crate::pipeline_result::Outcome;
@@ -77,6 +81,12 @@ pub(super) struct QState {
     held: Option<(PyObj, i64)>,
     /// This attempt's `query_arg(query)` once made (the native read and append share it).
     items: Option<PyObj>,
+    /// The state came from the cache (or a retry's held state) and verify mode is on:
+    /// check it against a full fold before deciding.
+    check: bool,
+    /// While the check's full read runs: the cached state plus its tail, and the position
+    /// it is consistent with (the full fold stops there).
+    checking: Option<(PyObj, i64)>,
 }
 
 impl QState {
@@ -88,6 +98,14 @@ impl QState {
     /// The position the read starts after.
     pub(super) fn after_pos(&self) -> i64 {
         self.after
+    }
+
+    /// Whether an event at `position` is folded (a check's full fold stops at the
+    /// position the cached state is consistent with).
+    fn folds(&self, position: i64) -> bool {
+        self.checking
+            .as_ref()
+            .is_none_or(|(_, bound)| position <= *bound)
     }
 
     /// The query's `(types, tags)` items as the in-memory store takes them.
@@ -125,6 +143,8 @@ impl Machine {
         let q = self.q.as_mut().expect("query run");
         q.state = None;
         q.after = 0;
+        q.check = false;
+        q.checking = None;
         let mut key = None;
         if let Some(cache) = &self.cache {
             if self.declared_v.is_empty()
@@ -155,6 +175,11 @@ impl Machine {
         if q.state.is_none() {
             q.state = Some(command.call_method0(intern!(py, "initial_state"))?.unbind());
             q.after = 0;
+        } else {
+            q.check = self
+                .cache
+                .as_ref()
+                .is_some_and(|c| c.get().verify.load(Relaxed));
         }
         q.key = key;
         q.query = Some(query.unbind());
@@ -212,9 +237,13 @@ impl Machine {
         stream_events: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Eff> {
         let mut all: Vec<(i64, Bound<'_, PyAny>)> = Vec::new();
+        let q = self.q.as_ref().expect("query run");
         for e in events.try_iter()? {
             let e = e?;
-            all.push((e.getattr(intern!(py, "position"))?.extract()?, e));
+            let position: i64 = e.getattr(intern!(py, "position"))?.extract()?;
+            if q.folds(position) {
+                all.push((position, e));
+            }
         }
         let mut versions = vec![0i64; self.declared_v.len()];
         if let Some(stream_events) = stream_events {
@@ -250,7 +279,44 @@ impl Machine {
         self.query_decide(py, state.unbind(), versions)
     }
 
-    fn query_decide(&mut self, py: Python<'_>, state: PyObj, versions: Vec<i64>) -> PyResult<Eff> {
+    fn query_decide(
+        &mut self,
+        py: Python<'_>,
+        mut state: PyObj,
+        versions: Vec<i64>,
+    ) -> PyResult<Eff> {
+        let command = self.command.bind(py).clone();
+        let q = self.q.as_mut().expect("query run");
+        if q.check {
+            // Verify mode: read the query again from the start, up to this position.
+            q.check = false;
+            q.checking = Some((state, q.position));
+            q.state = Some(command.call_method0(intern!(py, "initial_state"))?.unbind());
+            q.after = 0;
+            q.events = None;
+            self.wait = Wait::QueryRead;
+            return Ok(Eff::Query);
+        }
+        if let Some((cached, position)) = q.checking.take() {
+            let r = refs(py)?;
+            let (cached_b, full) = (cached.bind(py), state.bind(py));
+            if r.compares_by_value
+                .bind(py)
+                .call1((cached_b,))?
+                .is_truthy()?
+                && full.ne(cached_b)?
+            {
+                return Err(PyErr::from_value(r.state_cache_mismatch.bind(py).call1(
+                    (
+                        self.name.as_ref().expect("started").bind(py),
+                        cached_b,
+                        full,
+                    ),
+                )?));
+            }
+            q.position = position;
+            state = cached;
+        }
         let f = Folded {
             state,
             versions,
@@ -474,6 +540,7 @@ pub(crate) fn native_read<'py>(
     let qpos: Vec<u64> = found.rows.iter().map(|r| r.position).collect();
     let spos: Vec<u64> = streams.rows.iter().map(|r| r.position).collect();
     let mut state = state;
+    let q = m.q.as_ref().expect("query run");
     for (from_query, k) in merge_order(&qpos, &spos) {
         let (rows, types, names) = if from_query {
             (&found, &qtypes, &qstreams)
@@ -481,6 +548,9 @@ pub(crate) fn native_read<'py>(
             (&streams, &stypes, &sstreams)
         };
         let row = &rows.rows[k];
+        if !q.folds(row.position as i64) {
+            continue;
+        }
         let name = &types[row.event_type as usize];
         let decoder = folder.decoder(name)?;
         let payload = PyBytes::new(py, rows.payload(k)).into_any();

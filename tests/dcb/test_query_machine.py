@@ -30,7 +30,8 @@ from eventcore.examples.dcb import (
 )
 from eventcore.observe import CommandReport, Hook, RetryRecord, add_hook, remove_hook
 from eventcore.query import Query
-from eventcore.testing import Scenario
+from eventcore.state_cache import StateCacheMismatch
+from eventcore.testing import Scenario, verifying_store
 
 
 async def test_an_idempotency_key_replays_the_first_outcome_on_every_store(dcb_store: Any) -> None:
@@ -203,3 +204,60 @@ def test_execute_sync_drives_a_query_command_on_sqlite(tmp_path: Any) -> None:
         assert [tuple(e.tags) for e in found.events] == [("invoice:1",), ("invoice:2",)]
     finally:
         store.close()
+
+
+class MutatingTally(QueryCommand[dict[str, int], Any]):
+    """Tallies the topic's notes; its handle mutates the state it is given (a bug the
+    state cache's verify mode exists to catch)."""
+
+    topic: str
+
+    def query(self) -> Query:
+        return Query.of(["t.Noted"], [f"topic:{self.topic}"])
+
+    def initial_state(self) -> dict[str, int]:
+        return {"notes": 0}
+
+    def apply(self, state: dict[str, int], event: Any, stream_id: str) -> dict[str, int]:
+        return {"notes": state["notes"] + 1}
+
+    def handle(self, state: dict[str, int]) -> Any:
+        state["notes"] += 1000  # the bug: the state the cache keeps changes
+        return [("tally", Noted(str(state["notes"])))]
+
+    def tags_of(self, event: Any) -> list[str]:
+        return [f"topic:{self.topic}"]
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["native", "effect-by-effect"])
+def test_verify_mode_catches_a_query_command_that_mutates_its_cached_state(
+    fused: bool,
+) -> None:
+    """A query command's cached state plus its tail is checked against a full fold of
+    the query up to the same position, on the native path and effect by effect alike;
+    a clean command passes the check with writes in between (not folded twice)."""
+    store = verifying_store(registry=NOTES)
+    if not fused:
+        store.read_query = store.read_query  # type: ignore[method-assign]  # not fused
+    assert store._fused is fused
+    enc = NOTES.encode
+    store.append([("other", *enc(Noted("n")), None, ("topic:a",))])
+    execute_sync(store, Note(log=StreamId("log-1")))  # declared stream: not cached
+    execute_sync(store, MutatingTally(topic="a"))  # cold: the cache keeps a mutated state
+    cache = store.state_cache
+    assert cache is not None and cache.verify
+    hits = cache.hits
+    with pytest.raises(StateCacheMismatch, match="mutate the state"):
+        execute_sync(store, MutatingTally(topic="a"))
+    assert cache.hits == hits + 1
+    assert len(store.read_query(Query.of(["t.Noted"], ["topic:a"])).events) == 3
+
+    class Tally(MutatingTally):
+        def handle(self, state: dict[str, int]) -> Any:
+            return [("tally", Noted(str(state["notes"])))]
+
+    for i in range(3):
+        store.append([("other", *enc(Noted(f"m{i}")), None, ("topic:b",))])
+        execute_sync(store, Tally(topic="b"))
+    assert [e.data.text for e in store.read_stream("tally")][-3:] == ["1", "3", "5"]
+    assert cache.hits == hits + 3

@@ -112,9 +112,10 @@ async def test_upgrading_keeps_the_grants_of_append_events(postgres_dsn: str) ->
             schema,
         )
         # 0003's function is gone; 0008 wraps 0005's (append_events_inner, not granted)
-        # and adds the tagged append, granted to whoever could append (with event_tags).
+        # and adds the tagged append, granted to whoever could append (with event_tags);
+        # 0014 replaces it (the condition as arrays) and carries the grant over.
         assert left == ["append_events", "append_events_inner", "append_events_tagged"]
-        tagged_sig = f"{sig}, text[], integer[], jsonb, bigint"
+        tagged_sig = f"{sig}, text[], integer[], text[], integer[], text[], integer[], bigint"
         privileges = await admin.fetchrow(
             "SELECT has_function_privilege($1, $2, 'EXECUTE'),"
             " has_function_privilege($1, $3, 'EXECUTE'), has_table_privilege($1, $4, 'SELECT')",

@@ -119,8 +119,8 @@ def grants(schema: str, role: str) -> list[str]:
         # event tags (migration 0008): reads return them, tagged appends write them
         f'GRANT SELECT ON "{schema}".event_tags TO {role}',
         f'GRANT EXECUTE ON FUNCTION "{schema}".append_events_tagged(text[], bigint[], uuid[],'
-        f" text[], text[], bytea[], uuid, uuid, text, jsonb, text[], integer[], jsonb, bigint)"
-        f" TO {role}",
+        f" text[], text[], bytea[], uuid, uuid, text, jsonb, text[], integer[], text[],"
+        f" integer[], text[], integer[], bigint) TO {role}",
     ]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -71,6 +72,24 @@ def quote(schema: str) -> str:
 def channel(schema: str) -> str:
     """The LISTEN/NOTIFY channel an append on ``schema`` notifies."""
     return f"{check_schema_name(schema)}_events"
+
+
+def query_arrays(
+    items: Sequence[tuple[Sequence[str], Sequence[str]]],
+) -> tuple[list[str], list[int], list[str], list[int]]:
+    """A query's ``(types, tags)`` items as the four arrays the SQL functions take
+    (migration 0014): every item's types in one list and where each item's run ends
+    (1-based, inclusive), then the same for tags."""
+    types: list[str] = []
+    type_ends: list[int] = []
+    tags: list[str] = []
+    tag_ends: list[int] = []
+    for item_types, item_tags in items:
+        types += item_types
+        type_ends.append(len(types))
+        tags += item_tags
+        tag_ends.append(len(tags))
+    return types, type_ends, tags, tag_ends
 
 
 def projection_lock_key(schema: str, name: str) -> int:
@@ -189,15 +208,20 @@ class Queries:
             f" tail_positions FROM {s}.append_stream($1::text, $2::bigint, $3::uuid[],"
             " $4::text[], $5::bytea[], $6::uuid, $7::uuid, $8::text, $9::jsonb)"
         )
-        # Tags and conditions (migration 0008).
+        # Tags and conditions (migration 0008); a query as four arrays (migration 0014:
+        # see query_arrays).
         self.append_tagged = (
             "SELECT status, positions, streams, versions, conflict_expected, duplicate_id,"
             " detail, tail_streams, tail_types, tail_payloads, tail_versions, tail_positions"
             f" FROM {s}.append_events_tagged($1::text[], $2::bigint[], $3::uuid[], $4::text[],"
             " $5::text[], $6::bytea[], $7::uuid, $8::uuid, $9::text, $10::jsonb,"
-            " $11::text[], $12::integer[], $13::jsonb, $14::bigint)"
+            " $11::text[], $12::integer[], $13::text[], $14::integer[], $15::text[],"
+            " $16::integer[], $17::bigint)"
         )
-        self.read_query = f"SELECT * FROM {s}.read_query($1::jsonb, $2, $3)"
+        self.read_query = (
+            f"SELECT * FROM {s}.read_query($1::text[], $2::integer[], $3::text[],"
+            " $4::integer[], $5, $6)"
+        )
         # -- stream lifecycle (migration 0006) --
         self.truncate_stream = f"SELECT o_status, o_version FROM {s}.truncate_stream($1, $2, $3)"
         purge_cols = (

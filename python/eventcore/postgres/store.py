@@ -136,7 +136,13 @@ from eventcore.postgres._replicas import (
     is_replica_failure,
 )
 from eventcore.postgres._snapshot import PostgresSnapshotStore
-from eventcore.postgres._sql import Queries, channel, check_schema_name, migrations
+from eventcore.postgres._sql import (
+    Queries,
+    channel,
+    check_schema_name,
+    migrations,
+    query_arrays,
+)
 from eventcore.query import AppendCondition, Query, QueryItem, QueryResult, query_arg
 from eventcore.recorded import (
     AppendResult,
@@ -608,11 +614,11 @@ class PostgresStore:
                 *args,
                 [t for t, _ in flat],
                 [i for _, i in flat],
-                None
-                if condition is None
-                else _json_encode(
-                    [{"types": t, "tags": g} for t, g in query_arg(condition.query)]
-                ).decode(),
+                *(
+                    (None, None, None, None)
+                    if condition is None
+                    else query_arrays(query_arg(condition.query))
+                ),
                 None if condition is None else _check_after(condition.after),
             )
         row = await self._send_append(pool, query, args, checks, batch)
@@ -830,8 +836,9 @@ class PostgresStore:
         The position is the safe head (see :meth:`head`), read first: every event at or
         below it has committed, so the read that follows sees all matching ones, and an
         event committed later lies above it (an append condition at it catches it). One
-        round trip (``read_query()``, migration 0008). Items with tags walk the tag index;
-        an item with only types reads the log after ``after``.
+        round trip (``read_query()``, migration 0008; the query as arrays since 0014).
+        Items with tags walk the tag index; an item with only types walks the type index
+        (migration 0011).
 
         Raises:
             InvalidTag: a tag of the query broke the rules.
@@ -842,12 +849,7 @@ class PostgresStore:
         after = _check_after(after)
         if not items:
             return QueryResult([], await self.head())
-        rows = await self._fetch(
-            self._q.read_query,
-            _json_encode([{"types": t, "tags": g} for t, g in items]).decode(),
-            after,
-            limit,
-        )
+        rows = await self._fetch(self._q.read_query, *query_arrays(items), after, limit)
         head = rows[0][0]
         events = self._wrap([tuple(r)[1:] for r in rows[1:]])
         position = events[-1].position if limit and len(events) == limit else max(head, 0)
