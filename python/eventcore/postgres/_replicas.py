@@ -1,10 +1,17 @@
 """Read replicas of a PostgreSQL store: routing, read-your-writes, lag and rotation.
 
 A :class:`ReplicaSet` holds one connection pool per streaming replica (hot standby).
-Reads routed to replicas take the next replica in rotation (round robin); a read that
-must see a write (a *write token*: a WAL position of the primary, see
-:meth:`PostgresStore.write_token`) waits until the replica has replayed that position,
-for at most ``wait`` seconds, and otherwise goes to the primary.
+Reads routed to replicas take the next replica in rotation (round robin). A read that
+must see a write waits until the replica has reached it, for at most ``wait`` seconds,
+and otherwise goes to the primary. Two kinds of token say what to reach:
+
+- a :class:`~eventcore.recorded.WriteToken` (every command result carries one): the
+  write's last global position. Positions are ``transaction id * 2**20 + index``, so a
+  replica has it once its log horizon (``log_horizon()``, on a hot standby its
+  snapshot's xmin) is past the transaction: the commit is replayed and no older writer is still
+  open there, so ``read_all`` shows it and never skips an event before it;
+- a WAL position of the primary (an int, :meth:`PostgresStore.write_token`): replayed
+  up to it.
 
 Rotation: a replica whose read failed for a connection reason, whose replay lags more
 than ``max_lag`` seconds, or that is no longer in recovery (promoted) leaves the
@@ -33,6 +40,7 @@ import asyncpg
 from eventcore.observe import report_replica_status
 from eventcore.postgres._errors import _NOT_UNAVAILABLE, _UNAVAILABLE
 from eventcore.postgres._pool import ConnectionPool
+from eventcore.postgres._sql import POSITION_SHIFT
 
 __all__ = ["ReadFrom", "ReplicaSet", "ReplicaStatus"]
 
@@ -40,16 +48,29 @@ ReadFrom = Literal["primary", "replica"]
 """Where a read goes: the primary, or a replica in rotation (the primary when none is)."""
 
 # WAL positions as plain integers (bytes since 0/0): comparable, and a token is an int.
-REPLAY_LSN = "SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint"
+# The horizon as a position: every position below it is final on the replica. On a hot
+# standby log_horizon() (migration 0003) is its snapshot's xmin; that expression here
+# needs no schema (a replica has it before the store's migration reaches it).
+HORIZON = f"pg_snapshot_xmin(pg_current_snapshot())::text::bigint * {POSITION_SHIFT}"
+REACHED = f"SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint, {HORIZON}"
 PRIMARY_LSN = "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint"
-PROBE = """
+# The primary's timeline (the first 8 hex digits of its current WAL file's name; a
+# promotion starts a new one); 0 on a standby.
+TIMELINE = (
+    "SELECT CASE WHEN pg_is_in_recovery() THEN 0"
+    " ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END"
+)
+PROBE = (
+    """
 SELECT pg_is_in_recovery(),
        (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint,
        CASE WHEN pg_last_wal_receive_lsn() IS NULL
               OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
             ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8
-       END
-"""
+       END,
+       """
+    + HORIZON
+)
 
 
 def describe(dsn: str) -> str:
@@ -84,6 +105,7 @@ class _Replica:
     __slots__ = (
         "dsn",
         "error",
+        "horizon",
         "lag_bytes",
         "lag_seconds",
         "pool",
@@ -97,6 +119,7 @@ class _Replica:
         self.pool = pool
         self.error: str | None = None  # set: out of rotation
         self.replay_lsn: int | None = None
+        self.horizon = 0  # positions below it are final there (0: not known)
         self.lag_seconds: float | None = None
         self.lag_bytes: int | None = None
         self.probed_at = 0.0
@@ -142,11 +165,12 @@ class ReplicaSet:
 
     # -- routing -----------------------------------------------------------------------
 
-    async def pick(self, token: int | None) -> ConnectionPool | None:
+    async def pick(self, lsn: int | None = None, position: int = 0) -> ConnectionPool | None:
         """A replica's pool for one read (None: read from the primary).
 
-        ``token``: a WAL position the read must see; the chosen replica is polled until
-        it has replayed it, for at most :attr:`wait` seconds (then None).
+        ``lsn``: a WAL position the replica must have replayed; ``position``: a global
+        position its log horizon must have passed (0: none). The chosen replica is polled
+        until it has reached both, for at most :attr:`wait` seconds (then None).
         """
         now = time.monotonic()
         for replica in self._replicas:
@@ -156,28 +180,38 @@ class ReplicaSet:
         if not live:
             return None
         self._next = (self._next + 1) % len(live)
-        if token is None:
+        if lsn is None and not position:
             return live[self._next].pool
         # The replica known to be furthest along first, then the others in turn.
-        order = sorted(live, key=lambda r: -(r.replay_lsn or 0))
+        order = sorted(live, key=lambda r: (-r.horizon, -(r.replay_lsn or 0)))
         for replica in order:
-            if replica.replay_lsn is not None and replica.replay_lsn >= token:
+            if self._has(replica, lsn, position):
                 return replica.pool
-        return await self._wait_for(order[0], token)
+        return await self._wait_for(order[0], lsn, position)
 
-    async def _wait_for(self, replica: _Replica, token: int) -> ConnectionPool | None:
+    @staticmethod
+    def _has(replica: _Replica, lsn: int | None, position: int) -> bool:
+        """Whether what the replica was last seen to have covers the token."""
+        if lsn is not None and (replica.replay_lsn is None or replica.replay_lsn < lsn):
+            return False
+        return replica.horizon > position or not position
+
+    async def _wait_for(
+        self, replica: _Replica, lsn: int | None, position: int
+    ) -> ConnectionPool | None:
         deadline = time.monotonic() + self.wait
         pause = 0.001
         while True:
             try:
-                lsn = await replica.pool.fetchval(REPLAY_LSN)
+                row = await replica.pool.fetchrow(REACHED)
             except Exception as exc:
                 self.failed(replica.pool, exc)
                 return None
-            if lsn is not None:
-                replica.replay_lsn = max(replica.replay_lsn or 0, lsn)
-                if lsn >= token:
-                    return replica.pool
+            if row[0] is not None:
+                replica.replay_lsn = max(replica.replay_lsn or 0, row[0])
+            replica.horizon = max(replica.horizon, row[1])
+            if self._has(replica, lsn, position):
+                return replica.pool
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
@@ -207,6 +241,7 @@ class ReplicaSet:
         else:
             in_recovery, lsn, lag = row[0], row[1], row[2]
             replica.replay_lsn = lsn
+            replica.horizon = row[3]
             replica.lag_seconds = lag
             replica.lag_bytes = None if primary is None or lsn is None else max(0, primary - lsn)
             if not in_recovery:
