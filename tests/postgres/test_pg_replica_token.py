@@ -140,6 +140,36 @@ async def test_a_lagging_replica_makes_the_read_wait_then_fall_back(
         await reader.read_stream("lag", after="1:2")  # type: ignore[arg-type]
 
 
+async def test_a_long_transaction_on_the_primary_holds_back_log_reads_not_stream_reads(
+    stores: tuple[PostgresStore, PostgresStore], postgres_server: PostgresServer
+) -> None:
+    writer, reader = stores
+    reader._replicas.wait = 2.0  # type: ignore[union-attr]
+    hold = await asyncpg.connect(postgres_server.dsn)
+    try:
+        # Any transaction holding an id (here an unrelated one) keeps a hot standby's
+        # snapshot xmin, and so its log horizon, below it until it ends.
+        await hold.execute("BEGIN")
+        await hold.fetchval("SELECT pg_current_xact_id()")
+        result = await writer.append([NewEvent("held", "Opened", b"{}")])
+        token = result.write_token
+        started = time.monotonic()
+        events = await reader.read_stream("held", after=token)
+        assert time.monotonic() - started < 2.0  # visible on the replica: served there
+        assert [e.position for e in events] == [token.position]
+        started = time.monotonic()
+        page = await reader.read_all(after_position=token.position - 1, after=token)
+        # The replica's horizon stays below the write: the primary answers (its horizon
+        # counts only the store's own appends in flight).
+        assert time.monotonic() - started >= 2.0
+        assert [e.position for e in page] == [token.position]
+    finally:
+        await hold.execute("ROLLBACK")
+        await hold.close()
+    page = await reader.read_all(after_position=token.position - 1, after=token)
+    assert [e.position for e in page] == [token.position]
+
+
 async def test_a_replica_read_waits_only_until_the_replica_catches_up(
     stores: tuple[PostgresStore, PostgresStore], postgres_replica: Replica
 ) -> None:

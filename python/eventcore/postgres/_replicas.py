@@ -6,10 +6,13 @@ must see a write waits until the replica has reached it, for at most ``wait`` se
 and otherwise goes to the primary. Two kinds of token say what to reach:
 
 - a :class:`~eventcore.recorded.WriteToken` (every command result carries one): the
-  write's last global position. Positions are ``transaction id * 2**20 + index``, so a
-  replica has it once its log horizon (``log_horizon()``, on a hot standby its
-  snapshot's xmin) is past the transaction: the commit is replayed and no older writer is still
-  open there, so ``read_all`` shows it and never skips an event before it;
+  write's last global position. Positions are ``transaction id * 2**20 + index``. A read
+  of the global log (``read_all``, ``head``) needs the replica's log horizon
+  (``log_horizon()``, on a hot standby its snapshot's xmin) past the position: the
+  commit is replayed and no older writer is open, so it shows the write and never skips
+  an event before it. A stream read needs only the transaction visible in the
+  replica's snapshot (``pg_visible_in_snapshot``): a long transaction on the primary
+  holds a standby's xmin back, and with it every global-log read, not the stream reads;
 - a WAL position of the primary (an int, :meth:`PostgresStore.write_token`): replayed
   up to it.
 
@@ -52,7 +55,11 @@ ReadFrom = Literal["primary", "replica"]
 # standby log_horizon() (migration 0003) is its snapshot's xmin; that expression here
 # needs no schema (a replica has it before the store's migration reaches it).
 HORIZON = f"pg_snapshot_xmin(pg_current_snapshot())::text::bigint * {POSITION_SHIFT}"
-REACHED = f"SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint, {HORIZON}"
+REACHED = (
+    f"SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint, {HORIZON},"
+    f" pg_visible_in_snapshot(($1::bigint / {POSITION_SHIFT})::text::xid8,"
+    " pg_current_snapshot())"
+)
 PRIMARY_LSN = "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint"
 # The primary's timeline (the first 8 hex digits of its current WAL file's name; a
 # promotion starts a new one); 0 on a standby.
@@ -165,12 +172,15 @@ class ReplicaSet:
 
     # -- routing -----------------------------------------------------------------------
 
-    async def pick(self, lsn: int | None = None, position: int = 0) -> ConnectionPool | None:
+    async def pick(
+        self, lsn: int | None = None, position: int = 0, *, log: bool = False
+    ) -> ConnectionPool | None:
         """A replica's pool for one read (None: read from the primary).
 
         ``lsn``: a WAL position the replica must have replayed; ``position``: a global
-        position its log horizon must have passed (0: none). The chosen replica is polled
-        until it has reached both, for at most :attr:`wait` seconds (then None).
+        position it must show (0: none), to a read of the global log (``log``: its horizon
+        past it) or of streams (its transaction visible). The chosen replica is polled
+        until it has both, for at most :attr:`wait` seconds (then None).
         """
         now = time.monotonic()
         for replica in self._replicas:
@@ -185,32 +195,33 @@ class ReplicaSet:
         # The replica known to be furthest along first, then the others in turn.
         order = sorted(live, key=lambda r: (-r.horizon, -(r.replay_lsn or 0)))
         for replica in order:
-            if self._has(replica, lsn, position):
+            if self._has(replica, lsn, position, False):
                 return replica.pool
-        return await self._wait_for(order[0], lsn, position)
+        return await self._wait_for(order[0], lsn, position, log)
 
     @staticmethod
-    def _has(replica: _Replica, lsn: int | None, position: int) -> bool:
-        """Whether what the replica was last seen to have covers the token."""
+    def _has(replica: _Replica, lsn: int | None, position: int, visible: bool) -> bool:
+        """Whether the replica covers the token: what it was last seen to have, and
+        ``visible`` (the token's transaction in its snapshot now, for a stream read)."""
         if lsn is not None and (replica.replay_lsn is None or replica.replay_lsn < lsn):
             return False
-        return replica.horizon > position or not position
+        return not position or replica.horizon > position or visible
 
     async def _wait_for(
-        self, replica: _Replica, lsn: int | None, position: int
+        self, replica: _Replica, lsn: int | None, position: int, log: bool
     ) -> ConnectionPool | None:
         deadline = time.monotonic() + self.wait
         pause = 0.001
         while True:
             try:
-                row = await replica.pool.fetchrow(REACHED)
+                row = await replica.pool.fetchrow(REACHED, position)
             except Exception as exc:
                 self.failed(replica.pool, exc)
                 return None
             if row[0] is not None:
                 replica.replay_lsn = max(replica.replay_lsn or 0, row[0])
             replica.horizon = max(replica.horizon, row[1])
-            if self._has(replica, lsn, position):
+            if self._has(replica, lsn, position, row[2] and not log):
                 return replica.pool
             left = deadline - time.monotonic()
             if left <= 0:

@@ -712,9 +712,12 @@ class PostgresStore:
         self._own_token = max(self._own_token, token)
         return token
 
-    async def _route(self, read_from: ReadFrom | None, after: int | WriteToken | None) -> Any:
+    async def _route(
+        self, read_from: ReadFrom | None, after: int | WriteToken | None, *, log: bool = False
+    ) -> Any:
         """The pool one read uses: a replica's when routed there and one has what the
-        read must see (``after``, and this store's own writes)."""
+        read must see (``after``, and this store's own writes); ``log``: a read of the
+        global log (a token's position must be below the replica's horizon)."""
         if read_from is not None and read_from not in ("primary", "replica"):
             raise ValidationError("read_from", "must be 'primary' or 'replica'", read_from)
         position = 0
@@ -735,7 +738,7 @@ class PostgresStore:
         if self._unseen_write:
             await self.write_token()
         token = max(self._own_token, after or 0) or None
-        return await replicas.pick(token, position) or primary
+        return await replicas.pick(token, position, log=log) or primary
 
     async def _read(self, pool: Any, method: str, query: str, *args: Any) -> Any:
         """``pool.<method>(query, *args)``; a replica that fails for a connection reason
@@ -985,7 +988,7 @@ class PostgresStore:
         """
         types = check_event_types(event_types)
         limit = check_limit(limit)
-        pool = await self._route(read_from, after)
+        pool = await self._route(read_from, after, log=True)
         # Below the cluster's xmin first (one plain statement: a page of a reader that
         # catches up ends here); the rest up to the horizon through read_all_page. On a
         # replica both bounds come from its own snapshot (log_horizon), each safe alone.
@@ -1150,7 +1153,7 @@ class PostgresStore:
         Events committed above it (by appends newer than the oldest append of this store
         still in flight) become readable, in position order, once that append ends.
         """
-        pool = await self._route(read_from, after)
+        pool = await self._route(read_from, after, log=True)
         return int(await self._read(pool, "fetchval", self._q.head))
 
     async def log_holdback(self) -> LogHoldback | None:
