@@ -10,6 +10,7 @@ seconds leaves the read to the primary. Real servers: the session's streaming re
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -20,6 +21,7 @@ from tests.pgserver import (
     SUPERUSER,
     PostgresServer,
     Replica,
+    drop_schema,
     launch_cluster,
     new_schema_name,
 )
@@ -264,3 +266,46 @@ async def test_a_token_from_before_a_failover(cluster: Any) -> None:
     assert (await reader.read_stream("acc", after=after))[-1].position == after.position
     await reader.close()
     await store.close()
+
+
+def test_cli_reads_take_a_token(postgres_server: PostgresServer, postgres_replica: Replica) -> None:
+    from click.testing import CliRunner
+
+    from eventcore.cli._app import cli
+
+    schema = new_schema_name()
+
+    async def setup() -> None:
+        async with PostgresStore(postgres_server.dsn, schema=schema) as store:
+            await store.migrate()
+            await store.append([NewEvent("cli-t", "Opened", b"{}")])
+        await postgres_replica.wait_replayed(postgres_server.dsn)
+
+    asyncio.run(setup())
+    env = {"EVENTCORE_REPLICAS": postgres_replica.dsn}
+    base = ["--dsn", postgres_server.dsn, "--schema", schema, "--json"]
+
+    def versions(args: list[str]) -> list[int]:
+        out = CliRunner().invoke(cli, args, env=env)
+        assert out.exit_code == 0, out.output
+        return [json.loads(line)["version"] for line in out.output.splitlines()]
+
+    async def append_unreplayed() -> None:
+        async with replay_paused(postgres_replica):
+            async with PostgresStore(postgres_server.dsn, schema=schema) as store:
+                token = str(
+                    (await store.append([NewEvent("cli-t", "Deposited", b"{}")])).write_token
+                )
+            # The replica has not replayed it: without the token the CLI reads miss it.
+            assert await asyncio.to_thread(versions, ["read", "cli-t", *base]) == [1]
+            with_token = ["read", "cli-t", *base, "--after-token", token]
+            assert await asyncio.to_thread(versions, with_token) == [1, 2]
+            tail = ["tail", "-n", "5", *base, "--after-token", token]
+            assert await asyncio.to_thread(versions, tail) == [1, 2]
+
+    try:
+        asyncio.run(append_unreplayed())
+        bad = CliRunner().invoke(cli, ["read", "cli-t", *base, "--after-token", "x"], env=env)
+        assert bad.exit_code == 2 and "timeline:position" in bad.output
+    finally:
+        asyncio.run(drop_schema(postgres_server.dsn, schema))
