@@ -173,31 +173,40 @@ class ReplicaSet:
     # -- routing -----------------------------------------------------------------------
 
     async def pick(
-        self, lsn: int | None = None, position: int = 0, *, log: bool = False
+        self, lsn: int | None = None, position: int = 0, *, log: bool = False, seen: int = 0
     ) -> ConnectionPool | None:
         """A replica's pool for one read (None: read from the primary).
 
         ``lsn``: a WAL position the replica must have replayed; ``position``: a global
         position it must show (0: none), to a read of the global log (``log``: its horizon
         past it) or of streams (its transaction visible). The chosen replica is polled
-        until it has both, for at most :attr:`wait` seconds (then None).
+        until it has both, for at most :attr:`wait` seconds (then None). ``seen``: a head
+        this store has read; only a replica known to be past it may serve (never waited
+        for: else the primary).
         """
         now = time.monotonic()
         for replica in self._replicas:
             if now - replica.probed_at >= self.probe_interval and replica.probing is None:
                 replica.probing = asyncio.get_running_loop().create_task(self._probe(replica))
-        live = [r for r in self._replicas if r.error is None]
+        live = [r for r in self._replicas if r.error is None and (not seen or r.horizon > seen)]
         if not live:
             return None
         self._next = (self._next + 1) % len(live)
         if lsn is None and not position:
             return live[self._next].pool
-        # The replica known to be furthest along first, then the others in turn.
-        order = sorted(live, key=lambda r: (-r.horizon, -(r.replay_lsn or 0)))
-        for replica in order:
-            if self._has(replica, lsn, position, False):
-                return replica.pool
-        return await self._wait_for(order[0], lsn, position, log)
+        ready = [r for r in live if self._has(r, lsn, position, False)]
+        if ready:
+            return ready[self._next % len(ready)].pool
+        # Wait for the replica known to be furthest along.
+        best = max(live, key=lambda r: (r.horizon, r.replay_lsn or 0))
+        return await self._wait_for(best, lsn, position, log)
+
+    def served(self, pool: ConnectionPool, head: int) -> None:
+        """A replica's pool answered :meth:`PostgresStore.head` with ``head``: its horizon
+        is past it (what a later read that must reach that head checks)."""
+        for replica in self._replicas:
+            if replica.pool is pool and replica.error is None:
+                replica.horizon = max(replica.horizon, head + 1)
 
     @staticmethod
     def _has(replica: _Replica, lsn: int | None, position: int, visible: bool) -> bool:

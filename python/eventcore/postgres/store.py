@@ -371,6 +371,10 @@ class PostgresStore:
         # The primary's timeline, as its newest connection saw it (0: not known, e.g. a
         # borrowed pool): carried by write tokens, it tells a token from before a failover.
         self._timeline = 0
+        # The highest head this store has read: a later read of the global log goes only
+        # to a replica known to be past it (else the primary), so a reader that takes the
+        # head from one replica and the page from another never moves past an event.
+        self._log_seen = 0
         # Tails read with a snapshot, for the fold_tail that follows: (streams, versions)
         # -> (when read, fold_tail rows). See _keep_tail.
         self._tails: dict[tuple[tuple[str, ...], tuple[int, ...]], tuple[float, list[Any]]] = {}
@@ -713,11 +717,17 @@ class PostgresStore:
         return token
 
     async def _route(
-        self, read_from: ReadFrom | None, after: int | WriteToken | None, *, log: bool = False
+        self,
+        read_from: ReadFrom | None,
+        after: int | WriteToken | None,
+        *,
+        log: bool = False,
+        seen: int = 0,
     ) -> Any:
         """The pool one read uses: a replica's when routed there and one has what the
         read must see (``after``, and this store's own writes); ``log``: a read of the
-        global log (a token's position must be below the replica's horizon)."""
+        global log (a token's position must be below the replica's horizon); ``seen``: a
+        head the replica must be known to be past (else the primary, at once)."""
         if read_from is not None and read_from not in ("primary", "replica"):
             raise ValidationError("read_from", "must be 'primary' or 'replica'", read_from)
         position = 0
@@ -738,7 +748,7 @@ class PostgresStore:
         if self._unseen_write:
             await self.write_token()
         token = max(self._own_token, after or 0) or None
-        return await replicas.pick(token, position, log=log) or primary
+        return await replicas.pick(token, position, log=log, seen=seen) or primary
 
     async def _read(self, pool: Any, method: str, query: str, *args: Any) -> Any:
         """``pool.<method>(query, *args)``; a replica that fails for a connection reason
@@ -988,7 +998,7 @@ class PostgresStore:
         """
         types = check_event_types(event_types)
         limit = check_limit(limit)
-        pool = await self._route(read_from, after, log=True)
+        pool = await self._route(read_from, after, log=True, seen=self._log_seen)
         # Below the cluster's xmin first (one plain statement: a page of a reader that
         # catches up ends here); the rest up to the horizon through read_all_page. On a
         # replica both bounds come from its own snapshot (log_horizon), each safe alone.
@@ -1154,7 +1164,11 @@ class PostgresStore:
         still in flight) become readable, in position order, once that append ends.
         """
         pool = await self._route(read_from, after, log=True)
-        return int(await self._read(pool, "fetchval", self._q.head))
+        head = int(await self._read(pool, "fetchval", self._q.head))
+        if self._replicas is not None:
+            self._replicas.served(pool, head)
+            self._log_seen = max(self._log_seen, head)
+        return head
 
     async def log_holdback(self) -> LogHoldback | None:
         """The oldest append of this store still in flight (None: none is).
