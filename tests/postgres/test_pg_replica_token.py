@@ -355,3 +355,33 @@ async def test_a_subscription_over_two_replicas_at_different_points_never_skips(
                 later.last_position in delivered
             ), (delivered, sub.position)
     await reader.close()
+
+
+async def test_a_store_told_a_token_shows_the_write_to_its_subscriptions(
+    stores: tuple[PostgresStore, PostgresStore], postgres_replica: Replica
+) -> None:
+    from eventcore.projection import Subscription
+
+    writer, reader = stores
+    reader._replicas.wait = 0.3  # type: ignore[union-attr]
+    first = await writer.append([NewEvent("sub", "Opened", b"{}")])
+    reader.read_after(first.write_token)
+    assert [e.version for e in await reader.read_stream("sub")] == [1]
+    async with replay_paused(postgres_replica):
+        second = await writer.append([NewEvent("sub", "Deposited", b"{}")])
+        sub = Subscription(reader, after_position=first.last_position, live=False)
+        assert [e.position async for page in sub for e in page.events] == []  # lagging
+        reader.read_after(second.write_token)
+        reader.read_after(first.write_token)  # an older one changes nothing
+        sub = Subscription(reader, after_position=first.last_position, live=False)
+        delivered = [e.position async for page in sub for e in page.events]
+        assert delivered == [second.last_position]
+    # Replayed: the replica serves again. Another timeline's token is ignored (waiting
+    # for its position would take replica_wait, then the primary).
+    reader._replicas.wait = 2.0  # type: ignore[union-attr]
+    reader.read_after(WriteToken(second.write_token.timeline + 1, 1 << 62))
+    started = time.monotonic()
+    assert [e.version for e in await reader.read_stream("sub")] == [1, 2]
+    assert time.monotonic() - started < 1.5
+    with pytest.raises(ValidationError):
+        reader.read_after("1:2")  # type: ignore[arg-type]

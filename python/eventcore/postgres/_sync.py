@@ -535,6 +535,11 @@ class SyncPostgresStore:
         reads); see :meth:`PostgresStore.write_token`."""
         return self._run(self._store.write_token())
 
+    def read_after(self, token: WriteToken | int) -> None:
+        """Make every later read show the write of ``token``; see
+        :meth:`PostgresStore.read_after`."""
+        self._store.read_after(token)
+
     def replica_status(self) -> list[ReplicaStatus]:
         """Every read replica probed now (lag in bytes and seconds, in rotation or not)."""
         return self._run(self._store.replica_status())

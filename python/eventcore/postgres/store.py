@@ -368,6 +368,7 @@ class PostgresStore:
         self._direct_dsn = direct_dsn
         self._unseen_write = False  # an append acknowledged since the last write_token()
         self._own_token = 0  # this store's newest write token: its reads wait for it
+        self._own_position = 0  # the newest position read_after() was given
         # The primary's timeline, as its newest connection saw it (0: not known, e.g. a
         # borrowed pool): carried by write tokens, it tells a token from before a failover.
         self._timeline = 0
@@ -716,6 +717,25 @@ class PostgresStore:
         self._own_token = max(self._own_token, token)
         return token
 
+    def read_after(self, token: WriteToken | int) -> None:
+        """Make every later read of this store show the write of ``token`` (a command
+        result's :class:`~eventcore.recorded.WriteToken`, or a WAL token from
+        :meth:`write_token`), as if each took ``after=token``: subscriptions, projection
+        catch-up and the CLI read through it. Tokens add up (the newest counts); once a
+        replica is known to have one, reads no longer ask. A token of another timeline
+        (from before a failover) is ignored: there is nothing on this history to wait for.
+
+        Raises:
+            ValidationError: not a token.
+        """
+        if isinstance(token, WriteToken):
+            if not token.timeline or self._timeline in (0, token.timeline):
+                self._own_position = max(self._own_position, token.position)
+        elif type(token) is int and token >= 0:
+            self._own_token = max(self._own_token, token)
+        else:
+            raise ValidationError("token", "must be a WriteToken or a WAL position (int)", token)
+
     async def _route(
         self,
         read_from: ReadFrom | None,
@@ -748,6 +768,7 @@ class PostgresStore:
         if self._unseen_write:
             await self.write_token()
         token = max(self._own_token, after or 0) or None
+        position = max(position, self._own_position)
         return await replicas.pick(token, position, log=log, seen=seen) or primary
 
     async def _read(self, pool: Any, method: str, query: str, *args: Any) -> Any:
