@@ -159,7 +159,8 @@ async def test_the_snapshot_tail_read_skips_the_partitions_its_streams_have_no_e
     partitioned_postgres_store: Any, postgres_dsn: str
 ) -> None:
     store = partitioned_postgres_store
-    await move_past(store, 3)
+    await add_partitions(store, ahead=10)  # no append of this test lands in DEFAULT
+    await move_past(store, 2)
     await store.append(ev("snap", 3))
     await move_past(store, 1)
     await store.append(ev("snap", 2))
@@ -185,10 +186,11 @@ async def test_the_snapshot_tail_read_skips_the_partitions_its_streams_have_no_e
         sql = store._q.load_snapshot_tail.replace("$1", "'k'").replace("$2", "100")
         plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN (ANALYZE, COSTS OFF) {sql}"))
         scans = [line for line in plan.splitlines() if "Scan using events_" in line]
-        assert len(scans) >= 6, plan  # two lateral reads, each over the partitions
         run = [line for line in scans if "never executed" not in line]
-        # Only the partitions holding the stream's events are read (two at most each).
-        assert 2 <= len(run) <= 4, plan
+        # Only the partitions holding the stream's events are read (two at most for each
+        # of the two lateral reads); the others are pruned at run time.
+        assert 1 <= len(run) <= 4, plan
+        assert len(scans) - len(run) >= 6, plan
     finally:
         await conn.close()
 
