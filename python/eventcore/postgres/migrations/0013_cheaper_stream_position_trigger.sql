@@ -5,11 +5,12 @@
 --
 -- track_stream_positions() (migration 0012) runs once per stream row an append bumps:
 -- a batch of 1000 events over 1000 streams calls it 1000 times. Its SET search_path
--- clause made every call save, set and restore a setting, about two thirds of what the
--- trigger cost (a paired run: 1000 rows updated with the trigger cost 12 to 14 ms more
--- than without it; without the clause 2.7 to 5.9 ms more). The body is the same, with
+-- clause made every call save, set and restore a setting. The body is the same, with
 -- every name and operator qualified instead, so a caller's search_path cannot change
--- what it does (it runs with the caller's rights: not SECURITY DEFINER).
+-- what it does (it runs with the caller's rights: not SECURITY DEFINER, so the clause
+-- was no security boundary). Measured (server CPU time, paired rounds): a batch of 1000
+-- events on a 13-partition store 35.6 -> 35.0 ms; the trigger now costs about 0.6 ms of
+-- such a batch.
 CREATE OR REPLACE FUNCTION __SCHEMA__.track_stream_positions() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
