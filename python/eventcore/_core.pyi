@@ -6,7 +6,7 @@ from typing import Any, Self, TypeVar, final
 
 from typing_extensions import disjoint_base
 
-from eventcore.recorded import AppendResult, WrittenEvent
+from eventcore.recorded import AppendResult, WriteToken, WrittenEvent
 from eventcore.stream import StreamId
 
 __all__ = [
@@ -416,6 +416,11 @@ class ExecutionResult:
     @property
     def positions(self) -> Sequence[int]:
         """The global positions of the events written, in order."""
+
+    @property
+    def write_token(self) -> WriteToken:
+        """What a replica read must see to show this write (``after=``); position 0 when
+        the command wrote nothing."""
 
 @final
 class CacheEntry:

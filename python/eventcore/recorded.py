@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from eventcore.registry import EventRegistry
 
-__all__ = ["AppendResult", "NewEvent", "RecordedEvent", "WrittenEvent"]
+__all__ = ["AppendResult", "NewEvent", "RecordedEvent", "WriteToken", "WrittenEvent"]
 
 E = TypeVar("E")
 _new = object.__new__
@@ -58,6 +58,49 @@ class WrittenEvent(NamedTuple):
     position: int
 
 
+class WriteToken(NamedTuple):
+    """What a read must see to include a write: the write's last global position and the
+    timeline of the PostgreSQL primary that committed it.
+
+    Every command result carries one (:attr:`ExecutionResult.write_token
+    <eventcore.ExecutionResult.write_token>`, :attr:`AppendResult.write_token`), at no cost.
+    A PostgreSQL read routed to a replica with ``after=token`` waits until the replica's
+    log horizon has passed ``position`` (so the read shows the write and, in the global
+    log, everything before it), at most ``replica_wait`` seconds, then reads from the
+    primary. ``position == 0`` means nothing to wait for (the command wrote nothing).
+    ``timeline == 0`` means not known (another store, a borrowed pool, an idempotent
+    replay): the position alone is checked. A token from another timeline than the
+    primary's now (one before a failover) sends the read to the primary at once.
+
+    ``str(token)`` is ``"timeline:position"`` (for an HTTP header or the CLI's
+    ``--after-token``); :meth:`parse` reads it back.
+    """
+
+    timeline: int
+    position: int
+
+    def __str__(self) -> str:
+        return f"{self.timeline}:{self.position}"
+
+    @classmethod
+    def parse(cls, text: str) -> WriteToken:
+        """The token ``str(token)`` gave.
+
+        Raises:
+            ValidationError: not two non-negative integers ``"timeline:position"``.
+        """
+        timeline, sep, position = text.strip().partition(":")
+        if sep and timeline.isdigit() and position.isdigit():
+            return cls(int(timeline), int(position))
+        from eventcore.errors import ValidationError
+
+        raise ValidationError("write_token", "must be 'timeline:position' (two integers)", text)
+
+
+NO_WRITE = WriteToken(0, 0)
+"""The token of a command that wrote nothing: nothing to wait for."""
+
+
 class AppendResult:
     """The result of one atomic append.
 
@@ -66,17 +109,19 @@ class AppendResult:
     expanded on first access.
     """
 
-    __slots__ = ("_new", "_positions", "_versions", "_written")
+    __slots__ = ("_new", "_positions", "_timeline", "_versions", "_written")
 
     def __init__(
         self,
         positions: Sequence[int] | int,
         stream_versions: Mapping[str, int] | list[tuple[str, int]],
         events: Sequence[Sequence[Any]],
+        timeline: int = 0,
     ) -> None:
         self._positions = positions
         self._versions = stream_versions
         self._new = events
+        self._timeline = timeline
         self._written: list[WrittenEvent] | None = None
 
     @property
@@ -126,6 +171,13 @@ class AppendResult:
     def last_position(self) -> int:
         """The highest global position written (0 when nothing was written)."""
         return max(self.positions, default=0)
+
+    @property
+    def write_token(self) -> WriteToken:
+        """The token a replica read takes to show this write (see :class:`WriteToken`);
+        :data:`NO_WRITE` when nothing was written."""
+        last = self.last_position
+        return WriteToken(self._timeline, last) if last else NO_WRITE
 
     def __len__(self) -> int:
         return len(self._new)

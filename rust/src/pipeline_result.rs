@@ -152,6 +152,14 @@ impl ExecutionResult {
         self.built(py)?.getattr(intern!(py, "positions"))
     }
 
+    /// What a replica read must see to show this write (`eventcore.recorded.WriteToken`:
+    /// the last position written and the primary's timeline); `NO_WRITE` (position 0)
+    /// when the command wrote nothing. Pass it as `after=` to a PostgreSQL read.
+    #[getter]
+    fn write_token<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.built(py)?.getattr(intern!(py, "write_token"))
+    }
+
     fn __repr__(&mut self, py: Python<'_>) -> PyResult<String> {
         let n = match &self.outcome {
             Outcome::Raw(_, _, events) => events.len(),

@@ -155,6 +155,46 @@ async def test_stream_reads_skip_the_partitions_a_stream_has_no_events_in(
     ]
 
 
+async def test_the_snapshot_tail_read_skips_the_partitions_its_streams_have_no_events_in(
+    partitioned_postgres_store: Any, postgres_dsn: str
+) -> None:
+    store = partitioned_postgres_store
+    await add_partitions(store, ahead=10)  # no append of this test lands in DEFAULT
+    await move_past(store, 2)
+    await store.append(ev("snap", 3))
+    await move_past(store, 1)
+    await store.append(ev("snap", 2))
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        await conn.execute(
+            store._q.save_snapshot,
+            "k",
+            1,
+            ["snap"],
+            [2],
+            0,
+            0,
+            2,
+            b"state",
+            0.0,
+            b"sum",
+        )
+        rows = await conn.fetch(store._q.load_snapshot_tail, "k", 100)
+        # The snapshot row, then the last folded event (version 2) and the tail after it.
+        assert [r[0] for r in rows] == [0, 1, 1, 1, 1]
+        assert [r[12] for r in rows[1:]] == [2, 3, 4, 5]
+        sql = store._q.load_snapshot_tail.replace("$1", "'k'").replace("$2", "100")
+        plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN (ANALYZE, COSTS OFF) {sql}"))
+        scans = [line for line in plan.splitlines() if "Scan using events_" in line]
+        run = [line for line in scans if "never executed" not in line]
+        # Only the partitions holding the stream's events are read (two at most for each
+        # of the two lateral reads); the others are pruned at run time.
+        assert 1 <= len(run) <= 4, plan
+        assert len(scans) - len(run) >= 6, plan
+    finally:
+        await conn.close()
+
+
 async def test_an_old_partition_detaches_and_attaches_with_reads_staying_correct(
     partitioned_postgres_store: Any,
 ) -> None:

@@ -14,8 +14,17 @@ from rich.console import Console
 from rich.table import Table
 
 from eventcore._core import validate_stream_id
-from eventcore.cli._store import Failure, OpenStore, Options, open_store, run, store_options
+from eventcore.cli._store import (
+    Failure,
+    OpenStore,
+    Options,
+    open_store,
+    run,
+    store_options,
+    token_option,
+)
 from eventcore.errors import EventCoreError
+from eventcore.recorded import WriteToken
 
 _TAIL_PAGE = 1000
 
@@ -179,6 +188,7 @@ def streams(
 @click.option("--after-version", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="At most this many.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
+@token_option
 def read(
     stream: str,
     dsn: str | None,
@@ -187,6 +197,7 @@ def read(
     after_version: int,
     limit: int | None,
     as_json: bool,
+    after_token: WriteToken | None,
 ) -> None:
     """Print the events of STREAM, oldest first (a table, or JSON lines with --json).
 
@@ -197,16 +208,18 @@ def read(
     Examples:
       eventcore read account-42 --dsn postgresql://app@db/app
       eventcore read account-42 --app myapp.ops:app --json | jq .data
+      eventcore read account-42 --dsn postgresql://app@db/app --after-token 1:7784628224
     """
 
     async def go() -> None:
         stream_id = validate_stream_id(stream)
         async with open_store(Options(dsn, schema, app)) as opened:
-            version = await opened.store.stream_version(stream_id)
+            token = opened.token_args(after_token)
+            version = await opened.store.stream_version(stream_id, **token)
             if version == 0:
                 raise Failure(f"stream {stream_id!r} not found in {opened.label}")
             events = await opened.store.read_stream(
-                stream_id, after_version=after_version, limit=limit
+                stream_id, after_version=after_version, limit=limit, **token
             )
         if as_json:
             _json_lines(events)
@@ -218,20 +231,21 @@ def read(
     run(go())
 
 
-async def _last_events(opened: OpenStore, count: int) -> list[Any]:
-    """The last ``count`` events of the global log.
+async def _last_events(opened: OpenStore, count: int, token: dict[str, Any]) -> list[Any]:
+    """The last ``count`` events of the global log (``token``: the first read's
+    ``after=``, see :meth:`OpenStore.token_args`).
 
     Positions are dense in memory but sparse in PostgreSQL, so the window before the head
     grows until it holds ``count`` events (or reaches the start).
     """
     store = opened.store
-    head = await store.head()
+    head = await store.head(**token)
     if count == 0 or head == 0:
         return []
     window = count
     while True:
         after = max(0, head - window)
-        events: list[Any] = await store.read_all(after_position=after)
+        events: list[Any] = await store.read_all(after_position=after, **token)
         if len(events) >= count or after == 0:
             return events[-count:]
         window *= 8
@@ -265,6 +279,7 @@ async def _last_events(opened: OpenStore, count: int) -> list[Any]:
 @click.option("--prefix", help="Only streams whose id starts with this.")
 @click.option("--type", "event_types", multiple=True, help="Only this event type (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
+@token_option
 def tail(
     dsn: str | None,
     schema: str,
@@ -276,6 +291,7 @@ def tail(
     prefix: str | None,
     event_types: tuple[str, ...],
     as_json: bool,
+    after_token: WriteToken | None,
 ) -> None:
     """Print the end of the global log, and with --follow every new event, live.
 
@@ -305,11 +321,14 @@ def tail(
     async def go() -> None:
         async with open_store(Options(dsn, schema, app)) as opened:
             store = opened.store
+            token = opened.token_args(after_token)
             if after_position is None:
-                events = await _last_events(opened, lines)
+                events = await _last_events(opened, lines, token)
                 position = events[-1].position if events else await store.head()
             else:
-                events = await store.read_all(after_position=after_position, limit=lines or None)
+                events = await store.read_all(
+                    after_position=after_position, limit=lines or None, **token
+                )
                 position = events[-1].position if events else after_position
             show(events)
             if not follow:

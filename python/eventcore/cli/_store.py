@@ -24,6 +24,7 @@ from eventcore.errors import (
     ValidationError,
 )
 from eventcore.memory import AsyncMemoryStore, MemoryStore
+from eventcore.recorded import WriteToken
 from eventcore.store import AsyncView, EventStore, ProjectionStore, StreamCatalog
 
 if TYPE_CHECKING:
@@ -192,6 +193,28 @@ def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def token_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--after-token`` (a command result's write token) to a read command."""
+    return click.option(
+        "--after-token",
+        "after_token",
+        metavar="TIMELINE:POSITION",
+        callback=_parse_token,
+        help="A command result's write token (str(result.write_token)): the read shows "
+        "that write. A PostgreSQL replica read waits for it (replica_wait), else the "
+        "primary answers; other stores show every acknowledged write anyway.",
+    )(fn)
+
+
+def _parse_token(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return WriteToken.parse(value)
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
 @dataclass
 class OpenStore:
     """A store opened for one command: its async API, and the sync one for memory."""
@@ -209,6 +232,11 @@ class OpenStore:
     def is_postgres(self) -> bool:
         """Whether this is a PostgreSQL store."""
         return self.postgres is not None
+
+    def token_args(self, token: WriteToken | None) -> dict[str, Any]:
+        """The keyword a read takes to show the write of ``token`` (``--after-token``):
+        only a PostgreSQL store's reads take one (its replicas may lag)."""
+        return {"after": token} if token is not None and self.postgres is not None else {}
 
     async def list_streams(
         self, *, prefix: str | None, after: str | None, limit: int | None

@@ -1,10 +1,20 @@
 """Read replicas of a PostgreSQL store: routing, read-your-writes, lag and rotation.
 
 A :class:`ReplicaSet` holds one connection pool per streaming replica (hot standby).
-Reads routed to replicas take the next replica in rotation (round robin); a read that
-must see a write (a *write token*: a WAL position of the primary, see
-:meth:`PostgresStore.write_token`) waits until the replica has replayed that position,
-for at most ``wait`` seconds, and otherwise goes to the primary.
+Reads routed to replicas take the next replica in rotation (round robin). A read that
+must see a write waits until the replica has reached it, for at most ``wait`` seconds,
+and otherwise goes to the primary. Two kinds of token say what to reach:
+
+- a :class:`~eventcore.recorded.WriteToken` (every command result carries one): the
+  write's last global position. Positions are ``transaction id * 2**20 + index``. A read
+  of the global log (``read_all``, ``head``) needs the replica's log horizon
+  (``log_horizon()``, on a hot standby its snapshot's xmin) past the position: the
+  commit is replayed and no older writer is open, so it shows the write and never skips
+  an event before it. A stream read needs only the transaction visible in the
+  replica's snapshot (``pg_visible_in_snapshot``): a long transaction on the primary
+  holds a standby's xmin back, and with it every global-log read, not the stream reads;
+- a WAL position of the primary (an int, :meth:`PostgresStore.write_token`): replayed
+  up to it.
 
 Rotation: a replica whose read failed for a connection reason, whose replay lags more
 than ``max_lag`` seconds, or that is no longer in recovery (promoted) leaves the
@@ -33,6 +43,7 @@ import asyncpg
 from eventcore.observe import report_replica_status
 from eventcore.postgres._errors import _NOT_UNAVAILABLE, _UNAVAILABLE
 from eventcore.postgres._pool import ConnectionPool
+from eventcore.postgres._sql import POSITION_SHIFT
 
 __all__ = ["ReadFrom", "ReplicaSet", "ReplicaStatus"]
 
@@ -40,16 +51,33 @@ ReadFrom = Literal["primary", "replica"]
 """Where a read goes: the primary, or a replica in rotation (the primary when none is)."""
 
 # WAL positions as plain integers (bytes since 0/0): comparable, and a token is an int.
-REPLAY_LSN = "SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint"
+# The horizon as a position: every position below it is final on the replica. On a hot
+# standby log_horizon() (migration 0003) is its snapshot's xmin; that expression here
+# needs no schema (a replica has it before the store's migration reaches it).
+HORIZON = f"pg_snapshot_xmin(pg_current_snapshot())::text::bigint * {POSITION_SHIFT}"
+REACHED = (
+    f"SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint, {HORIZON},"
+    f" pg_visible_in_snapshot(($1::bigint / {POSITION_SHIFT})::text::xid8,"
+    " pg_current_snapshot())"
+)
 PRIMARY_LSN = "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint"
-PROBE = """
+# The primary's timeline (the first 8 hex digits of its current WAL file's name; a
+# promotion starts a new one); 0 on a standby.
+TIMELINE = (
+    "SELECT CASE WHEN pg_is_in_recovery() THEN 0"
+    " ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END"
+)
+PROBE = (
+    """
 SELECT pg_is_in_recovery(),
        (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint,
        CASE WHEN pg_last_wal_receive_lsn() IS NULL
               OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
             ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8
-       END
-"""
+       END,
+       """
+    + HORIZON
+)
 
 
 def describe(dsn: str) -> str:
@@ -84,6 +112,7 @@ class _Replica:
     __slots__ = (
         "dsn",
         "error",
+        "horizon",
         "lag_bytes",
         "lag_seconds",
         "pool",
@@ -97,6 +126,7 @@ class _Replica:
         self.pool = pool
         self.error: str | None = None  # set: out of rotation
         self.replay_lsn: int | None = None
+        self.horizon = 0  # positions below it are final there (0: not known)
         self.lag_seconds: float | None = None
         self.lag_bytes: int | None = None
         self.probed_at = 0.0
@@ -142,42 +172,66 @@ class ReplicaSet:
 
     # -- routing -----------------------------------------------------------------------
 
-    async def pick(self, token: int | None) -> ConnectionPool | None:
+    async def pick(
+        self, lsn: int | None = None, position: int = 0, *, log: bool = False, seen: int = 0
+    ) -> ConnectionPool | None:
         """A replica's pool for one read (None: read from the primary).
 
-        ``token``: a WAL position the read must see; the chosen replica is polled until
-        it has replayed it, for at most :attr:`wait` seconds (then None).
+        ``lsn``: a WAL position the replica must have replayed; ``position``: a global
+        position it must show (0: none), to a read of the global log (``log``: its horizon
+        past it) or of streams (its transaction visible). The chosen replica is polled
+        until it has both, for at most :attr:`wait` seconds (then None). ``seen``: a head
+        this store has read; only a replica known to be past it may serve (never waited
+        for: else the primary).
         """
         now = time.monotonic()
         for replica in self._replicas:
             if now - replica.probed_at >= self.probe_interval and replica.probing is None:
                 replica.probing = asyncio.get_running_loop().create_task(self._probe(replica))
-        live = [r for r in self._replicas if r.error is None]
+        live = [r for r in self._replicas if r.error is None and (not seen or r.horizon > seen)]
         if not live:
             return None
         self._next = (self._next + 1) % len(live)
-        if token is None:
+        if lsn is None and not position:
             return live[self._next].pool
-        # The replica known to be furthest along first, then the others in turn.
-        order = sorted(live, key=lambda r: -(r.replay_lsn or 0))
-        for replica in order:
-            if replica.replay_lsn is not None and replica.replay_lsn >= token:
-                return replica.pool
-        return await self._wait_for(order[0], token)
+        ready = [r for r in live if self._has(r, lsn, position, False)]
+        if ready:
+            return ready[self._next % len(ready)].pool
+        # Wait for the replica known to be furthest along.
+        best = max(live, key=lambda r: (r.horizon, r.replay_lsn or 0))
+        return await self._wait_for(best, lsn, position, log)
 
-    async def _wait_for(self, replica: _Replica, token: int) -> ConnectionPool | None:
+    def served(self, pool: ConnectionPool, head: int) -> None:
+        """A replica's pool answered :meth:`PostgresStore.head` with ``head``: its horizon
+        is past it (what a later read that must reach that head checks)."""
+        for replica in self._replicas:
+            if replica.pool is pool and replica.error is None:
+                replica.horizon = max(replica.horizon, head + 1)
+
+    @staticmethod
+    def _has(replica: _Replica, lsn: int | None, position: int, visible: bool) -> bool:
+        """Whether the replica covers the token: what it was last seen to have, and
+        ``visible`` (the token's transaction in its snapshot now, for a stream read)."""
+        if lsn is not None and (replica.replay_lsn is None or replica.replay_lsn < lsn):
+            return False
+        return not position or replica.horizon > position or visible
+
+    async def _wait_for(
+        self, replica: _Replica, lsn: int | None, position: int, log: bool
+    ) -> ConnectionPool | None:
         deadline = time.monotonic() + self.wait
         pause = 0.001
         while True:
             try:
-                lsn = await replica.pool.fetchval(REPLAY_LSN)
+                row = await replica.pool.fetchrow(REACHED, position)
             except Exception as exc:
                 self.failed(replica.pool, exc)
                 return None
-            if lsn is not None:
-                replica.replay_lsn = max(replica.replay_lsn or 0, lsn)
-                if lsn >= token:
-                    return replica.pool
+            if row[0] is not None:
+                replica.replay_lsn = max(replica.replay_lsn or 0, row[0])
+            replica.horizon = max(replica.horizon, row[1])
+            if self._has(replica, lsn, position, row[2] and not log):
+                return replica.pool
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
@@ -207,6 +261,7 @@ class ReplicaSet:
         else:
             in_recovery, lsn, lag = row[0], row[1], row[2]
             replica.replay_lsn = lsn
+            replica.horizon = row[3]
             replica.lag_seconds = lag
             replica.lag_bytes = None if primary is None or lsn is None else max(0, primary - lsn)
             if not in_recovery:

@@ -281,25 +281,6 @@ class Queries:
             "SELECT schema_version, streams, versions, fold_from, rounds, state,"
             f" extract(epoch FROM taken_at)::float8, checksum FROM {s}.snapshots WHERE key = $1"
         )
-        # The snapshot row (k = 0), then the events after its versions (k = 1) as
-        # fold_tail reads them (each stream's last folded event on, with the version of
-        # its last truncation), at most $2 of them: a cold command started from a
-        # snapshot folds its tail without a second round trip.
-        nulls = "NULL::text, NULL::text, NULL::bytea, NULL::bigint, NULL::bigint, NULL::bigint"
-        self.load_snapshot_tail = (
-            "SELECT 0 AS k, schema_version, streams, versions, fold_from, rounds, state,"
-            f" extract(epoch FROM taken_at)::float8, checksum, {nulls}"
-            f" FROM {s}.snapshots WHERE key = $1"
-            " UNION ALL SELECT * FROM (SELECT 1, NULL::integer, NULL::text[], NULL::bigint[],"
-            " NULL::integer, NULL::integer, NULL::bytea, NULL::float8, NULL::bytea,"
-            " e.stream_id, e.event_type, e.payload, e.version, e.position, st.truncated_at"
-            f" FROM {s}.snapshots sn CROSS JOIN LATERAL unnest(sn.streams, sn.versions)"
-            f" AS t(sid, v) JOIN {s}.streams st ON st.stream_id = t.sid CROSS JOIN LATERAL ("
-            f"(SELECT * FROM {s}.events l WHERE l.stream_id = t.sid AND l.version <= t.v"
-            " ORDER BY l.version DESC LIMIT 1) UNION ALL"
-            f" (SELECT * FROM {s}.events n WHERE n.stream_id = t.sid AND n.version > t.v)) e"
-            " WHERE sn.key = $1 ORDER BY e.position LIMIT $2) tail ORDER BY 1, 14"
-        )
         # Kept unless the new one folds more events or has another schema version (two
         # instances writing the same key: the one that folded more wins).
         self.save_snapshot = (
@@ -395,6 +376,26 @@ class Queries:
             f" (SELECT * FROM {s}.events n WHERE n.stream_id = t.sid AND n.version > t.v"
             f"{within('n', 'st')})) e"
             " ORDER BY e.position"
+        )
+        # The snapshot row (k = 0), then the events after its versions (k = 1) as
+        # fold_tail reads them (each stream's last folded event on, with the version of
+        # its last truncation), at most $2 of them: a cold command started from a
+        # snapshot folds its tail without a second round trip. Bounded like fold_tail.
+        nulls = "NULL::text, NULL::text, NULL::bytea, NULL::bigint, NULL::bigint, NULL::bigint"
+        self.load_snapshot_tail = (
+            "SELECT 0 AS k, schema_version, streams, versions, fold_from, rounds, state,"
+            f" extract(epoch FROM taken_at)::float8, checksum, {nulls}"
+            f" FROM {s}.snapshots WHERE key = $1"
+            " UNION ALL SELECT * FROM (SELECT 1, NULL::integer, NULL::text[], NULL::bigint[],"
+            " NULL::integer, NULL::integer, NULL::bytea, NULL::float8, NULL::bytea,"
+            " e.stream_id, e.event_type, e.payload, e.version, e.position, st.truncated_at"
+            f" FROM {s}.snapshots sn CROSS JOIN LATERAL unnest(sn.streams, sn.versions)"
+            f" AS t(sid, v) JOIN {s}.streams st ON st.stream_id = t.sid CROSS JOIN LATERAL ("
+            f"(SELECT * FROM {s}.events l WHERE l.stream_id = t.sid AND l.version <= t.v"
+            f"{within('l', 'st')} ORDER BY l.version DESC LIMIT 1) UNION ALL"
+            f" (SELECT * FROM {s}.events n WHERE n.stream_id = t.sid AND n.version > t.v"
+            f"{within('n', 'st')})) e"
+            " WHERE sn.key = $1 ORDER BY e.position LIMIT $2) tail ORDER BY 1, 14"
         )
         # Stream reads skip hidden versions (migration 0006).
         hidden = (

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from eventcore.errors import UsageError
 from eventcore.metadata import Metadata
 from eventcore.query import AppendCondition, Query, QueryItem, QueryResult
-from eventcore.recorded import AppendResult, NewEvent, RecordedEvent
+from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, WriteToken
 from eventcore.registry import EventRegistry
 from eventcore.state_cache import StateCache
 from eventcore.store import Apply, Decoders, Expected, LogHoldback, PurgeRecord, StreamBounds
@@ -426,7 +426,7 @@ class SyncPostgresStore:
         after_version: int = 0,
         limit: int | None = None,
         read_from: ReadFrom | None = None,
-        after: int | None = None,
+        after: int | WriteToken | None = None,
     ) -> list[RecordedEvent[Any]]:
         """Events of one stream with version > ``after_version``, oldest first.
 
@@ -467,7 +467,7 @@ class SyncPostgresStore:
         event_types: Sequence[str] | None = None,
         stream_prefix: str | None = None,
         read_from: ReadFrom | None = None,
-        after: int | None = None,
+        after: int | WriteToken | None = None,
     ) -> list[RecordedEvent[Any]]:
         """The global log after ``after_position``; see :meth:`PostgresStore.read_all`."""
         return self._run(
@@ -534,6 +534,11 @@ class SyncPostgresStore:
         see this store's acknowledged appends (``after=`` on :class:`PostgresStore`'s
         reads); see :meth:`PostgresStore.write_token`."""
         return self._run(self._store.write_token())
+
+    def read_after(self, token: WriteToken | int) -> None:
+        """Make every later read show the write of ``token``; see
+        :meth:`PostgresStore.read_after`."""
+        self._store.read_after(token)
 
     def replica_status(self) -> list[ReplicaStatus]:
         """Every read replica probed now (lag in bytes and seconds, in rotation or not)."""

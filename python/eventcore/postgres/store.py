@@ -130,6 +130,7 @@ from eventcore.postgres._notify import Listener, Notifier
 from eventcore.postgres._pool import ConnectionPool, PooledConnection
 from eventcore.postgres._replicas import (
     PRIMARY_LSN,
+    TIMELINE,
     ReadFrom,
     ReplicaSet,
     ReplicaStatus,
@@ -148,6 +149,7 @@ from eventcore.recorded import (
     AppendResult,
     NewEvent,
     RecordedEvent,
+    WriteToken,
     as_uuid,
     recorded_events,
 )
@@ -374,6 +376,14 @@ class PostgresStore:
         self._unseen_write = False  # an append acknowledged since the last write_token()
         self._append_stream = True  # False: this role may not call append_stream (0013)
         self._own_token = 0  # this store's newest write token: its reads wait for it
+        self._own_position = 0  # the newest position read_after() was given
+        # The primary's timeline, as its newest connection saw it (0: not known, e.g. a
+        # borrowed pool): carried by write tokens, it tells a token from before a failover.
+        self._timeline = 0
+        # The highest head this store has read: a later read of the global log goes only
+        # to a replica known to be past it (else the primary), so a reader that takes the
+        # head from one replica and the page from another never moves past an event.
+        self._log_seen = 0
         # Tails read with a snapshot, for the fold_tail that follows: (streams, versions)
         # -> (when read, fold_tail rows). See _keep_tail.
         self._tails: dict[tuple[tuple[str, ...], tuple[int, ...]], tuple[float, list[Any]]] = {}
@@ -433,7 +443,7 @@ class PostgresStore:
         if timeout is not None and not self.pgbouncer:
             settings["statement_timeout"] = str(int(timeout * 1000))
         try:
-            return await asyncpg.connect(
+            conn = await asyncpg.connect(
                 dsn or self._dsn,
                 timeout=self._connect_timeout,
                 command_timeout=timeout + 5.0 if timeout is not None else None,
@@ -448,6 +458,13 @@ class PostgresStore:
             # ClientConfigurationError is one): network failures are OSError, the
             # server's refusals PostgresError.
             raise ConfigurationError(f"malformed PostgreSQL DSN: {exc}") from exc
+        if dsn is None:
+            try:
+                self._timeline = int(await conn.fetchval(TIMELINE))
+            except BaseException:
+                conn.terminate()
+                raise
+        return conn
 
     async def _get_pool(self) -> asyncpg.Pool | ConnectionPool:
         if self._pool is None or not self._checked:
@@ -584,7 +601,7 @@ class PostgresStore:
                 if lean is not None and lean[0] is not None:
                     self._notifier.announce(lean[0] + len(batch) - 1)
                     self._unseen_write = True
-                    return AppendResult(lean[0], [(stream, lean[1])], batch)
+                    return AppendResult(lean[0], [(stream, lean[1])], batch, self._timeline)
                 if lean is not None and lean[1] is not None:
                     conflict = ConcurrencyConflict([(stream, expect, lean[1])])
                     if lean[2] is not None:
@@ -630,8 +647,8 @@ class PostgresStore:
                 self._notifier.announce(positions[-1])
                 self._unseen_write = True
                 # Consecutive: AppendResult expands the first position on demand.
-                return AppendResult(positions[0], versions, batch)
-            return AppendResult(positions, versions, batch)
+                return AppendResult(positions[0], versions, batch, self._timeline)
+            return AppendResult(positions, versions, batch, self._timeline)
         if status == "conflict":
             conflict = ConcurrencyConflict(zip(row[2], row[4], row[3], strict=True))
             if row[7] is not None:
@@ -767,32 +784,77 @@ class PostgresStore:
     # -- reads routed to replicas ----------------------------------------------------------
 
     async def write_token(self) -> int:
-        """A write token: the primary's WAL position now (bytes), past every append
-        acknowledged before this call, by any store or process.
+        """A WAL write token: the primary's WAL position now (bytes), past every write
+        acknowledged before this call, by any store, process or SQL client.
 
-        Pass it as ``after=`` to a read (on any store with replicas, e.g. in another
-        process): the read waits until its replica has replayed it (at most
+        For a command's own write, use the token its result carries
+        (:attr:`ExecutionResult.write_token <eventcore.ExecutionResult.write_token>`, no
+        round trip). This one is the barrier for everything else: writes made outside
+        commands (SQL, another service) or "everything acknowledged until now" without a
+        result at hand. Pass either as ``after=`` to a read (on any store with replicas,
+        e.g. in another process): the read waits until its replica has it (at most
         ``replica_wait`` seconds), then reads from the primary instead. This store's own
-        reads do it by themselves: after its appends, its next replica read takes a token
-        first (one round trip to the primary) and waits for it.
+        reads do it by themselves: after its appends, its next replica read takes a WAL
+        token first (one round trip to the primary) and waits for it.
         """
         self._unseen_write = False  # before the query: a later append sets it again
         token = await self._primary_lsn()
         self._own_token = max(self._own_token, token)
         return token
 
-    async def _route(self, read_from: ReadFrom | None, after: int | None) -> Any:
-        """The pool one read uses: a replica's when routed there and one is ready."""
+    def read_after(self, token: WriteToken | int) -> None:
+        """Make every later read of this store show the write of ``token`` (a command
+        result's :class:`~eventcore.recorded.WriteToken`, or a WAL token from
+        :meth:`write_token`), as if each took ``after=token``: subscriptions, projection
+        catch-up and the CLI read through it. Tokens add up (the newest counts); once a
+        replica is known to have one, reads no longer ask. A token of another timeline
+        (from before a failover) is ignored: there is nothing on this history to wait for.
+
+        Raises:
+            ValidationError: not a token.
+        """
+        if isinstance(token, WriteToken):
+            if not token.timeline or self._timeline in (0, token.timeline):
+                self._own_position = max(self._own_position, token.position)
+        elif type(token) is int and token >= 0:
+            self._own_token = max(self._own_token, token)
+        else:
+            raise ValidationError("token", "must be a WriteToken or a WAL position (int)", token)
+
+    async def _route(
+        self,
+        read_from: ReadFrom | None,
+        after: int | WriteToken | None,
+        *,
+        log: bool = False,
+        seen: int = 0,
+    ) -> Any:
+        """The pool one read uses: a replica's when routed there and one has what the
+        read must see (``after``, and this store's own writes); ``log``: a read of the
+        global log (a token's position must be below the replica's horizon); ``seen``: a
+        head the replica must be known to be past (else the primary, at once)."""
         if read_from is not None and read_from not in ("primary", "replica"):
             raise ValidationError("read_from", "must be 'primary' or 'replica'", read_from)
+        position = 0
+        elsewhere = False  # a token of another timeline: written before a failover
+        if isinstance(after, WriteToken):
+            position, timeline, after = after.position, after.timeline, None
+            elsewhere = bool(position and timeline and self._timeline not in (0, timeline))
+        elif after is not None and (type(after) is not int or after < 0):
+            raise ValidationError("after", "must be a WriteToken or a WAL position (int)", after)
         primary = await self._get_pool()
         replicas = self._replicas
         if replicas is None or (read_from or self.read_from) == "primary":
             return primary
+        if elsewhere:
+            # This history may not hold the write, or may hold another event at its
+            # position: only the primary answers for the log as it is now.
+            return primary
         if self._unseen_write:
             await self.write_token()
         token = max(self._own_token, after or 0) or None
-        return await replicas.pick(token) or primary
+        position = max(position, self._own_position)
+        return await replicas.pick(token, position, log=log, seen=seen) or primary
 
     async def _read(self, pool: Any, method: str, query: str, *args: Any) -> Any:
         """``pool.<method>(query, *args)``; a replica that fails for a connection reason
@@ -970,12 +1032,13 @@ class PostgresStore:
         after_version: int = 0,
         limit: int | None = None,
         read_from: ReadFrom | None = None,
-        after: int | None = None,
+        after: int | WriteToken | None = None,
     ) -> list[RecordedEvent[Any]]:
         """Events of one stream with version > ``after_version``, oldest first.
 
         ``read_from``/``after`` (every read takes them): where this read goes (default
-        :attr:`read_from`) and a :meth:`write_token` it must see.
+        :attr:`read_from`) and a write it must see: a command result's
+        :class:`~eventcore.recorded.WriteToken` or a WAL token from :meth:`write_token`.
         """
         sid = validate_stream_id(stream_id)
         pool = await self._route(read_from, after)
@@ -991,7 +1054,7 @@ class PostgresStore:
         after_version: int = 0,
         limit: int | None = None,
         read_from: ReadFrom | None = None,
-        after: int | None = None,
+        after: int | WriteToken | None = None,
     ) -> list[RecordedEvent[Any]]:
         """Events of several streams with version > ``after_version``, in global order."""
         ids = check_stream_ids(stream_ids)
@@ -1008,7 +1071,7 @@ class PostgresStore:
         before_version: int | None = None,
         limit: int | None = None,
         read_from: ReadFrom | None = None,
-        after: int | None = None,
+        after: int | WriteToken | None = None,
     ) -> list[RecordedEvent[Any]]:
         """Events of one stream with version < ``before_version``, newest first."""
         sid = validate_stream_id(stream_id)
@@ -1026,7 +1089,7 @@ class PostgresStore:
         event_types: Sequence[str] | None = None,
         stream_prefix: str | None = None,
         read_from: ReadFrom | None = None,
-        after: int | None = None,
+        after: int | WriteToken | None = None,
     ) -> list[RecordedEvent[Any]]:
         """The global log after ``after_position``, in position order, optionally filtered.
 
@@ -1037,7 +1100,7 @@ class PostgresStore:
         """
         types = check_event_types(event_types)
         limit = check_limit(limit)
-        pool = await self._route(read_from, after)
+        pool = await self._route(read_from, after, log=True, seen=self._log_seen)
         # Below the cluster's xmin first (one plain statement: a page of a reader that
         # catches up ends here); the rest up to the horizon through read_all_page. On a
         # replica both bounds come from its own snapshot (log_horizon), each safe alone.
@@ -1064,7 +1127,7 @@ class PostgresStore:
         event_types: Sequence[str] | None = None,
         stream_prefix: str | None = None,
         read_from: ReadFrom | None = None,
-        after: int | None = None,
+        after: int | WriteToken | None = None,
     ) -> AsyncIterator[RecordedEvent[Any]]:
         """Iterate the global log from ``after_position`` in pages of ``page_size``.
 
@@ -1094,7 +1157,7 @@ class PostgresStore:
         event_ids: Sequence[uuid.UUID | int],
         *,
         read_from: ReadFrom | None = None,
-        after: int | None = None,
+        after: int | WriteToken | None = None,
     ) -> list[RecordedEvent[Any]]:
         """The stored events with these ids, in position order; ids not stored are left out.
 
@@ -1108,7 +1171,11 @@ class PostgresStore:
         return self._wrap(await self._read(pool, "fetch", self._q.read_by_ids, ids))
 
     async def stream_version(
-        self, stream_id: str, *, read_from: ReadFrom | None = None, after: int | None = None
+        self,
+        stream_id: str,
+        *,
+        read_from: ReadFrom | None = None,
+        after: int | WriteToken | None = None,
     ) -> int:
         """A stream's version: its number of events, plus one per truncation (0 = no stream)."""
         sid = validate_stream_id(stream_id)
@@ -1190,14 +1257,20 @@ class PostgresStore:
         rows = await self._fetch(self._q.purge_log, stream_id)
         return [PurgeRecord(*r) for r in rows]
 
-    async def head(self, *, read_from: ReadFrom | None = None, after: int | None = None) -> int:
+    async def head(
+        self, *, read_from: ReadFrom | None = None, after: int | WriteToken | None = None
+    ) -> int:
         """The highest position a reader of the global log may safely read up to (0: none).
 
         Events committed above it (by appends newer than the oldest append of this store
         still in flight) become readable, in position order, once that append ends.
         """
-        pool = await self._route(read_from, after)
-        return int(await self._read(pool, "fetchval", self._q.head))
+        pool = await self._route(read_from, after, log=True)
+        head = int(await self._read(pool, "fetchval", self._q.head))
+        if self._replicas is not None:
+            self._replicas.served(pool, head)
+            self._log_seen = max(self._log_seen, head)
+        return head
 
     async def log_holdback(self) -> LogHoldback | None:
         """The oldest append of this store still in flight (None: none is).

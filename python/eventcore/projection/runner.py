@@ -28,6 +28,7 @@ from eventcore.projection.status import (
     statuses,
 )
 from eventcore.projection.subscription import projection_store
+from eventcore.recorded import WriteToken
 from eventcore.store import CheckpointStore, LoopThreadStore, ProjectionStore
 
 __all__ = ["Progress", "ProjectionRunner", "ProjectionStatus"]
@@ -290,16 +291,23 @@ class ProjectionRunner:
                 self._outcome = outcome
 
     async def wait_for(
-        self, position: int, *, timeout: float | None = 10.0, projection: str | None = None
+        self,
+        position: int | WriteToken,
+        *,
+        timeout: float | None = 10.0,
+        projection: str | None = None,
     ) -> None:
         """Wait until the projections (or one) have applied everything up to ``position``.
 
-        Use it to read your own writes: ``await runner.wait_for(result.last_position)``.
+        Use it to read your own writes: ``await runner.wait_for(result.write_token)`` (a
+        command result's :class:`~eventcore.recorded.WriteToken`, or a position).
 
         Raises:
             TimeoutError: not reached within ``timeout`` seconds.
             ProjectionError: a projection waited for has failed.
         """
+        if isinstance(position, WriteToken):
+            position = position.position
         workers = self._workers if projection is None else [self._worker(projection)]
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
