@@ -121,7 +121,8 @@ def test_send_records_the_same_trace_as_drive() -> None:
     cmd = Deposit(account="a", amount=1)
     run = run_command(cmd, default_registry, FAST, None, trace=True)
     fold = run.send(None)
-    append = run.send((Account(opened=True, balance=1), [1]))
+    opened = (*default_registry.encode(AccountOpened("a")), 1, 1)
+    append = run.send(([("a", *opened)], [1]))
     done = run.send(AppendResult(7, [("a", 2)], append[1]))
     assert (fold[0], append[0], done[0]) == ("fold", "append", "done")
     assert [t[:2] for t in run.trace or []] == [
@@ -154,13 +155,13 @@ def test_the_executor_drives_only_a_plain_memory_store() -> None:
     store = MemoryStore()
     open_with(store, "a")
     calls = []
-    real = store.fold_streams
+    real = store.read_fold
 
     def counted(*args: Any) -> Any:
         calls.append(args[0])
         return real(*args)
 
-    store.fold_streams = counted  # type: ignore[method-assign]
+    store.read_fold = counted  # type: ignore[method-assign]
     execute_sync(store, Deposit(account="a", amount=1))
     assert calls == [["a"]]
 
