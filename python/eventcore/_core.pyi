@@ -207,23 +207,6 @@ class MemoryStore:
         Returns ``(final_state, [current version of each stream])``.
         """
 
-    def fold_tail(
-        self,
-        streams: Sequence[str],
-        versions: Sequence[int],
-        fold_from: int,
-        state: _S,
-        apply: Callable[[_S, Any, str], _S],
-        decoders: Mapping[str, Callable[[bytes], Any]],
-        hint: object = None,
-    ) -> tuple[_S, list[int]] | None:
-        """Fold the events of ``streams[fold_from:]`` after ``versions`` into ``state``.
-
-        Returns ``(state, [current version of each stream])``, or ``None`` (nothing folded)
-        when a stream before ``fold_from`` changed or a stream has fewer events than
-        ``versions`` says. ``hint`` is accepted and not used.
-        """
-
     def read_fold(self, streams: Sequence[str]) -> tuple[list[_FoldRow], list[int]]:
         """Every event of ``streams`` as fold rows (global order) and each stream's version."""
 
@@ -236,7 +219,8 @@ class MemoryStore:
     ) -> tuple[list[_FoldRow], list[int]] | None:
         """The events of ``streams[fold_from:]`` after ``versions`` as fold rows, and each
         stream's version now; ``None`` when that tail cannot extend a state folded up to
-        ``versions`` (as :meth:`fold_tail`). ``hint`` is accepted and not used.
+        ``versions``: a stream before ``fold_from`` changed, or a stream has fewer events
+        than ``versions`` says. ``hint`` is accepted and not used.
         """
 
     def read_streams(

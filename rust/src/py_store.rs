@@ -239,7 +239,7 @@ impl MemoryStore {
 
 impl MemoryStore {
     /// Fold every event of `items` (in global position order) into `state`; the state
-    /// and each stream's version (what `fold_streams` returns, for the command machine).
+    /// and each stream's version (`fold_streams`, and the command machine's native FOLD).
     pub(crate) fn fold_items<'py>(
         &self,
         py: Python<'py>,
@@ -258,7 +258,8 @@ impl MemoryStore {
         Ok((state, versions))
     }
 
-    /// `fold_tail` on stream objects (for the command machine).
+    /// The tail of a state folded up to `versions`, folded into it (see `read_tail`), on
+    /// stream objects: the command machine's native TAIL (`pipeline_drive.rs`).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn tail_items<'py>(
         &self,
@@ -590,30 +591,6 @@ impl MemoryStore {
     ) -> PyResult<(Bound<'py, PyAny>, Vec<u64>)> {
         let items = strings(streams, "streams")?;
         self.fold_items(py, &items, state, apply, decoders)
-    }
-
-    /// Fold the events of `streams[fold_from..]` after `versions` into `state` (global
-    /// position order): the tail of a state folded up to `versions`.
-    ///
-    /// Returns `(state, [version of each stream])`, or `None` when the tail cannot extend
-    /// that state (see `Store::tail_rows`): the caller folds in full instead. `hint` (a
-    /// conflict of the attempt before) is accepted for the protocol and not needed here.
-    #[allow(clippy::too_many_arguments)] // the Python signature: one call per tail fold
-    #[pyo3(signature = (streams, versions, fold_from, state, apply, decoders, hint = None))]
-    fn fold_tail<'py>(
-        &self,
-        py: Python<'py>,
-        streams: &Bound<'py, PyAny>,
-        versions: Vec<u64>,
-        fold_from: usize,
-        state: Bound<'py, PyAny>,
-        apply: Bound<'py, PyAny>,
-        decoders: Bound<'py, PyAny>,
-        hint: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Option<(Bound<'py, PyAny>, Vec<u64>)>> {
-        drop(hint); // a conflict's hint: this store reads its tail under the lock anyway
-        let items = strings(streams, "streams")?;
-        self.tail_items(py, &items, versions, fold_from, state, apply, decoders)
     }
 
     /// Every event of `streams` (in global position order) as fold rows
