@@ -63,7 +63,8 @@ _RETRIED = (ConcurrencyConflict, StoreUnavailable)
 
 
 def execute_sync_pre_hooks(store: Any, command: Any, *, metadata: Any = None, retry: Any = None):  # type: ignore[no-untyped-def]
-    """``execute_sync`` as of commit eaeb0e3, before hooks (copied verbatim)."""
+    """``execute_sync`` as of commit eaeb0e3, before hooks (copied verbatim but for the
+    FOLD effect, which now asks the store for rows: the machine folds them)."""
     send = run_command(command, store.registry, retry or DEFAULT_RETRY, metadata).send
     result: Any = None
     while True:
@@ -71,7 +72,7 @@ def execute_sync_pre_hooks(store: Any, command: Any, *, metadata: Any = None, re
         kind = effect[0]
         try:
             if kind is FOLD:
-                result = store.fold_streams(effect[1], effect[2], effect[3], effect[4])
+                result = store.read_fold(effect[1])
             elif kind is APPEND:
                 result = store.append(effect[1], expected=effect[2], metadata=effect[3])
             elif kind is DONE:

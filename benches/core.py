@@ -480,7 +480,7 @@ def breakdown(domain: Domain, n: int, reps: int) -> list[Breakdown]:
 
     def cold_fold() -> tuple[int, float]:
         store = MemoryStore(registry=registry)
-        fold = store.fold_streams
+        fold = store._core.fold_streams  # the native read and fold the machine runs
         args = [(c.streams(), c.initial_state(), c.apply) for c in built]
         return _loop(args, lambda a: fold(a[0], a[1], a[2], decoders))
 
@@ -517,7 +517,7 @@ def breakdown(domain: Domain, n: int, reps: int) -> list[Breakdown]:
     pairs = list(zip(*[iter(fresh("t", 2 * n))] * 2, strict=True))
     read_store = filled_store(domain, [s for p in pairs for s in p], 2)
     commands = [transfer(source=a, target=b, amount=half) for a, b in pairs]
-    folded, _ = read_store.fold_streams(
+    folded, _ = read_store._core.fold_streams(
         commands[0].streams(), commands[0].initial_state(), commands[0].apply, decoders
     )
     emitted = commands[0].handle(folded)
@@ -538,7 +538,7 @@ def breakdown(domain: Domain, n: int, reps: int) -> list[Breakdown]:
         )
 
     def transfer_fold() -> tuple[int, float]:
-        fold = read_store.fold_streams
+        fold = read_store._core.fold_streams
         args = [(c.streams(), c.initial_state(), c.apply) for c in commands]
         return _loop(args, lambda a: fold(a[0], a[1], a[2], decoders))
 

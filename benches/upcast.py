@@ -60,7 +60,7 @@ def _apply(state: int, event: Any, stream_id: str) -> int:
 
 def fold_once(store: Any, registry: EventRegistry, streams: int) -> Callable[[], float]:
     """One timed repetition: fold every stream; events per second."""
-    fold, decoders = store.fold_streams, registry.decoders
+    fold, decoders = store._core.fold_streams, registry.decoders  # the native read and fold
     ids = [f"f-{i}" for i in range(streams)]
 
     def once() -> float:

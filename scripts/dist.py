@@ -50,6 +50,7 @@ SMOKE_FILES = (
     "tests/conftest.py",
     "tests/pgserver.py",
     "tests/bank_domain.py",
+    "tests/folds.py",
     "tests/test_readme.py",
     "tests/contract/__init__.py",
     "tests/contract/conftest.py",

@@ -19,8 +19,11 @@ One attempt, in order:
 2. Get the state: the command's own entry held from its attempt before, else the cache's
    entry (a hit takes it out), else on a miss a durable snapshot (``LOAD``, when
    ``snapshot_every``). A cached state gets its tail folded (``TAIL``), unless
-   ``warm_append_first`` lets the append's expected versions check it instead; without
-   one (or when the tail cannot extend it) every declared stream is folded (``FOLD``).
+   ``warm_append_first`` lets the append's expected versions check it instead (a
+   snapshot loaded with its tail, ``(entry, tail)``, still has that tail folded: ``TAIL``
+   with it as the hint, no read); without one (or when the tail cannot extend it) every
+   declared stream is folded (``FOLD``). The reads return rows; the algorithm folds them
+   (:func:`_fold`).
 3. Discovery: ask ``discover`` for more streams, fold each new batch (``FOLD``), until it
    names none; more rounds than ``max_discovery_rounds`` is a ``CommandError``.
 4. ``handle`` the state; every event must target a known stream (``UndeclaredStream``)
@@ -51,7 +54,7 @@ import inspect
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
-from eventcore import uuid7
+from eventcore import _core, uuid7
 from eventcore._pipeline import (
     APPEND,
     APPEND_IF,
@@ -179,6 +182,7 @@ def run_command(
         # 2. The state: held, cached, or a snapshot; its tail folded, or folded in full.
         entry = held
         held = None
+        snap_tail: Any = None  # the tail a snapshot was loaded with (the next TAIL's hint)
         if entry is None and key is not None:
             if cache is not None:
                 if len(cache) and key is _UNSET:
@@ -196,23 +200,30 @@ def run_command(
                     loaded = yield (LOAD, command, key)
                     if type(loaded) is CacheEntry:
                         entry = loaded
+                    elif (
+                        type(loaded) is tuple and len(loaded) == 2 and type(loaded[0]) is CacheEntry
+                    ):
+                        entry, snap_tail = loaded
         unverified = False  # handle decides on a cached state whose tail nobody read
         fresh: _Fresh | StoreUnavailable | Any = None
         if entry is not None:
+            tail: Any
             if warm_append_first and hint is None and not recheck:
-                tail: Any = (entry.state, entry.versions)
                 unverified = True
+                tail = (entry.state, entry.versions)
+                if snap_tail is not None:
+                    read = yield (TAIL, entry.streams, entry.versions, entry.fold_from, snap_tail)
+                    if read is not None:  # (None: decide on the snapshot as loaded)
+                        tail = _folded(read, entry.state, command, decoders)
             else:
-                tail = yield (
+                read = yield (
                     TAIL,
                     entry.streams,
                     entry.versions,
                     entry.fold_from,
-                    entry.state,
-                    command.apply,
-                    decoders,
-                    hint,
+                    hint if hint is not None else snap_tail,
                 )
+                tail = _folded(read, entry.state, command, decoders)
             hint = None
             recheck = False
             if type(tail) is tuple:
@@ -224,7 +235,8 @@ def run_command(
             else:
                 fresh = tail  # None: the tail cannot extend it (fold in full); or a failure
         if fresh is None:
-            result = yield (FOLD, declared, command.initial_state(), command.apply, decoders)
+            initial = command.initial_state()
+            result = _folded((yield (FOLD, declared)), initial, command, decoders)
             if type(result) is tuple:
                 fresh = _Fresh(result[0], list(declared), result[1], 0, 0, 0, False)
             else:
@@ -582,7 +594,7 @@ def _discover(
                 f"{rounds} rounds (last: {extra!r})"
             )
         rounds += 1
-        result = yield (FOLD, extra, state, command.apply, decoders)
+        result = _folded((yield (FOLD, extra)), state, command, decoders)
         if type(result) is not tuple:
             return result  # a failure
         state, more = result
@@ -599,7 +611,8 @@ def _verify(
     fresh: _Fresh,
 ) -> Generator[Effect, Any, None]:
     """Verify mode: a cached state plus its tail must equal a full fold (when comparable)."""
-    result = yield (FOLD, declared, command.initial_state(), command.apply, decoders)
+    initial = command.initial_state()
+    result = _folded((yield (FOLD, declared)), initial, command, decoders)
     if type(result) is not tuple:
         return
     full = _Fresh(result[0], list(declared), result[1], 0, 0, 0, False)
@@ -674,6 +687,19 @@ def _with_own_events(
 def _cache_key(command: Command[Any, Any], declared: Sequence[str]) -> Any:
     """``command``'s state-cache key, or ``None`` when its class is not cached."""
     return command_key(command, declared)
+
+
+def _folded(read: Any, state: Any, command: Command[Any, Any], decoders: Mapping[str, Any]) -> Any:
+    """A FOLD or TAIL result: the rows read, folded into ``state`` (the fold loop every
+    store shares, ``_core.fold``), with the versions; anything else as it came."""
+    if type(read) is not tuple:
+        return read
+    if len(read) != 2:
+        raise ValueError(
+            f"a store's fold read must return (rows, versions), not a tuple of {len(read)} items"
+        )
+    rows, versions = read[0], list(read[1])
+    return _core.fold(state, command.apply, decoders, rows), versions
 
 
 def _unavailable(result: Any, policy: RetryPolicy, failures: int) -> float:

@@ -11,7 +11,7 @@ of the log (with other expected versions, ids as UUIDs or ints); event ids reuse
 other content, twice in one batch, or next to new ones ("only part of the batch was
 stored"). Every read is compared: ``read_stream``, ``read_streams``,
 ``read_stream_backwards``, ``read_all`` (types, prefix, limit, ``after_position`` on and
-between positions), ``fold_streams``, ``list_streams``, ``stream_version``, ``head``
+between positions), ``read_fold``, ``list_streams``, ``stream_version``, ``head``
 and (PostgreSQL) ``latest_position``.
 
 Positions may be sparse (PostgreSQL: ``transaction id * 2**20 + index``): the machine
@@ -61,7 +61,6 @@ from eventcore.recorded import AppendResult
 STREAMS = ["acc-1", "acc-2", "acc-10", "ord-1", "ord-2"]
 TYPES = ["m.A", "m.B", "m.C"]
 PREFIXES = ["acc-", "acc-1", "ord-", "x", ""]
-DECODERS = {t: (lambda b, t=t: (t, b)) for t in TYPES}
 TAGS = ["k:1", "k:2", "k:3"]
 
 
@@ -692,17 +691,14 @@ class StoreMachine(RuleBasedStateMachine):
         assert recorded_keys(got) == self.keys(want)
 
     @rule(stream_ids=st.lists(st.sampled_from([*STREAMS, "nobody"]), unique=True, max_size=4))
-    def fold_streams(self, stream_ids: list[str]) -> None:
-        def apply(state: list[Any], decoded: Any, stream_id: str) -> list[Any]:
-            state.append((stream_id, decoded))
-            return state
-
-        empty: list[Any] = []
-        state, versions = self.run(self.store.fold_streams(stream_ids, empty, apply, DECODERS))
+    def read_fold(self, stream_ids: list[str]) -> None:
+        rows, versions = self.run(self.store.read_fold(stream_ids))
         want = sorted(
             (e for s in stream_ids for e in self.model.stream(s)), key=lambda e: e.position
         )
-        assert state == [(e.stream_id, (e.event_type, e.payload)) for e in want]
+        assert [tuple(r) for r in rows] == [
+            (e.stream_id, e.event_type, e.payload, e.version, self.at(e.position)) for e in want
+        ]
         assert list(versions) == [self.model.version(s) for s in stream_ids]
 
     @rule(

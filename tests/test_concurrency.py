@@ -182,8 +182,8 @@ class YieldingStore:
         self.store = store
         self.registry = store.registry
 
-    async def fold_streams(self, *args: Any) -> Any:
-        result = await self.store.aio.fold_streams(*args)
+    async def read_fold(self, *args: Any) -> Any:
+        result = await self.store.aio.read_fold(*args)
         await asyncio.sleep(0)
         return result
 

@@ -257,7 +257,7 @@ def test_discovered_streams_are_read_checked_and_writable(store: MemoryStore, ru
 def test_a_change_to_a_discovered_stream_is_a_conflict(store: MemoryStore) -> None:
     store.append([new("order-1", Catalogued(("p-1",)))])
     store.append([new("p-1", Stocked(1))])
-    real_fold = store.fold_streams
+    real_fold = store.read_fold
     folds: list[list[str]] = []
 
     def fold_then_race(streams: Any, *args: Any) -> Any:
@@ -267,14 +267,14 @@ def test_a_change_to_a_discovered_stream_is_a_conflict(store: MemoryStore) -> No
             store.append([new("p-1", Stocked(5))])  # a competing writer, after our read
         return result
 
-    real_tail = store.fold_tail
+    real_tail = store.read_tail
 
-    def tail(streams: Any, *args: Any) -> Any:  # a retry folds only what is new (state cache)
+    def tail(streams: Any, *args: Any) -> Any:  # a retry reads only what is new (state cache)
         folds.append(list(streams))
         return real_tail(streams, *args)
 
-    store.fold_streams = fold_then_race  # type: ignore[method-assign]
-    store.fold_tail = tail  # type: ignore[method-assign]
+    store.read_fold = fold_then_race  # type: ignore[method-assign]
+    store.read_tail = tail  # type: ignore[method-assign]
     with pytest.raises(ConcurrencyConflict) as info:
         execute_sync(store, PlaceOrder(order="order-1"), retry=RetryPolicy.never())
     assert [tuple(c) for c in info.value.conflicts] == [("p-1", 1, 2)]

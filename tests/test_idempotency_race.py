@@ -32,13 +32,13 @@ class WinnerCommitsFirst:
             other, self.other = self.other, None
             other()
 
-    def fold_streams(self, *args: Any) -> Any:
+    def read_fold(self, *args: Any) -> Any:
         self._first()
-        return self.store.fold_streams(*args)
+        return self.store.read_fold(*args)
 
-    def fold_tail(self, *args: Any) -> Any:
+    def read_tail(self, *args: Any) -> Any:
         self._first()
-        return self.store.fold_tail(*args)
+        return self.store.read_tail(*args)
 
 
 def test_a_caller_whose_rival_commits_between_lookup_and_read_gets_the_first_outcome() -> None:

@@ -25,7 +25,9 @@ from eventcore import (
 )
 from eventcore._core import CommandRun
 from eventcore._pipeline import DONE, FOLD, SLEEP, run_command
+from eventcore.errors import EventDecodeError
 from eventcore.recorded import AppendResult
+from eventcore.state_cache import StateCache
 from eventcore.testing import FaultyStore
 
 from .bank_domain import (
@@ -121,7 +123,8 @@ def test_send_records_the_same_trace_as_drive() -> None:
     cmd = Deposit(account="a", amount=1)
     run = run_command(cmd, default_registry, FAST, None, trace=True)
     fold = run.send(None)
-    append = run.send((Account(opened=True, balance=1), [1]))
+    opened = (*default_registry.encode(AccountOpened("a")), 1, 1)
+    append = run.send(([("a", *opened)], [1]))
     done = run.send(AppendResult(7, [("a", 2)], append[1]))
     assert (fold[0], append[0], done[0]) == ("fold", "append", "done")
     assert [t[:2] for t in run.trace or []] == [
@@ -154,13 +157,13 @@ def test_the_executor_drives_only_a_plain_memory_store() -> None:
     store = MemoryStore()
     open_with(store, "a")
     calls = []
-    real = store.fold_streams
+    real = store.read_fold
 
     def counted(*args: Any) -> Any:
         calls.append(args[0])
         return real(*args)
 
-    store.fold_streams = counted  # type: ignore[method-assign]
+    store.read_fold = counted  # type: ignore[method-assign]
     execute_sync(store, Deposit(account="a", amount=1))
     assert calls == [["a"]]
 
@@ -286,3 +289,49 @@ def test_the_declared_streams_are_what_streams_returns(
         result = execute_sync(store, command)
         assert list(result.stream_versions) == declared
     assert [e.stream_id for e in store.read_all()] == declared * 2
+
+
+# -- the FOLD boundary: stores return rows, the machine folds them -----------------------
+
+
+def test_a_store_is_asked_for_rows_without_the_commands_callbacks() -> None:
+    store = MemoryStore()
+    open_with(store, "a", 10)
+    run = run_command(Deposit(account="a", amount=1), default_registry, FAST, None)
+    assert run.send(None) == ("fold", ["a"])  # no state, apply or decoders handed out
+    rows, versions = store.read_fold(["a"])
+    append = run.send((rows, versions))  # folded here: open, 10
+    assert append[0] == "append" and list(append[2]) == [("a", 2)]
+
+
+def test_a_cached_states_tail_is_asked_for_with_its_versions_and_hint() -> None:
+    store = MemoryStore(state_cache=StateCache(min_events=0))
+    open_with(store, "a", 10)
+    execute_sync(store, Deposit(account="a", amount=1), retry=FAST)  # cached: version 3
+    store.append([new("a", Deposited(5))])
+    cache = store.state_cache
+    run = run_command(Deposit(account="a", amount=1), default_registry, FAST, None, None, cache)
+    tail = run.send(None)
+    assert tail == ("tail", ["a"], [2], 0, None)  # the state decided on: before its own event
+    read = store.read_tail(["a"], [2], 0, None)
+    assert read is not None and [r[3] for r in read[0]] == [3, 4]
+    append = run.send(read)
+    assert list(append[2]) == [("a", 4)]
+
+
+def test_rows_that_do_not_decode_end_the_run_with_the_events_place() -> None:
+    run = run_command(Deposit(account="a", amount=1), default_registry, FAST, None)
+    run.send(None)
+    rows = [("a", "demo.bank.Deposited", b"\xc1", 1, 7)]
+    with pytest.raises(EventDecodeError) as info:
+        run.send((rows, [1]))
+    assert (info.value.stream_id, info.value.version, info.value.position) == ("a", 1, 7)
+    with pytest.raises(StopIteration):  # the run is over
+        run.send(None)
+
+
+def test_a_fold_read_must_be_rows_and_versions() -> None:
+    run = run_command(Deposit(account="a", amount=1), default_registry, FAST, None)
+    run.send(None)
+    with pytest.raises(ValueError, match=r"\(rows, versions\)"):
+        run.send(([], [0], "more"))

@@ -28,6 +28,7 @@ from eventcore import (
     MemoryStore,
     RetryPolicy,
     StreamId,
+    _core,
     event,
     execute,
     execute_sync,
@@ -304,7 +305,7 @@ def test_a_short_stream_is_not_kept_until_it_reaches_min_events() -> None:
 # -- the store's tail fold -------------------------------------------------------------------
 
 
-def test_fold_tail_refuses_what_it_cannot_extend() -> None:
+def test_read_tail_refuses_what_it_cannot_extend() -> None:
     store = MemoryStore()
     store.append([new("a", Deposited(1)), new("b", Deposited(2)), new("a", Deposited(3))])
     decoders = store.registry.decoders
@@ -312,13 +313,18 @@ def test_fold_tail_refuses_what_it_cannot_extend() -> None:
     def apply(state: list[Any], event: Any, stream_id: str) -> list[Any]:
         return [*state, (stream_id, event.amount)]
 
-    assert store.fold_tail(["a", "b"], [1, 1], 0, [], apply, decoders) == ([("a", 3)], [2, 1])
-    assert store.fold_tail(["a", "b"], [2, 0], 1, [], apply, decoders) == ([("b", 2)], [2, 1])
+    def tail(versions: list[int], fold_from: int) -> Any:
+        """The tail read, folded as the command machine folds it."""
+        read = store.read_tail(["a", "b"], versions, fold_from)
+        return None if read is None else (_core.fold([], apply, decoders, read[0]), read[1])
+
+    assert tail([1, 1], 0) == ([("a", 3)], [2, 1])
+    assert tail([2, 0], 1) == ([("b", 2)], [2, 1])
     # a stream of an earlier round moved, or has fewer events than folded: None
-    assert store.fold_tail(["a", "b"], [1, 0], 1, [], apply, decoders) is None
-    assert store.fold_tail(["a", "b"], [3, 1], 0, [], apply, decoders) is None
+    assert tail([1, 0], 1) is None
+    assert tail([3, 1], 0) is None
     with pytest.raises(ValueError):
-        store.fold_tail(["a", "b"], [1], 0, [], apply, decoders)
+        store.read_tail(["a", "b"], [1], 0)
 
 
 # -- warm append first (the path a store with costly reads takes) ----------------------------
@@ -336,9 +342,9 @@ class WarmFirst:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def fold_tail(self, *args: Any) -> Any:
+    async def read_tail(self, *args: Any) -> Any:
         self.tails.append(args[-1])  # the hint
-        return await self.inner.fold_tail(*args)
+        return await self.inner.read_tail(*args)
 
 
 async def test_warm_append_first_rechecks_a_rejection_and_folds_a_conflicts_tail() -> None:
@@ -434,13 +440,13 @@ class Yielding:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def fold_streams(self, *args: Any) -> Any:
-        result = await self.inner.fold_streams(*args)
+    async def read_fold(self, *args: Any) -> Any:
+        result = await self.inner.read_fold(*args)
         await asyncio.sleep(0)
         return result
 
-    async def fold_tail(self, *args: Any) -> Any:
-        result = await self.inner.fold_tail(*args)
+    async def read_tail(self, *args: Any) -> Any:
+        result = await self.inner.read_tail(*args)
         await asyncio.sleep(0)
         return result
 

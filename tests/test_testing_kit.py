@@ -197,8 +197,8 @@ def test_faulty_store_interleave_lets_a_competitor_win() -> None:
 def test_faulty_store_read_faults() -> None:
     faulty = FaultyStore(read_faults=["unavailable", None])
     with pytest.raises(StoreUnavailable):
-        faulty.fold_streams(["a"], 0, lambda s, e, i: s, {})
-    assert faulty.fold_streams(["a"], 0, lambda s, e, i: s, {}) == (0, [0])
+        faulty.read_fold(["a"])
+    assert faulty.read_fold(["a"]) == ([], [0])
     assert faulty.calls == ["fold:unavailable", "fold:ok"]
 
 

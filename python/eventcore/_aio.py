@@ -17,16 +17,13 @@ if TYPE_CHECKING:
     from eventcore.snapshot import Snapshotter
     from eventcore.state_cache import StateCache
     from eventcore.store import (
-        Apply,
-        Decoders,
         Expected,
+        FoldRows,
         PurgeRecord,
         StreamBounds,
         SyncEventStore,
         SyncStreamLifecycle,
     )
-
-S = TypeVar("S")
 
 
 class SyncStore(Protocol):
@@ -88,24 +85,19 @@ class SyncStoreView(Generic[T]):
         """See the synchronous store's ``read_query``."""
         return self.sync.read_query(query, after=after, limit=limit)
 
-    async def fold_streams(
-        self, streams: Sequence[str], state: S, apply: Apply, decoders: Decoders
-    ) -> tuple[S, list[int]]:
-        """See :meth:`EventStore.fold_streams <eventcore.store.EventStore.fold_streams>`."""
-        return self.sync.fold_streams(streams, state, apply, decoders)
+    async def read_fold(self, streams: Sequence[str]) -> tuple[FoldRows, list[int]]:
+        """See :meth:`EventStore.read_fold <eventcore.store.EventStore.read_fold>`."""
+        return self.sync.read_fold(streams)
 
-    async def fold_tail(
+    async def read_tail(
         self,
         streams: Sequence[str],
         versions: Sequence[int],
         fold_from: int,
-        state: S,
-        apply: Apply,
-        decoders: Decoders,
         hint: object = None,
-    ) -> tuple[S, list[int]] | None:
-        """See :meth:`EventStore.fold_tail <eventcore.store.EventStore.fold_tail>`."""
-        return self.sync.fold_tail(streams, versions, fold_from, state, apply, decoders, hint)
+    ) -> tuple[FoldRows, list[int]] | None:
+        """See :meth:`EventStore.read_tail <eventcore.store.EventStore.read_tail>`."""
+        return self.sync.read_tail(streams, versions, fold_from, hint)
 
     async def read_stream(
         self, stream_id: str, *, after_version: int = 0, limit: int | None = None

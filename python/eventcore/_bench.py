@@ -529,12 +529,13 @@ class BankWorkloads:
         return abody
 
     async def prepare_fold(self, streams: int, events: int = 100) -> Body:
-        """``fold_streams`` of each of ``streams`` streams of ``events`` events into an
-        Account (the command's ``apply``); in memory only. Units: events."""
+        """The in-memory store's native fold (what the command machine runs on it: read
+        and fold in one call) of each of ``streams`` streams of ``events`` events into an
+        Account (the command's ``apply``). Units: events."""
         ids = self.ids(streams)
         store = filled_store(self.domain, ids, events)
         apply = self.domain.Deposit(account="x", amount=1).apply
-        decoders, fold = self.domain.registry.decoders, store.fold_streams
+        decoders, fold = self.domain.registry.decoders, store._core.fold_streams
 
         def body() -> float:
             for s in ids:

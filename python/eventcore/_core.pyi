@@ -36,6 +36,8 @@ __all__ = [
 
 _S = TypeVar("_S")
 
+_FoldRow = tuple[str, str, bytes, int, int]
+"""One event to fold: ``(stream_id, event_type, payload, version, position)``."""
 _Row = tuple[int, int, str, int, str, bytes, int, bytes | None]
 """One stored event as a row.
 
@@ -205,21 +207,20 @@ class MemoryStore:
         Returns ``(final_state, [current version of each stream])``.
         """
 
-    def fold_tail(
+    def read_fold(self, streams: Sequence[str]) -> tuple[list[_FoldRow], list[int]]:
+        """Every event of ``streams`` as fold rows (global order) and each stream's version."""
+
+    def read_tail(
         self,
         streams: Sequence[str],
         versions: Sequence[int],
         fold_from: int,
-        state: _S,
-        apply: Callable[[_S, Any, str], _S],
-        decoders: Mapping[str, Callable[[bytes], Any]],
         hint: object = None,
-    ) -> tuple[_S, list[int]] | None:
-        """Fold the events of ``streams[fold_from:]`` after ``versions`` into ``state``.
-
-        Returns ``(state, [current version of each stream])``, or ``None`` (nothing folded)
-        when a stream before ``fold_from`` changed or a stream has fewer events than
-        ``versions`` says. ``hint`` is accepted and not used.
+    ) -> tuple[list[_FoldRow], list[int]] | None:
+        """The events of ``streams[fold_from:]`` after ``versions`` as fold rows, and each
+        stream's version now; ``None`` when that tail cannot extend a state folded up to
+        ``versions``: a stream before ``fold_from`` changed, or a stream has fewer events
+        than ``versions`` says. ``hint`` is accepted and not used.
         """
 
     def read_streams(

@@ -49,8 +49,9 @@ if TYPE_CHECKING:
 
 # Effects are plain tuples tagged by their first item (cheap on the hot path):
 FOLD = "fold"
-"""``(FOLD, streams, state, apply, decoders)``: read ``streams`` and fold them into ``state``.
-Resumed with ``(state, versions)`` or a ``StoreUnavailable``."""
+"""``(FOLD, streams)``: read ``streams`` for a fold (the store's ``read_fold``). Resumed
+with ``(rows, versions)`` (the machine folds the rows into the state it holds) or a
+``StoreUnavailable``."""
 APPEND = "append"
 """``(APPEND, events, expected, metadata)``: append atomically. Resumed with an
 ``AppendResult``, a ``ConcurrencyConflict`` or a ``StoreUnavailable``."""
@@ -62,15 +63,15 @@ Resumed with the list of those found, in position order, or a ``StoreUnavailable
 DONE = "done"
 """``(DONE, ExecutionResult)``: the command finished; the shell returns the result."""
 TAIL = "tail"
-"""``(TAIL, streams, versions, fold_from, state, apply, decoders, hint)``: fold the events
-of ``streams[fold_from:]`` after ``versions`` (one per stream) into ``state``, in global
-order, checking that ``streams[:fold_from]`` are still at their versions. Resumed with
-``(state, versions now)``, or ``None`` when that tail cannot extend the state (a stream
-before ``fold_from`` moved, or a tail event lies at or before an already folded event of
-``streams[fold_from:]``; nothing was folded: the pipeline folds in full), or a
-``StoreUnavailable``. ``hint`` is the ``ConcurrencyConflict`` of the attempt before (or
-``None``): a store whose conflicts carry the events after the expected versions may fold
-those instead of reading."""
+"""``(TAIL, streams, versions, fold_from, hint)``: read the events of
+``streams[fold_from:]`` after ``versions`` (one per stream) that extend the state the
+machine holds, checking that ``streams[:fold_from]`` are still at their versions (the
+store's ``read_tail``). Resumed with ``(rows, versions now)`` (the machine folds the rows),
+or ``None`` when that tail cannot extend the state (a stream before ``fold_from`` moved,
+or a tail event lies at or before an already folded event of ``streams[fold_from:]``:
+the pipeline folds in full), or a ``StoreUnavailable``. ``hint`` is the
+``ConcurrencyConflict`` of the attempt before, or the tail a snapshot load read with its
+snapshot, or ``None``: a store may return what it carries instead of reading."""
 QUERY = "query"
 """``(QUERY, query, after)``: a query command's read (:mod:`eventcore.boundary`): the events
 after position ``after`` matching ``query``. Resumed with a
@@ -85,8 +86,10 @@ APPEND_IF = "append_if"
 ``ConditionFailed``."""
 LOAD = "load"
 """``(LOAD, command, key)``: on a cache miss, a durable snapshot of ``key`` if the store has
-one (only when ``store.snapshots`` is set). Resumed with ``None`` or a
-:class:`~eventcore.state_cache.CacheEntry`; the pipeline then folds its tail (``TAIL``)."""
+one (only when ``store.snapshots`` is set). Resumed with ``None``, a
+:class:`~eventcore.state_cache.CacheEntry`, or ``(entry, tail)`` when the snapshot store
+read the events after it too (``tail`` becomes the next ``TAIL``'s hint); the pipeline
+then folds its tail (``TAIL``)."""
 SAVE = "save"
 """``(SAVE, command, key, entry)``: write ``entry`` (a
 :class:`~eventcore.state_cache.CacheEntry`: a state and the versions it folds) as a durable

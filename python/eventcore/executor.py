@@ -4,7 +4,8 @@ The machine (:class:`eventcore._core.CommandRun`, see :mod:`eventcore._pipeline`
 everything; a shell only runs the effects it asks for. On the in-memory store the machine
 runs its reads and appends natively (``run.drive``) and hands back only sleeps, snapshot
 loads/saves and the result; any other store (PostgreSQL, wrappers, test doubles) gets every
-effect (``run.send``).
+effect (``run.send``). A store only reads for the folds (``read_fold``, ``read_tail``
+return rows); the machine folds the rows into the command's state itself.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def execute_sync(
         delegate = getattr(store, "_execute_sync", None)
         if delegate is not None:  # SyncPostgresStore: the async shell on its own loop
             return delegate(command, metadata, retry, idempotency_key)  # type: ignore[no-any-return]
-        if inspect.iscoroutinefunction(getattr(type(store), "fold_streams", None)):
+        if inspect.iscoroutinefunction(getattr(type(store), "read_fold", None)):
             _async_store(store)
     active = observe._hooks
     rec = None
@@ -182,13 +183,13 @@ def _send_sync(run: CommandRun, store: Any, snapshots: Any) -> ExecutionResult:
         kind = effect[0]
         try:
             if kind is FOLD:
-                result = store.fold_streams(effect[1], effect[2], effect[3], effect[4])
+                result = store.read_fold(effect[1])  # rows: the machine folds them
             elif kind is APPEND:
                 result = store.append(effect[1], expected=effect[2], metadata=effect[3])
             elif kind is DONE:
                 return effect[1]  # type: ignore[no-any-return]
             elif kind is TAIL:
-                result = store.fold_tail(*effect[1:])
+                result = store.read_tail(effect[1], effect[2], effect[3], effect[4])
             elif kind is LOOKUP:
                 result = store.read_events_by_id(effect[1])
             elif kind is QUERY:
@@ -295,13 +296,13 @@ async def _send_async(run: CommandRun, aio: Any, snapshots: Any) -> ExecutionRes
         kind = effect[0]
         try:
             if kind is FOLD:
-                result = await aio.fold_streams(effect[1], effect[2], effect[3], effect[4])
+                result = await aio.read_fold(effect[1])  # rows: the machine folds them
             elif kind is APPEND:
                 result = await aio.append(effect[1], expected=effect[2], metadata=effect[3])
             elif kind is DONE:
                 return effect[1]  # type: ignore[no-any-return]
             elif kind is TAIL:
-                result = await aio.fold_tail(*effect[1:])
+                result = await aio.read_tail(effect[1], effect[2], effect[3], effect[4])
             elif kind is LOOKUP:
                 result = await aio.read_events_by_id(effect[1])
             elif kind is QUERY:

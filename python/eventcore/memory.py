@@ -6,7 +6,7 @@ import contextlib
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from eventcore import _core
 from eventcore import registry as _registry  # its default_registry is made on first use
@@ -26,18 +26,15 @@ if TYPE_CHECKING:
 
     from eventcore.projection.checkpoint import MemoryCheckpointStore
     from eventcore.store import (
-        Apply,
         ColumnBuffers,
-        Decoders,
         Expected,
+        FoldRows,
         LogHoldback,
         PurgeRecord,
         StreamBounds,
     )
 
 __all__ = ["AsyncMemoryStore", "MemoryStore"]
-
-S = TypeVar("S")
 
 
 def _checks(expected: Expected) -> Sequence[tuple[str, int]]:
@@ -61,7 +58,7 @@ def _metadata_bytes(metadata: Any) -> bytes | None:
 
 
 _EFFECT_METHODS = frozenset(
-    ("append", "fold_streams", "fold_tail", "read_events_by_id", "read_query", "read_streams")
+    ("append", "read_events_by_id", "read_fold", "read_query", "read_streams", "read_tail")
 )
 """The methods the executor runs natively on an in-memory store (``CommandRun.drive``)
 unless an instance replaces one of them (a test double): then it calls them."""
@@ -154,24 +151,19 @@ class MemoryStore:
             )
         return AppendResult(first, versions, events)
 
-    def fold_streams(
-        self, streams: Sequence[str], state: S, apply: Apply, decoders: Decoders
-    ) -> tuple[S, list[int]]:
-        """See :meth:`EventStore.fold_streams`."""
-        return self._core.fold_streams(streams, state, apply, decoders)
+    def read_fold(self, streams: Sequence[str]) -> tuple[FoldRows, list[int]]:
+        """See :meth:`EventStore.read_fold`."""
+        return self._core.read_fold(streams)
 
-    def fold_tail(
+    def read_tail(
         self,
         streams: Sequence[str],
         versions: Sequence[int],
         fold_from: int,
-        state: S,
-        apply: Apply,
-        decoders: Decoders,
         hint: object = None,
-    ) -> tuple[S, list[int]] | None:
-        """See :meth:`EventStore.fold_tail`."""
-        return self._core.fold_tail(streams, versions, fold_from, state, apply, decoders, hint)
+    ) -> tuple[FoldRows, list[int]] | None:
+        """See :meth:`EventStore.read_tail`."""
+        return self._core.read_tail(streams, versions, fold_from, hint)
 
     def _wrap(self, rows: list[Any]) -> list[RecordedEvent[Any]]:
         events = recorded_events(rows, self.registry)

@@ -304,19 +304,31 @@ class Snapshotter:
         self.reads += 1
         return self._entry(command, self.read(cls, name))
 
-    async def load_async(self, command: Any, key: Any) -> CacheEntry | None:
-        """:meth:`load` for any snapshot store, from async code."""
+    async def load_async(
+        self, command: Any, key: Any
+    ) -> CacheEntry | tuple[CacheEntry, object] | None:
+        """:meth:`load` for any snapshot store, from async code.
+
+        A store that reads the events after the snapshot with it (``load_with_tail``: the
+        PostgreSQL store, one round trip for both) gives ``(entry, tail)``: the command
+        machine hands ``tail`` to the event store's ``read_tail`` as its hint.
+        """
         cls = type(command)
         name = self._probe(cls, key)
         if name is None:
             return None
         self.reads += 1
-        entry = self._entry(command, await self.read_async(cls, name))
-        # A store that read the events after the snapshot with it folds them now (the
-        # PostgreSQL store: one round trip for both), so the append that follows holds.
-        advance = getattr(self.store, "advance", None)
-        if entry is not None and advance is not None:
-            entry = await advance(command, entry)
+        with_tail = getattr(self.store, "load_with_tail", None)
+        if with_tail is None:
+            return self._entry(command, await self.read_async(cls, name))
+        try:
+            found, tail = await with_tail(name)
+        except Exception as exc:
+            self.failed(cls, "read", exc)
+            return None
+        entry = self._entry(command, self._checked(cls, name, found))
+        if entry is not None and tail is not None:
+            return entry, tail
         return entry
 
     def save(self, command: Any, key: Any, entry: CacheEntry) -> None:

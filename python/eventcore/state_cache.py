@@ -2,7 +2,7 @@
 
 Every store object owns one :class:`StateCache` (``store.state_cache``). The executor
 takes a command's entry out of it, folds only the events after the entry's versions (the
-store's ``fold_tail``), runs the command, and puts the entry back only after a successful
+store's ``read_tail`` reads them), runs the command, and puts the entry back only after a successful
 append, with the command's own events applied, exactly as a full fold after the append
 would give. A command that raises, breaks a rule, conflicts or finds the store unavailable
 puts nothing back; a second command on the same key while the entry is out misses and

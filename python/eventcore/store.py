@@ -1,8 +1,9 @@
 """The protocols every store implements: what the layers above a store may use.
 
 What a store must implement
-    - :class:`EventStore` (async): appends, stream and global-log reads, the two folds the
-      command executor needs, lookups by event id. A synchronous store also offers
+    - :class:`EventStore` (async): appends, stream and global-log reads, the two fold reads
+      the command executor needs (rows: the executor folds them, a store never calls the
+      user's ``apply`` or decoders), lookups by event id. A synchronous store also offers
       :class:`SyncEventStore` (the in-memory store does; its ``.aio`` view is the async one).
     - :class:`ProjectionStore` (async, an :class:`EventStore` plus what projections need):
       waiting for appends, counting events between positions, what holds the log back,
@@ -28,7 +29,7 @@ runner that reconnects), another ``StoreError`` for the rest.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
@@ -52,6 +53,7 @@ __all__ = [
     "ColumnBuffers",
     "EventStore",
     "Expected",
+    "FoldRows",
     "Lease",
     "LogHoldback",
     "LoopThreadStore",
@@ -64,12 +66,12 @@ __all__ = [
     "SyncStreamLifecycle",
 ]
 
-S = TypeVar("S")
 T = TypeVar("T")
 Expected = Mapping[str, int] | Sequence[tuple[str, int]]
 """Expected versions: stream id to an exact version, ``NO_STREAM``, ``STREAM_EXISTS`` or ``ANY``."""
-Apply = Callable[[Any, Any, str], Any]
-Decoders = Mapping[str, Callable[[bytes], Any]]
+FoldRows = Sequence[Sequence[Any]]
+"""Events to fold, in order: each ``(stream_id, event_type, payload, version, position)``
+(what :func:`eventcore._core.fold` takes; a database record with these columns will do)."""
 
 
 @runtime_checkable
@@ -109,32 +111,32 @@ class EventStore(Protocol):
         guards a decision made on the result."""
         ...
 
-    async def fold_streams(
-        self, streams: Sequence[str], state: S, apply: Apply, decoders: Decoders
-    ) -> tuple[S, list[int]]:
-        """Fold the events of ``streams`` (global order) into ``state``; also their versions."""
+    async def read_fold(self, streams: Sequence[str]) -> tuple[FoldRows, list[int]]:
+        """Every event of ``streams`` as fold rows (global order), and each stream's version.
+
+        Only visible events (none below a truncation or deletion); a stream with no events
+        has version 0. The executor folds the rows into the command's state itself.
+        """
         ...
 
-    async def fold_tail(
+    async def read_tail(
         self,
         streams: Sequence[str],
         versions: Sequence[int],
         fold_from: int,
-        state: S,
-        apply: Apply,
-        decoders: Decoders,
         hint: object = None,
-    ) -> tuple[S, list[int]] | None:
-        """Fold the events of ``streams[fold_from:]`` after ``versions`` into ``state``.
+    ) -> tuple[FoldRows, list[int]] | None:
+        """The events of ``streams[fold_from:]`` after ``versions`` as fold rows.
 
-        ``state`` was folded from every stream up to ``versions`` (one per stream); the
-        events after them are folded in global order and the streams' versions now are
-        returned with the state. Returns ``None``, folding nothing, when that tail cannot
-        extend the state: a stream before ``fold_from`` (an earlier discovery round) has
-        new events, or a tail event lies at or before the last folded event of any stream
-        from ``fold_from`` on (a late commit landing below it, possible where positions
-        are not commit order). ``hint`` is the ``ConcurrencyConflict`` that made the
-        executor retry, or ``None``; a store may use what it carries instead of reading.
+        A state was folded from every stream up to ``versions`` (one per stream); this
+        returns the events after them in global order (what extends that state) and the
+        streams' versions now. Returns ``None`` when that tail cannot extend the state: a
+        stream before ``fold_from`` (an earlier discovery round) has new events, a stream
+        has fewer events than ``versions`` says (truncated since), or a tail event lies at
+        or before the last folded event of any stream from ``fold_from`` on (a late commit
+        landing below it, possible where positions are not commit order). ``hint`` is the
+        ``ConcurrencyConflict`` that made the executor retry, what a snapshot load read
+        with its snapshot, or ``None``; a store may use what it carries instead of reading.
         """
         ...
 
@@ -209,23 +211,18 @@ class SyncEventStore(Protocol):
         """See :meth:`EventStore.read_query`."""
         ...
 
-    def fold_streams(
-        self, streams: Sequence[str], state: S, apply: Apply, decoders: Decoders
-    ) -> tuple[S, list[int]]:
-        """See :meth:`EventStore.fold_streams`."""
+    def read_fold(self, streams: Sequence[str]) -> tuple[FoldRows, list[int]]:
+        """See :meth:`EventStore.read_fold`."""
         ...
 
-    def fold_tail(
+    def read_tail(
         self,
         streams: Sequence[str],
         versions: Sequence[int],
         fold_from: int,
-        state: S,
-        apply: Apply,
-        decoders: Decoders,
         hint: object = None,
-    ) -> tuple[S, list[int]] | None:
-        """See :meth:`EventStore.fold_tail`."""
+    ) -> tuple[FoldRows, list[int]] | None:
+        """See :meth:`EventStore.read_tail`."""
         ...
 
     def read_stream(

@@ -34,6 +34,9 @@ use crate::uuid7;
 #[path = "pipeline_query.rs"]
 pub(crate) mod query;
 
+#[path = "pipeline_fold.rs"]
+mod folds;
+
 pub(crate) type PyObj = Py<PyAny>;
 
 /// Event ids looked up per LOOKUP effect (a command writing more asks again).
@@ -311,6 +314,10 @@ pub(crate) struct Machine {
     since: i64,
     cur: Option<Folded>,
     pub tailing: Option<Entry>,
+    /// The state a pending FOLD folds into (a store returns rows; see `pipeline_fold.rs`).
+    fold_base: Option<PyObj>,
+    /// The tail a snapshot load read with its snapshot: the next TAIL effect's hint.
+    snap_tail: Option<PyObj>,
     disc: Option<Folded>,
     disc_extra: Vec<Py<PyString>>,
     disc_ctx: Ctx,
@@ -490,6 +497,8 @@ impl Machine {
             since: 0,
             cur: None,
             tailing: None,
+            fold_base: None,
+            snap_tail: None,
             disc: None,
             disc_extra: Vec::new(),
             disc_ctx: Ctx::Cold,
@@ -955,13 +964,7 @@ impl Machine {
     }
 
     fn on_load(&mut self, py: Python<'_>, input: Input<'_>) -> PyResult<Eff> {
-        let r = refs(py)?;
-        let entry = match input {
-            Input::Value(v) if v.get_type().is(r.cache_entry.bind(py)) => {
-                Some(self.entry_of(py, &v)?)
-            }
-            _ => None,
-        };
+        let entry = self.loaded(py, input)?;
         self.with_entry(py, entry)
     }
 
@@ -972,11 +975,21 @@ impl Machine {
         if self.warm_append_first && self.hint.is_none() && !self.recheck {
             self.unverified = true;
             self.recheck = false;
+            if let Some(tail) = self.snap_tail.take() {
+                // The rows read with the snapshot: folded before deciding (no read).
+                self.tailing = Some(e);
+                self.wait = Wait::Tail;
+                return Ok(Eff::Tail { hint: tail });
+            }
             let state = e.f.state.clone_ref(py);
             let versions = e.f.versions.clone();
             return self.warm_result(py, e, state, versions);
         }
-        let hint = self.hint.take().unwrap_or_else(|| py.None());
+        let hint = self
+            .hint
+            .take()
+            .or_else(|| self.snap_tail.take())
+            .unwrap_or_else(|| py.None());
         self.recheck = false;
         self.tailing = Some(e);
         self.wait = Wait::Tail;
@@ -995,6 +1008,7 @@ impl Machine {
             .bind(py)
             .call_method0(intern!(py, "initial_state"))?;
         self.wait = wait;
+        self.fold_base = Some(state.clone().unbind());
         Ok(Eff::Fold {
             streams: cl_all(py, &self.declared_v),
             list: self.declared.as_ref().map(|d| cl(py, d)),
@@ -1018,36 +1032,22 @@ impl Machine {
         }
     }
 
-    /// A fold's `(state, versions)`, or the value it came back with instead.
-    fn folded<'py>(input: Input<'py>) -> PyResult<FoldOutcome<'py>> {
-        match input {
-            Input::Folded(state, versions) => Ok(Ok((state, versions))),
-            Input::Value(v) => match v.cast_exact::<PyTuple>() {
-                Ok(t) => {
-                    if t.len() != 2 {
-                        return Err(PyValueError::new_err(format!(
-                            "a fold must return (state, versions), not a tuple of {} items",
-                            t.len()
-                        )));
-                    }
-                    Ok(Ok((t.get_item(0)?, t.get_item(1)?.extract()?)))
-                }
-                Err(_) => Ok(Err(v)),
-            },
-            Input::Appended(..) | Input::Queried(..) => {
-                Err(PyTypeError::new_err("unexpected result for a fold"))
-            }
-        }
-    }
-
     fn on_tail(&mut self, py: Python<'_>, input: Input<'_>) -> PyResult<Eff> {
         let e = self.tailing.take().expect("tailing");
         if let Input::Value(v) = &input {
             if v.is_none() {
+                if self.unverified {
+                    // A snapshot's tail that cannot extend it: decide on the snapshot as
+                    // loaded (the append's expected versions catch what it misses).
+                    let state = e.f.state.clone_ref(py);
+                    let versions = e.f.versions.clone();
+                    return self.warm_result(py, e, state, versions);
+                }
                 return self.cold_fold(py);
             }
         }
-        match Self::folded(input)? {
+        let base = e.f.state.clone_ref(py);
+        match self.fold_result(py, input, Some(base))? {
             Ok((state, versions)) => self.warm_result(py, e, state.unbind(), versions),
             Err(other) => self.failure(py, &other),
         }
@@ -1092,7 +1092,8 @@ impl Machine {
     }
 
     fn on_verify_fold(&mut self, py: Python<'_>, input: Input<'_>) -> PyResult<Eff> {
-        match Self::folded(input)? {
+        let base = self.fold_base.take();
+        match self.fold_result(py, input, base)? {
             Ok((state, versions)) => {
                 let full = self.declared_folded(py, state, versions);
                 if self.discovers {
@@ -1139,7 +1140,8 @@ impl Machine {
     }
 
     fn on_cold_fold(&mut self, py: Python<'_>, input: Input<'_>) -> PyResult<Eff> {
-        match Self::folded(input)? {
+        let base = self.fold_base.take();
+        match self.fold_result(py, input, base)? {
             Ok((state, versions)) => {
                 self.warm = false;
                 let f = self.declared_folded(py, state, versions);
@@ -1199,6 +1201,7 @@ impl Machine {
         self.disc_extra = extra;
         self.disc_ctx = ctx;
         self.wait = Wait::DiscoverFold;
+        self.fold_base = Some(state.clone_ref(py));
         Ok(Eff::Fold {
             streams,
             list: None,
@@ -1210,7 +1213,8 @@ impl Machine {
         let mut f = self.disc.take().expect("discovering");
         let extra = std::mem::take(&mut self.disc_extra);
         let ctx = self.disc_ctx;
-        match Self::folded(input)? {
+        let base = self.fold_base.take();
+        match self.fold_result(py, input, base)? {
             Ok((state, more)) => {
                 f.state = state.unbind();
                 f.fold_from = f.streams.len();
@@ -1741,38 +1745,7 @@ impl Machine {
         eff: Eff,
     ) -> PyResult<Bound<'py, PyTuple>> {
         match eff {
-            Eff::Fold {
-                streams,
-                list,
-                state,
-            } => {
-                let streams = match list {
-                    Some(l) => l.into_bound(py),
-                    None => streams_list(py, &streams)?.into_any(),
-                };
-                (
-                    intern!(py, "fold"),
-                    streams,
-                    state,
-                    self.apply_obj(py),
-                    self.decoders_obj(py),
-                )
-                    .into_pyobject(py)
-            }
-            Eff::Tail { hint } => {
-                let e = self.tailing.as_ref().expect("tailing");
-                (
-                    intern!(py, "tail"),
-                    streams_list(py, &e.f.streams)?,
-                    PyList::new(py, &e.f.versions)?,
-                    e.f.fold_from,
-                    e.f.state.bind(py),
-                    self.apply_obj(py),
-                    self.decoders_obj(py),
-                    hint,
-                )
-                    .into_pyobject(py)
-            }
+            eff @ (Eff::Fold { .. } | Eff::Tail { .. }) => self.fold_tuple(py, eff),
             Eff::Append if self.q.is_some() => self.query_append_tuple(py),
             Eff::Append => (
                 intern!(py, "append"),

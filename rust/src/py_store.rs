@@ -239,7 +239,7 @@ impl MemoryStore {
 
 impl MemoryStore {
     /// Fold every event of `items` (in global position order) into `state`; the state
-    /// and each stream's version (what `fold_streams` returns, for the command machine).
+    /// and each stream's version (`fold_streams`, and the command machine's native FOLD).
     pub(crate) fn fold_items<'py>(
         &self,
         py: Python<'py>,
@@ -258,7 +258,8 @@ impl MemoryStore {
         Ok((state, versions))
     }
 
-    /// `fold_tail` on stream objects (for the command machine).
+    /// The tail of a state folded up to `versions`, folded into it (see `read_tail`), on
+    /// stream objects: the command machine's native TAIL (`pipeline_drive.rs`).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn tail_items<'py>(
         &self,
@@ -592,28 +593,53 @@ impl MemoryStore {
         self.fold_items(py, &items, state, apply, decoders)
     }
 
-    /// Fold the events of `streams[fold_from..]` after `versions` into `state` (global
-    /// position order): the tail of a state folded up to `versions`.
-    ///
-    /// Returns `(state, [version of each stream])`, or `None` when the tail cannot extend
-    /// that state (see `Store::tail_rows`): the caller folds in full instead. `hint` (a
-    /// conflict of the attempt before) is accepted for the protocol and not needed here.
-    #[allow(clippy::too_many_arguments)] // the Python signature: one call per tail fold
-    #[pyo3(signature = (streams, versions, fold_from, state, apply, decoders, hint = None))]
-    fn fold_tail<'py>(
+    /// Every event of `streams` (in global position order) as fold rows
+    /// `(stream_id, event_type, payload, version, position)`, and each stream's version:
+    /// what the store protocol's `read_fold` returns (the command machine folds them).
+    fn read_fold<'py>(
+        &self,
+        py: Python<'py>,
+        streams: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyList>, Vec<u64>)> {
+        let items = strings(streams, "streams")?;
+        let names: Vec<&str> = items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
+        let (rows, versions) =
+            self.read(py, |s| small_streams(s, &names), |s| s.fold_rows(&names))?;
+        Ok((fold_rows_to_py(py, &items, &rows)?, versions))
+    }
+
+    /// The events of `streams[fold_from..]` after `versions` as fold rows (see
+    /// `read_fold`) and every stream's version now, or `None` when that tail cannot extend
+    /// a state folded up to `versions` (see `Store::tail_rows`). `hint` (a conflict of the
+    /// attempt before) is accepted for the protocol and not needed here.
+    #[pyo3(signature = (streams, versions, fold_from, hint = None))]
+    fn read_tail<'py>(
         &self,
         py: Python<'py>,
         streams: &Bound<'py, PyAny>,
         versions: Vec<u64>,
         fold_from: usize,
-        state: Bound<'py, PyAny>,
-        apply: Bound<'py, PyAny>,
-        decoders: Bound<'py, PyAny>,
         hint: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Option<(Bound<'py, PyAny>, Vec<u64>)>> {
-        drop(hint); // a conflict's hint: this store reads its tail under the lock anyway
+    ) -> PyResult<Option<(Bound<'py, PyList>, Vec<u64>)>> {
+        drop(hint); // this store reads its tail under the lock anyway
         let items = strings(streams, "streams")?;
-        self.tail_items(py, &items, versions, fold_from, state, apply, decoders)
+        let names: Vec<&str> = items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
+        let small = |s: &Store| {
+            let mut total = 0u64;
+            for (name, was) in names.iter().zip(&versions) {
+                total += s.stream_version(name).unwrap_or(0).saturating_sub(*was);
+                if total > SMALL as u64 {
+                    return false;
+                }
+            }
+            true
+        };
+        let Some((rows, now)) =
+            self.read(py, small, |s| s.tail_rows(&names, &versions, fold_from))?
+        else {
+            return Ok(None);
+        };
+        Ok(Some((fold_rows_to_py(py, &items, &rows)?, now)))
     }
 
     /// Events of `streams` with version > `after_version`, in global position order.
@@ -893,6 +919,35 @@ fn fold_rows_into<'py>(
         )?;
     }
     Ok(state)
+}
+
+/// `rows` (a read of the streams `items`) as fold rows
+/// `(stream_id, event_type, payload, version, position)`.
+fn fold_rows_to_py<'py>(
+    py: Python<'py>,
+    items: &[Bound<'py, PyString>],
+    rows: &Rows,
+) -> PyResult<Bound<'py, PyList>> {
+    let stream_objs: Vec<Bound<'py, PyAny>> = items
+        .iter()
+        .map(|s| caller_stream(s.as_any()))
+        .collect::<PyResult<_>>()?;
+    let types: Vec<Bound<'py, PyString>> =
+        rows.types.iter().map(|t| PyString::new(py, t)).collect();
+    let mut out = Vec::with_capacity(rows.rows.len());
+    for (i, row) in rows.rows.iter().enumerate() {
+        out.push(
+            (
+                &stream_objs[row.stream as usize],
+                &types[row.event_type as usize],
+                PyBytes::new(py, rows.payload(i)),
+                row.version,
+                row.position,
+            )
+                .into_pyobject(py)?,
+        );
+    }
+    PyList::new(py, out)
 }
 
 fn small_streams(store: &Store, names: &[&str]) -> bool {

@@ -30,6 +30,7 @@ from eventcore import (
 from eventcore.store import StreamBounds, StreamLifecycle
 
 from ..bank_domain import AccountOpened, Deposit, Deposited, OpenAccount, Withdraw
+from ..folds import fold_streams, fold_tail
 
 encode = default_registry.encode
 
@@ -75,7 +76,7 @@ async def test_delete_hides_every_event_from_stream_reads_and_keeps_the_version(
     # the global log keeps them until a purge
     assert [e.stream_id for e in await store.read_all()].count("acc-1") == 3
     # a fold sees nothing, and reports the version an append must expect
-    state, versions = await store.fold_streams(["acc-1", "acc-2"], 0, balance_fold, DECODERS)
+    state, versions = await fold_streams(store, ["acc-1", "acc-2"], 0, balance_fold, DECODERS)
     assert (state, versions) == (1, [4, 2])
 
 
@@ -130,7 +131,7 @@ async def test_truncate_before_hides_earlier_versions_and_only_moves_forward(sto
     assert [e.version for e in await store.read_stream("acc-1", after_version=3)] == [4]
     assert await store.truncate_stream("acc-1", 2) == 5  # earlier: changes nothing
     assert await store.stream_bounds("acc-1") == StreamBounds(3, 5, deleted=False)
-    state, versions = await store.fold_streams(["acc-1"], 0, balance_fold, DECODERS)
+    state, versions = await fold_streams(store, ["acc-1"], 0, balance_fold, DECODERS)
     assert (state, versions) == (16, [5])
     # the next truncation point may be the truncation's own version + 1
     assert await store.truncate_stream("acc-1", 6) == 6
@@ -177,22 +178,22 @@ async def test_a_command_folds_only_visible_events_even_with_a_warm_state_cache(
     await execute(store, Withdraw(account="acc-1", amount=3))
 
 
-async def test_fold_tail_refuses_a_state_folded_before_a_truncation(store: Any) -> None:
+async def test_read_tail_refuses_a_state_folded_before_a_truncation(store: Any) -> None:
     await open_with(store, "acc-1", 5, 7)
-    state, versions = await store.fold_streams(["acc-1"], 0, balance_fold, DECODERS)
+    state, versions = await fold_streams(store, ["acc-1"], 0, balance_fold, DECODERS)
     assert (state, versions) == (12, [3])
-    assert await store.fold_tail(["acc-1"], versions, 0, state, balance_fold, DECODERS) == (
+    assert await fold_tail(store, ["acc-1"], versions, 0, state, balance_fold, DECODERS) == (
         12,
         [3],
     )
     assert await store.truncate_stream("acc-1", 3) == 4
-    assert await store.fold_tail(["acc-1"], versions, 0, state, balance_fold, DECODERS) is None
-    state, versions = await store.fold_streams(["acc-1"], 0, balance_fold, DECODERS)
+    assert await fold_tail(store, ["acc-1"], versions, 0, state, balance_fold, DECODERS) is None
+    state, versions = await fold_streams(store, ["acc-1"], 0, balance_fold, DECODERS)
     assert (state, versions) == (7, [4])
     # a state folded at the truncation's version (no event has it) extends as before
     await store.append([new("acc-1", Deposited(1))], expected={"acc-1": 4})
-    assert await store.fold_tail(["acc-1"], [4], 0, 7, balance_fold, DECODERS) == (8, [5])
-    assert await store.fold_tail(["acc-1"], [3], 0, 12, balance_fold, DECODERS) is None
+    assert await fold_tail(store, ["acc-1"], [4], 0, 7, balance_fold, DECODERS) == (8, [5])
+    assert await fold_tail(store, ["acc-1"], [3], 0, 12, balance_fold, DECODERS) is None
 
 
 async def test_purge_erases_hidden_events_from_the_global_log_with_an_audit_record(

@@ -34,6 +34,7 @@ from eventcore import (
 from eventcore._core import MAX_APPEND_EVENTS
 
 from ..bank_domain import AccountOpened, Deposited, EmitTo, Noted, Transfer, Withdrawn
+from ..folds import fold_streams
 
 encode = default_registry.encode
 
@@ -276,7 +277,7 @@ async def test_unknown_event_type_fails_on_decode_not_on_read(store: Any) -> Non
         _ = e.data
 
 
-async def test_fold_streams_returns_state_and_versions(store: Any) -> None:
+async def test_read_fold_rows_fold_to_the_state_with_the_versions(store: Any) -> None:
     await store.append([new("a", Deposited(5)), new("b", Deposited(7)), new("a", Withdrawn(2))])
     seen: list[tuple[str, object]] = []
 
@@ -284,18 +285,50 @@ async def test_fold_streams_returns_state_and_versions(store: Any) -> None:
         seen.append((stream_id, event))
         return state + (event.amount if isinstance(event, Deposited) else -event.amount)
 
-    state, versions = await store.fold_streams(
-        ["a", "b", "none"], 0, apply, default_registry.decoders
+    state, versions = await fold_streams(
+        store, ["a", "b", "none"], 0, apply, default_registry.decoders
     )
     assert state == 10
     assert versions == [2, 1, 0]
     assert seen == [("a", Deposited(5)), ("b", Deposited(7)), ("a", Withdrawn(2))]
 
 
+async def test_read_fold_returns_rows_with_versions_and_positions(store: Any) -> None:
+    result = await store.append(
+        [new("a", Deposited(5)), new("b", Deposited(7)), new("a", Withdrawn(2))]
+    )
+    p = list(result.positions)
+    rows, versions = await store.read_fold(["b", "a"])
+    assert [tuple(r) for r in rows] == [
+        ("a", *default_registry.encode(Deposited(5)), 1, p[0]),
+        ("b", *default_registry.encode(Deposited(7)), 1, p[1]),
+        ("a", *default_registry.encode(Withdrawn(2)), 2, p[2]),
+    ]
+    assert versions == [1, 2]
+
+
+async def test_read_tail_returns_the_rows_after_the_versions(store: Any) -> None:
+    await store.append([new("a", Deposited(5)), new("b", Deposited(7))])
+    result = await store.append([new("a", Withdrawn(2)), new("b", Deposited(1))])
+    p = list(result.positions)
+    read = await store.read_tail(["a", "b"], [1, 1], 0)
+    assert read is not None
+    rows, versions = read
+    assert [tuple(r) for r in rows] == [
+        ("a", *default_registry.encode(Withdrawn(2)), 2, p[0]),
+        ("b", *default_registry.encode(Deposited(1)), 2, p[1]),
+    ]
+    assert versions == [2, 2]
+    read = await store.read_tail(["a", "b"], [2, 2], 0)
+    assert read is not None and list(read[0]) == [] and read[1] == [2, 2]
+    # a stream of an earlier discovery round moved: the tail cannot extend the state
+    assert await store.read_tail(["a", "b"], [1, 2], 1) is None
+
+
 async def test_fold_of_unknown_type_is_a_serialization_error(store: Any) -> None:
     await store.append([NewEvent("a", "contract.Unknown", b"\x80")])
     with pytest.raises(SerializationError, match=r"contract\.Unknown"):
-        await store.fold_streams(["a"], 0, lambda s, e, i: s, default_registry.decoders)
+        await fold_streams(store, ["a"], 0, lambda s, e, i: s, default_registry.decoders)
 
 
 async def test_executor_runs_a_transfer_atomically(store: Any) -> None:
@@ -327,7 +360,7 @@ async def test_executor_retries_a_conflict_with_fresh_state(store: Any) -> None:
         ]
     )
     command = Transfer(source="from", target="to", amount=80)
-    real_fold, real_tail = store.fold_streams, store.fold_tail
+    real_fold, real_tail = store.read_fold, store.read_tail
     calls = 0
 
     async def fold_then_race(*args: Any) -> Any:
@@ -338,19 +371,19 @@ async def test_executor_retries_a_conflict_with_fresh_state(store: Any) -> None:
             await store.append([new("from", Withdrawn(30))])
         return result
 
-    async def tail(*args: Any) -> Any:  # the retry may fold only what is new (state cache)
+    async def tail(*args: Any) -> Any:  # the retry may read only what is new (state cache)
         nonlocal calls
         calls += 1
         return await real_tail(*args)
 
-    store.fold_streams = fold_then_race
-    store.fold_tail = tail
+    store.read_fold = fold_then_race
+    store.read_tail = tail
     try:
         with pytest.raises(BusinessRuleViolation):
             await execute(store, command)
     finally:
-        del store.fold_streams
-        del store.fold_tail
+        del store.read_fold
+        del store.read_tail
     assert calls == 2
     assert await store.stream_version("to") == 1  # only its opening: the transfer wrote nothing
 

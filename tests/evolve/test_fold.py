@@ -13,6 +13,7 @@ from eventcore import Command, MemoryStore, NewEvent, StreamId, execute, execute
 from eventcore._core import fold
 from eventcore.errors import EventDecodeError, SerializationError
 from eventcore.registry import EventRegistry, event, upcaster
+from tests.folds import fold_streams_sync
 
 OLD = EventRegistry()
 NEW = EventRegistry()
@@ -58,7 +59,9 @@ def old_and_new_store() -> MemoryStore:
 
 def test_a_command_folds_old_versions_through_the_upcaster() -> None:
     store = old_and_new_store()
-    state, versions = store.fold_streams(["acc-1"], 0, lambda s, e, sid: s + e.cents, NEW.decoders)
+    state, versions = fold_streams_sync(
+        store, ["acc-1"], 0, lambda s, e, sid: s + e.cents, NEW.decoders
+    )
     assert (state, versions) == (520, [2])
     result = execute_sync(store, Deposit(account="acc-1", cents=1))
     assert [(w.stream_id, w.version) for w in result.events] == [("acc-1", 3)]
@@ -134,5 +137,5 @@ def test_an_upcast_failure_in_a_fold_keeps_its_reason_and_gains_the_place() -> N
     store.append([NewEvent("acc-1", *OLD.encode(DepositedV1(5)))])
 
     with pytest.raises(EventDecodeError, match="returned str") as info:
-        store.fold_streams(["acc-1"], 0, lambda s, e, i: s, reg.decoders)
+        fold_streams_sync(store, ["acc-1"], 0, lambda s, e, i: s, reg.decoders)
     assert (info.value.stream_id, info.value.version, info.value.position) == ("acc-1", 1, 1)

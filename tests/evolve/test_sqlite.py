@@ -17,6 +17,7 @@ from eventcore.cli import cli
 from eventcore.errors import EventDecodeError
 from eventcore.sqlite import SqliteStore
 from tests.evolve import checkapp
+from tests.folds import fold_streams_sync, fold_tail_sync
 
 
 def registry() -> Any:
@@ -60,9 +61,9 @@ def test_reads_and_folds_upcast(store: SqliteStore) -> None:
     assert [(e.event_type, e.event_version) for e in events][-1] == ("chk.ProductAdded", 2)
     assert [e.data for e in events] == [cls("a", 2), cls("z", 2), cls("z", 4)]
     decoders = registry().decoders
-    state, versions = store.fold_streams(["cart-1"], 0, add_qty, decoders)
+    state, versions = fold_streams_sync(store, ["cart-1"], 0, add_qty, decoders)
     assert (state, versions) == (8, [3])
-    assert store.fold_tail(["cart-1"], [1], 0, 2, add_qty, decoders) == (8, [3])
+    assert fold_tail_sync(store, ["cart-1"], [1], 0, 2, add_qty, decoders) == (8, [3])
 
 
 def add_qty(state: int, event: Any, stream_id: str) -> int:
@@ -78,7 +79,7 @@ def test_a_fold_that_cannot_decode_names_the_stream_version_and_position(
     with pytest.raises(EventDecodeError) as folded:
         execute_sync(store, AddOne(cart="cart-1"))
     with pytest.raises(EventDecodeError) as tail:
-        store.fold_tail(["cart-1"], [1], 0, 2, add_qty, decoders)
+        fold_tail_sync(store, ["cart-1"], [1], 0, 2, add_qty, decoders)
     with pytest.raises(EventDecodeError) as read:
         _ = store.read_stream("cart-1")[-1].data
     for err in (folded.value, tail.value, read.value):

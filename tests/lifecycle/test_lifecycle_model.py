@@ -30,6 +30,7 @@ from eventcore import (
     MemoryStore,
     NewEvent,
     StreamId,
+    _core,
     default_registry,
     event,
     execute,
@@ -197,13 +198,9 @@ class LifecycleModel(RuleBasedStateMachine):
             deleted = m.hidden > 0 and not m.visible()
             assert self.run(store.stream_bounds(stream_id)) == (m.hidden + 1, m.version, deleted)
             assert self.run(store.stream_version(stream_id)) == m.version
-            state, versions = self.run(
-                store.fold_streams(
-                    [stream_id],
-                    (),
-                    lambda s, e, _sid: (*s, e.amount),
-                    default_registry.decoders,
-                )
+            rows, versions = self.run(store.read_fold([stream_id]))
+            state = _core.fold(
+                (), lambda s, e, _sid: (*s, e.amount), default_registry.decoders, rows
             )
             assert (state, versions) == (m.visible(), [m.version])
         log = self.run(store.read_all())

@@ -75,8 +75,8 @@ class LostReply:
         self.registry = store.registry
         self.lost = 0
 
-    async def fold_streams(self, *args):
-        return await self.store.fold_streams(*args)
+    async def read_fold(self, *args):
+        return await self.store.read_fold(*args)
 
     async def append(self, events, *, expected=(), metadata=None):
         result = await self.store.append(events, expected=expected, metadata=metadata)

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from tests.folds import fold_streams
 
 from eventcore import NewEvent
 from eventcore.errors import ConfigurationError, DuplicateEventId, StoreError
@@ -62,8 +63,8 @@ async def test_conversion_keeps_every_event_and_appends_go_on(postgres_store_fac
     assert [v for v, _ in await stream(store, "old-1")] == [1, 2, 3, 4, 5, 6]
     assert [v for v, _ in await stream(store, "new-1")] == [1, 2]
     # A fold (the command path) reads both streams across the partitions, in log order.
-    state, versions = await store.fold_streams(
-        ["old-1", "new-1"], [], lambda s, d, sid: [*s, (sid, d)], {"Noted": bytes}
+    state, versions = await fold_streams(
+        store, ["old-1", "new-1"], [], lambda s, d, sid: [*s, (sid, d)], {"Noted": bytes}
     )
     assert versions == [6, 2]
     assert state == [

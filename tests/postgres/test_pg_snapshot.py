@@ -13,7 +13,7 @@ from eventcore import BusinessRuleViolation, NewEvent, execute
 from eventcore.examples.bank import Account, Deposit, Deposited, Transfer, Withdraw
 from eventcore.examples.bank import registry as BANK
 from eventcore.postgres import _snapshot
-from eventcore.postgres._snapshot import PostgresSnapshotStore
+from eventcore.postgres._snapshot import PostgresSnapshotStore, SnapshotTail
 from eventcore.snapshot import Snapshot, Snapshotter, snapshot_key
 
 pytestmark = pytest.mark.postgres
@@ -105,16 +105,17 @@ async def exact_balance(store: Any, account: str, balance: int) -> None:
 
 @pytest.fixture
 def loads(monkeypatch: pytest.MonkeyPatch) -> list[Snapshot | None]:
-    """Every snapshot PostgresSnapshotStore.load returned, in order."""
+    """Every snapshot PostgresSnapshotStore read for a command (``load_with_tail``, with
+    the events after it), in order."""
     seen: list[Snapshot | None] = []
-    original = PostgresSnapshotStore.load
+    original = PostgresSnapshotStore.load_with_tail
 
-    async def spy(self: PostgresSnapshotStore, key: str) -> Snapshot | None:
+    async def spy(self: PostgresSnapshotStore, key: str) -> Any:
         found = await original(self, key)
-        seen.append(found)
+        seen.append(found[0])
         return found
 
-    monkeypatch.setattr(PostgresSnapshotStore, "load", spy)
+    monkeypatch.setattr(PostgresSnapshotStore, "load_with_tail", spy)
     return seen
 
 
@@ -177,25 +178,28 @@ async def test_a_snapshot_and_its_tail_are_one_read(
     else:  # 3 events and the last folded one: more than 2
         assert ran == [load, "append", "append"]
     assert result.attempts == 1  # a conflict that returned its tail is no failed attempt
-    assert not again._tails
     await exact_balance(again, "a", 10 + 5 + 300 + 1)
 
 
-async def test_a_kept_tail_is_used_once_and_only_for_its_versions(
+async def test_a_snapshot_tail_stands_in_for_a_read_only_of_its_versions(
     postgres_store_factory: Any,
 ) -> None:
     store = await postgres_store_factory(registry=BANK)
     await open_accounts(store, ["a"], 10)
+    snap, tail = await store.snapshots.store.load_with_tail("nothing")
+    assert (snap, tail) == (None, None)
     rows = await store._fetch(store._q.fold_tail, ["a"], [1])
     assert [r[3] for r in rows] == [1, 2]
-    store._keep_tail(("a",), (1,), rows)
-    assert store._take_tail(["a"], [2]) is None  # other versions: not these rows
-    assert store._take_tail(["a"], [1]) == rows
-    assert store._take_tail(["a"], [1]) is None  # taken once
-    store._keep_tail(("a",), (1,), rows)
-    monkeypatch_time = store._tails[(("a",), (1,))]
-    store._tails[(("a",), (1,))] = (monkeypatch_time[0] - 60, rows)
-    assert store._take_tail(["a"], [1]) is None  # too old: read again
+    tail = SnapshotTail(("a",), (1,), rows)
+    await store.append([NewEvent("a", *BANK.encode(Deposited(5)))])  # after the snapshot read
+    ran = statements(store)
+    read = await store.read_tail(["a"], [1], 0, tail)
+    assert read is not None and [r[3] for r in read[0]] == [2]  # the hint's rows
+    assert read[1] == [2] and ran == []  # (stale: the append's expected version checks)
+    read = await store.read_tail(["a"], [2], 0, tail)  # other versions: a read
+    assert read is not None and [r[3] for r in read[0]] == [3]
+    read = await store.read_tail(["b"], [1], 0, tail)  # other streams: a read
+    assert read is None and ran == [store._q.fold_tail] * 2  # (b has no events: refused)
 
 
 @pytest.mark.parametrize("damage", ["drop", "garbage"])

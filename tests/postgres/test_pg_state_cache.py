@@ -24,6 +24,7 @@ from tests.cache_domain import (
     run_ops_async,
     same_but_fewer_attempts,
 )
+from tests.folds import fold_tail
 from tests.pgserver import drop_schema, new_schema_name
 
 from eventcore import BusinessRuleViolation, RetryPolicy, execute
@@ -123,19 +124,19 @@ async def test_a_late_commit_below_a_folded_event_means_a_full_fold() -> None:
     def apply(state: int, event: Any, stream_id: str) -> int:
         return state + event.amount
 
-    assert await store.fold_tail(["a", "b"], [1, 1], 0, 0, apply, decoders) is None
+    assert await fold_tail(store, ["a", "b"], [1, 1], 0, 0, apply, decoders) is None
     # Without the late one, the tail extends the state.
     rows = [
         ("a", name, payload, 1, 10, 0),
         ("b", name, payload, 1, 30, 0),
         ("a", name, payload, 2, 40, 0),
     ]
-    assert await store.fold_tail(["a", "b"], [1, 1], 0, 5, apply, decoders) == (6, [2, 1])
+    assert await fold_tail(store, ["a", "b"], [1, 1], 0, 5, apply, decoders) == (6, [2, 1])
     # A stream of an earlier discovery round that moved: None.
-    assert await store.fold_tail(["a", "b"], [1, 1], 1, 5, apply, decoders) is None
+    assert await fold_tail(store, ["a", "b"], [1, 1], 1, 5, apply, decoders) is None
     # A stream whose last truncation took a version after the folded one: None; one
     # folded at or after the truncation's version: fine.
     rows = [("a", name, payload, 1, 10, 2), ("b", name, payload, 1, 30, 0)]
-    assert await store.fold_tail(["a", "b"], [1, 1], 0, 5, apply, decoders) is None
+    assert await fold_tail(store, ["a", "b"], [1, 1], 0, 5, apply, decoders) is None
     rows = [("a", name, payload, 2, 10, 1), ("b", name, payload, 1, 30, 0)]
-    assert await store.fold_tail(["a", "b"], [2, 1], 0, 5, apply, decoders) == (5, [2, 1])
+    assert await fold_tail(store, ["a", "b"], [2, 1], 0, 5, apply, decoders) == (5, [2, 1])

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import pytest
+from tests.folds import fold_streams
 
 from eventcore import (
     ANY,
@@ -175,7 +176,7 @@ async def test_read_all_filters_paging_and_list_streams(postgres_store):
     ]
 
 
-async def test_fold_streams_one_query(postgres_store):
+async def test_read_fold_one_query(postgres_store):
     store = postgres_store
     await store.append(
         [NewEvent("a", "n", b"1"), NewEvent("b", "n", b"2"), NewEvent("a", "n", b"3")]
@@ -186,7 +187,7 @@ async def test_fold_streams_one_query(postgres_store):
         seen.append(stream_id)
         return state + int(value)
 
-    state, versions = await store.fold_streams(["a", "b", "c"], 0, apply, {"n": bytes.decode})
+    state, versions = await fold_streams(store, ["a", "b", "c"], 0, apply, {"n": bytes.decode})
     assert (state, versions, seen) == (6, [2, 1, 0], ["a", "b", "a"])
 
 
@@ -227,7 +228,9 @@ async def test_invalid_stream_ids_are_refused(postgres_store, bad):
     with pytest.raises(InvalidStreamId):
         await store.read_stream(bad)
     with pytest.raises(InvalidStreamId):
-        await store.fold_streams([bad], None, lambda s, e, i: s, {})
+        await store.read_fold([bad])
+    with pytest.raises(InvalidStreamId):
+        await store.read_tail([bad], [0], 0)
     assert await store.read_all() == []
 
 

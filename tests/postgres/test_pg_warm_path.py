@@ -129,14 +129,14 @@ async def test_warm_storm_conserves_money_and_matches_full_folds(
 
     hinted = 0
     for store in (first, second):
-        fold_tail = store.fold_tail
+        read_tail = store.read_tail
 
-        async def counted(*args: Any, _fold: Any = fold_tail) -> Any:
+        async def counted(*args: Any, _read: Any = read_tail) -> Any:
             nonlocal hinted
             hinted += args[-1] is not None
-            return await _fold(*args)
+            return await _read(*args)
 
-        store.fold_tail = counted
+        store.read_tail = counted
     await asyncio.gather(
         *(client(store, rng.randrange(1 << 30)) for store in (first, second) for _ in range(3))
     )

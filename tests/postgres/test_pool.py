@@ -22,6 +22,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from tests.folds import fold_streams
 from tests.pgserver import drop_schema, new_schema_name
 
 from eventcore import NewEvent
@@ -717,7 +718,7 @@ async def test_store_on_a_borrowed_asyncpg_pool(postgres_dsn):
         def apply(state: int, value: Any, stream_id: str) -> int:
             return state + int(value)
 
-        folded = await store.fold_streams(["acct", "none"], 0, apply, {"n": bytes.decode})
+        folded = await fold_streams(store, ["acct", "none"], 0, apply, {"n": bytes.decode})
         assert folded == (12, [2, 0])
         await store.close()
         assert not borrowed.is_closing()

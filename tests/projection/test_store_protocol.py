@@ -27,12 +27,11 @@ from eventcore.projection import MemoryCheckpointStore, ProjectionRunner, Subscr
 from eventcore.query import AppendCondition, Query, QueryItem, QueryResult
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, set_tags
 from eventcore.store import (
-    Apply,
     CheckpointStore,
     ColumnBuffers,
-    Decoders,
     EventStore,
     Expected,
+    FoldRows,
     LogHoldback,
     ProjectionStore,
 )
@@ -93,24 +92,22 @@ class ProtocolOnlyStore:
         found = await self._inner.read_query(query, after=after // self.SPREAD, limit=limit)
         return QueryResult(self._shift(found.events), found.position * self.SPREAD)
 
-    async def fold_streams(
-        self, streams: Sequence[str], state: Any, apply: Apply, decoders: Decoders
-    ) -> tuple[Any, list[int]]:
-        return await self._inner.fold_streams(streams, state, apply, decoders)
+    async def read_fold(self, streams: Sequence[str]) -> tuple[FoldRows, list[int]]:
+        rows, versions = await self._inner.read_fold(streams)
+        return self._shift_rows(rows), versions
 
-    async def fold_tail(
+    async def read_tail(
         self,
         streams: Sequence[str],
         versions: Sequence[int],
         fold_from: int,
-        state: Any,
-        apply: Apply,
-        decoders: Decoders,
         hint: object = None,
-    ) -> tuple[Any, list[int]] | None:
-        return await self._inner.fold_tail(
-            streams, versions, fold_from, state, apply, decoders, hint
-        )
+    ) -> tuple[FoldRows, list[int]] | None:
+        found = await self._inner.read_tail(streams, versions, fold_from, hint)
+        return None if found is None else (self._shift_rows(found[0]), found[1])
+
+    def _shift_rows(self, rows: FoldRows) -> FoldRows:
+        return [(r[0], r[1], r[2], r[3], r[4] * self.SPREAD) for r in rows]
 
     async def read_stream(
         self, stream_id: str, *, after_version: int = 0, limit: int | None = None

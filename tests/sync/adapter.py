@@ -31,11 +31,11 @@ class Threaded:
     async def append(self, *args: Any, **kwargs: Any) -> Any:
         return await self._call("append", *args, **kwargs)
 
-    async def fold_streams(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._call("fold_streams", *args, **kwargs)
+    async def read_fold(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._call("read_fold", *args, **kwargs)
 
-    async def fold_tail(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._call("fold_tail", *args, **kwargs)
+    async def read_tail(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._call("read_tail", *args, **kwargs)
 
     async def read_stream(self, *args: Any, **kwargs: Any) -> Any:
         return await self._call("read_stream", *args, **kwargs)

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from eventcore._core import CacheEntry
 from eventcore.snapshot import Snapshot
 
 if TYPE_CHECKING:
     from eventcore.postgres.store import PostgresStore
 
 TAIL_ROWS = 1000
-"""The most tail events a snapshot read brings along; with more, fold_tail reads them."""
+"""The most tail events a snapshot read brings along; with more, read_tail reads them."""
+
+
+class SnapshotTail(NamedTuple):
+    """The events a snapshot load read after the snapshot's versions, for the command's
+    next :meth:`~eventcore.postgres.PostgresStore.read_tail` (its ``hint``): that read
+    then returns these rows instead of reading, when its streams and versions are these.
+    """
+
+    streams: tuple[str, ...]
+    versions: tuple[int, ...]
+    rows: list[Any]
+    """Rows as the store's tail statement returns them (each stream from its last folded
+    event on)."""
 
 
 class PostgresSnapshotStore:
@@ -26,17 +38,20 @@ class PostgresSnapshotStore:
         self._store = store
 
     async def load(self, key: str) -> Snapshot | None:
-        """The snapshot stored under ``key``, or None.
+        """The snapshot stored under ``key``, or None."""
+        return (await self.load_with_tail(key))[0]
 
-        The same statement reads the events after the snapshot's versions (at most
-        :data:`TAIL_ROWS`) and leaves them with the store for the command's next
-        :meth:`~eventcore.postgres.PostgresStore.fold_tail`: starting from a snapshot
-        then costs one round trip, not two.
+    async def load_with_tail(self, key: str) -> tuple[Snapshot | None, SnapshotTail | None]:
+        """The snapshot stored under ``key`` (or None), and the events after its versions.
+
+        One statement reads both (at most :data:`TAIL_ROWS` events; with more, the tail is
+        None). The command machine hands the tail to its next TAIL effect, so starting
+        from a snapshot costs one round trip, not two; nothing is kept here.
         """
         store = self._store
         rows = await store._fetch(store._q.load_snapshot_tail, key, TAIL_ROWS + 1)
         if not rows or rows[0][0] != 0:
-            return None
+            return None, None
         _, schema_version, streams, versions, fold_from, rounds, state, taken_at, digest = rows[0][
             :9
         ]
@@ -51,31 +66,9 @@ class PostgresSnapshotStore:
             taken_at,
             digest,
         )
-        if len(rows) <= TAIL_ROWS + 1:
-            store._keep_tail(snap.streams, snap.versions, [tuple(r)[9:] for r in rows[1:]])
-        return snap
-
-    async def advance(self, command: Any, entry: CacheEntry) -> CacheEntry:
-        """``entry`` (just loaded from a snapshot) with the tail :meth:`load` read folded in.
-
-        As :meth:`~eventcore.postgres.PostgresStore.fold_tail` folds it, without a read:
-        unchanged when no tail was kept or fold_tail cannot extend the state (a
-        truncation, a late commit: the append then conflicts and the executor folds what
-        it missed, as without this).
-        """
-        store = self._store
-        streams, versions = entry.streams, entry.versions
-        if (tuple(streams), tuple(versions)) not in store._tails:
-            return entry
-        folded = await store.fold_tail(
-            streams, versions, entry.fold_from, entry.state, command.apply, store.registry.decoders
-        )
-        if folded is None:
-            return entry
-        state, now = folded
-        return CacheEntry(
-            state, streams, now, entry.fold_from, sum(now) - sum(versions), entry.rounds
-        )
+        if len(rows) > TAIL_ROWS + 1:
+            return snap, None
+        return snap, SnapshotTail(snap.streams, snap.versions, [tuple(r)[9:] for r in rows[1:]])
 
     async def save(self, snapshot: Snapshot) -> None:
         """Store ``snapshot`` unless a snapshot of more events (same schema) is stored."""

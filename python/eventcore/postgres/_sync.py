@@ -30,7 +30,7 @@ from eventcore.query import AppendCondition, Query, QueryItem, QueryResult
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, WriteToken
 from eventcore.registry import EventRegistry
 from eventcore.state_cache import StateCache
-from eventcore.store import Apply, Decoders, Expected, LogHoldback, PurgeRecord, StreamBounds
+from eventcore.store import Expected, FoldRows, LogHoldback, PurgeRecord, StreamBounds
 
 if TYPE_CHECKING:
     from eventcore._pipeline import ExecutionResult
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SyncPostgresStore"]
 
-S = TypeVar("S")
 T = TypeVar("T")
 
 _generation = 0
@@ -398,26 +397,19 @@ class SyncPostgresStore:
         """Events matching ``query``; see :meth:`PostgresStore.read_query`."""
         return self._run(self._store.read_query(query, after=after, limit=limit))
 
-    def fold_streams(
-        self, streams: Sequence[str], state: S, apply: Apply, decoders: Decoders
-    ) -> tuple[S, list[int]]:
-        """Fold the events of ``streams`` (global order) into ``state``; also their versions."""
-        return self._run(self._store.fold_streams(streams, state, apply, decoders))
+    def read_fold(self, streams: Sequence[str]) -> tuple[FoldRows, list[int]]:
+        """See :meth:`~eventcore.store.EventStore.read_fold`."""
+        return self._run(self._store.read_fold(streams))
 
-    def fold_tail(
+    def read_tail(
         self,
         streams: Sequence[str],
         versions: Sequence[int],
         fold_from: int,
-        state: S,
-        apply: Apply,
-        decoders: Decoders,
         hint: object = None,
-    ) -> tuple[S, list[int]] | None:
-        """See :meth:`~eventcore.store.EventStore.fold_tail`."""
-        return self._run(
-            self._store.fold_tail(streams, versions, fold_from, state, apply, decoders, hint)
-        )
+    ) -> tuple[FoldRows, list[int]] | None:
+        """See :meth:`~eventcore.store.EventStore.read_tail`."""
+        return self._run(self._store.read_tail(streams, versions, fold_from, hint))
 
     def read_stream(
         self,

@@ -68,7 +68,7 @@ The global log never skips
       writer of that stream has committed.
     - One transaction may write at most ``2**20`` events, and positions fit a bigint as
       long as the cluster's transaction ids stay below ``2**43`` (about 8.8 trillion).
-    - :meth:`read_stream` and the command reads (:meth:`fold_streams`) are not held
+    - :meth:`read_stream` and the command reads (:meth:`read_fold`) are not held
       back: they see every committed event.
     - :meth:`head` returns the highest position a reader may safely read up to (the last
       event below the bound), which can be lower than the newest committed position
@@ -89,12 +89,11 @@ Errors
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from itertools import repeat
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -136,7 +135,7 @@ from eventcore.postgres._replicas import (
     ReplicaStatus,
     is_replica_failure,
 )
-from eventcore.postgres._snapshot import PostgresSnapshotStore
+from eventcore.postgres._snapshot import PostgresSnapshotStore, SnapshotTail
 from eventcore.postgres._sql import (
     Queries,
     channel,
@@ -157,10 +156,9 @@ from eventcore.registry import EventRegistry, default_registry
 from eventcore.snapshot import SNAPSHOT_EVERY, Snapshotter
 from eventcore.state_cache import DEFAULT_MAX_ENTRIES, StateCache, make_state_cache
 from eventcore.store import (
-    Apply,
     ColumnBuffers,
-    Decoders,
     Expected,
+    FoldRows,
     LogHoldback,
     PurgeRecord,
     StreamBounds,
@@ -178,7 +176,6 @@ __all__ = [
     "ReplicaStatus",
 ]
 
-S = TypeVar("S")
 
 _json_encode = msgspec.json.encode
 validate_stream_id = _core.validate_stream_id
@@ -186,10 +183,6 @@ validate_stream_id = _core.validate_stream_id
 # SQLSTATEs raised by append_events (migration 0003): called in a transaction that already
 # holds a transaction id; input the API would have refused (a direct SQL caller).
 _IN_CALLERS_TRANSACTION = "EC001"
-_TAILS_KEPT = 64
-"""Snapshot tails kept for the fold_tail that follows (the oldest goes first)."""
-_TAIL_SECONDS = 1.0
-"""How long a kept snapshot tail may be used (the command reads right after loading)."""
 _INPUT_REFUSED = "EC002"
 
 
@@ -384,9 +377,6 @@ class PostgresStore:
         # to a replica known to be past it (else the primary), so a reader that takes the
         # head from one replica and the page from another never moves past an event.
         self._log_seen = 0
-        # Tails read with a snapshot, for the fold_tail that follows: (streams, versions)
-        # -> (when read, fold_tail rows). See _keep_tail.
-        self._tails: dict[tuple[tuple[str, ...], tuple[int, ...]], tuple[float, list[Any]]] = {}
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -917,10 +907,9 @@ class PostgresStore:
         position = events[-1].position if limit and len(events) == limit else max(head, 0)
         return QueryResult(events, position)
 
-    async def fold_streams(
-        self, streams: Sequence[str], state: S, apply: Apply, decoders: Decoders
-    ) -> tuple[S, list[int]]:
-        """Fold the events of ``streams`` (global order) into ``state``; also their versions.
+    async def read_fold(self, streams: Sequence[str]) -> tuple[FoldRows, list[int]]:
+        """Every visible event of ``streams`` as fold rows (global order), and each
+        stream's version; see :meth:`EventStore.read_fold`.
 
         One query reads every stream's version, then its visible events (hidden ones,
         below a truncation or deletion, are not read).
@@ -932,24 +921,22 @@ class PostgresStore:
         while k < len(rows) and rows[k][1] is None:
             versions[rows[k][0]] = int.from_bytes(rows[k][2], "big", signed=True)
             k += 1
-        state = _core.fold(state, apply, decoders, rows[k:] if k else rows)
-        return state, [versions[s] for s in ids]
+        return rows[k:] if k else rows, [versions[s] for s in ids]
 
-    async def fold_tail(
+    async def read_tail(
         self,
         streams: Sequence[str],
         versions: Sequence[int],
         fold_from: int,
-        state: S,
-        apply: Apply,
-        decoders: Decoders,
         hint: object = None,
-    ) -> tuple[S, list[int]] | None:
-        """Fold the events after ``versions`` into ``state``; see :meth:`EventStore.fold_tail`.
+    ) -> tuple[FoldRows, list[int]] | None:
+        """The events after ``versions`` as fold rows; see :meth:`EventStore.read_tail`.
 
         One query reads each stream from its last folded event on: positions come from
         transaction ids, so a late commit can land below an event already folded, and
-        then nothing is folded (``None``: the executor folds in full).
+        then the tail cannot extend the state (``None``: the executor folds in full).
+        Without a read when ``hint`` carries the rows: a conflict's tail from these
+        versions on, or the tail a snapshot load read with exactly these versions.
         """
         ids = check_stream_ids(streams)
         if len(versions) != len(ids):
@@ -968,8 +955,13 @@ class PostgresStore:
             # Each stream from its last folded event on (also for streams of earlier
             # discovery rounds: that row says when the stream was last truncated); read
             # with the snapshot this state came from, when it did.
-            rows = self._take_tail(ids, versions)
-            if rows is None:
+            if (
+                isinstance(hint, SnapshotTail)
+                and hint.streams == tuple(ids)
+                and hint.versions == tuple(versions)
+            ):
+                rows = hint.rows
+            else:
                 rows = await self._fetch(self._q.fold_tail, ids, list(versions))
             for row in rows:
                 if row[5] > after[row[0]]:
@@ -989,41 +981,12 @@ class PostgresStore:
             if slot[sid] < fold_from:
                 return None  # an earlier round's stream moved: discovery may differ
             now[sid] = max(now[sid], version)
-            tail.append(row)
+            tail.append((row[0], row[1], row[2], row[3], row[4]))
         if any(after[sid] and sid not in seen for sid in ids[fold_from:]):
             return None  # fewer events than the state was folded from
         if tail and tail[0][4] <= folded_up_to:
             return None  # a late commit landed below an event already folded
-        if tail:
-            state = _core.fold(
-                state, apply, decoders, [(r[0], r[1], r[2], r[3], r[4]) for r in tail]
-            )
-        return state, [now[s] for s in ids]
-
-    def _keep_tail(
-        self, streams: tuple[str, ...], versions: tuple[int, ...], rows: list[Any]
-    ) -> None:
-        """Keep the fold_tail rows a snapshot read brought along, for a moment.
-
-        The next :meth:`fold_tail` of exactly these streams and versions (the command
-        that loaded the snapshot, a moment later) folds them instead of reading. They are
-        a read like any other: events appended since are caught by the append's expected
-        versions (a conflict returns them). At most :data:`_TAILS_KEPT` are kept, each
-        for :data:`_TAIL_SECONDS`.
-        """
-        tails = self._tails
-        if len(tails) >= _TAILS_KEPT:
-            del tails[next(iter(tails))]  # the oldest
-        tails[(streams, versions)] = (time.monotonic(), rows)
-
-    def _take_tail(self, ids: list[str], versions: Sequence[int]) -> list[Any] | None:
-        """The rows :meth:`_keep_tail` kept for these streams and versions, or None."""
-        if not self._tails:
-            return None
-        kept = self._tails.pop((tuple(ids), tuple(versions)), None)
-        if kept is None or time.monotonic() - kept[0] > _TAIL_SECONDS:
-            return None
-        return kept[1]
+        return tail, [now[s] for s in ids]
 
     async def read_stream(
         self,

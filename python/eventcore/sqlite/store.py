@@ -99,10 +99,9 @@ from eventcore.sqlite import _query, _segments
 from eventcore.sqlite import _schema as q
 from eventcore.state_cache import DEFAULT_MAX_ENTRIES, StateCache, make_state_cache
 from eventcore.store import (
-    Apply,
     ColumnBuffers,
-    Decoders,
     Expected,
+    FoldRows,
     LogHoldback,
     PurgeRecord,
     StreamBounds,
@@ -116,7 +115,6 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncSqliteStore", "SqliteSnapshotStore", "SqliteStore"]
 
-S = TypeVar("S")
 R = TypeVar("R")
 
 validate_stream_id = _core.validate_stream_id
@@ -779,10 +777,9 @@ class SqliteStore:
 
     # -- folds -----------------------------------------------------------------------
 
-    def fold_streams(
-        self, streams: Sequence[str], state: S, apply: Apply, decoders: Decoders
-    ) -> tuple[S, list[int]]:
-        """Fold the events of ``streams`` (global order) into ``state``; also their versions.
+    def read_fold(self, streams: Sequence[str]) -> tuple[FoldRows, list[int]]:
+        """Every visible event of ``streams`` as fold rows (global order), and each
+        stream's version; see :meth:`EventStore.read_fold <eventcore.store.EventStore.read_fold>`.
 
         One query reads every stream's visible events (hidden ones, below a truncation or
         deletion, are not read), after a row for each stream ever truncated that says
@@ -811,20 +808,17 @@ class SqliteStore:
                 rows.append((sid, seg[4], seg[5], seg[3], seg[0]))
             else:
                 rows += _segments.fold_rows(seg, hidden[sid])
-        return _core.fold(state, apply, decoders, rows), [versions[s] for s in ids]
+        return rows, [versions[s] for s in ids]
 
-    def fold_tail(
+    def read_tail(
         self,
         streams: Sequence[str],
         versions: Sequence[int],
         fold_from: int,
-        state: S,
-        apply: Apply,
-        decoders: Decoders,
         hint: object = None,
-    ) -> tuple[S, list[int]] | None:
-        """Fold the events after ``versions`` into ``state``; see
-        :meth:`EventStore.fold_tail <eventcore.store.EventStore.fold_tail>`.
+    ) -> tuple[FoldRows, list[int]] | None:
+        """The events after ``versions`` as fold rows; see
+        :meth:`EventStore.read_tail <eventcore.store.EventStore.read_tail>`.
 
         The same rules as the PostgreSQL store's (a conflict's tail is used instead of a
         read when it continues these versions); here positions are commit order, so a
@@ -878,9 +872,7 @@ class SqliteStore:
             return None  # fewer events than the state was folded from
         if tail and tail[0][4] <= folded_up_to:
             return None
-        if tail:
-            state = _core.fold(state, apply, decoders, tail)
-        return state, [now[s] for s in ids]
+        return tail, [now[s] for s in ids]
 
     # -- reads -----------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from eventcore.recorded import AppendResult, NewEvent, RecordedEvent
 from eventcore.registry import EventRegistry
 from eventcore.retry import RetryPolicy
 from eventcore.state_cache import StateCache
-from eventcore.store import Apply, Decoders, Expected
+from eventcore.store import Expected, FoldRows
 
 __all__ = ["FaultyStore", "Scenario", "verifying_store"]
 
@@ -143,8 +143,8 @@ class FaultyStore:
       reply had been lost;
     - ``"interleave"``: a competing writer appends first, so the real check conflicts.
 
-    ``read_faults`` does the same for reads (``fold_streams``, ``read_all`` and lookups
-    by event id, one script for all) with ``"unavailable"``.
+    ``read_faults`` does the same for reads (``read_fold``, ``read_tail``, ``read_all``
+    and lookups by event id, one script for all) with ``"unavailable"``.
     """
 
     def __init__(
@@ -205,28 +205,23 @@ class FaultyStore:
             )
         return result
 
-    def fold_streams(
-        self, streams: Sequence[str], state: Any, apply: Apply, decoders: Decoders
-    ) -> tuple[Any, list[int]]:
-        """Fold, unless the script says this read fails."""
+    def read_fold(self, streams: Sequence[str]) -> tuple[FoldRows, list[int]]:
+        """Read the rows to fold, unless the script says this read fails."""
         if self._next("fold", self.read_faults) == "unavailable":
             raise StoreUnavailable("injected: store unavailable on read")
-        return self.store.fold_streams(streams, state, apply, decoders)
+        return self.store.read_fold(streams)
 
-    def fold_tail(
+    def read_tail(
         self,
         streams: Sequence[str],
         versions: Sequence[int],
         fold_from: int,
-        state: Any,
-        apply: Apply,
-        decoders: Decoders,
         hint: object = None,
-    ) -> tuple[Any, list[int]] | None:
-        """Fold a cached state's tail, unless the script says this read fails."""
+    ) -> tuple[FoldRows, list[int]] | None:
+        """Read a cached state's tail, unless the script says this read fails."""
         if self._next("fold", self.read_faults) == "unavailable":
             raise StoreUnavailable("injected: store unavailable on read")
-        return self.store.fold_tail(streams, versions, fold_from, state, apply, decoders, hint)
+        return self.store.read_tail(streams, versions, fold_from, hint)
 
     def read_all(
         self,
