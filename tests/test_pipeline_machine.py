@@ -291,6 +291,29 @@ def test_the_declared_streams_are_what_streams_returns(
     assert [e.stream_id for e in store.read_all()] == declared * 2
 
 
+def test_the_native_fold_looks_up_each_decoder_on_every_read() -> None:
+    # The store keeps each event type's str between folds, but not its decoder: a decoder
+    # replaced in the registry between two commands is the one the second command uses.
+    store = MemoryStore(state_cache=0)
+    open_with(store, "acc-dec", 100)
+    execute_sync(store, Deposit(account="acc-dec", amount=1))
+    key = default_registry.name_of(Deposited)
+    original = default_registry.decoders[key]
+    seen: list[bytes] = []
+
+    def counting(payload: bytes) -> Any:
+        seen.append(payload)
+        return original(payload)
+
+    default_registry.decoders[key] = counting
+    try:
+        execute_sync(store, Deposit(account="acc-dec", amount=1))
+    finally:
+        default_registry.decoders[key] = original
+    assert len(seen) == 2  # the two Deposited events before it, decoded by the new decoder
+    assert store.stream_version("acc-dec") == 4
+
+
 # -- the FOLD boundary: stores return rows, the machine folds them -----------------------
 
 

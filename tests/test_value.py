@@ -198,3 +198,33 @@ def test_strict_conversion_keeps_the_exact_ones() -> None:
     assert Blob(b"ab") == b"ab"
     with pytest.raises(ValidationError, match="must be an int, not bool"):
         Money(True)
+
+
+class EvenPercent(Even, ge=0, le=100):
+    """Inherits Even's own check and adds bounds."""
+
+
+class Odd(Value, int):
+    """A custom check written as a staticmethod."""
+
+    @staticmethod
+    def check(value: int) -> None:  # type: ignore[override]
+        if not value % 2:
+            raise ValueError("must be odd")
+
+
+def test_an_inherited_or_static_check_still_runs() -> None:
+    # The value types find their base's constructor and whether `check` is overridden once,
+    # per class: an inherited override and a staticmethod override must still be called.
+    assert EvenPercent(42) == 42 and type(EvenPercent(42)) is EvenPercent
+    with pytest.raises(ValidationError, match="must be even"):
+        EvenPercent(41)
+    with pytest.raises(ValidationError, match="at most 100"):
+        EvenPercent(102)
+    assert Odd(3) == 3
+    with pytest.raises(ValidationError, match="must be odd"):
+        Odd(4)
+    # The exact builtin is taken as is; a whole float is still converted, a bool refused.
+    assert type(Money(5.0)) is Money and Money(5.0) == 5
+    with pytest.raises(ValidationError):
+        Money(True)

@@ -46,6 +46,12 @@ class Value:
     _accepts: ClassVar[tuple[type, ...]] = ()
     """The input types taken, the builtin first (subclasses too, never bool); () = any."""
     _accepts_text: ClassVar[str] = ""
+    _exact: ClassVar[type | None] = None
+    """The input type taken as is (``_accepts[0]``): no conversion checks for it."""
+    _make: ClassVar[Any] = None
+    """The builtin base's ``__new__``, found once per class (what ``super()`` finds)."""
+    _own_check: ClassVar[bool] = False
+    """Whether the class (or a base below ``Value``) overrides :meth:`check`."""
 
     def __init_subclass__(
         cls,
@@ -86,11 +92,15 @@ class Value:
         if cls._accepts[:1] and _is_decimal(cls._accepts[0]) and _finite not in checks:
             checks.insert(0, _finite)  # first: an ordering check on NaN would raise
         cls._checks = tuple(checks)
+        # Found once here rather than on every construction (values are built per command).
+        cls._exact = cls._accepts[0] if cls._accepts else None
+        cls._make = staticmethod(super().__new__)
+        own = getattr(cls.check, "__func__", None)  # None: a staticmethod, also its own
+        cls._own_check = own is not Value.check.__func__  # type: ignore[attr-defined]
 
     def __new__(cls, value: Any) -> Self:
         """Build and validate; raises ValidationError naming the type and the reason."""
-        accepts = cls._accepts
-        if accepts and type(value) is not accepts[0]:  # a conversion: is it an exact one?
+        if type(value) is not cls._exact and (accepts := cls._accepts):  # a conversion: exact?
             if isinstance(value, bool) or not isinstance(value, accepts):
                 raise ValidationError(
                     cls.__name__, f"must be {cls._accepts_text}, not {type(value).__name__}", value
@@ -98,7 +108,7 @@ class Value:
             if accepts[0] is int and isinstance(value, float) and not value.is_integer():
                 raise ValidationError(cls.__name__, "must be a whole number", value)
         try:
-            obj = super().__new__(cls, value)  # type: ignore[call-arg]
+            obj: Self = cls._make(cls, value)
         except _invalid_operation():
             raise ValidationError(cls.__name__, "must be a decimal number", value) from None
         except (TypeError, ValueError, ArithmeticError) as exc:
@@ -107,10 +117,11 @@ class Value:
             reason = check(obj)
             if reason is not None:
                 raise ValidationError(cls.__name__, reason, value)
-        try:
-            cls.check(obj)
-        except ValueError as exc:
-            raise ValidationError(cls.__name__, str(exc), value) from None
+        if cls._own_check:
+            try:
+                cls.check(obj)
+            except ValueError as exc:
+                raise ValidationError(cls.__name__, str(exc), value) from None
         return obj
 
     @classmethod

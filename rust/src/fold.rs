@@ -58,7 +58,7 @@ impl<'py> Folder<'py> {
 
     /// The decoder of `key`, or `None` (Python's) when there is none: the step that meets
     /// it raises the decode error, which can then name the event.
-    fn lookup(&self, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    pub(crate) fn lookup(&self, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let py = key.py();
         let found = if let Ok(dict) = self.decoders.cast::<PyDict>() {
             dict.get_item(key)?

@@ -703,19 +703,28 @@ impl Machine {
         self.name = Some(name);
         self.apply = Some(command.getattr(intern!(py, "apply"))?.unbind());
         let registry = self.registry.bind(py);
-        self.decoders = Some(registry.getattr(intern!(py, "decoders"))?.unbind());
-        // (not when `encode` was replaced on the instance: then that is what runs)
-        let fast = registry.get_type().is(r.event_registry.bind(py))
-            && !registry
-                .getattr(intern!(py, "__dict__"))?
-                .contains(intern!(py, "encode"))?;
-        if fast {
-            let names = registry.getattr(intern!(py, "_names"))?;
-            if let Ok(names) = names.cast_into_exact::<PyDict>() {
-                let codec = registry.getattr(intern!(py, "codec"))?;
-                self.codec_encode = Some(codec.getattr(intern!(py, "encode"))?.unbind());
-                self.names = Some(names.unbind());
+        // An `EventRegistry` (exactly) keeps these in its instance dict (its class has no
+        // descriptor of these names): three dict reads instead of four attribute lookups.
+        // Not when `encode` was replaced on the instance: then that is what runs.
+        if registry.get_type().is(r.event_registry.bind(py)) {
+            let attrs = registry.getattr(intern!(py, "__dict__"))?;
+            if let Ok(attrs) = attrs.cast_exact::<PyDict>() {
+                if !attrs.contains(intern!(py, "encode"))? {
+                    let names = attrs.get_item(intern!(py, "_names"))?;
+                    let codec = attrs.get_item(intern!(py, "codec"))?;
+                    if let (Some(names), Some(codec)) = (names, codec) {
+                        if let Ok(names) = names.cast_into_exact::<PyDict>() {
+                            self.codec_encode =
+                                Some(codec.getattr(intern!(py, "encode"))?.unbind());
+                            self.names = Some(names.unbind());
+                        }
+                    }
+                }
+                self.decoders = attrs.get_item(intern!(py, "decoders"))?.map(Bound::unbind);
             }
+        }
+        if self.decoders.is_none() {
+            self.decoders = Some(registry.getattr(intern!(py, "decoders"))?.unbind());
         }
         // With the fast path `registry.encode` is only looked up for an event it does not
         // take (then it raises the right error).

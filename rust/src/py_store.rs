@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hashbrown::HashMap;
 use parking_lot::{Condvar, Mutex, RwLock};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
@@ -36,6 +37,9 @@ pub struct MemoryStore {
     head: AtomicU64,
     waiters: Mutex<()>,
     appended: Condvar,
+    /// The Python str of each event type the command machine has folded, made once (its
+    /// hash cached), so a fold does not build one per type per read.
+    type_names: Mutex<HashMap<Arc<str>, Py<PyString>>>,
 }
 
 /// One event to append: its parts as given (checked by the append), its id as given (an
@@ -254,8 +258,31 @@ impl MemoryStore {
         if rows.rows.is_empty() {
             return Ok((state, versions));
         }
-        let state = fold_rows_into(items, &rows, state, apply, decoders)?;
+        let types = self.type_objs(py, &rows.types);
+        let state = fold_rows_into(items, &rows, &types, state, apply, decoders)?;
         Ok((state, versions))
+    }
+
+    /// The Python str of each of `types` (see `type_names`); made outside the lock.
+    fn type_objs<'py>(&self, py: Python<'py>, types: &[Arc<str>]) -> Vec<Bound<'py, PyAny>> {
+        let known: Vec<Option<Bound<'py, PyAny>>> = {
+            let names = self.type_names.lock();
+            types
+                .iter()
+                .map(|t| names.get(t).map(|s| s.bind(py).clone().into_any()))
+                .collect()
+        };
+        known
+            .into_iter()
+            .zip(types)
+            .map(|(found, t)| {
+                found.unwrap_or_else(|| {
+                    let s = PyString::intern(py, t);
+                    self.type_names.lock().insert(t.clone(), s.clone().unbind());
+                    s.into_any()
+                })
+            })
+            .collect()
     }
 
     /// The tail of a state folded up to `versions`, folded into it (see `read_tail`), on
@@ -290,7 +317,8 @@ impl MemoryStore {
         if rows.rows.is_empty() {
             return Ok(Some((state, now)));
         }
-        let state = fold_rows_into(items, &rows, state, apply, decoders)?;
+        let types = self.type_objs(py, &rows.types);
+        let state = fold_rows_into(items, &rows, &types, state, apply, decoders)?;
         Ok(Some((state, now)))
     }
 
@@ -465,6 +493,7 @@ impl MemoryStore {
             head: AtomicU64::new(0),
             waiters: Mutex::new(()),
             appended: Condvar::new(),
+            type_names: Mutex::new(HashMap::new()),
         }
     }
 
@@ -881,6 +910,7 @@ fn publish_head(published: &AtomicU64, head: u64) {
 fn fold_rows_into<'py>(
     items: &[Bound<'py, PyString>],
     rows: &Rows,
+    type_objs: &[Bound<'py, PyAny>],
     state: Bound<'py, PyAny>,
     apply: Bound<'py, PyAny>,
     decoders: Bound<'py, PyAny>,
@@ -890,20 +920,16 @@ fn fold_rows_into<'py>(
         .iter()
         .map(|s| caller_stream(s.as_any()))
         .collect::<PyResult<_>>()?;
-    let type_objs: Vec<Bound<'py, PyAny>> = rows
-        .types
-        .iter()
-        .map(|t| PyString::new(py, t).into_any())
-        .collect();
+    // One decoder lookup per type of this read (the registry may have changed since the last).
     let mut decoders_cache: Vec<Option<Bound<'py, PyAny>>> = vec![None; type_objs.len()];
-    let mut folder = Folder::new(apply, decoders);
+    let folder = Folder::new(apply, decoders);
     let mut state = state;
     for (i, row) in rows.rows.iter().enumerate() {
         let t = row.event_type as usize;
         let decoder = match &decoders_cache[t] {
             Some(d) => d.clone(),
             None => {
-                let d = folder.decoder(&type_objs[t])?;
+                let d = folder.lookup(&type_objs[t])?;
                 decoders_cache[t] = Some(d.clone());
                 d
             }
