@@ -300,6 +300,24 @@ class ConcurrencyConflict(EventCoreError):
         )
         super().__init__(f"concurrency conflict after {attempts} attempt(s): {detail}")
 
+    def _set_tail(
+        self,
+        checks: Iterable[tuple[str, int]],
+        rows: Iterable[tuple[str, str, bytes, int, int]],
+    ) -> None:
+        """Put a store's tail on this conflict: ``rows`` are each checked stream's events
+        from its expected version on, in log order; the event at that version (the
+        caller's last one) places the ones after it (``tail_base``)."""
+        base = {s: (v, 0) for s, v in checks if v >= 0}
+        tail = []
+        for r in rows:
+            if r[3] > base[r[0]][0]:
+                tail.append(r)
+            else:
+                base[r[0]] = (r[3], r[4])
+        self.tail = tuple(tail)
+        self.tail_base = base
+
 
 class ConditionFailed(EventCoreError):
     """An append's condition failed: an event matching its query lies after its position.

@@ -285,6 +285,29 @@ impl MemoryStore {
             .collect()
     }
 
+    /// The rows of `items[fold_from..]` after `versions` and every stream's version now
+    /// (see `Store::tail_rows`), read without releasing the GIL when the tail is small.
+    fn tail_rows(
+        &self,
+        py: Python<'_>,
+        items: &[Bound<'_, PyString>],
+        versions: &[u64],
+        fold_from: usize,
+    ) -> PyResult<Option<(Rows, Vec<u64>)>> {
+        let names: Vec<&str> = items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
+        let small = |s: &Store| {
+            let mut total = 0u64;
+            for (name, was) in names.iter().zip(versions) {
+                total += s.stream_version(name).unwrap_or(0).saturating_sub(*was);
+                if total > SMALL as u64 {
+                    return false;
+                }
+            }
+            true
+        };
+        Ok(self.read(py, small, |s| s.tail_rows(&names, versions, fold_from))?)
+    }
+
     /// The tail of a state folded up to `versions`, folded into it (see `read_tail`), on
     /// stream objects: the command machine's native TAIL (`pipeline_drive.rs`).
     #[allow(clippy::too_many_arguments)]
@@ -298,20 +321,7 @@ impl MemoryStore {
         apply: Bound<'py, PyAny>,
         decoders: Bound<'py, PyAny>,
     ) -> PyResult<Option<(Bound<'py, PyAny>, Vec<u64>)>> {
-        let names: Vec<&str> = items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
-        let small = |s: &Store| {
-            let mut total = 0u64;
-            for (name, was) in names.iter().zip(&versions) {
-                total += s.stream_version(name).unwrap_or(0).saturating_sub(*was);
-                if total > SMALL as u64 {
-                    return false;
-                }
-            }
-            true
-        };
-        let Some((rows, now)) =
-            self.read(py, small, |s| s.tail_rows(&names, &versions, fold_from))?
-        else {
+        let Some((rows, now)) = self.tail_rows(py, items, &versions, fold_from)? else {
             return Ok(None);
         };
         if rows.rows.is_empty() {
@@ -652,20 +662,7 @@ impl MemoryStore {
     ) -> PyResult<Option<(Bound<'py, PyList>, Vec<u64>)>> {
         drop(hint); // this store reads its tail under the lock anyway
         let items = strings(streams, "streams")?;
-        let names: Vec<&str> = items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
-        let small = |s: &Store| {
-            let mut total = 0u64;
-            for (name, was) in names.iter().zip(&versions) {
-                total += s.stream_version(name).unwrap_or(0).saturating_sub(*was);
-                if total > SMALL as u64 {
-                    return false;
-                }
-            }
-            true
-        };
-        let Some((rows, now)) =
-            self.read(py, small, |s| s.tail_rows(&names, &versions, fold_from))?
-        else {
+        let Some((rows, now)) = self.tail_rows(py, &items, &versions, fold_from)? else {
             return Ok(None);
         };
         Ok(Some((fold_rows_to_py(py, &items, &rows)?, now)))

@@ -90,7 +90,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
@@ -595,8 +595,7 @@ class PostgresStore:
                 if lean is not None and lean[1] is not None:
                     conflict = ConcurrencyConflict([(stream, expect, lean[1])])
                     if lean[2] is not None:
-                        self._set_tail(
-                            conflict,
+                        conflict._set_tail(
                             checks,
                             zip(repeat(stream), lean[2], lean[3], lean[4], lean[5]),
                         )
@@ -642,8 +641,8 @@ class PostgresStore:
         if status == "conflict":
             conflict = ConcurrencyConflict(zip(row[2], row[4], row[3], strict=True))
             if row[7] is not None:
-                self._set_tail(
-                    conflict, checks, zip(row[7], row[8], row[9], row[10], row[11], strict=True)
+                conflict._set_tail(
+                    checks, zip(row[7], row[8], row[9], row[10], row[11], strict=True)
                 )
             raise conflict
         if status == "duplicate":
@@ -651,25 +650,6 @@ class PostgresStore:
         if status == "condition" and condition is not None:
             raise ConditionFailed(condition.after, row[1][0])
         raise StoreError(f"unexpected answer from append_events: {status!r}")
-
-    @staticmethod
-    def _set_tail(
-        conflict: ConcurrencyConflict,
-        checks: list[tuple[str, int]],
-        rows: Iterable[tuple[str, str, bytes, int, int]],
-    ) -> None:
-        """Put a conflict's tail on it: each checked stream's events from its expected
-        version on, as (stream, type, payload, version, position) rows. The event at that
-        version (the caller's last one) places the ones after it (``tail_base``)."""
-        base = {s: (v, 0) for s, v in checks if v >= 0}
-        tail = []
-        for r in rows:
-            if r[3] > base[r[0]][0]:
-                tail.append(r)
-            else:
-                base[r[0]] = (r[3], r[4])
-        conflict.tail = tuple(tail)
-        conflict.tail_base = base
 
     async def _send_append(
         self,

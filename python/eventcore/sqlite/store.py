@@ -753,14 +753,7 @@ class SqliteStore:
                 if len(rows) > _TAIL_ROWS:
                     return exc
         rows.sort(key=lambda r: r[4])
-        tail = []
-        for r in rows:
-            if r[3] > base[r[0]][0]:
-                tail.append(r)
-            else:
-                base[r[0]] = (r[3], r[4])
-        exc.tail = tuple(tail)
-        exc.tail_base = base
+        exc._set_tail(checks, rows)
         return exc
 
     def _wake(self) -> None:
