@@ -1422,6 +1422,17 @@ def test_query_commands_agree_with_the_model_on_a_condition_failure_and_exhausti
     )
 
 
+def assert_same_caches(worlds: Any) -> None:
+    """The two worlds' state caches counted the same hits and misses and hold the same
+    entries."""
+    a, b = (w.store.state_cache for w in worlds)
+    assert a is not None and b is not None
+    assert (a.hits, a.misses) == (b.hits, b.misses)
+    assert {k: (e.state, e.versions) for k, e in a._entries.items()} == {
+        k: (e.state, e.versions) for k, e in b._entries.items()
+    }
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=query_cases())
 def test_query_commands_agree_with_the_model(case: tuple[list[Any], list[str], bool]) -> None:
@@ -1447,12 +1458,7 @@ def check_query_agree(cmds: list[Any], faults: list[str], cache: bool) -> None:
         assert outs[0] == outs[1], command
         assert worlds[0].contents() == worlds[1].contents()
     if cache:
-        a, b = (w.store.state_cache for w in worlds)
-        assert a is not None and b is not None
-        assert (a.hits, a.misses) == (b.hits, b.misses)
-        assert {k: (e.state, e.versions) for k, e in a._entries.items()} == {
-            k: (e.state, e.versions) for k, e in b._entries.items()
-        }
+        assert_same_caches(worlds)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -1490,9 +1496,4 @@ def test_query_commands_on_the_memory_store_agree_with_the_model(
         assert worlds[0].contents() == worlds[1].contents()
     RACE["left"] = 0
     if cache:
-        a, b = (w.store.state_cache for w in worlds)
-        assert a is not None and b is not None
-        assert (a.hits, a.misses) == (b.hits, b.misses)
-        assert {k: (e.state, e.versions) for k, e in a._entries.items()} == {
-            k: (e.state, e.versions) for k, e in b._entries.items()
-        }
+        assert_same_caches(worlds)
