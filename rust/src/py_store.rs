@@ -644,7 +644,8 @@ impl MemoryStore {
         let names: Vec<&str> = items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
         let (rows, versions) =
             self.read(py, |s| small_streams(s, &names), |s| s.fold_rows(&names))?;
-        Ok((fold_rows_to_py(py, &items, &rows)?, versions))
+        let types = self.type_objs(py, &rows.types);
+        Ok((fold_rows_to_py(py, &items, &rows, &types)?, versions))
     }
 
     /// The events of `streams[fold_from..]` after `versions` as fold rows (see
@@ -665,7 +666,8 @@ impl MemoryStore {
         let Some((rows, now)) = self.tail_rows(py, &items, &versions, fold_from)? else {
             return Ok(None);
         };
-        Ok(Some((fold_rows_to_py(py, &items, &rows)?, now)))
+        let types = self.type_objs(py, &rows.types);
+        Ok(Some((fold_rows_to_py(py, &items, &rows, &types)?, now)))
     }
 
     /// Events of `streams` with version > `after_version`, in global position order.
@@ -945,18 +947,18 @@ fn fold_rows_into<'py>(
 }
 
 /// `rows` (a read of the streams `items`) as fold rows
-/// `(stream_id, event_type, payload, version, position)`.
+/// `(stream_id, event_type, payload, version, position)`; `types` holds the str of each of
+/// `rows.types` (see `MemoryStore::type_objs`).
 fn fold_rows_to_py<'py>(
     py: Python<'py>,
     items: &[Bound<'py, PyString>],
     rows: &Rows,
+    types: &[Bound<'py, PyAny>],
 ) -> PyResult<Bound<'py, PyList>> {
     let stream_objs: Vec<Bound<'py, PyAny>> = items
         .iter()
         .map(|s| caller_stream(s.as_any()))
         .collect::<PyResult<_>>()?;
-    let types: Vec<Bound<'py, PyString>> =
-        rows.types.iter().map(|t| PyString::new(py, t)).collect();
     let mut out = Vec::with_capacity(rows.rows.len());
     for (i, row) in rows.rows.iter().enumerate() {
         out.push(
