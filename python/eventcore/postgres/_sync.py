@@ -31,6 +31,7 @@ import contextlib
 import contextvars
 import os
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Coroutine, Iterator, Sequence
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventcore.errors import UsageError
 from eventcore.metadata import Metadata
-from eventcore.postgres._notify import Notifier
+from eventcore.postgres._notify import NOBODY_RECHECK, Notifier
 from eventcore.postgres._pool import ConnectionPool, Slots
 from eventcore.postgres._sql import channel
 from eventcore.postgres.store import PostgresStore
@@ -124,6 +125,18 @@ class _LoopNotifier(Notifier):
         loop = self.loop
         if loop is None or threading.get_ident() == self.loop_ident:
             super().announce(position)
+            return
+        looked = self.looked_at
+        if (
+            self.task is None
+            and not self.listened
+            and looked is not None
+            and time.monotonic() - looked < NOBODY_RECHECK  # the loop's clock
+        ):
+            # What announce() would do there (nobody listened a moment ago): no wake-up
+            # of the loop thread for it. (A listener that just started polls the head.)
+            if position > self.head:
+                self.head = position
             return
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to wake
             loop.call_soon_threadsafe(super().announce, position)
