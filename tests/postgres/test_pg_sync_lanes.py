@@ -374,3 +374,18 @@ def test_ctrl_c_in_a_lane_call_cancels_it_and_the_lane_goes_on(
     assert time.monotonic() - started < 10
     execute_sync(store, Deposit(account="a", amount=1))  # a new connection of the lane
     assert store.stream_version("a") == 2
+
+
+def test_a_closed_store_is_freed_though_its_thread_lives_on(
+    postgres_dsn: str, sync_pg_factory: Callable[..., Any]
+) -> None:
+    import weakref
+
+    schema = sync_pg_factory().schema
+    store = SyncPostgresStore.connect(postgres_dsn, schema=schema, registry=BANK)
+    execute_sync(store, OpenAccount(account="a", owner="ann"))  # a lane in this thread
+    inner = weakref.ref(_lanes(store).store)
+    store.close()
+    del store
+    gc.collect()
+    assert inner() is None  # this thread's locals do not keep the store (its cache) alive

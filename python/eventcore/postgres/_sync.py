@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventcore.errors import UsageError
@@ -166,14 +166,31 @@ class _ThreadEnd:
     __slots__ = ("__weakref__",)
 
 
+def _connect_weakly(store: _SharedStore) -> Callable[[], Awaitable[Any]]:
+    """``store._open_connection`` without keeping ``store`` alive: a lane stays in its
+    thread's locals after the store is closed (until the thread ends)."""
+    ref = weakref.ref(store)
+
+    async def connect() -> Any:
+        live = ref()
+        if live is None:
+            raise UsageError(_CLOSED)
+        return await live._open_connection()
+
+    return connect
+
+
 class _Lane:
-    """One calling thread's own event loop and connection (a pool of one), for its life."""
+    """One calling thread's own event loop and connection (a pool of one), for its life.
+
+    It refers to its store and lanes weakly: a closed store is freed even while the lane
+    stays in the locals of a thread that lives on (the main thread's)."""
 
     def __init__(self, lanes: _Lanes) -> None:
         self.generation = _generation
-        self.lanes = lanes
+        self.lanes = weakref.ref(lanes)
         self.loop = asyncio.new_event_loop()
-        self.pool = ConnectionPool(lanes.store._open_connection, min_size=0, max_size=1)
+        self.pool = ConnectionPool(_connect_weakly(lanes.store), min_size=0, max_size=1)
         self.lock = threading.Lock()  # held by a call, or by whoever closes the lane
         self.task: asyncio.Task[Any] | None = None
         self.closed = False
@@ -225,7 +242,9 @@ class _Lane:
             self.pool.terminate()
         finally:
             loop.close()
-            self.lanes.retired(self)
+            lanes = self.lanes()
+            if lanes is not None:
+                lanes.retired(self)
 
     def end(self) -> None:
         """Close this lane from any thread (its own thread's exit, or the store's close):
@@ -402,16 +421,17 @@ class SyncPostgresStore:
 
     Implements :class:`~eventcore.store.SyncEventStore`, so
     :func:`~eventcore.execute_sync` accepts it, with the same semantics and typed errors as
-    :class:`PostgresStore` (the store it runs, on a thread of its own with its own event
-    loop)::
+    :class:`PostgresStore` (the store it runs: in the calling thread on an event loop and a
+    connection of that thread's own, else on a loop thread of the store's own)::
 
         with SyncPostgresStore.connect(dsn) as store:
             store.migrate()
             execute_sync(store, OpenAccount(account="acc-1", owner="ann"))
 
     It is safe to share between threads (calls run concurrently, each on a connection of
-    the pool, up to ``max_size``) and across ``os.fork`` (a child opens its own pool on
-    first use). Projections: ``ProjectionRunner(store, ...).run_until_caught_up_sync()``.
+    its own; ``max_size`` connections in all, ``min_size`` of them kept by the loop
+    thread) and across ``os.fork`` (a child opens its own connections on first use).
+    Projections: ``ProjectionRunner(store, ...).run_until_caught_up_sync()``.
 
     Args:
         dsn: a libpq connection string.
