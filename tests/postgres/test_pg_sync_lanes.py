@@ -389,3 +389,60 @@ def test_a_closed_store_is_freed_though_its_thread_lives_on(
     del store
     gc.collect()
     assert inner() is None  # this thread's locals do not keep the store (its cache) alive
+
+
+def test_the_callers_context_reaches_the_hooks_on_both_paths(
+    sync_pg_factory: Callable[..., Any],
+) -> None:
+    import contextvars
+
+    store = sync_pg_factory(registry=BANK, max_size=2)  # one lane: a second thread overflows
+    loop_ident = store._holder[0].thread.ident
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="none")
+    seen: list[tuple[str, bool]] = []
+
+    class Hook(observe.Hook):
+        def after_execute(self, report: Any) -> None:
+            seen.append((var.get(), threading.get_ident() == loop_ident))
+
+    def call(name: str) -> None:
+        var.set(name)
+        execute_sync(store, OpenAccount(account=name, owner="x"))
+
+    hook = Hook()
+    observe.add_hook(hook)
+    try:
+        call("main")  # takes the lane
+        other = threading.Thread(target=call, args=("other",))
+        other.start()
+        other.join(30)
+    finally:
+        observe.remove_hook(hook)
+    assert seen == [("main", False), ("other", True)]
+
+
+def test_lanes_through_pgbouncer(
+    pgbouncer: Any, sync_pg_factory: Callable[..., Any], where: Where
+) -> None:
+    schema = sync_pg_factory().schema  # migrated directly
+    with SyncPostgresStore.connect(
+        pgbouncer.dsn, schema=schema, registry=BANK, pgbouncer=True
+    ) as store:
+        execute_sync(store, OpenAccount(account="a", owner="ann"))
+        errors: list[BaseException] = []
+
+        def client(k: int) -> None:
+            try:
+                execute_sync(store, OpenAccount(account=f"t{k}", owner="x"))
+                execute_sync(store, Deposit(account="a", amount=1))
+            except BaseException as exc:
+                errors.append(exc)
+
+        workers = [threading.Thread(target=client, args=(k,)) for k in range(3)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(30)
+        assert not errors
+        assert store.stream_version("a") == 4
+        assert threading.get_ident() in where.threads  # the main thread ran in its lane
