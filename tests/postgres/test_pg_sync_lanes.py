@@ -271,23 +271,41 @@ def test_a_connection_lost_mid_command_is_retried_or_typed(
     assert store._run(pid()) != victim
 
 
-def test_a_snapshot_is_written_before_the_call_returns(
+def test_a_lanes_snapshot_is_written_in_the_background_on_the_loop_thread(
     postgres_dsn: str, sync_pg_factory: Callable[..., Any], where: Where
 ) -> None:
     store = sync_pg_factory(registry=BANK, snapshot_every=3, state_cache=0)
     snapshots = store.snapshots
     assert snapshots is not None
+    loop_ident = store._holder[0].thread.ident
+    saved_in: list[int] = []
+    save = snapshots.store.save
+
+    def spy(snapshot: Any) -> Any:
+        saved_in.append(threading.get_ident())
+        return save(snapshot)
+
+    snapshots.store.save = spy
     execute_sync(store, OpenAccount(account="a", owner="ann"))
-    table = f'"{store.schema}".snapshots'
     for _ in range(6):
         taken = snapshots.written
         execute_sync(store, Deposit(account="a", amount=1))
         if snapshots.written > taken:
             break
     assert snapshots.written == taken + 1
-    # Its background write ran on this thread's lane before the call returned.
-    assert _fetchval(postgres_dsn, f"SELECT count(*) FROM {table}") == 1
-    assert set(where.threads) == {threading.get_ident()}
+    assert set(where.threads) == {threading.get_ident()}  # the commands: in this thread
+    lane = _lanes(store).get()
+    assert lane is not None and not asyncio.all_tasks(lane.loop)  # nothing left in the lane
+    table = f'"{store.schema}".snapshots'
+    deadline = time.monotonic() + 10
+    while _fetchval(postgres_dsn, f"SELECT count(*) FROM {table}") != 1:
+        assert time.monotonic() < deadline, "the snapshot was never written"
+        time.sleep(0.05)
+    assert saved_in == [loop_ident]  # the write: on the loop thread, in the background
+    # A new store folds from it.
+    again = sync_pg_factory(registry=BANK, schema=store.schema)
+    execute_sync(again, Deposit(account="a", amount=1))
+    assert again.snapshots.found == 1
 
 
 def test_a_lane_append_wakes_a_waiter_on_the_loop_thread(

@@ -14,9 +14,9 @@ write-token state) runs the async code; synchronous calls drive it in one of two
 - **The store's loop thread**: one daemon thread running an event loop and the store's
   pool. A call there is ONE coroutine submitted from the caller's thread (one hop each way).
   It serves what blocks or lives long (:meth:`SyncPostgresStore.wait_for_append`,
-  ``run_on_loop`` and the projection runners, LISTEN, the post-commit NOTIFY a lane's append
-  hands over without waiting), a store with read replicas (their pools live on this loop),
-  and the threads that found no free slot.
+  ``run_on_loop`` and the projection runners, LISTEN), the background work a lane hands
+  over without waiting (the post-commit NOTIFY, snapshot writes), a store with read
+  replicas (their pools live on this loop), and the threads that found no free slot.
 
 The caller's context variables (tracing spans...) go with every call, on either path. The
 threads, loops and connections are per process: a forked child never touches the parent's
@@ -46,6 +46,7 @@ from eventcore.postgres.store import PostgresStore
 from eventcore.query import AppendCondition, Query, QueryItem, QueryResult
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, WriteToken
 from eventcore.registry import EventRegistry
+from eventcore.snapshot import Snapshot, Snapshotter
 from eventcore.state_cache import StateCache
 from eventcore.store import Expected, FoldRows, LogHoldback, PurgeRecord, StreamBounds
 
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
     from eventcore.command import Command
     from eventcore.postgres._replicas import ReadFrom, ReplicaStatus
     from eventcore.retry import RetryPolicy
-    from eventcore.snapshot import Snapshotter
 
 __all__ = ["SyncPostgresStore"]
 
@@ -113,17 +113,33 @@ class _Call:
             self.future.cancel()
 
 
-class _LoopNotifier(Notifier):
-    """The store's notifier, on the loop thread: a lane's append hands its announcement
-    over (``call_soon_threadsafe``, without waiting); the NOTIFY connection stays there."""
+class _Home:
+    """A store's loop thread, for the background work a lane hands over without waiting."""
 
     loop: asyncio.AbstractEventLoop | None = None
-    loop_ident: int | None = None
+    ident: int | None = None
+
+    def away(self) -> bool:
+        """Whether the caller runs elsewhere than on the loop thread (in a lane)."""
+        return self.loop is not None and threading.get_ident() != self.ident
+
+    def hand_over(self, fn: Callable[..., object], *args: Any) -> None:
+        """Run ``fn(*args)`` soon on the loop thread; nothing if its loop is closed."""
+        loop = self.loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(fn, *args)
+
+
+class _LoopNotifier(Notifier):
+    """The store's notifier, on the loop thread: a lane's append hands its announcement
+    over (without waiting); the NOTIFY connection stays there."""
+
+    home: _Home
 
     def announce(self, position: int) -> None:
         """:meth:`Notifier.announce` on the loop thread (never fails the append)."""
-        loop = self.loop
-        if loop is None or threading.get_ident() == self.loop_ident:
+        if not self.home.away():
             super().announce(position)
             return
         looked = self.looked_at
@@ -138,8 +154,22 @@ class _LoopNotifier(Notifier):
             if position > self.head:
                 self.head = position
             return
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to wake
-            loop.call_soon_threadsafe(super().announce, position)
+        self.home.hand_over(super().announce, position)
+
+
+class _LoopSnapshotter(Snapshotter):
+    """The store's snapshot policy: a lane's snapshot (encoded in the lane) is written in
+    the background on the loop thread, as an async store's is, so the call does not wait
+    for it and :meth:`Snapshotter.close` finds every write in flight there."""
+
+    home: _Home
+
+    def write(self, command_class: type, snapshot: Snapshot) -> None:
+        """:meth:`Snapshotter.write` on the loop thread (never fails the command)."""
+        if self.home.away():
+            self.home.hand_over(super().write, command_class, snapshot)
+        else:
+            super().write(command_class, snapshot)
 
 
 class _SharedStore(PostgresStore):
@@ -149,7 +179,14 @@ class _SharedStore(PostgresStore):
     def __init__(self, dsn: str, **options: Any) -> None:
         super().__init__(dsn, **options)
         self._pool_slots = Slots(self._pool_sizes[1])  # the loop pool's and the lanes'
-        self._notifier = _LoopNotifier(self, channel(self.schema))
+        self.home = _Home()
+        """The loop thread (set when it starts)."""
+        self._notifier = notifier = _LoopNotifier(self, channel(self.schema))
+        notifier.home = self.home
+        if self.snapshots is not None:
+            snapshots = self.snapshots
+            self.snapshots = _LoopSnapshotter(snapshots.store, snapshots.codec, snapshots.every)
+            self.snapshots.home = self.home
         self.lane_local = threading.local()
         """``.pool``: the calling thread's lane pool (unset: the loop thread's pool)."""
 
@@ -221,8 +258,9 @@ class _Lane:
                 self._settle()
 
     def _settle(self) -> None:
-        """After a call: finish its background work (snapshot writes), so nothing waits
-        on a loop that is not running; close the lane if the store was closed meanwhile."""
+        """After a call: finish any task it left (none is expected: background writes go
+        to the loop thread), so nothing waits on a loop that is not running; close the
+        lane if the store was closed meanwhile."""
         loop = self.loop
         pending = asyncio.all_tasks(loop)
         if pending:
@@ -343,9 +381,7 @@ class _LoopThread:
             target=self._main, name="eventcore-postgres-sync", daemon=True
         )
         self.thread.start()
-        notifier = store._notifier
-        if isinstance(notifier, _LoopNotifier):
-            notifier.loop, notifier.loop_ident = self.loop, self.thread.ident
+        store.home.loop, store.home.ident = self.loop, self.thread.ident
         self.lanes = _Lanes(store)
 
     def _main(self) -> None:
