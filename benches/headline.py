@@ -1519,9 +1519,9 @@ What is left:
 - `postgres.command.warm100.*` deposits into each client's own 100-event account with the
   store's state cache warm (after the warm-up repetition): `handle` and one append.
 - `postgres.sync.command.c1` is `postgres.command.cold.c1` from synchronous code:
-  `execute_sync` on a `SyncPostgresStore` (its own loop thread and pool,
-  same schema), one client in the calling thread; its baseline is the async figure,
-  alternated with it in the same run.
+  `execute_sync` on a `SyncPostgresStore` (same schema), one client in the calling
+  thread, which runs the command on its own event loop and connection (no thread hop);
+  its baseline is the async figure, alternated with it in the same run.
 - The peer on PostgreSQL is configured through its environment
   (`PERSISTENCE_MODULE=eventsourcing.postgres`, `POSTGRES_DBNAME`, `POSTGRES_HOST`,
   `POSTGRES_PORT`, `POSTGRES_USER`, `POSTGRES_PASSWORD`, `POSTGRES_POOL_SIZE=16`,

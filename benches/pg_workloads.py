@@ -32,7 +32,8 @@ machine noise hits them alike:
   ``raw.asyncpg.command.locked.c1``, for reference, alternated with the others.
   Each raw client owns one connection for the whole run (no pool in between).
 - ``postgres.sync.command.c1``: the cold command from synchronous code
-  (``execute_sync`` on a :class:`~eventcore.postgres.SyncPostgresStore`, its own pool), against
+  (``execute_sync`` on a :class:`~eventcore.postgres.SyncPostgresStore`: its lane in the
+  calling thread, its own connection), against
   ``postgres.command.cold.c1`` as its baseline;
 - ``peer.eventsourcing.postgres.*``: the ``eventsourcing`` library (9.5.x) with its
   ``eventsourcing.postgres`` persistence module (psycopg 3, sync) on the same server:
@@ -430,8 +431,8 @@ class PgBench:
 
     def ec_command_sync(self) -> Once:
         """The cold command from synchronous code: ``execute_sync`` on a
-        :class:`SyncPostgresStore` (its own loop thread and pool) over the same schema, one
-        client in the calling thread."""
+        :class:`SyncPostgresStore` over the same schema, one client in the calling thread
+        (its lane: the thread's own event loop and connection, no thread hop)."""
         if self.sync is None:
             self.sync = SyncPostgresStore.connect(
                 self.dsn, schema=self.ec.schema, registry=DC.registry, min_size=1, max_size=2

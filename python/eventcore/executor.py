@@ -85,7 +85,7 @@ def execute_sync(
     """
     if type(store) is not MemoryStore:
         delegate = getattr(store, "_execute_sync", None)
-        if delegate is not None:  # SyncPostgresStore: the async shell on its own loop
+        if delegate is not None:  # SyncPostgresStore: the async shell, in this thread's lane
             return delegate(command, metadata, retry, idempotency_key)  # type: ignore[no-any-return]
         if inspect.iscoroutinefunction(getattr(type(store), "read_fold", None)):
             _async_store(store)

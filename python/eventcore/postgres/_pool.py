@@ -24,6 +24,7 @@ It offers the part of the ``asyncpg.Pool`` interface the store uses: ``acquire()
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
@@ -57,6 +58,33 @@ RESET_MORE = "SET SESSION AUTHORIZATION DEFAULT; DISCARD TEMP; DISCARD SEQUENCES
 the role alone; resetting the session authorization resets it)."""
 
 
+class Slots:
+    """Connection slots shared by pools of several event loops (a bound across threads).
+
+    A pool given ``slots`` opens a connection only after taking a slot and gives it back
+    when the connection is gone; other holders (one connection per thread) take slots the
+    same way. Thread-safe.
+    """
+
+    def __init__(self, total: int) -> None:
+        self._lock = threading.Lock()
+        self.free = total
+        """Slots nobody holds."""
+
+    def take(self, *, keep: int = 0) -> bool:
+        """Take one slot if more than ``keep`` are free (``keep=1``: never the last)."""
+        with self._lock:
+            if self.free > keep:
+                self.free -= 1
+                return True
+            return False
+
+    def give(self, n: int = 1) -> None:
+        """Give back ``n`` slots."""
+        with self._lock:
+            self.free += n
+
+
 class ConnectionPool:
     """A first-come first-served pool of at most ``max_size`` asyncpg connections.
 
@@ -64,9 +92,13 @@ class ConnectionPool:
         connect: opens one new connection (with every option it needs).
         min_size: connections :meth:`open` opens (open connections are kept, idle or not).
         max_size: the most connections open (or being opened) at once.
+        slots: a bound shared with other holders: each connection of this pool holds one
+            of its slots (when none is free, callers wait for a connection of this pool).
     """
 
-    def __init__(self, connect: Connect, *, min_size: int, max_size: int) -> None:
+    def __init__(
+        self, connect: Connect, *, min_size: int, max_size: int, slots: Slots | None = None
+    ) -> None:
         if not 0 <= min_size <= max_size or max_size < 1:
             raise ValueError("need 0 <= min_size <= max_size and max_size >= 1")
         self._connect = connect
@@ -81,6 +113,7 @@ class ConnectionPool:
         self._waiters: deque[asyncio.Future[asyncpg.Connection | None]] = deque()
         self._closed = False
         self._drained: asyncio.Event | None = None
+        self._slots = slots
 
     # -- sizes -----------------------------------------------------------------------
 
@@ -105,6 +138,8 @@ class ConnectionPool:
     async def open(self) -> ConnectionPool:
         """Open ``min_size`` connections (at once); raises what opening one raised."""
         missing = self._min_size - self._size
+        if self._slots is not None:  # the slots this pool may take now, at most
+            missing = sum(self._slots.take() for _ in range(max(missing, 0)))
         if missing > 0:
             results = await asyncio.gather(
                 *(self._open_idle() for _ in range(missing)), return_exceptions=True
@@ -143,7 +178,8 @@ class ConnectionPool:
                 self._in_use.add(conn)
                 return conn
             self._size -= 1
-        if self._size < self._max_size:
+            self._give_slots(1)
+        if self._size < self._max_size and (self._slots is None or self._slots.take()):
             return await self._open_one()
         waiter: asyncio.Future[asyncpg.Connection | None] = (
             asyncio.get_running_loop().create_future()
@@ -230,6 +266,7 @@ class ConnectionPool:
 
     def _slot_freed(self) -> None:
         if self._closed:
+            self._give_slots(1)
             if self._size == 0 and self._drained is not None:
                 self._drained.set()
             return
@@ -240,6 +277,12 @@ class ConnectionPool:
                 self._size += 1  # reserved for the waiter, which opens a connection
                 waiter.set_result(None)
                 return
+        self._give_slots(1)
+
+    def _give_slots(self, n: int) -> None:
+        """``n`` connections of this pool are gone: their shared slots are free."""
+        if self._slots is not None and n > 0:
+            self._slots.give(n)
 
     # -- one statement -------------------------------------------------------------------
 
@@ -285,6 +328,7 @@ class ConnectionPool:
         idle, self._idle = self._idle, []
         for conn in idle:
             self._size -= 1
+            self._give_slots(1)
             try:
                 await conn.close(timeout=5)
             except Exception:
@@ -301,6 +345,7 @@ class ConnectionPool:
         for conn in held:
             conn.terminate()
         self._size -= len(held)
+        self._give_slots(len(held))
         self._idle = []
         self._in_use = set()
         self._handing = set()

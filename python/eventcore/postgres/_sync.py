@@ -1,34 +1,52 @@
 """The synchronous face of PostgreSQL: :class:`SyncPostgresStore`.
 
-One daemon thread per store runs an event loop that owns a :class:`PostgresStore` (its
-asyncpg pool). Every synchronous call submits ONE coroutine to that loop and blocks until
-it ends: a read is one hop, and :func:`~eventcore.execute_sync` submits the whole async
-:func:`~eventcore.execute` (reads, appends, retries, sleeps), so a command costs one hop
-whatever it does. Calls from several threads run concurrently on the loop, each on a
-connection of the pool. The caller's context variables (tracing spans...) go with the
-call.
+One :class:`PostgresStore` per store (one state cache, registry, snapshotter, notifier and
+write-token state) runs the async code; synchronous calls drive it in one of two places:
 
-The thread and the pool are per process: a forked child never touches the parent's (the
-sockets are shared with the parent); it opens its own on first use.
+- **A lane in the calling thread** (the common case): the thread's own event loop, kept for
+  the thread's life, and its own connection (a pool of one, opened on that loop). A call is
+  ``run_until_complete`` of the same coroutine the async API awaits: no thread hop, so
+  :func:`~eventcore.execute_sync`, reads and appends cost what the async path costs. Each
+  lane holds one slot of the store's ``max_size`` (:class:`~eventcore.postgres._pool.Slots`,
+  shared with the loop thread's pool, so the store never has more than ``max_size``
+  connections); a lane never takes the last free slot, which keeps the loop thread able to
+  serve. A thread that ends closes its lane's connection and frees its slot.
+- **The store's loop thread**: one daemon thread running an event loop and the store's
+  pool. A call there is ONE coroutine submitted from the caller's thread (one hop each way).
+  It serves what blocks or lives long (:meth:`SyncPostgresStore.wait_for_append`,
+  ``run_on_loop`` and the projection runners, LISTEN), the background work a lane hands
+  over without waiting (the post-commit NOTIFY, snapshot writes), a store with read
+  replicas (their pools live on this loop), and the threads that found no free slot.
+
+The caller's context variables (tracing spans...) go with every call, on either path. The
+threads, loops and connections are per process: a forked child never touches the parent's
+(the sockets are shared with the parent); it opens its own on first use.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import os
 import threading
+import time
 import uuid
 import weakref
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventcore.errors import UsageError
 from eventcore.metadata import Metadata
+from eventcore.postgres._notify import NOBODY_RECHECK, Notifier
+from eventcore.postgres._pool import ConnectionPool, Slots
+from eventcore.postgres._sql import channel
+from eventcore.postgres.store import PostgresStore
 from eventcore.query import AppendCondition, Query, QueryItem, QueryResult
 from eventcore.recorded import AppendResult, NewEvent, RecordedEvent, WriteToken
 from eventcore.registry import EventRegistry
+from eventcore.snapshot import Snapshot, Snapshotter
 from eventcore.state_cache import StateCache
 from eventcore.store import Expected, FoldRows, LogHoldback, PurgeRecord, StreamBounds
 
@@ -36,9 +54,7 @@ if TYPE_CHECKING:
     from eventcore._pipeline import ExecutionResult
     from eventcore.command import Command
     from eventcore.postgres._replicas import ReadFrom, ReplicaStatus
-    from eventcore.postgres.store import PostgresStore
     from eventcore.retry import RetryPolicy
-    from eventcore.snapshot import Snapshotter
 
 __all__ = ["SyncPostgresStore"]
 
@@ -97,10 +113,264 @@ class _Call:
             self.future.cancel()
 
 
+class _Home:
+    """A store's loop thread, for the background work a lane hands over without waiting."""
+
+    loop: asyncio.AbstractEventLoop | None = None
+    ident: int | None = None
+
+    def away(self) -> bool:
+        """Whether the caller runs elsewhere than on the loop thread (in a lane)."""
+        return self.loop is not None and threading.get_ident() != self.ident
+
+    def hand_over(self, fn: Callable[..., object], *args: Any) -> None:
+        """Run ``fn(*args)`` soon on the loop thread; nothing if its loop is closed."""
+        loop = self.loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(fn, *args)
+
+
+class _LoopNotifier(Notifier):
+    """The store's notifier, on the loop thread: a lane's append hands its announcement
+    over (without waiting); the NOTIFY connection stays there."""
+
+    home: _Home
+
+    def announce(self, position: int) -> None:
+        """:meth:`Notifier.announce` on the loop thread (never fails the append)."""
+        if not self.home.away():
+            super().announce(position)
+            return
+        looked = self.looked_at
+        if (
+            self.task is None
+            and not self.listened
+            and looked is not None
+            and time.monotonic() - looked < NOBODY_RECHECK  # the loop's clock
+        ):
+            # What announce() would do there (nobody listened a moment ago): no wake-up
+            # of the loop thread for it. (A listener that just started polls the head.)
+            if position > self.head:
+                self.head = position
+            return
+        self.home.hand_over(super().announce, position)
+
+
+class _LoopSnapshotter(Snapshotter):
+    """The store's snapshot policy: a lane's snapshot (encoded in the lane) is written in
+    the background on the loop thread, as an async store's is, so the call does not wait
+    for it and :meth:`Snapshotter.close` finds every write in flight there."""
+
+    home: _Home
+
+    def write(self, command_class: type, snapshot: Snapshot) -> None:
+        """:meth:`Snapshotter.write` on the loop thread (never fails the command)."""
+        if self.home.away():
+            self.home.hand_over(super().write, command_class, snapshot)
+        else:
+            super().write(command_class, snapshot)
+
+
+class _SharedStore(PostgresStore):
+    """The one PostgresStore of a SyncPostgresStore: on its loop thread, and in the lanes
+    of the calling threads, where every statement goes to the lane's own connection."""
+
+    def __init__(self, dsn: str, **options: Any) -> None:
+        super().__init__(dsn, **options)
+        self._pool_slots = Slots(self._pool_sizes[1])  # the loop pool's and the lanes'
+        self.home = _Home()
+        """The loop thread (set when it starts)."""
+        self._notifier = notifier = _LoopNotifier(self, channel(self.schema))
+        notifier.home = self.home
+        if self.snapshots is not None:
+            snapshots = self.snapshots
+            self.snapshots = _LoopSnapshotter(snapshots.store, snapshots.codec, snapshots.every)
+            self.snapshots.home = self.home
+        self.lane_local = threading.local()
+        """``.pool``: the calling thread's lane pool (unset: the loop thread's pool)."""
+
+    async def _get_pool(self) -> Any:
+        pool = getattr(self.lane_local, "pool", None)
+        if pool is not None:
+            return pool
+        return await super()._get_pool()
+
+
+class _ThreadEnd:
+    """Kept in a lane thread's thread-local: finalized when the thread ends."""
+
+    __slots__ = ("__weakref__",)
+
+
+def _connect_weakly(store: _SharedStore) -> Callable[[], Awaitable[Any]]:
+    """``store._open_connection`` without keeping ``store`` alive: a lane stays in its
+    thread's locals after the store is closed (until the thread ends)."""
+    ref = weakref.ref(store)
+
+    async def connect() -> Any:
+        live = ref()
+        if live is None:
+            raise UsageError(_CLOSED)
+        return await live._open_connection()
+
+    return connect
+
+
+class _Lane:
+    """One calling thread's own event loop and connection (a pool of one), for its life.
+
+    It refers to its store and lanes weakly: a closed store is freed even while the lane
+    stays in the locals of a thread that lives on (the main thread's)."""
+
+    def __init__(self, lanes: _Lanes) -> None:
+        self.generation = _generation
+        self.lanes = weakref.ref(lanes)
+        self.loop = asyncio.new_event_loop()
+        self.pool = ConnectionPool(_connect_weakly(lanes.store), min_size=0, max_size=1)
+        self.lock = threading.Lock()  # held by a call, or by whoever closes the lane
+        self.task: asyncio.Task[Any] | None = None
+        self.closed = False
+        self.owner = threading.get_ident()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on this thread's loop (in the caller's context) until it ends."""
+        with self.lock:
+            if self.closed:
+                coro.close()
+                raise UsageError(_CLOSED)
+            loop = self.loop
+            self.task = task = loop.create_task(coro)
+            try:
+                return loop.run_until_complete(task)
+            except asyncio.CancelledError:
+                if not self.closed:
+                    raise
+                raise UsageError("the SyncPostgresStore was closed during this call") from None
+            except BaseException:
+                if not task.done():  # interrupted (Ctrl-C) while waiting: end it here
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        loop.run_until_complete(task)
+                raise
+            finally:
+                self.task = None
+                self._settle()
+
+    def _settle(self) -> None:
+        """After a call: finish any task it left (none is expected: background writes go
+        to the loop thread), so nothing waits on a loop that is not running; close the
+        lane if the store was closed meanwhile."""
+        loop = self.loop
+        pending = asyncio.all_tasks(loop)
+        if pending:
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(asyncio.wait(pending))
+        if self.closed:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        """Close the connection and the loop, free the slot (lock held, no loop running)."""
+        loop = self.loop
+        if loop.is_closed():
+            return
+        try:
+            loop.run_until_complete(asyncio.wait_for(self.pool.close(), 5))
+        except BaseException:
+            self.pool.terminate()
+        finally:
+            loop.close()
+            lanes = self.lanes()
+            if lanes is not None:
+                lanes.retired(self)
+
+    def end(self) -> None:
+        """Close this lane from any thread (its own thread's exit, or the store's close):
+        at once when idle, else its call is cancelled and its thread closes it after."""
+        self.closed = True
+        if self.generation != _generation:
+            return  # the parent's, in a forked child: its sockets are not ours
+        if self.lock.acquire(blocking=False):
+            try:
+                if _get_running_loop() is None:
+                    self._shutdown()
+                else:  # a loop runs in this thread: close the lane from a helper thread
+                    helper = threading.Thread(target=self._shutdown, daemon=True)
+                    helper.start()
+                    helper.join(15)
+            finally:
+                self.lock.release()
+            return
+        task = self.task
+        if task is not None:
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(task.cancel)
+        if threading.get_ident() != self.owner and self.lock.acquire(timeout=15):
+            self.lock.release()  # its thread closed it at the end of the call
+
+
+class _Lanes:
+    """The lanes of one store in this process: at most one per thread, each holding a slot
+    of the store's ``max_size`` (the loop thread's pool always keeps one)."""
+
+    def __init__(self, store: _SharedStore) -> None:
+        self.store = store
+        self.local = store.lane_local
+        self.lock = threading.Lock()
+        self.all: set[_Lane] = set()
+        self.closed = False
+        # With read replicas every call takes the loop thread: their pools live there.
+        self.enabled = store._replicas is None
+
+    def get(self) -> _Lane | None:
+        """This thread's lane, made now if a slot is free (None: use the loop thread)."""
+        lane: _Lane | None = getattr(self.local, "lane", None)
+        if lane is not None:
+            return lane
+        store = self.store
+        if not self.enabled or self.closed or not store._checked:
+            return None  # not open yet: the loop thread opens the store first
+        # The last free slot only while the loop thread's pool holds a connection: it can
+        # always serve (a lost connection gives its slot back, and then it is kept).
+        slots, pool = store._pool_slots, store._pool
+        held = pool.get_size() if isinstance(pool, ConnectionPool) else 0
+        if slots is None or not slots.take(keep=0 if held else 1):
+            return None
+        lane = _Lane(self)
+        with self.lock:
+            if self.closed:
+                lane.loop.close()
+                slots.give()
+                return None
+            self.all.add(lane)
+        local = self.local
+        local.lane = lane
+        local.pool = lane.pool
+        local.end = end = _ThreadEnd()
+        weakref.finalize(end, lane.end).atexit = False  # the thread ended: close its lane
+        return lane
+
+    def retired(self, lane: _Lane) -> None:
+        """``lane`` is closed: free its slot."""
+        with self.lock:
+            self.all.discard(lane)
+        slots = self.store._pool_slots
+        if slots is not None:
+            slots.give()
+
+    def close(self) -> None:
+        """Close every lane (from any thread); no new ones."""
+        with self.lock:
+            self.closed = True
+            lanes = list(self.all)
+        for lane in lanes:
+            lane.end()
+
+
 class _LoopThread:
     """A daemon thread running one event loop, and the store that lives on it."""
 
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: _SharedStore) -> None:
         self.generation = _generation
         self.store = store
         self.loop = asyncio.new_event_loop()
@@ -111,6 +381,8 @@ class _LoopThread:
             target=self._main, name="eventcore-postgres-sync", daemon=True
         )
         self.thread.start()
+        store.home.loop, store.home.ident = self.loop, self.thread.ident
+        self.lanes = _Lanes(store)
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -151,6 +423,7 @@ class _LoopThread:
                 return
             self.closed = True
             calls = list(self.calls)
+        self.lanes.close()
         if threading.current_thread() is self.thread:  # (a finalizer run on the loop)
             task = self.loop.create_task(self.store.close())
             task.add_done_callback(lambda _: self.loop.stop())
@@ -184,16 +457,17 @@ class SyncPostgresStore:
 
     Implements :class:`~eventcore.store.SyncEventStore`, so
     :func:`~eventcore.execute_sync` accepts it, with the same semantics and typed errors as
-    :class:`PostgresStore` (the store it runs, on a thread of its own with its own event
-    loop)::
+    :class:`PostgresStore` (the store it runs: in the calling thread on an event loop and a
+    connection of that thread's own, else on a loop thread of the store's own)::
 
         with SyncPostgresStore.connect(dsn) as store:
             store.migrate()
             execute_sync(store, OpenAccount(account="acc-1", owner="ann"))
 
     It is safe to share between threads (calls run concurrently, each on a connection of
-    the pool, up to ``max_size``) and across ``os.fork`` (a child opens its own pool on
-    first use). Projections: ``ProjectionRunner(store, ...).run_until_caught_up_sync()``.
+    its own; ``max_size`` connections in all, ``min_size`` of them kept by the loop
+    thread) and across ``os.fork`` (a child opens its own connections on first use).
+    Projections: ``ProjectionRunner(store, ...).run_until_caught_up_sync()``.
 
     Args:
         dsn: a libpq connection string.
@@ -208,14 +482,12 @@ class SyncPostgresStore:
     """
 
     def __init__(self, dsn: str, **options: Any) -> None:
-        from eventcore.postgres.store import PostgresStore
-
         if "pool" in options:
             raise UsageError(
                 "SyncPostgresStore opens its own pool (an asyncpg pool belongs to one event "
                 "loop): give it a dsn"
             )
-        store = PostgresStore(dsn, **options)  # the options are checked here, in the caller
+        store = _SharedStore(dsn, **options)  # the options are checked here, in the caller
         self._dsn = dsn
         self._options = options
         self._lock = threading.Lock()
@@ -244,18 +516,32 @@ class SyncPostgresStore:
             lt = self._holder[0]
             if lt is None or lt.generation != _generation:
                 # In a forked child the parent's loop, thread and sockets are left alone.
-                from eventcore.postgres.store import PostgresStore
-
-                lt = _LoopThread(PostgresStore(self._dsn, **self._options))
+                lt = _LoopThread(_SharedStore(self._dsn, **self._options))
                 self._holder[0] = lt
             return lt
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on this store's loop thread and return its result.
+        """Run ``coro`` in this thread's lane (else on the loop thread); its result.
 
         Raises:
             UsageError: called from inside a running event loop (or the store is closed).
         """
+        lt = self._checked_loop_thread(coro)
+        lane = lt.lanes.get()
+        if lane is not None:
+            return lane.run(coro)
+        return lt.run(coro)
+
+    def _run_on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on this store's loop thread (what blocks long, or opens the store).
+
+        Raises:
+            UsageError: called from inside a running event loop (or the store is closed).
+        """
+        return self._checked_loop_thread(coro).run(coro)
+
+    def _checked_loop_thread(self, coro: Coroutine[Any, Any, Any]) -> _LoopThread:
+        """The loop thread, after refusing a call from a running loop or on a closed store."""
         if _get_running_loop() is not None:
             coro.close()
             raise UsageError(
@@ -266,10 +552,10 @@ class SyncPostgresStore:
         if self._closed:
             coro.close()
             raise UsageError(_CLOSED)
-        return self._loop_thread().run(coro)
+        return self._loop_thread()
 
     @property
-    def _store(self) -> PostgresStore:
+    def _store(self) -> _SharedStore:
         """The :class:`PostgresStore` on the loop thread (only ever awaited there)."""
         return self._loop_thread().store
 
@@ -289,7 +575,7 @@ class SyncPostgresStore:
         Raises:
             UsageError: called from inside a running event loop, or the store is closed.
         """
-        return self._run(coro)
+        return self._run_on_loop(coro)
 
     def _execute_sync(
         self,
@@ -299,7 +585,8 @@ class SyncPostgresStore:
         idempotency_key: str | None,
     ) -> ExecutionResult:
         """What :func:`~eventcore.execute_sync` does with this store: the whole async
-        :func:`~eventcore.execute` as one call on the loop thread."""
+        :func:`~eventcore.execute` as one call, in this thread's lane (else on the loop
+        thread)."""
         from eventcore.executor import execute
 
         return self._run(
@@ -333,7 +620,7 @@ class SyncPostgresStore:
 
     def open(self) -> SyncPostgresStore:
         """Open the pool and check the schema version (else done on first use)."""
-        self._run(self._store.open())
+        self._run_on_loop(self._store.open())
         return self
 
     def close(self) -> None:
@@ -374,7 +661,7 @@ class SyncPostgresStore:
 
     def migrate(self) -> int:
         """Apply the missing migrations; the schema version (see :meth:`PostgresStore.migrate`)."""
-        return self._run(self._store.migrate())
+        return self._run_on_loop(self._store.migrate())
 
     # -- the SyncEventStore protocol -------------------------------------------------
 
@@ -549,7 +836,7 @@ class SyncPostgresStore:
 
     def wait_for_append(self, after_position: int, timeout: float) -> int:
         """Block until :meth:`head` passes ``after_position`` or ``timeout`` seconds pass."""
-        return self._run(self._store.wait_for_append(after_position, timeout))
+        return self._run_on_loop(self._store.wait_for_append(after_position, timeout))
 
     # -- stream lifecycle (eventcore.store.SyncStreamLifecycle) -----------------------
 

@@ -126,7 +126,7 @@ from eventcore.postgres._input import (
     prepare_tags,
 )
 from eventcore.postgres._notify import Listener, Notifier
-from eventcore.postgres._pool import ConnectionPool, PooledConnection
+from eventcore.postgres._pool import ConnectionPool, PooledConnection, Slots
 from eventcore.postgres._replicas import (
     PRIMARY_LSN,
     TIMELINE,
@@ -284,6 +284,9 @@ class PostgresStore:
     expected versions check the state, and a conflict returns the events it missed
     (:attr:`~eventcore.ConcurrencyConflict.tail`), folded before deciding again."""
 
+    _pool_slots: Slots | None = None
+    """A connection bound the owned pool shares with others (SyncPostgresStore's threads)."""
+
     def __init__(
         self,
         dsn: str | None = None,
@@ -417,7 +420,9 @@ class PostgresStore:
         """The pool, opened if this store owns it and it is not open yet."""
         if self._pool is None:
             low, high = self._pool_sizes
-            pool = ConnectionPool(self._open_connection, min_size=low, max_size=high)
+            pool = ConnectionPool(
+                self._open_connection, min_size=low, max_size=high, slots=self._pool_slots
+            )
             try:
                 await pool.open()
             except Exception as exc:

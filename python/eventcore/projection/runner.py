@@ -36,6 +36,19 @@ __all__ = ["Progress", "ProjectionRunner", "ProjectionStatus"]
 T = TypeVar("T")
 
 
+def _close_runner(runner: asyncio.Runner) -> None:
+    """Finalizer of a runner's own loop: close it, from a helper thread when the garbage
+    collector runs this inside a running loop (a sync store's call), which cannot run it."""
+    if asyncio._get_running_loop() is None:
+        runner.close()
+        return
+    import threading  # loaded on first use
+
+    helper = threading.Thread(target=runner.close, daemon=True)
+    helper.start()
+    helper.join(5)
+
+
 class ProjectionRunner:
     """Runs projections over an event store: catch-up from checkpoints, then live.
 
@@ -274,7 +287,7 @@ class ProjectionRunner:
             # asyncio.Runner: one loop for every call (the runner's events bind to it);
             # Ctrl-C cancels the run's task before KeyboardInterrupt is raised.
             own = self._own_loop = asyncio.Runner()
-            weakref.finalize(self, own.close)
+            weakref.finalize(self, _close_runner, own)
         return own.run(start())
 
     async def stop(self) -> None:
