@@ -1,4 +1,4 @@
-"""The lean append of one stream without tags (migration 0013, issue 11 section 3).
+"""The lean append of one stream without tags (migrations 0013 and 0016, issue 11 section 3).
 
 ``append_stream`` serves appends to one stream whose only checked version is that
 stream's; every other append still goes through ``append_events``. Both must give the
@@ -276,4 +276,56 @@ async def test_the_migration_grants_it_to_whoever_may_call_append_events(
     finally:
         await admin.execute(f"DROP OWNED BY {role}")
         await admin.execute(f"DROP ROLE {role}")
+        await admin.close()
+
+
+async def test_a_callers_search_path_does_not_change_what_the_lean_function_does(
+    postgres_store, postgres_dsn
+):
+    """append_stream runs with its owner's rights and no SET search_path (migration 0016):
+    a caller whose search_path puts its own operators and functions first (an ``=`` that
+    is always true, a ``char_length`` of 1, a constant ``hashtext``) changes nothing."""
+    s = f'"{postgres_store.schema}"'
+    evil = f"evil_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(postgres_dsn)
+    try:
+        await admin.execute(f"CREATE SCHEMA {evil}")
+        for t in ("text", "bigint", "integer"):
+            await admin.execute(
+                f"CREATE FUNCTION {evil}.yes({t}, {t}) RETURNS boolean LANGUAGE sql"
+                f" AS 'SELECT true'"
+            )
+            for op in ("=", "<>", "<", ">"):
+                await admin.execute(
+                    f"CREATE OPERATOR {evil}.{op} (LEFTARG = {t}, RIGHTARG = {t},"
+                    f" FUNCTION = {evil}.yes)"
+                )
+        await admin.execute(
+            f"CREATE FUNCTION {evil}.char_length(text) RETURNS integer LANGUAGE sql AS 'SELECT 1'"
+        )
+        await admin.execute(
+            f"CREATE FUNCTION {evil}.hashtext(text) RETURNS integer LANGUAGE sql AS 'SELECT 0'"
+        )
+        conn = await asyncpg.connect(
+            postgres_dsn, server_settings={"search_path": f"{evil}, pg_catalog"}
+        )
+        try:
+            assert await conn.fetchval("SELECT 1 = 2") is True  # the caller's = wins here
+            ok = await conn.fetchrow(LEAN.format(s=s), "s", 0, [uuid.uuid4()], ["t"], [b""],
+                                     None, None)  # fmt: skip
+            assert ok["version"] == 1
+            # A stale expected version still conflicts (nothing written) ...
+            stale = await conn.fetchrow(LEAN.format(s=s), "s", 5, [uuid.uuid4()], ["t"], [b""],
+                                        None, None)  # fmt: skip
+            assert stale["first_position"] is None and stale["version"] == 1
+            # ... and a stream id over 255 code points is still refused.
+            with pytest.raises(asyncpg.PostgresError) as info:
+                await conn.fetchrow(LEAN.format(s=s), "x" * 256, -1, [uuid.uuid4()], ["t"],
+                                    [b""], None, None)  # fmt: skip
+            assert info.value.sqlstate == "EC002"
+        finally:
+            await conn.close()
+        assert [e.version for e in await postgres_store.read_stream("s")] == [1]
+    finally:
+        await admin.execute(f"DROP SCHEMA {evil} CASCADE")
         await admin.close()
