@@ -36,23 +36,39 @@ MiB = 1024 * 1024
 
 
 def spy(store: PostgresStore) -> list[str]:
-    """The functions each append statement of ``store`` calls, in order."""
+    """The functions each append statement of ``store`` calls, in order (``append_direct``:
+    the store's direct statement, migration 0016)."""
     called: list[str] = []
     send = store._send_append
+    direct = set(store._q.append_direct.values())
 
     async def spying(pool: Any, query: str, *args: Any, **kw: Any) -> Any:
-        called.append(query.split(".", 1)[1].split("(", 1)[0])
+        called.append(
+            "append_direct" if query in direct else query.split(".", 1)[1].split("(", 1)[0]
+        )
         return await send(pool, query, *args, **kw)
 
     store._send_append = spying  # type: ignore[method-assign]
     return called
 
 
-async def test_plain_appends_to_one_stream_take_the_lean_function(postgres_store):
+# The plain append's two paths (PostgresStore._append_plain): the direct statement of a
+# role that may write the tables, and append_stream. Every test below runs on both.
+PATHS = {"direct": "append_direct", "function": "append_stream"}
+
+
+@pytest.fixture(params=list(PATHS))
+def plain_path(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def test_plain_appends_to_one_stream_take_the_lean_path(postgres_store, plain_path):
     store = postgres_store
+    store._plain = plain_path
+    lean = PATHS[plain_path]
     called = spy(store)
     first = await store.append([NewEvent("a", "t", b"1")])
-    assert called == ["append_stream"]
+    assert called == [lean]
     batch = await store.append(
         [NewEvent("a", "t", b"2"), NewEvent("a", "u", b"3"), NewEvent("a", "t", b"4")],
         expected={"a": 1},
@@ -61,16 +77,17 @@ async def test_plain_appends_to_one_stream_take_the_lean_function(postgres_store
     assert batch.positions[0] > first.positions[0]
     assert dict(batch.stream_versions) == {"a": 4}
     assert [e.version for e in await store.read_stream("a")] == [1, 2, 3, 4]
-    assert called == ["append_stream"] * 2
+    assert called == [lean] * 2
     # Several streams, a checked stream not written, tags: append_events as before.
     await store.append([NewEvent("a", "t", b""), NewEvent("b", "t", b"")])
     await store.append([NewEvent("a", "t", b"")], expected={"a": 5, "b": 1})
     await store.append([NewEvent("a", "t", b"", tags=("x",))])
-    assert called == ["append_stream"] * 2 + [
+    assert called == [lean] * 2 + [
         "append_events",
         "append_events",
         "append_events_tagged",
     ]
+    assert store._plain == plain_path  # the path stays
 
 
 async def scenario(store: PostgresStore) -> list[Any]:
@@ -126,13 +143,15 @@ async def scenario(store: PostgresStore) -> list[Any]:
     return [out, log]
 
 
-async def test_the_lean_function_answers_as_append_events(postgres_store_factory):
+async def test_the_lean_path_answers_as_append_events(postgres_store_factory, plain_path):
     lean = await postgres_store_factory()
+    lean._plain = plain_path
     general = await postgres_store_factory()
-    general._append_stream = False  # every append through append_events
-    called = spy(general)
+    general._plain = None  # every append through append_events
+    called, lean_called = spy(general), spy(lean)
     got, want = await scenario(lean), await scenario(general)
     assert set(called) == {"append_events"}
+    assert PATHS[plain_path] in lean_called
     assert got[0] == want[0]
     assert [a[0] for a in got[0]] == [
         "ok", "conflict", "conflict", "conflict", "ok", "ok", "conflict", "conflict",
@@ -239,7 +258,7 @@ async def test_a_role_granted_only_append_events_still_appends(postgres_store, p
             called = spy(app)
             await app.append([NewEvent("s", "t", b"1")], expected={"s": NO_STREAM})
             await app.append([NewEvent("s", "t", b"2")], expected={"s": 1})
-            assert called == ["append_stream", "append_events", "append_events"]
+            assert called == ["append_direct", "append_stream", "append_events", "append_events"]
         assert [e.payload for e in await postgres_store.read_stream("s")] == [b"1", b"2"]
     finally:
         await admin.execute(f"DROP OWNED BY {role}")
@@ -328,4 +347,72 @@ async def test_a_callers_search_path_does_not_change_what_the_lean_function_does
         assert [e.version for e in await postgres_store.read_stream("s")] == [1]
     finally:
         await admin.execute(f"DROP SCHEMA {evil} CASCADE")
+        await admin.close()
+
+
+async def test_the_direct_statement_refuses_a_caller_transaction(postgres_store, postgres_dsn):
+    """As append_stream (EC001): in a transaction that already holds an id, the direct
+    statement writes nothing; its positions would not come from its own id."""
+    store = postgres_store
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        async with conn.transaction():
+            first = await conn.fetchrow(
+                store._q.append_direct[True, False], "s", -1, [uuid.uuid4()], ["t"], [b""],
+                None, None, None, None,
+            )  # fmt: skip
+            assert first[0] > 0 and first[1] == 1 and first[2] is None
+            for update in (True, False):
+                with pytest.raises(asyncpg.PostgresError) as info:
+                    async with conn.transaction():  # a savepoint: the outer one goes on
+                        await conn.fetchrow(
+                            store._q.append_direct[True, update], "s", 1, [uuid.uuid4()],
+                            ["t"], [b""], None, None, None, None,
+                        )  # fmt: skip
+                assert info.value.sqlstate == "EC001"
+    finally:
+        await conn.close()
+    assert [e.version for e in await store.read_stream("s")] == [1]
+
+
+async def test_a_role_that_may_not_write_the_tables_takes_append_stream(
+    postgres_store, postgres_dsn
+):
+    """The README's GRANTs (EXECUTE on the append functions, SELECT on the tables): the
+    first plain append's direct statement is refused for privilege, writes nothing, and
+    the same append goes through append_stream, as every later one."""
+    schema = postgres_store.schema
+    role = f"app_{uuid.uuid4().hex[:10]}"
+    password = uuid.uuid4().hex
+    admin = await asyncpg.connect(postgres_dsn)
+    try:
+        await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        await admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO {role}')
+        await admin.execute(
+            f'GRANT SELECT ON "{schema}".events, "{schema}".streams, "{schema}".schema_version,'
+            f' "{schema}".event_tags TO {role}'
+        )
+        for fn in (
+            "append_events(text[], bigint[], uuid[], text[], text[], bytea[], uuid, uuid,"
+            " text, jsonb)",
+            "append_stream(text, bigint, uuid[], text[], bytea[], uuid, uuid, text, jsonb)",
+        ):
+            await admin.execute(f'GRANT EXECUTE ON FUNCTION "{schema}".{fn} TO {role}')
+        parts = urlsplit(postgres_dsn)
+        netloc = f"{role}:{password}@{parts.hostname}:{parts.port}"
+        async with PostgresStore(
+            urlunsplit(parts._replace(netloc=netloc)), schema=schema, snapshots=False
+        ) as app:
+            called = spy(app)
+            await app.append([NewEvent("s", "t", b"1")], expected={"s": NO_STREAM})
+            with pytest.raises(ConcurrencyConflict) as info:
+                await app.append([NewEvent("s", "t", b"x")], expected={"s": 0})
+            assert [tuple(c) for c in info.value.conflicts] == [("s", 0, 1)]
+            await app.append([NewEvent("s", "t", b"2")], expected={"s": 1})
+            assert called == ["append_direct"] + ["append_stream"] * 3
+            assert app._plain == "function"
+        assert [e.payload for e in await postgres_store.read_stream("s")] == [b"1", b"2"]
+    finally:
+        await admin.execute(f"DROP OWNED BY {role}")
+        await admin.execute(f"DROP ROLE {role}")
         await admin.close()

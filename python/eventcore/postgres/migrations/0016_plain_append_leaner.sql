@@ -33,6 +33,55 @@
 -- stored event id or a conflict answered as before. CREATE OR REPLACE keeps the owner and
 -- every GRANT on it.
 
+-- The answer of a plain append that wrote nothing, read after its write statement (a
+-- fresh snapshot, the stream lock held): NULL when one of its event ids is stored (a
+-- replay or a duplicate: the store sends the append to append_events, whose step 1
+-- answers), else the stream's version and its conflict tail (conflict_tail). Called by
+-- append_stream and by the store's direct statement; p_in_callers_transaction: that
+-- statement found its transaction holding an id already (SQLSTATE EC001, as
+-- append_events). Only a conflict runs it, so it keeps its SET clause. It returns a
+-- named row type (one column of the direct statement, which asyncpg decodes).
+CREATE TYPE __SCHEMA__.stream_conflict AS (
+    version        bigint,
+    tail_types     text[],
+    tail_payloads  bytea[],
+    tail_versions  bigint[],
+    tail_positions bigint[]
+);
+CREATE FUNCTION __SCHEMA__.stream_conflict(
+    p_stream_id text,
+    p_expected  bigint,
+    p_event_ids uuid[],
+    p_in_callers_transaction boolean
+)
+RETURNS __SCHEMA__.stream_conflict
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    answer __SCHEMA__.stream_conflict;
+BEGIN
+    IF p_in_callers_transaction THEN
+        RAISE EXCEPTION 'eventcore: append_events must run in a transaction that has not '
+                        'written anything yet (this one already holds a transaction id)'
+            USING ERRCODE = 'EC001',
+                  HINT = 'call it in its own transaction (autocommit), once per transaction';
+    END IF;
+    PERFORM 1 FROM __SCHEMA__.events e WHERE e.event_id = ANY (p_event_ids);
+    IF FOUND THEN
+        RETURN answer;
+    END IF;
+    SELECT coalesce(max(st.version), 0) INTO answer.version
+      FROM __SCHEMA__.streams st WHERE st.stream_id = p_stream_id;
+    SELECT t.t, t.p, t.v, t.pos
+      INTO answer.tail_types, answer.tail_payloads, answer.tail_versions, answer.tail_positions
+      FROM __SCHEMA__.conflict_tail(ARRAY[p_stream_id], ARRAY[p_expected]) t;
+    RETURN answer;
+END
+$$;
+REVOKE ALL ON FUNCTION __SCHEMA__.stream_conflict(text, bigint, uuid[], boolean) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION __SCHEMA__.append_stream(
     p_stream_id      text,
     p_expected       bigint,
@@ -257,15 +306,9 @@ BEGIN
         RETURN;
     END IF;
 
-    -- A conflict, unless an event id is stored already: then append_events answers
-    -- (replay or duplicate), both columns NULL.
-    PERFORM 1 FROM __SCHEMA__.events e WHERE e.event_id OPERATOR(pg_catalog.=) ANY (p_event_ids);
-    IF FOUND THEN
-        RETURN;
-    END IF;
-    SELECT coalesce(pg_catalog.max(st.version), 0) INTO version
-      FROM __SCHEMA__.streams st WHERE st.stream_id OPERATOR(pg_catalog.=) p_stream_id;
-    SELECT t.t, t.p, t.v, t.pos INTO tail_types, tail_payloads, tail_versions, tail_positions
-      FROM __SCHEMA__.conflict_tail(ARRAY[p_stream_id], ARRAY[expect]) t;
+    -- Nothing written: a conflict, or a stored event id (see stream_conflict).
+    SELECT c.version, c.tail_types, c.tail_payloads, c.tail_versions, c.tail_positions
+      INTO version, tail_types, tail_payloads, tail_versions, tail_positions
+      FROM __SCHEMA__.stream_conflict(p_stream_id, expect, p_event_ids, false) c;
 END
 $$;
