@@ -351,24 +351,23 @@ async def test_a_callers_search_path_does_not_change_what_the_lean_function_does
 
 
 async def test_the_direct_statement_refuses_a_caller_transaction(postgres_store, postgres_dsn):
-    """As append_stream (EC001): in a transaction that already holds an id, the direct
+    """As append_stream (EC001): in a transaction that already holds an id, each direct
     statement writes nothing; its positions would not come from its own id."""
     store = postgres_store
+
+    def args(one: bool, expect: int) -> tuple[Any, ...]:
+        event = (uuid.uuid4(), "t", b"")  # one event: scalars; else arrays
+        return ("s", expect, *(event if one else ([x] for x in event)), None, None, None, None)
+
     conn = await asyncpg.connect(postgres_dsn)
     try:
         async with conn.transaction():
-            first = await conn.fetchrow(
-                store._q.append_direct[True, False], "s", -1, [uuid.uuid4()], ["t"], [b""],
-                None, None, None, None,
-            )  # fmt: skip
+            first = await conn.fetchrow(store._q.append_direct[True, False], *args(True, -1))
             assert first[0] > 0 and first[1] == 1 and first[2] is None
-            for update in (True, False):
+            for key, query in store._q.append_direct.items():
                 with pytest.raises(asyncpg.PostgresError) as info:
                     async with conn.transaction():  # a savepoint: the outer one goes on
-                        await conn.fetchrow(
-                            store._q.append_direct[True, update], "s", 1, [uuid.uuid4()],
-                            ["t"], [b""], None, None, None, None,
-                        )  # fmt: skip
+                        await conn.fetchrow(query, *args(key[0], 1))
                 assert info.value.sqlstate == "EC001"
     finally:
         await conn.close()

@@ -177,14 +177,16 @@ def _direct_append(s: str, *, one: bool, update: bool) -> str:
     after every lock (the never-skipping log). Nothing is written in a caller's
     transaction that holds an id already (stream_conflict then raises EC001).
     ``update``: the expected version is a number above 0 or "exists" (an UPDATE of the
-    stream row); else "none", 0 or "any" (an upsert).
+    stream row); else "none", 0 or "any" (an upsert). ``one``: one event, whose id, type
+    and payload are parameters 3 to 5 themselves rather than arrays of one.
     """
     # The keys of migrations 0008 and 0001, as their SQL spells them (quoted schema).
     dcb = f"pg_catalog.hashtext('eventcore.dcb.{s}')"
     streams = f"pg_catalog.hashtext('eventcore.streams.{s}')"
-    n = "pg_catalog.cardinality($3::uuid[])"
-    if one:
-        type_key = "pg_catalog.hashtext('type:' || ($4::text[])[1])"
+    if one:  # $3, $4, $5: the event's id, type and payload (no arrays to build and read)
+        n = "1"
+        ids = "ARRAY[$3::uuid]"
+        type_key = "pg_catalog.hashtext('type:' || $4::text)"
         all_key = "pg_catalog.hashtext('all:')"
         locks = (
             f"SELECT pg_catalog.pg_advisory_xact_lock_shared({dcb}, least({type_key}, {all_key})),"
@@ -192,8 +194,10 @@ def _direct_append(s: str, *, one: bool, update: bool) -> str:
         )
         rows = ""
         position = f"pg_catalog.pg_current_xact_id()::text::bigint * {POSITION_SHIFT}"
-        values = "($3::uuid[])[1], $1::text, st.version, ($4::text[])[1], ($5::bytea[])[1]"
+        values = "$3::uuid, $1::text, st.version, $4::text, $5::bytea"
     else:
+        n = "pg_catalog.cardinality($3::uuid[])"
+        ids = "$3::uuid[]"
         locks = (
             f"WITH k AS MATERIALIZED (SELECT pg_catalog.count("
             f"pg_catalog.pg_advisory_xact_lock_shared({dcb}, x.key)) FROM (SELECT DISTINCT"
@@ -230,7 +234,7 @@ def _direct_append(s: str, *, one: bool, update: bool) -> str:
         f" SELECT {position}, {values}, $6::uuid, $7::uuid, $8::text, $9::jsonb FROM st{rows}"
         " RETURNING position, version)"
         " SELECT w.first, w.last, CASE WHEN w.last IS NULL THEN"
-        f" {s}.stream_conflict($1::text, $2::bigint, $3::uuid[], NOT a.free) END"
+        f" {s}.stream_conflict($1::text, $2::bigint, {ids}, NOT a.free) END"
         " FROM a, (SELECT min(ev.position) AS first, max(ev.version) AS last FROM ev) w"
     )
 
@@ -278,8 +282,8 @@ class Queries:
         )
         # The same append as append_stream, sent as ONE statement by a store whose role may
         # write the tables (migration 0016: see PostgresStore._append_plain): the same
-        # parameters; the first position and the new version, or NULL and
-        # stream_conflict's row (called only when nothing was written).
+        # parameters (one event's as scalars); the first position and the new version, or
+        # NULL and stream_conflict's row (called only when nothing was written).
         # Keyed by (one event, an UPDATE of an existing stream row).
         self.append_direct = {
             (one, update): _direct_append(s, one=one, update=update)

@@ -671,9 +671,10 @@ class PostgresStore:
         13). A refusal for lack of privilege writes nothing and moves to the next path.
         """
         while self._plain == "direct":
-            expect = args[1]
-            query = self._q.append_direct[len(batch) == 1, expect > 0 or expect == -2]
-            row = await self._send_append(pool, query, args, checks, batch, lean=True)
+            expect, one = args[1], len(batch) == 1
+            query = self._q.append_direct[one, expect > 0 or expect == -2]
+            sent = (args[0], expect, args[2][0], args[3][0], args[4][0], *args[5:]) if one else args
+            row = await self._send_append(pool, query, sent, checks, batch, lean=True)
             if row is None:
                 if self._plain == "direct":
                     return None  # a stored event id
@@ -696,18 +697,20 @@ class PostgresStore:
         *,
         lean: bool = False,
     ) -> Any:
-        """Run one append statement (``args[2]``: the event ids) and return its row.
+        """Run one append statement (``args[2]``: the event ids, or the one event's id) and
+        return its row.
 
         ``lean``: the statement is a plain append (see _append_plain), which leaves a
         stored event id to append_events: its unique violation returns None (nothing was
         written), as does a refusal for lack of privilege (the store's path moves on).
         """
         row: Any = None
+        ids = args[2] if type(args[2]) is list else [args[2]]
         for attempt in range(3):
             sent: list[Any] | None = None  # set once the request may reach the server
             try:
                 async with pool.acquire() as conn:
-                    sent = args[2]
+                    sent = ids
                     try:
                         row = await conn.fetchrow(query, *args)
                     except pgbase.InternalClientError:
