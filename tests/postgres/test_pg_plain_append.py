@@ -162,6 +162,23 @@ async def test_the_lean_path_answers_as_append_events(postgres_store_factory, pl
     assert got[0][14][2] is None  # truncated after the expected version: no tail
 
 
+async def test_the_lean_path_answers_as_append_events_on_a_partitioned_store(
+    partitioned_postgres_store, postgres_store_factory, plain_path
+):
+    """The same on a partitioned events table (a stored event id is found by the
+    event_ids table's key of the same name; the streams rows' position bounds move)."""
+    lean = partitioned_postgres_store
+    lean._plain = plain_path
+    general = await postgres_store_factory()
+    general._plain = None
+    got, want = await scenario(lean), await scenario(general)
+    assert got == want
+    for row in await lean._fetch(
+        f'SELECT first_position, last_position FROM "{lean.schema}".streams'
+    ):
+        assert row[0] is not None and row[1] is not None
+
+
 BAD = {
     "empty stream id": dict(stream=""),
     "control char in stream id": dict(stream="a\x01b"),
