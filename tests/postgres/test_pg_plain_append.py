@@ -1,9 +1,10 @@
 """The lean append of one stream without tags (migrations 0013 and 0016, issue 11 section 3).
 
-``append_stream`` serves appends to one stream whose only checked version is that
-stream's; every other append still goes through ``append_events``. Both must give the
-same answers (results, conflicts with their tails, replays, duplicates, refusals) and
-leave the same log.
+``append_stream``, or the same work as one SQL statement when the store's role may
+write the tables (the direct path, 0016), serves appends to one stream whose only checked
+version is that stream's; every other append still goes through ``append_events``. Each
+path must give the same answers (results, conflicts with their tails, replays,
+duplicates, refusals) and leave the same log.
 """
 
 from __future__ import annotations
