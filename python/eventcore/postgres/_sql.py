@@ -167,6 +167,78 @@ def migrations() -> tuple[Migration, ...]:
     return tuple(found)
 
 
+def _direct_append(s: str, *, one: bool, update: bool) -> str:
+    """append_stream's work (migration 0016) as one statement; ``s``: the quoted schema.
+
+    In the order append_stream keeps: the shared locks of the written types and the whole
+    log (lock_written's keys, sorted), then the stream lock, all in a MATERIALIZED CTE
+    that the write reads before it writes; the write statement holds the events table's
+    lock from its start and takes the transaction id with its first row, so the id comes
+    after every lock (the never-skipping log). Nothing is written in a caller's
+    transaction that holds an id already (stream_conflict then raises EC001).
+    ``update``: the expected version is a number above 0 or "exists" (an UPDATE of the
+    stream row); else "none", 0 or "any" (an upsert). ``one``: one event, whose id, type
+    and payload are parameters 3 to 5 themselves rather than arrays of one.
+    """
+    # The keys of migrations 0008 and 0001, as their SQL spells them (quoted schema).
+    dcb = f"pg_catalog.hashtext('eventcore.dcb.{s}')"
+    streams = f"pg_catalog.hashtext('eventcore.streams.{s}')"
+    if one:  # $3, $4, $5: the event's id, type and payload (no arrays to build and read)
+        n = "1"
+        ids = "ARRAY[$3::uuid]"
+        type_key = "pg_catalog.hashtext('type:' || $4::text)"
+        all_key = "pg_catalog.hashtext('all:')"
+        locks = (
+            f"SELECT pg_catalog.pg_advisory_xact_lock_shared({dcb}, least({type_key}, {all_key})),"
+            f" pg_catalog.pg_advisory_xact_lock_shared({dcb}, greatest({type_key}, {all_key})),"
+        )
+        rows = ""
+        position = f"pg_catalog.pg_current_xact_id()::text::bigint * {POSITION_SHIFT}"
+        values = "$3::uuid, $1::text, st.version, $4::text, $5::bytea"
+    else:
+        n = "pg_catalog.cardinality($3::uuid[])"
+        ids = "$3::uuid[]"
+        locks = (
+            f"WITH k AS MATERIALIZED (SELECT pg_catalog.count("
+            f"pg_catalog.pg_advisory_xact_lock_shared({dcb}, x.key)) FROM (SELECT DISTINCT"
+            f" pg_catalog.hashtext('type:' || t) AS key FROM pg_catalog.unnest($4::text[]) t"
+            f" UNION SELECT pg_catalog.hashtext('all:') ORDER BY 1) x) SELECT"
+        )
+        rows = (
+            ", ROWS FROM (pg_catalog.unnest($3::uuid[]), pg_catalog.unnest($4::text[]),"
+            " pg_catalog.unnest($5::bytea[])) WITH ORDINALITY AS y(id, t, p, i)"
+        )
+        position = f"pg_catalog.pg_current_xact_id()::text::bigint * {POSITION_SHIFT} + y.i - 1"
+        values = f"y.id, $1::text, st.version - {n} + y.i, y.t, y.p"
+    lock = (
+        f"{locks} pg_catalog.pg_current_xact_id_if_assigned() IS NULL AS free,"
+        f" pg_catalog.pg_advisory_xact_lock({streams}, pg_catalog.hashtext($1::text))"
+        + (" FROM k" if not one else "")
+    )
+    if update:
+        write = (
+            f"UPDATE {s}.streams st SET version = st.version + {n} FROM a"
+            " WHERE a.free AND st.stream_id = $1::text AND (st.version = $2::bigint"
+            " OR ($2::bigint = -2 AND st.version > 0)) RETURNING st.version"
+        )
+    else:
+        write = (
+            f"INSERT INTO {s}.streams AS st (stream_id, version) SELECT $1::text, {n} FROM a"
+            f" WHERE a.free ON CONFLICT (stream_id) DO UPDATE SET version = st.version + {n}"
+            " WHERE $2::bigint = -1 OR st.version = 0 RETURNING st.version"
+        )
+    return (
+        f"WITH a AS MATERIALIZED ({lock}), st AS ({write}), ev AS ("
+        f"INSERT INTO {s}.events (position, event_id, stream_id, version, event_type, payload,"
+        " causation_id, correlation_id, user_id, custom)"
+        f" SELECT {position}, {values}, $6::uuid, $7::uuid, $8::text, $9::jsonb FROM st{rows}"
+        " RETURNING position, version)"
+        " SELECT w.first, w.last, CASE WHEN w.last IS NULL THEN"
+        f" {s}.stream_conflict($1::text, $2::bigint, {ids}, NOT a.free) END"
+        " FROM a, (SELECT min(ev.position) AS first, max(ev.version) AS last FROM ev) w"
+    )
+
+
 class Queries:
     """Every statement the store runs, formatted once for one schema."""
 
@@ -208,6 +280,16 @@ class Queries:
             f" tail_positions FROM {s}.append_stream($1::text, $2::bigint, $3::uuid[],"
             " $4::text[], $5::bytea[], $6::uuid, $7::uuid, $8::text, $9::jsonb)"
         )
+        # The same append as append_stream, sent as ONE statement by a store whose role may
+        # write the tables (migration 0016: see PostgresStore._append_plain): the same
+        # parameters (one event's as scalars); the first position and the new version, or
+        # NULL and stream_conflict's row (called only when nothing was written).
+        # Keyed by (one event, an UPDATE of an existing stream row).
+        self.append_direct = {
+            (one, update): _direct_append(s, one=one, update=update)
+            for one in (True, False)
+            for update in (True, False)
+        }
         # Tags and conditions (migration 0008); a query as four arrays (migration 0014:
         # see query_arrays).
         self.append_tagged = (

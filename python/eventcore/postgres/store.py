@@ -93,7 +93,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from itertools import repeat
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -370,7 +370,10 @@ class PostgresStore:
         """Whether the store's pool goes through PgBouncer (transaction pooling)."""
         self._direct_dsn = direct_dsn
         self._unseen_write = False  # an append acknowledged since the last write_token()
-        self._append_stream = True  # False: this role may not call append_stream (0013)
+        # The plain append's path (see _append_plain): "direct" (one statement), then
+        # "function" (append_stream) when this role may not write the tables, then None
+        # (append_events) when it may not call append_stream either.
+        self._plain: Literal["direct", "function"] | None = "direct"
         self._own_token = 0  # this store's newest write token: its reads wait for it
         self._own_position = 0  # the newest position read_after() was given
         # The primary's timeline, as its newest connection saw it (0: not known, e.g. a
@@ -567,17 +570,17 @@ class PostgresStore:
         custom = _json_encode(dict(meta.custom)).decode() if meta.custom else None
         tags = prepare_tags(events)
         pool = await self._get_pool()
-        if tags is None and condition is None and batch and self._append_stream:
-            # One stream, at most its own version checked: the lean function (migration
-            # 0013). It answers ok or conflict; a stored event id goes on to append_events.
+        if tags is None and condition is None and batch and self._plain is not None:
+            # One stream, at most its own version checked: the plain append (migrations
+            # 0013 and 0016). It answers ok or conflict; a stored event id goes on to
+            # append_events.
             stream = batch[0][0]
             if all(e[0] == stream for e in batch) and (
                 not checks or (len(checks) == 1 and checks[0][0] == stream)
             ):
                 expect = checks[0][1] if checks else -1
-                lean = await self._send_append(
+                plain = await self._append_plain(
                     pool,
-                    self._q.append_stream,
                     (
                         stream,
                         expect,
@@ -591,18 +594,17 @@ class PostgresStore:
                     ),
                     checks,
                     batch,
-                    lean=True,
                 )
-                if lean is not None and lean[0] is not None:
-                    self._notifier.announce(lean[0] + len(batch) - 1)
+                if plain is not None and plain[0] is not None:
+                    self._notifier.announce(plain[0] + len(batch) - 1)
                     self._unseen_write = True
-                    return AppendResult(lean[0], [(stream, lean[1])], batch, self._timeline)
-                if lean is not None and lean[1] is not None:
-                    conflict = ConcurrencyConflict([(stream, expect, lean[1])])
-                    if lean[2] is not None:
+                    return AppendResult(plain[0], [(stream, plain[1])], batch, self._timeline)
+                if plain is not None and plain[1] is not None:
+                    conflict = ConcurrencyConflict([(stream, expect, plain[1])])
+                    if plain[2] is not None:
                         conflict._set_tail(
                             checks,
-                            zip(repeat(stream), lean[2], lean[3], lean[4], lean[5]),
+                            zip(repeat(stream), plain[2], plain[3], plain[4], plain[5]),
                         )
                     raise conflict
         query = self._q.append
@@ -656,6 +658,40 @@ class PostgresStore:
             raise ConditionFailed(condition.after, row[1][0])
         raise StoreError(f"unexpected answer from append_events: {status!r}")
 
+    async def _append_plain(
+        self,
+        pool: asyncpg.Pool | ConnectionPool,
+        args: tuple[Any, ...],
+        checks: list[tuple[str, int]],
+        batch: list[tuple[str, str, bytes, Any]],
+    ) -> Any:
+        """The plain append of ``args`` (append_stream's parameters) by this store's path.
+
+        Returns append_stream's row (first position, version, the tail's four arrays), or
+        None: an event id is stored already, or this role may take neither path.
+
+        The path is chosen once, by the first append: the direct statement
+        (``Queries.append_direct``) while the role may write the tables, else
+        ``append_stream``, else none (``append_events``, for the GRANTs of before schema
+        13). A refusal for lack of privilege writes nothing and moves to the next path.
+        """
+        while self._plain == "direct":
+            expect, one = args[1], len(batch) == 1
+            query = self._q.append_direct[one, expect > 0 or expect == -2]
+            sent = (args[0], expect, args[2][0], args[3][0], args[4][0], *args[5:]) if one else args
+            row = await self._send_append(pool, query, sent, checks, batch, lean=True)
+            if row is None:
+                if self._plain == "direct":
+                    return None  # a stored event id
+                continue  # no privilege: append_stream
+            c = row[2]  # stream_conflict's row when nothing was written
+            return row if c is None else (None, c[0], c[1], c[2], c[3], c[4])
+        if self._plain == "function":
+            return await self._send_append(
+                pool, self._q.append_stream, args, checks, batch, lean=True
+            )
+        return None
+
     async def _send_append(
         self,
         pool: asyncpg.Pool | ConnectionPool,
@@ -666,18 +702,20 @@ class PostgresStore:
         *,
         lean: bool = False,
     ) -> Any:
-        """Run one append statement (``args[2]``: the event ids) and return its row.
+        """Run one append statement (``args[2]``: the event ids, or the one event's id) and
+        return its row.
 
-        ``lean``: the statement is append_stream, which leaves a stored event id to
-        append_events: its unique violation returns None (nothing was written), as does
-        a role without EXECUTE on it (this store then appends through append_events).
+        ``lean``: the statement is a plain append (see _append_plain), which leaves a
+        stored event id to append_events: its unique violation returns None (nothing was
+        written), as does a refusal for lack of privilege (the store's path moves on).
         """
         row: Any = None
+        ids = args[2] if type(args[2]) is list else [args[2]]
         for attempt in range(3):
             sent: list[Any] | None = None  # set once the request may reach the server
             try:
                 async with pool.acquire() as conn:
-                    sent = args[2]
+                    sent = ids
                     try:
                         row = await conn.fetchrow(query, *args)
                     except pgbase.InternalClientError:
@@ -696,9 +734,10 @@ class PostgresStore:
             except asyncpg.PostgresError as exc:
                 sqlstate = getattr(exc, "sqlstate", None)
                 if lean and isinstance(exc, pgerr.InsufficientPrivilegeError):
-                    # A role granted EXECUTE on append_events only (the GRANTs before
-                    # schema 13): append_events does the same work; keep using it.
-                    self._append_stream = False
+                    # A role that may not write the tables takes append_stream; one
+                    # granted EXECUTE on append_events only (the GRANTs before schema
+                    # 13) takes append_events, which does the same work.
+                    self._plain = "function" if self._plain == "direct" else None
                     return None
                 if sqlstate == _IN_CALLERS_TRANSACTION:
                     raise ConfigurationError(
