@@ -215,6 +215,23 @@ def check_dsn(dsn: str) -> str:
     return dsn
 
 
+def _one_stream_expected(
+    batch: list[tuple[str, str, bytes, Any]], checks: list[tuple[str, int]]
+) -> int | None:
+    """The expected version of the one stream ``batch`` writes (-1: any), or None when it
+    writes several streams, none, or checks a stream it does not write."""
+    if not batch:
+        return None
+    stream = batch[0][0]
+    if any(e[0] != stream for e in batch):
+        return None
+    if not checks:
+        return -1
+    if len(checks) == 1 and checks[0][0] == stream:
+        return checks[0][1]
+    return None
+
+
 def _check_after(after: object) -> int:
     """``after`` if it is a non-negative int (a position)."""
     if not isinstance(after, int) or isinstance(after, bool) or after < 0:
@@ -368,6 +385,7 @@ class PostgresStore:
         self._direct_dsn = direct_dsn
         self._unseen_write = False  # an append acknowledged since the last write_token()
         self._append_stream = True  # False: this role may not call append_stream (0013)
+        self._append_tagged_stream = True  # False: nor append_tagged_stream (0016)
         self._own_token = 0  # this store's newest write token: its reads wait for it
         self._own_position = 0  # the newest position read_after() was given
         # The primary's timeline, as its newest connection saw it (0: not known, e.g. a
@@ -600,6 +618,14 @@ class PostgresStore:
                             zip(repeat(stream), lean[2], lean[3], lean[4], lean[5]),
                         )
                     raise conflict
+        if (tags is not None or condition is not None) and self._append_tagged_stream:
+            one = _one_stream_expected(batch, checks)
+            if one is not None:
+                done = await self._append_one_stream_tagged(
+                    pool, batch, checks, one, meta, user_id, custom, tags, condition
+                )
+                if done is not None:
+                    return done
         query = self._q.append
         args: tuple[Any, ...] = (
             [c[0] for c in checks],
@@ -651,6 +677,65 @@ class PostgresStore:
             raise ConditionFailed(condition.after, row[1][0])
         raise StoreError(f"unexpected answer from append_events: {status!r}")
 
+    async def _append_one_stream_tagged(
+        self,
+        pool: asyncpg.Pool | ConnectionPool,
+        batch: list[tuple[str, str, bytes, Any]],
+        checks: list[tuple[str, int]],
+        expect: int,
+        meta: Metadata,
+        user_id: str | None,
+        custom: str | None,
+        tags: list[tuple[str, ...]] | None,
+        condition: AppendCondition | None,
+    ) -> AppendResult | None:
+        """A tagged or conditional append into one stream through append_tagged_stream
+        (migration 0016): its result, or its typed failure raised; None when
+        append_events_tagged must answer (an event id is stored already, or this role may
+        not call the function)."""
+        stream = batch[0][0]
+        flat = [(tag, i + 1) for i, event_tags in enumerate(tags or ()) for tag in event_tags]
+        row = await self._send_append(
+            pool,
+            self._q.append_tagged_stream,
+            (
+                stream,
+                expect,
+                [as_uuid(e[3]) for e in batch],
+                [e[1] for e in batch],
+                [e[2] for e in batch],
+                meta.causation_id,
+                meta.correlation_id,
+                user_id,
+                custom,
+                [t for t, _ in flat],
+                [i for _, i in flat],
+                *(
+                    (None, None, None, None)
+                    if condition is None
+                    else query_arrays(query_arg(condition.query))
+                ),
+                None if condition is None else _check_after(condition.after),
+            ),
+            checks,
+            batch,
+            lean=True,
+        )
+        if row is None:
+            return None
+        if row[0] is not None:
+            self._notifier.announce(row[0] + len(batch) - 1)
+            self._unseen_write = True
+            return AppendResult(row[0], [(stream, row[1])], batch, self._timeline)
+        if row[2] is not None and condition is not None:
+            raise ConditionFailed(condition.after, row[2])
+        if row[1] is not None:
+            conflict = ConcurrencyConflict([(stream, expect, row[1])])
+            if row[3] is not None:
+                conflict._set_tail(checks, zip(repeat(stream), row[3], row[4], row[5], row[6]))
+            raise conflict
+        return None
+
     async def _send_append(
         self,
         pool: asyncpg.Pool | ConnectionPool,
@@ -663,9 +748,10 @@ class PostgresStore:
     ) -> Any:
         """Run one append statement (``args[2]``: the event ids) and return its row.
 
-        ``lean``: the statement is append_stream, which leaves a stored event id to
-        append_events: its unique violation returns None (nothing was written), as does
-        a role without EXECUTE on it (this store then appends through append_events).
+        ``lean``: the statement is append_stream (or append_tagged_stream), which leaves
+        a stored event id to append_events (append_events_tagged): its unique violation
+        returns None (nothing was written), as does a role without EXECUTE on it (this
+        store then appends through the general function).
         """
         row: Any = None
         for attempt in range(3):
@@ -693,7 +779,11 @@ class PostgresStore:
                 if lean and isinstance(exc, pgerr.InsufficientPrivilegeError):
                     # A role granted EXECUTE on append_events only (the GRANTs before
                     # schema 13): append_events does the same work; keep using it.
-                    self._append_stream = False
+                    # Likewise append_events_tagged for append_tagged_stream (0016).
+                    if query is self._q.append_tagged_stream:
+                        self._append_tagged_stream = False
+                    else:
+                        self._append_stream = False
                     return None
                 if sqlstate == _IN_CALLERS_TRANSACTION:
                     raise ConfigurationError(
