@@ -272,10 +272,60 @@ async def test_the_migration_grants_it_to_whoever_may_call_append_events_tagged(
             "SELECT has_function_privilege($1, $2, 'EXECUTE')",
             role,
             f"{s}.append_tagged_stream(text, bigint, uuid[], text[], bytea[], uuid, uuid, text,"
-            " jsonb, text[], integer[], text[], integer[], text[], integer[], bigint)",
+            " jsonb, text[], integer[], text[], integer[], text[], integer[], bigint, bigint)",
         )
         assert allowed is True
     finally:
         await admin.execute(f"DROP OWNED BY {role}")
         await admin.execute(f"DROP ROLE {role}")
         await admin.close()
+
+
+async def test_a_failed_condition_carries_the_read_a_retry_would_make(postgres_store: Any) -> None:
+    """The failure carries what read_query(query, after=after) returns at that moment (the
+    events and the position), so a query command's retry needs no read; none when more
+    events match than it carries, or through append_events_tagged."""
+    from eventcore.postgres.store import CARRIED_READ_LIMIT
+
+    store = postgres_store
+    q = Query.of(["Enrolled"], ["course:c1"])
+    await store.append([ev("s0", "Enrolled", b"0", "course:c1")])
+    start = await store.read_query(q)
+    await store.append([ev("s1", "Enrolled", b"1", "course:c1", "student:s1")])
+    await store.append([ev("s2", "Dropped", b"x", "course:c1")])  # not a match
+    await store.append([ev("s3", "Enrolled", b"3", "course:c1")], metadata=Metadata(user_id="u"))
+    with pytest.raises(ConditionFailed) as failed:
+        await store.append(
+            [ev("s9", "Enrolled", b"9", "course:c1")], condition=AppendCondition(q, start.position)
+        )
+    read = failed.value.read
+    want = await store.read_query(q, after=start.position)
+    assert read is not None
+    assert read.position == want.position > start.position
+    assert [(e.position, e.event_id, e.payload, e.tags, e.metadata) for e in read.events] == [
+        (e.position, e.event_id, e.payload, e.tags, e.metadata) for e in want.events
+    ]
+    assert [e.payload for e in read.events] == [b"1", b"3"]
+    assert failed.value.position == read.events[0].position
+    # More matches than a failure carries: the retry reads.
+    await store.append(
+        [ev(f"m{i}", "Enrolled", b"", "course:c1") for i in range(CARRIED_READ_LIMIT)]
+    )
+    with pytest.raises(ConditionFailed) as failed:
+        await store.append(
+            [ev("s9", "Enrolled", b"9", "course:c1")], condition=AppendCondition(q, start.position)
+        )
+    assert failed.value.read is None
+    head = (await store.read_query(q)).position
+    await store.append([ev("s8", "Enrolled", b"8", "course:c1")])
+    with pytest.raises(ConditionFailed) as failed:
+        await store.append(
+            [ev("s9", "Enrolled", b"9", "course:c1")], condition=AppendCondition(q, head)
+        )
+    assert failed.value.read is not None and [e.payload for e in failed.value.read.events] == [b"8"]
+    store._append_tagged_stream = False
+    with pytest.raises(ConditionFailed) as failed:
+        await store.append(
+            [ev("s9", "Enrolled", b"9", "course:c1")], condition=AppendCondition(q, head)
+        )
+    assert failed.value.read is None

@@ -215,6 +215,11 @@ def check_dsn(dsn: str) -> str:
     return dsn
 
 
+CARRIED_READ_LIMIT = 100
+"""A failed condition carries the read after its position when it matches at most this
+many events (a query command's retry then needs no read); more: the retry reads."""
+
+
 def _one_stream_expected(
     batch: list[tuple[str, str, bytes, Any]], checks: list[tuple[str, int]]
 ) -> int | None:
@@ -716,19 +721,27 @@ class PostgresStore:
                     else query_arrays(query_arg(condition.query))
                 ),
                 None if condition is None else _check_after(condition.after),
+                CARRIED_READ_LIMIT + 1,
             ),
             checks,
             batch,
             lean=True,
+            rows=True,
         )
-        if row is None:
+        if not row:
             return None
+        rows, row = row, row[0]
         if row[0] is not None:
             self._notifier.announce(row[0] + len(batch) - 1)
             self._unseen_write = True
             return AppendResult(row[0], [(stream, row[1])], batch, self._timeline)
         if row[2] is not None and condition is not None:
-            raise ConditionFailed(condition.after, row[2])
+            failed = ConditionFailed(condition.after, row[2])
+            if 1 < len(rows) <= CARRIED_READ_LIMIT + 2:
+                # What read_query(condition.query, after=condition.after) returns now.
+                events = self._wrap([tuple(r)[8:] for r in rows[2:]])
+                failed.read = QueryResult(events, max(rows[1][7], 0))
+            raise failed
         if row[1] is not None:
             conflict = ConcurrencyConflict([(stream, expect, row[1])])
             if row[3] is not None:
@@ -745,13 +758,15 @@ class PostgresStore:
         batch: list[tuple[str, str, bytes, Any]],
         *,
         lean: bool = False,
+        rows: bool = False,
     ) -> Any:
         """Run one append statement (``args[2]``: the event ids) and return its row.
 
         ``lean``: the statement is append_stream (or append_tagged_stream), which leaves
         a stored event id to append_events (append_events_tagged): its unique violation
         returns None (nothing was written), as does a role without EXECUTE on it (this
-        store then appends through the general function).
+        store then appends through the general function). ``rows``: return every row
+        of the answer (a list), not only the first.
         """
         row: Any = None
         for attempt in range(3):
@@ -760,7 +775,7 @@ class PostgresStore:
                 async with pool.acquire() as conn:
                     sent = args[2]
                     try:
-                        row = await conn.fetchrow(query, *args)
+                        row = await (conn.fetch if rows else conn.fetchrow)(query, *args)
                     except pgbase.InternalClientError:
                         conn.terminate()  # protocol state unknown: never reuse it
                         raise

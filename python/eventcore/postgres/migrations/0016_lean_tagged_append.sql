@@ -16,16 +16,20 @@
 --    through append_events;
 -- 2. the condition: first_match (schema 14) after p_after. A match answers "condition"
 --    (matched: its position) unless an event id of the append is stored already (a
---    replay of an append that passed): then every column is NULL;
+--    replay of an append that passed): then every column is NULL. With the answer come
+--    the rows of read_query(condition's query, p_after, p_read_limit) (its head row,
+--    then the events): what the caller would read next, so that a retry needs no read
+--    (p_read_limit 0: no rows);
 -- 3. the write: append_stream itself (its shared locks are held already and wait for
 --    nothing), then the tag rows in one insert; positions are consecutive from
 --    first_position. A stored event id makes append_stream answer NULL (or fail on the
 --    events table's unique event id: nothing is written either way).
 --
--- Answers: first_position set: written, version is the stream's new version. version
--- set without first_position: a version conflict, with the stream's version and its
--- tail (as append_stream). matched set: the condition failed. All NULL: the store sends
--- the same append to append_events_tagged, which answers replay or duplicate.
+-- Answers (the first row): first_position set: written, version is the stream's new
+-- version. version set without first_position: a version conflict, with the stream's
+-- version and its tail (as append_stream). matched set: the condition failed (then
+-- read_query's rows follow, in its columns). All NULL: the store sends the same append to
+-- append_events_tagged, which answers replay or duplicate.
 
 CREATE FUNCTION __SCHEMA__.append_tagged_stream(
     p_stream_id        text,
@@ -44,14 +48,12 @@ CREATE FUNCTION __SCHEMA__.append_tagged_stream(
     p_cond_tags        text[],
     p_cond_tag_ends    integer[],
     p_after            bigint,
-    OUT first_position bigint,
-    OUT version        bigint,
-    OUT matched        bigint,
-    OUT tail_types     text[],
-    OUT tail_payloads  bytea[],
-    OUT tail_versions  bigint[],
-    OUT tail_positions bigint[]
-)
+    p_read_limit       bigint
+) RETURNS TABLE (first_position bigint, version bigint, matched bigint, tail_types text[],
+                 tail_payloads bytea[], tail_versions bigint[], tail_positions bigint[],
+                 head bigint, "position" bigint, event_id bytea, stream_id text,
+                 event_version bigint, event_type text, payload bytea,
+                 recorded_at timestamptz, metadata text, tags text[])
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -97,6 +99,16 @@ BEGIN
             PERFORM 1 FROM __SCHEMA__.events e WHERE e.event_id = ANY (p_event_ids);
             IF FOUND THEN
                 matched := NULL;
+                RETURN NEXT;
+                RETURN;
+            END IF;
+            RETURN NEXT;
+            IF p_read_limit > 0 THEN
+                RETURN QUERY
+                SELECT NULL::bigint, NULL::bigint, NULL::bigint, NULL::text[], NULL::bytea[],
+                       NULL::bigint[], NULL::bigint[], r.*
+                  FROM __SCHEMA__.read_query(p_cond_types, p_cond_type_ends, p_cond_tags,
+                                             p_cond_tag_ends, p_after, p_read_limit) r;
             END IF;
             RETURN;
         END IF;
@@ -112,11 +124,12 @@ BEGIN
         SELECT DISTINCT g.tag, first_position + g.i - 1
           FROM unnest(p_tags, p_tag_events) AS g(tag, i);
     END IF;
+    RETURN NEXT;
 END
 $$;
 REVOKE ALL ON FUNCTION __SCHEMA__.append_tagged_stream(text, bigint, uuid[], text[], bytea[],
-    uuid, uuid, text, jsonb, text[], integer[], text[], integer[], text[], integer[], bigint)
-    FROM PUBLIC;
+    uuid, uuid, text, jsonb, text[], integer[], text[], integer[], text[], integer[], bigint,
+    bigint) FROM PUBLIC;
 
 -- Whoever may make tagged appends may make them this way (a role granted EXECUTE on
 -- append_events_tagged as the README shows).
@@ -135,7 +148,8 @@ BEGIN
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION __SCHEMA__.append_tagged_stream(text,'
                        ' bigint, uuid[], text[], bytea[], uuid, uuid, text, jsonb, text[],'
-                       ' integer[], text[], integer[], text[], integer[], bigint) TO %s', who);
+                       ' integer[], text[], integer[], text[], integer[], bigint, bigint) TO %s',
+                       who);
     END LOOP;
 END
 $grants$;
