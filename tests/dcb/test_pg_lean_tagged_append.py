@@ -329,3 +329,37 @@ async def test_a_failed_condition_carries_the_read_a_retry_would_make(postgres_s
             [ev("s9", "Enrolled", b"9", "course:c1")], condition=AppendCondition(q, head)
         )
     assert failed.value.read is None
+
+
+async def test_a_query_commands_retry_folds_the_failures_read(postgres_store: Any) -> None:
+    """A cached query command on PostgreSQL whose condition fails (a competing invoice
+    landed between its read and its append) retries from the failure's read: one read
+    for two attempts, and the next number after the competing one."""
+    from eventcore import execute
+    from eventcore.examples.dcb import CreateInvoice, InvoiceCreated, registry
+
+    store = postgres_store
+    store.registry = registry
+    reads: list[int] = []
+    original = store.read_query
+    race = [False]
+
+    async def racing(query: Any, **kwargs: Any) -> Any:
+        found = await original(query, **kwargs)
+        reads.append(len(found.events))
+        if race[0]:
+            race[0] = False
+            name, payload = registry.encode(InvoiceCreated(2, "other"))
+            await store.append([NewEvent("invoice-2", name, payload, None, ("invoice:2",))])
+        return found
+
+    store.read_query = racing
+    await execute(store, CreateInvoice(customer="a"))
+    assert reads == [0]
+    race[0] = True
+    result = await execute(store, CreateInvoice(customer="a"))
+    assert result.attempts == 2
+    assert reads == [0, 0]  # the retry read nothing: it folded the failure's read
+    assert [e.stream_id for e in result.events] == ["invoice-3"]
+    numbers = [e.data.number for e in await store.read_all()]
+    assert numbers == [1, 2, 3]
