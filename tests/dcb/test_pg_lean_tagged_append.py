@@ -26,7 +26,8 @@ from eventcore import (
     NewEvent,
 )
 from eventcore.postgres import PostgresStore
-from eventcore.query import AppendCondition, Query, QueryItem
+from eventcore.postgres._sql import query_arrays
+from eventcore.query import AppendCondition, Query, QueryItem, query_arg
 
 pytestmark = pytest.mark.postgres
 
@@ -363,3 +364,59 @@ async def test_a_query_commands_retry_folds_the_failures_read(postgres_store: An
     assert [e.stream_id for e in result.events] == ["invoice-3"]
     numbers = [e.data.number for e in await store.read_all()]
     assert numbers == [1, 2, 3]
+
+
+LOCKS = """SELECT l.classid::text || ':' || l.objid::text, bool_or(l.mode = 'ExclusiveLock')
+             FROM pg_locks l
+            WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid() AND l.objsubid = 2
+            GROUP BY 1"""
+
+
+@pytest.mark.parametrize(
+    ("types", "tags", "query"),
+    [
+        (["Registered"], [("username:ann",)], Query.of(["Registered"], ["username:ann"])),
+        (["Enrolled"], [("course:c1", "student:s1")], Query.of(["Enrolled"], ["student:s1"])),
+        (["Closed"], [()], Query.of(["Closed", "Opened", "Moved"])),
+        (["A", "B"], [("t",), ("t", "u")], Query(QueryItem.of()) | Query.of(tags=["u", "v"])),
+        (["A"], [("k",)], Query.of(["A"], ["k"]) | Query.of(["B"]) | Query.of(["A"], ["k"])),
+        # More than the expressions take: the one statement.
+        (["T"] * 6, [(f"t{i}", "x") for i in range(6)], Query.of(["T", "U"], ["x"])),
+    ],
+)
+async def test_it_takes_the_locks_lock_written_takes(
+    postgres_store: Any, types: list[str], tags: list[tuple[str, ...]], query: Query
+) -> None:
+    """Each advisory key of the write and the condition, in the mode schema 8's
+    lock_written takes it (a key both shared and exclusive: exclusive), whichever way
+    append_tagged_stream gathers them."""
+    store = postgres_store
+    s = f'"{store.schema}"'
+    pool = await store._get_pool()
+    cond = query_arrays(query_arg(query))
+    flat = [(t, i + 1) for i, ts in enumerate(tags) for t in ts]
+    exclusive = [f"hashtext('{kind}:{value}')::bigint" for kind, value in query.lock_keys()]
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.fetch(
+            f"SELECT * FROM {s}.append_tagged_stream('w', -1, $1::uuid[], $2::text[],"
+            " $3::bytea[], NULL, NULL, NULL, NULL, $4::text[], $5::integer[], $6::text[],"
+            " $7::integer[], $8::text[], $9::integer[], 0, 0)",
+            [uuid.uuid4() for _ in types],
+            types,
+            [b""] * len(types),
+            [t for t, _ in flat],
+            [i for _, i in flat],
+            *cond,
+        )
+        lean = dict(await conn.fetch(LOCKS))
+        await conn.execute("ROLLBACK AND CHAIN")
+        await conn.execute(
+            f"SELECT {s}.lock_written($1::text[], $2::text[],"
+            f" ARRAY[{', '.join(exclusive)}]::bigint[])",
+            types,
+            [t for t, _ in flat],
+        )
+        reference = dict(await conn.fetch(LOCKS))
+    # The lean function also holds the stream lock (a key space of its own).
+    assert {k: v for k, v in lean.items() if k in reference} == reference
+    assert len(lean) == len(reference) + 1

@@ -7,13 +7,15 @@
 -- when every event goes to one stream and at most that stream's version is checked;
 -- every other tagged append still goes through append_events_tagged. Per call it does:
 --
--- 1. every advisory lock in ONE statement: the shared keys of what it writes (its types,
---    its tags, the whole log) and the exclusive key of each condition item (its first
---    tag, else each of its types, else the whole log), sorted, a key both shared and
---    exclusive taken exclusive: exactly the keys and the order of schema 8's
---    lock_written (0008_event_tags.sql explains why the condition is race-free), where
+-- 1. every advisory lock once: the shared keys of what it writes (its types, its tags,
+--    the whole log) and the exclusive key of each condition item (its first tag, else
+--    each of its types, else the whole log), sorted, a key both shared and exclusive
+--    taken exclusive: exactly the keys and the order of schema 8's lock_written
+--    (0008_event_tags.sql explains why the condition is race-free), where
 --    append_events_tagged took them with a loop, a call and a statement, and then again
---    through append_events;
+--    through append_events. Up to 16 keys (a decision has three or four) they are
+--    gathered and ordered with expressions alone: no statement to plan, start and sort
+--    (lock_written's statement costs about three times as much); more take one statement;
 -- 2. the condition: first_match (schema 14) after p_after. A match answers "condition"
 --    (matched: its position) unless an event id of the append is stored already (a
 --    replay of an append that passed): then every column is NULL. With the answer come
@@ -61,37 +63,97 @@ SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 AS $$
 DECLARE
-    k integer;
-    x boolean;
+    k     integer;
+    x     boolean;
+    keys  integer[];
+    excl  boolean[];
+    w     text;
+    first integer;
+    prev  integer;
 BEGIN
     IF cardinality(p_tags) IS DISTINCT FROM cardinality(p_tag_events)
        OR cardinality(p_cond_type_ends) IS DISTINCT FROM cardinality(p_cond_tag_ends) THEN
         RAISE EXCEPTION 'eventcore: append_tagged_stream arrays differ in length'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    FOR k, x IN
-        SELECT u.key, bool_or(u.x)
-          FROM (SELECT hashtext('type:' || t) AS key, false AS x FROM unnest(p_event_types) t
-                UNION ALL SELECT hashtext('tag:' || t), false FROM unnest(p_tags) t
-                UNION ALL SELECT hashtext('all:'), false
-                UNION ALL
-                SELECT hashtext(CASE
-                           WHEN p_cond_tag_ends[i] > coalesce(p_cond_tag_ends[i - 1], 0)
-                           THEN 'tag:' || p_cond_tags[coalesce(p_cond_tag_ends[i - 1], 0) + 1]
-                           WHEN j IS NOT NULL THEN 'type:' || p_cond_types[j]
-                           ELSE 'all:' END), true
-                  FROM generate_subscripts(p_cond_type_ends, 1) i
-                  LEFT JOIN LATERAL generate_series(coalesce(p_cond_type_ends[i - 1], 0) + 1,
-                                                    p_cond_type_ends[i]) j
-                    ON p_cond_tag_ends[i] = coalesce(p_cond_tag_ends[i - 1], 0)) u
-         GROUP BY 1 ORDER BY 1
-    LOOP
-        IF x THEN
-            PERFORM pg_advisory_xact_lock(hashtext('eventcore.dcb.__SCHEMA__'), k);
-        ELSE
-            PERFORM pg_advisory_xact_lock_shared(hashtext('eventcore.dcb.__SCHEMA__'), k);
-        END IF;
-    END LOOP;
+    IF coalesce(cardinality(p_event_types), 0) + coalesce(cardinality(p_tags), 0)
+       + coalesce(cardinality(p_cond_types), 0) + coalesce(cardinality(p_cond_type_ends), 0)
+       <= 15 THEN
+        keys := ARRAY[hashtext('all:')];
+        excl := ARRAY[false];
+        FOREACH w IN ARRAY coalesce(p_event_types, '{}') LOOP
+            keys := keys || hashtext('type:' || w);
+            excl := excl || false;
+        END LOOP;
+        FOREACH w IN ARRAY coalesce(p_tags, '{}') LOOP
+            keys := keys || hashtext('tag:' || w);
+            excl := excl || false;
+        END LOOP;
+        FOR i IN 1..coalesce(cardinality(p_cond_type_ends), 0) LOOP
+            first := coalesce(p_cond_tag_ends[i - 1], 0) + 1;
+            IF p_cond_tag_ends[i] >= first THEN
+                keys := keys || hashtext('tag:' || p_cond_tags[first]);
+                excl := excl || true;
+            ELSE
+                first := coalesce(p_cond_type_ends[i - 1], 0) + 1;
+                IF p_cond_type_ends[i] >= first THEN
+                    FOR j IN first..p_cond_type_ends[i] LOOP
+                        keys := keys || hashtext('type:' || p_cond_types[j]);
+                        excl := excl || true;
+                    END LOOP;
+                ELSE
+                    keys := keys || hashtext('all:');
+                    excl := excl || true;
+                END IF;
+            END IF;
+        END LOOP;
+        -- Ascending, each key once: the least key above the last one taken, exclusive if
+        -- any of its entries is.
+        LOOP
+            k := NULL;
+            FOR i IN 1..cardinality(keys) LOOP
+                IF prev IS NULL OR keys[i] > prev THEN
+                    IF k IS NULL OR keys[i] < k THEN
+                        k := keys[i];
+                        x := excl[i];
+                    ELSIF keys[i] = k THEN
+                        x := x OR excl[i];
+                    END IF;
+                END IF;
+            END LOOP;
+            EXIT WHEN k IS NULL;
+            IF x THEN
+                PERFORM pg_advisory_xact_lock(hashtext('eventcore.dcb.__SCHEMA__'), k);
+            ELSE
+                PERFORM pg_advisory_xact_lock_shared(hashtext('eventcore.dcb.__SCHEMA__'), k);
+            END IF;
+            prev := k;
+        END LOOP;
+    ELSE
+        FOR k, x IN
+            SELECT u.key, bool_or(u.x)
+              FROM (SELECT hashtext('type:' || t) AS key, false AS x FROM unnest(p_event_types) t
+                    UNION ALL SELECT hashtext('tag:' || t), false FROM unnest(p_tags) t
+                    UNION ALL SELECT hashtext('all:'), false
+                    UNION ALL
+                    SELECT hashtext(CASE
+                               WHEN p_cond_tag_ends[i] > coalesce(p_cond_tag_ends[i - 1], 0)
+                               THEN 'tag:' || p_cond_tags[coalesce(p_cond_tag_ends[i - 1], 0) + 1]
+                               WHEN j IS NOT NULL THEN 'type:' || p_cond_types[j]
+                               ELSE 'all:' END), true
+                      FROM generate_subscripts(p_cond_type_ends, 1) i
+                      LEFT JOIN LATERAL generate_series(coalesce(p_cond_type_ends[i - 1], 0) + 1,
+                                                        p_cond_type_ends[i]) j
+                        ON p_cond_tag_ends[i] = coalesce(p_cond_tag_ends[i - 1], 0)) u
+             GROUP BY 1 ORDER BY 1
+        LOOP
+            IF x THEN
+                PERFORM pg_advisory_xact_lock(hashtext('eventcore.dcb.__SCHEMA__'), k);
+            ELSE
+                PERFORM pg_advisory_xact_lock_shared(hashtext('eventcore.dcb.__SCHEMA__'), k);
+            END IF;
+        END LOOP;
+    END IF;
     IF p_cond_type_ends IS NOT NULL THEN
         matched := __SCHEMA__.first_match(p_cond_types, p_cond_type_ends, p_cond_tags,
                                           p_cond_tag_ends, p_after);
