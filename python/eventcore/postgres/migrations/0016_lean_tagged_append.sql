@@ -14,8 +14,8 @@
 --    (0008_event_tags.sql explains why the condition is race-free), where
 --    append_events_tagged took them with a loop, a call and a statement, and then again
 --    through append_events. Up to 16 keys (a decision has three or four) they are
---    gathered and ordered with expressions alone: no statement to plan, start and sort
---    (lock_written's statement costs about three times as much); more take one statement;
+--    gathered and ordered with expressions alone: no statement to start and sort;
+--    more take one statement;
 -- 2. the condition: first_match (schema 14) after p_after. A match answers "condition"
 --    (matched: its position) unless an event id of the append is stored already (a
 --    replay of an append that passed): then every column is NULL. With the answer come
