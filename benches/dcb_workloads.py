@@ -174,6 +174,7 @@ class PgDcb:
         self.peer, self.datastore = self._peer()
         self._rep = 0
         self._log_store: PostgresStore | None = None
+        self._floor_pool: asyncpg.Pool | None = None
 
     async def _fresh(self, schema: str, size: int) -> PostgresStore:
         conn = await asyncpg.connect(self.dsn)
@@ -216,6 +217,8 @@ class PgDcb:
         self.threads.shutdown()
         self.datastore.close()
         self.run(self.store.close())
+        if self._floor_pool is not None:
+            self.run(self._floor_pool.close())
         if self._log_store is not None:
             self.run(self._log_store.close())
 
@@ -272,32 +275,33 @@ class PgDcb:
         table = f'"{self.schema}".floor_decisions'
 
         async def main() -> float:
-            pool = await asyncpg.create_pool(self.dsn, min_size=clients, max_size=clients)
-            assert pool is not None
-            try:
-                await pool.execute(
-                    f"CREATE TABLE IF NOT EXISTS {table} (id bigserial PRIMARY KEY, name text)"
-                )
-                counts = [0] * clients
+            # The pool outlives a repetition (its backends' CPU can be read: cpu_per_decision).
+            pool = self._floor_pool
+            if pool is None or pool.get_max_size() != clients:
+                if pool is not None:
+                    await pool.close()
+                pool = await asyncpg.create_pool(self.dsn, min_size=clients, max_size=clients)
+                assert pool is not None
+                self._floor_pool = pool
+            await pool.execute(
+                f"CREATE TABLE IF NOT EXISTS {table} (id bigserial PRIMARY KEY, name text)"
+            )
+            counts = [0] * clients
 
-                async def client(k: int, deadline: float) -> None:
-                    i = 0
-                    while _perf() < deadline:
-                        name = f"{k}-{i}"
-                        if not await pool.fetchval(
-                            f"SELECT count(*) FROM {table} WHERE id = $1", -1 - i
-                        ):
-                            await pool.execute(f"INSERT INTO {table} (name) VALUES ($1)", name)
-                        i += 1
-                    counts[k] = i
+            async def client(k: int, deadline: float) -> None:
+                i = 0
+                while _perf() < deadline:
+                    name = f"{k}-{i}"
+                    if not await pool.fetchval(
+                        f"SELECT count(*) FROM {table} WHERE id = $1", -1 - i
+                    ):
+                        await pool.execute(f"INSERT INTO {table} (name) VALUES ($1)", name)
+                    i += 1
+                counts[k] = i
 
-                started = _perf()
-                await asyncio.gather(
-                    *(client(k, started + self.sz.seconds) for k in range(clients))
-                )
-                return sum(counts) / (_perf() - started)
-            finally:
-                await pool.close()
+            started = _perf()
+            await asyncio.gather(*(client(k, started + self.sz.seconds) for k in range(clients)))
+            return sum(counts) / (_perf() - started)
 
         return lambda: self.run(main())
 
@@ -391,3 +395,113 @@ class PgDcb:
             unindexed,
             sz.log_events,
         )
+
+
+# -- where a decision's time goes (a diagnostic, not a headline key) ---------------------
+
+
+def _backends_cpu(pids: list[int]) -> float:
+    """Seconds of CPU the server processes ``pids`` have used (Linux schedstat)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/schedstat") as f:
+                total += int(f.read().split()[0]) / 1e9
+        except OSError:
+            pass  # gone (or another machine's)
+    return total
+
+
+def cpu_per_decision(dsn: str, seconds: float, rounds: int) -> list[dict[str, Any]]:
+    """Per decision at one client, each side in alternating rounds on one server, with
+    ``synchronous_commit`` on and off: decisions/s, and the milliseconds of client CPU
+    (this process) and of server CPU (every client backend's, from /proc: the server
+    must run on this machine; ``ALTER SYSTEM``: the DSN's role must be a superuser).
+    The sides: eventcore (a decision's append through append_tagged_stream), eventcore
+    through append_events_tagged (the path before migration 0017), the peer, the floor."""
+    sz = DcbSizes(seconds=seconds, reps=1, warmup=0, prefill=2_000, log_events=0, log_tags=1)
+    bench = PgDcb(dsn, sz, clients=1)
+    ours, floor, peer = bench.ours(1), bench.floor(1), bench.theirs(1)
+
+    def general() -> float:
+        bench.store._append_tagged_stream = False
+        try:
+            return ours()
+        finally:
+            bench.store._append_tagged_stream = True
+
+    sides: list[tuple[str, Once]] = [
+        ("eventcore", ours),
+        ("eventcore, append_events_tagged", general),
+        ("peer", peer),
+        ("floor", floor),
+    ]
+
+    async def sql(statement: str) -> list[Any]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return list(await conn.fetch(statement))
+        finally:
+            await conn.close()
+
+    pids_sql = (
+        "SELECT pid FROM pg_stat_activity"
+        " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+    )
+    out: list[dict[str, Any]] = []
+    try:
+        for _, once in sides:
+            once()  # warm: plans, pools, caches
+        for sync in ("on", "off"):
+            bench.run(sql(f"ALTER SYSTEM SET synchronous_commit = {sync}"))
+            bench.run(sql("SELECT pg_reload_conf()"))
+            sums = {name: [0.0, 0.0, 0.0, 0.0] for name, _ in sides}
+            for _ in range(rounds):
+                for name, once in sides:
+                    pids = [r[0] for r in bench.run(sql(pids_sql))]
+                    c0, s0, w0 = time.process_time(), _backends_cpu(pids), _perf()
+                    rate = once()
+                    c1, s1, w1 = time.process_time(), _backends_cpu(pids), _perf()
+                    acc = sums[name]
+                    acc[0] += rate * (w1 - w0)
+                    acc[1] += w1 - w0
+                    acc[2] += c1 - c0
+                    acc[3] += s1 - s0
+            for name, (n, wall, client, server) in sums.items():
+                out.append(
+                    {
+                        "synchronous_commit": sync,
+                        "side": name,
+                        "decisions_per_s": round(n / wall, 1),
+                        "client_cpu_ms": round(1e3 * client / n, 3),
+                        "server_cpu_ms": round(1e3 * server / n, 3),
+                    }
+                )
+    finally:
+        bench.run(sql("ALTER SYSTEM RESET synchronous_commit"))
+        bench.run(sql("SELECT pg_reload_conf()"))
+        bench.close()
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    from benches.headline import start_server
+
+    parser = argparse.ArgumentParser(
+        description="Where a PostgreSQL DCB decision's time goes: CPU per side at one client."
+    )
+    parser.add_argument("--dsn", help="PostgreSQL DSN (default: start a throwaway server)")
+    parser.add_argument("--seconds", type=float, default=1.0, help="per side and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    found, server = start_server(args.dsn)
+    assert found is not None, "no PostgreSQL server binaries found; use --dsn"
+    try:
+        for row in cpu_per_decision(found, args.seconds, args.rounds):
+            print(json.dumps(row))
+    finally:
+        if server is not None:
+            server.shutdown()

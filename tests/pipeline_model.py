@@ -39,9 +39,10 @@ A query command (:class:`eventcore.boundary.QueryCommand`, :func:`_run_query`) r
 same loop with other reads and its own cache entries: its state is the cache's entry (a
 command without declared streams, keyed by ``boundary._cache_key``), or the state it
 decided on before a failed condition, else ``initial_state()``; ``QUERY`` reads what
-matches after that state's position, ``STREAMS`` the declared streams (if any), and the
-events are folded in global order. ``handle``'s events may target any stream and are
-tagged by ``tags_of``; nothing decided means no append. ``APPEND_IF`` appends under
+matches after that state's position (no ``QUERY`` when the held state's failure carried
+that read: ``ConditionFailed.read`` is folded instead), ``STREAMS`` the declared streams
+(if any), and the events are folded in global order. ``handle``'s events may target any
+stream and are tagged by ``tags_of``; nothing decided means no append. ``APPEND_IF`` appends under
 ``AppendCondition(query, position read)`` with the streams' versions as expected versions;
 a ``ConditionFailed`` is retried (and raised once the policy is used up) exactly like a
 conflict. On success the state, with the command's own events that match the query, goes
@@ -385,7 +386,8 @@ def _run_query(
 
     name = type(command).__name__
     declared = list(command.streams())
-    held: tuple[Any, int] | None = None  # the state decided on before a failed condition
+    # The state decided on before a failed condition, its position, the read it carried.
+    held: tuple[Any, int, Any] | None = None
     attempt = 0
     failures = 0
     unknown = False
@@ -407,6 +409,7 @@ def _run_query(
             raise CommandError(f"{name}.query() must return an eventcore.query.Query")
         key = None
         state, after = None, 0
+        carried = None
         if cache is not None:
             if not declared and command.state_cache:
                 key = query_key(command, query)
@@ -416,10 +419,10 @@ def _run_query(
                 if entry is not None:
                     state, after = entry.state, entry.versions[0]
             elif key is not None and last is not None:
-                state, after = last
+                state, after, carried = last
         if state is None:
             state, after = command.initial_state(), 0
-        read = yield (QUERY, query, after)
+        read = carried if carried is not None else (yield (QUERY, query, after))
         if not isinstance(read, tuple):
             failures += 1
             yield (SLEEP, policy.jittered(_unavailable(read, policy, failures)))
@@ -495,7 +498,8 @@ def _run_query(
                         raise ConditionFailed(result.after, result.position, attempt)
                     raise ConcurrencyConflict(result.conflicts, attempts=attempt)
                 if key is not None:  # the retry folds only what came after `position`
-                    held = (state, position)
+                    carries = isinstance(result, ConditionFailed) and result.read is not None
+                    held = (state, position, tuple(result.read) if carries else None)
                 yield (SLEEP, policy.delay(runs))
                 break
             if isinstance(result, StoreUnavailable):

@@ -1260,7 +1260,9 @@ class UncachedBook(Book):
     state_cache = False
 
 
-Q_FAULTS = ["none", "unavailable", "race", "lost", "bump"]
+# "carry": a race whose ConditionFailed carries the read after its position (as
+# PostgreSQL's does), which a cached command's retry folds instead of reading.
+Q_FAULTS = ["none", "unavailable", "race", "carry", "lost", "bump"]
 
 
 class QWorld:
@@ -1284,7 +1286,7 @@ class QWorld:
         kind = effect[0]
         if fault == "unavailable":
             return StoreUnavailable("scripted")
-        if fault == "race":
+        if fault in ("race", "carry"):
             self.write("s-0")
         if fault == "bump":
             self.write("s-9", "a-0")
@@ -1299,7 +1301,11 @@ class QWorld:
             out = self.store.append(
                 effect[1], expected=effect[2], metadata=effect[3], condition=effect[4]
             )
-        except (ConcurrencyConflict, ConditionFailed, DuplicateEventId, StoreUnavailable) as exc:
+        except ConditionFailed as exc:
+            if fault == "carry":
+                exc.read = self.store.read_query(effect[4].query, after=effect[4].after)
+            return exc
+        except (ConcurrencyConflict, DuplicateEventId, StoreUnavailable) as exc:
             return exc
         if fault == "lost":
             return OutcomeUnknown("scripted", [e[3] for e in effect[1]])
@@ -1420,6 +1426,26 @@ def test_query_commands_agree_with_the_model_on_a_condition_failure_and_exhausti
         ["race", "none", "race", "none", "none", "race", "race", "race", "race", "race", "race"],
         True,
     )
+
+
+def test_a_retry_folds_the_read_a_failed_condition_carries() -> None:
+    """A cached query command whose condition fails with the read after its position
+    (``ConditionFailed.read``, as PostgreSQL's) retries without a QUERY: it folds that
+    read onto the state it decided on; model and machine agree, and the booking sees
+    the competing one. Uncached, or without a carried read, the retry reads."""
+    script = ["none", "carry", "none", "none"]
+    check_query_agree([(Book(streams_=()), None, 3)], script, True)
+    for cls, fault, reads in ((Book, "carry", 1), (Book, "race", 2), (UncachedBook, "carry", 2)):
+        world = QWorld(["none", fault, "none", "none"], True)
+        policy = RetryPolicy(max_attempts=3, jitter=0)
+        run = _pipeline.run_command(
+            cls(streams_=()), REGISTRY, policy, None, None, world.store.state_cache
+        )
+        seen, out = q_drive(run, world, Ids(), False)
+        assert [e[0] for e in seen].count(_pipeline.QUERY) == reads, (cls, fault)
+        assert out[0] == "ok"
+        booked = [e for e in world.store.read_all() if e.stream_id == "b-0"]
+        assert len(booked) == 1 and booked[0].data.n == 1  # it saw the competing booking
 
 
 def assert_same_caches(worlds: Any) -> None:

@@ -39,7 +39,10 @@ from __future__ import annotations
 
 import reprlib
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from eventcore.query import QueryResult
 
 __all__ = [
     "BusinessRuleViolation",
@@ -330,12 +333,18 @@ class ConditionFailed(EventCoreError):
         after: the position the condition was read at.
         position: the first matching event after it (0 when the store does not say).
         attempts: how many attempts were made.
+        read: what ``read_query(query, after=after)`` returned when the condition failed
+            (the matching events after ``after`` and the position the read is consistent
+            with), or None when the store does not say (PostgreSQL says for a
+            one-stream append matching a few events). A query command's retry folds it
+            instead of reading again.
     """
 
     def __init__(self, after: int, position: int = 0, attempts: int = 1) -> None:
         self.after = after
         self.position = position
         self.attempts = attempts
+        self.read: QueryResult | None = None
         at = f" (at position {position})" if position else ""
         super().__init__(
             f"append condition failed after {attempts} attempt(s): an event matching "

@@ -53,6 +53,11 @@ def check_tags(tags: Iterable[str] | str) -> tuple[str, ...]:
         TypeError: ``tags`` is a str or holds something else than str.
     """
     items = _strs(tags, "tags")
+    if len(items) == 1:  # the common case: nothing to deduplicate or sort
+        try:
+            return (validate_stream_id(items[0]),)
+        except InvalidStreamId as exc:
+            raise InvalidTag(items[0], exc.reason) from None
     if len(items) > MAX_TAGS:
         raise LimitExceeded("tags", f"an event carries at most {MAX_TAGS} tags", len(items))
     out = set()
@@ -108,7 +113,10 @@ class Query:
     @classmethod
     def of(cls, types: Iterable[str] = (), tags: Iterable[str] = ()) -> Query:
         """A query of one item."""
-        return cls(QueryItem(tuple(types), tuple(tags)))
+        # As cls(QueryItem(tuple(types), tuple(tags))), without checking the item twice.
+        query = object.__new__(cls)
+        object.__setattr__(query, "items", (QueryItem.of(tuple(types), tuple(tags)),))
+        return query
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Query is immutable")

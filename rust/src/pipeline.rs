@@ -1602,7 +1602,7 @@ impl Machine {
             return Err(self.exhausted(py, conflict)?);
         }
         if self.is_query() {
-            self.query_retry();
+            self.query_retry(py, conflict)?;
         }
         if !matches!(self.key, Key::None) {
             // The retry folds only what the conflict says is new.

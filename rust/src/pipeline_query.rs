@@ -11,7 +11,9 @@
 //! The state cache: a command with no declared stream keeps its state with the position
 //! it is consistent with (`CacheEntry(state, [], [position])`, keyed by
 //! `boundary._cache_key`); the next run reads only what matches after that position. A
-//! retry after a failed condition folds only what came after the position it read.
+//! retry after a failed condition folds only what came after the position it read; when
+//! the failure carries that read (`ConditionFailed.read`: PostgreSQL's one-stream append
+//! returns it), the retry folds it and reads nothing.
 //! In verify mode (`StateCache(verify=True)`) such a state is checked: a second read folds
 //! the query's events from the start up to the same position, and a state that differs
 //! raises `StateCacheMismatch`; the command then decides on the cached state.
@@ -60,6 +62,9 @@ fn qrefs(py: Python<'_>) -> PyResult<&QRefs> {
     })
 }
 
+/// A query read's events (a list of RecordedEvent) and the position it is consistent with.
+type Read = (PyObj, i64);
+
 /// A query run's state across the effects of an attempt (and a retry's starting point).
 #[derive(Default)]
 pub(super) struct QState {
@@ -77,8 +82,9 @@ pub(super) struct QState {
     /// Per new event: its tags (a tuple of str) and the event object.
     pub tags: Vec<PyObj>,
     objects: Vec<PyObj>,
-    /// After a failed condition: the state decided on and its position (with a cache key).
-    held: Option<(PyObj, i64)>,
+    /// After a failed condition: the state decided on and its position (with a cache key),
+    /// and the read after that position the failure carried (its events and position).
+    held: Option<(PyObj, i64, Option<Read>)>,
     /// This attempt's `query_arg(query)` once made (the native read and append share it).
     items: Option<PyObj>,
     /// The state came from the cache (or a retry's held state) and verify mode is on:
@@ -146,6 +152,7 @@ impl Machine {
         q.check = false;
         q.checking = None;
         let mut key = None;
+        let mut carried = None;
         if let Some(cache) = &self.cache {
             if self.declared_v.is_empty()
                 && command.getattr(intern!(py, "state_cache"))?.is_truthy()?
@@ -167,9 +174,10 @@ impl Machine {
                     q.after = versions.get_item(0)?.extract()?;
                     q.state = Some(entry.getattr(intern!(py, "state"))?.unbind());
                 }
-            } else if let (Some(_), Some((state, after))) = (&key, held) {
+            } else if let (Some(_), Some((state, after, read))) = (&key, held) {
                 q.state = Some(state);
                 q.after = after;
+                carried = read;
             }
         }
         if q.state.is_none() {
@@ -185,6 +193,11 @@ impl Machine {
         q.query = Some(query.unbind());
         q.items = None;
         q.events = None;
+        if let Some((events, position)) = carried {
+            // The failed condition's read after the held state's position: fold it.
+            q.position = position;
+            return self.query_fold(py, events.bind(py), None);
+        }
         self.wait = Wait::QueryRead;
         Ok(Eff::Query)
     }
@@ -403,13 +416,27 @@ impl Machine {
             .into_pyobject(py)
     }
 
-    /// After a failed condition: fold on from the decided state next time (cached runs).
-    pub(super) fn query_retry(&mut self) {
+    /// After a failed condition: fold on from the decided state next time (cached runs),
+    /// with the read the failure carries if it does (`failure.read`).
+    pub(super) fn query_retry(
+        &mut self,
+        py: Python<'_>,
+        failure: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let cur = self.cur.take();
+        let mut read = None;
+        if failure.is_instance(refs(py)?.condition_failed.bind(py))? {
+            let r = failure.getattr(intern!(py, "read"))?;
+            if !r.is_none() {
+                let (events, position): (Bound<'_, PyAny>, i64) = r.extract()?;
+                read = Some((events.unbind(), position));
+            }
+        }
         let q = self.q.as_mut().expect("query run");
         if let (Some(_), Some(cur)) = (&q.key, cur) {
-            q.held = Some((cur.state, q.position));
+            q.held = Some((cur.state, q.position, read));
         }
+        Ok(())
     }
 
     /// The append succeeded: keep the state (with the command's own events that match

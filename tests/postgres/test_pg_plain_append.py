@@ -79,14 +79,15 @@ async def test_plain_appends_to_one_stream_take_the_lean_path(postgres_store, pl
     assert dict(batch.stream_versions) == {"a": 4}
     assert [e.version for e in await store.read_stream("a")] == [1, 2, 3, 4]
     assert called == [lean] * 2
-    # Several streams, a checked stream not written, tags: append_events as before.
+    # Several streams, a checked stream not written: append_events as before; tags:
+    # append_tagged_stream (migration 0017, tests/dcb/test_pg_lean_tagged_append.py).
     await store.append([NewEvent("a", "t", b""), NewEvent("b", "t", b"")])
     await store.append([NewEvent("a", "t", b"")], expected={"a": 5, "b": 1})
     await store.append([NewEvent("a", "t", b"", tags=("x",))])
     assert called == [lean] * 2 + [
         "append_events",
         "append_events",
-        "append_events_tagged",
+        "append_tagged_stream",
     ]
     assert store._plain == plain_path  # the path stays
 

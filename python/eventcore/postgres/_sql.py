@@ -300,6 +300,16 @@ class Queries:
             " $11::text[], $12::integer[], $13::text[], $14::integer[], $15::text[],"
             " $16::integer[], $17::bigint)"
         )
+        # One stream with tags and/or a condition (migration 0017). The first row:
+        # append_stream's two columns, the condition's first match, then append_stream's
+        # conflict tail; all NULL: append_events_tagged must answer. After a failed
+        # condition, read_query's rows (columns 8 on) after the condition's position.
+        self.append_tagged_stream = (
+            f"SELECT * FROM {s}.append_tagged_stream($1::text, $2::bigint, $3::uuid[],"
+            " $4::text[], $5::bytea[], $6::uuid, $7::uuid, $8::text, $9::jsonb, $10::text[],"
+            " $11::integer[], $12::text[], $13::integer[], $14::text[], $15::integer[],"
+            " $16::bigint, $17::bigint)"
+        )
         self.read_query = (
             f"SELECT * FROM {s}.read_query($1::text[], $2::integer[], $3::text[],"
             " $4::integer[], $5, $6)"

@@ -215,6 +215,28 @@ def check_dsn(dsn: str) -> str:
     return dsn
 
 
+CARRIED_READ_LIMIT = 100
+"""A failed condition carries the read after its position when it matches at most this
+many events (a query command's retry then needs no read); more: the retry reads."""
+
+
+def _one_stream_expected(
+    batch: list[tuple[str, str, bytes, Any]], checks: list[tuple[str, int]]
+) -> int | None:
+    """The expected version of the one stream ``batch`` writes (-1: any), or None when it
+    writes several streams, none, or checks a stream it does not write."""
+    if not batch:
+        return None
+    stream = batch[0][0]
+    if any(e[0] != stream for e in batch):
+        return None
+    if not checks:
+        return -1
+    if len(checks) == 1 and checks[0][0] == stream:
+        return checks[0][1]
+    return None
+
+
 def _check_after(after: object) -> int:
     """``after`` if it is a non-negative int (a position)."""
     if not isinstance(after, int) or isinstance(after, bool) or after < 0:
@@ -374,6 +396,7 @@ class PostgresStore:
         # "function" (append_stream) when this role may not write the tables, then None
         # (append_events) when it may not call append_stream either.
         self._plain: Literal["direct", "function"] | None = "direct"
+        self._append_tagged_stream = True  # False: this role may not call append_tagged_stream (0017)
         self._own_token = 0  # this store's newest write token: its reads wait for it
         self._own_position = 0  # the newest position read_after() was given
         # The primary's timeline, as its newest connection saw it (0: not known, e.g. a
@@ -607,6 +630,14 @@ class PostgresStore:
                             zip(repeat(stream), plain[2], plain[3], plain[4], plain[5]),
                         )
                     raise conflict
+        if (tags is not None or condition is not None) and self._append_tagged_stream:
+            one = _one_stream_expected(batch, checks)
+            if one is not None:
+                done = await self._append_one_stream_tagged(
+                    pool, batch, checks, one, meta, user_id, custom, tags, condition
+                )
+                if done is not None:
+                    return done
         query = self._q.append
         args: tuple[Any, ...] = (
             [c[0] for c in checks],
@@ -692,6 +723,73 @@ class PostgresStore:
             )
         return None
 
+    async def _append_one_stream_tagged(
+        self,
+        pool: asyncpg.Pool | ConnectionPool,
+        batch: list[tuple[str, str, bytes, Any]],
+        checks: list[tuple[str, int]],
+        expect: int,
+        meta: Metadata,
+        user_id: str | None,
+        custom: str | None,
+        tags: list[tuple[str, ...]] | None,
+        condition: AppendCondition | None,
+    ) -> AppendResult | None:
+        """A tagged or conditional append into one stream through append_tagged_stream
+        (migration 0017): its result, or its typed failure raised; None when
+        append_events_tagged must answer (an event id is stored already, or this role may
+        not call the function)."""
+        stream = batch[0][0]
+        flat = [(tag, i + 1) for i, event_tags in enumerate(tags or ()) for tag in event_tags]
+        row = await self._send_append(
+            pool,
+            self._q.append_tagged_stream,
+            (
+                stream,
+                expect,
+                [as_uuid(e[3]) for e in batch],
+                [e[1] for e in batch],
+                [e[2] for e in batch],
+                meta.causation_id,
+                meta.correlation_id,
+                user_id,
+                custom,
+                [t for t, _ in flat],
+                [i for _, i in flat],
+                *(
+                    (None, None, None, None)
+                    if condition is None
+                    else query_arrays(query_arg(condition.query))
+                ),
+                None if condition is None else _check_after(condition.after),
+                CARRIED_READ_LIMIT + 1,
+            ),
+            checks,
+            batch,
+            lean=True,
+            rows=True,
+        )
+        if not row:
+            return None
+        rows, row = row, row[0]
+        if row[0] is not None:
+            self._notifier.announce(row[0] + len(batch) - 1)
+            self._unseen_write = True
+            return AppendResult(row[0], [(stream, row[1])], batch, self._timeline)
+        if row[2] is not None and condition is not None:
+            failed = ConditionFailed(condition.after, row[2])
+            if 1 < len(rows) <= CARRIED_READ_LIMIT + 2:
+                # What read_query(condition.query, after=condition.after) returns now.
+                events = self._wrap([tuple(r)[8:] for r in rows[2:]])
+                failed.read = QueryResult(events, max(rows[1][7], 0))
+            raise failed
+        if row[1] is not None:
+            conflict = ConcurrencyConflict([(stream, expect, row[1])])
+            if row[3] is not None:
+                conflict._set_tail(checks, zip(repeat(stream), row[3], row[4], row[5], row[6]))
+            raise conflict
+        return None
+
     async def _send_append(
         self,
         pool: asyncpg.Pool | ConnectionPool,
@@ -701,13 +799,16 @@ class PostgresStore:
         batch: list[tuple[str, str, bytes, Any]],
         *,
         lean: bool = False,
+        rows: bool = False,
     ) -> Any:
         """Run one append statement (``args[2]``: the event ids, or the one event's id) and
         return its row.
 
-        ``lean``: the statement is a plain append (see _append_plain), which leaves a
-        stored event id to append_events: its unique violation returns None (nothing was
-        written), as does a refusal for lack of privilege (the store's path moves on).
+        ``lean``: the statement is a plain append (see _append_plain) or
+        append_tagged_stream, which leave a stored event id to append_events
+        (append_events_tagged): its unique violation returns None (nothing was written),
+        as does a refusal for lack of privilege (the store's path moves on). ``rows``:
+        return every row of the answer (a list), not only the first.
         """
         row: Any = None
         ids = args[2] if type(args[2]) is list else [args[2]]
@@ -717,7 +818,7 @@ class PostgresStore:
                 async with pool.acquire() as conn:
                     sent = ids
                     try:
-                        row = await conn.fetchrow(query, *args)
+                        row = await (conn.fetch if rows else conn.fetchrow)(query, *args)
                     except pgbase.InternalClientError:
                         conn.terminate()  # protocol state unknown: never reuse it
                         raise
@@ -736,8 +837,12 @@ class PostgresStore:
                 if lean and isinstance(exc, pgerr.InsufficientPrivilegeError):
                     # A role that may not write the tables takes append_stream; one
                     # granted EXECUTE on append_events only (the GRANTs before schema
-                    # 13) takes append_events, which does the same work.
-                    self._plain = "function" if self._plain == "direct" else None
+                    # 13) takes append_events, which does the same work. Likewise
+                    # append_events_tagged for append_tagged_stream (0017).
+                    if query is self._q.append_tagged_stream:
+                        self._append_tagged_stream = False
+                    else:
+                        self._plain = "function" if self._plain == "direct" else None
                     return None
                 if sqlstate == _IN_CALLERS_TRANSACTION:
                     raise ConfigurationError(
