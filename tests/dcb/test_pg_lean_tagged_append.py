@@ -28,21 +28,9 @@ from eventcore import (
 from eventcore.postgres import PostgresStore
 from eventcore.postgres._sql import query_arrays
 from eventcore.query import AppendCondition, Query, QueryItem, query_arg
+from tests.postgres.test_pg_plain_append import spy
 
 pytestmark = pytest.mark.postgres
-
-
-def spy(store: PostgresStore) -> list[str]:
-    """The functions each append statement of ``store`` calls, in order."""
-    called: list[str] = []
-    send = store._send_append
-
-    async def spying(pool: Any, query: str, *args: Any, **kw: Any) -> Any:
-        called.append(query.split(".", 1)[1].split("(", 1)[0])
-        return await send(pool, query, *args, **kw)
-
-    store._send_append = spying  # type: ignore[method-assign]
-    return called
 
 
 def ev(stream: str, event_type: str, payload: bytes, *tags: str, id: Any = None) -> NewEvent:
@@ -238,6 +226,7 @@ async def test_a_role_granted_only_append_events_tagged_still_appends(
                 "append_tagged_stream",
                 "append_events_tagged",
                 "append_events_tagged",
+                "append_direct",  # refused (no INSERT on the tables): nothing written
                 "append_stream",
             ]
         found = await postgres_store.read_query(Query.of(tags=["k"]))
