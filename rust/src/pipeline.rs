@@ -285,6 +285,10 @@ pub(crate) struct Machine {
     cache: Option<Py<StateCacheCore>>,
     snapshot_every: i64,
     warm_append_first: bool,
+    /// Keep the state with the command's own events folded in (as `warm_append_first`
+    /// does), while the next command still reads its tail: a state whose versions equal
+    /// the stream's then costs a version check, not a row read and a fold.
+    keep_own: bool,
     // Worked out when the run starts.
     cls: Option<PyObj>,
     name: Option<PyObj>,
@@ -461,6 +465,7 @@ impl Machine {
         cache: Option<Py<StateCacheCore>>,
         snapshot_every: i64,
         warm_append_first: bool,
+        keep_own: bool,
         trace: Option<(i64, Instant)>,
     ) -> Self {
         let keyed = cache.is_some() || snapshot_every != 0;
@@ -473,6 +478,7 @@ impl Machine {
             cache,
             snapshot_every,
             warm_append_first,
+            keep_own,
             cls: None,
             name: None,
             discovers: false,
@@ -1631,8 +1637,10 @@ impl Machine {
         };
         // Put back as decided on: the next command's TAIL folds this one's own events.
         // Unless the next one appends on these versions without reading
-        // (`warm_append_first`): then they must include them.
-        let kept = if self.warm_append_first {
+        // (`warm_append_first`): then they must include them; or `keep_own` folds them now
+        // (the in-memory store, where the fold costs the same now and a later read of
+        // nothing new costs less).
+        let kept = if self.warm_append_first || self.keep_own {
             self.with_own_events(py, decided)?
         } else {
             Some(decided)
@@ -1852,7 +1860,7 @@ impl CommandRun {
     /// the first `send(None)` (or `drive`).
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (command, registry, policy, metadata, idempotency_key = None, cache = None, snapshot_every = 0, warm_append_first = false, trace = false))]
+    #[pyo3(signature = (command, registry, policy, metadata, idempotency_key = None, cache = None, snapshot_every = 0, warm_append_first = false, trace = false, keep_own_events = false))]
     fn new(
         py: Python<'_>,
         command: PyObj,
@@ -1864,6 +1872,7 @@ impl CommandRun {
         snapshot_every: i64,
         warm_append_first: bool,
         trace: bool,
+        keep_own_events: bool,
     ) -> PyResult<Self> {
         let clock = if trace {
             let r = refs(py)?;
@@ -1893,6 +1902,7 @@ impl CommandRun {
                 cache,
                 snapshot_every,
                 warm_append_first,
+                keep_own_events,
                 clock,
             ),
         })
@@ -1921,6 +1931,7 @@ impl CommandRun {
     }
 
     /// A run on the in-memory store `store` (a `MemoryStore` core), without tracing,
+    /// keeping states with their own events (`keep_own_events`),
     /// driven at once (see `drive`): the `ExecutionResult` when it ran to the end, else
     /// `(run, effect)` for the shell to go on with (a sleep, a snapshot load or save).
     /// One call and no run object for a plain command.
@@ -1949,6 +1960,7 @@ impl CommandRun {
             snapshot_every,
             false,
             false,
+            true,
         )?;
         let none = py.None().into_bound(py);
         match crate::pipeline_drive::drive_eff(py, &mut run.m, store, none)? {
