@@ -51,6 +51,8 @@ pub(crate) struct Refs {
     pub keyers: Py<PyDict>,
     pub streams_only: PyObj,
     pub observe: PyObj,
+    /// `eventcore.observe`'s namespace: its `_hooks` read as one dict lookup.
+    pub observe_vars: Py<PyDict>,
     pub hit: PyObj,
     pub miss: PyObj,
     pub command_cls: PyObj,
@@ -103,6 +105,7 @@ pub(crate) fn refs(py: Python<'_>) -> PyResult<&Refs> {
             keyers: cache.getattr("_keyers")?.cast_into::<PyDict>()?.unbind(),
             streams_only: get(&cache, "STREAMS_ONLY")?,
             observe: py.import("eventcore.observe")?.into_any().unbind(),
+            observe_vars: py.import("eventcore.observe")?.dict().unbind(),
             hit: get(&cache, "HIT")?,
             miss: get(&cache, "MISS")?,
             command_discover: command_cls.getattr("discover")?.unbind(),
@@ -307,6 +310,9 @@ pub(crate) struct Machine {
     // Across attempts.
     key: Key,
     held: Option<Entry>,
+    /// The cache entry object taken out of the cache (filled again and put back when
+    /// nothing else refers to it, instead of a new one).
+    taken: Option<Py<CacheEntry>>,
     hint: Option<PyObj>,
     recheck: bool,
     attempt: i64,
@@ -493,6 +499,7 @@ impl Machine {
             declared_v: Vec::new(),
             key: if keyed { Key::Unset } else { Key::None },
             held: None,
+            taken: None,
             hint: None,
             recheck: false,
             attempt: 0,
@@ -946,6 +953,9 @@ impl Machine {
                         if let Some(found) = entries.get_item(&k)? {
                             entries.del_item(&k)?;
                             entry = Some(self.entry_of(py, &found)?);
+                            if let Ok(obj) = found.cast_into::<CacheEntry>() {
+                                self.taken = Some(obj.unbind());
+                            }
                         }
                     }
                 }
@@ -958,7 +968,8 @@ impl Machine {
                     counter.fetch_add(1, Relaxed);
                     let r = refs(py)?;
                     let observe = r.observe.bind(py);
-                    if observe.getattr(intern!(py, "_hooks"))?.is_truthy()? {
+                    let hooks = r.observe_vars.bind(py).get_item(intern!(py, "_hooks"))?;
+                    if hooks.map_or(Ok(false), |h| h.is_truthy())? {
                         let what = if entry.is_none() { &r.miss } else { &r.hit };
                         observe.call_method1(
                             intern!(py, "report_state_cache"),
@@ -1650,7 +1661,15 @@ impl Machine {
             return self.finish_keep(py, None, None);
         };
         let since = kept.since;
-        let kept = entry_object(py, kept)?;
+        let kept = match self.taken.take() {
+            // Only this run refers to it (not a snapshot store, not a caller's copy).
+            // SAFETY: reads the reference count of an object this run holds.
+            Some(obj) if unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) } == 1 => {
+                obj.borrow_mut(py).e = kept;
+                obj.into_bound(py).into_any()
+            }
+            _ => entry_object(py, kept)?,
+        };
         if self.snapshot_every != 0 && since >= self.snapshot_every {
             self.pending_kept = Some(kept.clone().unbind());
             self.key = Key::Val(key.clone().unbind());
