@@ -139,8 +139,14 @@ def run_command(
     cache: StateCache | None = None,
     snapshot_every: int = 0,
     warm_append_first: bool = False,
+    trace: bool = False,
+    keep_own_events: bool = False,
 ) -> Steps:
-    """Run ``command`` to completion, yielding its effects; the last is ``DONE``."""
+    """Run ``command`` to completion, yielding its effects; the last is ``DONE``.
+
+    ``trace`` is the machine's (no effect here); ``keep_own_events`` keeps the state with
+    the command's own events folded in, as ``warm_append_first`` does, while the next
+    command still reads its tail."""
     try:
         declared = command.streams()
     except AttributeError:
@@ -306,7 +312,7 @@ def run_command(
                                 decoders,
                                 cache,
                                 snapshot_every,
-                                warm_append_first,
+                                warm_append_first or keep_own_events,
                             )
                 yield (DONE, ExecutionResult(result, attempt))
                 return
@@ -642,15 +648,16 @@ def _keep(
     decoders: Mapping[str, Callable[[bytes], Any]],
     cache: StateCache | None,
     snapshot_every: int,
-    warm_append_first: bool,
+    own_events: bool,
 ) -> Generator[Effect, Any, None]:
     """After a successful append: a snapshot if due (``SAVE``), then back into the cache.
 
     Kept as decided on (the next command's ``TAIL`` folds this one's own events), unless
-    the next one appends on these versions without reading (``warm_append_first``): then
-    the own events are folded in now, or nothing is kept if that is not certain.
+    ``own_events`` (the next one appends on these versions without reading,
+    ``warm_append_first``, or ``keep_own_events``): then the own events are folded in now,
+    or nothing is kept if that is not certain.
     """
-    kept = _with_own_events(command, decided, events, decoders) if warm_append_first else decided
+    kept = _with_own_events(command, decided, events, decoders) if own_events else decided
     if kept is None:
         return
     if snapshot_every and kept.since >= snapshot_every:

@@ -15,6 +15,7 @@ from eventcore import (
     InvalidStreamId,
     StreamId,
     ValidationError,
+    Value,
     require,
     stream,
 )
@@ -85,6 +86,61 @@ def test_value_fields_are_converted_and_validated() -> None:
         Audit(primary="p", others=(), owner="nope")
     assert info.value.field == "owner"
     assert "pattern" in info.value.reason
+
+
+class _Bounded(Value, float, gt=0.0, le=1.0):
+    """Order bounds only: a command's native __init__ checks them itself."""
+
+
+class _Custom(_Bounded):
+    """Bounds plus a check of its own: its constructor decides."""
+
+    @classmethod
+    def check(cls, value: float) -> None:
+        if value == 0.5:
+            raise ValueError("not a half")
+
+
+class _Bounds(Command[None, Any]):
+    """One field of each kind of value type."""
+
+    bounded: _Bounded
+    custom: _Custom
+    pattern: AccountNo
+
+    def initial_state(self) -> None:
+        return None
+
+    def apply(self, state: None, event: Any, stream_id: str) -> None:
+        return None
+
+    def handle(self, state: None) -> list[tuple[str, Any]]:
+        return []
+
+
+def test_value_fields_give_what_the_value_type_gives() -> None:
+    # Bounds-only types are checked natively (Value._bounds); the rest by the type itself:
+    # the same instances and the same errors either way.
+    assert _Bounded._bounds == (("gt", 0.0), ("le", 1.0)) and _Custom._bounds is None
+    cmd = _Bounds(bounded=1.0, custom=0.25, pattern="acc-1")
+    assert type(cmd.bounded) is _Bounded and cmd.bounded == 1.0
+    assert type(cmd.custom) is _Custom and type(cmd.pattern) is AccountNo
+    assert type(_Bounds(bounded=1, custom=1, pattern="acc-1").bounded) is _Bounded
+    cases = [
+        ({"bounded": 0.0}, "bounded", "greater than 0"),
+        ({"bounded": 1.5}, "bounded", "at most 1"),
+        ({"bounded": float("nan")}, "bounded", "greater than 0"),
+        ({"bounded": True}, "bounded", "must be a float"),
+        ({"custom": 0.5}, "custom", "not a half"),
+        ({"custom": 2.0}, "custom", "at most 1"),
+        ({"pattern": "x"}, "pattern", "pattern"),
+    ]
+    for change, field, reason in cases:
+        args: dict[str, Any] = {"bounded": 0.5, "custom": 0.25, "pattern": "acc-1"} | change
+        with pytest.raises(ValidationError) as info:
+            _Bounds(**args)
+        assert info.value.field == field and reason in info.value.reason
+        assert info.value.value is change[field]
 
 
 def test_already_valid_values_are_kept() -> None:

@@ -880,6 +880,7 @@ def options(draw: Any, focus: str) -> dict[str, Any]:
         "cache": cache,
         "snapshot_every": draw(st.sampled_from([0, 0, 1, 2, 3])),
         "warm_append_first": warm,
+        "keep_own_events": draw(st.booleans()),
     }
 
 
@@ -972,6 +973,7 @@ def check_agree(
                     cache,
                     opts["snapshot_every"],
                     opts["warm_append_first"],
+                    keep_own_events=opts.get("keep_own_events", False),
                 )
 
             kind = Side if not native else ModelDriveSide if world is worlds[0] else DriveSide

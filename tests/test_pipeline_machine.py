@@ -330,16 +330,24 @@ def test_a_store_is_asked_for_rows_without_the_commands_callbacks() -> None:
 def test_a_cached_states_tail_is_asked_for_with_its_versions_and_hint() -> None:
     store = MemoryStore(state_cache=StateCache(min_events=0))
     open_with(store, "a", 10)
-    execute_sync(store, Deposit(account="a", amount=1), retry=FAST)  # cached: version 3
+    # In memory the state is kept with its own event folded in (keep_own_events): version 3.
+    execute_sync(store, Deposit(account="a", amount=1), retry=FAST)
     store.append([new("a", Deposited(5))])
     cache = store.state_cache
+    assert cache is not None
     run = run_command(Deposit(account="a", amount=1), default_registry, FAST, None, None, cache)
     tail = run.send(None)
-    assert tail == ("tail", ["a"], [2], 0, None)  # the state decided on: before its own event
-    read = store.read_tail(["a"], [2], 0, None)
-    assert read is not None and [r[3] for r in read[0]] == [3, 4]
+    assert tail == ("tail", ["a"], [3], 0, None)
+    read = store.read_tail(["a"], [3], 0, None)
+    assert read is not None and [r[3] for r in read[0]] == [4]
     append = run.send(read)
     assert list(append[2]) == [("a", 4)]
+    done = run.send(store.append(append[1], expected=append[2], metadata=append[3]))
+    assert done[0] == "done"
+    # Without keep_own_events the state decided on is kept: before its own event.
+    (entry,) = cache._entries.values()
+    assert entry.versions == [4] and store.stream_version("a") == 5
+    assert entry.state == Account(opened=True, balance=10 + 1 + 5)
 
 
 def test_rows_that_do_not_decode_end_the_run_with_the_events_place() -> None:

@@ -594,3 +594,43 @@ def test_a_cache_hit_is_reported_as_a_read() -> None:
     # the hit's tail fold (and verify mode's full fold) are read time, then handle, write
     assert hook.phases[1][0] == "read_streams"
     assert hook.phases[1][-2:] == ["handle_command", "write_events"]
+
+
+def test_in_memory_a_kept_state_holds_its_own_events_and_any_tail_is_still_read() -> None:
+    # execute_sync on a MemoryStore keeps the state with the command's own events folded
+    # in (keep_own_events): its versions are the stream's, and the next command reads no
+    # rows. A state kept before its own events (a run without it) is caught up by the tail.
+    store = MemoryStore(state_cache=StateCache(min_events=0))
+    open_with(store, "a", 10)
+    execute_sync(store, Deposit(account="a", amount=1))
+    cache = store.state_cache
+    assert cache is not None
+    (entry,) = cache._entries.values()
+    assert entry.versions == [3] == [store.stream_version("a")]
+    assert entry.state == Account(opened=True, balance=11)
+    store.append([new("a", Deposited(5))])  # written past the cache
+    execute_sync(store, Deposit(account="a", amount=2))  # folds the tail: 11 + 5, then 2
+    (entry,) = cache._entries.values()
+    assert entry.versions == [5] and entry.state == Account(opened=True, balance=18)
+    assert (cache.hits, cache.misses) == (1, 1)
+    check_cached_states(store)
+
+
+def test_an_entry_someone_holds_is_never_changed_by_a_later_command() -> None:
+    # The machine refills the entry object it took when only it refers to it; one held
+    # elsewhere (here by the test, as a snapshot store or a caller might) stays as it was.
+    store = MemoryStore(state_cache=StateCache(min_events=0))
+    open_with(store, "a", 10)
+    execute_sync(store, Deposit(account="a", amount=1))
+    cache = store.state_cache
+    assert cache is not None
+    (held,) = cache._entries.values()
+    execute_sync(store, Deposit(account="a", amount=2))
+    (now,) = cache._entries.values()
+    assert now is not held
+    assert (held.versions, held.state) == ([3], Account(opened=True, balance=11))
+    assert (now.versions, now.state) == ([4], Account(opened=True, balance=13))
+    del held, now
+    execute_sync(store, Deposit(account="a", amount=3))
+    (last,) = cache._entries.values()
+    assert (last.versions, last.state) == ([5], Account(opened=True, balance=16))

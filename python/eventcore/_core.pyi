@@ -355,6 +355,7 @@ class CommandRun:
         snapshot_every: int = 0,
         warm_append_first: bool = False,
         trace: bool = False,
+        keep_own_events: bool = False,
     ) -> CommandRun: ...
     def send(self, value: Any) -> tuple[Any, ...]:
         """Resume with the result of the last effect; the next effect."""
@@ -377,9 +378,9 @@ class CommandRun:
         cache: Any,
         snapshot_every: int,
     ) -> ExecutionResult | tuple[CommandRun, tuple[Any, ...]]:
-        """A run on ``store`` without tracing, driven at once: its result when it ran to
-        the end, else ``(run, effect)`` for the shell to go on with (a sleep, a snapshot
-        load or save)."""
+        """A run on ``store`` without tracing, keeping states with their own events
+        (``keep_own_events``), driven at once: its result when it ran to the end, else
+        ``(run, effect)`` for the shell to go on with (a sleep, a snapshot load or save)."""
 
     @property
     def trace(self) -> list[tuple[Any, ...]] | None:

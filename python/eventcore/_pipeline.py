@@ -101,7 +101,9 @@ Effect = tuple[Any, ...]
 
 run_command = CommandRun
 """``run_command(command, registry, policy, metadata, idempotency_key=None, cache=None,
-snapshot_every=0, warm_append_first=False, trace=False)``: a :class:`CommandRun`."""
+snapshot_every=0, warm_append_first=False, trace=False, keep_own_events=False)``: a
+:class:`CommandRun`. ``keep_own_events`` keeps a state with the command's own events
+folded in (as ``warm_append_first`` does) while the next command still reads its tail."""
 
 
 ExecutionResult = _ExecutionResult

@@ -52,6 +52,10 @@ class Value:
     """The builtin base's ``__new__``, found once per class (what ``super()`` finds)."""
     _own_check: ClassVar[bool] = False
     """Whether the class (or a base below ``Value``) overrides :meth:`check`."""
+    _bounds: ClassVar[tuple[tuple[str, Any], ...] | None] = ()
+    """Its checks as ``(op, bound)`` pairs (``op``: ``gt``/``ge``/``lt``/``le``) when those
+    are all it checks and it keeps ``Value``'s constructor; else ``None``. A command's
+    native ``__init__`` checks such a type's exact input itself (``command_init.rs``)."""
 
     def __init_subclass__(
         cls,
@@ -67,6 +71,12 @@ class Value:
     ) -> None:
         super().__init_subclass__(**kwargs)
         checks: list[_Check] = list(cls._checks)
+        bounds = cls._bounds
+        if bounds is not None and (min_length, max_length, pattern) != (None, None, None):
+            bounds = None
+        if bounds is not None:
+            given = (("gt", gt), ("ge", ge), ("lt", lt), ("le", le))
+            bounds = bounds + tuple((op, b) for op, b in given if b is not None)
         if gt is not None:
             checks.append(lambda v: None if v > gt else f"must be greater than {gt}")
         if ge is not None:
@@ -97,6 +107,14 @@ class Value:
         cls._make = staticmethod(super().__new__)
         own = getattr(cls.check, "__func__", None)  # None: a staticmethod, also its own
         cls._own_check = own is not Value.check.__func__  # type: ignore[attr-defined]
+        plain = (
+            cls.__new__ is Value.__new__
+            and cls.__init__ is object.__init__
+            and cls._exact is not None
+            and not cls._own_check
+            and _finite not in checks
+        )
+        cls._bounds = bounds if plain else None
 
     def __new__(cls, value: Any) -> Self:
         """Build and validate; raises ValidationError naming the type and the reason."""

@@ -5,14 +5,76 @@
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::pyclass::CompareOp;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 /// What a field's value goes through before it is stored.
 enum Check {
     Plain,
     Stream,
-    Coerce(Py<PyAny>),
+    Coerce(Option<Bounds>, Py<PyAny>),
     Convert(Py<PyAny>),
+}
+
+/// A value type whose only checks are order bounds (`Value._bounds`): its exact input
+/// is built with its builtin's constructor and compared here, without `Value.__new__`'s
+/// frame. Any other input, or one out of bounds, takes the type's own constructor (which
+/// raises the error it names).
+struct Bounds {
+    exact: Py<pyo3::types::PyType>,
+    make: Py<PyAny>,
+    checks: Vec<(CompareOp, Py<PyAny>)>,
+}
+
+impl Bounds {
+    fn of(kind: &Bound<'_, PyAny>) -> PyResult<Option<Self>> {
+        let py = kind.py();
+        let Ok(bounds) = kind.getattr(pyo3::intern!(py, "_bounds")) else {
+            return Ok(None);
+        };
+        if bounds.is_none() {
+            return Ok(None);
+        }
+        let exact = kind.getattr(pyo3::intern!(py, "_exact"))?;
+        let Ok(exact) = exact.cast_into::<pyo3::types::PyType>() else {
+            return Ok(None);
+        };
+        let mut checks = Vec::new();
+        for pair in bounds.try_iter()? {
+            let (op, bound): (String, Bound<'_, PyAny>) = pair?.extract()?;
+            let op = match op.as_str() {
+                "gt" => CompareOp::Gt,
+                "ge" => CompareOp::Ge,
+                "lt" => CompareOp::Lt,
+                "le" => CompareOp::Le,
+                _ => return Ok(None),
+            };
+            checks.push((op, bound.unbind()));
+        }
+        Ok(Some(Bounds {
+            exact: exact.unbind(),
+            make: kind.getattr(pyo3::intern!(py, "_make"))?.unbind(),
+            checks,
+        }))
+    }
+
+    /// `kind(value)` when it is within bounds, else `None` (the caller asks `kind`).
+    fn build<'py>(
+        &self,
+        kind: &Bound<'py, PyAny>,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = kind.py();
+        let Ok(made) = self.make.bind(py).call1((kind, value)) else {
+            return Ok(None);
+        };
+        for (op, bound) in &self.checks {
+            if !made.rich_compare(bound.bind(py), *op)?.is_truthy()? {
+                return Ok(None);
+            }
+        }
+        Ok(Some(made))
+    }
 }
 
 /// Where a parameter's value comes from when the caller does not pass it.
@@ -51,7 +113,7 @@ fn param(item: &Bound<'_, PyAny>) -> PyResult<Param> {
     let check = match check {
         0 => Check::Plain,
         1 => Check::Stream,
-        2 => Check::Coerce(arg.unbind()),
+        2 => Check::Coerce(Bounds::of(&arg)?, arg.unbind()),
         3 => Check::Convert(arg.unbind()),
         _ => return Err(PyValueError::new_err("unknown field check")),
     };
@@ -161,11 +223,23 @@ impl CommandInit {
                     crate::stream_id::stream_id(&value, Some(&p.text))?
                 }
                 Check::Stream => self.stream_value.bind(py).call1((value, name))?,
-                Check::Coerce(kind) if value.get_type().is(kind.bind(py)) => value,
-                Check::Coerce(kind) => match kind.bind(py).call1((&value,)) {
-                    Ok(made) => made,
-                    Err(err) => return Err(self.name_field(py, err, name, &value)),
-                },
+                Check::Coerce(_, kind) if value.get_type().is(kind.bind(py)) => value,
+                Check::Coerce(bounds, kind) => {
+                    let kind = kind.bind(py);
+                    let fast = match bounds {
+                        Some(b) if value.get_type().is(b.exact.bind(py)) => {
+                            b.build(kind, &value)?
+                        }
+                        _ => None,
+                    };
+                    match fast {
+                        Some(made) => made,
+                        None => match kind.call1((&value,)) {
+                            Ok(made) => made,
+                            Err(err) => return Err(self.name_field(py, err, name, &value)),
+                        },
+                    }
+                }
                 Check::Convert(convert) => convert.bind(py).call1((value, name))?,
             };
             // SAFETY: all three are valid references; the generic setter stores the field

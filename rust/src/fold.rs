@@ -42,8 +42,14 @@ impl<'py> Folder<'py> {
         }
         let name = event_type
             .cast::<PyString>()
-            .map_err(|_| PyTypeError::new_err("event_type must be str"))?
-            .to_str()?;
+            .map_err(|_| PyTypeError::new_err("event_type must be str"))?;
+        if self.last.is_none() {
+            // The first type: no map until a second one comes (many folds see one type).
+            let dec = self.lookup(event_type)?;
+            self.last = Some((event_type.clone(), dec.clone()));
+            return Ok(dec);
+        }
+        let name = name.to_str()?;
         let dec = match self.cache.get(name) {
             Some(dec) => dec.clone(),
             None => {

@@ -16,6 +16,8 @@
 //! the idempotency key's ids, error messages and the result objects.
 
 use std::collections::HashSet;
+
+use smallvec::SmallVec;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
@@ -51,6 +53,11 @@ pub(crate) struct Refs {
     pub keyers: Py<PyDict>,
     pub streams_only: PyObj,
     pub observe: PyObj,
+    /// `dict.pop`: takes a cache entry out in one lookup (the stable ABI of 3.11 has no
+    /// `PyDict_Pop`), where a get and a delete hash and compare the key twice.
+    pub dict_pop: PyObj,
+    /// `eventcore.observe`'s namespace: its `_hooks` read as one dict lookup.
+    pub observe_vars: Py<PyDict>,
     pub hit: PyObj,
     pub miss: PyObj,
     pub command_cls: PyObj,
@@ -103,6 +110,12 @@ pub(crate) fn refs(py: Python<'_>) -> PyResult<&Refs> {
             keyers: cache.getattr("_keyers")?.cast_into::<PyDict>()?.unbind(),
             streams_only: get(&cache, "STREAMS_ONLY")?,
             observe: py.import("eventcore.observe")?.into_any().unbind(),
+            observe_vars: py.import("eventcore.observe")?.dict().unbind(),
+            dict_pop: py
+                .import("builtins")?
+                .getattr("dict")?
+                .getattr("pop")?
+                .unbind(),
             hit: get(&cache, "HIT")?,
             miss: get(&cache, "MISS")?,
             command_discover: command_cls.getattr("discover")?.unbind(),
@@ -285,6 +298,10 @@ pub(crate) struct Machine {
     cache: Option<Py<StateCacheCore>>,
     snapshot_every: i64,
     warm_append_first: bool,
+    /// Keep the state with the command's own events folded in (as `warm_append_first`
+    /// does), while the next command still reads its tail: a state whose versions equal
+    /// the stream's then costs a version check, not a row read and a fold.
+    keep_own: bool,
     // Worked out when the run starts.
     cls: Option<PyObj>,
     name: Option<PyObj>,
@@ -303,6 +320,9 @@ pub(crate) struct Machine {
     // Across attempts.
     key: Key,
     held: Option<Entry>,
+    /// The cache entry object taken out of the cache (filled again and put back when
+    /// nothing else refers to it, instead of a new one).
+    taken: Option<Py<CacheEntry>>,
     hint: Option<PyObj>,
     recheck: bool,
     attempt: i64,
@@ -461,6 +481,7 @@ impl Machine {
         cache: Option<Py<StateCacheCore>>,
         snapshot_every: i64,
         warm_append_first: bool,
+        keep_own: bool,
         trace: Option<(i64, Instant)>,
     ) -> Self {
         let keyed = cache.is_some() || snapshot_every != 0;
@@ -473,6 +494,7 @@ impl Machine {
             cache,
             snapshot_every,
             warm_append_first,
+            keep_own,
             cls: None,
             name: None,
             discovers: false,
@@ -487,6 +509,7 @@ impl Machine {
             declared_v: Vec::new(),
             key: if keyed { Key::Unset } else { Key::None },
             held: None,
+            taken: None,
             hint: None,
             recheck: false,
             attempt: 0,
@@ -889,12 +912,12 @@ impl Machine {
         }
         let r = refs(py)?;
         let cls = self.cls.as_ref().expect("started").bind(py);
-        let declared = self.declared_list(py)?;
         let keyer = r.keyers.bind(py).get_item(cls)?;
         let key = if keyer.is_some_and(|k| k.is(r.streams_only.bind(py))) {
             let streams = PyTuple::new(py, self.declared_v.iter().map(|s| s.bind(py)))?;
             PyTuple::new(py, [cls.clone(), streams.into_any()])?.into_any()
         } else {
+            let declared = self.declared_list(py)?;
             r.cache_key
                 .bind(py)
                 .call1((self.command.bind(py), cls, &declared))?
@@ -937,9 +960,13 @@ impl Machine {
                 if !entries.is_empty() {
                     self.build_key(py)?;
                     if let Some(k) = self.key_val(py) {
-                        if let Some(found) = entries.get_item(&k)? {
-                            entries.del_item(&k)?;
+                        let r = refs(py)?;
+                        let found = r.dict_pop.bind(py).call1((entries, &k, py.None()))?;
+                        if !found.is_none() {
                             entry = Some(self.entry_of(py, &found)?);
+                            if let Ok(obj) = found.cast_into::<CacheEntry>() {
+                                self.taken = Some(obj.unbind());
+                            }
                         }
                     }
                 }
@@ -952,7 +979,8 @@ impl Machine {
                     counter.fetch_add(1, Relaxed);
                     let r = refs(py)?;
                     let observe = r.observe.bind(py);
-                    if observe.getattr(intern!(py, "_hooks"))?.is_truthy()? {
+                    let hooks = r.observe_vars.bind(py).get_item(intern!(py, "_hooks"))?;
+                    if hooks.map_or(Ok(false), |h| h.is_truthy())? {
                         let what = if entry.is_none() { &r.miss } else { &r.hit };
                         observe.call_method1(
                             intern!(py, "report_state_cache"),
@@ -1631,8 +1659,10 @@ impl Machine {
         };
         // Put back as decided on: the next command's TAIL folds this one's own events.
         // Unless the next one appends on these versions without reading
-        // (`warm_append_first`): then they must include them.
-        let kept = if self.warm_append_first {
+        // (`warm_append_first`): then they must include them; or `keep_own` folds them now
+        // (the in-memory store, where the fold costs the same now and a later read of
+        // nothing new costs less).
+        let kept = if self.warm_append_first || self.keep_own {
             self.with_own_events(py, decided)?
         } else {
             Some(decided)
@@ -1642,7 +1672,15 @@ impl Machine {
             return self.finish_keep(py, None, None);
         };
         let since = kept.since;
-        let kept = entry_object(py, kept)?;
+        let kept = match self.taken.take() {
+            // Only this run refers to it (not a snapshot store, not a caller's copy).
+            // SAFETY: reads the reference count of an object this run holds.
+            Some(obj) if unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) } == 1 => {
+                obj.borrow_mut(py).e = kept;
+                obj.into_bound(py).into_any()
+            }
+            _ => entry_object(py, kept)?,
+        };
         if self.snapshot_every != 0 && since >= self.snapshot_every {
             self.pending_kept = Some(kept.clone().unbind());
             self.key = Key::Val(key.clone().unbind());
@@ -1661,18 +1699,18 @@ impl Machine {
         if events.is_empty() {
             return Ok(Some(entry));
         }
-        let rows: Vec<_> = events
+        let rows: SmallVec<[_; 4]> = events
             .0
             .iter()
             .map(|(s, n, p, _)| (s.bind(py), n.bind(py), p.bind(py)))
             .collect();
-        let streams: Vec<&str> = entry
+        let streams: SmallVec<[&str; 4]> = entry
             .f
             .streams
             .iter()
             .map(|s| s.bind(py).to_str())
             .collect::<PyResult<_>>()?;
-        let mut targets = Vec::with_capacity(rows.len());
+        let mut targets: SmallVec<[&str; 4]> = SmallVec::with_capacity(rows.len());
         for (stream, _, _) in &rows {
             match stream.cast::<PyString>() {
                 Ok(s) => targets.push(s.to_str()?),
@@ -1682,6 +1720,7 @@ impl Machine {
         let Some(slots) = logic::own_event_slots(&streams, entry.f.fold_from, &targets) else {
             return Ok(None);
         };
+        drop(streams); // (it borrows the entry's streams, which move below)
         let versions = logic::versions_after(&entry.f.versions, &slots);
         let mut folder = crate::fold::Folder::new(self.apply_obj(py), self.decoders_obj(py));
         let mut state = entry.f.state.bind(py).clone();
@@ -1852,7 +1891,7 @@ impl CommandRun {
     /// the first `send(None)` (or `drive`).
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (command, registry, policy, metadata, idempotency_key = None, cache = None, snapshot_every = 0, warm_append_first = false, trace = false))]
+    #[pyo3(signature = (command, registry, policy, metadata, idempotency_key = None, cache = None, snapshot_every = 0, warm_append_first = false, trace = false, keep_own_events = false))]
     fn new(
         py: Python<'_>,
         command: PyObj,
@@ -1864,6 +1903,7 @@ impl CommandRun {
         snapshot_every: i64,
         warm_append_first: bool,
         trace: bool,
+        keep_own_events: bool,
     ) -> PyResult<Self> {
         let clock = if trace {
             let r = refs(py)?;
@@ -1893,6 +1933,7 @@ impl CommandRun {
                 cache,
                 snapshot_every,
                 warm_append_first,
+                keep_own_events,
                 clock,
             ),
         })
@@ -1921,6 +1962,7 @@ impl CommandRun {
     }
 
     /// A run on the in-memory store `store` (a `MemoryStore` core), without tracing,
+    /// keeping states with their own events (`keep_own_events`),
     /// driven at once (see `drive`): the `ExecutionResult` when it ran to the end, else
     /// `(run, effect)` for the shell to go on with (a sleep, a snapshot load or save).
     /// One call and no run object for a plain command.
@@ -1949,6 +1991,7 @@ impl CommandRun {
             snapshot_every,
             false,
             false,
+            true,
         )?;
         let none = py.None().into_bound(py);
         match crate::pipeline_drive::drive_eff(py, &mut run.m, store, none)? {

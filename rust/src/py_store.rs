@@ -321,6 +321,17 @@ impl MemoryStore {
         apply: Bound<'py, PyAny>,
         decoders: Bound<'py, PyAny>,
     ) -> PyResult<Option<(Bound<'py, PyAny>, Vec<u64>)>> {
+        // A state at the streams' versions now (the common case: kept with its own
+        // events): a version check under the lock, no rows.
+        let names: SmallVec<[&str; 4]> =
+            items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
+        if self
+            .inner
+            .try_read()
+            .is_some_and(|store| store.at_versions(&names, &versions))
+        {
+            return Ok(Some((state, versions)));
+        }
         let Some((rows, now)) = self.tail_rows(py, items, &versions, fold_from)? else {
             return Ok(None);
         };

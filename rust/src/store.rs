@@ -1079,6 +1079,19 @@ impl Store {
         Ok(Some((self.rows_for_slots(&picked), versions)))
     }
 
+    /// Whether every stream of `names` exists at exactly the version in `after` (one per
+    /// name) and none was truncated past it: then [`Store::tail_rows`] has nothing to
+    /// fold. A name not found (unknown, or not a valid id) answers `false`.
+    pub fn at_versions(&self, names: &[&str], after: &[u64]) -> bool {
+        names.len() == after.len()
+            && names.iter().zip(after).all(|(name, &was)| {
+                self.find_stream(name).is_some_and(|i| {
+                    let st = &self.streams[i as usize];
+                    u64::from(st.version) == was && u64::from(st.truncated_at) <= was
+                })
+            })
+    }
+
     /// One stream's events with version < `before_version` (all when `None`), newest first.
     pub fn read_stream_backwards(
         &self,
@@ -1447,6 +1460,27 @@ mod tests {
         assert_eq!(got, vec![(10, 1), (12, 3)]);
         assert_eq!(rows.payload(1), b"3");
         assert!(s.read_by_ids(&[]).rows.is_empty());
+    }
+
+    #[test]
+    fn at_versions_is_a_tail_with_nothing_to_fold() {
+        let mut s = Store::new();
+        let batch = [
+            ev("a", "T", b"1", 1),
+            ev("b", "T", b"2", 2),
+            ev("a", "T", b"3", 3),
+        ];
+        s.append(&[], &batch, None).unwrap();
+        assert!(s.at_versions(&["a", "b"], &[2, 1]));
+        let (rows, now) = s.tail_rows(&["a", "b"], &[2, 1], 0).unwrap().unwrap();
+        assert!(rows.rows.is_empty() && now == vec![2, 1]);
+        assert!(!s.at_versions(&["a", "b"], &[1, 1])); // a tail to fold
+        assert!(!s.at_versions(&["a"], &[2, 1])); // one version per name
+        assert!(!s.at_versions(&["zz"], &[0])); // unknown: the full read answers
+        assert_eq!(s.truncate("a", Some(2), 2).unwrap(), 3);
+        assert!(s.tail_rows(&["a"], &[2], 0).unwrap().is_none());
+        assert!(!s.at_versions(&["a"], &[2])); // truncated past the state
+        assert!(s.at_versions(&["a"], &[3]));
     }
 
     #[test]
