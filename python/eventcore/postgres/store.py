@@ -396,7 +396,9 @@ class PostgresStore:
         # "function" (append_stream) when this role may not write the tables, then None
         # (append_events) when it may not call append_stream either.
         self._plain: Literal["direct", "function"] | None = "direct"
-        self._append_tagged_stream = True  # False: this role may not call append_tagged_stream (0017)
+        self._append_tagged_stream = (
+            True  # False: this role may not call append_tagged_stream (0017)
+        )
         self._own_token = 0  # this store's newest write token: its reads wait for it
         self._own_position = 0  # the newest position read_after() was given
         # The primary's timeline, as its newest connection saw it (0: not known, e.g. a
