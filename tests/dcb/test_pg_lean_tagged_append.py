@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -28,7 +27,12 @@ from eventcore import (
 from eventcore.postgres import PostgresStore
 from eventcore.postgres._sql import query_arrays
 from eventcore.query import AppendCondition, Query, QueryItem, query_arg
-from tests.postgres.test_pg_plain_append import spy
+from tests.postgres.test_pg_plain_append import (
+    APPEND_EVENTS_TAGGED,
+    APPEND_STREAM,
+    spy,
+    store_as_role,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -191,50 +195,23 @@ async def test_a_role_granted_only_append_events_tagged_still_appends(
 ) -> None:
     """The GRANTs of before schema 17 (no append_tagged_stream): the store uses
     append_events_tagged, and keeps the lean plain append."""
-    schema = postgres_store.schema
-    role = f"old_{uuid.uuid4().hex[:10]}"
-    password = uuid.uuid4().hex
-    admin = await asyncpg.connect(postgres_dsn)
-    try:
-        await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
-        await admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO {role}')
-        await admin.execute(
-            f'GRANT SELECT ON "{schema}".events, "{schema}".streams, "{schema}".schema_version,'
-            f' "{schema}".event_tags TO {role}'
-        )
-        await admin.execute(
-            f'GRANT EXECUTE ON FUNCTION "{schema}".append_stream(text, bigint, uuid[], text[],'
-            f" bytea[], uuid, uuid, text, jsonb) TO {role}"
-        )
-        await admin.execute(
-            f'GRANT EXECUTE ON FUNCTION "{schema}".append_events_tagged(text[], bigint[],'
-            " uuid[], text[], text[], bytea[], uuid, uuid, text, jsonb, text[], integer[],"
-            f" text[], integer[], text[], integer[], bigint) TO {role}"
-        )
-        parts = urlsplit(postgres_dsn)
-        netloc = f"{role}:{password}@{parts.hostname}:{parts.port}"
-        async with PostgresStore(
-            urlunsplit(parts._replace(netloc=netloc)), schema=schema, snapshots=False
-        ) as app:
-            called = spy(app)
-            q = Query.of(["T"], ["k"])
-            await app.append([ev("s", "T", b"1", "k")], condition=AppendCondition(q, 0))
-            with pytest.raises(ConditionFailed):
-                await app.append([ev("s", "T", b"2", "k")], condition=AppendCondition(q, 0))
-            await app.append([ev("s", "T", b"3")])
-            assert called == [
-                "append_tagged_stream",
-                "append_events_tagged",
-                "append_events_tagged",
-                "append_direct",  # refused (no INSERT on the tables): nothing written
-                "append_stream",
-            ]
-        found = await postgres_store.read_query(Query.of(tags=["k"]))
-        assert [e.payload for e in found.events] == [b"1"]
-    finally:
-        await admin.execute(f"DROP OWNED BY {role}")
-        await admin.execute(f"DROP ROLE {role}")
-        await admin.close()
+    functions = [APPEND_STREAM, APPEND_EVENTS_TAGGED]
+    async with store_as_role(postgres_dsn, postgres_store.schema, functions) as app:
+        called = spy(app)
+        q = Query.of(["T"], ["k"])
+        await app.append([ev("s", "T", b"1", "k")], condition=AppendCondition(q, 0))
+        with pytest.raises(ConditionFailed):
+            await app.append([ev("s", "T", b"2", "k")], condition=AppendCondition(q, 0))
+        await app.append([ev("s", "T", b"3")])
+        assert called == [
+            "append_tagged_stream",
+            "append_events_tagged",
+            "append_events_tagged",
+            "append_direct",  # refused (no INSERT on the tables): nothing written
+            "append_stream",
+        ]
+    found = await postgres_store.read_query(Query.of(tags=["k"]))
+    assert [e.payload for e in found.events] == [b"1"]
 
 
 async def test_the_migration_grants_it_to_whoever_may_call_append_events_tagged(

@@ -9,7 +9,9 @@ duplicates, refusals) and leave the same log.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -51,6 +53,47 @@ def spy(store: PostgresStore) -> list[str]:
 
     store._send_append = spying  # type: ignore[method-assign]
     return called
+
+
+# The append functions' signatures, as GRANT names them.
+APPEND_EVENTS = (
+    "append_events(text[], bigint[], uuid[], text[], text[], bytea[], uuid, uuid, text, jsonb)"
+)
+APPEND_STREAM = "append_stream(text, bigint, uuid[], text[], bytea[], uuid, uuid, text, jsonb)"
+APPEND_EVENTS_TAGGED = (
+    "append_events_tagged(text[], bigint[], uuid[], text[], text[], bytea[], uuid, uuid, text,"
+    " jsonb, text[], integer[], text[], integer[], text[], integer[], bigint)"
+)
+
+
+@contextlib.asynccontextmanager
+async def store_as_role(
+    postgres_dsn: str, schema: str, functions: Sequence[str]
+) -> AsyncIterator[PostgresStore]:
+    """A store on ``schema`` logged in as a new role that may read the tables and call
+    only ``functions`` (signatures as GRANT names them); the role is dropped after."""
+    role = f"app_{uuid.uuid4().hex[:10]}"
+    password = uuid.uuid4().hex
+    admin = await asyncpg.connect(postgres_dsn)
+    try:
+        await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        await admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO {role}')
+        await admin.execute(
+            f'GRANT SELECT ON "{schema}".events, "{schema}".streams, "{schema}".schema_version,'
+            f' "{schema}".event_tags TO {role}'
+        )
+        for fn in functions:
+            await admin.execute(f'GRANT EXECUTE ON FUNCTION "{schema}".{fn} TO {role}')
+        parts = urlsplit(postgres_dsn)
+        netloc = f"{role}:{password}@{parts.hostname}:{parts.port}"
+        async with PostgresStore(
+            urlunsplit(parts._replace(netloc=netloc)), schema=schema, snapshots=False
+        ) as app:
+            yield app
+    finally:
+        await admin.execute(f"DROP OWNED BY {role}")
+        await admin.execute(f"DROP ROLE {role}")
+        await admin.close()
 
 
 # The plain append's two paths (PostgresStore._append_plain): the direct statement of a
@@ -254,35 +297,12 @@ async def test_mismatched_arrays_and_a_caller_transaction_are_refused(postgres_s
 
 async def test_a_role_granted_only_append_events_still_appends(postgres_store, postgres_dsn):
     """The GRANTs of before schema 13 (no append_stream): the store uses append_events."""
-    schema = postgres_store.schema
-    role = f"old_{uuid.uuid4().hex[:10]}"
-    password = uuid.uuid4().hex
-    admin = await asyncpg.connect(postgres_dsn)
-    try:
-        await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
-        await admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO {role}')
-        await admin.execute(
-            f'GRANT SELECT ON "{schema}".events, "{schema}".streams, "{schema}".schema_version,'
-            f' "{schema}".event_tags TO {role}'
-        )
-        await admin.execute(
-            f'GRANT EXECUTE ON FUNCTION "{schema}".append_events(text[], bigint[], uuid[],'
-            f" text[], text[], bytea[], uuid, uuid, text, jsonb) TO {role}"
-        )
-        parts = urlsplit(postgres_dsn)
-        netloc = f"{role}:{password}@{parts.hostname}:{parts.port}"
-        async with PostgresStore(
-            urlunsplit(parts._replace(netloc=netloc)), schema=schema, snapshots=False
-        ) as app:
-            called = spy(app)
-            await app.append([NewEvent("s", "t", b"1")], expected={"s": NO_STREAM})
-            await app.append([NewEvent("s", "t", b"2")], expected={"s": 1})
-            assert called == ["append_direct", "append_stream", "append_events", "append_events"]
-        assert [e.payload for e in await postgres_store.read_stream("s")] == [b"1", b"2"]
-    finally:
-        await admin.execute(f"DROP OWNED BY {role}")
-        await admin.execute(f"DROP ROLE {role}")
-        await admin.close()
+    async with store_as_role(postgres_dsn, postgres_store.schema, [APPEND_EVENTS]) as app:
+        called = spy(app)
+        await app.append([NewEvent("s", "t", b"1")], expected={"s": NO_STREAM})
+        await app.append([NewEvent("s", "t", b"2")], expected={"s": 1})
+        assert called == ["append_direct", "append_stream", "append_events", "append_events"]
+    assert [e.payload for e in await postgres_store.read_stream("s")] == [b"1", b"2"]
 
 
 async def test_the_migration_grants_it_to_whoever_may_call_append_events(
@@ -399,38 +419,14 @@ async def test_a_role_that_may_not_write_the_tables_takes_append_stream(
     """The README's GRANTs (EXECUTE on the append functions, SELECT on the tables): the
     first plain append's direct statement is refused for privilege, writes nothing, and
     the same append goes through append_stream, as every later one."""
-    schema = postgres_store.schema
-    role = f"app_{uuid.uuid4().hex[:10]}"
-    password = uuid.uuid4().hex
-    admin = await asyncpg.connect(postgres_dsn)
-    try:
-        await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
-        await admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO {role}')
-        await admin.execute(
-            f'GRANT SELECT ON "{schema}".events, "{schema}".streams, "{schema}".schema_version,'
-            f' "{schema}".event_tags TO {role}'
-        )
-        for fn in (
-            "append_events(text[], bigint[], uuid[], text[], text[], bytea[], uuid, uuid,"
-            " text, jsonb)",
-            "append_stream(text, bigint, uuid[], text[], bytea[], uuid, uuid, text, jsonb)",
-        ):
-            await admin.execute(f'GRANT EXECUTE ON FUNCTION "{schema}".{fn} TO {role}')
-        parts = urlsplit(postgres_dsn)
-        netloc = f"{role}:{password}@{parts.hostname}:{parts.port}"
-        async with PostgresStore(
-            urlunsplit(parts._replace(netloc=netloc)), schema=schema, snapshots=False
-        ) as app:
-            called = spy(app)
-            await app.append([NewEvent("s", "t", b"1")], expected={"s": NO_STREAM})
-            with pytest.raises(ConcurrencyConflict) as info:
-                await app.append([NewEvent("s", "t", b"x")], expected={"s": 0})
-            assert [tuple(c) for c in info.value.conflicts] == [("s", 0, 1)]
-            await app.append([NewEvent("s", "t", b"2")], expected={"s": 1})
-            assert called == ["append_direct"] + ["append_stream"] * 3
-            assert app._plain == "function"
-        assert [e.payload for e in await postgres_store.read_stream("s")] == [b"1", b"2"]
-    finally:
-        await admin.execute(f"DROP OWNED BY {role}")
-        await admin.execute(f"DROP ROLE {role}")
-        await admin.close()
+    functions = [APPEND_EVENTS, APPEND_STREAM]
+    async with store_as_role(postgres_dsn, postgres_store.schema, functions) as app:
+        called = spy(app)
+        await app.append([NewEvent("s", "t", b"1")], expected={"s": NO_STREAM})
+        with pytest.raises(ConcurrencyConflict) as info:
+            await app.append([NewEvent("s", "t", b"x")], expected={"s": 0})
+        assert [tuple(c) for c in info.value.conflicts] == [("s", 0, 1)]
+        await app.append([NewEvent("s", "t", b"2")], expected={"s": 1})
+        assert called == ["append_direct"] + ["append_stream"] * 3
+        assert app._plain == "function"
+    assert [e.payload for e in await postgres_store.read_stream("s")] == [b"1", b"2"]

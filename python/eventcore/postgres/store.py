@@ -220,6 +220,43 @@ CARRIED_READ_LIMIT = 100
 many events (a query command's retry then needs no read); more: the retry reads."""
 
 
+def _stream_args(
+    batch: list[tuple[str, str, bytes, Any]],
+    expect: int,
+    meta: Metadata,
+    user_id: str | None,
+    custom: str | None,
+) -> tuple[Any, ...]:
+    """append_stream's nine parameters (migration 0013) for ``batch``, all of one stream."""
+    return (
+        batch[0][0],
+        expect,
+        [as_uuid(e[3]) for e in batch],
+        [e[1] for e in batch],
+        [e[2] for e in batch],
+        meta.causation_id,
+        meta.correlation_id,
+        user_id,
+        custom,
+    )
+
+
+def _stream_conflict(
+    batch: list[tuple[str, str, bytes, Any]],
+    checks: list[tuple[str, int]],
+    expect: int,
+    version: int,
+    tail: Sequence[Any],
+) -> ConcurrencyConflict:
+    """A one-stream append's conflict: the stream is at ``version``; ``tail``: its events
+    after ``expect`` as four arrays (types, payloads, versions, positions), or NULLs."""
+    stream = batch[0][0]
+    conflict = ConcurrencyConflict([(stream, expect, version)])
+    if tail[0] is not None:
+        conflict._set_tail(checks, zip(repeat(stream), *tail))
+    return conflict
+
+
 def _one_stream_expected(
     batch: list[tuple[str, str, bytes, Any]], checks: list[tuple[str, int]]
 ) -> int | None:
@@ -595,43 +632,19 @@ class PostgresStore:
         custom = _json_encode(dict(meta.custom)).decode() if meta.custom else None
         tags = prepare_tags(events)
         pool = await self._get_pool()
-        if tags is None and condition is None and batch and self._plain is not None:
+        if tags is None and condition is None and self._plain is not None:
             # One stream, at most its own version checked: the plain append (migrations
             # 0013 and 0016). It answers ok or conflict; a stored event id goes on to
             # append_events.
-            stream = batch[0][0]
-            if all(e[0] == stream for e in batch) and (
-                not checks or (len(checks) == 1 and checks[0][0] == stream)
-            ):
-                expect = checks[0][1] if checks else -1
+            expect = _one_stream_expected(batch, checks)
+            if expect is not None:
                 plain = await self._append_plain(
-                    pool,
-                    (
-                        stream,
-                        expect,
-                        [as_uuid(e[3]) for e in batch],
-                        [e[1] for e in batch],
-                        [e[2] for e in batch],
-                        meta.causation_id,
-                        meta.correlation_id,
-                        user_id,
-                        custom,
-                    ),
-                    checks,
-                    batch,
+                    pool, _stream_args(batch, expect, meta, user_id, custom), checks, batch
                 )
                 if plain is not None and plain[0] is not None:
-                    self._notifier.announce(plain[0] + len(batch) - 1)
-                    self._unseen_write = True
-                    return AppendResult(plain[0], [(stream, plain[1])], batch, self._timeline)
+                    return self._appended(batch, plain[0], plain[1])
                 if plain is not None and plain[1] is not None:
-                    conflict = ConcurrencyConflict([(stream, expect, plain[1])])
-                    if plain[2] is not None:
-                        conflict._set_tail(
-                            checks,
-                            zip(repeat(stream), plain[2], plain[3], plain[4], plain[5]),
-                        )
-                    raise conflict
+                    raise _stream_conflict(batch, checks, expect, plain[1], plain[2:6])
         if (tags is not None or condition is not None) and self._append_tagged_stream:
             one = _one_stream_expected(batch, checks)
             if one is not None:
@@ -691,6 +704,15 @@ class PostgresStore:
             raise ConditionFailed(condition.after, row[1][0])
         raise StoreError(f"unexpected answer from append_events: {status!r}")
 
+    def _appended(
+        self, batch: list[tuple[str, str, bytes, Any]], first: int, version: int
+    ) -> AppendResult:
+        """The result of a one-stream append whose events start at ``first``, the stream
+        now at ``version`` (announced to listeners)."""
+        self._notifier.announce(first + len(batch) - 1)
+        self._unseen_write = True
+        return AppendResult(first, [(batch[0][0], version)], batch, self._timeline)
+
     async def _append_plain(
         self,
         pool: asyncpg.Pool | ConnectionPool,
@@ -741,21 +763,12 @@ class PostgresStore:
         (migration 0017): its result, or its typed failure raised; None when
         append_events_tagged must answer (an event id is stored already, or this role may
         not call the function)."""
-        stream = batch[0][0]
         flat = [(tag, i + 1) for i, event_tags in enumerate(tags or ()) for tag in event_tags]
         row = await self._send_append(
             pool,
             self._q.append_tagged_stream,
             (
-                stream,
-                expect,
-                [as_uuid(e[3]) for e in batch],
-                [e[1] for e in batch],
-                [e[2] for e in batch],
-                meta.causation_id,
-                meta.correlation_id,
-                user_id,
-                custom,
+                *_stream_args(batch, expect, meta, user_id, custom),
                 [t for t, _ in flat],
                 [i for _, i in flat],
                 *(
@@ -775,9 +788,7 @@ class PostgresStore:
             return None
         rows, row = row, row[0]
         if row[0] is not None:
-            self._notifier.announce(row[0] + len(batch) - 1)
-            self._unseen_write = True
-            return AppendResult(row[0], [(stream, row[1])], batch, self._timeline)
+            return self._appended(batch, row[0], row[1])
         if row[2] is not None and condition is not None:
             failed = ConditionFailed(condition.after, row[2])
             if 1 < len(rows) <= CARRIED_READ_LIMIT + 2:
@@ -786,10 +797,7 @@ class PostgresStore:
                 failed.read = QueryResult(events, max(rows[1][7], 0))
             raise failed
         if row[1] is not None:
-            conflict = ConcurrencyConflict([(stream, expect, row[1])])
-            if row[3] is not None:
-                conflict._set_tail(checks, zip(repeat(stream), row[3], row[4], row[5], row[6]))
-            raise conflict
+            raise _stream_conflict(batch, checks, expect, row[1], row[3:7])
         return None
 
     async def _send_append(
