@@ -83,10 +83,12 @@ VERSION_HEAD_CLASH = f"SELECT {_VERSION}, {_HEAD}, {_RUN_CLASH}"
 HIDDEN = "coalesce((SELECT hidden_upto FROM stream_lifecycle WHERE stream_id = ?1), 0)"
 # A fold's segments: a (stream, NULL, truncated_at, hidden_upto, ...) row for each stream
 # that was ever truncated (the version its last truncation took, the versions hidden),
-# and the segments holding visible events (in no order).
+# and the segments holding visible events (in no order), each as its first six columns.
+_FOLD_SEG = "last_position, n, stream_id, last_version, types, payloads"
+"""A segment's first columns: all a fold reads (no ids, time or metadata to build)."""
 FOLD_ONE = (
-    "SELECT stream_id, NULL, truncated_at, hidden_upto, 0, 0, 0, 0, 0 FROM stream_lifecycle"
-    f" WHERE stream_id = ?1 UNION ALL SELECT {SEG} FROM segments"
+    "SELECT stream_id, NULL, truncated_at, hidden_upto, 0, 0 FROM stream_lifecycle"
+    f" WHERE stream_id = ?1 UNION ALL SELECT {_FOLD_SEG} FROM segments"
     f" WHERE stream_id = ?1 AND last_version > {HIDDEN}"
 )
 
@@ -98,9 +100,9 @@ def fold_many(streams: int) -> str:
     to parse)."""
     listed = "(" + ", ".join(f"?{i}" for i in range(1, streams + 1)) + ")"
     return (
-        "SELECT stream_id, NULL, truncated_at, hidden_upto, 0, 0, 0, 0, 0 FROM stream_lifecycle"
+        "SELECT stream_id, NULL, truncated_at, hidden_upto, 0, 0 FROM stream_lifecycle"
         f" WHERE stream_id IN {listed}"
-        f" UNION ALL SELECT {', '.join('s.' + c for c in SEG.split(', '))} FROM segments s"
+        f" UNION ALL SELECT {', '.join('s.' + c for c in _FOLD_SEG.split(', '))} FROM segments s"
         " LEFT JOIN stream_lifecycle l ON l.stream_id = s.stream_id"
         f" WHERE s.stream_id IN {listed}"
         " AND s.last_version > coalesce(l.hidden_upto, 0)"

@@ -52,7 +52,6 @@ import time
 import uuid
 import weakref
 from array import array
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import UTC, datetime, timedelta
@@ -577,7 +576,7 @@ class SqliteStore:
         meta: bytes | None,
     ) -> AppendResult:
         """The append, under the write lock (or in a read transaction for checks only)."""
-        counts = Counter(map(_stream_of, batch))  # in first-seen order
+        counts = dict.fromkeys(map(_stream_of, batch))  # the batch's streams, first-seen order
         streams = [*dict.fromkeys([*(c[0] for c in checks), *counts])]
         head = None
         runs = _segments.id_runs(ids)  # the ranges a stored id of the batch would lie in
