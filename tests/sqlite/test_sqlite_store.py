@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from eventcore import (
+    ConcurrencyConflict,
     ConfigurationError,
     DuplicateEventId,
     MemoryStore,
@@ -298,3 +299,51 @@ def test_a_replay_is_judged_event_by_event_in_order_as_in_memory(tmp_path: Path)
             == answer(MemoryStore())
             == (True, "already stored with different content")
         )
+
+
+@pytest.mark.parametrize("streams", [2, 16, 17])
+def test_an_append_checks_every_streams_version_as_in_memory(tmp_path: Path, streams: int) -> None:
+    # Up to 16 streams are checked in one statement, more by the general path: both
+    # must give the in-memory store's versions and conflicts.
+    from eventcore.sqlite import _segments
+
+    assert _segments.STREAMS_PER_CHECK == 16
+    ids = [f"s-{i}" for i in range(streams)]
+    sqlite, memory = SqliteStore(tmp_path / "v.db"), MemoryStore()
+    seed = [NewEvent(s, "Seeded", b"%d" % k) for k, s in enumerate(ids) for _ in range(k % 3)]
+    for store in (sqlite, memory):
+        store.append(seed)
+        store.truncate_stream(ids[1], 2, expected=1)  # its version is now 2, with no event
+    right = list(zip(ids, memory.read_fold(ids)[1], strict=True))
+    assert right[1] == (ids[1], 2)
+    events = [NewEvent(s, "Moved", b"x") for s in ids]
+    wrong = [(s, v + (1 if s == ids[-1] else 0)) for s, v in right]
+    outcomes = []
+    for store in (sqlite, memory):
+        with pytest.raises(ConcurrencyConflict) as caught:
+            store.append(events, expected=wrong)
+        ok = store.append(events, expected=right)
+        outcomes.append((str(caught.value), ok.stream_versions, store.read_fold(ids)))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][2][1] == [v + 1 for _, v in right]
+    sqlite.close()
+
+
+def test_a_fold_read_of_more_streams_than_one_statement_binds_reads_them_all(
+    tmp_path: Path,
+) -> None:
+    # A fold read lists its streams as parameters, at most MAX_VARIABLES a statement.
+    from eventcore.sqlite import _schema
+
+    ids = [f"f-{i}" for i in range(_schema.MAX_VARIABLES + 50)]
+    sqlite, memory = SqliteStore(tmp_path / "f.db"), MemoryStore()
+    events = [NewEvent(s, "E", b"%d" % k) for k, s in enumerate(ids) for _ in range(2)]
+    for store in (sqlite, memory):
+        store.append(events[::2])
+        store.append(events[1::2])
+        store.truncate_stream(ids[-1], 2, expected=2)  # a lifecycle row in the last chunk
+    rows, versions = sqlite.read_fold(ids)
+    assert (rows, versions) == memory.read_fold(ids)
+    assert len(rows) == 2 * len(ids) - 1
+    assert versions == [2] * (len(ids) - 1) + [3]  # a truncation takes a version
+    sqlite.close()

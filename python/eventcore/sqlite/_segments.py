@@ -194,19 +194,18 @@ def may_clash(conn: sqlite3.Connection, runs: Sequence[tuple[bytes, bytes, bytes
     return bool(_ends_holding(conn, runs, first=True))
 
 
-@functools.cache
-def versions_head_clash(runs: int) -> str:
-    """A statement of ``(stream, version, NULL)`` for each stream of the JSON array ``?1``
-    (as :data:`eventcore.sqlite._schema.VERSIONS`), then ``(NULL, head, clash)``: the head
-    and whether a stored id may lie in the ``runs`` runs given after it (3 parameters
-    each)."""
-    return (
-        "SELECT stream_id, max(v), NULL FROM (SELECT stream_id, max(last_version) AS v"
-        " FROM segments WHERE stream_id IN (SELECT value FROM json_each(?1))"
-        " GROUP BY stream_id UNION ALL SELECT stream_id, truncated_at FROM stream_lifecycle"
-        " WHERE stream_id IN (SELECT value FROM json_each(?1))) GROUP BY stream_id"
-        f" UNION ALL SELECT NULL, {q.HEAD_ONLY}, EXISTS (SELECT 1{_overlapping(runs)})"
-    )
+STREAMS_PER_CHECK = 16
+"""Streams whose versions :func:`versions_head_clash` reads in one statement at most."""
+
+
+@functools.lru_cache(maxsize=256)
+def versions_head_clash(streams: int, runs: int) -> str:
+    """A statement of one row: the versions of the ``streams`` streams given as
+    parameters ``?1..?streams`` (each as :func:`eventcore.sqlite._schema.version_of`),
+    the head, and whether a stored id may lie in the ``runs`` runs given after them (3
+    parameters each). Every value is an index lookup: nothing is grouped or parsed."""
+    versions = ", ".join(q.version_of(i) for i in range(1, streams + 1))
+    return f"SELECT {versions}, {q.HEAD_ONLY}, EXISTS (SELECT 1{_overlapping(runs)})"
 
 
 def head_and_clash(

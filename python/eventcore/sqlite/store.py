@@ -52,7 +52,6 @@ import time
 import uuid
 import weakref
 from array import array
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import UTC, datetime, timedelta
@@ -577,7 +576,7 @@ class SqliteStore:
         meta: bytes | None,
     ) -> AppendResult:
         """The append, under the write lock (or in a read transaction for checks only)."""
-        counts = Counter(map(_stream_of, batch))  # in first-seen order
+        counts = dict.fromkeys(map(_stream_of, batch))  # the batch's streams, first-seen order
         streams = [*dict.fromkeys([*(c[0] for c in checks), *counts])]
         head = None
         runs = _segments.id_runs(ids)  # the ranges a stored id of the batch would lie in
@@ -587,17 +586,16 @@ class SqliteStore:
                 q.VERSION_HEAD_CLASH, (streams[0], *runs[0])
             ).fetchone()
             current = {streams[0]: version}
-        elif len(streams) > 1 and 0 < len(runs) <= _segments.RUNS_PER_STATEMENT:
+        elif (
+            1 < len(streams) <= _segments.STREAMS_PER_CHECK
+            and 0 < len(runs) <= _segments.RUNS_PER_STATEMENT
+        ):
             # Several streams (a transfer): their versions, the head and the id check.
-            current = dict.fromkeys(streams, 0)
-            for sid, version, clash_ in conn.execute(
-                _segments.versions_head_clash(len(runs)),
-                [_json_list(streams), *[x for run in runs for x in run]],
-            ):
-                if sid is None:
-                    head, clash = version, bool(clash_)
-                else:
-                    current[sid] = version
+            *found, head, clash = conn.execute(
+                _segments.versions_head_clash(len(streams), len(runs)),
+                [*streams, *[x for run in runs for x in run]],
+            ).fetchone()
+            current = dict(zip(streams, found, strict=True))
         else:
             current = self._versions(conn, streams)
         conflicts = [(s, v, current[s]) for s, v in checks if not _fits(v, current[s])]
@@ -782,7 +780,10 @@ class SqliteStore:
         if len(ids) == 1:
             segs = self._all(q.FOLD_ONE, ids)
         else:
-            segs = self._all(q.FOLD_MANY, (_json_list(ids),))
+            segs = []
+            for start in range(0, len(ids), q.MAX_VARIABLES):  # each stream listed once
+                chunk = ids[start : start + q.MAX_VARIABLES]
+                segs += self._all(q.fold_many(len(chunk)), chunk)
         versions = dict.fromkeys(ids, 0)
         hidden = dict.fromkeys(ids, 0)
         marks = [seg for seg in segs if seg[1] is None]  # (stream, NULL, truncated_at, hidden)
