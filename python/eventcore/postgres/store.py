@@ -241,6 +241,25 @@ def _stream_args(
     )
 
 
+def _tag_condition_args(
+    tags: list[tuple[str, ...]] | None, condition: AppendCondition | None
+) -> tuple[Any, ...]:
+    """The tag and condition parameters that append_events_tagged (0014) and
+    append_tagged_stream (0017) share: the tags with their events' 1-based indexes, the
+    condition's query as four arrays (NULLs without one), and its position."""
+    flat = [(tag, i + 1) for i, event_tags in enumerate(tags or ()) for tag in event_tags]
+    return (
+        [t for t, _ in flat],
+        [i for _, i in flat],
+        *(
+            (None, None, None, None)
+            if condition is None
+            else query_arrays(query_arg(condition.query))
+        ),
+        None if condition is None else _check_after(condition.after),
+    )
+
+
 def _stream_conflict(
     batch: list[tuple[str, str, bytes, Any]],
     checks: list[tuple[str, int]],
@@ -668,18 +687,7 @@ class PostgresStore:
         )
         if tags is not None or condition is not None:
             query = self._q.append_tagged
-            flat = [(tag, i + 1) for i, event_tags in enumerate(tags or ()) for tag in event_tags]
-            args = (
-                *args,
-                [t for t, _ in flat],
-                [i for _, i in flat],
-                *(
-                    (None, None, None, None)
-                    if condition is None
-                    else query_arrays(query_arg(condition.query))
-                ),
-                None if condition is None else _check_after(condition.after),
-            )
+            args = (*args, *_tag_condition_args(tags, condition))
         row = await self._send_append(pool, query, args, checks, batch)
         status = row[0]
         if status == "ok" or status == "replay":
@@ -763,20 +771,12 @@ class PostgresStore:
         (migration 0017): its result, or its typed failure raised; None when
         append_events_tagged must answer (an event id is stored already, or this role may
         not call the function)."""
-        flat = [(tag, i + 1) for i, event_tags in enumerate(tags or ()) for tag in event_tags]
         row = await self._send_append(
             pool,
             self._q.append_tagged_stream,
             (
                 *_stream_args(batch, expect, meta, user_id, custom),
-                [t for t, _ in flat],
-                [i for _, i in flat],
-                *(
-                    (None, None, None, None)
-                    if condition is None
-                    else query_arrays(query_arg(condition.query))
-                ),
-                None if condition is None else _check_after(condition.after),
+                *_tag_condition_args(tags, condition),
                 CARRIED_READ_LIMIT + 1,
             ),
             checks,
