@@ -634,3 +634,45 @@ def test_an_entry_someone_holds_is_never_changed_by_a_later_command() -> None:
     execute_sync(store, Deposit(account="a", amount=3))
     (last,) = cache._entries.values()
     assert (last.versions, last.state) == ([5], Account(opened=True, balance=16))
+
+
+def test_a_kept_entry_and_its_key_share_one_object_per_stream() -> None:
+    # Every command makes its own StreamId objects, and its key holds them. An entry put
+    # back after a hit holds them too (not the objects of the command that first kept
+    # it): one object per stream and entry, however many commands hit it.
+    store = MemoryStore(state_cache=StateCache(min_events=0))
+    open_with(store, "a", 10)
+    for amount in (1, 2, 3):
+        execute_sync(store, Deposit(account="a", amount=amount))
+    cache = store.state_cache
+    assert cache is not None and cache.hits == 2
+    ((key, entry),) = cache._entries.items()
+    assert key == (Deposit, ("a",))
+    assert key[1][0] is entry.streams[0]
+    assert (entry.versions, entry.state) == ([5], Account(opened=True, balance=16))
+
+
+def test_an_entry_only_the_cache_holds_is_refilled_and_a_failure_after_a_hit_drops_it() -> None:
+    # Taken out of the cache and held by nobody else, the entry object is emptied into
+    # the command and refilled for the put: the same object comes back with the new state.
+    # A command that fails after taking it puts nothing back; the next folds in full.
+    store = MemoryStore(state_cache=StateCache(min_events=0))
+    open_with(store, "a", 10)
+    execute_sync(store, Withdraw(account="a", amount=1))
+    cache = store.state_cache
+    assert cache is not None
+    (entry,) = cache._entries.values()
+    first = id(entry)
+    del entry
+    execute_sync(store, Withdraw(account="a", amount=2))
+    (entry,) = cache._entries.values()
+    assert id(entry) == first
+    assert (entry.versions, entry.state) == ([4], Account(opened=True, balance=7))
+    del entry
+    with pytest.raises(BusinessRuleViolation):
+        execute_sync(store, Withdraw(account="a", amount=100))
+    assert len(cache) == 0
+    execute_sync(store, Withdraw(account="a", amount=3))
+    (entry,) = cache._entries.values()
+    assert (entry.versions, entry.state) == ([5], Account(opened=True, balance=4))
+    assert (cache.hits, cache.misses) == (2, 2)

@@ -243,6 +243,8 @@ pub(crate) enum Input<'py> {
     Value(Bound<'py, PyAny>),
     /// A native fold or tail: the state and the versions now.
     Folded(Bound<'py, PyAny>, Vec<i64>),
+    /// A native tail with nothing to fold: the tailed entry's state and versions stand.
+    Unchanged,
     /// A native append: its first position and `[(stream, version)]` after it.
     Appended(Bound<'py, PyAny>, Bound<'py, PyAny>),
     /// A native query read and fold: the state, the declared streams' versions and the
@@ -963,9 +965,19 @@ impl Machine {
                         let r = refs(py)?;
                         let found = r.dict_pop.bind(py).call1((entries, &k, py.None()))?;
                         if !found.is_none() {
-                            entry = Some(self.entry_of(py, &found)?);
-                            if let Ok(obj) = found.cast_into::<CacheEntry>() {
-                                self.taken = Some(obj.unbind());
+                            match found.cast_into::<CacheEntry>() {
+                                Ok(obj) => {
+                                    // SAFETY: reads the reference count of an object this
+                                    // run holds. 1: out of the cache, nobody else has it.
+                                    let alone = unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) } == 1;
+                                    entry = Some(if alone {
+                                        obj.borrow_mut().take_entry(py)
+                                    } else {
+                                        obj.borrow().entry(py)
+                                    });
+                                    self.taken = Some(obj.unbind());
+                                }
+                                Err(other) => entry = Some(self.entry_of(py, &other.into_inner())?),
                             }
                         }
                     }
@@ -1071,6 +1083,11 @@ impl Machine {
 
     fn on_tail(&mut self, py: Python<'_>, input: Input<'_>) -> PyResult<Eff> {
         let e = self.tailing.take().expect("tailing");
+        if let Input::Unchanged = input {
+            // Nothing to fold: the entry's state and versions as they are (no copies).
+            let since = e.since;
+            return self.warm_folded(py, e.f, since);
+        }
         if let Input::Value(v) = &input {
             if v.is_none() {
                 if self.unverified {
@@ -1097,12 +1114,7 @@ impl Machine {
         state: PyObj,
         versions: Vec<i64>,
     ) -> PyResult<Eff> {
-        self.since = if self.snapshot_every != 0 {
-            logic::since_after_tail(e.since, &e.f.versions, &versions)
-        } else {
-            0
-        };
-        self.warm = true;
+        let since = logic::since_after_tail(e.since, &e.f.versions, &versions);
         let f = Folded {
             state,
             versions,
@@ -1110,6 +1122,14 @@ impl Machine {
             fold_from: e.f.fold_from,
             rounds: e.f.rounds,
         };
+        self.warm_folded(py, f, since)
+    }
+
+    /// Decide on a cached state caught up with its streams (`since`: the events folded
+    /// into it since its last snapshot).
+    fn warm_folded(&mut self, py: Python<'_>, f: Folded, since: i64) -> PyResult<Eff> {
+        self.since = if self.snapshot_every != 0 { since } else { 0 };
+        self.warm = true;
         if self.discovers {
             return self.discover(py, f, Ctx::Warm);
         }
@@ -1498,7 +1518,7 @@ impl Machine {
                 return self.appended(py, Outcome::Raw(first.unbind(), versions.unbind(), events));
             }
             Input::Value(v) => v,
-            Input::Folded(..) | Input::Queried(..) => {
+            Input::Folded(..) | Input::Queried(..) | Input::Unchanged => {
                 return Err(PyTypeError::new_err("unexpected fold result for Append"))
             }
         };
@@ -1652,7 +1672,10 @@ impl Machine {
 
     /// Keep the state decided on after its append: a snapshot if due, then the cache.
     fn keep(&mut self, py: Python<'_>, key: Bound<'_, PyAny>, result: Outcome) -> PyResult<Eff> {
-        let cur = self.cur.take().expect("decided");
+        let mut cur = self.cur.take().expect("decided");
+        if self.warm {
+            self.share_declared(py, &mut cur.streams)?;
+        }
         let decided = Entry {
             f: cur,
             since: self.since,
@@ -1690,48 +1713,68 @@ impl Machine {
         self.finish_keep(py, Some(&key), Some(&kept))
     }
 
+    /// A state found in the cache holds the stream objects of the command that kept it,
+    /// while its new key holds this run's (equal text): the declared streams' objects are
+    /// replaced by this run's, so a kept entry and its key share one object per stream
+    /// (else every hit leaves one more object alive per entry).
+    fn share_declared(&self, py: Python<'_>, streams: &mut [Py<PyString>]) -> PyResult<()> {
+        for (slot, mine) in streams.iter_mut().zip(&self.declared_v) {
+            if !slot.is(mine) && slot.bind(py).to_str()? == mine.bind(py).to_str()? {
+                *slot = mine.clone_ref(py);
+            }
+        }
+        Ok(())
+    }
+
     /// The entry a full fold after the append would give: `entry`'s state with the
     /// command's own events folded (decoded from their payloads, in append order), the
     /// versions moved past them; `None` when that is not certain (an own event in a stream
     /// of an earlier discovery round, or `apply` failing on it).
-    fn with_own_events(&self, py: Python<'_>, entry: Entry) -> PyResult<Option<Entry>> {
+    fn with_own_events(&self, py: Python<'_>, mut entry: Entry) -> PyResult<Option<Entry>> {
         let events = self.events.as_ref().expect("events");
         if events.is_empty() {
             return Ok(Some(entry));
         }
-        let rows: SmallVec<[_; 4]> = events
-            .0
-            .iter()
-            .map(|(s, n, p, _)| (s.bind(py), n.bind(py), p.bind(py)))
-            .collect();
-        let streams: SmallVec<[&str; 4]> = entry
-            .f
-            .streams
-            .iter()
-            .map(|s| s.bind(py).to_str())
-            .collect::<PyResult<_>>()?;
-        let mut targets: SmallVec<[&str; 4]> = SmallVec::with_capacity(rows.len());
-        for (stream, _, _) in &rows {
-            match stream.cast::<PyString>() {
-                Ok(s) => targets.push(s.to_str()?),
-                Err(_) => return Ok(None),
-            }
+        // Each event's stream among the entry's: the same object (the command's own stream
+        // field, which the entry shares after `share_declared`), else equal text.
+        let mut found: SmallVec<[Option<usize>; 4]> = SmallVec::with_capacity(events.len());
+        for (stream, ..) in &events.0 {
+            let streams = &entry.f.streams;
+            let at = match streams.iter().position(|s| s.as_ptr() == stream.as_ptr()) {
+                Some(i) => Some(i),
+                None => {
+                    let Ok(text) = stream.bind(py).cast::<PyString>() else {
+                        return Ok(None);
+                    };
+                    let text = text.to_str()?;
+                    let mut at = None;
+                    for (i, s) in streams.iter().enumerate() {
+                        if s.bind(py).to_str()? == text {
+                            at = Some(i);
+                            break;
+                        }
+                    }
+                    at
+                }
+            };
+            found.push(at);
         }
-        let Some(slots) = logic::own_event_slots(&streams, entry.f.fold_from, &targets) else {
+        let Some(slots) = logic::own_event_slots(entry.f.streams.len(), entry.f.fold_from, found)
+        else {
             return Ok(None);
         };
-        drop(streams); // (it borrows the entry's streams, which move below)
-        let versions = logic::versions_after(&entry.f.versions, &slots);
+        logic::advance_versions(&mut entry.f.versions, &slots);
         let mut folder = crate::fold::Folder::new(self.apply_obj(py), self.decoders_obj(py));
         let mut state = entry.f.state.bind(py).clone();
-        for ((_, name, payload), slot) in rows.iter().zip(&slots) {
+        for ((_, name, payload, _), slot) in events.0.iter().zip(&slots) {
+            let name = name.bind(py);
             let step = folder.decoder(name).and_then(|decoder| {
                 folder.step(
                     state.clone(),
                     &decoder,
                     name,
                     entry.f.streams[*slot].bind(py).as_any(),
-                    payload,
+                    payload.bind(py),
                 )
             });
             match step {
@@ -1741,16 +1784,9 @@ impl Machine {
                 Err(err) => return Err(err),
             }
         }
-        Ok(Some(Entry {
-            f: Folded {
-                state: state.unbind(),
-                versions,
-                streams: entry.f.streams,
-                fold_from: entry.f.fold_from,
-                rounds: entry.f.rounds,
-            },
-            since: entry.since + rows.len() as i64,
-        }))
+        entry.f.state = state.unbind();
+        entry.since += events.len() as i64;
+        Ok(Some(entry))
     }
 
     fn on_save(&mut self, py: Python<'_>) -> PyResult<Eff> {

@@ -59,6 +59,9 @@ fn run_native<'py>(
         }
         Eff::Tail { .. } => {
             let e = m.tailing.as_ref().expect("tailing");
+            if store.at_versions(py, &e.f.streams, &e.f.versions)? {
+                return Ok(Ok(Input::Unchanged));
+            }
             let items = bound_streams(py, &e.f.streams);
             let out = store.tail_items(
                 py,

@@ -32,6 +32,23 @@ impl CacheEntry {
             since: self.e.since,
         }
     }
+
+    /// The entry moved out for the machine, leaving an empty one: for an object only the
+    /// machine refers to (taken out of the cache), where a copy would allocate and free
+    /// its two lists for nothing. The machine fills it again before it is put back.
+    pub(crate) fn take_entry(&mut self, py: Python<'_>) -> Entry {
+        let empty = Entry {
+            f: Folded {
+                state: py.None(),
+                versions: Vec::new(),
+                streams: Vec::new(),
+                fold_from: 0,
+                rounds: 0,
+            },
+            since: 0,
+        };
+        std::mem::replace(&mut self.e, empty)
+    }
 }
 
 #[pymethods]

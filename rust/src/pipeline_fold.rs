@@ -54,7 +54,7 @@ impl Machine {
                 }
                 Err(_) => Ok(Err(v)),
             },
-            Input::Appended(..) | Input::Queried(..) => {
+            Input::Appended(..) | Input::Queried(..) | Input::Unchanged => {
                 Err(PyTypeError::new_err("unexpected result for a fold"))
             }
         }

@@ -4,6 +4,8 @@
 //! `pipeline.rs` calls these with values it read from Python objects; `cargo test` covers
 //! them here.
 
+use smallvec::SmallVec;
+
 /// The wait before retrying after store failure number `failures` (1-based), given the
 /// policy's un-jittered delay per failure: `None` when the failures so far waited longer
 /// than `timeout` in total (the policy is used up and the failure is raised).
@@ -37,14 +39,19 @@ pub fn since_after_tail(since: i64, before: &[i64], now: &[i64]) -> i64 {
     since + now.iter().sum::<i64>() - before.iter().sum::<i64>()
 }
 
-/// Where each of a command's own events lands among `streams` (index per event), or `None`
-/// when an event is in a stream of an earlier discovery round (before `fold_from`) or not
-/// read at all: its state cannot then be extended with its own events for certain.
-pub fn own_event_slots(streams: &[&str], fold_from: usize, events: &[&str]) -> Option<Vec<usize>> {
-    let mut out = Vec::with_capacity(events.len());
-    for e in events {
-        let i = streams.iter().position(|s| s == e)?;
-        if streams.len() > 1 && i < fold_from {
+/// Where each of a command's own events lands among `n` streams (index per event), given
+/// where each event's stream was found (`None`: not among them), or `None` when an event
+/// is in a stream of an earlier discovery round (before `fold_from`) or was not read at
+/// all: its state cannot then be extended with its own events for certain.
+pub fn own_event_slots(
+    n: usize,
+    fold_from: usize,
+    found: impl IntoIterator<Item = Option<usize>>,
+) -> Option<SmallVec<[usize; 4]>> {
+    let mut out = SmallVec::new();
+    for at in found {
+        let i = at?;
+        if n > 1 && i < fold_from {
             return None;
         }
         out.push(i);
@@ -52,13 +59,11 @@ pub fn own_event_slots(streams: &[&str], fold_from: usize, events: &[&str]) -> O
     Some(out)
 }
 
-/// The versions after appending events into the given stream slots.
-pub fn versions_after(versions: &[i64], slots: &[usize]) -> Vec<i64> {
-    let mut out = versions.to_vec();
+/// Move `versions` past events appended into the given stream slots (in place).
+pub fn advance_versions(versions: &mut [i64], slots: &[usize]) {
     for &i in slots {
-        out[i] += 1;
+        versions[i] += 1;
     }
-    out
 }
 
 /// Whether `stream` is one of `known` (the streams a command read).
@@ -107,24 +112,29 @@ mod tests {
         assert_eq!(since_after_tail(0, &[7], &[7]), 0);
     }
 
+    /// `own_event_slots` with each event's stream found by name.
+    fn slots(streams: &[&str], fold_from: usize, events: &[&str]) -> Option<Vec<usize>> {
+        let found = events.iter().map(|e| streams.iter().position(|s| s == e));
+        own_event_slots(streams.len(), fold_from, found).map(|s| s.to_vec())
+    }
+
     #[test]
     fn own_events_land_in_their_streams() {
         let streams = ["a", "b"];
-        let slots = own_event_slots(&streams, 0, &["b", "a", "b"]).unwrap();
-        assert_eq!(slots, vec![1, 0, 1]);
-        assert_eq!(versions_after(&[4, 1], &slots), vec![5, 3]);
+        let found = slots(&streams, 0, &["b", "a", "b"]).unwrap();
+        assert_eq!(found, vec![1, 0, 1]);
+        let mut versions = [4, 1];
+        advance_versions(&mut versions, &found);
+        assert_eq!(versions, [5, 3]);
     }
 
     #[test]
     fn own_events_before_the_last_discovery_round_are_not_certain() {
-        assert_eq!(own_event_slots(&["order", "p-1"], 1, &["order"]), None);
-        assert_eq!(
-            own_event_slots(&["order", "p-1"], 1, &["p-1"]),
-            Some(vec![1])
-        );
-        assert_eq!(own_event_slots(&["a"], 0, &["b"]), None);
+        assert_eq!(slots(&["order", "p-1"], 1, &["order"]), None);
+        assert_eq!(slots(&["order", "p-1"], 1, &["p-1"]), Some(vec![1]));
+        assert_eq!(slots(&["a"], 0, &["b"]), None);
         // one stream: its fold_from is always 0
-        assert_eq!(own_event_slots(&["a"], 0, &["a", "a"]), Some(vec![0, 0]));
+        assert_eq!(slots(&["a"], 0, &["a", "a"]), Some(vec![0, 0]));
     }
 
     #[test]

@@ -308,8 +308,30 @@ impl MemoryStore {
         Ok(self.read(py, small, |s| s.tail_rows(&names, versions, fold_from))?)
     }
 
+    /// Whether a state folded from `streams` up to `versions` is at every stream's version
+    /// now (the common case: kept with its own events), so its tail has nothing to fold:
+    /// a version check under the lock, no rows. `false` when the lock is taken (then the
+    /// tail read answers).
+    pub(crate) fn at_versions(
+        &self,
+        py: Python<'_>,
+        streams: &[Py<PyString>],
+        versions: &[i64],
+    ) -> PyResult<bool> {
+        let names: SmallVec<[&str; 4]> = streams
+            .iter()
+            .map(|s| s.bind(py).to_str())
+            .collect::<PyResult<_>>()?;
+        let after: SmallVec<[u64; 4]> = versions.iter().map(|&v| v.max(0) as u64).collect();
+        Ok(self
+            .inner
+            .try_read()
+            .is_some_and(|store| store.at_versions(&names, &after)))
+    }
+
     /// The tail of a state folded up to `versions`, folded into it (see `read_tail`), on
-    /// stream objects: the command machine's native TAIL (`pipeline_drive.rs`).
+    /// stream objects: the command machine's native TAIL (`pipeline_drive.rs`) when
+    /// [`MemoryStore::at_versions`] says there is one.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn tail_items<'py>(
         &self,
@@ -321,17 +343,6 @@ impl MemoryStore {
         apply: Bound<'py, PyAny>,
         decoders: Bound<'py, PyAny>,
     ) -> PyResult<Option<(Bound<'py, PyAny>, Vec<u64>)>> {
-        // A state at the streams' versions now (the common case: kept with its own
-        // events): a version check under the lock, no rows.
-        let names: SmallVec<[&str; 4]> =
-            items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
-        if self
-            .inner
-            .try_read()
-            .is_some_and(|store| store.at_versions(&names, &versions))
-        {
-            return Ok(Some((state, versions)));
-        }
         let Some((rows, now)) = self.tail_rows(py, items, &versions, fold_from)? else {
             return Ok(None);
         };
