@@ -114,3 +114,27 @@ def test_tags_are_read_from_every_event_once_any_carries_one():
     assert prepare_tags(later) == [(), (), ("k:1", "k:2")]
     with pytest.raises(InvalidTag):
         prepare_tags([*plain, NewEvent("s", "t", b"", None, ("",))])
+
+
+async def test_a_lease_takes_the_newest_live_idle_connection(postgres_store_factory):
+    # `async with pool.acquire()` (every append's checkout) takes an idle connection
+    # without a second coroutine; it must still skip a closed one and keep the counts.
+    store = await postgres_store_factory(min_size=0, max_size=3)
+    pool = await store._get_pool()
+    first, second = await pool.acquire(), await pool.acquire()
+    await pool.release(first)
+    await pool.release(second)
+    size = pool.get_size()
+    async with pool.acquire() as conn:
+        assert conn is second  # the last given back
+        assert pool.get_idle_size() == 1
+    assert pool.get_idle_size() == 2
+    second.terminate()  # closed while idle: dropped, never handed out
+    async with pool.acquire() as conn:
+        assert conn is first
+        assert await conn.fetchval("SELECT 1") == 1
+    assert (pool.get_size(), pool.get_idle_size()) == (size - 1, 1)
+    await pool.close()
+    with pytest.raises(Exception, match="closed"):
+        async with pool.acquire():
+            pass

@@ -66,7 +66,7 @@ def prepare_events(
     event count), checked before any I/O; ``metadata`` counts once towards the append's
     size.
     """
-    if isinstance(events, str | bytes):
+    if type(events) is not list and isinstance(events, str | bytes):
         raise TypeError("events must be a sequence of NewEvent, not a str")
     if metadata is not None and not isinstance(metadata, Metadata):
         raise InvalidMetadata("metadata", "must be an eventcore.Metadata or None", metadata)
@@ -77,7 +77,10 @@ def prepare_events(
             len(events),
         )
     total = len(metadata.to_bytes()) if metadata else 0
-    missing = sum(1 for e in events if e[3] is None)
+    missing = 0
+    for e in events:
+        if e[3] is None:
+            missing += 1
     new_ids = iter(_core.uuid7_ints(missing)) if missing else iter(())
     streams: dict[str, str] = {}
     types: set[str] = set()

@@ -378,7 +378,14 @@ class _Lease:
         return self._pool._acquire().__await__()
 
     async def __aenter__(self) -> asyncpg.Connection:
-        self._conn = await self._pool._acquire()
+        pool = self._pool
+        idle = pool._idle
+        if idle and not pool._closed and not idle[-1].is_closed():
+            # The common case without a second coroutine: what _acquire does first.
+            conn = self._conn = idle.pop()
+            pool._in_use.add(conn)
+            return conn
+        self._conn = await pool._acquire()
         return self._conn
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: Any, tb: Any) -> None:
