@@ -5,19 +5,25 @@ Event ids travel to asyncpg as 32 hex digits when they are ints (parsed in C) an
 they are when they are UUIDs; the ids stored, replays, a lost reply's OutcomeUnknown and
 an id out of range must not change with that. The input checks take shortcuts for the
 executor's own shapes (a list of pairs, no tags); every other shape is checked as before.
+A statement's client-side time limit is kept by the pool's watchdog, not by a timer per
+statement, with the same outcome.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from typing import Any
 
+import asyncpg
 import pytest
 from asyncpg.exceptions import ConnectionDoesNotExistError
 
 from eventcore import NewEvent, OutcomeUnknown, StoreError, ValidationError
 from eventcore.errors import InvalidStreamId, InvalidTag
 from eventcore.postgres._input import prepare_expected, prepare_tags
+from eventcore.postgres._pool import ConnectionPool
 
 pytestmark = pytest.mark.postgres
 
@@ -138,3 +144,72 @@ async def test_a_lease_takes_the_newest_live_idle_connection(postgres_store_fact
     with pytest.raises(Exception, match="closed"):
         async with pool.acquire():
             pass
+
+
+# -- the client-side time limit without a timer per statement ------------------------
+
+
+async def test_a_statement_past_its_connections_limit_times_out_and_its_connection_goes(
+    postgres_dsn,
+):
+    # The pool's watchdog keeps each connection's command_timeout: the caller gets the
+    # TimeoutError asyncpg's own timer gave, near the limit; the connection is dropped;
+    # a statement that finishes in time, on another connection, is not touched.
+    opened: list[Any] = []
+
+    async def connect() -> Any:
+        conn = await asyncpg.connect(postgres_dsn, command_timeout=0.5)
+        opened.append(conn)
+        return conn
+
+    pool = ConnectionPool(connect, min_size=0, max_size=2)
+    try:
+        started = time.monotonic()
+        slow = asyncio.create_task(pool.fetchval("SELECT pg_sleep(10)"))
+        await asyncio.sleep(0.1)
+        assert await pool.fetchval("SELECT pg_sleep(0.2)::text") == ""  # in time
+        with pytest.raises(TimeoutError):
+            await slow
+        took = time.monotonic() - started
+        assert 0.5 <= took < 3
+        assert opened[0].is_closed()
+        assert (pool.get_size(), pool.get_idle_size()) == (1, 1)
+        assert await pool.fetchval("SELECT 1") == 1
+        # The same through a lease (how an append runs its statement).
+        async with pool.acquire() as conn:
+            with pytest.raises(TimeoutError):
+                await pool.statement(conn, conn.fetchval, "SELECT pg_sleep(10)", ())
+        assert (pool.get_size(), pool.get_idle_size()) == (0, 0)
+        # Nothing is left watched, and the watchdog stops once nothing is in flight.
+        assert await pool.fetchval("SELECT 2") == 2
+        assert pool._watched == {}
+        await asyncio.sleep(0.7)
+        assert pool._watchdog is None
+        assert all(c._config.command_timeout == 0.5 for c in opened)  # given back as found
+    finally:
+        await pool.close()
+
+
+async def test_a_hung_append_is_cut_at_the_client_limit_and_writes_nothing(
+    postgres_store_factory, postgres_dsn
+):
+    # No server-side statement_timeout (as through PgBouncer): the client's limit
+    # (statement_timeout + 5 s) ends an append stuck behind a lock: OutcomeUnknown (it
+    # was sent), nothing written, and the store appends again once the lock is gone.
+    store = await postgres_store_factory(pgbouncer=True, statement_timeout=0.2, snapshots=False)
+    await store.append([NewEvent("s", "t", b"0")])
+    admin = await asyncpg.connect(postgres_dsn)
+    try:
+        tx = admin.transaction()
+        await tx.start()
+        await admin.execute(f'LOCK TABLE "{store.schema}".events IN ACCESS EXCLUSIVE MODE')
+        started = time.monotonic()
+        with pytest.raises(OutcomeUnknown):
+            await store.append([NewEvent("s", "t", b"1")], expected={"s": 1})
+        assert 5.2 <= time.monotonic() - started < 9
+        await tx.rollback()
+    finally:
+        await admin.close()
+    assert [e.payload for e in await store.read_stream("s")] == [b"0"]
+    await store.append([NewEvent("s", "t", b"1")], expected={"s": 1})
+    assert len(await store.read_stream("s")) == 2

@@ -865,7 +865,11 @@ class PostgresStore:
                 async with pool.acquire() as conn:
                     sent = batch
                     try:
-                        row = await (conn.fetch if rows else conn.fetchrow)(query, *args)
+                        if type(pool) is ConnectionPool:  # its watchdog keeps the time limit
+                            fetch = conn.fetch if rows else conn.fetchrow
+                            row = await pool.statement(conn, fetch, query, args)
+                        else:
+                            row = await (conn.fetch if rows else conn.fetchrow)(query, *args)
                     except pgbase.InternalClientError:
                         conn.terminate()  # protocol state unknown: never reuse it
                         raise
