@@ -11,6 +11,7 @@ import msgspec
 from eventcore import _core
 from eventcore.errors import DuplicateEventId, InvalidMetadata, LimitExceeded, ValidationError
 from eventcore.metadata import Metadata
+from eventcore.query import check_tags
 from eventcore.recorded import as_uuid
 from eventcore.store import Expected
 
@@ -65,7 +66,7 @@ def prepare_events(
     event count), checked before any I/O; ``metadata`` counts once towards the append's
     size.
     """
-    if isinstance(events, str | bytes):
+    if type(events) is not list and isinstance(events, str | bytes):
         raise TypeError("events must be a sequence of NewEvent, not a str")
     if metadata is not None and not isinstance(metadata, Metadata):
         raise InvalidMetadata("metadata", "must be an eventcore.Metadata or None", metadata)
@@ -76,7 +77,10 @@ def prepare_events(
             len(events),
         )
     total = len(metadata.to_bytes()) if metadata else 0
-    missing = sum(1 for e in events if e[3] is None)
+    missing = 0
+    for e in events:
+        if e[3] is None:
+            missing += 1
     new_ids = iter(_core.uuid7_ints(missing)) if missing else iter(())
     streams: dict[str, str] = {}
     types: set[str] = set()
@@ -126,18 +130,22 @@ def prepare_events(
 def prepare_tags(events: Sequence[Any]) -> list[tuple[str, ...]] | None:
     """Each event's tags, checked (see :func:`eventcore.query.check_tags`); None when no
     event carries one."""
-    from eventcore.query import check_tags
-
-    if not any(len(e) > 4 and e[4] for e in events):
-        return None
-    return [check_tags(e[4]) if len(e) > 4 else () for e in events]
+    for e in events:
+        if len(e) > 4 and e[4]:
+            return [check_tags(e[4]) if len(e) > 4 else () for e in events]
+    return None
 
 
 def prepare_expected(expected: Expected) -> list[tuple[str, int]]:
     """Validate expected versions; stream ids normalized, each listed once."""
     if isinstance(expected, str):
         raise TypeError("expected must be a mapping or a sequence of pairs, not a str")
-    items = expected.items() if isinstance(expected, Mapping) else expected
+    if type(expected) is list or type(expected) is tuple:
+        items: Any = expected  # the executor's list of pairs: no ABC check
+    elif isinstance(expected, Mapping):
+        items = expected.items()
+    else:
+        items = expected
     checks = []
     seen = set()
     for stream_id, version in items:

@@ -16,6 +16,14 @@ given back inside a transaction, or its statement ended by anything other than a
 reported by the server: a cancelled task, a client-side timeout or a lost connection may
 leave the protocol mid-statement, so such a connection is terminated, never reused.
 
+A single statement (``fetch``, ``fetchrow``, ``fetchval``, ``execute`` and
+:meth:`ConnectionPool.statement`) keeps its connection's client-side time limit
+(``command_timeout``) without asyncpg's timer per statement (a timer handle pushed on and
+cancelled from the event loop's heap, a large share of a short statement's client CPU):
+the pool keeps one watchdog timer at the earliest deadline of its statements in flight,
+and terminates a connection whose statement outlived its limit; the caller gets the
+``TimeoutError`` asyncpg would have raised, and the connection is dropped as before.
+
 It offers the part of the ``asyncpg.Pool`` interface the store uses: ``acquire()``
 (awaited, or as ``async with``), ``release()``, ``fetch``, ``fetchrow``, ``fetchval``,
 ``execute``, ``close()``, ``terminate()`` and the size getters; and ``lend()``.
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
@@ -114,6 +123,12 @@ class ConnectionPool:
         self._closed = False
         self._drained: asyncio.Event | None = None
         self._slots = slots
+        # Statements in flight under the watchdog: their connection -> deadline (monotonic
+        # seconds), None once the watchdog terminated it; the watchdog's timer and when.
+        self._watched: dict[asyncpg.Connection, float | None] = {}
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watch_at = 0.0
+        self._untimed: dict[Any, Any] = {}  # a connection config -> the same, untimed
 
     # -- sizes -----------------------------------------------------------------------
 
@@ -286,11 +301,73 @@ class ConnectionPool:
 
     # -- one statement -------------------------------------------------------------------
 
-    async def _run(self, call: Callable[..., Awaitable[Any]], query: str, args: Any) -> Any:
-        """``call(connection, query, *args)`` on a pooled connection."""
+    async def statement(
+        self,
+        conn: asyncpg.Connection,
+        call: Callable[..., Awaitable[Any]],
+        query: str,
+        args: Any,
+    ) -> Any:
+        """``call(query, *args)`` (a statement method of ``conn``, such as ``conn.fetchrow``):
+        ONE statement on ``conn``, a connection of this pool its caller holds, within the
+        connection's ``command_timeout``, kept by the pool's watchdog (see the module)
+        instead of a timer of its own.
+
+        Raises what ``call`` raises; ``TimeoutError`` when the limit passed (the
+        connection is then terminated, as asyncpg's own timeout leaves it to be).
+        """
+        config = getattr(conn, "_config", None)
+        limit = getattr(config, "command_timeout", None)
+        if limit is None:  # no limit, or not an asyncpg connection as we know it
+            return await call(query, *args)
+        untimed = self._untimed.get(config)
+        if untimed is None:
+            untimed = self._untimed[config] = config._replace(command_timeout=None)  # type: ignore[union-attr]
+        deadline = time.monotonic() + limit
+        self._watched[conn] = deadline
+        if self._watchdog is None or deadline < self._watch_at:
+            self._arm(deadline)
+        conn._config = untimed  # asyncpg reads it when the statement starts
+        try:
+            return await call(query, *args)
+        except Exception as exc:
+            if conn in self._watched and self._watched[conn] is None:
+                raise TimeoutError(
+                    f"the statement outlived its client-side limit of {limit} s"
+                ) from exc
+            raise
+        finally:
+            conn._config = config
+            del self._watched[conn]
+
+    def _arm(self, when: float) -> None:
+        """(Re)start the watchdog's one timer for ``when`` (monotonic seconds)."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        loop = asyncio.get_running_loop()
+        self._watch_at = when
+        self._watchdog = loop.call_at(loop.time() + max(when - time.monotonic(), 0.0), self._watch)
+
+    def _watch(self) -> None:
+        """Terminate the connections whose statement is past its deadline; re-arm for the
+        earliest deadline left."""
+        self._watchdog = None
+        now = time.monotonic()
+        watched = self._watched
+        for conn, deadline in list(watched.items()):
+            if deadline is not None and deadline <= now:
+                watched[conn] = None  # its caller raises TimeoutError
+                conn.terminate()
+        left = [d for d in watched.values() if d is not None]
+        if left:  # (closing too: holders may still run statements)
+            self._arm(min(left))
+
+    async def _run(self, method: str, query: str, args: Any) -> Any:
+        """``connection.<method>(query, *args)`` on a pooled connection (see
+        :meth:`statement`)."""
         conn = await self._acquire()
         try:
-            result = await call(conn, query, *args)
+            result = await self.statement(conn, getattr(conn, method), query, args)
         except pgbase.PostgresError:  # reported by the server: the connection is fine
             self._put(conn)
             raise
@@ -302,19 +379,19 @@ class ConnectionPool:
 
     async def fetch(self, query: str, *args: Any) -> list[Any]:
         """Run ``query`` on a pooled connection; its rows."""
-        return await self._run(asyncpg.Connection.fetch, query, args)  # type: ignore[no-any-return]
+        return await self._run("fetch", query, args)  # type: ignore[no-any-return]
 
     async def fetchrow(self, query: str, *args: Any) -> Any:
         """Run ``query`` on a pooled connection; its first row (None if none)."""
-        return await self._run(asyncpg.Connection.fetchrow, query, args)
+        return await self._run("fetchrow", query, args)
 
     async def fetchval(self, query: str, *args: Any) -> Any:
         """Run ``query`` on a pooled connection; the first column of its first row."""
-        return await self._run(asyncpg.Connection.fetchval, query, args)
+        return await self._run("fetchval", query, args)
 
     async def execute(self, query: str, *args: Any) -> str:
         """Run ``query`` on a pooled connection; its status string."""
-        return await self._run(asyncpg.Connection.execute, query, args)  # type: ignore[no-any-return]
+        return await self._run("execute", query, args)  # type: ignore[no-any-return]
 
     # -- closing -----------------------------------------------------------------------
 
@@ -349,6 +426,9 @@ class ConnectionPool:
         self._idle = []
         self._in_use = set()
         self._handing = set()
+        if self._watchdog is not None:  # every connection is gone
+            self._watchdog.cancel()
+            self._watchdog = None
         if self._drained is not None:
             self._drained.set()
 
@@ -378,7 +458,14 @@ class _Lease:
         return self._pool._acquire().__await__()
 
     async def __aenter__(self) -> asyncpg.Connection:
-        self._conn = await self._pool._acquire()
+        pool = self._pool
+        idle = pool._idle
+        if idle and not pool._closed and not idle[-1].is_closed():
+            # The common case without a second coroutine: what _acquire does first.
+            conn = self._conn = idle.pop()
+            pool._in_use.add(conn)
+            return conn
+        self._conn = await pool._acquire()
         return self._conn
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: Any, tb: Any) -> None:

@@ -231,7 +231,7 @@ def _stream_args(
     return (
         batch[0][0],
         expect,
-        [as_uuid(e[3]) for e in batch],
+        [_pg_id(e[3]) for e in batch],
         [e[1] for e in batch],
         [e[2] for e in batch],
         meta.causation_id,
@@ -239,6 +239,18 @@ def _stream_args(
         user_id,
         custom,
     )
+
+
+_UUID_END = 1 << 128
+
+
+def _pg_id(event_id: Any) -> Any:
+    """An event id as asyncpg encodes it cheapest: an int as its 32 hex digits (parsed in
+    C; a UUID object is encoded through its Python ``bytes`` property), a UUID as it is.
+    An int out of range stays a UUID object, which fails to encode as it always did."""
+    if type(event_id) is int and 0 <= event_id < _UUID_END:
+        return f"{event_id:032x}"
+    return as_uuid(event_id)
 
 
 def _tag_condition_args(
@@ -284,13 +296,20 @@ def _one_stream_expected(
     if not batch:
         return None
     stream = batch[0][0]
-    if any(e[0] != stream for e in batch):
-        return None
+    for e in batch:
+        if e[0] != stream:
+            return None
     if not checks:
         return -1
     if len(checks) == 1 and checks[0][0] == stream:
         return checks[0][1]
     return None
+
+
+def _sent_ids(batch: list[tuple[str, str, bytes, Any]] | None) -> list[Any] | None:
+    """The ids of the events of an append whose request may have reached the server (for
+    OutcomeUnknown), as UUIDs; None when nothing was sent."""
+    return None if batch is None else [as_uuid(e[3]) for e in batch]
 
 
 def _check_after(after: object) -> int:
@@ -657,9 +676,7 @@ class PostgresStore:
             # append_events.
             expect = _one_stream_expected(batch, checks)
             if expect is not None:
-                plain = await self._append_plain(
-                    pool, _stream_args(batch, expect, meta, user_id, custom), checks, batch
-                )
+                plain = await self._append_plain(pool, batch, expect, meta, user_id, custom, checks)
                 if plain is not None and plain[0] is not None:
                     return self._appended(batch, plain[0], plain[1])
                 if plain is not None and plain[1] is not None:
@@ -676,7 +693,7 @@ class PostgresStore:
         args: tuple[Any, ...] = (
             [c[0] for c in checks],
             [c[1] for c in checks],
-            [as_uuid(e[3]) for e in batch],
+            [_pg_id(e[3]) for e in batch],
             [e[0] for e in batch],
             [e[1] for e in batch],
             [e[2] for e in batch],
@@ -724,11 +741,14 @@ class PostgresStore:
     async def _append_plain(
         self,
         pool: asyncpg.Pool | ConnectionPool,
-        args: tuple[Any, ...],
-        checks: list[tuple[str, int]],
         batch: list[tuple[str, str, bytes, Any]],
+        expect: int,
+        meta: Metadata,
+        user_id: str | None,
+        custom: str | None,
+        checks: list[tuple[str, int]],
     ) -> Any:
-        """The plain append of ``args`` (append_stream's parameters) by this store's path.
+        """The plain append of ``batch`` (one stream, at ``expect``) by this store's path.
 
         Returns append_stream's row (first position, version, the tail's four arrays), or
         None: an event id is stored already, or this role may take neither path.
@@ -739,9 +759,23 @@ class PostgresStore:
         13). A refusal for lack of privilege writes nothing and moves to the next path.
         """
         while self._plain == "direct":
-            expect, one = args[1], len(batch) == 1
+            one = len(batch) == 1
             query = self._q.append_direct[one, expect > 0 or expect == -2]
-            sent = (args[0], expect, args[2][0], args[3][0], args[4][0], *args[5:]) if one else args
+            if one:  # the one event's values, not arrays
+                e = batch[0]
+                sent: tuple[Any, ...] = (
+                    e[0],
+                    expect,
+                    _pg_id(e[3]),
+                    e[1],
+                    e[2],
+                    meta.causation_id,
+                    meta.correlation_id,
+                    user_id,
+                    custom,
+                )
+            else:
+                sent = _stream_args(batch, expect, meta, user_id, custom)
             row = await self._send_append(pool, query, sent, checks, batch, lean=True)
             if row is None:
                 if self._plain == "direct":
@@ -751,7 +785,12 @@ class PostgresStore:
             return row if c is None else (None, c[0], c[1], c[2], c[3], c[4])
         if self._plain == "function":
             return await self._send_append(
-                pool, self._q.append_stream, args, checks, batch, lean=True
+                pool,
+                self._q.append_stream,
+                _stream_args(batch, expect, meta, user_id, custom),
+                checks,
+                batch,
+                lean=True,
             )
         return None
 
@@ -811,8 +850,7 @@ class PostgresStore:
         lean: bool = False,
         rows: bool = False,
     ) -> Any:
-        """Run one append statement (``args[2]``: the event ids, or the one event's id) and
-        return its row.
+        """Run one append statement (the events of ``batch``) and return its row.
 
         ``lean``: the statement is a plain append (see _append_plain) or
         append_tagged_stream, which leave a stored event id to append_events
@@ -821,14 +859,17 @@ class PostgresStore:
         return every row of the answer (a list), not only the first.
         """
         row: Any = None
-        ids = args[2] if type(args[2]) is list else [args[2]]
         for attempt in range(3):
-            sent: list[Any] | None = None  # set once the request may reach the server
+            sent = None  # ``batch`` once the request may reach the server (see _sent_ids)
             try:
                 async with pool.acquire() as conn:
-                    sent = ids
+                    sent = batch
                     try:
-                        row = await (conn.fetch if rows else conn.fetchrow)(query, *args)
+                        if type(pool) is ConnectionPool:  # its watchdog keeps the time limit
+                            fetch = conn.fetch if rows else conn.fetchrow
+                            row = await pool.statement(conn, fetch, query, args)
+                        else:
+                            row = await (conn.fetch if rows else conn.fetchrow)(query, *args)
                     except pgbase.InternalClientError:
                         conn.terminate()  # protocol state unknown: never reuse it
                         raise
@@ -862,9 +903,9 @@ class PostgresStore:
                     ) from exc
                 if sqlstate == _INPUT_REFUSED:
                     raise ValidationError("events", str(exc)) from exc
-                raise translate(exc, "append", sent) from exc
+                raise translate(exc, "append", _sent_ids(sent)) from exc
             except Exception as exc:
-                raise translate(exc, "append", sent) from exc
+                raise translate(exc, "append", _sent_ids(sent)) from exc
         return row
 
     async def _conflict_from_data(
