@@ -213,3 +213,36 @@ async def test_a_hung_append_is_cut_at_the_client_limit_and_writes_nothing(
     assert [e.payload for e in await store.read_stream("s")] == [b"0"]
     await store.append([NewEvent("s", "t", b"1")], expected={"s": 1})
     assert len(await store.read_stream("s")) == 2
+
+
+async def test_settings_of_another_shape_keep_asyncpgs_own_timer(postgres_dsn):
+    # The watchdog swaps asyncpg's settings namedtuple for the statement; a connection
+    # whose settings are shaped otherwise (another asyncpg release) keeps them untouched
+    # and its limit is kept by asyncpg's timer per statement, as before the watchdog.
+    class Settings:
+        def __init__(self, real: Any) -> None:
+            self._real = real
+            self.command_timeout = real.command_timeout
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._real, name)
+
+    opened: list[Any] = []
+
+    async def connect() -> Any:
+        conn = await asyncpg.connect(postgres_dsn, command_timeout=0.5)
+        conn._config = Settings(conn._config)
+        opened.append(conn)
+        return conn
+
+    pool = ConnectionPool(connect, min_size=0, max_size=1)
+    try:
+        assert await pool.fetchval("SELECT 1") == 1
+        settings = opened[0]._config
+        assert isinstance(settings, Settings)
+        with pytest.raises((TimeoutError, asyncio.TimeoutError)):
+            await pool.fetchval("SELECT pg_sleep(10)")
+        assert opened[0]._config is settings
+        assert pool._watched == {} and pool._watchdog is None
+    finally:
+        await pool.close()

@@ -318,11 +318,13 @@ class ConnectionPool:
         """
         config = getattr(conn, "_config", None)
         limit = getattr(config, "command_timeout", None)
-        if limit is None:  # no limit, or not an asyncpg connection as we know it
+        # No limit, or settings not shaped as asyncpg's namedtuple (another asyncpg
+        # release): asyncpg's own timer per statement keeps the limit.
+        if limit is None or not isinstance(config, tuple) or not hasattr(config, "_replace"):
             return await call(query, *args)
         untimed = self._untimed.get(config)
         if untimed is None:
-            untimed = self._untimed[config] = config._replace(command_timeout=None)  # type: ignore[union-attr]
+            untimed = self._untimed[config] = config._replace(command_timeout=None)
         deadline = time.monotonic() + limit
         self._watched[conn] = deadline
         if self._watchdog is None or deadline < self._watch_at:
