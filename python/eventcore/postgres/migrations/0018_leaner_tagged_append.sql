@@ -255,11 +255,19 @@ BEGIN
     FOR i IN 1..coalesce(cardinality(p_cond_type_ends), 0) LOOP
         tys := p_cond_types[coalesce(p_cond_type_ends[i - 1], 0) + 1 : p_cond_type_ends[i]];
         tgs := p_cond_tags[coalesce(p_cond_tag_ends[i - 1], 0) + 1 : p_cond_tag_ends[i]];
-        IF cardinality(tgs) > 0 THEN
+        IF cardinality(tgs) = 1 THEN
+            -- One tag (a decision's item): first_match's statement without the count of
+            -- the other tags, whose plan was set up on every call.
             SELECT t0.position INTO hit FROM __SCHEMA__.event_tags t0
              WHERE t0.tag = tgs[1] AND t0.position > p_after
-               AND (cardinality(tgs) = 1 OR (SELECT count(*) FROM __SCHEMA__.event_tags tn
-                     WHERE tn.position = t0.position AND tn.tag = ANY (tgs)) = cardinality(tgs))
+               AND (cardinality(tys) = 0 OR (SELECT e.event_type FROM __SCHEMA__.events e
+                     WHERE e.position = t0.position) = ANY (tys))
+             ORDER BY t0.position LIMIT 1;
+        ELSIF cardinality(tgs) > 1 THEN
+            SELECT t0.position INTO hit FROM __SCHEMA__.event_tags t0
+             WHERE t0.tag = tgs[1] AND t0.position > p_after
+               AND (SELECT count(*) FROM __SCHEMA__.event_tags tn
+                     WHERE tn.position = t0.position AND tn.tag = ANY (tgs)) = cardinality(tgs)
                AND (cardinality(tys) = 0 OR (SELECT e.event_type FROM __SCHEMA__.events e
                      WHERE e.position = t0.position) = ANY (tys))
              ORDER BY t0.position LIMIT 1;
