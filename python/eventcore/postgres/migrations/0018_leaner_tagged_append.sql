@@ -21,7 +21,10 @@
 --   table's lock is held from the statement's start and the transaction id taken by its
 --   first row written, after every lock.
 --
--- CREATE OR REPLACE keeps the owner and every GRANT on it.
+-- - condition_match: the same check for the store's direct tagged append, one statement
+--   sent while the role may write the tables (see the function).
+--
+-- CREATE OR REPLACE keeps append_tagged_stream's owner and every GRANT on it.
 
 CREATE OR REPLACE FUNCTION __SCHEMA__.append_tagged_stream(
     p_stream_id        text,
@@ -367,5 +370,72 @@ BEGIN
       INTO version, tail_types, tail_payloads, tail_versions, tail_positions
       FROM __SCHEMA__.stream_conflict(p_stream_id, expect, p_event_ids, false) c;
     RETURN NEXT;
+END
+$$;
+
+-- The condition check of the store's direct tagged append (PostgresStore, a role that may
+-- write the tables): the first event after p_after matching the query (four arrays, as
+-- first_match), -1 when it matched but an event id of the append is stored (a replay:
+-- append_events_tagged answers), NULL when none matches. The direct statement takes its
+-- locks first and calls this after them: a VOLATILE function's statements each read a
+-- fresh snapshot, so the check sees every writer the locks waited for (the statement's
+-- own snapshot was taken before). append_tagged_stream runs the same statements inline.
+-- SECURITY INVOKER: it reads the tables with the caller's rights, so it keeps the
+-- EXECUTE that PUBLIC gets on a new function (it gives no right the caller lacks).
+CREATE FUNCTION __SCHEMA__.condition_match(
+    p_types text[], p_type_ends integer[], p_tags text[], p_tag_ends integer[],
+    p_after bigint, p_event_ids uuid[]
+) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+AS $$
+DECLARE
+    tys     text[];
+    tgs     text[];
+    hit     bigint;
+    matched bigint;
+BEGIN
+    FOR i IN 1..coalesce(cardinality(p_type_ends), 0) LOOP
+        tys := p_types[coalesce(p_type_ends[i - 1], 0) + 1 : p_type_ends[i]];
+        tgs := p_tags[coalesce(p_tag_ends[i - 1], 0) + 1 : p_tag_ends[i]];
+        IF cardinality(tgs) = 1 THEN
+            -- One tag (a decision's item): first_match's statement without the count of
+            -- the other tags, whose plan was set up on every call.
+            SELECT t0.position INTO hit FROM __SCHEMA__.event_tags t0
+             WHERE t0.tag = tgs[1] AND t0.position > p_after
+               AND (cardinality(tys) = 0 OR (SELECT e.event_type FROM __SCHEMA__.events e
+                     WHERE e.position = t0.position) = ANY (tys))
+             ORDER BY t0.position LIMIT 1;
+        ELSIF cardinality(tgs) > 1 THEN
+            SELECT t0.position INTO hit FROM __SCHEMA__.event_tags t0
+             WHERE t0.tag = tgs[1] AND t0.position > p_after
+               AND (SELECT count(*) FROM __SCHEMA__.event_tags tn
+                     WHERE tn.position = t0.position AND tn.tag = ANY (tgs)) = cardinality(tgs)
+               AND (cardinality(tys) = 0 OR (SELECT e.event_type FROM __SCHEMA__.events e
+                     WHERE e.position = t0.position) = ANY (tys))
+             ORDER BY t0.position LIMIT 1;
+        ELSIF cardinality(tys) > 0 THEN
+            SELECT min(y.p) INTO hit FROM unnest(tys) ty CROSS JOIN LATERAL (
+                SELECT e.position AS p FROM __SCHEMA__.events e
+                 WHERE e.event_type = ty AND e.position > p_after
+                 ORDER BY e.position LIMIT 1) y;
+        ELSE
+            SELECT e.position INTO hit FROM __SCHEMA__.events e
+             WHERE e.position > p_after ORDER BY e.position LIMIT 1;
+        END IF;
+        IF hit IS NOT NULL AND (matched IS NULL OR hit < matched) THEN
+            matched := hit;
+        END IF;
+        hit := NULL;
+    END LOOP;
+    IF matched IS NOT NULL THEN
+        PERFORM 1 FROM __SCHEMA__.events e WHERE e.event_id = ANY (p_event_ids);
+        IF FOUND THEN
+            RETURN -1;
+        END IF;
+    END IF;
+    RETURN matched;
 END
 $$;
