@@ -202,6 +202,69 @@ async def test_a_condition_waits_for_the_writers_of_its_keys_only(
     assert called == [path]
 
 
+@pytest.mark.parametrize("id_first", [True, False])
+@pytest.mark.parametrize("path", ["append_tagged_direct", "append_tagged_stream"])
+async def test_a_writer_that_commits_while_the_condition_waits_fails_it(
+    postgres_store: Any, path: str, id_first: bool
+) -> None:
+    """A writer of the condition's key in flight when a conditional append starts (its id
+    taken, or still to take: ``id_first``): the append waits for the key, and once the
+    writer commits its event fails the condition, though the direct statement's own
+    snapshot, taken before it waited, does not show it (it checks again)."""
+    store = postgres_store
+    store._tagged_direct = path == "append_tagged_direct"
+    q = Query.of(["Registered"], ["username:ann"])
+    start = await store.read_query(q)
+    pool = await store._get_pool()
+    s = f'"{store.schema}"'
+    write = (
+        store._q.append_tagged_stream,
+        "u-w",
+        -1,
+        [uuid.uuid4()],
+        ["Registered"],
+        [b"w"],
+        None,
+        None,
+        None,
+        None,
+        ["username:ann"],
+        [1],
+        None,
+        None,
+        None,
+        None,
+        None,
+        0,
+    )
+    called = spy(store)
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        if id_first:
+            await conn.fetch(*write)
+        else:  # the writer's shared keys only: its id comes after the append started
+            await conn.execute(
+                f"SELECT {s}.lock_written(ARRAY['Registered'], ARRAY['username:ann'], '{{}}')"
+            )
+        pending = asyncio.ensure_future(
+            store.append(
+                [ev("u-x", "Registered", b"x", "username:ann")],
+                condition=AppendCondition(q, start.position),
+            )
+        )
+        done, _ = await asyncio.wait([pending], timeout=0.5)
+        assert not done  # it waits for the writer's key
+        if not id_first:
+            await conn.fetch(*write)
+        await tx.commit()
+    with pytest.raises(ConditionFailed):
+        await asyncio.wait_for(pending, 5)
+    assert called == [path]
+    found = await store.read_query(q)
+    assert [e.payload for e in found.events] == [b"w"]
+
+
 async def test_a_role_granted_only_append_events_tagged_still_appends(
     postgres_store: Any, postgres_dsn: str
 ) -> None:
@@ -435,7 +498,8 @@ async def test_it_takes_the_locks_lock_written_takes(
         else:
             batch = [("w", t, b"", None) for t in types]
             keys = _lock_key_args(batch, tags, AppendCondition(query, 0))
-            await conn.fetch(store._q.append_tagged_direct[False, False], *args, *keys)
+            inline = len(cond[1]) == 1 and cond[3] == [1]  # one item, one tag
+            await conn.fetch(store._q.append_tagged_direct[False, False, inline], *args, *keys)
         lean = dict(await conn.fetch(LOCKS))
         await conn.execute("ROLLBACK AND CHAIN")
         await conn.execute(

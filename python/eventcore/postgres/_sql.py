@@ -239,7 +239,7 @@ def _direct_append(s: str, *, one: bool, update: bool) -> str:
     )
 
 
-def _direct_tagged_append(s: str, *, one: bool, update: bool) -> str:
+def _direct_tagged_append(s: str, *, one: bool, update: bool, inline: bool) -> str:
     """append_tagged_stream's work (migration 0018) as one statement for a store whose role
     may write the tables; ``s``: the quoted schema; ``one`` and ``update`` as for
     :func:`_direct_append`, whose statement this is with tags and a condition.
@@ -256,6 +256,15 @@ def _direct_tagged_append(s: str, *, one: bool, update: bool) -> str:
     written). Rows: first position, new version, the condition's match (-1: it matched and
     an event id is stored, a replay), stream_conflict's row when nothing was written
     otherwise; after a failed condition read_query's rows (head row first) in columns 5 on.
+
+    ``inline``: the condition is one item with one tag (a decision's), checked in the
+    statement itself with its own snapshot when that snapshot is as good as a fresh one:
+    when no transaction it does not see (running when it was taken, or given an id after
+    it: below this append's own id, taken here after the locks) has committed since. A
+    writer of a locked key that committed before the locks were granted is one of those;
+    a writer still to come waits for this one's locks. Otherwise, and when the check
+    matched (to tell a replay apart with a fresh snapshot), condition_match answers.
+    More than 64 ids handed out meanwhile: condition_match too, without looking.
     """
     dcb = f"pg_catalog.hashtext('eventcore.dcb.{s}')"
     streams = f"pg_catalog.hashtext('eventcore.streams.{s}')"
@@ -271,6 +280,37 @@ def _direct_tagged_append(s: str, *, one: bool, update: bool) -> str:
         )
         position = f"pg_catalog.pg_current_xact_id()::text::bigint * {POSITION_SHIFT} + y.i - 1"
         values = f"y.id, $1::text, st.version - {n} + y.i, y.t, y.p"
+    match = (
+        f"{s}.condition_match($12::text[], $13::integer[], $14::text[], $15::integer[],"
+        f" $16::bigint, {ids})"
+    )
+    check = f"CASE WHEN $13::integer[] IS NOT NULL THEN {match} END"
+    if inline:
+        snap = "pg_catalog.pg_current_snapshot()"
+        xmax = f"pg_catalog.pg_snapshot_xmax({snap})::text::bigint"
+        own = "pg_catalog.pg_current_xact_id()::text::bigint"
+        # Both subqueries name a column of a: a subquery that does not would be an InitPlan,
+        # run when m starts, before a's locks are taken.
+        hit = (
+            f"(SELECT t0.position FROM {s}.event_tags t0 WHERE a.free IS NOT NULL"
+            " AND t0.tag = ($14::text[])[1]"
+            " AND t0.position > $16::bigint AND (pg_catalog.cardinality($12::text[]) = 0"
+            f" OR EXISTS (SELECT 1 FROM {s}.events e WHERE e.position = t0.position"
+            " AND e.event_type = ANY ($12::text[]))) ORDER BY t0.position LIMIT 1)"
+        )
+        unseen = (
+            f"(SELECT pg_catalog.pg_snapshot_xip({snap}) AS x UNION ALL SELECT g::text::xid8"
+            # This append's own id, as a subquery of a: a call among a function's
+            # arguments is run by the planner to estimate the rows (pg_current_xact_id is
+            # STABLE), which would take the id while planning, before the locks.
+            " FROM pg_catalog.generate_series("
+            f"{xmax}, (SELECT {own} - 1 WHERE a.free IS NOT NULL)) g)"
+        )
+        check = (
+            f"CASE WHEN {hit} IS NOT NULL THEN {match} WHEN {own} - {xmax} > 64"
+            f" OR EXISTS (SELECT 1 FROM {unseen} c WHERE a.free IS NOT NULL"
+            f" AND pg_catalog.pg_xact_status(c.x) = 'committed') THEN {match} END"
+        )
     locks = (
         "k AS MATERIALIZED (SELECT pg_catalog.count(CASE WHEN z.x THEN"
         f" pg_catalog.pg_advisory_xact_lock({dcb}, z.k) ELSE"
@@ -280,9 +320,7 @@ def _direct_tagged_append(s: str, *, one: bool, update: bool) -> str:
         " GROUP BY 1 ORDER BY 1) z),"
         " a AS MATERIALIZED (SELECT pg_catalog.pg_current_xact_id_if_assigned() IS NULL AS free,"
         f" pg_catalog.pg_advisory_xact_lock({streams}, pg_catalog.hashtext($1::text)) FROM k),"
-        " m AS MATERIALIZED (SELECT CASE WHEN $13::integer[] IS NOT NULL THEN"
-        f" {s}.condition_match($12::text[], $13::integer[], $14::text[], $15::integer[],"
-        f" $16::bigint, {ids}) END AS matched FROM a)"
+        f" m AS MATERIALIZED (SELECT {check} AS matched FROM a)"
     )
     if update:
         write = (
@@ -436,11 +474,12 @@ class Queries:
         )
         # The same append as append_tagged_stream, sent as ONE statement by a store whose
         # role may write the tables (migration 0018: see _direct_tagged_append), keyed as
-        # append_direct.
+        # append_direct and by whether the condition is one item with one tag.
         self.append_tagged_direct = {
-            (one, update): _direct_tagged_append(s, one=one, update=update)
+            (one, update, inline): _direct_tagged_append(s, one=one, update=update, inline=inline)
             for one in (True, False)
             for update in (True, False)
+            for inline in (True, False)
         }
         self.read_query = (
             f"SELECT * FROM {s}.read_query($1::text[], $2::integer[], $3::text[],"

@@ -815,7 +815,9 @@ class PostgresStore:
         rows: Any = None
         while self._tagged_direct:
             one = len(batch) == 1
-            query = self._q.append_tagged_direct[one, expect > 0 or expect == -2]
+            # A condition of one item with one tag (a decision's) is checked inline.
+            inline = args[12] is not None and len(args[12]) == 1 and args[14] == [1]
+            query = self._q.append_tagged_direct[one, expect > 0 or expect == -2, inline]
             head = (args[0], expect, args[2][0], args[3][0], args[4][0]) if one else args[:5]
             sent = (*head, *args[5:], *_lock_key_args(batch, tags, condition))
             rows = await self._send_append(pool, query, sent, checks, batch, lean=True, rows=True)

@@ -379,7 +379,9 @@ $$;
 -- append_events_tagged answers), NULL when none matches. The direct statement takes its
 -- locks first and calls this after them: a VOLATILE function's statements each read a
 -- fresh snapshot, so the check sees every writer the locks waited for (the statement's
--- own snapshot was taken before). append_tagged_stream runs the same statements inline.
+-- own snapshot was taken before; for one tag it checks with that snapshot itself when no
+-- transaction the snapshot misses has committed since). append_tagged_stream runs the
+-- same statements inline.
 -- SECURITY INVOKER: it reads the tables with the caller's rights, so it keeps the
 -- EXECUTE that PUBLIC gets on a new function (it gives no right the caller lacks).
 CREATE FUNCTION __SCHEMA__.condition_match(
