@@ -417,8 +417,10 @@ def cpu_per_decision(dsn: str, seconds: float, rounds: int) -> list[dict[str, An
     ``synchronous_commit`` on and off: decisions/s, and the milliseconds of client CPU
     (this process) and of server CPU (every client backend's, from /proc: the server
     must run on this machine; ``ALTER SYSTEM``: the DSN's role must be a superuser).
-    The sides: eventcore (a decision's append through append_tagged_stream), eventcore
-    through append_events_tagged (the path before migration 0017), the peer, the floor."""
+    The sides: eventcore (a decision's read and append as direct statements, migration
+    0018), eventcore through the read_query and append_tagged_stream functions (a role
+    that may not write the tables), eventcore through append_events_tagged (the path
+    before migration 0017), the peer, the floor."""
     sz = DcbSizes(seconds=seconds, reps=1, warmup=0, prefill=2_000, log_events=0, log_tags=1)
     bench = PgDcb(dsn, sz, clients=1)
     ours, floor, peer = bench.ours(1), bench.floor(1), bench.theirs(1)
@@ -430,8 +432,18 @@ def cpu_per_decision(dsn: str, seconds: float, rounds: int) -> list[dict[str, An
         finally:
             bench.store._append_tagged_stream = True
 
+    def functions() -> float:
+        # The paths of a role that may not write the tables: the read_query and
+        # append_tagged_stream functions instead of the direct statements (migration 0018).
+        bench.store._read_direct = bench.store._tagged_direct = False
+        try:
+            return ours()
+        finally:
+            bench.store._read_direct = bench.store._tagged_direct = True
+
     sides: list[tuple[str, Once]] = [
         ("eventcore", ours),
+        ("eventcore, functions", functions),
         ("eventcore, append_events_tagged", general),
         ("peer", peer),
         ("floor", floor),

@@ -146,15 +146,20 @@ class Query:
         """What a store locks to check this query race-free: per item its first tag
         (``("tag", tag)``), or each of its types when it has no tag (``("type", name)``);
         an item with neither locks the whole log (``("all", "")``). Sorted, each once."""
-        keys: set[tuple[str, str]] = set()
-        for item in self.items:
-            if item.tags:
-                keys.add(("tag", item.tags[0]))
-            elif item.types:
-                keys.update(("type", t) for t in item.types)
-            else:
-                keys.add(("all", ""))
-        return sorted(keys)
+        return lock_keys([(item.types, item.tags) for item in self.items])
+
+
+def lock_keys(items: Iterable[tuple[Sequence[str], Sequence[str]]]) -> list[tuple[str, str]]:
+    """:meth:`Query.lock_keys` of a query's ``(types, tags)`` items (see :func:`query_arg`)."""
+    keys: set[tuple[str, str]] = set()
+    for types, tags in items:
+        if tags:
+            keys.add(("tag", tags[0]))
+        elif types:
+            keys.update(("type", t) for t in types)
+        else:
+            keys.add(("all", ""))
+    return sorted(keys)
 
 
 def query_arg(query: Query | Sequence[QueryItem]) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:

@@ -2,9 +2,11 @@
 
 ``append_tagged_stream`` serves a tagged or conditional append whose events all go to one
 stream and whose only checked version is that stream's (a DCB decision); every other
-tagged append still goes through ``append_events_tagged``. Both must give the same
-answers (results, failed conditions, conflicts with their tails, replays, duplicates)
-and leave the same log and tags, and take the same locks.
+tagged append still goes through ``append_events_tagged``. A store whose role may write
+the tables sends the same append as one statement instead (``append_tagged_direct``,
+migration 0018). All must give the same answers (results, failed conditions, conflicts
+with their tails, replays, duplicates) and leave the same log and tags, and take the same
+locks.
 """
 
 from __future__ import annotations
@@ -41,14 +43,16 @@ def ev(stream: str, event_type: str, payload: bytes, *tags: str, id: Any = None)
     return NewEvent(stream, event_type, payload, id, tags)
 
 
-async def test_one_stream_tagged_appends_take_the_lean_function(postgres_store: Any) -> None:
+@pytest.mark.parametrize("path", ["append_tagged_direct", "append_tagged_stream"])
+async def test_one_stream_tagged_appends_take_the_lean_path(postgres_store: Any, path: str) -> None:
     store = postgres_store
+    store._tagged_direct = path == "append_tagged_direct"
     called = spy(store)
     q = Query.of(["Registered"], ["user:a"])
     await store.append([ev("u-a", "Registered", b"1", "user:a")], condition=AppendCondition(q, 0))
     await store.append([ev("u-b", "Registered", b"2", "user:b")])
     await store.append([ev("u-b", "Renamed", b"3")], condition=AppendCondition(q, 1 << 62))
-    assert called == ["append_tagged_stream"] * 3
+    assert called == [path] * 3
     # Several streams, a checked stream not written: append_events_tagged as before.
     called.clear()
     await store.append([ev("x", "T", b"", "t:1"), ev("y", "T", b"", "t:1")])
@@ -126,12 +130,18 @@ async def scenario(store: PostgresStore) -> list[Any]:
 async def test_the_lean_function_answers_as_append_events_tagged(
     postgres_store_factory: Any,
 ) -> None:
+    direct = await postgres_store_factory()
     lean = await postgres_store_factory()
+    lean._tagged_direct = False  # append_tagged_stream, as a role that may not write tables
     general = await postgres_store_factory()
     general._append_tagged_stream = False  # every tagged append through append_events_tagged
     called = spy(general)
+    direct_called, lean_called = spy(direct), spy(lean)
     got, want = await scenario(lean), await scenario(general)
+    assert await scenario(direct) == got
     assert set(called) == {"append_events_tagged"}
+    assert "append_tagged_direct" in direct_called and "append_tagged_stream" not in direct_called
+    assert "append_tagged_stream" in lean_called and "append_tagged_direct" not in lean_called
     assert got[0] == want[0]
     assert [a[0] for a in got[0]] == [
         "ok",
@@ -166,13 +176,15 @@ async def test_the_lean_function_answers_as_append_events_tagged(
         ("ARRAY['Opened'], '{}'", Query.of(["Closed"]) | Query.of(["Opened"]), True),
     ],
 )
+@pytest.mark.parametrize("path", ["append_tagged_direct", "append_tagged_stream"])
 async def test_a_condition_waits_for_the_writers_of_its_keys_only(
-    postgres_store: Any, held: str, query: Query, waits: bool
+    postgres_store: Any, held: str, query: Query, waits: bool, path: str
 ) -> None:
     """A transaction holding a writer's shared keys (as an append in flight holds them
     until commit) blocks a lean conditional append whose query such a write could match
     (its first tag, a type, the whole log) and no other."""
     store = postgres_store
+    store._tagged_direct = path == "append_tagged_direct"
     pool = await store._get_pool()
     s = f'"{store.schema}"'
     called = spy(store)
@@ -187,7 +199,70 @@ async def test_a_condition_waits_for_the_writers_of_its_keys_only(
         assert bool(done) is not waits
         await tx.commit()
     await asyncio.wait_for(pending, 5)
-    assert called == ["append_tagged_stream"]
+    assert called == [path]
+
+
+@pytest.mark.parametrize("id_first", [True, False])
+@pytest.mark.parametrize("path", ["append_tagged_direct", "append_tagged_stream"])
+async def test_a_writer_that_commits_while_the_condition_waits_fails_it(
+    postgres_store: Any, path: str, id_first: bool
+) -> None:
+    """A writer of the condition's key in flight when a conditional append starts (its id
+    taken, or still to take: ``id_first``): the append waits for the key, and once the
+    writer commits its event fails the condition, though the direct statement's own
+    snapshot, taken before it waited, does not show it (it checks again)."""
+    store = postgres_store
+    store._tagged_direct = path == "append_tagged_direct"
+    q = Query.of(["Registered"], ["username:ann"])
+    start = await store.read_query(q)
+    pool = await store._get_pool()
+    s = f'"{store.schema}"'
+    write = (
+        store._q.append_tagged_stream,
+        "u-w",
+        -1,
+        [uuid.uuid4()],
+        ["Registered"],
+        [b"w"],
+        None,
+        None,
+        None,
+        None,
+        ["username:ann"],
+        [1],
+        None,
+        None,
+        None,
+        None,
+        None,
+        0,
+    )
+    called = spy(store)
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        if id_first:
+            await conn.fetch(*write)
+        else:  # the writer's shared keys only: its id comes after the append started
+            await conn.execute(
+                f"SELECT {s}.lock_written(ARRAY['Registered'], ARRAY['username:ann'], '{{}}')"
+            )
+        pending = asyncio.ensure_future(
+            store.append(
+                [ev("u-x", "Registered", b"x", "username:ann")],
+                condition=AppendCondition(q, start.position),
+            )
+        )
+        done, _ = await asyncio.wait([pending], timeout=0.5)
+        assert not done  # it waits for the writer's key
+        if not id_first:
+            await conn.fetch(*write)
+        await tx.commit()
+    with pytest.raises(ConditionFailed):
+        await asyncio.wait_for(pending, 5)
+    assert called == [path]
+    found = await store.read_query(q)
+    assert [e.payload for e in found.events] == [b"w"]
 
 
 async def test_a_role_granted_only_append_events_tagged_still_appends(
@@ -204,12 +279,43 @@ async def test_a_role_granted_only_append_events_tagged_still_appends(
             await app.append([ev("s", "T", b"2", "k")], condition=AppendCondition(q, 0))
         await app.append([ev("s", "T", b"3")])
         assert called == [
+            "append_tagged_direct",  # refused (no INSERT on the tables): nothing written
             "append_tagged_stream",
             "append_events_tagged",
             "append_events_tagged",
             "append_direct",  # refused (no INSERT on the tables): nothing written
             "append_stream",
         ]
+    found = await postgres_store.read_query(Query.of(tags=["k"]))
+    assert [e.payload for e in found.events] == [b"1"]
+
+
+APPEND_TAGGED_STREAM = (
+    "append_tagged_stream(text, bigint, uuid[], text[], bytea[], uuid, uuid, text, jsonb,"
+    " text[], integer[], text[], integer[], text[], integer[], bigint, bigint)"
+)
+
+
+async def test_a_role_that_may_not_write_the_tables_takes_append_tagged_stream(
+    postgres_store: Any, postgres_dsn: str
+) -> None:
+    """The README's GRANTs (EXECUTE on the append functions, SELECT on the tables): the
+    first tagged append's direct statement is refused for privilege and writes nothing;
+    the same append goes through append_tagged_stream, as every later one. Its query
+    reads (one statement) need only SELECT."""
+    functions = [APPEND_STREAM, APPEND_EVENTS_TAGGED, APPEND_TAGGED_STREAM]
+    async with store_as_role(postgres_dsn, postgres_store.schema, functions) as app:
+        called = spy(app)
+        q = Query.of(["T"], ["k"])
+        await app.append([ev("s", "T", b"1", "k")], condition=AppendCondition(q, 0))
+        with pytest.raises(ConditionFailed) as failed:
+            await app.append([ev("s", "T", b"2", "k")], condition=AppendCondition(q, 0))
+        read = failed.value.read
+        assert read is not None and [e.payload for e in read.events] == [b"1"]
+        assert called == ["append_tagged_direct", "append_tagged_stream", "append_tagged_stream"]
+        found = await app.read_query(q)
+        assert [e.payload for e in found.events] == [b"1"]
+        assert found.position == read.position
     found = await postgres_store.read_query(Query.of(tags=["k"]))
     assert [e.payload for e in found.events] == [b"1"]
 
@@ -248,13 +354,17 @@ async def test_the_migration_grants_it_to_whoever_may_call_append_events_tagged(
         await admin.close()
 
 
-async def test_a_failed_condition_carries_the_read_a_retry_would_make(postgres_store: Any) -> None:
+@pytest.mark.parametrize("path", ["append_tagged_direct", "append_tagged_stream"])
+async def test_a_failed_condition_carries_the_read_a_retry_would_make(
+    postgres_store: Any, path: str
+) -> None:
     """The failure carries what read_query(query, after=after) returns at that moment (the
     events and the position), so a query command's retry needs no read; none when more
     events match than it carries, or through append_events_tagged."""
     from eventcore.postgres.store import CARRIED_READ_LIMIT
 
     store = postgres_store
+    store._tagged_direct = path == "append_tagged_direct"
     q = Query.of(["Enrolled"], ["course:c1"])
     await store.append([ev("s0", "Enrolled", b"0", "course:c1")])
     start = await store.read_query(q)
@@ -350,30 +460,46 @@ LOCKS = """SELECT l.classid::text || ':' || l.objid::text, bool_or(l.mode = 'Exc
         (["T"] * 6, [(f"t{i}", "x") for i in range(6)], Query.of(["T", "U"], ["x"])),
     ],
 )
+@pytest.mark.parametrize("path", ["append_tagged_direct", "append_tagged_stream"])
 async def test_it_takes_the_locks_lock_written_takes(
-    postgres_store: Any, types: list[str], tags: list[tuple[str, ...]], query: Query
+    postgres_store: Any, types: list[str], tags: list[tuple[str, ...]], query: Query, path: str
 ) -> None:
     """Each advisory key of the write and the condition, in the mode schema 8's
     lock_written takes it (a key both shared and exclusive: exclusive), whichever way
-    append_tagged_stream gathers them."""
+    append_tagged_stream gathers them, and the direct statement with the keys the store
+    sends it."""
+    from eventcore.postgres.store import _lock_key_args
+
     store = postgres_store
     s = f'"{store.schema}"'
     pool = await store._get_pool()
     cond = query_arrays(query_arg(query))
     flat = [(t, i + 1) for i, ts in enumerate(tags) for t in ts]
     exclusive = [f"hashtext('{kind}:{value}')::bigint" for kind, value in query.lock_keys()]
+    args = (
+        "w",
+        -1,
+        [uuid.uuid4() for _ in types],
+        types,
+        [b""] * len(types),
+        None,
+        None,
+        None,
+        None,
+        [t for t, _ in flat],
+        [i for _, i in flat],
+        *cond,
+        0,
+        0,
+    )
     async with pool.acquire() as conn, conn.transaction():
-        await conn.fetch(
-            f"SELECT * FROM {s}.append_tagged_stream('w', -1, $1::uuid[], $2::text[],"
-            " $3::bytea[], NULL, NULL, NULL, NULL, $4::text[], $5::integer[], $6::text[],"
-            " $7::integer[], $8::text[], $9::integer[], 0, 0)",
-            [uuid.uuid4() for _ in types],
-            types,
-            [b""] * len(types),
-            [t for t, _ in flat],
-            [i for _, i in flat],
-            *cond,
-        )
+        if path == "append_tagged_stream":
+            await conn.fetch(store._q.append_tagged_stream, *args)
+        else:
+            batch = [("w", t, b"", None) for t in types]
+            keys = _lock_key_args(batch, tags, AppendCondition(query, 0))
+            inline = len(cond[1]) == 1 and cond[3] == [1]  # one item, one tag
+            await conn.fetch(store._q.append_tagged_direct[False, False, inline], *args, *keys)
         lean = dict(await conn.fetch(LOCKS))
         await conn.execute("ROLLBACK AND CHAIN")
         await conn.execute(

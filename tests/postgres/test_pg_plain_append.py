@@ -40,14 +40,20 @@ MiB = 1024 * 1024
 
 def spy(store: PostgresStore) -> list[str]:
     """The functions each append statement of ``store`` calls, in order (``append_direct``:
-    the store's direct statement, migration 0016)."""
+    the store's direct statement, migration 0016; ``append_tagged_direct``: its direct
+    tagged append, migration 0018)."""
     called: list[str] = []
     send = store._send_append
     direct = set(store._q.append_direct.values())
+    tagged = set(store._q.append_tagged_direct.values())
 
     async def spying(pool: Any, query: str, *args: Any, **kw: Any) -> Any:
         called.append(
-            "append_direct" if query in direct else query.split(".", 1)[1].split("(", 1)[0]
+            "append_direct"
+            if query in direct
+            else "append_tagged_direct"
+            if query in tagged
+            else query.split(".", 1)[1].split("(", 1)[0]
         )
         return await send(pool, query, *args, **kw)
 
@@ -122,15 +128,15 @@ async def test_plain_appends_to_one_stream_take_the_lean_path(postgres_store, pl
     assert dict(batch.stream_versions) == {"a": 4}
     assert [e.version for e in await store.read_stream("a")] == [1, 2, 3, 4]
     assert called == [lean] * 2
-    # Several streams, a checked stream not written: append_events as before; tags:
-    # append_tagged_stream (migration 0017, tests/dcb/test_pg_lean_tagged_append.py).
+    # Several streams, a checked stream not written: append_events as before; tags: the
+    # direct tagged append (migration 0018, tests/dcb/test_pg_lean_tagged_append.py).
     await store.append([NewEvent("a", "t", b""), NewEvent("b", "t", b"")])
     await store.append([NewEvent("a", "t", b"")], expected={"a": 5, "b": 1})
     await store.append([NewEvent("a", "t", b"", tags=("x",))])
     assert called == [lean] * 2 + [
         "append_events",
         "append_events",
-        "append_tagged_stream",
+        "append_tagged_direct",
     ]
     assert store._plain == plain_path  # the path stays
 

@@ -239,6 +239,168 @@ def _direct_append(s: str, *, one: bool, update: bool) -> str:
     )
 
 
+def _direct_tagged_append(s: str, *, one: bool, update: bool, inline: bool) -> str:
+    """append_tagged_stream's work (migration 0018) as one statement for a store whose role
+    may write the tables; ``s``: the quoted schema; ``one`` and ``update`` as for
+    :func:`_direct_append`, whose statement this is with tags and a condition.
+
+    Parameters: append_tagged_stream's 17 (one event's id, type and payload as scalars
+    when ``one``), then the advisory keys as text ($18, ``kind:value`` as migration 0008
+    spells them) and whether each is taken exclusive ($19). In the order of
+    append_tagged_stream: the keys hashed, each once (exclusive if any entry is), sorted,
+    then the stream lock, all in MATERIALIZED CTEs the write reads first; then the
+    condition through ``condition_match`` (a VOLATILE function: its statements read a
+    snapshot taken after the locks, where this statement's own was taken before them);
+    then, only when it matched nothing, the write with the tag rows (the events table's
+    lock held from the statement's start, the transaction id taken by the first row
+    written). Rows: first position, new version, the condition's match (-1: it matched and
+    an event id is stored, a replay), stream_conflict's row when nothing was written
+    otherwise; after a failed condition read_query's rows (head row first) in columns 5 on.
+
+    ``inline``: the condition is one item with one tag (a decision's), checked in the
+    statement itself with its own snapshot when that snapshot is as good as a fresh one:
+    when no transaction it does not see (running when it was taken, or given an id after
+    it: below this append's own id, taken here after the locks) has committed since. A
+    writer of a locked key that committed before the locks were granted is one of those;
+    a writer still to come waits for this one's locks. Otherwise, and when the check
+    matched (to tell a replay apart with a fresh snapshot), condition_match answers.
+    More than 64 ids handed out meanwhile: condition_match too, without looking.
+    """
+    dcb = f"pg_catalog.hashtext('eventcore.dcb.{s}')"
+    streams = f"pg_catalog.hashtext('eventcore.streams.{s}')"
+    if one:
+        n, ids = "1", "ARRAY[$3::uuid]"
+        rows, position = "", f"pg_catalog.pg_current_xact_id()::text::bigint * {POSITION_SHIFT}"
+        values = "$3::uuid, $1::text, st.version, $4::text, $5::bytea"
+    else:
+        n, ids = "pg_catalog.cardinality($3::uuid[])", "$3::uuid[]"
+        rows = (
+            ", ROWS FROM (pg_catalog.unnest($3::uuid[]), pg_catalog.unnest($4::text[]),"
+            " pg_catalog.unnest($5::bytea[])) WITH ORDINALITY AS y(id, t, p, i)"
+        )
+        position = f"pg_catalog.pg_current_xact_id()::text::bigint * {POSITION_SHIFT} + y.i - 1"
+        values = f"y.id, $1::text, st.version - {n} + y.i, y.t, y.p"
+    match = (
+        f"{s}.condition_match($12::text[], $13::integer[], $14::text[], $15::integer[],"
+        f" $16::bigint, {ids})"
+    )
+    check = f"CASE WHEN $13::integer[] IS NOT NULL THEN {match} END"
+    if inline:
+        snap = "pg_catalog.pg_current_snapshot()"
+        xmax = f"pg_catalog.pg_snapshot_xmax({snap})::text::bigint"
+        own = "pg_catalog.pg_current_xact_id()::text::bigint"
+        # Both subqueries name a column of a: a subquery that does not would be an InitPlan,
+        # run when m starts, before a's locks are taken.
+        hit = (
+            f"(SELECT t0.position FROM {s}.event_tags t0 WHERE a.free IS NOT NULL"
+            " AND t0.tag = ($14::text[])[1]"
+            " AND t0.position > $16::bigint AND (pg_catalog.cardinality($12::text[]) = 0"
+            f" OR EXISTS (SELECT 1 FROM {s}.events e WHERE e.position = t0.position"
+            " AND e.event_type = ANY ($12::text[]))) ORDER BY t0.position LIMIT 1)"
+        )
+        unseen = (
+            f"(SELECT pg_catalog.pg_snapshot_xip({snap}) AS x UNION ALL SELECT g::text::xid8"
+            # This append's own id, as a subquery of a: a call among a function's
+            # arguments is run by the planner to estimate the rows (pg_current_xact_id is
+            # STABLE), which would take the id while planning, before the locks.
+            " FROM pg_catalog.generate_series("
+            f"{xmax}, (SELECT {own} - 1 WHERE a.free IS NOT NULL)) g)"
+        )
+        check = (
+            f"CASE WHEN {hit} IS NOT NULL THEN {match} WHEN {own} - {xmax} > 64"
+            f" OR EXISTS (SELECT 1 FROM {unseen} c WHERE a.free IS NOT NULL"
+            f" AND pg_catalog.pg_xact_status(c.x) = 'committed') THEN {match} END"
+        )
+    locks = (
+        "k AS MATERIALIZED (SELECT pg_catalog.count(CASE WHEN z.x THEN"
+        f" pg_catalog.pg_advisory_xact_lock({dcb}, z.k) ELSE"
+        f" pg_catalog.pg_advisory_xact_lock_shared({dcb}, z.k) END) FROM (SELECT"
+        " pg_catalog.hashtext(u.w) AS k, pg_catalog.bool_or(u.x) AS x FROM ROWS FROM"
+        " (pg_catalog.unnest($18::text[]), pg_catalog.unnest($19::boolean[])) u(w, x)"
+        " GROUP BY 1 ORDER BY 1) z),"
+        " a AS MATERIALIZED (SELECT pg_catalog.pg_current_xact_id_if_assigned() IS NULL AS free,"
+        f" pg_catalog.pg_advisory_xact_lock({streams}, pg_catalog.hashtext($1::text)) FROM k),"
+        f" m AS MATERIALIZED (SELECT {check} AS matched FROM a)"
+    )
+    if update:
+        write = (
+            f"UPDATE {s}.streams st SET version = st.version + {n} FROM a, m"
+            " WHERE a.free AND m.matched IS NULL AND st.stream_id = $1::text"
+            " AND (st.version = $2::bigint OR ($2::bigint = -2 AND st.version > 0))"
+            " RETURNING st.version"
+        )
+    else:
+        write = (
+            f"INSERT INTO {s}.streams AS st (stream_id, version) SELECT $1::text, {n} FROM a, m"
+            " WHERE a.free AND m.matched IS NULL ON CONFLICT (stream_id) DO UPDATE"
+            f" SET version = st.version + {n} WHERE $2::bigint = -1 OR st.version = 0"
+            " RETURNING st.version"
+        )
+    nulls = ", NULL::bigint" * 2 + ", NULL::bytea, NULL::text, NULL::bigint, NULL::text"
+    nulls += ", NULL::bytea, NULL::timestamptz, NULL::text, NULL::text[]"
+    return (
+        f"WITH {locks}, st AS ({write}), ev AS ("
+        f"INSERT INTO {s}.events (position, event_id, stream_id, version, event_type, payload,"
+        " causation_id, correlation_id, user_id, custom)"
+        f" SELECT {position}, {values}, $6::uuid, $7::uuid, $8::text, $9::jsonb FROM st{rows}"
+        " RETURNING position, version),"
+        " w AS (SELECT pg_catalog.min(ev.position) AS first, pg_catalog.max(ev.version) AS last"
+        " FROM ev),"
+        # The store sends each event's tags checked (each once): no DISTINCT needed.
+        f" tg AS (INSERT INTO {s}.event_tags (tag, position) SELECT g.tag, w.first + g.i - 1"
+        " FROM w, ROWS FROM (pg_catalog.unnest($10::text[]), pg_catalog.unnest($11::integer[]))"
+        " g(tag, i) WHERE w.first IS NOT NULL)"
+        " SELECT w.first, w.last, m.matched, CASE WHEN w.last IS NULL AND m.matched IS NULL"
+        f" THEN {s}.stream_conflict($1::text, $2::bigint, {ids}, NOT a.free) END{nulls}"
+        " FROM a, m, w"
+        " UNION ALL SELECT NULL, NULL, NULL, NULL, r.* FROM m, LATERAL"
+        f" {s}.read_query($12::text[], $13::integer[], $14::text[], $15::integer[], $16::bigint,"
+        " $17::bigint) r WHERE m.matched > 0 AND $17::bigint > 0"
+    )
+
+
+DIRECT_READ_TAGS = 4
+"""The most tags of the one query item a direct query read takes (see :func:`_direct_read`)."""
+
+
+def _direct_read(s: str, *, tags: int, typed: bool) -> str:
+    """read_query's answer (migration 0014) for a query of ONE item with ``tags`` tags
+    (``typed``: and types) as one statement; ``s``: the quoted schema. The same parameters
+    and rows: the head row first, then the events.
+
+    The head is the newest event when it lies below the statement snapshot's xmin: every
+    transaction below xmin has ended, so every event up to it is final and visible to this
+    very snapshot, which also reads the events (safe_head's first answer, without a
+    function call or a second snapshot). Otherwise (an append in flight) the head row's
+    head is NULL and read_query itself answers in the same statement: its own rows follow.
+    """
+    others = "".join(
+        f" AND EXISTS (SELECT 1 FROM {s}.event_tags t{k} WHERE t{k}.position = t0.position"
+        f" AND t{k}.tag = ($3::text[])[{k + 1}])"
+        for k in range(1, tags)
+    )
+    of_types = " AND e.event_type = ANY ($1::text[])" if typed else ""
+    return (
+        "WITH h AS MATERIALIZED (SELECT CASE WHEN m.p < pg_snapshot_xmin(pg_current_snapshot())"
+        f"::text::bigint * {POSITION_SHIFT} THEN m.p END AS head"
+        f" FROM (SELECT coalesce(max(e.position), 0) AS p FROM {s}.events e) m)"
+        " SELECT h.head, NULL::bigint, NULL::bytea, NULL::text, NULL::bigint, NULL::text,"
+        " NULL::bytea, NULL::timestamptz, NULL::text, NULL::text[] FROM h"
+        " UNION ALL (SELECT NULL, e.position, uuid_send(e.event_id), e.stream_id::text,"
+        " e.version, e.event_type, e.payload, e.recorded_at, CASE WHEN e.causation_id IS NULL"
+        " AND e.correlation_id IS NULL AND e.user_id IS NULL AND e.custom IS NULL THEN NULL"
+        " ELSE json_build_array(e.causation_id, e.correlation_id, e.user_id, e.custom)::text"
+        f" END, ARRAY(SELECT t.tag::text FROM {s}.event_tags t WHERE t.position = e.position"
+        " ORDER BY t.tag)"
+        f" FROM h, {s}.event_tags t0 JOIN {s}.events e ON e.position = t0.position"
+        " WHERE h.head > $5::bigint AND t0.tag = ($3::text[])[1] AND t0.position > $5::bigint"
+        f" AND t0.position <= h.head{of_types}{others}"
+        " ORDER BY t0.position LIMIT $6::bigint)"
+        f" UNION ALL SELECT r.* FROM h, LATERAL {s}.read_query($1::text[], $2::integer[],"
+        " $3::text[], $4::integer[], $5::bigint, $6::bigint) r WHERE h.head IS NULL"
+    )
+
+
 class Queries:
     """Every statement the store runs, formatted once for one schema."""
 
@@ -310,10 +472,26 @@ class Queries:
             " $11::integer[], $12::text[], $13::integer[], $14::text[], $15::integer[],"
             " $16::bigint, $17::bigint)"
         )
+        # The same append as append_tagged_stream, sent as ONE statement by a store whose
+        # role may write the tables (migration 0018: see _direct_tagged_append), keyed as
+        # append_direct and by whether the condition is one item with one tag.
+        self.append_tagged_direct = {
+            (one, update, inline): _direct_tagged_append(s, one=one, update=update, inline=inline)
+            for one in (True, False)
+            for update in (True, False)
+            for inline in (True, False)
+        }
         self.read_query = (
             f"SELECT * FROM {s}.read_query($1::text[], $2::integer[], $3::text[],"
             " $4::integer[], $5, $6)"
         )
+        # The same read of a one-item query with 1 to DIRECT_READ_TAGS tags as one
+        # statement (see _direct_read), keyed by (tags, with types).
+        self.read_query_direct = {
+            (n, typed): _direct_read(s, tags=n, typed=typed)
+            for n in range(1, DIRECT_READ_TAGS + 1)
+            for typed in (True, False)
+        }
         # -- stream lifecycle (migration 0006) --
         self.truncate_stream = f"SELECT o_status, o_version FROM {s}.truncate_stream($1, $2, $3)"
         purge_cols = (

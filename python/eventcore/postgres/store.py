@@ -137,13 +137,21 @@ from eventcore.postgres._replicas import (
 )
 from eventcore.postgres._snapshot import PostgresSnapshotStore, SnapshotTail
 from eventcore.postgres._sql import (
+    DIRECT_READ_TAGS,
     Queries,
     channel,
     check_schema_name,
     migrations,
     query_arrays,
 )
-from eventcore.query import AppendCondition, Query, QueryItem, QueryResult, query_arg
+from eventcore.query import (
+    AppendCondition,
+    Query,
+    QueryItem,
+    QueryResult,
+    lock_keys,
+    query_arg,
+)
 from eventcore.recorded import (
     AppendResult,
     NewEvent,
@@ -270,6 +278,22 @@ def _tag_condition_args(
         ),
         None if condition is None else _check_after(condition.after),
     )
+
+
+def _lock_key_args(
+    batch: list[tuple[str, str, bytes, Any]],
+    tags: list[tuple[str, ...]] | None,
+    condition: AppendCondition | None,
+) -> tuple[list[str], list[bool]]:
+    """The advisory keys of a tagged append as migration 0008's lock_written spells them,
+    and whether each is exclusive: shared the whole log and each written type and tag,
+    exclusive the condition's (:func:`eventcore.query.lock_keys`)."""
+    keys = ["all:", *{f"type:{e[1]}" for e in batch}]
+    keys += [f"tag:{tag}" for event_tags in tags or () for tag in event_tags]
+    shared = len(keys)
+    if condition is not None:
+        keys += [f"{kind}:{value}" for kind, value in lock_keys(query_arg(condition.query))]
+    return keys, [i >= shared for i in range(len(keys))]
 
 
 def _stream_conflict(
@@ -474,6 +498,12 @@ class PostgresStore:
         self._append_tagged_stream = (
             True  # False: this role may not call append_tagged_stream (0017)
         )
+        # False: this role may not send the direct tagged append (0018), or PgBouncer.
+        self._tagged_direct = not pgbouncer
+        # A query read of one item with tags as one statement (read_query_direct), else
+        # the read_query function; under PgBouncer the function (its unnamed statements
+        # would be planned on every call, the function's once per server session).
+        self._read_direct = not pgbouncer
         self._own_token = 0  # this store's newest write token: its reads wait for it
         self._own_position = 0  # the newest position read_after() was given
         # The primary's timeline, as its newest connection saw it (0: not known, e.g. a
@@ -806,38 +836,63 @@ class PostgresStore:
         tags: list[tuple[str, ...]] | None,
         condition: AppendCondition | None,
     ) -> AppendResult | None:
-        """A tagged or conditional append into one stream through append_tagged_stream
-        (migration 0017): its result, or its typed failure raised; None when
-        append_events_tagged must answer (an event id is stored already, or this role may
-        not call the function)."""
-        row = await self._send_append(
-            pool,
-            self._q.append_tagged_stream,
-            (
-                *_stream_args(batch, expect, meta, user_id, custom),
-                *_tag_condition_args(tags, condition),
-                CARRIED_READ_LIMIT + 1,
-            ),
-            checks,
-            batch,
-            lean=True,
-            rows=True,
+        """A tagged or conditional append into one stream: its result, or its typed failure
+        raised; None when append_events_tagged must answer (an event id is stored already,
+        or this role may take neither path).
+
+        The path is chosen once, by the first such append, as for the plain append (see
+        _append_plain): the direct statement (``Queries.append_tagged_direct``, migration
+        0018) while the role may write the tables (and not behind PgBouncer, whose unnamed
+        statements are planned on every call), else append_tagged_stream (migration 0017),
+        else none. Both answer alike; their rows are read here into one shape.
+        """
+        args = (
+            *_stream_args(batch, expect, meta, user_id, custom),
+            *_tag_condition_args(tags, condition),
+            CARRIED_READ_LIMIT + 1,
         )
-        if not row:
-            return None
-        rows, row = row, row[0]
-        if row[0] is not None:
-            return self._appended(batch, row[0], row[1])
-        if row[2] is not None and condition is not None:
-            failed = ConditionFailed(condition.after, row[2])
-            if 1 < len(rows) <= CARRIED_READ_LIMIT + 2:
+        rows: Any = None
+        while self._tagged_direct:
+            one = len(batch) == 1
+            # A condition of one item with one tag (a decision's) is checked inline.
+            inline = args[12] is not None and len(args[12]) == 1 and args[14] == [1]
+            query = self._q.append_tagged_direct[one, expect > 0 or expect == -2, inline]
+            head = (args[0], expect, args[2][0], args[3][0], args[4][0]) if one else args[:5]
+            sent = (*head, *args[5:], *_lock_key_args(batch, tags, condition))
+            rows = await self._send_append(pool, query, sent, checks, batch, lean=True, rows=True)
+            if rows:
+                # stream_conflict's row (when nothing was written) in column 4, read_query's
+                # rows in columns 5 on.
+                first, version, matched, c = rows[0][0], rows[0][1], rows[0][2], rows[0][3]
+                tail = (None,) * 4 if c is None else (c[1], c[2], c[3], c[4])
+                version = version if c is None else c[0]
+                read = [tuple(r)[4:] for r in rows[1:]]
+                break
+            if self._tagged_direct:
+                return None  # a stored event id
+        else:
+            if not self._append_tagged_stream:
+                return None
+            rows = await self._send_append(
+                pool, self._q.append_tagged_stream, args, checks, batch, lean=True, rows=True
+            )
+            if not rows:
+                return None
+            first, version, matched = rows[0][0], rows[0][1], rows[0][2]
+            tail = tuple(rows[0][3:7])
+            read = [tuple(r)[7:] for r in rows[1:]]
+        if first is not None:
+            return self._appended(batch, first, version)
+        if matched is not None and matched > 0 and condition is not None:
+            failed = ConditionFailed(condition.after, matched)
+            if 0 < len(read) <= CARRIED_READ_LIMIT + 1:
                 # What read_query(condition.query, after=condition.after) returns now.
-                events = self._wrap([tuple(r)[8:] for r in rows[2:]])
-                failed.read = QueryResult(events, max(rows[1][7], 0))
+                events = self._wrap([r[1:] for r in read[1:]])
+                failed.read = QueryResult(events, max(read[0][0], 0))
             raise failed
-        if row[1] is not None:
-            raise _stream_conflict(batch, checks, expect, row[1], row[3:7])
-        return None
+        if version is not None and matched is None:
+            raise _stream_conflict(batch, checks, expect, version, tail)
+        return None  # matched -1 (direct) or every column NULL: a replay or a duplicate
 
     async def _send_append(
         self,
@@ -892,6 +947,8 @@ class PostgresStore:
                     # append_events_tagged for append_tagged_stream (0017).
                     if query is self._q.append_tagged_stream:
                         self._append_tagged_stream = False
+                    elif query in self._q.append_tagged_direct.values():
+                        self._tagged_direct = False  # 0018: append_tagged_stream instead
                     else:
                         self._plain = "function" if self._plain == "direct" else None
                     return None
@@ -1068,7 +1125,9 @@ class PostgresStore:
         The position is the safe head (see :meth:`head`), read first: every event at or
         below it has committed, so the read that follows sees all matching ones, and an
         event committed later lies above it (an append condition at it catches it). One
-        round trip (``read_query()``, migration 0008; the query as arrays since 0014).
+        round trip (``read_query()``, migration 0008; the query as arrays since 0014; a
+        query of one item with tags as one statement of the same answer, which calls
+        ``read_query()`` only while an append is in flight).
         Items with tags walk the tag index; an item with only types walks the type index
         (migration 0011).
 
@@ -1081,7 +1140,14 @@ class PostgresStore:
         after = _check_after(after)
         if not items:
             return QueryResult([], await self.head())
-        rows = await self._fetch(self._q.read_query, *query_arrays(items), after, limit)
+        statement = self._q.read_query
+        if self._read_direct and len(items) == 1 and 0 < len(items[0][1]) <= DIRECT_READ_TAGS:
+            # One item with tags (a decision's): one statement, no function call (see
+            # Queries.read_query_direct).
+            statement = self._q.read_query_direct[len(items[0][1]), bool(items[0][0])]
+        rows = await self._fetch(statement, *query_arrays(items), after, limit)
+        if rows[0][0] is None:  # an append in flight: read_query's own rows follow
+            rows = rows[1:]
         head = rows[0][0]
         events = self._wrap([tuple(r)[1:] for r in rows[1:]])
         position = events[-1].position if limit and len(events) == limit else max(head, 0)
