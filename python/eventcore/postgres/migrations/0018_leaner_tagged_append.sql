@@ -7,14 +7,15 @@
 -- What changed, each measured by the backend's CPU time per call (commit flush off,
 -- candidates alternated on one connection):
 --
--- - append_tagged_stream no longer calls first_match and append_stream: the condition
---   check, the version check and the write are its own statements, so a call runs no
---   nested function (each nested call started its own executor, set its own settings and
---   took the shared locks of what it writes a second time). The input rules (SQLSTATE
+-- - append_tagged_stream no longer calls first_match and append_stream: the version
+--   check and the write are its own statements, and the condition is checked by
+--   condition_match (below), the one check the store's direct statement calls too
+--   (append_stream's nested call started its own executor, set its own settings and took
+--   the shared locks of what it writes a second time). The input rules (SQLSTATE
 --   EC002), a caller's transaction with an id refused (EC001), the advisory locks (the
 --   keys and order of schema 8's lock_written, then the stream lock), the condition
---   (first_match's statements, each after the locks: a statement of this VOLATILE
---   function reads a fresh snapshot, so it sees every writer it waited for), the answers
+--   (checked after the locks: a statement of a VOLATILE function reads a fresh
+--   snapshot, so it sees every writer it waited for), the answers
 --   and the carried read are schema 17's.
 -- - The write and the tag rows are ONE statement (the tag rows are inserted by a CTE of
 --   the statement that inserts the events), as 0016's one-statement write: the events
@@ -71,9 +72,6 @@ DECLARE
     w     text;
     first integer;
     prev  integer;
-    tys   text[];
-    tgs   text[];
-    hit   bigint;
 BEGIN
     IF cardinality(p_tags) IS DISTINCT FROM cardinality(p_tag_events)
        OR cardinality(p_cond_type_ends) IS DISTINCT FROM cardinality(p_cond_tag_ends) THEN
@@ -253,50 +251,18 @@ BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('eventcore.streams.__SCHEMA__'),
                                   hashtext(p_stream_id));
 
-    -- 2. The condition: first_match's statements (schema 14), each reading a snapshot
-    --    taken after the locks.
-    FOR i IN 1..coalesce(cardinality(p_cond_type_ends), 0) LOOP
-        tys := p_cond_types[coalesce(p_cond_type_ends[i - 1], 0) + 1 : p_cond_type_ends[i]];
-        tgs := p_cond_tags[coalesce(p_cond_tag_ends[i - 1], 0) + 1 : p_cond_tag_ends[i]];
-        IF cardinality(tgs) = 1 THEN
-            -- One tag (a decision's item): first_match's statement without the count of
-            -- the other tags, whose plan was set up on every call.
-            SELECT t0.position INTO hit FROM __SCHEMA__.event_tags t0
-             WHERE t0.tag = tgs[1] AND t0.position > p_after
-               AND (cardinality(tys) = 0 OR (SELECT e.event_type FROM __SCHEMA__.events e
-                     WHERE e.position = t0.position) = ANY (tys))
-             ORDER BY t0.position LIMIT 1;
-        ELSIF cardinality(tgs) > 1 THEN
-            SELECT t0.position INTO hit FROM __SCHEMA__.event_tags t0
-             WHERE t0.tag = tgs[1] AND t0.position > p_after
-               AND (SELECT count(*) FROM __SCHEMA__.event_tags tn
-                     WHERE tn.position = t0.position AND tn.tag = ANY (tgs)) = cardinality(tgs)
-               AND (cardinality(tys) = 0 OR (SELECT e.event_type FROM __SCHEMA__.events e
-                     WHERE e.position = t0.position) = ANY (tys))
-             ORDER BY t0.position LIMIT 1;
-        ELSIF cardinality(tys) > 0 THEN
-            SELECT min(y.p) INTO hit FROM unnest(tys) ty CROSS JOIN LATERAL (
-                SELECT e.position AS p FROM __SCHEMA__.events e
-                 WHERE e.event_type = ty AND e.position > p_after
-                 ORDER BY e.position LIMIT 1) y;
-        ELSE
-            SELECT e.position INTO hit FROM __SCHEMA__.events e
-             WHERE e.position > p_after ORDER BY e.position LIMIT 1;
-        END IF;
-        IF hit IS NOT NULL AND (matched IS NULL OR hit < matched) THEN
-            matched := hit;
-        END IF;
-        hit := NULL;
-    END LOOP;
+    -- 2. The condition: condition_match (below), after the locks: a statement of a
+    --    VOLATILE function reads a fresh snapshot, so it sees every writer it waited for.
+    --    -1: it matched but an event id of the append is stored (a replay of an append
+    --    that passed): every column NULL, append_events_tagged answers.
+    matched := __SCHEMA__.condition_match(p_cond_types, p_cond_type_ends, p_cond_tags,
+                                          p_cond_tag_ends, p_after, p_event_ids);
+    IF matched = -1 THEN
+        matched := NULL;
+        RETURN NEXT;
+        RETURN;
+    END IF;
     IF matched IS NOT NULL THEN
-        -- Failed, unless an event id of the append is stored (a replay of an append that
-        -- passed: every column NULL, append_events_tagged answers).
-        PERFORM 1 FROM __SCHEMA__.events e WHERE e.event_id = ANY (p_event_ids);
-        IF FOUND THEN
-            matched := NULL;
-            RETURN NEXT;
-            RETURN;
-        END IF;
         RETURN NEXT;
         IF p_read_limit > 0 THEN
             RETURN QUERY
@@ -380,8 +346,8 @@ $$;
 -- locks first and calls this after them: a VOLATILE function's statements each read a
 -- fresh snapshot, so the check sees every writer the locks waited for (the statement's
 -- own snapshot was taken before; for one tag it checks with that snapshot itself when no
--- transaction the snapshot misses has committed since). append_tagged_stream runs the
--- same statements inline.
+-- transaction the snapshot misses has committed since). append_tagged_stream calls it
+-- after its locks too.
 -- SECURITY INVOKER: it reads the tables with the caller's rights, so it keeps the
 -- EXECUTE that PUBLIC gets on a new function (it gives no right the caller lacks).
 CREATE FUNCTION __SCHEMA__.condition_match(
