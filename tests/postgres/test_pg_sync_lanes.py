@@ -93,6 +93,15 @@ def _lanes(store: SyncPostgresStore) -> Any:
     return lt.lanes
 
 
+def _backend_pid(store: SyncPostgresStore) -> int:
+    """The server process of the connection the calling thread's store calls use."""
+
+    async def pid() -> int:
+        return int(await (await store._store._get_pool()).fetchval("SELECT pg_backend_pid()"))
+
+    return store._run(pid())
+
+
 def _free(store: SyncPostgresStore) -> int:
     return int(_lanes(store).store._pool_slots.free)
 
@@ -215,17 +224,14 @@ def test_a_connection_lost_between_commands_is_replaced(
     store = sync_pg_factory(registry=BANK)
     execute_sync(store, OpenAccount(account="a", owner="ann"))
 
-    async def pid() -> int:
-        return int(await (await store._store._get_pool()).fetchval("SELECT pg_backend_pid()"))
-
-    first = store._run(pid())
+    first = _backend_pid(store)
     assert _fetchval(postgres_dsn, "SELECT pg_terminate_backend($1)", first)
     time.sleep(0.2)
     # The lane's connection is dead: its first statement fails as StoreUnavailable (the
     # snapshot probe's: a warning, then a full fold) and the lane opens a new connection.
     result = execute_sync(store, Deposit(account="a", amount=5))
     assert [e.version for e in result.events] == [2]
-    assert store._run(pid()) != first
+    assert _backend_pid(store) != first
     assert store.stream_version("a") == 2
 
 
@@ -235,10 +241,7 @@ def test_a_connection_lost_mid_command_is_retried_or_typed(
     store = sync_pg_factory(registry=BANK)
     execute_sync(store, OpenAccount(account="a", owner="ann"))
 
-    async def pid() -> int:
-        return int(await (await store._store._get_pool()).fetchval("SELECT pg_backend_pid()"))
-
-    victim = store._run(pid())
+    victim = _backend_pid(store)
     killed: list[bool] = []
 
     class Kill(Deposit):
@@ -268,7 +271,7 @@ def test_a_connection_lost_mid_command_is_retried_or_typed(
     assert killed == [True]
     assert store.stream_version("a") in (1, 2)  # written once at most
     execute_sync(store, Deposit(account="a", amount=1))  # the lane goes on
-    assert store._run(pid()) != victim
+    assert _backend_pid(store) != victim
 
 
 def test_a_lanes_snapshot_is_written_in_the_background_on_the_loop_thread(
@@ -337,10 +340,7 @@ def test_a_forked_child_leaves_the_parents_lane_alone(sync_pg_factory: Callable[
     store = sync_pg_factory(registry=BANK)
     execute_sync(store, OpenAccount(account="parent", owner="p"))
 
-    async def pid() -> int:
-        return int(await (await store._store._get_pool()).fetchval("SELECT pg_backend_pid()"))
-
-    parent_backend = store._run(pid())
+    parent_backend = _backend_pid(store)
     parent_lane = _lanes(store).get()
     read_fd, write_fd = os.pipe()
     child = os.fork()
@@ -349,7 +349,7 @@ def test_a_forked_child_leaves_the_parents_lane_alone(sync_pg_factory: Callable[
         try:
             os.close(read_fd)
             execute_sync(store, Deposit(account="parent", amount=5))
-            mine = store._run(pid())
+            mine = _backend_pid(store)
             lane = _lanes(store).get()
             ok = mine != parent_backend and lane is not None and lane is not parent_lane
             store.close()
@@ -362,7 +362,7 @@ def test_a_forked_child_leaves_the_parents_lane_alone(sync_pg_factory: Callable[
         answer = pipe.read()
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0 and answer == b"ok"
-    assert store._run(pid()) == parent_backend  # the same connection, untouched
+    assert _backend_pid(store) == parent_backend  # the same connection, untouched
     execute_sync(store, Deposit(account="parent", amount=1))
     assert store.stream_version("parent") == 3
 

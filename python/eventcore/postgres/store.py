@@ -234,8 +234,25 @@ def _stream_args(
     meta: Metadata,
     user_id: str | None,
     custom: str | None,
+    *,
+    one: bool = False,
 ) -> tuple[Any, ...]:
-    """append_stream's nine parameters (migration 0013) for ``batch``, all of one stream."""
+    """append_stream's nine parameters (migration 0013) for ``batch``, all of one stream;
+    ``one``: the one event's id, type and payload as values, not arrays (the direct
+    statements' one-event form), with no list built."""
+    if one:
+        e = batch[0]
+        return (
+            e[0],
+            expect,
+            _pg_id(e[3]),
+            e[1],
+            e[2],
+            meta.causation_id,
+            meta.correlation_id,
+            user_id,
+            custom,
+        )
     return (
         batch[0][0],
         expect,
@@ -791,21 +808,7 @@ class PostgresStore:
         while self._plain == "direct":
             one = len(batch) == 1
             query = self._q.append_direct[one, expect > 0 or expect == -2]
-            if one:  # the one event's values, not arrays
-                e = batch[0]
-                sent: tuple[Any, ...] = (
-                    e[0],
-                    expect,
-                    _pg_id(e[3]),
-                    e[1],
-                    e[2],
-                    meta.causation_id,
-                    meta.correlation_id,
-                    user_id,
-                    custom,
-                )
-            else:
-                sent = _stream_args(batch, expect, meta, user_id, custom)
+            sent = _stream_args(batch, expect, meta, user_id, custom, one=one)
             row = await self._send_append(pool, query, sent, checks, batch, lean=True)
             if row is None:
                 if self._plain == "direct":
@@ -857,7 +860,11 @@ class PostgresStore:
             # A condition of one item with one tag (a decision's) is checked inline.
             inline = args[12] is not None and len(args[12]) == 1 and args[14] == [1]
             query = self._q.append_tagged_direct[one, expect > 0 or expect == -2, inline]
-            head = (args[0], expect, args[2][0], args[3][0], args[4][0]) if one else args[:5]
+            head = (
+                _stream_args(batch, expect, meta, user_id, custom, one=True)[:5]
+                if one
+                else args[:5]
+            )
             sent = (*head, *args[5:], *_lock_key_args(batch, tags, condition))
             rows = await self._send_append(pool, query, sent, checks, batch, lean=True, rows=True)
             if rows:
