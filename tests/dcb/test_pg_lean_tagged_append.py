@@ -1,8 +1,9 @@
 """The lean tagged or conditional append into one stream (PostgreSQL migration 0017).
 
 ``append_tagged_stream`` serves a tagged or conditional append whose events all go to one
-stream and whose only checked version is that stream's (a DCB decision); every other
-tagged append still goes through ``append_events_tagged``. A store whose role may write
+stream and whose only checked version is that stream's (a DCB decision); one into several
+streams goes through ``append_tagged_streams`` (migration 0019,
+test_pg_tagged_streams_append.py). A store whose role may write
 the tables sends the same append as one statement instead (``append_tagged_direct``,
 migration 0018). All must give the same answers (results, failed conditions, conflicts
 with their tails, replays, duplicates) and leave the same log and tags, and take the same
@@ -46,18 +47,19 @@ def ev(stream: str, event_type: str, payload: bytes, *tags: str, id: Any = None)
 @pytest.mark.parametrize("path", ["append_tagged_direct", "append_tagged_stream"])
 async def test_one_stream_tagged_appends_take_the_lean_path(postgres_store: Any, path: str) -> None:
     store = postgres_store
-    store._tagged_direct = path == "append_tagged_direct"
+    store._tagged_direct = store._tagged_streams_direct = path == "append_tagged_direct"
     called = spy(store)
     q = Query.of(["Registered"], ["user:a"])
     await store.append([ev("u-a", "Registered", b"1", "user:a")], condition=AppendCondition(q, 0))
     await store.append([ev("u-b", "Registered", b"2", "user:b")])
     await store.append([ev("u-b", "Renamed", b"3")], condition=AppendCondition(q, 1 << 62))
     assert called == [path] * 3
-    # Several streams, a checked stream not written: append_events_tagged as before.
+    # Several streams, a checked stream not written: the several-stream path (0019).
     called.clear()
     await store.append([ev("x", "T", b"", "t:1"), ev("y", "T", b"", "t:1")])
     await store.append([ev("x", "T", b"", "t:1")], expected={"x": 1, "y": 1})
-    assert called == ["append_events_tagged"] * 2
+    several = "append_tagged_streams" + ("_direct" if path == "append_tagged_direct" else "")
+    assert called == [several] * 2
 
 
 async def scenario(store: PostgresStore) -> list[Any]:
@@ -135,6 +137,7 @@ async def test_the_lean_function_answers_as_append_events_tagged(
     lean._tagged_direct = False  # append_tagged_stream, as a role that may not write tables
     general = await postgres_store_factory()
     general._append_tagged_stream = False  # every tagged append through append_events_tagged
+    general._append_tagged_streams = False
     called = spy(general)
     direct_called, lean_called = spy(direct), spy(lean)
     got, want = await scenario(lean), await scenario(general)
