@@ -235,7 +235,10 @@ class PgDcb:
         self.run(drop())
         self.loop.close()
 
-    def ours(self, clients: int) -> Once:
+    def ours(self, clients: int, *, streams: int = 1) -> Once:
+        """eventcore's decision at ``clients``; ``streams`` > 1: the append writes one
+        event into each of that many streams, all tagged with the name (a tagged append
+        into several streams; a diagnostic, not a headline key)."""
         store = self.store
 
         def once() -> float:
@@ -251,7 +254,11 @@ class PgDcb:
                     found = await store.read_query(query)
                     if not found.events:
                         await store.append(
-                            [NewEvent(f"user-{r}-{k}-{i}", "Registered", PAYLOAD, None, (name,))],
+                            [NewEvent(f"user-{r}-{k}-{i}", "Registered", PAYLOAD, None, (name,))]
+                            + [
+                                NewEvent(f"name{j}-{r}-{k}-{i}", "Claimed", PAYLOAD, None, (name,))
+                                for j in range(1, streams)
+                            ],
                             condition=AppendCondition(query, found.position),
                         )
                     i += 1
@@ -420,7 +427,9 @@ def cpu_per_decision(dsn: str, seconds: float, rounds: int) -> list[dict[str, An
     The sides: eventcore (a decision's read and append as direct statements, migration
     0018), eventcore through the read_query and append_tagged_stream functions (a role
     that may not write the tables), eventcore through append_events_tagged (the path
-    before migration 0017), the peer, the floor."""
+    before migration 0017), the peer, the floor; then the same decision appending into two
+    streams (``streams2``): as one statement (migration 0019), through the
+    append_tagged_streams function, and through append_events_tagged (before 0019)."""
     sz = DcbSizes(seconds=seconds, reps=1, warmup=0, prefill=2_000, log_events=0, log_tags=1)
     bench = PgDcb(dsn, sz, clients=1)
     ours, floor, peer = bench.ours(1), bench.floor(1), bench.theirs(1)
@@ -441,12 +450,28 @@ def cpu_per_decision(dsn: str, seconds: float, rounds: int) -> list[dict[str, An
         finally:
             bench.store._read_direct = bench.store._tagged_direct = True
 
+    two = bench.ours(1, streams=2)
+
+    def two_on(direct: bool, function: bool) -> Once:
+        def once() -> float:
+            store = bench.store
+            store._tagged_streams_direct, store._append_tagged_streams = direct, function
+            try:
+                return two()
+            finally:
+                store._tagged_streams_direct = store._append_tagged_streams = True
+
+        return once
+
     sides: list[tuple[str, Once]] = [
         ("eventcore", ours),
         ("eventcore, functions", functions),
         ("eventcore, append_events_tagged", general),
         ("peer", peer),
         ("floor", floor),
+        ("streams2, eventcore", two),
+        ("streams2, append_tagged_streams", two_on(False, True)),
+        ("streams2, append_events_tagged", two_on(False, False)),
     ]
 
     async def sql(statement: str) -> list[Any]:
