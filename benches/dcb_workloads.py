@@ -235,7 +235,12 @@ class PgDcb:
         self.run(drop())
         self.loop.close()
 
-    def ours(self, clients: int) -> Once:
+    def ours(self, clients: int, *, streams: int = 1, items: int = 1, tags: int = 1) -> Once:
+        """eventcore's decision at ``clients``; ``streams`` > 1: the append writes one
+        event into each of that many streams, all tagged with the name (a tagged append
+        into several streams); ``items`` > 1: the query has that many items (the name,
+        then ``<name>:<j>``); ``tags`` > 1: its first item that many tags (the name, then
+        ``<name>/<j>``, which the event carries too). Diagnostics, not headline keys."""
         store = self.store
 
         def once() -> float:
@@ -247,11 +252,22 @@ class PgDcb:
                 i = 0
                 while _perf() < deadline:
                     name = f"username:{r}-{k}-{i}"
-                    query = Query.of(["Registered"], [name])
+                    kinds = tuple(f"{name}/{j}" for j in range(1, tags))
+                    query = Query.of(["Registered"], [name, *kinds])
+                    for j in range(1, items):
+                        query = query | Query.of(["Registered"], [f"{name}:{j}"])
                     found = await store.read_query(query)
                     if not found.events:
                         await store.append(
-                            [NewEvent(f"user-{r}-{k}-{i}", "Registered", PAYLOAD, None, (name,))],
+                            [
+                                NewEvent(
+                                    f"user-{r}-{k}-{i}", "Registered", PAYLOAD, None, (name, *kinds)
+                                )
+                            ]
+                            + [
+                                NewEvent(f"name{j}-{r}-{k}-{i}", "Claimed", PAYLOAD, None, (name,))
+                                for j in range(1, streams)
+                            ],
                             condition=AppendCondition(query, found.position),
                         )
                     i += 1
@@ -420,7 +436,11 @@ def cpu_per_decision(dsn: str, seconds: float, rounds: int) -> list[dict[str, An
     The sides: eventcore (a decision's read and append as direct statements, migration
     0018), eventcore through the read_query and append_tagged_stream functions (a role
     that may not write the tables), eventcore through append_events_tagged (the path
-    before migration 0017), the peer, the floor."""
+    before migration 0017), the peer, the floor; then the same decision appending into two
+    streams (``streams2``): as one statement (migration 0019), through the
+    append_tagged_streams function, and through append_events_tagged (before 0019); then
+    the one-stream decision with a query of two items (``items2``) and of one item with
+    two tags (``tags2``)."""
     sz = DcbSizes(seconds=seconds, reps=1, warmup=0, prefill=2_000, log_events=0, log_tags=1)
     bench = PgDcb(dsn, sz, clients=1)
     ours, floor, peer = bench.ours(1), bench.floor(1), bench.theirs(1)
@@ -441,12 +461,30 @@ def cpu_per_decision(dsn: str, seconds: float, rounds: int) -> list[dict[str, An
         finally:
             bench.store._read_direct = bench.store._tagged_direct = True
 
+    two = bench.ours(1, streams=2)
+
+    def two_on(direct: bool, function: bool) -> Once:
+        def once() -> float:
+            store = bench.store
+            store._tagged_streams_direct, store._append_tagged_streams = direct, function
+            try:
+                return two()
+            finally:
+                store._tagged_streams_direct = store._append_tagged_streams = True
+
+        return once
+
     sides: list[tuple[str, Once]] = [
         ("eventcore", ours),
         ("eventcore, functions", functions),
         ("eventcore, append_events_tagged", general),
         ("peer", peer),
         ("floor", floor),
+        ("streams2, eventcore", two),
+        ("streams2, append_tagged_streams", two_on(False, True)),
+        ("streams2, append_events_tagged", two_on(False, False)),
+        ("items2, eventcore", bench.ours(1, items=2)),
+        ("tags2, eventcore", bench.ours(1, tags=2)),
     ]
 
     async def sql(statement: str) -> list[Any]:

@@ -1,8 +1,9 @@
 """The lean tagged or conditional append into one stream (PostgreSQL migration 0017).
 
 ``append_tagged_stream`` serves a tagged or conditional append whose events all go to one
-stream and whose only checked version is that stream's (a DCB decision); every other
-tagged append still goes through ``append_events_tagged``. A store whose role may write
+stream and whose only checked version is that stream's (a DCB decision); one into several
+streams goes through ``append_tagged_streams`` (migration 0019,
+test_pg_tagged_streams_append.py). A store whose role may write
 the tables sends the same append as one statement instead (``append_tagged_direct``,
 migration 0018). All must give the same answers (results, failed conditions, conflicts
 with their tails, replays, duplicates) and leave the same log and tags, and take the same
@@ -46,18 +47,19 @@ def ev(stream: str, event_type: str, payload: bytes, *tags: str, id: Any = None)
 @pytest.mark.parametrize("path", ["append_tagged_direct", "append_tagged_stream"])
 async def test_one_stream_tagged_appends_take_the_lean_path(postgres_store: Any, path: str) -> None:
     store = postgres_store
-    store._tagged_direct = path == "append_tagged_direct"
+    store._tagged_direct = store._tagged_streams_direct = path == "append_tagged_direct"
     called = spy(store)
     q = Query.of(["Registered"], ["user:a"])
     await store.append([ev("u-a", "Registered", b"1", "user:a")], condition=AppendCondition(q, 0))
     await store.append([ev("u-b", "Registered", b"2", "user:b")])
     await store.append([ev("u-b", "Renamed", b"3")], condition=AppendCondition(q, 1 << 62))
     assert called == [path] * 3
-    # Several streams, a checked stream not written: append_events_tagged as before.
+    # Several streams, a checked stream not written: the several-stream path (0019).
     called.clear()
     await store.append([ev("x", "T", b"", "t:1"), ev("y", "T", b"", "t:1")])
     await store.append([ev("x", "T", b"", "t:1")], expected={"x": 1, "y": 1})
-    assert called == ["append_events_tagged"] * 2
+    several = "append_tagged_streams" + ("_direct" if path == "append_tagged_direct" else "")
+    assert called == [several] * 2
 
 
 async def scenario(store: PostgresStore) -> list[Any]:
@@ -120,6 +122,14 @@ async def scenario(store: PostgresStore) -> list[Any]:
     await run([ev("e", "Any", b"", "t")], condition=AppendCondition(everything, head))
     await run([ev("e", "Any", b"", "t")], expected={"e": 1}, condition=AppendCondition(two, head))
     await run([ev("e", "Any", b"", "t")], expected={"e": 3}, condition=AppendCondition(two, 0))
+    # One item with two tags: matched by the event that has both, not by one with one.
+    pair = Query.of(["Enrolled"], ["course:c1", "student:s1"])
+    await run([ev("f", "Any", b"")], condition=AppendCondition(pair, 0))
+    await run([ev("f", "Any", b"")], condition=AppendCondition(pair | typed, head))
+    await run(
+        [ev("f", "Any", b"")],
+        condition=AppendCondition(Query.of(["Enrolled"], ["course:c1", "x"]), 0),
+    )
     log = [
         (e.stream_id, e.version, e.event_type, e.payload, e.metadata, e.tags)
         for e in await store.read_all()
@@ -135,6 +145,7 @@ async def test_the_lean_function_answers_as_append_events_tagged(
     lean._tagged_direct = False  # append_tagged_stream, as a role that may not write tables
     general = await postgres_store_factory()
     general._append_tagged_stream = False  # every tagged append through append_events_tagged
+    general._append_tagged_streams = False
     called = spy(general)
     direct_called, lean_called = spy(direct), spy(lean)
     got, want = await scenario(lean), await scenario(general)
@@ -158,8 +169,11 @@ async def test_the_lean_function_answers_as_append_events_tagged(
         "condition",
         "ok",
         "ok",
+        "condition",  # the condition is checked before the versions
         "condition",
-    ]  # fmt: skip  (the last: the condition is checked before the versions)
+        "ok",
+        "ok",
+    ]  # fmt: skip
     assert got[0][7][2] is not None and len(got[0][7][2]) == 2  # the tail after v1
     assert got[1] == want[1]
     assert got[1][0][5] == ("username:ann", "x")  # its tags, each once
@@ -202,18 +216,30 @@ async def test_a_condition_waits_for_the_writers_of_its_keys_only(
     assert called == [path]
 
 
+@pytest.mark.parametrize(
+    "q",
+    [
+        Query.of(["Registered"], ["username:ann"]),
+        Query.of(["Registered"], ["username:ann", "kind:user"]),  # one item, two tags
+        Query.of(["Registered"], ["email:a"]) | Query.of(["Registered"], ["username:ann"]),
+        Query.of(["Registered", "Renamed"]),  # types only
+        Query(QueryItem.of()),  # the whole log
+    ],
+    ids=["one-tag", "two-tags", "two-items", "types", "all"],
+)
 @pytest.mark.parametrize("id_first", [True, False])
 @pytest.mark.parametrize("path", ["append_tagged_direct", "append_tagged_stream"])
 async def test_a_writer_that_commits_while_the_condition_waits_fails_it(
-    postgres_store: Any, path: str, id_first: bool
+    postgres_store: Any, path: str, id_first: bool, q: Query
 ) -> None:
     """A writer of the condition's key in flight when a conditional append starts (its id
     taken, or still to take: ``id_first``): the append waits for the key, and once the
     writer commits its event fails the condition, though the direct statement's own
-    snapshot, taken before it waited, does not show it (it checks again)."""
+    snapshot, taken before it waited, does not show it (it checks again). For every
+    shape of query: the direct statement checks each inline."""
     store = postgres_store
     store._tagged_direct = path == "append_tagged_direct"
-    q = Query.of(["Registered"], ["username:ann"])
+    tags = sorted({tag for item in q.items for tag in item.tags}) or ["username:ann"]
     start = await store.read_query(q)
     pool = await store._get_pool()
     s = f'"{store.schema}"'
@@ -228,8 +254,8 @@ async def test_a_writer_that_commits_while_the_condition_waits_fails_it(
         None,
         None,
         None,
-        ["username:ann"],
-        [1],
+        tags,
+        [1] * len(tags),
         None,
         None,
         None,
@@ -245,7 +271,7 @@ async def test_a_writer_that_commits_while_the_condition_waits_fails_it(
             await conn.fetch(*write)
         else:  # the writer's shared keys only: its id comes after the append started
             await conn.execute(
-                f"SELECT {s}.lock_written(ARRAY['Registered'], ARRAY['username:ann'], '{{}}')"
+                f"SELECT {s}.lock_written(ARRAY['Registered'], $1::text[], '{{}}')", tags
             )
         pending = asyncio.ensure_future(
             store.append(

@@ -41,7 +41,8 @@ MiB = 1024 * 1024
 def spy(store: PostgresStore) -> list[str]:
     """The functions each append statement of ``store`` calls, in order (``append_direct``:
     the store's direct statement, migration 0016; ``append_tagged_direct``: its direct
-    tagged append, migration 0018)."""
+    tagged append, migration 0018; ``append_tagged_streams_direct``: into several streams,
+    migration 0019)."""
     called: list[str] = []
     send = store._send_append
     direct = set(store._q.append_direct.values())
@@ -53,6 +54,8 @@ def spy(store: PostgresStore) -> list[str]:
             if query in direct
             else "append_tagged_direct"
             if query in tagged
+            else "append_tagged_streams_direct"
+            if query is store._q.append_tagged_streams_direct
             else query.split(".", 1)[1].split("(", 1)[0]
         )
         return await send(pool, query, *args, **kw)

@@ -284,6 +284,10 @@ def _direct_tagged_append(s: str, *, one: bool, update: bool, inline: bool) -> s
         f"{s}.condition_match($12::text[], $13::integer[], $14::text[], $15::integer[],"
         f" $16::bigint, {ids})"
     )
+    # Any other query calls condition_match. Checking it inline too would be exact (the
+    # commit check below does not depend on the query's shape: a writer of any event the
+    # query matches holds a key the condition's exclusive keys exclude), but a search of
+    # every shape in one statement measured no cheaper than the call (issue 19, 0019).
     check = f"CASE WHEN $13::integer[] IS NOT NULL THEN {match} END"
     if inline:
         snap = "pg_catalog.pg_current_snapshot()"
@@ -356,6 +360,59 @@ def _direct_tagged_append(s: str, *, one: bool, update: bool, inline: bool) -> s
         " UNION ALL SELECT NULL, NULL, NULL, NULL, r.* FROM m, LATERAL"
         f" {s}.read_query($12::text[], $13::integer[], $14::text[], $15::integer[], $16::bigint,"
         " $17::bigint) r WHERE m.matched > 0 AND $17::bigint > 0"
+    )
+
+
+def _direct_tagged_streams_append(s: str) -> str:
+    """append_tagged_streams' work (migration 0019) as one statement for a store whose role
+    may write the tables (and call write_tagged_streams); ``s``: the quoted schema.
+
+    Parameters: append_tagged_streams' 18, then the advisory keys as text ($19,
+    ``kind:value`` as migration 0008 spells them) and whether each is taken exclusive
+    ($20). In the order of append_tagged_streams, each in a MATERIALIZED CTE the next
+    reads: the keys hashed, each once (exclusive if any entry is), sorted; the stream
+    locks (written exclusive, only checked shared), sorted; the condition through
+    ``condition_match``; then, only when it matched nothing, write_tagged_streams, whose
+    statement reads a snapshot taken after the locks (this statement's own was taken
+    before them) and takes the transaction id after the events table's lock. The
+    condition is never checked inline here: that check takes this transaction's id, which
+    must come after the events table's lock, and this statement does not write the events
+    itself. Rows: append_tagged_streams'.
+    """
+    dcb = f"pg_catalog.hashtext('eventcore.dcb.{s}')"
+    streams = f"pg_catalog.hashtext('eventcore.streams.{s}')"
+    tail = ", ".join(
+        f"(w.r).{c}" for c in ("conflict_expected", "tail_streams", "tail_types", "tail_payloads")
+    )
+    tail += ", (w.r).tail_versions, (w.r).tail_positions"
+    nulls = ", NULL::bigint" * 2 + ", NULL::bytea, NULL::text, NULL::bigint, NULL::text"
+    nulls += ", NULL::bytea, NULL::timestamptz, NULL::text, NULL::text[]"
+    return (
+        "WITH k AS MATERIALIZED (SELECT pg_catalog.count(CASE WHEN z.x THEN"
+        f" pg_catalog.pg_advisory_xact_lock({dcb}, z.k) ELSE"
+        f" pg_catalog.pg_advisory_xact_lock_shared({dcb}, z.k) END) FROM (SELECT"
+        " pg_catalog.hashtext(u.w) AS k, pg_catalog.bool_or(u.x) AS x FROM ROWS FROM"
+        " (pg_catalog.unnest($19::text[]), pg_catalog.unnest($20::boolean[])) u(w, x)"
+        " GROUP BY 1 ORDER BY 1) z),"
+        # k is one row, read before the first stream lock whichever side of the join it is.
+        " a AS MATERIALIZED (SELECT pg_catalog.count(CASE WHEN z.x THEN"
+        f" pg_catalog.pg_advisory_xact_lock({streams}, z.k) ELSE"
+        f" pg_catalog.pg_advisory_xact_lock_shared({streams}, z.k) END) AS n FROM k, (SELECT"
+        " pg_catalog.hashtext(u.s) AS k, pg_catalog.bool_or(u.w) AS x FROM (SELECT s, true AS w"
+        " FROM pg_catalog.unnest($4::text[]) s UNION ALL SELECT s, false"
+        " FROM pg_catalog.unnest($1::text[]) s) u GROUP BY 1 ORDER BY 1) z),"
+        " m AS MATERIALIZED (SELECT CASE WHEN $14::integer[] IS NOT NULL THEN"
+        f" {s}.condition_match($13::text[], $14::integer[], $15::text[], $16::integer[],"
+        " $17::bigint, $3::uuid[]) END AS matched FROM a),"
+        " w AS MATERIALIZED (SELECT CASE WHEN m.matched IS NULL THEN"
+        f" {s}.write_tagged_streams($1::text[], $2::bigint[], $3::uuid[], $4::text[],"
+        " $5::text[], $6::bytea[], $7::uuid, $8::uuid, $9::text, $10::jsonb, $11::text[],"
+        " $12::integer[]) END AS r FROM m)"
+        f" SELECT (w.r).first_position, (w.r).streams, (w.r).versions, m.matched, {tail}{nulls}"
+        " FROM m, w"
+        " UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, r.*"
+        f" FROM m, LATERAL {s}.read_query($13::text[], $14::integer[], $15::text[],"
+        " $16::integer[], $17::bigint, $18::bigint) r WHERE m.matched > 0 AND $18::bigint > 0"
     )
 
 
@@ -472,6 +529,21 @@ class Queries:
             " $11::integer[], $12::text[], $13::integer[], $14::text[], $15::integer[],"
             " $16::bigint, $17::bigint)"
         )
+        # Tags and/or a condition, events into several streams (migration 0019): the
+        # parameters of append_events_tagged and the carried read's limit. The first row:
+        # the first position, the streams and their versions (on a conflict: the failed
+        # checks, their expected versions, then append_events' tail columns), the
+        # condition's first match; all NULL: append_events_tagged must answer. After a
+        # failed condition, read_query's rows (columns 11 on).
+        self.append_tagged_streams = (
+            f"SELECT * FROM {s}.append_tagged_streams($1::text[], $2::bigint[], $3::uuid[],"
+            " $4::text[], $5::text[], $6::bytea[], $7::uuid, $8::uuid, $9::text, $10::jsonb,"
+            " $11::text[], $12::integer[], $13::text[], $14::integer[], $15::text[],"
+            " $16::integer[], $17::bigint, $18::bigint)"
+        )
+        # The same append as append_tagged_streams, sent as ONE statement by a store whose
+        # role may write the tables (see _direct_tagged_streams_append).
+        self.append_tagged_streams_direct = _direct_tagged_streams_append(s)
         # The same append as append_tagged_stream, sent as ONE statement by a store whose
         # role may write the tables (migration 0018: see _direct_tagged_append), keyed as
         # append_direct and by whether the condition is one item with one tag.

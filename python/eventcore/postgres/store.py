@@ -515,6 +515,10 @@ class PostgresStore:
         self._append_tagged_stream = (
             True  # False: this role may not call append_tagged_stream (0017)
         )
+        # False: this role may not call append_tagged_streams (0019).
+        self._append_tagged_streams = True
+        # False: this role may not send its direct statement (0019), or PgBouncer.
+        self._tagged_streams_direct = not pgbouncer
         # False: this role may not send the direct tagged append (0018), or PgBouncer.
         self._tagged_direct = not pgbouncer
         # A query read of one item with tags as one statement (read_query_direct), else
@@ -683,9 +687,11 @@ class PostgresStore:
     ) -> AppendResult:
         """Append atomically across streams, in one round trip; see :meth:`EventStore.append`.
 
-        Tags and a ``condition`` go through ``append_events_tagged`` (migration 0008): the
-        condition is checked under advisory locks keyed by its query (see the migration),
-        so two appends that only one may pass never both pass.
+        Tags and a ``condition`` are checked under advisory locks keyed by the query (see
+        migration 0008), so two appends that only one may pass never both pass: into one
+        stream through ``append_tagged_stream`` (0017, 0018), into several through
+        ``append_tagged_streams`` (0019), or each as one statement; a replay through
+        ``append_events_tagged``.
 
         Events without an id get a UUIDv7. Appending the same ids again (with the same
         streams, types and payloads) returns the original positions and versions.
@@ -728,14 +734,19 @@ class PostgresStore:
                     return self._appended(batch, plain[0], plain[1])
                 if plain is not None and plain[1] is not None:
                     raise _stream_conflict(batch, checks, expect, plain[1], plain[2:6])
-        if (tags is not None or condition is not None) and self._append_tagged_stream:
+        if (tags is not None or condition is not None) and batch:
             one = _one_stream_expected(batch, checks)
-            if one is not None:
+            done = None
+            if one is not None and self._append_tagged_stream:
                 done = await self._append_one_stream_tagged(
                     pool, batch, checks, one, meta, user_id, custom, tags, condition
                 )
-                if done is not None:
-                    return done
+            elif one is None and (self._tagged_streams_direct or self._append_tagged_streams):
+                done = await self._append_streams_tagged(
+                    pool, batch, checks, meta, user_id, custom, tags, condition
+                )
+            if done is not None:
+                return done
         query = self._q.append
         args: tuple[Any, ...] = (
             [c[0] for c in checks],
@@ -891,15 +902,86 @@ class PostgresStore:
         if first is not None:
             return self._appended(batch, first, version)
         if matched is not None and matched > 0 and condition is not None:
-            failed = ConditionFailed(condition.after, matched)
-            if 0 < len(read) <= CARRIED_READ_LIMIT + 1:
-                # What read_query(condition.query, after=condition.after) returns now.
-                events = self._wrap([r[1:] for r in read[1:]])
-                failed.read = QueryResult(events, max(read[0][0], 0))
-            raise failed
+            raise self._condition_failed(condition, matched, read)
         if version is not None and matched is None:
             raise _stream_conflict(batch, checks, expect, version, tail)
         return None  # matched -1 (direct) or every column NULL: a replay or a duplicate
+
+    async def _append_streams_tagged(
+        self,
+        pool: asyncpg.Pool | ConnectionPool,
+        batch: list[tuple[str, str, bytes, Any]],
+        checks: list[tuple[str, int]],
+        meta: Metadata,
+        user_id: str | None,
+        custom: str | None,
+        tags: list[tuple[str, ...]] | None,
+        condition: AppendCondition | None,
+    ) -> AppendResult | None:
+        """A tagged or conditional append into several streams (or into one stream with a
+        check of another) in one pass (migration 0019): its result, or its typed failure
+        raised; None when append_events_tagged must answer (an event id is stored
+        already, or this role may not call append_tagged_streams)."""
+        args = (
+            [c[0] for c in checks],
+            [c[1] for c in checks],
+            [_pg_id(e[3]) for e in batch],
+            [e[0] for e in batch],
+            [e[1] for e in batch],
+            [e[2] for e in batch],
+            meta.causation_id,
+            meta.correlation_id,
+            user_id,
+            custom,
+            *_tag_condition_args(tags, condition),
+            CARRIED_READ_LIMIT + 1,
+        )
+        rows: Any = None
+        if self._tagged_streams_direct:
+            keys = _lock_key_args(batch, tags, condition)
+            rows = await self._send_append(
+                pool,
+                self._q.append_tagged_streams_direct,
+                (*args, *keys),
+                checks,
+                batch,
+                lean=True,
+                rows=True,
+            )
+        if not self._tagged_streams_direct and self._append_tagged_streams:
+            rows = await self._send_append(
+                pool, self._q.append_tagged_streams, args, checks, batch, lean=True, rows=True
+            )
+        if not rows:
+            return None
+        first, streams, versions, matched = rows[0][0], rows[0][1], rows[0][2], rows[0][3]
+        if first is not None:
+            self._notifier.announce(first + len(batch) - 1)
+            self._unseen_write = True
+            return AppendResult(
+                first, list(zip(streams, versions, strict=True)), batch, self._timeline
+            )
+        if matched is not None and matched > 0 and condition is not None:
+            raise self._condition_failed(condition, matched, [tuple(r)[10:] for r in rows[1:]])
+        if streams is not None:
+            conflict = ConcurrencyConflict(zip(streams, rows[0][4], versions, strict=True))
+            if rows[0][5] is not None:
+                conflict._set_tail(checks, zip(*rows[0][5:10], strict=True))
+            raise conflict
+        return None  # an event id is stored: a replay or a duplicate
+
+    def _condition_failed(
+        self, condition: AppendCondition, matched: int, read: list[tuple[Any, ...]]
+    ) -> ConditionFailed:
+        """The failure of ``condition`` (its first match at ``matched``) with the read a
+        retry would make, when ``read`` (read_query's rows: the head row, then the events)
+        carries all of it."""
+        failed = ConditionFailed(condition.after, matched)
+        if 0 < len(read) <= CARRIED_READ_LIMIT + 1:
+            # What read_query(condition.query, after=condition.after) returns now.
+            events = self._wrap([r[1:] for r in read[1:]])
+            failed.read = QueryResult(events, max(read[0][0], 0))
+        return failed
 
     async def _send_append(
         self,
@@ -954,6 +1036,10 @@ class PostgresStore:
                     # append_events_tagged for append_tagged_stream (0017).
                     if query is self._q.append_tagged_stream:
                         self._append_tagged_stream = False
+                    elif query is self._q.append_tagged_streams:
+                        self._append_tagged_streams = False  # append_events_tagged (0019)
+                    elif query is self._q.append_tagged_streams_direct:
+                        self._tagged_streams_direct = False  # append_tagged_streams
                     elif query in self._q.append_tagged_direct.values():
                         self._tagged_direct = False  # 0018: append_tagged_stream instead
                     else:
