@@ -55,20 +55,21 @@ impl StateCacheCore {
     /// The entries by key, least recently used first (a new dict).
     #[getter]
     fn _entries<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let pairs: Vec<(Bound<'py, PyAny>, PyObj)> = {
+        // The keys' objects are built after the lock: an allocation may run the GC.
+        let pairs: Vec<(CacheKey, PyObj)> = {
             let map = self.map.lock();
             let mut out = Vec::with_capacity(map.len());
             let mut i = map.head;
             while i != NIL {
                 let slot = map.slot(i);
-                out.push((slot.key.object(py)?, slot.entry.clone_ref(py)));
+                out.push((slot.key.clone_ref(py), slot.entry.clone_ref(py)));
                 i = slot.next;
             }
             out
         };
         let dict = PyDict::new(py);
         for (k, e) in pairs {
-            dict.set_item(k, e)?;
+            dict.set_item(k.object(py)?, e)?;
         }
         Ok(dict)
     }
@@ -364,6 +365,26 @@ impl CacheKey {
             hash: key.hash()? as u64,
             parts: KeyParts::Other(key.clone().unbind()),
         })
+    }
+
+    /// The same key (its objects shared).
+    fn clone_ref(&self, py: Python<'_>) -> CacheKey {
+        let parts = match &self.parts {
+            KeyParts::Other(k) => KeyParts::Other(k.clone_ref(py)),
+            KeyParts::Streams {
+                cls,
+                streams,
+                values,
+            } => KeyParts::Streams {
+                cls: cls.clone_ref(py),
+                streams: streams.iter().map(|s| s.clone_ref(py)).collect(),
+                values: values.as_ref().map(|v| v.clone_ref(py)),
+            },
+        };
+        CacheKey {
+            parts,
+            hash: self.hash,
+        }
     }
 
     /// The key as the Python object the keyers make.
