@@ -676,3 +676,72 @@ def test_an_entry_only_the_cache_holds_is_refilled_and_a_failure_after_a_hit_dro
     (entry,) = cache._entries.values()
     assert (entry.versions, entry.state) == ([5], Account(opened=True, balance=4))
     assert (cache.hits, cache.misses) == (2, 2)
+
+
+# -- the map ---------------------------------------------------------------------------------
+
+
+class _Eq:
+    """A key value whose ``==`` runs Python: here it uses the cache it is compared in."""
+
+    def __init__(self, cache: StateCache, n: int) -> None:
+        self.cache, self.n = cache, n
+
+    def __hash__(self) -> int:
+        return 7
+
+    def __eq__(self, other: object) -> bool:
+        self.cache.put(("side", id(self)), _core.CacheEntry(0, [], []), "X")  # re-enters
+        len(self.cache)
+        return isinstance(other, _Eq) and other.n == self.n
+
+
+def test_the_map_compares_keys_like_a_dict_and_keeps_the_order_of_last_use() -> None:
+    # The machine's keys are held as their parts (class, stream texts, values): a key
+    # tuple from Python finds the same entry, a plain str and a StreamId are one stream,
+    # values and keys of any other shape compare with Python's ==, and a put or take
+    # makes an entry the most recently used, so the oldest is evicted first.
+    cache = StateCache(3, min_events=0)
+    e1, e2, e3, e4 = (_core.CacheEntry(i, [], []) for i in range(4))
+    cache.put((Deposit, (StreamId("a"),)), e1, "Deposit")
+    cache.put((Deposit, ("b",), (1, "x")), e2, "Deposit")
+    cache.put(frozenset({"other", "shape"}), e3, "Q")
+    assert (Deposit, ("a",)) in cache and (Withdraw, ("a",)) not in cache
+    assert (Deposit, ("b",), (1, "x")) in cache and (Deposit, ("b",), (2, "x")) not in cache
+    assert cache.take((Deposit, ("a",)), "Deposit") is e1  # a str finds a StreamId's entry
+    assert cache.take((Deposit, ("a",)), "Deposit") is None  # taken: one caller gets it
+    cache.put((Deposit, ("a",)), e1, "Deposit")  # now the newest
+    assert list(cache._entries) == [
+        (Deposit, ("b",), (1, "x")),
+        frozenset({"other", "shape"}),
+        (Deposit, ("a",)),
+    ]
+    cache.put((Deposit, ("b",), (1, "x")), e4, "Deposit")  # an equal key: replaced, newest
+    assert len(cache) == 3 and cache._entries[(Deposit, ("b",), (1, "x"))] is e4
+    cache.put((Deposit, ("c",)), e2, "Deposit")  # past the bound: the oldest goes
+    assert frozenset({"other", "shape"}) not in cache and cache.evictions == 1
+    assert list(cache._entries) == [
+        (Deposit, ("a",)),
+        (Deposit, ("b",), (1, "x")),
+        (Deposit, ("c",)),
+    ]
+    cache.discard((Deposit, ("a",)))
+    assert len(cache) == 2
+    cache.clear()
+    assert len(cache) == 0 and cache._entries == {}
+
+
+def test_a_key_value_whose_eq_uses_the_cache_runs_outside_its_lock() -> None:
+    # Python's == on a key's values runs after the map's lock is released: here it puts
+    # into the same cache, which would deadlock under the lock.
+    cache = StateCache(100, min_events=0)
+    entry = _core.CacheEntry(0, [], [])
+    cache.put((Deposit, ("a",), (_Eq(cache, 1),)), entry, "Deposit")
+    found: list[Any] = []
+    worker = threading.Thread(
+        target=lambda: found.append(cache.take((Deposit, ("a",), (_Eq(cache, 1),)), "Deposit"))
+    )
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive() and found == [entry]
+    assert (Deposit, ("a",), (_Eq(cache, 2),)) not in cache

@@ -475,14 +475,28 @@ class CacheEntry:
 class StateCacheCore:
     """The entry map, counters and bounds of a state cache (base of ``StateCache``).
 
-    The command machine uses them without attribute calls; the counters are atomic.
+    The command machine uses them without Python calls; the counters are atomic.
     """
 
     def __new__(cls, *_args: Any, **_kwargs: Any) -> Self: ...
     @property
     def _entries(self) -> dict[Any, CacheEntry]:
-        """The entries by key, least recently used first."""
+        """The entries by key, least recently used first (a new dict)."""
 
+    def _pop(self, key: Any) -> CacheEntry | None:
+        """Remove and return the entry of ``key`` (``None`` when there is none)."""
+
+    def _put(self, key: Any, entry: CacheEntry) -> int:
+        """Store ``entry`` under ``key`` as the most recently used; the number of entries."""
+
+    def _pop_oldest(self) -> tuple[Any, CacheEntry] | None:
+        """Remove and return the least recently used ``(key, entry)``, or ``None``."""
+
+    def _clear(self) -> None:
+        """Drop every entry."""
+
+    def __len__(self) -> int: ...
+    def __contains__(self, key: object, /) -> bool: ...
     @property
     def hits(self) -> int:
         """Commands that found their state here (counted when taken)."""

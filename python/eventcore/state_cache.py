@@ -72,10 +72,10 @@ class StateCacheMismatch(EventCoreError, AssertionError):
 class StateCache(StateCacheCore):
     """A bounded, least-recently-used map of folded command states (one per store).
 
-    Thread- and asyncio-safe: a take and a put are single atomic dict operations and a
-    lock serialises evictions only; no user code runs under it. The entry map, counters
-    and bounds live in Rust (:class:`~eventcore._core.StateCacheCore`), where the command
-    machine uses them without attribute calls; the counters are atomic. ``max_entries=0``
+    Thread- and asyncio-safe: a take and a put are single atomic operations on the map
+    and a lock serialises evictions only; no user code runs under either. The entry map,
+    counters and bounds live in Rust (:class:`~eventcore._core.StateCacheCore`), where the
+    command machine uses them without Python calls; the counters are atomic. ``max_entries=0``
     disables it. A state folded in full from fewer than ``min_events`` events is not kept
     (see :data:`DEFAULT_MIN_EVENTS`); a state found here is always put back. With
     ``verify=True`` (tests) every hit is checked against a full fold and a difference
@@ -103,9 +103,9 @@ class StateCache(StateCacheCore):
     def take(self, key: Hashable, command_type: str) -> CacheEntry | None:
         """Remove and return the entry of ``key`` (``None`` on a miss).
 
-        One atomic dict operation: of two callers racing for an entry, one gets it.
+        One atomic operation: of two callers racing for an entry, one gets it.
         """
-        entry = self._entries.pop(key, None)
+        entry = self._pop(key)
         if entry is None:
             self.misses += 1
         else:
@@ -120,22 +120,17 @@ class StateCache(StateCacheCore):
         Every use takes an entry out and puts it back, so the map's insertion order is
         the order of last use: the first entries are the least recently used.
         """
-        entries = self._entries
-        entries[key] = entry
-        if len(entries) > self.max_entries:
+        if self._put(key, entry) > self.max_entries:
             self._evict(command_type)
 
     def _evict(self, command_type: str) -> None:
         evicted: list[Hashable] = []
         with self._lock:  # one evicting thread at a time; takes and puts go on meanwhile
-            entries = self._entries
-            while len(entries) > self.max_entries:
-                try:
-                    oldest = next(iter(entries))
-                except (RuntimeError, StopIteration):  # changed under the iterator: again
-                    continue
-                if entries.pop(oldest, None) is not None:
-                    evicted.append(oldest)
+            while len(self) > self.max_entries:
+                oldest = self._pop_oldest()
+                if oldest is None:
+                    break
+                evicted.append(oldest[0])
             self.evictions += len(evicted)
         if observe._hooks:
             for key in evicted:  # reported under the evicted entry's command type
@@ -146,17 +141,11 @@ class StateCache(StateCacheCore):
 
     def discard(self, key: Hashable) -> None:
         """Drop the entry of ``key``, if any."""
-        self._entries.pop(key, None)
+        self._pop(key)
 
     def clear(self) -> None:
         """Drop every entry (counters are kept)."""
-        self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._entries
+        self._clear()
 
     def __repr__(self) -> str:
         return (

@@ -1,19 +1,32 @@
 //! `StateCacheCore`: the hot fields of `eventcore.state_cache.StateCache` (its entry map,
 //! counters and bounds), kept in Rust so that the command machine takes an entry, counts
-//! the hit or miss and puts the entry back without a Python attribute call.
+//! the hit or miss and puts the entry back without a Python call.
 //! `StateCache` subclasses it and keeps the rest (eviction, hooks, `take`/`put`).
+//!
+//! The map is a hash table over slots linked in their order of last use. A keyer's key
+//! `(cls, streams[, values])` is held as its parts (see [`KeyParts`]): a cached command
+//! finds its entry with its stream ids' cached hashes, the class by identity and the
+//! streams by text, with no key tuple built, hashed and compared twice per command. The
+//! map's lock is held only while no Python runs: a key part only Python's `==` compares
+//! (field values, another kind of key) is compared after the lock, and slots taken out
+//! are dropped after it.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 
+use hashbrown::HashTable;
+use parking_lot::Mutex;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use smallvec::SmallVec;
+
+use crate::pipeline::PyObj;
 
 /// The entry map, counters and bounds of a state cache (base of `StateCache`).
 ///
 /// Counters are atomic, so they are exact under threads too.
 #[pyclass(module = "eventcore._core", name = "StateCacheCore", subclass, frozen)]
 pub struct StateCacheCore {
-    pub(crate) entries: Py<PyDict>,
+    map: Mutex<Map>,
     pub(crate) hits: AtomicI64,
     pub(crate) misses: AtomicI64,
     evictions: AtomicI64,
@@ -27,13 +40,9 @@ impl StateCacheCore {
     /// An empty cache with every bound 0; the subclass's `__init__` sets them.
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
-    fn new(
-        py: Python<'_>,
-        _args: &Bound<'_, PyTuple>,
-        _kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> Self {
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
         StateCacheCore {
-            entries: PyDict::new(py).unbind(),
+            map: Mutex::new(Map::new()),
             hits: AtomicI64::new(0),
             misses: AtomicI64::new(0),
             evictions: AtomicI64::new(0),
@@ -43,10 +52,81 @@ impl StateCacheCore {
         }
     }
 
-    /// The entries by key, least recently used first.
+    /// The entries by key, least recently used first (a new dict).
     #[getter]
-    fn _entries(&self, py: Python<'_>) -> Py<PyDict> {
-        self.entries.clone_ref(py)
+    fn _entries<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        // The keys' objects are built after the lock: an allocation may run the GC.
+        let pairs: Vec<(CacheKey, PyObj)> = {
+            let map = self.map.lock();
+            let mut out = Vec::with_capacity(map.len());
+            let mut i = map.head;
+            while i != NIL {
+                let slot = map.slot(i);
+                out.push((slot.key.clone_ref(py), slot.entry.clone_ref(py)));
+                i = slot.next;
+            }
+            out
+        };
+        let dict = PyDict::new(py);
+        for (k, e) in pairs {
+            dict.set_item(k.object(py)?, e)?;
+        }
+        Ok(dict)
+    }
+
+    /// Remove and return the entry of `key` (`None` when there is none).
+    fn _pop(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<PyObj>> {
+        self.pop(py, &CacheKey::of_object(key)?)
+    }
+
+    /// Store `entry` under `key` as the most recently used; the number of entries.
+    fn _put(&self, py: Python<'_>, key: &Bound<'_, PyAny>, entry: PyObj) -> PyResult<usize> {
+        self.put(py, CacheKey::of_object(key)?, entry)
+    }
+
+    /// Remove and return the least recently used `(key, entry)`, or `None`.
+    fn _pop_oldest<'py>(&self, py: Python<'py>) -> PyResult<Option<(Bound<'py, PyAny>, PyObj)>> {
+        let slot = {
+            let mut map = self.map.lock();
+            let head = map.head;
+            (head != NIL).then(|| map.remove(head))
+        };
+        slot.map(|s| Ok((s.key.object(py)?, s.entry))).transpose()
+    }
+
+    /// Drop every entry.
+    fn _clear(&self) {
+        let old = std::mem::replace(&mut *self.map.lock(), Map::new());
+        drop(old);
+    }
+
+    fn __len__(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    fn __contains__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let key = CacheKey::of_object(key)?;
+        let asks = {
+            let map = self.map.lock();
+            let mut asks: SmallVec<[PyObj; 1]> = SmallVec::new();
+            for &i in map.table.iter_hash(key.hash) {
+                let slot = map.slot(i);
+                match key.same(py, &slot.key)? {
+                    Same::Yes => return Ok(true),
+                    Same::Ask => asks.push(slot.key.asked(py).expect("asked").unbind()),
+                    Same::No => {}
+                }
+            }
+            asks
+        };
+        if let Some(mine) = key.asked(py) {
+            for theirs in asks {
+                if mine.eq(theirs.bind(py))? {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 
     /// Commands that found their state here (counted when taken).
@@ -113,5 +193,354 @@ impl StateCacheCore {
     #[setter]
     fn set_verify(&self, on: bool) {
         self.verify.store(on, Relaxed);
+    }
+}
+
+impl StateCacheCore {
+    /// Whether the map holds no entry.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.map.lock().len() == 0
+    }
+
+    /// Remove and return the entry of `key`: one of two callers racing for it gets it.
+    pub(crate) fn pop(&self, py: Python<'_>, key: &CacheKey) -> PyResult<Option<PyObj>> {
+        // (slot, its entry, its key's part that Python compares)
+        let mut asks: SmallVec<[(u32, PyObj, PyObj); 1]> = SmallVec::new();
+        let taken = {
+            let mut map = self.map.lock();
+            let mut found = None;
+            for &i in map.table.iter_hash(key.hash) {
+                let slot = map.slot(i);
+                match key.same(py, &slot.key)? {
+                    Same::Yes => {
+                        found = Some(i);
+                        break;
+                    }
+                    Same::Ask => asks.push((
+                        i,
+                        slot.entry.clone_ref(py),
+                        slot.key.asked(py).expect("asked").unbind(),
+                    )),
+                    Same::No => {}
+                }
+            }
+            found.map(|i| map.remove(i))
+        };
+        if let Some(slot) = taken {
+            return Ok(Some(slot.entry));
+        }
+        let Some(mine) = key.asked(py) else {
+            return Ok(None);
+        };
+        for (i, entry, theirs) in asks {
+            if !mine.eq(theirs.bind(py))? {
+                continue;
+            }
+            // Still the slot compared (Python ran meanwhile)?
+            let taken = {
+                let mut map = self.map.lock();
+                let same = map
+                    .slots
+                    .get(i as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|s| {
+                        s.entry.is(&entry) && s.key.asked(py).is_some_and(|a| a.is(theirs.bind(py)))
+                    });
+                same.then(|| map.remove(i))
+            };
+            if let Some(slot) = taken {
+                return Ok(Some(slot.entry));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Store `entry` under `key` as the most recently used (replacing an entry of an equal
+    /// key); the number of entries after.
+    pub(crate) fn put(&self, py: Python<'_>, key: CacheKey, entry: PyObj) -> PyResult<usize> {
+        let old = self.pop(py, &key)?;
+        let len = {
+            let mut map = self.map.lock();
+            map.push(key, entry);
+            map.len()
+        };
+        drop(old);
+        Ok(len)
+    }
+}
+
+/// No slot (the end of the recency list).
+const NIL: u32 = u32::MAX;
+
+/// A cache key as the map holds it: the shape the keyers make, `(cls, streams)` or
+/// `(cls, streams, values)`, is held as its parts, so the command machine looks an entry
+/// up without building a tuple (the class compared by identity, the streams by their
+/// text); any other key (a query command's) is held as the object.
+pub(crate) enum KeyParts {
+    Streams {
+        cls: PyObj,
+        streams: SmallVec<[Py<PyString>; 2]>,
+        values: Option<PyObj>,
+    },
+    Other(PyObj),
+}
+
+/// A key with its hash (computed once, outside the map's lock).
+pub(crate) struct CacheKey {
+    parts: KeyParts,
+    hash: u64,
+}
+
+/// What the map's lock can tell about two keys without running Python.
+enum Same {
+    Yes,
+    No,
+    /// Equal but for a part only Python's `==` can compare (after the lock).
+    Ask,
+}
+
+fn mix(h: u64, v: u64) -> u64 {
+    (h.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95)
+}
+
+/// Whether `s` compares by its text (a `str` or a `StreamId`, not another subclass).
+fn plain_text(s: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(s.is_exact_instance_of::<PyString>()
+        || s.get_type().is(crate::stream_id::stream_id_class(s.py())?))
+}
+
+impl CacheKey {
+    /// The key `(cls, streams)` of a class whose state depends on its streams alone.
+    pub(crate) fn of_streams(
+        py: Python<'_>,
+        cls: &Bound<'_, PyAny>,
+        streams: &[Py<PyString>],
+    ) -> PyResult<CacheKey> {
+        let mut hash = mix(0, cls.as_ptr() as u64);
+        for s in streams {
+            hash = mix(hash, s.bind(py).hash()? as u64);
+        }
+        Ok(CacheKey {
+            parts: KeyParts::Streams {
+                cls: cls.clone().unbind(),
+                streams: streams.iter().map(|s| s.clone_ref(py)).collect(),
+                values: None,
+            },
+            hash,
+        })
+    }
+
+    /// The key of a Python key object (see [`KeyParts`]); its hash may run Python.
+    pub(crate) fn of_object(key: &Bound<'_, PyAny>) -> PyResult<CacheKey> {
+        let py = key.py();
+        if let Ok(t) = key.cast::<PyTuple>() {
+            if t.is_exact_instance_of::<PyTuple>() && (t.len() == 2 || t.len() == 3) {
+                let cls = t.get_item(0)?;
+                let streams = t.get_item(1)?;
+                if let (true, Ok(st)) = (cls.is_instance_of::<PyType>(), streams.cast::<PyTuple>())
+                {
+                    let mut parts: SmallVec<[Py<PyString>; 2]> = SmallVec::new();
+                    for s in st.iter() {
+                        if !plain_text(&s)? {
+                            parts.clear();
+                            break;
+                        }
+                        parts.push(s.cast_into::<PyString>()?.unbind());
+                    }
+                    if parts.len() == st.len() && st.is_exact_instance_of::<PyTuple>() {
+                        let mut k = CacheKey::of_streams(py, &cls, &parts)?;
+                        if t.len() == 3 {
+                            let values = t.get_item(2)?;
+                            k.hash = mix(k.hash, values.hash()? as u64);
+                            if let KeyParts::Streams { values: v, .. } = &mut k.parts {
+                                *v = Some(values.unbind());
+                            }
+                        }
+                        return Ok(k);
+                    }
+                }
+            }
+        }
+        Ok(CacheKey {
+            hash: key.hash()? as u64,
+            parts: KeyParts::Other(key.clone().unbind()),
+        })
+    }
+
+    /// The same key (its objects shared).
+    fn clone_ref(&self, py: Python<'_>) -> CacheKey {
+        let parts = match &self.parts {
+            KeyParts::Other(k) => KeyParts::Other(k.clone_ref(py)),
+            KeyParts::Streams {
+                cls,
+                streams,
+                values,
+            } => KeyParts::Streams {
+                cls: cls.clone_ref(py),
+                streams: streams.iter().map(|s| s.clone_ref(py)).collect(),
+                values: values.as_ref().map(|v| v.clone_ref(py)),
+            },
+        };
+        CacheKey {
+            parts,
+            hash: self.hash,
+        }
+    }
+
+    /// The key as the Python object the keyers make.
+    pub(crate) fn object<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match &self.parts {
+            KeyParts::Other(k) => Ok(k.bind(py).clone()),
+            KeyParts::Streams {
+                cls,
+                streams,
+                values,
+            } => {
+                let st = PyTuple::new(py, streams.iter().map(|s| s.bind(py)))?.into_any();
+                match values {
+                    None => Ok(PyTuple::new(py, [cls.bind(py).clone(), st])?.into_any()),
+                    Some(v) => Ok(PyTuple::new(
+                        py,
+                        [cls.bind(py).clone(), st, v.bind(py).clone()],
+                    )?
+                    .into_any()),
+                }
+            }
+        }
+    }
+
+    /// The part only Python compares (values, or the whole key).
+    fn asked<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        match &self.parts {
+            KeyParts::Streams { values, .. } => values.as_ref().map(|v| v.bind(py).clone()),
+            KeyParts::Other(k) => Some(k.bind(py).clone()),
+        }
+    }
+
+    fn same(&self, py: Python<'_>, other: &CacheKey) -> PyResult<Same> {
+        if self.hash != other.hash {
+            return Ok(Same::No);
+        }
+        match (&self.parts, &other.parts) {
+            (
+                KeyParts::Streams {
+                    cls: c1,
+                    streams: s1,
+                    values: v1,
+                },
+                KeyParts::Streams {
+                    cls: c2,
+                    streams: s2,
+                    values: v2,
+                },
+            ) => {
+                if !c1.is(c2) || s1.len() != s2.len() {
+                    return Ok(Same::No);
+                }
+                for (a, b) in s1.iter().zip(s2) {
+                    if !a.is(b) && a.bind(py).to_str()? != b.bind(py).to_str()? {
+                        return Ok(Same::No);
+                    }
+                }
+                Ok(match (v1, v2) {
+                    (None, None) => Same::Yes,
+                    (Some(a), Some(b)) if a.is(b) => Same::Yes,
+                    (Some(_), Some(_)) => Same::Ask,
+                    _ => Same::No,
+                })
+            }
+            (KeyParts::Other(a), KeyParts::Other(b)) => {
+                Ok(if a.is(b) { Same::Yes } else { Same::Ask })
+            }
+            _ => Ok(Same::No),
+        }
+    }
+}
+
+struct Slot {
+    key: CacheKey,
+    entry: PyObj,
+    prev: u32,
+    next: u32,
+}
+
+/// The entries by key, with their order of last use (a list through the slots).
+#[derive(Default)]
+struct Map {
+    table: HashTable<u32>,
+    slots: Vec<Option<Slot>>,
+    free: Vec<u32>,
+    /// The least and the most recently used.
+    head: u32,
+    tail: u32,
+}
+
+impl Map {
+    fn new() -> Self {
+        Map {
+            head: NIL,
+            tail: NIL,
+            ..Map::default()
+        }
+    }
+
+    fn slot(&self, i: u32) -> &Slot {
+        self.slots[i as usize].as_ref().expect("live slot")
+    }
+
+    fn slot_mut(&mut self, i: u32) -> &mut Slot {
+        self.slots[i as usize].as_mut().expect("live slot")
+    }
+
+    /// Take slot `i` out (the caller drops it after the lock).
+    fn remove(&mut self, i: u32) -> Slot {
+        let slot = self.slots[i as usize].take().expect("live slot");
+        if let Ok(found) = self.table.find_entry(slot.key.hash, |&j| j == i) {
+            found.remove();
+        }
+        match slot.prev {
+            NIL => self.head = slot.next,
+            p => self.slot_mut(p).next = slot.next,
+        }
+        match slot.next {
+            NIL => self.tail = slot.prev,
+            n => self.slot_mut(n).prev = slot.prev,
+        }
+        self.free.push(i);
+        slot
+    }
+
+    /// Add `key` as the most recently used.
+    fn push(&mut self, key: CacheKey, entry: PyObj) {
+        let hash = key.hash;
+        let slot = Slot {
+            key,
+            entry,
+            prev: self.tail,
+            next: NIL,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(slot);
+                i
+            }
+            None => {
+                self.slots.push(Some(slot));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        match self.tail {
+            NIL => self.head = i,
+            t => self.slot_mut(t).next = i,
+        }
+        self.tail = i;
+        let slots = &self.slots;
+        self.table.insert_unique(hash, i, |&j| {
+            slots[j as usize].as_ref().expect("live slot").key.hash
+        });
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
     }
 }

@@ -27,7 +27,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 
-use crate::cache_core::StateCacheCore;
+use crate::cache_core::{CacheKey, StateCacheCore};
 use crate::pipeline_entry::{entry_object, CacheEntry};
 use crate::pipeline_logic as logic;
 use crate::pipeline_result::{ExecutionResult, NewEvents, Outcome};
@@ -53,9 +53,6 @@ pub(crate) struct Refs {
     pub keyers: Py<PyDict>,
     pub streams_only: PyObj,
     pub observe: PyObj,
-    /// `dict.pop`: takes a cache entry out in one lookup (the stable ABI of 3.11 has no
-    /// `PyDict_Pop`), where a get and a delete hash and compare the key twice.
-    pub dict_pop: PyObj,
     /// `eventcore.observe`'s namespace: its `_hooks` read as one dict lookup.
     pub observe_vars: Py<PyDict>,
     pub hit: PyObj,
@@ -111,11 +108,6 @@ pub(crate) fn refs(py: Python<'_>) -> PyResult<&Refs> {
             streams_only: get(&cache, "STREAMS_ONLY")?,
             observe: py.import("eventcore.observe")?.into_any().unbind(),
             observe_vars: py.import("eventcore.observe")?.dict().unbind(),
-            dict_pop: py
-                .import("builtins")?
-                .getattr("dict")?
-                .getattr("pop")?
-                .unbind(),
             hit: get(&cache, "HIT")?,
             miss: get(&cache, "MISS")?,
             command_discover: command_cls.getattr("discover")?.unbind(),
@@ -321,6 +313,8 @@ pub(crate) struct Machine {
     declared_v: Vec<Py<PyString>>,
     // Across attempts.
     key: Key,
+    /// The run's key in the state cache, once looked for (see `cache_key`).
+    ckey: Option<CacheKey>,
     held: Option<Entry>,
     /// The cache entry object taken out of the cache (filled again and put back when
     /// nothing else refers to it, instead of a new one).
@@ -510,6 +504,7 @@ impl Machine {
             declared: None,
             declared_v: Vec::new(),
             key: if keyed { Key::Unset } else { Key::None },
+            ckey: None,
             held: None,
             taken: None,
             hint: None,
@@ -932,6 +927,30 @@ impl Machine {
         Ok(())
     }
 
+    /// Find the run's key in the state cache (`false`: not cached), once: a class keyed
+    /// by its streams alone gets it from the declared streams, with no Python call; any
+    /// other from its keyer's key object.
+    fn cache_key(&mut self, py: Python<'_>) -> PyResult<bool> {
+        if self.ckey.is_some() {
+            return Ok(true);
+        }
+        if matches!(self.key, Key::Unset) {
+            let r = refs(py)?;
+            let cls = self.cls.as_ref().expect("started").bind(py);
+            let keyer = r.keyers.bind(py).get_item(cls)?;
+            if keyer.is_some_and(|k| k.is(r.streams_only.bind(py))) {
+                self.ckey = Some(CacheKey::of_streams(py, cls, &self.declared_v)?);
+                return Ok(true);
+            }
+        }
+        self.build_key(py)?;
+        let Some(k) = self.key_val(py) else {
+            return Ok(false);
+        };
+        self.ckey = Some(CacheKey::of_object(&k)?);
+        Ok(true)
+    }
+
     fn entry_of(&self, py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Entry> {
         let _ = self;
         if let Ok(entry) = obj.cast::<CacheEntry>() {
@@ -958,27 +977,22 @@ impl Machine {
         if entry.is_none() && !matches!(self.key, Key::None) {
             if let Some(cache) = self.cache.as_ref().map(|c| c.clone_ref(py)) {
                 let cache = cache.get();
-                let entries = cache.entries.bind(py);
-                if !entries.is_empty() {
-                    self.build_key(py)?;
-                    if let Some(k) = self.key_val(py) {
-                        let r = refs(py)?;
-                        let found = r.dict_pop.bind(py).call1((entries, &k, py.None()))?;
-                        if !found.is_none() {
-                            match found.cast_into::<CacheEntry>() {
-                                Ok(obj) => {
-                                    // SAFETY: reads the reference count of an object this
-                                    // run holds. 1: out of the cache, nobody else has it.
-                                    let alone = unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) } == 1;
-                                    entry = Some(if alone {
-                                        obj.borrow_mut().take_entry(py)
-                                    } else {
-                                        obj.borrow().entry(py)
-                                    });
-                                    self.taken = Some(obj.unbind());
-                                }
-                                Err(other) => entry = Some(self.entry_of(py, &other.into_inner())?),
+                if !cache.is_empty() && self.cache_key(py)? {
+                    let key = self.ckey.as_ref().expect("key");
+                    if let Some(found) = cache.pop(py, key)? {
+                        match found.into_bound(py).cast_into::<CacheEntry>() {
+                            Ok(obj) => {
+                                // SAFETY: reads the reference count of an object this
+                                // run holds. 1: out of the cache, nobody else has it.
+                                let alone = unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) } == 1;
+                                entry = Some(if alone {
+                                    obj.borrow_mut().take_entry(py)
+                                } else {
+                                    obj.borrow().entry(py)
+                                });
+                                self.taken = Some(obj.unbind());
                             }
+                            Err(other) => entry = Some(self.entry_of(py, &other.into_inner())?),
                         }
                     }
                 }
@@ -1599,9 +1613,12 @@ impl Machine {
                 || min_events.is_some_and(|m| self.since >= m)
                 || (self.snapshot_every != 0 && self.since + n_events >= self.snapshot_every)
             {
-                self.build_key(py)?;
-                if let Some(k) = self.key_val(py) {
-                    return self.keep(py, k, outcome);
+                let cached = self.cache.is_none() || self.cache_key(py)?;
+                if self.snapshot_every != 0 {
+                    self.build_key(py)?;
+                }
+                if cached && !matches!(self.key, Key::None) {
+                    return self.keep(py, outcome);
                 }
             }
         }
@@ -1671,7 +1688,7 @@ impl Machine {
     }
 
     /// Keep the state decided on after its append: a snapshot if due, then the cache.
-    fn keep(&mut self, py: Python<'_>, key: Bound<'_, PyAny>, result: Outcome) -> PyResult<Eff> {
+    fn keep(&mut self, py: Python<'_>, result: Outcome) -> PyResult<Eff> {
         let mut cur = self.cur.take().expect("decided");
         if self.warm {
             self.share_declared(py, &mut cur.streams)?;
@@ -1692,7 +1709,7 @@ impl Machine {
         };
         self.pending_result = Some(result);
         let Some(kept) = kept else {
-            return self.finish_keep(py, None, None);
+            return self.finish_keep(py, None);
         };
         let since = kept.since;
         let kept = match self.taken.take() {
@@ -1705,12 +1722,12 @@ impl Machine {
             _ => entry_object(py, kept)?,
         };
         if self.snapshot_every != 0 && since >= self.snapshot_every {
+            let key = self.key_val(py).expect("key");
             self.pending_kept = Some(kept.clone().unbind());
-            self.key = Key::Val(key.clone().unbind());
             self.wait = Wait::Save;
             return Ok(Eff::Save(key.unbind(), kept.unbind()));
         }
-        self.finish_keep(py, Some(&key), Some(&kept))
+        self.finish_keep(py, Some(&kept))
     }
 
     /// A state found in the cache holds the stream objects of the command that kept it,
@@ -1793,30 +1810,22 @@ impl Machine {
         let kept = self.pending_kept.take().expect("kept");
         let kept = kept.bind(py);
         kept.setattr(intern!(py, "since"), 0)?;
-        let key = self.key_val(py).expect("key");
-        self.finish_keep(py, Some(&key), Some(kept))
+        self.finish_keep(py, Some(kept))
     }
 
-    fn finish_keep(
-        &mut self,
-        py: Python<'_>,
-        key: Option<&Bound<'_, PyAny>>,
-        kept: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Eff> {
-        let r = refs(py)?;
-        if let (Some(cache), Some(key), Some(kept)) = (&self.cache, key, kept) {
+    fn finish_keep(&mut self, py: Python<'_>, kept: Option<&Bound<'_, PyAny>>) -> PyResult<Eff> {
+        if let (Some(cache), Some(kept)) = (&self.cache, kept) {
             // StateCache.put, inlined: the newest entry last; evict past the bound.
-            let entries = cache.get().entries.bind(py);
-            entries.set_item(key, kept)?;
+            let key = self.ckey.take().expect("key");
+            let len = cache.get().put(py, key, kept.clone().unbind())?;
             let max = cache.get().max_entries.load(Relaxed);
-            if entries.len() as i64 > max {
+            if len as i64 > max {
                 cache.bind(py).call_method1(
                     intern!(py, "_evict"),
                     (self.name.as_ref().expect("started").bind(py),),
                 )?;
             }
         }
-        let _ = r;
         let outcome = self.pending_result.take().expect("result");
         let res = result(py, outcome, self.attempt)?;
         self.done(res)
