@@ -308,7 +308,8 @@ pub(crate) struct Machine {
     cls: Option<PyObj>,
     name: Option<PyObj>,
     discovers: bool,
-    apply: Option<PyObj>,
+    /// `command.apply` once looked up (see `apply_obj`).
+    apply: std::sync::OnceLock<PyObj>,
     pub decoders: Option<PyObj>,
     encode: Option<PyObj>,
     /// For an `EventRegistry` (exactly): its class-to-name map and its codec's `encode`,
@@ -500,7 +501,7 @@ impl Machine {
             cls: None,
             name: None,
             discovers: false,
-            apply: None,
+            apply: std::sync::OnceLock::new(),
             decoders: None,
             encode: None,
             names: None,
@@ -550,8 +551,15 @@ impl Machine {
         }
     }
 
-    pub(crate) fn apply_obj<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
-        self.apply.as_ref().expect("started").bind(py).clone()
+    /// `command.apply`, looked up on its first use: a cold command on new streams has
+    /// nothing to fold and never needs it.
+    pub(crate) fn apply_obj<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(apply) = self.apply.get() {
+            return Ok(apply.bind(py).clone());
+        }
+        let apply = self.command.bind(py).getattr(intern!(py, "apply"))?;
+        let _ = self.apply.set(apply.clone().unbind());
+        Ok(apply)
     }
 
     pub(crate) fn decoders_obj<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
@@ -726,7 +734,6 @@ impl Machine {
         }
         self.discovers = discovers && !query;
         self.name = Some(name);
-        self.apply = Some(command.getattr(intern!(py, "apply"))?.unbind());
         let registry = self.registry.bind(py);
         // An `EventRegistry` (exactly) keeps these in its instance dict (its class has no
         // descriptor of these names): three dict reads instead of four attribute lookups.
@@ -1764,7 +1771,7 @@ impl Machine {
             return Ok(None);
         };
         logic::advance_versions(&mut entry.f.versions, &slots);
-        let mut folder = crate::fold::Folder::new(self.apply_obj(py), self.decoders_obj(py));
+        let mut folder = crate::fold::Folder::new(self.apply_obj(py)?, self.decoders_obj(py));
         let mut state = entry.f.state.bind(py).clone();
         for ((_, name, payload, _), slot) in events.0.iter().zip(&slots) {
             let name = name.bind(py);
@@ -2001,10 +2008,13 @@ impl CommandRun {
     /// keeping states with their own events (`keep_own_events`),
     /// driven at once (see `drive`): the `ExecutionResult` when it ran to the end, else
     /// `(run, effect)` for the shell to go on with (a sleep, a snapshot load or save).
-    /// One call and no run object for a plain command.
+    /// One call and no run object for a plain command. `state_cache` and `snapshots` are
+    /// the store's attributes as they are: a cache whose `max_entries` is 0 is not used,
+    /// and the snapshot interval is `snapshots.interval(type(command))` (0 without
+    /// snapshots), worked out here rather than in the shell's frame.
     #[staticmethod]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (store, command, registry, policy, metadata, idempotency_key, cache, snapshot_every))]
+    #[pyo3(signature = (store, command, registry, policy, metadata, idempotency_key, state_cache, snapshots))]
     fn execute<'py>(
         py: Python<'py>,
         store: &Bound<'py, crate::py_store::MemoryStore>,
@@ -2013,9 +2023,22 @@ impl CommandRun {
         policy: PyObj,
         metadata: PyObj,
         idempotency_key: Option<PyObj>,
-        cache: Option<PyObj>,
-        snapshot_every: i64,
+        state_cache: Option<Bound<'py, PyAny>>,
+        snapshots: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let cache = match state_cache.filter(|c| !c.is_none()) {
+            Some(c) => match c.cast::<StateCacheCore>() {
+                Ok(core) if core.get().max_entries.load(Relaxed) == 0 => None,
+                _ => Some(c.unbind()),
+            },
+            None => None,
+        };
+        let snapshot_every: i64 = match snapshots.filter(|s| !s.is_none()) {
+            Some(s) => s
+                .call_method1(intern!(py, "interval"), (command.bind(py).get_type(),))?
+                .extract()?,
+            None => 0,
+        };
         let mut run = Self::new(
             py,
             command,

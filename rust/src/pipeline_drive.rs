@@ -49,7 +49,7 @@ fn run_native<'py>(
                 py,
                 &items,
                 state.into_bound(py),
-                m.apply_obj(py),
+                || m.apply_obj(py),
                 m.decoders_obj(py),
             );
             Ok(Ok(match out {
@@ -69,7 +69,7 @@ fn run_native<'py>(
                 as_u64(&e.f.versions),
                 e.f.fold_from,
                 e.f.state.bind(py).clone(),
-                m.apply_obj(py),
+                m.apply_obj(py)?,
                 m.decoders_obj(py),
             );
             Ok(Ok(match out {

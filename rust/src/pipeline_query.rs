@@ -281,7 +281,7 @@ impl Machine {
             }
             all.sort_by_key(|(p, _)| *p);
         }
-        let apply = self.apply_obj(py);
+        let apply = self.apply_obj(py)?;
         let q = self.q.as_mut().expect("query run");
         let mut state = q.state.take().expect("state").into_bound(py);
         for (_, e) in &all {
@@ -475,7 +475,7 @@ impl Machine {
         if own {
             let query = q.query.as_ref().expect("query read").bind(py);
             let events = self.events.as_ref().expect("events");
-            let apply = self.apply_obj(py);
+            let apply = self.apply_obj(py)?;
             for (((s, n, _, _), tags), obj) in events.0.iter().zip(&q.tags).zip(&q.objects) {
                 let matches = query
                     .call_method1(intern!(py, "matches"), (n.bind(py), tags.bind(py)))?
@@ -546,7 +546,7 @@ pub(crate) fn native_read<'py>(
         let v = &mut versions[row.stream as usize];
         *v = (*v).max(i64::from(row.version));
     }
-    let mut folder = crate::fold::Folder::new(m.apply_obj(py), m.decoders_obj(py));
+    let mut folder = crate::fold::Folder::new(m.apply_obj(py)?, m.decoders_obj(py));
     let types = |rows: &Rows| -> Vec<Bound<'py, PyAny>> {
         rows.types
             .iter()

@@ -249,18 +249,29 @@ impl MemoryStore {
         py: Python<'py>,
         items: &[Bound<'py, PyString>],
         state: Bound<'py, PyAny>,
-        apply: Bound<'py, PyAny>,
+        apply: impl FnOnce() -> PyResult<Bound<'py, PyAny>>,
         decoders: Bound<'py, PyAny>,
     ) -> PyResult<(Bound<'py, PyAny>, Vec<u64>)> {
         let names: Vec<&str> = items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
-        let (rows, versions) =
-            self.read(py, |s| small_streams(s, &names), |s| s.fold_rows(&names))?;
+        let (rows, versions) = self.fold_read(py, &names)?;
         if rows.rows.is_empty() {
-            return Ok((state, versions));
+            return Ok((state, versions)); // `apply` not even looked up
         }
         let types = self.type_objs(py, &rows.types);
-        let state = fold_rows_into(items, &rows, &types, state, apply, decoders)?;
+        let state = fold_rows_into(items, &rows, &types, state, apply()?, decoders)?;
         Ok((state, versions))
+    }
+
+    /// `Store::fold_rows` of `names`: with the GIL held when the lock is free and the
+    /// streams hold at most `SMALL` events, else with the GIL released (as `read` does,
+    /// resolving each stream once for the check and the rows).
+    fn fold_read(&self, py: Python<'_>, names: &[&str]) -> CoreResult<(Rows, Vec<u64>)> {
+        if let Some(guard) = self.inner.try_read() {
+            if let Some(out) = guard.fold_rows_upto(names, SMALL as u64)? {
+                return Ok(out);
+            }
+        }
+        py.detach(|| self.inner.read().fold_rows(names))
     }
 
     /// The Python str of each of `types` (see `type_names`); made outside the lock.
@@ -651,7 +662,7 @@ impl MemoryStore {
         decoders: Bound<'py, PyAny>,
     ) -> PyResult<(Bound<'py, PyAny>, Vec<u64>)> {
         let items = strings(streams, "streams")?;
-        self.fold_items(py, &items, state, apply, decoders)
+        self.fold_items(py, &items, state, || Ok(apply), decoders)
     }
 
     /// Every event of `streams` (in global position order) as fold rows
@@ -664,8 +675,7 @@ impl MemoryStore {
     ) -> PyResult<(Bound<'py, PyList>, Vec<u64>)> {
         let items = strings(streams, "streams")?;
         let names: Vec<&str> = items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
-        let (rows, versions) =
-            self.read(py, |s| small_streams(s, &names), |s| s.fold_rows(&names))?;
+        let (rows, versions) = self.fold_read(py, &names)?;
         let types = self.type_objs(py, &rows.types);
         Ok((fold_rows_to_py(py, &items, &rows, &types)?, versions))
     }

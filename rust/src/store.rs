@@ -1005,13 +1005,30 @@ impl Store {
     /// Every event of the given streams in position order (for folding), and each stream's
     /// current version; `Row::stream` is the index of the stream in `names`.
     pub fn fold_rows(&self, names: &[&str]) -> CoreResult<(Rows, Vec<u64>)> {
+        Ok(self.fold_rows_upto(names, u64::MAX)?.expect("no limit"))
+    }
+
+    /// [`Store::fold_rows`] when the streams' versions add up to at most `limit` (`None`
+    /// otherwise, nothing copied): the in-memory store's check that a fold is small enough
+    /// to run with the GIL held, resolving each stream once for both.
+    pub fn fold_rows_upto(
+        &self,
+        names: &[&str],
+        limit: u64,
+    ) -> CoreResult<Option<(Rows, Vec<u64>)>> {
         let streams = self.resolve_streams(names)?;
-        let versions = streams
+        let versions: Vec<u64> = streams
             .iter()
             .map(|s| s.map_or(0, |i| u64::from(self.streams[i as usize].version)))
             .collect();
+        if versions.iter().sum::<u64>() > limit {
+            return Ok(None);
+        }
+        if streams.iter().all(Option::is_none) {
+            return Ok(Some((Rows::default(), versions))); // new streams: nothing to copy
+        }
         let picked = self.merged(&streams, |_| 0, usize::MAX);
-        Ok((self.rows_for_slots(&picked), versions))
+        Ok(Some((self.rows_for_slots(&picked), versions)))
     }
 
     /// The events of `names[fold_from..]` after the versions in `after` (one per name), in
@@ -1612,6 +1629,19 @@ mod tests {
         let (rows, versions) = s.fold_rows(&["even-1", "new"]).unwrap();
         assert_eq!(rows.rows.len(), 5);
         assert_eq!(versions, vec![5, 0]);
+
+        // Within the limit: the same rows and versions; above it: nothing.
+        let (small, small_versions) = s.fold_rows_upto(&["even-1", "new"], 5).unwrap().unwrap();
+        let positions = |r: &Rows| r.rows.iter().map(|r| r.position).collect::<Vec<_>>();
+        assert_eq!(positions(&small), positions(&rows));
+        assert_eq!(small_versions, versions);
+        assert!(s.fold_rows_upto(&["even-1", "new"], 4).unwrap().is_none());
+        // Only new streams: no rows, version 0 each; a bad or repeated id is still refused.
+        let (none, zero) = s.fold_rows_upto(&["new", " other "], 0).unwrap().unwrap();
+        assert!(none.rows.is_empty());
+        assert_eq!(zero, vec![0, 0]);
+        assert!(s.fold_rows_upto(&["new", "a\nb"], 0).is_err());
+        assert!(s.fold_rows_upto(&["new", " new"], 0).is_err());
     }
 
     #[test]
