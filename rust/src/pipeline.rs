@@ -30,7 +30,7 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use crate::cache_core::StateCacheCore;
 use crate::pipeline_entry::{entry_object, CacheEntry};
 use crate::pipeline_logic as logic;
-use crate::pipeline_result::{ExecutionResult, NewEvents, Outcome};
+use crate::pipeline_result::{ExecutionResult, NewEvents, Outcome, Versions};
 use crate::uuid7;
 
 #[path = "pipeline_query.rs"]
@@ -245,8 +245,8 @@ pub(crate) enum Input<'py> {
     Folded(Bound<'py, PyAny>, Vec<i64>),
     /// A native tail with nothing to fold: the tailed entry's state and versions stand.
     Unchanged,
-    /// A native append: its first position and `[(stream, version)]` after it.
-    Appended(Bound<'py, PyAny>, Bound<'py, PyAny>),
+    /// A native append: its first position and `(stream, version)` after it.
+    Appended(u64, Versions),
     /// A native query read and fold: the state, the declared streams' versions and the
     /// position the read is consistent with.
     Queried(Bound<'py, PyAny>, Vec<i64>, i64),
@@ -1522,7 +1522,7 @@ impl Machine {
         let result = match input {
             Input::Appended(first, versions) => {
                 let events = self.events.as_ref().expect("events").clone_ref(py);
-                return self.appended(py, Outcome::Raw(first.unbind(), versions.unbind(), events));
+                return self.appended(py, Outcome::Raw(first, versions, events));
             }
             Input::Value(v) => v,
             Input::Folded(..) | Input::Queried(..) | Input::Unchanged => {

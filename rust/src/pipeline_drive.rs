@@ -114,14 +114,16 @@ fn run_native<'py>(
                 .transpose()?;
             let out = if m.is_query() {
                 crate::pipeline::query::native_append(py, m, store, meta.as_ref())
-                    .map(|(first, versions)| (first, versions, py.None().into_bound(py)))
             } else {
-                store.append_checked(py, &expected, &events, meta.as_ref())
+                store
+                    .append_checked(py, &expected, &events, meta.as_ref())
+                    .map(|(first, versions, _)| {
+                        let versions = versions.into_iter().map(|(s, v)| (s.unbind(), v));
+                        (first, versions.collect())
+                    })
             };
             Ok(Ok(match out {
-                Ok((first, versions, _)) => {
-                    Input::Appended(first.into_pyobject(py)?.into_any(), versions.into_any())
-                }
+                Ok((first, versions)) => Input::Appended(first, versions),
                 Err(err) => store_error(py, m, err)?,
             }))
         }

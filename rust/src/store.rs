@@ -629,29 +629,48 @@ impl Store {
         limits::check_append(events.len(), 0)?;
         let mut bytes = metadata.map_or(0, <[u8]>::len);
         let mut prev_type: Option<&str> = None;
+        // A type this store already holds was checked when it was first written: it is
+        // found (and its index kept for the write) instead of checked again.
+        let mut known_type: Option<(&str, u32)> = None;
         for (i, ev) in events.iter().enumerate() {
             if !prev_type.is_some_and(|t| std::ptr::eq(t, ev.event_type) || t == ev.event_type) {
-                event_type::validate(ev.event_type)?;
+                match self.find_type(ev.event_type) {
+                    Some(index) => known_type = Some((ev.event_type, index)),
+                    None => event_type::validate(ev.event_type)?,
+                }
                 prev_type = Some(ev.event_type);
             }
             limits::check_payload(i, ev.event_type, ev.payload.len())?;
             bytes += ev.payload.len();
+            let same = |raw: &str| std::ptr::eq(raw, ev.stream) || raw == ev.stream;
             let slot = match prev_raw {
-                Some((raw, s)) if std::ptr::eq(raw, ev.stream) || raw == ev.stream => s,
+                Some((raw, s)) if same(raw) => s,
                 _ => {
-                    let name = stream_id::validate(ev.stream)?;
-                    let s = match finder.find(&slots, name) {
+                    // A stream given exactly as an expected one (the command machine's
+                    // case) is that one's slot, its name checked above.
+                    let given = if expected.len() <= SlotFinder::LINEAR {
+                        expected.iter().position(|&(raw, _)| same(raw))
+                    } else {
+                        None
+                    };
+                    let s = match given {
                         Some(s) => s,
                         None => {
-                            slots.push(Slot {
-                                name,
-                                source: expected.len() + i,
-                                expected: ANY,
-                                stream: None,
-                                last_event: None,
-                            });
-                            finder.added(&slots);
-                            slots.len() - 1
+                            let name = stream_id::validate(ev.stream)?;
+                            match finder.find(&slots, name) {
+                                Some(s) => s,
+                                None => {
+                                    slots.push(Slot {
+                                        name,
+                                        source: expected.len() + i,
+                                        expected: ANY,
+                                        stream: None,
+                                        last_event: None,
+                                    });
+                                    finder.added(&slots);
+                                    slots.len() - 1
+                                }
+                            }
                         }
                     };
                     prev_raw = Some((ev.stream, s));
@@ -736,7 +755,7 @@ impl Store {
             self.metadata_heap += heap_size(16 + m.len());
             Arc::from(m)
         });
-        let mut last_type: Option<(&str, u32)> = None;
+        let mut last_type = known_type;
         for (ev, &slot) in events.iter().zip(&event_slot) {
             let slot = &mut slots[slot as usize];
             let stream = match slot.stream {
@@ -1309,6 +1328,48 @@ mod tests {
             rows.rows[1].metadata.as_ref().unwrap()
         ));
         assert_eq!(rows.rows[0].recorded_at, rows.rows[2].recorded_at);
+    }
+
+    #[test]
+    fn events_on_expected_streams_and_known_types_take_their_slots() {
+        let mut s = Store::new();
+        // The events' streams given as the expected ones (also trimmed, and in another
+        // order): each one slot, one version per stream.
+        let out = s
+            .append(
+                &[("a", NO_STREAM), (" b ", NO_STREAM)],
+                &[
+                    ev("b", "T", b"1", 1),
+                    ev("a", "T", b"2", 2),
+                    ev(" b ", "U", b"3", 3),
+                ],
+                None,
+            )
+            .unwrap();
+        assert_eq!(out.versions[..], [(0, 1), (1, 2)]);
+        // A type already stored is written under its index; a new one is still checked
+        // (nothing written when it breaks the rules), and then stored.
+        let bad = s.append(
+            &[("a", 1)],
+            &[ev("a", "T", b"4", 4), ev("a", " V", b"5", 5)],
+            None,
+        );
+        assert!(matches!(bad, Err(CoreError::InvalidEventType { .. })));
+        assert_eq!(s.len(), 3);
+        s.append(
+            &[("a", 1)],
+            &[ev("a", "U", b"4", 4), ev("a", "V", b"5", 5)],
+            None,
+        )
+        .unwrap();
+        let (rows, _) = s.fold_rows(&["a"]).unwrap();
+        let types: Vec<&str> = rows
+            .rows
+            .iter()
+            .map(|r| &*rows.types[r.event_type as usize])
+            .collect();
+        assert_eq!(types, ["T", "U", "V"]);
+        assert_eq!(s.stream_version("b").unwrap(), 2);
     }
 
     #[test]
