@@ -1388,14 +1388,15 @@ impl Machine {
             return Ok(NewEvents(Vec::new()));
         }
         let n = emitted.len()?;
-        let ids: Vec<u128> = match &self.keyed {
+        let ids: uuid7::Ids = match &self.keyed {
             None => uuid7::next_n(n),
             Some(k) => k
                 .bind(py)
                 .call_method1(intern!(py, "ids"), (n,))?
-                .extract()?,
+                .extract::<Vec<u128>>()?
+                .into(),
         };
-        let known: Vec<&str> = f
+        let known: SmallVec<[&str; 4]> = f
             .streams
             .iter()
             .map(|s| s.bind(py).to_str())
@@ -1487,7 +1488,10 @@ impl Machine {
     }
 
     /// The expected versions as (stream, version) pairs for the native store's appends.
-    pub(crate) fn expected_args<'py>(&self, py: Python<'py>) -> Vec<(Bound<'py, PyAny>, i64)> {
+    pub(crate) fn expected_args<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> SmallVec<[(Bound<'py, PyAny>, i64); 4]> {
         let (streams, versions) = self.expected_pairs();
         streams
             .iter()

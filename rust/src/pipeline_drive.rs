@@ -7,11 +7,15 @@
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
+use smallvec::SmallVec;
 
 use crate::pipeline::{refs, Eff, Input, Machine};
 use crate::py_store::MemoryStore;
 
-fn bound_streams<'py>(py: Python<'py>, streams: &[Py<PyString>]) -> Vec<Bound<'py, PyString>> {
+fn bound_streams<'py>(
+    py: Python<'py>,
+    streams: &[Py<PyString>],
+) -> SmallVec<[Bound<'py, PyString>; 4]> {
     streams.iter().map(|s| s.bind(py).clone()).collect()
 }
 

@@ -51,7 +51,7 @@ impl NewEvents {
     }
 
     /// The events as the in-memory store's append takes them.
-    pub(crate) fn args<'py>(&self, py: Python<'py>) -> Vec<EventArg<'py>> {
+    pub(crate) fn args<'py>(&self, py: Python<'py>) -> smallvec::SmallVec<[EventArg<'py>; 4]> {
         self.0
             .iter()
             .map(|(s, n, p, id)| EventArg {

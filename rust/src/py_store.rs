@@ -275,7 +275,8 @@ impl MemoryStore {
         apply: impl FnOnce() -> PyResult<Bound<'py, PyAny>>,
         decoders: Bound<'py, PyAny>,
     ) -> PyResult<(Bound<'py, PyAny>, Vec<u64>)> {
-        let names: Vec<&str> = items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
+        let names: SmallVec<[&str; 4]> =
+            items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
         let (rows, versions) = self.fold_read(py, &names)?;
         if rows.rows.is_empty() {
             return Ok((state, versions)); // `apply` not even looked up

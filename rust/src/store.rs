@@ -884,8 +884,8 @@ impl Store {
     }
 
     /// Resolve the given streams (validated, no duplicates) to store indexes.
-    fn resolve_streams(&self, names: &[&str]) -> CoreResult<Vec<Option<u32>>> {
-        let mut trimmed: Vec<&str> = Vec::with_capacity(names.len());
+    fn resolve_streams(&self, names: &[&str]) -> CoreResult<SmallVec<[Option<u32>; 4]>> {
+        let mut trimmed: SmallVec<[&str; 4]> = SmallVec::with_capacity(names.len());
         for raw in names {
             trimmed.push(stream_id::validate(raw)?);
         }
