@@ -608,3 +608,16 @@ def test_apply_is_looked_up_once_and_only_for_events_to_fold(run: Any) -> None:
     assert result.attempts == 2
     assert CountsApplyLookups.lookups == ["acc-1"]
     assert balance(faulty.store, "acc-1") == 11
+
+
+class HandleWithoutSelf(EmitTo):
+    """``handle`` as a staticmethod: the machine calls what attribute lookup finds."""
+
+    handle = staticmethod(lambda state: [("s-1", Deposited(len(state) + 1))])  # type: ignore[assignment]
+
+
+def test_handle_is_called_as_attribute_lookup_finds_it(store: MemoryStore, run: Any) -> None:
+    store.append([new("s-1", Deposited(7))])
+    result = run(store, HandleWithoutSelf(declared=["s-1"]))
+    assert result.stream_versions == {"s-1": 2}
+    assert [e.data for e in store.read_stream("s-1")] == [Deposited(7), Deposited(2)]

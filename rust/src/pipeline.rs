@@ -1345,7 +1345,8 @@ impl Machine {
     /// Run `handle` on `f`'s state and encode its events; then the append.
     fn decide(&mut self, py: Python<'_>, f: Folded) -> PyResult<Eff> {
         let command = self.command.bind(py).clone();
-        let emitted = match command.call_method1(intern!(py, "handle"), (f.state.bind(py),)) {
+        let handle = intern!(py, "handle");
+        let emitted = match crate::py_call::call_method_1(&command, handle, f.state.bind(py)) {
             Ok(e) => e,
             Err(err) => return self.handle_failed(py, f, err),
         };
@@ -1443,7 +1444,7 @@ impl Machine {
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
         if let (Some(names), Some(codec_encode)) = (&self.names, &self.codec_encode) {
             if let Some(name) = names.bind(py).get_item(event.get_type())? {
-                if let Ok(payload) = codec_encode.bind(py).call1((event,)) {
+                if let Ok(payload) = crate::py_call::call_1(codec_encode.bind(py), event) {
                     return Ok((name, payload));
                 }
             }
