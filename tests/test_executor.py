@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -27,6 +27,7 @@ from eventcore import (
     execute_sync,
 )
 from eventcore.retry import DEFAULT_RETRY
+from eventcore.state_cache import StateCache
 from eventcore.testing import FaultyStore
 
 from .bank_domain import (
@@ -560,3 +561,63 @@ def test_real_delays_are_waited() -> None:
     started = time.monotonic()
     execute_sync(faulty, Deposit(account="a", amount=1), retry=RetryPolicy.fixed(0.03))
     assert time.monotonic() - started >= 0.05
+
+
+# --- the in-memory store's one native call ---------------------------------------------
+
+
+def test_the_cache_bound_is_read_at_each_command(run: Any) -> None:
+    store = MemoryStore(state_cache=StateCache(min_events=1))
+    cache = store.state_cache
+    assert cache is not None
+    open_with(store, "acc-0", 100)
+    cache.max_entries = 0  # turned off after the store was built: not even looked up
+    run(store, Deposit(account="acc-0", amount=1))
+    assert (len(cache), cache.hits, cache.misses) == (0, 0, 0)
+    cache.max_entries = 10  # on again: the next command keeps its state
+    run(store, Deposit(account="acc-0", amount=1))
+    assert (len(cache), cache.misses) == (1, 1)
+    assert balance(store, "acc-0") == 102
+
+
+class CountsApplyLookups(Deposit):
+    """A Deposit that counts how often the machine looks up its ``apply``."""
+
+    lookups: ClassVar[list[str]] = []
+
+    @property  # type: ignore[override]
+    def apply(self) -> Any:
+        type(self).lookups.append(self.account)
+        return super().apply
+
+
+def test_apply_is_looked_up_once_and_only_for_events_to_fold(run: Any) -> None:
+    store = MemoryStore(state_cache=0)
+    CountsApplyLookups.lookups.clear()
+    with pytest.raises(BusinessRuleViolation):  # a new stream: nothing to fold
+        run(store, CountsApplyLookups(account="new", amount=1))
+    assert CountsApplyLookups.lookups == []
+    open_with(store, "acc-0", 10)
+    run(store, CountsApplyLookups(account="acc-0", amount=1))
+    assert CountsApplyLookups.lookups == ["acc-0"]
+    # A conflict folds again: the same bound method, not a second lookup.
+    faulty = FaultyStore(faults=["conflict"])
+    open_with(faulty.store, "acc-1", 10)
+    CountsApplyLookups.lookups.clear()
+    result = run(faulty, CountsApplyLookups(account="acc-1", amount=1), retry=FAST)
+    assert result.attempts == 2
+    assert CountsApplyLookups.lookups == ["acc-1"]
+    assert balance(faulty.store, "acc-1") == 11
+
+
+class HandleWithoutSelf(EmitTo):
+    """``handle`` as a staticmethod: the machine calls what attribute lookup finds."""
+
+    handle = staticmethod(lambda state: [("s-1", Deposited(len(state) + 1))])  # type: ignore[assignment]
+
+
+def test_handle_is_called_as_attribute_lookup_finds_it(store: MemoryStore, run: Any) -> None:
+    store.append([new("s-1", Deposited(7))])
+    result = run(store, HandleWithoutSelf(declared=["s-1"]))
+    assert result.stream_versions == {"s-1": 2}
+    assert [e.data for e in store.read_stream("s-1")] == [Deposited(7), Deposited(2)]

@@ -375,12 +375,14 @@ class CommandRun:
         policy: Any,
         metadata: Any,
         idempotency_key: str | None,
-        cache: Any,
-        snapshot_every: int,
+        state_cache: Any,
+        snapshots: Any,
     ) -> ExecutionResult | tuple[CommandRun, tuple[Any, ...]]:
         """A run on ``store`` without tracing, keeping states with their own events
         (``keep_own_events``), driven at once: its result when it ran to the end, else
-        ``(run, effect)`` for the shell to go on with (a sleep, a snapshot load or save)."""
+        ``(run, effect)`` for the shell to go on with (a sleep, a snapshot load or save).
+        ``state_cache`` and ``snapshots`` are the store's attributes as they are (a cache
+        with ``max_entries`` 0 is not used; the interval is ``snapshots.interval``)."""
 
     @property
     def trace(self) -> list[tuple[Any, ...]] | None:

@@ -49,6 +49,9 @@ __all__ = ["ExecutionResult", "execute", "execute_sync"]
 # Store errors the machine decides about, handed to it as values.
 _RETRIED = (ConcurrencyConflict, StoreUnavailable, DuplicateEventId, ConditionFailed)
 
+# The in-memory store's one native call, read once (not looked up on the class per command).
+_execute = CommandRun.execute
+
 
 def execute_sync(
     store: SyncEventStore,
@@ -83,6 +86,25 @@ def execute_sync(
         UsageError: ``store`` is asynchronous (use ``SyncPostgresStore`` or ``await
             execute(...)``), or a SyncPostgresStore is called inside a running event loop.
     """
+    if type(store) is MemoryStore and store._fused and not observe._hooks:
+        # Nothing to trace: one native call, no run object (it reads the cache's bound
+        # and the snapshot interval itself).
+        out = _execute(
+            store._core,
+            command,
+            store.registry,
+            retry or DEFAULT_RETRY,
+            metadata,
+            idempotency_key,
+            store.state_cache,
+            store.snapshots,
+        )
+        if isinstance(out, ExecutionResult):
+            return out
+        run, effect = out  # a sleep, a snapshot load or save first
+        while effect[0] is not DONE:
+            effect = run.drive(store._core, _shell_effect(run, effect, store.snapshots))
+        return effect[1]  # type: ignore[no-any-return]
     if type(store) is not MemoryStore:
         delegate = getattr(store, "_execute_sync", None)
         if delegate is not None:  # SyncPostgresStore: the async shell, in this thread's lane
@@ -98,24 +120,6 @@ def execute_sync(
     if fused:  # (its attributes, read directly)
         cache = store.state_cache  # type: ignore[attr-defined]
         snapshots: Any = store.snapshots  # type: ignore[attr-defined]
-        if rec is None:  # nothing to trace: one native call, no run object
-            out = CommandRun.execute(
-                store._core,  # type: ignore[attr-defined]
-                command,
-                store.registry,
-                retry or DEFAULT_RETRY,
-                metadata,
-                idempotency_key,
-                cache if cache is not None and cache.max_entries else None,
-                snapshots.interval(type(command)) if snapshots is not None else 0,
-            )
-            if isinstance(out, ExecutionResult):
-                return out
-            run, effect = out  # a sleep, a snapshot load or save first
-            core = store._core  # type: ignore[attr-defined]
-            while effect[0] is not DONE:
-                effect = run.drive(core, _shell_effect(run, effect, snapshots))
-            return effect[1]  # type: ignore[no-any-return]
     else:
         cache = getattr(store, "state_cache", None)
         snapshots = getattr(store, "snapshots", None)

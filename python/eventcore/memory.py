@@ -87,6 +87,9 @@ class MemoryStore:
         snapshots: SnapshotStore | None = None,
         snapshot_every: int | None = SNAPSHOT_EVERY,
     ) -> None:
+        # On the instance too: the executor's per-command read of it is then a plain
+        # instance attribute (the interpreter specializes that, not a class attribute).
+        self._fused = True
         self._core = _core.MemoryStore()
         self.registry = registry if registry is not None else _registry.default_registry
         """The registry that decodes payloads for :attr:`RecordedEvent.data`."""

@@ -106,10 +106,9 @@ impl<'py> Folder<'py> {
         if decoder.is_none() {
             return Err(decode_error(event_type, stream, at, None));
         }
-        let event = decoder
-            .call1((payload,))
+        let event = crate::py_call::call_1(decoder, payload)
             .map_err(|err| decode_error(event_type, stream, at, Some(err)))?;
-        self.apply.call1((state, event, stream))
+        crate::py_call::call_3(&self.apply, &state, &event, stream)
     }
 }
 

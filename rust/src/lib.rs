@@ -17,6 +17,7 @@ pub mod pipeline_drive;
 pub mod pipeline_entry;
 pub mod pipeline_logic;
 pub mod pipeline_result;
+pub mod py_call;
 pub mod py_columns;
 pub mod py_store;
 pub mod py_text;

@@ -30,7 +30,7 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use crate::cache_core::{CacheKey, StateCacheCore};
 use crate::pipeline_entry::{entry_object, CacheEntry};
 use crate::pipeline_logic as logic;
-use crate::pipeline_result::{ExecutionResult, NewEvents, Outcome};
+use crate::pipeline_result::{ExecutionResult, NewEvents, Outcome, Versions};
 use crate::uuid7;
 
 #[path = "pipeline_query.rs"]
@@ -237,8 +237,8 @@ pub(crate) enum Input<'py> {
     Folded(Bound<'py, PyAny>, Vec<i64>),
     /// A native tail with nothing to fold: the tailed entry's state and versions stand.
     Unchanged,
-    /// A native append: its first position and `[(stream, version)]` after it.
-    Appended(Bound<'py, PyAny>, Bound<'py, PyAny>),
+    /// A native append: its first position and `(stream, version)` after it.
+    Appended(u64, Versions),
     /// A native query read and fold: the state, the declared streams' versions and the
     /// position the read is consistent with.
     Queried(Bound<'py, PyAny>, Vec<i64>, i64),
@@ -300,7 +300,8 @@ pub(crate) struct Machine {
     cls: Option<PyObj>,
     name: Option<PyObj>,
     discovers: bool,
-    apply: Option<PyObj>,
+    /// `command.apply` once looked up (see `apply_obj`).
+    apply: std::sync::OnceLock<PyObj>,
     pub decoders: Option<PyObj>,
     encode: Option<PyObj>,
     /// For an `EventRegistry` (exactly): its class-to-name map and its codec's `encode`,
@@ -494,7 +495,7 @@ impl Machine {
             cls: None,
             name: None,
             discovers: false,
-            apply: None,
+            apply: std::sync::OnceLock::new(),
             decoders: None,
             encode: None,
             names: None,
@@ -545,8 +546,15 @@ impl Machine {
         }
     }
 
-    pub(crate) fn apply_obj<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
-        self.apply.as_ref().expect("started").bind(py).clone()
+    /// `command.apply`, looked up on its first use: a cold command on new streams has
+    /// nothing to fold and never needs it.
+    pub(crate) fn apply_obj<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(apply) = self.apply.get() {
+            return Ok(apply.bind(py).clone());
+        }
+        let apply = self.command.bind(py).getattr(intern!(py, "apply"))?;
+        let _ = self.apply.set(apply.clone().unbind());
+        Ok(apply)
     }
 
     pub(crate) fn decoders_obj<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
@@ -721,7 +729,6 @@ impl Machine {
         }
         self.discovers = discovers && !query;
         self.name = Some(name);
-        self.apply = Some(command.getattr(intern!(py, "apply"))?.unbind());
         let registry = self.registry.bind(py);
         // An `EventRegistry` (exactly) keeps these in its instance dict (its class has no
         // descriptor of these names): three dict reads instead of four attribute lookups.
@@ -1352,7 +1359,8 @@ impl Machine {
     /// Run `handle` on `f`'s state and encode its events; then the append.
     fn decide(&mut self, py: Python<'_>, f: Folded) -> PyResult<Eff> {
         let command = self.command.bind(py).clone();
-        let emitted = match command.call_method1(intern!(py, "handle"), (f.state.bind(py),)) {
+        let handle = intern!(py, "handle");
+        let emitted = match crate::py_call::call_method_1(&command, handle, f.state.bind(py)) {
             Ok(e) => e,
             Err(err) => return self.handle_failed(py, f, err),
         };
@@ -1395,14 +1403,15 @@ impl Machine {
             return Ok(NewEvents(Vec::new()));
         }
         let n = emitted.len()?;
-        let ids: Vec<u128> = match &self.keyed {
+        let ids: uuid7::Ids = match &self.keyed {
             None => uuid7::next_n(n),
             Some(k) => k
                 .bind(py)
                 .call_method1(intern!(py, "ids"), (n,))?
-                .extract()?,
+                .extract::<Vec<u128>>()?
+                .into(),
         };
-        let known: Vec<&str> = f
+        let known: SmallVec<[&str; 4]> = f
             .streams
             .iter()
             .map(|s| s.bind(py).to_str())
@@ -1449,7 +1458,7 @@ impl Machine {
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
         if let (Some(names), Some(codec_encode)) = (&self.names, &self.codec_encode) {
             if let Some(name) = names.bind(py).get_item(event.get_type())? {
-                if let Ok(payload) = codec_encode.bind(py).call1((event,)) {
+                if let Ok(payload) = crate::py_call::call_1(codec_encode.bind(py), event) {
                     return Ok((name, payload));
                 }
             }
@@ -1494,7 +1503,10 @@ impl Machine {
     }
 
     /// The expected versions as (stream, version) pairs for the native store's appends.
-    pub(crate) fn expected_args<'py>(&self, py: Python<'py>) -> Vec<(Bound<'py, PyAny>, i64)> {
+    pub(crate) fn expected_args<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> SmallVec<[(Bound<'py, PyAny>, i64); 4]> {
         let (streams, versions) = self.expected_pairs();
         streams
             .iter()
@@ -1529,7 +1541,7 @@ impl Machine {
         let result = match input {
             Input::Appended(first, versions) => {
                 let events = self.events.as_ref().expect("events").clone_ref(py);
-                return self.appended(py, Outcome::Raw(first.unbind(), versions.unbind(), events));
+                return self.appended(py, Outcome::Raw(first, versions, events));
             }
             Input::Value(v) => v,
             Input::Folded(..) | Input::Queried(..) | Input::Unchanged => {
@@ -1781,7 +1793,7 @@ impl Machine {
             return Ok(None);
         };
         logic::advance_versions(&mut entry.f.versions, &slots);
-        let mut folder = crate::fold::Folder::new(self.apply_obj(py), self.decoders_obj(py));
+        let mut folder = crate::fold::Folder::new(self.apply_obj(py)?, self.decoders_obj(py));
         let mut state = entry.f.state.bind(py).clone();
         for ((_, name, payload, _), slot) in events.0.iter().zip(&slots) {
             let name = name.bind(py);
@@ -2010,10 +2022,13 @@ impl CommandRun {
     /// keeping states with their own events (`keep_own_events`),
     /// driven at once (see `drive`): the `ExecutionResult` when it ran to the end, else
     /// `(run, effect)` for the shell to go on with (a sleep, a snapshot load or save).
-    /// One call and no run object for a plain command.
+    /// One call and no run object for a plain command. `state_cache` and `snapshots` are
+    /// the store's attributes as they are: a cache whose `max_entries` is 0 is not used,
+    /// and the snapshot interval is `snapshots.interval(type(command))` (0 without
+    /// snapshots), worked out here rather than in the shell's frame.
     #[staticmethod]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (store, command, registry, policy, metadata, idempotency_key, cache, snapshot_every))]
+    #[pyo3(signature = (store, command, registry, policy, metadata, idempotency_key, state_cache, snapshots))]
     fn execute<'py>(
         py: Python<'py>,
         store: &Bound<'py, crate::py_store::MemoryStore>,
@@ -2022,9 +2037,22 @@ impl CommandRun {
         policy: PyObj,
         metadata: PyObj,
         idempotency_key: Option<PyObj>,
-        cache: Option<PyObj>,
-        snapshot_every: i64,
+        state_cache: Option<Bound<'py, PyAny>>,
+        snapshots: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let cache = match state_cache.filter(|c| !c.is_none()) {
+            Some(c) => match c.cast::<StateCacheCore>() {
+                Ok(core) if core.get().max_entries.load(Relaxed) == 0 => None,
+                _ => Some(c.unbind()),
+            },
+            None => None,
+        };
+        let snapshot_every: i64 = match snapshots.filter(|s| !s.is_none()) {
+            Some(s) => s
+                .call_method1(intern!(py, "interval"), (command.bind(py).get_type(),))?
+                .extract()?,
+            None => 0,
+        };
         let mut run = Self::new(
             py,
             command,

@@ -7,11 +7,15 @@
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
+use smallvec::SmallVec;
 
 use crate::pipeline::{refs, Eff, Input, Machine};
 use crate::py_store::MemoryStore;
 
-fn bound_streams<'py>(py: Python<'py>, streams: &[Py<PyString>]) -> Vec<Bound<'py, PyString>> {
+fn bound_streams<'py>(
+    py: Python<'py>,
+    streams: &[Py<PyString>],
+) -> SmallVec<[Bound<'py, PyString>; 4]> {
     streams.iter().map(|s| s.bind(py).clone()).collect()
 }
 
@@ -49,7 +53,7 @@ fn run_native<'py>(
                 py,
                 &items,
                 state.into_bound(py),
-                m.apply_obj(py),
+                || m.apply_obj(py),
                 m.decoders_obj(py),
             );
             Ok(Ok(match out {
@@ -69,7 +73,7 @@ fn run_native<'py>(
                 as_u64(&e.f.versions),
                 e.f.fold_from,
                 e.f.state.bind(py).clone(),
-                m.apply_obj(py),
+                m.apply_obj(py)?,
                 m.decoders_obj(py),
             );
             Ok(Ok(match out {
@@ -114,14 +118,16 @@ fn run_native<'py>(
                 .transpose()?;
             let out = if m.is_query() {
                 crate::pipeline::query::native_append(py, m, store, meta.as_ref())
-                    .map(|(first, versions)| (first, versions, py.None().into_bound(py)))
             } else {
-                store.append_checked(py, &expected, &events, meta.as_ref())
+                store
+                    .append_checked(py, &expected, &events, meta.as_ref())
+                    .map(|(first, versions, _)| {
+                        let versions = versions.into_iter().map(|(s, v)| (s.unbind(), v));
+                        (first, versions.collect())
+                    })
             };
             Ok(Ok(match out {
-                Ok((first, versions, _)) => {
-                    Input::Appended(first.into_pyobject(py)?.into_any(), versions.into_any())
-                }
+                Ok((first, versions)) => Input::Appended(first, versions),
                 Err(err) => store_error(py, m, err)?,
             }))
         }

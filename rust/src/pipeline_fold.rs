@@ -46,7 +46,7 @@ impl Machine {
                     let base = base.expect("a fold pending").into_bound(py);
                     let state = crate::fold::fold(
                         base,
-                        self.apply_obj(py),
+                        self.apply_obj(py)?,
                         self.decoders_obj(py),
                         t.get_item(0)?,
                     )?;

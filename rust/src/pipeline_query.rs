@@ -30,7 +30,7 @@ use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::{refs, Eff, Folded, Input, Machine, PyObj, Wait};
-use crate::pipeline_result::Outcome;
+use crate::pipeline_result::{Outcome, Versions};
 use crate::py_store::MemoryStore;
 use crate::store::Rows;
 
@@ -281,7 +281,7 @@ impl Machine {
             }
             all.sort_by_key(|(p, _)| *p);
         }
-        let apply = self.apply_obj(py);
+        let apply = self.apply_obj(py)?;
         let q = self.q.as_mut().expect("query run");
         let mut state = q.state.take().expect("state").into_bound(py);
         for (_, e) in &all {
@@ -445,7 +445,7 @@ impl Machine {
         let cur = self.cur.take().expect("decided");
         let n = self.events.as_ref().map_or(0, |e| e.len()) as i64;
         let last = match &outcome {
-            Outcome::Raw(first, _, _) => first.bind(py).extract::<i64>()? + n - 1,
+            Outcome::Raw(first, _, _) => *first as i64 + n - 1,
             Outcome::Built(append) => append
                 .bind(py)
                 .getattr(intern!(py, "last_position"))?
@@ -475,7 +475,7 @@ impl Machine {
         if own {
             let query = q.query.as_ref().expect("query read").bind(py);
             let events = self.events.as_ref().expect("events");
-            let apply = self.apply_obj(py);
+            let apply = self.apply_obj(py)?;
             for (((s, n, _, _), tags), obj) in events.0.iter().zip(&q.tags).zip(&q.objects) {
                 let matches = query
                     .call_method1(intern!(py, "matches"), (n.bind(py), tags.bind(py)))?
@@ -546,7 +546,7 @@ pub(crate) fn native_read<'py>(
         let v = &mut versions[row.stream as usize];
         *v = (*v).max(i64::from(row.version));
     }
-    let mut folder = crate::fold::Folder::new(m.apply_obj(py), m.decoders_obj(py));
+    let mut folder = crate::fold::Folder::new(m.apply_obj(py)?, m.decoders_obj(py));
     let types = |rows: &Rows| -> Vec<Bound<'py, PyAny>> {
         rows.types
             .iter()
@@ -599,7 +599,7 @@ pub(crate) fn native_append<'py>(
     m: &mut Machine,
     store: &MemoryStore,
     metadata: Option<&Bound<'py, PyBytes>>,
-) -> PyResult<(u64, Bound<'py, PyList>)> {
+) -> PyResult<(u64, Versions)> {
     let items = m.q.as_mut().expect("query run").items(py)?;
     let q = m.q.as_ref().expect("query run");
     let events = m.events.as_ref().expect("events").args(py);
@@ -607,7 +607,10 @@ pub(crate) fn native_append<'py>(
     let tags: Vec<Bound<'py, PyAny>> = q.tags.iter().map(|t| t.bind(py).clone()).collect();
     let (first, versions, _) =
         store.append_query(py, &expected, &events, metadata, &tags, &items, q.position)?;
-    Ok((first, versions))
+    Ok((
+        first,
+        versions.into_iter().map(|(s, v)| (s.unbind(), v)).collect(),
+    ))
 }
 
 /// The fold order of two reads, each in position order: `(from the first, index)` by

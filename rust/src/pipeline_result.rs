@@ -51,7 +51,7 @@ impl NewEvents {
     }
 
     /// The events as the in-memory store's append takes them.
-    pub(crate) fn args<'py>(&self, py: Python<'py>) -> Vec<EventArg<'py>> {
+    pub(crate) fn args<'py>(&self, py: Python<'py>) -> smallvec::SmallVec<[EventArg<'py>; 4]> {
         self.0
             .iter()
             .map(|(s, n, p, id)| EventArg {
@@ -64,11 +64,15 @@ impl NewEvents {
     }
 }
 
+/// A native append's `(stream, version after)` per stream, as Rust values: the list of
+/// tuples (and the position's int) are only made when the result is read.
+pub(crate) type Versions = smallvec::SmallVec<[(PyObj, u64); 2]>;
+
 /// An append's outcome: the store's `AppendResult`, or its parts not built into one yet.
 pub(crate) enum Outcome {
     Built(PyObj),
-    /// `(first position, [(stream, version)], events)`.
-    Raw(PyObj, PyObj, NewEvents),
+    /// `(first position, (stream, version) per stream, events)`.
+    Raw(u64, Versions, NewEvents),
 }
 
 /// What `execute` did: the events written and the attempts used.
@@ -86,11 +90,17 @@ impl ExecutionResult {
     fn built<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         if let Outcome::Raw(first, versions, events) = &self.outcome {
             let r = refs(py)?;
-            let made = r.append_result.bind(py).call1((
-                first.bind(py),
-                versions.bind(py),
-                events.list(py)?,
-            ))?;
+            let versions = PyList::new(
+                py,
+                versions
+                    .iter()
+                    .map(|(s, v)| (s.bind(py), *v).into_pyobject(py))
+                    .collect::<PyResult<Vec<_>>>()?,
+            )?;
+            let made = r
+                .append_result
+                .bind(py)
+                .call1((*first, versions, events.list(py)?))?;
             self.outcome = Outcome::Built(made.unbind());
         }
         match &self.outcome {

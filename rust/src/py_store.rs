@@ -57,6 +57,29 @@ pub(crate) enum EventIdArg<'py> {
     Native(u128),
 }
 
+/// What an append returns to Rust callers: the first position, `(stream, version after)`
+/// per stream (see [`versions_list`] for the Python list) and the generated ids (`None`
+/// when every event came with one).
+pub(crate) type Appended<'py> = (
+    u64,
+    SmallVec<[(Bound<'py, PyAny>, u64); 4]>,
+    Bound<'py, PyAny>,
+);
+
+/// An append's versions as the store protocol returns them: `[(stream, version)]`.
+pub(crate) fn versions_list<'py>(
+    py: Python<'py>,
+    versions: &[(Bound<'py, PyAny>, u64)],
+) -> PyResult<Bound<'py, PyList>> {
+    PyList::new(
+        py,
+        versions
+            .iter()
+            .map(|(s, v)| (s, *v).into_pyobject(py))
+            .collect::<PyResult<SmallVec<[_; 4]>>>()?,
+    )
+}
+
 /// The items of one tuple (or other sequence) of a [`tuples`] argument.
 type Items<'py> = SmallVec<[Bound<'py, PyAny>; 4]>;
 
@@ -249,18 +272,30 @@ impl MemoryStore {
         py: Python<'py>,
         items: &[Bound<'py, PyString>],
         state: Bound<'py, PyAny>,
-        apply: Bound<'py, PyAny>,
+        apply: impl FnOnce() -> PyResult<Bound<'py, PyAny>>,
         decoders: Bound<'py, PyAny>,
     ) -> PyResult<(Bound<'py, PyAny>, Vec<u64>)> {
-        let names: Vec<&str> = items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
-        let (rows, versions) =
-            self.read(py, |s| small_streams(s, &names), |s| s.fold_rows(&names))?;
+        let names: SmallVec<[&str; 4]> =
+            items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
+        let (rows, versions) = self.fold_read(py, &names)?;
         if rows.rows.is_empty() {
-            return Ok((state, versions));
+            return Ok((state, versions)); // `apply` not even looked up
         }
         let types = self.type_objs(py, &rows.types);
-        let state = fold_rows_into(items, &rows, &types, state, apply, decoders)?;
+        let state = fold_rows_into(items, &rows, &types, state, apply()?, decoders)?;
         Ok((state, versions))
+    }
+
+    /// `Store::fold_rows` of `names`: with the GIL held when the lock is free and the
+    /// streams hold at most `SMALL` events, else with the GIL released (as `read` does,
+    /// resolving each stream once for the check and the rows).
+    fn fold_read(&self, py: Python<'_>, names: &[&str]) -> CoreResult<(Rows, Vec<u64>)> {
+        if let Some(guard) = self.inner.try_read() {
+            if let Some(out) = guard.fold_rows_upto(names, SMALL as u64)? {
+                return Ok(out);
+            }
+        }
+        py.detach(|| self.inner.read().fold_rows(names))
     }
 
     /// The Python str of each of `types` (see `type_names`); made outside the lock.
@@ -356,15 +391,14 @@ impl MemoryStore {
 
     /// `append` with the expected versions as `(stream, version)` pairs already taken
     /// apart (the command machine hands over its own, without a list to re-parse).
-    /// Returns `(first_position, [(stream, version_after)], ids or None)`.
-    #[allow(clippy::type_complexity)]
+    /// Returns `(first_position, [(stream, version_after)], ids or None)` ([`Appended`]).
     pub(crate) fn append_checked<'py>(
         &self,
         py: Python<'py>,
         expected: &[(Bound<'py, PyAny>, i64)],
         event_items: &[EventArg<'py>],
         metadata: Option<&Bound<'py, PyBytes>>,
-    ) -> PyResult<(u64, Bound<'py, PyList>, Bound<'py, PyAny>)> {
+    ) -> PyResult<Appended<'py>> {
         self.append_with(py, expected, event_items, metadata, None)
     }
 
@@ -406,7 +440,7 @@ impl MemoryStore {
         tags: &[Bound<'py, PyAny>],
         items: &Bound<'py, PyAny>,
         after: i64,
-    ) -> PyResult<(u64, Bound<'py, PyList>, Bound<'py, PyAny>)> {
+    ) -> PyResult<Appended<'py>> {
         let tag_items: Vec<Vec<Bound<'py, PyString>>> = tags
             .iter()
             .map(|t| strings(t, "tags"))
@@ -437,7 +471,7 @@ impl MemoryStore {
         event_items: &[EventArg<'py>],
         metadata: Option<&Bound<'py, PyBytes>>,
         dcb: Option<(&[&[&str]], Option<(&[QueryItem<'_>], i64)>)>,
-    ) -> PyResult<(u64, Bound<'py, PyList>, Bound<'py, PyAny>)> {
+    ) -> PyResult<Appended<'py>> {
         let mut exp: SmallVec<[(&str, i64); 4]> = SmallVec::with_capacity(expected.len());
         for (stream, version) in expected {
             exp.push((as_str(stream, Text::StreamId)?, *version));
@@ -495,7 +529,7 @@ impl MemoryStore {
         if !out.replayed && !evs.is_empty() {
             self.notify(head);
         }
-        let mut versions: SmallVec<[Bound<'py, PyTuple>; 4]> =
+        let mut versions: SmallVec<[(Bound<'py, PyAny>, u64); 4]> =
             SmallVec::with_capacity(out.versions.len());
         for &(source, version) in &out.versions {
             let stream = if source < expected.len() {
@@ -503,7 +537,7 @@ impl MemoryStore {
             } else {
                 &event_items[source - expected.len()].stream
             };
-            versions.push((caller_stream(stream)?, version).into_pyobject(py)?);
+            versions.push((caller_stream(stream)?, version));
         }
         let ids = if generated {
             let ids: Vec<u128> = evs.iter().map(|e| e.id).collect();
@@ -511,7 +545,7 @@ impl MemoryStore {
         } else {
             py.None().into_bound(py)
         };
-        Ok((out.first_position, PyList::new(py, versions)?, ids))
+        Ok((out.first_position, versions, ids))
     }
 }
 
@@ -583,7 +617,7 @@ impl MemoryStore {
         }
         if tag_items.is_empty() && condition.is_none() {
             let (first, versions, ids) = self.append_checked(py, &exp, &evs, metadata)?;
-            return (first, versions, ids).into_pyobject(py);
+            return (first, versions_list(py, &versions)?, ids).into_pyobject(py);
         }
         tag_items.resize_with(evs.len(), Vec::new);
         let tag_strs: Vec<Vec<&str>> = tag_items
@@ -604,7 +638,7 @@ impl MemoryStore {
         };
         let (first, versions, ids) =
             self.append_with(py, &exp, &evs, metadata, Some((&tag_refs, cond)))?;
-        (first, versions, ids).into_pyobject(py)
+        (first, versions_list(py, &versions)?, ids).into_pyobject(py)
     }
 
     /// The events after `after` matching the query `items` (`(types, tags)` pairs), in
@@ -651,7 +685,7 @@ impl MemoryStore {
         decoders: Bound<'py, PyAny>,
     ) -> PyResult<(Bound<'py, PyAny>, Vec<u64>)> {
         let items = strings(streams, "streams")?;
-        self.fold_items(py, &items, state, apply, decoders)
+        self.fold_items(py, &items, state, || Ok(apply), decoders)
     }
 
     /// Every event of `streams` (in global position order) as fold rows
@@ -664,8 +698,7 @@ impl MemoryStore {
     ) -> PyResult<(Bound<'py, PyList>, Vec<u64>)> {
         let items = strings(streams, "streams")?;
         let names: Vec<&str> = items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
-        let (rows, versions) =
-            self.read(py, |s| small_streams(s, &names), |s| s.fold_rows(&names))?;
+        let (rows, versions) = self.fold_read(py, &names)?;
         let types = self.type_objs(py, &rows.types);
         Ok((fold_rows_to_py(py, &items, &rows, &types)?, versions))
     }

@@ -629,29 +629,48 @@ impl Store {
         limits::check_append(events.len(), 0)?;
         let mut bytes = metadata.map_or(0, <[u8]>::len);
         let mut prev_type: Option<&str> = None;
+        // A type this store already holds was checked when it was first written: it is
+        // found (and its index kept for the write) instead of checked again.
+        let mut known_type: Option<(&str, u32)> = None;
         for (i, ev) in events.iter().enumerate() {
             if !prev_type.is_some_and(|t| std::ptr::eq(t, ev.event_type) || t == ev.event_type) {
-                event_type::validate(ev.event_type)?;
+                match self.find_type(ev.event_type) {
+                    Some(index) => known_type = Some((ev.event_type, index)),
+                    None => event_type::validate(ev.event_type)?,
+                }
                 prev_type = Some(ev.event_type);
             }
             limits::check_payload(i, ev.event_type, ev.payload.len())?;
             bytes += ev.payload.len();
+            let same = |raw: &str| std::ptr::eq(raw, ev.stream) || raw == ev.stream;
             let slot = match prev_raw {
-                Some((raw, s)) if std::ptr::eq(raw, ev.stream) || raw == ev.stream => s,
+                Some((raw, s)) if same(raw) => s,
                 _ => {
-                    let name = stream_id::validate(ev.stream)?;
-                    let s = match finder.find(&slots, name) {
+                    // A stream given exactly as an expected one (the command machine's
+                    // case) is that one's slot, its name checked above.
+                    let given = if expected.len() <= SlotFinder::LINEAR {
+                        expected.iter().position(|&(raw, _)| same(raw))
+                    } else {
+                        None
+                    };
+                    let s = match given {
                         Some(s) => s,
                         None => {
-                            slots.push(Slot {
-                                name,
-                                source: expected.len() + i,
-                                expected: ANY,
-                                stream: None,
-                                last_event: None,
-                            });
-                            finder.added(&slots);
-                            slots.len() - 1
+                            let name = stream_id::validate(ev.stream)?;
+                            match finder.find(&slots, name) {
+                                Some(s) => s,
+                                None => {
+                                    slots.push(Slot {
+                                        name,
+                                        source: expected.len() + i,
+                                        expected: ANY,
+                                        stream: None,
+                                        last_event: None,
+                                    });
+                                    finder.added(&slots);
+                                    slots.len() - 1
+                                }
+                            }
                         }
                     };
                     prev_raw = Some((ev.stream, s));
@@ -736,7 +755,7 @@ impl Store {
             self.metadata_heap += heap_size(16 + m.len());
             Arc::from(m)
         });
-        let mut last_type: Option<(&str, u32)> = None;
+        let mut last_type = known_type;
         for (ev, &slot) in events.iter().zip(&event_slot) {
             let slot = &mut slots[slot as usize];
             let stream = match slot.stream {
@@ -865,8 +884,8 @@ impl Store {
     }
 
     /// Resolve the given streams (validated, no duplicates) to store indexes.
-    fn resolve_streams(&self, names: &[&str]) -> CoreResult<Vec<Option<u32>>> {
-        let mut trimmed: Vec<&str> = Vec::with_capacity(names.len());
+    fn resolve_streams(&self, names: &[&str]) -> CoreResult<SmallVec<[Option<u32>; 4]>> {
+        let mut trimmed: SmallVec<[&str; 4]> = SmallVec::with_capacity(names.len());
         for raw in names {
             trimmed.push(stream_id::validate(raw)?);
         }
@@ -1005,13 +1024,30 @@ impl Store {
     /// Every event of the given streams in position order (for folding), and each stream's
     /// current version; `Row::stream` is the index of the stream in `names`.
     pub fn fold_rows(&self, names: &[&str]) -> CoreResult<(Rows, Vec<u64>)> {
+        Ok(self.fold_rows_upto(names, u64::MAX)?.expect("no limit"))
+    }
+
+    /// [`Store::fold_rows`] when the streams' versions add up to at most `limit` (`None`
+    /// otherwise, nothing copied): the in-memory store's check that a fold is small enough
+    /// to run with the GIL held, resolving each stream once for both.
+    pub fn fold_rows_upto(
+        &self,
+        names: &[&str],
+        limit: u64,
+    ) -> CoreResult<Option<(Rows, Vec<u64>)>> {
         let streams = self.resolve_streams(names)?;
-        let versions = streams
+        let versions: Vec<u64> = streams
             .iter()
             .map(|s| s.map_or(0, |i| u64::from(self.streams[i as usize].version)))
             .collect();
+        if versions.iter().sum::<u64>() > limit {
+            return Ok(None);
+        }
+        if streams.iter().all(Option::is_none) {
+            return Ok(Some((Rows::default(), versions))); // new streams: nothing to copy
+        }
         let picked = self.merged(&streams, |_| 0, usize::MAX);
-        Ok((self.rows_for_slots(&picked), versions))
+        Ok(Some((self.rows_for_slots(&picked), versions)))
     }
 
     /// The events of `names[fold_from..]` after the versions in `after` (one per name), in
@@ -1292,6 +1328,48 @@ mod tests {
             rows.rows[1].metadata.as_ref().unwrap()
         ));
         assert_eq!(rows.rows[0].recorded_at, rows.rows[2].recorded_at);
+    }
+
+    #[test]
+    fn events_on_expected_streams_and_known_types_take_their_slots() {
+        let mut s = Store::new();
+        // The events' streams given as the expected ones (also trimmed, and in another
+        // order): each one slot, one version per stream.
+        let out = s
+            .append(
+                &[("a", NO_STREAM), (" b ", NO_STREAM)],
+                &[
+                    ev("b", "T", b"1", 1),
+                    ev("a", "T", b"2", 2),
+                    ev(" b ", "U", b"3", 3),
+                ],
+                None,
+            )
+            .unwrap();
+        assert_eq!(out.versions[..], [(0, 1), (1, 2)]);
+        // A type already stored is written under its index; a new one is still checked
+        // (nothing written when it breaks the rules), and then stored.
+        let bad = s.append(
+            &[("a", 1)],
+            &[ev("a", "T", b"4", 4), ev("a", " V", b"5", 5)],
+            None,
+        );
+        assert!(matches!(bad, Err(CoreError::InvalidEventType { .. })));
+        assert_eq!(s.len(), 3);
+        s.append(
+            &[("a", 1)],
+            &[ev("a", "U", b"4", 4), ev("a", "V", b"5", 5)],
+            None,
+        )
+        .unwrap();
+        let (rows, _) = s.fold_rows(&["a"]).unwrap();
+        let types: Vec<&str> = rows
+            .rows
+            .iter()
+            .map(|r| &*rows.types[r.event_type as usize])
+            .collect();
+        assert_eq!(types, ["T", "U", "V"]);
+        assert_eq!(s.stream_version("b").unwrap(), 2);
     }
 
     #[test]
@@ -1612,6 +1690,19 @@ mod tests {
         let (rows, versions) = s.fold_rows(&["even-1", "new"]).unwrap();
         assert_eq!(rows.rows.len(), 5);
         assert_eq!(versions, vec![5, 0]);
+
+        // Within the limit: the same rows and versions; above it: nothing.
+        let (small, small_versions) = s.fold_rows_upto(&["even-1", "new"], 5).unwrap().unwrap();
+        let positions = |r: &Rows| r.rows.iter().map(|r| r.position).collect::<Vec<_>>();
+        assert_eq!(positions(&small), positions(&rows));
+        assert_eq!(small_versions, versions);
+        assert!(s.fold_rows_upto(&["even-1", "new"], 4).unwrap().is_none());
+        // Only new streams: no rows, version 0 each; a bad or repeated id is still refused.
+        let (none, zero) = s.fold_rows_upto(&["new", " other "], 0).unwrap().unwrap();
+        assert!(none.rows.is_empty());
+        assert_eq!(zero, vec![0, 0]);
+        assert!(s.fold_rows_upto(&["new", "a\nb"], 0).is_err());
+        assert!(s.fold_rows_upto(&["new", " new"], 0).is_err());
     }
 
     #[test]

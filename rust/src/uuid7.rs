@@ -154,15 +154,18 @@ pub fn next() -> u128 {
 }
 
 /// `n` strictly increasing UUIDv7 values, taking the lock once.
-pub fn next_n(n: usize) -> Vec<u128> {
+pub fn next_n(n: usize) -> Ids {
     let now = now_ms();
-    let mut out = Vec::with_capacity(n);
+    let mut out = Ids::with_capacity(n);
     let mut g = GENERATOR.lock();
     for _ in 0..n {
         out.push(g.next_at(now));
     }
     out
 }
+
+/// Ids made by [`next_n`]: a command's few without a heap allocation.
+pub type Ids = smallvec::SmallVec<[u128; 4]>;
 
 /// Reseed the process-wide generator (after `fork`).
 pub fn reseed() {
