@@ -62,21 +62,27 @@ async def test_one_stream_tagged_appends_take_the_lean_path(postgres_store: Any,
     assert called == [several] * 2
 
 
+async def answer(store: PostgresStore, events: list[NewEvent], **kw: Any) -> tuple[Any, ...]:
+    """What ``store.append(events, **kw)`` answers, as a comparable value (the id of a
+    duplicate left out)."""
+    try:
+        r = await store.append(events, **kw)
+        return ("ok", len(r.positions), dict(r.stream_versions))
+    except ConditionFailed as exc:
+        return ("condition", exc.after == kw["condition"].after, exc.position > 0)
+    except ConcurrencyConflict as exc:
+        tail = None if exc.tail is None else [(r[0], r[1], r[2], r[3]) for r in exc.tail]
+        return ("conflict", exc.conflicts, tail)
+    except DuplicateEventId as exc:
+        return ("duplicate", str(exc).replace(str(exc.event_id), "<id>"))
+
+
 async def scenario(store: PostgresStore) -> list[Any]:
     """Every answer of a tagged one-stream append, as comparable values, and the log."""
     out: list[Any] = []
 
     async def run(events: list[NewEvent], **kw: Any) -> None:
-        try:
-            r = await store.append(events, **kw)
-            out.append(("ok", len(r.positions), dict(r.stream_versions)))
-        except ConditionFailed as exc:
-            out.append(("condition", exc.after == kw["condition"].after, exc.position > 0))
-        except ConcurrencyConflict as exc:
-            tail = None if exc.tail is None else [(r[0], r[1], r[2], r[3]) for r in exc.tail]
-            out.append(("conflict", exc.conflicts, tail))
-        except DuplicateEventId as exc:
-            out.append(("duplicate", str(exc).replace(str(exc.event_id), "<id>")))
+        out.append(await answer(store, events, **kw))
 
     ids = [uuid.uuid4() for _ in range(4)]
     meta = Metadata(user_id="u", custom={"k": 1})

@@ -23,12 +23,12 @@ from eventcore import (
     STREAM_EXISTS,
     ConcurrencyConflict,
     ConditionFailed,
-    DuplicateEventId,
     Metadata,
     NewEvent,
 )
 from eventcore.postgres import PostgresStore
 from eventcore.query import AppendCondition, Query, QueryItem
+from tests.dcb.test_pg_lean_tagged_append import answer
 from tests.postgres.test_pg_plain_append import (
     APPEND_EVENTS,
     APPEND_EVENTS_TAGGED,
@@ -68,16 +68,7 @@ async def scenario(store: PostgresStore) -> list[Any]:
     out: list[Any] = []
 
     async def run(events: list[NewEvent], **kw: Any) -> None:
-        try:
-            r = await store.append(events, **kw)
-            out.append(("ok", len(r.positions), sorted(r.stream_versions)))
-        except ConditionFailed as exc:
-            out.append(("condition", exc.after == kw["condition"].after, exc.position > 0))
-        except ConcurrencyConflict as exc:
-            tail = None if exc.tail is None else [(r[0], r[1], r[2], r[3]) for r in exc.tail]
-            out.append(("conflict", exc.conflicts, tail))
-        except DuplicateEventId as exc:
-            out.append(("duplicate", str(exc).replace(str(exc.event_id), "<id>")))
+        out.append(await answer(store, events, **kw))
 
     ids = [uuid.uuid4() for _ in range(6)]
     meta = Metadata(user_id="u", custom={"k": 1})
@@ -161,9 +152,9 @@ async def test_it_answers_as_append_events_tagged(postgres_store_factory: Any) -
     called = {p: spy(s) for p, s in stores.items()}
     got = {p: await scenario(s) for p, s in stores.items()}
     want = got.pop("append_events_tagged")
-    for path, answer in got.items():
-        assert answer[0] == want[0], path
-        assert answer[1] == want[1], path
+    for path, answers in got.items():
+        assert answers[0] == want[0], path
+        assert answers[1] == want[1], path
         assert path in called[path]
         assert not {"append_tagged_streams", "append_tagged_streams_direct"} - {path} & set(
             called[path]

@@ -266,6 +266,29 @@ def _stream_args(
     )
 
 
+def _events_args(
+    batch: list[tuple[str, str, bytes, Any]],
+    checks: list[tuple[str, int]],
+    meta: Metadata,
+    user_id: str | None,
+    custom: str | None,
+) -> tuple[Any, ...]:
+    """append_events' ten parameters (the expected versions, then a stream per event) that
+    append_events_tagged and append_tagged_streams begin with."""
+    return (
+        [c[0] for c in checks],
+        [c[1] for c in checks],
+        [_pg_id(e[3]) for e in batch],
+        [e[0] for e in batch],
+        [e[1] for e in batch],
+        [e[2] for e in batch],
+        meta.causation_id,
+        meta.correlation_id,
+        user_id,
+        custom,
+    )
+
+
 _UUID_END = 1 << 128
 
 
@@ -748,18 +771,7 @@ class PostgresStore:
             if done is not None:
                 return done
         query = self._q.append
-        args: tuple[Any, ...] = (
-            [c[0] for c in checks],
-            [c[1] for c in checks],
-            [_pg_id(e[3]) for e in batch],
-            [e[0] for e in batch],
-            [e[1] for e in batch],
-            [e[2] for e in batch],
-            meta.causation_id,
-            meta.correlation_id,
-            user_id,
-            custom,
-        )
+        args = _events_args(batch, checks, meta, user_id, custom)
         if tags is not None or condition is not None:
             query = self._q.append_tagged
             args = (*args, *_tag_condition_args(tags, condition))
@@ -769,10 +781,8 @@ class PostgresStore:
             positions = row[1]
             versions = list(zip(row[2] or (), row[3] or (), strict=True))
             if status == "ok" and positions:
-                self._notifier.announce(positions[-1])
-                self._unseen_write = True
                 # Consecutive: AppendResult expands the first position on demand.
-                return AppendResult(positions[0], versions, batch, self._timeline)
+                return self._written(batch, positions[0], versions)
             return AppendResult(positions, versions, batch, self._timeline)
         if status == "conflict":
             conflict = ConcurrencyConflict(zip(row[2], row[4], row[3], strict=True))
@@ -792,9 +802,16 @@ class PostgresStore:
     ) -> AppendResult:
         """The result of a one-stream append whose events start at ``first``, the stream
         now at ``version`` (announced to listeners)."""
+        return self._written(batch, first, [(batch[0][0], version)])
+
+    def _written(
+        self, batch: list[tuple[str, str, bytes, Any]], first: int, versions: list[tuple[str, int]]
+    ) -> AppendResult:
+        """The result of an append whose events start at ``first`` and leave its streams at
+        ``versions``, announced to listeners."""
         self._notifier.announce(first + len(batch) - 1)
         self._unseen_write = True
-        return AppendResult(first, [(batch[0][0], version)], batch, self._timeline)
+        return AppendResult(first, versions, batch, self._timeline)
 
     async def _append_plain(
         self,
@@ -923,16 +940,7 @@ class PostgresStore:
         raised; None when append_events_tagged must answer (an event id is stored
         already, or this role may not call append_tagged_streams)."""
         args = (
-            [c[0] for c in checks],
-            [c[1] for c in checks],
-            [_pg_id(e[3]) for e in batch],
-            [e[0] for e in batch],
-            [e[1] for e in batch],
-            [e[2] for e in batch],
-            meta.causation_id,
-            meta.correlation_id,
-            user_id,
-            custom,
+            *_events_args(batch, checks, meta, user_id, custom),
             *_tag_condition_args(tags, condition),
             CARRIED_READ_LIMIT + 1,
         )
@@ -956,11 +964,7 @@ class PostgresStore:
             return None
         first, streams, versions, matched = rows[0][0], rows[0][1], rows[0][2], rows[0][3]
         if first is not None:
-            self._notifier.announce(first + len(batch) - 1)
-            self._unseen_write = True
-            return AppendResult(
-                first, list(zip(streams, versions, strict=True)), batch, self._timeline
-            )
+            return self._written(batch, first, list(zip(streams, versions, strict=True)))
         if matched is not None and matched > 0 and condition is not None:
             raise self._condition_failed(condition, matched, [tuple(r)[10:] for r in rows[1:]])
         if streams is not None:
