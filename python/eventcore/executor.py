@@ -129,8 +129,7 @@ def execute_sync(
         retry or DEFAULT_RETRY,
         metadata,
         idempotency_key,
-        cache if cache is not None and cache.max_entries else None,
-        snapshots.interval(type(command)) if snapshots is not None else 0,
+        *_cache_and_interval(cache, snapshots, command),
         False,
         rec is not None and bool(rec.after),  # trace only for a hook that reads reports
     )
@@ -151,6 +150,17 @@ def execute_sync(
     if rec is not None:
         rec.finish(result, None, run.trace)
     return result
+
+
+def _cache_and_interval(cache: Any, snapshots: Any, command: Command[Any, Any]) -> tuple[Any, int]:
+    """The state cache and snapshot interval a run of ``command`` uses: a cache bounded to
+    no entries is none, and the interval is the snapshot policy's for the command's class
+    (0 without snapshots). ``CommandRun.execute`` works out the same natively for the
+    in-memory store's path without hooks."""
+    return (
+        cache if cache is not None and cache.max_entries else None,
+        snapshots.interval(type(command)) if snapshots is not None else 0,
+    )
 
 
 def _async_store(store: object) -> None:
@@ -236,9 +246,6 @@ async def execute(
     if active:
         rec = observe.Recorder(command, metadata, active)
         metadata = rec.report.metadata
-    cache = getattr(aio, "state_cache", None)
-    if cache is not None and not cache.max_entries:
-        cache = None
     snapshots: Any = getattr(aio, "snapshots", None)
     run = CommandRun(
         command,
@@ -246,8 +253,7 @@ async def execute(
         retry or DEFAULT_RETRY,
         metadata,
         idempotency_key,
-        cache,
-        snapshots.interval(type(command)) if snapshots is not None else 0,
+        *_cache_and_interval(getattr(aio, "state_cache", None), snapshots, command),
         getattr(aio, "warm_append_first", False),
         rec is not None and bool(rec.after),  # trace only for a hook that reads reports
     )
