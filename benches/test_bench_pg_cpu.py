@@ -45,3 +45,33 @@ def test_every_side_reports_one_write_per_statement_and_its_wal() -> None:
         assert row["wal_bytes"] > 100, row  # every side wrote its event and committed
         if server is not None:  # the backends' /proc entries are on this machine
             assert row["server_cpu_us"] > 0, row
+
+
+def test_the_decision_parts_each_report_their_cpu() -> None:
+    pytest.importorskip("eventsourcing")
+    dcb = pytest.importorskip("benches.dcb_workloads")
+    dsn = os.environ.get("EVENTCORE_TEST_DSN")
+    server = None
+    if not dsn:
+        from tests.pgserver import PostgresServer, find_pg_ctl
+
+        pg_ctl = find_pg_ctl()
+        if pg_ctl is None:
+            pytest.skip("no PostgreSQL server binaries (set EVENTCORE_TEST_DSN)")
+        server = PostgresServer.launch(pg_ctl)
+        dsn = server.dsn
+    try:
+        rows = dcb.cpu_per_part(dsn, blocks=2, block=10)
+    finally:
+        if server is not None:
+            server.shutdown()
+    assert [row["part"] for row in rows] == [
+        "read",
+        "conditional append",
+        "plain append",
+        "decision",
+    ]
+    for row in rows:
+        assert row["per_s"] > 0 and row["client_cpu_us"] > 0, row
+        if server is not None:
+            assert row["server_cpu_us"] > 0, row
