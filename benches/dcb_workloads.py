@@ -534,6 +534,92 @@ def cpu_per_decision(dsn: str, seconds: float, rounds: int) -> list[dict[str, An
     return out
 
 
+def cpu_per_part(dsn: str, blocks: int, block: int) -> list[dict[str, Any]]:
+    """What each part of eventcore's PostgreSQL decision costs at one client: per call,
+    client CPU (this process) and server CPU (every client backend's, from /proc) of
+    the query read alone, the conditional tagged append alone (a fresh name, nothing
+    matches), a plain one-event append of the same event without tag or condition (what
+    the condition and the tag add), and the whole decision (read, then append). The
+    sides run ``blocks`` times ``block`` calls each, their blocks alternating."""
+    sz = DcbSizes(seconds=1.0, reps=1, warmup=0, prefill=2_000, log_events=0, log_tags=1)
+    bench = PgDcb(dsn, sz, clients=1)
+    store, run = bench.store, bench.run
+    made = [0]
+
+    def name() -> str:
+        made[0] += 1
+        return f"parts:{made[0]}"
+
+    async def read() -> None:
+        for _ in range(block):
+            await store.read_query(Query.of(["Registered"], [name()]))
+
+    async def conditional() -> None:
+        for _ in range(block):
+            n = name()
+            query = Query.of(["Registered"], [n])
+            event = NewEvent(f"user-{n}", "Registered", PAYLOAD, None, (n,))
+            await store.append([event], condition=AppendCondition(query, 0))
+
+    async def plain() -> None:
+        for _ in range(block):
+            await store.append([NewEvent(f"user-{name()}", "Registered", PAYLOAD)])
+
+    async def decision() -> None:
+        for _ in range(block):
+            n = name()
+            query = Query.of(["Registered"], [n])
+            found = await store.read_query(query)
+            event = NewEvent(f"user-{n}", "Registered", PAYLOAD, None, (n,))
+            await store.append([event], condition=AppendCondition(query, found.position))
+
+    sides = {
+        "read": read,
+        "conditional append": conditional,
+        "plain append": plain,
+        "decision": decision,
+    }
+
+    async def pids() -> list[int]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return [
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend'"
+                    " AND pid <> pg_backend_pid()"
+                )
+            ]
+        finally:
+            await conn.close()
+
+    sums = {side: [0.0, 0.0, 0.0] for side in sides}
+    try:
+        for side in sides.values():
+            run(side())  # warm: plans, the pool
+        backends = run(pids())
+        for _ in range(blocks):
+            for label, side in sides.items():
+                c0, s0, t0 = time.process_time(), _backends_cpu(backends), _perf()
+                run(side())
+                acc = sums[label]
+                acc[0] += _perf() - t0
+                acc[1] += time.process_time() - c0
+                acc[2] += _backends_cpu(backends) - s0
+    finally:
+        bench.close()
+    n = blocks * block
+    return [
+        {
+            "part": label,
+            "per_s": round(n / wall, 1),
+            "client_cpu_us": round(1e6 * client / n, 1),
+            "server_cpu_us": round(1e6 * server / n, 1),
+        }
+        for label, (wall, client, server) in sums.items()
+    ]
+
+
 if __name__ == "__main__":
     import argparse
     import json
@@ -546,11 +632,21 @@ if __name__ == "__main__":
     parser.add_argument("--dsn", help="PostgreSQL DSN (default: start a throwaway server)")
     parser.add_argument("--seconds", type=float, default=1.0, help="per side and round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--parts", action="store_true", help="cpu_per_part: the read and the append apart"
+    )
+    parser.add_argument("--blocks", type=int, default=20, help="with --parts: blocks per part")
+    parser.add_argument("--block", type=int, default=100, help="with --parts: calls per block")
     args = parser.parse_args()
     found, server = start_server(args.dsn)
     assert found is not None, "no PostgreSQL server binaries found; use --dsn"
     try:
-        for row in cpu_per_decision(found, args.seconds, args.rounds):
+        rows = (
+            cpu_per_part(found, args.blocks, args.block)
+            if args.parts
+            else cpu_per_decision(found, args.seconds, args.rounds)
+        )
+        for row in rows:
             print(json.dumps(row))
     finally:
         if server is not None:

@@ -849,20 +849,183 @@ async def horizon_cost(dsn: str, seconds: float = 3.0, writers: int = CLIENTS) -
     return {k: round(statistics.fmean(v), 1) for k, v in out.items()}
 
 
+def _backends_cpu(pids: list[int]) -> float:
+    """Seconds of CPU the server processes ``pids`` have used (Linux schedstat)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass  # gone (or another machine's)
+    return total / 1e9
+
+
+def cpu_per_command(dsn: str, blocks: int, block: int) -> list[dict[str, Any]]:
+    """Per one-event write at one client, figures that do not depend on the disk: client
+    CPU (this process), server CPU (every client backend's, from /proc: the server must
+    run on this machine), statements sent (asyncpg executions, this process) and WAL
+    bytes written (the server's insert position). The sides run ``blocks`` times
+    ``block`` writes each, their blocks alternating so that machine noise hits them
+    alike:
+
+    - ``eventcore warm``: ``postgres.command.warm100``'s command (a deposit into a
+      100-event account, the state cache warm);
+    - ``eventcore append``: ``PostgresStore.append`` of one event at an expected version
+      (the store alone, without the executor);
+    - ``eventcore statement``: the store's one-event direct statement on a bare
+      connection (the server's share of the append, and the driver's);
+    - ``raw onetrip``: ``raw.asyncpg.command.onetrip``'s statement (a new stream each);
+    - ``raw onetrip, existing stream``: the same write as an ``UPDATE`` of an existing
+      stream's version (what a warm command writes), no locks.
+    """
+    from asyncpg.connection import Connection
+
+    bench = PgBench(dsn, PG_QUICK)
+    store, run, enc = bench.ec, bench.run, DC.registry.encode
+    conn, sql = bench.conns[0], bench.sql
+    account = "cpu-warm"
+    history = [NewEvent(account, *enc(DC.AccountOpened(OWNER)))]
+    run(store.append(history + [NewEvent(account, *enc(DC.Deposited(1))) for _ in range(99)]))
+    deposit_type, deposit_payload = enc(DC.Deposited(1))
+    s = f'"{bench.raw_schema}"'
+    update = (
+        f"WITH b AS (UPDATE {s}.streams t SET version = t.version + 1"
+        " WHERE t.stream_id = $1 AND t.version = $2 RETURNING t.version)"
+        f" INSERT INTO {s}.events (position, event_id, stream_id, version, event_type, payload)"
+        f" SELECT pg_current_xact_id()::text::bigint * {POSITION_SHIFT}, $3, $1, b.version,"
+        " $4, $5 FROM b"
+    )
+    direct = store._q.append_direct[True, True]
+    at = {"store": 0, "direct": 0, "raw": 0, "update": 0}
+
+    async def warm() -> None:
+        for _ in range(block):
+            await execute(store, DC.Deposit(account=account, amount=1))
+
+    async def append() -> None:
+        version = (await store.read_fold([account]))[1][0]
+        for _ in range(block):
+            await store.append(
+                [NewEvent(account, deposit_type, deposit_payload)], expected={account: version}
+            )
+            version += 1
+
+    async def statement() -> None:
+        version = at["direct"]
+        first = direct if version else store._q.append_direct[True, False]
+        for i in range(block):
+            row = await conn.fetchrow(
+                first if i == 0 else direct,
+                "cpu-direct",
+                version,
+                uuid.uuid4(),
+                deposit_type,
+                deposit_payload,
+                None,
+                None,
+                None,
+                None,
+            )
+            version = row[1]
+        at["direct"] = version
+
+    async def onetrip() -> None:
+        at["raw"] += 1
+        for i in range(block):
+            sid = f"cpu-w{at['raw']}-{i}"
+            await conn.execute(sql.write1, sid, 0, uuid.uuid4(), *enc(DC.AccountOpened(OWNER)))
+
+    async def existing() -> None:
+        if not at["update"]:
+            await conn.execute(f"INSERT INTO {s}.streams VALUES ('cpu-update', 0)")
+        for _ in range(block):
+            await conn.execute(
+                update, "cpu-update", at["update"], uuid.uuid4(), deposit_type, deposit_payload
+            )
+            at["update"] += 1
+
+    sides = {
+        "eventcore warm": warm,
+        "eventcore append": append,
+        "eventcore statement": statement,
+        "raw onetrip": onetrip,
+        "raw onetrip, existing stream": existing,
+    }
+    admin = run(asyncpg.connect(dsn))
+    sent = [0]
+    counted = Connection._do_execute
+
+    async def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        sent[0] += 1
+        return await counted(self, *args, **kwargs)
+
+    try:
+        for side in sides.values():
+            run(side())  # warm: plans, caches, the account's cached state
+        pids_sql = (
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        )
+        pids = [r[0] for r in run(admin.fetch(pids_sql))]
+        lsn = "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn"
+        sums = {name: [0.0] * 5 for name in sides}
+        Connection._do_execute = counting  # type: ignore[method-assign]
+        for _ in range(blocks):
+            for name, side in sides.items():
+                w0 = run(admin.fetchval(lsn))
+                sent[0] = 0
+                c0, s0, t0 = time.process_time(), _backends_cpu(pids), _perf()
+                run(side())
+                c1, s1, t1 = time.process_time(), _backends_cpu(pids), _perf()
+                acc = sums[name]
+                acc[0] += t1 - t0
+                acc[1] += c1 - c0
+                acc[2] += s1 - s0
+                acc[3] += sent[0]
+                acc[4] += float(run(admin.fetchval(lsn)) - w0)
+    finally:
+        Connection._do_execute = counted  # type: ignore[method-assign]
+        run(admin.close())
+        bench.close()
+    n = blocks * block
+    return [
+        {
+            "side": name,
+            "per_s": round(n / wall, 1),
+            "client_cpu_us": round(1e6 * client / n, 1),
+            "server_cpu_us": round(1e6 * server / n, 1),
+            "statements": round(statements / n, 3),
+            "wal_bytes": round(wal / n, 1),
+        }
+        for name, (wall, client, server, statements, wal) in sums.items()
+    ]
+
+
 if __name__ == "__main__":
     import argparse
     import json
 
     from benches.headline import start_server
 
-    parser = argparse.ArgumentParser(description="What finding the log's horizon costs.")
+    parser = argparse.ArgumentParser(
+        description="What finding the log's horizon costs (default), or (--cpu) what one"
+        " write costs per side at one client in CPU, statements and WAL."
+    )
     parser.add_argument("--dsn", help="PostgreSQL DSN (default: start a throwaway server)")
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--cpu", action="store_true", help="cpu_per_command instead")
+    parser.add_argument("--blocks", type=int, default=30, help="with --cpu: blocks per side")
+    parser.add_argument("--block", type=int, default=200, help="with --cpu: writes per block")
     args = parser.parse_args()
     found, server = start_server(args.dsn)
     assert found is not None, "no PostgreSQL server binaries found; use --dsn"
     try:
-        print(json.dumps(asyncio.run(horizon_cost(found, args.seconds)), indent=2))
+        if args.cpu:
+            for row in cpu_per_command(found, args.blocks, args.block):
+                print(json.dumps(row))
+        else:
+            print(json.dumps(asyncio.run(horizon_cost(found, args.seconds)), indent=2))
     finally:
         if server is not None:
             server.shutdown()
