@@ -1428,6 +1428,75 @@ what a read would have). Cold commands still read, then append.
   90-133 us at the median but up to 331 us at p90 and 4 ms at worst (three rounds of
   200). In one quick run the raw one-trip write's three repetitions spanned 287-851/s.
 
+### One client without the disk (issues 11 and 19)
+
+At one client a write costs client CPU, round trips, server CPU and its commit's WAL
+flush, one after the other. The flush is the same for every side and follows the disk;
+the rest is measured apart, in figures the disk does not move, by two diagnostics (blocks
+of each side alternated in one process; the backends' CPU from `/proc`):
+
+- `python -m benches.pg_workloads --cpu` (30 blocks of 200 writes per side, load 1.7-2.6
+  on 2 cores), per write, client CPU / server CPU / statements / WAL bytes:
+  - the warm command (`postgres.command.warm100`'s): 283 us / 342 us / 1.03 / 618;
+  - `PostgresStore.append` of the same event: 252 / 358 / 1.02 / 619;
+  - the store's direct statement on a bare connection: 172 / 316 / 1 / 639;
+  - the raw one-trip write (`raw.asyncpg.command.onetrip`, a new stream each):
+    171 / 273 / 1 / 836;
+  - the raw write as an `UPDATE` of an existing stream (what a warm command writes,
+    without locks): 162 / 263 / 1 / 644.
+
+  One round trip per command; the extra 0.01-0.03 statements are a snapshot write per 100
+  events and the notifier's look for listeners every 0.1 s. A warm command writes no more
+  WAL than the raw write: 7 records (the raw write into a new stream: 9; `pg_walinspect`).
+- **The statement's server time.** Against the raw `UPDATE` the direct statement costs
+  about 40 us more of server CPU (one backend, `synchronous_commit` off, variants
+  alternated in a throwaway script): the shared DCB locks of the written type and of the
+  whole log about 11 us, the stream lock about 4 us, the rest the locks' MATERIALIZED CTE
+  joined to the write (which is what orders the locks before the transaction id). The
+  answer (`stream_conflict` only on a conflict, the aggregate) costs nothing measurable,
+  nor do its ten parameters against five. Every one of these is a guarantee of the
+  append (the never-skipping log, DCB conditions race-free against plain appends).
+  At 16 clients (16 connections, `synchronous_commit` on, alternated): 213 us of server
+  CPU per statement against the raw `UPDATE`'s 171, 211 without the shared DCB locks (so
+  no contention on the whole log's key), 2,778 against 3,072 statements/s (0.90x). What
+  is left of `postgres.command.warm100.c16`'s gap to the one-trip write is the client's.
+- **The client.** The statement on a bare connection costs the client about what the raw
+  write costs (0-15 us more in three runs: it reads back a row). With the server's answer
+  simulated in-process, everything eventcore runs per
+  warm command (executor, command machine, the example's `handle` and `apply`, the store,
+  the pool) takes about 26 us of CPU, about half of it in the store's Python; the cyclic
+  GC has no measurable share. Between real round trips the same code took 100-115 us more
+  than the bare statement in these runs (the split between executor and store moved by
+  30 us from run to run): on this shared VM every switch to the server process and back
+  leaves caches and branch predictors cold, so each microsecond of work costs 3-4.
+  Replacing the store's whole append with a bare `fetchrow` on a pooled connection (a
+  throwaway script, alternated) saved 17 us per command: that is all a leaner store path
+  could give.
+- **The DCB decision** (`python -m benches.dcb_workloads --parts`, 20 blocks of 100),
+  client / server CPU per call: the query read 149 / 139 us; the conditional tagged
+  append 309 / 529; a plain append of the same event 216 / 335; the whole decision 475 /
+  708. What the condition and tag add to the append on the server (statement variants,
+  one backend): the inline condition check about 70 us (the tag index lookup after the
+  read's position about 35, the check that no unseen transaction committed about 20), the
+  advisory keys (hashed, grouped, sorted, taken) about 35, the tag row about 24, the
+  carried read's branch about 19 (its plan is initialized even when it does not run). On
+  the client its 19 parameters (8 arrays) cost about 20 us more to encode than the plain
+  append's 9. Nothing is done twice but what the model requires: the append checks the
+  read's query again after the read's position, under its locks.
+- **What that means at one client.** With `python -m benches.dcb_workloads` in the same
+  session a decision took 1.15 ms of CPU (client and server), the floor 1.18 ms and the
+  peer 2.86 ms. Per decision the ratio to the peer is about (2.86 + x) / (1.15 + x), x
+  being the flush and the wake-ups: 2x needs x under about 0.55 ms, which this disk gave
+  in some runs and not in others. A warm command took 625 us of CPU in the `--cpu` run
+  (raw: 444), so 1,500/s (667 us per command) needs a flush and wake-ups of about 40 us;
+  the first such run of the session, at a lower load, measured 531 us of CPU and
+  1,470/s.
+- **`wal_sync_method`.** `pg_test_fsync -s 2` on the disk that holds the server's data,
+  four runs within half an hour beside other jobs: one 8 kB write took 213 / 144 / 3,509
+  / 2,037 us with `fdatasync` (the default), 438 / 172 / 3,624 / 2,770 with
+  `open_datasync`, 249 / 597 / 3,527 / 1,322 with `fsync`, 389 / 2,200 / 3,781 / 833
+  with `open_sync`. No method was faster in every run: the harness keeps the default.
+
 ### Earlier fixes
 
 Measured on the same server with cProfile, per-process CPU from `/proc`,
