@@ -598,11 +598,28 @@ impl Store {
         events: &[NewEvent<'_>],
         metadata: Option<&[u8]>,
     ) -> CoreResult<AppendOutcome> {
+        self.append_valid(expected, false, events, metadata)
+    }
+
+    /// [`Store::append`]; `valid` when the caller knows every expected stream's name to be
+    /// a valid, trimmed stream id already (an `eventcore.StreamId` is validated when it is
+    /// built), which is then not checked again. Events' streams are checked as ever.
+    pub fn append_valid(
+        &mut self,
+        expected: &[(&str, i64)],
+        valid: bool,
+        events: &[NewEvent<'_>],
+        metadata: Option<&[u8]>,
+    ) -> CoreResult<AppendOutcome> {
         // 1. Validate and group streams into slots.
         let mut slots: SmallVec<[Slot<'_>; 4]> = SmallVec::with_capacity(expected.len() + 1);
         let mut finder = SlotFinder::default();
         for (i, &(raw, exp)) in expected.iter().enumerate() {
-            let name = stream_id::validate(raw)?;
+            let name = if valid {
+                raw
+            } else {
+                stream_id::validate(raw)?
+            };
             if exp < STREAM_EXISTS {
                 return Err(CoreError::Value(format!(
                     "expected version of stream {name:?} must be >= -2 (got {exp})"
@@ -883,21 +900,34 @@ impl Store {
         })
     }
 
-    /// Resolve the given streams (validated, no duplicates) to store indexes.
-    fn resolve_streams(&self, names: &[&str]) -> CoreResult<SmallVec<[Option<u32>; 4]>> {
+    /// Resolve the given streams (validated, no duplicates) to store indexes. `valid`: the
+    /// caller knows every name to be a valid, trimmed stream id already (see
+    /// [`Store::fold_valid_upto`]), so it is not checked again.
+    fn resolve_streams(
+        &self,
+        names: &[&str],
+        valid: bool,
+    ) -> CoreResult<SmallVec<[Option<u32>; 4]>> {
         let mut trimmed: SmallVec<[&str; 4]> = SmallVec::with_capacity(names.len());
         for raw in names {
-            trimmed.push(stream_id::validate(raw)?);
+            trimmed.push(if valid {
+                raw
+            } else {
+                stream_id::validate(raw)?
+            });
         }
-        if trimmed.len() > 1 {
+        // The first name listed before: a few are compared pairwise (no set to build).
+        let repeated = if trimmed.len() <= SlotFinder::LINEAR {
+            (1..trimmed.len()).find(|&i| trimmed[..i].contains(&trimmed[i]))
+        } else {
             let mut seen: HashSet<&str> = HashSet::with_capacity(trimmed.len());
-            for name in &trimmed {
-                if !seen.insert(name) {
-                    return Err(CoreError::Value(format!(
-                        "stream {name:?} is listed more than once"
-                    )));
-                }
-            }
+            trimmed.iter().position(|name| !seen.insert(name))
+        };
+        if let Some(i) = repeated {
+            return Err(CoreError::Value(format!(
+                "stream {:?} is listed more than once",
+                trimmed[i]
+            )));
         }
         Ok(trimmed.iter().map(|n| self.find_stream(n)).collect())
     }
@@ -1016,7 +1046,7 @@ impl Store {
     ) -> CoreResult<Rows> {
         let after = check_non_negative("after_version", after_version)?;
         let limit = check_limit(limit)?;
-        let streams = self.resolve_streams(names)?;
+        let streams = self.resolve_streams(names, false)?;
         let picked = self.merged(&streams, |_| after, limit);
         Ok(self.rows_for_slots(&picked))
     }
@@ -1035,7 +1065,19 @@ impl Store {
         names: &[&str],
         limit: u64,
     ) -> CoreResult<Option<(Rows, Vec<u64>)>> {
-        let streams = self.resolve_streams(names)?;
+        self.fold_valid_upto(names, false, limit)
+    }
+
+    /// [`Store::fold_rows_upto`]; `valid` when the caller knows every name to be a valid,
+    /// trimmed stream id already (an `eventcore.StreamId` is validated when it is built),
+    /// which is then not checked again.
+    pub fn fold_valid_upto(
+        &self,
+        names: &[&str],
+        valid: bool,
+        limit: u64,
+    ) -> CoreResult<Option<(Rows, Vec<u64>)>> {
+        let streams = self.resolve_streams(names, valid)?;
         let versions: Vec<u64> = streams
             .iter()
             .map(|s| s.map_or(0, |i| u64::from(self.streams[i as usize].version)))
@@ -1067,7 +1109,7 @@ impl Store {
                 "versions must have one entry per stream".to_owned(),
             ));
         }
-        let streams = self.resolve_streams(names)?;
+        let streams = self.resolve_streams(names, false)?;
         let mut versions = Vec::with_capacity(streams.len());
         let mut folded_up_to = 0u32; // 1 + the highest index of a folded event
         let mut tail_from = u32::MAX; // the lowest index of a tail event
@@ -1703,6 +1745,67 @@ mod tests {
         assert_eq!(zero, vec![0, 0]);
         assert!(s.fold_rows_upto(&["new", "a\nb"], 0).is_err());
         assert!(s.fold_rows_upto(&["new", " new"], 0).is_err());
+    }
+
+    #[test]
+    fn repeated_streams_are_named_by_their_first_repeat() {
+        let s = Store::new();
+        let message = |names: &[&str], valid: bool| match s.fold_valid_upto(names, valid, 0) {
+            Err(CoreError::Value(m)) => m,
+            other => panic!("unexpected {other:?}"),
+        };
+        // Few names are compared pairwise, many go through a set: the same first repeat.
+        let few = ["a", "b", " b", "a"];
+        assert_eq!(
+            message(&few, false),
+            "stream \"b\" is listed more than once"
+        );
+        let many: Vec<String> = (0..20).map(|i| format!("s{}", i % 12)).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(
+            message(&many, false),
+            "stream \"s0\" is listed more than once"
+        );
+        // Names known valid are not checked again, but repeats are still refused.
+        assert_eq!(
+            message(&["a", "b", "a"], true),
+            "stream \"a\" is listed more than once"
+        );
+        assert!(s.fold_valid_upto(&["a", "b"], true, 0).unwrap().is_some());
+    }
+
+    #[test]
+    fn expected_streams_known_valid_append_as_checked_ones() {
+        let mut checked = Store::new();
+        let mut known = Store::new();
+        let events = [ev("acc-1", "Opened", b"x", 1)];
+        let a = checked.append(&[("acc-1", 0)], &events, None).unwrap();
+        let b = known
+            .append_valid(&[("acc-1", 0)], true, &events, None)
+            .unwrap();
+        assert_eq!(
+            (a.first_position, a.versions),
+            (b.first_position, b.versions)
+        );
+        // Versions are still checked, and an event's own stream still validated.
+        assert!(matches!(
+            known.append_valid(
+                &[("acc-1", 0)],
+                true,
+                &[ev("acc-1", "Opened", b"x", 2)],
+                None
+            ),
+            Err(CoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            known.append_valid(
+                &[("acc-1", 1)],
+                true,
+                &[ev("a\nb", "Opened", b"x", 3)],
+                None
+            ),
+            Err(CoreError::InvalidStreamId { .. })
+        ));
     }
 
     #[test]
