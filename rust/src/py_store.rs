@@ -322,8 +322,13 @@ impl MemoryStore {
     }
 
     /// The Python str of each of `types` (see `type_names`); made outside the lock.
-    fn type_objs<'py>(&self, py: Python<'py>, types: &[Arc<str>]) -> Vec<Bound<'py, PyAny>> {
-        let known: Vec<Option<Bound<'py, PyAny>>> = {
+    fn type_objs<'py>(
+        &self,
+        py: Python<'py>,
+        types: &[Arc<str>],
+    ) -> SmallVec<[Bound<'py, PyAny>; 4]> {
+        // A fold reads a few types: both lists stay on the stack.
+        let known: SmallVec<[Option<Bound<'py, PyAny>>; 4]> = {
             let names = self.type_names.lock();
             types
                 .iter()
@@ -995,12 +1000,14 @@ fn fold_rows_into<'py>(
     decoders: Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = state.py();
-    let stream_objs: Vec<Bound<'py, PyAny>> = items
+    // A fold reads a few streams and types: both lists stay on the stack.
+    let stream_objs: SmallVec<[Bound<'py, PyAny>; 4]> = items
         .iter()
         .map(|s| caller_stream(s.as_any()))
         .collect::<PyResult<_>>()?;
     // One decoder lookup per type of this read (the registry may have changed since the last).
-    let mut decoders_cache: Vec<Option<Bound<'py, PyAny>>> = vec![None; type_objs.len()];
+    let mut decoders_cache: SmallVec<[Option<Bound<'py, PyAny>>; 4]> =
+        smallvec::smallvec![None; type_objs.len()];
     let folder = Folder::new(apply, decoders);
     let mut state = state;
     for (i, row) in rows.rows.iter().enumerate() {

@@ -940,7 +940,7 @@ impl Store {
         after: impl Fn(usize) -> u64,
         limit: usize,
     ) -> Vec<(u32, u32)> {
-        let lists: Vec<(u32, &[u32])> = streams
+        let lists: SmallVec<[(u32, &[u32]); 4]> = streams
             .iter()
             .enumerate()
             .filter_map(|(slot, s)| {
@@ -957,6 +957,23 @@ impl Store {
         match lists.as_slice() {
             [] => {}
             [(slot, list)] => out.extend(list.iter().take(limit).map(|&i| (i, *slot))),
+            few if few.len() <= 4 => {
+                // A few lists: the lowest head found by a scan (no heap to build).
+                let mut cursors: SmallVec<[usize; 4]> = smallvec::smallvec![0; few.len()];
+                while out.len() < limit {
+                    let mut best: Option<(u32, usize)> = None;
+                    for (k, (_, list)) in few.iter().enumerate() {
+                        if let Some(&index) = list.get(cursors[k]) {
+                            if best.is_none_or(|(b, _)| index < b) {
+                                best = Some((index, k));
+                            }
+                        }
+                    }
+                    let Some((index, k)) = best else { break };
+                    out.push((index, few[k].0));
+                    cursors[k] += 1;
+                }
+            }
             _ => {
                 let mut heap: BinaryHeap<Reverse<(u32, u32, usize)>> = lists
                     .iter()
@@ -1745,6 +1762,51 @@ mod tests {
         assert_eq!(zero, vec![0, 0]);
         assert!(s.fold_rows_upto(&["new", "a\nb"], 0).is_err());
         assert!(s.fold_rows_upto(&["new", " new"], 0).is_err());
+    }
+
+    #[test]
+    fn reads_of_several_streams_merge_in_position_order() {
+        // Six streams written round-robin with uneven lengths; reads of 2..=6 of them
+        // (a scan up to four lists, a heap beyond) give every event once, in position order.
+        let mut s = Store::new();
+        let names = ["s0", "s1", "s2", "s3", "s4", "s5"];
+        let mut id = 0u128;
+        for round in 0..5 {
+            for (k, name) in names.iter().enumerate() {
+                if (round + k) % 3 != 0 {
+                    id += 1;
+                    s.append(&[], &[ev(name, "T", b"x", id)], None).unwrap();
+                }
+            }
+        }
+        for n in 2..=names.len() {
+            let picked = &names[..n];
+            let (rows, _) = s.fold_rows(picked).unwrap();
+            let got: Vec<u64> = rows.rows.iter().map(|r| r.position).collect();
+            let mut want: Vec<u64> = s
+                .read_all(0, None, None, None)
+                .unwrap()
+                .rows
+                .iter()
+                .filter(|r| picked.contains(&&*rows_stream(&s, r.position)))
+                .map(|r| r.position)
+                .collect();
+            want.sort_unstable();
+            assert_eq!(got, want, "{n} streams");
+            for r in &rows.rows {
+                assert_eq!(&*rows_stream(&s, r.position), picked[r.stream as usize]);
+            }
+            let limited = s.read_streams(picked, 0, Some(3)).unwrap();
+            let first: Vec<u64> = limited.rows.iter().map(|r| r.position).collect();
+            assert_eq!(first, want[..3], "{n} streams, limit 3");
+        }
+    }
+
+    fn rows_stream(s: &Store, position: u64) -> Arc<str> {
+        let r = s
+            .read_all(position as i64 - 1, Some(1), None, None)
+            .unwrap();
+        r.streams[r.rows[0].stream as usize].clone()
     }
 
     #[test]
