@@ -467,6 +467,32 @@ fn native_streams(
     Ok(Some(out))
 }
 
+static RETRY_POLICY: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// The last `RetryPolicy` whose `max_attempts` was read, and that value.
+static LAST_POLICY: parking_lot::Mutex<Option<(PyObj, i64)>> = parking_lot::const_mutex(None);
+
+/// `policy.max_attempts`. A `RetryPolicy` (exactly that class: frozen, with slots) cannot
+/// change, so the last one's value is kept and read again only for another policy object.
+fn max_attempts(py: Python<'_>, policy: &Bound<'_, PyAny>) -> PyResult<i64> {
+    let exact = policy
+        .get_type()
+        .is(RETRY_POLICY.import(py, "eventcore.retry", "RetryPolicy")?);
+    if exact {
+        if let Some((last, n)) = &*LAST_POLICY.lock() {
+            if last.is(policy) {
+                return Ok(*n);
+            }
+        }
+    }
+    let n: i64 = policy.getattr(intern!(py, "max_attempts"))?.extract()?;
+    if exact {
+        // The one it replaces is dropped after the lock is released.
+        let _old = LAST_POLICY.lock().replace((policy.clone().unbind(), n));
+    }
+    Ok(n)
+}
+
 impl Machine {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
@@ -734,7 +760,14 @@ impl Machine {
         // descriptor of these names): three dict reads instead of four attribute lookups.
         // Not when `encode` was replaced on the instance: then that is what runs.
         if registry.get_type().is(r.event_registry.bind(py)) {
-            let attrs = registry.getattr(intern!(py, "__dict__"))?;
+            // SAFETY: `registry` is a valid object (an `EventRegistry`, whose instances have
+            // a `__dict__`); the result is a new reference, or NULL with an exception set.
+            let attrs = unsafe {
+                Bound::from_owned_ptr_or_err(
+                    py,
+                    pyo3::ffi::PyObject_GenericGetDict(registry.as_ptr(), std::ptr::null_mut()),
+                )?
+            };
             if let Ok(attrs) = attrs.cast_exact::<PyDict>() {
                 if !attrs.contains(intern!(py, "encode"))? {
                     let names = attrs.get_item(intern!(py, "_names"))?;
@@ -758,11 +791,7 @@ impl Machine {
         if self.names.is_none() {
             self.encode = Some(registry.getattr(intern!(py, "encode"))?.unbind());
         }
-        self.max_attempts = self
-            .policy
-            .bind(py)
-            .getattr(intern!(py, "max_attempts"))?
-            .extract()?;
+        self.max_attempts = max_attempts(py, self.policy.bind(py))?;
         self.cls = Some(cls.into_any().unbind());
         Ok(())
     }
