@@ -397,10 +397,8 @@ impl Store {
             .map(|&(i, _)| i)
     }
 
-    fn intern_stream(&mut self, name: &str) -> u32 {
-        if let Some(i) = self.find_stream(name) {
-            return i;
-        }
+    /// Add the stream `name`, which the caller found absent.
+    fn add_stream(&mut self, name: &str) -> u32 {
         let index = self.streams.len() as u32;
         let name: Arc<str> = Arc::from(name);
         self.names_heap += heap_size(16 + name.len());
@@ -778,7 +776,8 @@ impl Store {
             let stream = match slot.stream {
                 Some(s) => s,
                 None => {
-                    let s = self.intern_stream(slot.name);
+                    // Found absent above (each stream has one slot): added, not looked up.
+                    let s = self.add_stream(slot.name);
                     slot.stream = Some(s);
                     s
                 }
@@ -1807,6 +1806,29 @@ mod tests {
             .read_all(position as i64 - 1, Some(1), None, None)
             .unwrap();
         r.streams[r.rows[0].stream as usize].clone()
+    }
+
+    #[test]
+    fn new_streams_of_one_append_are_each_added_once() {
+        let mut s = Store::new();
+        let events = [
+            ev("n1", "T", b"x", 1),
+            ev(" n2 ", "T", b"x", 2),
+            ev("n1", "T", b"x", 3),
+            ev("n2", "T", b"x", 4),
+            ev("n3", "T", b"x", 5),
+        ];
+        let out = s.append(&[("n1", 0), ("n2 ", 0)], &events, None).unwrap();
+        assert_eq!(versions(&out), vec![2, 2, 1]);
+        for (name, version) in [("n1", 2), ("n2", 2), ("n3", 1)] {
+            assert_eq!(s.stream_version(name).unwrap(), version);
+        }
+        let again = s
+            .append(&[("n3", 1)], &[ev("n3", "T", b"x", 6)], None)
+            .unwrap();
+        assert_eq!(versions(&again), vec![2]);
+        let (rows, _) = s.fold_rows(&["n1", "n2", "n3"]).unwrap();
+        assert_eq!(rows.rows.len(), 6);
     }
 
     #[test]
