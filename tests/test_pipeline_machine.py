@@ -291,6 +291,23 @@ def test_the_declared_streams_are_what_streams_returns(
     assert [e.stream_id for e in store.read_all()] == declared * 2
 
 
+class _Discovers(_TwoFields):
+    """Discovers the stream ``c``; its parent does not: each class has its own facts."""
+
+    def discover(self, state: list[str]) -> list[str]:
+        return ["c"]
+
+
+def test_each_command_class_has_its_own_facts() -> None:
+    store = MemoryStore(state_cache=None)
+    execute_sync(store, _TwoFields(first="c", second="d", more=()))  # one event on c (and d)
+    for cls, first in [(_TwoFields, "a"), (_Discovers, "b"), (_TwoFields, "e"), (_Discovers, "f")]:
+        execute_sync(store, cls(first=first, second=first + "2", more=()))
+    owners = {e.stream_id: e.data.owner for e in store.read_all()}
+    # The state is the folded streams' ids: only the discovering class folded c.
+    assert [owners[s] for s in ("a", "b", "e", "f")] == ["", "c", "", "c"]
+
+
 def test_the_native_fold_looks_up_each_decoder_on_every_read() -> None:
     # The store keeps each event type's str between folds, but not its decoder: a decoder
     # replaced in the registry between two commands is the one the second command uses.
