@@ -1483,7 +1483,23 @@ impl Machine {
         let encode = self.encode.as_ref().map(|e| e.bind(py));
         let mut events = Vec::with_capacity(n);
         let mut ids = ids.into_iter();
-        for item in emitted.try_iter()? {
+        // A list (what `handle` returns as a rule) is read by index, as its iterator would
+        // (the length checked at each step), without making the iterator.
+        let list = emitted.cast_exact::<PyList>().ok();
+        let mut iter = match list {
+            Some(_) => None,
+            None => Some(emitted.try_iter()?),
+        };
+        let mut index = 0usize;
+        let items = std::iter::from_fn(|| match list {
+            Some(l) if index < l.len() => {
+                index += 1;
+                Some(l.get_item(index - 1))
+            }
+            Some(_) => None,
+            None => iter.as_mut().and_then(Iterator::next),
+        });
+        for item in items {
             let item = item?;
             let (stream_id, event) = pair(&item)?;
             let Some(id) = ids.next() else { break };
