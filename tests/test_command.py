@@ -118,6 +118,40 @@ class _Bounds(Command[None, Any]):
         return []
 
 
+class _Digit(Value, int, gt=0, lt=10):
+    """An int value type with bounds only: built natively by the builtin's own slot."""
+
+
+class _Digits(Command[None, Any]):
+    digit: _Digit
+
+    def initial_state(self) -> None:
+        return None
+
+    def apply(self, state: None, event: Any, stream_id: str) -> None:
+        return None
+
+    def handle(self, state: None) -> list[tuple[str, Any]]:
+        return []
+
+
+@pytest.mark.parametrize("value", [1, 9, 0, 10, -3, 2**70, True, 3.0, 2.5, "3", None])
+def test_int_value_fields_are_built_as_the_type_builds_them(value: Any) -> None:
+    try:
+        want: Any = _Digit(value)
+    except ValidationError as exc:
+        want = exc
+    try:
+        got: Any = _Digits(digit=value).digit
+    except ValidationError as exc:
+        got = exc
+    if isinstance(want, ValidationError):
+        assert isinstance(got, ValidationError)
+        assert (got.field, got.reason) == ("digit", want.reason)
+    else:
+        assert type(got) is _Digit and got == want and repr(got) == repr(want)
+
+
 def test_value_fields_give_what_the_value_type_gives() -> None:
     # Bounds-only types are checked natively (Value._bounds); the rest by the type itself:
     # the same instances and the same errors either way.

@@ -301,6 +301,8 @@ def test_codec_hooks_turn_subclasses_into_exact_builtins() -> None:
     for bad in (object(), [1], None):
         with pytest.raises(NotImplementedError, match="cannot be encoded"):
             enc_hook(bad)
+    with pytest.raises(NotImplementedError, match=r"^objects of type list cannot be encoded$"):
+        enc_hook([1])
     with pytest.raises(NotImplementedError, match="not supported"):
         dec_hook(list, [1])
     with pytest.raises(ValidationError):

@@ -375,6 +375,19 @@ def test_conflicts_beyond_the_policy_raise_with_every_conflict(run: Any) -> None
     assert log_snapshot(faulty.store) == before
 
 
+def test_each_policy_object_gives_its_own_max_attempts(run: Any) -> None:
+    # The machine keeps the last RetryPolicy's max_attempts (the class is frozen): another
+    # policy object, even one equal to an earlier one, is read again.
+    first = RetryPolicy(max_attempts=3, initial_delay=0)
+    for policy in (first, RetryPolicy(max_attempts=1), first, RetryPolicy(max_attempts=2)):
+        faulty = FaultyStore(faults=["conflict"] * 3)
+        open_with(faulty.store, "a")
+        with pytest.raises(ConcurrencyConflict) as info:
+            run(faulty, Deposit(account="a", amount=1), retry=policy)
+        assert info.value.attempts == policy.max_attempts
+        assert faulty.store.stream_version("a") == 1
+
+
 def test_never_retry_raises_the_first_conflict(run: Any) -> None:
     faulty = FaultyStore(faults=["conflict"])
     open_with(faulty.store, "a")

@@ -7,6 +7,7 @@ from ``drive``, when the executor uses it, what the trace records, and the lazy 
 
 from __future__ import annotations
 
+import collections
 import time
 from typing import Any
 
@@ -19,6 +20,7 @@ from eventcore import (
     MemoryStore,
     RetryPolicy,
     StreamId,
+    UndeclaredStream,
     default_registry,
     execute_sync,
     stream,
@@ -289,6 +291,48 @@ def test_the_declared_streams_are_what_streams_returns(
         result = execute_sync(store, command)
         assert list(result.stream_versions) == declared
     assert [e.stream_id for e in store.read_all()] == declared * 2
+
+
+class _Discovers(_TwoFields):
+    """Discovers the stream ``c``; its parent does not: each class has its own facts."""
+
+    def discover(self, state: list[str]) -> list[str]:
+        return ["c"]
+
+
+def test_each_command_class_has_its_own_facts() -> None:
+    store = MemoryStore(state_cache=None)
+    execute_sync(store, _TwoFields(first="c", second="d", more=()))  # one event on c (and d)
+    for cls, first in [(_TwoFields, "a"), (_Discovers, "b"), (_TwoFields, "e"), (_Discovers, "f")]:
+        execute_sync(store, cls(first=first, second=first + "2", more=()))
+    owners = {e.stream_id: e.data.owner for e in store.read_all()}
+    # The state is the folded streams' ids: only the discovering class folded c.
+    assert [owners[s] for s in ("a", "b", "e", "f")] == ["", "c", "", "c"]
+
+
+class _EmitsAs(EmitTo):
+    """Emits its events in the sequence ``shape`` makes: a list, a tuple, a deque."""
+
+    shape: Any = list
+
+    def handle(self, state: list[tuple[str, Any]]) -> Any:
+        return self.shape(self.emit)
+
+
+class _ListSubclass(list):  # type: ignore[type-arg]
+    """A list subclass (not read by index as a list is)."""
+
+
+@pytest.mark.parametrize("shape", [list, tuple, _ListSubclass, collections.deque])
+def test_handle_may_return_any_iterable_of_pairs(shape: Any) -> None:
+    store = MemoryStore(state_cache=None)
+    emit = (("x", Deposited(1)), ("y", Deposited(2)), ("x", Deposited(3)))
+    result = execute_sync(store, _EmitsAs(declared=("x", "y"), emit=emit, shape=shape))
+    assert [(e.stream_id, e.data) for e in store.read_all()] == list(emit)
+    assert result.stream_versions == {"x": 2, "y": 1}
+    with pytest.raises(UndeclaredStream):  # every pair is still checked
+        execute_sync(store, _EmitsAs(declared=("x",), emit=emit, shape=shape))
+    assert store.head() == 3
 
 
 def test_the_native_fold_looks_up_each_decoder_on_every_read() -> None:

@@ -168,3 +168,36 @@ def test_subclasses_of_streamid_are_still_validated() -> None:
     assert made == "t-1"
     with pytest.raises(InvalidStreamId):
         Tenant("a\x00")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=12), st.booleans())
+def test_the_memory_store_takes_a_streamid_as_the_str_it_was_built_from(
+    value: str, expect_new: bool
+) -> None:
+    """The in-memory store does not check a StreamId (exactly that type) again: it was
+    validated and trimmed when built. Appending and folding under it does what the same
+    id given as a plain str does, and a plain str is still checked and trimmed."""
+    from eventcore import MemoryStore
+
+    clean = reference(value)
+    plain, typed = MemoryStore(), MemoryStore()
+    expected = [(value, 0)] if expect_new else []
+    if clean is None:
+        with pytest.raises(InvalidStreamId):
+            plain._core.append([(value, 0)], [(value, "T", b"\xc0", None)], None)
+        with pytest.raises(InvalidStreamId):
+            plain.read_fold([value])
+        assert plain._core.head() == 0
+        return
+    sid = StreamId(value)
+    expected_sid = [(sid, 0)] if expect_new else []
+    a = plain._core.append(expected, [(value, "T", b"\xc0", 1)], None)
+    b = typed._core.append(expected_sid, [(sid, "T", b"\xc0", 1)], None)
+    assert a == b
+    assert [s for s, _ in b[1]] == [clean]
+    assert all(stream is sid for stream, _ in b[1])  # the caller's own StreamId comes back
+    rows_a, versions_a = plain.read_fold([value])
+    rows_b, versions_b = typed.read_fold([sid])
+    assert versions_a == versions_b == [1]
+    assert [r[0] for r in rows_a] == [r[0] for r in rows_b] == [clean]

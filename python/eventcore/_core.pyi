@@ -76,7 +76,7 @@ def stream_id(value: str, field: str | None = None) -> StreamId:
             when given).
     """
 
-def enc_hook(obj: Any) -> int | str | float | bytes:
+def enc_hook(obj: Any, /) -> int | str | float | bytes:
     """msgspec's ``enc_hook``: ``obj`` as the builtin it subclasses (``int(obj)``, ...).
 
     Raises:

@@ -4,35 +4,70 @@
 //! field of every event.
 
 use pyo3::exceptions::PyNotImplementedError;
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyFloat, PyInt, PyString, PyType};
 
 /// msgspec's `enc_hook`: `obj` as the builtin it subclasses (`int(obj)`, `str(obj)`,
-/// `float(obj)` or `bytes(obj)`).
-#[pyfunction]
-pub fn enc_hook<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let py = obj.py();
-    if obj.is_instance_of::<PyInt>() {
-        // SAFETY: `obj` is a valid reference; PyNumber_Long returns a new reference or NULL
-        // with the error set.
-        return unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyNumber_Long(obj.as_ptr())) };
+/// `float(obj)` or `bytes(obj)`); `NotImplementedError` for anything else.
+///
+/// A plain C function of one argument (`METH_O`, see [`enc_hook_function`]): msgspec calls
+/// it once per value-typed field of every event, and this convention parses no arguments.
+///
+/// # Safety
+/// Called by Python with the GIL held and a valid `obj`.
+unsafe extern "C" fn enc_hook(
+    _module: *mut ffi::PyObject,
+    obj: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // Each returns a new reference, or NULL with the error set; nothing here can panic.
+    if ffi::PyLong_Check(obj) != 0 {
+        return ffi::PyNumber_Long(obj);
     }
-    if obj.is_instance_of::<PyString>() {
-        return Ok(obj.str()?.into_any());
+    if ffi::PyUnicode_Check(obj) != 0 {
+        return ffi::PyObject_Str(obj);
     }
-    if obj.is_instance_of::<PyFloat>() {
-        // SAFETY: as above, for PyNumber_Float.
-        return unsafe {
-            Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyNumber_Float(obj.as_ptr()))
-        };
+    if ffi::PyFloat_Check(obj) != 0 {
+        return ffi::PyNumber_Float(obj);
     }
-    if obj.is_instance_of::<PyBytes>() {
-        return py.get_type::<PyBytes>().call1((obj,));
+    if ffi::PyBytes_Check(obj) != 0 {
+        let bytes = std::ptr::addr_of_mut!(ffi::PyBytes_Type).cast::<ffi::PyObject>();
+        return ffi::PyObject_CallFunctionObjArgs(
+            bytes,
+            obj,
+            std::ptr::null_mut::<ffi::PyObject>(),
+        );
     }
-    Err(PyNotImplementedError::new_err(format!(
-        "objects of type {} cannot be encoded",
-        obj.get_type().name()?
-    )))
+    let name = ffi::PyType_GetName(ffi::Py_TYPE(obj));
+    if !name.is_null() {
+        ffi::PyErr_Format(
+            ffi::PyExc_NotImplementedError,
+            c"objects of type %U cannot be encoded".as_ptr(),
+            name,
+        );
+        ffi::Py_DECREF(name);
+    }
+    std::ptr::null_mut()
+}
+
+/// The `enc_hook` function object of the module `m` (`eventcore._core.enc_hook`).
+pub fn enc_hook_function<'py>(m: &Bound<'py, PyModule>) -> PyResult<Bound<'py, PyAny>> {
+    // The definition must outlive the function object: one per module initialisation.
+    let def = Box::leak(Box::new(ffi::PyMethodDef {
+        ml_name: c"enc_hook".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunction: enc_hook },
+        ml_flags: ffi::METH_O,
+        ml_doc: c"enc_hook($module, obj, /)\n--\n\nmsgspec's ``enc_hook``: ``obj`` as the builtin it subclasses (``int(obj)``, ``str(obj)``, ``float(obj)`` or ``bytes(obj)``).".as_ptr(),
+    }));
+    let name = m.name()?;
+    // SAFETY: `def` lives for the rest of the process, `m` and `name` are valid; the
+    // result is a new reference or NULL with the error set.
+    unsafe {
+        Bound::from_owned_ptr_or_err(
+            m.py(),
+            ffi::PyCFunction_NewEx(def, m.as_ptr(), name.as_ptr()),
+        )
+    }
 }
 
 /// msgspec's `dec_hook`: `typ(obj)` when `typ` subclasses `int`, `str`, `float` or `bytes`.

@@ -23,6 +23,10 @@ enum Check {
 struct Bounds {
     exact: Py<pyo3::types::PyType>,
     make: Py<PyAny>,
+    /// The builtin's own constructor slot when `make` is that builtin's `__new__` (as for
+    /// `int`): called directly, as `int.__new__(kind, value)` calls it, without the
+    /// wrapper's argument tuples.
+    new: Option<pyo3::ffi::newfunc>,
     checks: Vec<(CompareOp, Py<PyAny>)>,
 }
 
@@ -51,9 +55,40 @@ impl Bounds {
             };
             checks.push((op, bound.unbind()));
         }
+        let make = kind.getattr(pyo3::intern!(py, "_make"))?;
+        // The slot is called directly only where `exact.__new__(kind, value)` would call it:
+        // `make` is that `__new__`, and `exact` is the builtin `kind`'s instances are laid
+        // out by (its first base that is not a class defined in Python).
+        let heap = |t: &Bound<'_, pyo3::types::PyType>| {
+            // SAFETY: `t` is a valid type object.
+            unsafe {
+                pyo3::ffi::PyType_GetFlags(t.as_type_ptr()) & pyo3::ffi::Py_TPFLAGS_HEAPTYPE != 0
+            }
+        };
+        let solid = || -> Option<Bound<'_, pyo3::types::PyType>> {
+            let mut base = kind.cast::<pyo3::types::PyType>().ok()?.clone();
+            while heap(&base) {
+                base = base
+                    .getattr(pyo3::intern!(py, "__base__"))
+                    .ok()?
+                    .cast_into()
+                    .ok()?;
+            }
+            Some(base)
+        };
+        let direct = solid().is_some_and(|b| b.is(&exact))
+            && make.is(exact.getattr(pyo3::intern!(py, "__new__"))?);
+        // SAFETY: `exact` is a valid type object; `PyType_GetSlot` reads a static type's
+        // slot since Python 3.10 (NULL when it has none).
+        let new = unsafe {
+            let slot = pyo3::ffi::PyType_GetSlot(exact.as_type_ptr(), pyo3::ffi::Py_tp_new);
+            (direct && !slot.is_null())
+                .then(|| std::mem::transmute::<*mut std::ffi::c_void, pyo3::ffi::newfunc>(slot))
+        };
         Ok(Some(Bounds {
             exact: exact.unbind(),
-            make: kind.getattr(pyo3::intern!(py, "_make"))?.unbind(),
+            make: make.unbind(),
+            new,
             checks,
         }))
     }
@@ -65,7 +100,23 @@ impl Bounds {
         value: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let py = kind.py();
-        let Ok(made) = self.make.bind(py).call1((kind, value)) else {
+        let made = match (self.new, kind.cast::<pyo3::types::PyType>()) {
+            (Some(new), Ok(kind)) => {
+                let args = PyTuple::new(py, [value])?;
+                // SAFETY: `new` is the builtin `exact`'s constructor slot and `kind` a
+                // subclass of it (a value type of that builtin), as `exact.__new__(kind,
+                // value)` checks before calling the same slot; the result is a new
+                // reference or NULL with an exception set.
+                unsafe {
+                    Bound::from_owned_ptr_or_err(
+                        py,
+                        new(kind.as_type_ptr(), args.as_ptr(), std::ptr::null_mut()),
+                    )
+                }
+            }
+            _ => self.make.bind(py).call1((kind, value)),
+        };
+        let Ok(made) = made else {
             return Ok(None);
         };
         for (op, bound) in &self.checks {

@@ -40,7 +40,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(uuid7::uuid7_ints, m)?)?;
     m.add_function(wrap_pyfunction!(uuid7::reseed_after_fork, m)?)?;
     m.add_function(wrap_pyfunction!(fold::fold, m)?)?;
-    m.add_function(wrap_pyfunction!(codec::enc_hook, m)?)?;
+    m.add("enc_hook", codec::enc_hook_function(m)?)?;
     m.add_function(wrap_pyfunction!(codec::dec_hook, m)?)?;
     m.add("ANY", store::ANY)?;
     m.add("STREAM_EXISTS", store::STREAM_EXISTS)?;

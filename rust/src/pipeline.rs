@@ -77,12 +77,10 @@ pub(crate) struct Refs {
     pub undeclared: PyObj,
     pub perf_counter_ns: PyObj,
     pub event_registry: PyObj,
-    /// Per command class: `(discovers, __name__, query boundary)`.
+    /// Per command class (once it is planned): its [`ClassFacts`].
     pub facts: Py<PyDict>,
-    /// `Command.streams`, and per command class its stream fields when it keeps that
-    /// method (`None` when it overrides it): the machine then reads the fields itself.
+    /// `Command.streams`: a class that keeps it has its stream fields read by the machine.
     pub command_streams: PyObj,
-    pub stream_fields: Py<PyDict>,
 }
 
 static REFS: PyOnceLock<Refs> = PyOnceLock::new();
@@ -135,7 +133,6 @@ pub(crate) fn refs(py: Python<'_>) -> PyResult<&Refs> {
                 .unbind(),
             facts: PyDict::new(py).unbind(),
             command_streams: command_cls.getattr("streams")?.unbind(),
-            stream_fields: PyDict::new(py).unbind(),
         })
     })
 }
@@ -409,37 +406,41 @@ fn error_with_cause<'py>(
     }
 }
 
-/// What `Command.streams` returns for `command`, read from its stream fields here, when
-/// its class keeps that method and every field holds one `StreamId` (the common case);
-/// `None` when `streams()` must be called (overridden, a field holding a list, or not a
-/// command class).
+/// A command class's stream fields when it keeps `Command.streams` (a tuple of names),
+/// `None` (Python's) when it overrides that method; Rust's `None` when the class is not
+/// planned yet (or not a command class): then nothing is kept, and it is asked again.
+fn stream_fields<'py>(
+    py: Python<'py>,
+    r: &Refs,
+    cls: &Bound<'py, PyType>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let Ok(plan) = cls.getattr(intern!(py, "_plan")) else {
+        return Ok(None);
+    };
+    if plan.is_none() {
+        return Ok(None); // not planned yet: ask again next time
+    }
+    let keeps = cls
+        .getattr(intern!(py, "streams"))
+        .is_ok_and(|m| m.is(r.command_streams.bind(py)));
+    Ok(Some(if keeps {
+        plan.getattr(intern!(py, "stream_fields"))?
+    } else {
+        py.None().into_bound(py)
+    }))
+}
+
+/// What `Command.streams` returns for `command`, read from its stream `fields` here (see
+/// [`stream_fields`]) when every field holds one `StreamId` (the common case); `None` when
+/// `streams()` must be called (overridden, a field holding a list, or not a command class).
 fn native_streams(
     py: Python<'_>,
     r: &Refs,
     command: &Bound<'_, PyAny>,
-    cls: &Bound<'_, PyType>,
+    fields: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Option<Vec<Py<PyString>>>> {
-    let known = r.stream_fields.bind(py);
-    let fields = match known.get_item(cls)? {
-        Some(f) => f,
-        None => {
-            let Ok(plan) = cls.getattr(intern!(py, "_plan")) else {
-                return Ok(None);
-            };
-            if plan.is_none() {
-                return Ok(None); // not planned yet: ask again next time
-            }
-            let keeps = cls
-                .getattr(intern!(py, "streams"))
-                .is_ok_and(|m| m.is(r.command_streams.bind(py)));
-            let fields = if keeps {
-                plan.getattr(intern!(py, "stream_fields"))?
-            } else {
-                py.None().into_bound(py)
-            };
-            known.set_item(cls, &fields)?;
-            fields
-        }
+    let Some(fields) = fields else {
+        return Ok(None);
     };
     let Ok(fields) = fields.cast_exact::<PyTuple>() else {
         return Ok(None);
@@ -465,6 +466,47 @@ fn native_streams(
         }
     }
     Ok(Some(out))
+}
+
+static RETRY_POLICY: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// The last `RetryPolicy` whose `max_attempts` was read, and that value.
+static LAST_POLICY: parking_lot::Mutex<Option<(PyObj, i64)>> = parking_lot::const_mutex(None);
+
+/// `policy.max_attempts`. A `RetryPolicy` (exactly that class: frozen, with slots) cannot
+/// change, so the last one's value is kept and read again only for another policy object.
+fn max_attempts(py: Python<'_>, policy: &Bound<'_, PyAny>) -> PyResult<i64> {
+    let exact = policy
+        .get_type()
+        .is(RETRY_POLICY.import(py, "eventcore.retry", "RetryPolicy")?);
+    if exact {
+        if let Some((last, n)) = &*LAST_POLICY.lock() {
+            if last.is(policy) {
+                return Ok(*n);
+            }
+        }
+    }
+    let n: i64 = policy.getattr(intern!(py, "max_attempts"))?.extract()?;
+    if exact {
+        // The one it replaces is dropped after the lock is released.
+        let _old = LAST_POLICY.lock().replace((policy.clone().unbind(), n));
+    }
+    Ok(n)
+}
+
+/// What the machine reads of a command class once, on its first command (kept per class
+/// in `Refs::facts` once the class is planned).
+#[pyclass(frozen, module = "eventcore._core")]
+pub(crate) struct ClassFacts {
+    /// Whether the class overrides `Command.discover`.
+    discovers: bool,
+    /// Its `__name__`.
+    name: PyObj,
+    /// Whether it is a query-boundary command (`_query_boundary`).
+    query: bool,
+    /// Its stream fields when it keeps `Command.streams`, else `None` (see
+    /// [`stream_fields`]).
+    stream_fields: PyObj,
 }
 
 impl Machine {
@@ -689,7 +731,13 @@ impl Machine {
         let r = refs(py)?;
         let command = self.command.bind(py).clone();
         let cls = command.get_type();
-        if let Some(streams) = native_streams(py, r, &command, &cls)? {
+        let known = r.facts.bind(py).get_item(&cls)?;
+        let known = known.and_then(|f| f.cast_into_exact::<ClassFacts>().ok());
+        let fields = match &known {
+            Some(f) => Some(f.get().stream_fields.bind(py).clone()),
+            None => stream_fields(py, r, &cls)?,
+        };
+        if let Some(streams) = native_streams(py, r, &command, fields.as_ref())? {
             self.declared_v = streams;
         } else {
             let declared = self.call_streams(py, r, &command)?;
@@ -704,22 +752,35 @@ impl Machine {
             self.metadata = keyed.getattr(intern!(py, "metadata"))?.unbind();
             self.keyed = Some(keyed.unbind());
         }
-        let facts = r.facts.bind(py);
-        let (discovers, name, query) = match facts.get_item(&cls)? {
-            Some(f) => f.extract::<(bool, PyObj, bool)>()?,
+        let facts = match known {
+            Some(f) => f,
             None => {
                 let discovers = !cls
                     .getattr(intern!(py, "discover"))?
                     .is(r.command_discover.bind(py));
-                let name = cls.getattr(intern!(py, "__name__"))?.unbind();
                 let query = match cls.getattr(intern!(py, "_query_boundary")) {
                     Ok(v) => v.is_truthy()?,
                     Err(_) => false,
                 };
-                facts.set_item(&cls, (discovers, name.clone_ref(py), query))?;
-                (discovers, name, query)
+                let planned = fields.is_some();
+                let f = Bound::new(
+                    py,
+                    ClassFacts {
+                        discovers,
+                        name: cls.getattr(intern!(py, "__name__"))?.unbind(),
+                        query,
+                        stream_fields: fields.map_or_else(|| py.None(), Bound::unbind),
+                    },
+                )?;
+                if planned {
+                    // Kept once the class is planned (its stream fields known).
+                    r.facts.bind(py).set_item(&cls, &f)?;
+                }
+                f
             }
         };
+        let facts = facts.get();
+        let (discovers, name, query) = (facts.discovers, facts.name.clone_ref(py), facts.query);
         if query {
             // Its own cache entries (see `pipeline_query.rs`); no discovery, no snapshots.
             self.q = Some(Box::default());
@@ -734,7 +795,14 @@ impl Machine {
         // descriptor of these names): three dict reads instead of four attribute lookups.
         // Not when `encode` was replaced on the instance: then that is what runs.
         if registry.get_type().is(r.event_registry.bind(py)) {
-            let attrs = registry.getattr(intern!(py, "__dict__"))?;
+            // SAFETY: `registry` is a valid object (an `EventRegistry`, whose instances have
+            // a `__dict__`); the result is a new reference, or NULL with an exception set.
+            let attrs = unsafe {
+                Bound::from_owned_ptr_or_err(
+                    py,
+                    pyo3::ffi::PyObject_GenericGetDict(registry.as_ptr(), std::ptr::null_mut()),
+                )?
+            };
             if let Ok(attrs) = attrs.cast_exact::<PyDict>() {
                 if !attrs.contains(intern!(py, "encode"))? {
                     let names = attrs.get_item(intern!(py, "_names"))?;
@@ -758,11 +826,7 @@ impl Machine {
         if self.names.is_none() {
             self.encode = Some(registry.getattr(intern!(py, "encode"))?.unbind());
         }
-        self.max_attempts = self
-            .policy
-            .bind(py)
-            .getattr(intern!(py, "max_attempts"))?
-            .extract()?;
+        self.max_attempts = max_attempts(py, self.policy.bind(py))?;
         self.cls = Some(cls.into_any().unbind());
         Ok(())
     }
@@ -1419,7 +1483,23 @@ impl Machine {
         let encode = self.encode.as_ref().map(|e| e.bind(py));
         let mut events = Vec::with_capacity(n);
         let mut ids = ids.into_iter();
-        for item in emitted.try_iter()? {
+        // A list (what `handle` returns as a rule) is read by index, as its iterator would
+        // (the length checked at each step), without making the iterator.
+        let list = emitted.cast_exact::<PyList>().ok();
+        let mut iter = match list {
+            Some(_) => None,
+            None => Some(emitted.try_iter()?),
+        };
+        let mut index = 0usize;
+        let items = std::iter::from_fn(|| match list {
+            Some(l) if index < l.len() => {
+                index += 1;
+                Some(l.get_item(index - 1))
+            }
+            Some(_) => None,
+            None => iter.as_mut().and_then(Iterator::next),
+        });
+        for item in items {
             let item = item?;
             let (stream_id, event) = pair(&item)?;
             let Some(id) = ids.next() else { break };

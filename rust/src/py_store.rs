@@ -172,8 +172,21 @@ fn event_id(obj: &Bound<'_, PyAny>) -> PyResult<u128> {
     }
 }
 
+/// Whether every one of `items` is an `eventcore.StreamId` (exactly): validated and
+/// trimmed when it was built, so the store does not check it again.
+fn all_stream_ids<'a, 'py: 'a>(
+    py: Python<'py>,
+    items: impl IntoIterator<Item = &'a Bound<'py, PyAny>>,
+) -> PyResult<bool> {
+    let kind = stream_id::stream_id_class(py)?;
+    Ok(items.into_iter().all(|s| s.get_type().is(kind)))
+}
+
 /// The Python str for a stream given by the caller: the same object unless it was trimmed.
 fn caller_stream<'py>(s: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    if s.get_type().is(stream_id::stream_id_class(s.py())?) {
+        return Ok(s.clone()); // trimmed when it was built
+    }
     let text = as_str(s, Text::StreamId)?;
     let trimmed = stream_id::trim(text);
     if trimmed.len() == text.len() {
@@ -277,7 +290,8 @@ impl MemoryStore {
     ) -> PyResult<(Bound<'py, PyAny>, Vec<u64>)> {
         let names: SmallVec<[&str; 4]> =
             items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
-        let (rows, versions) = self.fold_read(py, &names)?;
+        let valid = all_stream_ids(py, items.iter().map(|s| s.as_any()))?;
+        let (rows, versions) = self.fold_read(py, &names, valid)?;
         if rows.rows.is_empty() {
             return Ok((state, versions)); // `apply` not even looked up
         }
@@ -288,19 +302,33 @@ impl MemoryStore {
 
     /// `Store::fold_rows` of `names`: with the GIL held when the lock is free and the
     /// streams hold at most `SMALL` events, else with the GIL released (as `read` does,
-    /// resolving each stream once for the check and the rows).
-    fn fold_read(&self, py: Python<'_>, names: &[&str]) -> CoreResult<(Rows, Vec<u64>)> {
+    /// resolving each stream once for the check and the rows). `valid`: every name is an
+    /// `eventcore.StreamId`'s (see `Store::fold_valid_upto`).
+    fn fold_read(
+        &self,
+        py: Python<'_>,
+        names: &[&str],
+        valid: bool,
+    ) -> CoreResult<(Rows, Vec<u64>)> {
         if let Some(guard) = self.inner.try_read() {
-            if let Some(out) = guard.fold_rows_upto(names, SMALL as u64)? {
+            if let Some(out) = guard.fold_valid_upto(names, valid, SMALL as u64)? {
                 return Ok(out);
             }
         }
-        py.detach(|| self.inner.read().fold_rows(names))
+        py.detach(|| {
+            let out = self.inner.read().fold_valid_upto(names, valid, u64::MAX)?;
+            Ok(out.expect("no limit"))
+        })
     }
 
     /// The Python str of each of `types` (see `type_names`); made outside the lock.
-    fn type_objs<'py>(&self, py: Python<'py>, types: &[Arc<str>]) -> Vec<Bound<'py, PyAny>> {
-        let known: Vec<Option<Bound<'py, PyAny>>> = {
+    fn type_objs<'py>(
+        &self,
+        py: Python<'py>,
+        types: &[Arc<str>],
+    ) -> SmallVec<[Bound<'py, PyAny>; 4]> {
+        // A fold reads a few types: both lists stay on the stack.
+        let known: SmallVec<[Option<Bound<'py, PyAny>>; 4]> = {
             let names = self.type_names.lock();
             types
                 .iter()
@@ -508,9 +536,10 @@ impl MemoryStore {
             }
         }
         let meta = metadata.map(|m| m.as_bytes());
+        let valid = all_stream_ids(py, expected.iter().map(|(s, _)| s))?;
         let run = |store: &mut Store| -> CoreResult<(crate::store::AppendOutcome, u64)> {
             let out = match dcb {
-                None => store.append(&exp, &evs, meta)?,
+                None => store.append_valid(&exp, valid, &evs, meta)?,
                 Some((tags, condition)) => {
                     store.append_tagged(&exp, &evs, meta, tags, condition)?
                 }
@@ -698,7 +727,8 @@ impl MemoryStore {
     ) -> PyResult<(Bound<'py, PyList>, Vec<u64>)> {
         let items = strings(streams, "streams")?;
         let names: Vec<&str> = items.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
-        let (rows, versions) = self.fold_read(py, &names)?;
+        let valid = all_stream_ids(py, items.iter().map(|s| s.as_any()))?;
+        let (rows, versions) = self.fold_read(py, &names, valid)?;
         let types = self.type_objs(py, &rows.types);
         Ok((fold_rows_to_py(py, &items, &rows, &types)?, versions))
     }
@@ -970,12 +1000,14 @@ fn fold_rows_into<'py>(
     decoders: Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = state.py();
-    let stream_objs: Vec<Bound<'py, PyAny>> = items
+    // A fold reads a few streams and types: both lists stay on the stack.
+    let stream_objs: SmallVec<[Bound<'py, PyAny>; 4]> = items
         .iter()
         .map(|s| caller_stream(s.as_any()))
         .collect::<PyResult<_>>()?;
     // One decoder lookup per type of this read (the registry may have changed since the last).
-    let mut decoders_cache: Vec<Option<Bound<'py, PyAny>>> = vec![None; type_objs.len()];
+    let mut decoders_cache: SmallVec<[Option<Bound<'py, PyAny>>; 4]> =
+        smallvec::smallvec![None; type_objs.len()];
     let folder = Folder::new(apply, decoders);
     let mut state = state;
     for (i, row) in rows.rows.iter().enumerate() {

@@ -397,10 +397,8 @@ impl Store {
             .map(|&(i, _)| i)
     }
 
-    fn intern_stream(&mut self, name: &str) -> u32 {
-        if let Some(i) = self.find_stream(name) {
-            return i;
-        }
+    /// Add the stream `name`, which the caller found absent.
+    fn add_stream(&mut self, name: &str) -> u32 {
         let index = self.streams.len() as u32;
         let name: Arc<str> = Arc::from(name);
         self.names_heap += heap_size(16 + name.len());
@@ -598,11 +596,28 @@ impl Store {
         events: &[NewEvent<'_>],
         metadata: Option<&[u8]>,
     ) -> CoreResult<AppendOutcome> {
+        self.append_valid(expected, false, events, metadata)
+    }
+
+    /// [`Store::append`]; `valid` when the caller knows every expected stream's name to be
+    /// a valid, trimmed stream id already (an `eventcore.StreamId` is validated when it is
+    /// built), which is then not checked again. Events' streams are checked as ever.
+    pub fn append_valid(
+        &mut self,
+        expected: &[(&str, i64)],
+        valid: bool,
+        events: &[NewEvent<'_>],
+        metadata: Option<&[u8]>,
+    ) -> CoreResult<AppendOutcome> {
         // 1. Validate and group streams into slots.
         let mut slots: SmallVec<[Slot<'_>; 4]> = SmallVec::with_capacity(expected.len() + 1);
         let mut finder = SlotFinder::default();
         for (i, &(raw, exp)) in expected.iter().enumerate() {
-            let name = stream_id::validate(raw)?;
+            let name = if valid {
+                raw
+            } else {
+                stream_id::validate(raw)?
+            };
             if exp < STREAM_EXISTS {
                 return Err(CoreError::Value(format!(
                     "expected version of stream {name:?} must be >= -2 (got {exp})"
@@ -761,7 +776,8 @@ impl Store {
             let stream = match slot.stream {
                 Some(s) => s,
                 None => {
-                    let s = self.intern_stream(slot.name);
+                    // Found absent above (each stream has one slot): added, not looked up.
+                    let s = self.add_stream(slot.name);
                     slot.stream = Some(s);
                     s
                 }
@@ -883,21 +899,34 @@ impl Store {
         })
     }
 
-    /// Resolve the given streams (validated, no duplicates) to store indexes.
-    fn resolve_streams(&self, names: &[&str]) -> CoreResult<SmallVec<[Option<u32>; 4]>> {
+    /// Resolve the given streams (validated, no duplicates) to store indexes. `valid`: the
+    /// caller knows every name to be a valid, trimmed stream id already (see
+    /// [`Store::fold_valid_upto`]), so it is not checked again.
+    fn resolve_streams(
+        &self,
+        names: &[&str],
+        valid: bool,
+    ) -> CoreResult<SmallVec<[Option<u32>; 4]>> {
         let mut trimmed: SmallVec<[&str; 4]> = SmallVec::with_capacity(names.len());
         for raw in names {
-            trimmed.push(stream_id::validate(raw)?);
+            trimmed.push(if valid {
+                raw
+            } else {
+                stream_id::validate(raw)?
+            });
         }
-        if trimmed.len() > 1 {
+        // The first name listed before: a few are compared pairwise (no set to build).
+        let repeated = if trimmed.len() <= SlotFinder::LINEAR {
+            (1..trimmed.len()).find(|&i| trimmed[..i].contains(&trimmed[i]))
+        } else {
             let mut seen: HashSet<&str> = HashSet::with_capacity(trimmed.len());
-            for name in &trimmed {
-                if !seen.insert(name) {
-                    return Err(CoreError::Value(format!(
-                        "stream {name:?} is listed more than once"
-                    )));
-                }
-            }
+            trimmed.iter().position(|name| !seen.insert(name))
+        };
+        if let Some(i) = repeated {
+            return Err(CoreError::Value(format!(
+                "stream {:?} is listed more than once",
+                trimmed[i]
+            )));
         }
         Ok(trimmed.iter().map(|n| self.find_stream(n)).collect())
     }
@@ -910,7 +939,7 @@ impl Store {
         after: impl Fn(usize) -> u64,
         limit: usize,
     ) -> Vec<(u32, u32)> {
-        let lists: Vec<(u32, &[u32])> = streams
+        let lists: SmallVec<[(u32, &[u32]); 4]> = streams
             .iter()
             .enumerate()
             .filter_map(|(slot, s)| {
@@ -927,6 +956,23 @@ impl Store {
         match lists.as_slice() {
             [] => {}
             [(slot, list)] => out.extend(list.iter().take(limit).map(|&i| (i, *slot))),
+            few if few.len() <= 4 => {
+                // A few lists: the lowest head found by a scan (no heap to build).
+                let mut cursors: SmallVec<[usize; 4]> = smallvec::smallvec![0; few.len()];
+                while out.len() < limit {
+                    let mut best: Option<(u32, usize)> = None;
+                    for (k, (_, list)) in few.iter().enumerate() {
+                        if let Some(&index) = list.get(cursors[k]) {
+                            if best.is_none_or(|(b, _)| index < b) {
+                                best = Some((index, k));
+                            }
+                        }
+                    }
+                    let Some((index, k)) = best else { break };
+                    out.push((index, few[k].0));
+                    cursors[k] += 1;
+                }
+            }
             _ => {
                 let mut heap: BinaryHeap<Reverse<(u32, u32, usize)>> = lists
                     .iter()
@@ -1016,7 +1062,7 @@ impl Store {
     ) -> CoreResult<Rows> {
         let after = check_non_negative("after_version", after_version)?;
         let limit = check_limit(limit)?;
-        let streams = self.resolve_streams(names)?;
+        let streams = self.resolve_streams(names, false)?;
         let picked = self.merged(&streams, |_| after, limit);
         Ok(self.rows_for_slots(&picked))
     }
@@ -1035,7 +1081,19 @@ impl Store {
         names: &[&str],
         limit: u64,
     ) -> CoreResult<Option<(Rows, Vec<u64>)>> {
-        let streams = self.resolve_streams(names)?;
+        self.fold_valid_upto(names, false, limit)
+    }
+
+    /// [`Store::fold_rows_upto`]; `valid` when the caller knows every name to be a valid,
+    /// trimmed stream id already (an `eventcore.StreamId` is validated when it is built),
+    /// which is then not checked again.
+    pub fn fold_valid_upto(
+        &self,
+        names: &[&str],
+        valid: bool,
+        limit: u64,
+    ) -> CoreResult<Option<(Rows, Vec<u64>)>> {
+        let streams = self.resolve_streams(names, valid)?;
         let versions: Vec<u64> = streams
             .iter()
             .map(|s| s.map_or(0, |i| u64::from(self.streams[i as usize].version)))
@@ -1067,7 +1125,7 @@ impl Store {
                 "versions must have one entry per stream".to_owned(),
             ));
         }
-        let streams = self.resolve_streams(names)?;
+        let streams = self.resolve_streams(names, false)?;
         let mut versions = Vec::with_capacity(streams.len());
         let mut folded_up_to = 0u32; // 1 + the highest index of a folded event
         let mut tail_from = u32::MAX; // the lowest index of a tail event
@@ -1703,6 +1761,135 @@ mod tests {
         assert_eq!(zero, vec![0, 0]);
         assert!(s.fold_rows_upto(&["new", "a\nb"], 0).is_err());
         assert!(s.fold_rows_upto(&["new", " new"], 0).is_err());
+    }
+
+    #[test]
+    fn reads_of_several_streams_merge_in_position_order() {
+        // Six streams written round-robin with uneven lengths; reads of 2..=6 of them
+        // (a scan up to four lists, a heap beyond) give every event once, in position order.
+        let mut s = Store::new();
+        let names = ["s0", "s1", "s2", "s3", "s4", "s5"];
+        let mut id = 0u128;
+        for round in 0..5 {
+            for (k, name) in names.iter().enumerate() {
+                if (round + k) % 3 != 0 {
+                    id += 1;
+                    s.append(&[], &[ev(name, "T", b"x", id)], None).unwrap();
+                }
+            }
+        }
+        for n in 2..=names.len() {
+            let picked = &names[..n];
+            let (rows, _) = s.fold_rows(picked).unwrap();
+            let got: Vec<u64> = rows.rows.iter().map(|r| r.position).collect();
+            let mut want: Vec<u64> = s
+                .read_all(0, None, None, None)
+                .unwrap()
+                .rows
+                .iter()
+                .filter(|r| picked.contains(&&*rows_stream(&s, r.position)))
+                .map(|r| r.position)
+                .collect();
+            want.sort_unstable();
+            assert_eq!(got, want, "{n} streams");
+            for r in &rows.rows {
+                assert_eq!(&*rows_stream(&s, r.position), picked[r.stream as usize]);
+            }
+            let limited = s.read_streams(picked, 0, Some(3)).unwrap();
+            let first: Vec<u64> = limited.rows.iter().map(|r| r.position).collect();
+            assert_eq!(first, want[..3], "{n} streams, limit 3");
+        }
+    }
+
+    fn rows_stream(s: &Store, position: u64) -> Arc<str> {
+        let r = s
+            .read_all(position as i64 - 1, Some(1), None, None)
+            .unwrap();
+        r.streams[r.rows[0].stream as usize].clone()
+    }
+
+    #[test]
+    fn new_streams_of_one_append_are_each_added_once() {
+        let mut s = Store::new();
+        let events = [
+            ev("n1", "T", b"x", 1),
+            ev(" n2 ", "T", b"x", 2),
+            ev("n1", "T", b"x", 3),
+            ev("n2", "T", b"x", 4),
+            ev("n3", "T", b"x", 5),
+        ];
+        let out = s.append(&[("n1", 0), ("n2 ", 0)], &events, None).unwrap();
+        assert_eq!(versions(&out), vec![2, 2, 1]);
+        for (name, version) in [("n1", 2), ("n2", 2), ("n3", 1)] {
+            assert_eq!(s.stream_version(name).unwrap(), version);
+        }
+        let again = s
+            .append(&[("n3", 1)], &[ev("n3", "T", b"x", 6)], None)
+            .unwrap();
+        assert_eq!(versions(&again), vec![2]);
+        let (rows, _) = s.fold_rows(&["n1", "n2", "n3"]).unwrap();
+        assert_eq!(rows.rows.len(), 6);
+    }
+
+    #[test]
+    fn repeated_streams_are_named_by_their_first_repeat() {
+        let s = Store::new();
+        let message = |names: &[&str], valid: bool| match s.fold_valid_upto(names, valid, 0) {
+            Err(CoreError::Value(m)) => m,
+            other => panic!("unexpected {other:?}"),
+        };
+        // Few names are compared pairwise, many go through a set: the same first repeat.
+        let few = ["a", "b", " b", "a"];
+        assert_eq!(
+            message(&few, false),
+            "stream \"b\" is listed more than once"
+        );
+        let many: Vec<String> = (0..20).map(|i| format!("s{}", i % 12)).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(
+            message(&many, false),
+            "stream \"s0\" is listed more than once"
+        );
+        // Names known valid are not checked again, but repeats are still refused.
+        assert_eq!(
+            message(&["a", "b", "a"], true),
+            "stream \"a\" is listed more than once"
+        );
+        assert!(s.fold_valid_upto(&["a", "b"], true, 0).unwrap().is_some());
+    }
+
+    #[test]
+    fn expected_streams_known_valid_append_as_checked_ones() {
+        let mut checked = Store::new();
+        let mut known = Store::new();
+        let events = [ev("acc-1", "Opened", b"x", 1)];
+        let a = checked.append(&[("acc-1", 0)], &events, None).unwrap();
+        let b = known
+            .append_valid(&[("acc-1", 0)], true, &events, None)
+            .unwrap();
+        assert_eq!(
+            (a.first_position, a.versions),
+            (b.first_position, b.versions)
+        );
+        // Versions are still checked, and an event's own stream still validated.
+        assert!(matches!(
+            known.append_valid(
+                &[("acc-1", 0)],
+                true,
+                &[ev("acc-1", "Opened", b"x", 2)],
+                None
+            ),
+            Err(CoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            known.append_valid(
+                &[("acc-1", 1)],
+                true,
+                &[ev("a\nb", "Opened", b"x", 3)],
+                None
+            ),
+            Err(CoreError::InvalidStreamId { .. })
+        ));
     }
 
     #[test]
