@@ -745,3 +745,129 @@ def test_a_key_value_whose_eq_uses_the_cache_runs_outside_its_lock() -> None:
     worker.join(10)
     assert not worker.is_alive() and found == [entry]
     assert (Deposit, ("a",), (_Eq(cache, 2),)) not in cache
+
+
+# -- an entry in use -------------------------------------------------------------------------
+
+
+class _Gate:
+    """Holds a ``GatedDeposit``'s first ``handle`` until ``go``; ``fail`` makes it refuse."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.entered, self.go, self.fail = threading.Event(), threading.Event(), fail
+
+
+_gates: dict[int, _Gate] = {}
+
+
+class GatedDeposit(bank.SingleAccount):
+    """A deposit whose first ``handle`` waits at the gate registered under its amount."""
+
+    amount: int
+
+    def handle(self, state: Account) -> list[tuple[str, Deposited]]:
+        gate = _gates.get(self.amount)
+        if gate is not None and not gate.entered.is_set():
+            gate.entered.set()
+            assert gate.go.wait(10)
+            if gate.fail:
+                raise BusinessRuleViolation("refused at the gate")
+        return [(self.account, Deposited(self.amount))]
+
+
+def _held_at_gate(store: MemoryStore, amount: int, fail: bool = False) -> Any:
+    """Start ``GatedDeposit(a, amount)`` in a thread; return once it holds its entry."""
+    gate = _gates[amount] = _Gate(fail)
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(execute_sync(store, GatedDeposit(account="a", amount=amount)))
+        except BaseException as exc:  # handed to the test
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    assert gate.entered.wait(10)
+
+    def finish() -> Any:
+        gate.go.set()
+        worker.join(10)
+        assert not worker.is_alive()
+        return outcome[0]
+
+    return finish
+
+
+def _entry_is_a_full_fold(store: MemoryStore, entry: Any) -> None:
+    (stream_id,), (version,) = entry.streams, entry.versions
+    full = Account()
+    for recorded in store.read_stream(stream_id)[:version]:
+        full = fold_account(full, recorded.data)
+    assert entry.state == full
+
+
+def test_an_entry_in_use_is_not_there_for_another_command_and_is_put_back_after_it() -> None:
+    # A command marks its entry's slot in use instead of taking it out: while it runs, the
+    # entry is not in the cache for anyone (len, in, the listing), a second command on the
+    # key misses, folds in full and puts its own; the first then conflicts, folds the
+    # second's event onto its state and puts that back, replacing the second's entry.
+    store = MemoryStore(state_cache=StateCache(min_events=0))
+    open_with(store, "a", 10)
+    execute_sync(store, GatedDeposit(account="a", amount=1))
+    cache = store.state_cache
+    assert cache is not None
+    key = (GatedDeposit, ("a",))
+    finish = _held_at_gate(store, 2)
+    assert key not in cache and len(cache) == 0 and cache._entries == {}
+    execute_sync(store, GatedDeposit(account="a", amount=3))
+    assert (cache.hits, cache.misses) == (1, 2) and key in cache and len(cache) == 1
+    result = finish()
+    assert result.attempts == 2
+    assert balance(store, "a") == 16 and len(cache) == 1
+    (entry,) = cache._entries.values()
+    assert entry.versions == [store.stream_version("a")] == [5]
+    assert entry.state == Account(opened=True, balance=16)
+    _entry_is_a_full_fold(store, entry)
+    execute_sync(store, GatedDeposit(account="a", amount=4))
+    assert (cache.hits, cache.misses) == (2, 2) and balance(store, "a") == 20
+
+
+def test_a_failure_in_use_drops_only_its_own_slot() -> None:
+    # A command that fails after finding its entry drops it; if another command's put has
+    # replaced the slot meanwhile, that entry stays.
+    store = MemoryStore(state_cache=StateCache(min_events=0))
+    open_with(store, "a", 10)
+    execute_sync(store, GatedDeposit(account="a", amount=1))
+    cache = store.state_cache
+    assert cache is not None
+    key = (GatedDeposit, ("a",))
+    finish = _held_at_gate(store, 5, fail=True)
+    assert isinstance(finish(), BusinessRuleViolation)
+    assert key not in cache and len(cache) == 0
+    execute_sync(store, GatedDeposit(account="a", amount=1))  # folds in full, kept
+    finish = _held_at_gate(store, 6, fail=True)
+    execute_sync(store, GatedDeposit(account="a", amount=3))  # misses, replaces the slot
+    assert isinstance(finish(), BusinessRuleViolation)
+    assert key in cache and len(cache) == 1
+    (entry,) = cache._entries.values()
+    assert entry.state == Account(opened=True, balance=15)
+    _entry_is_a_full_fold(store, entry)
+
+
+def test_eviction_skips_an_entry_in_use_which_comes_back_as_the_newest() -> None:
+    # Bound 1: while "a"'s entry is in use it is not counted, so "b"'s put evicts nothing;
+    # "a"'s put back makes it the newest, and the bound then evicts "b".
+    store = MemoryStore(state_cache=StateCache(1, min_events=0))
+    open_with(store, "a", 10)
+    open_with(store, "b", 10)
+    execute_sync(store, GatedDeposit(account="a", amount=1))
+    cache = store.state_cache
+    assert cache is not None
+    finish = _held_at_gate(store, 7)
+    execute_sync(store, GatedDeposit(account="b", amount=1))
+    assert cache.evictions == 0 and list(cache._entries) == [(GatedDeposit, ("b",))]
+    assert finish().attempts == 1
+    assert cache.evictions == 1 and list(cache._entries) == [(GatedDeposit, ("a",))]
+    (entry,) = cache._entries.values()
+    assert entry.state == Account(opened=True, balance=18)

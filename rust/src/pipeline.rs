@@ -27,7 +27,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 
-use crate::cache_core::{CacheKey, StateCacheCore};
+use crate::cache_core::{CacheKey, Held, StateCacheCore};
 use crate::pipeline_entry::{entry_object, CacheEntry};
 use crate::pipeline_logic as logic;
 use crate::pipeline_result::{ExecutionResult, NewEvents, Outcome, Versions};
@@ -317,9 +317,13 @@ pub(crate) struct Machine {
     /// The run's key in the state cache, once looked for (see `cache_key`).
     ckey: Option<CacheKey>,
     held: Option<Entry>,
-    /// The cache entry object taken out of the cache (filled again and put back when
-    /// nothing else refers to it, instead of a new one).
+    /// The cache entry object found in the cache, its contents moved out because nothing
+    /// else referred to it (filled again and put back when that still holds, instead of
+    /// a new one).
     taken: Option<Py<CacheEntry>>,
+    /// The cache slot found, marked in use until this run puts its state back (dropped
+    /// with the slot if it does not).
+    in_use: Option<Held>,
     hint: Option<PyObj>,
     recheck: bool,
     attempt: i64,
@@ -508,6 +512,7 @@ impl Machine {
             ckey: None,
             held: None,
             taken: None,
+            in_use: None,
             hint: None,
             recheck: false,
             attempt: 0,
@@ -588,7 +593,10 @@ impl Machine {
     pub(crate) fn resume(&mut self, py: Python<'_>, input: Input<'_>) -> PyResult<Eff> {
         let out = self.resume_inner(py, input);
         match &out {
-            Err(_) => self.wait = Wait::Finished,
+            Err(_) => {
+                self.wait = Wait::Finished;
+                self.in_use = None; // a slot found and not put back: dropped
+            }
             Ok(eff) => {
                 if let Some(t) = self.trace.as_mut() {
                     let now = t.now();
@@ -899,6 +907,7 @@ impl Machine {
 
     fn done(&mut self, result: PyObj) -> PyResult<Eff> {
         self.wait = Wait::Done;
+        self.in_use = None; // a slot found and not put back: dropped
         Ok(Eff::Done(result))
     }
 
@@ -986,18 +995,22 @@ impl Machine {
                 let cache = cache.get();
                 if !cache.is_empty() && self.cache_key(py)? {
                     let key = self.ckey.as_ref().expect("key");
-                    if let Some(found) = cache.pop(py, key)? {
+                    if let Some((at, found)) = cache.find(py, key)? {
+                        let held = Held::new(self.cache.as_ref().expect("cache").clone_ref(py), at);
+                        self.in_use = Some(held);
+                        self.taken = None;
                         match found.into_bound(py).cast_into::<CacheEntry>() {
                             Ok(obj) => {
                                 // SAFETY: reads the reference count of an object this
-                                // run holds. 1: out of the cache, nobody else has it.
-                                let alone = unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) } == 1;
+                                // run holds. 2: its slot (in use) and this run, nobody else.
+                                let alone = unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) } == 2;
                                 entry = Some(if alone {
-                                    obj.borrow_mut().take_entry(py)
+                                    let e = obj.borrow_mut().take_entry(py);
+                                    self.taken = Some(obj.unbind());
+                                    e
                                 } else {
                                     obj.borrow().entry(py)
                                 });
-                                self.taken = Some(obj.unbind());
                             }
                             Err(other) => entry = Some(self.entry_of(py, &other.into_inner())?),
                         }
@@ -1702,7 +1715,8 @@ impl Machine {
     /// Keep the state decided on after its append: a snapshot if due, then the cache.
     fn keep(&mut self, py: Python<'_>, result: Outcome) -> PyResult<Eff> {
         let mut cur = self.cur.take().expect("decided");
-        if self.warm {
+        if self.warm && self.in_use.is_none() {
+            // (A slot in use keeps its key: the entry's streams are already its objects.)
             self.share_declared(py, &mut cur.streams)?;
         }
         let decided = Entry {
@@ -1725,9 +1739,10 @@ impl Machine {
         };
         let since = kept.since;
         let kept = match self.taken.take() {
-            // Only this run refers to it (not a snapshot store, not a caller's copy).
+            // Found with nobody else referring to it, and still so: only this run and its
+            // slot refer to it (not a snapshot store, not a caller's copy).
             // SAFETY: reads the reference count of an object this run holds.
-            Some(obj) if unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) } == 1 => {
+            Some(obj) if unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) } <= 2 => {
                 obj.borrow_mut(py).e = kept;
                 obj.into_bound(py).into_any()
             }
@@ -1827,9 +1842,14 @@ impl Machine {
 
     fn finish_keep(&mut self, py: Python<'_>, kept: Option<&Bound<'_, PyAny>>) -> PyResult<Eff> {
         if let (Some(cache), Some(kept)) = (&self.cache, kept) {
-            // StateCache.put, inlined: the newest entry last; evict past the bound.
-            let key = self.ckey.take().expect("key");
-            let len = cache.get().put(py, key, kept.clone().unbind())?;
+            // StateCache.put, inlined: the newest entry last; evict past the bound. A slot
+            // found in use gets its entry back in place.
+            let ckey = &mut self.ckey;
+            let mut key = || ckey.take().expect("key");
+            let len = match self.in_use.take() {
+                Some(held) => held.put_back(py, key, kept.clone().unbind())?,
+                None => cache.get().put(py, key(), kept.clone().unbind())?,
+            };
             let max = cache.get().max_entries.load(Relaxed);
             if len as i64 > max {
                 cache.bind(py).call_method1(
