@@ -14,7 +14,7 @@ import contextlib
 import random
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given, settings
@@ -871,3 +871,31 @@ def test_eviction_skips_an_entry_in_use_which_comes_back_as_the_newest() -> None
     assert cache.evictions == 1 and list(cache._entries) == [(GatedDeposit, ("a",))]
     (entry,) = cache._entries.values()
     assert entry.state == Account(opened=True, balance=18)
+
+
+class StaticApply(Deposit):
+    """A Deposit whose ``apply`` is a staticmethod, counting its calls."""
+
+    calls: ClassVar[list[int]] = []
+
+    @staticmethod
+    def apply(state: Account, event: Any, stream_id: str) -> Account:  # type: ignore[override]
+        StaticApply.calls.append(getattr(event, "amount", 0))
+        return fold_account(state, event)
+
+
+def test_own_events_are_folded_by_what_attribute_lookup_finds_for_apply() -> None:
+    # A hit folds the command's own event into the state it keeps, calling `apply` as the
+    # attribute lookup finds it (here a staticmethod: no `self`), once per own event. (Its
+    # key holds `amount`: the analysis cannot see what a staticmethod reads.)
+    store = MemoryStore(state_cache=StateCache(min_events=0))
+    open_with(store, "a", 10)
+    execute_sync(store, StaticApply(account="a", amount=1))  # a full fold, then its own
+    StaticApply.calls.clear()
+    execute_sync(store, StaticApply(account="a", amount=1))  # a hit: its own event only
+    assert StaticApply.calls == [1]
+    cache = store.state_cache
+    assert cache is not None and (cache.hits, cache.misses) == (1, 1)
+    (entry,) = cache._entries.values()
+    assert (entry.versions, entry.state) == ([4], Account(opened=True, balance=12))
+    _entry_is_a_full_fold(store, entry)

@@ -344,6 +344,34 @@ impl StateCacheCore {
         Ok(None)
     }
 
+    /// [`StateCacheCore::find`] for the key `(cls, streams)`, without building it.
+    pub(crate) fn find_streams(
+        &self,
+        py: Python<'_>,
+        cls: &Bound<'_, PyAny>,
+        streams: &[Py<PyString>],
+    ) -> PyResult<Option<(InUse, PyObj)>> {
+        let hash = streams_hash(py, cls, streams)?;
+        let mut map = self.map.lock();
+        for &i in map.table.iter_hash(hash) {
+            let key = &map.slot(i).key;
+            if key.hash != hash {
+                continue;
+            }
+            if let KeyParts::Streams {
+                cls: c,
+                streams: s,
+                values: None,
+            } = &key.parts
+            {
+                if c.is(cls) && same_streams(py, s, streams)? {
+                    return Ok(map.mark(py, i));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// The slot `at` is no longer in use: `entry` becomes its entry, the most recently
     /// used; the number of entries after and the entry it held (to drop after the lock).
     /// `Err(entry)` when the slot is no longer the one marked (a put replaced it).
@@ -400,7 +428,7 @@ impl Held {
     pub(crate) fn put_back(
         mut self,
         py: Python<'_>,
-        key: impl FnOnce() -> CacheKey,
+        key: impl FnOnce() -> PyResult<CacheKey>,
         entry: PyObj,
     ) -> PyResult<usize> {
         let at = self.at.take().expect("in use");
@@ -410,7 +438,7 @@ impl Held {
                 drop(old);
                 Ok(len)
             }
-            Err(entry) => cache.put(py, key(), entry),
+            Err(entry) => cache.put(py, key()?, entry),
         }
     }
 }
@@ -457,6 +485,28 @@ fn mix(h: u64, v: u64) -> u64 {
     (h.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95)
 }
 
+/// The hash of the key `(cls, streams)`.
+fn streams_hash(py: Python<'_>, cls: &Bound<'_, PyAny>, streams: &[Py<PyString>]) -> PyResult<u64> {
+    let mut hash = mix(0, cls.as_ptr() as u64);
+    for s in streams {
+        hash = mix(hash, s.bind(py).hash()? as u64);
+    }
+    Ok(hash)
+}
+
+/// Whether two keys' streams are the same texts, in order.
+fn same_streams(py: Python<'_>, a: &[Py<PyString>], b: &[Py<PyString>]) -> PyResult<bool> {
+    if a.len() != b.len() {
+        return Ok(false);
+    }
+    for (a, b) in a.iter().zip(b) {
+        if !a.is(b) && a.bind(py).to_str()? != b.bind(py).to_str()? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Whether `s` compares by its text (a `str` or a `StreamId`, not another subclass).
 fn plain_text(s: &Bound<'_, PyAny>) -> PyResult<bool> {
     Ok(s.is_exact_instance_of::<PyString>()
@@ -470,10 +520,7 @@ impl CacheKey {
         cls: &Bound<'_, PyAny>,
         streams: &[Py<PyString>],
     ) -> PyResult<CacheKey> {
-        let mut hash = mix(0, cls.as_ptr() as u64);
-        for s in streams {
-            hash = mix(hash, s.bind(py).hash()? as u64);
-        }
+        let hash = streams_hash(py, cls, streams)?;
         Ok(CacheKey {
             parts: KeyParts::Streams {
                 cls: cls.clone().unbind(),
@@ -588,13 +635,8 @@ impl CacheKey {
                     values: v2,
                 },
             ) => {
-                if !c1.is(c2) || s1.len() != s2.len() {
+                if !c1.is(c2) || !same_streams(py, s1, s2)? {
                     return Ok(Same::No);
-                }
-                for (a, b) in s1.iter().zip(s2) {
-                    if !a.is(b) && a.bind(py).to_str()? != b.bind(py).to_str()? {
-                        return Ok(Same::No);
-                    }
                 }
                 Ok(match (v1, v2) {
                     (None, None) => Same::Yes,
