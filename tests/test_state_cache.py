@@ -637,9 +637,9 @@ def test_an_entry_someone_holds_is_never_changed_by_a_later_command() -> None:
 
 
 def test_a_kept_entry_and_its_key_share_one_object_per_stream() -> None:
-    # Every command makes its own StreamId objects, and its key holds them. An entry put
-    # back after a hit holds them too (not the objects of the command that first kept
-    # it): one object per stream and entry, however many commands hit it.
+    # Every command makes its own StreamId objects. An entry's key holds those of the
+    # command that put it, and so does the entry, which later hits update in place: one
+    # object per stream and entry, however many commands hit it.
     store = MemoryStore(state_cache=StateCache(min_events=0))
     open_with(store, "a", 10)
     for amount in (1, 2, 3):
@@ -653,9 +653,9 @@ def test_a_kept_entry_and_its_key_share_one_object_per_stream() -> None:
 
 
 def test_an_entry_only_the_cache_holds_is_refilled_and_a_failure_after_a_hit_drops_it() -> None:
-    # Taken out of the cache and held by nobody else, the entry object is emptied into
-    # the command and refilled for the put: the same object comes back with the new state.
-    # A command that fails after taking it puts nothing back; the next folds in full.
+    # Found in the cache and held by nobody else, the entry object is emptied into the
+    # command and refilled in place: the same object comes back with the new state.
+    # A command that fails after finding it drops it; the next folds in full.
     store = MemoryStore(state_cache=StateCache(min_events=0))
     open_with(store, "a", 10)
     execute_sync(store, Withdraw(account="a", amount=1))

@@ -1,5 +1,5 @@
 //! `StateCacheCore`: the hot fields of `eventcore.state_cache.StateCache` (its entry map,
-//! counters and bounds), kept in Rust so that the command machine takes an entry, counts
+//! counters and bounds), kept in Rust so that the command machine finds an entry, counts
 //! the hit or miss and puts the entry back without a Python call.
 //! `StateCache` subclasses it and keeps the rest (eviction, hooks, `take`/`put`).
 //!
@@ -29,7 +29,8 @@ use crate::pipeline::PyObj;
 
 /// The entry map, counters and bounds of a state cache (base of `StateCache`).
 ///
-/// Counters are atomic, so they are exact under threads too.
+/// Counters are atomic, so they are exact under threads too. An entry a command is using
+/// is not in the map for anyone else until it is put back.
 #[pyclass(module = "eventcore._core", name = "StateCacheCore", subclass, frozen)]
 pub struct StateCacheCore {
     map: Mutex<Map>,
