@@ -14,7 +14,7 @@ import contextlib
 import random
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given, settings
@@ -637,9 +637,9 @@ def test_an_entry_someone_holds_is_never_changed_by_a_later_command() -> None:
 
 
 def test_a_kept_entry_and_its_key_share_one_object_per_stream() -> None:
-    # Every command makes its own StreamId objects, and its key holds them. An entry put
-    # back after a hit holds them too (not the objects of the command that first kept
-    # it): one object per stream and entry, however many commands hit it.
+    # Every command makes its own StreamId objects. An entry's key holds those of the
+    # command that put it, and so does the entry, which later hits update in place: one
+    # object per stream and entry, however many commands hit it.
     store = MemoryStore(state_cache=StateCache(min_events=0))
     open_with(store, "a", 10)
     for amount in (1, 2, 3):
@@ -653,9 +653,9 @@ def test_a_kept_entry_and_its_key_share_one_object_per_stream() -> None:
 
 
 def test_an_entry_only_the_cache_holds_is_refilled_and_a_failure_after_a_hit_drops_it() -> None:
-    # Taken out of the cache and held by nobody else, the entry object is emptied into
-    # the command and refilled for the put: the same object comes back with the new state.
-    # A command that fails after taking it puts nothing back; the next folds in full.
+    # Found in the cache and held by nobody else, the entry object is emptied into the
+    # command and refilled in place: the same object comes back with the new state.
+    # A command that fails after finding it drops it; the next folds in full.
     store = MemoryStore(state_cache=StateCache(min_events=0))
     open_with(store, "a", 10)
     execute_sync(store, Withdraw(account="a", amount=1))
@@ -745,3 +745,157 @@ def test_a_key_value_whose_eq_uses_the_cache_runs_outside_its_lock() -> None:
     worker.join(10)
     assert not worker.is_alive() and found == [entry]
     assert (Deposit, ("a",), (_Eq(cache, 2),)) not in cache
+
+
+# -- an entry in use -------------------------------------------------------------------------
+
+
+class _Gate:
+    """Holds a ``GatedDeposit``'s first ``handle`` until ``go``; ``fail`` makes it refuse."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.entered, self.go, self.fail = threading.Event(), threading.Event(), fail
+
+
+_gates: dict[int, _Gate] = {}
+
+
+class GatedDeposit(bank.SingleAccount):
+    """A deposit whose first ``handle`` waits at the gate registered under its amount."""
+
+    amount: int
+
+    def handle(self, state: Account) -> list[tuple[str, Deposited]]:
+        gate = _gates.get(self.amount)
+        if gate is not None and not gate.entered.is_set():
+            gate.entered.set()
+            assert gate.go.wait(10)
+            if gate.fail:
+                raise BusinessRuleViolation("refused at the gate")
+        return [(self.account, Deposited(self.amount))]
+
+
+def _held_at_gate(store: MemoryStore, amount: int, fail: bool = False) -> Any:
+    """Start ``GatedDeposit(a, amount)`` in a thread; return once it holds its entry."""
+    gate = _gates[amount] = _Gate(fail)
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(execute_sync(store, GatedDeposit(account="a", amount=amount)))
+        except BaseException as exc:  # handed to the test
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    assert gate.entered.wait(10)
+
+    def finish() -> Any:
+        gate.go.set()
+        worker.join(10)
+        assert not worker.is_alive()
+        return outcome[0]
+
+    return finish
+
+
+def _entry_is_a_full_fold(store: MemoryStore, entry: Any) -> None:
+    (stream_id,), (version,) = entry.streams, entry.versions
+    full = Account()
+    for recorded in store.read_stream(stream_id)[:version]:
+        full = fold_account(full, recorded.data)
+    assert entry.state == full
+
+
+def test_an_entry_in_use_is_not_there_for_another_command_and_is_put_back_after_it() -> None:
+    # A command marks its entry's slot in use instead of taking it out: while it runs, the
+    # entry is not in the cache for anyone (len, in, the listing), a second command on the
+    # key misses, folds in full and puts its own; the first then conflicts, folds the
+    # second's event onto its state and puts that back, replacing the second's entry.
+    store = MemoryStore(state_cache=StateCache(min_events=0))
+    open_with(store, "a", 10)
+    execute_sync(store, GatedDeposit(account="a", amount=1))
+    cache = store.state_cache
+    assert cache is not None
+    key = (GatedDeposit, ("a",))
+    finish = _held_at_gate(store, 2)
+    assert key not in cache and len(cache) == 0 and cache._entries == {}
+    execute_sync(store, GatedDeposit(account="a", amount=3))
+    assert (cache.hits, cache.misses) == (1, 2) and key in cache and len(cache) == 1
+    result = finish()
+    assert result.attempts == 2
+    assert balance(store, "a") == 16 and len(cache) == 1
+    (entry,) = cache._entries.values()
+    assert entry.versions == [store.stream_version("a")] == [5]
+    assert entry.state == Account(opened=True, balance=16)
+    _entry_is_a_full_fold(store, entry)
+    execute_sync(store, GatedDeposit(account="a", amount=4))
+    assert (cache.hits, cache.misses) == (2, 2) and balance(store, "a") == 20
+
+
+def test_a_failure_in_use_drops_only_its_own_slot() -> None:
+    # A command that fails after finding its entry drops it; if another command's put has
+    # replaced the slot meanwhile, that entry stays.
+    store = MemoryStore(state_cache=StateCache(min_events=0))
+    open_with(store, "a", 10)
+    execute_sync(store, GatedDeposit(account="a", amount=1))
+    cache = store.state_cache
+    assert cache is not None
+    key = (GatedDeposit, ("a",))
+    finish = _held_at_gate(store, 5, fail=True)
+    assert isinstance(finish(), BusinessRuleViolation)
+    assert key not in cache and len(cache) == 0
+    execute_sync(store, GatedDeposit(account="a", amount=1))  # folds in full, kept
+    finish = _held_at_gate(store, 6, fail=True)
+    execute_sync(store, GatedDeposit(account="a", amount=3))  # misses, replaces the slot
+    assert isinstance(finish(), BusinessRuleViolation)
+    assert key in cache and len(cache) == 1
+    (entry,) = cache._entries.values()
+    assert entry.state == Account(opened=True, balance=15)
+    _entry_is_a_full_fold(store, entry)
+
+
+def test_eviction_skips_an_entry_in_use_which_comes_back_as_the_newest() -> None:
+    # Bound 1: while "a"'s entry is in use it is not counted, so "b"'s put evicts nothing;
+    # "a"'s put back makes it the newest, and the bound then evicts "b".
+    store = MemoryStore(state_cache=StateCache(1, min_events=0))
+    open_with(store, "a", 10)
+    open_with(store, "b", 10)
+    execute_sync(store, GatedDeposit(account="a", amount=1))
+    cache = store.state_cache
+    assert cache is not None
+    finish = _held_at_gate(store, 7)
+    execute_sync(store, GatedDeposit(account="b", amount=1))
+    assert cache.evictions == 0 and list(cache._entries) == [(GatedDeposit, ("b",))]
+    assert finish().attempts == 1
+    assert cache.evictions == 1 and list(cache._entries) == [(GatedDeposit, ("a",))]
+    (entry,) = cache._entries.values()
+    assert entry.state == Account(opened=True, balance=18)
+
+
+class StaticApply(Deposit):
+    """A Deposit whose ``apply`` is a staticmethod, counting its calls."""
+
+    calls: ClassVar[list[int]] = []
+
+    @staticmethod
+    def apply(state: Account, event: Any, stream_id: str) -> Account:  # type: ignore[override]
+        StaticApply.calls.append(getattr(event, "amount", 0))
+        return fold_account(state, event)
+
+
+def test_own_events_are_folded_by_what_attribute_lookup_finds_for_apply() -> None:
+    # A hit folds the command's own event into the state it keeps, calling `apply` as the
+    # attribute lookup finds it (here a staticmethod: no `self`), once per own event. (Its
+    # key holds `amount`: the analysis cannot see what a staticmethod reads.)
+    store = MemoryStore(state_cache=StateCache(min_events=0))
+    open_with(store, "a", 10)
+    execute_sync(store, StaticApply(account="a", amount=1))  # a full fold, then its own
+    StaticApply.calls.clear()
+    execute_sync(store, StaticApply(account="a", amount=1))  # a hit: its own event only
+    assert StaticApply.calls == [1]
+    cache = store.state_cache
+    assert cache is not None and (cache.hits, cache.misses) == (1, 1)
+    (entry,) = cache._entries.values()
+    assert (entry.versions, entry.state) == ([4], Account(opened=True, balance=12))
+    _entry_is_a_full_fold(store, entry)

@@ -477,7 +477,8 @@ class CacheEntry:
 class StateCacheCore:
     """The entry map, counters and bounds of a state cache (base of ``StateCache``).
 
-    The command machine uses them without Python calls; the counters are atomic.
+    The command machine uses them without Python calls; the counters are atomic. An
+    entry a command is using is not in the map for anyone else until it is put back.
     """
 
     def __new__(cls, *_args: Any, **_kwargs: Any) -> Self: ...

@@ -1,13 +1,16 @@
 """The in-process folded-state cache: a command's state kept between commands.
 
 Every store object owns one :class:`StateCache` (``store.state_cache``). The executor
-takes a command's entry out of it, folds only the events after the entry's versions (the
-store's ``read_tail`` reads them), runs the command, and puts the entry back only after a successful
-append, with the command's own events applied, exactly as a full fold after the append
-would give. A command that raises, breaks a rule, conflicts or finds the store unavailable
-puts nothing back; a second command on the same key while the entry is out misses and
-folds in full. States are never copied: an entry is used by one command at a time, so an
-``apply`` that mutates its state in place stays correct.
+finds a command's entry and marks it in use, folds only the events after the entry's
+versions (the store's ``read_tail`` reads them), runs the command, and updates the entry in
+place (the most recently used) only after a successful append, with the command's own
+events applied, exactly as a full fold after the append would give. A command that raises,
+breaks a rule, conflicts or finds the store unavailable drops the entry; a second command
+on the same key while the entry is in use misses and folds in full (an entry in use is not
+in the cache for anyone else: not counted, listed or evicted). States are never copied: an
+entry is used by one command at a time, so an ``apply`` that mutates its state in place
+stays correct. (:meth:`StateCache.take` and :meth:`StateCache.put`, for code outside the
+executor, take an entry out and put one back.)
 
 Entries are keyed by the command class, its streams and the values of the fields its
 ``initial_state``/``apply``/``discover`` read (found once per class from their bytecode,
@@ -117,8 +120,9 @@ class StateCache(StateCacheCore):
     def put(self, key: Hashable, entry: CacheEntry, command_type: str) -> None:
         """Store ``entry`` under ``key`` as the most recently used, evicting the oldest.
 
-        Every use takes an entry out and puts it back, so the map's insertion order is
-        the order of last use: the first entries are the least recently used.
+        Every use takes an entry out and puts it back (or, in the executor, updates it in
+        place as the newest), so the map's order is the order of last use: the first
+        entries are the least recently used.
         """
         if self._put(key, entry) > self.max_entries:
             self._evict(command_type)

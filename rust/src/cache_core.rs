@@ -1,5 +1,5 @@
 //! `StateCacheCore`: the hot fields of `eventcore.state_cache.StateCache` (its entry map,
-//! counters and bounds), kept in Rust so that the command machine takes an entry, counts
+//! counters and bounds), kept in Rust so that the command machine finds an entry, counts
 //! the hit or miss and puts the entry back without a Python call.
 //! `StateCache` subclasses it and keeps the rest (eviction, hooks, `take`/`put`).
 //!
@@ -10,6 +10,12 @@
 //! map's lock is held only while no Python runs: a key part only Python's `==` compares
 //! (field values, another kind of key) is compared after the lock, and slots taken out
 //! are dropped after it.
+//!
+//! The command machine does not take its entry out and put it back: it marks the entry's
+//! slot in use ([`StateCacheCore::find`]), and after its append settles it in place as the
+//! most recently used ([`InUse::put_back`]), or drops it when the command fails. A slot in
+//! use is not there for anyone else: another command on its key misses (and its put
+//! replaces the slot), and the length, `in`, the entries listed and eviction skip it.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 
@@ -23,7 +29,8 @@ use crate::pipeline::PyObj;
 
 /// The entry map, counters and bounds of a state cache (base of `StateCache`).
 ///
-/// Counters are atomic, so they are exact under threads too.
+/// Counters are atomic, so they are exact under threads too. An entry a command is using
+/// is not in the map for anyone else until it is put back.
 #[pyclass(module = "eventcore._core", name = "StateCacheCore", subclass, frozen)]
 pub struct StateCacheCore {
     map: Mutex<Map>,
@@ -62,7 +69,9 @@ impl StateCacheCore {
             let mut i = map.head;
             while i != NIL {
                 let slot = map.slot(i);
-                out.push((slot.key.clone_ref(py), slot.entry.clone_ref(py)));
+                if slot.busy == 0 {
+                    out.push((slot.key.clone_ref(py), slot.entry.clone_ref(py)));
+                }
                 i = slot.next;
             }
             out
@@ -76,7 +85,7 @@ impl StateCacheCore {
 
     /// Remove and return the entry of `key` (`None` when there is none).
     fn _pop(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<PyObj>> {
-        self.pop(py, &CacheKey::of_object(key)?)
+        self.pop(py, &CacheKey::of_object(key)?, false)
     }
 
     /// Store `entry` under `key` as the most recently used; the number of entries.
@@ -88,8 +97,11 @@ impl StateCacheCore {
     fn _pop_oldest<'py>(&self, py: Python<'py>) -> PyResult<Option<(Bound<'py, PyAny>, PyObj)>> {
         let slot = {
             let mut map = self.map.lock();
-            let head = map.head;
-            (head != NIL).then(|| map.remove(head))
+            let mut i = map.head;
+            while i != NIL && map.slot(i).busy != 0 {
+                i = map.slot(i).next;
+            }
+            (i != NIL).then(|| map.remove(i))
         };
         slot.map(|s| Ok((s.key.object(py)?, s.entry))).transpose()
     }
@@ -111,6 +123,9 @@ impl StateCacheCore {
             let mut asks: SmallVec<[PyObj; 1]> = SmallVec::new();
             for &i in map.table.iter_hash(key.hash) {
                 let slot = map.slot(i);
+                if slot.busy != 0 {
+                    continue;
+                }
                 match key.same(py, &slot.key)? {
                     Same::Yes => return Ok(true),
                     Same::Ask => asks.push(slot.key.asked(py).expect("asked").unbind()),
@@ -202,8 +217,14 @@ impl StateCacheCore {
         self.map.lock().len() == 0
     }
 
-    /// Remove and return the entry of `key`: one of two callers racing for it gets it.
-    pub(crate) fn pop(&self, py: Python<'_>, key: &CacheKey) -> PyResult<Option<PyObj>> {
+    /// Remove and return the entry of `key`: one of two callers racing for it gets it. A
+    /// slot in use is removed only when `busy_too` (a put replacing it), else not there.
+    pub(crate) fn pop(
+        &self,
+        py: Python<'_>,
+        key: &CacheKey,
+        busy_too: bool,
+    ) -> PyResult<Option<PyObj>> {
         // (slot, its entry, its key's part that Python compares)
         let mut asks: SmallVec<[(u32, PyObj, PyObj); 1]> = SmallVec::new();
         let taken = {
@@ -211,6 +232,9 @@ impl StateCacheCore {
             let mut found = None;
             for &i in map.table.iter_hash(key.hash) {
                 let slot = map.slot(i);
+                if slot.busy != 0 && !busy_too {
+                    continue;
+                }
                 match key.same(py, &slot.key)? {
                     Same::Yes => {
                         found = Some(i);
@@ -244,7 +268,9 @@ impl StateCacheCore {
                     .get(i as usize)
                     .and_then(Option::as_ref)
                     .is_some_and(|s| {
-                        s.entry.is(&entry) && s.key.asked(py).is_some_and(|a| a.is(theirs.bind(py)))
+                        (s.busy == 0 || busy_too)
+                            && s.entry.is(&entry)
+                            && s.key.asked(py).is_some_and(|a| a.is(theirs.bind(py)))
                     });
                 same.then(|| map.remove(i))
             };
@@ -258,7 +284,7 @@ impl StateCacheCore {
     /// Store `entry` under `key` as the most recently used (replacing an entry of an equal
     /// key); the number of entries after.
     pub(crate) fn put(&self, py: Python<'_>, key: CacheKey, entry: PyObj) -> PyResult<usize> {
-        let old = self.pop(py, &key)?;
+        let old = self.pop(py, &key, true)?;
         let len = {
             let mut map = self.map.lock();
             map.push(key, entry);
@@ -266,6 +292,163 @@ impl StateCacheCore {
         };
         drop(old);
         Ok(len)
+    }
+
+    /// Find the entry of `key` and mark its slot in use (see the module's doc): the slot
+    /// and a new reference to its entry, or `None` when there is none or it is in use.
+    /// Of two callers racing for an entry, one gets it.
+    pub(crate) fn find(&self, py: Python<'_>, key: &CacheKey) -> PyResult<Option<(InUse, PyObj)>> {
+        // (slot, its entry, its key's part that Python compares)
+        let mut asks: SmallVec<[(u32, PyObj, PyObj); 1]> = SmallVec::new();
+        {
+            let mut map = self.map.lock();
+            let mut found = None;
+            for &i in map.table.iter_hash(key.hash) {
+                let slot = map.slot(i);
+                match key.same(py, &slot.key)? {
+                    Same::Yes => {
+                        found = Some(i);
+                        break;
+                    }
+                    Same::Ask if slot.busy == 0 => asks.push((
+                        i,
+                        slot.entry.clone_ref(py),
+                        slot.key.asked(py).expect("asked").unbind(),
+                    )),
+                    Same::Ask | Same::No => {}
+                }
+            }
+            if let Some(i) = found {
+                return Ok(map.mark(py, i));
+            }
+        }
+        let Some(mine) = key.asked(py) else {
+            return Ok(None);
+        };
+        for (i, entry, theirs) in asks {
+            if !mine.eq(theirs.bind(py))? {
+                continue;
+            }
+            // Still the slot compared (Python ran meanwhile)?
+            let mut map = self.map.lock();
+            let same = map
+                .slots
+                .get(i as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|s| {
+                    s.entry.is(&entry) && s.key.asked(py).is_some_and(|a| a.is(theirs.bind(py)))
+                });
+            if same {
+                return Ok(map.mark(py, i));
+            }
+        }
+        Ok(None)
+    }
+
+    /// [`StateCacheCore::find`] for the key `(cls, streams)`, without building it.
+    pub(crate) fn find_streams(
+        &self,
+        py: Python<'_>,
+        cls: &Bound<'_, PyAny>,
+        streams: &[Py<PyString>],
+    ) -> PyResult<Option<(InUse, PyObj)>> {
+        let hash = streams_hash(py, cls, streams)?;
+        let mut map = self.map.lock();
+        for &i in map.table.iter_hash(hash) {
+            let key = &map.slot(i).key;
+            if key.hash != hash {
+                continue;
+            }
+            if let KeyParts::Streams {
+                cls: c,
+                streams: s,
+                values: None,
+            } = &key.parts
+            {
+                if c.is(cls) && same_streams(py, s, streams)? {
+                    return Ok(map.mark(py, i));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The slot `at` is no longer in use: `entry` becomes its entry, the most recently
+    /// used; the number of entries after and the entry it held (to drop after the lock).
+    /// `Err(entry)` when the slot is no longer the one marked (a put replaced it).
+    fn settle(&self, at: &InUse, entry: PyObj) -> Result<(usize, PyObj), PyObj> {
+        let mut map = self.map.lock();
+        if !map.owns(at) {
+            return Err(entry);
+        }
+        let slot = map.slot_mut(at.slot);
+        let old = std::mem::replace(&mut slot.entry, entry);
+        slot.busy = 0;
+        map.busy -= 1;
+        map.unlink(at.slot);
+        map.link_last(at.slot);
+        Ok((map.len(), old))
+    }
+
+    /// Drop the slot `at` if it is still the one marked (the command that used it failed).
+    fn release(&self, at: &InUse) {
+        let slot = {
+            let mut map = self.map.lock();
+            map.owns(at).then(|| map.remove(at.slot))
+        };
+        drop(slot);
+    }
+}
+
+/// A slot marked in use by [`StateCacheCore::find`] (`id` tells it from a later use of the
+/// same slot).
+pub(crate) struct InUse {
+    slot: u32,
+    id: u64,
+}
+
+/// A command machine's slot in use, with its cache: put back in place after a successful
+/// append ([`Held::put_back`]); dropped otherwise, which drops the slot (a failure after a
+/// hit leaves no entry).
+pub(crate) struct Held {
+    cache: Py<StateCacheCore>,
+    at: Option<InUse>,
+}
+
+impl Held {
+    pub(crate) fn new(cache: Py<StateCacheCore>, at: InUse) -> Held {
+        Held {
+            cache,
+            at: Some(at),
+        }
+    }
+
+    /// Settle `entry` in the slot as the most recently used or, when a put replaced the
+    /// slot meanwhile, put it under `key` (as [`StateCacheCore::put`]); the number of
+    /// entries after.
+    pub(crate) fn put_back(
+        mut self,
+        py: Python<'_>,
+        key: impl FnOnce() -> PyResult<CacheKey>,
+        entry: PyObj,
+    ) -> PyResult<usize> {
+        let at = self.at.take().expect("in use");
+        let cache = self.cache.get();
+        match cache.settle(&at, entry) {
+            Ok((len, old)) => {
+                drop(old);
+                Ok(len)
+            }
+            Err(entry) => cache.put(py, key()?, entry),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(at) = self.at.take() {
+            self.cache.get().release(&at);
+        }
     }
 }
 
@@ -303,6 +486,28 @@ fn mix(h: u64, v: u64) -> u64 {
     (h.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95)
 }
 
+/// The hash of the key `(cls, streams)`.
+fn streams_hash(py: Python<'_>, cls: &Bound<'_, PyAny>, streams: &[Py<PyString>]) -> PyResult<u64> {
+    let mut hash = mix(0, cls.as_ptr() as u64);
+    for s in streams {
+        hash = mix(hash, s.bind(py).hash()? as u64);
+    }
+    Ok(hash)
+}
+
+/// Whether two keys' streams are the same texts, in order.
+fn same_streams(py: Python<'_>, a: &[Py<PyString>], b: &[Py<PyString>]) -> PyResult<bool> {
+    if a.len() != b.len() {
+        return Ok(false);
+    }
+    for (a, b) in a.iter().zip(b) {
+        if !a.is(b) && a.bind(py).to_str()? != b.bind(py).to_str()? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Whether `s` compares by its text (a `str` or a `StreamId`, not another subclass).
 fn plain_text(s: &Bound<'_, PyAny>) -> PyResult<bool> {
     Ok(s.is_exact_instance_of::<PyString>()
@@ -316,10 +521,7 @@ impl CacheKey {
         cls: &Bound<'_, PyAny>,
         streams: &[Py<PyString>],
     ) -> PyResult<CacheKey> {
-        let mut hash = mix(0, cls.as_ptr() as u64);
-        for s in streams {
-            hash = mix(hash, s.bind(py).hash()? as u64);
-        }
+        let hash = streams_hash(py, cls, streams)?;
         Ok(CacheKey {
             parts: KeyParts::Streams {
                 cls: cls.clone().unbind(),
@@ -434,13 +636,8 @@ impl CacheKey {
                     values: v2,
                 },
             ) => {
-                if !c1.is(c2) || s1.len() != s2.len() {
+                if !c1.is(c2) || !same_streams(py, s1, s2)? {
                     return Ok(Same::No);
-                }
-                for (a, b) in s1.iter().zip(s2) {
-                    if !a.is(b) && a.bind(py).to_str()? != b.bind(py).to_str()? {
-                        return Ok(Same::No);
-                    }
                 }
                 Ok(match (v1, v2) {
                     (None, None) => Same::Yes,
@@ -462,6 +659,8 @@ struct Slot {
     entry: PyObj,
     prev: u32,
     next: u32,
+    /// The id of its use (see [`InUse`]); 0: not in use.
+    busy: u64,
 }
 
 /// The entries by key, with their order of last use (a list through the slots).
@@ -473,6 +672,10 @@ struct Map {
     /// The least and the most recently used.
     head: u32,
     tail: u32,
+    /// Slots in use (in the table, not counted as entries).
+    busy: usize,
+    /// The last id given to a use.
+    last_use: u64,
 }
 
 impl Map {
@@ -494,20 +697,66 @@ impl Map {
 
     /// Take slot `i` out (the caller drops it after the lock).
     fn remove(&mut self, i: u32) -> Slot {
+        self.unlink(i);
         let slot = self.slots[i as usize].take().expect("live slot");
         if let Ok(found) = self.table.find_entry(slot.key.hash, |&j| j == i) {
             found.remove();
         }
-        match slot.prev {
-            NIL => self.head = slot.next,
-            p => self.slot_mut(p).next = slot.next,
-        }
-        match slot.next {
-            NIL => self.tail = slot.prev,
-            n => self.slot_mut(n).prev = slot.prev,
+        if slot.busy != 0 {
+            self.busy -= 1;
         }
         self.free.push(i);
         slot
+    }
+
+    /// Take slot `i` out of the order of use.
+    fn unlink(&mut self, i: u32) {
+        let (prev, next) = {
+            let slot = self.slot(i);
+            (slot.prev, slot.next)
+        };
+        match prev {
+            NIL => self.head = next,
+            p => self.slot_mut(p).next = next,
+        }
+        match next {
+            NIL => self.tail = prev,
+            n => self.slot_mut(n).prev = prev,
+        }
+    }
+
+    /// Put slot `i` last in the order of use (the most recently used).
+    fn link_last(&mut self, i: u32) {
+        let tail = self.tail;
+        let slot = self.slot_mut(i);
+        slot.prev = tail;
+        slot.next = NIL;
+        match tail {
+            NIL => self.head = i,
+            t => self.slot_mut(t).next = i,
+        }
+        self.tail = i;
+    }
+
+    /// Whether slot `i` is the one `at` marked in use.
+    fn owns(&self, at: &InUse) -> bool {
+        self.slots
+            .get(at.slot as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|s| s.busy == at.id)
+    }
+
+    /// Mark slot `i` in use, unless it is: the use and a new reference to its entry.
+    fn mark(&mut self, py: Python<'_>, i: u32) -> Option<(InUse, PyObj)> {
+        if self.slot(i).busy != 0 {
+            return None;
+        }
+        self.last_use += 1;
+        let id = self.last_use;
+        self.busy += 1;
+        let slot = self.slot_mut(i);
+        slot.busy = id;
+        Some((InUse { slot: i, id }, slot.entry.clone_ref(py)))
     }
 
     /// Add `key` as the most recently used.
@@ -516,8 +765,9 @@ impl Map {
         let slot = Slot {
             key,
             entry,
-            prev: self.tail,
+            prev: NIL,
             next: NIL,
+            busy: 0,
         };
         let i = match self.free.pop() {
             Some(i) => {
@@ -529,18 +779,15 @@ impl Map {
                 (self.slots.len() - 1) as u32
             }
         };
-        match self.tail {
-            NIL => self.head = i,
-            t => self.slot_mut(t).next = i,
-        }
-        self.tail = i;
+        self.link_last(i);
         let slots = &self.slots;
         self.table.insert_unique(hash, i, |&j| {
             slots[j as usize].as_ref().expect("live slot").key.hash
         });
     }
 
+    /// The entries (slots in use are not counted).
     fn len(&self) -> usize {
-        self.table.len()
+        self.table.len() - self.busy
     }
 }

@@ -27,7 +27,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 
-use crate::cache_core::{CacheKey, StateCacheCore};
+use crate::cache_core::{CacheKey, Held, StateCacheCore};
 use crate::pipeline_entry::{entry_object, CacheEntry};
 use crate::pipeline_logic as logic;
 use crate::pipeline_result::{ExecutionResult, NewEvents, Outcome, Versions};
@@ -313,10 +313,16 @@ pub(crate) struct Machine {
     key: Key,
     /// The run's key in the state cache, once looked for (see `cache_key`).
     ckey: Option<CacheKey>,
+    /// Whether the run's class is keyed by its streams alone (see `by_streams`).
+    by_streams: Option<bool>,
     held: Option<Entry>,
-    /// The cache entry object taken out of the cache (filled again and put back when
-    /// nothing else refers to it, instead of a new one).
+    /// The cache entry object found in the cache, its contents moved out because nothing
+    /// else referred to it (filled again and put back when that still holds, instead of
+    /// a new one).
     taken: Option<Py<CacheEntry>>,
+    /// The cache slot found, marked in use until this run puts its state back (dropped
+    /// with the slot if it does not).
+    in_use: Option<Held>,
     hint: Option<PyObj>,
     recheck: bool,
     attempt: i64,
@@ -548,8 +554,10 @@ impl Machine {
             declared_v: Vec::new(),
             key: if keyed { Key::Unset } else { Key::None },
             ckey: None,
+            by_streams: None,
             held: None,
             taken: None,
+            in_use: None,
             hint: None,
             recheck: false,
             attempt: 0,
@@ -630,7 +638,10 @@ impl Machine {
     pub(crate) fn resume(&mut self, py: Python<'_>, input: Input<'_>) -> PyResult<Eff> {
         let out = self.resume_inner(py, input);
         match &out {
-            Err(_) => self.wait = Wait::Finished,
+            Err(_) => {
+                self.wait = Wait::Finished;
+                self.in_use = None; // a slot found and not put back: dropped
+            }
             Ok(eff) => {
                 if let Some(t) = self.trace.as_mut() {
                     let now = t.now();
@@ -963,6 +974,7 @@ impl Machine {
 
     fn done(&mut self, result: PyObj) -> PyResult<Eff> {
         self.wait = Wait::Done;
+        self.in_use = None; // a slot found and not put back: dropped
         Ok(Eff::Done(result))
     }
 
@@ -998,6 +1010,34 @@ impl Machine {
         Ok(())
     }
 
+    /// Whether the run's class is keyed by its streams alone (`STREAMS_ONLY`), found once.
+    fn by_streams(&mut self, py: Python<'_>) -> PyResult<bool> {
+        if let Some(yes) = self.by_streams {
+            return Ok(yes);
+        }
+        let r = refs(py)?;
+        let cls = self.cls.as_ref().expect("started").bind(py);
+        let keyer = r.keyers.bind(py).get_item(cls)?;
+        let yes = keyer.is_some_and(|k| k.is(r.streams_only.bind(py)));
+        self.by_streams = Some(yes);
+        Ok(yes)
+    }
+
+    /// Whether the run is cached (it has a key), without building the key of a class
+    /// keyed by its streams alone (the cache finds its entry from the declared streams).
+    fn cached(&mut self, py: Python<'_>) -> PyResult<bool> {
+        if self.ckey.is_none() && matches!(self.key, Key::Unset) && self.by_streams(py)? {
+            return Ok(true);
+        }
+        self.cache_key(py)
+    }
+
+    /// The run's key in the state cache, taken (built if not yet).
+    fn take_ckey(&mut self, py: Python<'_>) -> PyResult<CacheKey> {
+        self.cache_key(py)?;
+        Ok(self.ckey.take().expect("key"))
+    }
+
     /// Find the run's key in the state cache (`false`: not cached), once: a class keyed
     /// by its streams alone gets it from the declared streams, with no Python call; any
     /// other from its keyer's key object.
@@ -1005,14 +1045,10 @@ impl Machine {
         if self.ckey.is_some() {
             return Ok(true);
         }
-        if matches!(self.key, Key::Unset) {
-            let r = refs(py)?;
+        if matches!(self.key, Key::Unset) && self.by_streams(py)? {
             let cls = self.cls.as_ref().expect("started").bind(py);
-            let keyer = r.keyers.bind(py).get_item(cls)?;
-            if keyer.is_some_and(|k| k.is(r.streams_only.bind(py))) {
-                self.ckey = Some(CacheKey::of_streams(py, cls, &self.declared_v)?);
-                return Ok(true);
-            }
+            self.ckey = Some(CacheKey::of_streams(py, cls, &self.declared_v)?);
+            return Ok(true);
         }
         self.build_key(py)?;
         let Some(k) = self.key_val(py) else {
@@ -1048,23 +1084,32 @@ impl Machine {
         if entry.is_none() && !matches!(self.key, Key::None) {
             if let Some(cache) = self.cache.as_ref().map(|c| c.clone_ref(py)) {
                 let cache = cache.get();
-                if !cache.is_empty() && self.cache_key(py)? {
-                    let key = self.ckey.as_ref().expect("key");
-                    if let Some(found) = cache.pop(py, key)? {
-                        match found.into_bound(py).cast_into::<CacheEntry>() {
-                            Ok(obj) => {
-                                // SAFETY: reads the reference count of an object this
-                                // run holds. 1: out of the cache, nobody else has it.
-                                let alone = unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) } == 1;
-                                entry = Some(if alone {
-                                    obj.borrow_mut().take_entry(py)
-                                } else {
-                                    obj.borrow().entry(py)
-                                });
+                let found = if cache.is_empty() || !self.cached(py)? {
+                    None
+                } else if let Some(key) = self.ckey.as_ref() {
+                    cache.find(py, key)?
+                } else {
+                    let cls = self.cls.as_ref().expect("started").bind(py);
+                    cache.find_streams(py, cls, &self.declared_v)?
+                };
+                if let Some((at, found)) = found {
+                    let held = Held::new(self.cache.as_ref().expect("cache").clone_ref(py), at);
+                    self.in_use = Some(held);
+                    self.taken = None;
+                    match found.into_bound(py).cast_into::<CacheEntry>() {
+                        Ok(obj) => {
+                            // SAFETY: reads the reference count of an object this
+                            // run holds. 2: its slot (in use) and this run, nobody else.
+                            let alone = unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) } == 2;
+                            entry = Some(if alone {
+                                let e = obj.borrow_mut().take_entry(py);
                                 self.taken = Some(obj.unbind());
-                            }
-                            Err(other) => entry = Some(self.entry_of(py, &other.into_inner())?),
+                                e
+                            } else {
+                                obj.borrow().entry(py)
+                            });
                         }
+                        Err(other) => entry = Some(self.entry_of(py, &other.into_inner())?),
                     }
                 }
                 if !matches!(self.key, Key::None) {
@@ -1705,7 +1750,7 @@ impl Machine {
                 || min_events.is_some_and(|m| self.since >= m)
                 || (self.snapshot_every != 0 && self.since + n_events >= self.snapshot_every)
             {
-                let cached = self.cache.is_none() || self.cache_key(py)?;
+                let cached = self.cache.is_none() || self.cached(py)?;
                 if self.snapshot_every != 0 {
                     self.build_key(py)?;
                 }
@@ -1782,7 +1827,8 @@ impl Machine {
     /// Keep the state decided on after its append: a snapshot if due, then the cache.
     fn keep(&mut self, py: Python<'_>, result: Outcome) -> PyResult<Eff> {
         let mut cur = self.cur.take().expect("decided");
-        if self.warm {
+        if self.warm && self.in_use.is_none() {
+            // (A slot in use keeps its key: the entry's streams are already its objects.)
             self.share_declared(py, &mut cur.streams)?;
         }
         let decided = Entry {
@@ -1805,9 +1851,10 @@ impl Machine {
         };
         let since = kept.since;
         let kept = match self.taken.take() {
-            // Only this run refers to it (not a snapshot store, not a caller's copy).
+            // Found with nobody else referring to it, and still so: only this run and its
+            // slot refer to it (not a snapshot store, not a caller's copy).
             // SAFETY: reads the reference count of an object this run holds.
-            Some(obj) if unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) } == 1 => {
+            Some(obj) if unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) } <= 2 => {
                 obj.borrow_mut(py).e = kept;
                 obj.into_bound(py).into_any()
             }
@@ -1873,21 +1920,47 @@ impl Machine {
             return Ok(None);
         };
         logic::advance_versions(&mut entry.f.versions, &slots);
-        let mut folder = crate::fold::Folder::new(self.apply_obj(py)?, self.decoders_obj(py));
+        // What a fold step does (`fold::Folder`), without its error mapping (any error
+        // only means the state is not kept) and with `apply` called as a method, not
+        // looked up and bound for one call (unless a fold of this run already did).
+        let command = self.command.bind(py);
+        let apply = self.apply.get().map(|a| a.bind(py));
+        let decoders = self.decoders_obj(py);
+        let mut last: Option<(&PyObj, Bound<'_, PyAny>)> = None;
         let mut state = entry.f.state.bind(py).clone();
         for ((_, name, payload, _), slot) in events.0.iter().zip(&slots) {
-            let name = name.bind(py);
-            let step = folder.decoder(name).and_then(|decoder| {
-                folder.step(
-                    state.clone(),
-                    &decoder,
-                    name,
-                    entry.f.streams[*slot].bind(py).as_any(),
-                    payload.bind(py),
-                )
-            });
+            let step = (|| {
+                let decoder = match &last {
+                    Some((n, d)) if n.is(name) => d.clone(),
+                    _ => {
+                        let d = match decoders.cast::<PyDict>() {
+                            Ok(dict) => dict.get_item(name)?,
+                            Err(_) => Some(decoders.get_item(name)?),
+                        };
+                        let Some(d) = d.filter(|d| !d.is_none()) else {
+                            return Ok(None); // no decoder: the full fold raises it
+                        };
+                        last = Some((name, d.clone()));
+                        d
+                    }
+                };
+                let event = crate::py_call::call_1(&decoder, payload.bind(py))?;
+                let stream = entry.f.streams[*slot].bind(py).as_any();
+                match apply {
+                    Some(apply) => crate::py_call::call_3(apply, &state, &event, stream),
+                    None => crate::py_call::call_method_3(
+                        command,
+                        intern!(py, "apply"),
+                        &state,
+                        &event,
+                        stream,
+                    ),
+                }
+                .map(Some)
+            })();
             match step {
-                Ok(next) => state = next,
+                Ok(Some(next)) => state = next,
+                Ok(None) => return Ok(None),
                 // The next command folds in full, and meets the same error there.
                 Err(err) if err.is_instance_of::<PyException>(py) => return Ok(None),
                 Err(err) => return Err(err),
@@ -1906,10 +1979,15 @@ impl Machine {
     }
 
     fn finish_keep(&mut self, py: Python<'_>, kept: Option<&Bound<'_, PyAny>>) -> PyResult<Eff> {
-        if let (Some(cache), Some(kept)) = (&self.cache, kept) {
-            // StateCache.put, inlined: the newest entry last; evict past the bound.
-            let key = self.ckey.take().expect("key");
-            let len = cache.get().put(py, key, kept.clone().unbind())?;
+        if let (Some(cache), Some(kept)) = (self.cache.as_ref().map(|c| c.clone_ref(py)), kept) {
+            // StateCache.put, inlined: the newest entry last; evict past the bound. A slot
+            // found in use gets its entry back in place.
+            let len = match self.in_use.take() {
+                Some(held) => held.put_back(py, || self.take_ckey(py), kept.clone().unbind())?,
+                None => cache
+                    .get()
+                    .put(py, self.take_ckey(py)?, kept.clone().unbind())?,
+            };
             let max = cache.get().max_entries.load(Relaxed);
             if len as i64 > max {
                 cache.bind(py).call_method1(

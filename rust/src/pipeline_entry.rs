@@ -34,8 +34,8 @@ impl CacheEntry {
     }
 
     /// The entry moved out for the machine, leaving an empty one: for an object only the
-    /// machine refers to (taken out of the cache), where a copy would allocate and free
-    /// its two lists for nothing. The machine fills it again before it is put back.
+    /// machine and its slot in use refer to, where a copy would allocate and free its two
+    /// lists for nothing. The machine fills it again before it is put back.
     pub(crate) fn take_entry(&mut self, py: Python<'_>) -> Entry {
         let empty = Entry {
             f: Folded {

@@ -67,3 +67,26 @@ pub(crate) fn call_method_1<'py>(
         Bound::from_owned_ptr_or_err(obj.py(), out)
     }
 }
+
+/// `obj.name(a, b, c)`.
+#[inline]
+pub(crate) fn call_method_3<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+    a: &Bound<'py, PyAny>,
+    b: &Bound<'py, PyAny>,
+    c: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: as in `call_1`.
+    unsafe {
+        let out = ffi::PyObject_CallMethodObjArgs(
+            obj.as_ptr(),
+            name.as_ptr(),
+            a.as_ptr(),
+            b.as_ptr(),
+            c.as_ptr(),
+            std::ptr::null_mut::<ffi::PyObject>(),
+        );
+        Bound::from_owned_ptr_or_err(obj.py(), out)
+    }
+}
