@@ -11,6 +11,8 @@ is in ``extra_info["units_per_round"]`` (commands or events).
 from __future__ import annotations
 
 import itertools
+import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -37,3 +39,23 @@ def es() -> Any:
 def unique() -> itertools.count[int]:
     """A session-wide counter for fresh stream ids."""
     return itertools.count()
+
+
+@pytest.fixture(scope="session")
+def bench_dsn() -> Iterator[str]:
+    """The PostgreSQL server the test suite would use: ``EVENTCORE_TEST_DSN``, else a
+    throwaway server started for the session (skipped when no server binaries exist)."""
+    dsn = os.environ.get("EVENTCORE_TEST_DSN")
+    if dsn:
+        yield dsn
+        return
+    from tests.pgserver import PostgresServer, find_pg_ctl
+
+    pg_ctl = find_pg_ctl()
+    if pg_ctl is None:
+        pytest.skip("no PostgreSQL server binaries (set EVENTCORE_TEST_DSN)")
+    server = PostgresServer.launch(pg_ctl)
+    try:
+        yield server.dsn
+    finally:
+        server.shutdown()

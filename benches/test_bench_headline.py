@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -28,26 +27,14 @@ COMMANDS = 200
 
 
 @pytest.fixture(scope="module")
-def pg() -> Iterator[Any]:
+def pg(bench_dsn: str) -> Iterator[Any]:
     """A :class:`~benches.pg_workloads.PgBench` on the suite's server (no peer)."""
-    dsn = os.environ.get("EVENTCORE_TEST_DSN")
-    server = None
-    if not dsn:
-        from tests.pgserver import PostgresServer, find_pg_ctl
-
-        pg_ctl = find_pg_ctl()
-        if pg_ctl is None:
-            pytest.skip("no PostgreSQL server binaries (set EVENTCORE_TEST_DSN)")
-        server = PostgresServer.launch(pg_ctl)
-        dsn = server.dsn
-    bench = pw.PgBench(dsn, pw.PG_QUICK)
+    bench = pw.PgBench(bench_dsn, pw.PG_QUICK)
     try:
         yield bench
     finally:
         bench.close()
         asyncio.set_event_loop(None)
-        if server is not None:
-            server.shutdown()
 
 
 def _pedantic(benchmark: Any, target: Any, units: int, group: str) -> None:

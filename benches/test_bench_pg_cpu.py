@@ -10,23 +10,15 @@ import pytest
 pw = pytest.importorskip("benches.pg_workloads")
 
 
-def test_every_side_reports_one_write_per_statement_and_its_wal() -> None:
-    dsn = os.environ.get("EVENTCORE_TEST_DSN")
-    server = None
-    if not dsn:
-        from tests.pgserver import PostgresServer, find_pg_ctl
+# The backends' /proc entries are readable when the server runs on this machine.
+LOCAL = not os.environ.get("EVENTCORE_TEST_DSN")
 
-        pg_ctl = find_pg_ctl()
-        if pg_ctl is None:
-            pytest.skip("no PostgreSQL server binaries (set EVENTCORE_TEST_DSN)")
-        server = PostgresServer.launch(pg_ctl)
-        dsn = server.dsn
+
+def test_every_side_reports_one_write_per_statement_and_its_wal(bench_dsn: str) -> None:
     try:
-        rows = pw.cpu_per_command(dsn, blocks=2, block=50)
+        rows = pw.cpu_per_command(bench_dsn, blocks=2, block=50)
     finally:
         asyncio.set_event_loop(None)
-        if server is not None:
-            server.shutdown()
     sides = {row["side"]: row for row in rows}
     assert list(sides) == [
         "eventcore warm",
@@ -43,28 +35,14 @@ def test_every_side_reports_one_write_per_statement_and_its_wal() -> None:
         assert 1.0 <= row["statements"] < 1.2, row
         assert row["client_cpu_us"] > 0 and row["per_s"] > 0, row
         assert row["wal_bytes"] > 100, row  # every side wrote its event and committed
-        if server is not None:  # the backends' /proc entries are on this machine
+        if LOCAL:
             assert row["server_cpu_us"] > 0, row
 
 
-def test_the_decision_parts_each_report_their_cpu() -> None:
+def test_the_decision_parts_each_report_their_cpu(bench_dsn: str) -> None:
     pytest.importorskip("eventsourcing")
     dcb = pytest.importorskip("benches.dcb_workloads")
-    dsn = os.environ.get("EVENTCORE_TEST_DSN")
-    server = None
-    if not dsn:
-        from tests.pgserver import PostgresServer, find_pg_ctl
-
-        pg_ctl = find_pg_ctl()
-        if pg_ctl is None:
-            pytest.skip("no PostgreSQL server binaries (set EVENTCORE_TEST_DSN)")
-        server = PostgresServer.launch(pg_ctl)
-        dsn = server.dsn
-    try:
-        rows = dcb.cpu_per_part(dsn, blocks=2, block=10)
-    finally:
-        if server is not None:
-            server.shutdown()
+    rows = dcb.cpu_per_part(bench_dsn, blocks=2, block=10)
     assert [row["part"] for row in rows] == [
         "read",
         "conditional append",
@@ -73,5 +51,5 @@ def test_the_decision_parts_each_report_their_cpu() -> None:
     ]
     for row in rows:
         assert row["per_s"] > 0 and row["client_cpu_us"] > 0, row
-        if server is not None:
+        if LOCAL:
             assert row["server_cpu_us"] > 0, row
