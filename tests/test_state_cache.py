@@ -799,6 +799,16 @@ def _held_at_gate(store: MemoryStore, amount: int, fail: bool = False) -> Any:
     return finish
 
 
+def _cached_account() -> tuple[MemoryStore, StateCache, Any]:
+    """A store whose cache holds the entry of ``GatedDeposit`` on account ``a``, and its key."""
+    store = MemoryStore(state_cache=StateCache(min_events=0))
+    open_with(store, "a", 10)
+    execute_sync(store, GatedDeposit(account="a", amount=1))
+    cache = store.state_cache
+    assert cache is not None
+    return store, cache, (GatedDeposit, ("a",))
+
+
 def _entry_is_a_full_fold(store: MemoryStore, entry: Any) -> None:
     (stream_id,), (version,) = entry.streams, entry.versions
     full = Account()
@@ -812,12 +822,7 @@ def test_an_entry_in_use_is_not_there_for_another_command_and_is_put_back_after_
     # entry is not in the cache for anyone (len, in, the listing), a second command on the
     # key misses, folds in full and puts its own; the first then conflicts, folds the
     # second's event onto its state and puts that back, replacing the second's entry.
-    store = MemoryStore(state_cache=StateCache(min_events=0))
-    open_with(store, "a", 10)
-    execute_sync(store, GatedDeposit(account="a", amount=1))
-    cache = store.state_cache
-    assert cache is not None
-    key = (GatedDeposit, ("a",))
+    store, cache, key = _cached_account()
     finish = _held_at_gate(store, 2)
     assert key not in cache and len(cache) == 0 and cache._entries == {}
     execute_sync(store, GatedDeposit(account="a", amount=3))
@@ -836,12 +841,7 @@ def test_an_entry_in_use_is_not_there_for_another_command_and_is_put_back_after_
 def test_a_failure_in_use_drops_only_its_own_slot() -> None:
     # A command that fails after finding its entry drops it; if another command's put has
     # replaced the slot meanwhile, that entry stays.
-    store = MemoryStore(state_cache=StateCache(min_events=0))
-    open_with(store, "a", 10)
-    execute_sync(store, GatedDeposit(account="a", amount=1))
-    cache = store.state_cache
-    assert cache is not None
-    key = (GatedDeposit, ("a",))
+    store, cache, key = _cached_account()
     finish = _held_at_gate(store, 5, fail=True)
     assert isinstance(finish(), BusinessRuleViolation)
     assert key not in cache and len(cache) == 0
