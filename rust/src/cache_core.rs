@@ -225,9 +225,25 @@ impl StateCacheCore {
         key: &CacheKey,
         busy_too: bool,
     ) -> PyResult<Option<PyObj>> {
+        // The slot leaves the map under its lock and is dropped after it.
+        let slot = self.locate(py, key, busy_too, |map, i| Some(map.remove(i)))?;
+        Ok(slot.map(|s| s.entry))
+    }
+
+    /// The slot of `key` (a slot in use counts only when `busy_too`), given to `act` under
+    /// the map's lock; `act`'s answer, or `None` when no slot holds the key. A key part
+    /// that Python compares is compared after the lock is released, and the slot is then
+    /// checked again: Python may have changed the map meanwhile.
+    fn locate<R>(
+        &self,
+        py: Python<'_>,
+        key: &CacheKey,
+        busy_too: bool,
+        act: impl Fn(&mut Map, u32) -> Option<R>,
+    ) -> PyResult<Option<R>> {
         // (slot, its entry, its key's part that Python compares)
         let mut asks: SmallVec<[(u32, PyObj, PyObj); 1]> = SmallVec::new();
-        let taken = {
+        {
             let mut map = self.map.lock();
             let mut found = None;
             for &i in map.table.iter_hash(key.hash) {
@@ -248,10 +264,9 @@ impl StateCacheCore {
                     Same::No => {}
                 }
             }
-            found.map(|i| map.remove(i))
-        };
-        if let Some(slot) = taken {
-            return Ok(Some(slot.entry));
+            if let Some(i) = found {
+                return Ok(act(&mut map, i));
+            }
         }
         let Some(mine) = key.asked(py) else {
             return Ok(None);
@@ -260,22 +275,18 @@ impl StateCacheCore {
             if !mine.eq(theirs.bind(py))? {
                 continue;
             }
-            // Still the slot compared (Python ran meanwhile)?
-            let taken = {
-                let mut map = self.map.lock();
-                let same = map
-                    .slots
-                    .get(i as usize)
-                    .and_then(Option::as_ref)
-                    .is_some_and(|s| {
-                        (s.busy == 0 || busy_too)
-                            && s.entry.is(&entry)
-                            && s.key.asked(py).is_some_and(|a| a.is(theirs.bind(py)))
-                    });
-                same.then(|| map.remove(i))
-            };
-            if let Some(slot) = taken {
-                return Ok(Some(slot.entry));
+            let mut map = self.map.lock();
+            let same = map
+                .slots
+                .get(i as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|s| {
+                    (s.busy == 0 || busy_too)
+                        && s.entry.is(&entry)
+                        && s.key.asked(py).is_some_and(|a| a.is(theirs.bind(py)))
+                });
+            if same {
+                return Ok(act(&mut map, i));
             }
         }
         Ok(None)
@@ -298,51 +309,7 @@ impl StateCacheCore {
     /// and a new reference to its entry, or `None` when there is none or it is in use.
     /// Of two callers racing for an entry, one gets it.
     pub(crate) fn find(&self, py: Python<'_>, key: &CacheKey) -> PyResult<Option<(InUse, PyObj)>> {
-        // (slot, its entry, its key's part that Python compares)
-        let mut asks: SmallVec<[(u32, PyObj, PyObj); 1]> = SmallVec::new();
-        {
-            let mut map = self.map.lock();
-            let mut found = None;
-            for &i in map.table.iter_hash(key.hash) {
-                let slot = map.slot(i);
-                match key.same(py, &slot.key)? {
-                    Same::Yes => {
-                        found = Some(i);
-                        break;
-                    }
-                    Same::Ask if slot.busy == 0 => asks.push((
-                        i,
-                        slot.entry.clone_ref(py),
-                        slot.key.asked(py).expect("asked").unbind(),
-                    )),
-                    Same::Ask | Same::No => {}
-                }
-            }
-            if let Some(i) = found {
-                return Ok(map.mark(py, i));
-            }
-        }
-        let Some(mine) = key.asked(py) else {
-            return Ok(None);
-        };
-        for (i, entry, theirs) in asks {
-            if !mine.eq(theirs.bind(py))? {
-                continue;
-            }
-            // Still the slot compared (Python ran meanwhile)?
-            let mut map = self.map.lock();
-            let same = map
-                .slots
-                .get(i as usize)
-                .and_then(Option::as_ref)
-                .is_some_and(|s| {
-                    s.entry.is(&entry) && s.key.asked(py).is_some_and(|a| a.is(theirs.bind(py)))
-                });
-            if same {
-                return Ok(map.mark(py, i));
-            }
-        }
-        Ok(None)
+        self.locate(py, key, false, |map, i| map.mark(py, i))
     }
 
     /// [`StateCacheCore::find`] for the key `(cls, streams)`, without building it.
