@@ -416,7 +416,14 @@ class PgDcb:
 # -- where a decision's time goes (a diagnostic, not a headline key) ---------------------
 
 
-def _backends_cpu(pids: list[int]) -> float:
+# The server's client backends other than the asking one (whose CPU the diagnostics sum).
+CLIENT_BACKENDS = (
+    "SELECT pid FROM pg_stat_activity"
+    " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+)
+
+
+def backends_cpu(pids: list[int]) -> float:
     """Seconds of CPU the server processes ``pids`` have used (Linux schedstat)."""
     total = 0.0
     for pid in pids:
@@ -494,10 +501,6 @@ def cpu_per_decision(dsn: str, seconds: float, rounds: int) -> list[dict[str, An
         finally:
             await conn.close()
 
-    pids_sql = (
-        "SELECT pid FROM pg_stat_activity"
-        " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
-    )
     out: list[dict[str, Any]] = []
     try:
         for _, once in sides:
@@ -508,10 +511,10 @@ def cpu_per_decision(dsn: str, seconds: float, rounds: int) -> list[dict[str, An
             sums = {name: [0.0, 0.0, 0.0, 0.0] for name, _ in sides}
             for _ in range(rounds):
                 for name, once in sides:
-                    pids = [r[0] for r in bench.run(sql(pids_sql))]
-                    c0, s0, w0 = time.process_time(), _backends_cpu(pids), _perf()
+                    pids = [r[0] for r in bench.run(sql(CLIENT_BACKENDS))]
+                    c0, s0, w0 = time.process_time(), backends_cpu(pids), _perf()
                     rate = once()
-                    c1, s1, w1 = time.process_time(), _backends_cpu(pids), _perf()
+                    c1, s1, w1 = time.process_time(), backends_cpu(pids), _perf()
                     acc = sums[name]
                     acc[0] += rate * (w1 - w0)
                     acc[1] += w1 - w0
@@ -583,13 +586,7 @@ def cpu_per_part(dsn: str, blocks: int, block: int) -> list[dict[str, Any]]:
     async def pids() -> list[int]:
         conn = await asyncpg.connect(dsn)
         try:
-            return [
-                r[0]
-                for r in await conn.fetch(
-                    "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend'"
-                    " AND pid <> pg_backend_pid()"
-                )
-            ]
+            return [r[0] for r in await conn.fetch(CLIENT_BACKENDS)]
         finally:
             await conn.close()
 
@@ -600,12 +597,12 @@ def cpu_per_part(dsn: str, blocks: int, block: int) -> list[dict[str, Any]]:
         backends = run(pids())
         for _ in range(blocks):
             for label, side in sides.items():
-                c0, s0, t0 = time.process_time(), _backends_cpu(backends), _perf()
+                c0, s0, t0 = time.process_time(), backends_cpu(backends), _perf()
                 run(side())
                 acc = sums[label]
                 acc[0] += _perf() - t0
                 acc[1] += time.process_time() - c0
-                acc[2] += _backends_cpu(backends) - s0
+                acc[2] += backends_cpu(backends) - s0
     finally:
         bench.close()
     n = blocks * block

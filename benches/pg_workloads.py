@@ -61,6 +61,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from benches.dcb_workloads import CLIENT_BACKENDS, backends_cpu
 from benches.domain import DC, baseline
 from eventcore import NewEvent, execute, execute_sync
 from eventcore.postgres import PostgresStore, SyncPostgresStore
@@ -849,18 +850,6 @@ async def horizon_cost(dsn: str, seconds: float = 3.0, writers: int = CLIENTS) -
     return {k: round(statistics.fmean(v), 1) for k, v in out.items()}
 
 
-def _backends_cpu(pids: list[int]) -> float:
-    """Seconds of CPU the server processes ``pids`` have used (Linux schedstat)."""
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except OSError:
-            pass  # gone (or another machine's)
-    return total / 1e9
-
-
 def cpu_per_command(dsn: str, blocks: int, block: int) -> list[dict[str, Any]]:
     """Per one-event write at one client, figures that do not depend on the disk: client
     CPU (this process), server CPU (every client backend's, from /proc: the server must
@@ -963,11 +952,7 @@ def cpu_per_command(dsn: str, blocks: int, block: int) -> list[dict[str, Any]]:
     try:
         for side in sides.values():
             run(side())  # warm: plans, caches, the account's cached state
-        pids_sql = (
-            "SELECT pid FROM pg_stat_activity"
-            " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
-        )
-        pids = [r[0] for r in run(admin.fetch(pids_sql))]
+        pids = [r[0] for r in run(admin.fetch(CLIENT_BACKENDS))]
         lsn = "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn"
         sums = {name: [0.0] * 5 for name in sides}
         Connection._do_execute = counting  # type: ignore[method-assign]
@@ -975,9 +960,9 @@ def cpu_per_command(dsn: str, blocks: int, block: int) -> list[dict[str, Any]]:
             for name, side in sides.items():
                 w0 = run(admin.fetchval(lsn))
                 sent[0] = 0
-                c0, s0, t0 = time.process_time(), _backends_cpu(pids), _perf()
+                c0, s0, t0 = time.process_time(), backends_cpu(pids), _perf()
                 run(side())
-                c1, s1, t1 = time.process_time(), _backends_cpu(pids), _perf()
+                c1, s1, t1 = time.process_time(), backends_cpu(pids), _perf()
                 acc = sums[name]
                 acc[0] += t1 - t0
                 acc[1] += c1 - c0
