@@ -40,7 +40,10 @@ same loop with other reads and its own cache entries: its state is the cache's e
 command without declared streams, keyed by ``boundary._cache_key``), or the state it
 decided on before a failed condition, else ``initial_state()``; ``QUERY`` reads what
 matches after that state's position (no ``QUERY`` when the held state's failure carried
-that read: ``ConditionFailed.read`` is folded instead), ``STREAMS`` the declared streams
+that read: ``ConditionFailed.read`` is folded instead; no ``QUERY`` either for a cached
+state with ``warm_append_first``, whose condition checks it: a failed condition then costs
+no attempt, and a ``handle`` that fails or decides nothing on it reads and decides again;
+verify mode is not modelled), ``STREAMS`` the declared streams
 (if any), and the events are folded in global order. ``handle``'s events may target any
 stream and are tagged by ``tags_of``; nothing decided means no append. ``APPEND_IF`` appends under
 ``AppendCondition(query, position read)`` with the streams' versions as expected versions;
@@ -160,7 +163,11 @@ def run_command(
     cls = type(command)
     name = cls.__name__
     if getattr(cls, "_query_boundary", False):
-        return (yield from _run_query(command, registry, policy, metadata, keyed, cache))
+        return (
+            yield from _run_query(
+                command, registry, policy, metadata, keyed, cache, warm_append_first
+            )
+        )
     discovers = cls.discover is not Command.discover
     decoders = registry.decoders
     key: Any = _UNSET if cache is not None or snapshot_every else None
@@ -386,6 +393,7 @@ def _run_query(
     metadata: Metadata | None,
     keyed: _Keyed | None,
     cache: StateCache | None,
+    warm_append_first: bool = False,
 ) -> Steps:
     """A query command's run (see the module docs); ``run_command`` hands it over."""
     from eventcore.boundary import _cache_key as query_key
@@ -416,6 +424,7 @@ def _run_query(
         key = None
         state, after = None, 0
         carried = None
+        unverified = False  # handle decides on a cached state nobody read
         if cache is not None:
             if not declared and command.state_cache:
                 key = query_key(command, query)
@@ -424,11 +433,15 @@ def _run_query(
                 entry = cache.take(key, name)
                 if entry is not None:
                     state, after = entry.state, entry.versions[0]
+                    unverified = warm_append_first
             elif key is not None and last is not None:
                 state, after, carried = last
         if state is None:
             state, after = command.initial_state(), 0
-        read = carried if carried is not None else (yield (QUERY, query, after))
+        if unverified:
+            read: Any = ([], after)  # the append's condition checks the state
+        else:
+            read = carried if carried is not None else (yield (QUERY, query, after))
         if not isinstance(read, tuple):
             failures += 1
             yield (SLEEP, policy.jittered(_unavailable(read, policy, failures)))
@@ -456,12 +469,19 @@ def _run_query(
             new = _encode(command, emitted, None, registry, keyed)
             tags = [check_tags(command.tags_of(event)) for _, event in emitted] if emitted else []
         except Exception:
+            if unverified:
+                # Decided on a cached state without reading: read after it, decide again.
+                held, attempt = (state, after, None), attempt - 1
+                continue
             if keyed is not None:
                 found = yield from _lookup(keyed)
                 if type(found) is ExecutionResult:
                     yield (DONE, found)
                     return
             raise
+        if not new and unverified:  # nothing to append checks the state: read first
+            held, attempt = (state, after, None), attempt - 1
+            continue
         if not new:
             if key is not None and cache is not None:
                 cache.put(key, CacheEntry(state, [], [position]), name)
@@ -493,6 +513,9 @@ def _run_query(
                         yield (DONE, ExecutionResult(_append_result(found), attempt))
                         return
                     unknown = False
+                if unverified:
+                    # The failure told what the skipped read would have: no attempt spent.
+                    attempt -= 1
                 runs = attempt - failures
                 if runs >= policy.max_attempts:
                     if keyed is not None:

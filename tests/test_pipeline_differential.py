@@ -1462,15 +1462,61 @@ def assert_same_caches(worlds: Any) -> None:
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(case=query_cases())
-def test_query_commands_agree_with_the_model(case: tuple[list[Any], list[str], bool]) -> None:
+@given(case=query_cases(), warm=st.booleans())
+def test_query_commands_agree_with_the_model(
+    case: tuple[list[Any], list[str], bool], warm: bool
+) -> None:
     """Query commands: the machine (effect by effect) and the model emit the same effects,
     outcomes and writes, under condition failures, conflicts, store failures, lost
-    replies, idempotency keys and the state cache."""
-    check_query_agree(*case)
+    replies, idempotency keys and the state cache, with and without appending a cached
+    state first (``warm_append_first``, PostgreSQL's way)."""
+    check_query_agree(*case, warm=warm)
 
 
-def check_query_agree(cmds: list[Any], faults: list[str], cache: bool) -> None:
+def test_a_warm_query_command_appends_first_and_reads_only_when_it_must() -> None:
+    """With ``warm_append_first`` a cached query command appends without a QUERY. A
+    failed condition costs no attempt: its carried read is folded (still no QUERY), or the
+    retry reads after the cached position. A ``handle`` that refuses, or decides nothing,
+    on the unread state reads and decides again. Model and machine agree on each."""
+    one = [(Book(streams_=()), None, 1)]
+    # (faults of the second command's effects, its command, QUERY effects it makes)
+    for faults, second, queries in (
+        (["none"], Book(streams_=()), 0),
+        (["carry", "none"], Book(streams_=()), 0),
+        (["race", "none", "none"], Book(streams_=()), 1),
+        (["race", "none", "none"], Book(streams_=(), outcome="violate", limit=2), 1),
+        (["none", "none"], Book(streams_=(), outcome="raise"), 1),
+        (["none"], Book(streams_=(), outcome="none"), 1),
+    ):
+        # The first command: a QUERY and an APPEND_IF, no fault.
+        check_query_agree([*one, (second, None, 1)], ["none", "none", *faults], True, warm=True)
+        world = QWorld(["none", "none", *faults], True)
+        policy = RetryPolicy(max_attempts=1, jitter=0)
+        for n, command in enumerate((one[0][0], second)):
+            run = _pipeline.run_command(
+                command, REGISTRY, policy, None, None, world.store.state_cache, 0, True
+            )
+            seen, out = q_drive(run, world, Ids(), False)
+            if n == 1:
+                assert [e[0] for e in seen].count(_pipeline.QUERY) == queries, faults
+        booked = [e.data.n for e in world.store.read_all() if e.stream_id == "b-0"]
+        if second.outcome == "none":
+            assert out[0] == "ok" and booked == [0]
+        elif second.outcome == "raise":  # read first, then the error (not a retry)
+            assert out[:2] == ("error", "RuntimeError") and booked == [0]
+        elif second.outcome == "violate":
+            # The read after the failure shows the slot full (its booking, the race's).
+            assert out[:2] == ("error", "BusinessRuleViolation") and booked == [0]
+        else:  # the second booking saw the first (and the competing one, if any)
+            assert out[0] == "ok" and booked == [
+                0,
+                2 if "race" in faults or "carry" in faults else 1,
+            ]
+
+
+def check_query_agree(
+    cmds: list[Any], faults: list[str], cache: bool, *, warm: bool = False
+) -> None:
     worlds = (QWorld(faults, cache), QWorld(faults, cache))
     for command, key, attempts in cmds:
         policy = RetryPolicy(max_attempts=attempts, jitter=0, unavailable_initial_delay=0.001)
@@ -1479,9 +1525,11 @@ def check_query_agree(cmds: list[Any], faults: list[str], cache: bool) -> None:
             ids = Ids()
             cache_ = world.store.state_cache if cache else None
             if model:
-                run: Any = pipeline_model.run_command(command, REGISTRY, policy, None, key, cache_)
+                run: Any = pipeline_model.run_command(
+                    command, REGISTRY, policy, None, key, cache_, 0, warm
+                )
             else:
-                run = _pipeline.run_command(command, REGISTRY, policy, None, key, cache_)
+                run = _pipeline.run_command(command, REGISTRY, policy, None, key, cache_, 0, warm)
             outs.append(q_drive(run, world, ids, model))
         assert outs[0] == outs[1], command
         assert worlds[0].contents() == worlds[1].contents()

@@ -797,7 +797,6 @@ impl Machine {
             self.q = Some(Box::default());
             self.key = Key::None;
             self.snapshot_every = 0;
-            self.warm_append_first = false;
         }
         self.discovers = discovers && !query;
         self.name = Some(name);
@@ -1479,6 +1478,10 @@ impl Machine {
                     return self.handle_failed(py, f, err);
                 }
                 if events.is_empty() {
+                    if self.unverified {
+                        // Nothing to append: no condition would check the state. Read.
+                        return self.query_recheck(py, f);
+                    }
                     return self.query_nothing(py, f);
                 }
                 self.events = Some(events);
@@ -1602,6 +1605,9 @@ impl Machine {
     fn handle_failed(&mut self, py: Python<'_>, f: Folded, err: PyErr) -> PyResult<Eff> {
         if !err.is_instance_of::<PyException>(py) {
             return Err(err);
+        }
+        if self.unverified && self.is_query() {
+            return self.query_recheck(py, f);
         }
         if self.unverified {
             // Decided on a cached state without reading its tail: read it, decide again.

@@ -13,7 +13,11 @@
 //! `boundary._cache_key`); the next run reads only what matches after that position. A
 //! retry after a failed condition folds only what came after the position it read; when
 //! the failure carries that read (`ConditionFailed.read`: PostgreSQL's one-stream append
-//! returns it), the retry folds it and reads nothing.
+//! returns it), the retry folds it and reads nothing. On a store that appends warm states
+//! first (`warm_append_first`: PostgreSQL) a cached state is decided on without a read at
+//! all: the condition after its position checks it, a failure costs no attempt (it tells
+//! what the read would have), and a `handle` that fails or decides nothing on it reads
+//! first and decides again, as a cached stream command does.
 //! In verify mode (`StateCache(verify=True)`) such a state is checked: a second read folds
 //! the query's events from the start up to the same position, and a state that differs
 //! raises `StateCacheMismatch`; the command then decides on the cached state.
@@ -153,6 +157,7 @@ impl Machine {
         q.checking = None;
         let mut key = None;
         let mut carried = None;
+        let mut from_cache = false;
         if let Some(cache) = &self.cache {
             if self.declared_v.is_empty()
                 && command.getattr(intern!(py, "state_cache"))?.is_truthy()?
@@ -173,6 +178,7 @@ impl Machine {
                     let versions = entry.getattr(intern!(py, "versions"))?;
                     q.after = versions.get_item(0)?.extract()?;
                     q.state = Some(entry.getattr(intern!(py, "state"))?.unbind());
+                    from_cache = true;
                 }
             } else if let (Some(_), Some((state, after, read))) = (&key, held) {
                 q.state = Some(state);
@@ -197,6 +203,15 @@ impl Machine {
             // The failed condition's read after the held state's position: fold it.
             q.position = position;
             return self.query_fold(py, events.bind(py), None);
+        }
+        if from_cache && self.warm_append_first && !q.check {
+            // Decide on the cached state without reading (one round trip): the append's
+            // condition (nothing matching after its position) checks it, and a failure
+            // carries what it missed or makes the retry read it (`query_retry`).
+            q.position = q.after;
+            self.unverified = true;
+            let state = q.state.take().expect("cached state");
+            return self.query_decide(py, state, Vec::new());
         }
         self.wait = Wait::QueryRead;
         Ok(Eff::Query)
@@ -362,6 +377,15 @@ impl Machine {
         q.tags = tags;
         q.objects = objects;
         Ok(())
+    }
+
+    /// `handle` failed or decided nothing on a cached state nobody read: read what came
+    /// after its position and decide again (no attempt spent), as for streams.
+    pub(super) fn query_recheck(&mut self, py: Python<'_>, f: Folded) -> PyResult<Eff> {
+        let q = self.q.as_mut().expect("query run");
+        q.held = Some((f.state, q.position, None));
+        self.attempt -= 1;
+        self.begin_attempt(py)
     }
 
     /// `handle` decided nothing: no append (nothing to keep consistent); keep the state.

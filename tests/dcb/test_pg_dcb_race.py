@@ -94,3 +94,40 @@ async def test_writers_of_unrelated_tags_do_not_wait_for_a_held_condition(
         done, _ = await asyncio.wait([blocked], timeout=0.5)
         assert not done  # waits for the condition's lock
     await asyncio.wait_for(blocked, 5)
+
+
+async def test_warm_invoice_commands_of_several_instances_keep_numbers_gapless(
+    postgres_store_factory: Any,
+) -> None:
+    """Several store instances (each its own state cache, as separate processes) number
+    invoices at once: each instance's cached last number goes stale as the others append,
+    so its warm commands (appended without a read) fail their condition and retry from
+    what the failure carries. Every number is taken once, in log order, none skipped;
+    and the warm path was taken (fewer reads than commands)."""
+    from eventcore import RetryPolicy, execute
+    from eventcore.examples.dcb import CreateInvoice, InvoiceCreated, registry
+
+    stores = [await postgres_store_factory(registry=registry)]
+    for _ in range(3):
+        stores.append(await postgres_store_factory(registry=registry, schema=stores[0].schema))
+    reads = [0]
+    for store in stores:
+        original = store.read_query
+
+        async def counting(query: Any, _original: Any = original, **kwargs: Any) -> Any:
+            reads[0] += 1
+            return await _original(query, **kwargs)
+
+        store.read_query = counting
+    patient = RetryPolicy(max_attempts=100, initial_delay=0.001, max_delay=0.01)
+
+    async def client(store: Any, name: str) -> None:
+        for _ in range(6):
+            await execute(store, CreateInvoice(customer=name), retry=patient)
+
+    await asyncio.gather(
+        *(client(store, f"{i}-{j}") for i, store in enumerate(stores) for j in range(2))
+    )
+    log = [e.data for e in await stores[0].read_all() if isinstance(e.data, InvoiceCreated)]
+    assert [i.number for i in log] == list(range(1, 49))
+    assert reads[0] < 48

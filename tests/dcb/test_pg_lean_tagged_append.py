@@ -440,38 +440,49 @@ async def test_a_failed_condition_carries_the_read_a_retry_would_make(
     assert failed.value.read is None
 
 
-async def test_a_query_commands_retry_folds_the_failures_read(postgres_store: Any) -> None:
-    """A cached query command on PostgreSQL whose condition fails (a competing invoice
-    landed between its read and its append) retries from the failure's read: one read
-    for two attempts, and the next number after the competing one."""
+async def test_a_warm_query_command_appends_without_reading_and_retries_from_the_failure(
+    postgres_store: Any,
+) -> None:
+    """A cached query command on PostgreSQL appends without reading first (one round
+    trip). When a competing invoice lands before its append, the failed condition carries
+    what it missed: the retry folds it (no read), costs no attempt, and takes the next
+    number after the competing one."""
     from eventcore import execute
     from eventcore.examples.dcb import CreateInvoice, InvoiceCreated, registry
 
     store = postgres_store
     store.registry = registry
     reads: list[int] = []
-    original = store.read_query
+    appends: list[str] = []
+    read_query, append = store.read_query, store.append
     race = [False]
 
-    async def racing(query: Any, **kwargs: Any) -> Any:
-        found = await original(query, **kwargs)
+    async def counting_read(query: Any, **kwargs: Any) -> Any:
+        found = await read_query(query, **kwargs)
         reads.append(len(found.events))
+        return found
+
+    async def racing_append(events: Any, **kwargs: Any) -> Any:
         if race[0]:
             race[0] = False
             name, payload = registry.encode(InvoiceCreated(2, "other"))
-            await store.append([NewEvent("invoice-2", name, payload, None, ("invoice:2",))])
-        return found
+            await append([NewEvent("invoice-2", name, payload, None, ("invoice:2",))])
+        appends.append(events[0].stream_id)
+        return await append(events, **kwargs)
 
-    store.read_query = racing
+    store.read_query, store.append = counting_read, racing_append
     await execute(store, CreateInvoice(customer="a"))
-    assert reads == [0]
+    assert reads == [0] and appends == ["invoice-1"]  # cold: read, then append
     race[0] = True
     result = await execute(store, CreateInvoice(customer="a"))
-    assert result.attempts == 2
-    assert reads == [0, 0]  # the retry read nothing: it folded the failure's read
+    assert result.attempts == 1  # the failure told what a read would have
+    assert reads == [0]  # no read: the failure's read was folded
+    assert appends == ["invoice-1", "invoice-2", "invoice-3"]
     assert [e.stream_id for e in result.events] == ["invoice-3"]
+    await execute(store, CreateInvoice(customer="b"))  # warm: one append, nothing read
+    assert reads == [0] and appends[-1] == "invoice-4"
     numbers = [e.data.number for e in await store.read_all()]
-    assert numbers == [1, 2, 3]
+    assert numbers == [1, 2, 3, 4]
 
 
 LOCKS = """SELECT l.classid::text || ':' || l.objid::text, bool_or(l.mode = 'ExclusiveLock')

@@ -443,7 +443,9 @@ class PostgresStore:
     warm_append_first = True
     """A command with a cached state appends without reading first (one round trip): the
     expected versions check the state, and a conflict returns the events it missed
-    (:attr:`~eventcore.ConcurrencyConflict.tail`), folded before deciding again."""
+    (:attr:`~eventcore.ConcurrencyConflict.tail`), folded before deciding again. A query
+    command's condition checks its cached state the same way (a failed one carries the
+    read it missed, :attr:`~eventcore.ConditionFailed.read`, when it can)."""
 
     _pool_slots: Slots | None = None
     """A connection bound the owned pool shares with others (SyncPostgresStore's threads)."""
