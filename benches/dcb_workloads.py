@@ -174,6 +174,7 @@ class PgDcb:
         self.peer, self.datastore = self._peer()
         self._rep = 0
         self._log_store: PostgresStore | None = None
+        self._invoice_store: PostgresStore | None = None
         self._floor_pool: asyncpg.Pool | None = None
 
     async def _fresh(self, schema: str, size: int) -> PostgresStore:
@@ -221,6 +222,8 @@ class PgDcb:
             self.run(self._floor_pool.close())
         if self._log_store is not None:
             self.run(self._log_store.close())
+        if self._invoice_store is not None:
+            self.run(self._invoice_store.close())
 
         async def drop() -> None:
             conn = await asyncpg.connect(self.dsn)
@@ -283,6 +286,28 @@ class PgDcb:
             return self.run(main())
 
         return once
+
+    def invoices(self) -> Once:
+        """Gapless invoice numbers at one client: ``execute`` of the example's
+        ``CreateInvoice`` (a query command whose cached state, the last number, is decided
+        on without a read: one conditional append per command once warm)."""
+        from eventcore import execute
+        from eventcore.examples.dcb import CreateInvoice, registry
+
+        if self._invoice_store is None:
+            self._invoice_store = self.run(self._fresh(self.schema, 1))
+            self._invoice_store.registry = registry
+        store = self._invoice_store
+
+        async def main() -> float:
+            n, started = 0, _perf()
+            deadline = started + self.sz.seconds
+            while _perf() < deadline:
+                await execute(store, CreateInvoice(customer="c"))
+                n += 1
+            return n / (_perf() - started)
+
+        return lambda: self.run(main())
 
     def floor(self, clients: int) -> Once:
         """The floor of any durable read-decide-append: per decision one indexed SELECT
