@@ -485,6 +485,49 @@ async def test_a_warm_query_command_appends_without_reading_and_retries_from_the
     assert numbers == [1, 2, 3, 4]
 
 
+async def test_a_warm_query_command_in_verify_mode_reads_and_checks(postgres_store: Any) -> None:
+    """Verify mode (``StateCache(verify=True)``) keeps reading on PostgreSQL: a cached
+    query command reads its tail and the full fold it is checked against, and a command
+    that mutates its cached state is caught there rather than appended without a read."""
+    from eventcore import execute
+    from eventcore.examples.dcb import CreateInvoice, registry
+    from eventcore.state_cache import StateCache, StateCacheMismatch
+
+    store = postgres_store
+    store.registry = registry
+    store.state_cache = StateCache(verify=True)
+    reads: list[int] = []
+    read_query = store.read_query
+
+    async def counting_read(query: Any, **kwargs: Any) -> Any:
+        found = await read_query(query, **kwargs)
+        reads.append(len(found.events))
+        return found
+
+    store.read_query = counting_read
+    await execute(store, CreateInvoice(customer="a"))
+    await execute(store, CreateInvoice(customer="a"))
+    assert reads == [0, 0, 1]  # cold; then the tail (nothing new) and the full check
+
+    class Renumbering(CreateInvoice):
+        """Mutates the cached state (an int box) in handle: the check must catch it."""
+
+        def initial_state(self) -> Any:
+            return [0]
+
+        def apply(self, state: Any, event: object, stream_id: str) -> Any:
+            state[0] = max(state[0], event.number)  # type: ignore[attr-defined]
+            return state
+
+        def handle(self, state: Any) -> list[tuple[str, object]]:
+            state[0] += 10
+            return super().handle(state[0] - 10)
+
+    await execute(store, Renumbering(customer="b"))
+    with pytest.raises(StateCacheMismatch):
+        await execute(store, Renumbering(customer="b"))
+
+
 LOCKS = """SELECT l.classid::text || ':' || l.objid::text, bool_or(l.mode = 'ExclusiveLock')
              FROM pg_locks l
             WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid() AND l.objsubid = 2
