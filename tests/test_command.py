@@ -101,38 +101,33 @@ class _Custom(_Bounded):
             raise ValueError("not a half")
 
 
-class _Bounds(Command[None, Any]):
+class _Fields(Command[None, Any]):
+    """A command that only holds its fields (these tests build commands, never run them)."""
+
+    def initial_state(self) -> None:
+        return None
+
+    def apply(self, state: None, event: Any, stream_id: str) -> None:
+        return None
+
+    def handle(self, state: None) -> list[tuple[str, Any]]:
+        return []
+
+
+class _Bounds(_Fields):
     """One field of each kind of value type."""
 
     bounded: _Bounded
     custom: _Custom
     pattern: AccountNo
 
-    def initial_state(self) -> None:
-        return None
-
-    def apply(self, state: None, event: Any, stream_id: str) -> None:
-        return None
-
-    def handle(self, state: None) -> list[tuple[str, Any]]:
-        return []
-
 
 class _Digit(Value, int, gt=0, lt=10):
     """An int value type with bounds only: built natively by the builtin's own slot."""
 
 
-class _Digits(Command[None, Any]):
+class _Digits(_Fields):
     digit: _Digit
-
-    def initial_state(self) -> None:
-        return None
-
-    def apply(self, state: None, event: Any, stream_id: str) -> None:
-        return None
-
-    def handle(self, state: None) -> list[tuple[str, Any]]:
-        return []
 
 
 @pytest.mark.parametrize("value", [1, 9, 0, 10, -3, 2**70, True, 3.0, 2.5, "3", None])
