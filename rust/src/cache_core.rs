@@ -72,7 +72,7 @@ impl StateCacheCore {
                 if slot.busy == 0 {
                     out.push((slot.key.clone_ref(py), slot.entry.clone_ref(py)));
                 }
-                i = slot.next;
+                i = map.links[i as usize].next;
             }
             out
         };
@@ -99,7 +99,7 @@ impl StateCacheCore {
             let mut map = self.map.lock();
             let mut i = map.head;
             while i != NIL && map.slot(i).busy != 0 {
-                i = map.slot(i).next;
+                i = map.links[i as usize].next;
             }
             (i != NIL).then(|| map.remove(i))
         };
@@ -624,17 +624,28 @@ impl CacheKey {
 struct Slot {
     key: CacheKey,
     entry: PyObj,
-    prev: u32,
-    next: u32,
     /// The id of its use (see [`InUse`]); 0: not in use.
     busy: u64,
 }
 
+/// A slot's neighbours in the order of last use.
+#[derive(Clone, Copy)]
+struct Link {
+    prev: u32,
+    next: u32,
+}
+
 /// The entries by key, with their order of last use (a list through the slots).
+///
+/// The list's links are an array of their own beside the slots: moving an entry to the
+/// end writes its neighbours' links, and in a compact array those stay in the CPU's
+/// cache, where the neighbours' slots (not otherwise touched) would each be a miss.
 #[derive(Default)]
 struct Map {
     table: HashTable<u32>,
     slots: Vec<Option<Slot>>,
+    /// `links[i]`: slot `i`'s neighbours (meaningless for a free slot).
+    links: Vec<Link>,
     free: Vec<u32>,
     /// The least and the most recently used.
     head: u32,
@@ -678,29 +689,27 @@ impl Map {
 
     /// Take slot `i` out of the order of use.
     fn unlink(&mut self, i: u32) {
-        let (prev, next) = {
-            let slot = self.slot(i);
-            (slot.prev, slot.next)
-        };
+        let Link { prev, next } = self.links[i as usize];
         match prev {
             NIL => self.head = next,
-            p => self.slot_mut(p).next = next,
+            p => self.links[p as usize].next = next,
         }
         match next {
             NIL => self.tail = prev,
-            n => self.slot_mut(n).prev = prev,
+            n => self.links[n as usize].prev = prev,
         }
     }
 
     /// Put slot `i` last in the order of use (the most recently used).
     fn link_last(&mut self, i: u32) {
         let tail = self.tail;
-        let slot = self.slot_mut(i);
-        slot.prev = tail;
-        slot.next = NIL;
+        self.links[i as usize] = Link {
+            prev: tail,
+            next: NIL,
+        };
         match tail {
             NIL => self.head = i,
-            t => self.slot_mut(t).next = i,
+            t => self.links[t as usize].next = i,
         }
         self.tail = i;
     }
@@ -732,8 +741,6 @@ impl Map {
         let slot = Slot {
             key,
             entry,
-            prev: NIL,
-            next: NIL,
             busy: 0,
         };
         let i = match self.free.pop() {
@@ -743,6 +750,10 @@ impl Map {
             }
             None => {
                 self.slots.push(Some(slot));
+                self.links.push(Link {
+                    prev: NIL,
+                    next: NIL,
+                });
                 (self.slots.len() - 1) as u32
             }
         };
