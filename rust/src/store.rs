@@ -235,8 +235,16 @@ pub struct Store {
     sorted_streams: Mutex<SortedStreams>,
     types: Vec<Arc<str>>,
     type_index: HashTable<u32>,
-    /// `(event index, 32-bit id hash)`: rehashing never touches the events.
+    /// `(event index, 32-bit id hash)` of the events whose id was not greater than every
+    /// id stored before it: rehashing never touches the events.
     ids: HashTable<(u32, u32)>,
+    /// The indexes of the other events (an id greater than every one before it, as the
+    /// UUIDv7s of one generator are), in append order and so sorted by id: found by a
+    /// binary search, and added with a write at the end of a list instead of one in a
+    /// random place of a table as large as the store.
+    ordered: Vec<u32>,
+    /// The greatest id stored (0 when none): a greater one is not stored.
+    max_id: u128,
     hasher: DefaultHashBuilder,
     payload_heap: usize,
     metadata_heap: usize,
@@ -386,15 +394,25 @@ impl Store {
             .copied()
     }
 
+    /// The index of the stored event with id `id` (an erased one's id is not stored).
     #[inline]
     fn find_id(&self, id: u128) -> Option<u32> {
+        if id > self.max_id {
+            return None;
+        }
         let h = hash_id(id);
         let chunks = &self.chunks;
-        self.ids
-            .find(id_table_hash(h), |&(i, eh)| {
-                eh == h && event_at(chunks, i).id() == id
-            })
-            .map(|&(i, _)| i)
+        if let Some(&(i, _)) = self.ids.find(id_table_hash(h), |&(i, eh)| {
+            eh == h && event_at(chunks, i).id() == id
+        }) {
+            return Some(i);
+        }
+        let at = self
+            .ordered
+            .partition_point(|&i| event_at(chunks, i).id() < id);
+        let &i = self.ordered.get(at)?;
+        let ev = event_at(chunks, i);
+        (ev.id() == id && ev.event_type != ERASED).then_some(i)
     }
 
     /// Add the stream `name`, which the caller found absent.
@@ -838,9 +856,14 @@ impl Store {
             version,
         });
         self.len += 1;
-        let h = hash_id(ev.id);
-        self.ids
-            .insert_unique(id_table_hash(h), (index, h), |&(_, h)| id_table_hash(h));
+        if ev.id > self.max_id || index == 0 {
+            self.max_id = ev.id;
+            self.ordered.push(index);
+        } else {
+            let h = hash_id(ev.id);
+            self.ids
+                .insert_unique(id_table_hash(h), (index, h), |&(_, h)| id_table_hash(h));
+        }
     }
 
     /// The outcome of an append whose ids are (partly) stored already.
@@ -1316,6 +1339,7 @@ impl Store {
             + streams
             + types
             + self.ids.allocation_size()
+            + heap_size(self.ordered.capacity() * size_of::<u32>())
             + self.payload_heap
             + self.metadata_heap
             + self.names_heap
@@ -1583,6 +1607,53 @@ mod tests {
         let swapped = [ev("b", "U", b"2", 2), ev("a", "T", b"1", 1)];
         assert!(s.append(&[], &swapped, Some(b"m")).is_err());
         assert_eq!(s.len(), 5);
+    }
+
+    #[test]
+    fn ids_are_found_whatever_order_they_came_in() {
+        // Ids greater than every earlier one go to the sorted list, the others to the
+        // table: both must be found, refused again, and forgotten when purged.
+        let mut s = Store::new();
+        let order = [0u128, 50, 10, 60, 60 + (1 << 70), 30, 5, 1 << 100, 7];
+        for (n, &id) in order.iter().enumerate() {
+            let stream = if n % 2 == 0 { "a" } else { "b" };
+            s.append(&[], &[ev(stream, "T", &[n as u8], id)], None)
+                .unwrap();
+        }
+        for (n, &id) in order.iter().enumerate() {
+            assert_eq!(s.find_id(id), Some(n as u32), "id {id}");
+            assert!(matches!(
+                s.append(&[], &[ev("c", "T", b"other", id)], None),
+                Err(CoreError::DuplicateEventId { .. })
+            ));
+        }
+        for absent in [1u128, 11, 55, 61, 1 << 101, u128::MAX] {
+            assert_eq!(s.find_id(absent), None, "id {absent}");
+        }
+        // A pseudo-random walk against a set: found exactly when appended.
+        let mut seen: HashSet<u128> = order.iter().copied().collect();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..2_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let id = u128::from(x % 5_000) << (x % 3 * 40);
+            // (the same id with the same content again is a replay: nothing written)
+            let written = s
+                .append(&[], &[ev("r", "T", b"r", id)], None)
+                .is_ok_and(|o| !o.replayed);
+            assert_eq!(written, seen.insert(id), "id {id}");
+            assert!(s.find_id(id).is_some());
+        }
+        // purging forgets both kinds: stream a holds ids 0, 10, 1 << 70 + 60, 5, 7
+        s.truncate("a", None, ANY).unwrap();
+        assert_eq!(s.purge("a").unwrap().events, 5);
+        for id in [0u128, 10, 60 + (1 << 70), 5, 7] {
+            assert_eq!(s.find_id(id), None, "id {id}");
+        }
+        assert_eq!(s.find_id(50), Some(1));
+        s.append(&[], &[ev("a", "T", b"again", 10)], None).unwrap();
+        assert_eq!(s.find_id(10), Some(s.len() as u32 - 1));
     }
 
     #[test]
