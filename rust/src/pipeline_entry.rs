@@ -5,7 +5,7 @@
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use crate::pipeline::{stream_objs, Entry, Folded, PyObj};
+use crate::pipeline::{stream_objs, Entry, FoldStreams, FoldVersions, Folded, PyObj};
 
 /// A folded state with the streams and per-stream versions it represents.
 ///
@@ -40,8 +40,8 @@ impl CacheEntry {
         let empty = Entry {
             f: Folded {
                 state: py.None(),
-                versions: Vec::new(),
-                streams: Vec::new(),
+                versions: FoldVersions::new(),
+                streams: FoldStreams::new(),
                 fold_from: 0,
                 rounds: 0,
             },
@@ -68,8 +68,8 @@ impl CacheEntry {
             e: Entry {
                 f: Folded {
                     state,
-                    versions,
-                    streams: stream_objs(streams)?,
+                    versions: versions.into(),
+                    streams: stream_objs(streams)?.into(),
                     fold_from,
                     rounds,
                 },
@@ -98,7 +98,7 @@ impl CacheEntry {
     /// Each stream's version the state folds up to (a new list).
     #[getter]
     fn versions(&self) -> Vec<i64> {
-        self.e.f.versions.clone()
+        self.e.f.versions.to_vec()
     }
 
     /// Where the last discovery round starts in `streams`.

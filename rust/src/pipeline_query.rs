@@ -347,7 +347,7 @@ impl Machine {
         }
         let f = Folded {
             state,
-            versions,
+            versions: versions.into(),
             streams: self.declared_v.iter().map(|s| s.clone_ref(py)).collect(),
             fold_from: 0,
             rounds: 0,
