@@ -419,6 +419,9 @@ def _direct_tagged_streams_append(s: str) -> str:
 DIRECT_READ_TAGS = 4
 """The most tags of the one query item a direct query read takes (see :func:`_direct_read`)."""
 
+FOLD_BY_COUNT = 4
+"""The most streams a fold reads with one text parameter each (see ``Queries.fold_by_count``)."""
+
 
 def _direct_read(s: str, *, tags: int, typed: bool) -> str:
     """read_query's answer (migration 0014) for a query of ONE item with ``tags`` tags
@@ -694,17 +697,30 @@ class Queries:
         # that has a row (its version: hidden events are not read, so not counted), then
         # its visible events (migration 0006: versions above hidden_upto), in log order,
         # as 5-item fold rows (a decode error names the version and position).
-        self.fold = (
-            "SELECT sid, typ, payload, ver, pos FROM ("
-            " WITH st AS MATERIALIZED (SELECT stream_id, version, hidden_upto, first_position,"
-            f" last_position FROM {s}.streams"
-            " WHERE stream_id = ANY($1::text[]))"
-            " SELECT st.stream_id AS sid, NULL::text AS typ, int8send(st.version) AS payload,"
-            " 0::bigint AS ver, 0::bigint AS pos FROM st"
-            " UNION ALL SELECT e.stream_id, e.event_type, e.payload, e.version, e.position"
-            f" FROM st JOIN {s}.events e ON e.stream_id = st.stream_id"
-            f" AND e.version > st.hidden_upto{within('e', 'st')}) f ORDER BY pos"
-        )
+        def fold(streams: str) -> str:
+            return (
+                "SELECT sid, typ, payload, ver, pos FROM ("
+                " WITH st AS MATERIALIZED (SELECT stream_id, version, hidden_upto,"
+                f" first_position, last_position FROM {s}.streams WHERE stream_id {streams})"
+                " SELECT st.stream_id AS sid, NULL::text AS typ, int8send(st.version) AS"
+                " payload, 0::bigint AS ver, 0::bigint AS pos FROM st"
+                " UNION ALL SELECT e.stream_id, e.event_type, e.payload, e.version, e.position"
+                f" FROM st JOIN {s}.events e ON e.stream_id = st.stream_id"
+                f" AND e.version > st.hidden_upto{within('e', 'st')}) f ORDER BY pos"
+            )
+
+        self.fold = fold("= ANY($1::text[])")
+        # The same for 1 to FOLD_BY_COUNT streams, one text parameter each. PostgreSQL
+        # plans a prepared statement afresh on every run (custom plans) while its generic
+        # plan's estimate is above theirs, and it cannot know an array parameter's length
+        # in a generic plan: on tables with statistics `fold` kept being planned for
+        # every cold command (pg_prepared_statements: 0 generic, 460 custom plans of 460),
+        # which cost more than its run. With one parameter per stream both estimates
+        # agree and the generic plan is kept.
+        self.fold_by_count = {
+            n: fold(f"IN ({', '.join(f'${i}::text' for i in range(1, n + 1))})")
+            for n in range(1, FOLD_BY_COUNT + 1)
+        }
         # A cached state's tail: each stream's last event at or before version $2[i] (the
         # last one folded, for its position: a truncation's version has no event) and the
         # events after it, with the version the stream's last truncation took (a state

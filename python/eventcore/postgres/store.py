@@ -1260,7 +1260,11 @@ class PostgresStore:
         below a truncation or deletion, are not read).
         """
         ids = check_stream_ids(streams)
-        rows = await self._fetch(self._q.fold, ids)
+        statement = self._q.fold_by_count.get(len(ids))
+        if statement is not None:
+            rows = await self._fetch(statement, *ids)
+        else:
+            rows = await self._fetch(self._q.fold, ids)
         versions = dict.fromkeys(ids, 0)
         k = 0  # the rows before the events: (stream, NULL, version as 8 bytes)
         while k < len(rows) and rows[k][1] is None:
