@@ -148,8 +148,7 @@ pub(crate) struct Folded {
 }
 
 /// A folded state's per-stream versions and stream objects: inline for the common one or
-/// two streams, so a cache entry and its copies take no heap blocks of their own (one
-/// memory access fewer per cached command).
+/// two streams, so a cache entry and its copies take no heap blocks of their own.
 pub(crate) type FoldVersions = SmallVec<[i64; 2]>;
 /// See [`FoldVersions`].
 pub(crate) type FoldStreams = SmallVec<[Py<PyString>; 2]>;
