@@ -366,7 +366,7 @@ fn cl<T>(py: Python<'_>, o: &Py<T>) -> Py<T> {
     o.clone_ref(py)
 }
 
-fn cl_all<T>(py: Python<'_>, v: &[Py<T>]) -> Vec<Py<T>> {
+pub(crate) fn cl_all<T, C: FromIterator<Py<T>>>(py: Python<'_>, v: &[Py<T>]) -> C {
     v.iter().map(|o| o.clone_ref(py)).collect()
 }
 
@@ -1213,7 +1213,7 @@ impl Machine {
         Folded {
             state: state.unbind(),
             versions: versions.into(),
-            streams: self.declared_v.iter().map(|o| o.clone_ref(py)).collect(),
+            streams: cl_all(py, &self.declared_v),
             fold_from: 0,
             rounds: 0,
         }

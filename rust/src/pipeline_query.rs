@@ -348,7 +348,7 @@ impl Machine {
         let f = Folded {
             state,
             versions: versions.into(),
-            streams: self.declared_v.iter().map(|s| s.clone_ref(py)).collect(),
+            streams: crate::pipeline::cl_all(py, &self.declared_v),
             fold_from: 0,
             rounds: 0,
         };

@@ -856,7 +856,7 @@ impl Store {
             version,
         });
         self.len += 1;
-        if ev.id > self.max_id || index == 0 {
+        if ev.id > self.max_id {
             self.max_id = ev.id;
             self.ordered.push(index);
         } else {
